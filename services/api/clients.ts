@@ -1,0 +1,40 @@
+// gRPC clients with promise-returning unary calls; one place that turns
+// gRPC failures into an ApiError-style one-line message for CLIs.
+import * as grpc from "@grpc/grpc-js";
+import { CLIENT_OPTIONS } from "../common/grpc-server.js";
+import { PolicyServiceClient } from "../gen/palisade/policy/v1/policy.js";
+import { StatusServiceClient } from "../gen/palisade/status/v1/status.js";
+
+type Unary<Req, Res> = (req: Req, metadata: grpc.Metadata, options: Partial<grpc.CallOptions>, cb: (err: grpc.ServiceError | null, res: Res) => void) => unknown;
+
+export class RpcError extends Error {
+  constructor(readonly code: grpc.status, message: string) {
+    super(message);
+    this.name = "RpcError";
+  }
+}
+
+export function call<Req, Res>(client: grpc.Client, fn: Unary<Req, Res>, req: Req, timeoutMs = 30_000): Promise<Res> {
+  return new Promise((resolve, reject) => {
+    fn.call(client, req, new grpc.Metadata(), { deadline: Date.now() + timeoutMs }, (err, res) => {
+      if (err) {
+        const what = err.code === grpc.status.UNAVAILABLE || err.code === grpc.status.DEADLINE_EXCEEDED
+          ? `cannot reach the controller at ${client.getChannel().getTarget()}: ${err.details}`
+          : err.details || err.message;
+        reject(new RpcError(err.code, what));
+      } else resolve(res);
+    });
+  });
+}
+
+export function createClients(address: string) {
+  const creds = grpc.credentials.createInsecure();
+  return {
+    policy: new PolicyServiceClient(address, creds, CLIENT_OPTIONS),
+    status: new StatusServiceClient(address, creds, CLIENT_OPTIONS),
+    close() {
+      this.policy.close();
+      this.status.close();
+    },
+  };
+}

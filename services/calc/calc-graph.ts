@@ -1,0 +1,404 @@
+// The calculation core: model events in, per-host desired-state updates out.
+// Pure: no etcd, no gRPC, no timers, no processes. Feed it upserts/deletes,
+// call flush(revision) at the end of each batch (one etcd revision), and it
+// calls the sink once per affected host with that host's coalesced updates.
+//
+// Incrementality (DESIGN §7): a profile is rendered once and shared by all
+// hosts; tag memberships are reference-counted globally and fanned out only
+// to hosts whose profiles reference the tag; an endpoint change touches its
+// own host's chains plus the sets of its tags. Nothing is ever recomputed
+// "for everything".
+//
+// Indexes, and why each exists:
+//   profileUsers   profile id -> endpoint keys   (profile appears/disappears,
+//                                                 or its tags change)
+//   profileHosts   profile id -> hosts using it  (profile rules change)
+//   setMembers     ipset name -> addr -> refcount (tag membership)
+//   setHosts       ipset name -> hosts referencing it (membership fan-out)
+//   contrib        endpoint key -> (tags, addrs) it contributed
+import { deepEqual } from "../common/deep-equal.js";
+import { endpointKeyString, type Endpoint, type IpVersion, type Profile } from "../model/index.js";
+import { DEFAULT_CALC_CONFIG, chainKey, sameRules, type CalcConfig, type ChainDef, type HostUpdate } from "./desired-state.js";
+import { renderDispatch } from "./dispatch.js";
+import { renderEndpointChains } from "./render-endpoint.js";
+import { renderProfile, type RenderedProfile } from "./render-rules.js";
+import { ENTRY_CHAINS, fromWorkloadChain, tagSet, toWorkloadChain } from "./names.js";
+import { UpdateCoalescer } from "./update-coalescer.js";
+
+export interface CalcSink {
+  /** Updates for one host, in flush order, reflecting `revision`. */
+  onHostUpdates(host: string, revision: number, updates: HostUpdate[]): void;
+}
+
+const FAMILIES: readonly IpVersion[] = [4, 6];
+
+class HostView {
+  readonly out = new UpdateCoalescer();
+  /** Host-specific chains: endpoint, dispatch and entry chains. */
+  readonly chains = new Map<string, ChainDef>();
+  /** Interface name -> endpoint keys using it (more than one is a conflict). */
+  readonly byName = new Map<string, Set<string>>();
+  readonly endpoints = new Set<string>();
+  readonly profileRefs = new Map<string, number>();
+  readonly setRefs = new Map<string, { family: IpVersion; count: number }>();
+}
+
+interface Contribution {
+  tags: string[];
+  v4: string[];
+  v6: string[];
+}
+
+function hostAddr(net: string): string {
+  return net.endsWith("/32") || net.endsWith("/128") ? net.slice(0, net.lastIndexOf("/")) : net;
+}
+
+export class CalcGraph {
+  private readonly profiles = new Map<string, Profile>();
+  private readonly rendered = new Map<string, RenderedProfile>();
+  private readonly endpoints = new Map<string, Endpoint>();
+  private readonly hosts = new Map<string, HostView>();
+  private readonly profileUsers = new Map<string, Set<string>>();
+  private readonly profileHosts = new Map<string, Set<string>>();
+  private readonly setMembers = new Map<string, Map<string, number>>();
+  private readonly setHosts = new Map<string, Set<string>>();
+  private readonly contrib = new Map<string, Contribution>();
+  private readonly pendingDeltas = new Map<string, { family: IpVersion; added: Set<string>; removed: Set<string> }>();
+  private readonly dirty = new Set<string>();
+  private revision = 0;
+
+  constructor(private readonly sink: CalcSink, private readonly cfg: CalcConfig = DEFAULT_CALC_CONFIG) {}
+
+  get currentRevision(): number {
+    return this.revision;
+  }
+
+  hasProfile(id: string): boolean {
+    return this.profiles.has(id);
+  }
+
+  profileIds(): IterableIterator<string> {
+    return this.profiles.keys();
+  }
+
+  endpointKeys(): IterableIterator<string> {
+    return this.endpoints.keys();
+  }
+
+  getProfile(id: string): Profile | undefined {
+    return this.profiles.get(id);
+  }
+
+  getEndpoint(key: string): Endpoint | undefined {
+    return this.endpoints.get(key);
+  }
+
+  // ---------------------------------------------------------------- profiles
+
+  upsertProfile(p: Profile): void {
+    const old = this.profiles.get(p.id);
+    if (old && deepEqual(old, p)) return;
+    const oldR = this.rendered.get(p.id);
+    const newR = renderProfile(p, this.cfg);
+    this.profiles.set(p.id, p);
+    this.rendered.set(p.id, newR);
+    for (const host of this.profileHosts.get(p.id) ?? []) {
+      const hv = this.hosts.get(host)!;
+      if (!oldR) {
+        this.attachProfile(host, hv, newR);
+        continue;
+      }
+      const before = new Map(oldR.chains.map((c) => [chainKey(c.family, c.name), c]));
+      for (const c of newR.chains) {
+        const o = before.get(chainKey(c.family, c.name));
+        if (!o || !sameRules(o.rules, c.rules)) this.emit(host, hv, { type: "chain-update", chain: c });
+      }
+      for (const [name, s] of newR.sets) if (!oldR.sets.has(name)) this.incSetRef(host, hv, name, s.family);
+      for (const [name] of oldR.sets) if (!newR.sets.has(name)) this.decSetRef(host, hv, name);
+    }
+    if (!old) this.rerenderUsers(p.id);
+    if (!old || !deepEqual(old.tags, p.tags)) this.recomputeUsersContrib(p.id);
+  }
+
+  deleteProfile(id: string): void {
+    const oldR = this.rendered.get(id);
+    if (!oldR) return;
+    this.profiles.delete(id);
+    this.rendered.delete(id);
+    // Endpoint chains first stop jumping to the profile (they DROP in its
+    // place), then the profile's chains go: the coalescer orders it so.
+    this.rerenderUsers(id);
+    for (const host of this.profileHosts.get(id) ?? []) this.detachProfile(host, this.hosts.get(host)!, oldR);
+    this.recomputeUsersContrib(id);
+  }
+
+  // --------------------------------------------------------------- endpoints
+
+  upsertEndpoint(ep: Endpoint): void {
+    const key = endpointKeyString(ep);
+    const old = this.endpoints.get(key);
+    if (old && deepEqual(old, ep)) return;
+    const hv = this.host(ep.host);
+    this.endpoints.set(key, ep);
+    hv.endpoints.add(key);
+    const oldIds = new Set(old?.profileIds ?? []);
+    const newIds = new Set(ep.profileIds);
+    for (const id of newIds) if (!oldIds.has(id)) this.addUse(ep.host, hv, id, key);
+    for (const id of oldIds) if (!newIds.has(id)) this.dropUse(ep.host, hv, id, key);
+    if (old && old.name !== ep.name) {
+      this.unbindName(ep.host, hv, old.name, key);
+    }
+    if (!old || old.name !== ep.name) {
+      let keys = hv.byName.get(ep.name);
+      if (!keys) hv.byName.set(ep.name, (keys = new Set()));
+      keys.add(key);
+      this.renderDispatch(ep.host, hv);
+    }
+    this.renderName(ep.host, hv, ep.name);
+    this.emit(ep.host, hv, { type: "endpoint-update", key, interfaceName: ep.name });
+    this.updateContrib(key, ep);
+  }
+
+  deleteEndpoint(key: string): void {
+    const old = this.endpoints.get(key);
+    if (!old) return;
+    const hv = this.hosts.get(old.host)!;
+    this.endpoints.delete(key);
+    hv.endpoints.delete(key);
+    this.unbindName(old.host, hv, old.name, key);
+    this.renderDispatch(old.host, hv);
+    for (const id of old.profileIds) this.dropUse(old.host, hv, id, key);
+    this.emit(old.host, hv, { type: "endpoint-remove", key });
+    this.updateContrib(key, undefined);
+  }
+
+  // ------------------------------------------------------------ output side
+
+  /** Ends a batch: fans out tag deltas and hands each dirty host its updates. */
+  flush(revision: number): void {
+    if (revision > this.revision) this.revision = revision;
+    for (const [name, d] of this.pendingDeltas) {
+      if (d.added.size === 0 && d.removed.size === 0) continue;
+      const added = [...d.added];
+      const removed = [...d.removed];
+      for (const host of this.setHosts.get(name) ?? []) {
+        this.emit(host, this.hosts.get(host)!, { type: "ipset-delta", name, family: d.family, added, removed });
+      }
+    }
+    this.pendingDeltas.clear();
+    for (const host of this.dirty) {
+      const updates = this.hosts.get(host)!.out.drain();
+      if (updates.length) this.sink.onHostUpdates(host, this.revision, updates);
+    }
+    this.dirty.clear();
+  }
+
+  /** Complete desired state of a host (creating an empty view if needed). */
+  snapshot(host: string): { revision: number; updates: HostUpdate[] } {
+    this.flush(this.revision);
+    const hv = this.host(host);
+    this.flush(this.revision);
+    const c = new UpdateCoalescer();
+    for (const [name, ref] of hv.setRefs) {
+      c.push({ type: "ipset-update", name, family: ref.family, members: [...(this.setMembers.get(name)?.keys() ?? [])] });
+    }
+    for (const chain of hv.chains.values()) c.push({ type: "chain-update", chain });
+    for (const id of hv.profileRefs.keys()) {
+      for (const chain of this.rendered.get(id)?.chains ?? []) c.push({ type: "chain-update", chain });
+    }
+    for (const key of hv.endpoints) {
+      c.push({ type: "endpoint-update", key, interfaceName: this.endpoints.get(key)!.name });
+    }
+    return { revision: this.revision, updates: c.drain() };
+  }
+
+  hostNames(): string[] {
+    return [...this.hosts.keys()];
+  }
+
+  // ---------------------------------------------------------------- helpers
+
+  private host(name: string): HostView {
+    let hv = this.hosts.get(name);
+    if (hv) return hv;
+    hv = new HostView();
+    this.hosts.set(name, hv);
+    const toHost = this.cfg.workloadToHost === "accept" ? [`-j ${ENTRY_CHAINS.fromWorkload}`, "-j ACCEPT"] : ["-j DROP"];
+    for (const family of FAMILIES) this.setChain(name, hv, { table: "filter", family, name: ENTRY_CHAINS.workloadToHost, rules: toHost });
+    this.renderDispatch(name, hv);
+    return hv;
+  }
+
+  private emit(host: string, hv: HostView, u: HostUpdate): void {
+    hv.out.push(u);
+    this.dirty.add(host);
+  }
+
+  private setChain(host: string, hv: HostView, c: ChainDef): void {
+    const key = chainKey(c.family, c.name);
+    const old = hv.chains.get(key);
+    if (old && sameRules(old.rules, c.rules)) return;
+    hv.chains.set(key, c);
+    this.emit(host, hv, { type: "chain-update", chain: c });
+  }
+
+  private removeChain(host: string, hv: HostView, family: IpVersion, name: string): void {
+    if (hv.chains.delete(chainKey(family, name))) this.emit(host, hv, { type: "chain-remove", table: "filter", family, name });
+  }
+
+  private renderDispatch(host: string, hv: HostView): void {
+    const names = [...hv.byName.keys()];
+    const wanted = new Set<string>();
+    for (const family of FAMILIES) {
+      for (const c of renderDispatch(names, family)) {
+        wanted.add(chainKey(family, c.name));
+        this.setChain(host, hv, c);
+      }
+    }
+    for (const [key, c] of hv.chains) {
+      if (!wanted.has(key) && (c.name.startsWith("pal-fd") || c.name.startsWith("pal-td"))) this.removeChain(host, hv, c.family, c.name);
+    }
+  }
+
+  /** (Re)renders the chains of the endpoint(s) using an interface name. */
+  private renderName(host: string, hv: HostView, name: string): void {
+    const keys = hv.byName.get(name);
+    for (const family of FAMILIES) {
+      if (!keys || keys.size === 0) {
+        this.removeChain(host, hv, family, toWorkloadChain(name));
+        this.removeChain(host, hv, family, fromWorkloadChain(name));
+        continue;
+      }
+      if (keys.size > 1) {
+        // Two endpoints claim one interface: fail closed until resolved.
+        this.setChain(host, hv, { table: "filter", family, name: toWorkloadChain(name), rules: ["-j DROP"] });
+        this.setChain(host, hv, { table: "filter", family, name: fromWorkloadChain(name), rules: ["-j DROP"] });
+        continue;
+      }
+      const ep = this.endpoints.get([...keys][0]!)!;
+      for (const c of renderEndpointChains(ep, family, (id) => this.profiles.has(id), this.cfg)) this.setChain(host, hv, c);
+    }
+  }
+
+  private unbindName(host: string, hv: HostView, name: string, key: string): void {
+    const keys = hv.byName.get(name);
+    keys?.delete(key);
+    if (keys && keys.size === 0) hv.byName.delete(name);
+    this.renderName(host, hv, name);
+  }
+
+  private rerenderUsers(profileId: string): void {
+    for (const key of this.profileUsers.get(profileId) ?? []) {
+      const ep = this.endpoints.get(key)!;
+      this.renderName(ep.host, this.hosts.get(ep.host)!, ep.name);
+    }
+  }
+
+  private addUse(host: string, hv: HostView, id: string, key: string): void {
+    let users = this.profileUsers.get(id);
+    if (!users) this.profileUsers.set(id, (users = new Set()));
+    users.add(key);
+    const n = hv.profileRefs.get(id) ?? 0;
+    hv.profileRefs.set(id, n + 1);
+    if (n > 0) return;
+    let hosts = this.profileHosts.get(id);
+    if (!hosts) this.profileHosts.set(id, (hosts = new Set()));
+    hosts.add(host);
+    const r = this.rendered.get(id);
+    if (r) this.attachProfile(host, hv, r);
+  }
+
+  private dropUse(host: string, hv: HostView, id: string, key: string): void {
+    const users = this.profileUsers.get(id);
+    users?.delete(key);
+    if (users?.size === 0) this.profileUsers.delete(id);
+    const n = hv.profileRefs.get(id) ?? 0;
+    if (n > 1) {
+      hv.profileRefs.set(id, n - 1);
+      return;
+    }
+    hv.profileRefs.delete(id);
+    const hosts = this.profileHosts.get(id);
+    hosts?.delete(host);
+    if (hosts?.size === 0) this.profileHosts.delete(id);
+    const r = this.rendered.get(id);
+    if (r) this.detachProfile(host, hv, r);
+  }
+
+  private attachProfile(host: string, hv: HostView, r: RenderedProfile): void {
+    for (const [name, s] of r.sets) this.incSetRef(host, hv, name, s.family);
+    for (const chain of r.chains) this.emit(host, hv, { type: "chain-update", chain });
+  }
+
+  private detachProfile(host: string, hv: HostView, r: RenderedProfile): void {
+    for (const c of r.chains) this.emit(host, hv, { type: "chain-remove", table: "filter", family: c.family, name: c.name });
+    for (const [name] of r.sets) this.decSetRef(host, hv, name);
+  }
+
+  private incSetRef(host: string, hv: HostView, name: string, family: IpVersion): void {
+    const ref = hv.setRefs.get(name);
+    if (ref) {
+      ref.count++;
+      return;
+    }
+    hv.setRefs.set(name, { family, count: 1 });
+    let hosts = this.setHosts.get(name);
+    if (!hosts) this.setHosts.set(name, (hosts = new Set()));
+    hosts.add(host);
+    this.emit(host, hv, { type: "ipset-update", name, family, members: [...(this.setMembers.get(name)?.keys() ?? [])] });
+  }
+
+  private decSetRef(host: string, hv: HostView, name: string): void {
+    const ref = hv.setRefs.get(name);
+    if (!ref) return;
+    if (--ref.count > 0) return;
+    hv.setRefs.delete(name);
+    const hosts = this.setHosts.get(name);
+    hosts?.delete(host);
+    if (hosts?.size === 0) this.setHosts.delete(name);
+    this.emit(host, hv, { type: "ipset-remove", name, family: ref.family });
+  }
+
+  private recomputeUsersContrib(profileId: string): void {
+    for (const key of this.profileUsers.get(profileId) ?? []) this.updateContrib(key, this.endpoints.get(key));
+  }
+
+  /** Re-derives which tag sets an endpoint's addresses belong to. */
+  private updateContrib(key: string, ep: Endpoint | undefined): void {
+    const old = this.contrib.get(key);
+    let next: Contribution | undefined;
+    if (ep) {
+      const tags = new Set<string>();
+      for (const id of ep.profileIds) for (const t of this.profiles.get(id)?.tags ?? []) tags.add(t);
+      next = { tags: [...tags].sort(), v4: ep.ipv4Nets.map(hostAddr), v6: ep.ipv6Nets.map(hostAddr) };
+    }
+    if (deepEqual(old, next)) return;
+    if (old) this.applyContrib(old, -1);
+    if (next && next.tags.length) {
+      this.contrib.set(key, next);
+      this.applyContrib(next, +1);
+    } else this.contrib.delete(key);
+  }
+
+  private applyContrib(c: Contribution, sign: 1 | -1): void {
+    for (const tag of c.tags) {
+      for (const family of FAMILIES) {
+        const addrs = family === 4 ? c.v4 : c.v6;
+        if (addrs.length === 0) continue;
+        const name = tagSet(tag, family);
+        let members = this.setMembers.get(name);
+        if (!members) this.setMembers.set(name, (members = new Map()));
+        let delta = this.pendingDeltas.get(name);
+        if (!delta) this.pendingDeltas.set(name, (delta = { family, added: new Set(), removed: new Set() }));
+        for (const a of addrs) {
+          const n = (members.get(a) ?? 0) + sign;
+          if (n > 0) members.set(a, n);
+          else members.delete(a);
+          if (sign > 0 && n === 1) { delta.removed.delete(a); delta.added.add(a); }
+          if (sign < 0 && n === 0) { delta.added.delete(a); delta.removed.add(a); }
+        }
+        if (members.size === 0) this.setMembers.delete(name);
+      }
+    }
+  }
+}

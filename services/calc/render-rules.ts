@@ -1,0 +1,133 @@
+// Profile rules -> iptables rule specs, per IP family.
+//
+// Verdict plumbing (why marks): a packet between two local workloads must
+// pass the sender's outbound and the receiver's inbound rules, so endpoint
+// chains cannot ACCEPT; they RETURN on allow and DROP on deny. A profile
+// chain signals "allowed" to its endpoint chain by setting the accept mark
+// and returning; the endpoint chain returns as soon as it sees the mark.
+import {
+  PROTOCOL_NUMBERS, protocolNumber, ruleFamilies,
+  type IpVersion, type Match, type PortRange, type Profile, type Rule,
+} from "../model/index.js";
+import { tagSet, profileInboundChain, profileOutboundChain } from "./names.js";
+import type { CalcConfig, ChainDef } from "./desired-state.js";
+
+/** multiport holds 15 slots; a range takes 2. */
+const MULTIPORT_SLOTS = 15;
+
+export function markHex(mark: number): string {
+  return `0x${mark.toString(16)}`;
+}
+
+export function acceptMarkSpecs(cfg: CalcConfig): { set: string; clear: string; isSet: string; notSet: string } {
+  const m = markHex(cfg.acceptMark);
+  return {
+    set: `-j MARK --set-xmark ${m}/${m}`,
+    clear: `-j MARK --set-xmark 0x0/${m}`,
+    isSet: `-m mark --mark ${m}/${m}`,
+    notSet: `-m mark ! --mark ${m}/${m}`,
+  };
+}
+
+function protoName(p: string, family: IpVersion): string {
+  const n = protocolNumber(p);
+  if (n === 58) return family === 6 ? "icmpv6" : "58";
+  const name = Object.entries(PROTOCOL_NUMBERS).find(([, v]) => v === n)?.[0];
+  return name ?? String(n);
+}
+
+/** Splits a port list into multiport-sized chunks. */
+export function chunkPorts(ports: readonly PortRange[]): PortRange[][] {
+  const chunks: PortRange[][] = [];
+  let cur: PortRange[] = [];
+  let used = 0;
+  for (const p of ports) {
+    const cost = p.first === p.last ? 1 : 2;
+    if (used + cost > MULTIPORT_SLOTS) {
+      chunks.push(cur);
+      cur = [];
+      used = 0;
+    }
+    cur.push(p);
+    used += cost;
+  }
+  if (cur.length) chunks.push(cur);
+  return chunks;
+}
+
+const portList = (ps: readonly PortRange[]) => ps.map((p) => (p.first === p.last ? `${p.first}` : `${p.first}:${p.last}`)).join(",");
+
+/** Fragments that do not multiply (everything except positive port lists). */
+function fixedFragments(m: Match, neg: boolean, family: IpVersion): string[] {
+  const not = neg ? "! " : "";
+  const out: string[] = [];
+  if (m.protocol !== undefined) out.push(`${not}-p ${protoName(m.protocol, family)}`);
+  if (m.srcNet !== undefined) out.push(`${not}-s ${m.srcNet}`);
+  if (m.dstNet !== undefined) out.push(`${not}-d ${m.dstNet}`);
+  if (m.srcTag !== undefined) out.push(`-m set ${not}--match-set ${tagSet(m.srcTag, family)} src`);
+  if (m.dstTag !== undefined) out.push(`-m set ${not}--match-set ${tagSet(m.dstTag, family)} dst`);
+  if (neg) {
+    // Negated lists are AND-ed: "not in chunk 1" and "not in chunk 2" …
+    for (const c of chunkPorts(m.srcPorts ?? [])) out.push(`-m multiport ! --sports ${portList(c)}`);
+    for (const c of chunkPorts(m.dstPorts ?? [])) out.push(`-m multiport ! --dports ${portList(c)}`);
+  }
+  if (m.icmpType !== undefined) {
+    const tc = m.icmpCode === undefined ? `${m.icmpType}` : `${m.icmpType}/${m.icmpCode}`;
+    out.push(family === 4 ? `-m icmp ${not}--icmp-type ${tc}` : `-m icmp6 ${not}--icmpv6-type ${tc}`);
+  }
+  return out;
+}
+
+/**
+ * Match specs for one rule in one family: one spec per line the rule needs.
+ * Positive port lists longer than multiport's 15 slots are OR-ed across
+ * several lines (the cartesian product of source and destination chunks).
+ */
+export function ruleMatchSpecs(rule: Rule, family: IpVersion): string[] {
+  // Positive protocol first: multiport and icmp matches need it.
+  const fixed = [...fixedFragments(rule.match, false, family), ...fixedFragments(rule.negated, true, family)];
+  const src = rule.match.srcPorts ? chunkPorts(rule.match.srcPorts).map((c) => `-m multiport --sports ${portList(c)}`) : [""];
+  const dst = rule.match.dstPorts ? chunkPorts(rule.match.dstPorts).map((c) => `-m multiport --dports ${portList(c)}`) : [""];
+  const specs: string[] = [];
+  for (const s of src) for (const d of dst) specs.push([...fixed, s, d].filter(Boolean).join(" "));
+  return specs;
+}
+
+export function renderRules(rules: readonly Rule[], family: IpVersion, cfg: CalcConfig): string[] {
+  const mark = acceptMarkSpecs(cfg);
+  const out: string[] = [];
+  for (const rule of rules) {
+    if (!ruleFamilies(rule).includes(family)) continue;
+    const specs = ruleMatchSpecs(rule, family);
+    if (rule.action === "deny") {
+      for (const s of specs) out.push(s ? `${s} -j DROP` : "-j DROP");
+    } else {
+      for (const s of specs) out.push(s ? `${s} ${mark.set}` : mark.set);
+      out.push(`${mark.isSet} -j RETURN`);
+    }
+  }
+  return out;
+}
+
+export interface RenderedProfile {
+  chains: ChainDef[];
+  /** ipsets the chains reference: name -> {tag, family}. */
+  sets: Map<string, { tag: string; family: IpVersion }>;
+}
+
+/** Renders a profile once; every host that uses it shares the result. */
+export function renderProfile(p: Profile, cfg: CalcConfig): RenderedProfile {
+  const chains: ChainDef[] = [];
+  const sets = new Map<string, { tag: string; family: IpVersion }>();
+  for (const family of [4, 6] as const) {
+    chains.push({ table: "filter", family, name: profileInboundChain(p.id), rules: renderRules(p.inboundRules, family, cfg) });
+    chains.push({ table: "filter", family, name: profileOutboundChain(p.id), rules: renderRules(p.outboundRules, family, cfg) });
+    for (const r of [...p.inboundRules, ...p.outboundRules]) {
+      if (!ruleFamilies(r).includes(family)) continue;
+      for (const tag of [r.match.srcTag, r.match.dstTag, r.negated.srcTag, r.negated.dstTag]) {
+        if (tag !== undefined) sets.set(tagSet(tag, family), { tag, family });
+      }
+    }
+  }
+  return { chains, sets };
+}

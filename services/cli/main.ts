@@ -1,0 +1,236 @@
+#!/usr/bin/env node
+// palisadectl — the operator CLI. Exit codes: 0 success, 1 failure (one-line
+// reason on stderr), 2 usage error.
+import { Command, Option } from "commander";
+import { readFileSync } from "node:fs";
+import { call, createClients, RpcError } from "../api/clients.js";
+import { documentToPb, endpointFromPb, profileFromPb, refToPb } from "../api/model-wire.js";
+import type { ObjectRef } from "../controller/etcd-store.js";
+import { EXIT_USAGE, UsageError, envDefault, fail, parseHostPort, withUsageExit } from "../common/cli-env.js";
+import { EndpointState, type HostStatus, type WatchStatusResponse, type EndpointStatus } from "../gen/palisade/status/v1/status.js";
+import {
+  ValidationError, formatIssue, parseDocuments, parseEndpointKey, splitDocuments, toDocument, toYaml, ID_RE,
+  type ModelObject,
+} from "../model/index.js";
+import { hostsBehind } from "./wait-condition.js";
+
+const program = new Command("palisadectl")
+  .description("Palisade operator CLI")
+  .option("--controller <addr>", "controller address HOST:PORT (env PALISADE_CONTROLLER)", envDefault("PALISADE_CONTROLLER", "127.0.0.1:50051"))
+  .option("--insecure", "plaintext gRPC (the only mode until TLS lands)", true)
+  .showHelpAfterError();
+
+function clients() {
+  const addr = program.opts<{ controller: string }>().controller;
+  parseHostPort(addr, "--controller");
+  return createClients(addr);
+}
+
+function readInput(file: string): string {
+  try {
+    return readFileSync(file === "-" ? 0 : file, "utf8");
+  } catch (e) {
+    throw new Error(`cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+  }
+}
+
+function loadObjects(file: string): ModelObject[] {
+  return parseDocuments(splitDocuments(readInput(file), file === "-" ? "stdin" : file));
+}
+
+const output = () => new Option("-o, --output <format>", "output format").choices(["table", "json", "yaml"]).default("table");
+
+function table(rows: string[][]): string {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? "").length)));
+  return rows.map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join("  ").trimEnd()).join("\n") + "\n";
+}
+
+program.command("apply")
+  .description("create or replace the profiles and endpoints in FILE (YAML or JSON; '-' for stdin), atomically")
+  .requiredOption("-f, --filename <file>", "file to apply, or - for stdin")
+  .action(async (o: { filename: string }) => {
+    const objects = loadObjects(o.filename);
+    const c = clients();
+    const r = await call(c.policy, c.policy.apply, { documents: objects.map(documentToPb) });
+    process.stdout.write(`applied ${objects.length} document(s), ${r.changed} changed, at revision ${r.revision}\n`);
+    c.close();
+  });
+
+const del = program.command("delete").description("delete objects: -f FILE, or profile ID, or endpoint HOST/ORCH/WORKLOAD/ID");
+del.option("-f, --filename <file>", "delete the objects named in FILE ('-' for stdin)")
+  .option("--ignore-missing", "do not fail on objects that do not exist")
+  .action(async (o: { filename?: string; ignoreMissing?: boolean }) => {
+    if (!o.filename) throw new UsageError("delete needs -f FILE, or 'profile ID', or 'endpoint HOST/ORCH/WORKLOAD/ID'");
+    const refs: ObjectRef[] = loadObjects(o.filename).map((x) => (x.kind === "Profile" ? { kind: "Profile", id: x.profile.id } : { kind: "Endpoint", key: x.endpoint }));
+    await deleteRefs(refs, !!o.ignoreMissing);
+  });
+del.command("profile <id>").description("delete one profile").option("--ignore-missing", "do not fail if it does not exist")
+  .action(async (id: string, o: { ignoreMissing?: boolean }) => {
+    if (!ID_RE.test(id)) throw new UsageError(`invalid profile id '${id}'`);
+    await deleteRefs([{ kind: "Profile", id }], !!o.ignoreMissing);
+  });
+del.command("endpoint <key>").description("delete one endpoint, named HOST/ORCH/WORKLOAD/ID").option("--ignore-missing", "do not fail if it does not exist")
+  .action(async (key: string, o: { ignoreMissing?: boolean }) => {
+    const k = parseEndpointKey(key);
+    if (!k) throw new UsageError(`endpoint must be HOST/ORCH/WORKLOAD/ID, got '${key}'`);
+    await deleteRefs([{ kind: "Endpoint", key: k }], !!o.ignoreMissing);
+  });
+
+async function deleteRefs(refs: ObjectRef[], ignoreMissing: boolean): Promise<void> {
+  const c = clients();
+  const r = await call(c.policy, c.policy.delete, { objects: refs.map(refToPb), ignoreMissing });
+  process.stdout.write(`deleted ${r.deleted} object(s) at revision ${r.revision}\n`);
+  c.close();
+}
+
+program.command("get")
+  .description("list profiles or endpoints")
+  .argument("<kind>", "profiles or endpoints")
+  .addOption(output())
+  .option("--host <host>", "only endpoints on this host")
+  .action(async (kind: string, o: { output: string; host?: string }) => {
+    const k = kind.replace(/s$/, "");
+    if (k !== "profile" && k !== "endpoint") throw new UsageError(`get: unknown kind '${kind}' (profiles or endpoints)`);
+    const c = clients();
+    let objects: ModelObject[];
+    if (k === "profile") {
+      const r = await call(c.policy, c.policy.listProfiles, {});
+      objects = r.profiles.map((p) => ({ kind: "Profile", profile: profileFromPb(p) }));
+    } else {
+      const r = await call(c.policy, c.policy.listEndpoints, { host: o.host ?? "" });
+      objects = r.endpoints.map((e) => ({ kind: "Endpoint", endpoint: endpointFromPb(e) }));
+    }
+    c.close();
+    const docs = objects.map(toDocument);
+    if (o.output === "json") process.stdout.write(`${JSON.stringify(docs, null, 2)}\n`);
+    else if (o.output === "yaml") process.stdout.write(docs.length ? toYaml(docs) : "");
+    else if (k === "profile") {
+      process.stdout.write(table([["ID", "TAGS", "INBOUND", "OUTBOUND"], ...objects.map((x) => {
+        const p = (x as { profile: { id: string; tags: string[]; inboundRules: unknown[]; outboundRules: unknown[] } }).profile;
+        return [p.id, p.tags.join(",") || "-", String(p.inboundRules.length), String(p.outboundRules.length)];
+      })]));
+    } else {
+      process.stdout.write(table([["HOST", "ORCHESTRATOR", "WORKLOAD", "ID", "INTERFACE", "STATE", "ADDRESSES", "PROFILES"], ...objects.map((x) => {
+        const e = (x as Extract<ModelObject, { kind: "Endpoint" }>).endpoint;
+        return [e.host, e.orchestrator, e.workload, e.id, e.name, e.state, [...e.ipv4Nets, ...e.ipv6Nets].join(",") || "-", e.profileIds.join(",") || "-"];
+      })]));
+    }
+  });
+
+const EP_STATE: Record<number, string> = { [EndpointState.ENDPOINT_STATE_UP]: "up", [EndpointState.ENDPOINT_STATE_DOWN]: "down", [EndpointState.ENDPOINT_STATE_ERROR]: "error" };
+
+function hostJson(h: HostStatus) {
+  return {
+    hostname: h.hostname, connected: h.connected, in_sync: h.inSync, applied_revision: h.appliedRevision,
+    last_error: h.lastError, last_apply_ms: h.lastApplyMs, driver_version: h.driverVersion,
+    iptables_backend: h.iptablesBackend, controller: h.controller, updated_unix_ms: h.updatedUnixMs,
+  };
+}
+function endpointJson(e: EndpointStatus) {
+  return { endpoint: e.endpointKey, host: e.hostname, state: EP_STATE[e.state] ?? "unknown", detail: e.detail, updated_unix_ms: e.updatedUnixMs };
+}
+
+function printStatus(format: string, modelRevision: number, hosts: HostStatus[], endpoints: EndpointStatus[]): void {
+  if (format === "json") {
+    process.stdout.write(`${JSON.stringify({ model_revision: modelRevision, hosts: hosts.map(hostJson), endpoints: endpoints.map(endpointJson) })}\n`);
+    return;
+  }
+  process.stdout.write(`model revision ${modelRevision}\n`);
+  process.stdout.write(table([["HOST", "CONNECTED", "IN-SYNC", "APPLIED", "APPLY-MS", "BACKEND", "ERROR"], ...hosts.map((h) => [
+    h.hostname, String(h.connected), String(h.inSync), String(h.appliedRevision), h.lastApplyMs.toFixed(1), h.iptablesBackend, h.lastError || "-",
+  ])]));
+  if (endpoints.length) {
+    process.stdout.write(table([["ENDPOINT", "STATE", "DETAIL"], ...endpoints.map((e) => [e.endpointKey, EP_STATE[e.state] ?? "unknown", e.detail || "-"])]));
+  }
+}
+
+/** Streams status: calls `onChange` with the full current view after every message. */
+function watchStatus(onChange: (rev: number, hosts: Map<string, HostStatus>, eps: Map<string, EndpointStatus>, msg: WatchStatusResponse) => boolean | void): Promise<void> {
+  const c = clients();
+  const hosts = new Map<string, HostStatus>();
+  const eps = new Map<string, EndpointStatus>();
+  let rev = 0;
+  return new Promise((resolve, reject) => {
+    const stream = c.status.watchStatus({});
+    stream.on("data", (m: WatchStatusResponse) => {
+      if (m.snapshot) { hosts.clear(); eps.clear(); }
+      for (const h of m.hosts) hosts.set(h.hostname, h);
+      for (const e of m.endpoints) eps.set(e.endpointKey, e);
+      for (const h of m.removedHosts) hosts.delete(h);
+      for (const e of m.removedEndpoints) eps.delete(e);
+      if (m.modelRevision) rev = m.modelRevision;
+      if (onChange(rev, hosts, eps, m) === true) {
+        stream.cancel();
+        c.close();
+        resolve();
+      }
+    });
+    stream.on("error", (err: { code?: number; details?: string; message: string }) => {
+      if (err.code === 1) return; // cancelled by us
+      reject(new RpcError(err.code ?? 2, err.code === 14 ? `cannot reach the controller: ${err.details}` : err.details || err.message));
+    });
+  });
+}
+
+program.command("status")
+  .description("host and endpoint status")
+  .addOption(new Option("-o, --output <format>", "output format").choices(["table", "json"]).default("table"))
+  .option("-w, --watch", "keep streaming changes")
+  .action(async (o: { output: string; watch?: boolean }) => {
+    if (!o.watch) {
+      const c = clients();
+      const r = await call(c.status, c.status.getStatus, {});
+      c.close();
+      printStatus(o.output, r.modelRevision, r.hosts, r.endpoints);
+      return;
+    }
+    await watchStatus((rev, hosts, eps, msg) => {
+      if (o.output === "json") {
+        process.stdout.write(`${JSON.stringify({ snapshot: msg.snapshot, model_revision: rev, hosts: msg.hosts.map(hostJson), endpoints: msg.endpoints.map(endpointJson), removed_hosts: msg.removedHosts, removed_endpoints: msg.removedEndpoints })}\n`);
+      } else {
+        printStatus("table", rev, [...hosts.values()], [...eps.values()]);
+      }
+    });
+  });
+
+program.command("wait")
+  .description("wait until every connected host has applied the model at revision >= R (default: the current revision)")
+  .option("--revision <n>", "revision to wait for")
+  .option("--timeout <seconds>", "give up after this many seconds", "60")
+  .action(async (o: { revision?: string; timeout: string }) => {
+    const timeout = Number(o.timeout);
+    if (!Number.isFinite(timeout) || timeout <= 0) throw new UsageError("--timeout must be a positive number of seconds");
+    let revision: number;
+    if (o.revision !== undefined) {
+      revision = Number(o.revision);
+      if (!Number.isInteger(revision) || revision < 0) throw new UsageError("--revision must be a non-negative integer");
+    } else {
+      const c = clients();
+      revision = (await call(c.policy, c.policy.getRevision, {})).revision;
+      c.close();
+    }
+    let behind: HostStatus[] = [];
+    const done = watchStatus((_rev, hosts) => {
+      behind = hostsBehind(hosts.values(), revision);
+      return behind.length === 0;
+    });
+    let timer: NodeJS.Timeout | undefined;
+    const expired = new Promise<"timeout">((r) => { timer = setTimeout(() => r("timeout"), timeout * 1000); });
+    const result = await Promise.race([done, expired]);
+    clearTimeout(timer);
+    if (result === "timeout") {
+      const list = behind.map((h) => `${h.hostname} (applied ${h.appliedRevision}${h.lastError ? `, error: ${h.lastError}` : ""})`).join(", ");
+      fail(`timed out after ${timeout}s waiting for revision ${revision}; behind: ${list || "status unavailable"}`);
+    }
+    process.stdout.write(`all connected hosts applied revision ${revision}\n`);
+    process.exit(0);
+  });
+
+withUsageExit(program);
+try {
+  await program.parseAsync();
+} catch (e) {
+  if (e instanceof UsageError) fail(`palisadectl: ${e.message}`, EXIT_USAGE);
+  if (e instanceof ValidationError) fail(`palisadectl: invalid input: ${e.issues.map(formatIssue).join("; ")}`);
+  fail(`palisadectl: ${(e as Error).message}`);
+}

@@ -1,0 +1,6 @@
+import type { HostStatus } from "../gen/palisade/status/v1/status.js";
+
+/** Hosts still behind revision R: connected, and not yet applied ≥ R without error. */
+export function hostsBehind(hosts: Iterable<HostStatus>, revision: number): HostStatus[] {
+  return [...hosts].filter((h) => h.connected && (!h.inSync || h.appliedRevision < revision || h.lastError !== ""));
+}

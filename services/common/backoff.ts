@@ -1,0 +1,28 @@
+// Retry delays, decided in one place: exponential with full jitter, so a
+// fleet of drivers that lost the same controller does not reconnect in step.
+export interface BackoffOptions {
+  initialMs: number;
+  maxMs: number;
+  random?: () => number;
+}
+
+export function createBackoff(opts: BackoffOptions) {
+  const random = opts.random ?? Math.random;
+  let attempt = 0;
+  return {
+    next(): number {
+      const cap = Math.min(opts.maxMs, opts.initialMs * 2 ** attempt);
+      attempt = Math.min(attempt + 1, 30);
+      return Math.round(cap / 2 + (random() * cap) / 2);
+    },
+    reset(): void {
+      attempt = 0;
+    },
+  };
+}
+
+export const sleep = (ms: number, signal?: AbortSignal) =>
+  new Promise<void>((resolve) => {
+    const t = setTimeout(resolve, ms);
+    signal?.addEventListener("abort", () => { clearTimeout(t); resolve(); }, { once: true });
+  });

@@ -1,0 +1,67 @@
+// What every Palisade gRPC server shares: keepalive, the standard health
+// service, server reflection (so grpcurl and load balancers work), and the
+// mapping of our errors to gRPC status codes.
+import * as grpc from "@grpc/grpc-js";
+import { loadSync } from "@grpc/proto-loader";
+import { ReflectionService } from "@grpc/reflection";
+import { HealthImplementation } from "grpc-health-check";
+import { join } from "node:path";
+import type { Logger } from "pino";
+import { ValidationError } from "../model/index.js";
+import { ApiError } from "./errors.js";
+import { packageRoot } from "./package-root.js";
+
+export const SERVER_OPTIONS: grpc.ServerOptions = {
+  "grpc.keepalive_time_ms": 10_000,
+  "grpc.keepalive_timeout_ms": 5_000,
+  "grpc.keepalive_permit_without_calls": 1,
+  "grpc.http2.min_ping_interval_without_data_ms": 5_000,
+  "grpc.max_receive_message_length": 16 * 1024 * 1024,
+};
+
+export const CLIENT_OPTIONS: grpc.ClientOptions = {
+  "grpc.keepalive_time_ms": 10_000,
+  "grpc.keepalive_timeout_ms": 5_000,
+  "grpc.keepalive_permit_without_calls": 1,
+  "grpc.max_receive_message_length": 16 * 1024 * 1024,
+};
+
+const PROTO_FILES = ["palisade/policy/v1/policy.proto", "palisade/sync/v1/sync.proto", "palisade/status/v1/status.proto"];
+
+export function addStandardServices(server: grpc.Server, services: string[]): HealthImplementation {
+  const health = new HealthImplementation({ "": "SERVING", ...Object.fromEntries(services.map((s) => [s, "SERVING"])) });
+  health.addToServer(server);
+  const pkg = loadSync(PROTO_FILES, { includeDirs: [join(packageRoot(), "proto")] });
+  new ReflectionService(pkg).addToServer(server);
+  return health;
+}
+
+/** Maps any thrown error to a gRPC status; unexpected ones are logged. */
+export function toServiceError(err: unknown, logger: Logger): Partial<grpc.StatusObject> {
+  if (err instanceof ValidationError) return { code: grpc.status.INVALID_ARGUMENT, details: err.message };
+  if (err instanceof ApiError) return { code: grpc.status[err.code], details: err.message };
+  logger.error({ err }, "internal error");
+  return { code: grpc.status.INTERNAL, details: "internal error (see controller log)" };
+}
+
+/** Wraps an async unary handler: resolves -> callback(null, value), throws -> status. */
+export function unary<Req, Res>(logger: Logger, fn: (req: Req, call: grpc.ServerUnaryCall<Req, Res>) => Promise<Res>): grpc.handleUnaryCall<Req, Res> {
+  return (call, callback) => {
+    fn(call.request, call).then(
+      (res) => callback(null, res),
+      (err) => callback(toServiceError(err, logger) as grpc.ServiceError),
+    );
+  };
+}
+
+export function bindServer(server: grpc.Server, address: string, creds = grpc.ServerCredentials.createInsecure()): Promise<number> {
+  return new Promise((resolve, reject) => server.bindAsync(address, creds, (err, port) => (err ? reject(err) : resolve(port))));
+}
+
+/** Graceful stop: refuse new calls, let running ones finish, then force after a grace period. */
+export function shutdownServer(server: grpc.Server, graceMs: number): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => { server.forceShutdown(); resolve(); }, graceMs);
+    server.tryShutdown(() => { clearTimeout(timer); resolve(); });
+  });
+}

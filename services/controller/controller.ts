@@ -1,0 +1,102 @@
+// palisade-controller, as a library: options -> normalize -> start().
+// Stateless: everything it knows comes from etcd; any number of replicas.
+import * as grpc from "@grpc/grpc-js";
+import { Etcd3 } from "etcd3";
+import { hostname } from "node:os";
+import type { Logger } from "pino";
+import { CalcGraph, DEFAULT_CALC_CONFIG, type CalcConfig } from "../calc/index.js";
+import { createLogger } from "../common/logger.js";
+import { SERVER_OPTIONS, addStandardServices, bindServer, shutdownServer } from "../common/grpc-server.js";
+import { PolicyServiceService } from "../gen/palisade/policy/v1/policy.js";
+import { StatusServiceService } from "../gen/palisade/status/v1/status.js";
+import { DataplaneSyncServiceService } from "../gen/palisade/sync/v1/sync.js";
+import { createEtcdStore } from "./etcd-store.js";
+import { createModelFeed } from "./model-feed.js";
+import { createPolicyService } from "./policy-service.js";
+import { createStatusService } from "./status-service.js";
+import { createStatusStore } from "./status-store.js";
+import { createSyncService } from "./sync-service.js";
+import { SyncHub } from "./sync-hub.js";
+
+export interface ControllerOptions {
+  etcdEndpoints: string[];
+  /** HOST:PORT or unix:/path, comma-separated; port 0 picks a free port (see Controller.port). */
+  listen: string;
+  /** etcd key prefix; default /palisade/v1. */
+  etcdPrefix?: string;
+  logger?: Logger;
+  /** Lease TTL of the statuses this replica writes; default 15 s. */
+  statusTtlSeconds?: number;
+  replicaId?: string;
+  workloadToHost?: "drop" | "accept";
+  /** Grace period for streams on shutdown; default 5 s. */
+  shutdownGraceMs?: number;
+}
+
+export interface Controller {
+  readonly port: number;
+  readonly graph: CalcGraph;
+  readonly hub: SyncHub;
+  stop(): Promise<void>;
+}
+
+export function normalizeControllerOptions(o: ControllerOptions): Required<ControllerOptions> {
+  if (!o.etcdEndpoints.length) throw new Error("at least one etcd endpoint is required");
+  return {
+    etcdEndpoints: o.etcdEndpoints.map((e) => (e.includes("://") ? e : `http://${e}`)),
+    listen: o.listen,
+    etcdPrefix: o.etcdPrefix ?? "/palisade/v1",
+    logger: o.logger ?? createLogger({ name: "palisade-controller" }),
+    statusTtlSeconds: o.statusTtlSeconds ?? 15,
+    replicaId: o.replicaId ?? `${hostname()}:${process.pid}`,
+    workloadToHost: o.workloadToHost ?? "drop",
+    shutdownGraceMs: o.shutdownGraceMs ?? 5_000,
+  };
+}
+
+export async function startController(options: ControllerOptions): Promise<Controller> {
+  const o = normalizeControllerOptions(options);
+  const logger = o.logger;
+  const client = new Etcd3({ hosts: o.etcdEndpoints, dialTimeout: 5_000 });
+  const store = createEtcdStore({ client, prefix: o.etcdPrefix, logger: logger.child({ component: "store" }) });
+  const hub = new SyncHub(logger.child({ component: "sync" }));
+  const cfg: CalcConfig = { ...DEFAULT_CALC_CONFIG, workloadToHost: o.workloadToHost };
+  const graph = new CalcGraph(hub, cfg);
+  const feed = createModelFeed({ store, graph, hub, logger: logger.child({ component: "feed" }) });
+  const status = createStatusStore({ client, keys: store.keys, logger: logger.child({ component: "status" }), ttlSeconds: o.statusTtlSeconds });
+
+  await status.start();
+  await feed.start();
+
+  const server = new grpc.Server(SERVER_OPTIONS);
+  server.addService(PolicyServiceService, createPolicyService({ store, logger: logger.child({ component: "policy" }) }));
+  server.addService(DataplaneSyncServiceService, createSyncService({ graph, hub, status, logger: logger.child({ component: "sync" }), replicaId: o.replicaId }));
+  server.addService(StatusServiceService, createStatusService({ client, store, status, logger: logger.child({ component: "status" }) }));
+  const health = addStandardServices(server, ["palisade.policy.v1.PolicyService", "palisade.sync.v1.DataplaneSyncService", "palisade.status.v1.StatusService"]);
+  let port = 0;
+  for (const addr of o.listen.split(",").map((a) => a.trim()).filter(Boolean)) {
+    const p = await bindServer(server, addr);
+    if (!addr.startsWith("unix:") && port === 0) port = p;
+  }
+  logger.info({ listen: o.listen, port, etcd: o.etcdEndpoints, prefix: o.etcdPrefix, replica: o.replicaId }, "controller serving");
+
+  let stopping: Promise<void> | undefined;
+  return {
+    port,
+    graph,
+    hub,
+    stop() {
+      stopping ??= (async () => {
+        logger.info("controller stopping: draining streams");
+        health.setStatus("", "NOT_SERVING");
+        await shutdownServer(server, o.shutdownGraceMs);
+        await feed.stop();
+        await status.close();
+        client.close();
+        logger.info("controller stopped");
+      })();
+      return stopping;
+    },
+  };
+}
+

@@ -1,0 +1,223 @@
+// The model in etcd: validated writes as single transactions, reads, and a
+// watch from a revision. etcd is the source of truth; controllers hold only
+// caches derived from it.
+import type { Etcd3, IKeyValue, Watcher } from "etcd3";
+import type { Logger } from "pino";
+import { ApiError } from "../common/errors.js";
+import {
+  ValidationError, describe, endpointKeyString, objectKey, parseDocument, toDocument, validateObject,
+  type EndpointKey, type ModelObject,
+} from "../model/index.js";
+import { createKeys, type Keys } from "./etcd-keys.js";
+
+export type ObjectRef = { kind: "Profile"; id: string } | { kind: "Endpoint"; key: EndpointKey };
+
+export interface ModelEvent {
+  revision: number;
+  /** Upserted object, or deletion of a key. */
+  change: { type: "put"; object: ModelObject } | { type: "delete-profile"; id: string } | { type: "delete-endpoint"; key: string };
+}
+
+export interface WriteResult {
+  revision: number;
+  changed: number;
+}
+
+const MAX_OPTIMISTIC_RETRIES = 5;
+
+export interface EtcdStore {
+  readonly keys: Keys;
+  apply(objects: ModelObject[], expect?: Map<string, number>): Promise<WriteResult>;
+  delete(refs: ObjectRef[], ignoreMissing: boolean): Promise<WriteResult>;
+  getObject(ref: ObjectRef): Promise<{ object?: ModelObject; modRevision: number; revision: number }>;
+  list(kind: "Profile" | "Endpoint", host?: string): Promise<{ objects: { object: ModelObject; modRevision: number }[]; revision: number }>;
+  modelRevision(): Promise<number>;
+  /** All model objects at one revision (for the initial load and resyncs). */
+  loadAll(): Promise<{ revision: number; objects: ModelObject[] }>;
+  /** Watches model changes after `fromRevision`; one callback per etcd revision. */
+  watch(fromRevision: number, onRevision: (revision: number, events: ModelEvent["change"][]) => void, onError: (err: Error) => void): Promise<{ close(): Promise<void> }>;
+}
+
+function refKey(keys: Keys, r: ObjectRef): string {
+  return r.kind === "Profile" ? keys.profile(r.id) : keys.endpoint(r.key);
+}
+
+function objectEtcdKey(keys: Keys, o: ModelObject): string {
+  return o.kind === "Profile" ? keys.profile(o.profile.id) : keys.endpoint(o.endpoint);
+}
+
+export function createEtcdStore(opts: { client: Etcd3; prefix: string; logger: Logger }): EtcdStore {
+  const { client, logger } = opts;
+  const keys = createKeys(opts.prefix);
+
+  /** Decodes a stored document. Invalid data (written around the API) is skipped: fail closed. */
+  function decode(kv: IKeyValue): ModelObject | undefined {
+    try {
+      const r = parseDocument(JSON.parse(kv.value.toString("utf8")), 0);
+      if (r.object) return r.object;
+      logger.error({ key: kv.key.toString(), issues: r.issues }, "invalid object in etcd ignored (treated as absent)");
+    } catch (err) {
+      logger.error({ key: kv.key.toString(), err }, "undecodable object in etcd ignored (treated as absent)");
+    }
+    return undefined;
+  }
+
+  async function readKeys(ks: string[]): Promise<{ revision: number; kvs: (IKeyValue | undefined)[] }> {
+    if (ks.length === 0) return { revision: await currentRevision(), kvs: [] };
+    const res = await client.kv.txn({
+      success: ks.map((k) => ({ request_range: { key: Buffer.from(k) } })),
+    });
+    return {
+      revision: Number(res.header.revision),
+      kvs: res.responses.map((r) => r.response_range.kvs[0]),
+    };
+  }
+
+  async function currentRevision(): Promise<number> {
+    const res = await client.kv.range({ key: Buffer.from(keys.revision) });
+    return Number(res.header.revision);
+  }
+
+  async function modelRevision(): Promise<number> {
+    const res = await client.kv.range({ key: Buffer.from(keys.revision) });
+    return res.kvs[0] ? Number(res.kvs[0].mod_revision) : 0;
+  }
+
+  /**
+   * Optimistic transaction: read, decide, then commit only if nothing we
+   * read changed meanwhile (mod_revision compares); retried a few times.
+   */
+  async function optimistic(
+    ks: string[],
+    decide: (kvs: (IKeyValue | undefined)[]) => { puts: [string, string][]; deletes: string[] },
+  ): Promise<WriteResult> {
+    for (let attempt = 0; ; attempt++) {
+      const { kvs } = await readKeys(ks);
+      const { puts, deletes } = decide(kvs);
+      if (puts.length === 0 && deletes.length === 0) return { revision: await modelRevision(), changed: 0 };
+      const compare = ks.map((k, i) => {
+        const kv = kvs[i];
+        return kv
+          ? { key: Buffer.from(k), target: "Mod" as const, result: "Equal" as const, mod_revision: kv.mod_revision }
+          : { key: Buffer.from(k), target: "Version" as const, result: "Equal" as const, version: 0 };
+      });
+      const res = await client.kv.txn({
+        compare,
+        success: [
+          ...puts.map(([k, v]) => ({ request_put: { key: Buffer.from(k), value: Buffer.from(v) } })),
+          ...deletes.map((k) => ({ request_delete_range: { key: Buffer.from(k) } })),
+          { request_put: { key: Buffer.from(keys.revision), value: Buffer.from("") } },
+        ],
+      });
+      if (res.succeeded) return { revision: Number(res.header.revision), changed: puts.length + deletes.length };
+      if (attempt >= MAX_OPTIMISTIC_RETRIES) throw new ApiError("ABORTED", "concurrent modification; retry the request");
+    }
+  }
+
+  return {
+    keys,
+    modelRevision,
+
+    async apply(objects, expect) {
+      const issues = objects.flatMap((o) => validateObject(o));
+      const seen = new Set<string>();
+      for (const o of objects) {
+        const k = objectKey(o);
+        if (seen.has(k)) issues.push({ document: describe(o), field: "", reason: "appears twice in one batch" });
+        seen.add(k);
+      }
+      if (issues.length) throw new ValidationError(issues);
+      const ks = objects.map((o) => objectEtcdKey(keys, o));
+      const values = objects.map((o) => JSON.stringify(toDocument(o)));
+      return optimistic(ks, (kvs) => {
+        if (expect) {
+          kvs.forEach((kv, i) => {
+            const want = expect.get(objectKey(objects[i]!));
+            const have = kv ? Number(kv.mod_revision) : 0;
+            if (want !== undefined && want !== have) {
+              throw new ApiError("FAILED_PRECONDITION", `${describe(objects[i]!)}: expected revision ${want}, found ${have}`);
+            }
+          });
+        }
+        const puts: [string, string][] = [];
+        kvs.forEach((kv, i) => {
+          if (!kv || kv.value.toString("utf8") !== values[i]) puts.push([ks[i]!, values[i]!]);
+        });
+        return { puts, deletes: [] };
+      });
+    },
+
+    async delete(refs, ignoreMissing) {
+      const ks = refs.map((r) => refKey(keys, r));
+      return optimistic(ks, (kvs) => {
+        const missing = refs.filter((_, i) => !kvs[i]);
+        if (missing.length && !ignoreMissing) {
+          const names = missing.map((r) => (r.kind === "Profile" ? `Profile ${r.id}` : `Endpoint ${endpointKeyString(r.key)}`));
+          throw new ApiError("NOT_FOUND", `not found: ${names.join(", ")} (nothing deleted)`);
+        }
+        return { puts: [], deletes: ks.filter((_, i) => kvs[i]) };
+      });
+    },
+
+    async getObject(ref) {
+      const { revision, kvs } = await readKeys([refKey(keys, ref)]);
+      const kv = kvs[0];
+      return { object: kv ? decode(kv) : undefined, modRevision: kv ? Number(kv.mod_revision) : 0, revision };
+    },
+
+    async list(kind, host) {
+      const prefix = kind === "Profile" ? keys.profiles : host ? `${keys.endpoints}${host}/` : keys.endpoints;
+      const res = await client.kv.range({ key: Buffer.from(prefix), range_end: prefixEnd(prefix) });
+      const objects = res.kvs.flatMap((kv) => {
+        const object = decode(kv);
+        return object ? [{ object, modRevision: Number(kv.mod_revision) }] : [];
+      });
+      return { objects, revision: Number(res.header.revision) };
+    },
+
+    async loadAll() {
+      const res = await client.kv.range({ key: Buffer.from(keys.model), range_end: prefixEnd(keys.model) });
+      const objects = res.kvs.filter((kv) => kv.key.toString() !== keys.revision).flatMap((kv) => decode(kv) ?? []);
+      return { revision: Number(res.header.revision), objects };
+    },
+
+    async watch(fromRevision, onRevision, onError) {
+      const watcher: Watcher = await client.watch().prefix(keys.model).startRevision(String(fromRevision + 1)).create();
+      watcher.on("data", (res) => {
+        // Group by revision: one etcd transaction = one batch for the graph.
+        let batch: ModelEvent["change"][] = [];
+        let batchRev = -1;
+        for (const ev of res.events) {
+          const rev = Number(ev.kv.mod_revision);
+          if (batchRev !== -1 && rev !== batchRev) {
+            onRevision(batchRev, batch);
+            batch = [];
+          }
+          batchRev = rev;
+          const key = ev.kv.key.toString("utf8");
+          if (key === keys.revision) continue;
+          if (ev.type === "Put") {
+            const object = decode(ev.kv);
+            if (object) batch.push({ type: "put", object });
+            else batch.push(deletionFor(keys, key));
+          } else batch.push(deletionFor(keys, key));
+        }
+        if (batchRev !== -1) onRevision(batchRev, batch);
+      });
+      watcher.on("error", onError);
+      return { close: () => watcher.cancel() };
+    },
+  };
+}
+
+function deletionFor(keys: Keys, key: string): ModelEvent["change"] {
+  return key.startsWith(keys.profiles)
+    ? { type: "delete-profile", id: key.slice(keys.profiles.length) }
+    : { type: "delete-endpoint", key: key.slice(keys.endpoints.length) };
+}
+
+export function prefixEnd(prefix: string): Buffer {
+  const b = Buffer.from(prefix);
+  b[b.length - 1]! += 1;
+  return b;
+}

@@ -1,0 +1,49 @@
+#!/usr/bin/env node
+// palisade-controller --etcd-endpoints URL[,URL…] --listen HOST:PORT [--metrics-listen HOST:PORT]
+import { Command } from "commander";
+import { EXIT_USAGE, UsageError, envDefault, fail, parseHostPort, withUsageExit } from "../common/cli-env.js";
+import { createLogger } from "../common/logger.js";
+import { startController } from "./controller.js";
+
+const program = new Command("palisade-controller")
+  .description("Palisade controller: validates and stores the model in etcd, computes each host's dataplane state, streams it to drivers.")
+  .option("--etcd-endpoints <urls>", "comma-separated etcd endpoints (env PALISADE_ETCD_ENDPOINTS)", envDefault("PALISADE_ETCD_ENDPOINTS", "http://127.0.0.1:2379"))
+  .option("--listen <host:port>", "gRPC listen address(es), HOST:PORT or unix:/path, comma-separated (env PALISADE_LISTEN)", envDefault("PALISADE_LISTEN", "127.0.0.1:50051"))
+  .option("--metrics-listen <host:port>", "Prometheus metrics / health HTTP address (env PALISADE_METRICS_LISTEN)", envDefault("PALISADE_METRICS_LISTEN"))
+  .option("--etcd-prefix <prefix>", "etcd key prefix (env PALISADE_ETCD_PREFIX)", envDefault("PALISADE_ETCD_PREFIX", "/palisade/v1"))
+  .option("--workload-to-host <action>", "workload -> host traffic: drop or accept (env PALISADE_WORKLOAD_TO_HOST)", envDefault("PALISADE_WORKLOAD_TO_HOST", "drop"))
+  .option("--log-level <level>", "trace, debug, info, warn, error (env PALISADE_LOG_LEVEL)", envDefault("PALISADE_LOG_LEVEL", "info"))
+  .option("--insecure", "serve plaintext gRPC (the only mode until TLS lands)", true)
+  .showHelpAfterError();
+withUsageExit(program);
+program.parse();
+const opts = program.opts<{ etcdEndpoints: string; listen: string; metricsListen?: string; etcdPrefix: string; workloadToHost: string; logLevel: string }>();
+
+try {
+  for (const a of opts.listen.split(",")) parseHostPort(a.trim(), "--listen");
+  if (opts.workloadToHost !== "drop" && opts.workloadToHost !== "accept") throw new UsageError("--workload-to-host must be drop or accept");
+  if (!opts.etcdPrefix.startsWith("/")) throw new UsageError("--etcd-prefix must start with /");
+} catch (e) {
+  fail((e as Error).message, e instanceof UsageError ? EXIT_USAGE : 1);
+}
+
+const logger = createLogger({ name: "palisade-controller", level: opts.logLevel });
+if (opts.metricsListen) logger.warn("--metrics-listen is accepted but metrics are not served yet");
+try {
+  const controller = await startController({
+    etcdEndpoints: opts.etcdEndpoints.split(",").map((s) => s.trim()).filter(Boolean),
+    listen: opts.listen,
+    etcdPrefix: opts.etcdPrefix,
+    workloadToHost: opts.workloadToHost as "drop" | "accept",
+    logger,
+  });
+  const shutdown = (signal: string) => {
+    logger.info({ signal }, "shutting down");
+    controller.stop().then(() => process.exit(0), () => process.exit(1));
+  };
+  process.once("SIGTERM", () => shutdown("SIGTERM"));
+  process.once("SIGINT", () => shutdown("SIGINT"));
+} catch (err) {
+  logger.fatal({ err }, "controller failed to start");
+  fail(`palisade-controller: ${(err as Error).message}`);
+}

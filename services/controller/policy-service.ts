@@ -1,0 +1,80 @@
+// PolicyService: the write/read API of the model. Validation happens here,
+// at the edge, before anything touches etcd; one invalid document rejects
+// the whole batch.
+import type { Logger } from "pino";
+import { ApiError } from "../common/errors.js";
+import { unary } from "../common/grpc-server.js";
+import { documentFromPb, endpointKeyFromPb, endpointToPb, profileToPb, refFromPb } from "../api/model-wire.js";
+import type { PolicyServiceServer } from "../gen/palisade/policy/v1/policy.js";
+import { ID_RE, LIMITS, ValidationError, endpointKeyString, type EndpointKey, type ModelObject } from "../model/index.js";
+import type { EtcdStore, ObjectRef } from "./etcd-store.js";
+
+function checkRefId(field: string, v: string): void {
+  if (!ID_RE.test(v) || v.length > LIMITS.hostLength || v === "." || v === "..") {
+    throw new ValidationError([{ document: "request", field, reason: "must be 1-253 characters of letters, digits, '_', '.' and '-'" }]);
+  }
+}
+
+function checkKey(k: EndpointKey): void {
+  for (const f of ["host", "orchestrator", "workload", "id"] as const) checkRefId(`endpoint.${f}`, k[f]);
+}
+
+export function createPolicyService(opts: { store: EtcdStore; logger: Logger }): PolicyServiceServer {
+  const { store, logger } = opts;
+  return {
+    apply: unary(logger, async (req) => {
+      if (req.documents.length > LIMITS.documentsPerBatch) {
+        throw new ValidationError([{ document: "request", field: "documents", reason: `at most ${LIMITS.documentsPerBatch} documents per batch` }]);
+      }
+      const objects: ModelObject[] = req.documents.map((d, i) => {
+        const o = documentFromPb(d);
+        if (!o) throw new ValidationError([{ document: `document ${i + 1}`, field: "kind", reason: "must be a profile or an endpoint" }]);
+        return o;
+      });
+      const r = await store.apply(objects);
+      logger.info({ documents: objects.length, changed: r.changed, revision: r.revision }, "applied");
+      return { revision: r.revision, changed: r.changed };
+    }),
+    delete: unary(logger, async (req) => {
+      const refs: ObjectRef[] = req.objects.map((o, i) => {
+        const r = refFromPb(o);
+        if (!r) throw new ValidationError([{ document: `object ${i + 1}`, field: "kind", reason: "must name a profile or an endpoint" }]);
+        if (r.kind === "Profile") checkRefId("profile_id", r.id);
+        else checkKey(r.key);
+        return r;
+      });
+      const r = await store.delete(refs, req.ignoreMissing);
+      logger.info({ objects: refs.length, deleted: r.changed, revision: r.revision }, "deleted");
+      return { revision: r.revision, deleted: r.changed };
+    }),
+    getProfile: unary(logger, async (req) => {
+      checkRefId("id", req.id);
+      const r = await store.getObject({ kind: "Profile", id: req.id });
+      if (r.object?.kind !== "Profile") throw new ApiError("NOT_FOUND", `profile ${req.id} not found`);
+      return { profile: profileToPb(r.object.profile, r.modRevision), revision: r.revision };
+    }),
+    getEndpoint: unary(logger, async (req) => {
+      const key = endpointKeyFromPb(req.key);
+      checkKey(key);
+      const r = await store.getObject({ kind: "Endpoint", key });
+      if (r.object?.kind !== "Endpoint") throw new ApiError("NOT_FOUND", `endpoint ${endpointKeyString(key)} not found`);
+      return { endpoint: endpointToPb(r.object.endpoint, r.modRevision), revision: r.revision };
+    }),
+    listProfiles: unary(logger, async () => {
+      const r = await store.list("Profile");
+      return {
+        profiles: r.objects.flatMap((o) => (o.object.kind === "Profile" ? [profileToPb(o.object.profile, o.modRevision)] : [])),
+        revision: r.revision,
+      };
+    }),
+    listEndpoints: unary(logger, async (req) => {
+      if (req.host) checkRefId("host", req.host);
+      const r = await store.list("Endpoint", req.host || undefined);
+      return {
+        endpoints: r.objects.flatMap((o) => (o.object.kind === "Endpoint" ? [endpointToPb(o.object.endpoint, o.modRevision)] : [])),
+        revision: r.revision,
+      };
+    }),
+    getRevision: unary(logger, async () => ({ revision: await store.modelRevision() })),
+  };
+}

@@ -1,0 +1,124 @@
+// Fan-out from the calculation graph to connected drivers.
+//
+// Each host stream owns an outbox (UpdateCoalescer): the graph pushes into
+// it synchronously; a pump drains it whenever the gRPC stream can take more.
+// A slow driver therefore sees fewer, newer updates and memory stays bounded
+// by the number of keys. If the outbox still grows past a threshold (e.g.
+// huge set churn), the stream is reset to a fresh snapshot instead.
+import type { Logger } from "pino";
+import { UpdateCoalescer, type CalcGraph, type CalcSink, type HostUpdate } from "../calc/index.js";
+import { packBatches } from "../api/sync-wire.js";
+import type { SyncResponse } from "../gen/palisade/sync/v1/sync.js";
+
+/** Pending weight (members + rules) beyond which a stream is re-snapshotted. */
+export const RESET_WEIGHT = 500_000;
+
+/** What the hub needs of a gRPC duplex stream. */
+export interface ResponseWriter {
+  write(msg: SyncResponse): boolean;
+  once(event: "drain", fn: () => void): unknown;
+}
+
+export class HostStream {
+  private readonly outbox = new UpdateCoalescer();
+  private outboxRevision = 0;
+  private sentRevision = 0;
+  private waitingDrain = false;
+  private needSnapshot = true;
+  private closed = false;
+  resets = 0;
+
+  constructor(
+    readonly host: string,
+    private readonly writer: ResponseWriter,
+    private readonly graph: CalcGraph,
+    private readonly logger: Logger,
+  ) {}
+
+  enqueue(revision: number, updates: HostUpdate[]): void {
+    if (this.closed || this.needSnapshot) return;
+    this.outbox.pushAll(updates);
+    this.outboxRevision = Math.max(this.outboxRevision, revision);
+    if (this.outbox.pendingWeight > RESET_WEIGHT) {
+      this.logger.warn({ host: this.host, weight: this.outbox.pendingWeight }, "driver too far behind; resetting to a snapshot");
+      this.outbox.clear();
+      this.needSnapshot = true;
+      this.resets++;
+    }
+    this.pump();
+  }
+
+  /** The model advanced (maybe without touching this host): tell the driver. */
+  markRevision(revision: number): void {
+    if (revision > this.outboxRevision) this.outboxRevision = revision;
+    this.pump();
+  }
+
+  close(): void {
+    this.closed = true;
+    this.outbox.clear();
+  }
+
+  pump(): void {
+    while (!this.closed && !this.waitingDrain) {
+      let msgs: SyncResponse[];
+      if (this.needSnapshot) {
+        this.needSnapshot = false;
+        const snap = this.graph.snapshot(this.host);
+        this.outbox.clear();
+        this.outboxRevision = snap.revision;
+        msgs = packBatches(snap.revision, snap.updates, { snapshotStart: true, inSync: true });
+      } else if (this.outbox.size > 0 || this.outboxRevision > this.sentRevision) {
+        msgs = packBatches(this.outboxRevision, this.outbox.drain());
+      } else return;
+      this.sentRevision = this.outboxRevision;
+      let ok = true;
+      for (const m of msgs) ok = this.writer.write(m) && ok;
+      if (!ok) {
+        // gRPC buffers what we wrote; further updates wait in the outbox.
+        this.waitingDrain = true;
+        this.writer.once("drain", () => {
+          this.waitingDrain = false;
+          this.pump();
+        });
+      }
+    }
+  }
+}
+
+/** The graph's sink: routes each host's updates to its stream(s). */
+export class SyncHub implements CalcSink {
+  private readonly streams = new Map<string, Set<HostStream>>();
+
+  constructor(private readonly logger: Logger) {}
+
+  attach(stream: HostStream): void {
+    let set = this.streams.get(stream.host);
+    if (!set) this.streams.set(stream.host, (set = new Set()));
+    set.add(stream);
+    stream.pump();
+  }
+
+  detach(stream: HostStream): void {
+    stream.close();
+    const set = this.streams.get(stream.host);
+    set?.delete(stream);
+    if (set?.size === 0) this.streams.delete(stream.host);
+  }
+
+  onHostUpdates(host: string, revision: number, updates: HostUpdate[]): void {
+    for (const s of this.streams.get(host) ?? []) s.enqueue(revision, updates);
+  }
+
+  onRevision(revision: number): void {
+    for (const set of this.streams.values()) for (const s of set) s.markRevision(revision);
+  }
+
+  get connectedHosts(): number {
+    return this.streams.size;
+  }
+
+  hosts(): string[] {
+    return [...this.streams.keys()];
+  }
+}

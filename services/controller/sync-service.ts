@@ -1,0 +1,105 @@
+// DataplaneSyncService: one bidirectional stream per host. The driver says
+// hello; we answer with a snapshot, an in-sync marker, then deltas (through
+// the SyncHub). What the driver reports back becomes status in etcd.
+import * as grpc from "@grpc/grpc-js";
+import type { Logger } from "pino";
+import type { CalcGraph } from "../calc/index.js";
+import type { DataplaneSyncServiceServer, SyncRequest, SyncResponse } from "../gen/palisade/sync/v1/sync.js";
+import { InterfaceState } from "../gen/palisade/sync/v1/sync.js";
+import { EndpointState, type HostStatus } from "../gen/palisade/status/v1/status.js";
+import { ID_RE, LIMITS } from "../model/index.js";
+import type { StatusStore } from "./status-store.js";
+import { HostStream, type SyncHub } from "./sync-hub.js";
+
+const HELLO_TIMEOUT_MS = 10_000;
+
+const ENDPOINT_STATE: Record<InterfaceState, EndpointState> = {
+  [InterfaceState.INTERFACE_STATE_UP]: EndpointState.ENDPOINT_STATE_UP,
+  [InterfaceState.INTERFACE_STATE_DOWN]: EndpointState.ENDPOINT_STATE_DOWN,
+  [InterfaceState.INTERFACE_STATE_ERROR]: EndpointState.ENDPOINT_STATE_ERROR,
+  [InterfaceState.INTERFACE_STATE_UNSPECIFIED]: EndpointState.ENDPOINT_STATE_UNSPECIFIED,
+  [InterfaceState.UNRECOGNIZED]: EndpointState.ENDPOINT_STATE_UNSPECIFIED,
+};
+
+export function createSyncService(opts: {
+  graph: CalcGraph; hub: SyncHub; status: StatusStore; logger: Logger; replicaId: string;
+}): DataplaneSyncServiceServer {
+  const { graph, hub, status, replicaId } = opts;
+  return {
+    sync(call: grpc.ServerDuplexStream<SyncRequest, SyncResponse>) {
+      let stream: HostStream | undefined;
+      let host: HostStatus | undefined;
+      let logger = opts.logger;
+      let ended = false;
+      const helloTimer = setTimeout(() => {
+        if (!stream) call.destroy(Object.assign(new Error("no hello within 10s"), { code: grpc.status.DEADLINE_EXCEEDED }));
+      }, HELLO_TIMEOUT_MS);
+
+      const publish = () => {
+        if (host) status.putHost({ ...host, updatedUnixMs: Date.now() });
+      };
+      const finish = () => {
+        if (ended) return;
+        ended = true;
+        clearTimeout(helloTimer);
+        if (stream) {
+          hub.detach(stream);
+          status.removeHost(stream.host);
+          logger.info("driver disconnected");
+        }
+      };
+
+      call.on("data", (req: SyncRequest) => {
+        const m = req.message;
+        if (!m) return;
+        if (m.$case === "hello") {
+          if (stream) return;
+          const name = m.value.hostname;
+          if (!ID_RE.test(name) || name.length > LIMITS.hostLength) {
+            call.destroy(Object.assign(new Error("invalid hostname in hello"), { code: grpc.status.INVALID_ARGUMENT }));
+            return;
+          }
+          clearTimeout(helloTimer);
+          logger = opts.logger.child({ host: name });
+          host = {
+            hostname: name, connected: true, inSync: false, appliedRevision: 0, lastError: "", lastApplyMs: 0,
+            driverVersion: m.value.driverVersion, iptablesBackend: m.value.iptablesBackend, controller: replicaId,
+            updatedUnixMs: Date.now(), connectedUnixMs: Date.now(),
+          };
+          publish();
+          stream = new HostStream(name, call, graph, logger);
+          hub.attach(stream);
+          logger.info({ driverVersion: m.value.driverVersion, backend: m.value.iptablesBackend }, "driver connected; snapshot sent");
+          return;
+        }
+        if (!stream || !host) return; // everything else needs a hello first
+        if (m.$case === "applied") {
+          host.lastApplyMs = m.value.durationMs;
+          if (m.value.ok) {
+            host.inSync = true;
+            host.appliedRevision = Math.max(host.appliedRevision, m.value.revision);
+            host.lastError = "";
+          } else {
+            host.lastError = m.value.error.slice(0, 2000);
+            logger.warn({ revision: m.value.revision, error: host.lastError }, "driver failed to apply");
+          }
+          publish();
+        } else if (m.$case === "endpointStatus") {
+          const key = m.value.endpointKey;
+          if (!key.startsWith(`${host.hostname}/`) || key.split("/").length !== 4 || !key.split("/").every((p) => ID_RE.test(p))) return;
+          status.putEndpoint({
+            endpointKey: key, hostname: host.hostname, state: ENDPOINT_STATE[m.value.state], detail: m.value.detail.slice(0, 500),
+            updatedUnixMs: Date.now(),
+          });
+        }
+      });
+      call.on("end", () => {
+        finish();
+        call.end();
+      });
+      call.on("error", finish);
+      call.on("cancelled", finish);
+      call.on("close", finish);
+    },
+  };
+}

@@ -1,0 +1,30 @@
+// Process execution, injected so tests can fake it — and separate tests use
+// the real one. The real runner optionally enters a network namespace, so a
+// test (or the lab) can drive a namespace from outside it.
+import { execa } from "execa";
+
+export interface CommandResult {
+  stdout: string;
+}
+
+export interface CommandRunner {
+  run(cmd: string, args: string[], input?: string): Promise<CommandResult>;
+}
+
+export class CommandError extends Error {
+  constructor(readonly command: string, readonly stderr: string, readonly exitCode: number | undefined) {
+    super(`${command} failed (exit ${exitCode ?? "?"}): ${stderr.trim().split("\n").slice(0, 3).join(" | ")}`);
+    this.name = "CommandError";
+  }
+}
+
+export function createExecRunner(opts: { netns?: string; timeoutMs?: number } = {}): CommandRunner {
+  return {
+    async run(cmd, args, input) {
+      const [file, argv] = opts.netns ? ["ip", ["netns", "exec", opts.netns, cmd, ...args]] : [cmd, args];
+      const r = await execa(file, argv, { input, reject: false, timeout: opts.timeoutMs ?? 60_000, stripFinalNewline: false, maxBuffer: 512 * 1024 * 1024 });
+      if (r.exitCode !== 0 || r.failed) throw new CommandError(`${cmd} ${args.join(" ")}`.trim(), String(r.stderr || r.message || ""), r.exitCode);
+      return { stdout: String(r.stdout) };
+    },
+  };
+}

@@ -1,0 +1,131 @@
+// The I/O half of the driver: reads the kernel (iptables-save, ipset save),
+// runs the plan as one ipset restore, one iptables-restore --noflush per
+// family, and one final ipset restore. Keeps a cache of what it believes
+// the kernel holds; any failure drops the cache so the next apply starts
+// from a fresh read-back.
+import type { Logger } from "pino";
+import type { IpVersion } from "../model/index.js";
+import { iptablesCommands, type Backend } from "./backend.js";
+import type { CommandRunner } from "./command-runner.js";
+import { HOOKS, emptyFamilyState, parseIpsetSave, parseIptablesSave, type KernelState } from "./kernel-state.js";
+import { hookRule, planApply, planCleanup, SET_TYPE, type Plan, type PlanInput } from "./plan.js";
+import { ruleHashes } from "./rule-hash.js";
+
+export interface ApplyResult {
+  durationMs: number;
+  chainsWritten: number;
+  chainsRemoved: number;
+  ipsetLines: number;
+  bytesWritten: number;
+}
+
+export interface Dataplane {
+  readonly backend: Backend;
+  readKernel(): Promise<KernelState>;
+  apply(input: PlanInput): Promise<ApplyResult>;
+  /** Compares the kernel with the cache; true when someone changed our state. */
+  detectDrift(input: PlanInput): Promise<boolean>;
+  cleanup(): Promise<ApplyResult>;
+  invalidate(): void;
+}
+
+/** `--wait` waits for the xtables lock instead of failing (legacy backend). */
+const WAIT_ARGS = ["--wait", "10"];
+
+export function createDataplane(opts: { runner: CommandRunner; backend: Backend; families: IpVersion[]; logger: Logger; now?: () => number }): Dataplane {
+  const { runner, backend, families, logger } = opts;
+  const now = opts.now ?? (() => performance.now());
+  let cache: KernelState | undefined;
+
+  async function readKernel(): Promise<KernelState> {
+    const state: KernelState = { families: { 4: emptyFamilyState(), 6: emptyFamilyState() }, sets: new Map() };
+    for (const f of families) {
+      const out = await runner.run(iptablesCommands(backend, f).save, ["-t", "filter"]);
+      state.families[f] = parseIptablesSave(out.stdout);
+    }
+    const sets = await runner.run("ipset", ["save"]);
+    state.sets = parseIpsetSave(sets.stdout);
+    return state;
+  }
+
+  async function execute(plan: Plan): Promise<ApplyResult> {
+    const t0 = now();
+    let bytes = 0;
+    if (plan.ipsetBefore.length) {
+      const input = `${plan.ipsetBefore.join("\n")}\n`;
+      bytes += input.length;
+      await runner.run("ipset", ["restore"], input);
+    }
+    for (const f of families) {
+      const input = plan.restore[f];
+      if (!input) continue;
+      bytes += input.length;
+      await runner.run(iptablesCommands(backend, f).restore, ["--noflush", ...WAIT_ARGS], input);
+    }
+    if (plan.ipsetAfter.length) {
+      const input = `${plan.ipsetAfter.join("\n")}\n`;
+      bytes += input.length;
+      await runner.run("ipset", ["restore"], input);
+    }
+    return {
+      durationMs: now() - t0,
+      chainsWritten: plan.chainsWritten,
+      chainsRemoved: plan.chainsRemoved,
+      ipsetLines: plan.ipsetBefore.length + plan.ipsetAfter.length,
+      bytesWritten: bytes,
+    };
+  }
+
+  /** What the kernel holds after a successful apply of `input`. */
+  function afterApply(input: PlanInput, before: KernelState): KernelState {
+    const next: KernelState = { families: { 4: emptyFamilyState(), 6: emptyFamilyState() }, sets: new Map() };
+    for (const f of families) {
+      const fam = next.families[f];
+      if (!input.removeUnwanted) for (const [n, c] of before.families[f].chains) fam.chains.set(n, c);
+      for (const c of input.chains.values()) if (c.family === f) fam.chains.set(c.name, { hashes: ruleHashes(c.name, c.rules) });
+      for (const b of Object.keys(HOOKS)) {
+        fam.hookPositions.set(b, [1]);
+        fam.firstRuleHash.set(b, hookRule(b).hash);
+      }
+    }
+    if (!input.removeUnwanted) for (const [n, s] of before.sets) next.sets.set(n, s);
+    for (const [n, s] of input.sets) next.sets.set(n, { family: s.family, type: SET_TYPE, members: new Set(s.members) });
+    return next;
+  }
+
+  return {
+    backend,
+    readKernel,
+    invalidate() {
+      cache = undefined;
+    },
+    async apply(input) {
+      const kernel = cache ?? (await readKernel());
+      const plan = planApply(input, kernel);
+      try {
+        const r = await execute(plan);
+        cache = afterApply(input, kernel);
+        return r;
+      } catch (err) {
+        cache = undefined;
+        throw err;
+      }
+    },
+    async detectDrift(input) {
+      const kernel = await readKernel();
+      const plan = planApply(input, kernel);
+      const drift = plan.ipsetBefore.length > 0 || plan.ipsetAfter.length > 0 || families.some((f) => plan.restore[f] !== undefined);
+      if (drift) {
+        logger.warn({ chains: plan.chainsWritten, removed: plan.chainsRemoved, ipsetLines: plan.ipsetBefore.length + plan.ipsetAfter.length }, "dataplane drift detected; repairing");
+      }
+      cache = kernel;
+      return drift;
+    },
+    async cleanup() {
+      const kernel = await readKernel();
+      const r = await execute(planCleanup(kernel, families));
+      cache = undefined;
+      return r;
+    },
+  };
+}

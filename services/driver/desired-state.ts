@@ -1,0 +1,72 @@
+// The controller's desired state for this host, as the driver holds it:
+// built from a snapshot, then patched by deltas. Every incoming name and
+// member is checked here, before it can reach an iptables-restore or ipset
+// line (defence in depth: the controller validated it already).
+import { OWNED_CHAIN_RE, OWNED_SET_RE, chainKey, type ChainDef, type HostUpdate } from "../calc/index.js";
+import { parseCidr, type IpVersion } from "../model/index.js";
+
+export interface DesiredSet {
+  family: IpVersion;
+  members: Set<string>;
+}
+
+const UNSAFE = /[\u0000-\u001f\u007f]/;
+
+export class DesiredState {
+  readonly chains = new Map<string, ChainDef>();
+  readonly sets = new Map<string, DesiredSet>();
+  /** Endpoint key -> interface name. */
+  readonly endpoints = new Map<string, string>();
+
+  /** Applies updates; throws (changing nothing further) on anything unsafe. */
+  apply(updates: readonly HostUpdate[]): void {
+    for (const u of updates) {
+      switch (u.type) {
+        case "ipset-update":
+          checkSet(u.name, u.family, u.members);
+          this.sets.set(u.name, { family: u.family, members: new Set(u.members) });
+          break;
+        case "ipset-delta": {
+          checkSet(u.name, u.family, [...u.added, ...u.removed]);
+          let s = this.sets.get(u.name);
+          if (!s) this.sets.set(u.name, (s = { family: u.family, members: new Set() }));
+          for (const m of u.removed) s.members.delete(m);
+          for (const m of u.added) s.members.add(m);
+          break;
+        }
+        case "ipset-remove":
+          this.sets.delete(u.name);
+          break;
+        case "chain-update":
+          checkChain(u.chain);
+          this.chains.set(chainKey(u.chain.family, u.chain.name), u.chain);
+          break;
+        case "chain-remove":
+          this.chains.delete(chainKey(u.family, u.name));
+          break;
+        case "endpoint-update":
+          if (UNSAFE.test(u.key) || !/^[A-Za-z0-9_-]{1,15}$/.test(u.interfaceName)) throw new Error(`unsafe endpoint ${JSON.stringify(u.key)}`);
+          this.endpoints.set(u.key, u.interfaceName);
+          break;
+        case "endpoint-remove":
+          this.endpoints.delete(u.key);
+          break;
+      }
+    }
+  }
+}
+
+function checkSet(name: string, family: IpVersion, members: readonly string[]): void {
+  if (!OWNED_SET_RE.test(name)) throw new Error(`refusing ipset name ${JSON.stringify(name)}`);
+  for (const m of members) {
+    const c = parseCidr(m);
+    if (!c || c.version !== family || c.prefix === 0) throw new Error(`refusing member ${JSON.stringify(m)} of ipset ${name}`);
+  }
+}
+
+function checkChain(c: ChainDef): void {
+  if (!OWNED_CHAIN_RE.test(c.name)) throw new Error(`refusing chain name ${JSON.stringify(c.name)}`);
+  for (const r of c.rules) {
+    if (UNSAFE.test(r) || r.length > 4096) throw new Error(`refusing rule in ${c.name}: control characters or too long`);
+  }
+}

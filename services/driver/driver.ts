@@ -1,0 +1,219 @@
+// palisade-driver, as a library. Thin by design: it holds the controller's
+// desired state, diffs it against the kernel, applies minimal batches, and
+// reports. It contains no policy semantics.
+//
+// Life cycle:
+//   start      read the kernel; program only the base chains and fail-closed
+//              entry chains (adopting whatever a previous driver left, which
+//              keeps enforcing); connect.
+//   snapshot   accumulate until in_sync; then one apply that also removes
+//              leftovers; from then on, every batch is applied (batches that
+//              arrive during an apply are merged into the next one).
+//   loss       keep enforcing the last state; reconnect; the new snapshot
+//              is diffed against the kernel, so nothing is flushed.
+import type { Logger } from "pino";
+import { chainKey, type ChainDef } from "../calc/index.js";
+import { createBackoff } from "../common/backoff.js";
+import { updateFromPb } from "../api/sync-wire.js";
+import { InterfaceState, type SyncResponse } from "../gen/palisade/sync/v1/sync.js";
+import type { IpVersion } from "../model/index.js";
+import { detectBackend, type Backend } from "./backend.js";
+import { failClosedEntryChains, renderBaseChains } from "./base-chains.js";
+import type { CommandRunner } from "./command-runner.js";
+import { createDataplane, type Dataplane } from "./dataplane.js";
+import { DesiredState } from "./desired-state.js";
+import { interfaceStatus, sysfsReader, type InterfaceReader, type InterfaceStatus } from "./interface-monitor.js";
+import type { PlanInput } from "./plan.js";
+import { startSyncClient, type SyncClient } from "./sync-client.js";
+
+export const DRIVER_VERSION = "0.1.0";
+
+export interface DriverOptions {
+  controllers: string[];
+  hostname: string;
+  interfacePrefixes?: string[];
+  runner: CommandRunner;
+  logger: Logger;
+  backend?: Backend | "auto";
+  families?: IpVersion[];
+  /** Periodic read-back for drift; default 30 s. */
+  driftCheckMs?: number;
+  interfacePollMs?: number;
+  readInterface?: InterfaceReader;
+}
+
+export interface Driver {
+  readonly inSync: boolean;
+  readonly appliedRevision: number;
+  readonly backend: Backend;
+  readonly dataplane: Dataplane;
+  /** Resolves when the first complete state has been applied. */
+  readonly firstSync: Promise<void>;
+  stop(): Promise<void>;
+}
+
+export async function startDriver(o: DriverOptions): Promise<Driver> {
+  const logger = o.logger;
+  const prefixes = o.interfacePrefixes ?? ["tap"];
+  const families = o.families ?? [4, 6];
+  const backend = !o.backend || o.backend === "auto" ? await detectBackend(o.runner) : o.backend;
+  const dataplane = createDataplane({ runner: o.runner, backend, families, logger: logger.child({ component: "dataplane" }) });
+  const base = new Map<string, ChainDef>();
+  for (const f of families) for (const c of renderBaseChains(prefixes, f)) base.set(chainKey(f, c.name), c);
+
+  let desired: DesiredState | undefined;
+  let pending: DesiredState | undefined;
+  let pendingRevision = 0;
+  let targetRevision = 0;
+  let appliedRevision = 0;
+  let synced = false;
+  let applying = false;
+  let dirty = false;
+  let stopped = false;
+  let resolveFirst!: () => void;
+  const firstSync = new Promise<void>((r) => (resolveFirst = r));
+  const retry = createBackoff({ initialMs: 200, maxMs: 10_000 });
+  let retryTimer: NodeJS.Timeout | undefined;
+  const endpointStatus = new Map<string, InterfaceStatus>();
+  let client: SyncClient | undefined;
+
+  function planInput(): PlanInput {
+    const chains = new Map(base);
+    if (desired) {
+      for (const [k, c] of desired.chains) chains.set(k, c);
+    } else {
+      // Before the first in-sync: keep any entry chains a previous driver
+      // left (they enforce the last known policy), else drop.
+      for (const f of families) for (const c of failClosedEntryChains(f)) chains.set(chainKey(f, c.name), c);
+    }
+    return { chains, sets: desired?.sets ?? new Map(), families, removeUnwanted: desired !== undefined };
+  }
+
+  async function applyLoop(): Promise<void> {
+    if (applying || stopped) return;
+    applying = true;
+    try {
+      while (dirty && !stopped) {
+        dirty = false;
+        const revision = targetRevision;
+        const input = planInput();
+        try {
+          const r = await dataplane.apply(input);
+          retry.reset();
+          if (desired) {
+            appliedRevision = revision;
+            synced = true;
+            client?.send({ message: { $case: "applied", value: { revision, ok: true, error: "", durationMs: r.durationMs, chainsWritten: r.chainsWritten, ipsetLines: r.ipsetLines } } });
+            if (r.chainsWritten || r.ipsetLines || r.chainsRemoved) logger.info({ revision, ms: Math.round(r.durationMs), chains: r.chainsWritten, removed: r.chainsRemoved, ipsetLines: r.ipsetLines }, "applied");
+            resolveFirst();
+          }
+        } catch (err) {
+          const message = (err as Error).message;
+          logger.error({ revision, err: message }, "apply failed; will retry (traffic stays as last programmed)");
+          if (desired) client?.send({ message: { $case: "applied", value: { revision, ok: false, error: message, durationMs: 0, chainsWritten: 0, ipsetLines: 0 } } });
+          dirty = true;
+          clearTimeout(retryTimer);
+          retryTimer = setTimeout(() => void applyLoop(), retry.next());
+          return;
+        }
+      }
+    } finally {
+      applying = false;
+    }
+  }
+
+  function schedule(): void {
+    dirty = true;
+    void applyLoop();
+  }
+
+  function onBatch(batch: SyncResponse): void {
+    try {
+      const updates = batch.updates.map(updateFromPb).filter((u) => u !== undefined);
+      if (batch.snapshotStart) pending = new DesiredState();
+      if (pending) {
+        pending.apply(updates);
+        pendingRevision = batch.revision;
+        if (batch.inSync) {
+          desired = pending;
+          pending = undefined;
+          targetRevision = pendingRevision;
+          logger.info({ revision: targetRevision, chains: desired.chains.size, sets: desired.sets.size, endpoints: desired.endpoints.size }, "in sync with controller");
+          schedule();
+          void checkInterfaces(true);
+        }
+        return;
+      }
+      if (!desired) return; // deltas before any snapshot: ignore
+      desired.apply(updates);
+      targetRevision = Math.max(targetRevision, batch.revision);
+      schedule();
+      if (updates.some((u) => u.type === "endpoint-update" || u.type === "endpoint-remove")) void checkInterfaces(false);
+    } catch (err) {
+      // A batch we cannot trust: drop the stream and start over from a snapshot.
+      logger.error({ err: (err as Error).message }, "refusing batch from controller; reconnecting for a fresh snapshot");
+      pending = undefined;
+      restartClient();
+    }
+  }
+
+  const STATE = { up: InterfaceState.INTERFACE_STATE_UP, down: InterfaceState.INTERFACE_STATE_DOWN, error: InterfaceState.INTERFACE_STATE_ERROR };
+  async function checkInterfaces(all: boolean): Promise<void> {
+    if (!desired) return;
+    for (const [key, name] of desired.endpoints) {
+      const s = await interfaceStatus(name, prefixes, o.readInterface ?? sysfsReader);
+      const prev = endpointStatus.get(key);
+      if (all || !prev || prev.state !== s.state || prev.detail !== s.detail) {
+        endpointStatus.set(key, s);
+        client?.send({ message: { $case: "endpointStatus", value: { endpointKey: key, state: STATE[s.state], detail: s.detail } } });
+      }
+    }
+    for (const key of [...endpointStatus.keys()]) if (!desired.endpoints.has(key)) endpointStatus.delete(key);
+  }
+
+  function connect(): SyncClient {
+    return startSyncClient({
+      controllers: o.controllers,
+      logger,
+      hello: { hostname: o.hostname, driverVersion: DRIVER_VERSION, ipv6: families.includes(6), iptablesBackend: backend, interfacePrefixes: prefixes },
+      onBatch,
+      onConnected: (address) => logger.info({ controller: address }, "connected to controller"),
+      onDisconnected: (reason) => {
+        pending = undefined;
+        logger.warn({ reason }, "disconnected from controller; enforcing last state");
+      },
+    });
+  }
+
+  function restartClient(): void {
+    client?.stop();
+    if (!stopped) client = connect();
+  }
+
+  // Fail closed before anything else: base chains + entry placeholders.
+  schedule();
+  client = connect();
+
+  const driftTimer = setInterval(() => {
+    if (applying || !desired) return;
+    dataplane.detectDrift(planInput()).then((drift) => { if (drift) schedule(); }, (err) => logger.warn({ err: (err as Error).message }, "drift check failed"));
+  }, o.driftCheckMs ?? 30_000);
+  const ifTimer = setInterval(() => void checkInterfaces(false), o.interfacePollMs ?? 2_000);
+
+  return {
+    get inSync() { return synced; },
+    get appliedRevision() { return appliedRevision; },
+    backend,
+    dataplane,
+    firstSync,
+    async stop() {
+      stopped = true;
+      clearInterval(driftTimer);
+      clearInterval(ifTimer);
+      clearTimeout(retryTimer);
+      client?.stop();
+      // Rules stay in place: a stopped driver keeps enforcing the last state.
+      while (applying) await new Promise((r) => setTimeout(r, 20));
+    },
+  };
+}

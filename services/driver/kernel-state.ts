@@ -1,0 +1,87 @@
+// What the kernel holds, as far as Palisade is concerned: our chains (by
+// rule hashes), the hook rules in the built-in chains, and our ipsets.
+// Parsed from `iptables-save -t filter` and `ipset save`.
+import type { IpVersion } from "../model/index.js";
+import { OWNED_CHAIN_RE, OWNED_SET_RE } from "../calc/index.js";
+import { HASH_COMMENT_RE } from "./rule-hash.js";
+
+export const HOOKS: Record<string, string> = { FORWARD: "pal-FORWARD", INPUT: "pal-INPUT" };
+
+export interface KernelChain {
+  /** Hash of each rule in order; "" for a rule without our comment (foreign). */
+  hashes: string[];
+}
+
+export interface KernelFamilyState {
+  chains: Map<string, KernelChain>;
+  /** Built-in chain -> 1-based positions of rules jumping to our hook chain. */
+  hookPositions: Map<string, number[]>;
+  /** Built-in chain -> hash comment of its first rule ("" if none / foreign). */
+  firstRuleHash: Map<string, string>;
+}
+
+export interface KernelSet {
+  family: IpVersion;
+  type: string;
+  members: Set<string>;
+}
+
+export interface KernelState {
+  families: Record<IpVersion, KernelFamilyState>;
+  sets: Map<string, KernelSet>;
+}
+
+export function emptyFamilyState(): KernelFamilyState {
+  return { chains: new Map(), hookPositions: new Map(), firstRuleHash: new Map() };
+}
+
+export function parseIptablesSave(text: string): KernelFamilyState {
+  const st = emptyFamilyState();
+  let inFilter = false;
+  const builtinCount = new Map<string, number>();
+  for (const line of text.split("\n")) {
+    if (line.startsWith("*")) { inFilter = line === "*filter"; continue; }
+    if (!inFilter) continue;
+    if (line.startsWith(":")) {
+      const name = line.slice(1).split(" ")[0]!;
+      if (OWNED_CHAIN_RE.test(name)) st.chains.set(name, { hashes: [] });
+      continue;
+    }
+    if (!line.startsWith("-A ")) continue;
+    const sp = line.indexOf(" ", 3);
+    const chain = line.slice(3, sp < 0 ? undefined : sp);
+    const m = HASH_COMMENT_RE.exec(line);
+    const ours = st.chains.get(chain);
+    if (ours) {
+      ours.hashes.push(m ? m[1]! : "");
+      continue;
+    }
+    const hook = HOOKS[chain];
+    if (hook) {
+      const pos = (builtinCount.get(chain) ?? 0) + 1;
+      builtinCount.set(chain, pos);
+      if (pos === 1) st.firstRuleHash.set(chain, m ? m[1]! : "");
+      if (new RegExp(`(^| )-j ${hook}( |$)`).test(line)) {
+        const list = st.hookPositions.get(chain) ?? [];
+        list.push(pos);
+        st.hookPositions.set(chain, list);
+      }
+    }
+  }
+  return st;
+}
+
+export function parseIpsetSave(text: string): Map<string, KernelSet> {
+  const sets = new Map<string, KernelSet>();
+  for (const line of text.split("\n")) {
+    const parts = line.trim().split(/\s+/);
+    if (parts[0] === "create" && parts[1] && OWNED_SET_RE.test(parts[1])) {
+      const fi = parts.indexOf("family");
+      const family: IpVersion = fi >= 0 && parts[fi + 1] === "inet6" ? 6 : 4;
+      sets.set(parts[1], { family, type: parts[2] ?? "", members: new Set() });
+    } else if (parts[0] === "add" && parts[1]) {
+      sets.get(parts[1])?.members.add(parts[2]!);
+    }
+  }
+  return sets;
+}

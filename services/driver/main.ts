@@ -1,0 +1,82 @@
+#!/usr/bin/env node
+// palisade-driver --controller ADDR[,ADDR…] --hostname NAME [--interface-prefix tap[,…]] [--metrics-listen HOST:PORT]
+// palisade-driver --cleanup
+// Runs in the network namespace it is started in (ip netns exec NS palisade-driver …).
+import { Command } from "commander";
+import { hostname } from "node:os";
+import { EXIT_USAGE, UsageError, envDefault, fail, parseHostPort, withUsageExit } from "../common/cli-env.js";
+import { createLogger } from "../common/logger.js";
+import { ID_RE } from "../model/index.js";
+import { detectBackend, type Backend } from "./backend.js";
+import { createExecRunner } from "./command-runner.js";
+import { createDataplane } from "./dataplane.js";
+import { startDriver } from "./driver.js";
+
+const program = new Command("palisade-driver")
+  .description("Palisade driver: programs this host's iptables and ipsets from the controller's state and reports status.")
+  .option("--controller <addrs>", "comma-separated controller addresses HOST:PORT (env PALISADE_CONTROLLER)", envDefault("PALISADE_CONTROLLER", "127.0.0.1:50051"))
+  .option("--hostname <name>", "this host's name in the model (env PALISADE_HOSTNAME)", envDefault("PALISADE_HOSTNAME", hostname()))
+  .option("--interface-prefix <prefixes>", "workload interface prefixes (env PALISADE_INTERFACE_PREFIX)", envDefault("PALISADE_INTERFACE_PREFIX", "tap"))
+  .option("--metrics-listen <host:port>", "Prometheus metrics / health HTTP address (env PALISADE_METRICS_LISTEN)", envDefault("PALISADE_METRICS_LISTEN"))
+  .option("--iptables-backend <backend>", "auto, nft or legacy (env PALISADE_IPTABLES_BACKEND)", envDefault("PALISADE_IPTABLES_BACKEND", "auto"))
+  .option("--no-ipv6", "do not program ip6tables")
+  .option("--drift-check-seconds <n>", "periodic read-back interval (env PALISADE_DRIFT_CHECK_SECONDS)", envDefault("PALISADE_DRIFT_CHECK_SECONDS", "30"))
+  .option("--cleanup", "remove every chain, hook and ipset Palisade programmed in this namespace, then exit")
+  .option("--log-level <level>", "trace, debug, info, warn, error (env PALISADE_LOG_LEVEL)", envDefault("PALISADE_LOG_LEVEL", "info"))
+  .option("--insecure", "plaintext gRPC (the only mode until TLS lands)", true)
+  .showHelpAfterError();
+withUsageExit(program);
+program.parse();
+const opts = program.opts<{
+  controller: string; hostname: string; interfacePrefix: string; metricsListen?: string; iptablesBackend: string;
+  ipv6: boolean; driftCheckSeconds: string; cleanup?: boolean; logLevel: string;
+}>();
+
+let controllers: string[] = [];
+let prefixes: string[] = [];
+let driftMs = 30_000;
+try {
+  controllers = opts.controller.split(",").map((s) => s.trim()).filter(Boolean).map((a) => parseHostPort(a, "--controller"));
+  if (!controllers.length) throw new UsageError("--controller: at least one address is required");
+  prefixes = opts.interfacePrefix.split(",").map((s) => s.trim()).filter(Boolean);
+  if (!prefixes.length || prefixes.some((p) => !/^[A-Za-z0-9_-]{1,12}$/.test(p))) throw new UsageError("--interface-prefix: 1-12 characters of letters, digits, '_' or '-' each");
+  if (!ID_RE.test(opts.hostname)) throw new UsageError("--hostname may contain only letters, digits, '_', '.' and '-'");
+  if (!["auto", "nft", "legacy"].includes(opts.iptablesBackend)) throw new UsageError("--iptables-backend must be auto, nft or legacy");
+  driftMs = Number(opts.driftCheckSeconds) * 1000;
+  if (!Number.isFinite(driftMs) || driftMs < 1000 || driftMs > 3_600_000) throw new UsageError("--drift-check-seconds must be 1-3600");
+} catch (e) {
+  fail((e as Error).message, e instanceof UsageError ? EXIT_USAGE : 1);
+}
+
+const logger = createLogger({ name: "palisade-driver", level: opts.logLevel }).child({ host: opts.hostname });
+const runner = createExecRunner();
+const families = opts.ipv6 ? ([4, 6] as const) : ([4] as const);
+
+if (opts.cleanup) {
+  try {
+    const backend = opts.iptablesBackend === "auto" ? await detectBackend(runner) : (opts.iptablesBackend as Backend);
+    const r = await createDataplane({ runner, backend, families: [...families], logger }).cleanup();
+    process.stdout.write(`removed ${r.chainsRemoved} chains and ${r.ipsetLines} ipsets (${backend} backend)\n`);
+    process.exit(0);
+  } catch (err) {
+    fail(`palisade-driver --cleanup: ${(err as Error).message}`);
+  }
+}
+
+try {
+  if (opts.metricsListen) logger.warn("--metrics-listen is accepted but metrics are not served yet");
+  const driver = await startDriver({
+    controllers, hostname: opts.hostname, interfacePrefixes: prefixes, runner, logger,
+    backend: opts.iptablesBackend as Backend | "auto", families: [...families], driftCheckMs: driftMs,
+  });
+  logger.info({ controllers, backend: driver.backend, prefixes }, "driver started");
+  const shutdown = (signal: string) => {
+    logger.info({ signal }, "stopping; rules stay in place");
+    driver.stop().then(() => process.exit(0), () => process.exit(1));
+  };
+  process.once("SIGTERM", () => shutdown("SIGTERM"));
+  process.once("SIGINT", () => shutdown("SIGINT"));
+} catch (err) {
+  logger.fatal({ err }, "driver failed to start");
+  fail(`palisade-driver: ${(err as Error).message}`);
+}

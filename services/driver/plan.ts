@@ -1,0 +1,124 @@
+// The pure half of the driver: desired vs. kernel state -> the minimal
+// batches to write. No processes, no clocks.
+//
+// Flush order (DESIGN §5/§6), one apply:
+//   1. ipset restore: create new sets, add/delete members (deltas, not rewrites)
+//   2. iptables-restore --noflush per family: declare (= flush) and refill
+//      only the chains whose rule hashes differ; fix hook positions; flush
+//      and delete chains no longer wanted
+//   3. ipset restore: destroy sets no longer wanted (no rule references them now)
+import { chainKey, type ChainDef } from "../calc/index.js";
+import type { IpVersion } from "../model/index.js";
+import type { DesiredSet } from "./desired-state.js";
+import { HOOKS, type KernelState } from "./kernel-state.js";
+import { hashComment, ruleHashes } from "./rule-hash.js";
+
+export interface Plan {
+  ipsetBefore: string[];
+  /** iptables-restore input per family, or undefined when nothing changes. */
+  restore: Record<IpVersion, string | undefined>;
+  ipsetAfter: string[];
+  chainsWritten: number;
+  chainsRemoved: number;
+}
+
+export interface PlanInput {
+  chains: Map<string, ChainDef>;
+  sets: Map<string, DesiredSet>;
+  families: IpVersion[];
+  /** Remove pal chains/sets that are not desired (false before the first in-sync). */
+  removeUnwanted: boolean;
+}
+
+export const SET_TYPE = "hash:net";
+export const SET_MAXELEM = 1048576;
+
+function setCreate(name: string, family: IpVersion): string {
+  return `create ${name} ${SET_TYPE} family ${family === 4 ? "inet" : "inet6"} maxelem ${SET_MAXELEM}`;
+}
+
+export function hookRule(builtin: string): { spec: string; hash: string } {
+  const target = HOOKS[builtin]!;
+  const hash = ruleHashes(builtin, [`-j ${target}`])[0]!;
+  return { spec: `${hashComment(hash)} -j ${target}`, hash };
+}
+
+export function planApply(desired: PlanInput, kernel: KernelState): Plan {
+  const ipsetBefore: string[] = [];
+  const ipsetAfter: string[] = [];
+  for (const [name, want] of desired.sets) {
+    const have = kernel.sets.get(name);
+    if (have && (have.family !== want.family || have.type !== SET_TYPE)) {
+      // Type or family changed: build a replacement and swap it in atomically.
+      const tmp = `pal-tmp-${name.slice(3, 24)}`.slice(0, 31);
+      ipsetBefore.push(`create ${tmp} ${SET_TYPE} family ${want.family === 4 ? "inet" : "inet6"} maxelem ${SET_MAXELEM} -exist`, `flush ${tmp}`);
+      for (const m of want.members) ipsetBefore.push(`add ${tmp} ${m} -exist`);
+      ipsetBefore.push(`swap ${tmp} ${name}`, `destroy ${tmp}`);
+      continue;
+    }
+    if (!have) ipsetBefore.push(`${setCreate(name, want.family)} -exist`);
+    for (const m of want.members) if (!have?.members.has(m)) ipsetBefore.push(`add ${name} ${m} -exist`);
+    if (have) for (const m of have.members) if (!want.members.has(m)) ipsetBefore.push(`del ${name} ${m} -exist`);
+  }
+  if (desired.removeUnwanted) {
+    for (const name of kernel.sets.keys()) if (!desired.sets.has(name)) ipsetAfter.push(`destroy ${name}`);
+  }
+
+  const restore: Record<IpVersion, string | undefined> = { 4: undefined, 6: undefined };
+  let chainsWritten = 0;
+  let chainsRemoved = 0;
+  for (const family of desired.families) {
+    const k = kernel.families[family];
+    const declare: string[] = [];
+    const rules: string[] = [];
+    for (const c of desired.chains.values()) {
+      if (c.family !== family) continue;
+      const hashes = ruleHashes(c.name, c.rules);
+      const have = k.chains.get(c.name);
+      if (have && have.hashes.length === hashes.length && have.hashes.every((h, i) => h === hashes[i])) continue;
+      // In --noflush mode, declaring an existing chain flushes it.
+      declare.push(`:${c.name} - [0:0]`);
+      c.rules.forEach((r, i) => rules.push(`-A ${c.name} ${hashComment(hashes[i]!)} ${r}`));
+      chainsWritten++;
+    }
+    // Hooks: exactly one jump, at the top of each built-in chain.
+    const hooks: string[] = [];
+    for (const builtin of Object.keys(HOOKS)) {
+      const { spec, hash } = hookRule(builtin);
+      const positions = k.hookPositions.get(builtin) ?? [];
+      const ok = positions.length === 1 && positions[0] === 1 && k.firstRuleHash.get(builtin) === hash;
+      if (ok) continue;
+      for (const p of [...positions].sort((a, b) => b - a)) hooks.push(`-D ${builtin} ${p}`);
+      hooks.push(`-I ${builtin} 1 ${spec}`);
+    }
+    const removals: string[] = [];
+    if (desired.removeUnwanted) {
+      const gone = [...k.chains.keys()].filter((n) => !desired.chains.has(chainKey(family, n)));
+      for (const n of gone) { declare.push(`:${n} - [0:0]`); removals.push(`-X ${n}`); }
+      chainsRemoved += gone.length;
+    }
+    if (declare.length || hooks.length) {
+      restore[family] = ["*filter", ...declare, ...rules, ...hooks, ...removals, "COMMIT", ""].join("\n");
+    }
+  }
+  return { ipsetBefore, restore, ipsetAfter, chainsWritten, chainsRemoved };
+}
+
+/** Removes everything Palisade owns (palisade-driver --cleanup). */
+export function planCleanup(kernel: KernelState, families: IpVersion[]): Plan {
+  const restore: Record<IpVersion, string | undefined> = { 4: undefined, 6: undefined };
+  let chainsRemoved = 0;
+  for (const family of families) {
+    const k = kernel.families[family];
+    const lines: string[] = [];
+    for (const builtin of Object.keys(HOOKS)) {
+      for (const p of [...(k.hookPositions.get(builtin) ?? [])].sort((a, b) => b - a)) lines.push(`-D ${builtin} ${p}`);
+    }
+    const names = [...k.chains.keys()];
+    for (const n of names) lines.push(`:${n} - [0:0]`);
+    for (const n of names) lines.push(`-X ${n}`);
+    chainsRemoved += names.length;
+    if (lines.length) restore[family] = ["*filter", ...lines, "COMMIT", ""].join("\n");
+  }
+  return { ipsetBefore: [], restore, ipsetAfter: [...kernel.sets.keys()].map((n) => `destroy ${n}`), chainsWritten: 0, chainsRemoved };
+}

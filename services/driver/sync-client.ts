@@ -1,0 +1,84 @@
+// The driver's side of DataplaneSync: one stream to one controller replica
+// at a time; on loss, jittered backoff and the next address in the list.
+// The dataplane is never touched here: batches are handed to the driver.
+import * as grpc from "@grpc/grpc-js";
+import type { Logger } from "pino";
+import { createBackoff, sleep } from "../common/backoff.js";
+import { CLIENT_OPTIONS } from "../common/grpc-server.js";
+import { DataplaneSyncServiceClient, type Hello, type SyncRequest, type SyncResponse } from "../gen/palisade/sync/v1/sync.js";
+
+export interface SyncClientOptions {
+  controllers: string[];
+  hello: Hello;
+  logger: Logger;
+  onBatch(batch: SyncResponse): void;
+  onConnected(address: string): void;
+  onDisconnected(reason: string): void;
+  heartbeatMs?: number;
+}
+
+export interface SyncClient {
+  send(req: SyncRequest): void;
+  readonly connected: boolean;
+  stop(): void;
+}
+
+export function startSyncClient(opts: SyncClientOptions): SyncClient {
+  const { logger } = opts;
+  const abort = new AbortController();
+  let call: grpc.ClientDuplexStream<SyncRequest, SyncResponse> | undefined;
+  let connected = false;
+  let index = Math.floor(Math.random() * opts.controllers.length);
+
+  async function loop(): Promise<void> {
+    const backoff = createBackoff({ initialMs: 250, maxMs: 15_000 });
+    while (!abort.signal.aborted) {
+      const address = opts.controllers[index % opts.controllers.length]!;
+      index++;
+      const client = new DataplaneSyncServiceClient(address, grpc.credentials.createInsecure(), CLIENT_OPTIONS);
+      const reason = await new Promise<string>((resolve) => {
+        const c = client.sync();
+        call = c;
+        let gotData = false;
+        c.on("data", (msg: SyncResponse) => {
+          if (!gotData) {
+            gotData = true;
+            connected = true;
+            backoff.reset();
+            opts.onConnected(address);
+          }
+          opts.onBatch(msg);
+        });
+        c.on("error", (err: grpc.ServiceError) => resolve(`${address}: ${err.details || err.message}`));
+        c.on("end", () => resolve(`${address}: stream ended`));
+        c.write({ message: { $case: "hello", value: opts.hello } });
+        abort.signal.addEventListener("abort", () => c.cancel(), { once: true });
+      });
+      call = undefined;
+      client.close();
+      if (connected) opts.onDisconnected(reason);
+      connected = false;
+      if (abort.signal.aborted) return;
+      const delay = backoff.next();
+      logger.warn({ reason, retryInMs: delay }, "controller stream lost; keeping current rules and reconnecting");
+      await sleep(delay, abort.signal);
+    }
+  }
+
+  const heartbeat = setInterval(() => {
+    if (connected) call?.write({ message: { $case: "heartbeat", value: { unixMs: Date.now() } } });
+  }, opts.heartbeatMs ?? 10_000);
+  heartbeat.unref();
+  void loop();
+
+  return {
+    get connected() { return connected; },
+    send(req) {
+      if (connected) call?.write(req);
+    },
+    stop() {
+      clearInterval(heartbeat);
+      abort.abort();
+    },
+  };
+}
