@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs what Palisade needs on a Debian machine — only what is missing —
+# so `npm start` and `npm test` work on a fresh machine as root.
+#   Debian: etcd-server (etcd), iptables (nft + legacy), ipset, iproute2
+#   npm:    the locked dependencies (npm ci)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+need=()
+command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
+{ command -v iptables-nft-restore && command -v iptables-legacy-restore; } >/dev/null 2>&1 || need+=(iptables)
+command -v ipset >/dev/null 2>&1 || need+=(ipset)
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
+if ((${#need[@]})); then
+  if [ "$(id -u)" != 0 ]; then
+    echo "palisade: missing Debian packages (${need[*]}); run as root or install them" >&2
+    exit 1
+  fi
+  echo "palisade: installing ${need[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  # Installing etcd-server must not start a system etcd (no systemd here;
+  # elsewhere policy-rc.d keeps it from starting): we run our own.
+  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+  trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+install=0
+[ -d node_modules ] || install=1
+[ package-lock.json -nt node_modules/.package-lock.json ] && install=1
+if [ "$install" = 1 ]; then
+  echo "palisade: npm ci" >&2
+  npm ci --no-audit --no-fund --loglevel=error
+fi
+exit 0

@@ -1,0 +1,185 @@
+// The namespace lab: hypervisors and workloads as network namespaces, joined
+// by veth pairs, for the quickstart and the tests. Only namespaces it created
+// are touched (every name carries the lab's prefix); destroy() removes them.
+//
+// Topology (routed, like a Calico host):
+//   workload ns: eth0 with a /32 (and /128), default route via a static
+//                neighbour on the hypervisor side of the veth
+//   hypervisor ns: tapXXXX (the veth peer), host route to the workload,
+//                forwarding on; hypervisors joined by a routed link
+//                198.18.0.<4k+1>/30 + 2001:db8:ffff:<k>::/64
+// Addresses: 198.18.<hv>.0/24 and 2001:db8:<hv>::/64 per hypervisor — the
+// benchmarking and documentation ranges, never a real network.
+import { execa } from "execa";
+
+export interface Workload {
+  name: string;
+  ns: string;
+  hypervisor: string;
+  iface: string;
+  ipv4: string;
+  ipv6: string;
+  mac: string;
+}
+
+export interface Hypervisor {
+  name: string;
+  ns: string;
+  index: number;
+}
+
+export type ProbeResult = "open" | "refused" | "timeout" | "error";
+
+async function ip(args: string[]): Promise<void> {
+  await execa("ip", args);
+}
+
+function macFor(seed: number, kind: number): string {
+  const b = [0x02, kind, (seed >> 16) & 0xff, (seed >> 8) & 0xff, seed & 0xff, 0x01];
+  return b.map((x) => x.toString(16).padStart(2, "0")).join(":");
+}
+
+export function createLab(prefix: string) {
+  if (!/^[a-z0-9-]{1,20}$/.test(prefix)) throw new Error(`bad lab prefix ${prefix}`);
+  const hypervisors = new Map<string, Hypervisor>();
+  const workloads = new Map<string, Workload>();
+  const namespaces: string[] = [];
+  const processes = new Set<{ pid?: number; kill(sig?: NodeJS.Signals): boolean }>();
+  let links = 0;
+  let wlCount = 0;
+
+  async function addNamespace(name: string): Promise<string> {
+    const ns = `${prefix}${name}`;
+    await ip(["netns", "add", ns]);
+    namespaces.push(ns);
+    await ip(["-n", ns, "link", "set", "lo", "up"]);
+    return ns;
+  }
+
+  async function sysctl(ns: string, kv: string): Promise<void> {
+    await execa("ip", ["netns", "exec", ns, "sysctl", "-qw", kv]);
+  }
+
+  return {
+    prefix,
+    hypervisors,
+    workloads,
+
+    async addHypervisor(name: string): Promise<Hypervisor> {
+      const index = hypervisors.size + 1;
+      const ns = await addNamespace(name);
+      await sysctl(ns, "net.ipv4.ip_forward=1");
+      await sysctl(ns, "net.ipv6.conf.all.forwarding=1");
+      const hv = { name, ns, index };
+      hypervisors.set(name, hv);
+      return hv;
+    },
+
+    /** A routed link between two hypervisors, with routes to each other's workload ranges. */
+    async link(a: string, b: string): Promise<void> {
+      const A = hypervisors.get(a)!, B = hypervisors.get(b)!;
+      const k = links++;
+      const ia = `lnk${k}a`, ib = `lnk${k}b`;
+      await ip(["-n", A.ns, "link", "add", ia, "type", "veth", "peer", "name", ib, "netns", B.ns]);
+      const v4 = (n: number) => `198.18.0.${4 * k + n}`;
+      const v6 = (n: number) => `2001:db8:ffff:${k}::${n}`;
+      await ip(["-n", A.ns, "addr", "add", `${v4(1)}/30`, "dev", ia]);
+      await ip(["-n", B.ns, "addr", "add", `${v4(2)}/30`, "dev", ib]);
+      await ip(["-n", A.ns, "-6", "addr", "add", `${v6(1)}/64`, "dev", ia, "nodad"]);
+      await ip(["-n", B.ns, "-6", "addr", "add", `${v6(2)}/64`, "dev", ib, "nodad"]);
+      await ip(["-n", A.ns, "link", "set", ia, "up"]);
+      await ip(["-n", B.ns, "link", "set", ib, "up"]);
+      await ip(["-n", A.ns, "route", "add", `198.18.${B.index}.0/24`, "via", v4(2)]);
+      await ip(["-n", B.ns, "route", "add", `198.18.${A.index}.0/24`, "via", v4(1)]);
+      await ip(["-n", A.ns, "-6", "route", "add", `2001:db8:${B.index}::/64`, "via", v6(2)]);
+      await ip(["-n", B.ns, "-6", "route", "add", `2001:db8:${A.index}::/64`, "via", v6(1)]);
+    },
+
+    /** A workload namespace behind a tap-like veth on a hypervisor. */
+    async addWorkload(hypervisor: string, opts: { name: string; iface: string; host: number; mac?: string }): Promise<Workload> {
+      const hv = hypervisors.get(hypervisor)!;
+      const ns = await addNamespace(opts.name);
+      const n = ++wlCount;
+      const mac = opts.mac ?? macFor(n, 0x10);
+      const tapMac = macFor(n, 0xee);
+      const ipv4 = `198.18.${hv.index}.${opts.host}`;
+      const ipv6 = `2001:db8:${hv.index}::${opts.host.toString(16)}`;
+      await ip(["-n", hv.ns, "link", "add", opts.iface, "type", "veth", "peer", "name", "eth0", "netns", ns]);
+      await ip(["-n", hv.ns, "link", "set", opts.iface, "address", tapMac]);
+      await ip(["-n", ns, "link", "set", "eth0", "address", mac]);
+      await ip(["-n", ns, "addr", "add", `${ipv4}/32`, "dev", "eth0"]);
+      await ip(["-n", ns, "-6", "addr", "add", `${ipv6}/128`, "dev", "eth0", "nodad"]);
+      await ip(["-n", ns, "link", "set", "eth0", "up"]);
+      await ip(["-n", hv.ns, "link", "set", opts.iface, "up"]);
+      // Static neighbours both ways: no dependence on ARP/NDP through policy.
+      await ip(["-n", ns, "route", "add", "169.254.1.1", "dev", "eth0", "scope", "link"]);
+      await ip(["-n", ns, "route", "add", "default", "via", "169.254.1.1", "dev", "eth0"]);
+      await ip(["-n", ns, "neigh", "replace", "169.254.1.1", "lladdr", tapMac, "dev", "eth0", "nud", "permanent"]);
+      await ip(["-n", ns, "-6", "route", "add", "default", "via", "fe80::1", "dev", "eth0"]);
+      await ip(["-n", ns, "-6", "neigh", "replace", "fe80::1", "lladdr", tapMac, "dev", "eth0", "nud", "permanent"]);
+      await ip(["-n", hv.ns, "route", "add", `${ipv4}/32`, "dev", opts.iface]);
+      await ip(["-n", hv.ns, "-6", "route", "add", `${ipv6}/128`, "dev", opts.iface]);
+      await ip(["-n", hv.ns, "neigh", "replace", ipv4, "lladdr", mac, "dev", opts.iface, "nud", "permanent"]);
+      await ip(["-n", hv.ns, "-6", "neigh", "replace", ipv6, "lladdr", mac, "dev", opts.iface, "nud", "permanent"]);
+      const w = { name: opts.name, ns, hypervisor, iface: opts.iface, ipv4, ipv6, mac };
+      workloads.set(opts.name, w);
+      return w;
+    },
+
+    /** Starts a TCP server in a workload accepting on the given ports (v4 and v6). */
+    async listen(workload: string, ports: number[]): Promise<void> {
+      const w = workloads.get(workload)!;
+      const code = `const net=require("net");let n=0;for(const p of ${JSON.stringify(ports)})net.createServer(s=>{s.on("error",()=>{});s.end("ok\\n")}).listen(p,"::",()=>{if(++n===${ports.length})console.log("ready")});`;
+      const child = execa("ip", ["netns", "exec", w.ns, process.execPath, "-e", code], { reject: false, buffer: false });
+      processes.add(child);
+      await new Promise<void>((resolve, reject) => {
+        child.stdout!.once("data", () => resolve());
+        child.once("exit", (c) => reject(new Error(`listener in ${w.ns} exited (${c})`)));
+      });
+    },
+
+    /** One TCP connection attempt from a workload; "timeout" = silently dropped. */
+    async probeTcp(from: string, to: string, port: number, opts: { family?: 4 | 6; timeoutMs?: number } = {}): Promise<ProbeResult> {
+      const src = workloads.get(from)!;
+      const dst = workloads.get(to);
+      const host = dst ? (opts.family === 6 ? dst.ipv6 : dst.ipv4) : to;
+      const code = `const s=require("net").connect({host:${JSON.stringify(host)},port:${port}});s.setTimeout(${opts.timeoutMs ?? 1500});` +
+        `s.on("connect",()=>{console.log("open");s.destroy()});s.on("timeout",()=>{console.log("timeout");s.destroy()});` +
+        `s.on("error",e=>console.log(e.code==="ECONNREFUSED"?"refused":"error "+e.code));`;
+      const r = await execa("ip", ["netns", "exec", src.ns, process.execPath, "-e", code], { reject: false });
+      const out = String(r.stdout).trim().split(" ")[0];
+      return (["open", "refused", "timeout"].includes(out!) ? out : "error") as ProbeResult;
+    },
+
+    /** Runs a long-lived process inside a namespace; stopped by PID on destroy(). */
+    spawnIn(ns: string, cmd: string, args: string[], opts: { env?: Record<string, string>; logFile?: string } = {}) {
+      const child = execa("ip", ["netns", "exec", ns, cmd, ...args], {
+        reject: false, env: opts.env, stdout: opts.logFile ? { file: opts.logFile } : "ignore", stderr: opts.logFile ? { file: opts.logFile } : "ignore",
+      });
+      processes.add(child);
+      return child;
+    },
+
+    async exec(ns: string, cmd: string, args: string[], input?: string): Promise<string> {
+      const r = await execa("ip", ["netns", "exec", ns, cmd, ...args], { input });
+      return String(r.stdout);
+    },
+
+    async destroy(): Promise<void> {
+      for (const p of processes) p.kill("SIGKILL");
+      processes.clear();
+      for (const ns of namespaces.reverse()) await execa("ip", ["netns", "del", ns], { reject: false });
+      namespaces.length = 0;
+    },
+  };
+}
+
+export type Lab = ReturnType<typeof createLab>;
+
+/** Removes namespaces left behind by an earlier run with this prefix (after a crash). */
+export async function removeStaleNamespaces(prefix: string): Promise<string[]> {
+  const r = await execa("ip", ["netns", "list"], { reject: false });
+  const stale = String(r.stdout).split("\n").map((l) => l.split(" ")[0]!).filter((n) => n.startsWith(prefix));
+  for (const ns of stale) await execa("ip", ["netns", "del", ns], { reject: false });
+  return stale;
+}

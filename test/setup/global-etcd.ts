@@ -1,0 +1,29 @@
+// Starts one real etcd for the whole test run (unless PALISADE_TEST_ETCD
+// points at one already, as test/run.sh may do). Tests isolate themselves
+// with unique key prefixes.
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { TestProject } from "vitest/node";
+import { startEtcd } from "../../services/lab/etcd-process.js";
+
+declare module "vitest" {
+  export interface ProvidedContext {
+    etcdUrl: string;
+  }
+}
+
+export default async function setup(project: TestProject) {
+  const given = process.env.PALISADE_TEST_ETCD;
+  if (given) {
+    project.provide("etcdUrl", given);
+    return;
+  }
+  const dir = mkdtempSync(join(tmpdir(), "palisade-test-etcd-"));
+  const etcd = await startEtcd({ dataDir: dir });
+  project.provide("etcdUrl", etcd.url);
+  return async () => {
+    await etcd.stop();
+    rmSync(dir, { recursive: true, force: true });
+  };
+}
