@@ -26,6 +26,7 @@ export class HostStream {
   private waitingDrain = false;
   private needSnapshot = true;
   private closed = false;
+  private pumping = false;
   resets = 0;
 
   constructor(
@@ -60,11 +61,25 @@ export class HostStream {
   }
 
   pump(): void {
+    // Re-entrancy guard: taking a snapshot can make the graph emit (a new
+    // host's view is created), which calls enqueue() -> pump() again.
+    if (this.pumping) return;
+    this.pumping = true;
+    try {
+      this.pumpLoop();
+    } finally {
+      this.pumping = false;
+    }
+  }
+
+  private pumpLoop(): void {
     while (!this.closed && !this.waitingDrain) {
       let msgs: SyncResponse[];
       if (this.needSnapshot) {
-        this.needSnapshot = false;
+        // Snapshot first (updates emitted meanwhile are dropped by enqueue:
+        // the snapshot already contains them), then go live.
         const snap = this.graph.snapshot(this.host);
+        this.needSnapshot = false;
         this.outbox.clear();
         this.outboxRevision = snap.revision;
         msgs = packBatches(snap.revision, snap.updates, { snapshotStart: true, inSync: true });

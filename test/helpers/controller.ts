@@ -1,0 +1,33 @@
+// An in-process controller (the real gRPC server and etcd store) on a free
+// loopback port with a unique etcd prefix, plus typed clients.
+import * as grpc from "@grpc/grpc-js";
+import { inject } from "vitest";
+import { call, createClients } from "../../services/api/clients.js";
+import { createLogger } from "../../services/common/logger.js";
+import { startController, type Controller } from "../../services/controller/controller.js";
+import { uniqueName } from "./binaries.js";
+
+let seq = 0;
+
+export async function startTestController(opts: { workloadToHost?: "drop" | "accept"; prefix?: string } = {}) {
+  const prefix = opts.prefix ?? `/${uniqueName("c")}-${process.pid}-${seq++}`;
+  const controller: Controller = await startController({
+    etcdEndpoints: [inject("etcdUrl")],
+    listen: "127.0.0.1:0",
+    etcdPrefix: prefix,
+    logger: createLogger({ name: "test-controller", level: process.env.PALISADE_TEST_LOG ?? "silent" }),
+    statusTtlSeconds: 5,
+    workloadToHost: opts.workloadToHost,
+    shutdownGraceMs: 500,
+  });
+  const address = `127.0.0.1:${controller.port}`;
+  const clients = createClients(address);
+  return {
+    controller, address, clients, prefix,
+    policy: <Req, Res>(fn: (req: Req, md: grpc.Metadata, o: Partial<grpc.CallOptions>, cb: (e: grpc.ServiceError | null, r: Res) => void) => unknown, req: Req) => call(clients.policy, fn, req),
+    async stop() {
+      clients.close();
+      await controller.stop();
+    },
+  };
+}

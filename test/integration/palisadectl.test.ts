@@ -1,0 +1,107 @@
+// palisadectl as users run it: the built binary against a real controller.
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { palisadectl, requireBuild } from "../helpers/binaries.js";
+import { startTestController } from "../helpers/controller.js";
+
+let t: Awaited<ReturnType<typeof startTestController>>;
+const dir = mkdtempSync(join(tmpdir(), "palisadectl-test-"));
+const file = (name: string, text: string) => { const p = join(dir, name); writeFileSync(p, text); return p; };
+const ctl = (args: string[], input?: string) => palisadectl(t.address, args, input);
+
+const YAML_STREAM = `kind: Profile
+id: db
+tags: [db]
+inbound_rules:
+  - {action: allow, protocol: tcp, src_tag: db-user, dst_ports: [5432, "6000:6010"], "!src_net": 198.18.9.0/24}
+outbound_rules:
+  - {action: allow}
+---
+kind: Endpoint
+host: hv1
+orchestrator: openstack
+workload: vm-1
+id: port-1
+name: tap0a1b2c3d
+state: active
+mac: "02:00:00:00:00:01"
+ipv4_nets: [198.18.1.2/32]
+profile_ids: [db]
+`;
+
+describe("palisadectl", () => {
+  beforeAll(async () => { requireBuild(); t = await startTestController(); });
+  afterAll(async () => { await t.stop(); });
+
+  it("applies a YAML multi-document stream and reports the revision", async () => {
+    const r = await ctl(["apply", "-f", file("stream.yaml", YAML_STREAM)]);
+    expect(r.stderr).toBe("");
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/applied 2 document\(s\), 2 changed, at revision \d+/);
+  });
+
+  it("applies JSON lists from stdin", async () => {
+    const r = await ctl(["apply", "-f", "-"], JSON.stringify([{ kind: "Profile", id: "app", tags: ["db-user"], inbound_rules: [], outbound_rules: [{ action: "allow" }] }]));
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain("1 changed");
+  });
+
+  it("round-trips get -o yaml and -o json: re-applying changes nothing", async () => {
+    const y = await ctl(["get", "profiles", "-o", "yaml"]);
+    expect(y.code).toBe(0);
+    expect(y.stdout).toContain('"!src_net": 198.18.9.0/24');
+    expect(y.stdout).toContain("6000:6010");
+    const again = await ctl(["apply", "-f", "-"], y.stdout);
+    expect(again.stdout).toContain("0 changed");
+    const j = await ctl(["get", "endpoints", "-o", "json"]);
+    const eps = JSON.parse(j.stdout);
+    expect(eps).toHaveLength(1);
+    expect(eps[0]).toMatchObject({ kind: "Endpoint", host: "hv1", name: "tap0a1b2c3d", ipv4_nets: ["198.18.1.2/32"], profile_ids: ["db"] });
+    expect((await ctl(["apply", "-f", "-"], j.stdout)).stdout).toContain("0 changed");
+    const table = await ctl(["get", "endpoints"]);
+    expect(table.stdout.split("\n")[0]).toMatch(/^HOST\s+ORCHESTRATOR\s+WORKLOAD\s+ID\s+INTERFACE/);
+  });
+
+  it("refuses invalid input with exit 1, one line naming document, field and reason, writing nothing", async () => {
+    const before = await ctl(["get", "profiles", "-o", "json"]);
+    const bad = `${YAML_STREAM.replace("id: db\n", "id: db2\n")}---\nkind: Profile\nid: broken\ninbound_rules:\n  - {protocol: tcp, dst_ports: ["90:80"]}\n`;
+    const r = await ctl(["apply", "-f", file("bad.yaml", bad)]);
+    expect(r.code).toBe(1);
+    expect(r.stderr.trim().split("\n")).toHaveLength(1);
+    expect(r.stderr).toContain("Profile broken: inbound_rules[0].dst_ports[0]");
+    expect(r.stderr).toContain("N < M");
+    expect((await ctl(["get", "profiles", "-o", "json"])).stdout).toBe(before.stdout);
+  });
+
+  it("deletes by file, by profile id and by endpoint key; missing objects fail", async () => {
+    expect((await ctl(["delete", "endpoint", "hv1/openstack/vm-1/port-1"])).code).toBe(0);
+    const missing = await ctl(["delete", "endpoint", "hv1/openstack/vm-1/port-1"]);
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toContain("not found");
+    expect((await ctl(["delete", "profile", "app"])).code).toBe(0);
+    const r = await ctl(["delete", "-f", file("del.yaml", YAML_STREAM), "--ignore-missing"]);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain("deleted 1 object(s)");
+    expect(JSON.parse((await ctl(["get", "profiles", "-o", "json"])).stdout)).toEqual([]);
+  });
+
+  it("exits 2 on usage errors and 1 when the controller is unreachable", async () => {
+    expect((await ctl(["frobnicate"])).code).toBe(2);
+    expect((await ctl(["get"])).code).toBe(2);
+    expect((await ctl(["delete", "endpoint", "not-a-key"])).code).toBe(2);
+    expect((await ctl(["wait", "--timeout", "-3"])).code).toBe(2);
+    const down = await palisadectl("127.0.0.1:1", ["status"]);
+    expect(down.code).toBe(1);
+    expect(down.stderr).toContain("cannot reach the controller");
+  });
+
+  it("status -o json and wait with no hosts connected", async () => {
+    const s = await ctl(["status", "-o", "json"]);
+    expect(s.code).toBe(0);
+    expect(JSON.parse(s.stdout)).toMatchObject({ hosts: [], endpoints: [] });
+    const w = await ctl(["wait", "--timeout", "5"]);
+    expect(w.code).toBe(0);
+  });
+});

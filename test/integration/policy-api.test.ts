@@ -1,0 +1,98 @@
+// PolicyService against a real etcd and a real gRPC server on loopback.
+import * as grpc from "@grpc/grpc-js";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { RpcError } from "../../services/api/clients.js";
+import { documentToPb, profileFromPb } from "../../services/api/model-wire.js";
+import { parseDocuments } from "../../services/model/index.js";
+import { startTestController } from "../helpers/controller.js";
+
+let t: Awaited<ReturnType<typeof startTestController>>;
+
+const docs = (raw: unknown[]) => parseDocuments(raw).map(documentToPb);
+const profile = (id: string, extra: Record<string, unknown> = {}) => ({ kind: "Profile", id, tags: [id], inbound_rules: [{ action: "allow", protocol: "tcp", dst_ports: [80] }], outbound_rules: [{ action: "allow" }], ...extra });
+const endpoint = (id: string, extra: Record<string, unknown> = {}) => ({
+  kind: "Endpoint", host: "hv1", orchestrator: "test", workload: `wl-${id}`, id, name: `tap${id}`, state: "active",
+  ipv4_nets: ["198.18.1.2/32"], profile_ids: ["web"], ...extra,
+});
+
+async function rpcError(p: Promise<unknown>): Promise<RpcError> {
+  try {
+    await p;
+  } catch (e) {
+    return e as RpcError;
+  }
+  throw new Error("expected the call to fail");
+}
+
+describe("PolicyService", () => {
+  beforeAll(async () => { t = await startTestController(); });
+  afterAll(async () => { await t.stop(); });
+
+  it("applies a batch atomically and returns the revision; reads it back", async () => {
+    const c = t.clients.policy;
+    const r = await t.policy(c.apply, { documents: docs([profile("web"), endpoint("e1")]) });
+    expect(r.changed).toBe(2);
+    expect(r.revision).toBeGreaterThan(0);
+    const rev = await t.policy(c.getRevision, {});
+    expect(rev.revision).toBe(r.revision);
+    const got = await t.policy(c.getProfile, { id: "web" });
+    expect(profileFromPb(got.profile!).inboundRules[0]!.match.dstPorts).toEqual([{ first: 80, last: 80 }]);
+    expect(got.profile!.revision).toBe(r.revision);
+    const eps = await t.policy(c.listEndpoints, { host: "hv1" });
+    expect(eps.endpoints.map((e) => e.id)).toEqual(["e1"]);
+  });
+
+  it("writes nothing when the same documents are applied again", async () => {
+    const c = t.clients.policy;
+    const before = await t.policy(c.getRevision, {});
+    const r = await t.policy(c.apply, { documents: docs([profile("web"), endpoint("e1")]) });
+    expect(r.changed).toBe(0);
+    expect(r.revision).toBe(before.revision);
+  });
+
+  it("rejects a batch with one invalid document, naming document and field, and writes nothing", async () => {
+    const c = t.clients.policy;
+    const before = await t.policy(c.listProfiles, {});
+    const bad = documentToPb(parseDocuments([profile("ok2")])[0]!);
+    // Bypass client-side validation: corrupt the message as a hostile caller could.
+    if (bad.kind?.$case === "profile") bad.kind.value.inboundRules[0]!.match!.dstPorts = [{ first: 70000, last: 70000 }];
+    const err = await rpcError(t.policy(c.apply, { documents: [...docs([profile("new1")]), bad] }));
+    expect(err.code).toBe(grpc.status.INVALID_ARGUMENT);
+    expect(err.message).toContain("Profile ok2");
+    expect(err.message).toContain("inbound_rules[0].dst_ports[0]");
+    const after = await t.policy(c.listProfiles, {});
+    expect(after.profiles.map((p) => p.id).sort()).toEqual(before.profiles.map((p) => p.id).sort());
+  });
+
+  it("refuses identifiers that could escape their etcd key", async () => {
+    const c = t.clients.policy;
+    const err = await rpcError(t.policy(c.getProfile, { id: "../status/hosts/x" }));
+    expect(err.code).toBe(grpc.status.INVALID_ARGUMENT);
+    const err2 = await rpcError(t.policy(c.delete, { objects: [{ kind: { $case: "profileId", value: "a/b" } }], ignoreMissing: false }));
+    expect(err2.code).toBe(grpc.status.INVALID_ARGUMENT);
+  });
+
+  it("deletes atomically: NOT_FOUND for a missing object deletes nothing", async () => {
+    const c = t.clients.policy;
+    const err = await rpcError(t.policy(c.delete, { objects: [{ kind: { $case: "profileId", value: "web" } }, { kind: { $case: "profileId", value: "nope" } }], ignoreMissing: false }));
+    expect(err.code).toBe(grpc.status.NOT_FOUND);
+    expect(err.message).toContain("nope");
+    await t.policy(c.getProfile, { id: "web" }); // still there
+    const r = await t.policy(c.delete, { objects: [{ kind: { $case: "profileId", value: "web" } }, { kind: { $case: "profileId", value: "nope" } }], ignoreMissing: true });
+    expect(r.deleted).toBe(1);
+    const err3 = await rpcError(t.policy(c.getProfile, { id: "web" }));
+    expect(err3.code).toBe(grpc.status.NOT_FOUND);
+  });
+
+  it("serves the standard health service", async () => {
+    const { HealthImplementation } = await import("grpc-health-check");
+    expect(HealthImplementation).toBeDefined();
+    const client = new grpc.Client(t.address, grpc.credentials.createInsecure());
+    const res = await new Promise<Buffer>((resolve, reject) => {
+      client.makeUnaryRequest("/grpc.health.v1.Health/Check", (x: Buffer) => x, (b: Buffer) => b, Buffer.alloc(0), (e, v) => (e ? reject(e) : resolve(v!)));
+    });
+    // HealthCheckResponse{status: SERVING(1)} encodes as 08 01.
+    expect([...res]).toEqual([0x08, 0x01]);
+    client.close();
+  });
+});
