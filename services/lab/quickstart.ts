@@ -89,7 +89,7 @@ async function main(): Promise<void> {
   const no = await lab.probeTcp("web-1", "db-1", 5432);
   say(`app-1 (tag db-user) -> db-1:5432   ${ok === "open" ? "ADMITTED" : `unexpected: ${ok}`}`);
   say(`web-1 (no db-user)  -> db-1:5432   ${no === "timeout" ? "REFUSED (dropped)" : `unexpected: ${no}`}`);
-  say(`\nTry it yourself in another terminal:\n  export PALISADE_CONTROLLER=${addr}\n  palisadectl get endpoints\n  palisadectl status --watch\n` +
+  say(`\nTry it yourself in another terminal:\n${port === 50051 ? "" : `  export PALISADE_CONTROLLER=${addr}\n`}  palisadectl get endpoints\n  palisadectl status --watch\n` +
     `  ip netns exec ${hv.ns} iptables-save | grep pal-\n\nPrinting status every 10 s; Ctrl-C stops everything.\n`);
   for (;;) {
     const s = await ctl(addr, ["status"]);
