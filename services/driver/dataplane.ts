@@ -56,12 +56,14 @@ export function createDataplane(opts: { runner: CommandRunner; backend: Backend;
       bytes += input.length;
       await runner.run("ipset", ["restore"], input);
     }
-    for (const f of families) {
+    // The two families are independent tables: restore them concurrently
+    // (nft: separate netlink transactions; legacy: --wait serialises on the lock).
+    await Promise.all(families.map((f) => {
       const input = plan.restore[f];
-      if (!input) continue;
+      if (!input) return undefined;
       bytes += input.length;
-      await runner.run(iptablesCommands(backend, f).restore, ["--noflush", ...WAIT_ARGS], input);
-    }
+      return runner.run(iptablesCommands(backend, f).restore, ["--noflush", ...WAIT_ARGS], input);
+    }));
     if (plan.ipsetAfter.length) {
       const input = `${plan.ipsetAfter.join("\n")}\n`;
       bytes += input.length;

@@ -1,0 +1,19 @@
+// npm run bench [-- --quick] [--json FILE]: performance figures, printed.
+// Not part of npm test: speed is measured here, behaviour is tested there.
+import { writeFileSync } from "node:fs";
+import { benchE2e } from "./e2e-latency.js";
+
+const args = process.argv.slice(2);
+const quick = args.includes("--quick");
+const jsonAt = args.indexOf("--json");
+const results: Record<string, unknown> = {};
+
+function report(name: string, figures: Record<string, unknown>) {
+  results[name] = figures;
+  process.stdout.write(`${name.padEnd(8)} ${Object.entries(figures).map(([k, v]) => `${k}=${v}`).join("  ")}\n`);
+}
+
+report("e2e", await benchE2e({ samples: quick ? 50 : 200, endpoints: quick ? 50 : 200 }));
+
+if (jsonAt >= 0) writeFileSync(args[jsonAt + 1]!, `${JSON.stringify(results, null, 2)}\n`);
+process.exit(0);
