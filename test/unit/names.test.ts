@@ -1,0 +1,145 @@
+// Kernel object names (DESIGN §6): within the kernel limits, hashed
+// deterministically when long or unsafe, literal and hashed names disjoint.
+import { describe, expect, it } from "vitest";
+import {
+  BASE_CHAINS, CHAIN_MAX, ENTRY_CHAINS, IPSET_MAX, OWNED_CHAIN_RE, OWNED_SET_RE,
+  fromDispatchNode, fromWorkloadChain, profileInboundChain, profileOutboundChain, tagSet, toDispatchNode, toWorkloadChain,
+} from "../../services/calc/names.js";
+
+const CHAIN_NAMERS: [string, (s: string) => string][] = [
+  ["pal-pi", profileInboundChain],
+  ["pal-po", profileOutboundChain],
+  ["pal-tw", toWorkloadChain],
+  ["pal-fw", fromWorkloadChain],
+  ["pal-fd", fromDispatchNode],
+  ["pal-td", toDispatchNode],
+];
+
+const SAMPLE_IDS = [
+  "db", "a", "x".repeat(21), "x".repeat(22), "x".repeat(128), "a.b_c-D", "has space", "sl/ash", "ünïcode",
+  "quote\"", "new\nline", "9e3779b97f4a7c15", "-leading-dash", "_", "..",
+];
+
+describe("names: kernel limits", () => {
+  it("the limits are the kernel's", () => {
+    expect(CHAIN_MAX).toBe(28);
+    expect(IPSET_MAX).toBe(31);
+  });
+
+  it.each(SAMPLE_IDS)("chain and set names for %j fit and are owned", (id) => {
+    for (const [, f] of CHAIN_NAMERS) {
+      const n = f(id);
+      expect(n.length).toBeLessThanOrEqual(CHAIN_MAX);
+      expect(n).toMatch(OWNED_CHAIN_RE);
+    }
+    for (const fam of [4, 6] as const) {
+      const n = tagSet(id, fam);
+      expect(n.length).toBeLessThanOrEqual(IPSET_MAX);
+      expect(n).toMatch(OWNED_SET_RE);
+    }
+  });
+
+  it("fixed chain names are owned and within limits", () => {
+    for (const n of [...Object.values(BASE_CHAINS), ...Object.values(ENTRY_CHAINS)]) {
+      expect(n).toMatch(OWNED_CHAIN_RE);
+      expect(n.length).toBeLessThanOrEqual(CHAIN_MAX);
+    }
+  });
+});
+
+describe("names: literal names", () => {
+  it("short safe identifiers are used literally, with '-' after the prefix", () => {
+    expect(profileInboundChain("db")).toBe("pal-pi-db");
+    expect(profileOutboundChain("db")).toBe("pal-po-db");
+    expect(toWorkloadChain("tap0a1b2c3d")).toBe("pal-tw-tap0a1b2c3d");
+    expect(fromWorkloadChain("tap0a1b2c3d")).toBe("pal-fw-tap0a1b2c3d");
+    expect(fromDispatchNode("tap")).toBe("pal-fd-tap");
+    expect(toDispatchNode("tap1")).toBe("pal-td-tap1");
+    expect(tagSet("db-user", 4)).toBe("pal4t-db-user");
+    expect(tagSet("db-user", 6)).toBe("pal6t-db-user");
+  });
+
+  it("uses the literal form up to exactly the limit", () => {
+    // "pal-pi-" is 7 characters: 21 more fit in 28.
+    expect(profileInboundChain("x".repeat(21))).toBe(`pal-pi-${"x".repeat(21)}`);
+    // "pal4t-" is 6 characters: 25 more fit in 31.
+    expect(tagSet("t".repeat(25), 4)).toBe(`pal4t-${"t".repeat(25)}`);
+  });
+
+  it("interface names (at most 15 safe characters) never hash", () => {
+    const iface = "abcdefghijklmno";
+    for (const f of [toWorkloadChain, fromWorkloadChain, fromDispatchNode, toDispatchNode]) {
+      expect(f(iface)).toMatch(/^pal-(tw|fw|fd|td)-abcdefghijklmno$/);
+    }
+  });
+});
+
+describe("names: hashed names", () => {
+  it("one character over the limit hashes, with '_' after the prefix", () => {
+    const n = profileInboundChain("x".repeat(22));
+    expect(n).toMatch(/^pal-pi_[a-z2-7]{20}$/);
+    const s = tagSet("t".repeat(26), 4);
+    expect(s).toMatch(/^pal4t_[a-z2-7]{20}$/);
+  });
+
+  it("unsafe characters hash even when short", () => {
+    expect(profileInboundChain("has space")).toMatch(/^pal-pi_[a-z2-7]+$/);
+    expect(tagSet("a/b", 6)).toMatch(/^pal6t_[a-z2-7]+$/);
+    expect(profileInboundChain("new\nline")).not.toContain("\n");
+  });
+
+  it("hashing is deterministic and input-sensitive", () => {
+    const long = "x".repeat(100);
+    expect(profileInboundChain(long)).toBe(profileInboundChain("x".repeat(100)));
+    expect(profileInboundChain(long)).not.toBe(profileInboundChain(`${long}y`));
+    expect(profileInboundChain(long)).not.toBe(profileInboundChain("x".repeat(99)));
+    // The same identifier hashes alike in both families; the prefix keeps the sets apart.
+    expect(tagSet(long, 4).slice(6)).toBe(tagSet(long, 6).slice(6));
+    expect(tagSet(long, 4)).not.toBe(tagSet(long, 6));
+  });
+
+  it("distinct identifiers get distinct names (no collisions among many)", () => {
+    const ids = new Set<string>();
+    for (let i = 0; i < 3000; i++) ids.add(i % 2 ? `profile-with-a-rather-long-name-${i}` : `p${i}`);
+    for (const [, f] of CHAIN_NAMERS.slice(0, 2)) {
+      const names = new Set([...ids].map(f));
+      expect(names.size).toBe(ids.size);
+    }
+    const sets = new Set([...ids].map((i) => tagSet(i, 4)));
+    expect(sets.size).toBe(ids.size);
+  });
+});
+
+describe("names: literal and hashed names can never collide", () => {
+  it("the character after the prefix tells them apart", () => {
+    for (const [prefix, f] of CHAIN_NAMERS) {
+      for (const id of SAMPLE_IDS) {
+        const n = f(id);
+        const literal = n.startsWith(`${prefix}-`);
+        const hashed = n.startsWith(`${prefix}_`);
+        expect(literal !== hashed).toBe(true);
+        if (literal) expect(n).toBe(`${prefix}-${id}`);
+      }
+    }
+  });
+
+  it("a literal identifier that looks like a hash does not produce the hashed name", () => {
+    const long = "y".repeat(40);
+    const hashed = profileInboundChain(long); // pal-pi_<hash>
+    const hash = hashed.slice("pal-pi_".length);
+    // Writing the hash (or "_<hash>") as an identifier gives a different, literal name.
+    expect(profileInboundChain(hash)).toBe(`pal-pi-${hash}`);
+    expect(profileInboundChain(`_${hash}`)).not.toBe(hashed);
+    expect(profileInboundChain(hash)).not.toBe(hashed);
+  });
+
+  it("prefixes of the different kinds of object are mutually distinct and do not collide with fixed names", () => {
+    const prefixes = CHAIN_NAMERS.map(([p]) => p);
+    expect(new Set(prefixes).size).toBe(prefixes.length);
+    for (const fixed of [...Object.values(BASE_CHAINS), ...Object.values(ENTRY_CHAINS)]) {
+      for (const p of prefixes) {
+        expect(fixed.startsWith(`${p}-`) || fixed.startsWith(`${p}_`)).toBe(false);
+      }
+    }
+  });
+});
