@@ -51,7 +51,7 @@ echo "etcd pid $ETCD_PID at $PALISADE_TEST_ETCD"
 
 step "vitest"
 REPORT="$RUN_DIR/vitest.json"
-npx vitest run --reporter=default --reporter=json --outputFile.json="$REPORT" "$@"
+npx vitest run --reporter=default --reporter=json --outputFile.json="$REPORT" "$@" </dev/null
 STATUS=$?
 
 node -e '

@@ -51,6 +51,12 @@ export function createDataplane(opts: { runner: CommandRunner; backend: Backend;
   async function execute(plan: Plan): Promise<ApplyResult> {
     const t0 = now();
     let bytes = 0;
+    for (const f of families) {
+      const input = plan.restoreFirst[f];
+      if (!input) continue;
+      bytes += input.length;
+      await runner.run(iptablesCommands(backend, f).restore, ["--noflush", ...WAIT_ARGS], input);
+    }
     if (plan.ipsetBefore.length) {
       const input = `${plan.ipsetBefore.join("\n")}\n`;
       bytes += input.length;
@@ -116,7 +122,7 @@ export function createDataplane(opts: { runner: CommandRunner; backend: Backend;
     async detectDrift(input) {
       const kernel = await readKernel();
       const plan = planApply(input, kernel);
-      const drift = plan.ipsetBefore.length > 0 || plan.ipsetAfter.length > 0 || families.some((f) => plan.restore[f] !== undefined);
+      const drift = plan.ipsetBefore.length > 0 || families.some((f) => plan.restoreFirst[f] !== undefined) || plan.ipsetAfter.length > 0 || families.some((f) => plan.restore[f] !== undefined);
       if (drift) {
         logger.warn({ chains: plan.chainsWritten, removed: plan.chainsRemoved, ipsetLines: plan.ipsetBefore.length + plan.ipsetAfter.length }, "dataplane drift detected; repairing");
       }

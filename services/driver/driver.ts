@@ -38,12 +38,21 @@ export interface DriverOptions {
   families?: IpVersion[];
   /** Periodic read-back for drift; default 30 s. */
   driftCheckMs?: number;
+  /** Read-back shortly after each write (catches a racing writer); default 2 s. */
+  postWriteCheckMs?: number;
   interfacePollMs?: number;
   readInterface?: InterfaceReader;
 }
 
+export interface DriverCounters {
+  applies: number;
+  applyFailures: number;
+  driftRepairs: number;
+}
+
 export interface Driver {
   readonly inSync: boolean;
+  readonly counters: DriverCounters;
   readonly appliedRevision: number;
   readonly backend: Backend;
   readonly dataplane: Dataplane;
@@ -75,16 +84,28 @@ export async function startDriver(o: DriverOptions): Promise<Driver> {
   const retry = createBackoff({ initialMs: 200, maxMs: 10_000 });
   let retryTimer: NodeJS.Timeout | undefined;
   const endpointStatus = new Map<string, InterfaceStatus>();
+  const counters: DriverCounters = { applies: 0, applyFailures: 0, driftRepairs: 0 };
+  let postWriteTimer: NodeJS.Timeout | undefined;
   let client: SyncClient | undefined;
+
+  // What a previous driver left: its entry chains keep enforcing the last
+  // known policy until our first in-sync (a restart opens no window and
+  // does not interrupt allowed traffic).
+  const startKernel = await dataplane.readKernel();
 
   function planInput(): PlanInput {
     const chains = new Map(base);
     if (desired) {
       for (const [k, c] of desired.chains) chains.set(k, c);
     } else {
-      // Before the first in-sync: keep any entry chains a previous driver
-      // left (they enforce the last known policy), else drop.
-      for (const f of families) for (const c of failClosedEntryChains(f)) chains.set(chainKey(f, c.name), c);
+      // Before the first in-sync, entry chains that do not exist yet are
+      // fail-closed placeholders; existing ones are left untouched (the plan
+      // does not remove unknown chains before the first in-sync).
+      for (const f of families) {
+        for (const c of failClosedEntryChains(f)) {
+          if (!startKernel.families[f].chains.has(c.name)) chains.set(chainKey(f, c.name), c);
+        }
+      }
     }
     return { chains, sets: desired?.sets ?? new Map(), families, removeUnwanted: desired !== undefined };
   }
@@ -100,6 +121,8 @@ export async function startDriver(o: DriverOptions): Promise<Driver> {
         try {
           const r = await dataplane.apply(input);
           retry.reset();
+          counters.applies++;
+          if (r.bytesWritten > 0) schedulePostWriteCheck();
           if (desired) {
             appliedRevision = revision;
             synced = true;
@@ -109,6 +132,7 @@ export async function startDriver(o: DriverOptions): Promise<Driver> {
           }
         } catch (err) {
           const message = (err as Error).message;
+          counters.applyFailures++;
           logger.error({ revision, err: message }, "apply failed; will retry (traffic stays as last programmed)");
           if (desired) client?.send({ message: { $case: "applied", value: { revision, ok: false, error: message, durationMs: 0, chainsWritten: 0, ipsetLines: 0 } } });
           dirty = true;
@@ -194,14 +218,27 @@ export async function startDriver(o: DriverOptions): Promise<Driver> {
   schedule();
   client = connect();
 
-  const driftTimer = setInterval(() => {
-    if (applying || !desired) return;
-    dataplane.detectDrift(planInput()).then((drift) => { if (drift) schedule(); }, (err) => logger.warn({ err: (err as Error).message }, "drift check failed"));
-  }, o.driftCheckMs ?? 30_000);
+  /** Reads the kernel back; on any difference, repairs it with a normal apply. */
+  function checkDrift(): void {
+    if (applying || !desired || stopped) return;
+    dataplane.detectDrift(planInput()).then((drift) => {
+      if (!drift) return;
+      counters.driftRepairs++;
+      schedule();
+    }, (err) => logger.warn({ err: (err as Error).message }, "drift check failed"));
+  }
+
+  function schedulePostWriteCheck(): void {
+    clearTimeout(postWriteTimer);
+    postWriteTimer = setTimeout(checkDrift, o.postWriteCheckMs ?? 2_000);
+  }
+
+  const driftTimer = setInterval(checkDrift, o.driftCheckMs ?? 30_000);
   const ifTimer = setInterval(() => void checkInterfaces(false), o.interfacePollMs ?? 2_000);
 
   return {
     get inSync() { return synced; },
+    counters,
     get appliedRevision() { return appliedRevision; },
     backend,
     dataplane,
@@ -211,6 +248,7 @@ export async function startDriver(o: DriverOptions): Promise<Driver> {
       clearInterval(driftTimer);
       clearInterval(ifTimer);
       clearTimeout(retryTimer);
+      clearTimeout(postWriteTimer);
       client?.stop();
       // Rules stay in place: a stopped driver keeps enforcing the last state.
       while (applying) await new Promise((r) => setTimeout(r, 20));

@@ -18,6 +18,8 @@ export interface KernelFamilyState {
   hookPositions: Map<string, number[]>;
   /** Built-in chain -> hash comment of its first rule ("" if none / foreign). */
   firstRuleHash: Map<string, string>;
+  /** ipset name -> our chains whose rules reference it (--match-set). */
+  setRefs: Map<string, Set<string>>;
 }
 
 export interface KernelSet {
@@ -32,7 +34,7 @@ export interface KernelState {
 }
 
 export function emptyFamilyState(): KernelFamilyState {
-  return { chains: new Map(), hookPositions: new Map(), firstRuleHash: new Map() };
+  return { chains: new Map(), hookPositions: new Map(), firstRuleHash: new Map(), setRefs: new Map() };
 }
 
 export function parseIptablesSave(text: string): KernelFamilyState {
@@ -54,6 +56,11 @@ export function parseIptablesSave(text: string): KernelFamilyState {
     const ours = st.chains.get(chain);
     if (ours) {
       ours.hashes.push(m ? m[1]! : "");
+      for (const ref of line.matchAll(/--match-set (\S+)/g)) {
+        let chains = st.setRefs.get(ref[1]!);
+        if (!chains) st.setRefs.set(ref[1]!, (chains = new Set()));
+        chains.add(chain);
+      }
       continue;
     }
     const hook = HOOKS[chain];

@@ -2,6 +2,10 @@
 // batches to write. No processes, no clocks.
 //
 // Flush order (DESIGN §5/§6), one apply:
+//   0. only when a set exists with the wrong type or family (a leftover):
+//      iptables-restore empties the chains referencing it to a single DROP
+//      (fail closed), because the kernel refuses to destroy, rename or swap
+//      a referenced set into another type or family
 //   1. ipset restore: create new sets, add/delete members (deltas, not rewrites)
 //   2. iptables-restore --noflush per family: declare (= flush) and refill
 //      only the chains whose rule hashes differ; fix hook positions; flush
@@ -14,6 +18,8 @@ import { HOOKS, type KernelState } from "./kernel-state.js";
 import { hashComment, ruleHashes } from "./rule-hash.js";
 
 export interface Plan {
+  /** Stage 0 per family: chains referencing sets to re-create, emptied to DROP. */
+  restoreFirst: Record<IpVersion, string | undefined>;
   ipsetBefore: string[];
   /** iptables-restore input per family, or undefined when nothing changes. */
   restore: Record<IpVersion, string | undefined>;
@@ -46,19 +52,29 @@ export function hookRule(builtin: string): { spec: string; hash: string } {
 export function planApply(desired: PlanInput, kernel: KernelState): Plan {
   const ipsetBefore: string[] = [];
   const ipsetAfter: string[] = [];
+  const recreate = new Set<string>();
   for (const [name, want] of desired.sets) {
     const have = kernel.sets.get(name);
     if (have && (have.family !== want.family || have.type !== SET_TYPE)) {
-      // Type or family changed: build a replacement and swap it in atomically.
-      const tmp = `pal-tmp-${name.slice(3, 24)}`.slice(0, 31);
-      ipsetBefore.push(`create ${tmp} ${SET_TYPE} family ${want.family === 4 ? "inet" : "inet6"} maxelem ${SET_MAXELEM} -exist`, `flush ${tmp}`);
-      for (const m of want.members) ipsetBefore.push(`add ${tmp} ${m} -exist`);
-      ipsetBefore.push(`swap ${tmp} ${name}`, `destroy ${tmp}`);
+      // Wrong type or family: destroy and re-create (after stage 0 removed
+      // every reference), then fill.
+      recreate.add(name);
+      ipsetBefore.push(`destroy ${name}`, `${setCreate(name, want.family)}`);
+      for (const m of want.members) ipsetBefore.push(`add ${name} ${m} -exist`);
       continue;
     }
     if (!have) ipsetBefore.push(`${setCreate(name, want.family)} -exist`);
     for (const m of want.members) if (!have?.members.has(m)) ipsetBefore.push(`add ${name} ${m} -exist`);
     if (have) for (const m of have.members) if (!want.members.has(m)) ipsetBefore.push(`del ${name} ${m} -exist`);
+  }
+  const restoreFirst: Record<IpVersion, string | undefined> = { 4: undefined, 6: undefined };
+  const emptied: Record<IpVersion, Set<string>> = { 4: new Set(), 6: new Set() };
+  for (const family of desired.families) {
+    for (const name of recreate) for (const c of kernel.families[family].setRefs.get(name) ?? []) emptied[family].add(c);
+    if (emptied[family].size) {
+      const lines = [...emptied[family]].flatMap((c) => [`:${c} - [0:0]`, `-A ${c} ${hashComment(ruleHashes(c, ["-j DROP"])[0]!)} -j DROP`]);
+      restoreFirst[family] = ["*filter", ...lines, "COMMIT", ""].join("\n");
+    }
   }
   if (desired.removeUnwanted) {
     for (const name of kernel.sets.keys()) if (!desired.sets.has(name)) ipsetAfter.push(`destroy ${name}`);
@@ -74,7 +90,7 @@ export function planApply(desired: PlanInput, kernel: KernelState): Plan {
     for (const c of desired.chains.values()) {
       if (c.family !== family) continue;
       const hashes = ruleHashes(c.name, c.rules);
-      const have = k.chains.get(c.name);
+      const have = emptied[family].has(c.name) ? undefined : k.chains.get(c.name);
       if (have && have.hashes.length === hashes.length && have.hashes.every((h, i) => h === hashes[i])) continue;
       // In --noflush mode, declaring an existing chain flushes it.
       declare.push(`:${c.name} - [0:0]`);
@@ -101,7 +117,7 @@ export function planApply(desired: PlanInput, kernel: KernelState): Plan {
       restore[family] = ["*filter", ...declare, ...rules, ...hooks, ...removals, "COMMIT", ""].join("\n");
     }
   }
-  return { ipsetBefore, restore, ipsetAfter, chainsWritten, chainsRemoved };
+  return { restoreFirst, ipsetBefore, restore, ipsetAfter, chainsWritten, chainsRemoved };
 }
 
 /** Removes everything Palisade owns (palisade-driver --cleanup). */
@@ -120,5 +136,5 @@ export function planCleanup(kernel: KernelState, families: IpVersion[]): Plan {
     chainsRemoved += names.length;
     if (lines.length) restore[family] = ["*filter", ...lines, "COMMIT", ""].join("\n");
   }
-  return { ipsetBefore: [], restore, ipsetAfter: [...kernel.sets.keys()].map((n) => `destroy ${n}`), chainsWritten: 0, chainsRemoved };
+  return { restoreFirst: { 4: undefined, 6: undefined }, ipsetBefore: [], restore, ipsetAfter: [...kernel.sets.keys()].map((n) => `destroy ${n}`), chainsWritten: 0, chainsRemoved };
 }

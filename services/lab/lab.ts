@@ -130,7 +130,7 @@ export function createLab(prefix: string) {
     async listen(workload: string, ports: number[]): Promise<void> {
       const w = workloads.get(workload)!;
       const code = `const net=require("net");let n=0;for(const p of ${JSON.stringify(ports)})net.createServer(s=>{s.on("error",()=>{});s.end("ok\\n")}).listen(p,"::",()=>{if(++n===${ports.length})console.log("ready")});`;
-      const child = execa("ip", ["netns", "exec", w.ns, process.execPath, "-e", code], { reject: false, buffer: false });
+      const child = execa("ip", ["netns", "exec", w.ns, process.execPath, "-e", code], { reject: false, buffer: false, stdin: "ignore" });
       processes.add(child);
       await new Promise<void>((resolve, reject) => {
         child.stdout!.once("data", () => resolve());
@@ -146,15 +146,34 @@ export function createLab(prefix: string) {
       const code = `const s=require("net").connect({host:${JSON.stringify(host)},port:${port}});s.setTimeout(${opts.timeoutMs ?? 1500});` +
         `s.on("connect",()=>{console.log("open");s.destroy()});s.on("timeout",()=>{console.log("timeout");s.destroy()});` +
         `s.on("error",e=>console.log(e.code==="ECONNREFUSED"?"refused":"error "+e.code));`;
-      const r = await execa("ip", ["netns", "exec", src.ns, process.execPath, "-e", code], { reject: false });
+      const r = await execa("ip", ["netns", "exec", src.ns, process.execPath, "-e", code], { reject: false, stdin: "ignore" });
       const out = String(r.stdout).trim().split(" ")[0];
       return (["open", "refused", "timeout"].includes(out!) ? out : "error") as ProbeResult;
+    },
+
+    /**
+     * Probes continuously from one process inside the workload (no per-probe
+     * start-up cost): one loop per port, each connecting back to back for
+     * `durationMs` (an open port is probed every few ms, so short windows
+     * show), counting outcomes per port.
+     */
+    async probeLoop(from: string, to: string, ports: number[], durationMs: number, opts: { timeoutMs?: number } = {}): Promise<Record<number, Record<ProbeResult, number>>> {
+      const src = workloads.get(from)!;
+      const host = workloads.get(to)!.ipv4;
+      const code = `const net=require("net");const ports=${JSON.stringify(ports)};const end=Date.now()+${durationMs};` +
+        `const c={};for(const p of ports)c[p]={open:0,refused:0,timeout:0,error:0};` +
+        `const one=p=>new Promise(r=>{const s=net.connect({host:${JSON.stringify(host)},port:p});s.setTimeout(${opts.timeoutMs ?? 300});` +
+        `const done=k=>{c[p][k]++;s.destroy();r()};s.on("connect",()=>done("open"));s.on("timeout",()=>done("timeout"));` +
+        `s.on("error",e=>done(e.code==="ECONNREFUSED"?"refused":"error"))});` +
+        `Promise.all(ports.map(async p=>{while(Date.now()<end)await one(p)})).then(()=>console.log(JSON.stringify(c)));`;
+      const r = await execa("ip", ["netns", "exec", src.ns, process.execPath, "-e", code], { reject: false, stdin: "ignore" });
+      return JSON.parse(String(r.stdout));
     },
 
     /** Runs a long-lived process inside a namespace; stopped by PID on destroy(). */
     spawnIn(ns: string, cmd: string, args: string[], opts: { env?: Record<string, string>; logFile?: string } = {}) {
       const child = execa("ip", ["netns", "exec", ns, cmd, ...args], {
-        reject: false, env: opts.env, stdout: opts.logFile ? { file: opts.logFile } : "ignore", stderr: opts.logFile ? { file: opts.logFile } : "ignore",
+        reject: false, env: opts.env, stdin: "ignore", stdout: opts.logFile ? { file: opts.logFile } : "ignore", stderr: opts.logFile ? { file: opts.logFile } : "ignore",
       });
       processes.add(child);
       return child;

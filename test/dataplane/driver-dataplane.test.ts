@@ -109,6 +109,26 @@ for (const backend of ["nft", "legacy"] as const) {
       expect(await lab.exec(ns, "ipset", ["list", "pal4t-db-user"])).toContain("198.18.1.11");
     });
 
+    it("replaces a leftover set of another type that our chains still reference", async () => {
+      const fresh = (await createLab(`${prefix}t`).addHypervisor("y")).ns;
+      try {
+        const restore = iptablesCommands(backend, 4).restore;
+        // As an older, incompatible driver might have left it: a hash:ip set in use.
+        await lab.exec(fresh, "ipset", ["create", "pal4t-db-user", "hash:ip"]);
+        await lab.exec(fresh, "ipset", ["add", "pal4t-db-user", "198.18.9.9"]);
+        await lab.exec(fresh, restore, ["--noflush"], "*filter\n:pal-pi-db - [0:0]\n-A pal-pi-db -m set --match-set pal4t-db-user src -j ACCEPT\nCOMMIT\n");
+        const dp = createDataplane({ runner: createExecRunner({ netns: fresh }), backend, families: [4, 6], logger });
+        await dp.apply(desiredFor(MODEL));
+        const set = await lab.exec(fresh, "ipset", ["list", "pal4t-db-user"]);
+        expect(set).toContain("Type: hash:net");
+        expect(set).toContain("198.18.1.11");
+        expect(set).not.toContain("198.18.9.9");
+        expect(await dp.detectDrift(desiredFor(MODEL))).toBe(false);
+      } finally {
+        await execa("ip", ["netns", "del", fresh], { reject: false });
+      }
+    });
+
     it("--cleanup leaves iptables-save as it was before Palisade", async () => {
       const fresh = (await createLab(`${prefix}c`).addHypervisor("x")).ns;
       try {

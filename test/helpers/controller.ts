@@ -9,11 +9,12 @@ import { uniqueName } from "./binaries.js";
 
 let seq = 0;
 
-export async function startTestController(opts: { workloadToHost?: "drop" | "accept"; prefix?: string } = {}) {
+export async function startTestController(opts: { workloadToHost?: "drop" | "accept"; prefix?: string; socket?: string } = {}) {
   const prefix = opts.prefix ?? `/${uniqueName("c")}-${process.pid}-${seq++}`;
   const controller: Controller = await startController({
     etcdEndpoints: [inject("etcdUrl")],
-    listen: "127.0.0.1:0",
+    // A Unix socket reaches drivers inside network namespaces.
+    listen: opts.socket ? `127.0.0.1:0,unix:${opts.socket}` : "127.0.0.1:0",
     etcdPrefix: prefix,
     logger: createLogger({ name: "test-controller", level: process.env.PALISADE_TEST_LOG ?? "silent" }),
     statusTtlSeconds: 5,
