@@ -155,17 +155,23 @@ export function createLab(prefix: string) {
      * Probes continuously from one process inside the workload (no per-probe
      * start-up cost): one loop per port, each connecting back to back for
      * `durationMs` (an open port is probed every few ms, so short windows
-     * show), counting outcomes per port.
+     * show), counting outcomes per port. The default timeout (900 ms) is
+     * below TCP's 1 s SYN retransmission: a SYN dropped in a window always
+     * ends as a timeout, while a merely slow (CPU-starved) probe does not.
+     * Probes are paced (`gapMs`, 5 ms): back-to-back connections by the ten
+     * thousand exhaust ephemeral ports and TIME_WAIT tuples and time out on
+     * their own.
      */
-    async probeLoop(from: string, to: string, ports: number[], durationMs: number, opts: { timeoutMs?: number } = {}): Promise<Record<number, Record<ProbeResult, number>>> {
+    async probeLoop(from: string, to: string, ports: number[], durationMs: number, opts: { timeoutMs?: number; gapMs?: number } = {}): Promise<Record<number, Record<ProbeResult, number>>> {
       const src = workloads.get(from)!;
       const host = workloads.get(to)!.ipv4;
       const code = `const net=require("net");const ports=${JSON.stringify(ports)};const end=Date.now()+${durationMs};` +
         `const c={};for(const p of ports)c[p]={open:0,refused:0,timeout:0,error:0};` +
-        `const one=p=>new Promise(r=>{const s=net.connect({host:${JSON.stringify(host)},port:p});s.setTimeout(${opts.timeoutMs ?? 300});` +
+        `const one=p=>new Promise(r=>{const s=net.connect({host:${JSON.stringify(host)},port:p});s.setTimeout(${opts.timeoutMs ?? 900});` +
         `const done=k=>{c[p][k]++;s.destroy();r()};s.on("connect",()=>done("open"));s.on("timeout",()=>done("timeout"));` +
         `s.on("error",e=>done(e.code==="ECONNREFUSED"?"refused":"error"))});` +
-        `Promise.all(ports.map(async p=>{while(Date.now()<end)await one(p)})).then(()=>console.log(JSON.stringify(c)));`;
+        `const gap=()=>new Promise(r=>setTimeout(r,${opts.gapMs ?? 5}));` +
+        `Promise.all(ports.map(async p=>{while(Date.now()<end){await one(p);await gap()}})).then(()=>console.log(JSON.stringify(c)));`;
       const r = await execa("ip", ["netns", "exec", src.ns, process.execPath, "-e", code], { reject: false, stdin: "ignore" });
       return JSON.parse(String(r.stdout));
     },
