@@ -9,7 +9,7 @@ import { iptablesCommands, type Backend } from "./backend.js";
 import type { CommandRunner } from "./command-runner.js";
 import { HOOKS, emptyFamilyState, parseIpsetSave, parseIptablesSave, type KernelState } from "./kernel-state.js";
 import { hookRule, planApply, planCleanup, SET_TYPE, type Plan, type PlanInput } from "./plan.js";
-import { ruleHashes } from "./rule-hash.js";
+import { chainHashes } from "./rule-hash.js";
 
 export interface ApplyResult {
   durationMs: number;
@@ -90,7 +90,7 @@ export function createDataplane(opts: { runner: CommandRunner; backend: Backend;
     for (const f of families) {
       const fam = next.families[f];
       if (!input.removeUnwanted) for (const [n, c] of before.families[f].chains) fam.chains.set(n, c);
-      for (const c of input.chains.values()) if (c.family === f) fam.chains.set(c.name, { hashes: ruleHashes(c.name, c.rules) });
+      for (const c of input.chains.values()) if (c.family === f) fam.chains.set(c.name, { hashes: chainHashes(c) });
       for (const b of Object.keys(HOOKS)) {
         fam.hookPositions.set(b, [1]);
         fam.firstRuleHash.set(b, hookRule(b).hash);

@@ -15,7 +15,7 @@ import { chainKey, type ChainDef } from "../calc/index.js";
 import type { IpVersion } from "../model/index.js";
 import type { DesiredSet } from "./desired-state.js";
 import { HOOKS, type KernelState } from "./kernel-state.js";
-import { hashComment, ruleHashes } from "./rule-hash.js";
+import { chainHashes, hashComment, ruleHashes } from "./rule-hash.js";
 
 export interface Plan {
   /** Stage 0 per family: chains referencing sets to re-create, emptied to DROP. */
@@ -89,7 +89,7 @@ export function planApply(desired: PlanInput, kernel: KernelState): Plan {
     const rules: string[] = [];
     for (const c of desired.chains.values()) {
       if (c.family !== family) continue;
-      const hashes = ruleHashes(c.name, c.rules);
+      const hashes = chainHashes(c);
       const have = emptied[family].has(c.name) ? undefined : k.chains.get(c.name);
       if (have && have.hashes.length === hashes.length && have.hashes.every((h, i) => h === hashes[i])) continue;
       // In --noflush mode, declaring an existing chain flushes it.

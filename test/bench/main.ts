@@ -1,6 +1,7 @@
 // npm run bench [-- --quick] [--json FILE]: performance figures, printed.
 // Not part of npm test: speed is measured here, behaviour is tested there.
 import { writeFileSync } from "node:fs";
+import { benchDriver } from "./driver-apply.js";
 import { benchE2e } from "./e2e-latency.js";
 
 const args = process.argv.slice(2);
@@ -13,6 +14,10 @@ function report(name: string, figures: Record<string, unknown>) {
   process.stdout.write(`${name.padEnd(8)} ${Object.entries(figures).map(([k, v]) => `${k}=${v}`).join("  ")}\n`);
 }
 
+for (const backend of ["nft", "legacy"] as const) {
+  const r = await benchDriver({ endpoints: 1000, profiles: 100, rulesPerProfile: 10, incrementalSamples: quick ? 10 : 30, backend });
+  report(backend === "nft" ? "driver" : "driver_legacy", r);
+}
 report("e2e", await benchE2e({ samples: quick ? 50 : 200, endpoints: quick ? 50 : 200 }));
 
 if (jsonAt >= 0) writeFileSync(args[jsonAt + 1]!, `${JSON.stringify(results, null, 2)}\n`);

@@ -73,7 +73,7 @@ for (const backend of ["nft", "legacy"] as const) {
       const first = await dp.apply(desiredFor(MODEL));
       expect(first.chainsWritten).toBeGreaterThan(10);
       const save = await lab.exec(ns, iptablesCommands(backend, 4).save, ["-t", "filter"]);
-      expect(save).toMatch(/-A FORWARD -m comment --comment "?pal:[a-z2-7]{16}"? -j pal-FORWARD/);
+      expect(save).toMatch(/-A FORWARD -m comment --comment "?pal:[0-9a-f]{16}"? -j pal-FORWARD/);
       expect(await lab.exec(ns, "ipset", ["list", "pal4t-db-user"])).toContain("198.18.1.11");
 
       // A fresh dataplane (as after a driver restart) reads the kernel back and adopts it.

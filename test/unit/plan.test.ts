@@ -201,7 +201,7 @@ describe("planApply: against a kernel that already holds things", () => {
     expect(i).toBeGreaterThanOrEqual(0);
     expect(plan.ipsetBefore[i + 1]).toMatch(/^create pal6t-a hash:net family inet6 /);
     expect(plan.ipsetBefore).toContain("add pal6t-a 2001:db8::1 -exist");
-    expect(plan.restoreFirst[6]).toMatch(/^\*filter\n:pal-pi-x - \[0:0\]\n-A pal-pi-x -m comment --comment pal:[a-z2-7]{16} -j DROP\nCOMMIT\n$/);
+    expect(plan.restoreFirst[6]).toMatch(/^\*filter\n:pal-pi-x - \[0:0\]\n-A pal-pi-x -m comment --comment pal:[0-9a-f]{16} -j DROP\nCOMMIT\n$/);
     expect(plan.restoreFirst[4]).toBeUndefined();
   });
 
