@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CalcGraph, chainKey, type ChainDef, type HostUpdate } from "../../services/calc/index.js";
 import { createLogger } from "../../services/common/logger.js";
 import { renderBaseChains } from "../../services/driver/base-chains.js";
-import { iptablesCommands, type Backend } from "../../services/driver/backend.js";
+import { detectBackend, iptablesCommands, type Backend } from "../../services/driver/backend.js";
 import { createExecRunner } from "../../services/driver/command-runner.js";
 import { createDataplane } from "../../services/driver/dataplane.js";
 import { DesiredState } from "../../services/driver/desired-state.js";
@@ -99,9 +99,12 @@ for (const backend of ["nft", "legacy"] as const) {
       await lab.exec(ns, backend === "nft" ? "iptables-nft" : "iptables-legacy", ["-F", "pal-tw-tapa"]);
       await lab.exec(ns, "ipset", ["flush", "pal4t-db-user"]);
       await lab.exec(ns, backend === "nft" ? "iptables-nft" : "iptables-legacy", ["-I", "FORWARD", "1", "-s", "192.0.2.2", "-j", "ACCEPT"]);
+      // A foreign rule slipped into one of our chains (even at its end).
+      await lab.exec(ns, backend === "nft" ? "iptables-nft" : "iptables-legacy", ["-A", "pal-fw-tapb", "-j", "ACCEPT"]);
       expect(await dp.detectDrift(want)).toBe(true);
       const fix = await dp.apply(want);
-      expect(fix.chainsWritten).toBe(1);
+      expect(fix.chainsWritten).toBe(2);
+      expect(await lab.exec(ns, backend === "nft" ? "iptables-nft" : "iptables-legacy", ["-S", "pal-fw-tapb"])).not.toMatch(/-A pal-fw-tapb -j ACCEPT$/m);
       expect(await dp.detectDrift(want)).toBe(false);
       const fwd = (await lab.exec(ns, backend === "nft" ? "iptables-nft" : "iptables-legacy", ["-S", "FORWARD"])).split("\n");
       expect(fwd[1]).toContain("-j pal-FORWARD");
@@ -147,6 +150,25 @@ for (const backend of ["nft", "legacy"] as const) {
     });
   });
 }
+
+describe("iptables backend detection", () => {
+  it("follows what the host already uses: legacy rules -> legacy, nft rules -> nft, ours win", async () => {
+    const lab = createLab(`${uniqueName("bk")}-`);
+    try {
+      const [a, b, c] = [(await lab.addHypervisor("a")).ns, (await lab.addHypervisor("b")).ns, (await lab.addHypervisor("c")).ns];
+      await lab.exec(a, "iptables-legacy", ["-A", "INPUT", "-p", "tcp", "--dport", "22", "-j", "ACCEPT"]);
+      await lab.exec(b, "iptables-nft", ["-A", "INPUT", "-p", "tcp", "--dport", "22", "-j", "ACCEPT"]);
+      // c: nft has more rules, but legacy holds a previous driver's chains: adopt those.
+      for (const port of ["1", "2", "3"]) await lab.exec(c, "iptables-nft", ["-A", "INPUT", "-p", "tcp", "--dport", port, "-j", "ACCEPT"]);
+      await lab.exec(c, "iptables-legacy", ["-N", "pal-FORWARD"]);
+      expect(await detectBackend(createExecRunner({ netns: a }))).toBe("legacy");
+      expect(await detectBackend(createExecRunner({ netns: b }))).toBe("nft");
+      expect(await detectBackend(createExecRunner({ netns: c }))).toBe("legacy");
+    } finally {
+      await lab.destroy();
+    }
+  });
+});
 
 describe("driver start-up", () => {
   let lab: Lab;
