@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what Palisade needs on a Debian machine — only what is missing —
 # so `npm start` and `npm test` work on a fresh machine as root.
-#   Debian: etcd-server (etcd), iptables (nft + legacy), ipset, iproute2
+#   Debian: etcd-server (etcd), iptables (nft + legacy), ipset, iproute2, iputils-ping (tests)
 #   npm:    the locked dependencies (npm ci)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -11,6 +11,8 @@ command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
 { command -v iptables-nft-restore && command -v iptables-legacy-restore; } >/dev/null 2>&1 || need+=(iptables)
 command -v ipset >/dev/null 2>&1 || need+=(ipset)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
+# ICMP probes in the namespace tests.
+command -v ping >/dev/null 2>&1 || need+=(iputils-ping)
 if ((${#need[@]})); then
   if [ "$(id -u)" != 0 ]; then
     echo "palisade: missing Debian packages (${need[*]}); run as root or install them" >&2

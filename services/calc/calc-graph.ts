@@ -93,6 +93,11 @@ export class CalcGraph {
     return this.endpoints.get(key);
   }
 
+  /** The model as the graph holds it (for the trace evaluator). */
+  modelView(): { profiles: ReadonlyMap<string, Profile>; endpoints: Iterable<Endpoint> } {
+    return { profiles: this.profiles, endpoints: this.endpoints.values() };
+  }
+
   // ---------------------------------------------------------------- profiles
 
   upsertProfile(p: Profile): void {

@@ -226,6 +226,49 @@ program.command("wait")
     process.exit(0);
   });
 
+program.command("trace")
+  .description("the verdict the model gives a packet (a new flow) and the rules that decided it")
+  .requiredOption("--from <ip>", "source address")
+  .requiredOption("--to <ip>", "destination address")
+  .requiredOption("--protocol <p>", "tcp, udp, icmp, icmpv6, sctp, udplite or a number")
+  .option("--src-port <n>", "source port")
+  .option("--dst-port <n>", "destination port")
+  .option("--icmp-type <t>", "ICMP type")
+  .option("--icmp-code <c>", "ICMP code")
+  .addOption(new Option("-o, --output <format>", "output format").choices(["table", "json"]).default("table"))
+  .action(async (o: { from: string; to: string; protocol: string; srcPort?: string; dstPort?: string; icmpType?: string; icmpCode?: string; output: string }) => {
+    const num = (v: string | undefined, flag: string, max: number) => {
+      if (v === undefined) return undefined;
+      const n = Number(v);
+      if (!Number.isInteger(n) || n < 0 || n > max) throw new UsageError(`${flag} must be 0-${max}`);
+      return n;
+    };
+    const req = {
+      src: o.from, dst: o.to, protocol: o.protocol,
+      srcPort: num(o.srcPort, "--src-port", 65535), dstPort: num(o.dstPort, "--dst-port", 65535),
+      icmpType: num(o.icmpType, "--icmp-type", 255), icmpCode: num(o.icmpCode, "--icmp-code", 255),
+    };
+    const c = clients();
+    const r = await call(c.policy, c.policy.trace, req);
+    c.close();
+    const v = (x: number) => (x === 1 ? "allow" : "deny");
+    if (o.output === "json") {
+      process.stdout.write(`${JSON.stringify({
+        verdict: v(r.verdict), policed: r.policed, revision: r.revision,
+        steps: r.steps.map((st) => ({ direction: st.direction, endpoint: st.endpoint, verdict: v(st.verdict), decision: st.decision, profile: st.profile || undefined, rule_index: st.ruleIndex >= 0 ? st.ruleIndex : undefined })),
+      })}\n`);
+      return;
+    }
+    process.stdout.write(`${v(r.verdict).toUpperCase()}${r.policed ? "" : " (neither address is an endpoint: not policed by Palisade)"}  (model revision ${r.revision})\n`);
+    for (const st of r.steps) {
+      const why = st.decision === "rule" ? `${st.direction === "inbound" ? "inbound_rules" : "outbound_rules"}[${st.ruleIndex}] of profile ${st.profile}`
+        : st.decision === "missing-profile" ? `profile ${st.profile} does not exist (deny-all)`
+        : st.decision === "inactive" ? "endpoint is inactive"
+        : "no rule matched (default deny)";
+      process.stdout.write(`  ${st.direction.padEnd(8)} ${st.endpoint}: ${v(st.verdict)} — ${why}\n`);
+    }
+  });
+
 withUsageExit(program);
 try {
   await program.parseAsync();

@@ -69,7 +69,10 @@ export async function startController(options: ControllerOptions): Promise<Contr
   await feed.start();
 
   const server = new grpc.Server(SERVER_OPTIONS);
-  server.addService(PolicyServiceService, createPolicyService({ store, logger: logger.child({ component: "policy" }) }));
+  server.addService(PolicyServiceService, createPolicyService({
+    store, logger: logger.child({ component: "policy" }),
+    model: () => ({ view: graph.modelView(), revision: feed.revision }),
+  }));
   server.addService(DataplaneSyncServiceService, createSyncService({ graph, hub, status, logger: logger.child({ component: "sync" }), replicaId: o.replicaId }));
   server.addService(StatusServiceService, createStatusService({ client, store, status, logger: logger.child({ component: "status" }) }));
   const health = addStandardServices(server, ["palisade.policy.v1.PolicyService", "palisade.sync.v1.DataplaneSyncService", "palisade.status.v1.StatusService"]);

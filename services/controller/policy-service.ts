@@ -6,7 +6,11 @@ import { ApiError } from "../common/errors.js";
 import { unary } from "../common/grpc-server.js";
 import { documentFromPb, endpointKeyFromPb, endpointToPb, profileToPb, refFromPb } from "../api/model-wire.js";
 import type { PolicyServiceServer } from "../gen/palisade/policy/v1/policy.js";
-import { ID_RE, LIMITS, ValidationError, endpointKeyString, type EndpointKey, type ModelObject } from "../model/index.js";
+import {
+  ID_RE, LIMITS, PROTOCOL_NUMBERS, ValidationError, createEvaluator, endpointKeyString, parseAddress,
+  type EndpointKey, type ModelObject, type ModelView,
+} from "../model/index.js";
+import { Verdict } from "../gen/palisade/policy/v1/policy.js";
 import type { EtcdStore, ObjectRef } from "./etcd-store.js";
 
 function checkRefId(field: string, v: string): void {
@@ -19,7 +23,7 @@ function checkKey(k: EndpointKey): void {
   for (const f of ["host", "orchestrator", "workload", "id"] as const) checkRefId(`endpoint.${f}`, k[f]);
 }
 
-export function createPolicyService(opts: { store: EtcdStore; logger: Logger }): PolicyServiceServer {
+export function createPolicyService(opts: { store: EtcdStore; logger: Logger; model: () => { view: ModelView; revision: number } }): PolicyServiceServer {
   const { store, logger } = opts;
   return {
     apply: unary(logger, async (req) => {
@@ -76,5 +80,31 @@ export function createPolicyService(opts: { store: EtcdStore; logger: Logger }):
       };
     }),
     getRevision: unary(logger, async () => ({ revision: await store.modelRevision() })),
+    trace: unary(logger, async (req) => {
+      const bad = (field: string, reason: string) => new ValidationError([{ document: "trace", field, reason }]);
+      const s = parseAddress(req.src), d = parseAddress(req.dst);
+      if (!s) throw bad("src", "not an IP address");
+      if (!d) throw bad("dst", "not an IP address");
+      if (s.version !== d.version) throw bad("dst", "src and dst must be of one IP family");
+      const p = req.protocol.toLowerCase();
+      const protocol = PROTOCOL_NUMBERS[p] ?? (/^\d{1,3}$/.test(p) ? Number(p) : NaN);
+      if (!(protocol >= 1 && protocol <= 255)) throw bad("protocol", "must be a protocol name or a number 1-255");
+      for (const [f, v, max] of [["src_port", req.srcPort, 65535], ["dst_port", req.dstPort, 65535], ["icmp_type", req.icmpType, 255], ["icmp_code", req.icmpCode, 255]] as const) {
+        if (v !== undefined && v > max) throw bad(f, `must be 0-${max}`);
+      }
+      const { view, revision } = opts.model();
+      const r = createEvaluator(view).trace({ src: req.src, dst: req.dst, protocol, srcPort: req.srcPort, dstPort: req.dstPort, icmpType: req.icmpType, icmpCode: req.icmpCode });
+      const verdict = (v: "allow" | "deny") => (v === "allow" ? Verdict.VERDICT_ALLOW : Verdict.VERDICT_DENY);
+      return {
+        verdict: verdict(r.verdict),
+        policed: r.policed,
+        revision,
+        steps: r.steps.map((st) => ({
+          direction: st.direction, endpoint: st.endpoint, verdict: verdict(st.verdict), decision: st.decision.kind,
+          profile: "profile" in st.decision ? st.decision.profile : "",
+          ruleIndex: st.decision.kind === "rule" ? st.decision.ruleIndex : -1,
+        })),
+      };
+    }),
   };
 }

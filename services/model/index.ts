@@ -8,3 +8,4 @@ export {
   splitDocuments, parseDocuments, parseDocument, validateObject, toDocument, toYaml, ruleToDocument,
   objectKey, describe, parseEndpointKey,
 } from "./document.js";
+export { createEvaluator, type Packet, type TraceResult, type TraceStep, type Decision, type ModelView } from "./evaluate.js";

@@ -3,7 +3,7 @@ import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { palisadectl, requireBuild } from "../helpers/binaries.js";
+import { eventually, palisadectl, requireBuild } from "../helpers/binaries.js";
 import { startTestController } from "../helpers/controller.js";
 
 let t: Awaited<ReturnType<typeof startTestController>>;
@@ -73,6 +73,29 @@ describe("palisadectl", () => {
     expect(r.stderr).toContain("Profile broken: inbound_rules[0].dst_ports[0]");
     expect(r.stderr).toContain("N < M");
     expect((await ctl(["get", "profiles", "-o", "json"])).stdout).toBe(before.stdout);
+  });
+
+  it("trace explains the verdict from the model (allow and deny, table and json)", async () => {
+    await ctl(["apply", "-f", "-"], JSON.stringify([
+      { kind: "Profile", id: "app", tags: ["db-user"], inbound_rules: [], outbound_rules: [{ action: "allow" }] },
+      { kind: "Endpoint", host: "hv2", orchestrator: "openstack", workload: "vm-2", id: "port-2", name: "tapapp", state: "active", ipv4_nets: ["198.18.2.3"], profile_ids: ["app"] },
+    ]));
+    // The controller evaluates its watched model: give the watch a moment.
+    const allow = await eventually(async () => {
+      const r = await ctl(["trace", "--from", "198.18.2.3", "--to", "198.18.1.2", "--protocol", "tcp", "--dst-port", "5432", "-o", "json"]);
+      return r.code === 0 && JSON.parse(r.stdout).verdict === "allow" ? JSON.parse(r.stdout) : undefined;
+    }, { what: "trace allow" });
+    expect(allow.steps).toEqual([
+      { direction: "outbound", endpoint: "hv2/openstack/vm-2/port-2", verdict: "allow", decision: "rule", profile: "app", rule_index: 0 },
+      { direction: "inbound", endpoint: "hv1/openstack/vm-1/port-1", verdict: "allow", decision: "rule", profile: "db", rule_index: 0 },
+    ]);
+    const deny = await ctl(["trace", "--from", "198.18.2.3", "--to", "198.18.1.2", "--protocol", "tcp", "--dst-port", "22"]);
+    expect(deny.code).toBe(0);
+    expect(deny.stdout).toMatch(/^DENY/);
+    expect(deny.stdout).toContain("no rule matched (default deny)");
+    const bad = await ctl(["trace", "--from", "198.18.2.3", "--to", "2001:db8::1", "--protocol", "tcp"]);
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toContain("one IP family");
   });
 
   it("deletes by file, by profile id and by endpoint key; missing objects fail", async () => {

@@ -24,6 +24,45 @@ export const protobufPackage = "palisade.policy.v1";
 
 export const protobufFileName = "palisade/policy/v1/policy.proto";
 
+export enum Verdict {
+  VERDICT_UNSPECIFIED = 0,
+  VERDICT_ALLOW = 1,
+  VERDICT_DENY = 2,
+  UNRECOGNIZED = -1,
+}
+
+export function verdictFromJSON(object: any): Verdict {
+  switch (object) {
+    case 0:
+    case "VERDICT_UNSPECIFIED":
+      return Verdict.VERDICT_UNSPECIFIED;
+    case 1:
+    case "VERDICT_ALLOW":
+      return Verdict.VERDICT_ALLOW;
+    case 2:
+    case "VERDICT_DENY":
+      return Verdict.VERDICT_DENY;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return Verdict.UNRECOGNIZED;
+  }
+}
+
+export function verdictToJSON(object: Verdict): string {
+  switch (object) {
+    case Verdict.VERDICT_UNSPECIFIED:
+      return "VERDICT_UNSPECIFIED";
+    case Verdict.VERDICT_ALLOW:
+      return "VERDICT_ALLOW";
+    case Verdict.VERDICT_DENY:
+      return "VERDICT_DENY";
+    case Verdict.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
 export interface Document {
   kind?: { $case: "profile"; value: Profile } | { $case: "endpoint"; value: Endpoint } | undefined;
 }
@@ -92,6 +131,39 @@ export interface GetRevisionRequest {
 }
 
 export interface GetRevisionResponse {
+  revision: number;
+}
+
+export interface TraceRequest {
+  src: string;
+  dst: string;
+  /** Name (tcp, udp, icmp, icmpv6, sctp, udplite) or number 1-255. */
+  protocol: string;
+  srcPort?: number | undefined;
+  dstPort?: number | undefined;
+  icmpType?: number | undefined;
+  icmpCode?: number | undefined;
+}
+
+export interface TraceStep {
+  /** "outbound" (the source endpoint's rules) or "inbound" (the destination's). */
+  direction: string;
+  /** host/orchestrator/workload/id */
+  endpoint: string;
+  verdict: Verdict;
+  /** rule, default-deny, missing-profile, inactive */
+  decision: string;
+  profile: string;
+  /** Index in the profile's inbound_rules or outbound_rules (decision "rule"). */
+  ruleIndex: number;
+}
+
+export interface TraceResponse {
+  verdict: Verdict;
+  steps: TraceStep[];
+  /** False when neither address belongs to an endpoint (not policed). */
+  policed: boolean;
+  /** The model revision the controller evaluated. */
   revision: number;
 }
 
@@ -1347,6 +1419,465 @@ export const GetRevisionResponse: MessageFns<GetRevisionResponse> = {
   },
 };
 
+function createBaseTraceRequest(): TraceRequest {
+  return {
+    src: "",
+    dst: "",
+    protocol: "",
+    srcPort: undefined,
+    dstPort: undefined,
+    icmpType: undefined,
+    icmpCode: undefined,
+  };
+}
+
+export const TraceRequest: MessageFns<TraceRequest> = {
+  encode(message: TraceRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.src !== "") {
+      writer.uint32(10).string(message.src);
+    }
+    if (message.dst !== "") {
+      writer.uint32(18).string(message.dst);
+    }
+    if (message.protocol !== "") {
+      writer.uint32(26).string(message.protocol);
+    }
+    if (message.srcPort !== undefined) {
+      writer.uint32(32).uint32(message.srcPort);
+    }
+    if (message.dstPort !== undefined) {
+      writer.uint32(40).uint32(message.dstPort);
+    }
+    if (message.icmpType !== undefined) {
+      writer.uint32(48).uint32(message.icmpType);
+    }
+    if (message.icmpCode !== undefined) {
+      writer.uint32(56).uint32(message.icmpCode);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): TraceRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseTraceRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.src = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.dst = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.protocol = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.srcPort = reader.uint32();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.dstPort = reader.uint32();
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.icmpType = reader.uint32();
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.icmpCode = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): TraceRequest {
+    return {
+      src: isSet(object.src) ? globalThis.String(object.src) : "",
+      dst: isSet(object.dst) ? globalThis.String(object.dst) : "",
+      protocol: isSet(object.protocol) ? globalThis.String(object.protocol) : "",
+      srcPort: isSet(object.srcPort)
+        ? globalThis.Number(object.srcPort)
+        : isSet(object.src_port)
+        ? globalThis.Number(object.src_port)
+        : undefined,
+      dstPort: isSet(object.dstPort)
+        ? globalThis.Number(object.dstPort)
+        : isSet(object.dst_port)
+        ? globalThis.Number(object.dst_port)
+        : undefined,
+      icmpType: isSet(object.icmpType)
+        ? globalThis.Number(object.icmpType)
+        : isSet(object.icmp_type)
+        ? globalThis.Number(object.icmp_type)
+        : undefined,
+      icmpCode: isSet(object.icmpCode)
+        ? globalThis.Number(object.icmpCode)
+        : isSet(object.icmp_code)
+        ? globalThis.Number(object.icmp_code)
+        : undefined,
+    };
+  },
+
+  toJSON(message: TraceRequest): unknown {
+    const obj: any = {};
+    if (message.src !== "") {
+      obj.src = message.src;
+    }
+    if (message.dst !== "") {
+      obj.dst = message.dst;
+    }
+    if (message.protocol !== "") {
+      obj.protocol = message.protocol;
+    }
+    if (message.srcPort !== undefined) {
+      obj.srcPort = Math.round(message.srcPort);
+    }
+    if (message.dstPort !== undefined) {
+      obj.dstPort = Math.round(message.dstPort);
+    }
+    if (message.icmpType !== undefined) {
+      obj.icmpType = Math.round(message.icmpType);
+    }
+    if (message.icmpCode !== undefined) {
+      obj.icmpCode = Math.round(message.icmpCode);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<TraceRequest>): TraceRequest {
+    return TraceRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<TraceRequest>): TraceRequest {
+    const message = createBaseTraceRequest();
+    message.src = object.src ?? "";
+    message.dst = object.dst ?? "";
+    message.protocol = object.protocol ?? "";
+    message.srcPort = object.srcPort ?? undefined;
+    message.dstPort = object.dstPort ?? undefined;
+    message.icmpType = object.icmpType ?? undefined;
+    message.icmpCode = object.icmpCode ?? undefined;
+    return message;
+  },
+};
+
+function createBaseTraceStep(): TraceStep {
+  return { direction: "", endpoint: "", verdict: 0, decision: "", profile: "", ruleIndex: 0 };
+}
+
+export const TraceStep: MessageFns<TraceStep> = {
+  encode(message: TraceStep, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.direction !== "") {
+      writer.uint32(10).string(message.direction);
+    }
+    if (message.endpoint !== "") {
+      writer.uint32(18).string(message.endpoint);
+    }
+    if (message.verdict !== 0) {
+      writer.uint32(24).int32(message.verdict);
+    }
+    if (message.decision !== "") {
+      writer.uint32(34).string(message.decision);
+    }
+    if (message.profile !== "") {
+      writer.uint32(42).string(message.profile);
+    }
+    if (message.ruleIndex !== 0) {
+      writer.uint32(48).int32(message.ruleIndex);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): TraceStep {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseTraceStep();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.direction = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.endpoint = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.verdict = reader.int32() as any;
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.decision = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.profile = reader.string();
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.ruleIndex = reader.int32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): TraceStep {
+    return {
+      direction: isSet(object.direction) ? globalThis.String(object.direction) : "",
+      endpoint: isSet(object.endpoint) ? globalThis.String(object.endpoint) : "",
+      verdict: isSet(object.verdict) ? verdictFromJSON(object.verdict) : 0,
+      decision: isSet(object.decision) ? globalThis.String(object.decision) : "",
+      profile: isSet(object.profile) ? globalThis.String(object.profile) : "",
+      ruleIndex: isSet(object.ruleIndex)
+        ? globalThis.Number(object.ruleIndex)
+        : isSet(object.rule_index)
+        ? globalThis.Number(object.rule_index)
+        : 0,
+    };
+  },
+
+  toJSON(message: TraceStep): unknown {
+    const obj: any = {};
+    if (message.direction !== "") {
+      obj.direction = message.direction;
+    }
+    if (message.endpoint !== "") {
+      obj.endpoint = message.endpoint;
+    }
+    if (message.verdict !== 0) {
+      obj.verdict = verdictToJSON(message.verdict);
+    }
+    if (message.decision !== "") {
+      obj.decision = message.decision;
+    }
+    if (message.profile !== "") {
+      obj.profile = message.profile;
+    }
+    if (message.ruleIndex !== 0) {
+      obj.ruleIndex = Math.round(message.ruleIndex);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<TraceStep>): TraceStep {
+    return TraceStep.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<TraceStep>): TraceStep {
+    const message = createBaseTraceStep();
+    message.direction = object.direction ?? "";
+    message.endpoint = object.endpoint ?? "";
+    message.verdict = object.verdict ?? 0;
+    message.decision = object.decision ?? "";
+    message.profile = object.profile ?? "";
+    message.ruleIndex = object.ruleIndex ?? 0;
+    return message;
+  },
+};
+
+function createBaseTraceResponse(): TraceResponse {
+  return { verdict: 0, steps: [], policed: false, revision: 0 };
+}
+
+export const TraceResponse: MessageFns<TraceResponse> = {
+  encode(message: TraceResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.verdict !== 0) {
+      writer.uint32(8).int32(message.verdict);
+    }
+    for (const v of message.steps) {
+      TraceStep.encode(v!, writer.uint32(18).fork()).join();
+    }
+    if (message.policed !== false) {
+      writer.uint32(24).bool(message.policed);
+    }
+    if (message.revision !== 0) {
+      writer.uint32(32).int64(message.revision);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): TraceResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseTraceResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.verdict = reader.int32() as any;
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.steps.push(TraceStep.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.policed = reader.bool();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.revision = longToNumber(reader.int64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): TraceResponse {
+    return {
+      verdict: isSet(object.verdict) ? verdictFromJSON(object.verdict) : 0,
+      steps: globalThis.Array.isArray(object?.steps) ? object.steps.map((e: any) => TraceStep.fromJSON(e)) : [],
+      policed: isSet(object.policed) ? globalThis.Boolean(object.policed) : false,
+      revision: isSet(object.revision) ? globalThis.Number(object.revision) : 0,
+    };
+  },
+
+  toJSON(message: TraceResponse): unknown {
+    const obj: any = {};
+    if (message.verdict !== 0) {
+      obj.verdict = verdictToJSON(message.verdict);
+    }
+    if (message.steps?.length) {
+      obj.steps = message.steps.map((e) => TraceStep.toJSON(e));
+    }
+    if (message.policed !== false) {
+      obj.policed = message.policed;
+    }
+    if (message.revision !== 0) {
+      obj.revision = Math.round(message.revision);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<TraceResponse>): TraceResponse {
+    return TraceResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<TraceResponse>): TraceResponse {
+    const message = createBaseTraceResponse();
+    message.verdict = object.verdict ?? 0;
+    message.steps = object.steps?.map((e) => TraceStep.fromPartial(e)) || [];
+    message.policed = object.policed ?? false;
+    message.revision = object.revision ?? 0;
+    return message;
+  },
+};
+
 /**
  * Reads and writes the model. Every write is one etcd transaction and
  * returns the etcd revision it produced; `palisadectl wait` takes it.
@@ -1428,6 +1959,16 @@ export const PolicyServiceService = {
     responseSerialize: (value: GetRevisionResponse): Buffer => Buffer.from(GetRevisionResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): GetRevisionResponse => GetRevisionResponse.decode(value),
   },
+  /** The verdict the model gives one packet (a new flow), and what decided it. */
+  trace: {
+    path: "/palisade.policy.v1.PolicyService/Trace" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: TraceRequest): Buffer => Buffer.from(TraceRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): TraceRequest => TraceRequest.decode(value),
+    responseSerialize: (value: TraceResponse): Buffer => Buffer.from(TraceResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): TraceResponse => TraceResponse.decode(value),
+  },
 } as const;
 
 export interface PolicyServiceServer extends UntypedServiceImplementation {
@@ -1448,6 +1989,8 @@ export interface PolicyServiceServer extends UntypedServiceImplementation {
   listEndpoints: handleUnaryCall<ListEndpointsRequest, ListEndpointsResponse>;
   /** The current revision of the model. */
   getRevision: handleUnaryCall<GetRevisionRequest, GetRevisionResponse>;
+  /** The verdict the model gives one packet (a new flow), and what decided it. */
+  trace: handleUnaryCall<TraceRequest, TraceResponse>;
 }
 
 export interface PolicyServiceClient extends Client {
@@ -1565,6 +2108,22 @@ export interface PolicyServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: GetRevisionResponse) => void,
+  ): ClientUnaryCall;
+  /** The verdict the model gives one packet (a new flow), and what decided it. */
+  trace(
+    request: TraceRequest,
+    callback: (error: ServiceError | null, response: TraceResponse) => void,
+  ): ClientUnaryCall;
+  trace(
+    request: TraceRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: TraceResponse) => void,
+  ): ClientUnaryCall;
+  trace(
+    request: TraceRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: TraceResponse) => void,
   ): ClientUnaryCall;
 }
 
