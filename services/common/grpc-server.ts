@@ -44,14 +44,33 @@ export function toServiceError(err: unknown, logger: Logger): Partial<grpc.Statu
   return { code: grpc.status.INTERNAL, details: "internal error (see controller log)" };
 }
 
-/** Wraps an async unary handler: resolves -> callback(null, value), throws -> status. */
-export function unary<Req, Res>(logger: Logger, fn: (req: Req, call: grpc.ServerUnaryCall<Req, Res>) => Promise<Res>): grpc.handleUnaryCall<Req, Res> {
+/**
+ * Wraps an async unary handler: resolves -> callback(null, value), throws ->
+ * status; `observe` learns each call's status code name (metrics).
+ */
+export function unary<Req, Res>(
+  logger: Logger, fn: (req: Req, call: grpc.ServerUnaryCall<Req, Res>) => Promise<Res>, observe?: (code: string) => void,
+): grpc.handleUnaryCall<Req, Res> {
   return (call, callback) => {
     fn(call.request, call).then(
-      (res) => callback(null, res),
-      (err) => callback(toServiceError(err, logger) as grpc.ServiceError),
+      (res) => { observe?.("OK"); callback(null, res); },
+      (err) => {
+        const st = toServiceError(err, logger);
+        observe?.(grpc.status[st.code ?? grpc.status.UNKNOWN] ?? "UNKNOWN");
+        callback(st as grpc.ServiceError);
+      },
     );
   };
+}
+
+/** Routes grpc-js's own log lines through our structured logger. */
+export function routeGrpcLogs(logger: Logger): void {
+  grpc.setLogger({
+    error: (...a: unknown[]) => logger.error({ component: "grpc" }, a.map(String).join(" ")),
+    info: (...a: unknown[]) => logger.debug({ component: "grpc" }, a.map(String).join(" ")),
+    debug: (...a: unknown[]) => logger.debug({ component: "grpc" }, a.map(String).join(" ")),
+  } as unknown as Partial<Console>);
+  grpc.setLogVerbosity(grpc.logVerbosity.ERROR);
 }
 
 export function bindServer(server: grpc.Server, address: string, creds = grpc.ServerCredentials.createInsecure()): Promise<number> {

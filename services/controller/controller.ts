@@ -17,6 +17,8 @@ import { createStatusService } from "./status-service.js";
 import { createStatusStore } from "./status-store.js";
 import { createSyncService } from "./sync-service.js";
 import { SyncHub } from "./sync-hub.js";
+import { createControllerMetrics } from "./metrics.js";
+import { startMetricsServer } from "../common/metrics-server.js";
 
 export interface ControllerOptions {
   etcdEndpoints: string[];
@@ -31,10 +33,14 @@ export interface ControllerOptions {
   workloadToHost?: "drop" | "accept";
   /** Grace period for streams on shutdown; default 5 s. */
   shutdownGraceMs?: number;
+  /** HOST:PORT for /metrics, /healthz, /readyz; none when empty. */
+  metricsListen?: string;
 }
 
 export interface Controller {
   readonly port: number;
+  /** Port of the metrics/health HTTP server (0 when not enabled). */
+  readonly metricsPort: number;
   readonly graph: CalcGraph;
   readonly hub: SyncHub;
   stop(): Promise<void>;
@@ -51,6 +57,7 @@ export function normalizeControllerOptions(o: ControllerOptions): Required<Contr
     replicaId: o.replicaId ?? `${hostname()}:${process.pid}`,
     workloadToHost: o.workloadToHost ?? "drop",
     shutdownGraceMs: o.shutdownGraceMs ?? 5_000,
+    metricsListen: o.metricsListen ?? "",
   };
 }
 
@@ -59,10 +66,11 @@ export async function startController(options: ControllerOptions): Promise<Contr
   const logger = o.logger;
   const client = new Etcd3({ hosts: o.etcdEndpoints, dialTimeout: 5_000 });
   const store = createEtcdStore({ client, prefix: o.etcdPrefix, logger: logger.child({ component: "store" }) });
+  const metrics = createControllerMetrics();
   const hub = new SyncHub(logger.child({ component: "sync" }));
   const cfg: CalcConfig = { ...DEFAULT_CALC_CONFIG, workloadToHost: o.workloadToHost };
   const graph = new CalcGraph(hub, cfg);
-  const feed = createModelFeed({ store, graph, hub, logger: logger.child({ component: "feed" }) });
+  const feed = createModelFeed({ store, graph, hub, logger: logger.child({ component: "feed" }), observeCalc: (s) => metrics.calcDuration.observe(s) });
   const status = createStatusStore({ client, keys: store.keys, logger: logger.child({ component: "status" }), ttlSeconds: o.statusTtlSeconds });
 
   await status.start();
@@ -72,8 +80,11 @@ export async function startController(options: ControllerOptions): Promise<Contr
   server.addService(PolicyServiceService, createPolicyService({
     store, logger: logger.child({ component: "policy" }),
     model: () => ({ view: graph.modelView(), revision: feed.revision }),
+    observe: (method, code) => metrics.apiRequests.inc({ method, code }),
   }));
-  server.addService(DataplaneSyncServiceService, createSyncService({ graph, hub, status, logger: logger.child({ component: "sync" }), replicaId: o.replicaId }));
+  server.addService(DataplaneSyncServiceService, createSyncService({
+    graph, hub, status, logger: logger.child({ component: "sync" }), replicaId: o.replicaId, onReset: () => metrics.streamResets.inc(),
+  }));
   server.addService(StatusServiceService, createStatusService({ client, store, status, logger: logger.child({ component: "status" }) }));
   const health = addStandardServices(server, ["palisade.policy.v1.PolicyService", "palisade.sync.v1.DataplaneSyncService", "palisade.status.v1.StatusService"]);
   let port = 0;
@@ -83,9 +94,34 @@ export async function startController(options: ControllerOptions): Promise<Contr
   }
   logger.info({ listen: o.listen, port, etcd: o.etcdEndpoints, prefix: o.etcdPrefix, replica: o.replicaId }, "controller serving");
 
+  // Gauges are read at scrape time from the live objects.
+  Object.assign(metrics.sources, {
+    connectedHosts: () => hub.connectedHosts,
+    modelRevision: () => feed.revision,
+    queueDepths: () => hub.queueDepths(),
+    etcdRevision: async () => {
+      const res = await client.kv.range({ key: Buffer.from(store.keys.revision) }).catch(() => undefined);
+      return res ? Number(res.header.revision) : undefined;
+    },
+  });
+  const http = o.metricsListen
+    ? await startMetricsServer({
+      listen: o.metricsListen, registry: metrics.registry, logger,
+      ready: async () => {
+        if (!feed.ready) return { ok: false, detail: "model not loaded yet" };
+        const reachable = await Promise.race([
+          store.modelRevision().then(() => true, () => false),
+          new Promise<boolean>((r) => setTimeout(() => r(false), 2000)),
+        ]);
+        return reachable ? { ok: true, detail: `ready: model revision ${feed.revision}` } : { ok: false, detail: "etcd unreachable" };
+      },
+    })
+    : undefined;
+
   let stopping: Promise<void> | undefined;
   return {
     port,
+    metricsPort: http?.port ?? 0,
     graph,
     hub,
     stop() {
@@ -93,6 +129,7 @@ export async function startController(options: ControllerOptions): Promise<Contr
         logger.info("controller stopping: draining streams");
         health.setStatus("", "NOT_SERVING");
         await shutdownServer(server, o.shutdownGraceMs);
+        await http?.close();
         await feed.stop();
         await status.close();
         client.close();

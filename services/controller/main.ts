@@ -3,6 +3,7 @@
 import { Command } from "commander";
 import { EXIT_USAGE, UsageError, envDefault, fail, parseHostPort, withUsageExit } from "../common/cli-env.js";
 import { createLogger } from "../common/logger.js";
+import { routeGrpcLogs } from "../common/grpc-server.js";
 import { startController } from "./controller.js";
 
 const program = new Command("palisade-controller")
@@ -23,18 +24,21 @@ try {
   for (const a of opts.listen.split(",")) parseHostPort(a.trim(), "--listen");
   if (opts.workloadToHost !== "drop" && opts.workloadToHost !== "accept") throw new UsageError("--workload-to-host must be drop or accept");
   if (!opts.etcdPrefix.startsWith("/")) throw new UsageError("--etcd-prefix must start with /");
+  if (opts.metricsListen && opts.metricsListen.startsWith("unix:")) throw new UsageError("--metrics-listen takes HOST:PORT");
+  if (opts.metricsListen) parseHostPort(opts.metricsListen, "--metrics-listen");
 } catch (e) {
   fail((e as Error).message, e instanceof UsageError ? EXIT_USAGE : 1);
 }
 
 const logger = createLogger({ name: "palisade-controller", level: opts.logLevel });
-if (opts.metricsListen) logger.warn("--metrics-listen is accepted but metrics are not served yet");
+routeGrpcLogs(logger);
 try {
   const controller = await startController({
     etcdEndpoints: opts.etcdEndpoints.split(",").map((s) => s.trim()).filter(Boolean),
     listen: opts.listen,
     etcdPrefix: opts.etcdPrefix,
     workloadToHost: opts.workloadToHost as "drop" | "accept",
+    metricsListen: opts.metricsListen,
     logger,
   });
   const shutdown = (signal: string) => {

@@ -17,7 +17,7 @@ export interface ModelFeed {
   readonly revision: number;
 }
 
-export function createModelFeed(opts: { store: EtcdStore; graph: CalcGraph; hub: SyncHub; logger: Logger }): ModelFeed {
+export function createModelFeed(opts: { store: EtcdStore; graph: CalcGraph; hub: SyncHub; logger: Logger; observeCalc?: (seconds: number) => void }): ModelFeed {
   const { store, graph, hub, logger } = opts;
   let watch: { close(): Promise<void> } | undefined;
   let stopped = false;
@@ -36,9 +36,11 @@ export function createModelFeed(opts: { store: EtcdStore; graph: CalcGraph; hub:
 
   function onRevision(rev: number, changes: ModelEvent["change"][]): void {
     if (rev <= revision) return; // replayed after a resync
+    const t0 = performance.now();
     for (const c of changes) applyChange(c);
     revision = rev;
     graph.flush(rev);
+    opts.observeCalc?.((performance.now() - t0) / 1000);
     hub.onRevision(rev);
   }
 

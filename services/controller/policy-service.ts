@@ -23,8 +23,12 @@ function checkKey(k: EndpointKey): void {
   for (const f of ["host", "orchestrator", "workload", "id"] as const) checkRefId(`endpoint.${f}`, k[f]);
 }
 
-export function createPolicyService(opts: { store: EtcdStore; logger: Logger; model: () => { view: ModelView; revision: number } }): PolicyServiceServer {
+export function createPolicyService(opts: {
+  store: EtcdStore; logger: Logger; model: () => { view: ModelView; revision: number };
+  observe?: (method: string, code: string) => void;
+}): PolicyServiceServer {
   const { store, logger } = opts;
+  const m = (method: string) => (code: string) => opts.observe?.(method, code);
   return {
     apply: unary(logger, async (req) => {
       if (req.documents.length > LIMITS.documentsPerBatch) {
@@ -38,7 +42,7 @@ export function createPolicyService(opts: { store: EtcdStore; logger: Logger; mo
       const r = await store.apply(objects);
       logger.info({ documents: objects.length, changed: r.changed, revision: r.revision }, "applied");
       return { revision: r.revision, changed: r.changed };
-    }),
+    }, m("Apply")),
     delete: unary(logger, async (req) => {
       const refs: ObjectRef[] = req.objects.map((o, i) => {
         const r = refFromPb(o);
@@ -50,27 +54,27 @@ export function createPolicyService(opts: { store: EtcdStore; logger: Logger; mo
       const r = await store.delete(refs, req.ignoreMissing);
       logger.info({ objects: refs.length, deleted: r.changed, revision: r.revision }, "deleted");
       return { revision: r.revision, deleted: r.changed };
-    }),
+    }, m("Delete")),
     getProfile: unary(logger, async (req) => {
       checkRefId("id", req.id);
       const r = await store.getObject({ kind: "Profile", id: req.id });
       if (r.object?.kind !== "Profile") throw new ApiError("NOT_FOUND", `profile ${req.id} not found`);
       return { profile: profileToPb(r.object.profile, r.modRevision), revision: r.revision };
-    }),
+    }, m("GetProfile")),
     getEndpoint: unary(logger, async (req) => {
       const key = endpointKeyFromPb(req.key);
       checkKey(key);
       const r = await store.getObject({ kind: "Endpoint", key });
       if (r.object?.kind !== "Endpoint") throw new ApiError("NOT_FOUND", `endpoint ${endpointKeyString(key)} not found`);
       return { endpoint: endpointToPb(r.object.endpoint, r.modRevision), revision: r.revision };
-    }),
+    }, m("GetEndpoint")),
     listProfiles: unary(logger, async () => {
       const r = await store.list("Profile");
       return {
         profiles: r.objects.flatMap((o) => (o.object.kind === "Profile" ? [profileToPb(o.object.profile, o.modRevision)] : [])),
         revision: r.revision,
       };
-    }),
+    }, m("ListProfiles")),
     listEndpoints: unary(logger, async (req) => {
       if (req.host) checkRefId("host", req.host);
       const r = await store.list("Endpoint", req.host || undefined);
@@ -78,8 +82,8 @@ export function createPolicyService(opts: { store: EtcdStore; logger: Logger; mo
         endpoints: r.objects.flatMap((o) => (o.object.kind === "Endpoint" ? [endpointToPb(o.object.endpoint, o.modRevision)] : [])),
         revision: r.revision,
       };
-    }),
-    getRevision: unary(logger, async () => ({ revision: await store.modelRevision() })),
+    }, m("ListEndpoints")),
+    getRevision: unary(logger, async () => ({ revision: await store.modelRevision() }), m("GetRevision")),
     trace: unary(logger, async (req) => {
       const bad = (field: string, reason: string) => new ValidationError([{ document: "trace", field, reason }]);
       const s = parseAddress(req.src), d = parseAddress(req.dst);
@@ -105,6 +109,6 @@ export function createPolicyService(opts: { store: EtcdStore; logger: Logger; mo
           ruleIndex: st.decision.kind === "rule" ? st.decision.ruleIndex : -1,
         })),
       };
-    }),
+    }, m("Trace")),
   };
 }

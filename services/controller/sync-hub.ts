@@ -34,7 +34,13 @@ export class HostStream {
     private readonly writer: ResponseWriter,
     private readonly graph: CalcGraph,
     private readonly logger: Logger,
+    private readonly onReset: () => void = () => undefined,
   ) {}
+
+  /** Coalesced keys waiting for the driver. */
+  get queueDepth(): number {
+    return this.outbox.size;
+  }
 
   enqueue(revision: number, updates: HostUpdate[]): void {
     if (this.closed || this.needSnapshot) return;
@@ -45,6 +51,7 @@ export class HostStream {
       this.outbox.clear();
       this.needSnapshot = true;
       this.resets++;
+      this.onReset();
     }
     this.pump();
   }
@@ -135,5 +142,12 @@ export class SyncHub implements CalcSink {
 
   hosts(): string[] {
     return [...this.streams.keys()];
+  }
+
+  /** Per-host outbox depth (the largest when a host has several streams). */
+  queueDepths(): Map<string, number> {
+    const out = new Map<string, number>();
+    for (const [host, set] of this.streams) out.set(host, Math.max(...[...set].map((s) => s.queueDepth)));
+    return out;
   }
 }

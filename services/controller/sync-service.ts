@@ -22,7 +22,7 @@ const ENDPOINT_STATE: Record<InterfaceState, EndpointState> = {
 };
 
 export function createSyncService(opts: {
-  graph: CalcGraph; hub: SyncHub; status: StatusStore; logger: Logger; replicaId: string;
+  graph: CalcGraph; hub: SyncHub; status: StatusStore; logger: Logger; replicaId: string; onReset?: () => void;
 }): DataplaneSyncServiceServer {
   const { graph, hub, status, replicaId } = opts;
   return {
@@ -67,7 +67,7 @@ export function createSyncService(opts: {
             updatedUnixMs: Date.now(), connectedUnixMs: Date.now(),
           };
           publish();
-          stream = new HostStream(name, call, graph, logger);
+          stream = new HostStream(name, call, graph, logger, opts.onReset);
           hub.attach(stream);
           logger.info({ driverVersion: m.value.driverVersion, backend: m.value.iptablesBackend }, "driver connected; snapshot sent");
           return;

@@ -13,6 +13,8 @@ import { chainHashes } from "./rule-hash.js";
 
 export interface ApplyResult {
   durationMs: number;
+  /** Milliseconds per stage that ran: ipset (both ipset restores), ipv4, ipv6. */
+  stages: Partial<Record<"ipset" | "ipv4" | "ipv6", number>>;
   chainsWritten: number;
   chainsRemoved: number;
   ipsetLines: number;
@@ -51,32 +53,36 @@ export function createDataplane(opts: { runner: CommandRunner; backend: Backend;
   async function execute(plan: Plan): Promise<ApplyResult> {
     const t0 = now();
     let bytes = 0;
+    const stages: ApplyResult["stages"] = {};
+    const timed = async (stage: "ipset" | "ipv4" | "ipv6", fn: () => Promise<unknown>) => {
+      const t = now();
+      await fn();
+      stages[stage] = (stages[stage] ?? 0) + (now() - t);
+    };
+    const restore = (f: IpVersion, input: string) => {
+      bytes += input.length;
+      return timed(f === 4 ? "ipv4" : "ipv6", () => runner.run(iptablesCommands(backend, f).restore, ["--noflush", ...WAIT_ARGS], input));
+    };
     for (const f of families) {
       const input = plan.restoreFirst[f];
-      if (!input) continue;
-      bytes += input.length;
-      await runner.run(iptablesCommands(backend, f).restore, ["--noflush", ...WAIT_ARGS], input);
+      if (input) await restore(f, input);
     }
     if (plan.ipsetBefore.length) {
       const input = `${plan.ipsetBefore.join("\n")}\n`;
       bytes += input.length;
-      await runner.run("ipset", ["restore"], input);
+      await timed("ipset", () => runner.run("ipset", ["restore"], input));
     }
     // The two families are independent tables: restore them concurrently
     // (nft: separate netlink transactions; legacy: --wait serialises on the lock).
-    await Promise.all(families.map((f) => {
-      const input = plan.restore[f];
-      if (!input) return undefined;
-      bytes += input.length;
-      return runner.run(iptablesCommands(backend, f).restore, ["--noflush", ...WAIT_ARGS], input);
-    }));
+    await Promise.all(families.map((f) => (plan.restore[f] ? restore(f, plan.restore[f]!) : undefined)));
     if (plan.ipsetAfter.length) {
       const input = `${plan.ipsetAfter.join("\n")}\n`;
       bytes += input.length;
-      await runner.run("ipset", ["restore"], input);
+      await timed("ipset", () => runner.run("ipset", ["restore"], input));
     }
     return {
       durationMs: now() - t0,
+      stages,
       chainsWritten: plan.chainsWritten,
       chainsRemoved: plan.chainsRemoved,
       ipsetLines: plan.ipsetBefore.length + plan.ipsetAfter.length,

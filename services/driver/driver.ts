@@ -25,6 +25,7 @@ import { DesiredState } from "./desired-state.js";
 import { interfaceStatus, sysfsReader, type InterfaceReader, type InterfaceStatus } from "./interface-monitor.js";
 import type { PlanInput } from "./plan.js";
 import { startSyncClient, type SyncClient } from "./sync-client.js";
+import type { DriverMetrics } from "./metrics.js";
 
 export const DRIVER_VERSION = "0.1.0";
 
@@ -42,6 +43,7 @@ export interface DriverOptions {
   postWriteCheckMs?: number;
   interfacePollMs?: number;
   readInterface?: InterfaceReader;
+  metrics?: DriverMetrics;
 }
 
 export interface DriverCounters {
@@ -123,9 +125,22 @@ export async function startDriver(o: DriverOptions): Promise<Driver> {
           retry.reset();
           counters.applies++;
           if (r.bytesWritten > 0) schedulePostWriteCheck();
+          const m = o.metrics;
+          if (m) {
+            m.applyDuration.observe({ stage: "total" }, r.durationMs / 1000);
+            for (const [stage, ms] of Object.entries(r.stages)) m.applyDuration.observe({ stage }, ms / 1000);
+            for (const f of families) {
+              let n = 0;
+              for (const c of input.chains.values()) if (c.family === f) n += c.rules.length;
+              m.rulesProgrammed.set({ family: `ipv${f}` }, n);
+            }
+            m.ipsetsProgrammed.set(input.sets.size);
+          }
           if (desired) {
             appliedRevision = revision;
             synced = true;
+            o.metrics?.appliedRevision.set(revision);
+            o.metrics?.inSync.set(1);
             client?.send({ message: { $case: "applied", value: { revision, ok: true, error: "", durationMs: r.durationMs, chainsWritten: r.chainsWritten, ipsetLines: r.ipsetLines } } });
             if (r.chainsWritten || r.ipsetLines || r.chainsRemoved) logger.info({ revision, ms: Math.round(r.durationMs), chains: r.chainsWritten, removed: r.chainsRemoved, ipsetLines: r.ipsetLines }, "applied");
             resolveFirst();
@@ -133,6 +148,7 @@ export async function startDriver(o: DriverOptions): Promise<Driver> {
         } catch (err) {
           const message = (err as Error).message;
           counters.applyFailures++;
+          o.metrics?.applyFailures.inc();
           logger.error({ revision, err: message }, "apply failed; will retry (traffic stays as last programmed)");
           if (desired) client?.send({ message: { $case: "applied", value: { revision, ok: false, error: message, durationMs: 0, chainsWritten: 0, ipsetLines: 0 } } });
           dirty = true;
@@ -224,6 +240,7 @@ export async function startDriver(o: DriverOptions): Promise<Driver> {
     dataplane.detectDrift(planInput()).then((drift) => {
       if (!drift) return;
       counters.driftRepairs++;
+      o.metrics?.driftRepairs.inc();
       schedule();
     }, (err) => logger.warn({ err: (err as Error).message }, "drift check failed"));
   }

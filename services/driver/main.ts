@@ -11,6 +11,9 @@ import { detectBackend, type Backend } from "./backend.js";
 import { createExecRunner } from "./command-runner.js";
 import { createDataplane } from "./dataplane.js";
 import { startDriver } from "./driver.js";
+import { createDriverMetrics } from "./metrics.js";
+import { routeGrpcLogs } from "../common/grpc-server.js";
+import { startMetricsServer } from "../common/metrics-server.js";
 
 const program = new Command("palisade-driver")
   .description("Palisade driver: programs this host's iptables and ipsets from the controller's state and reports status.")
@@ -40,6 +43,7 @@ try {
   if (!controllers.length) throw new UsageError("--controller: at least one address is required");
   prefixes = opts.interfacePrefix.split(",").map((s) => s.trim()).filter(Boolean);
   if (!prefixes.length || prefixes.some((p) => !/^[A-Za-z0-9_-]{1,12}$/.test(p))) throw new UsageError("--interface-prefix: 1-12 characters of letters, digits, '_' or '-' each");
+  if (opts.metricsListen) parseHostPort(opts.metricsListen, "--metrics-listen");
   if (!ID_RE.test(opts.hostname)) throw new UsageError("--hostname may contain only letters, digits, '_', '.' and '-'");
   if (!["auto", "nft", "legacy"].includes(opts.iptablesBackend)) throw new UsageError("--iptables-backend must be auto, nft or legacy");
   driftMs = Number(opts.driftCheckSeconds) * 1000;
@@ -64,15 +68,22 @@ if (opts.cleanup) {
 }
 
 try {
-  if (opts.metricsListen) logger.warn("--metrics-listen is accepted but metrics are not served yet");
+  routeGrpcLogs(logger);
+  const metrics = createDriverMetrics();
   const driver = await startDriver({
     controllers, hostname: opts.hostname, interfacePrefixes: prefixes, runner, logger,
-    backend: opts.iptablesBackend as Backend | "auto", families: [...families], driftCheckMs: driftMs,
+    backend: opts.iptablesBackend as Backend | "auto", families: [...families], driftCheckMs: driftMs, metrics,
   });
+  const http = opts.metricsListen
+    ? await startMetricsServer({
+      listen: opts.metricsListen, registry: metrics.registry, logger,
+      ready: async () => (driver.inSync ? { ok: true, detail: `in sync: revision ${driver.appliedRevision}` } : { ok: false, detail: "not in sync with a controller yet" }),
+    })
+    : undefined;
   logger.info({ controllers, backend: driver.backend, prefixes }, "driver started");
   const shutdown = (signal: string) => {
     logger.info({ signal }, "stopping; rules stay in place");
-    driver.stop().then(() => process.exit(0), () => process.exit(1));
+    Promise.all([driver.stop(), http?.close()]).then(() => process.exit(0), () => process.exit(1));
   };
   process.once("SIGTERM", () => shutdown("SIGTERM"));
   process.once("SIGINT", () => shutdown("SIGINT"));

@@ -257,10 +257,11 @@ describe("DESIGN §2 semantics with real packets (IPv4 and IPv6)", () => {
     );
 
     // A referenced profile that does not exist: deny-all in its place (a
-    // profile before it still decides what it matches).
+    // profile before it still decides what it matches; profiles after it
+    // are never reached).
     await apply([
       profile("t3-allow80", [{ protocol: "tcp", dst_ports: [80] }], [{ protocol: "udp" }]),
-      endpoint("x", ["t3-missing"]), endpoint("y", ["t3-allow80", "t3-missing"]),
+      endpoint("x", ["t3-missing", "open"]), endpoint("y", ["t3-allow80", "t3-missing", "open"]),
     ]);
     await expectFlows(
       tcp("a", "x", 80, DROP), tcp("x", "a", 80, DROP),

@@ -1,0 +1,23 @@
+// Driver metrics (names are part of the operator contract, see
+// deploy/CONFIGURATION.md and the Grafana dashboard).
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+
+export function createDriverMetrics() {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: "palisade_driver_process_" });
+  return {
+    registry,
+    applyDuration: new Histogram({
+      name: "palisade_driver_apply_duration_seconds", help: "Duration of one apply by stage (ipset, ipv4, ipv6, total)", labelNames: ["stage"],
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5], registers: [registry],
+    }),
+    rulesProgrammed: new Gauge({ name: "palisade_driver_rules_programmed", help: "Rules in Palisade's chains", labelNames: ["family"], registers: [registry] }),
+    ipsetsProgrammed: new Gauge({ name: "palisade_driver_ipsets_programmed", help: "Palisade ipsets", registers: [registry] }),
+    driftRepairs: new Counter({ name: "palisade_driver_drift_repairs_total", help: "Read-backs that found the kernel changed behind our back (repaired)", registers: [registry] }),
+    applyFailures: new Counter({ name: "palisade_driver_apply_failures_total", help: "Failed applies (retried with backoff)", registers: [registry] }),
+    appliedRevision: new Gauge({ name: "palisade_driver_applied_revision", help: "Model revision last applied", registers: [registry] }),
+    inSync: new Gauge({ name: "palisade_driver_in_sync", help: "1 once the first complete state is applied", registers: [registry] }),
+  };
+}
+
+export type DriverMetrics = ReturnType<typeof createDriverMetrics>;
