@@ -28,6 +28,12 @@ import { UpdateCoalescer } from "./update-coalescer.js";
 export interface CalcSink {
   /** Updates for one host, in flush order, reflecting `revision`. */
   onHostUpdates(host: string, revision: number, updates: HostUpdate[]): void;
+  /**
+   * Whether anyone listens to this host's updates (default: yes). Output for
+   * hosts nobody listens to is not built at all; their views are still kept
+   * up to date, and a listener that arrives later starts from snapshot().
+   */
+  wantsUpdates?(host: string): boolean;
 }
 
 const FAMILIES: readonly IpVersion[] = [4, 6];
@@ -41,6 +47,13 @@ class HostView {
   readonly endpoints = new Set<string>();
   readonly profileRefs = new Map<string, number>();
   readonly setRefs = new Map<string, { family: IpVersion; count: number }>();
+  /**
+   * Sets newly referenced in this batch: their full membership is read from
+   * the global state at flush time (once), and deltas skip them.
+   */
+  readonly pendingFull = new Set<string>();
+  /** Interface names changed in this batch: the dispatch tree is rebuilt once, at flush. */
+  dispatchDirty = false;
 }
 
 interface Contribution {
@@ -157,7 +170,7 @@ export class CalcGraph {
       let keys = hv.byName.get(ep.name);
       if (!keys) hv.byName.set(ep.name, (keys = new Set()));
       keys.add(key);
-      this.renderDispatch(ep.host, hv);
+      this.markDispatch(ep.host, hv);
     }
     this.renderName(ep.host, hv, ep.name);
     this.emit(ep.host, hv, { type: "endpoint-update", key, interfaceName: ep.name });
@@ -171,7 +184,7 @@ export class CalcGraph {
     this.endpoints.delete(key);
     hv.endpoints.delete(key);
     this.unbindName(old.host, hv, old.name, key);
-    this.renderDispatch(old.host, hv);
+    this.markDispatch(old.host, hv);
     for (const id of old.profileIds) this.dropUse(old.host, hv, id, key);
     this.emit(old.host, hv, { type: "endpoint-remove", key });
     this.updateContrib(key, undefined);
@@ -187,15 +200,35 @@ export class CalcGraph {
       const added = [...d.added];
       const removed = [...d.removed];
       for (const host of this.setHosts.get(name) ?? []) {
-        this.emit(host, this.hosts.get(host)!, { type: "ipset-delta", name, family: d.family, added, removed });
+        const hv = this.hosts.get(host)!;
+        if (hv.pendingFull.has(name)) continue; // gets the full, current membership below
+        this.emit(host, hv, { type: "ipset-delta", name, family: d.family, added, removed });
       }
     }
     this.pendingDeltas.clear();
     for (const host of this.dirty) {
-      const updates = this.hosts.get(host)!.out.drain();
+      const hv = this.hosts.get(host)!;
+      if (hv.dispatchDirty) {
+        hv.dispatchDirty = false;
+        this.renderDispatch(host, hv);
+      }
+      if (!this.wanted(host)) {
+        hv.pendingFull.clear();
+        hv.out.clear();
+        continue;
+      }
+      for (const name of hv.pendingFull) {
+        hv.out.push({ type: "ipset-update", name, family: hv.setRefs.get(name)!.family, members: [...(this.setMembers.get(name)?.keys() ?? [])] });
+      }
+      hv.pendingFull.clear();
+      const updates = hv.out.drain();
       if (updates.length) this.sink.onHostUpdates(host, this.revision, updates);
     }
     this.dirty.clear();
+  }
+
+  private wanted(host: string): boolean {
+    return this.sink.wantsUpdates?.(host) ?? true;
   }
 
   /** Complete desired state of a host (creating an empty view if needed). */
@@ -234,8 +267,13 @@ export class CalcGraph {
     return hv;
   }
 
+  private markDispatch(host: string, hv: HostView): void {
+    hv.dispatchDirty = true;
+    this.dirty.add(host);
+  }
+
   private emit(host: string, hv: HostView, u: HostUpdate): void {
-    hv.out.push(u);
+    if (this.wanted(host)) hv.out.push(u);
     this.dirty.add(host);
   }
 
@@ -350,7 +388,8 @@ export class CalcGraph {
     let hosts = this.setHosts.get(name);
     if (!hosts) this.setHosts.set(name, (hosts = new Set()));
     hosts.add(host);
-    this.emit(host, hv, { type: "ipset-update", name, family, members: [...(this.setMembers.get(name)?.keys() ?? [])] });
+    hv.pendingFull.add(name);
+    this.dirty.add(host);
   }
 
   private decSetRef(host: string, hv: HostView, name: string): void {
@@ -358,6 +397,7 @@ export class CalcGraph {
     if (!ref) return;
     if (--ref.count > 0) return;
     hv.setRefs.delete(name);
+    hv.pendingFull.delete(name);
     const hosts = this.setHosts.get(name);
     hosts?.delete(host);
     if (hosts?.size === 0) this.setHosts.delete(name);

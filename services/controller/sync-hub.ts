@@ -128,6 +128,10 @@ export class SyncHub implements CalcSink {
     if (set?.size === 0) this.streams.delete(stream.host);
   }
 
+  wantsUpdates(host: string): boolean {
+    return this.streams.has(host);
+  }
+
   onHostUpdates(host: string, revision: number, updates: HostUpdate[]): void {
     for (const s of this.streams.get(host) ?? []) s.enqueue(revision, updates);
   }

@@ -1,6 +1,7 @@
 // npm run bench [-- --quick] [--json FILE]: performance figures, printed.
 // Not part of npm test: speed is measured here, behaviour is tested there.
 import { writeFileSync } from "node:fs";
+import { benchCalc } from "./calc-scale.js";
 import { benchDriver } from "./driver-apply.js";
 import { benchE2e } from "./e2e-latency.js";
 
@@ -13,6 +14,10 @@ function report(name: string, figures: Record<string, unknown>) {
   results[name] = figures;
   process.stdout.write(`${name.padEnd(8)} ${Object.entries(figures).map(([k, v]) => `${k}=${v}`).join("  ")}\n`);
 }
+
+report("calc", benchCalc(quick
+  ? { hosts: 200, endpointsPerHost: 100, profiles: 500, rulesPerProfile: 10, updates: 2000 }
+  : { hosts: 1000, endpointsPerHost: 100, profiles: 2000, rulesPerProfile: 10, updates: 5000 }));
 
 for (const backend of ["nft", "legacy"] as const) {
   const r = await benchDriver({ endpoints: 1000, profiles: 100, rulesPerProfile: 10, incrementalSamples: quick ? 10 : 30, backend });
