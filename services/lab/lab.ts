@@ -52,6 +52,10 @@ export function createLab(prefix: string) {
     const ns = `${prefix}${name}`;
     await ip(["netns", "add", ns]);
     namespaces.push(ns);
+    // No duplicate address detection: addresses (link-local ones too) are
+    // usable at once, so neighbour discovery across a fresh link cannot drop
+    // the first packets.
+    await execa("ip", ["netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.default.accept_dad=0", "net.ipv6.conf.all.accept_dad=0"]);
     await ip(["-n", ns, "link", "set", "lo", "up"]);
     return ns;
   }

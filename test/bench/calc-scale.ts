@@ -33,6 +33,7 @@ export function benchCalc(opts: { hosts: number; endpointsPerHost: number; profi
   listening = true;
 
   const samples: number[] = [];
+  const byKind: number[][] = [[], [], []];
   const tAll = performance.now();
   for (let i = 0; i < opts.updates; i++) {
     const kind = i % 3;
@@ -55,6 +56,7 @@ export function benchCalc(opts: { hosts: number; endpointsPerHost: number; profi
     }
     graph.flush(2 + i);
     samples.push(performance.now() - t);
+    byKind[kind]!.push(performance.now() - t);
   }
   const totalS = (performance.now() - tAll) / 1000;
   samples.sort((a, b) => a - b);
@@ -69,6 +71,7 @@ export function benchCalc(opts: { hosts: number; endpointsPerHost: number; profi
     update_p50_ms: round(percentile(samples, 50), 3),
     update_p99_ms: round(percentile(samples, 99), 3),
     updates_per_s: round(opts.updates / totalS, 0),
+    p99_ms_by_kind: byKind.map((xs) => round(percentile(xs.sort((a, b) => a - b), 99), 2)).join("/"),
     updates_emitted: emitted,
   };
 }

@@ -22,6 +22,8 @@ import { LISTEN_PORTS, generateCase, type FuzzCase, type FuzzPacket, type LabWor
 
 export interface Mismatch {
   seed: number;
+  /** False when a re-probe agreed with the model (an environmental blip, e.g. CPU starvation). */
+  confirmed: boolean;
   packet: FuzzPacket;
   expected: "allow" | "deny";
   observed: string;
@@ -188,8 +190,14 @@ export async function createDifferentialLab(opts: { etcdUrl: string; name: strin
       const mismatches: Mismatch[] = [];
       for (const r of results) {
         if (agrees(r.trace.verdict, r.observed)) continue;
-        const m: Mismatch = { seed, packet: r.packet, expected: r.trace.verdict, observed: r.observed, trace: r.trace };
-        if (opts2.shrink !== false && mismatches.length === 0) {
+        // The model is static while probing, so a real disagreement repeats.
+        let confirmed = true;
+        for (let k = 0; k < 2 && confirmed; k++) {
+          const [again] = await probe(c.profiles, c.endpoints, [r.packet]);
+          if (agrees(again!.trace.verdict, again!.observed)) confirmed = false;
+        }
+        const m: Mismatch = { seed, confirmed, packet: r.packet, expected: r.trace.verdict, observed: r.observed, trace: r.trace };
+        if (confirmed && opts2.shrink !== false && !mismatches.some((x) => x.confirmed)) {
           const min = await shrink(c, r.packet);
           m.reproduction = [...min.profiles.map((p) => toDocument({ kind: "Profile", profile: p })), ...min.endpoints.map((e) => toDocument({ kind: "Endpoint", endpoint: e }))]
             .map((d) => stringify(d)).join("---\n");
@@ -209,7 +217,7 @@ export async function createDifferentialLab(opts: { etcdUrl: string; name: strin
 export function describeMismatch(m: Mismatch): string {
   const p = m.packet;
   return [
-    `MISMATCH seed=${m.seed}: ${p.proto}${p.proto === "icmp" ? "" : `/${p.port}`} IPv${p.family} ${p.from} -> ${p.to}: model says ${m.expected}, kernel ${m.observed === "timeout" ? "dropped" : `answered (${m.observed})`}`,
+    `${m.confirmed ? "MISMATCH" : "TRANSIENT (not reproduced on re-probe)"} seed=${m.seed}: ${p.proto}${p.proto === "icmp" ? "" : `/${p.port}`} IPv${p.family} ${p.from} -> ${p.to}: model says ${m.expected}, kernel ${m.observed === "timeout" ? "dropped" : `answered (${m.observed})`}`,
     `  trace: ${JSON.stringify(m.trace.steps)}`,
     m.reproduction ? `  minimal reproduction (apply, then send the packet above):\n${m.reproduction.replace(/^/gm, "    ")}` : "",
   ].join("\n");
