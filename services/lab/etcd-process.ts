@@ -68,3 +68,45 @@ export async function startEtcd(opts: { dataDir: string; name?: string; logFile?
     },
   };
 }
+
+/** A local etcd cluster of `members` members on loopback (each stoppable by PID). */
+export async function startEtcdCluster(opts: { dataDir: string; members: number; name?: string }): Promise<{ urls: string[]; members: EtcdProcess[]; stop(): Promise<void> }> {
+  const base = opts.name ?? "palisade-ha";
+  const ports = await Promise.all(Array.from({ length: opts.members }, async () => ({ client: await freePort(), peer: await freePort() })));
+  const initial = ports.map((p, i) => `${base}${i}=http://127.0.0.1:${p.peer}`).join(",");
+  const members: EtcdProcess[] = [];
+  const starting = ports.map((p, i) => {
+    const url = `http://127.0.0.1:${p.client}`;
+    const dir = join(opts.dataDir, `m${i}`);
+    mkdirSync(dir, { recursive: true });
+    const out = openSync(join(dir, "etcd.log"), "a");
+    const child = spawn("etcd", [
+      "--name", `${base}${i}`, "--data-dir", dir,
+      "--listen-client-urls", url, "--advertise-client-urls", url,
+      "--listen-peer-urls", `http://127.0.0.1:${p.peer}`, "--initial-advertise-peer-urls", `http://127.0.0.1:${p.peer}`,
+      "--initial-cluster", initial, "--initial-cluster-state", "new", "--initial-cluster-token", `${base}-${process.pid}`,
+      "--max-txn-ops", "10000", "--max-request-bytes", "33554432",
+    ], { stdio: ["ignore", out, out] });
+    const exited = new Promise<void>((r) => child.once("exit", () => r()));
+    members.push({
+      url, pid: child.pid!,
+      async stop() {
+        if (child.exitCode !== null || child.signalCode !== null) return;
+        child.kill("SIGKILL");
+        await exited;
+      },
+    });
+    return url;
+  });
+  const deadline = Date.now() + 30_000;
+  for (const url of starting) {
+    while (!(await healthy(url))) {
+      if (Date.now() > deadline) {
+        await Promise.all(members.map((m) => m.stop()));
+        throw new Error("etcd cluster did not become healthy within 30s");
+      }
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+  return { urls: starting, members, stop: async () => { await Promise.all(members.map((m) => m.stop())); } };
+}
