@@ -197,15 +197,22 @@ export class CalcGraph {
     if (revision > this.revision) this.revision = revision;
     for (const [name, d] of this.pendingDeltas) {
       if (d.added.size === 0 && d.removed.size === 0) continue;
-      const added = [...d.added];
-      const removed = [...d.removed];
+      // One immutable update object, shared by every host that references the set.
+      const delta: HostUpdate = { type: "ipset-delta", name, family: d.family, added: [...d.added], removed: [...d.removed] };
       for (const host of this.setHosts.get(name) ?? []) {
         const hv = this.hosts.get(host)!;
         if (hv.pendingFull.has(name)) continue; // gets the full, current membership below
-        this.emit(host, hv, { type: "ipset-delta", name, family: d.family, added, removed });
+        this.emit(host, hv, delta);
       }
     }
     this.pendingDeltas.clear();
+    // One member array per set per flush, shared by every host that needs it.
+    const fullMembers = new Map<string, string[]>();
+    const membersOf = (name: string) => {
+      let m = fullMembers.get(name);
+      if (!m) fullMembers.set(name, (m = [...(this.setMembers.get(name)?.keys() ?? [])]));
+      return m;
+    };
     for (const host of this.dirty) {
       const hv = this.hosts.get(host)!;
       if (hv.dispatchDirty) {
@@ -218,7 +225,7 @@ export class CalcGraph {
         continue;
       }
       for (const name of hv.pendingFull) {
-        hv.out.push({ type: "ipset-update", name, family: hv.setRefs.get(name)!.family, members: [...(this.setMembers.get(name)?.keys() ?? [])] });
+        hv.out.push({ type: "ipset-update", name, family: hv.setRefs.get(name)!.family, members: membersOf(name) });
       }
       hv.pendingFull.clear();
       const updates = hv.out.drain();

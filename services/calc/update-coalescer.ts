@@ -16,8 +16,12 @@ import type { HostUpdate } from "./desired-state.js";
 
 type SetState =
   | { kind: "full"; family: IpVersion; members: Set<string> }
+  /** A single delta, held by reference (fan-out shares one object across hosts). */
+  | { kind: "delta-ref"; family: IpVersion; update: Extract<HostUpdate, { type: "ipset-delta" }> }
   | { kind: "delta"; family: IpVersion; added: Set<string>; removed: Set<string> }
-  | { kind: "remove"; family: IpVersion };
+  | { kind: "remove"; family: IpVersion }
+  /** A full update, held by reference until something must merge into it. */
+  | { kind: "full-ref"; family: IpVersion; update: Extract<HostUpdate, { type: "ipset-update" }> };
 
 export class UpdateCoalescer {
   private sets = new Map<string, SetState>();
@@ -37,7 +41,7 @@ export class UpdateCoalescer {
   push(u: HostUpdate): void {
     switch (u.type) {
       case "ipset-update":
-        this.sets.set(`${u.family}:${u.name}`, { kind: "full", family: u.family, members: new Set(u.members) });
+        this.sets.set(`${u.family}:${u.name}`, { kind: "full-ref", family: u.family, update: u });
         this.weight += u.members.length;
         return;
       case "ipset-remove":
@@ -45,11 +49,21 @@ export class UpdateCoalescer {
         return;
       case "ipset-delta": {
         const key = `${u.family}:${u.name}`;
-        const cur = this.sets.get(key);
+        let cur = this.sets.get(key);
         this.weight += u.added.length + u.removed.length;
         if (!cur) {
-          this.sets.set(key, { kind: "delta", family: u.family, added: new Set(u.added), removed: new Set(u.removed) });
-        } else if (cur.kind === "full") {
+          // Most keys see one delta per flush: keep it by reference, copy only to merge.
+          this.sets.set(key, { kind: "delta-ref", family: u.family, update: u });
+          return;
+        }
+        if (cur.kind === "delta-ref") {
+          cur = { kind: "delta", family: cur.family, added: new Set(cur.update.added), removed: new Set(cur.update.removed) };
+          this.sets.set(key, cur);
+        } else if (cur.kind === "full-ref") {
+          cur = { kind: "full", family: cur.family, members: new Set(cur.update.members) };
+          this.sets.set(key, cur);
+        }
+        if (cur.kind === "full") {
           for (const m of u.removed) cur.members.delete(m);
           for (const m of u.added) cur.members.add(m);
         } else if (cur.kind === "delta") {
@@ -87,21 +101,24 @@ export class UpdateCoalescer {
   }
 
   drain(): HostUpdate[] {
-    const setUps: HostUpdate[] = [];
-    const setRemoves: HostUpdate[] = [];
+    // One output array, filled in the documented order.
+    const out: HostUpdate[] = [];
+    let removes = 0;
     for (const [key, s] of this.sets) {
-      const name = key.slice(key.indexOf(":") + 1);
-      if (s.kind === "full") setUps.push({ type: "ipset-update", name, family: s.family, members: [...s.members] });
+      if (s.kind === "full-ref") out.push(s.update);
+      else if (s.kind === "delta-ref") {
+        if (s.update.added.length || s.update.removed.length) out.push(s.update);
+      } else if (s.kind === "full") out.push({ type: "ipset-update", name: key.slice(key.indexOf(":") + 1), family: s.family, members: [...s.members] });
       else if (s.kind === "delta") {
-        if (s.added.size || s.removed.size) {
-          setUps.push({ type: "ipset-delta", name, family: s.family, added: [...s.added], removed: [...s.removed] });
-        }
-      } else setRemoves.push({ type: "ipset-remove", name, family: s.family });
+        if (s.added.size || s.removed.size) out.push({ type: "ipset-delta", name: key.slice(key.indexOf(":") + 1), family: s.family, added: [...s.added], removed: [...s.removed] });
+      } else removes++;
     }
-    const chainUps: HostUpdate[] = [];
-    const chainRemoves: HostUpdate[] = [];
-    for (const c of this.chains.values()) (c.type === "chain-update" ? chainUps : chainRemoves).push(c);
-    const out = [...setUps, ...chainUps, ...this.endpoints.values(), ...chainRemoves, ...setRemoves];
+    for (const c of this.chains.values()) if (c.type === "chain-update") out.push(c);
+    for (const e of this.endpoints.values()) out.push(e);
+    for (const c of this.chains.values()) if (c.type === "chain-remove") out.push(c);
+    if (removes) {
+      for (const [key, s] of this.sets) if (s.kind === "remove") out.push({ type: "ipset-remove", name: key.slice(key.indexOf(":") + 1), family: s.family });
+    }
     this.clear();
     return out;
   }
