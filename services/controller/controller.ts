@@ -35,6 +35,8 @@ export interface ControllerOptions {
   shutdownGraceMs?: number;
   /** HOST:PORT for /metrics, /healthz, /readyz; none when empty. */
   metricsListen?: string;
+  /** Empty batch to idle streams every so often (drivers' liveness check); default 10 s. */
+  heartbeatMs?: number;
 }
 
 export interface Controller {
@@ -58,6 +60,7 @@ export function normalizeControllerOptions(o: ControllerOptions): Required<Contr
     workloadToHost: o.workloadToHost ?? "drop",
     shutdownGraceMs: o.shutdownGraceMs ?? 5_000,
     metricsListen: o.metricsListen ?? "",
+    heartbeatMs: o.heartbeatMs ?? 10_000,
   };
 }
 
@@ -67,7 +70,7 @@ export async function startController(options: ControllerOptions): Promise<Contr
   const client = new Etcd3({ hosts: o.etcdEndpoints, dialTimeout: 5_000 });
   const store = createEtcdStore({ client, prefix: o.etcdPrefix, logger: logger.child({ component: "store" }) });
   const metrics = createControllerMetrics();
-  const hub = new SyncHub(logger.child({ component: "sync" }));
+  const hub = new SyncHub(logger.child({ component: "sync" }), o.heartbeatMs);
   const cfg: CalcConfig = { ...DEFAULT_CALC_CONFIG, workloadToHost: o.workloadToHost };
   const graph = new CalcGraph(hub, cfg);
   const feed = createModelFeed({ store, graph, hub, logger: logger.child({ component: "feed" }), observeCalc: (s) => metrics.calcDuration.observe(s) });
@@ -131,6 +134,7 @@ export async function startController(options: ControllerOptions): Promise<Contr
         await shutdownServer(server, o.shutdownGraceMs);
         await http?.close();
         await feed.stop();
+        hub.close();
         await status.close();
         client.close();
         logger.info("controller stopped");

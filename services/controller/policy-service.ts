@@ -7,7 +7,7 @@ import { unary } from "../common/grpc-server.js";
 import { documentFromPb, endpointKeyFromPb, endpointToPb, profileToPb, refFromPb } from "../api/model-wire.js";
 import type { PolicyServiceServer } from "../gen/palisade/policy/v1/policy.js";
 import {
-  ID_RE, LIMITS, PROTOCOL_NUMBERS, ValidationError, createEvaluator, endpointKeyString, parseAddress,
+  ID_RE, LIMITS, PROTOCOL_NUMBERS, ValidationError, createEvaluator, endpointKeyString, objectKey, parseAddress,
   type EndpointKey, type ModelObject, type ModelView,
 } from "../model/index.js";
 import { Verdict } from "../gen/palisade/policy/v1/policy.js";
@@ -34,12 +34,14 @@ export function createPolicyService(opts: {
       if (req.documents.length > LIMITS.documentsPerBatch) {
         throw new ValidationError([{ document: "request", field: "documents", reason: `at most ${LIMITS.documentsPerBatch} documents per batch` }]);
       }
+      const expect = new Map<string, number>();
       const objects: ModelObject[] = req.documents.map((d, i) => {
         const o = documentFromPb(d);
         if (!o) throw new ValidationError([{ document: `document ${i + 1}`, field: "kind", reason: "must be a profile or an endpoint" }]);
+        if (d.expectedRevision !== undefined) expect.set(objectKey(o), d.expectedRevision);
         return o;
       });
-      const r = await store.apply(objects);
+      const r = await store.apply(objects, expect.size ? expect : undefined);
       logger.info({ documents: objects.length, changed: r.changed, revision: r.revision }, "applied");
       return { revision: r.revision, changed: r.changed };
     }, m("Apply")),

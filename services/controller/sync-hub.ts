@@ -35,6 +35,7 @@ export class HostStream {
     private readonly graph: CalcGraph,
     private readonly logger: Logger,
     private readonly onReset: () => void = () => undefined,
+    private readonly resetWeight: number = RESET_WEIGHT,
   ) {}
 
   /** Coalesced keys waiting for the driver. */
@@ -46,7 +47,7 @@ export class HostStream {
     if (this.closed || this.needSnapshot) return;
     this.outbox.pushAll(updates);
     this.outboxRevision = Math.max(this.outboxRevision, revision);
-    if (this.outbox.pendingWeight > RESET_WEIGHT) {
+    if (this.outbox.pendingWeight > this.resetWeight) {
       this.logger.warn({ host: this.host, weight: this.outbox.pendingWeight }, "driver too far behind; resetting to a snapshot");
       this.outbox.clear();
       this.needSnapshot = true;
@@ -54,6 +55,12 @@ export class HostStream {
       this.onReset();
     }
     this.pump();
+  }
+
+  /** Keep-alive for an idle stream: an empty batch at the last sent revision. */
+  heartbeat(): void {
+    if (this.closed || this.waitingDrain || this.needSnapshot || this.outbox.size > 0) return;
+    this.writer.write({ revision: this.sentRevision, snapshotStart: false, inSync: false, updates: [] });
   }
 
   /** The model advanced (maybe without touching this host): tell the driver. */
@@ -112,7 +119,19 @@ export class HostStream {
 export class SyncHub implements CalcSink {
   private readonly streams = new Map<string, Set<HostStream>>();
 
-  constructor(private readonly logger: Logger) {}
+  private readonly heartbeatTimer: NodeJS.Timeout;
+
+  /** Idle streams get an empty batch every `heartbeatMs`, so drivers can tell a live controller from a dead one. */
+  constructor(private readonly logger: Logger, heartbeatMs = 10_000) {
+    this.heartbeatTimer = setInterval(() => {
+      for (const set of this.streams.values()) for (const s of set) s.heartbeat();
+    }, heartbeatMs);
+    this.heartbeatTimer.unref();
+  }
+
+  close(): void {
+    clearInterval(this.heartbeatTimer);
+  }
 
   attach(stream: HostStream): void {
     let set = this.streams.get(stream.host);

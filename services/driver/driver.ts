@@ -185,6 +185,7 @@ export async function startDriver(o: DriverOptions): Promise<Driver> {
         return;
       }
       if (!desired) return; // deltas before any snapshot: ignore
+      if (updates.length === 0 && batch.revision <= targetRevision) return; // heartbeat
       desired.apply(updates);
       targetRevision = Math.max(targetRevision, batch.revision);
       schedule();

@@ -15,6 +15,8 @@ export interface SyncClientOptions {
   onConnected(address: string): void;
   onDisconnected(reason: string): void;
   heartbeatMs?: number;
+  /** A stream silent this long (no batch, no heartbeat) is dropped and re-established; default 35 s. */
+  silenceMs?: number;
 }
 
 export interface SyncClient {
@@ -40,7 +42,17 @@ export function startSyncClient(opts: SyncClientOptions): SyncClient {
         const c = client.sync();
         call = c;
         let gotData = false;
+        // The controller sends at least a heartbeat every 10 s: silence means
+        // a dead peer that TCP and keepalive have not noticed yet.
+        let watchdog: NodeJS.Timeout | undefined;
+        const arm = () => {
+          clearTimeout(watchdog);
+          watchdog = setTimeout(() => { c.cancel(); resolve(`${address}: silent for ${opts.silenceMs ?? 35_000} ms`); }, opts.silenceMs ?? 35_000);
+        };
+        arm();
+        c.on("close", () => clearTimeout(watchdog));
         c.on("data", (msg: SyncResponse) => {
+          arm();
           if (!gotData) {
             gotData = true;
             connected = true;

@@ -9,7 +9,7 @@ import { uniqueName } from "./binaries.js";
 
 let seq = 0;
 
-export async function startTestController(opts: { workloadToHost?: "drop" | "accept"; prefix?: string; socket?: string } = {}) {
+export async function startTestController(opts: { workloadToHost?: "drop" | "accept"; prefix?: string; socket?: string; heartbeatMs?: number } = {}) {
   const prefix = opts.prefix ?? `/${uniqueName("c")}-${process.pid}-${seq++}`;
   const controller: Controller = await startController({
     etcdEndpoints: [inject("etcdUrl")],
@@ -20,6 +20,7 @@ export async function startTestController(opts: { workloadToHost?: "drop" | "acc
     statusTtlSeconds: 5,
     workloadToHost: opts.workloadToHost,
     shutdownGraceMs: 500,
+    heartbeatMs: opts.heartbeatMs,
   });
   const address = `127.0.0.1:${controller.port}`;
   const clients = createClients(address);

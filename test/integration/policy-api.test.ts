@@ -64,6 +64,24 @@ describe("PolicyService", () => {
     expect(after.profiles.map((p) => p.id).sort()).toEqual(before.profiles.map((p) => p.id).sort());
   });
 
+  it("optimistic concurrency: a write with a stale expected revision is refused and changes nothing", async () => {
+    const c = t.clients.policy;
+    const created = await t.policy(c.apply, { documents: docs([profile("occ")]).map((d) => ({ ...d, expectedRevision: 0 })) });
+    // "Must not exist yet" now fails.
+    const again = await rpcError(t.policy(c.apply, { documents: docs([profile("occ", { tags: ["x"] })]).map((d) => ({ ...d, expectedRevision: 0 })) }));
+    expect(again.code).toBe(grpc.status.FAILED_PRECONDITION);
+    const read = await t.policy(c.getProfile, { id: "occ" });
+    expect(read.profile!.revision).toBe(created.revision);
+    // Read-modify-write with the revision as read succeeds once ...
+    const updated = await t.policy(c.apply, { documents: docs([profile("occ", { tags: ["v2"] })]).map((d) => ({ ...d, expectedRevision: read.profile!.revision })) });
+    expect(updated.changed).toBe(1);
+    // ... and a second writer holding the same, now stale, revision is refused.
+    const stale = await rpcError(t.policy(c.apply, { documents: docs([profile("occ", { tags: ["v3"] })]).map((d) => ({ ...d, expectedRevision: read.profile!.revision })) }));
+    expect(stale.code).toBe(grpc.status.FAILED_PRECONDITION);
+    expect(stale.message).toContain(`expected revision ${read.profile!.revision}`);
+    expect((await t.policy(c.getProfile, { id: "occ" })).profile!.tags).toEqual(["v2"]);
+  });
+
   it("refuses identifiers that could escape their etcd key", async () => {
     const c = t.clients.policy;
     const err = await rpcError(t.policy(c.getProfile, { id: "../status/hosts/x" }));

@@ -29,7 +29,7 @@ function connect(hostname: string) {
 const kinds = (b: SyncResponse) => b.updates.map((u) => u.update!.$case);
 
 describe("DataplaneSync", () => {
-  beforeAll(async () => { t = await startTestController(); });
+  beforeAll(async () => { t = await startTestController({ heartbeatMs: 300 }); });
   afterAll(async () => { await t.stop(); });
 
   it("sends a snapshot, then deltas with revisions, in the contract's order", async () => {
@@ -69,6 +69,16 @@ describe("DataplaneSync", () => {
       documents: parseDocuments([{ kind: "Profile", id: "unrelated", tags: [], inbound_rules: [], outbound_rules: [] }]).map(documentToPb),
     });
     await eventually(async () => d.batches.some((b) => b.revision >= r.revision), { what: "revision marker" });
+    d.close();
+  });
+
+  it("keeps idle streams alive with empty heartbeat batches at the current revision", async () => {
+    const d = connect("hv-heartbeat");
+    await eventually(async () => d.batches.some((b) => b.inSync), { what: "snapshot" });
+    const n = d.batches.length;
+    const rev = d.batches.at(-1)!.revision;
+    await eventually(async () => d.batches.length >= n + 2, { what: "two heartbeats", timeoutMs: 5_000 });
+    for (const b of d.batches.slice(n)) expect(b).toMatchObject({ revision: rev, updates: [], snapshotStart: false, inSync: false });
     d.close();
   });
 

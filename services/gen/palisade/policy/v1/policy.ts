@@ -64,7 +64,16 @@ export function verdictToJSON(object: Verdict): string {
 }
 
 export interface Document {
-  kind?: { $case: "profile"; value: Profile } | { $case: "endpoint"; value: Endpoint } | undefined;
+  kind?:
+    | { $case: "profile"; value: Profile }
+    | { $case: "endpoint"; value: Endpoint }
+    | undefined;
+  /**
+   * Optimistic concurrency for orchestrators: when set, the write happens only
+   * if the stored object's revision (its `revision` as read) still equals this;
+   * 0 means "must not exist yet". Otherwise FAILED_PRECONDITION, nothing written.
+   */
+  expectedRevision?: number | undefined;
 }
 
 export interface ApplyRequest {
@@ -168,7 +177,7 @@ export interface TraceResponse {
 }
 
 function createBaseDocument(): Document {
-  return { kind: undefined };
+  return { kind: undefined, expectedRevision: undefined };
 }
 
 export const Document: MessageFns<Document> = {
@@ -180,6 +189,9 @@ export const Document: MessageFns<Document> = {
       case "endpoint":
         Endpoint.encode(message.kind.value, writer.uint32(18).fork()).join();
         break;
+    }
+    if (message.expectedRevision !== undefined) {
+      writer.uint32(24).int64(message.expectedRevision);
     }
     return writer;
   },
@@ -213,6 +225,14 @@ export const Document: MessageFns<Document> = {
             message.kind = { $case: "endpoint", value: Endpoint.decode(reader, reader.uint32()) };
             continue;
           }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.expectedRevision = longToNumber(reader.int64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -232,6 +252,11 @@ export const Document: MessageFns<Document> = {
         : isSet(object.endpoint)
         ? { $case: "endpoint", value: Endpoint.fromJSON(object.endpoint) }
         : undefined,
+      expectedRevision: isSet(object.expectedRevision)
+        ? globalThis.Number(object.expectedRevision)
+        : isSet(object.expected_revision)
+        ? globalThis.Number(object.expected_revision)
+        : undefined,
     };
   },
 
@@ -241,6 +266,9 @@ export const Document: MessageFns<Document> = {
       obj.profile = Profile.toJSON(message.kind.value);
     } else if (message.kind?.$case === "endpoint") {
       obj.endpoint = Endpoint.toJSON(message.kind.value);
+    }
+    if (message.expectedRevision !== undefined) {
+      obj.expectedRevision = Math.round(message.expectedRevision);
     }
     return obj;
   },
@@ -264,6 +292,7 @@ export const Document: MessageFns<Document> = {
         break;
       }
     }
+    message.expectedRevision = object.expectedRevision ?? undefined;
     return message;
   },
 };
