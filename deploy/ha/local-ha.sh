@@ -35,8 +35,12 @@ if [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 
-bash deploy/dev/ensure-deps.sh
-npx tsc -p tsconfig.json
+# PALISADE_HA_SKIP_BUILD=1: dist/ is current (the test suite builds once and
+# must not have it rewritten under running processes).
+if [ "${PALISADE_HA_SKIP_BUILD:-}" != 1 ]; then
+  bash deploy/dev/ensure-deps.sh
+  npx tsc -p tsconfig.json
+fi
 
 NAMESPACES_WANTED=(pal-ha-hv1 pal-ha-hv2)
 for ns in "${NAMESPACES_WANTED[@]}"; do

@@ -4,6 +4,7 @@ import { writeFileSync } from "node:fs";
 import { benchCalc } from "./calc-scale.js";
 import { benchDriver } from "./driver-apply.js";
 import { benchE2e } from "./e2e-latency.js";
+import { benchFanout } from "./fanout.js";
 
 const args = process.argv.slice(2);
 const quick = args.includes("--quick");
@@ -18,6 +19,8 @@ function report(name: string, figures: Record<string, unknown>) {
 report("calc", benchCalc(quick
   ? { hosts: 200, endpointsPerHost: 100, profiles: 500, rulesPerProfile: 10, updates: 2000 }
   : { hosts: 1000, endpointsPerHost: 100, profiles: 2000, rulesPerProfile: 10, updates: 5000 }));
+
+report("fanout", await benchFanout({ streams: 1000, samples: quick ? 20 : 50 }));
 
 for (const backend of ["nft", "legacy"] as const) {
   const r = await benchDriver({ endpoints: 1000, profiles: 100, rulesPerProfile: 10, incrementalSamples: quick ? 10 : 30, backend });
