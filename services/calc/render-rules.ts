@@ -6,7 +6,7 @@
 // chain signals "allowed" to its endpoint chain by setting the accept mark
 // and returning; the endpoint chain returns as soon as it sees the mark.
 import {
-  PROTOCOL_NUMBERS, protocolNumber, ruleFamilies,
+  PROTOCOL_NUMBERS, formatAddress, parseCidr, protocolNumber, ruleFamilies,
   type IpVersion, type Match, type PortRange, type Profile, type Rule,
 } from "../model/index.js";
 import { tagSet, profileInboundChain, profileOutboundChain } from "./names.js";
@@ -57,13 +57,26 @@ export function chunkPorts(ports: readonly PortRange[]): PortRange[][] {
 
 const portList = (ps: readonly PortRange[]) => ps.map((p) => (p.first === p.last ? `${p.first}` : `${p.first}:${p.last}`)).join(",");
 
-/** Fragments that do not multiply (everything except positive port lists). */
-function fixedFragments(m: Match, neg: boolean, family: IpVersion): string[] {
+/** "a.b.c.d-w.x.y.z": a CIDR as the inclusive range iprange matches. */
+function cidrRange(cidr: string): string {
+  const c = parseCidr(cidr)!;
+  const bits = c.version === 4 ? 32n : 128n;
+  const host = (1n << (bits - BigInt(c.prefix))) - 1n;
+  return `${formatAddress(c.version, c.addr)}-${formatAddress(c.version, c.addr | host)}`;
+}
+
+/**
+ * Fragments that do not multiply (everything except positive port lists).
+ * iptables allows one -p, one -s and one -d per rule: a negated net beside a
+ * positive one goes through the iprange match instead, and a negated
+ * protocol beside a positive one is settled in ruleMatchSpecs.
+ */
+function fixedFragments(m: Match, neg: boolean, family: IpVersion, positive?: Match): string[] {
   const not = neg ? "! " : "";
   const out: string[] = [];
-  if (m.protocol !== undefined) out.push(`${not}-p ${protoName(m.protocol, family)}`);
-  if (m.srcNet !== undefined) out.push(`${not}-s ${m.srcNet}`);
-  if (m.dstNet !== undefined) out.push(`${not}-d ${m.dstNet}`);
+  if (m.protocol !== undefined && !(neg && positive?.protocol !== undefined)) out.push(`${not}-p ${protoName(m.protocol, family)}`);
+  if (m.srcNet !== undefined) out.push(neg && positive?.srcNet !== undefined ? `-m iprange ! --src-range ${cidrRange(m.srcNet)}` : `${not}-s ${m.srcNet}`);
+  if (m.dstNet !== undefined) out.push(neg && positive?.dstNet !== undefined ? `-m iprange ! --dst-range ${cidrRange(m.dstNet)}` : `${not}-d ${m.dstNet}`);
   if (m.srcTag !== undefined) out.push(`-m set ${not}--match-set ${tagSet(m.srcTag, family)} src`);
   if (m.dstTag !== undefined) out.push(`-m set ${not}--match-set ${tagSet(m.dstTag, family)} dst`);
   if (neg) {
@@ -84,8 +97,12 @@ function fixedFragments(m: Match, neg: boolean, family: IpVersion): string[] {
  * several lines (the cartesian product of source and destination chunks).
  */
 export function ruleMatchSpecs(rule: Rule, family: IpVersion): string[] {
+  // "protocol P and not protocol P" never matches: no line at all. With two
+  // different protocols the negation is implied by the positive one.
+  if (rule.match.protocol !== undefined && rule.negated.protocol !== undefined
+    && protocolNumber(rule.match.protocol) === protocolNumber(rule.negated.protocol)) return [];
   // Positive protocol first: multiport and icmp matches need it.
-  const fixed = [...fixedFragments(rule.match, false, family), ...fixedFragments(rule.negated, true, family)];
+  const fixed = [...fixedFragments(rule.match, false, family), ...fixedFragments(rule.negated, true, family, rule.match)];
   const src = rule.match.srcPorts ? chunkPorts(rule.match.srcPorts).map((c) => `-m multiport --sports ${portList(c)}`) : [""];
   const dst = rule.match.dstPorts ? chunkPorts(rule.match.dstPorts).map((c) => `-m multiport --dports ${portList(c)}`) : [""];
   const specs: string[] = [];

@@ -96,13 +96,17 @@ export function generateCase(seed: number, workloads: LabWorkload[], opts: { pac
     }
     const usesNets = chance(0.3);
     if (usesNets) {
-      const which = pick(["src", "dst", "negsrc", "negdst"]);
+      const which = pick(["src", "dst", "negsrc", "negdst", "both-src", "both-dst"]);
       const n = net(family);
       if (which === "src") match.srcNet = n;
       else if (which === "dst") match.dstNet = n;
       else if (which === "negsrc") negated.srcNet = n;
-      else negated.dstNet = n;
+      else if (which === "negdst") negated.dstNet = n;
+      // A criterion and its negation together ("in 198.18.0.0/15 but not in this /24").
+      else if (which === "both-src") { match.srcNet = family === 4 ? "198.18.0.0/15" : "2001:db8::/32"; negated.srcNet = n; }
+      else { match.dstNet = family === 4 ? "198.18.0.0/15" : "2001:db8::/32"; negated.dstNet = n; }
     }
+    if (match.protocol !== undefined && chance(0.1)) negated.protocol = pick(["tcp", "udp", match.protocol]);
     if (chance(0.35)) {
       const tag = chance(0.1) ? "tz-unknown" : pick(TAGS);
       const which = pick(["src", "src", "dst", "negsrc"]);

@@ -57,10 +57,19 @@ describe("ruleMatchSpecs", () => {
       ["-p tcp -m multiport ! --sports 1 -m multiport ! --dports 10:20"],
     ],
     [
-      "positive and negated criteria together, positive first",
+      // iptables allows one -s per rule: the negated net goes through iprange.
+      "positive and negated net together (iprange for the negation)",
       rule({ protocol: "tcp", srcNet: "10.0.0.0/8", dstPorts: ports(80) }, { srcNet: "10.9.0.0/16" }), 4,
-      ["-p tcp -s 10.0.0.0/8 ! -s 10.9.0.0/16 -m multiport --dports 80"],
+      ["-p tcp -s 10.0.0.0/8 -m iprange ! --src-range 10.9.0.0-10.9.255.255 -m multiport --dports 80"],
     ],
+    [
+      "positive and negated IPv6 destination nets",
+      rule({ dstNet: "2001:db8::/32" }, { dstNet: "2001:db8:1::/48" }), 6,
+      ["-d 2001:db8::/32 -m iprange ! --dst-range 2001:db8:1::-2001:db8:1:ffff:ffff:ffff:ffff:ffff"],
+    ],
+    ["a negated net alone stays ! -s", rule({}, { srcNet: "10.9.0.0/16" }), 4, ["! -s 10.9.0.0/16"]],
+    ["protocol and a different negated protocol: the negation is implied", rule({ protocol: "tcp" }, { protocol: "udp" }), 4, ["-p tcp"]],
+    ["protocol and the same negated protocol: never matches, no line", rule({ protocol: "tcp" }, { protocol: "6" }), 4, []],
     ["icmp type", rule({ protocol: "icmp", icmpType: 8 }), 4, ["-p icmp -m icmp --icmp-type 8"]],
     ["icmp type/code", rule({ protocol: "icmp", icmpType: 3, icmpCode: 4 }), 4, ["-p icmp -m icmp --icmp-type 3/4"]],
     ["icmp type 0 code 0", rule({ protocol: "icmp", icmpType: 0, icmpCode: 0 }), 4, ["-p icmp -m icmp --icmp-type 0/0"]],
