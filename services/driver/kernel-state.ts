@@ -1,7 +1,7 @@
 // What the kernel holds, as far as Palisade is concerned: our chains (by
 // rule hashes), the hook rules in the built-in chains, and our ipsets.
 // Parsed from `iptables-save -t filter` and `ipset save`.
-import type { IpVersion } from "../model/index.js";
+import { formatAddress, formatCidr, parseCidr, type IpVersion } from "../model/index.js";
 import { OWNED_CHAIN_RE, OWNED_SET_RE } from "../calc/index.js";
 import { HASH_COMMENT_RE } from "./rule-hash.js";
 
@@ -78,6 +78,16 @@ export function parseIptablesSave(text: string): KernelFamilyState {
   return st;
 }
 
+/**
+ * The model's spelling of a member (host routes bare, IPv6 per RFC 5952), so
+ * that e.g. ipset's "::ffff:198.18.0.1" equals the model's "::ffff:c612:1".
+ */
+export function canonicalMember(m: string): string {
+  const c = parseCidr(m);
+  if (!c) return m;
+  return c.prefix === (c.version === 4 ? 32 : 128) ? formatAddress(c.version, c.addr) : formatCidr(c);
+}
+
 export function parseIpsetSave(text: string): Map<string, KernelSet> {
   const sets = new Map<string, KernelSet>();
   for (const line of text.split("\n")) {
@@ -87,7 +97,7 @@ export function parseIpsetSave(text: string): Map<string, KernelSet> {
       const family: IpVersion = fi >= 0 && parts[fi + 1] === "inet6" ? 6 : 4;
       sets.set(parts[1], { family, type: parts[2] ?? "", members: new Set() });
     } else if (parts[0] === "add" && parts[1]) {
-      sets.get(parts[1])?.members.add(parts[2]!);
+      sets.get(parts[1])?.members.add(canonicalMember(parts[2]!));
     }
   }
   return sets;

@@ -72,14 +72,14 @@ export function endpointKeyString(k: EndpointKey): string {
   return `${k.host}/${k.orchestrator}/${k.workload}/${k.id}`;
 }
 
-export const PROTOCOL_NUMBERS: Readonly<Record<string, number>> = {
+export const PROTOCOL_NUMBERS: Readonly<Record<string, number>> = Object.assign(Object.create(null) as Record<string, number>, {
   icmp: 1,
   tcp: 6,
   udp: 17,
   icmpv6: 58,
   sctp: 132,
   udplite: 136,
-};
+});
 
 /** Protocols that carry ports (multiport supports exactly these). */
 export const PORT_PROTOCOLS: ReadonlySet<number> = new Set([6, 17, 132, 136]);

@@ -46,7 +46,8 @@ export function ruleFamilies(rule: Rule): IpVersion[] {
 function validateMatch(report: Report, prefix: string, m: Match, rule: Rule): void {
   const f = (name: string) => `${prefix}${name}`;
   if (m.protocol !== undefined) {
-    if (!(m.protocol in PROTOCOL_NUMBERS) && !/^(?:[1-9]\d{0,2})$/.test(m.protocol)) {
+    // Object.hasOwn: "constructor" or "__proto__" must not pass as names.
+    if (!Object.hasOwn(PROTOCOL_NUMBERS, m.protocol) && !/^(?:[1-9]\d{0,2})$/.test(m.protocol)) {
       report(f("protocol"), `must be one of ${Object.keys(PROTOCOL_NUMBERS).join(", ")} or a number 1-255`);
     } else if (protocolNumber(m.protocol) < 1 || protocolNumber(m.protocol) > 255) {
       report(f("protocol"), "must be a number 1-255");
@@ -61,6 +62,9 @@ function validateMatch(report: Report, prefix: string, m: Match, rule: Rule): vo
     if (v !== undefined) checkId(report, f(k), v);
   }
   const proto = rule.match.protocol === undefined ? undefined : protocolNumber(rule.match.protocol);
+  if (m.protocol !== undefined && IPV6_EXTENSION_HEADERS.has(protocolNumber(m.protocol)) && ruleFamilies(rule).includes(6)) {
+    report(f("protocol"), "is an IPv6 extension header, which ip6tables cannot match as a protocol; add ip_version: 4 or drop it");
+  }
   for (const k of ["src_ports", "dst_ports"] as const) {
     const v = k === "src_ports" ? m.srcPorts : m.dstPorts;
     if (v === undefined) continue;
@@ -88,7 +92,28 @@ function validateMatch(report: Report, prefix: string, m: Match, rule: Rule): vo
   }
 }
 
+/** IPv6 extension headers: ip6tables -p matches the upper-layer protocol after them, never these. */
+const IPV6_EXTENSION_HEADERS: ReadonlySet<number> = new Set([0, 43, 44, 51, 60, 135, 139, 140]);
+
+/** Lines a rule renders into (positive port lists are split into multiport chunks and multiplied). */
+// Any single list within LIMITS.portsPerRule fits (512 ranges: 69 lines); products of two long lists do not.
+const MAX_PORT_LINES = 70;
+
+function portChunks(ps: { first: number; last: number }[] | undefined): number {
+  if (!ps) return 1;
+  let chunks = 1, used = 0;
+  for (const p of ps) {
+    const cost = p.first === p.last ? 1 : 2;
+    if (used + cost > 15) { chunks++; used = 0; }
+    used += cost;
+  }
+  return chunks;
+}
+
 export function validateRule(report: Report, path: string, rule: Rule): void {
+  if (portChunks(rule.match.srcPorts) * portChunks(rule.match.dstPorts) > MAX_PORT_LINES) {
+    report(path, `src_ports x dst_ports would need more than ${MAX_PORT_LINES} iptables rules (15 ports per rule, a range counts 2); split this rule`);
+  }
   if (rule.action !== "allow" && rule.action !== "deny") report(`${path}.action`, "must be allow or deny");
   if (rule.ipVersion !== undefined && rule.ipVersion !== 4 && rule.ipVersion !== 6) report(`${path}.ip_version`, "must be 4 or 6");
   validateMatch(report, `${path}.`, rule.match, rule);
