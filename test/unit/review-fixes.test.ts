@@ -27,7 +27,7 @@ describe("validation found by review", () => {
   });
 
   it("two long port lists whose product would explode are refused; one long list is fine", () => {
-    const many = Array.from({ length: 100 }, (_, i) => i + 1);
+    const many = Array.from({ length: 300 }, (_, i) => i + 1); // 20 x 20 = 400 lines
     expect(refuse({ protocol: "tcp", src_ports: many, dst_ports: many })).toContain("split this rule");
     expect(() => parseDocuments([{ kind: "Profile", id: "x", inbound_rules: [{ protocol: "tcp", dst_ports: Array.from({ length: 512 }, (_, i) => `${2 * i + 1}:${2 * i + 2}`) }] }])).not.toThrow();
   });
