@@ -90,14 +90,14 @@ export function packBatches(
   for (const u of updates.flatMap(splitLarge)) {
     const s = sizeOf(u);
     if (cur.length && bytes + s > MAX_BATCH_BYTES) {
-      out.push({ revision, snapshotStart: false, inSync: false, updates: cur });
+      out.push({ revision, snapshotStart: false, inSync: false, updates: cur, partial: true });
       cur = [];
       bytes = 0;
     }
     cur.push(updateToPb(u));
     bytes += s;
   }
-  out.push({ revision, snapshotStart: false, inSync: false, updates: cur });
+  out.push({ revision, snapshotStart: false, inSync: false, updates: cur, partial: false });
   if (flags.snapshotStart) out[0]!.snapshotStart = true;
   if (flags.inSync) out[out.length - 1]!.inSync = true;
   return out;

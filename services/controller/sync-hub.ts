@@ -60,7 +60,7 @@ export class HostStream {
   /** Keep-alive for an idle stream: an empty batch at the last sent revision. */
   heartbeat(): void {
     if (this.closed || this.waitingDrain || this.needSnapshot || this.outbox.size > 0) return;
-    this.writer.write({ revision: this.sentRevision, snapshotStart: false, inSync: false, updates: [] });
+    this.writer.write({ revision: this.sentRevision, snapshotStart: false, inSync: false, updates: [], partial: false });
   }
 
   /** The model advanced (maybe without touching this host): tell the driver. */
@@ -145,6 +145,10 @@ export class SyncHub implements CalcSink {
     const set = this.streams.get(stream.host);
     set?.delete(stream);
     if (set?.size === 0) this.streams.delete(stream.host);
+  }
+
+  hasHost(host: string): boolean {
+    return this.streams.has(host);
   }
 
   wantsUpdates(host: string): boolean {

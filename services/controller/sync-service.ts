@@ -44,7 +44,8 @@ export function createSyncService(opts: {
         clearTimeout(helloTimer);
         if (stream) {
           hub.detach(stream);
-          status.removeHost(stream.host);
+          // A newer stream of the same host (a quick reconnect) keeps its status.
+          if (!hub.hasHost(stream.host)) status.removeHost(stream.host);
           logger.info("driver disconnected");
         }
       };

@@ -74,7 +74,11 @@ export function createDataplane(opts: { runner: CommandRunner; backend: Backend;
     }
     // The two families are independent tables: restore them concurrently
     // (nft: separate netlink transactions; legacy: --wait serialises on the lock).
-    await Promise.all(families.map((f) => (plan.restore[f] ? restore(f, plan.restore[f]!) : undefined)));
+    // allSettled: never return (and let the next apply plan) while the other
+    // family's restore is still running.
+    const settled = await Promise.allSettled(families.map((f) => (plan.restore[f] ? restore(f, plan.restore[f]!) : undefined)));
+    const failed = settled.find((x) => x.status === "rejected");
+    if (failed) throw (failed as PromiseRejectedResult).reason;
     if (plan.ipsetAfter.length) {
       const input = `${plan.ipsetAfter.join("\n")}\n`;
       bytes += input.length;

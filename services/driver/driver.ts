@@ -21,7 +21,7 @@ import { detectBackend, type Backend } from "./backend.js";
 import { failClosedEntryChains, renderBaseChains } from "./base-chains.js";
 import type { CommandRunner } from "./command-runner.js";
 import { createDataplane, type Dataplane } from "./dataplane.js";
-import { DesiredState } from "./desired-state.js";
+import { DesiredState, type DesiredSet } from "./desired-state.js";
 import { interfaceStatus, sysfsReader, type InterfaceReader, type InterfaceStatus } from "./interface-monitor.js";
 import type { PlanInput } from "./plan.js";
 import { startSyncClient, type SyncClient } from "./sync-client.js";
@@ -78,6 +78,8 @@ export async function startDriver(o: DriverOptions): Promise<Driver> {
   let targetRevision = 0;
   let appliedRevision = 0;
   let synced = false;
+  let lastApplyFailed = false;
+  let driftRequested = false;
   let applying = false;
   let dirty = false;
   let stopped = false;
@@ -105,11 +107,19 @@ export async function startDriver(o: DriverOptions): Promise<Driver> {
       // does not remove unknown chains before the first in-sync).
       for (const f of families) {
         for (const c of failClosedEntryChains(f)) {
-          if (!startKernel.families[f].chains.has(c.name)) chains.set(chainKey(f, c.name), c);
+          // Adopt only a chain a previous driver filled: a flushed (empty) or
+          // tampered leftover would let pal-FORWARD fall through to ACCEPT.
+          const left = startKernel.families[f].chains.get(c.name);
+          const adoptable = left !== undefined && left.hashes.length > 0 && left.hashes.every((h) => h !== "");
+          if (!adoptable) chains.set(chainKey(f, c.name), c);
         }
       }
     }
-    return { chains, sets: desired?.sets ?? new Map(), families, removeUnwanted: desired !== undefined };
+    // The sets are copied: deltas arriving while an apply runs mutate the
+    // desired sets, and the dataplane must remember what it actually wrote.
+    const sets = new Map<string, DesiredSet>();
+    for (const [n, set] of desired?.sets ?? []) sets.set(n, { family: set.family, members: new Set(set.members) });
+    return { chains, sets, families, removeUnwanted: desired !== undefined };
   }
 
   async function applyLoop(): Promise<void> {
@@ -121,6 +131,15 @@ export async function startDriver(o: DriverOptions): Promise<Driver> {
         const revision = targetRevision;
         const input = planInput();
         try {
+          // Drift checks run here, serialised with applies: a read-back racing
+          // an apply could otherwise replace the dataplane's view with a stale one.
+          if (driftRequested && desired) {
+            driftRequested = false;
+            if (await dataplane.detectDrift(input)) {
+              counters.driftRepairs++;
+              o.metrics?.driftRepairs.inc();
+            }
+          }
           const r = await dataplane.apply(input);
           retry.reset();
           counters.applies++;
@@ -137,17 +156,21 @@ export async function startDriver(o: DriverOptions): Promise<Driver> {
             m.ipsetsProgrammed.set(input.sets.size);
           }
           if (desired) {
+            const news = revision !== appliedRevision || r.bytesWritten > 0 || lastApplyFailed || !synced;
             appliedRevision = revision;
             synced = true;
+            lastApplyFailed = false;
             o.metrics?.appliedRevision.set(revision);
             o.metrics?.inSync.set(1);
-            client?.send({ message: { $case: "applied", value: { revision, ok: true, error: "", durationMs: r.durationMs, chainsWritten: r.chainsWritten, ipsetLines: r.ipsetLines } } });
+            // Quiet no-op applies (drift checks that found nothing) are not reported.
+            if (news) client?.send({ message: { $case: "applied", value: { revision, ok: true, error: "", durationMs: r.durationMs, chainsWritten: r.chainsWritten, ipsetLines: r.ipsetLines } } });
             if (r.chainsWritten || r.ipsetLines || r.chainsRemoved) logger.info({ revision, ms: Math.round(r.durationMs), chains: r.chainsWritten, removed: r.chainsRemoved, ipsetLines: r.ipsetLines }, "applied");
             resolveFirst();
           }
         } catch (err) {
           const message = (err as Error).message;
           counters.applyFailures++;
+          lastApplyFailed = true;
           o.metrics?.applyFailures.inc();
           logger.error({ revision, err: message }, "apply failed; will retry (traffic stays as last programmed)");
           if (desired) client?.send({ message: { $case: "applied", value: { revision, ok: false, error: message, durationMs: 0, chainsWritten: 0, ipsetLines: 0 } } });
@@ -185,8 +208,10 @@ export async function startDriver(o: DriverOptions): Promise<Driver> {
         return;
       }
       if (!desired) return; // deltas before any snapshot: ignore
-      if (updates.length === 0 && batch.revision <= targetRevision) return; // heartbeat
+      if (updates.length === 0 && batch.revision <= targetRevision && !batch.partial) return; // heartbeat
       desired.apply(updates);
+      // Apply a revision only once all of its parts are here.
+      if (batch.partial) return;
       targetRevision = Math.max(targetRevision, batch.revision);
       schedule();
       if (updates.some((u) => u.type === "endpoint-update" || u.type === "endpoint-remove")) void checkInterfaces(false);
@@ -235,15 +260,11 @@ export async function startDriver(o: DriverOptions): Promise<Driver> {
   schedule();
   client = connect();
 
-  /** Reads the kernel back; on any difference, repairs it with a normal apply. */
+  /** Asks the apply loop to read the kernel back and repair any difference. */
   function checkDrift(): void {
-    if (applying || !desired || stopped) return;
-    dataplane.detectDrift(planInput()).then((drift) => {
-      if (!drift) return;
-      counters.driftRepairs++;
-      o.metrics?.driftRepairs.inc();
-      schedule();
-    }, (err) => logger.warn({ err: (err as Error).message }, "drift check failed"));
+    if (!desired || stopped) return;
+    driftRequested = true;
+    schedule();
   }
 
   function schedulePostWriteCheck(): void {

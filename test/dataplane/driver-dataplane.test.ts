@@ -172,6 +172,7 @@ describe("iptables backend detection", () => {
 
 describe("driver start-up", () => {
   let lab: Lab;
+  let firstDriver: ReturnType<Lab["spawnIn"]> | undefined;
   beforeAll(async () => {
     requireBuild();
     lab = createLab(`${uniqueName("fc")}-`);
@@ -186,11 +187,24 @@ describe("driver start-up", () => {
     // Baseline: without a driver the lab forwards, so the check below can fail.
     expect(await lab.probeTcp("b", "a", 80)).toBe("open");
     const ns = lab.hypervisors.get("hv1")!.ns;
-    lab.spawnIn(ns, process.execPath, [BIN.driver, "--controller", "unix:/nonexistent/palisade.sock", "--hostname", "hv1"]);
+    firstDriver = lab.spawnIn(ns, process.execPath, [BIN.driver, "--controller", "unix:/nonexistent/palisade.sock", "--hostname", "hv1"]);
     await eventually(async () => (await lab.probeTcp("b", "a", 80, { timeoutMs: 500 })) === "timeout", { what: "fail closed", timeoutMs: 15_000 });
     // Non-workload traffic of the host is untouched: nothing but pal-* chains and the hooks.
     const save = await lab.exec(ns, "iptables-save", ["-t", "filter"]);
     const foreign = save.split("\n").filter((l) => l.startsWith("-A ") && !/^-A (pal-|FORWARD .*pal-FORWARD|INPUT .*pal-INPUT)/.test(l));
     expect(foreign).toEqual([]);
+  });
+
+  it("does not adopt a flushed leftover entry chain: drops until its first complete state", async () => {
+    const ns = lab.hypervisors.get("hv1")!.ns;
+    // Stop the driver of the previous test (rules stay), then flush the entry
+    // chains as a careless operator might: pal-FORWARD now falls through to ACCEPT.
+    firstDriver!.kill("SIGTERM");
+    expect((await firstDriver!).exitCode).toBe(0);
+    await lab.exec(ns, "iptables", ["-F", "pal-from-wl-dispatch"]);
+    await lab.exec(ns, "iptables", ["-F", "pal-to-wl-dispatch"]);
+    expect(await lab.probeTcp("b", "a", 80)).toBe("open"); // the hole a naive adoption would keep
+    lab.spawnIn(ns, process.execPath, [BIN.driver, "--controller", "unix:/nonexistent/palisade2.sock", "--hostname", "hv1"]);
+    await eventually(async () => (await lab.probeTcp("b", "a", 80, { timeoutMs: 500 })) === "timeout", { what: "fail closed again", timeoutMs: 15_000 });
   });
 });

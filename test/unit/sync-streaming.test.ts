@@ -31,6 +31,8 @@ describe("packBatches", () => {
     expect(msgs.filter((m) => m.snapshotStart)).toHaveLength(1);
     expect(msgs.at(-1)!.inSync).toBe(true);
     expect(msgs.filter((m) => m.inSync)).toHaveLength(1);
+    // Every message but the last says more of this revision follows.
+    expect(msgs.map((m) => m.partial)).toEqual([...msgs.slice(1).map(() => true), false]);
     // Reassembled by the driver, nothing is lost and the chain comes after the set.
     const d = new DesiredState();
     const flat = msgs.flatMap((m) => m.updates.map(updateFromPb)).filter((u) => u !== undefined);

@@ -151,6 +151,11 @@ export interface SyncResponse {
   /** The desired state is complete as of `revision`; the driver may apply. */
   inSync: boolean;
   updates: Update[];
+  /**
+   * More messages of this revision follow: the driver applies (and reports)
+   * a revision only once it has all of it.
+   */
+  partial: boolean;
 }
 
 export interface Update {
@@ -854,7 +859,7 @@ export const Heartbeat: MessageFns<Heartbeat> = {
 };
 
 function createBaseSyncResponse(): SyncResponse {
-  return { revision: 0, snapshotStart: false, inSync: false, updates: [] };
+  return { revision: 0, snapshotStart: false, inSync: false, updates: [], partial: false };
 }
 
 export const SyncResponse: MessageFns<SyncResponse> = {
@@ -870,6 +875,9 @@ export const SyncResponse: MessageFns<SyncResponse> = {
     }
     for (const v of message.updates) {
       Update.encode(v!, writer.uint32(34).fork()).join();
+    }
+    if (message.partial !== false) {
+      writer.uint32(40).bool(message.partial);
     }
     return writer;
   },
@@ -919,6 +927,14 @@ export const SyncResponse: MessageFns<SyncResponse> = {
             message.updates.push(Update.decode(reader, reader.uint32()));
             continue;
           }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.partial = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -945,6 +961,7 @@ export const SyncResponse: MessageFns<SyncResponse> = {
         ? globalThis.Boolean(object.in_sync)
         : false,
       updates: globalThis.Array.isArray(object?.updates) ? object.updates.map((e: any) => Update.fromJSON(e)) : [],
+      partial: isSet(object.partial) ? globalThis.Boolean(object.partial) : false,
     };
   },
 
@@ -962,6 +979,9 @@ export const SyncResponse: MessageFns<SyncResponse> = {
     if (message.updates?.length) {
       obj.updates = message.updates.map((e) => Update.toJSON(e));
     }
+    if (message.partial !== false) {
+      obj.partial = message.partial;
+    }
     return obj;
   },
 
@@ -974,6 +994,7 @@ export const SyncResponse: MessageFns<SyncResponse> = {
     message.snapshotStart = object.snapshotStart ?? false;
     message.inSync = object.inSync ?? false;
     message.updates = object.updates?.map((e) => Update.fromPartial(e)) || [];
+    message.partial = object.partial ?? false;
     return message;
   },
 };
