@@ -102,6 +102,21 @@ describe("PolicyService", () => {
     expect(err3.code).toBe(grpc.status.NOT_FOUND);
   });
 
+  it("serves gRPC server reflection (grpcurl works), listing every Palisade service", async () => {
+    const client = new grpc.Client(t.address, grpc.credentials.createInsecure());
+    const body = await new Promise<string>((resolve, reject) => {
+      const call = client.makeBidiStreamRequest("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", (x: Buffer) => x, (b: Buffer) => b);
+      call.on("data", (b: Buffer) => { resolve(b.toString("latin1")); call.cancel(); });
+      call.on("error", (e: grpc.ServiceError) => { if (e.code !== grpc.status.CANCELLED) reject(e); });
+      // ServerReflectionRequest { list_services (field 7) = "*" }
+      call.write(Buffer.from([0x3a, 0x01, 0x2a]));
+    });
+    client.close();
+    for (const svc of ["palisade.policy.v1.PolicyService", "palisade.sync.v1.DataplaneSyncService", "palisade.status.v1.StatusService"]) {
+      expect(body).toContain(svc);
+    }
+  });
+
   it("serves the standard health service", async () => {
     const { HealthImplementation } = await import("grpc-health-check");
     expect(HealthImplementation).toBeDefined();
