@@ -11,8 +11,10 @@ command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
 { command -v iptables-nft-restore && command -v iptables-legacy-restore; } >/dev/null 2>&1 || need+=(iptables)
 command -v ipset >/dev/null 2>&1 || need+=(ipset)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
-# ICMP probes in the namespace tests.
+# Used by the tests and deploy/ha: ICMP probes, crafted packets, health checks.
 command -v ping >/dev/null 2>&1 || need+=(iputils-ping)
+command -v python3 >/dev/null 2>&1 || need+=(python3)
+command -v curl >/dev/null 2>&1 || need+=(curl)
 if ((${#need[@]})); then
   if [ "$(id -u)" != 0 ]; then
     echo "palisade: missing Debian packages (${need[*]}); run as root or install them" >&2

@@ -31,13 +31,28 @@ export function createStatusStore(opts: { client: Etcd3; keys: Keys; logger: Log
   let idle: (() => void)[] = [];
   let closed = false;
 
-  function newLease(): void {
-    lease = client.lease(ttl, { autoKeepAlive: true });
-    lease.on("lost", (err) => {
+  let leaseId = "";
+
+  function newLease(): Promise<void> {
+    const l = client.lease(ttl, { autoKeepAlive: true });
+    lease = l;
+    l.on("lost", (err) => {
       if (closed) return;
       logger.warn({ err: err.message }, "status lease lost; re-registering statuses under a new lease");
-      newLease();
-      for (const [k, v] of owned) schedule(k, v);
+      void newLease().then(() => { for (const [k, v] of owned) schedule(k, v); });
+    });
+    return l.grant().then((id) => { leaseId = id; });
+  }
+
+  /**
+   * Deletes a status key only while it is still ours: after a failover another
+   * replica may have re-written it for the same host under its own lease.
+   */
+  async function deleteIfOurs(key: string): Promise<void> {
+    if (!leaseId) return;
+    await client.kv.txn({
+      compare: [{ key: Buffer.from(key), target: "Lease", result: "Equal", lease: leaseId }],
+      success: [{ request_delete_range: { key: Buffer.from(key) } }],
     });
   }
 
@@ -55,7 +70,7 @@ export function createStatusStore(opts: { client: Etcd3; keys: Keys; logger: Log
       pending.delete(key);
       inFlight.add(key);
       try {
-        if (value === undefined) await client.delete().key(key);
+        if (value === undefined) await deleteIfOurs(key);
         else await lease!.put(key).value(value);
       } catch (err) {
         logger.warn({ key, err: (err as Error).message }, "status write failed; will retry");
@@ -74,8 +89,7 @@ export function createStatusStore(opts: { client: Etcd3; keys: Keys; logger: Log
 
   return {
     async start() {
-      newLease();
-      await lease!.grant();
+      await newLease();
     },
     putHost(s) {
       schedule(`${keys.hostStatus}${s.hostname}`, JSON.stringify(s));
@@ -110,7 +124,7 @@ export function createStatusStore(opts: { client: Etcd3; keys: Keys; logger: Log
       // Best effort: deleting our statuses now beats waiting for the TTL.
       const ks = [...owned.keys()];
       closed = true;
-      await Promise.all(ks.map((k) => client.delete().key(k).catch(() => undefined)));
+      await Promise.all(ks.map((k) => deleteIfOurs(k).catch(() => undefined)));
       await lease?.revoke().catch(() => undefined);
     },
   };

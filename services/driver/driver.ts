@@ -79,6 +79,7 @@ export async function startDriver(o: DriverOptions): Promise<Driver> {
   let appliedRevision = 0;
   let synced = false;
   let lastApplyFailed = false;
+  let reportPending = false;
   let driftRequested = false;
   let applying = false;
   let dirty = false;
@@ -156,7 +157,10 @@ export async function startDriver(o: DriverOptions): Promise<Driver> {
             m.ipsetsProgrammed.set(input.sets.size);
           }
           if (desired) {
-            const news = revision !== appliedRevision || r.bytesWritten > 0 || lastApplyFailed || !synced;
+            // A new snapshot (e.g. from another replica after a failover) is always
+            // acknowledged, even when it changes nothing in the kernel.
+            const news = reportPending || revision !== appliedRevision || r.bytesWritten > 0 || lastApplyFailed || !synced;
+            reportPending = false;
             appliedRevision = revision;
             synced = true;
             lastApplyFailed = false;
@@ -201,6 +205,7 @@ export async function startDriver(o: DriverOptions): Promise<Driver> {
           desired = pending;
           pending = undefined;
           targetRevision = pendingRevision;
+          reportPending = true;
           logger.info({ revision: targetRevision, chains: desired.chains.size, sets: desired.sets.size, endpoints: desired.endpoints.size }, "in sync with controller");
           schedule();
           void checkInterfaces(true);

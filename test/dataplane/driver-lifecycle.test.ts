@@ -89,6 +89,11 @@ describe("driver life cycle", () => {
     const counts = await probing;
     expect(counts[81]!.open).toBe(0);
     expect(counts[80]!.timeout).toBe(0);
+    // Without any new write, B reports the host in sync: the fresh snapshot is
+    // acknowledged although it changes nothing in the kernel.
+    const before = (await call(B.clients.policy, B.clients.policy.getRevision, {})).revision;
+    const seen = await hostAt(B, "hv1", before);
+    expect(seen!.connected).toBe(true);
     // Reconnected to B: a change made through B reaches the kernel.
     const rev = await apply(B, profiles(true));
     const h = await hostAt(B, "hv1", rev);

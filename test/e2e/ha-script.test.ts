@@ -8,7 +8,9 @@ import { packageRoot } from "../../services/common/package-root.js";
 describe("deploy/ha/local-ha.sh --check", () => {
   it("converges through failovers and leaves nothing behind", async () => {
     const r = await execa("bash", ["deploy/ha/local-ha.sh", "--check"], { cwd: packageRoot(), reject: false, stdin: "ignore", timeout: 150_000, all: true, env: { PALISADE_HA_SKIP_BUILD: "1" } });
-    expect(r.exitCode, String(r.all).split("\n").slice(-30).join("\n")).toBe(0);
+    const lines = String(r.all).split("\n");
+    const why = [...lines.filter((l) => /FAILED|timed out|local-ha:/.test(l)), ...lines.slice(-10)].join("\n");
+    expect(r.exitCode, why).toBe(0);
     expect(String(r.stdout)).toMatch(/^OK$/m);
     const ns = await execa("ip", ["netns", "list"]);
     expect(String(ns.stdout)).not.toContain("pal-ha-");
