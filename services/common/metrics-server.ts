@@ -42,7 +42,11 @@ export async function startMetricsServer(opts: {
   opts.logger.info({ listen: opts.listen, port }, "metrics and health on HTTP");
   return {
     port,
-    close: () => new Promise((r) => server.close(() => r())),
+    close: () => new Promise((r) => {
+      server.close(() => r());
+      // Keep-alive or in-flight scrapes must not hold a shutdown.
+      server.closeAllConnections();
+    }),
   };
 }
 

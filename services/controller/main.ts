@@ -45,6 +45,8 @@ try {
   });
   const shutdown = (signal: string) => {
     logger.info({ signal }, "shutting down");
+    // Streams get a grace period inside stop(); past that, exit regardless.
+    setTimeout(() => { logger.warn("shutdown took too long; exiting"); process.exit(0); }, 9_000).unref();
     controller.stop().then(() => process.exit(0), () => process.exit(1));
   };
   process.once("SIGTERM", () => shutdown("SIGTERM"));

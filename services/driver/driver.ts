@@ -295,7 +295,10 @@ export async function startDriver(o: DriverOptions): Promise<Driver> {
       clearTimeout(postWriteTimer);
       client?.stop();
       // Rules stay in place: a stopped driver keeps enforcing the last state.
-      while (applying) await new Promise((r) => setTimeout(r, 20));
+      // Let an in-flight restore finish (each table's restore is atomic), but
+      // not for ever.
+      const deadline = Date.now() + 3_000;
+      while (applying && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
     },
   };
 }

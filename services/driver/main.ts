@@ -83,6 +83,8 @@ try {
   logger.info({ controllers, backend: driver.backend, prefixes }, "driver started");
   const shutdown = (signal: string) => {
     logger.info({ signal }, "stopping; rules stay in place");
+    // A bounded exit: whatever hangs, SIGTERM ends the process (rules stay).
+    setTimeout(() => { logger.warn("shutdown took too long; exiting"); process.exit(0); }, 4_000).unref();
     Promise.all([driver.stop(), http?.close()]).then(() => process.exit(0), () => process.exit(1));
   };
   process.once("SIGTERM", () => shutdown("SIGTERM"));

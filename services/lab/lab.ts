@@ -64,6 +64,19 @@ export function createLab(prefix: string) {
     await execa("ip", ["netns", "exec", ns, "sysctl", "-qw", kv]);
   }
 
+  /** TCP accept-and-close and UDP echo on every port, IPv4 and IPv6, in a namespace. */
+  async function listenIn(ns: string, ports: number[]): Promise<void> {
+    const code = `const net=require("net"),dg=require("dgram");let n=0;const ready=()=>{if(++n===${2 * ports.length})console.log("ready")};` +
+      `for(const p of ${JSON.stringify(ports)}){net.createServer(s=>{s.on("error",()=>{});s.end("ok\\n")}).listen(p,"::",ready);` +
+      `const u=dg.createSocket({type:"udp6",ipv6Only:false});u.on("error",()=>{});u.on("message",(m,r)=>u.send(m,r.port,r.address));u.bind(p,"::",ready)}`;
+    const child = execa("ip", ["netns", "exec", ns, process.execPath, "-e", code], { reject: false, buffer: false, stdin: "ignore" });
+    processes.add(child);
+    await new Promise<void>((resolve, reject) => {
+      child.stdout!.once("data", () => resolve());
+      child.once("exit", (c) => reject(new Error(`listener in ${ns} exited (${c})`)));
+    });
+  }
+
   return {
     prefix,
     hypervisors,
@@ -132,18 +145,11 @@ export function createLab(prefix: string) {
 
     /** Starts a TCP server in a workload accepting on the given ports (v4 and v6). */
     async listen(workload: string, ports: number[]): Promise<void> {
-      const w = workloads.get(workload)!;
-      // TCP accept-and-close and UDP echo on every port, IPv4 and IPv6.
-      const code = `const net=require("net"),dg=require("dgram");let n=0;const ready=()=>{if(++n===${2 * ports.length})console.log("ready")};` +
-        `for(const p of ${JSON.stringify(ports)}){net.createServer(s=>{s.on("error",()=>{});s.end("ok\\n")}).listen(p,"::",ready);` +
-        `const u=dg.createSocket({type:"udp6",ipv6Only:false});u.on("error",()=>{});u.on("message",(m,r)=>u.send(m,r.port,r.address));u.bind(p,"::",ready)}`;
-      const child = execa("ip", ["netns", "exec", w.ns, process.execPath, "-e", code], { reject: false, buffer: false, stdin: "ignore" });
-      processes.add(child);
-      await new Promise<void>((resolve, reject) => {
-        child.stdout!.once("data", () => resolve());
-        child.once("exit", (c) => reject(new Error(`listener in ${w.ns} exited (${c})`)));
-      });
+      await listenIn(workloads.get(workload)!.ns, ports);
     },
+
+    /** The same in any namespace of the lab (e.g. a hypervisor itself). */
+    listenIn: (ns: string, ports: number[]) => listenIn(ns, ports),
 
     /** One TCP connection attempt from a workload; "timeout" = silently dropped. */
     async probeTcp(from: string, to: string, port: number, opts: { family?: 4 | 6; timeoutMs?: number } = {}): Promise<ProbeResult> {
@@ -188,18 +194,19 @@ export function createLab(prefix: string) {
      * TCP connect, UDP echo, or ICMP echo (ping). "open" means the flow was
      * admitted (connection, echo reply); "timeout" that it was dropped.
      * A UDP probe may bind a given source port, so that it can never be
-     * taken for an earlier flow still in conntrack.
+     * taken for an earlier flow still in conntrack; a TCP probe may bind a
+     * given source address (anti-spoofing tests).
      */
-    async probeMany(from: string, probes: { proto: "tcp" | "udp" | "icmp"; dst: string; port?: number; srcPort?: number }[], timeoutMs = 800): Promise<ProbeResult[]> {
+    async probeMany(from: string, probes: { proto: "tcp" | "udp" | "icmp"; dst: string; port?: number; srcPort?: number; src?: string }[], timeoutMs = 800): Promise<ProbeResult[]> {
       const src = workloads.get(from)!;
       const code = `const net=require("net"),dg=require("dgram"),cp=require("child_process");const T=${timeoutMs};` +
-        `const tcp=(h,p)=>new Promise(r=>{const s=net.connect({host:h,port:p});s.setTimeout(T);const d=k=>{s.destroy();r(k)};` +
+        `const tcp=(h,p,la)=>new Promise(r=>{const s=net.connect({host:h,port:p,localAddress:la});s.setTimeout(T);const d=k=>{s.destroy();r(k)};` +
         `s.on("connect",()=>d("open"));s.on("timeout",()=>d("timeout"));s.on("error",e=>d(e.code==="ECONNREFUSED"?"refused":"error"))});` +
         `const udp=(h,p,sp)=>new Promise(r=>{const s=dg.createSocket(h.includes(":")?"udp6":"udp4");const t=setTimeout(()=>{s.close();r("timeout")},T);` +
         `s.on("message",()=>{clearTimeout(t);s.close();r("open")});s.on("error",()=>{clearTimeout(t);s.close();r("error")});` +
         `const go=()=>s.send("x",p,h);sp?s.bind(sp,go):go()});` +
         `const icmp=h=>new Promise(r=>cp.execFile("ping",[h.includes(":")?"-6":"-4","-c1","-n","-W",String(Math.ceil(T/1000)),h],(e)=>r(e?"timeout":"open")));` +
-        `const ps=${JSON.stringify(probes)};Promise.all(ps.map(q=>q.proto==="tcp"?tcp(q.dst,q.port):q.proto==="udp"?udp(q.dst,q.port,q.srcPort):icmp(q.dst))).then(x=>console.log(JSON.stringify(x)));`;
+        `const ps=${JSON.stringify(probes)};Promise.all(ps.map(q=>q.proto==="tcp"?tcp(q.dst,q.port,q.src):q.proto==="udp"?udp(q.dst,q.port,q.srcPort):icmp(q.dst))).then(x=>console.log(JSON.stringify(x)));`;
       const r = await execa("ip", ["netns", "exec", src.ns, process.execPath, "-e", code], { reject: false, stdin: "ignore" });
       return JSON.parse(String(r.stdout)) as ProbeResult[];
     },
@@ -207,7 +214,8 @@ export function createLab(prefix: string) {
     /** Runs a long-lived process inside a namespace; stopped by PID on destroy(). */
     spawnIn(ns: string, cmd: string, args: string[], opts: { env?: Record<string, string>; logFile?: string } = {}) {
       const child = execa("ip", ["netns", "exec", ns, cmd, ...args], {
-        reject: false, env: opts.env, stdin: "ignore", stdout: opts.logFile ? { file: opts.logFile } : "ignore", stderr: opts.logFile ? { file: opts.logFile } : "ignore",
+        // Daemons get time for their own bounded shutdown before SIGKILL.
+        reject: false, env: opts.env, stdin: "ignore", forceKillAfterDelay: 8_000, stdout: opts.logFile ? { file: opts.logFile } : "ignore", stderr: opts.logFile ? { file: opts.logFile } : "ignore",
       });
       processes.add(child);
       return child;

@@ -73,7 +73,6 @@ describe("driver life cycle", () => {
     const d2 = lab.spawnIn(ns, process.execPath, args, { logFile: join(dir, "d2.log") });
     expect(d2.pid).toBeGreaterThan(0);
     const counts = await probing;
-    if (process.env.DEBUG_LC) console.log(JSON.stringify(counts));
     expect(counts[81]!.open).toBe(0);
     expect(counts[81]!.timeout).toBeGreaterThan(3);
     expect(counts[80]!.timeout + counts[80]!.error + counts[80]!.refused).toBe(0);

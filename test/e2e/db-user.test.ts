@@ -68,7 +68,7 @@ describe("db-user example across two hypervisors", () => {
   afterAll(async () => {
     controller?.kill("SIGTERM");
     await controller;
-    if (!process.env.KEEP_LAB) await lab?.destroy();
+    await lab?.destroy();
   });
 
   it("admits a db-user member on the other host (IPv4 and IPv6)", async () => {

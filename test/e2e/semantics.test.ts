@@ -7,7 +7,7 @@
 // Every negative ("timeout" = dropped) assertion sits next to a positive one
 // in the same probe round or step ("open"), so a lab that drops everything,
 // or a policy that admits everything, fails the test.
-import { existsSync, mkdtempSync, readFileSync } from "node:fs";
+import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -107,15 +107,6 @@ function dstAddr(f: Flow): string {
 
 const label = (f: Flow) => `${f.from}${f.src ? `(${f.src})` : ""} -> ${f.to} ${f.proto}${f.port ? `/${f.port}` : ""} v${f.fam}`;
 
-/** TCP connects bound to a given source address, from one process in the workload. */
-async function probeBound(from: string, probes: { dst: string; port: number; src: string }[], timeoutMs: number): Promise<ProbeResult[]> {
-  const code = `const net=require("net");const T=${timeoutMs};const ps=${JSON.stringify(probes)};` +
-    `Promise.all(ps.map(q=>new Promise(r=>{const s=net.connect({host:q.dst,port:q.port,localAddress:q.src});s.setTimeout(T);` +
-    `const d=k=>{s.destroy();r(k)};s.on("connect",()=>d("open"));s.on("timeout",()=>d("timeout"));` +
-    `s.on("error",e=>d(e.code==="ECONNREFUSED"?"refused":"error "+e.code))}))).then(x=>console.log(JSON.stringify(x)));`;
-  return JSON.parse(await lab.exec(lab.workloads.get(from)!.ns, process.execPath, ["-e", code])) as ProbeResult[];
-}
-
 /** Runs all flows at once (one process per source workload) and returns label -> outcome. */
 async function probe(fs: Flow[], timeoutMs = 1000): Promise<Record<string, string>> {
   const groups = new Map<string, Flow[]>();
@@ -126,9 +117,7 @@ async function probe(fs: Flow[], timeoutMs = 1000): Promise<Record<string, strin
   }
   const out: Record<string, string> = {};
   await Promise.all([...groups.values()].map(async (g) => {
-    const res = g[0]!.src
-      ? await probeBound(g[0]!.from, g.map((f) => ({ dst: dstAddr(f), port: f.port!, src: f.src! })), timeoutMs)
-      : await lab.probeMany(g[0]!.from, g.map((f) => ({ proto: f.proto, dst: dstAddr(f), port: f.port })), timeoutMs);
+    const res = await lab.probeMany(g[0]!.from, g.map((f) => ({ proto: f.proto, dst: dstAddr(f), port: f.port, src: f.src })), timeoutMs);
     g.forEach((f, i) => { out[label(f)] = res[i]!; });
   }));
   return out;
@@ -141,14 +130,6 @@ async function expectFlows(...groups: Flow[][]): Promise<void> {
   expect(await probe(fs)).toEqual(expected);
 }
 
-/** A TCP listener (accept and close) in a hypervisor namespace itself, on all its addresses. */
-async function listenOnHost(hv: string): Promise<void> {
-  const logFile = join(dir, `listen-${hv}.log`);
-  const code = `const net=require("net");let n=0;for(const p of ${JSON.stringify(HOST_PORTS)})` +
-    `net.createServer(s=>{s.on("error",()=>{});s.end("ok\\n")}).listen(p,"::",()=>{if(++n===${HOST_PORTS.length})console.log("ready")});`;
-  lab.spawnIn(lab.hypervisors.get(hv)!.ns, process.execPath, ["-e", code], { logFile });
-  await eventually(async () => existsSync(logFile) && readFileSync(logFile, "utf8").includes("ready"), { what: `listener on ${hv}` });
-}
 
 function startDriver(hv: string, socket: string): void {
   drivers[hv] = lab.spawnIn(lab.hypervisors.get(hv)!.ns, process.execPath, [BIN.driver, "--controller", `unix:${socket}`, "--hostname", hv], { logFile: join(dir, `driver-${hv}.log`) });
@@ -181,7 +162,7 @@ describe("DESIGN §2 semantics with real packets (IPv4 and IPv6)", () => {
       const ns = lab.hypervisors.get(hv)!.ns;
       await lab.exec(ns, "ip", ["addr", "add", `${HV_ADDR[hv]![4]}/32`, "dev", "lo"]);
       await lab.exec(ns, "ip", ["-6", "addr", "add", `${HV_ADDR[hv]![6]}/128`, "dev", "lo"]);
-      await listenOnHost(hv);
+      await lab.listenIn(ns, HOST_PORTS);
     }
 
     // Workload c also holds addresses that are not its own; the hypervisor
