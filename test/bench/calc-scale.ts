@@ -4,7 +4,8 @@
 // edits, tag changes), each followed by a flush, as one etcd revision would.
 import { CalcGraph } from "../../services/calc/index.js";
 import type { Endpoint, Profile } from "../../services/model/index.js";
-import { genEndpoint, genProfiles, mulberry32 } from "./model-gen.js";
+import { mulberry32 } from "../support/prng.js";
+import { genEndpoint, genProfiles } from "./model-gen.js";
 import { percentile, round } from "./stats.js";
 
 export function benchCalc(opts: { hosts: number; endpointsPerHost: number; profiles: number; rulesPerProfile: number; updates: number }) {

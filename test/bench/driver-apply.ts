@@ -16,7 +16,8 @@ import { DesiredState } from "../../services/driver/desired-state.js";
 import { emptyFamilyState } from "../../services/driver/kernel-state.js";
 import { planApply, type PlanInput } from "../../services/driver/plan.js";
 import type { Endpoint, Profile } from "../../services/model/index.js";
-import { genEndpoint, genProfiles, mulberry32 } from "./model-gen.js";
+import { mulberry32 } from "../support/prng.js";
+import { genEndpoint, genProfiles } from "./model-gen.js";
 import { percentile, round } from "./stats.js";
 
 /** The driver's view of host hv0, fed by the real calculation graph's updates. */

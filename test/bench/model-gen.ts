@@ -1,17 +1,8 @@
 // Synthetic models for benchmarks: deterministic (seeded), realistic tag
 // sharing (each profile's rules reference a few other profiles' tags).
 import type { Endpoint, Profile, Rule } from "../../services/model/index.js";
+import { mulberry32 } from "../support/prng.js";
 
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 export function genProfiles(count: number, rulesPer: number, rand: () => number): Profile[] {
   const out: Profile[] = [];

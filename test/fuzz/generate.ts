@@ -4,17 +4,9 @@
 // missing profiles and inactive endpoints; invalid draws are discarded by the
 // real validator, so every generated model is one the API would accept.
 import { parseDocuments, toDocument, validateObject, type Endpoint, type ModelObject, type PortRange, type Profile, type Rule, type IpVersion, type Match } from "../../services/model/index.js";
+import { mulberry32 } from "../support/prng.js";
+export { mulberry32 };
 
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 export interface LabWorkload {
   name: string;
