@@ -195,6 +195,10 @@ export class CalcGraph {
   /** Ends a batch: fans out tag deltas and hands each dirty host its updates. */
   flush(revision: number): void {
     if (revision > this.revision) this.revision = revision;
+    // Hosts that only receive membership deltas in this batch (the common
+    // fan-out case) get them in a plain array: their long-lived coalescers are
+    // not touched, which keeps old-to-young writes (and GC pauses) down.
+    const deltaOnly = new Map<string, HostUpdate[]>();
     for (const [name, d] of this.pendingDeltas) {
       if (d.added.size === 0 && d.removed.size === 0) continue;
       // One immutable update object, shared by every host that references the set.
@@ -202,10 +206,19 @@ export class CalcGraph {
       for (const host of this.setHosts.get(name) ?? []) {
         const hv = this.hosts.get(host)!;
         if (hv.pendingFull.has(name)) continue; // gets the full, current membership below
+        if (!this.dirty.has(host)) {
+          if (!this.wanted(host)) continue;
+          const list = deltaOnly.get(host);
+          if (list) list.push(delta);
+          else deltaOnly.set(host, [delta]);
+          continue;
+        }
         this.emit(host, hv, delta);
       }
     }
     this.pendingDeltas.clear();
+    // Sets first in the flush order: a list of deltas to distinct sets is in order.
+    for (const [host, updates] of deltaOnly) this.sink.onHostUpdates(host, this.revision, updates);
     // One member array per set per flush, shared by every host that needs it.
     const fullMembers = new Map<string, string[]>();
     const membersOf = (name: string) => {
