@@ -7,7 +7,7 @@ import { ReflectionService } from "@grpc/reflection";
 import { HealthImplementation } from "grpc-health-check";
 import { join } from "node:path";
 import type { Logger } from "pino";
-import { ValidationError } from "../model/index.js";
+import { ValidationError, formatIssue } from "../model/index.js";
 import { ApiError } from "./errors.js";
 import { packageRoot } from "./package-root.js";
 
@@ -36,10 +36,26 @@ export function addStandardServices(server: grpc.Server, services: string[]): He
   return health;
 }
 
+/** Error details stay readable (and bounded, whatever the request): ~4 KB at most. */
+export const MAX_ERROR_DETAILS = 4096;
+
+function boundedIssues(err: ValidationError): string {
+  let out = "";
+  for (let i = 0; i < err.issues.length; i++) {
+    const next = (out ? "; " : "") + formatIssue(err.issues[i]!);
+    if (out.length + next.length > MAX_ERROR_DETAILS - 40) return `${out}; … and ${err.issues.length - i} more problem(s)`;
+    out += next;
+  }
+  return out;
+}
+
 /** Maps any thrown error to a gRPC status; unexpected ones are logged. */
 export function toServiceError(err: unknown, logger: Logger): Partial<grpc.StatusObject> {
-  if (err instanceof ValidationError) return { code: grpc.status.INVALID_ARGUMENT, details: err.message };
-  if (err instanceof ApiError) return { code: grpc.status[err.code], details: err.message };
+  if (err instanceof ValidationError) return { code: grpc.status.INVALID_ARGUMENT, details: boundedIssues(err) };
+  if (err instanceof ApiError) {
+    const m = err.message;
+    return { code: grpc.status[err.code], details: m.length > MAX_ERROR_DETAILS ? `${m.slice(0, MAX_ERROR_DETAILS - 20)} … (truncated)` : m };
+  }
   logger.error({ err }, "internal error");
   return { code: grpc.status.INTERNAL, details: "internal error (see controller log)" };
 }
