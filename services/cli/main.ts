@@ -9,7 +9,7 @@ import type { ObjectRef } from "../controller/etcd-store.js";
 import { EXIT_USAGE, UsageError, envDefault, fail, parseHostPort, withUsageExit } from "../common/cli-env.js";
 import { EndpointState, type HostStatus, type WatchStatusResponse, type EndpointStatus } from "../gen/palisade/status/v1/status.js";
 import {
-  ValidationError, formatIssue, parseDocuments, parseEndpointKey, splitDocuments, toDocument, toYaml, ID_RE,
+  ValidationError, formatIssue, parseDocuments, parseEndpointKey, parseRefs, splitDocuments, toDocument, toYaml, ID_RE,
   type ModelObject,
 } from "../model/index.js";
 import { hostsBehind } from "./wait-condition.js";
@@ -61,7 +61,7 @@ del.option("-f, --filename <file>", "delete the objects named in FILE ('-' for s
   .option("--ignore-missing", "do not fail on objects that do not exist")
   .action(async (o: { filename?: string; ignoreMissing?: boolean }) => {
     if (!o.filename) throw new UsageError("delete needs -f FILE, or 'profile ID', or 'endpoint HOST/ORCH/WORKLOAD/ID'");
-    const refs: ObjectRef[] = loadObjects(o.filename).map((x) => (x.kind === "Profile" ? { kind: "Profile", id: x.profile.id } : { kind: "Endpoint", key: x.endpoint }));
+    const refs: ObjectRef[] = parseRefs(splitDocuments(readInput(o.filename), o.filename === "-" ? "stdin" : o.filename));
     await deleteRefs(refs, !!o.ignoreMissing);
   });
 del.command("profile <id>").description("delete one profile").option("--ignore-missing", "do not fail if it does not exist")

@@ -5,7 +5,7 @@
 import { parseAllDocuments, stringify } from "yaml";
 import { ValidationError, type ValidationIssue } from "./errors.js";
 import { LIMITS } from "./limits.js";
-import { canonicalCidr, printable, validateEndpoint, validateProfile } from "./validate.js";
+import { ID_RE, canonicalCidr, printable, validateEndpoint, validateProfile } from "./validate.js";
 import {
   endpointKeyString,
   type Endpoint, type EndpointKey, type Match, type ModelObject, type PortRange, type Profile, type Rule,
@@ -87,6 +87,32 @@ export function validateObject(o: ModelObject, name = describe(o)): ValidationIs
   if (o.kind === "Profile") validateProfile(o.profile, report);
   else validateEndpoint(o.endpoint, report);
   return issues;
+}
+
+/**
+ * Identities only (what `delete -f` needs): kind plus id, or host/orchestrator/
+ * workload/id. The rest of each document is ignored, so objects whose stored
+ * form no longer passes today's validation can still be deleted by file.
+ */
+export function parseRefs(raws: unknown[]): ({ kind: "Profile"; id: string } | { kind: "Endpoint"; key: EndpointKey })[] {
+  const issues: ValidationIssue[] = [];
+  const refs: ({ kind: "Profile"; id: string } | { kind: "Endpoint"; key: EndpointKey })[] = [];
+  raws.forEach((raw, i) => {
+    const name = `document ${i + 1}`;
+    const r = isObject(raw) ? raw : {};
+    const fields = r.kind === "Profile" ? ["id"] : r.kind === "Endpoint" ? ["host", "orchestrator", "workload", "id"] : [];
+    if (!fields.length) {
+      issues.push({ document: name, field: "kind", reason: "must be Profile or Endpoint" });
+      return;
+    }
+    const bad = fields.filter((f) => typeof r[f] !== "string" || !ID_RE.test(r[f] as string) || (r[f] as string).length > LIMITS.hostLength);
+    for (const f of bad) issues.push({ document: name, field: f, reason: "is required: letters, digits, '_', '.' and '-'" });
+    if (bad.length) return;
+    if (r.kind === "Profile") refs.push({ kind: "Profile", id: r.id as string });
+    else refs.push({ kind: "Endpoint", key: { host: r.host as string, orchestrator: r.orchestrator as string, workload: r.workload as string, id: r.id as string } });
+  });
+  if (issues.length) throw new ValidationError(issues);
+  return refs;
 }
 
 export function parseDocument(raw: unknown, index: number): { object?: ModelObject; issues: ValidationIssue[] } {

@@ -110,6 +110,20 @@ describe("palisadectl", () => {
     expect(JSON.parse((await ctl(["get", "profiles", "-o", "json"])).stdout)).toEqual([]);
   });
 
+  it("delete -f needs only identities: a document that no longer validates can still be deleted", async () => {
+    expect((await ctl(["apply", "-f", "-"], JSON.stringify([{ kind: "Profile", id: "old", tags: [], inbound_rules: [], outbound_rules: [] }]))).code).toBe(0);
+    // The same object as an older tool might have written it: today this rule is refused …
+    const stale = "kind: Profile\nid: old\ninbound_rules:\n  - {protocol: 44}\n";
+    expect((await ctl(["apply", "-f", "-"], stale)).code).toBe(1);
+    // … but deleting by that file works.
+    const r = await ctl(["delete", "-f", "-"], stale);
+    expect(r.stderr).toBe("");
+    expect(r.stdout).toContain("deleted 1 object(s)");
+    const bad = await ctl(["delete", "-f", "-"], "kind: Endpoint\nhost: hv1\nid: x\n");
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toContain("document 1: orchestrator");
+  });
+
   it("exits 2 on usage errors and 1 when the controller is unreachable", async () => {
     expect((await ctl(["frobnicate"])).code).toBe(2);
     expect((await ctl(["get"])).code).toBe(2);

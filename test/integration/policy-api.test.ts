@@ -118,8 +118,6 @@ describe("PolicyService", () => {
   });
 
   it("serves the standard health service", async () => {
-    const { HealthImplementation } = await import("grpc-health-check");
-    expect(HealthImplementation).toBeDefined();
     const client = new grpc.Client(t.address, grpc.credentials.createInsecure());
     const res = await new Promise<Buffer>((resolve, reject) => {
       client.makeUnaryRequest("/grpc.health.v1.Health/Check", (x: Buffer) => x, (b: Buffer) => b, Buffer.alloc(0), (e, v) => (e ? reject(e) : resolve(v!)));
