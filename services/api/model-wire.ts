@@ -48,11 +48,11 @@ export function ruleFromPb(r: pb.Rule): Rule {
 }
 
 export function profileToPb(p: Profile, revision = 0): pb.Profile {
-  return { id: p.id, tags: p.tags, inboundRules: p.inboundRules.map(ruleToPb), outboundRules: p.outboundRules.map(ruleToPb), revision };
+  return { id: p.id, tags: p.tags, inboundRules: p.inboundRules.map(ruleToPb), outboundRules: p.outboundRules.map(ruleToPb), labels: p.labels, revision };
 }
 
 export function profileFromPb(p: pb.Profile): Profile {
-  return { id: p.id, tags: p.tags, inboundRules: p.inboundRules.map(ruleFromPb), outboundRules: p.outboundRules.map(ruleFromPb) };
+  return { id: p.id, tags: p.tags, inboundRules: p.inboundRules.map(ruleFromPb), outboundRules: p.outboundRules.map(ruleFromPb), labels: p.labels ?? {} };
 }
 
 export function endpointToPb(e: Endpoint, revision = 0): pb.Endpoint {

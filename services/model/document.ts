@@ -18,7 +18,7 @@ const MATCH_KEYS = [
   "src_ports", "dst_ports", "icmp_type", "icmp_code",
 ] as const;
 const RULE_KEYS = new Set<string>(["action", "ip_version", ...MATCH_KEYS, ...MATCH_KEYS.map((k) => `!${k}`)]);
-const PROFILE_KEYS = new Set(["kind", "id", "tags", "inbound_rules", "outbound_rules"]);
+const PROFILE_KEYS = new Set(["kind", "id", "tags", "inbound_rules", "outbound_rules", "labels"]);
 const ENDPOINT_KEYS = new Set([
   "kind", "host", "orchestrator", "workload", "id", "name", "state", "mac",
   "ipv4_nets", "ipv6_nets", "ipv4_gateway", "ipv6_gateway", "profile_ids", "profile_id", "labels",
@@ -133,6 +133,7 @@ export function parseDocument(raw: unknown, index: number): { object?: ModelObje
       tags: reader.stringList("tags") ?? [],
       inboundRules: reader.list("inbound_rules", (v, p) => parseRule(v, p, report)) ?? [],
       outboundRules: reader.list("outbound_rules", (v, p) => parseRule(v, p, report)) ?? [],
+      labels: reader.stringMap("labels") ?? {},
     };
     if (issues.length) return { issues };
     validateProfile(profile, report);
@@ -356,13 +357,15 @@ export function ruleToDocument(r: Rule): Raw {
 export function toDocument(o: ModelObject): Raw {
   if (o.kind === "Profile") {
     const p = o.profile;
-    return {
+    const doc: Raw = {
       kind: "Profile",
       id: p.id,
       tags: p.tags,
       inbound_rules: p.inboundRules.map(ruleToDocument),
       outbound_rules: p.outboundRules.map(ruleToDocument),
     };
+    if (Object.keys(p.labels).length) doc.labels = p.labels;
+    return doc;
   }
   const e = o.endpoint;
   const out: Raw = {

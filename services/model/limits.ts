@@ -8,6 +8,6 @@ export const LIMITS = {
   portsPerRule: 512,
   netsPerEndpoint: 256,
   profilesPerEndpoint: 64,
-  labelsPerEndpoint: 64,
+  labelsPerObject: 64,
   documentsPerBatch: 5000,
 } as const;

@@ -40,6 +40,8 @@ export interface Profile {
   tags: string[];
   inboundRules: Rule[];
   outboundRules: Rule[];
+  /** Free-form metadata; carries no policy meaning (adapters mark what they own here). */
+  labels: Record<string, string>;
 }
 
 export interface EndpointKey {

@@ -134,6 +134,7 @@ export function validateProfile(p: Profile, report: Report): void {
     if (rules.length > LIMITS.rulesPerDirection) report(dir, `at most ${LIMITS.rulesPerDirection} rules`);
     rules.forEach((r, i) => validateRule(report, `${dir}[${i}]`, r));
   }
+  validateLabels(report, p.labels);
 }
 
 export function validateEndpoint(e: Endpoint, report: Report): void {
@@ -164,8 +165,12 @@ export function validateEndpoint(e: Endpoint, report: Report): void {
     if (seen.has(p)) report(`profile_ids[${i}]`, `duplicate profile '${p}'`);
     seen.add(p);
   });
-  const labels = Object.entries(e.labels);
-  if (labels.length > LIMITS.labelsPerEndpoint) report("labels", `at most ${LIMITS.labelsPerEndpoint} labels`);
+  validateLabels(report, e.labels);
+}
+
+function validateLabels(report: Report, map: Record<string, string>): void {
+  const labels = Object.entries(map);
+  if (labels.length > LIMITS.labelsPerObject) report("labels", `at most ${LIMITS.labelsPerObject} labels`);
   for (const [k, v] of labels) {
     if (!LABEL_KEY_RE.test(k)) report(`labels.${printable(k)}`, "label keys are 1-253 characters of letters, digits, '_', '.', '/' and '-'");
     else if (typeof v !== "string" || !LABEL_VALUE_RE.test(v)) report(`labels.${k}`, "label values are 0-63 characters of letters, digits, '_', '.' and '-'");

@@ -16,7 +16,7 @@ export function genProfiles(count: number, rulesPer: number, rand: () => number)
       else if (kind === 2) inbound.push({ action: "deny", match: { protocol: "tcp", srcTag: tag }, negated: { dstPorts: [{ first: 22, last: 22 }] } });
       else inbound.push({ action: "allow", ipVersion: 4, match: { protocol: "icmp", icmpType: 8 }, negated: {} });
     }
-    out.push({ id: `p${p}`, tags: [`t${p}`], inboundRules: inbound, outboundRules: [{ action: "allow", match: {}, negated: {} }] });
+    out.push({ id: `p${p}`, tags: [`t${p}`], inboundRules: inbound, outboundRules: [{ action: "allow", match: {}, negated: {} }], labels: {} });
   }
   return out;
 }

@@ -116,7 +116,7 @@ export function generateCase(seed: number, workloads: LabWorkload[], opts: { pac
   function validRule(): Rule {
     for (;;) {
       const x = rule();
-      const probe: ModelObject = { kind: "Profile", profile: { id: "x", tags: [], inboundRules: [x], outboundRules: [] } };
+      const probe: ModelObject = { kind: "Profile", profile: { id: "x", tags: [], inboundRules: [x], outboundRules: [], labels: {} } };
       if (validateObject(probe).length === 0) return x;
     }
   }
@@ -131,7 +131,7 @@ export function generateCase(seed: number, workloads: LabWorkload[], opts: { pac
     const inbound = Array.from({ length: Math.floor(r() * 5) }, validRule);
     if (chance(0.55)) inbound.push(allowAll);
     const outbound = chance(0.8) ? [allowAll] : Array.from({ length: 1 + Math.floor(r() * 4) }, validRule);
-    profiles.push({ id: `p${i}`, tags, inboundRules: inbound, outboundRules: outbound });
+    profiles.push({ id: `p${i}`, tags, inboundRules: inbound, outboundRules: outbound, labels: {} });
   }
   const endpoints: Endpoint[] = workloads.map((w) => {
     const n = chance(0.1) ? 0 : 1 + Math.floor(r() * 3);

@@ -31,6 +31,7 @@ const match: fc.Arbitrary<Match> = fc.record({
 const rule: fc.Arbitrary<Rule> = fc.record({ action: fc.constantFrom(Action.ACTION_ALLOW, Action.ACTION_DENY, 7 as Action), ipVersion: fc.constantFrom(0, 4, 6, 5), match, negated: match });
 const profileDoc: fc.Arbitrary<Document> = fc.record({
   id: nasty, tags: fc.array(nasty, { maxLength: 3 }), inboundRules: fc.array(rule, { maxLength: 3 }), outboundRules: fc.array(rule, { maxLength: 2 }), revision: fc.constant(0),
+  labels: fc.dictionary(nasty, nasty, { maxKeys: 3 }),
 }).map((value) => ({ kind: { $case: "profile" as const, value } }));
 const endpointDoc: fc.Arbitrary<Document> = fc.record({
   host: nasty, orchestrator: nasty, workload: nasty, id: nasty, name: nasty, state: fc.constantFrom(EndpointState.ENDPOINT_STATE_ACTIVE, EndpointState.ENDPOINT_STATE_UNSPECIFIED, 9 as EndpointState),
@@ -92,7 +93,7 @@ describe("hostile input", () => {
     });
     const r: fc.Arbitrary<Rule> = fc.constantFrom<string | undefined>("tcp", "udp", "132", undefined)
       .chain((p) => fc.record({ action: fc.constantFrom(Action.ACTION_ALLOW, Action.ACTION_DENY), ipVersion: fc.constant(0), match: m(p), negated: m(undefined) }));
-    const doc = fc.record({ id, tags: fc.array(id, { maxLength: 3 }), inboundRules: fc.array(r, { maxLength: 3 }), outboundRules: fc.array(r, { maxLength: 2 }), revision: fc.constant(0) })
+    const doc = fc.record({ id, tags: fc.array(id, { maxLength: 3 }), inboundRules: fc.array(r, { maxLength: 3 }), outboundRules: fc.array(r, { maxLength: 2 }), revision: fc.constant(0), labels: fc.constant({}) })
       .map((value): Document => ({ kind: { $case: "profile", value } }));
     let accepted = 0;
     await fc.assert(fc.asyncProperty(doc, async (d) => {

@@ -1,6 +1,6 @@
 // parseDocuments: Calico v1 spellings -> normalised model objects (DESIGN §2, §3).
 import { describe, expect, it } from "vitest";
-import { parseDocuments, splitDocuments } from "../../services/model/document.js";
+import { parseDocuments, splitDocuments, toDocument } from "../../services/model/document.js";
 import type { Endpoint, Profile } from "../../services/model/types.js";
 
 const profileOf = (raw: unknown): Profile => {
@@ -46,6 +46,7 @@ profile_ids: [db]
           tags: ["db"],
           inboundRules: [{ action: "allow", match: { protocol: "tcp", srcTag: "db-user", dstPorts: [{ first: 5432, last: 5432 }] }, negated: {} }],
           outboundRules: [{ action: "allow", match: {}, negated: {} }],
+          labels: {},
         },
       },
       {
@@ -176,5 +177,14 @@ describe("parseDocuments: endpoints", () => {
 
   it("an endpoint with the same id on another host is a different object", () => {
     expect(parseDocuments([{ ...EP }, { ...EP, host: "hv2" }])).toHaveLength(2);
+  });
+});
+
+describe("profile labels", () => {
+  it("are parsed, round-trip through the document form, and are validated like endpoint labels", () => {
+    const [o] = parseDocuments(splitDocuments("kind: Profile\nid: web\nlabels: {palisade.io/owner: openstack}\n"));
+    expect(o).toMatchObject({ kind: "Profile", profile: { id: "web", labels: { "palisade.io/owner": "openstack" } } });
+    expect(toDocument(o!)).toMatchObject({ labels: { "palisade.io/owner": "openstack" } });
+    expect(() => parseDocuments(splitDocuments("kind: Profile\nid: web\nlabels: {owner: 'a b'}\n"))).toThrow(/labels\.owner/);
   });
 });

@@ -218,6 +218,7 @@ describe("renderProfile", () => {
         rule({ srcNet: "10.0.0.0/8" }, { srcTag: "banned" }),
       ],
       outboundRules: [rule({}, {}, { ipVersion: 6, action: "allow" }), rule({ dstTag: "v6only" }, {}, { ipVersion: 6 })],
+      labels: {},
     }, cfg);
     expect(r.chains.map((c) => `${c.family}:${c.name}`)).toEqual(["4:pal-pi-db", "4:pal-po-db", "6:pal-pi-db", "6:pal-po-db"]);
     expect(r.chains.every((c) => c.table === "filter")).toBe(true);
@@ -240,7 +241,7 @@ describe("renderProfile", () => {
   });
 
   it("a profile's own tags are not sets it references", () => {
-    const r = renderProfile({ id: "app", tags: ["db-user"], inboundRules: [], outboundRules: [] }, cfg);
+    const r = renderProfile({ id: "app", tags: ["db-user"], inboundRules: [], outboundRules: [], labels: {} }, cfg);
     expect(r.sets.size).toBe(0);
   });
 });

@@ -101,6 +101,13 @@ export interface Profile {
   outboundRules: Rule[];
   /** etcd mod revision of the stored object (output only). */
   revision: number;
+  /** Free-form metadata with no policy meaning; adapters mark the objects they own here. */
+  labels: { [key: string]: string };
+}
+
+export interface Profile_LabelsEntry {
+  key: string;
+  value: string;
 }
 
 /** Inclusive port range; a single port has first == last. */
@@ -166,7 +173,7 @@ export interface EndpointKey {
 }
 
 function createBaseProfile(): Profile {
-  return { id: "", tags: [], inboundRules: [], outboundRules: [], revision: 0 };
+  return { id: "", tags: [], inboundRules: [], outboundRules: [], revision: 0, labels: {} };
 }
 
 export const Profile: MessageFns<Profile> = {
@@ -186,6 +193,9 @@ export const Profile: MessageFns<Profile> = {
     if (message.revision !== 0) {
       writer.uint32(40).int64(message.revision);
     }
+    globalThis.Object.entries(message.labels).forEach(([key, value]: [string, string]) => {
+      Profile_LabelsEntry.encode({ key: key as any, value }, writer.uint32(50).fork()).join();
+    });
     return writer;
   },
 
@@ -242,6 +252,17 @@ export const Profile: MessageFns<Profile> = {
             message.revision = longToNumber(reader.int64());
             continue;
           }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            const entry6 = Profile_LabelsEntry.decode(reader, reader.uint32());
+            if (entry6.value !== undefined) {
+              message.labels[entry6.key] = entry6.value;
+            }
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -269,6 +290,20 @@ export const Profile: MessageFns<Profile> = {
         ? object.outbound_rules.map((e: any) => Rule.fromJSON(e))
         : [],
       revision: isSet(object.revision) ? globalThis.Number(object.revision) : 0,
+      labels: isObject(object.labels)
+        ? (globalThis.Object.entries(object.labels) as [string, any][]).reduce(
+          (acc: { [key: string]: string }, [key, value]: [string, any]) => {
+            globalThis.Object.defineProperty(acc, key, {
+              value: globalThis.String(value),
+              enumerable: true,
+              configurable: true,
+              writable: true,
+            });
+            return acc;
+          },
+          {},
+        )
+        : {},
     };
   },
 
@@ -289,6 +324,15 @@ export const Profile: MessageFns<Profile> = {
     if (message.revision !== 0) {
       obj.revision = Math.round(message.revision);
     }
+    if (message.labels) {
+      const entries = globalThis.Object.entries(message.labels) as [string, string][];
+      if (entries.length > 0) {
+        obj.labels = {};
+        entries.forEach(([k, v]) => {
+          obj.labels[k] = v;
+        });
+      }
+    }
     return obj;
   },
 
@@ -302,6 +346,100 @@ export const Profile: MessageFns<Profile> = {
     message.inboundRules = object.inboundRules?.map((e) => Rule.fromPartial(e)) || [];
     message.outboundRules = object.outboundRules?.map((e) => Rule.fromPartial(e)) || [];
     message.revision = object.revision ?? 0;
+    message.labels = (globalThis.Object.entries(object.labels ?? {}) as [string, string][]).reduce(
+      (acc: { [key: string]: string }, [key, value]: [string, string]) => {
+        if (value !== undefined) {
+          acc[key] = globalThis.String(value);
+        }
+        return acc;
+      },
+      {},
+    );
+    return message;
+  },
+};
+
+function createBaseProfile_LabelsEntry(): Profile_LabelsEntry {
+  return { key: "", value: "" };
+}
+
+export const Profile_LabelsEntry: MessageFns<Profile_LabelsEntry> = {
+  encode(message: Profile_LabelsEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== "") {
+      writer.uint32(18).string(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Profile_LabelsEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseProfile_LabelsEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.value = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): Profile_LabelsEntry {
+    return {
+      key: isSet(object.key) ? globalThis.String(object.key) : "",
+      value: isSet(object.value) ? globalThis.String(object.value) : "",
+    };
+  },
+
+  toJSON(message: Profile_LabelsEntry): unknown {
+    const obj: any = {};
+    if (message.key !== "") {
+      obj.key = message.key;
+    }
+    if (message.value !== "") {
+      obj.value = message.value;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<Profile_LabelsEntry>): Profile_LabelsEntry {
+    return Profile_LabelsEntry.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<Profile_LabelsEntry>): Profile_LabelsEntry {
+    const message = createBaseProfile_LabelsEntry();
+    message.key = object.key ?? "";
+    message.value = object.value ?? "";
     return message;
   },
 };
