@@ -5,6 +5,7 @@
 // only the newest pending value is written next.
 import type { Etcd3, Lease } from "etcd3";
 import type { Logger } from "pino";
+import { createBackoff } from "../common/backoff.js";
 import type { EndpointStatus, HostStatus } from "../gen/palisade/status/v1/status.js";
 import type { Keys } from "./etcd-keys.js";
 import { prefixEnd } from "./etcd-store.js";
@@ -33,13 +34,30 @@ export function createStatusStore(opts: { client: Etcd3; keys: Keys; logger: Log
 
   let leaseId = "";
 
+  // A lost lease is replaced, with backoff: while etcd is down every new
+  // lease is lost at once too, and re-granting in a tight loop would only
+  // hammer it (and leave rejected promises behind).
+  const renewBackoff = createBackoff({ initialMs: 250, maxMs: 10_000 });
+  let renewTimer: NodeJS.Timeout | undefined;
+  function renewLater(): void {
+    if (closed || renewTimer) return;
+    renewTimer = setTimeout(() => {
+      renewTimer = undefined;
+      if (closed) return;
+      newLease().then(
+        () => { renewBackoff.reset(); for (const [k, v] of owned) schedule(k, v); },
+        (err: Error) => { logger.warn({ err: err.message }, "cannot grant a status lease yet; retrying"); renewLater(); },
+      );
+    }, renewBackoff.next());
+  }
+
   function newLease(): Promise<void> {
     const l = client.lease(ttl, { autoKeepAlive: true });
     lease = l;
     l.on("lost", (err) => {
-      if (closed) return;
+      if (closed || l !== lease) return;
       logger.warn({ err: err.message }, "status lease lost; re-registering statuses under a new lease");
-      void newLease().then(() => { for (const [k, v] of owned) schedule(k, v); });
+      renewLater();
     });
     return l.grant().then((id) => { leaseId = id; });
   }
@@ -124,6 +142,7 @@ export function createStatusStore(opts: { client: Etcd3; keys: Keys; logger: Log
       // Best effort: deleting our statuses now beats waiting for the TTL.
       const ks = [...owned.keys()];
       closed = true;
+      clearTimeout(renewTimer);
       await Promise.all(ks.map((k) => deleteIfOurs(k).catch(() => undefined)));
       await lease?.revoke().catch(() => undefined);
     },
