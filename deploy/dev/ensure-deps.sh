@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what Palisade needs on a Debian machine — only what is missing —
 # so `npm start` and `npm test` work on a fresh machine as root.
-#   Debian: etcd-server (etcd), iptables (nft + legacy), ipset, iproute2, iputils-ping (tests)
+#   Debian: etcd-server (etcd), iptables (nft + legacy), ipset, iproute2, iputils-ping (tests), openssl (certificates)
 #   npm:    the locked dependencies (npm ci)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -15,6 +15,8 @@ command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v ping >/dev/null 2>&1 || need+=(iputils-ping)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+# deploy/tls/palisade-certs.sh (the TLS tests make their certificates with it).
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 if ((${#need[@]})); then
   if [ "$(id -u)" != 0 ]; then
     echo "palisade: missing Debian packages (${need[*]}); run as root or install them" >&2

@@ -151,6 +151,8 @@ wait_until() { # wait_until SECONDS DESCRIPTION COMMAND...
   done
 }
 
+# A lab on loopback and Unix sockets: plaintext, said explicitly (production uses mTLS: README "Security").
+export PALISADE_INSECURE=1
 CLI=(node dist/services/cli/main.js)
 
 read -r -a P <<<"$(free_ports 8)"

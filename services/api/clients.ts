@@ -18,7 +18,9 @@ export function call<Req, Res>(client: grpc.Client, fn: Unary<Req, Res>, req: Re
   return new Promise((resolve, reject) => {
     fn.call(client, req, new grpc.Metadata(), { deadline: Date.now() + timeoutMs }, (err, res) => {
       if (err) {
-        const what = err.code === grpc.status.UNAVAILABLE || err.code === grpc.status.DEADLINE_EXCEEDED
+        const what = err.code === grpc.status.PERMISSION_DENIED
+          ? `${err.details} (the certificate's role decides: admin changes policy, reader reads)`
+          : err.code === grpc.status.UNAVAILABLE || err.code === grpc.status.DEADLINE_EXCEEDED
           ? `cannot reach the controller at ${client.getChannel().getTarget()}: ${err.details}`
           : err.details || err.message;
         reject(new RpcError(err.code, what));
@@ -27,8 +29,7 @@ export function call<Req, Res>(client: grpc.Client, fn: Unary<Req, Res>, req: Re
   });
 }
 
-export function createClients(address: string) {
-  const creds = grpc.credentials.createInsecure();
+export function createClients(address: string, creds: grpc.ChannelCredentials = grpc.credentials.createInsecure()) {
   return {
     policy: new PolicyServiceClient(address, creds, CLIENT_OPTIONS),
     status: new StatusServiceClient(address, creds, CLIENT_OPTIONS),

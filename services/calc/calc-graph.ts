@@ -270,6 +270,20 @@ export class CalcGraph {
     return { revision: this.revision, updates: c.drain() };
   }
 
+  /**
+   * Forgets the view of a host that has no endpoints and no listener — a
+   * driver that connected and went away. Without this, every distinct name
+   * ever said in a hello would keep a view (base chains) for good. Returns
+   * whether the view was freed; a later snapshot() or endpoint recreates it.
+   */
+  releaseHost(name: string): boolean {
+    const hv = this.hosts.get(name);
+    if (!hv || hv.endpoints.size > 0 || this.wanted(name)) return false;
+    this.hosts.delete(name);
+    this.dirty.delete(name);
+    return true;
+  }
+
   hostNames(): string[] {
     return [...this.hosts.keys()];
   }

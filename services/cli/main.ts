@@ -13,17 +13,18 @@ import {
   type ModelObject,
 } from "../model/index.js";
 import { hostsBehind } from "./wait-condition.js";
+import { addTlsOptions, silenceIpServerNameWarning, channelCredentials, loadTls, type TlsFlags } from "../common/tls.js";
 
 const program = new Command("palisadectl")
   .description("Palisade operator CLI")
   .option("--controller <addr>", "controller address HOST:PORT (env PALISADE_CONTROLLER)", envDefault("PALISADE_CONTROLLER", "127.0.0.1:50051"))
-  .option("--insecure", "plaintext gRPC (the only mode until TLS lands)", true)
   .showHelpAfterError();
+addTlsOptions(program, "client (OU=admin to change policy, OU=reader to read)");
 
 function clients() {
-  const addr = program.opts<{ controller: string }>().controller;
-  parseHostPort(addr, "--controller");
-  return createClients(addr);
+  const opts = program.opts<{ controller: string } & TlsFlags>();
+  parseHostPort(opts.controller, "--controller");
+  return createClients(opts.controller, channelCredentials(loadTls(opts)));
 }
 
 function readInput(file: string): string {
@@ -269,6 +270,7 @@ program.command("trace")
     }
   });
 
+silenceIpServerNameWarning();
 withUsageExit(program);
 try {
   await program.parseAsync();

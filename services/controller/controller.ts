@@ -18,6 +18,8 @@ import { createStatusStore } from "./status-store.js";
 import { createSyncService } from "./sync-service.js";
 import { SyncHub } from "./sync-hub.js";
 import { createControllerMetrics } from "./metrics.js";
+import { POLICY_ACCESS, STATUS_ACCESS, SYNC_ACCESS, guardService } from "./authz.js";
+import { serverCredentials, type Role, type TlsMaterial } from "../common/tls.js";
 import { startMetricsServer } from "../common/metrics-server.js";
 
 export interface ControllerOptions {
@@ -37,6 +39,20 @@ export interface ControllerOptions {
   metricsListen?: string;
   /** Empty batch to idle streams every so often (drivers' liveness check); default 10 s. */
   heartbeatMs?: number;
+  /**
+   * Mutual TLS for every gRPC listener: clients need a certificate from `ca`
+   * carrying a role (common/tls.ts); drivers only get their own host. Absent:
+   * plaintext, no authorisation (logged as a warning).
+   */
+  tls?: TlsMaterial;
+  /** TLS towards etcd (https endpoints): CA, and a client certificate when etcd requires one. */
+  etcdTls?: EtcdTls;
+}
+
+export interface EtcdTls {
+  ca: Buffer;
+  cert?: Buffer;
+  key?: Buffer;
 }
 
 export interface Controller {
@@ -48,10 +64,14 @@ export interface Controller {
   stop(): Promise<void>;
 }
 
-export function normalizeControllerOptions(o: ControllerOptions): Required<ControllerOptions> {
+type NormalizedOptions = Required<Omit<ControllerOptions, "tls" | "etcdTls">> & Pick<ControllerOptions, "tls" | "etcdTls">;
+
+export function normalizeControllerOptions(o: ControllerOptions): NormalizedOptions {
   if (!o.etcdEndpoints.length) throw new Error("at least one etcd endpoint is required");
+  if (o.etcdTls && !o.etcdTls.cert !== !o.etcdTls.key) throw new Error("etcd TLS: a client certificate needs its key, and a key its certificate");
+  const scheme = o.etcdTls ? "https" : "http";
   return {
-    etcdEndpoints: o.etcdEndpoints.map((e) => (e.includes("://") ? e : `http://${e}`)),
+    etcdEndpoints: o.etcdEndpoints.map((e) => (e.includes("://") ? e : `${scheme}://${e}`)),
     listen: o.listen,
     etcdPrefix: o.etcdPrefix ?? "/palisade/v1",
     logger: o.logger ?? createLogger({ name: "palisade-controller" }),
@@ -61,13 +81,21 @@ export function normalizeControllerOptions(o: ControllerOptions): Required<Contr
     shutdownGraceMs: o.shutdownGraceMs ?? 5_000,
     metricsListen: o.metricsListen ?? "",
     heartbeatMs: o.heartbeatMs ?? 10_000,
+    tls: o.tls,
+    etcdTls: o.etcdTls,
   };
 }
 
 export async function startController(options: ControllerOptions): Promise<Controller> {
   const o = normalizeControllerOptions(options);
   const logger = o.logger;
-  const client = new Etcd3({ hosts: o.etcdEndpoints, dialTimeout: 5_000 });
+  if (o.etcdTls && o.etcdEndpoints.some((e) => e.startsWith("http://"))) throw new Error("etcd TLS is configured but an etcd endpoint is http://");
+  const client = new Etcd3({
+    hosts: o.etcdEndpoints,
+    dialTimeout: 5_000,
+    ...(o.etcdTls ? { credentials: { rootCertificate: o.etcdTls.ca, certChain: o.etcdTls.cert, privateKey: o.etcdTls.key } } : {}),
+  });
+  if (!o.tls) logger.warn("gRPC is plaintext (--insecure): any client can change policy and claim any host; use --tls-cert/--tls-key/--tls-ca in production");
   const store = createEtcdStore({ client, prefix: o.etcdPrefix, logger: logger.child({ component: "store" }) });
   const metrics = createControllerMetrics();
   const hub = new SyncHub(logger.child({ component: "sync" }), o.heartbeatMs);
@@ -76,26 +104,44 @@ export async function startController(options: ControllerOptions): Promise<Contr
   const feed = createModelFeed({ store, graph, hub, logger: logger.child({ component: "feed" }), observeCalc: (s) => metrics.calcDuration.observe(s) });
   const status = createStatusStore({ client, keys: store.keys, logger: logger.child({ component: "status" }), ttlSeconds: o.statusTtlSeconds });
 
-  await status.start();
-  await feed.start();
+  try {
+    await status.start();
+    await feed.start();
+  } catch (err) {
+    // Nothing may linger after a failed start (the etcd client would keep
+    // retrying in the background of whoever called us).
+    await feed.stop().catch(() => undefined);
+    await status.close().catch(() => undefined);
+    hub.close();
+    client.close();
+    throw new Error(`cannot start: etcd at ${o.etcdEndpoints.join(",")}: ${(err as Error).message}`);
+  }
 
   const server = new grpc.Server(SERVER_OPTIONS);
-  server.addService(PolicyServiceService, createPolicyService({
+  // With mTLS every service is wrapped by the access table (authz.ts); in
+  // plaintext there is no identity to check.
+  const authLogger = logger.child({ component: "authz" });
+  const onDenied = (method: string) => metrics.permissionDenied.inc({ method });
+  const guard = <T extends object>(service: string, impl: T, access: Record<keyof T, readonly Role[]>): T =>
+    (o.tls ? guardService(service, impl, access, authLogger, onDenied) : impl);
+  server.addService(PolicyServiceService, guard("palisade.policy.v1.PolicyService", createPolicyService({
     store, logger: logger.child({ component: "policy" }),
     model: () => ({ view: graph.modelView(), revision: feed.revision }),
     observe: (method, code) => metrics.apiRequests.inc({ method, code }),
-  }));
-  server.addService(DataplaneSyncServiceService, createSyncService({
+  }), POLICY_ACCESS));
+  server.addService(DataplaneSyncServiceService, guard("palisade.sync.v1.DataplaneSyncService", createSyncService({
     graph, hub, status, logger: logger.child({ component: "sync" }), replicaId: o.replicaId, onReset: () => metrics.streamResets.inc(),
-  }));
-  server.addService(StatusServiceService, createStatusService({ client, store, status, logger: logger.child({ component: "status" }) }));
+    requireHostIdentity: !!o.tls, onDenied,
+  }), SYNC_ACCESS));
+  server.addService(StatusServiceService, guard("palisade.status.v1.StatusService",
+    createStatusService({ client, store, status, logger: logger.child({ component: "status" }) }), STATUS_ACCESS));
   const health = addStandardServices(server, ["palisade.policy.v1.PolicyService", "palisade.sync.v1.DataplaneSyncService", "palisade.status.v1.StatusService"]);
   let port = 0;
   for (const addr of o.listen.split(",").map((a) => a.trim()).filter(Boolean)) {
-    const p = await bindServer(server, addr);
+    const p = await bindServer(server, addr, serverCredentials(o.tls));
     if (!addr.startsWith("unix:") && port === 0) port = p;
   }
-  logger.info({ listen: o.listen, port, etcd: o.etcdEndpoints, prefix: o.etcdPrefix, replica: o.replicaId }, "controller serving");
+  logger.info({ listen: o.listen, port, etcd: o.etcdEndpoints, prefix: o.etcdPrefix, replica: o.replicaId, tls: !!o.tls }, "controller serving");
 
   // Gauges are read at scrape time from the live objects.
   Object.assign(metrics.sources, {

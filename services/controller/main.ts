@@ -6,7 +6,8 @@ import { Command } from "commander";
 import { EXIT_USAGE, UsageError, envDefault, fail, parseHostPort, withUsageExit } from "../common/cli-env.js";
 import { createLogger } from "../common/logger.js";
 import { routeGrpcLogs } from "../common/grpc-server.js";
-import { startController } from "./controller.js";
+import { addTlsOptions, silenceIpServerNameWarning, loadTls, readPem, type TlsFlags, type TlsMaterial } from "../common/tls.js";
+import { startController, type EtcdTls } from "./controller.js";
 
 const program = new Command("palisade-controller")
   .description("Palisade controller: validates and stores the model in etcd, computes each host's dataplane state, streams it to drivers.")
@@ -16,11 +17,20 @@ const program = new Command("palisade-controller")
   .option("--etcd-prefix <prefix>", "etcd key prefix (env PALISADE_ETCD_PREFIX)", envDefault("PALISADE_ETCD_PREFIX", "/palisade/v1"))
   .option("--workload-to-host <action>", "workload -> host traffic: drop or accept (env PALISADE_WORKLOAD_TO_HOST)", envDefault("PALISADE_WORKLOAD_TO_HOST", "drop"))
   .option("--log-level <level>", "trace, debug, info, warn, error (env PALISADE_LOG_LEVEL)", envDefault("PALISADE_LOG_LEVEL", "info"))
-  .option("--insecure", "serve plaintext gRPC (the only mode until TLS lands)", true)
+  .option("--etcd-cacert <file>", "CA that signed etcd's server certificate; turns on TLS to etcd (env PALISADE_ETCD_CACERT)", envDefault("PALISADE_ETCD_CACERT"))
+  .option("--etcd-cert <file>", "client certificate for etcd, when etcd requires one (env PALISADE_ETCD_CERT)", envDefault("PALISADE_ETCD_CERT"))
+  .option("--etcd-key <file>", "its private key (env PALISADE_ETCD_KEY)", envDefault("PALISADE_ETCD_KEY"))
   .showHelpAfterError();
+addTlsOptions(program, "the controller's server");
+silenceIpServerNameWarning();
 withUsageExit(program);
 program.parse();
-const opts = program.opts<{ etcdEndpoints: string; listen: string; metricsListen?: string; etcdPrefix: string; workloadToHost: string; logLevel: string }>();
+const opts = program.opts<{
+  etcdEndpoints: string; listen: string; metricsListen?: string; etcdPrefix: string; workloadToHost: string; logLevel: string;
+  etcdCacert?: string; etcdCert?: string; etcdKey?: string;
+} & TlsFlags>();
+let tls: TlsMaterial | undefined;
+let etcdTls: EtcdTls | undefined;
 
 try {
   for (const a of opts.listen.split(",")) parseHostPort(a.trim(), "--listen");
@@ -28,6 +38,15 @@ try {
   if (!opts.etcdPrefix.startsWith("/")) throw new UsageError("--etcd-prefix must start with /");
   if (opts.metricsListen && opts.metricsListen.startsWith("unix:")) throw new UsageError("--metrics-listen takes HOST:PORT");
   if (opts.metricsListen) parseHostPort(opts.metricsListen, "--metrics-listen");
+  tls = loadTls(opts);
+  if (opts.etcdCert || opts.etcdKey) {
+    if (!opts.etcdCacert) throw new UsageError("--etcd-cert/--etcd-key need --etcd-cacert");
+    if (!opts.etcdCert || !opts.etcdKey) throw new UsageError("--etcd-cert and --etcd-key go together");
+  }
+  if (opts.etcdCacert) {
+    etcdTls = { ca: readPem(opts.etcdCacert, "--etcd-cacert") };
+    if (opts.etcdCert) Object.assign(etcdTls, { cert: readPem(opts.etcdCert, "--etcd-cert"), key: readPem(opts.etcdKey!, "--etcd-key") });
+  }
 } catch (e) {
   fail((e as Error).message, e instanceof UsageError ? EXIT_USAGE : 1);
 }
@@ -42,6 +61,8 @@ try {
     workloadToHost: opts.workloadToHost as "drop" | "accept",
     metricsListen: opts.metricsListen,
     logger,
+    tls,
+    etcdTls,
   });
   const shutdown = (signal: string) => {
     logger.info({ signal }, "shutting down");

@@ -46,6 +46,7 @@ export function createControllerMetrics() {
         if (r !== undefined) this.set(r);
       },
     }),
+    permissionDenied: new Counter({ name: "palisade_controller_permission_denied_total", help: "Calls refused by mTLS authorisation (wrong role, or a host certificate for another host)", labelNames: ["method"], registers: [registry] }),
     apiRequests: new Counter({ name: "palisade_controller_api_requests_total", help: "API requests by method and gRPC status code", labelNames: ["method", "code"], registers: [registry] }),
   };
 }

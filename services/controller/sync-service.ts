@@ -8,6 +8,7 @@ import type { DataplaneSyncServiceServer, SyncRequest, SyncResponse } from "../g
 import { InterfaceState } from "../gen/palisade/sync/v1/sync.js";
 import { EndpointState, type HostStatus } from "../gen/palisade/status/v1/status.js";
 import { ID_RE, LIMITS } from "../model/index.js";
+import { peerIdentity } from "../common/tls.js";
 import type { StatusStore } from "./status-store.js";
 import { HostStream, type SyncHub } from "./sync-hub.js";
 
@@ -21,8 +22,19 @@ const ENDPOINT_STATE: Record<InterfaceState, EndpointState> = {
   [InterfaceState.UNRECOGNIZED]: EndpointState.ENDPOINT_STATE_UNSPECIFIED,
 };
 
+/**
+ * Ends a server stream with a status the client sees. (destroy() would reset
+ * the HTTP/2 stream: the driver would learn nothing and wait for its watchdog.)
+ */
+function endWithStatus(call: grpc.ServerDuplexStream<SyncRequest, SyncResponse>, code: grpc.status, details: string): void {
+  call.emit("error", { code, details, metadata: new grpc.Metadata() });
+}
+
 export function createSyncService(opts: {
   graph: CalcGraph; hub: SyncHub; status: StatusStore; logger: Logger; replicaId: string; onReset?: () => void;
+  /** mTLS on: the client certificate must name the host said in the hello (host identity). */
+  requireHostIdentity?: boolean;
+  onDenied?: (method: string, reason: string) => void;
 }): DataplaneSyncServiceServer {
   const { graph, hub, status, replicaId } = opts;
   return {
@@ -32,7 +44,7 @@ export function createSyncService(opts: {
       let logger = opts.logger;
       let ended = false;
       const helloTimer = setTimeout(() => {
-        if (!stream) call.destroy(Object.assign(new Error("no hello within 10s"), { code: grpc.status.DEADLINE_EXCEEDED }));
+        if (!stream) endWithStatus(call, grpc.status.DEADLINE_EXCEEDED, "no hello within 10s");
       }, HELLO_TIMEOUT_MS);
 
       const publish = () => {
@@ -45,7 +57,10 @@ export function createSyncService(opts: {
         if (stream) {
           hub.detach(stream);
           // A newer stream of the same host (a quick reconnect) keeps its status.
-          if (!hub.hasHost(stream.host)) status.removeHost(stream.host);
+          if (!hub.hasHost(stream.host)) {
+            status.removeHost(stream.host);
+            graph.releaseHost(stream.host);
+          }
           logger.info("driver disconnected");
         }
       };
@@ -57,8 +72,22 @@ export function createSyncService(opts: {
           if (stream) return;
           const name = m.value.hostname;
           if (!ID_RE.test(name) || name.length > LIMITS.hostLength) {
-            call.destroy(Object.assign(new Error("invalid hostname in hello"), { code: grpc.status.INVALID_ARGUMENT }));
+            endWithStatus(call, grpc.status.INVALID_ARGUMENT, "invalid hostname in hello");
             return;
+          }
+          if (opts.requireHostIdentity) {
+            // Checked before anything is created for the host: a driver holding
+            // another host's certificate gets no policy and writes no status.
+            const who = peerIdentity(call);
+            const reason = typeof who === "string" ? who
+              : who.role !== "host" ? `role '${who.role}' (${who.name}) may not sync a host`
+              : who.name !== name ? `certificate is for host '${who.name}', not '${name}'` : undefined;
+            if (reason !== undefined) {
+              opts.logger.warn({ host: name, reason }, "sync refused");
+              opts.onDenied?.("palisade.sync.v1.DataplaneSyncService/Sync", reason);
+              endWithStatus(call, grpc.status.PERMISSION_DENIED, `permission denied: ${reason}`);
+              return;
+            }
           }
           clearTimeout(helloTimer);
           logger = opts.logger.child({ host: name });

@@ -11,6 +11,7 @@
 //              arrive during an apply are merged into the next one).
 //   loss       keep enforcing the last state; reconnect; the new snapshot
 //              is diffed against the kernel, so nothing is flushed.
+import type * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import { chainKey, type ChainDef } from "../calc/index.js";
 import { createBackoff } from "../common/backoff.js";
@@ -32,6 +33,8 @@ export const DRIVER_VERSION = "0.1.0";
 export interface DriverOptions {
   controllers: string[];
   hostname: string;
+  /** How to reach the controllers (mTLS with this host's certificate); default plaintext. */
+  credentials?: grpc.ChannelCredentials;
   interfacePrefixes?: string[];
   runner: CommandRunner;
   logger: Logger;
@@ -245,6 +248,7 @@ export async function startDriver(o: DriverOptions): Promise<Driver> {
   function connect(): SyncClient {
     return startSyncClient({
       controllers: o.controllers,
+      credentials: o.credentials,
       logger,
       hello: { hostname: o.hostname, driverVersion: DRIVER_VERSION, ipv6: families.includes(6), iptablesBackend: backend, interfacePrefixes: prefixes },
       onBatch,

@@ -13,6 +13,7 @@ import { createDataplane } from "./dataplane.js";
 import { startDriver } from "./driver.js";
 import { createDriverMetrics } from "./metrics.js";
 import { routeGrpcLogs } from "../common/grpc-server.js";
+import { addTlsOptions, silenceIpServerNameWarning, channelCredentials, loadTls, type TlsFlags, type TlsMaterial } from "../common/tls.js";
 import { startMetricsServer } from "../common/metrics-server.js";
 
 const program = new Command("palisade-driver")
@@ -26,14 +27,16 @@ const program = new Command("palisade-driver")
   .option("--drift-check-seconds <n>", "periodic read-back interval (env PALISADE_DRIFT_CHECK_SECONDS)", envDefault("PALISADE_DRIFT_CHECK_SECONDS", "30"))
   .option("--cleanup", "remove every chain, hook and ipset Palisade programmed in this namespace, then exit")
   .option("--log-level <level>", "trace, debug, info, warn, error (env PALISADE_LOG_LEVEL)", envDefault("PALISADE_LOG_LEVEL", "info"))
-  .option("--insecure", "plaintext gRPC (the only mode until TLS lands)", true)
   .showHelpAfterError();
+addTlsOptions(program, "this host's client (CN = --hostname, OU=host)");
+silenceIpServerNameWarning();
 withUsageExit(program);
 program.parse();
 const opts = program.opts<{
   controller: string; hostname: string; interfacePrefix: string; metricsListen?: string; iptablesBackend: string;
   ipv6: boolean; driftCheckSeconds: string; cleanup?: boolean; logLevel: string;
-}>();
+} & TlsFlags>();
+let tls: TlsMaterial | undefined;
 
 let controllers: string[] = [];
 let prefixes: string[] = [];
@@ -48,6 +51,8 @@ try {
   if (!["auto", "nft", "legacy"].includes(opts.iptablesBackend)) throw new UsageError("--iptables-backend must be auto, nft or legacy");
   driftMs = Number(opts.driftCheckSeconds) * 1000;
   if (!Number.isFinite(driftMs) || driftMs < 1000 || driftMs > 3_600_000) throw new UsageError("--drift-check-seconds must be 1-3600");
+  // --cleanup talks to nobody: it needs no credentials.
+  if (!opts.cleanup) tls = loadTls(opts);
 } catch (e) {
   fail((e as Error).message, e instanceof UsageError ? EXIT_USAGE : 1);
 }
@@ -73,7 +78,9 @@ try {
   const driver = await startDriver({
     controllers, hostname: opts.hostname, interfacePrefixes: prefixes, runner, logger,
     backend: opts.iptablesBackend as Backend | "auto", families: [...families], driftCheckMs: driftMs, metrics,
+    credentials: channelCredentials(tls),
   });
+  if (!tls) logger.warn("gRPC is plaintext (--insecure): the controller is not authenticated");
   const http = opts.metricsListen
     ? await startMetricsServer({
       listen: opts.metricsListen, registry: metrics.registry, logger,

@@ -9,6 +9,8 @@ import { DataplaneSyncServiceClient, type Hello, type SyncRequest, type SyncResp
 
 export interface SyncClientOptions {
   controllers: string[];
+  /** Channel credentials (mTLS); default plaintext. */
+  credentials?: grpc.ChannelCredentials;
   hello: Hello;
   logger: Logger;
   onBatch(batch: SyncResponse): void;
@@ -37,7 +39,8 @@ export function startSyncClient(opts: SyncClientOptions): SyncClient {
     while (!abort.signal.aborted) {
       const address = opts.controllers[index % opts.controllers.length]!;
       index++;
-      const client = new DataplaneSyncServiceClient(address, grpc.credentials.createInsecure(), CLIENT_OPTIONS);
+      const client = new DataplaneSyncServiceClient(address, opts.credentials ?? grpc.credentials.createInsecure(), CLIENT_OPTIONS);
+      let refused = false;
       const reason = await new Promise<string>((resolve) => {
         const c = client.sync();
         call = c;
@@ -61,7 +64,10 @@ export function startSyncClient(opts: SyncClientOptions): SyncClient {
           }
           opts.onBatch(msg);
         });
-        c.on("error", (err: grpc.ServiceError) => resolve(`${address}: ${err.details || err.message}`));
+        c.on("error", (err: grpc.ServiceError) => {
+          refused = err.code === grpc.status.PERMISSION_DENIED || err.code === grpc.status.UNAUTHENTICATED;
+          resolve(`${address}: ${err.details || err.message}`);
+        });
         c.on("end", () => resolve(`${address}: stream ended`));
         c.write({ message: { $case: "hello", value: opts.hello } });
         abort.signal.addEventListener("abort", () => c.cancel(), { once: true });
@@ -72,7 +78,10 @@ export function startSyncClient(opts: SyncClientOptions): SyncClient {
       connected = false;
       if (abort.signal.aborted) return;
       const delay = backoff.next();
-      logger.warn({ reason, retryInMs: delay }, "controller stream lost; keeping current rules and reconnecting");
+      // A refusal will not go away by itself (wrong certificate for this host,
+      // or a certificate without the host role): say so loudly, keep retrying.
+      if (refused) logger.error({ reason, retryInMs: delay }, "controller refused this host: check --hostname against the certificate's CN and role; rules stay as they are");
+      else logger.warn({ reason, retryInMs: delay }, "controller stream lost; keeping current rules and reconnecting");
       await sleep(delay, abort.signal);
     }
   }

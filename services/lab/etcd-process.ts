@@ -1,7 +1,8 @@
 // A local etcd for the quickstart and the tests: loopback only, free ports,
 // its own data dir. Stopped by PID — never anything we did not start.
 import { spawn, type ChildProcess } from "node:child_process";
-import { mkdirSync, openSync } from "node:fs";
+import { mkdirSync, openSync, readFileSync } from "node:fs";
+import { get as httpsGet } from "node:https";
 import { createServer } from "node:net";
 import { join } from "node:path";
 
@@ -22,7 +23,17 @@ export function freePort(): Promise<number> {
   });
 }
 
-async function healthy(url: string): Promise<boolean> {
+async function healthy(url: string, tls?: EtcdServerTls): Promise<boolean> {
+  if (tls) {
+    // fetch() cannot present a client certificate; https.get can.
+    return new Promise((resolve) => {
+      const req = httpsGet(`${url}/health`, {
+        ca: readFileSync(tls.ca), cert: readFileSync(tls.clientCert), key: readFileSync(tls.clientKey), timeout: 1000,
+      }, (res) => { res.resume(); resolve(res.statusCode === 200); });
+      req.on("error", () => resolve(false));
+      req.on("timeout", () => { req.destroy(); resolve(false); });
+    });
+  }
   try {
     const r = await fetch(`${url}/health`, { signal: AbortSignal.timeout(1000) });
     return r.ok;
@@ -31,10 +42,23 @@ async function healthy(url: string): Promise<boolean> {
   }
 }
 
-export async function startEtcd(opts: { dataDir: string; name?: string; logFile?: string }): Promise<EtcdProcess> {
+/** Client-facing TLS for a lab etcd: its server certificate, and clients must present one signed by `ca`. */
+export interface EtcdServerTls {
+  cert: string;
+  key: string;
+  ca: string;
+  /** Used only for the health check while starting. */
+  clientCert: string;
+  clientKey: string;
+}
+
+export async function startEtcd(opts: { dataDir: string; name?: string; logFile?: string; tls?: EtcdServerTls }): Promise<EtcdProcess> {
   mkdirSync(opts.dataDir, { recursive: true });
   const [client, peer] = [await freePort(), await freePort()];
-  const url = `http://127.0.0.1:${client}`;
+  const url = `${opts.tls ? "https" : "http"}://127.0.0.1:${client}`;
+  const tlsArgs = opts.tls
+    ? ["--cert-file", opts.tls.cert, "--key-file", opts.tls.key, "--trusted-ca-file", opts.tls.ca, "--client-cert-auth"]
+    : [];
   const out = openSync(opts.logFile ?? join(opts.dataDir, "etcd.log"), "a");
   const child: ChildProcess = spawn("etcd", [
     "--name", opts.name ?? "palisade-local",
@@ -45,10 +69,11 @@ export async function startEtcd(opts: { dataDir: string; name?: string; logFile?
     "--initial-cluster", `${opts.name ?? "palisade-local"}=http://127.0.0.1:${peer}`,
     // One apply of many documents is one transaction (DESIGN §3).
     "--max-txn-ops", "10000", "--max-request-bytes", "33554432",
+    ...tlsArgs,
   ], { stdio: ["ignore", out, out], detached: false });
   const exited = new Promise<void>((r) => child.once("exit", () => r()));
   const deadline = Date.now() + 20_000;
-  while (!(await healthy(url))) {
+  while (!(await healthy(url, opts.tls))) {
     if (child.exitCode !== null) throw new Error(`etcd exited with code ${child.exitCode}; see ${opts.logFile ?? join(opts.dataDir, "etcd.log")}`);
     if (Date.now() > deadline) {
       child.kill("SIGKILL");

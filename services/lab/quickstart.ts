@@ -24,7 +24,7 @@ let stopping = false;
 let signals = 0;
 
 async function ctl(addr: string, args: string[]) {
-  return execa(process.execPath, [bin("cli"), "--controller", addr, ...args], { reject: false });
+  return execa(process.execPath, [bin("cli"), "--insecure", "--controller", addr, ...args], { reject: false });
 }
 
 async function shutdown(code: number): Promise<void> {
@@ -62,7 +62,7 @@ async function main(): Promise<void> {
   const addr = `127.0.0.1:${port}`;
   const socket = join(state, "controller.sock");
   rmSync(socket, { force: true });
-  controller = execa(process.execPath, [bin("controller"), "--etcd-endpoints", etcd.url, "--listen", `${addr},unix:${socket}`], {
+  controller = execa(process.execPath, [bin("controller"), "--insecure", "--etcd-endpoints", etcd.url, "--listen", `${addr},unix:${socket}`], {
     reject: false, stdout: { file: join(state, "controller.log") }, stderr: { file: join(state, "controller.log") },
   });
   await waitFor(async () => (await ctl(addr, ["status"])).exitCode === 0, "controller");
@@ -74,7 +74,7 @@ async function main(): Promise<void> {
   await lab.addWorkload("hv1", { name: "app-1", iface: "tapapp1", host: 20, mac: "02:00:00:00:00:02" });
   await lab.addWorkload("hv1", { name: "web-1", iface: "tapweb1", host: 30, mac: "02:00:00:00:00:03" });
   await lab.listen("db-1", [5432]);
-  const driver = lab.spawnIn(hv.ns, process.execPath, [bin("driver"), "--controller", `unix:${socket}`, "--hostname", "hv1"], { logFile: join(state, "driver.log") });
+  const driver = lab.spawnIn(hv.ns, process.execPath, [bin("driver"), "--insecure", "--controller", `unix:${socket}`, "--hostname", "hv1"], { logFile: join(state, "driver.log") });
   say(`driver        in namespace ${hv.ns} (pid ${driver.pid}, log .quickstart/driver.log)`);
   say(`workloads     db-1 198.18.1.10  app-1 198.18.1.20  web-1 198.18.1.30  (namespaces ${PREFIX}*)`);
 
@@ -89,7 +89,7 @@ async function main(): Promise<void> {
   const no = await lab.probeTcp("web-1", "db-1", 5432);
   say(`app-1 (tag db-user) -> db-1:5432   ${ok === "open" ? "ADMITTED" : `unexpected: ${ok}`}`);
   say(`web-1 (no db-user)  -> db-1:5432   ${no === "timeout" ? "REFUSED (dropped)" : `unexpected: ${no}`}`);
-  say(`\nTry it yourself in another terminal:\n${port === 50051 ? "" : `  export PALISADE_CONTROLLER=${addr}\n`}  palisadectl get endpoints\n  palisadectl status --watch\n` +
+  say(`\nTry it yourself in another terminal (the demo is plaintext; production uses mTLS):\n  export PALISADE_INSECURE=1\n${port === 50051 ? "" : `  export PALISADE_CONTROLLER=${addr}\n`}  palisadectl get endpoints\n  palisadectl status --watch\n` +
     `  ip netns exec ${hv.ns} iptables-save | grep pal-\n\nPrinting status every 10 s; Ctrl-C stops everything.\n`);
   for (;;) {
     const s = await ctl(addr, ["status"]);

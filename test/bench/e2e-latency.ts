@@ -24,7 +24,7 @@ export async function benchE2e(opts: { samples: number; endpoints: number }) {
   try {
     const hv = await lab.addHypervisor("hv1");
     const driverBin = join(packageRoot(), "dist/services/driver/main.js");
-    lab.spawnIn(hv.ns, process.execPath, [driverBin, "--controller", `unix:${socket}`, "--hostname", "hv1"], { logFile: join(dir, "driver.log") });
+    lab.spawnIn(hv.ns, process.execPath, [driverBin, "--insecure", "--controller", `unix:${socket}`, "--hostname", "hv1"], { logFile: join(dir, "driver.log") });
     // A host with some state: N endpoints over a few profiles.
     const base: unknown[] = [];
     for (let p = 0; p < 10; p++) base.push({ kind: "Profile", id: `p${p}`, tags: [`t${p}`], inbound_rules: [{ protocol: "tcp", src_tag: `t${(p + 1) % 10}`, dst_ports: [80 + p] }], outbound_rules: [{}] });

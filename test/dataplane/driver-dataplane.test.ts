@@ -187,7 +187,7 @@ describe("driver start-up", () => {
     // Baseline: without a driver the lab forwards, so the check below can fail.
     expect(await lab.probeTcp("b", "a", 80)).toBe("open");
     const ns = lab.hypervisors.get("hv1")!.ns;
-    firstDriver = lab.spawnIn(ns, process.execPath, [BIN.driver, "--controller", "unix:/nonexistent/palisade.sock", "--hostname", "hv1"]);
+    firstDriver = lab.spawnIn(ns, process.execPath, [BIN.driver, "--insecure", "--controller", "unix:/nonexistent/palisade.sock", "--hostname", "hv1"]);
     await eventually(async () => (await lab.probeTcp("b", "a", 80, { timeoutMs: 500 })) === "timeout", { what: "fail closed", timeoutMs: 15_000 });
     // Non-workload traffic of the host is untouched: nothing but pal-* chains and the hooks.
     const save = await lab.exec(ns, "iptables-save", ["-t", "filter"]);
@@ -204,7 +204,7 @@ describe("driver start-up", () => {
     await lab.exec(ns, "iptables", ["-F", "pal-from-wl-dispatch"]);
     await lab.exec(ns, "iptables", ["-F", "pal-to-wl-dispatch"]);
     expect(await lab.probeTcp("b", "a", 80)).toBe("open"); // the hole a naive adoption would keep
-    lab.spawnIn(ns, process.execPath, [BIN.driver, "--controller", "unix:/nonexistent/palisade2.sock", "--hostname", "hv1"]);
+    lab.spawnIn(ns, process.execPath, [BIN.driver, "--insecure", "--controller", "unix:/nonexistent/palisade2.sock", "--hostname", "hv1"]);
     await eventually(async () => (await lab.probeTcp("b", "a", 80, { timeoutMs: 500 })) === "timeout", { what: "fail closed again", timeoutMs: 15_000 });
   });
 });

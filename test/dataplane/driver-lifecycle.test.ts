@@ -61,7 +61,7 @@ describe("driver life cycle", () => {
 
   it("a driver restart opens no window for denied traffic and does not interrupt allowed traffic", async () => {
     const ns = lab.hypervisors.get("hv1")!.ns;
-    const args = [BIN.driver, "--controller", `unix:${sockA},unix:${sockB}`, "--hostname", "hv1"];
+    const args = [BIN.driver, "--insecure", "--controller", `unix:${sockA},unix:${sockB}`, "--hostname", "hv1"];
     const d1 = lab.spawnIn(ns, process.execPath, args, { logFile: join(dir, "d1.log") });
     const w = lab.workloads;
     const rev = await apply(A!, [...profiles(false), ep("hv1", "srv", "tapsrv", w.get("srv")!.ipv4, "srv"), ep("hv1", "cli", "tapcli", w.get("cli")!.ipv4, "cli")]);

@@ -46,7 +46,7 @@ describe("db-user example across two hypervisors", () => {
     addr = `unix:${socket}`;
     await eventually(async () => (await palisadectl(addr, ["status"])).code === 0, { what: "controller up" });
     for (const hv of ["hv1", "hv2"]) {
-      lab.spawnIn(lab.hypervisors.get(hv)!.ns, process.execPath, [BIN.driver, "--controller", addr, "--hostname", hv, "--drift-check-seconds", "5"], { logFile: join(dir, `driver-${hv}.log`) });
+      lab.spawnIn(lab.hypervisors.get(hv)!.ns, process.execPath, [BIN.driver, "--insecure", "--controller", addr, "--hostname", hv, "--drift-check-seconds", "5"], { logFile: join(dir, `driver-${hv}.log`) });
     }
     await eventually(async () => {
       const s = await palisadectl(addr, ["status", "-o", "json"]);

@@ -44,14 +44,14 @@ describe("HA: replicas and etcd members fail during writes", () => {
     cluster = await startEtcdCluster({ dataDir: join(dir, "etcd"), members: 3, name: uniqueName("ha") });
     const prefix = `/${uniqueName("ha")}`;
     for (const [i, s] of socks.entries()) {
-      replicas.push(execa(process.execPath, [BIN.controller, "--etcd-endpoints", cluster.urls.join(","), "--listen", `unix:${s}`, "--etcd-prefix", prefix], {
+      replicas.push(execa(process.execPath, [BIN.controller, "--insecure", "--etcd-endpoints", cluster.urls.join(","), "--listen", `unix:${s}`, "--etcd-prefix", prefix], {
         reject: false, stdout: { file: join(dir, `controller-${i}.log`) }, stderr: { file: join(dir, `controller-${i}.log`) },
       }));
     }
     lab = createLab(`${uniqueName("ha")}-`);
     for (const hv of ["hv1", "hv2"]) {
       const ns = (await lab.addHypervisor(hv)).ns;
-      lab.spawnIn(ns, process.execPath, [BIN.driver, "--controller", socks.map((s) => `unix:${s}`).join(","), "--hostname", hv], { logFile: join(dir, `driver-${hv}.log`) });
+      lab.spawnIn(ns, process.execPath, [BIN.driver, "--insecure", "--controller", socks.map((s) => `unix:${s}`).join(","), "--hostname", hv], { logFile: join(dir, `driver-${hv}.log`) });
     }
     await write([web(10000), ...["hv1", "hv2"].map((h) => ({ kind: "Endpoint", host: h, orchestrator: "t", workload: "w", id: "e", name: "tapw", state: "active", ipv4_nets: [h === "hv1" ? "198.18.1.10" : "198.18.2.10"], profile_ids: ["web"] }))]);
   }, 120_000);

@@ -75,7 +75,7 @@ describe("invalid packets are dropped", () => {
   it("with Palisade it is dropped, although policy allows everything; a real connection still opens", async () => {
     t = await startTestController({ socket: join(dir, "ctl.sock") });
     const hv = lab.hypervisors.get("hv1")!;
-    lab.spawnIn(hv.ns, process.execPath, [BIN.driver, "--controller", `unix:${join(dir, "ctl.sock")}`, "--hostname", "hv1"], { logFile: join(dir, "driver.log") });
+    lab.spawnIn(hv.ns, process.execPath, [BIN.driver, "--insecure", "--controller", `unix:${join(dir, "ctl.sock")}`, "--hostname", "hv1"], { logFile: join(dir, "driver.log") });
     const w = lab.workloads;
     const rev = (await call(t.clients.policy, t.clients.policy.apply, {
       documents: parseDocuments([

@@ -59,7 +59,7 @@ describe("operations", () => {
   });
 
   it("driver: not ready before it is in sync; /healthz answers", async () => {
-    driver = lab.spawnIn(hv, process.execPath, [BIN.driver, "--controller", addr, "--hostname", "hv1", "--metrics-listen", `127.0.0.1:${DRIVER_METRICS}`, "--drift-check-seconds", "3"], { logFile: join(dir, "driver.log") });
+    driver = lab.spawnIn(hv, process.execPath, [BIN.driver, "--insecure", "--controller", addr, "--hostname", "hv1", "--metrics-listen", `127.0.0.1:${DRIVER_METRICS}`, "--drift-check-seconds", "3"], { logFile: join(dir, "driver.log") });
     await eventually(async () => (await getIn(hv, "/healthz")).status === 200, { what: "driver healthz" });
     const ready = await getIn(hv, "/readyz");
     expect(ready.status).toBe(503);
@@ -68,7 +68,7 @@ describe("operations", () => {
 
   it("controller: healthy, ready, metrics with the documented names that move", async () => {
     ctlMetrics = await freePort();
-    controller = execa(process.execPath, [BIN.controller, "--etcd-endpoints", inject("etcdUrl"), "--listen", `127.0.0.1:0,${addr}`, "--etcd-prefix", `/${uniqueName("op")}`, "--metrics-listen", `127.0.0.1:${ctlMetrics}`], {
+    controller = execa(process.execPath, [BIN.controller, "--insecure", "--etcd-endpoints", inject("etcdUrl"), "--listen", `127.0.0.1:0,${addr}`, "--etcd-prefix", `/${uniqueName("op")}`, "--metrics-listen", `127.0.0.1:${ctlMetrics}`], {
       reject: false, stdout: { file: join(dir, "controller.log") }, stderr: { file: join(dir, "controller.log") },
     });
     await eventually(async () => (await get(`http://127.0.0.1:${ctlMetrics}/readyz`)).status === 200, { what: "controller ready" });

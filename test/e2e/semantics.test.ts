@@ -132,7 +132,7 @@ async function expectFlows(...groups: Flow[][]): Promise<void> {
 
 
 function startDriver(hv: string, socket: string): void {
-  drivers[hv] = lab.spawnIn(lab.hypervisors.get(hv)!.ns, process.execPath, [BIN.driver, "--controller", `unix:${socket}`, "--hostname", hv], { logFile: join(dir, `driver-${hv}.log`) });
+  drivers[hv] = lab.spawnIn(lab.hypervisors.get(hv)!.ns, process.execPath, [BIN.driver, "--insecure", "--controller", `unix:${socket}`, "--hostname", hv], { logFile: join(dir, `driver-${hv}.log`) });
 }
 
 const stillRunning = (hv: string) => drivers[hv]!.exitCode === null && drivers[hv]!.pid !== undefined;

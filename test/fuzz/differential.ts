@@ -55,7 +55,7 @@ export async function createDifferentialLab(opts: { etcdUrl: string; name: strin
         workloads.push({ name, host: hv, iface: w.iface, ipv4: w.ipv4, ipv6: w.ipv6, mac: w.mac });
       }
       const driver = join(packageRoot(), "dist/services/driver/main.js");
-      lab.spawnIn(lab.hypervisors.get(hv)!.ns, process.execPath, [driver, "--controller", `unix:${socket}`, "--hostname", hv], { logFile: join(opts.dir, `driver-${hv}.log`) });
+      lab.spawnIn(lab.hypervisors.get(hv)!.ns, process.execPath, [driver, "--insecure", "--controller", `unix:${socket}`, "--hostname", hv], { logFile: join(opts.dir, `driver-${hv}.log`) });
     }
   } catch (e) {
     await lab.destroy();

@@ -17,12 +17,12 @@ export function requireBuild(): void {
 }
 
 export async function palisadectl(controller: string, args: string[], input?: string) {
-  const r = await execa(process.execPath, [BIN.ctl, "--controller", controller, ...args], { reject: false, input, env: { NO_COLOR: "1" } });
+  const r = await execa(process.execPath, [BIN.ctl, "--insecure", "--controller", controller, ...args], { reject: false, input, env: { NO_COLOR: "1" } });
   return { code: r.exitCode ?? -1, stdout: String(r.stdout), stderr: String(r.stderr) };
 }
 
 export function startControllerProcess(opts: { etcd: string; listen: string; prefix: string; logFile: string }): ResultPromise {
-  return execa(process.execPath, [BIN.controller, "--etcd-endpoints", opts.etcd, "--listen", opts.listen, "--etcd-prefix", opts.prefix], {
+  return execa(process.execPath, [BIN.controller, "--insecure", "--etcd-endpoints", opts.etcd, "--listen", opts.listen, "--etcd-prefix", opts.prefix], {
     reject: false, stdout: { file: opts.logFile }, stderr: { file: opts.logFile },
   });
 }

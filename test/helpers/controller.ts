@@ -4,12 +4,17 @@ import * as grpc from "@grpc/grpc-js";
 import { inject } from "vitest";
 import { call, createClients } from "../../services/api/clients.js";
 import { createLogger } from "../../services/common/logger.js";
+import type { TlsMaterial } from "../../services/common/tls.js";
 import { startController, type Controller } from "../../services/controller/controller.js";
 import { uniqueName } from "./binaries.js";
 
 let seq = 0;
 
-export async function startTestController(opts: { workloadToHost?: "drop" | "accept"; prefix?: string; socket?: string; heartbeatMs?: number } = {}) {
+export async function startTestController(opts: {
+  workloadToHost?: "drop" | "accept"; prefix?: string; socket?: string; heartbeatMs?: number;
+  /** mTLS on the server, and the credentials the returned clients use. */
+  tls?: TlsMaterial; clientCredentials?: grpc.ChannelCredentials; metricsListen?: string;
+} = {}) {
   const prefix = opts.prefix ?? `/${uniqueName("c")}-${process.pid}-${seq++}`;
   const controller: Controller = await startController({
     etcdEndpoints: [inject("etcdUrl")],
@@ -21,9 +26,11 @@ export async function startTestController(opts: { workloadToHost?: "drop" | "acc
     workloadToHost: opts.workloadToHost,
     shutdownGraceMs: 500,
     heartbeatMs: opts.heartbeatMs,
+    tls: opts.tls,
+    metricsListen: opts.metricsListen,
   });
   const address = `127.0.0.1:${controller.port}`;
-  const clients = createClients(address);
+  const clients = createClients(address, opts.clientCredentials);
   return {
     controller, address, clients, prefix,
     policy: <Req, Res>(fn: (req: Req, md: grpc.Metadata, o: Partial<grpc.CallOptions>, cb: (e: grpc.ServiceError | null, r: Res) => void) => unknown, req: Req) => call(clients.policy, fn, req),

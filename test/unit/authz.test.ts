@@ -1,0 +1,72 @@
+// Identity from certificates and the access table (common/tls.ts, controller/authz.ts).
+import type { PeerCertificate } from "node:tls";
+import { describe, expect, it } from "vitest";
+import { identityFromCertificate, loadTls } from "../../services/common/tls.js";
+import { POLICY_ACCESS, STATUS_ACCESS, SYNC_ACCESS, checkAccess } from "../../services/controller/authz.js";
+import { CalcGraph, DEFAULT_CALC_CONFIG } from "../../services/calc/index.js";
+
+const cert = (subject: Record<string, string | string[]>) => ({ subject } as unknown as PeerCertificate);
+
+describe("identityFromCertificate", () => {
+  it("reads role from OU and name from CN", () => {
+    expect(identityFromCertificate(cert({ O: "palisade", OU: "host", CN: "hv1" }))).toEqual({ role: "host", name: "hv1" });
+    expect(identityFromCertificate(cert({ OU: ["ops", "admin"], CN: "alice" }))).toEqual({ role: "admin", name: "alice" });
+  });
+
+  it("refuses no certificate, no role, two roles, or no CN", () => {
+    expect(identityFromCertificate(undefined)).toBe("no client certificate");
+    expect(identityFromCertificate(cert({ OU: "tenant", CN: "x" }))).toMatch(/no single Palisade role/);
+    expect(identityFromCertificate(cert({ OU: ["admin", "host"], CN: "x" }))).toMatch(/no single Palisade role/);
+    expect(identityFromCertificate(cert({ OU: "controller", CN: "palisade-controller" }))).toMatch(/no single Palisade role/);
+    expect(identityFromCertificate(cert({ OU: "reader" }))).toMatch(/no single CN/);
+  });
+});
+
+describe("access table", () => {
+  it("only admin writes; admin and reader read; hosts only sync", () => {
+    const writes = Object.entries(POLICY_ACCESS).filter(([, roles]) => roles.length === 1 && roles[0] === "admin").map(([m]) => m).sort();
+    expect(writes).toEqual(["apply", "delete"]);
+    for (const [m, roles] of [...Object.entries(POLICY_ACCESS), ...Object.entries(STATUS_ACCESS)]) {
+      expect(roles, m).not.toContain("host");
+      if (m !== "apply" && m !== "delete") expect([...roles].sort(), m).toEqual(["admin", "reader"]);
+    }
+    expect(SYNC_ACCESS.sync).toEqual(["host"]);
+  });
+
+  it("checkAccess names the role, the caller and the method", () => {
+    expect(checkAccess({ role: "admin", name: "a" }, POLICY_ACCESS.apply, "P/apply")).toBeUndefined();
+    expect(checkAccess({ role: "reader", name: "mon" }, POLICY_ACCESS.apply, "P/apply")).toBe("role 'reader' (mon) may not call P/apply");
+    expect(checkAccess("no client certificate", POLICY_ACCESS.trace, "P/trace")).toBe("no client certificate");
+  });
+});
+
+describe("loadTls", () => {
+  it("needs --insecure or all three files, never both", () => {
+    expect(loadTls({ insecure: true })).toBeUndefined();
+    expect(() => loadTls({})).toThrow(/TLS is required/);
+    expect(() => loadTls({ tlsCert: "a", tlsKey: "b" })).toThrow(/needs all of/);
+    expect(() => loadTls({ insecure: true, tlsCa: "c" })).toThrow(/cannot be combined/);
+    expect(() => loadTls({ tlsCert: "/nonexistent/a", tlsKey: "/nonexistent/b", tlsCa: "/nonexistent/c" })).toThrow(/--tls-cert: cannot read \/nonexistent\/a: ENOENT/);
+    expect(() => loadTls({ tlsCert: "/etc/hostname", tlsKey: "/etc/hostname", tlsCa: "/etc/hostname" })).toThrow(/is not a PEM file/);
+  });
+});
+
+describe("CalcGraph.releaseHost", () => {
+  const sink = (listening: Set<string>) => ({ onHostUpdates: () => undefined, wantsUpdates: (h: string) => listening.has(h) });
+
+  it("frees an idle view with no endpoints; keeps one with endpoints or a listener; a later snapshot is the same as before", () => {
+    const listening = new Set<string>(["ghost"]);
+    const g = new CalcGraph(sink(listening), DEFAULT_CALC_CONFIG);
+    const first = g.snapshot("ghost");
+    expect(g.releaseHost("ghost")).toBe(false); // still listened to
+    listening.delete("ghost");
+    expect(g.releaseHost("ghost")).toBe(true);
+    expect(g.hostNames()).not.toContain("ghost");
+    expect(g.snapshot("ghost").updates).toEqual(first.updates);
+
+    g.upsertEndpoint({ host: "hv1", orchestrator: "o", workload: "w", id: "e", name: "tap1", state: "active", ipv4Nets: ["198.18.0.1/32"], ipv6Nets: [], profileIds: [], labels: {} });
+    g.flush(1);
+    expect(g.releaseHost("hv1")).toBe(false);
+    expect(g.hostNames()).toContain("hv1");
+  });
+});
