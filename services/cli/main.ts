@@ -52,7 +52,7 @@ program.command("apply")
   .action(async (o: { filename: string }) => {
     const objects = loadObjects(o.filename);
     const c = clients();
-    const r = await call(c.policy, c.policy.apply, { documents: objects.map(documentToPb) });
+    const r = await call(c.policy, c.policy.apply, { deletes: [], documents: objects.map(documentToPb) });
     process.stdout.write(`applied ${objects.length} document(s), ${r.changed} changed, at revision ${r.revision}\n`);
     c.close();
   });

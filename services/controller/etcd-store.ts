@@ -21,13 +21,22 @@ export interface ModelEvent {
 export interface WriteResult {
   revision: number;
   changed: number;
+  /** Objects removed by an apply's deletions. */
+  deleted?: number;
+}
+
+/** A deletion inside an apply: `expectedRevision` as for documents (0 = must not exist). */
+export interface Deletion {
+  ref: ObjectRef;
+  expectedRevision?: number;
 }
 
 const MAX_OPTIMISTIC_RETRIES = 5;
 
 export interface EtcdStore {
   readonly keys: Keys;
-  apply(objects: ModelObject[], expect?: Map<string, number>): Promise<WriteResult>;
+  /** Writes `objects` and removes `deletions` in one transaction; nothing on any error. */
+  apply(objects: ModelObject[], expect?: Map<string, number>, deletions?: Deletion[]): Promise<WriteResult>;
   delete(refs: ObjectRef[], ignoreMissing: boolean): Promise<WriteResult>;
   getObject(ref: ObjectRef): Promise<{ object?: ModelObject; modRevision: number; revision: number }>;
   list(kind: "Profile" | "Endpoint", host?: string): Promise<{ objects: { object: ModelObject; modRevision: number }[]; revision: number }>;
@@ -36,6 +45,10 @@ export interface EtcdStore {
   loadAll(): Promise<{ revision: number; objects: ModelObject[] }>;
   /** Watches model changes after `fromRevision`; one callback per etcd revision. */
   watch(fromRevision: number, onRevision: (revision: number, events: ModelEvent["change"][]) => void, onError: (err: Error) => void): Promise<{ close(): Promise<void> }>;
+}
+
+function describeRef(r: ObjectRef): string {
+  return r.kind === "Profile" ? `Profile ${r.id}` : `Endpoint ${endpointKeyString(r.key)}`;
 }
 
 function refKey(keys: Keys, r: ObjectRef): string {
@@ -94,7 +107,7 @@ export function createEtcdStore(opts: { client: Etcd3; prefix: string; logger: L
     for (let attempt = 0; ; attempt++) {
       const { kvs } = await readKeys(ks);
       const { puts, deletes } = decide(kvs);
-      if (puts.length === 0 && deletes.length === 0) return { revision: await modelRevision(), changed: 0 };
+      if (puts.length === 0 && deletes.length === 0) return { revision: await modelRevision(), changed: 0, deleted: 0 };
       const compare = ks.map((k, i) => {
         const kv = kvs[i];
         return kv
@@ -109,7 +122,7 @@ export function createEtcdStore(opts: { client: Etcd3; prefix: string; logger: L
           { request_put: { key: Buffer.from(keys.revision), value: Buffer.from("") } },
         ],
       });
-      if (res.succeeded) return { revision: Number(res.header.revision), changed: puts.length + deletes.length };
+      if (res.succeeded) return { revision: Number(res.header.revision), changed: puts.length + deletes.length, deleted: deletes.length };
       if (attempt >= MAX_OPTIMISTIC_RETRIES) throw new ApiError("ABORTED", "concurrent modification; retry the request");
     }
   }
@@ -118,7 +131,7 @@ export function createEtcdStore(opts: { client: Etcd3; prefix: string; logger: L
     keys,
     modelRevision,
 
-    async apply(objects, expect) {
+    async apply(objects, expect, deletions = []) {
       const issues = objects.flatMap((o) => validateObject(o));
       const seen = new Set<string>();
       for (const o of objects) {
@@ -126,25 +139,35 @@ export function createEtcdStore(opts: { client: Etcd3; prefix: string; logger: L
         if (seen.has(k)) issues.push({ document: describe(o), field: "", reason: "appears twice in one batch" });
         seen.add(k);
       }
+      const delKeys = deletions.map((d) => refKey(keys, d.ref));
+      const delSeen = new Set<string>();
+      const written = new Set(objects.map((o) => objectEtcdKey(keys, o)));
+      deletions.forEach((d, i) => {
+        const name = describeRef(d.ref);
+        if (written.has(delKeys[i]!)) issues.push({ document: name, field: "deletes", reason: "is both written and deleted in one batch" });
+        else if (delSeen.has(delKeys[i]!)) issues.push({ document: name, field: "deletes", reason: "appears twice in one batch" });
+        delSeen.add(delKeys[i]!);
+      });
       if (issues.length) throw new ValidationError(issues);
       const ks = objects.map((o) => objectEtcdKey(keys, o));
       const values = objects.map((o) => JSON.stringify(toDocument(o)));
-      return optimistic(ks, (kvs) => {
-        if (expect) {
-          kvs.forEach((kv, i) => {
-            const want = expect.get(objectKey(objects[i]!));
-            const have = kv ? Number(kv.mod_revision) : 0;
-            if (want !== undefined && want !== have) {
-              throw new ApiError("FAILED_PRECONDITION", `${describe(objects[i]!)}: expected revision ${want}, found ${have}`);
-            }
-          });
-        }
+      const check = (name: string, want: number | undefined, kv: IKeyValue | undefined) => {
+        const have = kv ? Number(kv.mod_revision) : 0;
+        if (want !== undefined && want !== have) throw new ApiError("FAILED_PRECONDITION", `${name}: expected revision ${want}, found ${have}`);
+      };
+      const result = await optimistic([...ks, ...delKeys], (kvs) => {
+        if (expect) kvs.slice(0, ks.length).forEach((kv, i) => check(describe(objects[i]!), expect.get(objectKey(objects[i]!)), kv));
+        deletions.forEach((d, i) => check(describeRef(d.ref), d.expectedRevision, kvs[ks.length + i]));
         const puts: [string, string][] = [];
-        kvs.forEach((kv, i) => {
+        kvs.slice(0, ks.length).forEach((kv, i) => {
           if (!kv || kv.value.toString("utf8") !== values[i]) puts.push([ks[i]!, values[i]!]);
         });
-        return { puts, deletes: [] };
+        const deletes = delKeys.filter((_, i) => kvs[ks.length + i]);
+        return { puts, deletes };
       });
+      // optimistic() counts puts and deletes together; `changed` is documents only.
+      const deleted = result.deleted ?? 0;
+      return { revision: result.revision, changed: result.changed - deleted, deleted };
     },
 
     async delete(refs, ignoreMissing) {
@@ -152,7 +175,7 @@ export function createEtcdStore(opts: { client: Etcd3; prefix: string; logger: L
       return optimistic(ks, (kvs) => {
         const missing = refs.filter((_, i) => !kvs[i]);
         if (missing.length && !ignoreMissing) {
-          const names = missing.map((r) => (r.kind === "Profile" ? `Profile ${r.id}` : `Endpoint ${endpointKeyString(r.key)}`));
+          const names = missing.map(describeRef);
           throw new ApiError("NOT_FOUND", `not found: ${names.join(", ")} (nothing deleted)`);
         }
         return { puts: [], deletes: ks.filter((_, i) => kvs[i]) };

@@ -11,7 +11,7 @@ import {
   type EndpointKey, type ModelObject, type ModelView,
 } from "../model/index.js";
 import { Verdict } from "../gen/palisade/policy/v1/policy.js";
-import type { EtcdStore, ObjectRef } from "./etcd-store.js";
+import type { Deletion, EtcdStore, ObjectRef } from "./etcd-store.js";
 
 function checkRefId(field: string, v: string): void {
   if (!ID_RE.test(v) || v.length > LIMITS.hostLength || v === "." || v === "..") {
@@ -31,9 +31,16 @@ export function createPolicyService(opts: {
   const m = (method: string) => (code: string) => opts.observe?.(method, code);
   return {
     apply: unary(logger, async (req) => {
-      if (req.documents.length > LIMITS.documentsPerBatch) {
-        throw new ValidationError([{ document: "request", field: "documents", reason: `at most ${LIMITS.documentsPerBatch} documents per batch` }]);
+      if (req.documents.length + req.deletes.length > LIMITS.documentsPerBatch) {
+        throw new ValidationError([{ document: "request", field: "documents", reason: `at most ${LIMITS.documentsPerBatch} documents and deletions per batch` }]);
       }
+      const deletions: Deletion[] = req.deletes.map((d, i) => {
+        const r = d.object ? refFromPb(d.object) : undefined;
+        if (!r) throw new ValidationError([{ document: `deletion ${i + 1}`, field: "object", reason: "must name a profile or an endpoint" }]);
+        if (r.kind === "Profile") checkRefId("profile_id", r.id);
+        else checkKey(r.key);
+        return { ref: r, expectedRevision: d.expectedRevision };
+      });
       const expect = new Map<string, number>();
       const objects: ModelObject[] = req.documents.map((d, i) => {
         const o = documentFromPb(d);
@@ -41,9 +48,9 @@ export function createPolicyService(opts: {
         if (d.expectedRevision !== undefined) expect.set(objectKey(o), d.expectedRevision);
         return o;
       });
-      const r = await store.apply(objects, expect.size ? expect : undefined);
-      logger.info({ documents: objects.length, changed: r.changed, revision: r.revision }, "applied");
-      return { revision: r.revision, changed: r.changed };
+      const r = await store.apply(objects, expect.size ? expect : undefined, deletions);
+      logger.info({ documents: objects.length, changed: r.changed, deleted: r.deleted ?? 0, revision: r.revision }, "applied");
+      return { revision: r.revision, changed: r.changed, deleted: r.deleted ?? 0 };
     }, m("Apply")),
     delete: unary(logger, async (req) => {
       const refs: ObjectRef[] = req.objects.map((o, i) => {

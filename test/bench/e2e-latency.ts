@@ -31,7 +31,7 @@ export async function benchE2e(opts: { samples: number; endpoints: number }) {
     for (let e = 0; e < opts.endpoints; e++) {
       base.push({ kind: "Endpoint", host: "hv1", orchestrator: "bench", workload: `w${e}`, id: "e", name: `tap${e}`, state: "active", ipv4_nets: [`198.18.${1 + (e >> 8)}.${e & 255}`], profile_ids: [`p${e % 10}`] });
     }
-    const applyDocs = (raw: unknown[]) => call(clients.policy, clients.policy.apply, { documents: parseDocuments(raw).map(documentToPb) });
+    const applyDocs = (raw: unknown[]) => call(clients.policy, clients.policy.apply, { deletes: [], documents: parseDocuments(raw).map(documentToPb) });
 
     let applied = 0;
     let waiter: { rev: number; resolve: () => void } | undefined;

@@ -32,7 +32,7 @@ export async function benchFanout(opts: { streams: number; samples: number }) {
     for (let h = 0; h < opts.streams; h++) {
       docs.push({ kind: "Endpoint", host: `h${h}`, orchestrator: "b", workload: "w", id: "e", name: "tap0", state: "active", ipv4_nets: [`10.${h >> 8}.${h & 255}.1`], profile_ids: ["srv"] });
     }
-    await call(clients.policy, clients.policy.apply, { documents: parseDocuments(docs).map(documentToPb) });
+    await call(clients.policy, clients.policy.apply, { deletes: [], documents: parseDocuments(docs).map(documentToPb) });
     // Connect every host and wait for its snapshot.
     const seen = new Map<number, number>(); // host -> highest revision with an ipset delta
     let synced = 0;
@@ -61,7 +61,7 @@ export async function benchFanout(opts: { streams: number; samples: number }) {
     const samples: number[] = [];
     for (let i = 0; i < opts.samples; i++) {
       const t0 = performance.now();
-      const r = await call(clients.policy, clients.policy.apply, {
+      const r = await call(clients.policy, clients.policy.apply, { deletes: [],
         documents: parseDocuments([{ kind: "Endpoint", host: "client-host", orchestrator: "b", workload: `c${i}`, id: "e", name: "tapc", state: "active", ipv4_nets: [`192.0.2.${i + 1}`], profile_ids: ["cli"] }]).map(documentToPb),
       });
       await new Promise<void>((resolve) => { waiter = { rev: r.revision, resolve }; check(); });

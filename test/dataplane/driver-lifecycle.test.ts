@@ -32,7 +32,7 @@ const ep = (host: string, wl: string, iface: string, ip: string, profile: string
   ({ kind: "Endpoint", host, orchestrator: "t", workload: wl, id: "e", name: iface, state: "active", ipv4_nets: [ip], profile_ids: [profile] });
 
 async function apply(via: NonNullable<typeof A>, docs: unknown[]): Promise<number> {
-  return (await call(via.clients.policy, via.clients.policy.apply, { documents: parseDocuments(docs).map(documentToPb) })).revision;
+  return (await call(via.clients.policy, via.clients.policy.apply, { deletes: [], documents: parseDocuments(docs).map(documentToPb) })).revision;
 }
 
 async function hostAt(via: NonNullable<typeof A>, host: string, rev: number) {

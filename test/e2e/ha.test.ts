@@ -30,7 +30,7 @@ async function write(docs: unknown[]): Promise<number> {
   for (;;) {
     for (const c of clients) {
       try {
-        return (await call(c.policy, c.policy.apply, { documents }, 3_000)).revision;
+        return (await call(c.policy, c.policy.apply, { deletes: [], documents }, 3_000)).revision;
       } catch { /* try the other replica */ }
     }
     if (Date.now() > deadline) throw new Error("no replica accepted the write for 30s");

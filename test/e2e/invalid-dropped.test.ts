@@ -77,7 +77,7 @@ describe("invalid packets are dropped", () => {
     const hv = lab.hypervisors.get("hv1")!;
     lab.spawnIn(hv.ns, process.execPath, [BIN.driver, "--insecure", "--controller", `unix:${join(dir, "ctl.sock")}`, "--hostname", "hv1"], { logFile: join(dir, "driver.log") });
     const w = lab.workloads;
-    const rev = (await call(t.clients.policy, t.clients.policy.apply, {
+    const rev = (await call(t.clients.policy, t.clients.policy.apply, { deletes: [],
       documents: parseDocuments([
         { kind: "Profile", id: "all", tags: [], inbound_rules: [{}], outbound_rules: [{}] },
         { kind: "Endpoint", host: "hv1", orchestrator: "t", workload: "a", id: "e", name: "tapiva", state: "active", ipv4_nets: [w.get("a")!.ipv4], profile_ids: ["all"] },

@@ -67,7 +67,7 @@ async function hostsAt(ctrl: Ctrl, hosts: string[], rev: number): Promise<void> 
 
 /** Applies documents through the controller and waits until the hosts have programmed them. */
 async function apply(docs: unknown[], ctrl: Ctrl = A!, hosts = ["hv1", "hv2"]): Promise<number> {
-  const r = await call(ctrl.clients.policy, ctrl.clients.policy.apply, { documents: parseDocuments(docs).map(documentToPb) });
+  const r = await call(ctrl.clients.policy, ctrl.clients.policy.apply, { deletes: [], documents: parseDocuments(docs).map(documentToPb) });
   await hostsAt(ctrl, hosts, r.revision);
   return r.revision;
 }
@@ -427,7 +427,7 @@ describe("DESIGN §2 semantics with real packets (IPv4 and IPv6)", () => {
       if (doc?.kind !== "Profile") throw new Error("unreachable");
       doc.profile.inboundRules.push(mixed);
       const docs = [documentToPb(doc)];
-      await expect(call(A!.clients.policy, A!.clients.policy.apply, { documents: docs })).rejects.toThrow(/mixes IPv4 and IPv6/);
+      await expect(call(A!.clients.policy, A!.clients.policy.apply, { deletes: [], documents: docs })).rejects.toThrow(/mixes IPv4 and IPv6/);
     }
     expect((await call(A!.clients.policy, A!.clients.policy.getRevision, {})).revision).toBe(before);
     await expectFlows(tcp("a", "x", 80, DROP, [6]), tcp("a", "x", 80, OPEN, [4]));

@@ -69,7 +69,7 @@ export async function createDifferentialLab(opts: { etcdUrl: string; name: strin
 
   async function applyModel(profiles: Profile[], endpoints: Endpoint[]): Promise<void> {
     const docs = [...profiles.map((p) => ({ kind: "Profile" as const, profile: p })), ...endpoints.map((e) => ({ kind: "Endpoint" as const, endpoint: e }))];
-    let rev = (await call(clients.policy, clients.policy.apply, { documents: docs.map(documentToPb) })).revision;
+    let rev = (await call(clients.policy, clients.policy.apply, { deletes: [], documents: docs.map(documentToPb) })).revision;
     const gone = applied.filter((id) => !profiles.some((p) => p.id === id));
     if (gone.length) {
       rev = (await call(clients.policy, clients.policy.delete, { objects: gone.map((id) => ({ kind: { $case: "profileId" as const, value: id } })), ignoreMissing: true })).revision;

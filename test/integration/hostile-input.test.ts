@@ -51,7 +51,7 @@ describe("hostile input", () => {
     let refused = 0;
     await fc.assert(fc.asyncProperty(fc.array(fc.oneof(profileDoc, endpointDoc), { minLength: 1, maxLength: 4 }), async (documents) => {
       try {
-        await call(t.clients.policy, t.clients.policy.apply, { documents }, 10_000);
+        await call(t.clients.policy, t.clients.policy.apply, { deletes: [], documents }, 10_000);
         accepted++;
       } catch (e) {
         const err = e as RpcError;
@@ -98,7 +98,7 @@ describe("hostile input", () => {
     let accepted = 0;
     await fc.assert(fc.asyncProperty(doc, async (d) => {
       try {
-        await call(t.clients.policy, t.clients.policy.apply, { documents: [d] }, 10_000);
+        await call(t.clients.policy, t.clients.policy.apply, { deletes: [], documents: [d] }, 10_000);
         accepted++;
       } catch (e) {
         expect((e as RpcError).code).toBe(grpc.status.INVALID_ARGUMENT); // e.g. a mixed-family rule
@@ -108,7 +108,7 @@ describe("hostile input", () => {
     // Render every accepted profile on a host, as an endpoint using them all would.
     const graph = t.controller.graph;
     const ids = [...graph.profileIds()].slice(0, 60);
-    await call(t.clients.policy, t.clients.policy.apply, { documents: [{ kind: { $case: "endpoint", value: {
+    await call(t.clients.policy, t.clients.policy.apply, { deletes: [], documents: [{ kind: { $case: "endpoint", value: {
       host: "hostile-h", orchestrator: "o", workload: "w", id: "e", name: "tap-h", state: EndpointState.ENDPOINT_STATE_ACTIVE, mac: "",
       ipv4Nets: ["198.18.1.2/32"], ipv6Nets: [], profileIds: ids, labels: {}, revision: 0 } } }] }, 10_000);
     await new Promise((res) => setTimeout(res, 300));

@@ -30,7 +30,7 @@ describe("PolicyService", () => {
 
   it("applies a batch atomically and returns the revision; reads it back", async () => {
     const c = t.clients.policy;
-    const r = await t.policy(c.apply, { documents: docs([profile("web"), endpoint("e1")]) });
+    const r = await t.policy(c.apply, { deletes: [], documents: docs([profile("web"), endpoint("e1")]) });
     expect(r.changed).toBe(2);
     expect(r.revision).toBeGreaterThan(0);
     const rev = await t.policy(c.getRevision, {});
@@ -45,7 +45,7 @@ describe("PolicyService", () => {
   it("writes nothing when the same documents are applied again", async () => {
     const c = t.clients.policy;
     const before = await t.policy(c.getRevision, {});
-    const r = await t.policy(c.apply, { documents: docs([profile("web"), endpoint("e1")]) });
+    const r = await t.policy(c.apply, { deletes: [], documents: docs([profile("web"), endpoint("e1")]) });
     expect(r.changed).toBe(0);
     expect(r.revision).toBe(before.revision);
   });
@@ -56,7 +56,7 @@ describe("PolicyService", () => {
     const bad = documentToPb(parseDocuments([profile("ok2")])[0]!);
     // Bypass client-side validation: corrupt the message as a hostile caller could.
     if (bad.kind?.$case === "profile") bad.kind.value.inboundRules[0]!.match!.dstPorts = [{ first: 70000, last: 70000 }];
-    const err = await rpcError(t.policy(c.apply, { documents: [...docs([profile("new1")]), bad] }));
+    const err = await rpcError(t.policy(c.apply, { deletes: [], documents: [...docs([profile("new1")]), bad] }));
     expect(err.code).toBe(grpc.status.INVALID_ARGUMENT);
     expect(err.message).toContain("Profile ok2");
     expect(err.message).toContain("inbound_rules[0].dst_ports[0]");
@@ -66,20 +66,48 @@ describe("PolicyService", () => {
 
   it("optimistic concurrency: a write with a stale expected revision is refused and changes nothing", async () => {
     const c = t.clients.policy;
-    const created = await t.policy(c.apply, { documents: docs([profile("occ")]).map((d) => ({ ...d, expectedRevision: 0 })) });
+    const created = await t.policy(c.apply, { deletes: [], documents: docs([profile("occ")]).map((d) => ({ ...d, expectedRevision: 0 })) });
     // "Must not exist yet" now fails.
-    const again = await rpcError(t.policy(c.apply, { documents: docs([profile("occ", { tags: ["x"] })]).map((d) => ({ ...d, expectedRevision: 0 })) }));
+    const again = await rpcError(t.policy(c.apply, { deletes: [], documents: docs([profile("occ", { tags: ["x"] })]).map((d) => ({ ...d, expectedRevision: 0 })) }));
     expect(again.code).toBe(grpc.status.FAILED_PRECONDITION);
     const read = await t.policy(c.getProfile, { id: "occ" });
     expect(read.profile!.revision).toBe(created.revision);
     // Read-modify-write with the revision as read succeeds once ...
-    const updated = await t.policy(c.apply, { documents: docs([profile("occ", { tags: ["v2"] })]).map((d) => ({ ...d, expectedRevision: read.profile!.revision })) });
+    const updated = await t.policy(c.apply, { deletes: [], documents: docs([profile("occ", { tags: ["v2"] })]).map((d) => ({ ...d, expectedRevision: read.profile!.revision })) });
     expect(updated.changed).toBe(1);
     // ... and a second writer holding the same, now stale, revision is refused.
-    const stale = await rpcError(t.policy(c.apply, { documents: docs([profile("occ", { tags: ["v3"] })]).map((d) => ({ ...d, expectedRevision: read.profile!.revision })) }));
+    const stale = await rpcError(t.policy(c.apply, { deletes: [], documents: docs([profile("occ", { tags: ["v3"] })]).map((d) => ({ ...d, expectedRevision: read.profile!.revision })) }));
     expect(stale.code).toBe(grpc.status.FAILED_PRECONDITION);
     expect(stale.message).toContain(`expected revision ${read.profile!.revision}`);
     expect((await t.policy(c.getProfile, { id: "occ" })).profile!.tags).toEqual(["v2"]);
+  });
+
+  it("writes and deletes in one transaction (reconcilers), with per-deletion expected revisions", async () => {
+    const c = t.clients.policy;
+    const ref = (id: string) => ({ kind: { $case: "profileId" as const, value: id } });
+    const first = await t.policy(c.apply, { deletes: [], documents: docs([profile("rc-old"), profile("rc-keep")]) });
+    const r = await t.policy(c.apply, { documents: docs([profile("rc-new")]), deletes: [{ object: ref("rc-old"), expectedRevision: first.revision }, { object: ref("rc-never-existed") }] });
+    expect(r.changed).toBe(1);
+    expect(r.deleted).toBe(1);
+    const ids = (await t.policy(c.listProfiles, {})).profiles.map((p) => p.id);
+    expect(ids).toContain("rc-new");
+    expect(ids).toContain("rc-keep");
+    expect(ids).not.toContain("rc-old");
+
+    // A stale deletion fails the whole batch: the document is not written either.
+    const stale = await rpcError(t.policy(c.apply, { documents: docs([profile("rc-newer")]), deletes: [{ object: ref("rc-keep"), expectedRevision: 1 }] }));
+    expect(stale.code).toBe(grpc.status.FAILED_PRECONDITION);
+    expect(stale.message).toMatch(/Profile rc-keep: expected revision 1/);
+    const after = (await t.policy(c.listProfiles, {})).profiles.map((p) => p.id);
+    expect(after).not.toContain("rc-newer");
+    expect(after).toContain("rc-keep");
+
+    // Written and deleted at once is a contradiction.
+    const both = await rpcError(t.policy(c.apply, { documents: docs([profile("rc-keep")]), deletes: [{ object: ref("rc-keep") }] }));
+    expect(both.code).toBe(grpc.status.INVALID_ARGUMENT);
+    expect(both.message).toMatch(/rc-keep: deletes: is both written and deleted/);
+    const bad = await rpcError(t.policy(c.apply, { documents: [], deletes: [{ object: ref("../x") }] }));
+    expect(bad.code).toBe(grpc.status.INVALID_ARGUMENT);
   });
 
   it("refuses identifiers that could escape their etcd key", async () => {

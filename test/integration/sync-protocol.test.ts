@@ -40,7 +40,7 @@ describe("DataplaneSync", () => {
     // An empty host still gets its fail-closed entry chains.
     expect(snap.filter((u) => u.update?.$case === "chainUpdate").map((u) => (u.update as { value: { name: string } }).value.name)).toContain("pal-from-wl-dispatch");
 
-    const apply = await call(t.clients.policy, t.clients.policy.apply, {
+    const apply = await call(t.clients.policy, t.clients.policy.apply, { deletes: [],
       documents: parseDocuments([
         { kind: "Profile", id: "db", tags: ["db"], inbound_rules: [{ protocol: "tcp", src_tag: "db-user", dst_ports: [5432] }], outbound_rules: [{}] },
         { kind: "Endpoint", host: "hv1", orchestrator: "t", workload: "w", id: "e", name: "tapdb", state: "active", ipv4_nets: ["198.18.1.2"], profile_ids: ["db"] },
@@ -65,7 +65,7 @@ describe("DataplaneSync", () => {
   it("tells every host about new revisions, even hosts a change does not touch", async () => {
     const d = connect("hv-idle");
     await eventually(async () => d.batches.some((b) => b.inSync), { what: "snapshot" });
-    const r = await call(t.clients.policy, t.clients.policy.apply, {
+    const r = await call(t.clients.policy, t.clients.policy.apply, { deletes: [],
       documents: parseDocuments([{ kind: "Profile", id: "unrelated", tags: [], inbound_rules: [], outbound_rules: [] }]).map(documentToPb),
     });
     await eventually(async () => d.batches.some((b) => b.revision >= r.revision), { what: "revision marker" });

@@ -93,7 +93,7 @@ beforeAll(async () => {
   await execa("bash", [CERTS, rogue, "init"]);
   await execa("bash", [CERTS, rogue, "host", "hv1"]);
   t = await startTestController({ tls: material(pki, "controller"), clientCredentials: creds("admin-admin"), metricsListen: "127.0.0.1:0" });
-  await call(t.clients.policy, t.clients.policy.apply, { documents: parseDocuments(splitDocuments(MODEL)).map(documentToPb) });
+  await call(t.clients.policy, t.clients.policy.apply, { deletes: [], documents: parseDocuments(splitDocuments(MODEL)).map(documentToPb) });
 }, 60_000);
 
 afterAll(async () => {
@@ -283,7 +283,7 @@ describe("etcd over TLS", () => {
     });
     try {
       const c = createClients(`127.0.0.1:${good.port}`);
-      const r = await call(c.policy, c.policy.apply, { documents: parseDocuments(splitDocuments("kind: Profile\nid: over-tls\n")).map(documentToPb) });
+      const r = await call(c.policy, c.policy.apply, { deletes: [], documents: parseDocuments(splitDocuments("kind: Profile\nid: over-tls\n")).map(documentToPb) });
       expect(r.changed).toBe(1);
       c.close();
     } finally {

@@ -78,12 +78,32 @@ export interface Document {
 
 export interface ApplyRequest {
   documents: Document[];
+  /**
+   * Objects to delete in the same transaction (reconcilers: create, update
+   * and delete what they own all or nothing). An object may not be both
+   * written and deleted; a missing one is fine unless expected_revision says
+   * otherwise.
+   */
+  deletes: Deletion[];
+}
+
+export interface Deletion {
+  object?:
+    | ObjectRef
+    | undefined;
+  /**
+   * As Document.expected_revision: delete only if the stored revision still
+   * equals this; otherwise FAILED_PRECONDITION, nothing written.
+   */
+  expectedRevision?: number | undefined;
 }
 
 export interface ApplyResponse {
   revision: number;
   /** Documents whose stored content changed (others were identical). */
   changed: number;
+  /** Objects deleted by `deletes`. */
+  deleted: number;
 }
 
 export interface ObjectRef {
@@ -298,13 +318,16 @@ export const Document: MessageFns<Document> = {
 };
 
 function createBaseApplyRequest(): ApplyRequest {
-  return { documents: [] };
+  return { documents: [], deletes: [] };
 }
 
 export const ApplyRequest: MessageFns<ApplyRequest> = {
   encode(message: ApplyRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     for (const v of message.documents) {
       Document.encode(v!, writer.uint32(10).fork()).join();
+    }
+    for (const v of message.deletes) {
+      Deletion.encode(v!, writer.uint32(18).fork()).join();
     }
     return writer;
   },
@@ -330,6 +353,14 @@ export const ApplyRequest: MessageFns<ApplyRequest> = {
             message.documents.push(Document.decode(reader, reader.uint32()));
             continue;
           }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.deletes.push(Deletion.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -347,6 +378,7 @@ export const ApplyRequest: MessageFns<ApplyRequest> = {
       documents: globalThis.Array.isArray(object?.documents)
         ? object.documents.map((e: any) => Document.fromJSON(e))
         : [],
+      deletes: globalThis.Array.isArray(object?.deletes) ? object.deletes.map((e: any) => Deletion.fromJSON(e)) : [],
     };
   },
 
@@ -354,6 +386,9 @@ export const ApplyRequest: MessageFns<ApplyRequest> = {
     const obj: any = {};
     if (message.documents?.length) {
       obj.documents = message.documents.map((e) => Document.toJSON(e));
+    }
+    if (message.deletes?.length) {
+      obj.deletes = message.deletes.map((e) => Deletion.toJSON(e));
     }
     return obj;
   },
@@ -364,12 +399,104 @@ export const ApplyRequest: MessageFns<ApplyRequest> = {
   fromPartial(object: DeepPartial<ApplyRequest>): ApplyRequest {
     const message = createBaseApplyRequest();
     message.documents = object.documents?.map((e) => Document.fromPartial(e)) || [];
+    message.deletes = object.deletes?.map((e) => Deletion.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseDeletion(): Deletion {
+  return { object: undefined, expectedRevision: undefined };
+}
+
+export const Deletion: MessageFns<Deletion> = {
+  encode(message: Deletion, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.object !== undefined) {
+      ObjectRef.encode(message.object, writer.uint32(10).fork()).join();
+    }
+    if (message.expectedRevision !== undefined) {
+      writer.uint32(16).int64(message.expectedRevision);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Deletion {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDeletion();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.object = ObjectRef.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.expectedRevision = longToNumber(reader.int64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): Deletion {
+    return {
+      object: isSet(object.object) ? ObjectRef.fromJSON(object.object) : undefined,
+      expectedRevision: isSet(object.expectedRevision)
+        ? globalThis.Number(object.expectedRevision)
+        : isSet(object.expected_revision)
+        ? globalThis.Number(object.expected_revision)
+        : undefined,
+    };
+  },
+
+  toJSON(message: Deletion): unknown {
+    const obj: any = {};
+    if (message.object !== undefined) {
+      obj.object = ObjectRef.toJSON(message.object);
+    }
+    if (message.expectedRevision !== undefined) {
+      obj.expectedRevision = Math.round(message.expectedRevision);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<Deletion>): Deletion {
+    return Deletion.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<Deletion>): Deletion {
+    const message = createBaseDeletion();
+    message.object = (object.object !== undefined && object.object !== null)
+      ? ObjectRef.fromPartial(object.object)
+      : undefined;
+    message.expectedRevision = object.expectedRevision ?? undefined;
     return message;
   },
 };
 
 function createBaseApplyResponse(): ApplyResponse {
-  return { revision: 0, changed: 0 };
+  return { revision: 0, changed: 0, deleted: 0 };
 }
 
 export const ApplyResponse: MessageFns<ApplyResponse> = {
@@ -379,6 +506,9 @@ export const ApplyResponse: MessageFns<ApplyResponse> = {
     }
     if (message.changed !== 0) {
       writer.uint32(16).uint32(message.changed);
+    }
+    if (message.deleted !== 0) {
+      writer.uint32(24).uint32(message.deleted);
     }
     return writer;
   },
@@ -412,6 +542,14 @@ export const ApplyResponse: MessageFns<ApplyResponse> = {
             message.changed = reader.uint32();
             continue;
           }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.deleted = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -428,6 +566,7 @@ export const ApplyResponse: MessageFns<ApplyResponse> = {
     return {
       revision: isSet(object.revision) ? globalThis.Number(object.revision) : 0,
       changed: isSet(object.changed) ? globalThis.Number(object.changed) : 0,
+      deleted: isSet(object.deleted) ? globalThis.Number(object.deleted) : 0,
     };
   },
 
@@ -439,6 +578,9 @@ export const ApplyResponse: MessageFns<ApplyResponse> = {
     if (message.changed !== 0) {
       obj.changed = Math.round(message.changed);
     }
+    if (message.deleted !== 0) {
+      obj.deleted = Math.round(message.deleted);
+    }
     return obj;
   },
 
@@ -449,6 +591,7 @@ export const ApplyResponse: MessageFns<ApplyResponse> = {
     const message = createBaseApplyResponse();
     message.revision = object.revision ?? 0;
     message.changed = object.changed ?? 0;
+    message.deleted = object.deleted ?? 0;
     return message;
   },
 };
