@@ -1,0 +1,586 @@
+// Neutron -> Palisade translation (DESIGN §2 "OpenStack mapping"). Pure: no
+// I/O, no clock, no randomness; the same input in any order gives identical
+// output, so a reconciler can compare it with what is stored and write
+// nothing on a second sync.
+//
+// Design notes (each decision, and why):
+//
+// Groups
+// - A security group becomes a Profile: id = group id, tags = [group id],
+//   labels {"palisade.io/owner": "openstack"}. Ingress rules -> inbound_rules,
+//   egress -> outbound_rules, all action allow.
+// - Rules translate 1:1. Neutron materialises its defaults (every group's
+//   egress allow-all for IPv4 and IPv6; the default group's ingress from its
+//   own members) as ordinary rules in the API response, so 1:1 keeps them,
+//   and keeps Neutron's behaviour when an operator deletes them. No implicit
+//   rules are added.
+// - Rules in a profile are sorted by Neutron rule id (the API's order is not
+//   stable); all rules are allow, so order carries no meaning.
+// - `stateful: false` groups: Palisade is always stateful. Translated as
+//   stateful (replies are allowed where Neutron would need explicit rules:
+//   wider than Neutron for replies only), with a warning naming the group.
+//
+// Rule fields
+// - ethertype IPv4/IPv6 -> ip_version 4/6, always set.
+// - protocol: null, "any", 0 / "0", and Neutron's names for protocol 0 ("ip",
+//   "hopopt") -> no protocol criterion. Neutron's API reference: "The string
+//   any (or integer 0) means all IP protocols"; neutron-lib's
+//   IPTABLES_PROTOCOL_NAME_MAP renders "0" with no -p argument; Neutron's
+//   duplicate-rule key treats "0", "ip" and "hopopt" as one protocol. So
+//   protocol 0 is never hop-by-hop in Neutron; "hopopt" gets a warning
+//   because its name suggests otherwise.
+// - Names Neutron accepts (neutron_lib.constants.IP_PROTOCOL_MAP) map to
+//   their numbers; decimal strings and numbers 1-255 are taken as they are.
+//   Output uses the model's names for tcp, udp, icmp, icmpv6, sctp, udplite
+//   and decimal strings for the rest.
+// - IPv6: "icmp", "icmpv6", "ipv6-icmp", 58 and 1 all mean ICMPv6 (Neutron
+//   itself rewrites "icmp", "icmpv6" and "1" to ipv6-icmp for IPv6 rules).
+//   IPv4 with icmpv6/ipv6-icmp/58 -> refused.
+// - IPv6 with an extension-header protocol (ipv6-route 43, ipv6-frag 44, ah
+//   51, ipv6-opts 60, mobility 135, hip 139, shim6 140) -> refused: ip6tables
+//   matches the upper-layer protocol after extension headers, so no
+//   Palisade rule can express it (validate.ts refuses it too). Neutron does
+//   nothing special with them (it passes them to ip6tables/OVS, where they
+//   never match), so the operator must delete or change the rule.
+//   ipv6-nonxt (59) is matchable and translated.
+// - Ports (port_range_min/max) with tcp/udp/sctp/udplite -> dst_ports (Neutron
+//   port ranges are always destination ports, both directions): min == max
+//   or only min -> that port; min < max -> range {first: min, last: max}.
+//   The whole range (0-65535 or 1-65535) -> no port criterion, with any
+//   protocol, as it is equivalent (Neutron's drivers ignore ports where a
+//   protocol has none). Max without min, min > max, out-of-range values ->
+//   refused. Any other range with a protocol the model cannot give ports to
+//   -> refused; this includes DCCP, which Neutron gives ports but Palisade
+//   (multiport: tcp/udp/sctp/udplite) cannot.
+// - ICMP/ICMPv6: port_range_min = type, port_range_max = code. Type without
+//   code -> type only; code without type -> refused (Neutron refuses it
+//   too); type outside 0-254 or code outside 0-255 -> refused (the model's
+//   ranges: type 255 is reserved).
+// - remote_ip_prefix: ingress -> src_net, egress -> dst_net; a bare address
+//   is a host route; canonicalised (host bits cleared, as netaddr/iptables
+//   match it); a prefix of the other family -> refused; 0.0.0.0/0 and ::/0
+//   -> no criterion (equivalent: ip_version is always set).
+// - remote_group_id: ingress -> src_tag, egress -> dst_tag (tag = group id).
+//   A remote group missing from the input is kept (unknown tag = empty set,
+//   the rule matches no one) with a warning.
+// - remote_address_group_id: resolved from the address groups given: one
+//   rule per address of the rule's family (sorted, deduplicated); an address
+//   group with no address of that family contributes no rule (matches
+//   nothing, as in Neutron), with a warning. Not given / not found ->
+//   refused, telling the operator to pass --address-groups FILE.
+// - More than one of remote_ip_prefix, remote_group_id and
+//   remote_address_group_id -> refused (Neutron refuses it too).
+//
+// Ports
+// - Only device_owner "compute:*" with a non-empty binding:host_id become
+//   endpoints. Others go to `skipped` with a reason: Neutron applies no
+//   security groups to network-owned ports (DHCP, routers: "trusted"), and
+//   an unbound port has no host. binding:host_id is admin-only; when it is
+//   absent the reason says so.
+// - Endpoint: host = binding:host_id, orchestrator "openstack", workload =
+//   device_id, id = port id, name = "tap" + first 11 characters of the port
+//   id (the name Nova and Neutron give the TAP), mac = mac_address
+//   lower-case, state = admin_state_up ? active : inactive (status is
+//   operational and ignored), profile_ids = security_groups in the port's
+//   order (duplicates dropped), labels {"palisade.io/owner": "openstack"}.
+// - Addresses: fixed_ips as /32, /128, plus allowed_address_pairs that are a
+//   single address (or a /32, /128); deduplicated, sorted numerically. A
+//   wider pair cannot be expressed (the model holds host routes only): left
+//   out, warning (fail closed: anti-spoofing drops traffic from it). A pair
+//   with a MAC other than the port's: left out, warning: the endpoint keeps
+//   the port's MAC, so traffic with the pair's MAC is dropped anyway, and
+//   Neutron itself only accepts that address together with that MAC (so
+//   adding it to the port's MAC would open what Neutron does not).
+// - port_security_enabled false: Neutron applies no filtering and no
+//   anti-spoofing. Palisade cannot express an unfiltered port: the endpoint
+//   gets profile_ids [NO_PORT_SECURITY_PROFILE] (emitted once, only when
+//   needed: allow all inbound and outbound, both families; no tags) and no
+//   mac, so any MAC passes, but anti-spoofing by address still applies
+//   (traffic from addresses not on the port is dropped). One warning per
+//   such port.
+// - A port referencing a group not in the input: kept (Palisade treats the
+//   missing profile as deny-all: fail safe), warning.
+// - Host, device and port ids must pass the model's id validation; if not,
+//   refused: the reconciler must reject the whole sync.
+//
+// Errors: every problem in the whole input is collected and thrown at once as
+// a TranslateError. As a last safety net every produced object is run
+// through the model's validateObject; an issue there is refused too.
+import {
+  ID_RE, INTERFACE_RE, LIMITS, endpointKeyString, formatCidr, parseCidr, printable, validateObject,
+  type Cidr, type Endpoint, type IpVersion, type Match, type ModelObject, type Profile, type Rule,
+} from "../model/index.js";
+import {
+  TranslateError,
+  type NeutronAddressGroup, type NeutronPort, type NeutronSecurityGroup, type NeutronSecurityGroupRule, type TranslateIssue,
+} from "./neutron-types.js";
+
+export { parseAddressGroupsFile, parsePortsFile, parseSecurityGroupsFile, TranslateError, formatTranslateIssue } from "./neutron-types.js";
+export type {
+  NeutronAddressGroup, NeutronAllowedAddressPair, NeutronFixedIp, NeutronPort, NeutronSecurityGroup, NeutronSecurityGroupRule,
+  TranslateIssue,
+} from "./neutron-types.js";
+
+export const OWNER_LABEL = "palisade.io/owner";
+export const ORCHESTRATOR = "openstack";
+export const OWNER_VALUE = ORCHESTRATOR;
+export const NO_PORT_SECURITY_PROFILE = "openstack-no-port-security";
+
+export interface TranslateInput {
+  securityGroups: NeutronSecurityGroup[];
+  ports: NeutronPort[];
+  addressGroups?: NeutronAddressGroup[];
+}
+
+export interface TranslateResult {
+  /** Profiles sorted by id, then endpoints sorted by key. */
+  objects: ModelObject[];
+  warnings: string[];
+  /** Ports that are not endpoints, sorted by port id. */
+  skipped: { port: string; reason: string }[];
+}
+
+// ---------------------------------------------------------------------------
+// Protocols
+
+/** neutron_lib.constants.IP_PROTOCOL_MAP (plus "any"). */
+const NEUTRON_PROTOCOLS: ReadonlyMap<string, number> = new Map([
+  ["any", 0], ["ip", 0], ["hopopt", 0],
+  ["icmp", 1], ["igmp", 2], ["ipip", 4], ["tcp", 6], ["egp", 8], ["udp", 17], ["dccp", 33],
+  ["ipv6-encap", 41], ["ipv6-route", 43], ["ipv6-frag", 44], ["rsvp", 46], ["gre", 47], ["esp", 50], ["ah", 51],
+  ["icmpv6", 58], ["ipv6-icmp", 58], ["ipv6-nonxt", 59], ["ipv6-opts", 60],
+  ["ospf", 89], ["vrrp", 112], ["pgm", 113], ["sctp", 132], ["udplite", 136],
+]);
+
+/** Numbers the model spells by name. */
+const MODEL_NAMES: ReadonlyMap<number, string> = new Map([
+  [1, "icmp"], [6, "tcp"], [17, "udp"], [58, "icmpv6"], [132, "sctp"], [136, "udplite"],
+]);
+
+/** Protocols the model allows ports with (iptables multiport). */
+const PORT_PROTOCOLS: ReadonlySet<number> = new Set([6, 17, 132, 136]);
+
+/** IPv6 extension headers ip6tables cannot match as a protocol (validate.ts's list, 0 aside: 0 is "any" in Neutron). */
+const IPV6_EXTENSION_HEADERS: ReadonlyMap<number, string> = new Map([
+  [43, "ipv6-route"], [44, "ipv6-frag"], [51, "ah"], [60, "ipv6-opts"], [135, "mobility header"], [139, "hip"], [140, "shim6"],
+]);
+
+type Report = (field: string, reason: string) => void;
+
+/** Neutron protocol -> number (0 = any), or undefined after reporting. */
+function protocolNumber(p: string | number | null | undefined, report: Report): number | undefined {
+  if (p === null || p === undefined) return 0;
+  if (typeof p === "number") {
+    if (Number.isInteger(p) && p >= 0 && p <= 255) return p;
+    report("protocol", `${printable(String(p))} is not a protocol number 0-255`);
+    return undefined;
+  }
+  const s = p.trim().toLowerCase();
+  if (s === "") return 0;
+  if (/^\d{1,3}$/.test(s)) {
+    const n = Number(s);
+    if (n <= 255) return n;
+  }
+  const named = NEUTRON_PROTOCOLS.get(s);
+  if (named !== undefined) return named;
+  report("protocol", `'${printable(p)}' is not a protocol Neutron accepts (a name such as tcp, udp, icmp, ipv6-icmp, gre, or a number 0-255)`);
+  return undefined;
+}
+
+// ---------------------------------------------------------------------------
+// Small helpers
+
+const compare = (a: string, b: string): number => (a < b ? -1 : a > b ? 1 : 0);
+
+function idProblem(v: string, max: number = LIMITS.idLength): string | undefined {
+  if (v.length === 0) return "must not be empty";
+  if (v.length > max) return `must be at most ${max} characters`;
+  if (!ID_RE.test(v) || v === "." || v === "..") return `'${printable(v)}' may contain only letters, digits, '_', '.' and '-'`;
+  return undefined;
+}
+
+function ownerLabels(): Record<string, string> {
+  return { [OWNER_LABEL]: OWNER_VALUE };
+}
+
+function compareCidr(a: Cidr, b: Cidr): number {
+  if (a.version !== b.version) return a.version - b.version;
+  if (a.addr !== b.addr) return a.addr < b.addr ? -1 : 1;
+  return a.prefix - b.prefix;
+}
+
+/** Canonical, deduplicated, numerically sorted. */
+function sortedUnique(cidrs: Cidr[]): string[] {
+  const seen = new Map<string, Cidr>();
+  for (const c of cidrs) seen.set(formatCidr(c), c);
+  return [...seen.values()].sort(compareCidr).map(formatCidr);
+}
+
+// ---------------------------------------------------------------------------
+// Rules
+
+interface AddressGroupIndex {
+  byId: Map<string, { name?: string; nets: Cidr[] }>;
+}
+
+interface Context {
+  issues: TranslateIssue[];
+  warnings: string[];
+  groupIds: Set<string>;
+  addressGroups?: AddressGroupIndex;
+}
+
+function groupLabel(g: NeutronSecurityGroup): string {
+  return g.name ? `security group ${printable(g.id)} (${printable(g.name)})` : `security group ${printable(g.id)}`;
+}
+
+/** One Neutron rule -> zero or more Palisade rules; undefined after reporting a refusal. */
+function translateRule(rule: NeutronSecurityGroupRule, ctx: Context, groupName = "security group"): Rule[] | undefined {
+  const object = `${groupName} rule ${printable(rule.id)}`;
+  const before = ctx.issues.length;
+  const report: Report = (field, reason) => ctx.issues.push({ object, field, reason });
+
+  const ingress = rule.direction === "ingress";
+  if (rule.direction !== "ingress" && rule.direction !== "egress") report("direction", "must be 'ingress' or 'egress'");
+  const et = String(rule.ethertype).toLowerCase();
+  const ipVersion: IpVersion | undefined = et === "ipv4" ? 4 : et === "ipv6" ? 6 : undefined;
+  if (ipVersion === undefined) report("ethertype", "must be 'IPv4' or 'IPv6'");
+
+  const match: Match = {};
+
+  // Protocol.
+  let proto = protocolNumber(rule.protocol, report);
+  if (proto !== undefined && ipVersion !== undefined) {
+    if (ipVersion === 6 && proto === 1) proto = 58;
+    if (ipVersion === 4 && proto === 58) {
+      report("protocol", `'${printable(String(rule.protocol))}' is ICMPv6, which does not exist for ethertype IPv4; use icmp`);
+      proto = undefined;
+    } else if (ipVersion === 6 && IPV6_EXTENSION_HEADERS.has(proto)) {
+      report("protocol", `'${printable(String(rule.protocol))}' (${proto}, ${IPV6_EXTENSION_HEADERS.get(proto)}) is an IPv6 extension header: ip6tables matches the upper-layer protocol after extension headers, so this rule cannot be expressed (in Neutron it never matches either); delete the rule or change its protocol`);
+      proto = undefined;
+    }
+    if (proto === 0 && typeof rule.protocol === "string" && rule.protocol.trim().toLowerCase() === "hopopt") {
+      ctx.warnings.push(`${object}: protocol 'hopopt' is protocol 0, which Neutron treats as any protocol; translated as any protocol, not IPv6 hop-by-hop`);
+    }
+  }
+  if (proto !== undefined && proto !== 0) match.protocol = MODEL_NAMES.get(proto) ?? String(proto);
+
+  // Ports, or ICMP type/code.
+  const min = rule.port_range_min ?? null;
+  const max = rule.port_range_max ?? null;
+  const badInt = (v: number | null) => v !== null && !Number.isInteger(v);
+  if (badInt(min)) report("port_range_min", "must be an integer");
+  if (badInt(max)) report("port_range_max", "must be an integer");
+  if (proto !== undefined && !badInt(min) && !badInt(max)) {
+    if (proto === 1 || proto === 58) {
+      if (min === null && max !== null) {
+        report("port_range_max", `ICMP code ${max} is given without an ICMP type (port_range_min)`);
+      }
+      if (min !== null) {
+        if (min < 0 || min > 254) report("port_range_min", `ICMP type ${min} is outside 0-254 (255 is reserved)`);
+        else match.icmpType = min;
+      }
+      if (max !== null && min !== null) {
+        if (max < 0 || max > 255) report("port_range_max", `ICMP code ${max} is outside 0-255`);
+        else match.icmpCode = max;
+      }
+    } else if (min !== null || max !== null) {
+      if (min === null) report("port_range_max", `port ${max} is given without port_range_min`);
+      else if (min < 0 || min > 65535) report("port_range_min", `port ${min} is outside 0-65535`);
+      else if (max !== null && (max < 0 || max > 65535)) report("port_range_max", `port ${max} is outside 0-65535`);
+      else if (max !== null && min > max) report("port_range_min", `port range ${min}-${max} has port_range_min > port_range_max`);
+      else {
+        const last = max ?? min;
+        const whole = last === 65535 && (min === 0 || min === 1);
+        if (whole) {
+          // Every port: equivalent to no port criterion.
+        } else if (PORT_PROTOCOLS.has(proto)) {
+          match.dstPorts = [{ first: min, last }];
+        } else if (proto === 0) {
+          report("port_range_min", `ports ${min}-${last} are given without a protocol; ports need tcp, udp, sctp or udplite`);
+        } else {
+          const what = proto === 33 ? "dccp (Neutron accepts DCCP ports; Palisade matches ports only for tcp, udp, sctp and udplite)" : `protocol '${printable(String(rule.protocol))}'`;
+          report("port_range_min", `ports ${min}-${last} cannot be matched for ${what}`);
+        }
+      }
+    }
+  }
+
+  // Remote: at most one of prefix, group, address group.
+  const prefix = rule.remote_ip_prefix ?? null;
+  const remoteGroup = rule.remote_group_id ?? null;
+  const addressGroup = rule.remote_address_group_id ?? null;
+  const remotes = [prefix && "remote_ip_prefix", remoteGroup && "remote_group_id", addressGroup && "remote_address_group_id"].filter(Boolean);
+  if (remotes.length > 1) report(String(remotes[1]), `only one of remote_ip_prefix, remote_group_id and remote_address_group_id may be set (got ${remotes.join(" and ")})`);
+
+  if (prefix) {
+    const c = parseCidr(prefix.trim());
+    if (!c) report("remote_ip_prefix", `'${printable(prefix)}' is not an IP address or CIDR`);
+    else if (ipVersion !== undefined && c.version !== ipVersion) {
+      report("remote_ip_prefix", `'${printable(prefix)}' is an IPv${c.version} prefix but the rule's ethertype is IPv${ipVersion}`);
+    } else if (c.prefix > 0) {
+      if (ingress) match.srcNet = formatCidr(c);
+      else match.dstNet = formatCidr(c);
+    }
+  }
+  if (remoteGroup) {
+    const bad = idProblem(remoteGroup);
+    if (bad) report("remote_group_id", `${bad} (a group id is used as a Palisade tag)`);
+    else {
+      if (ingress) match.srcTag = remoteGroup;
+      else match.dstTag = remoteGroup;
+      if (!ctx.groupIds.has(remoteGroup)) {
+        ctx.warnings.push(`${object}: remote group ${printable(remoteGroup)} is not in the input; the rule matches no one until that group appears (unknown tag = empty set)`);
+      }
+    }
+  }
+  let nets: (string | undefined)[] = [undefined];
+  if (addressGroup) {
+    const found = ctx.addressGroups?.byId.get(addressGroup);
+    if (ctx.addressGroups === undefined) {
+      report("remote_address_group_id", `refers to address group ${printable(addressGroup)}, but no address groups were given; pass --address-groups FILE (the body of GET /v2.0/address-groups)`);
+    } else if (!found) {
+      report("remote_address_group_id", `address group ${printable(addressGroup)} is not in the address groups given; pass --address-groups FILE with all address groups (GET /v2.0/address-groups)`);
+    } else if (ipVersion !== undefined) {
+      const ofFamily = found.nets.filter((c) => c.version === ipVersion);
+      nets = sortedUnique(ofFamily).map((n) => (n.endsWith("/0") ? undefined : n));
+      if (nets.length === 0) {
+        ctx.warnings.push(`${object}: address group ${printable(addressGroup)} has no IPv${ipVersion} address; the rule matches nothing (as in Neutron)`);
+      }
+    }
+  }
+
+  if (ctx.issues.length !== before || ipVersion === undefined) return undefined;
+  return nets.map((net) => {
+    const m: Match = { ...match };
+    if (net !== undefined) {
+      if (ingress) m.srcNet = net;
+      else m.dstNet = net;
+    }
+    return { action: "allow", ipVersion, match: m, negated: {} };
+  });
+}
+
+function translateGroup(g: NeutronSecurityGroup, ctx: Context): Profile | undefined {
+  const name = groupLabel(g);
+  const before = ctx.issues.length;
+  const bad = idProblem(g.id);
+  if (bad) ctx.issues.push({ object: name, field: "id", reason: `${bad} (the group id is the Palisade profile id and tag)` });
+  if (g.stateful === false) {
+    ctx.warnings.push(`${name} is stateless (stateful: false); Palisade is always stateful: translated as stateful, so replies to allowed traffic are allowed without explicit rules`);
+  }
+  const inbound: Rule[] = [];
+  const outbound: Rule[] = [];
+  const rules = [...g.security_group_rules].sort((a, b) => compare(a.id, b.id));
+  for (const r of rules) {
+    const out = translateRule(r, ctx, `security group ${printable(g.id)}`);
+    if (!out) continue;
+    (r.direction === "ingress" ? inbound : outbound).push(...out);
+  }
+  if (ctx.issues.length !== before) return undefined;
+  return { id: g.id, tags: [g.id], inboundRules: inbound, outboundRules: outbound, labels: ownerLabels() };
+}
+
+function noPortSecurityProfile(): Profile {
+  const all = (v: IpVersion): Rule => ({ action: "allow", ipVersion: v, match: {}, negated: {} });
+  return {
+    id: NO_PORT_SECURITY_PROFILE,
+    tags: [],
+    inboundRules: [all(4), all(6)],
+    outboundRules: [all(4), all(6)],
+    labels: ownerLabels(),
+  };
+}
+
+// ---------------------------------------------------------------------------
+// Ports
+
+/** Why a port is not an endpoint, or undefined when it is one. */
+function skipReason(p: NeutronPort): string | undefined {
+  const owner = p.device_owner ?? "";
+  if (!owner.startsWith("compute:")) {
+    if (owner.startsWith("network:")) {
+      return `device_owner '${printable(owner)}': Neutron applies no security groups to network-owned ports (DHCP, routers); they carry no security meaning in Palisade`;
+    }
+    if (owner === "") return "no device_owner: the port is not attached to an instance";
+    return `device_owner '${printable(owner)}' is not an instance port (only 'compute:*' ports become endpoints)`;
+  }
+  const host = p["binding:host_id"];
+  if (host === undefined) {
+    return "binding:host_id is absent (Neutron shows it to admins only): list the ports with admin credentials";
+  }
+  if (host === null || host === "") return "not bound to a host (binding:host_id is empty): no endpoint until Nova binds it";
+  return undefined;
+}
+
+const MAC_RE = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
+
+function translatePort(p: NeutronPort, ctx: Context, needNoPortSecurity: { value: boolean }): Endpoint | undefined {
+  const object = `port ${printable(p.id)}`;
+  const before = ctx.issues.length;
+  const report: Report = (field, reason) => ctx.issues.push({ object, field, reason });
+  const host = p["binding:host_id"] ?? "";
+
+  let bad = idProblem(host, LIMITS.hostLength);
+  if (bad) report("binding:host_id", `${bad} (the host id is the Palisade endpoint host)`);
+  bad = idProblem(p.device_id ?? "");
+  if (bad) report("device_id", `${bad} (the device id is the Palisade endpoint workload)`);
+  bad = idProblem(p.id);
+  if (bad) report("id", `${bad} (the port id is the Palisade endpoint id)`);
+  const name = interfaceName(p.id);
+  if (!bad && !INTERFACE_RE.test(name)) report("id", `interface name '${printable(name)}' (tap + 11 characters of the port id) is not a valid interface name`);
+
+  const portSecurity = p.port_security_enabled !== false;
+  const mac = (p.mac_address ?? "").toLowerCase();
+  if (!MAC_RE.test(mac)) report("mac_address", `'${printable(p.mac_address ?? "")}' is not a MAC address like fa:16:3e:00:00:01`);
+
+  const nets: Cidr[] = [];
+  (p.fixed_ips ?? []).forEach((f, i) => {
+    const c = parseCidr(f.ip_address.trim());
+    if (!c) report(`fixed_ips[${i}].ip_address`, `'${printable(f.ip_address)}' is not an IP address`);
+    else if (c.prefix !== (c.version === 4 ? 32 : 128)) report(`fixed_ips[${i}].ip_address`, `'${printable(f.ip_address)}' is not a single address`);
+    else nets.push(c);
+  });
+  (p.allowed_address_pairs ?? []).forEach((pair, i) => {
+    const c = parseCidr(pair.ip_address.trim());
+    if (!c) {
+      report(`allowed_address_pairs[${i}].ip_address`, `'${printable(pair.ip_address)}' is not an IP address or CIDR`);
+      return;
+    }
+    const pairMac = pair.mac_address?.toLowerCase();
+    if (pairMac !== undefined && pairMac !== mac) {
+      ctx.warnings.push(`${object}: allowed address pair ${printable(pair.ip_address)} has MAC ${printable(pair.mac_address!)}, not the port's ${printable(mac)}; Palisade keeps the port's MAC, so that traffic is dropped (the address is left out)`);
+      return;
+    }
+    if (c.prefix !== (c.version === 4 ? 32 : 128)) {
+      ctx.warnings.push(`${object}: allowed address pair ${formatCidr(c)} is wider than one address, which Palisade endpoints cannot hold (host routes only); traffic from it is dropped by anti-spoofing (fail closed)`);
+      return;
+    }
+    nets.push(c);
+  });
+
+  let profileIds: string[];
+  if (portSecurity) {
+    profileIds = [...new Set(p.security_groups ?? [])];
+    for (const g of profileIds) {
+      const b = idProblem(g);
+      if (b) report("security_groups", `${b} (a group id is a Palisade profile id)`);
+      else if (!ctx.groupIds.has(g)) {
+        ctx.warnings.push(`${object}: security group ${printable(g)} is not in the input; Palisade treats the missing profile as deny-all until it appears`);
+      }
+    }
+  } else {
+    profileIds = [NO_PORT_SECURITY_PROFILE];
+    needNoPortSecurity.value = true;
+    const ignored = (p.security_groups ?? []).length ? ` (its security groups ${(p.security_groups ?? []).map(printable).join(", ")} are ignored, as Neutron ignores them)` : "";
+    ctx.warnings.push(`${object}: port security is disabled; Neutron filters nothing on it. Palisade cannot express an unfiltered port: it gets profile ${NO_PORT_SECURITY_PROFILE} (allow all) and no MAC check, but traffic from addresses not on the port is still dropped${ignored}`);
+  }
+
+  if (ctx.issues.length !== before) return undefined;
+  const v4 = sortedUnique(nets.filter((c) => c.version === 4));
+  const v6 = sortedUnique(nets.filter((c) => c.version === 6));
+  const e: Endpoint = {
+    host,
+    orchestrator: ORCHESTRATOR,
+    workload: p.device_id,
+    id: p.id,
+    name,
+    state: p.admin_state_up ? "active" : "inactive",
+    ipv4Nets: v4,
+    ipv6Nets: v6,
+    profileIds,
+    labels: ownerLabels(),
+  };
+  if (portSecurity) e.mac = mac;
+  return e;
+}
+
+// ---------------------------------------------------------------------------
+
+function indexAddressGroups(groups: NeutronAddressGroup[], issues: TranslateIssue[]): AddressGroupIndex {
+  const byId = new Map<string, { name?: string; nets: Cidr[] }>();
+  for (const g of [...groups].sort((a, b) => compare(a.id, b.id))) {
+    const object = `address group ${printable(g.id)}`;
+    if (byId.has(g.id)) {
+      issues.push({ object, field: "id", reason: "appears twice in the address groups given" });
+      continue;
+    }
+    const nets: Cidr[] = [];
+    g.addresses.forEach((a, i) => {
+      const c = parseCidr(a.trim());
+      if (!c) issues.push({ object, field: `addresses[${i}]`, reason: `'${printable(a)}' is not an IP address or CIDR` });
+      else nets.push(c);
+    });
+    byId.set(g.id, g.name === undefined ? { nets } : { name: g.name, nets });
+  }
+  return { byId };
+}
+
+/**
+ * Translates Neutron security groups and ports into Palisade profiles and
+ * endpoints. Throws TranslateError listing every problem if any input is not
+ * translatable (nothing should be written then).
+ */
+export function translate(input: TranslateInput): TranslateResult {
+  const issues: TranslateIssue[] = [];
+  const warnings: string[] = [];
+  const skipped: { port: string; reason: string }[] = [];
+
+  const groups = [...input.securityGroups].sort((a, b) => compare(a.id, b.id));
+  const groupIds = new Set<string>();
+  for (const g of groups) {
+    if (groupIds.has(g.id)) issues.push({ object: groupLabel(g), field: "id", reason: "appears twice in the security groups given" });
+    if (g.id === NO_PORT_SECURITY_PROFILE) {
+      issues.push({ object: groupLabel(g), field: "id", reason: `is the id Palisade reserves for ports without port security` });
+    }
+    groupIds.add(g.id);
+  }
+  const ctx: Context = { issues, warnings, groupIds };
+  if (input.addressGroups !== undefined) ctx.addressGroups = indexAddressGroups(input.addressGroups, issues);
+
+  const profiles: Profile[] = [];
+  for (const g of groups) {
+    const p = translateGroup(g, ctx);
+    if (p) profiles.push(p);
+  }
+
+  const ports = [...input.ports].sort((a, b) => compare(a.id, b.id));
+  const portIds = new Set<string>();
+  const endpoints: Endpoint[] = [];
+  const needNoPortSecurity = { value: false };
+  for (const p of ports) {
+    if (portIds.has(p.id)) {
+      issues.push({ object: `port ${printable(p.id)}`, field: "id", reason: "appears twice in the ports given" });
+      continue;
+    }
+    portIds.add(p.id);
+    const why = skipReason(p);
+    if (why !== undefined) {
+      skipped.push({ port: p.id, reason: why });
+      continue;
+    }
+    const e = translatePort(p, ctx, needNoPortSecurity);
+    if (e) endpoints.push(e);
+  }
+  if (needNoPortSecurity.value) profiles.push(noPortSecurityProfile());
+
+  profiles.sort((a, b) => compare(a.id, b.id));
+  endpoints.sort((a, b) => compare(endpointKeyString(a), endpointKeyString(b)));
+  const objects: ModelObject[] = [
+    ...profiles.map((profile): ModelObject => ({ kind: "Profile", profile })),
+    ...endpoints.map((endpoint): ModelObject => ({ kind: "Endpoint", endpoint })),
+  ];
+  // Safety net: whatever the checks above missed, the model must accept every object.
+  for (const o of objects) {
+    for (const i of validateObject(o)) {
+      issues.push({ object: i.document, field: i.field, reason: `${i.reason} (the translated object fails Palisade's validation)` });
+    }
+  }
+  if (issues.length) throw new TranslateError(issues);
+  return { objects, warnings, skipped };
+}
+
+/** The interface name Nova and Neutron give a port's TAP: "tap" + the first 11 characters of the port id. */
+export function interfaceName(portId: string): string {
+  return `tap${portId.slice(0, 11)}`;
+}
