@@ -10,6 +10,7 @@ export const BIN = {
   controller: join(root, "dist/services/controller/main.js"),
   driver: join(root, "dist/services/driver/main.js"),
   ctl: join(root, "dist/services/cli/main.js"),
+  openstack: join(root, "dist/services/openstack/main.js"),
 };
 
 export function requireBuild(): void {

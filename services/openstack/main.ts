@@ -1,0 +1,198 @@
+#!/usr/bin/env node
+// palisade-openstack — keeps Palisade in step with Neutron: security groups
+// become profiles, bound compute ports become endpoints (translate.ts), and
+// only what the adapter owns is created, updated or deleted (reconcile.ts),
+// one transaction per sync (sync.ts).
+//   sync --security-groups FILE --ports FILE [--address-groups FILE] [--dry-run]
+//   watch --neutron-url URL [--interval SECONDS] (token or Keystone password credentials)
+//   status [-o table|json]
+// Exit codes: 0 success, 1 failure (one-line reason on stderr), 2 usage error.
+import { Command, Option } from "commander";
+import { readFileSync } from "node:fs";
+import { call, createClients, RpcError } from "../api/clients.js";
+import { endpointFromPb } from "../api/model-wire.js";
+import { EXIT_USAGE, UsageError, envDefault, fail, parseHostPort, withUsageExit } from "../common/cli-env.js";
+import { createLogger } from "../common/logger.js";
+import { createBackoff, sleep } from "../common/backoff.js";
+import { addTlsOptions, channelCredentials, loadTls, silenceIpServerNameWarning, type TlsFlags } from "../common/tls.js";
+import { authFromEnv, createNeutronClient, NeutronApiError } from "./neutron-client.js";
+import { portStatusRows } from "./port-status.js";
+import { AdapterError, syncOnce, type SyncReport } from "./sync.js";
+import {
+  ORCHESTRATOR, TranslateError, formatTranslateIssue, parseAddressGroupsFile, parsePortsFile, parseSecurityGroupsFile, translate,
+  type TranslateResult,
+} from "./translate.js";
+import { isOwned } from "./reconcile.js";
+
+const program = new Command("palisade-openstack")
+  .description("OpenStack adapter: Neutron security groups and ports onto Palisade profiles and endpoints")
+  .option("--controller <addr>", "controller address HOST:PORT or unix:/path (env PALISADE_CONTROLLER)", envDefault("PALISADE_CONTROLLER", "127.0.0.1:50051"))
+  .showHelpAfterError();
+addTlsOptions(program, "client (OU=admin: the adapter writes policy)");
+
+function clients() {
+  const opts = program.opts<{ controller: string } & TlsFlags>();
+  parseHostPort(opts.controller, "--controller");
+  return createClients(opts.controller, channelCredentials(loadTls(opts)));
+}
+
+function readJson(file: string, flag: string): unknown {
+  let text: string;
+  try {
+    text = readFileSync(file === "-" ? 0 : file, "utf8");
+  } catch (e) {
+    throw new Error(`${flag}: cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+  }
+  try {
+    return JSON.parse(text);
+  } catch (e) {
+    throw new Error(`${flag}: ${file} is not JSON: ${(e as Error).message}`);
+  }
+}
+
+function summary(r: SyncReport): string {
+  const what = `${r.created} created, ${r.updated} updated, ${r.deleted} deleted, ${r.unchanged} unchanged, ${r.skipped} port(s) skipped`;
+  if (r.dryRun) return `dry run: would write ${what}`;
+  if (r.transactions === 0) return `in sync: nothing to write (${what}), model revision ${r.revision}`;
+  return `synced: ${what} in ${r.transactions} transaction(s), at revision ${r.revision}`;
+}
+
+function printWarnings(result: TranslateResult, verbose: boolean): void {
+  for (const w of result.warnings) process.stderr.write(`warning: ${w}\n`);
+  if (verbose) for (const s of result.skipped) process.stderr.write(`skipped port ${s.port}: ${s.reason}\n`);
+}
+
+program.command("sync")
+  .description("translate Neutron API list responses (files) and reconcile Palisade with them, in one transaction")
+  .requiredOption("--security-groups <file>", "a GET /v2.0/security-groups response ({\"security_groups\": [...]})")
+  .requiredOption("--ports <file>", "a GET /v2.0/ports response ({\"ports\": [...]}), listed with admin rights")
+  .option("--address-groups <file>", "a GET /v2.0/address-groups response, to resolve remote_address_group_id")
+  .option("--dry-run", "print what would change; write nothing")
+  .option("-v, --verbose", "also list skipped ports and each change")
+  .addOption(new Option("-o, --output <format>", "output format").choices(["text", "json"]).default("text"))
+  .action(async (o: { securityGroups: string; ports: string; addressGroups?: string; dryRun?: boolean; verbose?: boolean; output: string }) => {
+    const result = translate({
+      securityGroups: parseSecurityGroupsFile(readJson(o.securityGroups, "--security-groups")),
+      ports: parsePortsFile(readJson(o.ports, "--ports")),
+      addressGroups: o.addressGroups ? parseAddressGroupsFile(readJson(o.addressGroups, "--address-groups")) : undefined,
+    });
+    printWarnings(result, !!o.verbose);
+    const c = clients();
+    try {
+      const r = await syncOnce(c.policy, result, { dryRun: o.dryRun });
+      if (o.output === "json") process.stdout.write(`${JSON.stringify({ ...r, warnings: result.warnings, skipped_ports: result.skipped }, null, 2)}\n`);
+      else {
+        if (o.dryRun || o.verbose) for (const ch of r.changes) process.stdout.write(`  ${ch}\n`);
+        process.stdout.write(`${summary(r)}\n`);
+      }
+    } finally {
+      c.close();
+    }
+  });
+
+program.command("watch")
+  .description("poll Neutron and keep Palisade in step (runs until SIGTERM)")
+  .requiredOption("--neutron-url <url>", "Neutron endpoint, e.g. http://controller:9696 (env PALISADE_NEUTRON_URL)", envDefault("PALISADE_NEUTRON_URL"))
+  .option("--interval <seconds>", "seconds between polls (env PALISADE_OPENSTACK_INTERVAL)", envDefault("PALISADE_OPENSTACK_INTERVAL", "30"))
+  .option("--os-token <token>", "a Keystone token (env OS_TOKEN); or the password credentials below")
+  .option("--os-auth-url <url>", "Keystone URL (env OS_AUTH_URL)")
+  .option("--os-username <name>", "(env OS_USERNAME)")
+  .option("--os-password <password>", "(env OS_PASSWORD; prefer the environment over the command line)")
+  .option("--os-project-name <name>", "(env OS_PROJECT_NAME)")
+  .option("--os-user-domain-name <name>", "(env OS_USER_DOMAIN_NAME, default Default)")
+  .option("--os-project-domain-name <name>", "(env OS_PROJECT_DOMAIN_NAME, default Default)")
+  .option("--once", "one poll and sync, then exit (0 on success)")
+  .option("--log-level <level>", "trace, debug, info, warn, error (env PALISADE_LOG_LEVEL)", envDefault("PALISADE_LOG_LEVEL", "info"))
+  .action(async (o: {
+    neutronUrl: string; interval: string; once?: boolean; logLevel: string;
+    osToken?: string; osAuthUrl?: string; osUsername?: string; osPassword?: string; osProjectName?: string; osUserDomainName?: string; osProjectDomainName?: string;
+  }) => {
+    const interval = Number(o.interval);
+    if (!Number.isFinite(interval) || interval < 1 || interval > 86_400) throw new UsageError("--interval must be 1-86400 seconds");
+    if (!/^https?:\/\/[^\s]+$/.test(o.neutronUrl)) throw new UsageError(`--neutron-url: expected http(s)://HOST:PORT, got '${o.neutronUrl}'`);
+    let auth;
+    try {
+      auth = authFromEnv(process.env, {
+        token: o.osToken, authUrl: o.osAuthUrl, username: o.osUsername, password: o.osPassword,
+        projectName: o.osProjectName, userDomainName: o.osUserDomainName, projectDomainName: o.osProjectDomainName,
+      });
+    } catch (e) {
+      throw new UsageError((e as Error).message);
+    }
+    const logger = createLogger({ name: "palisade-openstack", level: o.logLevel });
+    const abort = new AbortController();
+    // The shutdown signal also cuts a Neutron request short: SIGTERM does not wait for a timeout.
+    const neutron = createNeutronClient({ url: o.neutronUrl, auth, signal: abort.signal });
+    const c = clients();
+    const stop = (signal: string) => { logger.info({ signal }, "stopping"); abort.abort(); };
+    process.once("SIGTERM", () => stop("SIGTERM"));
+    process.once("SIGINT", () => stop("SIGINT"));
+    const backoff = createBackoff({ initialMs: 1_000, maxMs: interval * 1000 });
+    let lastWarnings = "";
+    logger.info({ neutron: o.neutronUrl, interval, auth: auth.kind }, "watching Neutron");
+    while (!abort.signal.aborted) {
+      let wait = interval * 1000;
+      try {
+        const snap = await neutron.snapshot();
+        const result = translate(snap);
+        // Warnings repeat every poll while Neutron is unchanged: log them when they change.
+        const w = JSON.stringify(result.warnings);
+        if (w !== lastWarnings) for (const x of result.warnings) logger.warn({ warning: x }, "translation warning");
+        lastWarnings = w;
+        const r = await syncOnce(c.policy, result);
+        logger[r.transactions ? "info" : "debug"]({ created: r.created, updated: r.updated, deleted: r.deleted, unchanged: r.unchanged, skipped: r.skipped, revision: r.revision }, summary(r));
+        backoff.reset();
+        if (o.once) break;
+      } catch (e) {
+        // Nothing is written when Neutron or the translation fails: the last
+        // good state stays in force.
+        const err = e as Error;
+        const detail = e instanceof TranslateError ? e.issues.slice(0, 20).map(formatTranslateIssue) : e instanceof AdapterError ? e.details.slice(0, 20) : undefined;
+        logger.error({ err: err.message, detail }, "sync failed; keeping the current state and retrying");
+        if (o.once) throw e;
+        wait = backoff.next();
+      }
+      await sleep(wait, abort.signal);
+    }
+    c.close();
+  });
+
+program.command("status")
+  .description("each adapter-owned endpoint's status, as a Neutron port status (ACTIVE / DOWN / ERROR)")
+  .addOption(new Option("-o, --output <format>", "output format").choices(["table", "json"]).default("table"))
+  .action(async (o: { output: string }) => {
+    const c = clients();
+    try {
+      const [eps, st] = await Promise.all([call(c.policy, c.policy.listEndpoints, { host: "" }), call(c.status, c.status.getStatus, {})]);
+      const owned = eps.endpoints.map(endpointFromPb).filter((e) => e.orchestrator === ORCHESTRATOR && isOwned({ kind: "Endpoint", endpoint: e }));
+      const rows = portStatusRows(owned, st.hosts, st.endpoints);
+      if (o.output === "json") {
+        process.stdout.write(`${JSON.stringify({ ports: rows }, null, 2)}\n`);
+        return;
+      }
+      const table = [["PORT", "STATUS", "HOST", "INTERFACE", "DETAIL"], ...rows.map((r) => [r.port_id, r.status, r.host, r.interface, r.detail])];
+      const widths = table[0]!.map((_, i) => Math.max(...table.map((r) => r[i]!.length)));
+      process.stdout.write(table.map((r) => r.map((x, i) => x.padEnd(widths[i]!)).join("  ").trimEnd()).join("\n") + "\n");
+    } finally {
+      c.close();
+    }
+  });
+
+silenceIpServerNameWarning();
+withUsageExit(program);
+try {
+  await program.parseAsync();
+} catch (e) {
+  if (e instanceof UsageError) fail(`palisade-openstack: ${e.message}`, EXIT_USAGE);
+  // The reason on the first line; the full list, indented, after it.
+  const die = (line: string, details: string[]): never => {
+    process.stderr.write(`palisade-openstack: ${line}\n`);
+    for (const d of details.slice(0, 50)) process.stderr.write(`  ${d}\n`);
+    if (details.length > 50) process.stderr.write(`  … and ${details.length - 50} more\n`);
+    process.exit(1);
+  };
+  if (e instanceof TranslateError) die(`cannot translate (${e.issues.length} problem(s), nothing written): ${formatTranslateIssue(e.issues[0]!)}`, e.issues.slice(1).map(formatTranslateIssue));
+  if (e instanceof AdapterError) die(e.message, e.details);
+  if (e instanceof NeutronApiError || e instanceof RpcError) fail(`palisade-openstack: ${e.message}`);
+  fail(`palisade-openstack: ${(e as Error).message}`);
+}

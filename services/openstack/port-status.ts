@@ -1,0 +1,48 @@
+// Palisade's view of an endpoint, in Neutron's port status vocabulary.
+//
+//   ACTIVE  the interface is up on its host and the host's driver has applied
+//           the current policy (in sync)
+//   ERROR   the driver reports the interface in error (e.g. a name outside
+//           the workload prefixes: it would not be policed), or the host's
+//           last apply failed
+//   DOWN    anything else: admin state down (endpoint inactive), interface
+//           down or not there yet, no driver connected for the host, or the
+//           driver still catching up
+//
+// Neutron's own port `status` is written by its ML2 agents over RPC, not
+// through the REST API, so the adapter reports this mapping and does not
+// write it back.
+import { EndpointState, type EndpointStatus, type HostStatus } from "../gen/palisade/status/v1/status.js";
+import { endpointKeyString, type Endpoint } from "../model/index.js";
+
+export type NeutronPortStatus = "ACTIVE" | "DOWN" | "ERROR";
+
+export interface PortStatusRow {
+  port_id: string;
+  device_id: string;
+  host: string;
+  interface: string;
+  status: NeutronPortStatus;
+  detail: string;
+}
+
+export function portStatus(e: Endpoint, host: HostStatus | undefined, ep: EndpointStatus | undefined): { status: NeutronPortStatus; detail: string } {
+  if (e.state === "inactive") return { status: "DOWN", detail: "admin_state_up is false" };
+  if (ep?.state === EndpointState.ENDPOINT_STATE_ERROR) return { status: "ERROR", detail: ep.detail || "interface error" };
+  if (!host || !host.connected) return { status: "DOWN", detail: `no driver connected for host ${e.host}` };
+  if (!host.inSync && host.lastError) return { status: "ERROR", detail: `host ${e.host}: ${host.lastError}` };
+  if (!host.inSync) return { status: "DOWN", detail: `host ${e.host} is applying policy` };
+  if (ep?.state === EndpointState.ENDPOINT_STATE_UP) return { status: "ACTIVE", detail: "" };
+  return { status: "DOWN", detail: ep?.detail || "interface not up" };
+}
+
+export function portStatusRows(endpoints: Endpoint[], hosts: HostStatus[], statuses: EndpointStatus[]): PortStatusRow[] {
+  const hostBy = new Map(hosts.map((h) => [h.hostname, h]));
+  const epBy = new Map(statuses.map((s) => [s.endpointKey, s]));
+  return endpoints
+    .map((e) => {
+      const s = portStatus(e, hostBy.get(e.host), epBy.get(endpointKeyString(e)));
+      return { port_id: e.id, device_id: e.workload, host: e.host, interface: e.name, status: s.status, detail: s.detail };
+    })
+    .sort((a, b) => (a.port_id < b.port_id ? -1 : a.port_id > b.port_id ? 1 : 0));
+}
