@@ -225,12 +225,12 @@ print_summary() {
   for n in 1 2; do printf '  %-14s %-8s %s\n' "driver-hv$n" "$(pid_of "driver-hv$n")" "netns pal-ha-hv$n, --hostname hv$n"; done
   echo
   echo "Try it (in another terminal, from $(pwd)):"
-  echo "  node dist/services/cli/main.js --controller 127.0.0.1:${CTL_PORT[0]} status"
-  echo "  node dist/services/cli/main.js --controller 127.0.0.1:${CTL_PORT[0]} apply -f deploy/examples/db-user.yaml"
+  echo "  PALISADE_INSECURE=1 node dist/services/cli/main.js --controller 127.0.0.1:${CTL_PORT[0]} status"
+  echo "  PALISADE_INSECURE=1 node dist/services/cli/main.js --controller 127.0.0.1:${CTL_PORT[0]} apply -f deploy/examples/db-user.yaml"
   echo "  ip netns exec pal-ha-hv1 iptables-save | grep pal-"
   echo "Failover by hand:"
   echo "  kill $(pid_of controller-1)    # controller 1: drivers reconnect to controller 2; its host statuses expire with its lease (~15 s)"
-  echo "  node dist/services/cli/main.js --controller 127.0.0.1:${CTL_PORT[1]} status"
+  echo "  PALISADE_INSECURE=1 node dist/services/cli/main.js --controller 127.0.0.1:${CTL_PORT[1]} status"
   echo "  kill $(pid_of etcd-1)    # one etcd member: the other two keep quorum; writes and watches continue"
   echo "  ETCDCTL_API=3 etcdctl --endpoints $ENDPOINTS endpoint status -w table"
   echo "  (killing two etcd members loses quorum: writes fail, drivers keep their last rules)"
