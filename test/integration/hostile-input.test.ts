@@ -39,6 +39,15 @@ const endpointDoc: fc.Arbitrary<Document> = fc.record({
   labels: fc.dictionary(nasty, nasty, { maxKeys: 2 }), revision: fc.constant(0),
 }).map((value) => ({ kind: { $case: "endpoint" as const, value } }));
 
+const deletion = fc.record({
+  object: fc.oneof(
+    nasty.map((value) => ({ kind: { $case: "profileId" as const, value } })),
+    fc.record({ host: nasty, orchestrator: nasty, workload: nasty, id: nasty }).map((value) => ({ kind: { $case: "endpoint" as const, value } })),
+    fc.constant({ kind: undefined }),
+  ),
+  expectedRevision: fc.option(fc.integer({ min: -5, max: 1_000_000 }), { nil: undefined }),
+});
+
 /** Every rendered rule and name may only contain characters that cannot leave their token. */
 const SAFE_RULE = /^[A-Za-z0-9 _.:\/!,+-]+$/;
 
@@ -49,9 +58,9 @@ describe("hostile input", () => {
   it("the API refuses or renders harmlessly; it never fails internally", async () => {
     let accepted = 0;
     let refused = 0;
-    await fc.assert(fc.asyncProperty(fc.array(fc.oneof(profileDoc, endpointDoc), { minLength: 1, maxLength: 4 }), async (documents) => {
+    await fc.assert(fc.asyncProperty(fc.array(fc.oneof(profileDoc, endpointDoc), { minLength: 1, maxLength: 4 }), fc.array(deletion, { maxLength: 2 }), async (documents, deletes) => {
       try {
-        await call(t.clients.policy, t.clients.policy.apply, { deletes: [], documents }, 10_000);
+        await call(t.clients.policy, t.clients.policy.apply, { deletes, documents }, 10_000);
         accepted++;
       } catch (e) {
         const err = e as RpcError;
