@@ -93,6 +93,9 @@ export async function startController(options: ControllerOptions): Promise<Contr
   const client = new Etcd3({
     hosts: o.etcdEndpoints,
     dialTimeout: 5_000,
+    // loadAll() reads the whole model in one range: ~30 MiB at 100,000
+    // endpoints, far above grpc-js's 4 MiB default receive limit.
+    grpcOptions: { "grpc.max_receive_message_length": 1024 * 1024 * 1024 },
     ...(o.etcdTls ? { credentials: { rootCertificate: o.etcdTls.ca, certChain: o.etcdTls.cert, privateKey: o.etcdTls.key } } : {}),
   });
   if (!o.tls) logger.warn("gRPC is plaintext (--insecure): any client can change policy and claim any host; use --tls-cert/--tls-key/--tls-ca in production");
