@@ -41,6 +41,7 @@ export function startSyncClient(opts: SyncClientOptions): SyncClient {
       index++;
       const client = new DataplaneSyncServiceClient(address, opts.credentials ?? grpc.credentials.createInsecure(), CLIENT_OPTIONS);
       let refused = false;
+      let onAbort: (() => void) | undefined;
       const reason = await new Promise<string>((resolve) => {
         const c = client.sync();
         call = c;
@@ -70,8 +71,12 @@ export function startSyncClient(opts: SyncClientOptions): SyncClient {
         });
         c.on("end", () => resolve(`${address}: stream ended`));
         c.write({ message: { $case: "hello", value: opts.hello } });
-        abort.signal.addEventListener("abort", () => c.cancel(), { once: true });
+        onAbort = () => c.cancel();
+        abort.signal.addEventListener("abort", onAbort, { once: true });
       });
+      // One listener per connection attempt would pile up (and keep each old
+      // call alive) on a driver that reconnects for days.
+      if (onAbort) abort.signal.removeEventListener("abort", onAbort);
       call = undefined;
       client.close();
       if (connected) opts.onDisconnected(reason);
