@@ -28,15 +28,29 @@ usage() { echo "usage: palisade-certs.sh [--days N] [--force] DIR init|controlle
 [[ $# -ge 2 ]] || usage
 DIR=$1 CMD=$2
 shift 2
-[[ $DAYS =~ ^[0-9]{1,5}$ ]] || { echo "palisade-certs.sh: --days must be a number" >&2; exit 2; }
+[[ $DAYS =~ ^[0-9]{1,5}$ && $DAYS -ge 1 ]] || { echo "palisade-certs.sh: --days must be a number of days, at least 1" >&2; exit 2; }
 command -v openssl >/dev/null || { echo "palisade-certs.sh: openssl is required (apt-get install openssl)" >&2; exit 1; }
 mkdir -p "$DIR"
 umask 077
 
 check_name() {
-  # The same rule as host names in the model: it becomes a certificate CN.
-  [[ $1 =~ ^[A-Za-z0-9_.-]{1,253}$ && $1 != . && $1 != .. ]] || { echo "palisade-certs.sh: invalid name '$1' (letters, digits, '_', '.', '-')" >&2; exit 2; }
+  # The model's host-name characters; at most 64 because it becomes the
+  # certificate's CN (X.509 ub-common-name).
+  [[ $1 =~ ^[A-Za-z0-9_.-]{1,64}$ && $1 != . && $1 != .. ]] || { echo "palisade-certs.sh: invalid name '$1' (1-64 letters, digits, '_', '.', '-')" >&2; exit 2; }
 }
+
+# Runs openssl quietly; on failure shows what it said, removes the half-made
+# files (so a retry needs no --force) and exits.
+ossl() {
+  local out
+  if ! out=$(openssl "$@" 2>&1); then
+    echo "palisade-certs.sh: openssl $1 failed:" >&2
+    echo "$out" >&2
+    rm -f "${CLEANUP[@]}"
+    exit 1
+  fi
+}
+CLEANUP=()
 
 check_san() {
   [[ $1 =~ ^(DNS:[A-Za-z0-9.*-]{1,253}|IP:[0-9A-Fa-f:.]{2,45})$ ]] || { echo "palisade-certs.sh: invalid SAN '$1' (DNS:name or IP:address)" >&2; exit 2; }
@@ -51,9 +65,10 @@ refuse_overwrite() {
 
 ca() {
   if [[ -e "$DIR/ca.key" ]]; then return; fi
-  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 3650 \
+  CLEANUP=("$DIR/ca.key" "$DIR/ca.crt")
+  ossl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 3650 \
     -keyout "$DIR/ca.key" -out "$DIR/ca.crt" -subj "/O=palisade/CN=palisade-ca" \
-    -addext "basicConstraints=critical,CA:TRUE,pathlen:0" -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
+    -addext "basicConstraints=critical,CA:TRUE,pathlen:0" -addext "keyUsage=critical,keyCertSign,cRLSign"
   chmod 0644 "$DIR/ca.crt"
   echo "created $DIR/ca.crt (and ca.key: keep it offline)"
 }
@@ -65,16 +80,17 @@ leaf() {
   [[ -e "$DIR/ca.key" ]] || { echo "palisade-certs.sh: no CA in $DIR (run: palisade-certs.sh $DIR init)" >&2; exit 1; }
   refuse_overwrite "$file"
   local ext="$DIR/$file.ext"
+  CLEANUP=("$ext" "$DIR/$file.csr" "$DIR/$file.key" "$DIR/$file.crt")
   {
     echo "basicConstraints=critical,CA:FALSE"
     echo "keyUsage=critical,digitalSignature"
     echo "extendedKeyUsage=$eku"
     if [[ $# -gt 0 ]]; then (IFS=,; echo "subjectAltName=$*"); fi
   } >"$ext"
-  openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
-    -keyout "$DIR/$file.key" -out "$DIR/$file.csr" -subj "/O=palisade/OU=$ou/CN=$cn" 2>/dev/null
-  openssl x509 -req -in "$DIR/$file.csr" -CA "$DIR/ca.crt" -CAkey "$DIR/ca.key" -CAcreateserial \
-    -days "$DAYS" -out "$DIR/$file.crt" -extfile "$ext" 2>/dev/null
+  ossl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+    -keyout "$DIR/$file.key" -out "$DIR/$file.csr" -subj "/O=palisade/OU=$ou/CN=$cn"
+  ossl x509 -req -in "$DIR/$file.csr" -CA "$DIR/ca.crt" -CAkey "$DIR/ca.key" -CAcreateserial \
+    -days "$DAYS" -out "$DIR/$file.crt" -extfile "$ext"
   rm -f "$ext" "$DIR/$file.csr"
   chmod 0600 "$DIR/$file.key"
   chmod 0644 "$DIR/$file.crt"

@@ -3,6 +3,7 @@
 //
 // Design note — identity lives in the certificate subject, nowhere else:
 //   O=palisade, OU=<role>, CN=<name>
+// (O=palisade is required too: defence in depth should the CA be shared)
 // with role one of
 //   host    a hypervisor's driver; CN is the host's name in the model. It may
 //           open the sync stream for that host only (and so report status
@@ -52,6 +53,23 @@ export function addTlsOptions(cmd: Command, what: string): Command {
       insecure !== undefined && /^(1|true|yes|on)$/i.test(insecure));
 }
 
+/**
+ * The TLS settings as given, with "flags win over the environment" applied
+ * across the two modes: --insecure on the command line beats TLS files from
+ * PALISADE_TLS_*, and TLS files on the command line beat PALISADE_INSECURE.
+ * Both on the command line (or both in the environment) stay for loadTls to
+ * refuse.
+ */
+export function tlsFlagsOf(cmd: Command): TlsFlags {
+  const o = cmd.opts<TlsFlags>();
+  const fromCli = (k: string) => cmd.getOptionValueSource(k) === "cli";
+  const cliTls = ["tlsCert", "tlsKey", "tlsCa"].some(fromCli);
+  const cliInsecure = fromCli("insecure");
+  if (cliInsecure && !cliTls) return { insecure: true };
+  if (cliTls && !cliInsecure) return { tlsCert: o.tlsCert, tlsKey: o.tlsKey, tlsCa: o.tlsCa, insecure: false };
+  return o;
+}
+
 export function readPem(file: string, flag: string): Buffer {
   let data: Buffer;
   try {
@@ -98,6 +116,9 @@ function one(v: string | string[] | undefined): string[] {
 /** Role and name from a verified peer certificate; a reason string when it carries none. */
 export function identityFromCertificate(cert: PeerCertificate | undefined): Identity | string {
   if (!cert || !cert.subject) return "no client certificate";
+  // O=palisade as well as the CA: a CA shared with other uses (an
+  // organisation's, etcd's) must not turn their OU=admin into ours.
+  if (!one(cert.subject.O).includes("palisade")) return "client certificate is not a Palisade certificate (O=palisade)";
   const roles = one(cert.subject.OU).filter((ou): ou is Role => (ROLES as readonly string[]).includes(ou));
   if (roles.length !== 1) return "client certificate carries no single Palisade role (OU=host, admin or reader)";
   const names = one(cert.subject.CN);

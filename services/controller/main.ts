@@ -6,7 +6,7 @@ import { Command } from "commander";
 import { EXIT_USAGE, UsageError, envDefault, fail, parseHostPort, withUsageExit } from "../common/cli-env.js";
 import { createLogger } from "../common/logger.js";
 import { routeGrpcLogs } from "../common/grpc-server.js";
-import { addTlsOptions, silenceIpServerNameWarning, loadTls, readPem, type TlsFlags, type TlsMaterial } from "../common/tls.js";
+import { addTlsOptions, tlsFlagsOf, silenceIpServerNameWarning, loadTls, readPem, type TlsFlags, type TlsMaterial } from "../common/tls.js";
 import { startController, type EtcdTls } from "./controller.js";
 
 const program = new Command("palisade-controller")
@@ -38,7 +38,7 @@ try {
   if (!opts.etcdPrefix.startsWith("/")) throw new UsageError("--etcd-prefix must start with /");
   if (opts.metricsListen && opts.metricsListen.startsWith("unix:")) throw new UsageError("--metrics-listen takes HOST:PORT");
   if (opts.metricsListen) parseHostPort(opts.metricsListen, "--metrics-listen");
-  tls = loadTls(opts);
+  tls = loadTls(tlsFlagsOf(program));
   if (opts.etcdCert || opts.etcdKey) {
     if (!opts.etcdCacert) throw new UsageError("--etcd-cert/--etcd-key need --etcd-cacert");
     if (!opts.etcdCert || !opts.etcdKey) throw new UsageError("--etcd-cert and --etcd-key go together");

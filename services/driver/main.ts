@@ -13,7 +13,7 @@ import { createDataplane } from "./dataplane.js";
 import { startDriver } from "./driver.js";
 import { createDriverMetrics } from "./metrics.js";
 import { routeGrpcLogs } from "../common/grpc-server.js";
-import { addTlsOptions, silenceIpServerNameWarning, channelCredentials, loadTls, type TlsFlags, type TlsMaterial } from "../common/tls.js";
+import { addTlsOptions, tlsFlagsOf, silenceIpServerNameWarning, channelCredentials, loadTls, type TlsFlags, type TlsMaterial } from "../common/tls.js";
 import { startMetricsServer } from "../common/metrics-server.js";
 
 const program = new Command("palisade-driver")
@@ -52,7 +52,7 @@ try {
   driftMs = Number(opts.driftCheckSeconds) * 1000;
   if (!Number.isFinite(driftMs) || driftMs < 1000 || driftMs > 3_600_000) throw new UsageError("--drift-check-seconds must be 1-3600");
   // --cleanup talks to nobody: it needs no credentials.
-  if (!opts.cleanup) tls = loadTls(opts);
+  if (!opts.cleanup) tls = loadTls(tlsFlagsOf(program));
 } catch (e) {
   fail((e as Error).message, e instanceof UsageError ? EXIT_USAGE : 1);
 }

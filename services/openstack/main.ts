@@ -14,7 +14,7 @@ import { endpointFromPb } from "../api/model-wire.js";
 import { EXIT_USAGE, UsageError, envDefault, fail, parseHostPort, withUsageExit } from "../common/cli-env.js";
 import { createLogger } from "../common/logger.js";
 import { createBackoff, sleep } from "../common/backoff.js";
-import { addTlsOptions, channelCredentials, loadTls, silenceIpServerNameWarning, type TlsFlags } from "../common/tls.js";
+import { addTlsOptions, tlsFlagsOf, channelCredentials, loadTls, silenceIpServerNameWarning, type TlsFlags } from "../common/tls.js";
 import { authFromEnv, createNeutronClient, NeutronApiError } from "./neutron-client.js";
 import { portStatusRows } from "./port-status.js";
 import { AdapterError, syncOnce, type SyncReport } from "./sync.js";
@@ -33,8 +33,12 @@ addTlsOptions(program, "client (OU=admin: the adapter writes policy)");
 function clients() {
   const opts = program.opts<{ controller: string } & TlsFlags>();
   parseHostPort(opts.controller, "--controller");
-  return createClients(opts.controller, channelCredentials(loadTls(opts)));
+  // The adapter reads every endpoint each sync: at 100,000 endpoints that is
+  // ~30 MiB, above the default 16 MiB receive limit.
+  return createClients(opts.controller, channelCredentials(loadTls(tlsFlagsOf(program))), { "grpc.max_receive_message_length": 512 * 1024 * 1024 });
 }
+
+const modeOf = (strict?: boolean) => ({ onProblem: strict ? "refuse" as const : "leave-out" as const });
 
 function readJson(file: string, flag: string): unknown {
   let text: string;
@@ -50,6 +54,18 @@ function readJson(file: string, flag: string): unknown {
   }
 }
 
+/** A URL fit for logs: no user:password@. */
+function redactUrl(u: string): string {
+  try {
+    const url = new URL(u);
+    url.username = "";
+    url.password = "";
+    return url.toString();
+  } catch {
+    return "(unparsable URL)";
+  }
+}
+
 function summary(r: SyncReport): string {
   const what = `${r.created} created, ${r.updated} updated, ${r.deleted} deleted, ${r.unchanged} unchanged, ${r.skipped} port(s) skipped`;
   if (r.dryRun) return `dry run: would write ${what}`;
@@ -58,6 +74,7 @@ function summary(r: SyncReport): string {
 }
 
 function printWarnings(result: TranslateResult, verbose: boolean): void {
+  for (const i of result.leftOut) process.stderr.write(`left out: ${formatTranslateIssue(i)}\n`);
   for (const w of result.warnings) process.stderr.write(`warning: ${w}\n`);
   if (verbose) for (const s of result.skipped) process.stderr.write(`skipped port ${s.port}: ${s.reason}\n`);
 }
@@ -68,22 +85,28 @@ program.command("sync")
   .requiredOption("--ports <file>", "a GET /v2.0/ports response ({\"ports\": [...]}), listed with admin rights")
   .option("--address-groups <file>", "a GET /v2.0/address-groups response, to resolve remote_address_group_id")
   .option("--dry-run", "print what would change; write nothing")
+  .option("--strict", "refuse the whole sync when any rule, group or port cannot be translated (default: leave just those out, fail closed)")
+  .option("--allow-mass-delete", "allow a sync that deletes most or all of the endpoints the adapter manages")
   .option("-v, --verbose", "also list skipped ports and each change")
   .addOption(new Option("-o, --output <format>", "output format").choices(["text", "json"]).default("text"))
-  .action(async (o: { securityGroups: string; ports: string; addressGroups?: string; dryRun?: boolean; verbose?: boolean; output: string }) => {
+  .action(async (o: {
+    securityGroups: string; ports: string; addressGroups?: string; dryRun?: boolean; verbose?: boolean; output: string; strict?: boolean; allowMassDelete?: boolean;
+  }) => {
     const result = translate({
       securityGroups: parseSecurityGroupsFile(readJson(o.securityGroups, "--security-groups")),
       ports: parsePortsFile(readJson(o.ports, "--ports")),
       addressGroups: o.addressGroups ? parseAddressGroupsFile(readJson(o.addressGroups, "--address-groups")) : undefined,
-    });
+    }, modeOf(o.strict));
     printWarnings(result, !!o.verbose);
     const c = clients();
     try {
-      const r = await syncOnce(c.policy, result, { dryRun: o.dryRun });
-      if (o.output === "json") process.stdout.write(`${JSON.stringify({ ...r, warnings: result.warnings, skipped_ports: result.skipped }, null, 2)}\n`);
+      const r = await syncOnce(c.policy, result, { dryRun: o.dryRun, allowMassDelete: o.allowMassDelete });
+      if (o.output === "json") {
+        process.stdout.write(`${JSON.stringify({ ...r, warnings: result.warnings, skipped_ports: result.skipped, left_out: result.leftOut }, null, 2)}\n`);
+      }
       else {
         if (o.dryRun || o.verbose) for (const ch of r.changes) process.stdout.write(`  ${ch}\n`);
-        process.stdout.write(`${summary(r)}\n`);
+        process.stdout.write(`${summary(r)}${result.leftOut.length ? `; ${result.leftOut.length} untranslatable rule(s)/group(s)/port(s) left out (see stderr)` : ""}\n`);
       }
     } finally {
       c.close();
@@ -102,9 +125,11 @@ program.command("watch")
   .option("--os-user-domain-name <name>", "(env OS_USER_DOMAIN_NAME, default Default)")
   .option("--os-project-domain-name <name>", "(env OS_PROJECT_DOMAIN_NAME, default Default)")
   .option("--once", "one poll and sync, then exit (0 on success)")
+  .option("--strict", "refuse a whole sync when anything cannot be translated (default: leave just that out)")
+  .option("--allow-mass-delete", "allow syncs that delete most or all of the adapter's endpoints")
   .option("--log-level <level>", "trace, debug, info, warn, error (env PALISADE_LOG_LEVEL)", envDefault("PALISADE_LOG_LEVEL", "info"))
   .action(async (o: {
-    neutronUrl: string; interval: string; once?: boolean; logLevel: string;
+    neutronUrl: string; interval: string; once?: boolean; logLevel: string; strict?: boolean; allowMassDelete?: boolean;
     osToken?: string; osAuthUrl?: string; osUsername?: string; osPassword?: string; osProjectName?: string; osUserDomainName?: string; osProjectDomainName?: string;
   }) => {
     const interval = Number(o.interval);
@@ -129,17 +154,20 @@ program.command("watch")
     process.once("SIGINT", () => stop("SIGINT"));
     const backoff = createBackoff({ initialMs: 1_000, maxMs: interval * 1000 });
     let lastWarnings = "";
-    logger.info({ neutron: o.neutronUrl, interval, auth: auth.kind }, "watching Neutron");
+    logger.info({ neutron: redactUrl(o.neutronUrl), interval, auth: auth.kind }, "watching Neutron");
     while (!abort.signal.aborted) {
       let wait = interval * 1000;
       try {
         const snap = await neutron.snapshot();
-        const result = translate(snap);
+        const result = translate(snap, modeOf(o.strict));
         // Warnings repeat every poll while Neutron is unchanged: log them when they change.
-        const w = JSON.stringify(result.warnings);
-        if (w !== lastWarnings) for (const x of result.warnings) logger.warn({ warning: x }, "translation warning");
+        const w = JSON.stringify([result.warnings, result.leftOut]);
+        if (w !== lastWarnings) {
+          for (const i of result.leftOut) logger.warn({ leftOut: formatTranslateIssue(i) }, "cannot translate; left out (fail closed)");
+          for (const x of result.warnings) logger.warn({ warning: x }, "translation warning");
+        }
         lastWarnings = w;
-        const r = await syncOnce(c.policy, result);
+        const r = await syncOnce(c.policy, result, { allowMassDelete: o.allowMassDelete });
         logger[r.transactions ? "info" : "debug"]({ created: r.created, updated: r.updated, deleted: r.deleted, unchanged: r.unchanged, skipped: r.skipped, revision: r.revision }, summary(r));
         backoff.reset();
         if (o.once) break;

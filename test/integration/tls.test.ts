@@ -252,11 +252,23 @@ describe("binaries refuse to guess about transport security", () => {
     expect(missing.stderr).toMatch(/--tls-cert: cannot read .*nope\.crt: ENOENT/);
   });
 
-  it("the environment can carry the TLS settings (flags win)", async () => {
+  it("the environment can carry the TLS settings; flags win over it in both directions", async () => {
     const env = { PALISADE_TLS_CERT: join(pki, "reader-mon.crt"), PALISADE_TLS_KEY: join(pki, "reader-mon.key"), PALISADE_TLS_CA: join(pki, "ca.crt") };
     const r = await run(BIN.ctl, ["--controller", t.address, "get", "profiles"], env);
     expect(r.stderr).toBe("");
     expect(r.code).toBe(0);
+    // TLS files on the command line beat PALISADE_INSECURE=1 (what the quickstart exports).
+    const tlsOverEnv = await run(BIN.ctl, ["--controller", t.address, ...tlsFlags("reader-mon"), "get", "profiles"], { PALISADE_INSECURE: "1" });
+    expect(tlsOverEnv.stderr).toBe("");
+    expect(tlsOverEnv.code).toBe(0);
+    // --insecure on the command line beats TLS files from the environment: a
+    // plaintext attempt, which this TLS controller refuses (not a usage error).
+    const insecureOverEnv = await run(BIN.ctl, ["--controller", t.address, "--insecure", "get", "profiles"], env);
+    expect(insecureOverEnv.code).toBe(1);
+    expect(insecureOverEnv.stderr).toMatch(/cannot reach the controller/);
+    // Both in the environment: ambiguous, refused.
+    const both = await run(BIN.ctl, ["--controller", t.address, "get", "profiles"], { ...env, PALISADE_INSECURE: "1" });
+    expect(both.code).toBe(2);
   });
 });
 

@@ -10,15 +10,17 @@ const cert = (subject: Record<string, string | string[]>) => ({ subject } as unk
 describe("identityFromCertificate", () => {
   it("reads role from OU and name from CN", () => {
     expect(identityFromCertificate(cert({ O: "palisade", OU: "host", CN: "hv1" }))).toEqual({ role: "host", name: "hv1" });
-    expect(identityFromCertificate(cert({ OU: ["ops", "admin"], CN: "alice" }))).toEqual({ role: "admin", name: "alice" });
+    expect(identityFromCertificate(cert({ O: "palisade", OU: ["ops", "admin"], CN: "alice" }))).toEqual({ role: "admin", name: "alice" });
   });
 
-  it("refuses no certificate, no role, two roles, or no CN", () => {
+  it("refuses no certificate, another organisation, no role, two roles, or no CN", () => {
     expect(identityFromCertificate(undefined)).toBe("no client certificate");
-    expect(identityFromCertificate(cert({ OU: "tenant", CN: "x" }))).toMatch(/no single Palisade role/);
-    expect(identityFromCertificate(cert({ OU: ["admin", "host"], CN: "x" }))).toMatch(/no single Palisade role/);
-    expect(identityFromCertificate(cert({ OU: "controller", CN: "palisade-controller" }))).toMatch(/no single Palisade role/);
-    expect(identityFromCertificate(cert({ OU: "reader" }))).toMatch(/no single CN/);
+    expect(identityFromCertificate(cert({ OU: "admin", CN: "x" }))).toMatch(/not a Palisade certificate \(O=palisade\)/);
+    expect(identityFromCertificate(cert({ O: "etcd", OU: "admin", CN: "x" }))).toMatch(/not a Palisade certificate/);
+    expect(identityFromCertificate(cert({ O: "palisade", OU: "tenant", CN: "x" }))).toMatch(/no single Palisade role/);
+    expect(identityFromCertificate(cert({ O: "palisade", OU: ["admin", "host"], CN: "x" }))).toMatch(/no single Palisade role/);
+    expect(identityFromCertificate(cert({ O: "palisade", OU: "controller", CN: "palisade-controller" }))).toMatch(/no single Palisade role/);
+    expect(identityFromCertificate(cert({ O: "palisade", OU: "reader" }))).toMatch(/no single CN/);
   });
 });
 
