@@ -29,10 +29,11 @@ export function call<Req, Res>(client: grpc.Client, fn: Unary<Req, Res>, req: Re
   });
 }
 
-export function createClients(address: string, creds: grpc.ChannelCredentials = grpc.credentials.createInsecure()) {
+export function createClients(address: string, creds: grpc.ChannelCredentials = grpc.credentials.createInsecure(), options: grpc.ClientOptions = {}) {
+  const o = { ...CLIENT_OPTIONS, ...options };
   return {
-    policy: new PolicyServiceClient(address, creds, CLIENT_OPTIONS),
-    status: new StatusServiceClient(address, creds, CLIENT_OPTIONS),
+    policy: new PolicyServiceClient(address, creds, o),
+    status: new StatusServiceClient(address, creds, o),
     close() {
       this.policy.close();
       this.status.close();

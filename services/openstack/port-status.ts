@@ -7,7 +7,7 @@
 //           last apply failed
 //   DOWN    anything else: admin state down (endpoint inactive), interface
 //           down or not there yet, no driver connected for the host, or the
-//           driver still catching up
+//           driver still applying its first state
 //
 // Neutron's own port `status` is written by its ML2 agents over RPC, not
 // through the REST API, so the adapter reports this mapping and does not
@@ -30,8 +30,10 @@ export function portStatus(e: Endpoint, host: HostStatus | undefined, ep: Endpoi
   if (e.state === "inactive") return { status: "DOWN", detail: "admin_state_up is false" };
   if (ep?.state === EndpointState.ENDPOINT_STATE_ERROR) return { status: "ERROR", detail: ep.detail || "interface error" };
   if (!host || !host.connected) return { status: "DOWN", detail: `no driver connected for host ${e.host}` };
-  if (!host.inSync && host.lastError) return { status: "ERROR", detail: `host ${e.host}: ${host.lastError}` };
-  if (!host.inSync) return { status: "DOWN", detail: `host ${e.host} is applying policy` };
+  // The controller keeps in_sync once a host has applied its first state and
+  // records each failed apply in last_error (cleared by the next success).
+  if (host.lastError) return { status: "ERROR", detail: `host ${e.host}: ${host.lastError}` };
+  if (!host.inSync) return { status: "DOWN", detail: `host ${e.host} is applying its first policy` };
   if (ep?.state === EndpointState.ENDPOINT_STATE_UP) return { status: "ACTIVE", detail: "" };
   return { status: "DOWN", detail: ep?.detail || "interface not up" };
 }

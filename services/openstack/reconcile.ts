@@ -79,12 +79,22 @@ export function planReconcile(desired: ModelObject[], current: StoredObject[]): 
   for (const c of current) {
     if (isOwned(c.object) && !wanted.has(objectKey(c.object))) plan.deletes.push({ ref: refOf(c.object), expectedRevision: c.revision });
   }
-  // One documented order for any split of a large plan into several
-  // transactions (see sync.ts): profiles before the endpoints that use them,
-  // endpoints removed before their profiles. Every intermediate state fails
-  // closed: a missing profile is deny-all.
-  const rank = (o: ModelObject) => (o.kind === "Profile" ? 0 : 1);
-  plan.writes.sort((a, b) => rank(a.object) - rank(b.object));
+  // One documented order for a plan split into several transactions (see
+  // sync.ts, stepsInOrder): profiles written, endpoints deleted, endpoints
+  // updated, endpoints created, profiles deleted. Profiles exist before the
+  // endpoints that use them; a port's address leaves the old endpoint (delete,
+  // update) before a new one takes it; a missing profile is deny-all.
+  const rank = (w: PlannedWrite) => (w.object.kind === "Profile" ? 0 : w.action === "update" ? 1 : 2);
+  plan.writes.sort((a, b) => rank(a) - rank(b));
   plan.deletes.sort((a, b) => (a.ref.kind === "Endpoint" ? 0 : 1) - (b.ref.kind === "Endpoint" ? 0 : 1));
   return plan;
+}
+
+/** The plan as one sequence, in the order documented above. */
+export function stepsInOrder(plan: ReconcilePlan): (PlannedWrite | PlannedDelete)[] {
+  const profileWrites = plan.writes.filter((w) => w.object.kind === "Profile");
+  const endpointWrites = plan.writes.filter((w) => w.object.kind === "Endpoint");
+  const endpointDeletes = plan.deletes.filter((d) => d.ref.kind === "Endpoint");
+  const profileDeletes = plan.deletes.filter((d) => d.ref.kind === "Profile");
+  return [...profileWrites, ...endpointDeletes, ...endpointWrites, ...profileDeletes];
 }

@@ -3,17 +3,23 @@
 // transaction, each guarded by the revision it was planned from. A second
 // sync of the same input finds nothing to do and writes nothing.
 //
-// A plan larger than one API batch (5,000 objects: a first import of a big
-// cloud) is written in several transactions, in the plan's order (profiles,
-// endpoints, endpoint deletions, profile deletions), so every intermediate
-// state fails closed. Retries (a concurrent change between read and write)
-// re-read and re-plan: decided here, nowhere else.
+// A plan larger than one API batch (5,000 objects or ~8 MiB: a first import
+// of a big cloud, or catching up after an outage) is written in several
+// transactions in the order of reconcile.ts (profiles written, endpoints
+// deleted, updated, created, profiles deleted). Retries (a concurrent change
+// between read and write) re-read and re-plan: decided here, nowhere else.
+//
+// Guards: ports listed without admin rights, and a sync that would delete
+// most of (or all) the endpoints the adapter manages — a wrong file, a
+// project-scoped token, a Neutron hiccup — are refused unless
+// allowMassDelete says that is really meant.
 import * as grpc from "@grpc/grpc-js";
 import { call, RpcError } from "../api/clients.js";
 import { documentToPb, endpointFromPb, profileFromPb, refToPb } from "../api/model-wire.js";
 import type { PolicyServiceClient } from "../gen/palisade/policy/v1/policy.js";
+import { Document, ObjectRef as ObjectRefPb } from "../gen/palisade/policy/v1/policy.js";
 import { LIMITS, type ModelObject } from "../model/index.js";
-import { planReconcile, type PlannedDelete, type PlannedWrite, type StoredObject } from "./reconcile.js";
+import { isOwned, planReconcile, stepsInOrder, type PlannedDelete, type PlannedWrite, type ReconcilePlan, type StoredObject } from "./reconcile.js";
 import type { TranslateResult } from "./translate.js";
 
 export interface SyncReport {
@@ -52,6 +58,22 @@ async function readCurrent(policy: PolicyServiceClient): Promise<StoredObject[]>
   ];
 }
 
+/** Bytes per transaction, well under the controller's 16 MiB receive limit. */
+const MAX_BATCH_BYTES = 8 * 1024 * 1024;
+
+/** A sync deleting more than this share of the owned endpoints (and at least MASS_DELETE_MIN of them, or all) needs allowMassDelete. */
+const MASS_DELETE_SHARE = 0.5;
+const MASS_DELETE_MIN = 10;
+
+function guardMassDelete(plan: ReconcilePlan, current: StoredObject[]): void {
+  const owned = current.filter((c) => c.object.kind === "Endpoint" && isOwned(c.object)).length;
+  const deleting = plan.deletes.filter((d) => d.ref.kind === "Endpoint").length;
+  if (deleting === 0) return;
+  if (deleting === owned || (deleting >= MASS_DELETE_MIN && deleting > owned * MASS_DELETE_SHARE)) {
+    throw new AdapterError(`refusing to sync: it would delete ${deleting} of the ${owned} endpoint(s) the adapter manages (a wrong file, a token scoped to one project, or Neutron returning too little?); pass --allow-mass-delete if this is meant`);
+  }
+}
+
 function name(o: ModelObject): string {
   return o.kind === "Profile" ? `profile ${o.profile.id}` : `endpoint ${o.endpoint.host}/${o.endpoint.orchestrator}/${o.endpoint.workload}/${o.endpoint.id}`;
 }
@@ -68,12 +90,22 @@ function guardInput(result: TranslateResult): void {
   }
 }
 
-export async function syncOnce(policy: PolicyServiceClient, result: TranslateResult, opts: { dryRun?: boolean; maxBatch?: number } = {}): Promise<SyncReport> {
+export interface SyncOptions {
+  dryRun?: boolean;
+  /** Objects per transaction; default the API's batch limit (5,000). */
+  maxBatch?: number;
+  /** Allow a sync that deletes most or all of the adapter's endpoints. */
+  allowMassDelete?: boolean;
+}
+
+export async function syncOnce(policy: PolicyServiceClient, result: TranslateResult, opts: SyncOptions = {}): Promise<SyncReport> {
   guardInput(result);
   const maxBatch = opts.maxBatch ?? LIMITS.documentsPerBatch;
   for (let attempt = 1; ; attempt++) {
-    const plan = planReconcile(result.objects, await readCurrent(policy));
+    const current = await readCurrent(policy);
+    const plan = planReconcile(result.objects, current);
     if (plan.conflicts.length) throw new AdapterError(`refusing to sync: ${plan.conflicts.length} object(s) not owned by the adapter are in the way`, plan.conflicts);
+    if (!opts.allowMassDelete) guardMassDelete(plan, current);
     const report: SyncReport = {
       created: plan.writes.filter((w) => w.action === "create").length,
       updated: plan.writes.filter((w) => w.action === "update").length,
@@ -92,16 +124,15 @@ export async function syncOnce(policy: PolicyServiceClient, result: TranslateRes
       report.revision = (await call(policy, policy.getRevision, {})).revision;
       return report;
     }
-    const steps: (PlannedWrite | PlannedDelete)[] = [...plan.writes, ...plan.deletes];
     try {
-      for (let i = 0; i < steps.length; i += maxBatch) {
-        const chunk = steps.slice(i, i + maxBatch);
-        const writes = chunk.filter((s): s is PlannedWrite => "object" in s);
-        const deletes = chunk.filter((s): s is PlannedDelete => "ref" in s);
-        const r = await call(policy, policy.apply, {
-          documents: writes.map((w) => ({ ...documentToPb(w.object), expectedRevision: w.expectedRevision })),
-          deletes: deletes.map((d) => ({ object: refToPb(d.ref), expectedRevision: d.expectedRevision })),
-        });
+      for (const chunk of chunks(stepsInOrder(plan), maxBatch)) {
+        const r = await call(policy, policy.apply, { documents: chunk.documents, deletes: chunk.deletes });
+        // Every deletion was planned from an existing object at a known
+        // revision: all must go. A controller older than the `deletes` field
+        // would silently ignore them.
+        if (r.deleted !== chunk.deletes.length) {
+          throw new AdapterError(`the controller deleted ${r.deleted} of ${chunk.deletes.length} object(s): is it older than this adapter (ApplyRequest.deletes)?`);
+        }
         report.revision = r.revision;
         report.transactions++;
       }
@@ -112,4 +143,37 @@ export async function syncOnce(policy: PolicyServiceClient, result: TranslateRes
       // Someone changed what we planned from: re-read and re-plan.
     }
   }
+}
+
+interface Chunk {
+  documents: Document[];
+  deletes: { object: ObjectRefPb; expectedRevision: number }[];
+}
+
+/** Consecutive steps, at most maxBatch objects and ~MAX_BATCH_BYTES per chunk. */
+function* chunks(steps: (PlannedWrite | PlannedDelete)[], maxBatch: number): Generator<Chunk> {
+  let cur: Chunk = { documents: [], deletes: [] };
+  let bytes = 0;
+  for (const s of steps) {
+    let size: number;
+    let add: () => void;
+    if ("object" in s) {
+      const d: Document = { ...documentToPb(s.object), expectedRevision: s.expectedRevision };
+      size = Document.encode(d).finish().length + 8;
+      add = () => cur.documents.push(d);
+    } else {
+      const d = { object: refToPb(s.ref), expectedRevision: s.expectedRevision };
+      size = ObjectRefPb.encode(d.object).finish().length + 16;
+      add = () => cur.deletes.push(d);
+    }
+    const count = cur.documents.length + cur.deletes.length;
+    if (count > 0 && (count >= maxBatch || bytes + size > MAX_BATCH_BYTES)) {
+      yield cur;
+      cur = { documents: [], deletes: [] };
+      bytes = 0;
+    }
+    add();
+    bytes += size;
+  }
+  if (cur.documents.length + cur.deletes.length > 0) yield cur;
 }

@@ -81,8 +81,14 @@
 //   device_id, id = port id, name = "tap" + first 11 characters of the port
 //   id (the name Nova and Neutron give the TAP), mac = mac_address
 //   lower-case, state = admin_state_up ? active : inactive (status is
-//   operational and ignored), profile_ids = security_groups in the port's
-//   order (duplicates dropped), labels {"palisade.io/owner": "openstack"}.
+//   operational and ignored), profile_ids = security_groups sorted
+//   (duplicates dropped; all rules allow, so order has no meaning, and
+//   Neutron's is not stable), labels {"palisade.io/owner": "openstack"}.
+// - One address space: an address held by ports on different networks is
+//   taken from all of them (withoutContestedAddresses).
+// - Problems: by default any problem refuses the whole input; with
+//   onProblem "leave-out" only the offending rule / group / port is left
+//   out (fail closed) and reported (TranslateOptions).
 // - Addresses: fixed_ips as /32, /128, plus allowed_address_pairs that are a
 //   single address (or a /32, /128); deduplicated, sorted numerically. A
 //   wider pair cannot be expressed (the model holds host routes only): left
@@ -103,9 +109,10 @@
 // - Host, device and port ids must pass the model's id validation; if not,
 //   refused: the reconciler must reject the whole sync.
 //
-// Errors: every problem in the whole input is collected and thrown at once as
-// a TranslateError. As a last safety net every produced object is run
-// through the model's validateObject; an issue there is refused too.
+// Errors: every problem in the whole input is collected; in "refuse" mode
+// they are thrown at once as a TranslateError, in "leave-out" mode returned in
+// `leftOut`. As a last safety net every produced object is run through the
+// model's validateObject; an object failing it is a problem like any other.
 import {
   ID_RE, INTERFACE_RE, LIMITS, endpointKeyString, formatCidr, parseCidr, printable, validateObject,
   type Cidr, type Endpoint, type IpVersion, type Match, type ModelObject, type Profile, type Rule,
@@ -138,6 +145,21 @@ export interface TranslateResult {
   warnings: string[];
   /** Ports that are not endpoints, sorted by port id. */
   skipped: { port: string; reason: string }[];
+  /** With onProblem "leave-out": what was left out, and why (empty otherwise). */
+  leftOut: TranslateIssue[];
+}
+
+export interface TranslateOptions {
+  /**
+   * "refuse" (default): any untranslatable rule, group or port throws a
+   * TranslateError listing every problem, and nothing should be written.
+   * "leave-out": the offending rule, group or port is left out and reported
+   * in `leftOut`; everything else is translated. That is fail-closed —
+   * Neutron rules only allow, a missing profile denies, a port without an
+   * endpoint is dropped — and it keeps one tenant's odd rule from freezing
+   * the sync (and so every revocation) for the whole cloud.
+   */
+  onProblem?: "refuse" | "leave-out";
 }
 
 // ---------------------------------------------------------------------------
@@ -363,7 +385,6 @@ function translateRule(rule: NeutronSecurityGroupRule, ctx: Context, groupName =
 
 function translateGroup(g: NeutronSecurityGroup, ctx: Context): Profile | undefined {
   const name = groupLabel(g);
-  const before = ctx.issues.length;
   const bad = idProblem(g.id);
   if (bad) ctx.issues.push({ object: name, field: "id", reason: `${bad} (the group id is the Palisade profile id and tag)` });
   if (g.stateful === false) {
@@ -377,7 +398,9 @@ function translateGroup(g: NeutronSecurityGroup, ctx: Context): Profile | undefi
     if (!out) continue;
     (r.direction === "ingress" ? inbound : outbound).push(...out);
   }
-  if (ctx.issues.length !== before) return undefined;
+  // A rule with a problem is left out above (refuse mode throws at the end
+  // anyway); only a problem with the group itself drops the profile.
+  if (bad) return undefined;
   return { id: g.id, tags: [g.id], inboundRules: inbound, outboundRules: outbound, labels: ownerLabels() };
 }
 
@@ -461,7 +484,9 @@ function translatePort(p: NeutronPort, ctx: Context, needNoPortSecurity: { value
 
   let profileIds: string[];
   if (portSecurity) {
-    profileIds = [...new Set(p.security_groups ?? [])];
+    // Sorted: every Neutron rule allows, so the order carries no meaning, and
+    // Neutron does not keep it stable — a flip must not rewrite the endpoint.
+    profileIds = [...new Set(p.security_groups ?? [])].sort(compare);
     for (const g of profileIds) {
       const b = idProblem(g);
       if (b) report("security_groups", `${b} (a group id is a Palisade profile id)`);
@@ -521,15 +546,19 @@ function indexAddressGroups(groups: NeutronAddressGroup[], issues: TranslateIssu
  * endpoints. Throws TranslateError listing every problem if any input is not
  * translatable (nothing should be written then).
  */
-export function translate(input: TranslateInput): TranslateResult {
+export function translate(input: TranslateInput, options: TranslateOptions = {}): TranslateResult {
   const issues: TranslateIssue[] = [];
   const warnings: string[] = [];
   const skipped: { port: string; reason: string }[] = [];
 
   const groups = [...input.securityGroups].sort((a, b) => compare(a.id, b.id));
   const groupIds = new Set<string>();
+  const duplicateGroups = new Set<string>();
   for (const g of groups) {
-    if (groupIds.has(g.id)) issues.push({ object: groupLabel(g), field: "id", reason: "appears twice in the security groups given" });
+    if (groupIds.has(g.id)) {
+      issues.push({ object: groupLabel(g), field: "id", reason: "appears twice in the security groups given" });
+      duplicateGroups.add(g.id);
+    }
     if (g.id === NO_PORT_SECURITY_PROFILE) {
       issues.push({ object: groupLabel(g), field: "id", reason: `is the id Palisade reserves for ports without port security` });
     }
@@ -540,13 +569,15 @@ export function translate(input: TranslateInput): TranslateResult {
 
   const profiles: Profile[] = [];
   for (const g of groups) {
+    if (duplicateGroups.has(g.id)) continue; // which copy is right is unknowable: neither
     const p = translateGroup(g, ctx);
     if (p) profiles.push(p);
   }
 
   const ports = [...input.ports].sort((a, b) => compare(a.id, b.id));
   const portIds = new Set<string>();
-  const endpoints: Endpoint[] = [];
+  let endpoints: Endpoint[] = [];
+  const networkOf = new Map<Endpoint, string>();
   const needNoPortSecurity = { value: false };
   for (const p of ports) {
     if (portIds.has(p.id)) {
@@ -560,8 +591,12 @@ export function translate(input: TranslateInput): TranslateResult {
       continue;
     }
     const e = translatePort(p, ctx, needNoPortSecurity);
-    if (e) endpoints.push(e);
+    if (e) {
+      endpoints.push(e);
+      networkOf.set(e, p.network_id ?? `(port ${p.id})`);
+    }
   }
+  endpoints = withoutContestedAddresses(endpoints, networkOf, warnings);
   if (needNoPortSecurity.value) profiles.push(noPortSecurityProfile());
 
   profiles.sort((a, b) => compare(a.id, b.id));
@@ -571,13 +606,45 @@ export function translate(input: TranslateInput): TranslateResult {
     ...endpoints.map((endpoint): ModelObject => ({ kind: "Endpoint", endpoint })),
   ];
   // Safety net: whatever the checks above missed, the model must accept every object.
-  for (const o of objects) {
-    for (const i of validateObject(o)) {
+  const valid = objects.filter((o) => {
+    const found = validateObject(o);
+    for (const i of found) {
       issues.push({ object: i.document, field: i.field, reason: `${i.reason} (the translated object fails Palisade's validation)` });
     }
+    return found.length === 0;
+  });
+  if (issues.length && (options.onProblem ?? "refuse") === "refuse") throw new TranslateError(issues);
+  return { objects: valid, warnings, skipped, leftOut: issues };
+}
+
+/**
+ * Palisade has one flat address space; Neutron isolates networks, so two
+ * networks may use the same addresses (overlapping tenant subnets, or a pair
+ * naming another tenant's address). An address held by ports on different
+ * networks would let one tenant send as the other (anti-spoofing) and join
+ * the other's groups (tag sets): it is taken from every such port (their
+ * traffic from it is dropped: fail closed) with a warning. Ports of one
+ * network may share an address (a VRRP VIP in allowed_address_pairs).
+ */
+function withoutContestedAddresses(endpoints: Endpoint[], networkOf: Map<Endpoint, string>, warnings: string[]): Endpoint[] {
+  const holders = new Map<string, Endpoint[]>();
+  for (const e of endpoints) for (const n of [...e.ipv4Nets, ...e.ipv6Nets]) {
+    const list = holders.get(n);
+    if (list) list.push(e);
+    else holders.set(n, [e]);
   }
-  if (issues.length) throw new TranslateError(issues);
-  return { objects, warnings, skipped };
+  const contested = new Set<string>();
+  for (const [net, list] of holders) {
+    if (new Set(list.map((e) => networkOf.get(e))).size < 2) continue;
+    contested.add(net);
+    warnings.push(`address ${net} is held by ports on different networks (${list.map((e) => `port ${e.id}`).join(", ")}); Palisade has one address space, so it is taken from all of them (their traffic from it is dropped)`);
+  }
+  if (!contested.size) return endpoints;
+  return endpoints.map((e) => ({
+    ...e,
+    ipv4Nets: e.ipv4Nets.filter((n) => !contested.has(n)),
+    ipv6Nets: e.ipv6Nets.filter((n) => !contested.has(n)),
+  }));
 }
 
 /** The interface name Nova and Neutron give a port's TAP: "tap" + the first 11 characters of the port id. */

@@ -81,7 +81,7 @@ describe("palisade-openstack sync", () => {
     const p1 = eps.find((e) => e.id === PORT_HV1)!;
     expect(p1).toMatchObject({
       host: "hv1", orchestrator: "openstack", name: `tap${PORT_HV1.slice(0, 11)}`, state: "active", mac: "fa:16:3e:4a:91:c2",
-      ipv4Nets: ["198.18.0.11/32"], ipv6Nets: ["2001:db8:0:1::11/128"], profileIds: [DEFAULT_SG, WEB_SG],
+      ipv4Nets: ["198.18.0.11/32"], ipv6Nets: ["2001:db8:0:1::11/128"], profileIds: [WEB_SG, DEFAULT_SG] /* sorted */,
     });
     expect(eps.filter((e) => e.orchestrator === "openstack").length).toBe(4);
     // Untouched: someone else's objects.
@@ -122,8 +122,12 @@ describe("palisade-openstack sync", () => {
     expect((await profiles()).find((p) => p.id === WEB_SG)!.inboundRules.some((rule) => rule.match.dstPorts?.[0]?.first === 8080)).toBe(true);
     expect(eps.some((e) => e.orchestrator === "k8s")).toBe(true);
 
-    // Neutron empties out: everything the adapter owns goes, nothing else.
-    const gone = await sync({ security_groups: [] }, { ports: [] });
+    // Neutron empties out: refused as a likely mistake unless meant; then
+    // everything the adapter owns goes, nothing else.
+    const refused = await sync({ security_groups: [] }, { ports: [] });
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toMatch(/refusing to sync: it would delete 3 of the 3 endpoint\(s\) the adapter manages .* pass --allow-mass-delete/);
+    const gone = await sync({ security_groups: [] }, { ports: [] }, ["--allow-mass-delete"]);
     expect(gone.code, gone.stderr).toBe(0);
     expect(gone.stdout).toMatch(/0 created, 0 updated, 6 deleted/);
     expect((await profiles()).map((p) => p.id)).toEqual(["manual"]);
@@ -148,7 +152,7 @@ describe("palisade-openstack sync", () => {
     const before = await revision();
     const groups = load("security-groups.json");
     groups.security_groups[1].security_group_rules.push({ id: "bad-1", direction: "ingress", ethertype: "IPv4", protocol: "tcp", port_range_min: 90, port_range_max: 80 });
-    const bad = await sync(groups, load("ports.json"));
+    const bad = await sync(groups, load("ports.json"), ["--strict"]);
     expect(bad.code).toBe(1);
     expect(bad.stderr).toMatch(/^palisade-openstack: cannot translate \(1 problem\(s\), nothing written\): security group .* rule bad-1: port_range_min: /m);
 
@@ -167,7 +171,22 @@ describe("palisade-openstack sync", () => {
     expect(await revision()).toBe(before);
   });
 
+  it("by default an untranslatable rule is left out (fail closed) and everything else is synced", async () => {
+    const groups = load("security-groups.json");
+    const web = groups.security_groups.find((g: Json) => g.id === WEB_SG);
+    web.security_group_rules.push({ id: "bad-2", direction: "ingress", ethertype: "IPv6", protocol: "ah" });
+    const r = await sync(groups, load("ports.json"));
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(new RegExp(`^left out: security group ${WEB_SG} rule bad-2: protocol: `, "m"));
+    expect(r.stdout).toMatch(/; 1 untranslatable rule\(s\)\/group\(s\)\/port\(s\) left out \(see stderr\)$/m);
+    const profile = (await profiles()).find((p) => p.id === WEB_SG)!;
+    expect(profile.inboundRules.some((rule) => rule.match.dstPorts?.[0]?.first === 80)).toBe(true);
+    expect(profile.inboundRules.some((rule) => rule.match.protocol === "51")).toBe(false);
+    expect((await endpoints()).filter((e) => e.orchestrator === "openstack").length).toBe(4);
+  });
+
   it("a plan larger than one batch is written in several transactions in a fail-closed order, with the same result", async () => {
+    await syncOnce(t.clients.policy, translate({ securityGroups: [], ports: [] }), { allowMassDelete: true });
     const result = translate({ securityGroups: parseSecurityGroupsFile(load("security-groups.json")), ports: parsePortsFile(load("ports.json")) });
     const r = await syncOnce(t.clients.policy, result, { maxBatch: 2 });
     expect(r.created).toBe(7);
@@ -181,7 +200,7 @@ describe("palisade-openstack sync", () => {
 describe("palisade-openstack watch", () => {
   it("polls Neutron with its token, follows changes, keeps the last state when Neutron fails, and stops on SIGTERM", async () => {
     // Start from nothing owned, so every object below is the watcher's doing.
-    await syncOnce(t.clients.policy, translate({ securityGroups: [], ports: [] }));
+    await syncOnce(t.clients.policy, translate({ securityGroups: [], ports: [] }), { allowMassDelete: true });
     expect((await endpoints()).filter((e) => e.orchestrator === "openstack")).toEqual([]);
     const { createServer } = await import("node:http");
     const groups = load("security-groups.json");

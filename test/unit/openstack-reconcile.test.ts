@@ -2,7 +2,7 @@
 import { describe, expect, it } from "vitest";
 import { EndpointState, type EndpointStatus, type HostStatus } from "../../services/gen/palisade/status/v1/status.js";
 import type { Endpoint, ModelObject, Profile } from "../../services/model/index.js";
-import { isOwned, planReconcile, type StoredObject } from "../../services/openstack/reconcile.js";
+import { isOwned, planReconcile, stepsInOrder, type StoredObject } from "../../services/openstack/reconcile.js";
 import { portStatus, portStatusRows } from "../../services/openstack/port-status.js";
 
 const owner = { "palisade.io/owner": "openstack" };
@@ -75,16 +75,31 @@ describe("port status (Neutron vocabulary)", () => {
     ["no driver for the host", e, undefined, st(EndpointState.ENDPOINT_STATE_UP), "DOWN"],
     ["host catching up", e, host({ inSync: false }), st(EndpointState.ENDPOINT_STATE_UP), "DOWN"],
     ["interface error", e, host(), st(EndpointState.ENDPOINT_STATE_ERROR, "not a workload interface"), "ERROR"],
-    ["host's last apply failed", e, host({ inSync: false, lastError: "iptables-restore: exit 1" }), st(EndpointState.ENDPOINT_STATE_UP), "ERROR"],
+    ["host's first apply failed", e, host({ inSync: false, lastError: "iptables-restore: exit 1" }), st(EndpointState.ENDPOINT_STATE_UP), "ERROR"],
+    // What the controller reports after a later failure: in_sync stays, last_error is set.
+    ["host's latest apply failed", e, host({ inSync: true, lastError: "iptables-restore: exit 1" }), st(EndpointState.ENDPOINT_STATE_UP), "ERROR"],
   ])("%s -> %s", (_what, ep, h, s, want) => {
     expect(portStatus(ep, h, s).status).toBe(want);
   });
 
   it("rows are keyed by port id and carry the reason", () => {
-    const rows = portStatusRows([e, { ...e, id: "p0", name: "tapp0" }], [host({ inSync: false, lastError: "boom" })], [st(EndpointState.ENDPOINT_STATE_UP)]);
+    const rows = portStatusRows([e, { ...e, id: "p0", name: "tapp0" }], [host({ lastError: "boom" })], [st(EndpointState.ENDPOINT_STATE_UP)]);
     expect(rows).toEqual([
       { port_id: "p0", device_id: "vm", host: "hv1", interface: "tapp0", status: "ERROR", detail: "host hv1: boom" },
       { port_id: "p1", device_id: "vm", host: "hv1", interface: "tapp1", status: "ERROR", detail: "host hv1: boom" },
     ]);
+  });
+});
+
+describe("stepsInOrder (a plan split over several transactions)", () => {
+  it("profiles written, endpoints deleted, updated, created, profiles deleted: an address leaves before another port takes it", () => {
+    const plan = planReconcile(
+      [profile("g-new"), endpoint("p-new", { ipv4Nets: ["198.18.0.5/32"] }), endpoint("p-upd", { state: "inactive" })],
+      [stored(endpoint("p-old", { ipv4Nets: ["198.18.0.5/32"] }), 3), stored(endpoint("p-upd"), 4), stored(profile("g-old"), 5)],
+    );
+    const order = stepsInOrder(plan).map((s) => ("object" in s
+      ? `${s.action} ${s.object.kind === "Profile" ? s.object.profile.id : s.object.endpoint.id}`
+      : `delete ${s.ref.kind === "Profile" ? s.ref.id : s.ref.key.id}`));
+    expect(order).toEqual(["create g-new", "delete p-old", "update p-upd", "create p-new", "delete g-old"]);
   });
 });

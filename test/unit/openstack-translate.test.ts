@@ -90,7 +90,7 @@ describe("translate: the Neutron fixtures", () => {
       {
         kind: "Endpoint", host: "hv1", orchestrator: "openstack", workload: "9d3b2f7a-1c4e-4a8b-b6d5-3e2f1a0c9b8d",
         id: "4f2a9c1e-7b3d-4e8a-9f6c-2d1b0a9e8c7d", name: "tap4f2a9c1e-7b", state: "active", mac: "fa:16:3e:4a:91:c2",
-        ipv4_nets: ["198.18.0.11/32"], ipv6_nets: ["2001:db8:0:1::11/128"], profile_ids: [DEFAULT, WEB], labels: LABELS,
+        ipv4_nets: ["198.18.0.11/32"], ipv6_nets: ["2001:db8:0:1::11/128"], profile_ids: [WEB, DEFAULT] /* sorted */, labels: LABELS,
       },
       {
         kind: "Endpoint", host: "hv2", orchestrator: "openstack", workload: "2c7e9a4b-6d1f-4b3a-8c5e-9f0a1b2c3d4e",
@@ -428,7 +428,7 @@ describe("translate: rules that are refused", () => {
 
 function port(p: Partial<NeutronPort>): NeutronPort {
   return {
-    id: "0c7e0000-1111-4222-8333-444455556666", mac_address: "fa:16:3e:00:00:01", admin_state_up: true, status: "ACTIVE",
+    id: "0c7e0000-1111-4222-8333-444455556666", network_id: "net-1", mac_address: "fa:16:3e:00:00:01", admin_state_up: true, status: "ACTIVE",
     device_owner: "compute:nova", device_id: "d0000000-0000-4000-8000-000000000001", "binding:host_id": "hv1",
     fixed_ips: [{ ip_address: "198.18.0.10" }], allowed_address_pairs: [], port_security_enabled: true, security_groups: [G],
     ...p,
@@ -451,7 +451,7 @@ describe("translate: ports", () => {
       host: "compute-7.example.org", orchestrator: "openstack", workload: "vm-42", id: "0c7e0000-1111-4222-8333-444455556666",
       name: "tap0c7e0000-11", state: "active", mac: "fa:16:3e:ab:cd:ef",
       ipv4Nets: ["198.18.0.10/32"], ipv6Nets: ["2001:db8::20/128"],
-      profileIds: [OTHER, G], // the port's order, not sorted
+      profileIds: [OTHER, G].sort(), // sorted: all rules allow, and Neutron's order is not stable
       labels: LABELS,
     }]);
     expect(r.warnings).toEqual([]);
@@ -593,7 +593,7 @@ describe("translate: determinism", () => {
     ],
   });
 
-  /** Everything whose order carries no meaning, shuffled; a port's security_groups keep their order. */
+  /** Everything whose order carries no meaning, shuffled (a port's security_groups too). */
   function shuffled(seed: number): TranslateInput {
     const rnd = mulberry32(seed);
     const b = base();
@@ -601,6 +601,7 @@ describe("translate: determinism", () => {
       securityGroups: shuffle(rnd, b.securityGroups).map((g) => ({ ...g, security_group_rules: shuffle(rnd, g.security_group_rules) })),
       ports: shuffle(rnd, b.ports).map((p) => ({
         ...p, fixed_ips: shuffle(rnd, p.fixed_ips), allowed_address_pairs: shuffle(rnd, p.allowed_address_pairs ?? []),
+        security_groups: shuffle(rnd, p.security_groups ?? []),
       })),
       addressGroups: shuffle(rnd, b.addressGroups!).map((g) => ({ ...g, addresses: shuffle(rnd, g.addresses) })),
     };
@@ -768,5 +769,46 @@ describe("parse*File: shape checks", () => {
         if (r) for (const o of r.objects) expect(validateObject(o)).toEqual([]);
       }
     }), { numRuns: 400, seed: 20240311 });
+  });
+});
+
+describe("translate: leave-out mode and one address space", () => {
+  it("leave-out drops only the offending rule, group or port, and reports each", () => {
+    const good = nrule({ id: "c1000000-0000-4000-8000-000000000000", protocol: "tcp", port_range_min: 22, port_range_max: 22 });
+    const bad = nrule({ id: "c2000000-0000-4000-8000-000000000000", protocol: "tcp", port_range_min: 90, port_range_max: 80 });
+    const input = {
+      securityGroups: [...groupsWith([good, bad]), { id: "bad group id", security_group_rules: [] }],
+      ports: [port({ id: "p-ok" }), port({ id: "p-bad", fixed_ips: [{ ip_address: "198.18.0.256" }] })],
+    };
+    expect(() => translate(input)).toThrow(TranslateError);
+    const r = translate(input, { onProblem: "leave-out" });
+    expectAllValid(r.objects);
+    const profile = r.objects.find((o) => o.kind === "Profile" && o.profile.id === G) as { profile: Profile } | undefined;
+    expect(profile!.profile.inboundRules.map((x) => x.match.dstPorts)).toEqual([[{ first: 22, last: 22 }]]);
+    expect(r.objects.some((o) => o.kind === "Profile" && o.profile.id === "bad group id")).toBe(false);
+    expect(r.objects.filter((o) => o.kind === "Endpoint").map((o) => (o as { endpoint: Endpoint }).endpoint.id)).toEqual(["p-ok"]);
+    expect(r.leftOut.map((i) => i.object).sort()).toEqual([
+      "port p-bad", `security group ${G} rule c2000000-0000-4000-8000-000000000000`, "security group bad group id",
+    ].sort());
+  });
+
+  it("duplicate group ids keep neither copy in leave-out mode", () => {
+    const r = translate({ securityGroups: [...groupsWith([]), ...groupsWith([])], ports: [] }, { onProblem: "leave-out" });
+    expect(r.objects).toEqual([]);
+    expect(r.leftOut[0]!.reason).toMatch(/appears twice/);
+  });
+
+  it("an address held by ports on different networks is taken from all of them; one network may share a VIP", () => {
+    const r = translatePorts([
+      port({ id: "p-a", network_id: "net-a", fixed_ips: [{ ip_address: "198.18.0.10" }] }),
+      port({ id: "p-b", network_id: "net-b", fixed_ips: [{ ip_address: "198.18.0.10" }, { ip_address: "198.18.0.11" }] }),
+      port({ id: "p-c", network_id: "net-c", fixed_ips: [{ ip_address: "198.18.0.20" }], allowed_address_pairs: [{ ip_address: "198.18.0.30" }] }),
+      port({ id: "p-d", network_id: "net-c", fixed_ips: [{ ip_address: "198.18.0.21" }], allowed_address_pairs: [{ ip_address: "198.18.0.30" }] }),
+    ]);
+    const nets = Object.fromEntries(r.objects.filter((o) => o.kind === "Endpoint").map((o) => [(o as { endpoint: Endpoint }).endpoint.id, (o as { endpoint: Endpoint }).endpoint.ipv4Nets]));
+    expect(nets).toEqual({
+      "p-a": [], "p-b": ["198.18.0.11/32"], "p-c": ["198.18.0.20/32", "198.18.0.30/32"], "p-d": ["198.18.0.21/32", "198.18.0.30/32"],
+    });
+    expect(r.warnings.some((w) => /address 198\.18\.0\.10\/32 is held by ports on different networks \(port p-a, port p-b\)/.test(w))).toBe(true);
   });
 });
