@@ -13,7 +13,7 @@ import {
   type ModelObject,
 } from "../model/index.js";
 import { hostsBehind } from "./wait-condition.js";
-import { addTlsOptions, tlsFlagsOf, silenceIpServerNameWarning, channelCredentials, loadTls, type TlsFlags } from "../common/tls.js";
+import { addTlsOptions, tlsFlagsOf, warnIfPlaintextRemote, silenceIpServerNameWarning, channelCredentials, loadTls, type TlsFlags } from "../common/tls.js";
 
 const program = new Command("palisadectl")
   .description("Palisade operator CLI")
@@ -24,7 +24,9 @@ addTlsOptions(program, "client (OU=admin to change policy, OU=reader to read)");
 function clients() {
   const opts = program.opts<{ controller: string } & TlsFlags>();
   parseHostPort(opts.controller, "--controller");
-  return createClients(opts.controller, channelCredentials(loadTls(tlsFlagsOf(program))));
+  const tls = loadTls(tlsFlagsOf(program));
+  warnIfPlaintextRemote(tls, opts.controller, "palisadectl");
+  return createClients(opts.controller, channelCredentials(tls));
 }
 
 function readInput(file: string): string {

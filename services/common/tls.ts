@@ -145,3 +145,14 @@ export function silenceIpServerNameWarning(): void {
     emit(warning, ...rest);
   }) as typeof process.emitWarning;
 }
+
+/**
+ * CLIs warn on stderr when plaintext leaves the machine: loopback and Unix
+ * sockets (labs, tests, the quickstart) stay quiet.
+ */
+export function warnIfPlaintextRemote(tls: TlsMaterial | undefined, address: string, bin: string): void {
+  if (tls || address.startsWith("unix:")) return;
+  const host = address.replace(/:\d+$/, "").replace(/^\[|\]$/g, "");
+  if (host === "localhost" || host === "::1" || /^127\./.test(host)) return;
+  process.stderr.write(`${bin}: warning: plaintext gRPC to ${address} (--insecure): not authenticated, not encrypted\n`);
+}

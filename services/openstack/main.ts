@@ -14,7 +14,7 @@ import { endpointFromPb } from "../api/model-wire.js";
 import { EXIT_USAGE, UsageError, envDefault, fail, parseHostPort, withUsageExit } from "../common/cli-env.js";
 import { createLogger } from "../common/logger.js";
 import { createBackoff, sleep } from "../common/backoff.js";
-import { addTlsOptions, tlsFlagsOf, channelCredentials, loadTls, silenceIpServerNameWarning, type TlsFlags } from "../common/tls.js";
+import { addTlsOptions, tlsFlagsOf, warnIfPlaintextRemote, channelCredentials, loadTls, silenceIpServerNameWarning, type TlsFlags } from "../common/tls.js";
 import { authFromEnv, createNeutronClient, NeutronApiError } from "./neutron-client.js";
 import { portStatusRows } from "./port-status.js";
 import { AdapterError, syncOnce, type SyncReport } from "./sync.js";
@@ -33,9 +33,11 @@ addTlsOptions(program, "client (OU=admin: the adapter writes policy)");
 function clients() {
   const opts = program.opts<{ controller: string } & TlsFlags>();
   parseHostPort(opts.controller, "--controller");
+  const tls = loadTls(tlsFlagsOf(program));
+  warnIfPlaintextRemote(tls, opts.controller, "palisade-openstack");
   // The adapter reads every endpoint each sync: at 100,000 endpoints that is
   // ~30 MiB, above the default 16 MiB receive limit.
-  return createClients(opts.controller, channelCredentials(loadTls(tlsFlagsOf(program))), { "grpc.max_receive_message_length": 512 * 1024 * 1024 });
+  return createClients(opts.controller, channelCredentials(tls), { "grpc.max_receive_message_length": 512 * 1024 * 1024 });
 }
 
 const modeOf = (strict?: boolean) => ({ onProblem: strict ? "refuse" as const : "leave-out" as const });

@@ -1,7 +1,7 @@
 // Identity from certificates and the access table (common/tls.ts, controller/authz.ts).
 import type { PeerCertificate } from "node:tls";
 import { describe, expect, it } from "vitest";
-import { identityFromCertificate, loadTls } from "../../services/common/tls.js";
+import { identityFromCertificate, loadTls, warnIfPlaintextRemote } from "../../services/common/tls.js";
 import { POLICY_ACCESS, STATUS_ACCESS, SYNC_ACCESS, checkAccess } from "../../services/controller/authz.js";
 import { CalcGraph, DEFAULT_CALC_CONFIG } from "../../services/calc/index.js";
 
@@ -70,5 +70,22 @@ describe("CalcGraph.releaseHost", () => {
     g.flush(1);
     expect(g.releaseHost("hv1")).toBe(false);
     expect(g.hostNames()).toContain("hv1");
+  });
+});
+
+describe("warnIfPlaintextRemote", () => {
+  it("warns for plaintext leaving the machine, not for loopback, Unix sockets or TLS", () => {
+    const lines: string[] = [];
+    const write = process.stderr.write;
+    process.stderr.write = ((chunk: string) => { lines.push(String(chunk)); return true; }) as typeof process.stderr.write;
+    try {
+      for (const a of ["127.0.0.1:50051", "localhost:1", "[::1]:50051", "unix:/run/p.sock"]) warnIfPlaintextRemote(undefined, a, "x");
+      warnIfPlaintextRemote({ cert: Buffer.from(""), key: Buffer.from(""), ca: Buffer.from("") }, "10.0.0.5:50051", "x");
+      expect(lines).toEqual([]);
+      warnIfPlaintextRemote(undefined, "10.0.0.5:50051", "palisadectl");
+      expect(lines).toEqual(["palisadectl: warning: plaintext gRPC to 10.0.0.5:50051 (--insecure): not authenticated, not encrypted\n"]);
+    } finally {
+      process.stderr.write = write;
+    }
   });
 });
