@@ -1,11 +1,13 @@
 // e2e: API write -> applied by a real driver in a namespace -> reported back
 // (host status in etcd, seen through StatusService.WatchStatus).
-import { mkdtempSync, rmSync } from "node:fs";
+import { execa } from "execa";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { call, createClients } from "../../services/api/clients.js";
 import { documentToPb } from "../../services/api/model-wire.js";
 import { createLogger } from "../../services/common/logger.js";
+import { channelCredentials } from "../../services/common/tls.js";
 import { startController } from "../../services/controller/controller.js";
 import type { WatchStatusResponse } from "../../services/gen/palisade/status/v1/status.js";
 import { startEtcd } from "../../services/lab/etcd-process.js";
@@ -14,17 +16,31 @@ import { parseDocuments } from "../../services/model/index.js";
 import { packageRoot } from "../../services/common/package-root.js";
 import { summarize } from "./stats.js";
 
-export async function benchE2e(opts: { samples: number; endpoints: number }) {
+/** With tls: the whole path under mTLS (certificates from deploy/tls/palisade-certs.sh). */
+export async function benchE2e(opts: { samples: number; endpoints: number; tls?: boolean }) {
   const dir = mkdtempSync(join(tmpdir(), "palisade-bench-"));
+  const pki = join(dir, "pki");
+  if (opts.tls) {
+    const certs = join(packageRoot(), "deploy/tls/palisade-certs.sh");
+    await execa("bash", [certs, pki, "init"]);
+    await execa("bash", [certs, pki, "host", "hv1"]);
+  }
+  const material = (name: string) => ({ cert: readFileSync(join(pki, `${name}.crt`)), key: readFileSync(join(pki, `${name}.key`)), ca: readFileSync(join(pki, "ca.crt")) });
   const etcd = await startEtcd({ dataDir: join(dir, "etcd") });
   const socket = join(dir, "ctl.sock");
-  const controller = await startController({ etcdEndpoints: [etcd.url], listen: `127.0.0.1:0,unix:${socket}`, logger: createLogger({ name: "bench", level: "silent" }) });
-  const lab = createLab(`pb${process.pid.toString(36)}-`);
-  const clients = createClients(`127.0.0.1:${controller.port}`);
+  const controller = await startController({
+    etcdEndpoints: [etcd.url], listen: `127.0.0.1:0,unix:${socket}`, logger: createLogger({ name: "bench", level: "silent" }),
+    tls: opts.tls ? material("controller") : undefined,
+  });
+  const lab = createLab(`pb${process.pid.toString(36)}${opts.tls ? "t" : ""}-`);
+  const clients = createClients(`127.0.0.1:${controller.port}`, channelCredentials(opts.tls ? material("admin-admin") : undefined));
   try {
     const hv = await lab.addHypervisor("hv1");
     const driverBin = join(packageRoot(), "dist/services/driver/main.js");
-    lab.spawnIn(hv.ns, process.execPath, [driverBin, "--insecure", "--controller", `unix:${socket}`, "--hostname", "hv1"], { logFile: join(dir, "driver.log") });
+    const security = opts.tls
+      ? ["--tls-cert", join(pki, "host-hv1.crt"), "--tls-key", join(pki, "host-hv1.key"), "--tls-ca", join(pki, "ca.crt")]
+      : ["--insecure"];
+    lab.spawnIn(hv.ns, process.execPath, [driverBin, ...security, "--controller", `unix:${socket}`, "--hostname", "hv1"], { logFile: join(dir, "driver.log") });
     // A host with some state: N endpoints over a few profiles.
     const base: unknown[] = [];
     for (let p = 0; p < 10; p++) base.push({ kind: "Profile", id: `p${p}`, tags: [`t${p}`], inbound_rules: [{ protocol: "tcp", src_tag: `t${(p + 1) % 10}`, dst_ports: [80 + p] }], outbound_rules: [{}] });

@@ -5,6 +5,9 @@ import { benchCalc } from "./calc-scale.js";
 import { benchDriver } from "./driver-apply.js";
 import { benchE2e } from "./e2e-latency.js";
 import { benchFanout } from "./fanout.js";
+import { silenceIpServerNameWarning } from "../../services/common/tls.js";
+
+silenceIpServerNameWarning();
 
 const args = process.argv.slice(2);
 const quick = args.includes("--quick");
@@ -26,7 +29,11 @@ for (const backend of ["nft", "legacy"] as const) {
   const r = await benchDriver({ endpoints: 1000, profiles: 100, rulesPerProfile: 10, incrementalSamples: quick ? 10 : 30, backend });
   report(backend === "nft" ? "driver" : "driver_legacy", r);
 }
-report("e2e", await benchE2e({ samples: quick ? 50 : 200, endpoints: quick ? 50 : 200 }));
+const e2e = await benchE2e({ samples: quick ? 50 : 200, endpoints: quick ? 50 : 200 });
+report("e2e", e2e);
+// The same path under mutual TLS (controller, API client and driver each with a certificate).
+const e2eTls = await benchE2e({ samples: quick ? 50 : 200, endpoints: quick ? 50 : 200, tls: true });
+report("e2e_tls", { ...e2eTls, p50_ratio_vs_plaintext: (e2eTls.p50_ms / e2e.p50_ms).toFixed(2), p99_ratio_vs_plaintext: (e2eTls.p99_ms / e2e.p99_ms).toFixed(2) });
 
 if (jsonAt >= 0) writeFileSync(args[jsonAt + 1]!, `${JSON.stringify(results, null, 2)}\n`);
 process.exit(0);
