@@ -3,17 +3,18 @@
 // reason on stderr), 2 usage error.
 import { Command, Option } from "commander";
 import { readFileSync } from "node:fs";
-import { call, createClients, RpcError } from "../api/clients.js";
+import { call, RpcError } from "../api/clients.js";
+import { cliClients } from "../api/cli-clients.js";
 import { documentToPb, endpointFromPb, profileFromPb, refToPb } from "../api/model-wire.js";
 import type { ObjectRef } from "../controller/etcd-store.js";
-import { EXIT_USAGE, UsageError, envDefault, fail, parseHostPort, withUsageExit } from "../common/cli-env.js";
+import { EXIT_USAGE, UsageError, envDefault, fail, withUsageExit } from "../common/cli-env.js";
 import { EndpointState, type HostStatus, type WatchStatusResponse, type EndpointStatus } from "../gen/palisade/status/v1/status.js";
 import {
   ValidationError, formatIssue, parseDocuments, parseEndpointKey, parseRefs, splitDocuments, toDocument, toYaml, ID_RE,
   type ModelObject,
 } from "../model/index.js";
 import { hostsBehind } from "./wait-condition.js";
-import { addTlsOptions, tlsFlagsOf, warnIfPlaintextRemote, silenceIpServerNameWarning, channelCredentials, loadTls, type TlsFlags } from "../common/tls.js";
+import { addTlsOptions, silenceIpServerNameWarning } from "../common/tls.js";
 
 const program = new Command("palisadectl")
   .description("Palisade operator CLI")
@@ -21,13 +22,7 @@ const program = new Command("palisadectl")
   .showHelpAfterError();
 addTlsOptions(program, "client (OU=admin to change policy, OU=reader to read)");
 
-function clients() {
-  const opts = program.opts<{ controller: string } & TlsFlags>();
-  parseHostPort(opts.controller, "--controller");
-  const tls = loadTls(tlsFlagsOf(program));
-  warnIfPlaintextRemote(tls, opts.controller, "palisadectl");
-  return createClients(opts.controller, channelCredentials(tls));
-}
+const clients = () => cliClients(program, "palisadectl");
 
 function readInput(file: string): string {
   try {

@@ -9,12 +9,13 @@
 // Exit codes: 0 success, 1 failure (one-line reason on stderr), 2 usage error.
 import { Command, Option } from "commander";
 import { readFileSync } from "node:fs";
-import { call, createClients, RpcError } from "../api/clients.js";
+import { call, RpcError } from "../api/clients.js";
+import { cliClients } from "../api/cli-clients.js";
 import { endpointFromPb } from "../api/model-wire.js";
-import { EXIT_USAGE, UsageError, envDefault, fail, parseHostPort, withUsageExit } from "../common/cli-env.js";
+import { EXIT_USAGE, UsageError, envDefault, fail, withUsageExit } from "../common/cli-env.js";
 import { createLogger } from "../common/logger.js";
 import { createBackoff, sleep } from "../common/backoff.js";
-import { addTlsOptions, tlsFlagsOf, warnIfPlaintextRemote, channelCredentials, loadTls, silenceIpServerNameWarning, type TlsFlags } from "../common/tls.js";
+import { addTlsOptions, silenceIpServerNameWarning } from "../common/tls.js";
 import { authFromEnv, createNeutronClient, NeutronApiError } from "./neutron-client.js";
 import { portStatusRows } from "./port-status.js";
 import { AdapterError, syncOnce, type SyncReport } from "./sync.js";
@@ -30,15 +31,9 @@ const program = new Command("palisade-openstack")
   .showHelpAfterError();
 addTlsOptions(program, "client (OU=admin: the adapter writes policy)");
 
-function clients() {
-  const opts = program.opts<{ controller: string } & TlsFlags>();
-  parseHostPort(opts.controller, "--controller");
-  const tls = loadTls(tlsFlagsOf(program));
-  warnIfPlaintextRemote(tls, opts.controller, "palisade-openstack");
-  // The adapter reads every endpoint each sync: at 100,000 endpoints that is
-  // ~30 MiB, above the default 16 MiB receive limit.
-  return createClients(opts.controller, channelCredentials(tls), { "grpc.max_receive_message_length": 512 * 1024 * 1024 });
-}
+// The adapter reads every endpoint each sync: at 100,000 endpoints that is
+// ~30 MiB, above the default 16 MiB receive limit.
+const clients = () => cliClients(program, "palisade-openstack", { "grpc.max_receive_message_length": 512 * 1024 * 1024 });
 
 const modeOf = (strict?: boolean) => ({ onProblem: strict ? "refuse" as const : "leave-out" as const });
 
