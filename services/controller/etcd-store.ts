@@ -21,8 +21,8 @@ export interface ModelEvent {
 export interface WriteResult {
   revision: number;
   changed: number;
-  /** Objects removed by an apply's deletions. */
-  deleted?: number;
+  /** Of those, objects removed (deletions). */
+  deleted: number;
 }
 
 /** A deletion inside an apply: `expectedRevision` as for documents (0 = must not exist). */
@@ -139,9 +139,10 @@ export function createEtcdStore(opts: { client: Etcd3; prefix: string; logger: L
         if (seen.has(k)) issues.push({ document: describe(o), field: "", reason: "appears twice in one batch" });
         seen.add(k);
       }
+      const ks = objects.map((o) => objectEtcdKey(keys, o));
       const delKeys = deletions.map((d) => refKey(keys, d.ref));
       const delSeen = new Set<string>();
-      const written = new Set(objects.map((o) => objectEtcdKey(keys, o)));
+      const written = new Set(ks);
       deletions.forEach((d, i) => {
         const name = describeRef(d.ref);
         if (written.has(delKeys[i]!)) issues.push({ document: name, field: "deletes", reason: "is both written and deleted in one batch" });
@@ -149,7 +150,6 @@ export function createEtcdStore(opts: { client: Etcd3; prefix: string; logger: L
         delSeen.add(delKeys[i]!);
       });
       if (issues.length) throw new ValidationError(issues);
-      const ks = objects.map((o) => objectEtcdKey(keys, o));
       const values = objects.map((o) => JSON.stringify(toDocument(o)));
       const check = (name: string, want: number | undefined, kv: IKeyValue | undefined) => {
         const have = kv ? Number(kv.mod_revision) : 0;
@@ -166,8 +166,7 @@ export function createEtcdStore(opts: { client: Etcd3; prefix: string; logger: L
         return { puts, deletes };
       });
       // optimistic() counts puts and deletes together; `changed` is documents only.
-      const deleted = result.deleted ?? 0;
-      return { revision: result.revision, changed: result.changed - deleted, deleted };
+      return { revision: result.revision, changed: result.changed - result.deleted, deleted: result.deleted };
     },
 
     async delete(refs, ignoreMissing) {

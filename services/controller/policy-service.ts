@@ -10,7 +10,7 @@ import {
   ID_RE, LIMITS, PROTOCOL_NUMBERS, ValidationError, createEvaluator, endpointKeyString, objectKey, parseAddress,
   type EndpointKey, type ModelObject, type ModelView,
 } from "../model/index.js";
-import { Verdict } from "../gen/palisade/policy/v1/policy.js";
+import { Verdict, type ObjectRef as ObjectRefPb } from "../gen/palisade/policy/v1/policy.js";
 import type { Deletion, EtcdStore, ObjectRef } from "./etcd-store.js";
 
 function checkRefId(field: string, v: string): void {
@@ -21,6 +21,15 @@ function checkRefId(field: string, v: string): void {
 
 function checkKey(k: EndpointKey): void {
   for (const f of ["host", "orchestrator", "workload", "id"] as const) checkRefId(`endpoint.${f}`, k[f]);
+}
+
+/** A reference from a request, checked before it can become an etcd key. */
+function checkedRef(o: ObjectRefPb | undefined, document: string, field: string): ObjectRef {
+  const r = o ? refFromPb(o) : undefined;
+  if (!r) throw new ValidationError([{ document, field, reason: "must name a profile or an endpoint" }]);
+  if (r.kind === "Profile") checkRefId("profile_id", r.id);
+  else checkKey(r.key);
+  return r;
 }
 
 export function createPolicyService(opts: {
@@ -34,13 +43,7 @@ export function createPolicyService(opts: {
       if (req.documents.length + req.deletes.length > LIMITS.documentsPerBatch) {
         throw new ValidationError([{ document: "request", field: "documents", reason: `at most ${LIMITS.documentsPerBatch} documents and deletions per batch` }]);
       }
-      const deletions: Deletion[] = req.deletes.map((d, i) => {
-        const r = d.object ? refFromPb(d.object) : undefined;
-        if (!r) throw new ValidationError([{ document: `deletion ${i + 1}`, field: "object", reason: "must name a profile or an endpoint" }]);
-        if (r.kind === "Profile") checkRefId("profile_id", r.id);
-        else checkKey(r.key);
-        return { ref: r, expectedRevision: d.expectedRevision };
-      });
+      const deletions: Deletion[] = req.deletes.map((d, i) => ({ ref: checkedRef(d.object, `deletion ${i + 1}`, "object"), expectedRevision: d.expectedRevision }));
       const expect = new Map<string, number>();
       const objects: ModelObject[] = req.documents.map((d, i) => {
         const o = documentFromPb(d);
@@ -49,17 +52,11 @@ export function createPolicyService(opts: {
         return o;
       });
       const r = await store.apply(objects, expect.size ? expect : undefined, deletions);
-      logger.info({ documents: objects.length, changed: r.changed, deleted: r.deleted ?? 0, revision: r.revision }, "applied");
-      return { revision: r.revision, changed: r.changed, deleted: r.deleted ?? 0 };
+      logger.info({ documents: objects.length, changed: r.changed, deleted: r.deleted, revision: r.revision }, "applied");
+      return { revision: r.revision, changed: r.changed, deleted: r.deleted };
     }, m("Apply")),
     delete: unary(logger, async (req) => {
-      const refs: ObjectRef[] = req.objects.map((o, i) => {
-        const r = refFromPb(o);
-        if (!r) throw new ValidationError([{ document: `object ${i + 1}`, field: "kind", reason: "must name a profile or an endpoint" }]);
-        if (r.kind === "Profile") checkRefId("profile_id", r.id);
-        else checkKey(r.key);
-        return r;
-      });
+      const refs: ObjectRef[] = req.objects.map((o, i) => checkedRef(o, `object ${i + 1}`, "kind"));
       const r = await store.delete(refs, req.ignoreMissing);
       logger.info({ objects: refs.length, deleted: r.changed, revision: r.revision }, "deleted");
       return { revision: r.revision, deleted: r.changed };

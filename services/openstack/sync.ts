@@ -18,9 +18,9 @@ import { call, RpcError } from "../api/clients.js";
 import { documentToPb, endpointFromPb, profileFromPb, refToPb } from "../api/model-wire.js";
 import type { PolicyServiceClient } from "../gen/palisade/policy/v1/policy.js";
 import { Document, ObjectRef as ObjectRefPb } from "../gen/palisade/policy/v1/policy.js";
-import { LIMITS, type ModelObject } from "../model/index.js";
+import { LIMITS, endpointKeyString, type ModelObject } from "../model/index.js";
 import { isOwned, planReconcile, stepsInOrder, type PlannedDelete, type PlannedWrite, type ReconcilePlan, type StoredObject } from "./reconcile.js";
-import type { TranslateResult } from "./translate.js";
+import { SKIP_NO_BINDING, type TranslateResult } from "./translate.js";
 
 export interface SyncReport {
   created: number;
@@ -75,7 +75,7 @@ function guardMassDelete(plan: ReconcilePlan, current: StoredObject[]): void {
 }
 
 function name(o: ModelObject): string {
-  return o.kind === "Profile" ? `profile ${o.profile.id}` : `endpoint ${o.endpoint.host}/${o.endpoint.orchestrator}/${o.endpoint.workload}/${o.endpoint.id}`;
+  return o.kind === "Profile" ? `profile ${o.profile.id}` : `endpoint ${endpointKeyString(o.endpoint)}`;
 }
 
 /**
@@ -84,7 +84,7 @@ function name(o: ModelObject): string {
  * every endpoint would look unbound and be deleted.
  */
 function guardInput(result: TranslateResult): void {
-  const adminOnly = result.skipped.filter((s) => s.reason.startsWith("binding:host_id is absent"));
+  const adminOnly = result.skipped.filter((s) => s.reason === SKIP_NO_BINDING);
   if (adminOnly.length > 0 && !result.objects.some((o) => o.kind === "Endpoint")) {
     throw new AdapterError(`none of the ${adminOnly.length} port(s) has binding:host_id: the ports were listed without admin rights; refusing to sync (it would delete every endpoint)`);
   }
@@ -117,7 +117,7 @@ export async function syncOnce(policy: PolicyServiceClient, result: TranslateRes
       dryRun: !!opts.dryRun,
       changes: [
         ...plan.writes.map((w) => `${w.action} ${name(w.object)}`),
-        ...plan.deletes.map((d) => `delete ${d.ref.kind === "Profile" ? `profile ${d.ref.id}` : `endpoint ${d.ref.key.host}/${d.ref.key.orchestrator}/${d.ref.key.workload}/${d.ref.key.id}`}`),
+        ...plan.deletes.map((d) => `delete ${d.ref.kind === "Profile" ? `profile ${d.ref.id}` : `endpoint ${endpointKeyString(d.ref.key)}`}`),
       ],
     };
     if (opts.dryRun || (plan.writes.length === 0 && plan.deletes.length === 0)) {

@@ -132,6 +132,8 @@ export const OWNER_LABEL = "palisade.io/owner";
 export const ORCHESTRATOR = "openstack";
 export const OWNER_VALUE = ORCHESTRATOR;
 export const NO_PORT_SECURITY_PROFILE = "openstack-no-port-security";
+/** The skip reason of a port listed without admin rights (sync.ts refuses such inputs). */
+export const SKIP_NO_BINDING = "binding:host_id is absent (Neutron shows it to admins only): list the ports with admin credentials";
 
 export interface TranslateInput {
   securityGroups: NeutronSecurityGroup[];
@@ -430,7 +432,7 @@ function skipReason(p: NeutronPort): string | undefined {
   }
   const host = p["binding:host_id"];
   if (host === undefined) {
-    return "binding:host_id is absent (Neutron shows it to admins only): list the ports with admin credentials";
+    return SKIP_NO_BINDING;
   }
   if (host === null || host === "") return "not bound to a host (binding:host_id is empty): no endpoint until Nova binds it";
   return undefined;

@@ -185,7 +185,8 @@ describe("palisade-openstack sync", () => {
     expect((await endpoints()).filter((e) => e.orchestrator === "openstack").length).toBe(4);
   });
 
-  it("a plan larger than one batch is written in several transactions in a fail-closed order, with the same result", async () => {
+  // The order of the steps is pinned by test/unit/openstack-reconcile.test.ts (stepsInOrder).
+  it("a plan larger than one batch is written in several transactions, with the same result", async () => {
     await syncOnce(t.clients.policy, translate({ securityGroups: [], ports: [] }), { allowMassDelete: true });
     const result = translate({ securityGroups: parseSecurityGroupsFile(load("security-groups.json")), ports: parsePortsFile(load("ports.json")) });
     const r = await syncOnce(t.clients.policy, result, { maxBatch: 2 });
