@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what Palisade needs on a Debian machine — only what is missing —
 # so `npm start` and `npm test` work on a fresh machine as root.
-#   Debian: etcd-server (etcd), iptables (nft + legacy), ipset, iproute2, iputils-ping (tests), openssl (certificates)
+#   Debian: etcd-server (etcd), etcd-client (etcdctl), iptables (nft + legacy), nftables (nft), ipset, iproute2, iputils-ping (tests), openssl (certificates)
 #   npm:    the locked dependencies (npm ci)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -10,6 +10,10 @@ need=()
 command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
 { command -v iptables-nft-restore && command -v iptables-legacy-restore; } >/dev/null 2>&1 || need+=(iptables)
 command -v ipset >/dev/null 2>&1 || need+=(ipset)
+# nft monitor: the driver's tamper watch on the nft backend (DESIGN §7).
+command -v nft >/dev/null 2>&1 || need+=(nftables)
+# etcdctl: the space-alarm runbook and its test (alarm list/disarm, defrag).
+command -v etcdctl >/dev/null 2>&1 || need+=(etcd-client)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 # Used by the tests and deploy/ha: ICMP probes, crafted packets, health checks.
 command -v ping >/dev/null 2>&1 || need+=(iputils-ping)
