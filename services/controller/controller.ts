@@ -15,6 +15,7 @@ import { createModelFeed } from "./model-feed.js";
 import { createPolicyService } from "./policy-service.js";
 import { createStatusService } from "./status-service.js";
 import { createStatusStore } from "./status-store.js";
+import { createStreamAdmission, type AdmissionOptions } from "./stream-admission.js";
 import { createSyncService } from "./sync-service.js";
 import { SyncHub } from "./sync-hub.js";
 import { createControllerMetrics } from "./metrics.js";
@@ -47,6 +48,11 @@ export interface ControllerOptions {
   tls?: TlsMaterial;
   /** TLS towards etcd (https endpoints): CA, and a client certificate when etcd requires one. */
   etcdTls?: EtcdTls;
+  /** Status writes: coalescing delay and minimum interval between flushes (DESIGN §9.3); defaults 50 / 250 ms. */
+  statusFlushDelayMs?: number;
+  statusMinIntervalMs?: number;
+  /** Limits on sync stream admission (hello rate overall and per host, streams without hello). */
+  admission?: AdmissionOptions;
 }
 
 export interface EtcdTls {
@@ -66,6 +72,9 @@ export interface Controller {
 
 type NormalizedOptions = Required<Omit<ControllerOptions, "tls" | "etcdTls">> & Pick<ControllerOptions, "tls" | "etcdTls">;
 
+/** Endpoint statuses of endpoints that left a host's model are dropped this often. */
+const STATUS_PRUNE_MS = 10_000;
+
 export function normalizeControllerOptions(o: ControllerOptions): NormalizedOptions {
   if (!o.etcdEndpoints.length) throw new Error("at least one etcd endpoint is required");
   if (o.etcdTls && !o.etcdTls.cert !== !o.etcdTls.key) throw new Error("etcd TLS: a client certificate needs its key, and a key its certificate");
@@ -83,6 +92,9 @@ export function normalizeControllerOptions(o: ControllerOptions): NormalizedOpti
     heartbeatMs: o.heartbeatMs ?? 10_000,
     tls: o.tls,
     etcdTls: o.etcdTls,
+    statusFlushDelayMs: o.statusFlushDelayMs ?? 50,
+    statusMinIntervalMs: o.statusMinIntervalMs ?? 250,
+    admission: o.admission ?? {},
   };
 }
 
@@ -105,11 +117,16 @@ export async function startController(options: ControllerOptions): Promise<Contr
   const cfg: CalcConfig = { ...DEFAULT_CALC_CONFIG, workloadToHost: o.workloadToHost };
   const graph = new CalcGraph(hub, cfg);
   const feed = createModelFeed({ store, graph, hub, logger: logger.child({ component: "feed" }), observeCalc: (s) => metrics.calcDuration.observe(s) });
-  const status = createStatusStore({ client, keys: store.keys, logger: logger.child({ component: "status" }), ttlSeconds: o.statusTtlSeconds });
+  const status = createStatusStore({
+    client, keys: store.keys, logger: logger.child({ component: "status" }), ttlSeconds: o.statusTtlSeconds, replicaId: o.replicaId,
+    flushDelayMs: o.statusFlushDelayMs, minIntervalMs: o.statusMinIntervalMs,
+  });
 
   try {
-    await status.start();
+    // Reads first: a replica serves the model and streams even while etcd
+    // refuses writes (space alarm); the status lease follows in the background.
     await feed.start();
+    status.start();
   } catch (err) {
     // Nothing may linger after a failed start (the etcd client would keep
     // retrying in the background of whoever called us).
@@ -134,10 +151,19 @@ export async function startController(options: ControllerOptions): Promise<Contr
   }), POLICY_ACCESS));
   server.addService(DataplaneSyncServiceService, guard("palisade.sync.v1.DataplaneSyncService", createSyncService({
     graph, hub, status, logger: logger.child({ component: "sync" }), replicaId: o.replicaId, onReset: () => metrics.streamResets.inc(),
-    requireHostIdentity: !!o.tls, onDenied,
+    requireHostIdentity: !!o.tls, onDenied, admission: createStreamAdmission(o.admission),
+    onRefused: (reason) => metrics.syncRefused.inc({ reason }),
   }), SYNC_ACCESS));
-  server.addService(StatusServiceService, guard("palisade.status.v1.StatusService",
-    createStatusService({ client, store, status, logger: logger.child({ component: "status" }) }), STATUS_ACCESS));
+  const statusService = createStatusService({ client, store, status, logger: logger.child({ component: "status" }) });
+  const { close: closeStatusService, ...statusHandlers } = statusService;
+  server.addService(StatusServiceService, guard("palisade.status.v1.StatusService", statusHandlers, STATUS_ACCESS));
+  // Statuses of endpoints that left a host (deleted, moved) go with them.
+  const pruneTimer = setInterval(() => {
+    for (const host of hub.hosts()) {
+      for (const key of status.endpointKeys(host)) if (graph.getEndpoint(key)?.host !== host) status.removeEndpoint(key);
+    }
+  }, STATUS_PRUNE_MS);
+  pruneTimer.unref();
   const health = addStandardServices(server, ["palisade.policy.v1.PolicyService", "palisade.sync.v1.DataplaneSyncService", "palisade.status.v1.StatusService"]);
   let port = 0;
   for (const addr of o.listen.split(",").map((a) => a.trim()).filter(Boolean)) {
@@ -155,6 +181,13 @@ export async function startController(options: ControllerOptions): Promise<Contr
       const res = await client.kv.range({ key: Buffer.from(store.keys.revision) }).catch(() => undefined);
       return res ? Number(res.header.revision) : undefined;
     },
+    // Lag against the model (the revision key's mod revision), not etcd's
+    // global revision, which status writes advance too.
+    modelWatchLag: async () => {
+      const latest = await store.modelRevision().catch(() => undefined);
+      return latest === undefined ? undefined : Math.max(0, latest - feed.revision);
+    },
+    statusStats: () => status.stats,
   });
   const http = o.metricsListen
     ? await startMetricsServer({
@@ -180,7 +213,9 @@ export async function startController(options: ControllerOptions): Promise<Contr
       stopping ??= (async () => {
         logger.info("controller stopping: draining streams");
         health.setStatus("", "NOT_SERVING");
+        clearInterval(pruneTimer);
         await shutdownServer(server, o.shutdownGraceMs);
+        await closeStatusService();
         await http?.close();
         await feed.stop();
         hub.close();

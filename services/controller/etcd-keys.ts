@@ -6,6 +6,9 @@
 //                                                         so its mod_revision is "the model revision"
 //   <prefix>/status/hosts/<host>                          host status, under a controller lease
 //   <prefix>/status/endpoints/<host>/<orch>/<wl>/<id>      endpoint status, same lease
+//   <prefix>/status/progress/<replica>                    applied revision of every host the
+//                                                         replica serves, one key, same lease
+//                                                         (DESIGN §9.3: one write per flush, not per ack)
 //
 // Identifiers are validated ([A-Za-z0-9_.-]) before they become keys, so no
 // component can contain "/".
@@ -21,6 +24,7 @@ export function createKeys(prefix: string) {
     status: `${p}/status/`,
     hostStatus: `${p}/status/hosts/`,
     endpointStatus: `${p}/status/endpoints/`,
+    progress: `${p}/status/progress/`,
     profile: (id: string) => `${p}/model/profiles/${id}`,
     endpoint: (k: EndpointKey) => `${p}/model/endpoints/${endpointKeyString(k)}`,
   };

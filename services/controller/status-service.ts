@@ -1,59 +1,197 @@
 // StatusService: host and endpoint status for monitoring clients and
 // `palisadectl status|wait`, read from etcd (so any replica answers for all).
-import type * as grpc from "@grpc/grpc-js";
-import type { Etcd3 } from "etcd3";
+//
+// Design note (DESIGN §9.3). Watchers share one view: the replica watches the
+// status prefix and the model revision key once, however many clients
+// watch, and each client session only remembers *which* keys changed since
+// it last wrote. A slow client therefore gets fewer, newer updates (its
+// pending set is bounded by the number of status keys), never an unbounded
+// queue; the number of sessions is capped.
+import * as grpc from "@grpc/grpc-js";
+import type { Etcd3, Watcher } from "etcd3";
 import type { Logger } from "pino";
+import { createBackoff, sleep } from "../common/backoff.js";
 import { unary } from "../common/grpc-server.js";
 import type { StatusServiceServer, WatchStatusRequest, WatchStatusResponse } from "../gen/palisade/status/v1/status.js";
 import type { EtcdStore } from "./etcd-store.js";
+import { prefixEnd } from "./etcd-store.js";
 import type { StatusStore } from "./status-store.js";
+import { StatusView, type StatusChange } from "./status-view.js";
 
-export function createStatusService(opts: { client: Etcd3; store: EtcdStore; status: StatusStore; logger: Logger }): StatusServiceServer {
-  const { client, store, status, logger } = opts;
+/** Concurrent WatchStatus sessions per replica. */
+export const MAX_STATUS_WATCHERS = 256;
+
+interface Session {
+  hosts: Set<string>;
+  endpoints: Set<string>;
+  removedHosts: Set<string>;
+  removedEndpoints: Set<string>;
+  revisionChanged: boolean;
+  /** The view was rebuilt (watch lost): send a fresh snapshot. */
+  resnapshot: boolean;
+  kick(): void;
+}
+
+/** One etcd watch of the status keys and the model revision, shared by every WatchStatus session. */
+function createStatusFeed(opts: { client: Etcd3; store: EtcdStore; logger: Logger }) {
+  const { client, store, logger } = opts;
   const keys = store.keys;
+  let view = new StatusView(keys);
+  let modelRevision = 0;
+  const sessions = new Set<Session>();
+  let watchers: Watcher[] = [];
+  let starting: Promise<void> | undefined;
+  let running = false;
+  const abort = new AbortController();
+
+  function broadcast(c: StatusChange): void {
+    if (!c.hosts.length && !c.removedHosts.length && !c.endpoints.length && !c.removedEndpoints.length) return;
+    for (const s of sessions) {
+      for (const h of c.hosts) { s.hosts.add(h); s.removedHosts.delete(h); }
+      for (const h of c.removedHosts) { s.removedHosts.add(h); s.hosts.delete(h); }
+      for (const e of c.endpoints) { s.endpoints.add(e); s.removedEndpoints.delete(e); }
+      for (const e of c.removedEndpoints) { s.removedEndpoints.add(e); s.endpoints.delete(e); }
+      s.kick();
+    }
+  }
+
+  async function load(): Promise<void> {
+    const res = await client.kv.range({ key: Buffer.from(keys.status), range_end: prefixEnd(keys.status) });
+    const next = new StatusView(keys);
+    for (const kv of res.kvs) next.apply(kv.key.toString(), kv.value.toString());
+    view = next;
+    modelRevision = await store.modelRevision();
+    const from = String(Number(res.header.revision) + 1);
+    const w1 = await client.watch().prefix(keys.status).startRevision(from).create();
+    const w2 = await client.watch().key(keys.revision).startRevision(from).create();
+    watchers = [w1, w2];
+    w1.on("data", (res) => {
+      for (const ev of res.events) broadcast(view.apply(ev.kv.key.toString(), ev.type === "Put" ? ev.kv.value.toString() : undefined));
+    });
+    w2.on("put", (kv) => {
+      modelRevision = Number(kv.mod_revision);
+      for (const s of sessions) { s.revisionChanged = true; s.kick(); }
+    });
+    const lost = (err: Error) => void reload(err);
+    w1.on("error", lost);
+    w2.on("error", lost);
+    running = true;
+  }
+
+  let reloading = false;
+  async function reload(err: Error): Promise<void> {
+    if (reloading || abort.signal.aborted) return;
+    reloading = true;
+    logger.warn({ err: err.message }, "status watch lost; reloading");
+    await Promise.all(watchers.map((w) => w.cancel().catch(() => undefined)));
+    watchers = [];
+    const backoff = createBackoff({ initialMs: 200, maxMs: 10_000 });
+    while (!abort.signal.aborted) {
+      try {
+        await load();
+        for (const s of sessions) { s.resnapshot = true; s.kick(); }
+        break;
+      } catch (e) {
+        logger.warn({ err: (e as Error).message }, "status reload failed; retrying");
+        await sleep(backoff.next(), abort.signal);
+      }
+    }
+    reloading = false;
+  }
+
   return {
+    get view() { return view; },
+    get modelRevision() { return modelRevision; },
+    get sessions() { return sessions.size; },
+    async subscribe(s: Session): Promise<() => void> {
+      if (!running) {
+        starting ??= load().finally(() => { starting = undefined; });
+        await starting;
+      }
+      sessions.add(s);
+      return () => sessions.delete(s);
+    },
+    async close(): Promise<void> {
+      abort.abort();
+      await Promise.all(watchers.map((w) => w.cancel().catch(() => undefined)));
+    },
+  };
+}
+
+export function createStatusService(opts: { client: Etcd3; store: EtcdStore; status: StatusStore; logger: Logger; maxWatchers?: number }): StatusServiceServer & { close(): Promise<void> } {
+  const { store, status, logger } = opts;
+  const feed = createStatusFeed(opts);
+  const maxWatchers = opts.maxWatchers ?? MAX_STATUS_WATCHERS;
+  return {
+    close: () => feed.close(),
     getStatus: unary(logger, async () => {
       const [s, modelRevision] = await Promise.all([status.read(), store.modelRevision()]);
       return { hosts: s.hosts, endpoints: s.endpoints, modelRevision };
     }),
     watchStatus(call: grpc.ServerWritableStream<WatchStatusRequest, WatchStatusResponse>) {
-      let cancelled = false;
-      let close: (() => Promise<void>) | undefined;
-      call.on("cancelled", () => {
-        cancelled = true;
-        void close?.();
-      });
-      (async () => {
-        const [s, modelRevision] = await Promise.all([status.read(), store.modelRevision()]);
-        call.write({ snapshot: true, hosts: s.hosts, endpoints: s.endpoints, removedHosts: [], removedEndpoints: [], modelRevision });
-        // Watch the status prefix and the model revision key from the snapshot on.
-        const watcher = await client.watch().prefix(keys.status).startRevision(String(s.revision + 1)).create();
-        const revWatcher = await client.watch().key(keys.revision).startRevision(String(s.revision + 1)).create();
-        close = async () => { await watcher.cancel(); await revWatcher.cancel(); };
-        if (cancelled) return close();
-        revWatcher.on("put", (kv) => {
-          call.write({ snapshot: false, hosts: [], endpoints: [], removedHosts: [], removedEndpoints: [], modelRevision: Number(kv.mod_revision) });
-        });
-        watcher.on("data", (res) => {
-          const out: WatchStatusResponse = { snapshot: false, hosts: [], endpoints: [], removedHosts: [], removedEndpoints: [], modelRevision: 0 };
-          for (const ev of res.events) {
-            const k = ev.kv.key.toString();
-            const isHost = k.startsWith(keys.hostStatus);
-            const id = k.slice((isHost ? keys.hostStatus : keys.endpointStatus).length);
-            if (ev.type === "Put") {
-              try {
-                const v = JSON.parse(ev.kv.value.toString());
-                (isHost ? out.hosts : out.endpoints).push(v);
-              } catch { /* ignore undecodable */ }
-            } else (isHost ? out.removedHosts : out.removedEndpoints).push(id);
+      if (feed.sessions >= maxWatchers) {
+        call.emit("error", { code: grpc.status.RESOURCE_EXHAUSTED, details: `too many status watchers on this replica (${maxWatchers}); retry later or use another replica`, metadata: new grpc.Metadata() });
+        return;
+      }
+      let done = false;
+      let waitingDrain = false;
+      let unsubscribe: (() => void) | undefined;
+      let sentRevision = -1;
+      const session: Session = {
+        hosts: new Set(), endpoints: new Set(), removedHosts: new Set(), removedEndpoints: new Set(),
+        revisionChanged: false, resnapshot: true,
+        kick: () => pump(),
+      };
+      const end = () => {
+        done = true;
+        unsubscribe?.();
+      };
+      call.on("cancelled", end);
+      call.on("close", end);
+      call.on("error", end);
+
+      function pump(): void {
+        while (!done && !waitingDrain) {
+          const view = feed.view;
+          let msg: WatchStatusResponse;
+          if (session.resnapshot) {
+            session.resnapshot = false;
+            for (const set of [session.hosts, session.endpoints, session.removedHosts, session.removedEndpoints]) set.clear();
+            msg = { snapshot: true, hosts: view.hosts(), endpoints: [...view.endpoints.values()], removedHosts: [], removedEndpoints: [], modelRevision: feed.modelRevision };
+          } else if (session.hosts.size || session.endpoints.size || session.removedHosts.size || session.removedEndpoints.size || (session.revisionChanged && feed.modelRevision !== sentRevision)) {
+            msg = {
+              snapshot: false,
+              hosts: [...session.hosts].flatMap((h) => view.host(h) ?? []),
+              endpoints: [...session.endpoints].flatMap((e) => view.endpoints.get(e) ?? []),
+              removedHosts: [...session.removedHosts], removedEndpoints: [...session.removedEndpoints],
+              modelRevision: feed.modelRevision,
+            };
+            for (const set of [session.hosts, session.endpoints, session.removedHosts, session.removedEndpoints]) set.clear();
+          } else {
+            session.revisionChanged = false;
+            return;
           }
-          call.write(out);
-        });
-        watcher.on("error", (err) => call.destroy(err));
-      })().catch((err) => {
-        logger.warn({ err: (err as Error).message }, "status watch failed");
-        call.destroy(err as Error);
-      });
+          session.revisionChanged = false;
+          sentRevision = msg.modelRevision;
+          if (!call.write(msg)) {
+            // Changes meanwhile only mark keys: the session's memory stays bounded.
+            waitingDrain = true;
+            call.once("drain", () => { waitingDrain = false; pump(); });
+          }
+        }
+      }
+
+      feed.subscribe(session).then(
+        (unsub) => {
+          if (done) return unsub();
+          unsubscribe = unsub;
+          pump();
+        },
+        (err: Error) => {
+          logger.warn({ err: err.message }, "status watch failed");
+          call.emit("error", { code: grpc.status.UNAVAILABLE, details: `status unavailable: ${err.message}`, metadata: new grpc.Metadata() });
+        },
+      );
     },
   };
 }

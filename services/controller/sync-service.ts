@@ -10,9 +10,17 @@ import { EndpointState, type HostStatus } from "../gen/palisade/status/v1/status
 import { ID_RE, LIMITS } from "../model/index.js";
 import { peerIdentity } from "../common/tls.js";
 import type { StatusStore } from "./status-store.js";
+import type { StreamAdmission } from "./stream-admission.js";
 import { HostStream, type SyncHub } from "./sync-hub.js";
 
 const HELLO_TIMEOUT_MS = 10_000;
+/** Streams one host may hold at once: a quick reconnect overlaps its old stream; the newest wins. */
+export const MAX_STREAMS_PER_HOST = 2;
+/** Endpoint statuses one host may hold (an endpoint must also be the host's in the model). */
+export const MAX_ENDPOINT_STATUSES_PER_HOST = 10_000;
+
+/** Why the sync service refused something; counted in metrics (bounded label values). */
+export type SyncRefusal = "rate" | "host-rate" | "pending" | "superseded" | "endpoint-unknown" | "endpoint-cap";
 
 const ENDPOINT_STATE: Record<InterfaceState, EndpointState> = {
   [InterfaceState.INTERFACE_STATE_UP]: EndpointState.ENDPOINT_STATE_UP,
@@ -32,29 +40,46 @@ function endWithStatus(call: grpc.ServerDuplexStream<SyncRequest, SyncResponse>,
 
 export function createSyncService(opts: {
   graph: CalcGraph; hub: SyncHub; status: StatusStore; logger: Logger; replicaId: string; onReset?: () => void;
+  admission: StreamAdmission;
   /** mTLS on: the client certificate must name the host said in the hello (host identity). */
   requireHostIdentity?: boolean;
   onDenied?: (method: string, reason: string) => void;
+  onRefused?: (reason: SyncRefusal) => void;
 }): DataplaneSyncServiceServer {
-  const { graph, hub, status, replicaId } = opts;
+  const { graph, hub, status, replicaId, admission } = opts;
+  const refused = (reason: SyncRefusal) => opts.onRefused?.(reason);
+  /** Open streams per host, oldest first (to supersede the oldest). */
+  const open = new Map<string, { stream: HostStream; end: (details: string) => void }[]>();
   return {
     sync(call: grpc.ServerDuplexStream<SyncRequest, SyncResponse>) {
       let stream: HostStream | undefined;
       let host: HostStatus | undefined;
       let logger = opts.logger;
       let ended = false;
+      let releasePending: (() => void) | undefined;
+      const admitted = admission.open();
+      if (typeof admitted !== "function") {
+        refused(admitted.reason);
+        endWithStatus(call, grpc.status.UNAVAILABLE, admitted.message);
+        return;
+      }
+      releasePending = admitted;
       const helloTimer = setTimeout(() => {
         if (!stream) endWithStatus(call, grpc.status.DEADLINE_EXCEEDED, "no hello within 10s");
       }, HELLO_TIMEOUT_MS);
 
       const publish = () => {
-        if (host) status.putHost({ ...host, updatedUnixMs: Date.now() });
+        if (host) status.setHost({ ...host, updatedUnixMs: Date.now() });
       };
       const finish = () => {
         if (ended) return;
         ended = true;
         clearTimeout(helloTimer);
+        releasePending?.();
         if (stream) {
+          const list = open.get(stream.host)?.filter((e) => e.stream !== stream) ?? [];
+          if (list.length) open.set(stream.host, list);
+          else open.delete(stream.host);
           hub.detach(stream);
           // A newer stream of the same host (a quick reconnect) keeps its status.
           if (!hub.hasHost(stream.host)) {
@@ -89,7 +114,15 @@ export function createSyncService(opts: {
               return;
             }
           }
+          const refusal = admission.hello(name);
+          if (refusal) {
+            refused(refusal.reason);
+            endWithStatus(call, grpc.status.UNAVAILABLE, refusal.message);
+            return;
+          }
           clearTimeout(helloTimer);
+          releasePending?.();
+          releasePending = undefined;
           logger = opts.logger.child({ host: name });
           host = {
             hostname: name, connected: true, inSync: false, appliedRevision: 0, lastError: "", lastApplyMs: 0,
@@ -98,25 +131,48 @@ export function createSyncService(opts: {
           };
           publish();
           stream = new HostStream(name, call, graph, logger, opts.onReset);
+          const streams = open.get(name) ?? [];
+          streams.push({ stream, end: (details) => endWithStatus(call, grpc.status.ABORTED, details) });
+          open.set(name, streams);
           hub.attach(stream);
+          // Attached first: the superseded stream's end then sees the host
+          // still connected and keeps its status and host view.
+          while (streams.length > MAX_STREAMS_PER_HOST) {
+            refused("superseded");
+            streams.shift()!.end("superseded by a newer stream from the same host");
+          }
           logger.info({ driverVersion: m.value.driverVersion, backend: m.value.iptablesBackend }, "driver connected; snapshot sent");
           return;
         }
         if (!stream || !host) return; // everything else needs a hello first
         if (m.$case === "applied") {
+          // Every host acknowledges every revision: this path stays cheap, and
+          // only what an operator sees change reaches etcd (DESIGN §9.3).
           host.lastApplyMs = m.value.durationMs;
+          const before = { inSync: host.inSync, lastError: host.lastError };
           if (m.value.ok) {
             host.inSync = true;
             host.appliedRevision = Math.max(host.appliedRevision, m.value.revision);
             host.lastError = "";
+            status.setApplied(host.hostname, host.appliedRevision);
           } else {
             host.lastError = m.value.error.slice(0, 2000);
-            logger.warn({ revision: m.value.revision, error: host.lastError }, "driver failed to apply");
+            if (host.lastError !== before.lastError) logger.warn({ revision: m.value.revision, error: host.lastError }, "driver failed to apply");
           }
-          publish();
+          if (host.inSync !== before.inSync || host.lastError !== before.lastError) publish();
         } else if (m.$case === "endpointStatus") {
           const key = m.value.endpointKey;
-          if (!key.startsWith(`${host.hostname}/`) || key.split("/").length !== 4 || !key.split("/").every((p) => ID_RE.test(p))) return;
+          // Only endpoints this host has in the model (what the controller sent
+          // it), at most MAX_ENDPOINT_STATUSES_PER_HOST: a client cannot make
+          // the controller store arbitrary keys.
+          if (!key.startsWith(`${host.hostname}/`) || graph.getEndpoint(key)?.host !== host.hostname) {
+            refused("endpoint-unknown");
+            return;
+          }
+          if (!status.hasEndpoint(key) && status.endpointCount(host.hostname) >= MAX_ENDPOINT_STATUSES_PER_HOST) {
+            refused("endpoint-cap");
+            return;
+          }
           status.putEndpoint({
             endpointKey: key, hostname: host.hostname, state: ENDPOINT_STATE[m.value.state], detail: m.value.detail.slice(0, 500),
             updatedUnixMs: Date.now(),

@@ -83,6 +83,9 @@ describe("DataplaneSync", () => {
   });
 
   it("persists reported status and removes it when the driver goes away", async () => {
+    await call(t.clients.policy, t.clients.policy.apply, { deletes: [], documents: parseDocuments([
+      { kind: "Endpoint", host: "hv-status", orchestrator: "t", workload: "w", id: "e", name: "tapst", state: "active", ipv4_nets: ["198.18.9.9"], profile_ids: [] },
+    ]).map(documentToPb) });
     const d = connect("hv-status");
     await eventually(async () => d.batches.some((b) => b.inSync), { what: "snapshot" });
     const rev = d.batches.at(-1)!.revision;
@@ -90,6 +93,8 @@ describe("DataplaneSync", () => {
     d.send({ message: { $case: "endpointStatus", value: { endpointKey: "hv-status/t/w/e", state: InterfaceState.INTERFACE_STATE_UP, detail: "" } } });
     // A driver may only report endpoints of its own host.
     d.send({ message: { $case: "endpointStatus", value: { endpointKey: "other-host/t/w/e", state: InterfaceState.INTERFACE_STATE_UP, detail: "" } } });
+    // ... and only endpoints the model gives its host.
+    d.send({ message: { $case: "endpointStatus", value: { endpointKey: "hv-status/t/w/not-in-model", state: InterfaceState.INTERFACE_STATE_UP, detail: "" } } });
     const s = await eventually(async () => {
       const st = await call(t.clients.status, t.clients.status.getStatus, {});
       const h = st.hosts.find((x) => x.hostname === "hv-status");
@@ -99,6 +104,7 @@ describe("DataplaneSync", () => {
     expect(h.appliedRevision).toBe(rev);
     expect(h.lastApplyMs).toBe(12.5);
     expect(s!.endpoints.some((e) => e.endpointKey.startsWith("other-host/"))).toBe(false);
+    expect(s!.endpoints.some((e) => e.endpointKey === "hv-status/t/w/not-in-model")).toBe(false);
     d.close();
     await eventually(async () => {
       const st = await call(t.clients.status, t.clients.status.getStatus, {});

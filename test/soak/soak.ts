@@ -18,7 +18,7 @@ import { documentToPb } from "../../services/api/model-wire.js";
 import { CLIENT_OPTIONS } from "../../services/common/grpc-server.js";
 import { packageRoot } from "../../services/common/package-root.js";
 import type { HostStatus, WatchStatusResponse } from "../../services/gen/palisade/status/v1/status.js";
-import { DataplaneSyncServiceClient, InterfaceState, type SyncResponse } from "../../services/gen/palisade/sync/v1/sync.js";
+import { DataplaneSyncServiceClient, InterfaceState, type SyncRequest, type SyncResponse } from "../../services/gen/palisade/sync/v1/sync.js";
 import { freePort, startEtcd } from "../../services/lab/etcd-process.js";
 import { parseDocuments } from "../../services/model/index.js";
 import { round, summarize } from "../bench/stats.js";
@@ -62,28 +62,43 @@ export interface SoakResult {
 
 const SIM_PER_CHANNEL = 25;
 
-/** One simulated host: hello, then an `applied` for every complete batch (like a real driver). */
+/**
+ * One simulated host: hello, then an `applied` for every complete batch
+ * (like a real driver); refused or dropped, it reconnects with backoff.
+ */
 function simulateHost(client: DataplaneSyncServiceClient, name: string, endpointKeys: string[], state: { acks: boolean }, onRevision: (host: string, rev: number) => void) {
-  const stream = client.sync();
-  let inSync = false;
   let stopped = false;
-  let acked = 0;
-  stream.on("data", (b: SyncResponse) => {
-    if (b.inSync) {
-      inSync = true;
-      for (const k of endpointKeys) stream.write({ message: { $case: "endpointStatus", value: { endpointKey: k, state: InterfaceState.INTERFACE_STATE_UP, detail: "" } } });
-    }
-    if (!inSync || b.partial) return;
-    onRevision(name, b.revision);
-    // A real driver acknowledges each new revision (and each change), not heartbeats.
-    if (state.acks && (b.revision > acked || b.updates.length > 0)) {
-      acked = Math.max(acked, b.revision);
-      stream.write({ message: { $case: "applied", value: { revision: b.revision, ok: true, error: "", durationMs: 1, chainsWritten: b.updates.length, ipsetLines: 0 } } });
-    }
-  });
-  stream.on("error", (e: grpc.ServiceError) => { if (!stopped) throw new Error(`simulated host ${name}: ${e.message}`); });
-  stream.write({ message: { $case: "hello", value: { hostname: name, driverVersion: "soak", ipv6: true, iptablesBackend: "nft", interfacePrefixes: ["tap"] } } });
-  return { stop() { stopped = true; stream.cancel(); } };
+  let current: grpc.ClientDuplexStream<SyncRequest, SyncResponse> | undefined;
+  let attempt = 0;
+  const connect = () => {
+    if (stopped) return;
+    const stream = client.sync();
+    current = stream;
+    let inSync = false;
+    let acked = 0;
+    stream.on("data", (b: SyncResponse) => {
+      if (b.inSync) {
+        inSync = true;
+        attempt = 0;
+        for (const k of endpointKeys) stream.write({ message: { $case: "endpointStatus", value: { endpointKey: k, state: InterfaceState.INTERFACE_STATE_UP, detail: "" } } });
+      }
+      if (!inSync || b.partial) return;
+      onRevision(name, b.revision);
+      // A real driver acknowledges each new revision (and each change), not heartbeats.
+      if (state.acks && (b.revision > acked || b.updates.length > 0)) {
+        acked = Math.max(acked, b.revision);
+        stream.write({ message: { $case: "applied", value: { revision: b.revision, ok: true, error: "", durationMs: 1, chainsWritten: b.updates.length, ipsetLines: 0 } } });
+      }
+    });
+    stream.on("error", () => {
+      if (stopped) return;
+      const cap = Math.min(5_000, 250 * 2 ** attempt++);
+      setTimeout(connect, cap / 2 + Math.random() * cap / 2);
+    });
+    stream.write({ message: { $case: "hello", value: { hostname: name, driverVersion: "soak", ipv6: true, iptablesBackend: "nft", interfacePrefixes: ["tap"] } } });
+  };
+  connect();
+  return { stop() { stopped = true; current?.cancel(); } };
 }
 
 function rssMiB(pid: number): number {
