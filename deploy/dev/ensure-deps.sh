@@ -10,7 +10,7 @@ need=()
 command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
 { command -v iptables-nft-restore && command -v iptables-legacy-restore; } >/dev/null 2>&1 || need+=(iptables)
 command -v ipset >/dev/null 2>&1 || need+=(ipset)
-# nft monitor: the driver's tamper watch on the nft backend (DESIGN §7).
+# nft monitor: the driver's tamper watch on the nft backend (DESIGN §6.9).
 command -v nft >/dev/null 2>&1 || need+=(nftables)
 # etcdctl: the space-alarm runbook and its test (alarm list/disarm, defrag).
 command -v etcdctl >/dev/null 2>&1 || need+=(etcd-client)

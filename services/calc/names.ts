@@ -1,4 +1,4 @@
-// Names of everything Palisade programs (DESIGN §6). Kernel limits: chain
+// Names of everything Palisade programs (DESIGN §6.1). Kernel limits: chain
 // names 28 characters, ipset names 31. Identifiers that are long or contain
 // characters we do not want in a name are hashed, deterministically.
 //

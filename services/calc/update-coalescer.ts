@@ -1,7 +1,7 @@
 // Coalesces host updates by key: a later update of a key replaces or merges
 // into the pending one, so pending state is bounded by the number of keys,
 // not the number of changes. drain() returns updates in the documented
-// flush order (DESIGN §5):
+// flush order (DESIGN §5.7):
 //
 //   1. ipsets created / members changed   (before chains that use them)
 //   2. chains created / changed

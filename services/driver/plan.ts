@@ -1,7 +1,7 @@
 // The pure half of the driver: desired vs. kernel state -> the minimal
 // batches to write. No processes, no clocks.
 //
-// Flush order (DESIGN §5/§6), one apply:
+// Flush order (DESIGN §5.7, §6.7), one apply:
 //   0. only when a set exists with the wrong type or family (a leftover):
 //      iptables-restore empties the chains referencing it to a single DROP
 //      (fail closed), because the kernel refuses to destroy, rename or swap

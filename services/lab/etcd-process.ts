@@ -67,7 +67,7 @@ export async function startEtcd(opts: { dataDir: string; name?: string; logFile?
     "--listen-peer-urls", `http://127.0.0.1:${peer}`,
     "--initial-advertise-peer-urls", `http://127.0.0.1:${peer}`,
     "--initial-cluster", `${opts.name ?? "palisade-local"}=http://127.0.0.1:${peer}`,
-    // One apply of many documents is one transaction (DESIGN §3).
+    // One apply of many documents is one transaction (DESIGN §3.5).
     "--max-txn-ops", "10000", "--max-request-bytes", "33554432",
     ...tlsArgs,
   ], { stdio: ["ignore", out, out], detached: false });

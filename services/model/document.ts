@@ -1,4 +1,4 @@
-// Documents as users write them (DESIGN §3): YAML or JSON, one document, a
+// Documents as users write them (DESIGN §3.1, §3.2): YAML or JSON, one document, a
 // list, or a YAML multi-document stream; Calico v1 spellings. This file turns
 // them into model objects (structural checks: kinds, types, unknown keys) and
 // back; validate.ts checks the values.

@@ -1,4 +1,4 @@
-// The model's verdict for one packet, and what decided it (DESIGN §2) — the
+// The model's verdict for one packet, and what decided it (DESIGN §2.8) — the
 // one evaluator behind `palisadectl trace` and the oracle of the
 // differential test against the kernel. Pure.
 //

@@ -1,4 +1,4 @@
-// Neutron -> Palisade translation (DESIGN §2 "OpenStack mapping"). Pure: no
+// Neutron -> Palisade translation (DESIGN §11.1). Pure: no
 // I/O, no clock, no randomness; the same input in any order gives identical
 // output, so a reconciler can compare it with what is stored and write
 // nothing on a second sync.

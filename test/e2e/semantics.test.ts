@@ -1,4 +1,4 @@
-// DESIGN §2 "Semantics", pinned with real packets: two hypervisor namespaces
+// DESIGN §2.1–§2.7, pinned with real packets: two hypervisor namespaces
 // joined by a routed link (plus a third one with its own controller), the
 // real controller against the test run's etcd, the real driver binaries
 // programming iptables/ipset inside the hypervisor namespaces, and TCP, UDP

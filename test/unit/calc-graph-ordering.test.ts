@@ -1,4 +1,4 @@
-// The order contract inside one flush (DESIGN §5): new/changed ipsets before
+// The order contract inside one flush (DESIGN §5.7): new/changed ipsets before
 // the chains that use them; chain removals before the ipsets they referenced
 // are removed.
 import { describe, expect, it } from "vitest";

@@ -1,4 +1,4 @@
-// The seed example (DESIGN §3) through the calculation graph: the exact
+// The seed example (DESIGN §3.1) through the calculation graph: the exact
 // desired state of each host.
 import { describe, expect, it } from "vitest";
 import { CalcGraph } from "../../services/calc/calc-graph.js";

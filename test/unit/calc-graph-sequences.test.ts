@@ -1,4 +1,4 @@
-// Sequence tests (DESIGN §8): the same final model reached through many
+// Sequence tests (DESIGN §8.4): the same final model reached through many
 // update orders — permutations, reversals, interleavings, transient deletes
 // and re-adds, random histories, flush after every event or once — yields
 // IDENTICAL per-host states, equal to a snapshot applied to an empty state.

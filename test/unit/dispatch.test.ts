@@ -1,4 +1,4 @@
-// Interface -> endpoint chain dispatch tree (DESIGN §6): every leaf ends in
+// Interface -> endpoint chain dispatch tree (DESIGN §6.5): every leaf ends in
 // DROP, every endpoint is reachable, a packet crosses O(log n) rules.
 import { describe, expect, it } from "vitest";
 import { DISPATCH_FANOUT, renderDispatch } from "../../services/calc/dispatch.js";

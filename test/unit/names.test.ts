@@ -1,4 +1,4 @@
-// Kernel object names (DESIGN §6): within the kernel limits, hashed
+// Kernel object names (DESIGN §6.1): within the kernel limits, hashed
 // deterministically when long or unsafe, literal and hashed names disjoint.
 import { describe, expect, it } from "vitest";
 import {

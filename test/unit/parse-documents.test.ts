@@ -1,4 +1,4 @@
-// parseDocuments: Calico v1 spellings -> normalised model objects (DESIGN §2, §3).
+// parseDocuments: Calico v1 spellings -> normalised model objects (DESIGN §2, §3.1).
 import { describe, expect, it } from "vitest";
 import { parseDocuments, splitDocuments, toDocument } from "../../services/model/document.js";
 import type { Endpoint, Profile } from "../../services/model/types.js";

@@ -1,4 +1,4 @@
-// splitDocuments: one document, a list, a YAML multi-document stream, or JSON (DESIGN §3).
+// splitDocuments: one document, a list, a YAML multi-document stream, or JSON (DESIGN §3.1).
 import { describe, expect, it } from "vitest";
 import { splitDocuments } from "../../services/model/document.js";
 import { ValidationError } from "../../services/model/errors.js";

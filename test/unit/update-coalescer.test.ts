@@ -1,4 +1,4 @@
-// UpdateCoalescer: per-key coalescing and the documented drain order (DESIGN §5).
+// UpdateCoalescer: per-key coalescing and the documented drain order (DESIGN §5.7).
 import { describe, expect, it } from "vitest";
 import { UpdateCoalescer } from "../../services/calc/update-coalescer.js";
 import type { ChainDef, HostUpdate } from "../../services/calc/desired-state.js";

@@ -1,5 +1,5 @@
 // Validation tables: every refusal names the document, the field (with its
-// path, Calico spelling) and the reason (DESIGN §2, §3).
+// path, Calico spelling) and the reason (DESIGN §2, §3.2).
 import { describe, expect, it } from "vitest";
 import { parseDocuments } from "../../services/model/document.js";
 import { ValidationError, formatIssue, type ValidationIssue } from "../../services/model/errors.js";

@@ -1,6 +1,6 @@
 // A per-host model of what a driver would hold after applying the updates
 // the calculation graph emitted, plus checks of the sync protocol's order
-// contract (DESIGN §5) while applying them.
+// contract (DESIGN §5.7) while applying them.
 import { CalcGraph, type CalcSink } from "../../../services/calc/calc-graph.js";
 import type { ChainDef, HostUpdate } from "../../../services/calc/desired-state.js";
 
