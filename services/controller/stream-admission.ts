@@ -31,10 +31,15 @@ export class TokenBucket {
     this.last = now;
   }
 
-  take(now: number): boolean {
+  /** A token is there to take (nothing spent). */
+  available(now: number): boolean {
     this.tokens = Math.min(this.burst, this.tokens + ((now - this.last) / 1000) * this.rate);
     this.last = now;
-    if (this.tokens < 1) return false;
+    return this.tokens >= 1;
+  }
+
+  take(now: number): boolean {
+    if (!this.available(now)) return false;
     this.tokens -= 1;
     return true;
   }
@@ -83,8 +88,10 @@ export function createStreamAdmission(o: AdmissionOptions = {}) {
         prune();
         perHost.set(host, (b = new TokenBucket(hostRate, hostBurst, t)));
       }
-      if (!b.take(t)) return { reason: "host-rate", message: `host ${host} reconnects too often (more than ${hostBurst} in a burst, ${hostRate}/s sustained); retry later` };
+      // The host's own budget is spent only when the shared one admits it too.
+      if (!b.available(t)) return { reason: "host-rate", message: `host ${host} reconnects too often (more than ${hostBurst} in a burst, ${hostRate}/s sustained); retry later` };
       if (!global.take(t)) return { reason: "rate", message: `too many drivers connecting (more than ${rate}/s); retry later` };
+      b.take(t);
       return undefined;
     },
     get pending() { return pending; },

@@ -1,0 +1,23 @@
+// The short soak that runs in CI (`npm run soak` is the long one): 200
+// simulated hosts acknowledging every revision, a closed-loop writer, a real
+// controller process on its own etcd. Bounds are generous — this checks the
+// shape (status writes follow state changes, memory and etcd stay bounded,
+// every write converges), not speed.
+import { expect, it } from "vitest";
+import { requireBuild } from "../helpers/binaries.js";
+import { runSoak } from "../soak/soak.js";
+
+it("200 hosts acknowledging every revision: <= 2 etcd revisions per model write, bounded memory and etcd growth, writes converge", async () => {
+  requireBuild();
+  const r = await runSoak({ hosts: 200, endpointsPerHost: 2, durationS: 20, baselineS: 0, writers: 2, sampleEveryS: 5 });
+  const p = r.phases.at(-1)!;
+  expect(p.acks).toBe(true);
+  expect(p.writes).toBeGreaterThan(20);
+  // Before issue #12: ~120 at 200 hosts (one status write per host per model write).
+  expect(p.etcd_revisions_per_write).toBeLessThanOrEqual(2);
+  expect(p.convergence.samples).toBeGreaterThan(3);
+  expect(p.convergence.p99_ms).toBeLessThan(10_000);
+  expect(r.rss_growth_mib).toBeLessThan(150);
+  // Before: ~29 MiB/min at 200 hosts.
+  expect(r.db_growth_mib_per_min).toBeLessThan(10);
+}, 180_000);
