@@ -115,7 +115,7 @@ export async function startController(options: ControllerOptions): Promise<Contr
   const metrics = createControllerMetrics();
   const hub = new SyncHub(logger.child({ component: "sync" }), o.heartbeatMs);
   const cfg: CalcConfig = { ...DEFAULT_CALC_CONFIG, workloadToHost: o.workloadToHost };
-  const graph = new CalcGraph(hub, cfg);
+  const graph = new CalcGraph(hub, cfg, { listen: "subscribed" });
   const feed = createModelFeed({ store, graph, hub, logger: logger.child({ component: "feed" }), observeCalc: (s) => metrics.calcDuration.observe(s) });
   const status = createStatusStore({
     client, keys: store.keys, logger: logger.child({ component: "status" }), ttlSeconds: o.statusTtlSeconds, replicaId: o.replicaId,

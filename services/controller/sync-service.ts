@@ -84,7 +84,7 @@ export function createSyncService(opts: {
           // A newer stream of the same host (a quick reconnect) keeps its status.
           if (!hub.hasHost(stream.host)) {
             status.removeHost(stream.host);
-            graph.releaseHost(stream.host);
+            graph.unsubscribe(stream.host);
           }
           logger.info("driver disconnected");
         }
@@ -134,6 +134,7 @@ export function createSyncService(opts: {
           const streams = open.get(name) ?? [];
           streams.push({ stream, end: (details) => endWithStatus(call, grpc.status.ABORTED, details) });
           open.set(name, streams);
+          graph.subscribe(name);
           hub.attach(stream);
           // Attached first: the superseded stream's end then sees the host
           // still connected and keeps its status and host view.

@@ -30,7 +30,7 @@ describe("model feed resync", () => {
     const logger = createLogger({ name: "t", level: "silent" });
     const hub = new SyncHub(logger, 60_000);
     const received: HostUpdate[] = [];
-    const graph = new CalcGraph({ onHostUpdates: (_h, _r, u) => { received.push(...u); }, wantsUpdates: () => true });
+    const graph = new CalcGraph({ onHostUpdates: (_h, _r, u) => { received.push(...u); } });
     const feed = createModelFeed({ store: f.store, graph, hub, logger });
     await feed.start();
     expect(feed.revision).toBe(10);
