@@ -1,7 +1,6 @@
 // palisade-controller, as a library: options -> normalize -> start().
 // Stateless: everything it knows comes from etcd; any number of replicas.
 import * as grpc from "@grpc/grpc-js";
-import { Etcd3 } from "etcd3";
 import { hostname } from "node:os";
 import type { Logger } from "pino";
 import { CalcGraph, DEFAULT_CALC_CONFIG, type CalcConfig } from "../calc/index.js";
@@ -10,6 +9,7 @@ import { SERVER_OPTIONS, addStandardServices, bindServer, shutdownServer } from 
 import { PolicyServiceService } from "../gen/palisade/policy/v1/policy.js";
 import { StatusServiceService } from "../gen/palisade/status/v1/status.js";
 import { DataplaneSyncServiceService } from "../gen/palisade/sync/v1/sync.js";
+import { createEtcdClient } from "./etcd-client.js";
 import { createEtcdStore } from "./etcd-store.js";
 import { createModelFeed } from "./model-feed.js";
 import { createPolicyService } from "./policy-service.js";
@@ -90,14 +90,9 @@ export async function startController(options: ControllerOptions): Promise<Contr
   const o = normalizeControllerOptions(options);
   const logger = o.logger;
   if (o.etcdTls && o.etcdEndpoints.some((e) => e.startsWith("http://"))) throw new Error("etcd TLS is configured but an etcd endpoint is http://");
-  const client = new Etcd3({
-    hosts: o.etcdEndpoints,
-    dialTimeout: 5_000,
-    // loadAll() reads the whole model in one range: ~30 MiB at 100,000
-    // endpoints, far above grpc-js's 4 MiB default receive limit.
-    grpcOptions: { "grpc.max_receive_message_length": 1024 * 1024 * 1024 },
-    ...(o.etcdTls ? { credentials: { rootCertificate: o.etcdTls.ca, certChain: o.etcdTls.cert, privateKey: o.etcdTls.key } } : {}),
-  });
+  // --- etcd client (wt-etcd): fault-handling policy lives in etcd-client.ts ---
+  const client = createEtcdClient({ endpoints: o.etcdEndpoints, tls: o.etcdTls }, "model");
+  // --- end etcd client ---
   if (!o.tls) logger.warn("gRPC is plaintext (--insecure): any client can change policy and claim any host; use --tls-cert/--tls-key/--tls-ca in production");
   const store = createEtcdStore({ client, prefix: o.etcdPrefix, logger: logger.child({ component: "store" }) });
   const metrics = createControllerMetrics();
