@@ -11,6 +11,8 @@ import { StatusServiceService } from "../gen/palisade/status/v1/status.js";
 import { DataplaneSyncServiceService } from "../gen/palisade/sync/v1/sync.js";
 import { createEtcdClient } from "./etcd-client.js";
 import { createEtcdStore } from "./etcd-store.js";
+import { REQUIRED_TXN_OPS } from "./etcd-errors.js";
+import { startCompactor, type Compactor } from "./compactor.js";
 import { createModelFeed } from "./model-feed.js";
 import { createPolicyService } from "./policy-service.js";
 import { createStatusService } from "./status-service.js";
@@ -47,6 +49,12 @@ export interface ControllerOptions {
   tls?: TlsMaterial;
   /** TLS towards etcd (https endpoints): CA, and a client certificate when etcd requires one. */
   etcdTls?: EtcdTls;
+  /**
+   * Compaction of etcd's history by one elected replica (compactor.ts):
+   * retention 0 = off (etcd's own --auto-compaction-* does it). Default 5 min,
+   * every minute.
+   */
+  etcdCompaction?: { retentionMs: number; intervalMs?: number; now?: () => number; leaseTtlSeconds?: number };
 }
 
 export interface EtcdTls {
@@ -61,10 +69,14 @@ export interface Controller {
   readonly metricsPort: number;
   readonly graph: CalcGraph;
   readonly hub: SyncHub;
+  /** The etcd history compactor (absent when retention is 0). */
+  readonly compactor?: Compactor;
   stop(): Promise<void>;
 }
 
 type NormalizedOptions = Required<Omit<ControllerOptions, "tls" | "etcdTls">> & Pick<ControllerOptions, "tls" | "etcdTls">;
+
+export const DEFAULT_COMPACTION_RETENTION_MS = 5 * 60_000;
 
 export function normalizeControllerOptions(o: ControllerOptions): NormalizedOptions {
   if (!o.etcdEndpoints.length) throw new Error("at least one etcd endpoint is required");
@@ -83,6 +95,7 @@ export function normalizeControllerOptions(o: ControllerOptions): NormalizedOpti
     heartbeatMs: o.heartbeatMs ?? 10_000,
     tls: o.tls,
     etcdTls: o.etcdTls,
+    etcdCompaction: o.etcdCompaction ?? { retentionMs: DEFAULT_COMPACTION_RETENTION_MS },
   };
 }
 
@@ -94,8 +107,14 @@ export async function startController(options: ControllerOptions): Promise<Contr
   const client = createEtcdClient({ endpoints: o.etcdEndpoints, tls: o.etcdTls }, "model");
   // --- end etcd client ---
   if (!o.tls) logger.warn("gRPC is plaintext (--insecure): any client can change policy and claim any host; use --tls-cert/--tls-key/--tls-ca in production");
-  const store = createEtcdStore({ client, prefix: o.etcdPrefix, logger: logger.child({ component: "store" }) });
   const metrics = createControllerMetrics();
+  // --- etcd store wiring (wt-etcd): errors by class; model revision while the key is absent ---
+  const store = createEtcdStore({
+    client, prefix: o.etcdPrefix, logger: logger.child({ component: "store" }),
+    onEtcdError: (cls) => metrics.etcdErrors.inc({ class: cls }),
+    fallbackModelRevision: () => feed.revision,
+  });
+  // --- end etcd store wiring ---
   const hub = new SyncHub(logger.child({ component: "sync" }), o.heartbeatMs);
   const cfg: CalcConfig = { ...DEFAULT_CALC_CONFIG, workloadToHost: o.workloadToHost };
   const graph = new CalcGraph(hub, cfg);
@@ -111,9 +130,32 @@ export async function startController(options: ControllerOptions): Promise<Contr
     await feed.stop().catch(() => undefined);
     await status.close().catch(() => undefined);
     hub.close();
+    store.close();
     client.close();
     throw new Error(`cannot start: etcd at ${o.etcdEndpoints.join(",")}: ${(err as Error).message}`);
   }
+
+  // --- etcd hygiene (wt-etcd): neither of these writes or blocks the start ---
+  const etcdLog = logger.child({ component: "etcd" });
+  void store.detectTxnOpsLimit().then(
+    ({ limit, sufficient }) => {
+      metrics.etcdTxnOpsLimit.set(limit);
+      if (!sufficient) {
+        etcdLog.warn({ maxTxnOps: limit, needed: REQUIRED_TXN_OPS },
+          `etcd accepts at most ${limit} operations per transaction: applies of more than ${Math.max(0, limit - 1)} documents will be refused; run etcd with --max-txn-ops ${REQUIRED_TXN_OPS} or more`);
+      }
+    },
+    (err: Error) => etcdLog.warn({ err: err.message }, "cannot detect etcd's --max-txn-ops; large applies may be refused by etcd"),
+  );
+  const compactor = o.etcdCompaction.retentionMs > 0
+    ? startCompactor({
+      client, store, electionPrefix: store.keys.compactor, logger: etcdLog, replicaId: o.replicaId,
+      retentionMs: o.etcdCompaction.retentionMs, intervalMs: o.etcdCompaction.intervalMs, now: o.etcdCompaction.now,
+      leaseTtlSeconds: o.etcdCompaction.leaseTtlSeconds,
+      onCompacted: (rev) => { metrics.etcdCompactedRevision.set(rev); metrics.etcdCompactions.inc(); },
+    })
+    : undefined;
+  // --- end etcd hygiene ---
 
   const server = new grpc.Server(SERVER_OPTIONS);
   // With mTLS every service is wrapped by the access table (authz.ts); in
@@ -171,15 +213,18 @@ export async function startController(options: ControllerOptions): Promise<Contr
     metricsPort: http?.port ?? 0,
     graph,
     hub,
+    compactor,
     stop() {
       stopping ??= (async () => {
         logger.info("controller stopping: draining streams");
         health.setStatus("", "NOT_SERVING");
         await shutdownServer(server, o.shutdownGraceMs);
         await http?.close();
+        await compactor?.stop();
         await feed.stop();
         hub.close();
         await status.close();
+        store.close();
         client.close();
         logger.info("controller stopped");
       })();

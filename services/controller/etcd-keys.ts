@@ -6,6 +6,7 @@
 //                                                         so its mod_revision is "the model revision"
 //   <prefix>/status/hosts/<host>                          host status, under a controller lease
 //   <prefix>/status/endpoints/<host>/<orch>/<wl>/<id>      endpoint status, same lease
+//   <prefix>/compactor/election/leader/<lease>              compaction leader election (leased)
 //
 // Identifiers are validated ([A-Za-z0-9_.-]) before they become keys, so no
 // component can contain "/".
@@ -21,6 +22,7 @@ export function createKeys(prefix: string) {
     status: `${p}/status/`,
     hostStatus: `${p}/status/hosts/`,
     endpointStatus: `${p}/status/endpoints/`,
+    compactor: `${p}/compactor/`,
     profile: (id: string) => `${p}/model/profiles/${id}`,
     endpoint: (k: EndpointKey) => `${p}/model/endpoints/${endpointKeyString(k)}`,
   };
