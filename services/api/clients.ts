@@ -1,6 +1,7 @@
 // gRPC clients with promise-returning unary calls; one place that turns
 // gRPC failures into an ApiError-style one-line message for CLIs.
 import * as grpc from "@grpc/grpc-js";
+import { SERVER_ERROR_METADATA } from "../common/errors.js";
 import { CLIENT_OPTIONS } from "../common/grpc-server.js";
 import { PolicyServiceClient } from "../gen/palisade/policy/v1/policy.js";
 import { StatusServiceClient } from "../gen/palisade/status/v1/status.js";
@@ -14,13 +15,21 @@ export class RpcError extends Error {
   }
 }
 
+/**
+ * The controller decided this status (e.g. UNAVAILABLE "etcd unavailable: …")
+ * rather than the transport failing: print its reason as is.
+ */
+export function fromServer(err: { metadata?: grpc.Metadata }): boolean {
+  return (err.metadata?.get(SERVER_ERROR_METADATA).length ?? 0) > 0;
+}
+
 export function call<Req, Res>(client: grpc.Client, fn: Unary<Req, Res>, req: Req, timeoutMs = 30_000): Promise<Res> {
   return new Promise((resolve, reject) => {
     fn.call(client, req, new grpc.Metadata(), { deadline: Date.now() + timeoutMs }, (err, res) => {
       if (err) {
         const what = err.code === grpc.status.PERMISSION_DENIED
           ? `${err.details} (the certificate's role decides: admin changes policy, reader reads)`
-          : err.code === grpc.status.UNAVAILABLE || err.code === grpc.status.DEADLINE_EXCEEDED
+          : (err.code === grpc.status.UNAVAILABLE || err.code === grpc.status.DEADLINE_EXCEEDED) && !fromServer(err)
           ? `cannot reach the controller at ${client.getChannel().getTarget()}: ${err.details}`
           : err.details || err.message;
         reject(new RpcError(err.code, what));

@@ -3,7 +3,8 @@
 // reason on stderr), 2 usage error.
 import { Command, Option } from "commander";
 import { readFileSync } from "node:fs";
-import { call, RpcError } from "../api/clients.js";
+import type * as grpc from "@grpc/grpc-js";
+import { call, fromServer, RpcError } from "../api/clients.js";
 import { cliClients } from "../api/cli-clients.js";
 import { documentToPb, endpointFromPb, profileFromPb, refToPb } from "../api/model-wire.js";
 import type { ObjectRef } from "../controller/etcd-store.js";
@@ -163,9 +164,9 @@ function watchStatus(onChange: (rev: number, hosts: Map<string, HostStatus>, eps
         resolve();
       }
     });
-    stream.on("error", (err: { code?: number; details?: string; message: string }) => {
+    stream.on("error", (err: { code?: number; details?: string; message: string; metadata?: grpc.Metadata }) => {
       if (err.code === 1) return; // cancelled by us
-      reject(new RpcError(err.code ?? 2, err.code === 14 ? `cannot reach the controller: ${err.details}` : err.details || err.message));
+      reject(new RpcError(err.code ?? 2, err.code === 14 && !fromServer(err) ? `cannot reach the controller: ${err.details}` : err.details || err.message));
     });
   });
 }

@@ -1,7 +1,6 @@
 // palisade-controller, as a library: options -> normalize -> start().
 // Stateless: everything it knows comes from etcd; any number of replicas.
 import * as grpc from "@grpc/grpc-js";
-import { Etcd3 } from "etcd3";
 import { hostname } from "node:os";
 import type { Logger } from "pino";
 import { CalcGraph, DEFAULT_CALC_CONFIG, type CalcConfig } from "../calc/index.js";
@@ -10,7 +9,10 @@ import { SERVER_OPTIONS, addStandardServices, bindServer, shutdownServer } from 
 import { PolicyServiceService } from "../gen/palisade/policy/v1/policy.js";
 import { StatusServiceService } from "../gen/palisade/status/v1/status.js";
 import { DataplaneSyncServiceService } from "../gen/palisade/sync/v1/sync.js";
+import { createEtcdClient } from "./etcd-client.js";
 import { createEtcdStore } from "./etcd-store.js";
+import { REQUIRED_TXN_OPS } from "./etcd-errors.js";
+import { startCompactor, type Compactor } from "./compactor.js";
 import { createModelFeed } from "./model-feed.js";
 import { createPolicyService } from "./policy-service.js";
 import { createStatusService } from "./status-service.js";
@@ -53,6 +55,12 @@ export interface ControllerOptions {
   statusMinIntervalMs?: number;
   /** Limits on sync stream admission (hello rate overall and per host, streams without hello). */
   admission?: AdmissionOptions;
+  /**
+   * Compaction of etcd's history by one elected replica (compactor.ts):
+   * retention 0 = off (etcd's own --auto-compaction-* does it). Default 5 min,
+   * every minute.
+   */
+  etcdCompaction?: { retentionMs: number; intervalMs?: number; now?: () => number; leaseTtlSeconds?: number };
 }
 
 export interface EtcdTls {
@@ -67,6 +75,8 @@ export interface Controller {
   readonly metricsPort: number;
   readonly graph: CalcGraph;
   readonly hub: SyncHub;
+  /** The etcd history compactor (absent when retention is 0). */
+  readonly compactor?: Compactor;
   stop(): Promise<void>;
 }
 
@@ -74,6 +84,7 @@ type NormalizedOptions = Required<Omit<ControllerOptions, "tls" | "etcdTls">> & 
 
 /** Endpoint statuses of endpoints that left a host's model are dropped this often. */
 const STATUS_PRUNE_MS = 10_000;
+export const DEFAULT_COMPACTION_RETENTION_MS = 5 * 60_000;
 
 export function normalizeControllerOptions(o: ControllerOptions): NormalizedOptions {
   if (!o.etcdEndpoints.length) throw new Error("at least one etcd endpoint is required");
@@ -95,6 +106,7 @@ export function normalizeControllerOptions(o: ControllerOptions): NormalizedOpti
     statusFlushDelayMs: o.statusFlushDelayMs ?? 50,
     statusMinIntervalMs: o.statusMinIntervalMs ?? 250,
     admission: o.admission ?? {},
+    etcdCompaction: o.etcdCompaction ?? { retentionMs: DEFAULT_COMPACTION_RETENTION_MS },
   };
 }
 
@@ -102,23 +114,27 @@ export async function startController(options: ControllerOptions): Promise<Contr
   const o = normalizeControllerOptions(options);
   const logger = o.logger;
   if (o.etcdTls && o.etcdEndpoints.some((e) => e.startsWith("http://"))) throw new Error("etcd TLS is configured but an etcd endpoint is http://");
-  const client = new Etcd3({
-    hosts: o.etcdEndpoints,
-    dialTimeout: 5_000,
-    // loadAll() reads the whole model in one range: ~30 MiB at 100,000
-    // endpoints, far above grpc-js's 4 MiB default receive limit.
-    grpcOptions: { "grpc.max_receive_message_length": 1024 * 1024 * 1024 },
-    ...(o.etcdTls ? { credentials: { rootCertificate: o.etcdTls.ca, certChain: o.etcdTls.cert, privateKey: o.etcdTls.key } } : {}),
-  });
+  // --- etcd client (wt-etcd): fault-handling policy lives in etcd-client.ts ---
+  const client = createEtcdClient({ endpoints: o.etcdEndpoints, tls: o.etcdTls }, "model");
+  // --- end etcd client ---
   if (!o.tls) logger.warn("gRPC is plaintext (--insecure): any client can change policy and claim any host; use --tls-cert/--tls-key/--tls-ca in production");
-  const store = createEtcdStore({ client, prefix: o.etcdPrefix, logger: logger.child({ component: "store" }) });
   const metrics = createControllerMetrics();
+  // --- etcd store wiring (wt-etcd): errors by class; model revision while the key is absent ---
+  const store = createEtcdStore({
+    client, prefix: o.etcdPrefix, logger: logger.child({ component: "store" }),
+    onEtcdError: (cls) => metrics.etcdErrors.inc({ class: cls }),
+    fallbackModelRevision: () => feed.revision,
+  });
+  // --- end etcd store wiring ---
   const hub = new SyncHub(logger.child({ component: "sync" }), o.heartbeatMs);
   const cfg: CalcConfig = { ...DEFAULT_CALC_CONFIG, workloadToHost: o.workloadToHost };
   const graph = new CalcGraph(hub, cfg, { listen: "subscribed" });
   const feed = createModelFeed({ store, graph, hub, logger: logger.child({ component: "feed" }), observeCalc: (s) => metrics.calcDuration.observe(s) });
+  // Status traffic has its own etcd client (its own connection and fault
+  // policy): a status backlog cannot trip the model API's breaker or queue.
+  const statusClient = createEtcdClient({ endpoints: o.etcdEndpoints, tls: o.etcdTls }, "status");
   const status = createStatusStore({
-    client, keys: store.keys, logger: logger.child({ component: "status" }), ttlSeconds: o.statusTtlSeconds, replicaId: o.replicaId,
+    client: statusClient, keys: store.keys, logger: logger.child({ component: "status" }), ttlSeconds: o.statusTtlSeconds, replicaId: o.replicaId,
     flushDelayMs: o.statusFlushDelayMs, minIntervalMs: o.statusMinIntervalMs,
   });
 
@@ -133,9 +149,33 @@ export async function startController(options: ControllerOptions): Promise<Contr
     await feed.stop().catch(() => undefined);
     await status.close().catch(() => undefined);
     hub.close();
+    store.close();
     client.close();
+    statusClient.close();
     throw new Error(`cannot start: etcd at ${o.etcdEndpoints.join(",")}: ${(err as Error).message}`);
   }
+
+  // --- etcd hygiene (wt-etcd): neither of these writes or blocks the start ---
+  const etcdLog = logger.child({ component: "etcd" });
+  void store.detectTxnOpsLimit().then(
+    ({ limit, sufficient }) => {
+      metrics.etcdTxnOpsLimit.set(limit);
+      if (!sufficient) {
+        etcdLog.warn({ maxTxnOps: limit, needed: REQUIRED_TXN_OPS },
+          `etcd accepts at most ${limit} operations per transaction: applies of more than ${Math.max(0, limit - 1)} documents will be refused; run etcd with --max-txn-ops ${REQUIRED_TXN_OPS} or more`);
+      }
+    },
+    (err: Error) => etcdLog.warn({ err: err.message }, "cannot detect etcd's --max-txn-ops; large applies may be refused by etcd"),
+  );
+  const compactor = o.etcdCompaction.retentionMs > 0
+    ? startCompactor({
+      client, store, electionPrefix: store.keys.compactor, logger: etcdLog, replicaId: o.replicaId,
+      retentionMs: o.etcdCompaction.retentionMs, intervalMs: o.etcdCompaction.intervalMs, now: o.etcdCompaction.now,
+      leaseTtlSeconds: o.etcdCompaction.leaseTtlSeconds,
+      onCompacted: (rev) => { metrics.etcdCompactedRevision.set(rev); metrics.etcdCompactions.inc(); },
+    })
+    : undefined;
+  // --- end etcd hygiene ---
 
   const server = new grpc.Server(SERVER_OPTIONS);
   // With mTLS every service is wrapped by the access table (authz.ts); in
@@ -154,7 +194,7 @@ export async function startController(options: ControllerOptions): Promise<Contr
     requireHostIdentity: !!o.tls, onDenied, admission: createStreamAdmission(o.admission),
     onRefused: (reason) => metrics.syncRefused.inc({ reason }),
   }), SYNC_ACCESS));
-  const statusService = createStatusService({ client, store, status, logger: logger.child({ component: "status" }) });
+  const statusService = createStatusService({ client: statusClient, store, status, logger: logger.child({ component: "status" }) });
   const { close: closeStatusService, ...statusHandlers } = statusService;
   server.addService(StatusServiceService, guard("palisade.status.v1.StatusService", statusHandlers, STATUS_ACCESS));
   // Statuses of endpoints that left a host (deleted, moved) go with them.
@@ -209,6 +249,7 @@ export async function startController(options: ControllerOptions): Promise<Contr
     metricsPort: http?.port ?? 0,
     graph,
     hub,
+    compactor,
     stop() {
       stopping ??= (async () => {
         logger.info("controller stopping: draining streams");
@@ -217,9 +258,12 @@ export async function startController(options: ControllerOptions): Promise<Contr
         await shutdownServer(server, o.shutdownGraceMs);
         await closeStatusService();
         await http?.close();
+        await compactor?.stop();
         await feed.stop();
         hub.close();
         await status.close();
+        statusClient.close();
+        store.close();
         client.close();
         logger.info("controller stopped");
       })();

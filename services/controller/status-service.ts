@@ -13,6 +13,7 @@ import type { Logger } from "pino";
 import { createBackoff, sleep } from "../common/backoff.js";
 import { unary } from "../common/grpc-server.js";
 import type { StatusServiceServer, WatchStatusRequest, WatchStatusResponse } from "../gen/palisade/status/v1/status.js";
+import { toApiError } from "./etcd-errors.js";
 import type { EtcdStore } from "./etcd-store.js";
 import { prefixEnd } from "./etcd-store.js";
 import type { StatusStore } from "./status-store.js";
@@ -125,7 +126,8 @@ export function createStatusService(opts: { client: Etcd3; store: EtcdStore; sta
   return {
     close: () => feed.close(),
     getStatus: unary(logger, async () => {
-      const [s, modelRevision] = await Promise.all([status.read(), store.modelRevision()]);
+      // etcd's failures reach the client classified (UNAVAILABLE, …), as on the policy API.
+      const [s, modelRevision] = await Promise.all([status.read().catch((e: unknown) => { throw toApiError(e); }), store.modelRevision()]);
       return { hosts: s.hosts, endpoints: s.endpoints, modelRevision };
     }),
     watchStatus(call: grpc.ServerWritableStream<WatchStatusRequest, WatchStatusResponse>) {

@@ -10,6 +10,8 @@ export interface EtcdProcess {
   url: string;
   pid: number;
   stop(): Promise<void>;
+  /** Still running (not stopped, not exited). */
+  alive(): boolean;
 }
 
 export function freePort(): Promise<number> {
@@ -52,7 +54,25 @@ export interface EtcdServerTls {
   clientKey: string;
 }
 
-export async function startEtcd(opts: { dataDir: string; name?: string; logFile?: string; tls?: EtcdServerTls }): Promise<EtcdProcess> {
+/**
+ * Limits a test may lower to exercise Palisade's handling of them (the
+ * defaults are generous: one apply of many documents is one transaction).
+ */
+export interface EtcdLimits {
+  /** etcd's --max-txn-ops (default here 10000; etcd's own default is 128). */
+  maxTxnOps?: number;
+  /** etcd's --quota-backend-bytes (default: etcd's, 2 GiB). */
+  quotaBackendBytes?: number;
+}
+
+function limitArgs(l: EtcdLimits): string[] {
+  return [
+    "--max-txn-ops", String(l.maxTxnOps ?? 10000), "--max-request-bytes", "33554432",
+    ...(l.quotaBackendBytes ? ["--quota-backend-bytes", String(l.quotaBackendBytes)] : []),
+  ];
+}
+
+export async function startEtcd(opts: { dataDir: string; name?: string; logFile?: string; tls?: EtcdServerTls } & EtcdLimits): Promise<EtcdProcess> {
   mkdirSync(opts.dataDir, { recursive: true });
   const [client, peer] = [await freePort(), await freePort()];
   const url = `${opts.tls ? "https" : "http"}://127.0.0.1:${client}`;
@@ -68,7 +88,7 @@ export async function startEtcd(opts: { dataDir: string; name?: string; logFile?
     "--initial-advertise-peer-urls", `http://127.0.0.1:${peer}`,
     "--initial-cluster", `${opts.name ?? "palisade-local"}=http://127.0.0.1:${peer}`,
     // One apply of many documents is one transaction (DESIGN §3.5).
-    "--max-txn-ops", "10000", "--max-request-bytes", "33554432",
+    ...limitArgs(opts),
     ...tlsArgs,
   ], { stdio: ["ignore", out, out], detached: false });
   const exited = new Promise<void>((r) => child.once("exit", () => r()));
@@ -84,6 +104,7 @@ export async function startEtcd(opts: { dataDir: string; name?: string; logFile?
   return {
     url,
     pid: child.pid!,
+    alive: () => child.exitCode === null && child.signalCode === null,
     async stop() {
       if (child.exitCode !== null) return;
       child.kill("SIGTERM");
@@ -95,7 +116,7 @@ export async function startEtcd(opts: { dataDir: string; name?: string; logFile?
 }
 
 /** A local etcd cluster of `members` members on loopback (each stoppable by PID). */
-export async function startEtcdCluster(opts: { dataDir: string; members: number; name?: string }): Promise<{ urls: string[]; members: EtcdProcess[]; stop(): Promise<void> }> {
+export async function startEtcdCluster(opts: { dataDir: string; members: number; name?: string } & EtcdLimits): Promise<{ urls: string[]; members: EtcdProcess[]; stop(): Promise<void> }> {
   const base = opts.name ?? "palisade-ha";
   const ports = await Promise.all(Array.from({ length: opts.members }, async () => ({ client: await freePort(), peer: await freePort() })));
   const initial = ports.map((p, i) => `${base}${i}=http://127.0.0.1:${p.peer}`).join(",");
@@ -110,11 +131,12 @@ export async function startEtcdCluster(opts: { dataDir: string; members: number;
       "--listen-client-urls", url, "--advertise-client-urls", url,
       "--listen-peer-urls", `http://127.0.0.1:${p.peer}`, "--initial-advertise-peer-urls", `http://127.0.0.1:${p.peer}`,
       "--initial-cluster", initial, "--initial-cluster-state", "new", "--initial-cluster-token", `${base}-${process.pid}`,
-      "--max-txn-ops", "10000", "--max-request-bytes", "33554432",
+      ...limitArgs(opts),
     ], { stdio: ["ignore", out, out] });
     const exited = new Promise<void>((r) => child.once("exit", () => r()));
     members.push({
       url, pid: child.pid!,
+      alive: () => child.exitCode === null && child.signalCode === null,
       async stop() {
         if (child.exitCode !== null || child.signalCode !== null) return;
         child.kill("SIGKILL");

@@ -5,7 +5,7 @@ import { inject } from "vitest";
 import { call, createClients } from "../../services/api/clients.js";
 import { createLogger } from "../../services/common/logger.js";
 import type { TlsMaterial } from "../../services/common/tls.js";
-import { startController, type Controller } from "../../services/controller/controller.js";
+import { startController, type Controller, type ControllerOptions } from "../../services/controller/controller.js";
 import type { AdmissionOptions } from "../../services/controller/stream-admission.js";
 import { uniqueName } from "./binaries.js";
 
@@ -15,7 +15,11 @@ export async function startTestController(opts: {
   workloadToHost?: "drop" | "accept"; prefix?: string; socket?: string; heartbeatMs?: number;
   /** mTLS on the server, and the credentials the returned clients use. */
   tls?: TlsMaterial; clientCredentials?: grpc.ChannelCredentials; metricsListen?: string;
-  admission?: AdmissionOptions; statusMinIntervalMs?: number; etcdEndpoints?: string[];
+  admission?: AdmissionOptions; statusMinIntervalMs?: number;
+  /** Another etcd than the run's shared one (limit, alarm and cluster tests start their own). */
+  etcdEndpoints?: string[];
+  /** Anything else startController takes (e.g. compaction settings). */
+  extra?: Partial<ControllerOptions>;
 } = {}) {
   const prefix = opts.prefix ?? `/${uniqueName("c")}-${process.pid}-${seq++}`;
   const controller: Controller = await startController({
@@ -32,6 +36,7 @@ export async function startTestController(opts: {
     metricsListen: opts.metricsListen,
     admission: opts.admission,
     statusMinIntervalMs: opts.statusMinIntervalMs,
+    ...opts.extra,
   });
   const address = `127.0.0.1:${controller.port}`;
   const clients = createClients(address, opts.clientCredentials);
