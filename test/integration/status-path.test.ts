@@ -108,7 +108,7 @@ describe("status path", () => {
     }
   });
 
-  it("stores endpoint statuses only for the host's own endpoints in the model: a flood of 50,000 keys writes nothing and policy writes keep working", async () => {
+  it("stores endpoint statuses only for the host's own endpoints in the model: a flood of 50,000 keys writes nothing and policy writes keep working", { timeout: 120_000 }, async () => {
     const t = await startTestController();
     try {
       await apply(t, [{ kind: "Profile", id: "p", tags: [], inbound_rules: [], outbound_rules: [] }, endpointDoc("hv-flood", 1)]);
@@ -122,7 +122,7 @@ describe("status path", () => {
       await eventually(async () => {
         const s = await call(t.clients.status, t.clients.status.getStatus, {});
         return s.endpoints.some((e) => e.endpointKey === "hv-flood/t/w1/e");
-      }, { what: "the real endpoint's status" });
+      }, { what: "the real endpoint's status", timeoutMs: 90_000 });
       const t0 = performance.now();
       await apply(t, [endpointDoc("hv-flood", 2)]);
       expect(performance.now() - t0).toBeLessThan(10_000);
