@@ -63,6 +63,8 @@ export interface Driver {
   readonly dataplane: Dataplane;
   /** Resolves when the first complete state has been applied. */
   readonly firstSync: Promise<void>;
+  /** Asks for a read-back and repair soon (serialised with applies); a no-op before the first complete state. */
+  checkDrift(): void;
   stop(): Promise<void>;
 }
 
@@ -137,9 +139,12 @@ export async function startDriver(o: DriverOptions): Promise<Driver> {
         try {
           // Drift checks run here, serialised with applies: a read-back racing
           // an apply could otherwise replace the dataplane's view with a stale one.
+          // The check compares the kernel with what we last programmed; a
+          // desired change pending right now is not drift, and the apply
+          // below carries it out together with any repair (one read-back).
           if (driftRequested && desired) {
             driftRequested = false;
-            if (await dataplane.detectDrift(input)) {
+            if (await dataplane.detectDrift()) {
               counters.driftRepairs++;
               o.metrics?.driftRepairs.inc();
             }
@@ -291,6 +296,7 @@ export async function startDriver(o: DriverOptions): Promise<Driver> {
     backend,
     dataplane,
     firstSync,
+    checkDrift,
     async stop() {
       stopped = true;
       clearInterval(driftTimer);
