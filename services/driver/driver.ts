@@ -21,6 +21,7 @@ import type { IpVersion } from "../model/index.js";
 import { detectBackend, type Backend } from "./backend.js";
 import { failClosedEntryChains, renderBaseChains } from "./base-chains.js";
 import type { CommandRunner } from "./command-runner.js";
+import { createRulesetMonitor, type RulesetMonitor } from "./ruleset-monitor.js";
 import { createDataplane, type Dataplane } from "./dataplane.js";
 import { DesiredState, type DesiredSet } from "./desired-state.js";
 import { interfaceStatus, sysfsReader, type InterfaceReader, type InterfaceStatus } from "./interface-monitor.js";
@@ -47,6 +48,12 @@ export interface DriverOptions {
   interfacePollMs?: number;
   readInterface?: InterfaceReader;
   metrics?: DriverMetrics;
+  /**
+   * Tamper watch (nft backend only): `nft monitor` triggers a drift check
+   * when another process edits our chains or hooks. Default on; `command`
+   * e.g. to enter a namespace from outside it; false turns it off.
+   */
+  rulesetMonitor?: false | { command?: readonly string[]; debounceMs?: number };
 }
 
 export interface DriverCounters {
@@ -72,8 +79,27 @@ export async function startDriver(o: DriverOptions): Promise<Driver> {
   const logger = o.logger;
   const prefixes = o.interfacePrefixes ?? ["tap"];
   const families = o.families ?? [4, 6];
-  const backend = !o.backend || o.backend === "auto" ? await detectBackend(o.runner) : o.backend;
-  const dataplane = createDataplane({ runner: o.runner, backend, families, logger: logger.child({ component: "dataplane" }) });
+  // Every process the driver runs, by PID: the tamper watch must recognise
+  // the nftables transactions of our own restores and ignore them. A PID is
+  // remembered a while after its process ended (the monitor's report of a
+  // transaction can trail the process's exit), then forgotten before Linux
+  // could plausibly reuse it.
+  const ownPids = new Map<number, number>();
+  const runner: CommandRunner = {
+    run(cmd, args, input, ro) {
+      let pid: number | undefined;
+      return o.runner.run(cmd, args, input, {
+        onSpawn: (p) => { pid = p; ownPids.set(p, Infinity); ro?.onSpawn?.(p); },
+      }).finally(() => { if (pid !== undefined) ownPids.set(pid, Date.now() + 10_000); });
+    },
+  };
+  const isOwnPid = (pid: number) => {
+    const now = Date.now();
+    for (const [p, until] of ownPids) if (until < now) ownPids.delete(p);
+    return ownPids.has(pid);
+  };
+  const backend = !o.backend || o.backend === "auto" ? await detectBackend(runner) : o.backend;
+  const dataplane = createDataplane({ runner, backend, families, logger: logger.child({ component: "dataplane" }) });
   const base = new Map<string, ChainDef>();
   for (const f of families) for (const c of renderBaseChains(prefixes, f)) base.set(chainKey(f, c.name), c);
 
@@ -287,6 +313,20 @@ export async function startDriver(o: DriverOptions): Promise<Driver> {
   }
 
   const driftTimer = setInterval(checkDrift, o.driftCheckMs ?? 30_000);
+  // Only iptables-nft edits are nftables events; the legacy backend keeps
+  // the periodic read-back alone.
+  let monitor: RulesetMonitor | undefined;
+  if (backend === "nft" && o.rulesetMonitor !== false) {
+    o.metrics?.rulesetMonitorUp.set(0);
+    monitor = createRulesetMonitor({
+      logger: logger.child({ component: "ruleset-monitor" }),
+      command: o.rulesetMonitor?.command,
+      debounceMs: o.rulesetMonitor?.debounceMs,
+      isOwnPid,
+      onChange: checkDrift,
+      onRunning: (up) => o.metrics?.rulesetMonitorUp.set(up ? 1 : 0),
+    });
+  }
   const ifTimer = setInterval(() => void checkInterfaces(false), o.interfacePollMs ?? 2_000);
 
   return {
@@ -304,6 +344,7 @@ export async function startDriver(o: DriverOptions): Promise<Driver> {
       clearTimeout(retryTimer);
       clearTimeout(postWriteTimer);
       client?.stop();
+      await monitor?.stop();
       // Rules stay in place: a stopped driver keeps enforcing the last state.
       // Let an in-flight restore finish (each table's restore is atomic), but
       // not for ever.
