@@ -18,6 +18,12 @@ export interface RunOptions {
 
 export interface CommandRunner {
   run(cmd: string, args: string[], input?: string, opts?: RunOptions): Promise<CommandResult>;
+  /**
+   * How to start a long-lived process where this runner's commands run
+   * (e.g. ["ip", "netns", "exec", NS]); absent = right here. The tamper
+   * watch's `nft monitor` must watch the namespace the driver programs.
+   */
+  readonly execPrefix?: readonly string[];
 }
 
 export class CommandError extends Error {
@@ -29,6 +35,7 @@ export class CommandError extends Error {
 
 export function createExecRunner(opts: { netns?: string; timeoutMs?: number } = {}): CommandRunner {
   return {
+    execPrefix: opts.netns ? ["ip", "netns", "exec", opts.netns] : undefined,
     async run(cmd, args, input, ro) {
       // `ip netns exec` execs the command in place: the PID stays the command's.
       const [file, argv] = opts.netns ? ["ip", ["netns", "exec", opts.netns, cmd, ...args]] : [cmd, args];

@@ -21,7 +21,7 @@ import type { IpVersion } from "../model/index.js";
 import { detectBackend, type Backend } from "./backend.js";
 import { failClosedEntryChains, renderBaseChains } from "./base-chains.js";
 import type { CommandRunner } from "./command-runner.js";
-import { createRulesetMonitor, type RulesetMonitor } from "./ruleset-monitor.js";
+import { createRulesetMonitor, defaultMonitorCommand, type RulesetMonitor } from "./ruleset-monitor.js";
 import { createDataplane, type Dataplane } from "./dataplane.js";
 import { DesiredState, type DesiredSet } from "./desired-state.js";
 import { interfaceStatus, sysfsReader, type InterfaceReader, type InterfaceStatus } from "./interface-monitor.js";
@@ -50,8 +50,8 @@ export interface DriverOptions {
   metrics?: DriverMetrics;
   /**
    * Tamper watch (nft backend only): `nft monitor` triggers a drift check
-   * when another process edits our chains or hooks. Default on; `command`
-   * e.g. to enter a namespace from outside it; false turns it off.
+   * when another process edits our chains or hooks. Default on, in the
+   * runner's namespace (its execPrefix); false turns it off.
    */
   rulesetMonitor?: false | { command?: readonly string[]; debounceMs?: number };
 }
@@ -86,6 +86,7 @@ export async function startDriver(o: DriverOptions): Promise<Driver> {
   // could plausibly reuse it.
   const ownPids = new Map<number, number>();
   const runner: CommandRunner = {
+    execPrefix: o.runner.execPrefix,
     run(cmd, args, input, ro) {
       let pid: number | undefined;
       return o.runner.run(cmd, args, input, {
@@ -320,7 +321,7 @@ export async function startDriver(o: DriverOptions): Promise<Driver> {
     o.metrics?.rulesetMonitorUp.set(0);
     monitor = createRulesetMonitor({
       logger: logger.child({ component: "ruleset-monitor" }),
-      command: o.rulesetMonitor?.command,
+      command: o.rulesetMonitor?.command ?? [...(runner.execPrefix ?? []), ...defaultMonitorCommand()],
       debounceMs: o.rulesetMonitor?.debounceMs,
       isOwnPid,
       onChange: checkDrift,

@@ -44,9 +44,9 @@ describe("driver drift semantics (nft, namespace)", () => {
     let gate: Promise<void> | undefined;
     let restores = 0;
     const runner: CommandRunner = {
-      async run(cmd, args, input) {
+      async run(cmd, args, input, ro) {
         if (cmd.endsWith("tables-nft-restore")) { restores++; if (gate) await gate; }
-        return real.run(cmd, args, input);
+        return real.run(cmd, args, input, ro);
       },
     };
     const metrics = createDriverMetrics();
@@ -55,6 +55,8 @@ describe("driver drift semantics (nft, namespace)", () => {
       controllers: [ctl.address], hostname: "hv1", runner, logger: createLogger({ name: "t", level: "silent" }), backend: "nft",
       // Read back often: every check during the held apply meets a pending revision.
       driftCheckMs: 200, postWriteCheckMs: 200, metrics, readInterface: async () => "up",
+      // The periodic read-back is what this test exercises (the tamper watch has its own e2e test).
+      rulesetMonitor: false,
     });
     const rev1 = await apply(docs(80));
     await eventually(async () => driver!.appliedRevision >= rev1, { what: "revision 1 applied" });

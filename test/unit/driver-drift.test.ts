@@ -110,7 +110,7 @@ describe("driver: drift repairs are counted only for real kernel edits", () => {
     const k = new FakeKernel();
     const ctl = await fakeController();
     // Read-backs as often as possible, so some always meet a pending change.
-    driver = await startDriver({ controllers: [ctl.address], hostname: "hv1", runner: k, logger, backend: "nft", families: [4], driftCheckMs: 20, postWriteCheckMs: 20, readInterface: async () => "up" });
+    driver = await startDriver({ controllers: [ctl.address], hostname: "hv1", runner: k, logger, backend: "nft", families: [4], driftCheckMs: 20, postWriteCheckMs: 20, readInterface: async () => "up", rulesetMonitor: false });
     await until(ctl.connected, "driver connected");
     ctl.send(1, SNAPSHOT, true);
     await driver.firstSync;
@@ -147,7 +147,7 @@ describe("driver: drift repairs are counted only for real kernel edits", () => {
     const ctl = await fakeController();
     let failing = false;
     const runner = { run: (cmd: string, args: string[], inp?: string) => (failing && cmd === "iptables-nft-restore" ? Promise.reject(new Error("injected")) : k.run(cmd, args, inp)) };
-    driver = await startDriver({ controllers: [ctl.address], hostname: "hv1", runner, logger, backend: "nft", families: [4], driftCheckMs: 20, postWriteCheckMs: 20, readInterface: async () => "up" });
+    driver = await startDriver({ controllers: [ctl.address], hostname: "hv1", runner, logger, backend: "nft", families: [4], driftCheckMs: 20, postWriteCheckMs: 20, readInterface: async () => "up", rulesetMonitor: false });
     await until(ctl.connected, "driver connected");
     ctl.send(1, SNAPSHOT, true);
     await until(() => driver!.appliedRevision === 1, "revision 1");
