@@ -53,6 +53,12 @@ export interface RulesetMonitorOptions {
   command?: readonly string[];
   /** Events within this window make one check; default 50 ms. */
   debounceMs?: number;
+  /**
+   * At least this long between two checks (default 250 ms): a process that
+   * edits FORWARD in a tight loop must not keep the driver reading the
+   * kernel back (each check runs before the next apply).
+   */
+  minIntervalMs?: number;
   /** Restart delays after the monitor ended; default 250 ms doubling to 30 s. */
   restartInitialMs?: number;
   restartMaxMs?: number;
@@ -125,14 +131,17 @@ export function createRulesetMonitor(o: RulesetMonitorOptions): RulesetMonitor {
   let proc: MonitorProcess | undefined;
   let running = false;
   let debounce: unknown;
+  let lastFired = -Infinity;
   let restartTimer: unknown;
   /** Foreign writers seen in the current debounce window, for the log. */
   const writers = new Set<string>();
 
   function trigger(reason: string): void {
     if (debounce !== undefined || stopped) return;
+    const delay = Math.max(debounceMs, lastFired + (o.minIntervalMs ?? 250) - timers.now());
     debounce = timers.setTimeout(() => {
       debounce = undefined;
+      lastFired = timers.now();
       if (stopped) return;
       const who = [...writers].join(", ");
       writers.clear();
@@ -140,7 +149,7 @@ export function createRulesetMonitor(o: RulesetMonitorOptions): RulesetMonitor {
       // follow cannot say.
       if (who) log.info({ writers: who }, "another process changed Palisade's chains or hooks; checking for drift");
       o.onChange(who ? `${reason} by ${who}` : reason);
-    }, debounceMs);
+    }, delay);
   }
 
   function start(): void {

@@ -42,7 +42,7 @@ describe("createRulesetMonitor", () => {
   it("asks for one check per burst of foreign edits, none for our own writes or unrelated chains", async () => {
     const nft = fakeNft();
     const calls: string[] = [];
-    const m = createRulesetMonitor({ logger, spawn: nft.spawn, debounceMs: 30, isOwnPid: (p) => p === 100, onChange: (r) => calls.push(r) });
+    const m = createRulesetMonitor({ logger, spawn: nft.spawn, debounceMs: 30, minIntervalMs: 0, isOwnPid: (p) => p === 100, onChange: (r) => calls.push(r) });
     await wait(60);
     expect(calls).toEqual(["ruleset monitor started"]); // events may have been missed before
     const out = nft.spawned[0]!.out;
@@ -67,11 +67,29 @@ describe("createRulesetMonitor", () => {
     expect(nft.spawned[0]!.killed).toBe(true);
   });
 
+  it("a writer in a tight loop gets at most one check per minimum interval", async () => {
+    const nft = fakeNft();
+    const at: number[] = [];
+    const m = createRulesetMonitor({ logger, spawn: nft.spawn, debounceMs: 5, minIntervalMs: 100, onChange: () => at.push(Date.now()) });
+    const t0 = Date.now();
+    for (let i = 0; i < 50; i++) {
+      nft.spawned[0]!.out.write(`add rule ip filter FORWARD accept\n# new generation ${i} by process 300 (iptables-nft)\n`);
+      await wait(10);
+    }
+    await wait(150);
+    await m.stop();
+    // ~650 ms of edits: the start-up check plus about one per 100 ms, not one per edit.
+    expect(at.length).toBeGreaterThanOrEqual(4);
+    expect(at.length).toBeLessThanOrEqual(9);
+    for (let i = 1; i < at.length; i++) expect(at[i]! - at[i - 1]!).toBeGreaterThanOrEqual(95);
+    expect(at[0]! - t0).toBeLessThan(100);
+  });
+
   it("restarts a monitor that ended (with a check each time); gives up quietly when nft is missing", async () => {
     const nft = fakeNft();
     const calls: string[] = [];
     const running: boolean[] = [];
-    const m = createRulesetMonitor({ logger, spawn: nft.spawn, debounceMs: 5, restartInitialMs: 20, restartMaxMs: 40, onChange: (r) => calls.push(r), onRunning: (u) => running.push(u) });
+    const m = createRulesetMonitor({ logger, spawn: nft.spawn, debounceMs: 5, minIntervalMs: 0, restartInitialMs: 20, restartMaxMs: 40, onChange: (r) => calls.push(r), onRunning: (u) => running.push(u) });
     await wait(20);
     nft.spawned[0]!.end({ exitCode: 1, detail: "netlink: Error: Operation not permitted" });
     await wait(100);
@@ -91,7 +109,7 @@ describe("createRulesetMonitor", () => {
 
   it("a missing nft really ends as 'not found' through the default spawner (no restart loop)", async () => {
     const calls: string[] = [];
-    const m = createRulesetMonitor({ logger, command: ["palisade-no-such-nft", "monitor"], restartInitialMs: 5, restartMaxMs: 5, onChange: (r) => calls.push(r) });
+    const m = createRulesetMonitor({ logger, command: ["palisade-no-such-nft", "monitor"], minIntervalMs: 0, restartInitialMs: 5, restartMaxMs: 5, onChange: (r) => calls.push(r) });
     await wait(300);
     expect(m.running).toBe(false);
     expect(calls.length).toBeLessThanOrEqual(1); // one start, no restarts (each would ask again)
