@@ -5,6 +5,8 @@ import * as grpc from "@grpc/grpc-js";
 import { loadSync } from "@grpc/proto-loader";
 import { ReflectionService } from "@grpc/reflection";
 import { HealthImplementation } from "grpc-health-check";
+import { lstat, unlink } from "node:fs/promises";
+import * as net from "node:net";
 import { join } from "node:path";
 import type { Logger } from "pino";
 import { ValidationError, formatIssue } from "../model/index.js";
@@ -97,8 +99,53 @@ export function routeGrpcLogs(logger: Logger): void {
   grpc.setLogVerbosity(grpc.logVerbosity.ERROR);
 }
 
-export function bindServer(server: grpc.Server, address: string, creds = grpc.ServerCredentials.createInsecure()): Promise<number> {
+export async function bindServer(server: grpc.Server, address: string, creds = grpc.ServerCredentials.createInsecure()): Promise<number> {
+  if (address.startsWith("unix:")) await clearStaleUnixSocket(address.slice("unix:".length));
   return new Promise((resolve, reject) => server.bindAsync(address, creds, (err, port) => (err ? reject(err) : resolve(port))));
+}
+
+/**
+ * A process killed with SIGKILL leaves its Unix socket file behind, and
+ * binding over it fails with EADDRINUSE: the restart after a crash would
+ * fail. So before binding: a socket nobody listens on (connect refused) is
+ * removed; a socket something answers on is never taken over (two
+ * controllers would each serve half the clients); anything that is not a
+ * socket is refused rather than deleted (a mistyped path must not destroy
+ * a file).
+ *
+ * Two processes starting on the same stale path at the same instant can
+ * still race (both probe, both unlink); that needs a lock, which a single
+ * supervised controller per path does not.
+ */
+export async function clearStaleUnixSocket(path: string, probeTimeoutMs = 2_000): Promise<void> {
+  let st;
+  try {
+    st = await lstat(path);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return;
+    throw new Error(`cannot listen on unix:${path}: ${(err as Error).message}`);
+  }
+  if (!st.isSocket()) throw new Error(`cannot listen on unix:${path}: the path exists and is not a socket (refusing to replace it)`);
+  const probe = await new Promise<"live" | "stale" | string>((resolve) => {
+    const s = net.connect({ path });
+    const done = (r: string) => { clearTimeout(timer); s.destroy(); resolve(r); };
+    // No answer at all (neither accept nor refusal) is not proof of death: keep it.
+    const timer = setTimeout(() => done("live"), probeTimeoutMs);
+    s.once("connect", () => done("live"));
+    s.once("error", (e: NodeJS.ErrnoException) => {
+      if (e.code === "ECONNREFUSED") done("stale");
+      // A full accept queue answers EAGAIN: somebody is listening, just busy.
+      else if (e.code === "EAGAIN") done("live");
+      else done(`${e.code ?? ""} ${e.message}`.trim());
+    });
+  });
+  if (probe === "live") throw new Error(`cannot listen on unix:${path}: another process is listening on unix:${path}`);
+  if (probe !== "stale") throw new Error(`cannot listen on unix:${path}: cannot tell whether the existing socket is in use: ${probe}`);
+  try {
+    await unlink(path);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw new Error(`cannot listen on unix:${path}: removing the stale socket failed: ${(err as Error).message}`);
+  }
 }
 
 /** Graceful stop: refuse new calls, let running ones finish, then force after a grace period. */

@@ -206,9 +206,20 @@ export async function startController(options: ControllerOptions): Promise<Contr
   pruneTimer.unref();
   const health = addStandardServices(server, ["palisade.policy.v1.PolicyService", "palisade.sync.v1.DataplaneSyncService", "palisade.status.v1.StatusService"]);
   let port = 0;
-  for (const addr of o.listen.split(",").map((a) => a.trim()).filter(Boolean)) {
-    const p = await bindServer(server, addr, serverCredentials(o.tls));
-    if (!addr.startsWith("unix:") && port === 0) port = p;
+  try {
+    for (const addr of o.listen.split(",").map((a) => a.trim()).filter(Boolean)) {
+      const p = await bindServer(server, addr, serverCredentials(o.tls));
+      if (!addr.startsWith("unix:") && port === 0) port = p;
+    }
+  } catch (err) {
+    // As for a failed etcd start: nothing may linger (ports already bound,
+    // the model watch, the etcd client).
+    server.forceShutdown();
+    await feed.stop().catch(() => undefined);
+    hub.close();
+    await status.close().catch(() => undefined);
+    client.close();
+    throw new Error(`cannot start: ${(err as Error).message}`);
   }
   logger.info({ listen: o.listen, port, etcd: o.etcdEndpoints, prefix: o.etcdPrefix, replica: o.replicaId, tls: !!o.tls }, "controller serving");
 

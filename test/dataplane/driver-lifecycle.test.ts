@@ -108,9 +108,11 @@ describe("driver life cycle", () => {
     const real = createExecRunner({ netns: lab.hypervisors.get("hv9")!.ns });
     let failing = false;
     const runner: CommandRunner = {
-      run(cmd, args, input) {
+      // The tamper watch (nft) then watches hv9's namespace, and knows our own restores.
+      execPrefix: real.execPrefix,
+      run(cmd, args, input, ro) {
         if (failing && cmd.includes("tables") && cmd.endsWith("restore")) return Promise.reject(new Error("injected failure: iptables-restore"));
-        return real.run(cmd, args, input);
+        return real.run(cmd, args, input, ro);
       },
     };
     const driver = await startDriver({ controllers: [`127.0.0.1:${B!.controller.port}`], hostname: "hv9", runner, logger: createLogger({ name: "t", level: "silent" }), readInterface: async () => "up" });
