@@ -38,6 +38,8 @@ export interface ControllerOptions {
   workloadToHost?: "drop" | "accept";
   /** Grace period for streams on shutdown; default 5 s. */
   shutdownGraceMs?: number;
+  /** How long the start retries reading the model from etcd before it fails; default 15 s. */
+  startTimeoutMs?: number;
   /** HOST:PORT for /metrics, /healthz, /readyz; none when empty. */
   metricsListen?: string;
   /** Empty batch to idle streams every so often (drivers' liveness check); default 10 s. */
@@ -99,6 +101,7 @@ export function normalizeControllerOptions(o: ControllerOptions): NormalizedOpti
     replicaId: o.replicaId ?? `${hostname()}:${process.pid}`,
     workloadToHost: o.workloadToHost ?? "drop",
     shutdownGraceMs: o.shutdownGraceMs ?? 5_000,
+    startTimeoutMs: o.startTimeoutMs ?? 15_000,
     metricsListen: o.metricsListen ?? "",
     heartbeatMs: o.heartbeatMs ?? 10_000,
     tls: o.tls,
@@ -141,7 +144,7 @@ export async function startController(options: ControllerOptions): Promise<Contr
   try {
     // Reads first: a replica serves the model and streams even while etcd
     // refuses writes (space alarm); the status lease follows in the background.
-    await feed.start();
+    await feed.start(o.startTimeoutMs);
     status.start();
   } catch (err) {
     // Nothing may linger after a failed start (the etcd client would keep

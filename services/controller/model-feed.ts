@@ -10,8 +10,8 @@ import type { EtcdStore, ModelEvent } from "./etcd-store.js";
 import type { SyncHub } from "./sync-hub.js";
 
 export interface ModelFeed {
-  /** Resolves after the initial load; the watch then runs until stop(). */
-  start(): Promise<void>;
+  /** Resolves after the initial load (retried up to `timeoutMs`); the watch then runs until stop(). */
+  start(timeoutMs?: number): Promise<void>;
   stop(): Promise<void>;
   readonly ready: boolean;
   readonly revision: number;
@@ -82,16 +82,22 @@ export function createModelFeed(opts: { store: EtcdStore; graph: CalcGraph; hub:
   return {
     get ready() { return ready; },
     get revision() { return revision; },
-    async start() {
+    async start(timeoutMs = Infinity) {
+      // Retried for a while (etcd may be starting too), then given up with the
+      // last error: a controller that cannot read its model (etcd down, TLS
+      // refused) must fail its start clearly, not hang (systemd restarts it).
       const backoff = createBackoff({ initialMs: 200, maxMs: 5_000 });
+      const deadline = Date.now() + timeoutMs;
       while (!stopped) {
         try {
           await load();
           ready = true;
           return;
         } catch (e) {
+          const delay = backoff.next();
+          if (Date.now() + delay > deadline) throw e;
           logger.warn({ err: (e as Error).message }, "cannot load the model from etcd yet; retrying");
-          await sleep(backoff.next(), abort.signal);
+          await sleep(delay, abort.signal);
         }
       }
     },
