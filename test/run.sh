@@ -18,7 +18,7 @@ npx tsc -p tsconfig.json || exit 1
 npx tsc -p tsconfig.test.json || exit 1
 
 RUN_DIR=$(mktemp -d /tmp/palisade-test.XXXXXX)
-# Every namespace a test creates starts with p<run id> (test/helpers/binaries.ts).
+# Every namespace a test creates starts with p<run id> (test/support/binaries.ts).
 export PALISADE_TEST_RUN=$(tr -dc 'a-z0-9' </dev/urandom | head -c 4)
 ETCD_PID=""
 cleanup() {

@@ -16,7 +16,7 @@
 //   setMembers     ipset name -> addr -> refcount (tag membership)
 //   setHosts       ipset name -> hosts referencing it (membership fan-out)
 //   contrib        endpoint key -> (tags, addrs) it contributed
-import { deepEqual } from "../common/deep-equal.js";
+import { deepEqual } from "../util/deep-equal.js";
 import { endpointKeyString, type Endpoint, type IpVersion, type Profile } from "../model/index.js";
 import { DEFAULT_CALC_CONFIG, chainKey, sameRules, type CalcConfig, type ChainDef, type HostUpdate } from "./desired-state.js";
 import { renderDispatch } from "./dispatch.js";

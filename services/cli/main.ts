@@ -4,18 +4,18 @@
 import { Command, Option } from "commander";
 import { readFileSync } from "node:fs";
 import type * as grpc from "@grpc/grpc-js";
-import { call, fromServer, RpcError } from "../api/clients.js";
-import { cliClients } from "../api/cli-clients.js";
-import { documentToPb, endpointFromPb, profileFromPb, refToPb } from "../api/model-wire.js";
-import type { ObjectRef } from "../controller/etcd-store.js";
-import { EXIT_USAGE, UsageError, envDefault, fail, withUsageExit } from "../common/cli-env.js";
-import { EndpointState, type HostStatus, type WatchStatusResponse, type EndpointStatus } from "../gen/palisade/status/v1/status.js";
+import { call, fromServer, RpcError } from "../contract/clients.js";
+import { cliClients } from "../runtime/cli-clients.js";
+import { documentToPb, endpointFromPb, profileFromPb, refToPb } from "../contract/model-wire.js";
+import type { ObjectRef } from "../contract/object-ref.js";
+import { EXIT_USAGE, UsageError, envDefault, fail, withUsageExit } from "../runtime/cli-env.js";
+import { EndpointState, type HostStatus, type WatchStatusResponse, type EndpointStatus } from "../contract/status.js";
 import {
   ValidationError, formatIssue, parseDocuments, parseEndpointKey, parseRefs, splitDocuments, toDocument, toYaml, ID_RE,
   type ModelObject,
 } from "../model/index.js";
 import { hostsBehind } from "./wait-condition.js";
-import { addTlsOptions, silenceIpServerNameWarning } from "../common/tls.js";
+import { addTlsOptions, silenceIpServerNameWarning } from "../runtime/tls.js";
 
 const program = new Command("palisadectl")
   .description("Palisade operator CLI")

@@ -21,7 +21,7 @@
 import type { Campaign, Etcd3 } from "etcd3";
 import { randomUUID } from "node:crypto";
 import type { Logger } from "pino";
-import { createBackoff, sleep } from "../common/backoff.js";
+import { createBackoff, sleep } from "../util/backoff.js";
 import type { EtcdStore } from "./etcd-store.js";
 
 export interface CompactorOptions {

@@ -4,8 +4,8 @@ import * as grpc from "@grpc/grpc-js";
 import { hostname } from "node:os";
 import type { Logger } from "pino";
 import { CalcGraph, DEFAULT_CALC_CONFIG, type CalcConfig } from "../calc/index.js";
-import { createLogger } from "../common/logger.js";
-import { SERVER_OPTIONS, addStandardServices, bindServer, shutdownServer } from "../common/grpc-server.js";
+import { createLogger } from "../runtime/logger.js";
+import { SERVER_OPTIONS, addStandardServices, bindServer, shutdownServer } from "../runtime/grpc-server.js";
 import { PolicyServiceService } from "../gen/palisade/policy/v1/policy.js";
 import { StatusServiceService } from "../gen/palisade/status/v1/status.js";
 import { DataplaneSyncServiceService } from "../gen/palisade/sync/v1/sync.js";
@@ -22,8 +22,8 @@ import { createSyncService } from "./sync-service.js";
 import { SyncHub } from "./sync-hub.js";
 import { createControllerMetrics } from "./metrics.js";
 import { POLICY_ACCESS, STATUS_ACCESS, SYNC_ACCESS, guardService } from "./authz.js";
-import { serverCredentials, type Role, type TlsMaterial } from "../common/tls.js";
-import { startMetricsServer } from "../common/metrics-server.js";
+import { serverCredentials, type Role, type TlsMaterial } from "../runtime/tls.js";
+import { startMetricsServer } from "../runtime/metrics-server.js";
 
 export interface ControllerOptions {
   etcdEndpoints: string[];
@@ -46,7 +46,7 @@ export interface ControllerOptions {
   heartbeatMs?: number;
   /**
    * Mutual TLS for every gRPC listener: clients need a certificate from `ca`
-   * carrying a role (common/tls.ts); drivers only get their own host. Absent:
+   * carrying a role (runtime/tls.ts); drivers only get their own host. Absent:
    * plaintext, no authorisation (logged as a warning).
    */
   tls?: TlsMaterial;

@@ -17,7 +17,7 @@
 // either as is; they may split the batch.
 import { isBrokenCircuitError } from "cockatiel";
 import { GRPCDeadlineExceededError, GRPCUnavailableError } from "etcd3";
-import { ApiError } from "../common/errors.js";
+import { ApiError } from "../contract/errors.js";
 import { LIMITS } from "../model/index.js";
 
 export type EtcdErrorClass = "unavailable" | "nospace" | "too-many-ops" | "request-too-large";

@@ -3,16 +3,18 @@
 // caches derived from it.
 import type { Etcd3, IKeyValue, Watcher } from "etcd3";
 import type { Logger } from "pino";
-import { ApiError } from "../common/errors.js";
+import { ApiError } from "../contract/errors.js";
 import {
   ValidationError, describe, endpointKeyString, objectKey, parseDocument, toDocument, validateObject,
   type EndpointKey, type ModelObject,
 } from "../model/index.js";
 import { createKeys, type Keys } from "./etcd-keys.js";
-import { REQUIRED_TXN_OPS, classifyEtcdError, toApiError, type EtcdErrorClass, type EtcdRequestSize } from "./etcd-errors.js";
-import { createBackoff, sleep } from "../common/backoff.js";
+import type { ObjectRef } from "../contract/object-ref.js";
 
-export type ObjectRef = { kind: "Profile"; id: string } | { kind: "Endpoint"; key: EndpointKey };
+export type { ObjectRef };
+import { REQUIRED_TXN_OPS, classifyEtcdError, toApiError, type EtcdErrorClass, type EtcdRequestSize } from "./etcd-errors.js";
+import { createBackoff, sleep } from "../util/backoff.js";
+
 
 export interface ModelEvent {
   revision: number;

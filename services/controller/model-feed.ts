@@ -4,7 +4,7 @@
 // restarting anything: the graph turns the diff into minimal host updates.
 import type { Logger } from "pino";
 import type { CalcGraph } from "../calc/index.js";
-import { createBackoff, sleep } from "../common/backoff.js";
+import { createBackoff, sleep } from "../util/backoff.js";
 import { objectKey, type ModelObject } from "../model/index.js";
 import type { EtcdStore, ModelEvent } from "./etcd-store.js";
 import type { SyncHub } from "./sync-hub.js";

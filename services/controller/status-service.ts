@@ -10,8 +10,8 @@
 import * as grpc from "@grpc/grpc-js";
 import type { Etcd3, Watcher } from "etcd3";
 import type { Logger } from "pino";
-import { createBackoff, sleep } from "../common/backoff.js";
-import { unary } from "../common/grpc-server.js";
+import { createBackoff, sleep } from "../util/backoff.js";
+import { unary } from "../runtime/grpc-server.js";
 import type { StatusServiceServer, WatchStatusRequest, WatchStatusResponse } from "../gen/palisade/status/v1/status.js";
 import { toApiError } from "./etcd-errors.js";
 import type { EtcdStore } from "./etcd-store.js";

@@ -7,7 +7,7 @@
 // huge set churn), the stream is reset to a fresh snapshot instead.
 import type { Logger } from "pino";
 import { UpdateCoalescer, type CalcGraph, type CalcSink, type HostUpdate } from "../calc/index.js";
-import { packBatches } from "../api/sync-wire.js";
+import { packBatches } from "../contract/sync-wire.js";
 import type { SyncResponse } from "../gen/palisade/sync/v1/sync.js";
 
 /** Pending weight (members + rules) beyond which a stream is re-snapshotted. */

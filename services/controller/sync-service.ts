@@ -8,7 +8,7 @@ import type { DataplaneSyncServiceServer, SyncRequest, SyncResponse } from "../g
 import { InterfaceState } from "../gen/palisade/sync/v1/sync.js";
 import { EndpointState, type HostStatus } from "../gen/palisade/status/v1/status.js";
 import { ID_RE, LIMITS } from "../model/index.js";
-import { peerIdentity } from "../common/tls.js";
+import { peerIdentity } from "../runtime/tls.js";
 import type { StatusStore } from "./status-store.js";
 import type { StreamAdmission } from "./stream-admission.js";
 import { HostStream, type SyncHub } from "./sync-hub.js";

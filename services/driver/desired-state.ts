@@ -2,7 +2,8 @@
 // built from a snapshot, then patched by deltas. Every incoming name and
 // member is checked here, before it can reach an iptables-restore or ipset
 // line (defence in depth: the controller validated it already).
-import { OWNED_CHAIN_RE, OWNED_SET_RE, chainKey, type ChainDef, type HostUpdate } from "../calc/index.js";
+import { chainKey, type ChainDef, type HostUpdate } from "../contract/host-update.js";
+import { OWNED_CHAIN_RE, OWNED_SET_RE } from "../contract/dataplane-names.js";
 import { parseCidr, type IpVersion } from "../model/index.js";
 
 export interface DesiredSet {

@@ -13,10 +13,10 @@
 //              is diffed against the kernel, so nothing is flushed.
 import type * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
-import { chainKey, type ChainDef } from "../calc/index.js";
-import { createBackoff } from "../common/backoff.js";
-import { updateFromPb } from "../api/sync-wire.js";
-import { InterfaceState, type SyncResponse } from "../gen/palisade/sync/v1/sync.js";
+import { chainKey, type ChainDef } from "../contract/host-update.js";
+import { createBackoff } from "../util/backoff.js";
+import { updateFromPb } from "../contract/sync-wire.js";
+import { InterfaceState, type SyncResponse } from "../contract/sync.js";
 import type { IpVersion } from "../model/index.js";
 import { detectBackend, type Backend } from "./backend.js";
 import { failClosedEntryChains, renderBaseChains } from "./base-chains.js";

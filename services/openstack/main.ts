@@ -9,13 +9,13 @@
 // Exit codes: 0 success, 1 failure (one-line reason on stderr), 2 usage error.
 import { Command, Option } from "commander";
 import { readFileSync } from "node:fs";
-import { call, RpcError } from "../api/clients.js";
-import { cliClients } from "../api/cli-clients.js";
-import { endpointFromPb } from "../api/model-wire.js";
-import { EXIT_USAGE, UsageError, envDefault, fail, withUsageExit } from "../common/cli-env.js";
-import { createLogger } from "../common/logger.js";
-import { createBackoff, sleep } from "../common/backoff.js";
-import { addTlsOptions, silenceIpServerNameWarning } from "../common/tls.js";
+import { call, RpcError } from "../contract/clients.js";
+import { cliClients } from "../runtime/cli-clients.js";
+import { endpointFromPb } from "../contract/model-wire.js";
+import { EXIT_USAGE, UsageError, envDefault, fail, withUsageExit } from "../runtime/cli-env.js";
+import { createLogger } from "../runtime/logger.js";
+import { createBackoff, sleep } from "../util/backoff.js";
+import { addTlsOptions, silenceIpServerNameWarning } from "../runtime/tls.js";
 import { authFromEnv, createNeutronClient, NeutronApiError } from "./neutron-client.js";
 import { portStatusRows } from "./port-status.js";
 import { AdapterError, syncOnce, type SyncReport } from "./sync.js";

@@ -12,7 +12,7 @@
 // Neutron's own port `status` is written by its ML2 agents over RPC, not
 // through the REST API, so the adapter reports this mapping and does not
 // write it back.
-import { EndpointState, type EndpointStatus, type HostStatus } from "../gen/palisade/status/v1/status.js";
+import { EndpointState, type EndpointStatus, type HostStatus } from "../contract/status.js";
 import { endpointKeyString, type Endpoint } from "../model/index.js";
 
 export type NeutronPortStatus = "ACTIVE" | "DOWN" | "ERROR";

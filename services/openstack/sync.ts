@@ -14,10 +14,9 @@
 // project-scoped token, a Neutron hiccup — are refused unless
 // allowMassDelete says that is really meant.
 import * as grpc from "@grpc/grpc-js";
-import { call, RpcError } from "../api/clients.js";
-import { documentToPb, endpointFromPb, profileFromPb, refToPb } from "../api/model-wire.js";
-import type { PolicyServiceClient } from "../gen/palisade/policy/v1/policy.js";
-import { Document, ObjectRef as ObjectRefPb } from "../gen/palisade/policy/v1/policy.js";
+import { call, RpcError } from "../contract/clients.js";
+import { documentToPb, endpointFromPb, profileFromPb, refToPb } from "../contract/model-wire.js";
+import { Document, ObjectRefPb, type PolicyServiceClient } from "../contract/policy.js";
 import { LIMITS, endpointKeyString, type ModelObject } from "../model/index.js";
 import { isOwned, planReconcile, stepsInOrder, type PlannedDelete, type PlannedWrite, type ReconcilePlan, type StoredObject } from "./reconcile.js";
 import { SKIP_NO_BINDING, type TranslateResult } from "./translate.js";

@@ -5,7 +5,7 @@ import { benchCalc } from "./calc-scale.js";
 import { benchDriver } from "./driver-apply.js";
 import { benchE2e } from "./e2e-latency.js";
 import { benchFanout } from "./fanout.js";
-import { silenceIpServerNameWarning } from "../../services/common/tls.js";
+import { silenceIpServerNameWarning } from "../../services/runtime/tls.js";
 
 silenceIpServerNameWarning();
 

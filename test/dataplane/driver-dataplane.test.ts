@@ -4,16 +4,16 @@
 import { execa } from "execa";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CalcGraph, chainKey, type ChainDef, type HostUpdate } from "../../services/calc/index.js";
-import { createLogger } from "../../services/common/logger.js";
+import { createLogger } from "../../services/runtime/logger.js";
 import { renderBaseChains } from "../../services/driver/base-chains.js";
 import { detectBackend, iptablesCommands, type Backend } from "../../services/driver/backend.js";
 import { createExecRunner } from "../../services/driver/command-runner.js";
 import { createDataplane } from "../../services/driver/dataplane.js";
 import { DesiredState } from "../../services/driver/desired-state.js";
 import type { PlanInput } from "../../services/driver/plan.js";
-import { createLab, type Lab } from "../../services/lab/lab.js";
+import { createLab, type Lab } from "../lab/lab.js";
 import { parseDocuments, type ModelObject } from "../../services/model/index.js";
-import { BIN, eventually, requireBuild, uniqueName } from "../helpers/binaries.js";
+import { BIN, eventually, requireBuild, uniqueName } from "../support/binaries.js";
 
 const logger = createLogger({ name: "test", level: "silent" });
 

@@ -3,16 +3,16 @@
 // controller just sent do not count it as drift; a chain flushed behind the
 // driver's back is counted once and repaired.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { call } from "../../services/api/clients.js";
-import { documentToPb } from "../../services/api/model-wire.js";
-import { createLogger } from "../../services/common/logger.js";
+import { call } from "../../services/contract/clients.js";
+import { documentToPb } from "../../services/contract/model-wire.js";
+import { createLogger } from "../../services/runtime/logger.js";
 import { createExecRunner, type CommandRunner } from "../../services/driver/command-runner.js";
 import { startDriver, type Driver } from "../../services/driver/driver.js";
 import { createDriverMetrics } from "../../services/driver/metrics.js";
-import { createLab, type Lab } from "../../services/lab/lab.js";
+import { createLab, type Lab } from "../lab/lab.js";
 import { parseDocuments } from "../../services/model/index.js";
-import { eventually, uniqueName } from "../helpers/binaries.js";
-import { startTestController } from "../helpers/controller.js";
+import { eventually, uniqueName } from "../support/binaries.js";
+import { startTestController } from "../support/controller.js";
 
 let lab: Lab;
 let ctl: Awaited<ReturnType<typeof startTestController>>;

@@ -5,8 +5,8 @@ import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
-import { createLab, type Lab } from "../../services/lab/lab.js";
-import { BIN, eventually, palisadectl, requireBuild, startControllerProcess, uniqueName } from "../helpers/binaries.js";
+import { createLab, type Lab } from "../lab/lab.js";
+import { BIN, eventually, palisadectl, requireBuild, startControllerProcess, uniqueName } from "../support/binaries.js";
 
 const prefix = `${uniqueName("e2e")}-`;
 let lab: Lab;

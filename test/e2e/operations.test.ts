@@ -6,9 +6,9 @@ import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
-import { freePort } from "../../services/lab/etcd-process.js";
-import { createLab, type Lab } from "../../services/lab/lab.js";
-import { BIN, eventually, palisadectl, requireBuild, uniqueName } from "../helpers/binaries.js";
+import { freePort } from "../lab/etcd-process.js";
+import { createLab, type Lab } from "../lab/lab.js";
+import { BIN, eventually, palisadectl, requireBuild, uniqueName } from "../support/binaries.js";
 
 const dir = mkdtempSync(join(tmpdir(), "palisade-ops-"));
 const socket = join(dir, "ctl.sock");

@@ -6,13 +6,13 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { call } from "../../services/api/clients.js";
-import { documentToPb } from "../../services/api/model-wire.js";
+import { call } from "../../services/contract/clients.js";
+import { documentToPb } from "../../services/contract/model-wire.js";
 import { createEtcdClient } from "../../services/controller/etcd-client.js";
-import { startEtcd, type EtcdProcess } from "../../services/lab/etcd-process.js";
+import { startEtcd, type EtcdProcess } from "../lab/etcd-process.js";
 import { parseDocuments } from "../../services/model/index.js";
-import { eventually, uniqueName } from "../helpers/binaries.js";
-import { startTestController } from "../helpers/controller.js";
+import { eventually, uniqueName } from "../support/binaries.js";
+import { startTestController } from "../support/controller.js";
 
 type TestController = Awaited<ReturnType<typeof startTestController>>;
 const dir = mkdtempSync(join(tmpdir(), "palisade-compaction-"));

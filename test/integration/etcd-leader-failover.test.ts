@@ -9,11 +9,11 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Etcd3 } from "etcd3";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { call } from "../../services/api/clients.js";
-import { documentToPb } from "../../services/api/model-wire.js";
-import { startEtcdCluster } from "../../services/lab/etcd-process.js";
+import { call } from "../../services/contract/clients.js";
+import { documentToPb } from "../../services/contract/model-wire.js";
+import { startEtcdCluster } from "../lab/etcd-process.js";
 import { parseDocuments } from "../../services/model/index.js";
-import { startTestController } from "../helpers/controller.js";
+import { startTestController } from "../support/controller.js";
 
 let dir = "";
 let cluster: Awaited<ReturnType<typeof startEtcdCluster>>;

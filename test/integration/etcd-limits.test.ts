@@ -11,13 +11,13 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { RpcError, call } from "../../services/api/clients.js";
-import { documentToPb, refToPb } from "../../services/api/model-wire.js";
+import { RpcError, call } from "../../services/contract/clients.js";
+import { documentToPb, refToPb } from "../../services/contract/model-wire.js";
 import { createEtcdClient } from "../../services/controller/etcd-client.js";
-import { startEtcd, type EtcdProcess } from "../../services/lab/etcd-process.js";
+import { startEtcd, type EtcdProcess } from "../lab/etcd-process.js";
 import { parseDocuments } from "../../services/model/index.js";
-import { eventually, palisadectl, requireBuild } from "../helpers/binaries.js";
-import { startTestController } from "../helpers/controller.js";
+import { eventually, palisadectl, requireBuild } from "../support/binaries.js";
+import { startTestController } from "../support/controller.js";
 
 type TestController = Awaited<ReturnType<typeof startTestController>>;
 const dir = mkdtempSync(join(tmpdir(), "palisade-etcd-limits-"));

@@ -6,14 +6,14 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { call } from "../../services/api/clients.js";
-import { documentToPb, endpointFromPb, profileFromPb } from "../../services/api/model-wire.js";
-import { packageRoot } from "../../services/common/package-root.js";
+import { call } from "../../services/contract/clients.js";
+import { documentToPb, endpointFromPb, profileFromPb } from "../../services/contract/model-wire.js";
+import { packageRoot } from "../../services/runtime/package-root.js";
 import { parseDocuments } from "../../services/model/index.js";
 import { syncOnce } from "../../services/openstack/sync.js";
 import { parsePortsFile, parseSecurityGroupsFile, translate } from "../../services/openstack/translate.js";
-import { BIN, requireBuild } from "../helpers/binaries.js";
-import { startTestController } from "../helpers/controller.js";
+import { BIN, requireBuild } from "../support/binaries.js";
+import { startTestController } from "../support/controller.js";
 
 const FIX = join(packageRoot(), "test/fixtures/openstack");
 const DEFAULT_SG = "a3c4e6f8-1b2d-4e5f-8a9b-0c1d2e3f4a5b";
@@ -221,7 +221,7 @@ describe("palisade-openstack watch", () => {
     const watcher = execa(process.execPath, [BIN.openstack, "--insecure", "--controller", t.address, "watch", "--neutron-url", url, "--interval", "1"], {
       reject: false, env: { OS_TOKEN: "gAAAA-test-token", PALISADE_LOG_LEVEL: "info" },
     });
-    const { eventually } = await import("../helpers/binaries.js");
+    const { eventually } = await import("../support/binaries.js");
     try {
       await eventually(async () => (await endpoints()).filter((e) => e.orchestrator === "openstack").length === 4, { what: "watch created the endpoints", timeoutMs: 20_000 });
       expect([...tokens]).toEqual(["gAAAA-test-token"]);

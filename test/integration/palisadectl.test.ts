@@ -3,8 +3,8 @@ import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { eventually, palisadectl, requireBuild } from "../helpers/binaries.js";
-import { startTestController } from "../helpers/controller.js";
+import { eventually, palisadectl, requireBuild } from "../support/binaries.js";
+import { startTestController } from "../support/controller.js";
 
 let t: Awaited<ReturnType<typeof startTestController>>;
 const dir = mkdtempSync(join(tmpdir(), "palisadectl-test-"));

@@ -3,10 +3,10 @@
 // must not delete the status B now keeps for that host.
 import * as grpc from "@grpc/grpc-js";
 import { afterAll, describe, expect, it } from "vitest";
-import { call } from "../../services/api/clients.js";
+import { call } from "../../services/contract/clients.js";
 import { DataplaneSyncServiceClient, type SyncResponse } from "../../services/gen/palisade/sync/v1/sync.js";
-import { eventually, uniqueName } from "../helpers/binaries.js";
-import { startTestController } from "../helpers/controller.js";
+import { eventually, uniqueName } from "../support/binaries.js";
+import { startTestController } from "../support/controller.js";
 
 type T = Awaited<ReturnType<typeof startTestController>>;
 const started: T[] = [];

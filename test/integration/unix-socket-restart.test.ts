@@ -8,8 +8,8 @@ import * as net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { call, createClients } from "../../services/api/clients.js";
-import { startTestController } from "../helpers/controller.js";
+import { call, createClients } from "../../services/contract/clients.js";
+import { startTestController } from "../support/controller.js";
 
 const dir = mkdtempSync(join(tmpdir(), "palisade-sock-"));
 const started: Awaited<ReturnType<typeof startTestController>>[] = [];

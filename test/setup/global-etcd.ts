@@ -5,7 +5,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { TestProject } from "vitest/node";
-import { startEtcd } from "../../services/lab/etcd-process.js";
+import { startEtcd } from "../lab/etcd-process.js";
 
 declare module "vitest" {
   export interface ProvidedContext {

@@ -1,7 +1,7 @@
-// Identity from certificates and the access table (common/tls.ts, controller/authz.ts).
+// Identity from certificates and the access table (runtime/tls.ts, controller/authz.ts).
 import type { PeerCertificate } from "node:tls";
 import { describe, expect, it } from "vitest";
-import { identityFromCertificate, loadTls, warnIfPlaintextRemote } from "../../services/common/tls.js";
+import { identityFromCertificate, loadTls, warnIfPlaintextRemote } from "../../services/runtime/tls.js";
 import { POLICY_ACCESS, STATUS_ACCESS, SYNC_ACCESS, checkAccess } from "../../services/controller/authz.js";
 
 const cert = (subject: Record<string, string | string[]>) => ({ subject } as unknown as PeerCertificate);

@@ -5,14 +5,14 @@
 // driver, an in-process fake controller stream on loopback.
 import * as grpc from "@grpc/grpc-js";
 import { afterEach, describe, expect, it } from "vitest";
-import { updateToPb } from "../../services/api/sync-wire.js";
+import { updateToPb } from "../../services/contract/sync-wire.js";
 import { chainKey, type ChainDef, type HostUpdate } from "../../services/calc/index.js";
-import { createLogger } from "../../services/common/logger.js";
+import { createLogger } from "../../services/runtime/logger.js";
 import { createDataplane } from "../../services/driver/dataplane.js";
 import { startDriver, type Driver } from "../../services/driver/driver.js";
 import type { PlanInput } from "../../services/driver/plan.js";
 import { DataplaneSyncServiceService, type SyncRequest, type SyncResponse } from "../../services/gen/palisade/sync/v1/sync.js";
-import { FakeKernel } from "./support/fake-kernel.js";
+import { FakeKernel } from "../support/fake-kernel.js";
 
 const logger = createLogger({ name: "test", level: "silent" });
 const chain = (name: string, rules: string[]): ChainDef => ({ table: "filter", family: 4, name, rules });

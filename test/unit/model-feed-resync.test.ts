@@ -3,7 +3,7 @@
 // ones update, and the hosts get exactly the resulting updates.
 import { describe, expect, it } from "vitest";
 import { CalcGraph, type HostUpdate } from "../../services/calc/index.js";
-import { createLogger } from "../../services/common/logger.js";
+import { createLogger } from "../../services/runtime/logger.js";
 import type { EtcdStore, ModelEvent } from "../../services/controller/etcd-store.js";
 import { createModelFeed } from "../../services/controller/model-feed.js";
 import { SyncHub } from "../../services/controller/sync-hub.js";

@@ -2,7 +2,7 @@
 // the mass-delete guard, the non-admin port list, and deletions an older
 // controller would silently ignore.
 import { describe, expect, it } from "vitest";
-import { endpointToPb, profileToPb } from "../../services/api/model-wire.js";
+import { endpointToPb, profileToPb } from "../../services/contract/model-wire.js";
 import type { PolicyServiceClient } from "../../services/gen/palisade/policy/v1/policy.js";
 import type { Endpoint, ModelObject } from "../../services/model/index.js";
 import { AdapterError, syncOnce } from "../../services/openstack/sync.js";

@@ -4,7 +4,7 @@
 // PID, restart with backoff, and a missing nft.
 import { PassThrough } from "node:stream";
 import { describe, expect, it } from "vitest";
-import { createLogger } from "../../services/common/logger.js";
+import { createLogger } from "../../services/runtime/logger.js";
 import { createRulesetMonitor, defaultMonitorCommand, touchesOurs, type MonitorProcess } from "../../services/driver/ruleset-monitor.js";
 
 const logger = createLogger({ name: "test", level: "silent" });

@@ -3,9 +3,9 @@
 // the machine, then the clients.
 import type * as grpc from "@grpc/grpc-js";
 import type { Command } from "commander";
-import { parseHostPort } from "../common/cli-env.js";
-import { channelCredentials, loadTls, tlsFlagsOf, warnIfPlaintextRemote } from "../common/tls.js";
-import { createClients } from "./clients.js";
+import { parseHostPort } from "./cli-env.js";
+import { channelCredentials, loadTls, tlsFlagsOf, warnIfPlaintextRemote } from "./tls.js";
+import { createClients } from "../contract/clients.js";
 
 export function cliClients(program: Command, bin: string, options: grpc.ClientOptions = {}) {
   const address = program.opts<{ controller: string }>().controller;

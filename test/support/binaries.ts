@@ -3,7 +3,7 @@
 import { execa, type ResultPromise } from "execa";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
-import { packageRoot } from "../../services/common/package-root.js";
+import { packageRoot } from "../../services/runtime/package-root.js";
 
 const root = packageRoot();
 export const BIN = {

@@ -1,8 +1,8 @@
 // A per-host model of what a driver would hold after applying the updates
 // the calculation graph emitted, plus checks of the sync protocol's order
 // contract (DESIGN §5.7) while applying them.
-import { CalcGraph, type CalcSink } from "../../../services/calc/calc-graph.js";
-import type { ChainDef, HostUpdate } from "../../../services/calc/desired-state.js";
+import { CalcGraph, type CalcSink } from "../../services/calc/calc-graph.js";
+import type { ChainDef, HostUpdate } from "../../services/calc/desired-state.js";
 
 export interface PlainHostState {
   sets: Record<string, { family: number; members: string[] }>;

@@ -10,7 +10,7 @@ import * as net from "node:net";
 import { join } from "node:path";
 import type { Logger } from "pino";
 import { ValidationError, formatIssue } from "../model/index.js";
-import { ApiError, SERVER_ERROR_METADATA } from "./errors.js";
+import { ApiError, SERVER_ERROR_METADATA } from "../contract/errors.js";
 import { packageRoot } from "./package-root.js";
 
 export const SERVER_OPTIONS: grpc.ServerOptions = {
@@ -18,13 +18,6 @@ export const SERVER_OPTIONS: grpc.ServerOptions = {
   "grpc.keepalive_timeout_ms": 5_000,
   "grpc.keepalive_permit_without_calls": 1,
   "grpc.http2.min_ping_interval_without_data_ms": 5_000,
-  "grpc.max_receive_message_length": 16 * 1024 * 1024,
-};
-
-export const CLIENT_OPTIONS: grpc.ClientOptions = {
-  "grpc.keepalive_time_ms": 10_000,
-  "grpc.keepalive_timeout_ms": 5_000,
-  "grpc.keepalive_permit_without_calls": 1,
   "grpc.max_receive_message_length": 16 * 1024 * 1024,
 };
 

@@ -1,12 +1,19 @@
 // gRPC clients with promise-returning unary calls; one place that turns
 // gRPC failures into an ApiError-style one-line message for CLIs.
 import * as grpc from "@grpc/grpc-js";
-import { SERVER_ERROR_METADATA } from "../common/errors.js";
-import { CLIENT_OPTIONS } from "../common/grpc-server.js";
+import { SERVER_ERROR_METADATA } from "./errors.js";
 import { PolicyServiceClient } from "../gen/palisade/policy/v1/policy.js";
 import { StatusServiceClient } from "../gen/palisade/status/v1/status.js";
 
 type Unary<Req, Res> = (req: Req, metadata: grpc.Metadata, options: Partial<grpc.CallOptions>, cb: (err: grpc.ServiceError | null, res: Res) => void) => unknown;
+
+/** Channel options every Palisade client uses (keepalive matching the servers' ping policy). */
+export const CLIENT_OPTIONS: grpc.ClientOptions = {
+  "grpc.keepalive_time_ms": 10_000,
+  "grpc.keepalive_timeout_ms": 5_000,
+  "grpc.keepalive_permit_without_calls": 1,
+  "grpc.max_receive_message_length": 16 * 1024 * 1024,
+};
 
 export class RpcError extends Error {
   constructor(readonly code: grpc.status, message: string) {

@@ -2,9 +2,9 @@
 // loopback port with a unique etcd prefix, plus typed clients.
 import * as grpc from "@grpc/grpc-js";
 import { inject } from "vitest";
-import { call, createClients } from "../../services/api/clients.js";
-import { createLogger } from "../../services/common/logger.js";
-import type { TlsMaterial } from "../../services/common/tls.js";
+import { call, createClients } from "../../services/contract/clients.js";
+import { createLogger } from "../../services/runtime/logger.js";
+import type { TlsMaterial } from "../../services/runtime/tls.js";
 import { startController, type Controller, type ControllerOptions } from "../../services/controller/controller.js";
 import type { AdmissionOptions } from "../../services/controller/stream-admission.js";
 import { uniqueName } from "./binaries.js";

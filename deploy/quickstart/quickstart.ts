@@ -7,9 +7,9 @@
 import { execa, type ResultPromise } from "execa";
 import { mkdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
-import { packageRoot } from "../common/package-root.js";
-import { startEtcd, freePort, type EtcdProcess } from "./etcd-process.js";
-import { createLab, removeStaleNamespaces, type Lab } from "./lab.js";
+import { packageRoot } from "../../services/runtime/package-root.js";
+import { startEtcd, freePort, type EtcdProcess } from "../../test/lab/etcd-process.js";
+import { createLab, removeStaleNamespaces, type Lab } from "../../test/lab/lab.js";
 
 const root = packageRoot();
 const state = join(root, ".quickstart");

@@ -3,7 +3,7 @@
 // and ipset save / restore for the dataplane's round trips, so driver logic
 // can be tested without root. Restores can be held at a gate, to put the
 // driver into "an apply is running" on purpose.
-import type { CommandRunner } from "../../../services/driver/command-runner.js";
+import type { CommandRunner } from "../../services/driver/command-runner.js";
 
 type Table = Map<string, string[]>;
 const BUILTIN = ["INPUT", "FORWARD", "OUTPUT"];

@@ -1,7 +1,7 @@
 // Model objects for calculation-graph tests, built from Calico v1 documents
 // through the real parser (so they are validated and normalised).
-import { parseDocuments } from "../../../services/model/document.js";
-import { endpointKeyString, type Endpoint, type Profile } from "../../../services/model/types.js";
+import { parseDocuments } from "../../services/model/document.js";
+import { endpointKeyString, type Endpoint, type Profile } from "../../services/model/types.js";
 
 export function profile(doc: Record<string, unknown>): Profile {
   const [o] = parseDocuments([{ kind: "Profile", ...doc }]);
