@@ -8,7 +8,7 @@
 //   status [-o table|json]
 // Exit codes: 0 success, 1 failure (one-line reason on stderr), 2 usage error.
 import { Command, Option } from "commander";
-import { readFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { call, RpcError } from "../api/clients.js";
 import { cliClients } from "../api/cli-clients.js";
 import { endpointFromPb } from "../api/model-wire.js";
@@ -110,6 +110,30 @@ program.command("sync")
     }
   });
 
+program.command("fetch")
+  .description("save complete Neutron listings (every page) as files for sync; token or Keystone credentials as for watch")
+  .requiredOption("--neutron-url <url>", "Neutron endpoint (env PALISADE_NEUTRON_URL)", envDefault("PALISADE_NEUTRON_URL"))
+  .requiredOption("--security-groups <file>", "where to write {\"security_groups\": [...]}")
+  .requiredOption("--ports <file>", "where to write {\"ports\": [...]} (needs admin credentials)")
+  .option("--address-groups <file>", "where to write {\"address_groups\": [...]}")
+  .option("--os-token <token>", "a Keystone token (env OS_TOKEN); or the OS_* password credentials")
+  .action(async (o: { neutronUrl: string; securityGroups: string; ports: string; addressGroups?: string; osToken?: string }) => {
+    if (!/^https?:\/\/[^\s]+$/.test(o.neutronUrl ?? "")) throw new UsageError(`--neutron-url: expected http(s)://HOST:PORT, got '${o.neutronUrl}'`);
+    let auth;
+    try {
+      auth = authFromEnv(process.env, { token: o.osToken });
+    } catch (e) {
+      throw new UsageError((e as Error).message);
+    }
+    // The same client and order as watch: every page, ports before groups (see neutron-client.ts).
+    const snap = await createNeutronClient({ url: o.neutronUrl, auth }).snapshot();
+    const write = (file: string, body: unknown) => writeFileSync(file, `${JSON.stringify(body, null, 1)}\n`);
+    write(o.ports, { ports: snap.ports });
+    write(o.securityGroups, { security_groups: snap.securityGroups });
+    if (o.addressGroups) write(o.addressGroups, { address_groups: snap.addressGroups ?? [] });
+    process.stdout.write(`saved ${snap.ports.length} port(s), ${snap.securityGroups.length} security group(s)${o.addressGroups ? `, ${snap.addressGroups?.length ?? 0} address group(s)` : ""}\n`);
+  });
+
 program.command("watch")
   .description("poll Neutron and keep Palisade in step (runs until SIGTERM)")
   .requiredOption("--neutron-url <url>", "Neutron endpoint, e.g. http://controller:9696 (env PALISADE_NEUTRON_URL)", envDefault("PALISADE_NEUTRON_URL"))
@@ -173,8 +197,16 @@ program.command("watch")
         // good state stays in force.
         const err = e as Error;
         const detail = e instanceof TranslateError ? e.issues.slice(0, 20).map(formatTranslateIssue) : e instanceof AdapterError ? e.details.slice(0, 20) : undefined;
+        // Stopping (SIGTERM/SIGINT cut the request short) is not a failure to retry.
+        if (abort.signal.aborted) {
+          logger.info({ err: err.message }, "stopping: the sync in progress was abandoned; the current state stays in force");
+          break;
+        }
+        if (o.once) {
+          logger.error({ err: err.message, detail }, "sync failed; keeping the current state");
+          throw e;
+        }
         logger.error({ err: err.message, detail }, "sync failed; keeping the current state and retrying");
-        if (o.once) throw e;
         wait = backoff.next();
       }
       await sleep(wait, abort.signal);

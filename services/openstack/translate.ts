@@ -72,8 +72,9 @@
 //   remote_address_group_id -> refused (Neutron refuses it too).
 //
 // Ports
-// - Only device_owner "compute:*" with a non-empty binding:host_id become
-//   endpoints. Others go to `skipped` with a reason: Neutron applies no
+// - Only device_owner "compute:*" with a non-empty binding:host_id and a
+//   binding that succeeded (binding:vif_type not "binding_failed" or
+//   "unbound") become endpoints. Others go to `skipped` with a reason: Neutron applies no
 //   security groups to network-owned ports (DHCP, routers: "trusted"), and
 //   an unbound port has no host. binding:host_id is admin-only; when it is
 //   absent the reason says so.
@@ -435,6 +436,13 @@ function skipReason(p: NeutronPort): string | undefined {
     return SKIP_NO_BINDING;
   }
   if (host === null || host === "") return "not bound to a host (binding:host_id is empty): no endpoint until Nova binds it";
+  // Neutron keeps binding:host_id when no mechanism driver could bind the
+  // port there (a dead agent, a host without the network): no host serves
+  // it, as for an unbound port.
+  const vif = p["binding:vif_type"];
+  if (vif === "binding_failed" || vif === "unbound") {
+    return `binding:vif_type is '${vif}' on host ${printable(host)}: no host is set up to serve the port; no endpoint until Neutron binds it`;
+  }
   return undefined;
 }
 
