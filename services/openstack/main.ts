@@ -24,6 +24,8 @@ import {
   type TranslateResult,
 } from "./translate.js";
 import { isOwned } from "./reconcile.js";
+import { createAdapterMetrics } from "./metrics.js";
+import { startMetricsServer } from "../common/metrics-server.js";
 
 const program = new Command("palisade-openstack")
   .description("OpenStack adapter: Neutron security groups and ports onto Palisade profiles and endpoints")
@@ -63,8 +65,12 @@ function redactUrl(u: string): string {
   }
 }
 
+function heldText(r: SyncReport): string {
+  return `${r.heldBack.length} of the ${r.owned} endpoint(s) the adapter manages are gone from Neutron: a mass deletion (a wrong file, a token scoped to one project, or Neutron returning too little?), so these deletions are held back and everything else is applied; pass --allow-mass-delete if this is meant`;
+}
+
 function summary(r: SyncReport): string {
-  const what = `${r.created} created, ${r.updated} updated, ${r.deleted} deleted, ${r.unchanged} unchanged, ${r.skipped} port(s) skipped`;
+  const what = `${r.created} created, ${r.updated} updated, ${r.deleted} deleted, ${r.unchanged} unchanged, ${r.skipped} port(s) skipped${r.heldBack.length ? `, ${r.heldBack.length} deletion(s) held back` : ""}`;
   if (r.dryRun) return `dry run: would write ${what}`;
   if (r.transactions === 0) return `in sync: nothing to write (${what}), model revision ${r.revision}`;
   return `synced: ${what} in ${r.transactions} transaction(s), at revision ${r.revision}`;
@@ -98,6 +104,10 @@ program.command("sync")
     const c = clients();
     try {
       const r = await syncOnce(c.policy, result, { dryRun: o.dryRun, allowMassDelete: o.allowMassDelete });
+      if (r.heldBack.length) {
+        process.stderr.write(`warning: ${heldText(r)}\n`);
+        if (o.verbose) for (const k of r.heldBack) process.stderr.write(`  held back: delete endpoint ${k}\n`);
+      }
       if (o.output === "json") {
         process.stdout.write(`${JSON.stringify({ ...r, warnings: result.warnings, skipped_ports: result.skipped, left_out: result.leftOut }, null, 2)}\n`);
       }
@@ -147,10 +157,11 @@ program.command("watch")
   .option("--os-project-domain-name <name>", "(env OS_PROJECT_DOMAIN_NAME, default Default)")
   .option("--once", "one poll and sync, then exit (0 on success)")
   .option("--strict", "refuse a whole sync when anything cannot be translated (default: leave just that out)")
-  .option("--allow-mass-delete", "allow syncs that delete most or all of the adapter's endpoints")
+  .option("--allow-mass-delete", "apply endpoint deletions even when most of the adapter's endpoints would go (otherwise held back)")
+  .option("--metrics-listen <host:port>", "Prometheus metrics / health HTTP address (env PALISADE_METRICS_LISTEN)", envDefault("PALISADE_METRICS_LISTEN"))
   .option("--log-level <level>", "trace, debug, info, warn, error (env PALISADE_LOG_LEVEL)", envDefault("PALISADE_LOG_LEVEL", "info"))
   .action(async (o: {
-    neutronUrl: string; interval: string; once?: boolean; logLevel: string; strict?: boolean; allowMassDelete?: boolean;
+    neutronUrl: string; interval: string; once?: boolean; logLevel: string; strict?: boolean; allowMassDelete?: boolean; metricsListen?: string;
     osToken?: string; osAuthUrl?: string; osUsername?: string; osPassword?: string; osProjectName?: string; osUserDomainName?: string; osProjectDomainName?: string;
   }) => {
     const interval = Number(o.interval);
@@ -170,6 +181,14 @@ program.command("watch")
     // The shutdown signal also cuts a Neutron request short: SIGTERM does not wait for a timeout.
     const neutron = createNeutronClient({ url: o.neutronUrl, auth, signal: abort.signal });
     const c = clients();
+    const metrics = createAdapterMetrics();
+    let lastOk = 0;
+    const http = o.metricsListen
+      ? await startMetricsServer({
+        listen: o.metricsListen, registry: metrics.registry, logger,
+        ready: async () => (lastOk ? { ok: true, detail: `last sync ${new Date(lastOk).toISOString()}` } : { ok: false, detail: "no successful sync yet" }),
+      })
+      : undefined;
     const stop = (signal: string) => { logger.info({ signal }, "stopping"); abort.abort(); };
     process.once("SIGTERM", () => stop("SIGTERM"));
     process.once("SIGINT", () => stop("SIGINT"));
@@ -190,12 +209,19 @@ program.command("watch")
         lastWarnings = w;
         const r = await syncOnce(c.policy, result, { allowMassDelete: o.allowMassDelete });
         logger[r.transactions ? "info" : "debug"]({ created: r.created, updated: r.updated, deleted: r.deleted, unchanged: r.unchanged, skipped: r.skipped, revision: r.revision }, summary(r));
+        metrics.heldDeletions.set(r.heldBack.length);
+        metrics.syncs.inc({ result: "ok" });
+        lastOk = Date.now();
+        metrics.lastSuccess.set(Math.floor(lastOk / 1000));
+        // Logged every sync while it lasts: an operator must act on it.
+        if (r.heldBack.length) logger.warn({ heldBack: r.heldBack.length, owned: r.owned, endpoints: r.heldBack.slice(0, 20) }, heldText(r));
         backoff.reset();
         if (o.once) break;
       } catch (e) {
         // Nothing is written when Neutron or the translation fails: the last
         // good state stays in force.
         const err = e as Error;
+        metrics.syncs.inc({ result: "failed" });
         const detail = e instanceof TranslateError ? e.issues.slice(0, 20).map(formatTranslateIssue) : e instanceof AdapterError ? e.details.slice(0, 20) : undefined;
         // Stopping (SIGTERM/SIGINT cut the request short) is not a failure to retry.
         if (abort.signal.aborted) {
@@ -212,6 +238,7 @@ program.command("watch")
       await sleep(wait, abort.signal);
     }
     c.close();
+    await http?.close();
   });
 
 program.command("status")

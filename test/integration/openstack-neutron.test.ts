@@ -102,3 +102,35 @@ describe("partial listings", () => {
     expect(s.stdout.match(/create endpoint hv1\/openstack\/vm-l\d\//g)?.length).toBe(5);
   });
 });
+
+describe("the mass-deletion guard holds back only the deletions", () => {
+  it("a revoked rule is enforced while most ports' deletions are held back; status shows them; --allow-mass-delete applies them", async () => {
+    const db = await api.group("db");
+    const rule = await api.rule(db.id, { protocol: "tcp", port_range_min: 5432, port_range_max: 5432 });
+    const ports: Json[] = [];
+    for (let i = 0; i < 12; i++) ports.push(await api.port({ network_id: net.id, device_id: `vm-db${i}`, "binding:host_id": "hv2", security_groups: [db.id] }));
+    expect((await once()).code).toBe(0);
+    const owned = (await endpoints()).length;
+    const dbRule = () => profiles().then((ps) => ps.find((p) => p.id === db.id)!.inboundRules.some((x) => x.match.dstPorts?.[0]?.first === 5432));
+    expect(await dbRule()).toBe(true);
+
+    // Most VMs go (a Neutron hiccup would look the same), and the allow rule is revoked.
+    const gone = ports.slice(0, 10);
+    for (const p of gone) await api.request("DELETE", `/ports/${p.id}`);
+    await api.request("DELETE", `/security-group-rules/${rule.id}`);
+    const r = await once();
+    expect(r.code, r.stderr + r.stdout).toBe(0);
+    expect(r.stdout + r.stderr).toMatch(new RegExp(`10 of the ${owned} endpoint\\(s\\) the adapter manages are gone from Neutron: a mass deletion .* held back and everything else is applied`));
+    expect(await dbRule()).toBe(false); // the revocation is in force
+    const eps = await endpoints();
+    expect(gone.every((p) => eps.some((e) => e.id === p.id && e.labels["palisade.io/deletion-held"] === "true"))).toBe(true);
+    expect((await profiles()).some((p) => p.id === db.id)).toBe(true); // still used by held endpoints
+    const st = await adapter(["status", "-o", "json"]);
+    const rows = JSON.parse(st.stdout).ports as { port_id: string; detail: string }[];
+    expect(rows.find((x) => x.port_id === gone[0]!.id)!.detail).toMatch(/deletion held back by the mass-deletion guard/);
+
+    const allowed = await once(neutron.url, ["--allow-mass-delete"]);
+    expect(allowed.code, allowed.stderr).toBe(0);
+    expect((await endpoints()).some((e) => gone.some((p) => p.id === e.id))).toBe(false);
+  });
+});
