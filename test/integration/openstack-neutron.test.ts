@@ -134,3 +134,20 @@ describe("the mass-deletion guard holds back only the deletions", () => {
     expect((await endpoints()).some((e) => gone.some((p) => p.id === e.id))).toBe(false);
   });
 });
+
+describe("address ownership", () => {
+  it("fixed IPs win: another tenant's allowed address pair cannot strip a port's address", async () => {
+    const other = new NeutronAdmin(neutron.url, "b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0");
+    const victim = await api.port({ network_id: net.id, device_id: "vm-victim", "binding:host_id": "hv1", security_groups: [web.id] });
+    const addr = victim.fixed_ips.find((f: Json) => !f.ip_address.includes(":")).ip_address as string;
+    const netB = await other.network("net-b", "198.18.30.0/24");
+    const gB = await other.group("b");
+    const thief = await other.port({ network_id: netB.id, device_id: "vm-thief", "binding:host_id": "hv2", security_groups: [gB.id], allowed_address_pairs: [{ ip_address: addr }] });
+    const r = await once();
+    expect(r.code, r.stderr + r.stdout).toBe(0);
+    const eps = await endpoints();
+    expect(eps.find((e) => e.id === victim.id)!.ipv4Nets).toContain(`${addr}/32`);
+    expect(eps.find((e) => e.id === thief.id)!.ipv4Nets).not.toContain(`${addr}/32`);
+    expect(r.stdout + r.stderr).toMatch(/fixed IPs win/);
+  });
+});
