@@ -77,7 +77,7 @@ export const MASS_DELETE_MIN = 10;
 export const HELD_LABEL = "palisade.io/deletion-held";
 
 /**
- * The guard holds back only the endpoint deletions (DESIGN §11.6): a wrong
+ * The guard holds back only the endpoint deletions (DESIGN §11.4): a wrong
  * file, a project-scoped token or a Neutron hiccup must not drop every VM,
  * but a refusal must not freeze everything else either — rule changes
  * (revocations included), group changes, creations and updates still go.
