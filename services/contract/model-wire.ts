@@ -3,7 +3,7 @@
 import * as pb from "../gen/palisade/policy/v1/model.js";
 import type { Document, ObjectRef as PbObjectRef } from "../gen/palisade/policy/v1/policy.js";
 import type { Endpoint, EndpointKey, Match, ModelObject, Profile, Rule } from "../model/index.js";
-import type { ObjectRef } from "../contract/object-ref.js";
+import type { ObjectRef } from "./object-ref.js";
 
 function matchToPb(m: Match): pb.Match {
   return {

@@ -1,6 +1,6 @@
 // HostUpdate <-> palisade.sync.v1 messages, and chunking: no message nears
 // gRPC's 4 MiB default limit, whatever the size of a set.
-import type { ChainDef, HostUpdate } from "../contract/host-update.js";
+import type { ChainDef, HostUpdate } from "./host-update.js";
 import { IpFamily, type SyncResponse, type Update } from "../gen/palisade/sync/v1/sync.js";
 import type { IpVersion } from "../model/index.js";
 

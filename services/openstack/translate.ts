@@ -72,8 +72,9 @@
 //   remote_address_group_id -> refused (Neutron refuses it too).
 //
 // Ports
-// - Only device_owner "compute:*" with a non-empty binding:host_id become
-//   endpoints. Others go to `skipped` with a reason: Neutron applies no
+// - Only device_owner "compute:*" with a non-empty binding:host_id and a
+//   binding that succeeded (binding:vif_type not "binding_failed" or
+//   "unbound") become endpoints. Others go to `skipped` with a reason: Neutron applies no
 //   security groups to network-owned ports (DHCP, routers: "trusted"), and
 //   an unbound port has no host. binding:host_id is admin-only; when it is
 //   absent the reason says so.
@@ -84,8 +85,10 @@
 //   operational and ignored), profile_ids = security_groups sorted
 //   (duplicates dropped; all rules allow, so order has no meaning, and
 //   Neutron's is not stable), labels {"palisade.io/owner": "openstack"}.
-// - One address space: an address held by ports on different networks is
-//   taken from all of them (withoutContestedAddresses).
+// - One address space: an address held by ports on different networks
+//   stays with the fixed-IP holder when there is exactly one network
+//   holding it as a fixed IP; otherwise it is taken from all of them
+//   (withoutContestedAddresses).
 // - Problems: by default any problem refuses the whole input; with
 //   onProblem "leave-out" only the offending rule / group / port is left
 //   out (fail closed) and reported (TranslateOptions).
@@ -435,6 +438,13 @@ function skipReason(p: NeutronPort): string | undefined {
     return SKIP_NO_BINDING;
   }
   if (host === null || host === "") return "not bound to a host (binding:host_id is empty): no endpoint until Nova binds it";
+  // Neutron keeps binding:host_id when no mechanism driver could bind the
+  // port there (a dead agent, a host without the network): no host serves
+  // it, as for an unbound port.
+  const vif = p["binding:vif_type"];
+  if (vif === "binding_failed" || vif === "unbound") {
+    return `binding:vif_type is '${vif}' on host ${printable(host)}: no host is set up to serve the port; no endpoint until Neutron binds it`;
+  }
   return undefined;
 }
 
@@ -580,6 +590,7 @@ export function translate(input: TranslateInput, options: TranslateOptions = {})
   const portIds = new Set<string>();
   let endpoints: Endpoint[] = [];
   const networkOf = new Map<Endpoint, string>();
+  const fixedOf = new Map<Endpoint, Set<string>>();
   const needNoPortSecurity = { value: false };
   for (const p of ports) {
     if (portIds.has(p.id)) {
@@ -596,9 +607,15 @@ export function translate(input: TranslateInput, options: TranslateOptions = {})
     if (e) {
       endpoints.push(e);
       networkOf.set(e, p.network_id ?? `(port ${p.id})`);
+      const fixed = new Set<string>();
+      for (const f of p.fixed_ips ?? []) {
+        const c = parseCidr(f.ip_address.trim());
+        if (c) fixed.add(formatCidr(c));
+      }
+      fixedOf.set(e, fixed);
     }
   }
-  endpoints = withoutContestedAddresses(endpoints, networkOf, warnings);
+  endpoints = withoutContestedAddresses(endpoints, networkOf, fixedOf, warnings);
   if (needNoPortSecurity.value) profiles.push(noPortSecurityProfile());
 
   profiles.sort((a, b) => compare(a.id, b.id));
@@ -624,29 +641,53 @@ export function translate(input: TranslateInput, options: TranslateOptions = {})
  * networks may use the same addresses (overlapping tenant subnets, or a pair
  * naming another tenant's address). An address held by ports on different
  * networks would let one tenant send as the other (anti-spoofing) and join
- * the other's groups (tag sets): it is taken from every such port (their
- * traffic from it is dropped: fail closed) with a warning. Ports of one
- * network may share an address (a VRRP VIP in allowed_address_pairs).
+ * the other's groups (tag sets). Ports of one network may share an address
+ * (a VRRP VIP in allowed_address_pairs). Across networks (DESIGN §11.8):
+ * - fixed IPs win: when the ports holding an address as a Neutron-allocated
+ *   fixed IP are all on one network, the address stays with them (and with
+ *   pairs on that same network); ports on other networks that only name it
+ *   in allowed_address_pairs lose it (reported). Any tenant can write any
+ *   pair, so a pair must not be able to take an address from its owner.
+ * - otherwise (fixed IPs on several networks: overlapping subnets; or pairs
+ *   only, on several networks: nobody owns it) the address is taken from
+ *   every holder (their traffic from it is dropped: fail closed), warned.
  */
-function withoutContestedAddresses(endpoints: Endpoint[], networkOf: Map<Endpoint, string>, warnings: string[]): Endpoint[] {
+function withoutContestedAddresses(
+  endpoints: Endpoint[], networkOf: Map<Endpoint, string>, fixedOf: Map<Endpoint, Set<string>>, warnings: string[],
+): Endpoint[] {
   const holders = new Map<string, Endpoint[]>();
   for (const e of endpoints) for (const n of [...e.ipv4Nets, ...e.ipv6Nets]) {
     const list = holders.get(n);
     if (list) list.push(e);
     else holders.set(n, [e]);
   }
-  const contested = new Set<string>();
+  /** Per endpoint, the addresses it loses. */
+  const lose = new Map<Endpoint, Set<string>>();
+  const take = (e: Endpoint, net: string) => {
+    const s = lose.get(e);
+    if (s) s.add(net);
+    else lose.set(e, new Set([net]));
+  };
   for (const [net, list] of holders) {
     if (new Set(list.map((e) => networkOf.get(e))).size < 2) continue;
-    contested.add(net);
-    warnings.push(`address ${net} is held by ports on different networks (${list.map((e) => `port ${e.id}`).join(", ")}); Palisade has one address space, so it is taken from all of them (their traffic from it is dropped)`);
+    const fixedNetworks = new Set(list.filter((e) => fixedOf.get(e)?.has(net)).map((e) => networkOf.get(e)));
+    if (fixedNetworks.size === 1) {
+      const owner = [...fixedNetworks][0];
+      const claimers = list.filter((e) => networkOf.get(e) !== owner);
+      for (const e of claimers) take(e, net);
+      warnings.push(`address ${net} is a fixed IP on network ${owner} (${list.filter((e) => fixedOf.get(e)?.has(net)).map((e) => `port ${e.id}`).join(", ")}); the allowed address pair naming it on another network is left out for ${claimers.map((e) => `port ${e.id}`).join(", ")} (fixed IPs win; its traffic from that address is dropped)`);
+      continue;
+    }
+    for (const e of list) take(e, net);
+    const why = fixedNetworks.size > 1 ? "a fixed IP on several networks (overlapping subnets)" : "named only in allowed address pairs, on different networks";
+    warnings.push(`address ${net} is ${why} (${list.map((e) => `port ${e.id}`).join(", ")}); Palisade has one address space, so it is taken from all of them (their traffic from it is dropped)`);
   }
-  if (!contested.size) return endpoints;
-  return endpoints.map((e) => ({
-    ...e,
-    ipv4Nets: e.ipv4Nets.filter((n) => !contested.has(n)),
-    ipv6Nets: e.ipv6Nets.filter((n) => !contested.has(n)),
-  }));
+  if (!lose.size) return endpoints;
+  return endpoints.map((e) => {
+    const gone = lose.get(e);
+    if (!gone) return e;
+    return { ...e, ipv4Nets: e.ipv4Nets.filter((n) => !gone.has(n)), ipv6Nets: e.ipv6Nets.filter((n) => !gone.has(n)) };
+  });
 }
 
 /** The interface name Nova and Neutron give a port's TAP: "tap" + the first 11 characters of the port id. */
