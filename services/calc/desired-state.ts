@@ -8,7 +8,7 @@ export function sameRules(a: readonly string[], b: readonly string[]): boolean {
   return a.length === b.length && a.every((r, i) => r === b[i]);
 }
 
-/** Config the rendering depends on (ConfigUpdate on the wire). */
+/** Config the rendering depends on (controller flags; it reaches hosts as rendered rules, not as a message). */
 export interface CalcConfig {
   /** Mark bit used to carry "allowed" out of profile chains. */
   acceptMark: number;

@@ -47,7 +47,6 @@ export function updateFromPb(u: Update): HostUpdate | undefined {
     }
     case "endpointUpdate": return { type: "endpoint-update", key: x.value.endpointKey, interfaceName: x.value.interfaceName };
     case "endpointRemove": return { type: "endpoint-remove", key: x.value.endpointKey };
-    case "configUpdate": return undefined;
   }
 }
 

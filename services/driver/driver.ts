@@ -282,7 +282,7 @@ export async function startDriver(o: DriverOptions): Promise<Driver> {
       controllers: o.controllers,
       credentials: o.credentials,
       logger,
-      hello: { hostname: o.hostname, driverVersion: DRIVER_VERSION, ipv6: families.includes(6), iptablesBackend: backend, interfacePrefixes: prefixes },
+      hello: { hostname: o.hostname, driverVersion: DRIVER_VERSION, ipv6: families.includes(6), iptablesBackend: backend },
       onBatch,
       onConnected: (address) => logger.info({ controller: address }, "connected to controller"),
       onDisconnected: (reason) => {

@@ -55,7 +55,7 @@ export async function benchFanout(opts: { streams: number; samples: number }) {
           }
         });
         c.on("error", () => undefined);
-        c.write({ message: { $case: "hello", value: { hostname: `h${h}`, driverVersion: "bench", ipv6: false, iptablesBackend: "nft", interfacePrefixes: ["tap"] } } });
+        c.write({ message: { $case: "hello", value: { hostname: `h${h}`, driverVersion: "bench", ipv6: false, iptablesBackend: "nft" } } });
       }
     });
     const samples: number[] = [];

@@ -18,7 +18,7 @@ function connect(hostname: string) {
   const batches: SyncResponse[] = [];
   stream.on("data", (b: SyncResponse) => batches.push(b));
   stream.on("error", () => undefined);
-  stream.write({ message: { $case: "hello", value: { hostname, driverVersion: "test", ipv6: true, iptablesBackend: "nft", interfacePrefixes: ["tap"] } } });
+  stream.write({ message: { $case: "hello", value: { hostname, driverVersion: "test", ipv6: true, iptablesBackend: "nft" } } });
   return {
     batches,
     send: (m: SyncRequest) => stream.write(m),

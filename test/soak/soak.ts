@@ -95,7 +95,7 @@ function simulateHost(client: DataplaneSyncServiceClient, name: string, endpoint
       const cap = Math.min(5_000, 250 * 2 ** attempt++);
       setTimeout(connect, cap / 2 + Math.random() * cap / 2);
     });
-    stream.write({ message: { $case: "hello", value: { hostname: name, driverVersion: "soak", ipv6: true, iptablesBackend: "nft", interfacePrefixes: ["tap"] } } });
+    stream.write({ message: { $case: "hello", value: { hostname: name, driverVersion: "soak", ipv6: true, iptablesBackend: "nft" } } });
   };
   connect();
   return { stop() { stopped = true; current?.cancel(); } };
