@@ -3,8 +3,9 @@
 // reason on stderr), 2 usage error.
 import { Command, Option } from "commander";
 import { readFileSync } from "node:fs";
-import type * as grpc from "@grpc/grpc-js";
-import { call, fromServer, RpcError } from "../contract/clients.js";
+import * as grpc from "@grpc/grpc-js";
+import { call } from "../contract/clients.js";
+import { RpcError, rpcErrorOf } from "../contract/errors.js";
 import { cliClients } from "../runtime/cli-clients.js";
 import { documentToPb, endpointFromPb, profileFromPb, refToPb } from "../contract/model-wire.js";
 import type { ObjectRef } from "../contract/object-ref.js";
@@ -164,9 +165,9 @@ function watchStatus(onChange: (rev: number, hosts: Map<string, HostStatus>, eps
         resolve();
       }
     });
-    stream.on("error", (err: { code?: number; details?: string; message: string; metadata?: grpc.Metadata }) => {
-      if (err.code === 1) return; // cancelled by us
-      reject(new RpcError(err.code ?? 2, err.code === 14 && !fromServer(err) ? `cannot reach the controller: ${err.details}` : err.details || err.message));
+    stream.on("error", (err: grpc.ServiceError) => {
+      if (err.code === grpc.status.CANCELLED) return; // cancelled by us
+      reject(rpcErrorOf(err, c.policy.getChannel().getTarget()));
     });
   });
 }
@@ -275,5 +276,11 @@ try {
 } catch (e) {
   if (e instanceof UsageError) fail(`palisadectl: ${e.message}`, EXIT_USAGE);
   if (e instanceof ValidationError) fail(`palisadectl: invalid input: ${e.issues.map(formatIssue).join("; ")}`);
+  // The controller refused the input: the same issues, rebuilt from the status's structure.
+  const refused = e instanceof RpcError ? e.validation() : undefined;
+  if (refused) {
+    const more = (e as RpcError).omittedIssues ? `; … and ${(e as RpcError).omittedIssues} more problem(s)` : "";
+    fail(`palisadectl: invalid input: ${refused.issues.map(formatIssue).join("; ")}${more}`);
+  }
   fail(`palisadectl: ${(e as Error).message}`);
 }

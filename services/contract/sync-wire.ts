@@ -1,6 +1,7 @@
 // HostUpdate <-> palisade.sync.v1 messages, and chunking: no message nears
 // gRPC's 4 MiB default limit, whatever the size of a set.
 import type { ChainDef, HostUpdate } from "./host-update.js";
+import { ProtocolError } from "./errors.js";
 import { IpFamily, type SyncResponse, type Update } from "../gen/palisade/sync/v1/sync.js";
 import type { IpVersion } from "../model/index.js";
 
@@ -13,7 +14,7 @@ export const familyToPb = (f: IpVersion) => (f === 4 ? IpFamily.IP_FAMILY_V4 : I
 export function familyFromPb(f: IpFamily): IpVersion {
   if (f === IpFamily.IP_FAMILY_V4) return 4;
   if (f === IpFamily.IP_FAMILY_V6) return 6;
-  throw new Error(`unknown IP family ${f}`);
+  throw new ProtocolError(`unknown IP family ${f}`);
 }
 
 export function updateToPb(u: HostUpdate): Update {
@@ -37,12 +38,12 @@ export function updateFromPb(u: Update): HostUpdate | undefined {
     case "ipsetDelta": return { type: "ipset-delta", name: x.value.name, family: familyFromPb(x.value.family), added: x.value.added, removed: x.value.removed };
     case "ipsetRemove": return { type: "ipset-remove", name: x.value.name, family: familyFromPb(x.value.family) };
     case "chainUpdate": {
-      if (x.value.table !== "filter") throw new Error(`unsupported table ${JSON.stringify(x.value.table)}`);
+      if (x.value.table !== "filter") throw new ProtocolError(`unsupported table ${JSON.stringify(x.value.table)}`);
       const chain: ChainDef = { table: "filter", family: familyFromPb(x.value.family), name: x.value.name, rules: x.value.rules };
       return { type: "chain-update", chain };
     }
     case "chainRemove": {
-      if (x.value.table !== "filter") throw new Error(`unsupported table ${JSON.stringify(x.value.table)}`);
+      if (x.value.table !== "filter") throw new ProtocolError(`unsupported table ${JSON.stringify(x.value.table)}`);
       return { type: "chain-remove", table: "filter", family: familyFromPb(x.value.family), name: x.value.name };
     }
     case "endpointUpdate": return { type: "endpoint-update", key: x.value.endpointKey, interfaceName: x.value.interfaceName };

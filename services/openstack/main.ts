@@ -10,6 +10,7 @@
 import { Command, Option } from "commander";
 import { readFileSync, writeFileSync } from "node:fs";
 import { call, RpcError } from "../contract/clients.js";
+import { formatIssue } from "../model/index.js";
 import { cliClients } from "../runtime/cli-clients.js";
 import { endpointFromPb } from "../contract/model-wire.js";
 import { EXIT_USAGE, UsageError, envDefault, fail, withUsageExit } from "../runtime/cli-env.js";
@@ -277,6 +278,9 @@ try {
   };
   if (e instanceof TranslateError) die(`cannot translate (${e.issues.length} problem(s), nothing written): ${formatTranslateIssue(e.issues[0]!)}`, e.issues.slice(1).map(formatTranslateIssue));
   if (e instanceof AdapterError) die(e.message, e.details);
+  // Palisade refused what the translation produced: document and field from the status's structure.
+  const refused = e instanceof RpcError ? e.validation() : undefined;
+  if (refused) die(`Palisade refused ${refused.issues.length} problem(s), nothing written: ${formatIssue(refused.issues[0]!)}`, refused.issues.slice(1).map(formatIssue));
   if (e instanceof NeutronApiError || e instanceof RpcError) fail(`palisade-openstack: ${e.message}`);
   fail(`palisade-openstack: ${(e as Error).message}`);
 }

@@ -10,7 +10,7 @@ import * as net from "node:net";
 import { join } from "node:path";
 import type { Logger } from "pino";
 import { ValidationError, formatIssue } from "../model/index.js";
-import { ApiError, SERVER_ERROR_METADATA } from "../contract/errors.js";
+import { ApiError, errorDetailMetadata } from "../contract/errors.js";
 import { packageRoot } from "./package-root.js";
 
 export const SERVER_OPTIONS: grpc.ServerOptions = {
@@ -44,20 +44,14 @@ function boundedIssues(err: ValidationError): string {
   return out;
 }
 
-function decided(): grpc.Metadata {
-  const md = new grpc.Metadata();
-  md.set(SERVER_ERROR_METADATA, "1");
-  return md;
-}
-
 /** Maps any thrown error to a gRPC status; unexpected ones are logged. */
 export function toServiceError(err: unknown, logger: Logger): Partial<grpc.StatusObject> {
-  if (err instanceof ValidationError) return { code: grpc.status.INVALID_ARGUMENT, details: boundedIssues(err), metadata: decided() };
+  if (err instanceof ValidationError) return { code: grpc.status.INVALID_ARGUMENT, details: boundedIssues(err), metadata: errorDetailMetadata(err) };
   if (err instanceof ApiError) {
     const m = err.message;
     // etcd trouble is the operator's to fix, not a bug: a warning, once per call.
     if (err.etcdClass) logger.warn({ class: err.etcdClass, reason: m }, "etcd refused a request");
-    return { code: grpc.status[err.code], details: m.length > MAX_ERROR_DETAILS ? `${m.slice(0, MAX_ERROR_DETAILS - 20)} … (truncated)` : m, metadata: decided() };
+    return { code: grpc.status[err.code], details: m.length > MAX_ERROR_DETAILS ? `${m.slice(0, MAX_ERROR_DETAILS - 20)} … (truncated)` : m, metadata: errorDetailMetadata(err) };
   }
   logger.error({ err }, "internal error");
   return { code: grpc.status.INTERNAL, details: "internal error (see controller log)" };
