@@ -17,7 +17,7 @@
 //   setHosts       ipset name -> hosts referencing it (membership fan-out)
 //   contrib        endpoint key -> (tags, addrs) it contributed
 import { deepEqual } from "../util/deep-equal.js";
-import { endpointKeyString, type Endpoint, type IpVersion, type Profile } from "../model/index.js";
+import { endpointKeyString, hostAddress, type Endpoint, type IpVersion, type Profile } from "../model/index.js";
 import { DEFAULT_CALC_CONFIG, chainKey, sameRules, type CalcConfig, type ChainDef, type HostUpdate } from "./desired-state.js";
 import { renderDispatch } from "./dispatch.js";
 import { renderEndpointChains } from "./render-endpoint.js";
@@ -66,9 +66,6 @@ interface Contribution {
   v6: string[];
 }
 
-function hostAddr(net: string): string {
-  return net.endsWith("/32") || net.endsWith("/128") ? net.slice(0, net.lastIndexOf("/")) : net;
-}
 
 export class CalcGraph {
   private readonly profiles = new Map<string, Profile>();
@@ -499,7 +496,7 @@ export class CalcGraph {
     if (ep) {
       const tags = new Set<string>();
       for (const id of ep.profileIds) for (const t of this.profiles.get(id)?.tags ?? []) tags.add(t);
-      next = { tags: [...tags].sort(), v4: ep.ipv4Nets.map(hostAddr), v6: ep.ipv6Nets.map(hostAddr) };
+      next = { tags: [...tags].sort(), v4: ep.ipv4Nets.map(hostAddress), v6: ep.ipv6Nets.map(hostAddress) };
     }
     if (deepEqual(old, next)) return;
     if (old) this.applyContrib(old, -1);

@@ -5,10 +5,8 @@ import type { Endpoint, IpVersion } from "../model/index.js";
 import type { CalcConfig, ChainDef } from "./desired-state.js";
 import { acceptMarkSpecs } from "./render-rules.js";
 import { fromWorkloadChain, profileInboundChain, profileOutboundChain, toWorkloadChain } from "./names.js";
+import { hostAddress } from "../model/index.js";
 
-function hostAddress(net: string): string {
-  return net.endsWith("/32") || net.endsWith("/128") ? net.slice(0, net.lastIndexOf("/")) : net;
-}
 
 function profileJumps(ep: Endpoint, chainOf: (id: string) => string, exists: (id: string) => boolean, cfg: CalcConfig): string[] {
   const mark = acceptMarkSpecs(cfg);

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // palisadectl — the operator CLI. Exit codes: 0 success, 1 failure (one-line
 // reason on stderr), 2 usage error.
+import { formatTable } from "../runtime/cli-table.js";
 import { Command, Option } from "commander";
 import { readFileSync } from "node:fs";
 import * as grpc from "@grpc/grpc-js";

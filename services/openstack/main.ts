@@ -7,6 +7,7 @@
 //   watch --neutron-url URL [--interval SECONDS] (token or Keystone password credentials)
 //   status [-o table|json]
 // Exit codes: 0 success, 1 failure (one-line reason on stderr), 2 usage error.
+import { formatTable } from "../runtime/cli-table.js";
 import { Command, Option } from "commander";
 import { readFileSync, writeFileSync } from "node:fs";
 import { call, RpcError } from "../contract/clients.js";

@@ -117,7 +117,7 @@
 // `leftOut`. As a last safety net every produced object is run through the
 // model's validateObject; an object failing it is a problem like any other.
 import {
-  ID_RE, INTERFACE_RE, LIMITS, endpointKeyString, formatCidr, parseCidr, printable, validateObject,
+  ID_RE, INTERFACE_RE, IPV6_EXTENSION_HEADERS, LIMITS, MAC_RE, PORT_PROTOCOLS, idProblem as modelIdProblem, endpointKeyString, formatCidr, parseCidr, printable, validateObject,
   type Cidr, type Endpoint, type IpVersion, type Match, type ModelObject, type Profile, type Rule,
 } from "../model/index.js";
 import {
@@ -184,14 +184,6 @@ const MODEL_NAMES: ReadonlyMap<number, string> = new Map([
   [1, "icmp"], [6, "tcp"], [17, "udp"], [58, "icmpv6"], [132, "sctp"], [136, "udplite"],
 ]);
 
-/** Protocols the model allows ports with (iptables multiport). */
-const PORT_PROTOCOLS: ReadonlySet<number> = new Set([6, 17, 132, 136]);
-
-/** IPv6 extension headers ip6tables cannot match as a protocol (validate.ts's list, 0 aside: 0 is "any" in Neutron). */
-const IPV6_EXTENSION_HEADERS: ReadonlyMap<number, string> = new Map([
-  [43, "ipv6-route"], [44, "ipv6-frag"], [51, "ah"], [60, "ipv6-opts"], [135, "mobility header"], [139, "hip"], [140, "shim6"],
-]);
-
 type Report = (field: string, reason: string) => void;
 
 /** Neutron protocol -> number (0 = any), or undefined after reporting. */
@@ -219,11 +211,10 @@ function protocolNumber(p: string | number | null | undefined, report: Report): 
 
 const compare = (a: string, b: string): number => (a < b ? -1 : a > b ? 1 : 0);
 
+/** The model's identifier rule, with the offending value quoted. */
 function idProblem(v: string, max: number = LIMITS.idLength): string | undefined {
-  if (v.length === 0) return "must not be empty";
-  if (v.length > max) return `must be at most ${max} characters`;
-  if (!ID_RE.test(v) || v === "." || v === "..") return `'${printable(v)}' may contain only letters, digits, '_', '.' and '-'`;
-  return undefined;
+  const p = modelIdProblem(v, max);
+  return p?.startsWith("may contain") ? `'${printable(v)}' ${p}` : p;
 }
 
 function ownerLabels(): Record<string, string> {
@@ -282,7 +273,7 @@ function translateRule(rule: NeutronSecurityGroupRule, ctx: Context, groupName =
     if (ipVersion === 4 && proto === 58) {
       report("protocol", `'${printable(String(rule.protocol))}' is ICMPv6, which does not exist for ethertype IPv4; use icmp`);
       proto = undefined;
-    } else if (ipVersion === 6 && IPV6_EXTENSION_HEADERS.has(proto)) {
+    } else if (ipVersion === 6 && proto !== 0 && IPV6_EXTENSION_HEADERS.has(proto)) { // 0 is "any" in Neutron
       report("protocol", `'${printable(String(rule.protocol))}' (${proto}, ${IPV6_EXTENSION_HEADERS.get(proto)}) is an IPv6 extension header: ip6tables matches the upper-layer protocol after extension headers, so this rule cannot be expressed (in Neutron it never matches either); delete the rule or change its protocol`);
       proto = undefined;
     }
@@ -448,7 +439,6 @@ function skipReason(p: NeutronPort): string | undefined {
   return undefined;
 }
 
-const MAC_RE = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
 
 function translatePort(p: NeutronPort, ctx: Context, needNoPortSecurity: { value: boolean }): Endpoint | undefined {
   const object = `port ${printable(p.id)}`;
