@@ -4,7 +4,7 @@
 // restarting anything: the graph turns the diff into minimal host updates.
 import type { Logger } from "pino";
 import type { CalcGraph } from "../calc/index.js";
-import { createBackoff, sleep } from "../util/backoff.js";
+import { createBackoff, retryUntilAborted, sleep } from "../util/backoff.js";
 import { objectKey, type ModelObject } from "../model/index.js";
 import type { EtcdStore, ModelEvent } from "./etcd-store.js";
 import type { SyncHub } from "./sync-hub.js";
@@ -66,16 +66,10 @@ export function createModelFeed(opts: { store: EtcdStore; graph: CalcGraph; hub:
     logger.warn({ err: err.message }, "model watch lost; resynchronising from etcd");
     await watch?.close().catch(() => undefined);
     watch = undefined;
-    const backoff = createBackoff({ initialMs: 200, maxMs: 10_000 });
-    while (!stopped) {
-      try {
-        await load();
-        break;
-      } catch (e) {
-        logger.warn({ err: (e as Error).message }, "resync failed; retrying");
-        await sleep(backoff.next(), abort.signal);
-      }
-    }
+    await retryUntilAborted(load, {
+      initialMs: 200, maxMs: 10_000, signal: abort.signal,
+      onError: (e) => logger.warn({ err: e.message }, "resync failed; retrying"),
+    });
     resyncing = false;
   }
 

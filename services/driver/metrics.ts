@@ -1,10 +1,10 @@
 // Driver metrics (names are part of the operator contract, see
 // deploy/CONFIGURATION.md and the Grafana dashboard).
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+import { createRegistry } from "../runtime/metrics-server.js";
+import { Counter, Gauge, Histogram } from "prom-client";
 
 export function createDriverMetrics() {
-  const registry = new Registry();
-  collectDefaultMetrics({ register: registry, prefix: "palisade_driver_process_" });
+  const registry = createRegistry("palisade_driver_");
   return {
     registry,
     applyDuration: new Histogram({

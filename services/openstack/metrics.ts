@@ -1,10 +1,10 @@
 // palisade-openstack watch metrics (--metrics-listen; names are part of the
 // operator contract, README "OpenStack").
-import { Counter, Gauge, Registry, collectDefaultMetrics } from "prom-client";
+import { createRegistry } from "../runtime/metrics-server.js";
+import { Counter, Gauge } from "prom-client";
 
 export function createAdapterMetrics() {
-  const registry = new Registry();
-  collectDefaultMetrics({ register: registry, prefix: "palisade_openstack_process_" });
+  const registry = createRegistry("palisade_openstack_");
   return {
     registry,
     heldDeletions: new Gauge({

@@ -3,7 +3,7 @@
 // controller has loaded the model and reaches etcd; the driver is in sync).
 import { createServer, type Server } from "node:http";
 import type { Logger } from "pino";
-import type { Registry } from "prom-client";
+import { Registry, collectDefaultMetrics } from "prom-client";
 
 export interface MetricsServer {
   readonly port: number;
@@ -53,4 +53,11 @@ export async function startMetricsServer(opts: {
 function splitHostPort(s: string): [string, string] {
   const i = s.lastIndexOf(":");
   return [s.slice(0, i).replace(/^\[|\]$/g, ""), s.slice(i + 1)];
+}
+
+/** A registry with the process metrics every Palisade binary exports (`<prefix>process_…`). */
+export function createRegistry(prefix: string): Registry {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: `${prefix}process_` });
+  return registry;
 }

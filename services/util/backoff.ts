@@ -29,3 +29,24 @@ export const sleep = (ms: number, signal?: AbortSignal) =>
     const t = setTimeout(() => { signal?.removeEventListener("abort", onAbort); resolve(); }, ms);
     signal?.addEventListener("abort", onAbort, { once: true });
   });
+
+/**
+ * Runs `fn` until it succeeds or `signal` aborts, waiting with backoff
+ * between attempts and telling `onError` about each failure. Resolves true
+ * on success, false when aborted.
+ */
+export async function retryUntilAborted(
+  fn: () => Promise<void>, opts: BackoffOptions & { signal: AbortSignal; onError: (err: Error) => void },
+): Promise<boolean> {
+  const backoff = createBackoff(opts);
+  while (!opts.signal.aborted) {
+    try {
+      await fn();
+      return true;
+    } catch (e) {
+      opts.onError(e as Error);
+      await sleep(backoff.next(), opts.signal);
+    }
+  }
+  return false;
+}

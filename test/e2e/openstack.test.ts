@@ -64,9 +64,7 @@ describe("OpenStack: default and web groups across two hypervisors", () => {
   beforeAll(async () => {
     requireBuild();
     lab = createLab(prefix);
-    await lab.addHypervisor("hv1");
-    await lab.addHypervisor("hv2");
-    await lab.link("hv1", "hv2");
+    await lab.addHypervisorPair();
     for (const vm of VMS) await lab.addWorkload(vm.hv, { name: vm.name, iface: `tap${vm.port.slice(0, 11)}`, host: vm.host });
     for (const vm of VMS) await lab.listen(vm.name, [22, 80, 8080]);
 

@@ -4,6 +4,7 @@
 // Each case is checked through the gRPC client (code and one-line message)
 // and through palisadectl (exit 1, the same one line on stderr), and a
 // refused write must change nothing. Under the alarm, deletions still work.
+import { fillUntilNoSpace } from "../support/etcd-space.js";
 import * as grpc from "@grpc/grpc-js";
 import { Etcd3 } from "etcd3";
 import { execa } from "execa";
@@ -113,16 +114,7 @@ describe("etcd out of space (NOSPACE alarm), then stopped", () => {
     raw = createEtcdClient({ endpoints: [etcd.url] }, "model");
     await call(t.clients.policy, t.clients.policy.apply, { documents: pb(profiles("keep", 4)), deletes: [] });
     // Fill with big values (outside Palisade's prefix) until etcd raises the alarm.
-    const big = Buffer.alloc(256 * 1024, "x");
-    for (let i = 0; ; i++) {
-      try {
-        await raw.put(`/filler/${i}`).value(big);
-      } catch (e) {
-        if (!(e as Error).message.includes("database space exceeded")) throw e;
-        break;
-      }
-      if (i > 100) throw new Error("etcd never raised NOSPACE");
-    }
+    await fillUntilNoSpace(raw);
   });
   afterAll(async () => {
     raw?.close();

@@ -3,6 +3,7 @@
 // Trace, and a driver's sync stream. Nothing in the start path may need a
 // write. (The status lease is the status store's: granted in the background
 // by the status-path rewrite; until that lands this test fails at start.)
+import { fillUntilNoSpace } from "../support/etcd-space.js";
 import * as grpc from "@grpc/grpc-js";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -38,16 +39,7 @@ describe("a replica starting under the NOSPACE alarm", () => {
     await first.stop();
     const raw = createEtcdClient({ endpoints: [etcd.url] }, "model");
     try {
-      const big = Buffer.alloc(256 * 1024, "x");
-      for (let i = 0; ; i++) {
-        try {
-          await raw.put(`/filler/${i}`).value(big);
-        } catch (e) {
-          if (!(e as Error).message.includes("database space exceeded")) throw e;
-          break;
-        }
-        if (i > 100) throw new Error("etcd never raised NOSPACE");
-      }
+      await fillUntilNoSpace(raw);
       expect((await raw.maintenance.alarm({ action: "Get" })).alarms.length).toBeGreaterThan(0);
     } finally {
       raw.close();

@@ -93,6 +93,13 @@ export function createLab(prefix: string) {
     },
 
     /** A routed link between two hypervisors, with routes to each other's workload ranges. */
+    /** The usual two-host lab: hypervisors hv1 and hv2, routed to each other. */
+    async addHypervisorPair(): Promise<[Hypervisor, Hypervisor]> {
+      const pair: [Hypervisor, Hypervisor] = [await this.addHypervisor("hv1"), await this.addHypervisor("hv2")];
+      await this.link("hv1", "hv2");
+      return pair;
+    },
+
     async link(a: string, b: string): Promise<void> {
       const A = hypervisors.get(a)!, B = hypervisors.get(b)!;
       const k = links++;
