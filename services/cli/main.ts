@@ -2,28 +2,26 @@
 // palisadectl — the operator CLI. Exit codes: 0 success, 1 failure (one-line
 // reason on stderr), 2 usage error.
 import { formatTable } from "../runtime/cli-table.js";
-import { Command, Option } from "commander";
+import { Option } from "commander";
 import { readFileSync } from "node:fs";
 import * as grpc from "@grpc/grpc-js";
 import { call } from "../contract/clients.js";
 import { RpcError, rpcErrorOf } from "../contract/errors.js";
-import { cliClients } from "../runtime/cli-clients.js";
+import { cliClients, controllerProgram } from "../runtime/cli-clients.js";
 import { documentToPb, endpointFromPb, profileFromPb, refToPb } from "../contract/model-wire.js";
 import type { ObjectRef } from "../contract/object-ref.js";
-import { EXIT_USAGE, UsageError, envDefault, fail, withUsageExit } from "../runtime/cli-env.js";
+import { EXIT_USAGE, UsageError, fail, withUsageExit } from "../runtime/cli-env.js";
 import { EndpointState, type HostStatus, type WatchStatusResponse, type EndpointStatus } from "../contract/status.js";
 import {
   ValidationError, formatIssue, parseDocuments, parseEndpointKey, parseRefs, splitDocuments, toDocument, toYaml, ID_RE,
   type ModelObject,
 } from "../model/index.js";
 import { hostsBehind } from "./wait-condition.js";
-import { addTlsOptions, silenceIpServerNameWarning } from "../runtime/tls.js";
+import { silenceIpServerNameWarning } from "../runtime/tls.js";
 
-const program = new Command("palisadectl")
-  .description("Palisade operator CLI")
-  .option("--controller <addr>", "controller address HOST:PORT (env PALISADE_CONTROLLER)", envDefault("PALISADE_CONTROLLER", "127.0.0.1:50051"))
-  .showHelpAfterError();
-addTlsOptions(program, "client (OU=admin to change policy, OU=reader to read)");
+const program = controllerProgram("palisadectl", "Palisade operator CLI", {
+  controllerHelp: "controller address HOST:PORT", certificateHelp: "client (OU=admin to change policy, OU=reader to read)",
+});
 
 const clients = () => cliClients(program, "palisadectl");
 
@@ -41,10 +39,7 @@ function loadObjects(file: string): ModelObject[] {
 
 const output = () => new Option("-o, --output <format>", "output format").choices(["table", "json", "yaml"]).default("table");
 
-function table(rows: string[][]): string {
-  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? "").length)));
-  return rows.map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join("  ").trimEnd()).join("\n") + "\n";
-}
+const table = formatTable;
 
 program.command("apply")
   .description("create or replace the profiles and endpoints in FILE (YAML or JSON; '-' for stdin), atomically")

@@ -6,7 +6,7 @@ import type { Logger } from "pino";
 import { ApiError } from "../contract/errors.js";
 import {
   ValidationError, describe, endpointKeyString, objectKey, parseDocument, toDocument, validateObject,
-  type EndpointKey, type ModelObject,
+  type ModelObject,
 } from "../model/index.js";
 import { createKeys, type Keys } from "./etcd-keys.js";
 import type { ObjectRef } from "../contract/object-ref.js";

@@ -59,20 +59,18 @@ export class StatusView {
       if (value === undefined) return undefined;
       try { return JSON.parse(value) as T; } catch { return undefined; }
     };
+    /** A record key: stored and reported as changed, or removed and reported once. */
+    const record = <T>(map: Map<string, T>, id: string, changed: string[], removed: string[]) => {
+      const v = parse<T>();
+      if (v) {
+        map.set(id, v);
+        changed.push(id);
+      } else if (map.delete(id)) removed.push(id);
+    };
     if (key.startsWith(this.keys.hostStatus)) {
-      const host = key.slice(this.keys.hostStatus.length);
-      const rec = parse<HostStatus>();
-      if (rec) {
-        this.records.set(host, rec);
-        change.hosts.push(host);
-      } else if (this.records.delete(host)) change.removedHosts.push(host);
+      record(this.records, key.slice(this.keys.hostStatus.length), change.hosts, change.removedHosts);
     } else if (key.startsWith(this.keys.endpointStatus)) {
-      const id = key.slice(this.keys.endpointStatus.length);
-      const st = parse<EndpointStatus>();
-      if (st) {
-        this.endpoints.set(id, st);
-        change.endpoints.push(id);
-      } else if (this.endpoints.delete(id)) change.removedEndpoints.push(id);
+      record(this.endpoints, key.slice(this.keys.endpointStatus.length), change.endpoints, change.removedEndpoints);
     } else if (key.startsWith(this.keys.progress)) {
       const replica = key.slice(this.keys.progress.length);
       let next: Map<string, number> | undefined;

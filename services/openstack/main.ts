@@ -8,16 +8,16 @@
 //   status [-o table|json]
 // Exit codes: 0 success, 1 failure (one-line reason on stderr), 2 usage error.
 import { formatTable } from "../runtime/cli-table.js";
-import { Command, Option } from "commander";
+import { Option } from "commander";
 import { readFileSync, writeFileSync } from "node:fs";
 import { call, RpcError } from "../contract/clients.js";
 import { formatIssue } from "../model/index.js";
-import { cliClients } from "../runtime/cli-clients.js";
+import { cliClients, controllerProgram } from "../runtime/cli-clients.js";
 import { endpointFromPb } from "../contract/model-wire.js";
 import { EXIT_USAGE, UsageError, envDefault, fail, withUsageExit } from "../runtime/cli-env.js";
 import { createLogger } from "../runtime/logger.js";
 import { createBackoff, sleep } from "../util/backoff.js";
-import { addTlsOptions, silenceIpServerNameWarning } from "../runtime/tls.js";
+import { silenceIpServerNameWarning } from "../runtime/tls.js";
 import { authFromEnv, createNeutronClient, NeutronApiError } from "./neutron-client.js";
 import { portStatusRows } from "./port-status.js";
 import { AdapterError, syncOnce, type SyncReport } from "./sync.js";
@@ -29,11 +29,9 @@ import { isOwned } from "./reconcile.js";
 import { createAdapterMetrics } from "./metrics.js";
 import { startMetricsServer } from "../runtime/metrics-server.js";
 
-const program = new Command("palisade-openstack")
-  .description("OpenStack adapter: Neutron security groups and ports onto Palisade profiles and endpoints")
-  .option("--controller <addr>", "controller address HOST:PORT or unix:/path (env PALISADE_CONTROLLER)", envDefault("PALISADE_CONTROLLER", "127.0.0.1:50051"))
-  .showHelpAfterError();
-addTlsOptions(program, "client (OU=admin: the adapter writes policy)");
+const program = controllerProgram("palisade-openstack", "OpenStack adapter: Neutron security groups and ports onto Palisade profiles and endpoints", {
+  controllerHelp: "controller address HOST:PORT or unix:/path", certificateHelp: "client (OU=admin: the adapter writes policy)",
+});
 
 // The adapter reads every endpoint each sync: at 100,000 endpoints that is
 // ~30 MiB, above the default 16 MiB receive limit.
@@ -257,8 +255,7 @@ program.command("status")
         return;
       }
       const table = [["PORT", "STATUS", "HOST", "INTERFACE", "DETAIL"], ...rows.map((r) => [r.port_id, r.status, r.host, r.interface, r.detail])];
-      const widths = table[0]!.map((_, i) => Math.max(...table.map((r) => r[i]!.length)));
-      process.stdout.write(table.map((r) => r.map((x, i) => x.padEnd(widths[i]!)).join("  ").trimEnd()).join("\n") + "\n");
+      process.stdout.write(formatTable(table));
     } finally {
       c.close();
     }
