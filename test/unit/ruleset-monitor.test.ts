@@ -109,15 +109,21 @@ describe("createRulesetMonitor", () => {
 
   it("a missing nft really ends as 'not found' through the default spawner (no restart loop)", async () => {
     const calls: string[] = [];
+    // Polled, not a fixed sleep: spawning takes a while on a loaded machine.
+    const until = async (cond: () => boolean) => { for (const end = Date.now() + 10_000; !cond() && Date.now() < end;) await wait(20); };
     const m = createRulesetMonitor({ logger, command: ["palisade-no-such-nft", "monitor"], minIntervalMs: 0, restartInitialMs: 5, restartMaxMs: 5, onChange: (r) => calls.push(r) });
-    await wait(300);
+    await until(() => calls.length > 0 && !m.running);
+    await wait(200); // a restart loop (5 ms backoff) would ask again meanwhile
     expect(m.running).toBe(false);
     expect(calls.length).toBeLessThanOrEqual(1); // one start, no restarts (each would ask again)
     await m.stop();
     // Under setpriv the same ends with exit 127, also taken as "not found".
-    const m2 = createRulesetMonitor({ logger, command: ["setpriv", "--pdeathsig", "TERM", "--", "palisade-no-such-nft"], restartInitialMs: 5, restartMaxMs: 5, onChange: () => undefined });
-    await wait(300);
+    let asked = 0;
+    const m2 = createRulesetMonitor({ logger, command: ["setpriv", "--pdeathsig", "TERM", "--", "palisade-no-such-nft"], restartInitialMs: 5, restartMaxMs: 5, onChange: () => { asked++; } });
+    await until(() => asked > 0 && !m2.running);
+    await wait(200);
     expect(m2.running).toBe(false);
+    expect(asked).toBeLessThanOrEqual(1);
     await m2.stop();
   });
 
