@@ -5,10 +5,13 @@
 // A slow driver therefore sees fewer, newer updates and memory stays bounded
 // by the number of keys. If the outbox still grows past a threshold (e.g.
 // huge set churn), the stream is reset to a fresh snapshot instead.
+import type { IpVersion } from "../model/index.js";
 import type { Logger } from "pino";
 import { UpdateCoalescer, type CalcGraph, type CalcSink, type HostUpdate } from "../calc/index.js";
 import { packBatches } from "../contract/sync-wire.js";
 import type { SyncResponse } from "../gen/palisade/sync/v1/sync.js";
+
+const BOTH_FAMILIES: ReadonlySet<IpVersion> = new Set([4, 6]);
 
 /** Pending weight (members + rules) beyond which a stream is re-snapshotted. */
 export const RESET_WEIGHT = 500_000;
@@ -35,7 +38,18 @@ export class HostStream {
     private readonly logger: Logger,
     private readonly onReset: () => void = () => undefined,
     private readonly resetWeight: number = RESET_WEIGHT,
+    /** IP families the driver programs (its hello's `ipv6`): nothing of another family is sent. */
+    private readonly families: ReadonlySet<IpVersion> = BOTH_FAMILIES,
   ) {}
+
+  /** Drops updates of families the driver does not program (a `--no-ipv6` host gets no IPv6 chains or sets). */
+  private forFamilies(updates: HostUpdate[]): HostUpdate[] {
+    if (this.families.size === 2) return updates;
+    return updates.filter((u) => {
+      const family = u.type === "chain-update" ? u.chain.family : "family" in u ? u.family : undefined;
+      return family === undefined || this.families.has(family);
+    });
+  }
 
   /** Coalesced keys waiting for the driver. */
   get queueDepth(): number {
@@ -89,9 +103,9 @@ export class HostStream {
         this.needSnapshot = false;
         this.outbox.clear();
         this.outboxRevision = snap.revision;
-        msgs = packBatches(snap.revision, snap.updates, { snapshotStart: true, inSync: true });
+        msgs = packBatches(snap.revision, this.forFamilies(snap.updates), { snapshotStart: true, inSync: true });
       } else if (this.outbox.size > 0 || this.outboxRevision > this.sentRevision) {
-        msgs = packBatches(this.outboxRevision, this.outbox.drain());
+        msgs = packBatches(this.outboxRevision, this.forFamilies(this.outbox.drain()));
       } else return;
       this.sentRevision = this.outboxRevision;
       let ok = true;

@@ -130,7 +130,8 @@ export function createSyncService(opts: {
             updatedUnixMs: Date.now(), connectedUnixMs: Date.now(),
           };
           publish();
-          stream = new HostStream(name, call, graph, logger, opts.onReset);
+          // Honour the hello's capabilities: a driver without IPv6 gets nothing of it.
+          stream = new HostStream(name, call, graph, logger, opts.onReset, undefined, new Set(m.value.ipv6 ? [4, 6] : [4]));
           const streams = open.get(name) ?? [];
           streams.push({ stream, end: (details) => endWithStatus(call, grpc.status.ABORTED, details) });
           open.set(name, streams);

@@ -5,20 +5,20 @@ import * as grpc from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { call } from "../../services/contract/clients.js";
 import { documentToPb } from "../../services/contract/model-wire.js";
-import { DataplaneSyncServiceClient, InterfaceState, type SyncRequest, type SyncResponse } from "../../services/gen/palisade/sync/v1/sync.js";
+import { DataplaneSyncServiceClient, InterfaceState, IpFamily, type SyncRequest, type SyncResponse } from "../../services/gen/palisade/sync/v1/sync.js";
 import { parseDocuments } from "../../services/model/index.js";
 import { eventually } from "../support/binaries.js";
 import { startTestController } from "../support/controller.js";
 
 let t: Awaited<ReturnType<typeof startTestController>>;
 
-function connect(hostname: string) {
+function connect(hostname: string, ipv6 = true) {
   const client = new DataplaneSyncServiceClient(t.address, grpc.credentials.createInsecure());
   const stream = client.sync();
   const batches: SyncResponse[] = [];
   stream.on("data", (b: SyncResponse) => batches.push(b));
   stream.on("error", () => undefined);
-  stream.write({ message: { $case: "hello", value: { hostname, driverVersion: "test", ipv6: true, iptablesBackend: "nft" } } });
+  stream.write({ message: { $case: "hello", value: { hostname, driverVersion: "test", ipv6, iptablesBackend: "nft" } } });
   return {
     batches,
     send: (m: SyncRequest) => stream.write(m),
@@ -70,6 +70,27 @@ describe("DataplaneSync", () => {
     });
     await eventually(async () => d.batches.some((b) => b.revision >= r.revision), { what: "revision marker" });
     d.close();
+  });
+
+  it("honours the hello: a driver without IPv6 receives no IPv6 chain or set, in the snapshot or after", async () => {
+    const families = (bs: SyncResponse[]) => new Set(bs.flatMap((b) => b.updates.flatMap((u) => {
+      const v = u.update?.value as { family?: IpFamily; table?: string } | undefined;
+      return v && "family" in v && v.family !== undefined ? [v.family] : [];
+    })));
+    const v4 = connect("hv-v4only", false);
+    const both = connect("hv-v4only-peer", true);
+    await eventually(async () => v4.batches.some((b) => b.inSync) && both.batches.some((b) => b.inSync), { what: "snapshots" });
+    const r = await call(t.clients.policy, t.clients.policy.apply, { deletes: [], documents: parseDocuments([
+      { kind: "Profile", id: "fam", tags: ["fam"], inbound_rules: [{ src_tag: "fam" }], outbound_rules: [{}] },
+      { kind: "Endpoint", host: "hv-v4only", orchestrator: "t", workload: "w", id: "e", name: "tapv4", state: "active", ipv4_nets: ["198.18.7.1"], ipv6_nets: ["2001:db8::71"], profile_ids: ["fam"] },
+      { kind: "Endpoint", host: "hv-v4only-peer", orchestrator: "t", workload: "w", id: "e", name: "tapv6", state: "active", ipv4_nets: ["198.18.7.2"], ipv6_nets: ["2001:db8::72"], profile_ids: ["fam"] },
+    ]).map(documentToPb) });
+    await eventually(async () => v4.batches.some((b) => b.revision >= r.revision && b.updates.length) && both.batches.some((b) => b.revision >= r.revision && b.updates.length), { what: "deltas" });
+    // The peer (IPv6 on) proves there was IPv6 to send.
+    expect(families(both.batches)).toEqual(new Set([IpFamily.IP_FAMILY_V4, IpFamily.IP_FAMILY_V6]));
+    expect(families(v4.batches)).toEqual(new Set([IpFamily.IP_FAMILY_V4]));
+    v4.close();
+    both.close();
   });
 
   it("keeps idle streams alive with empty heartbeat batches at the current revision", async () => {
