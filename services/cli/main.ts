@@ -126,12 +126,13 @@ function endpointJson(e: EndpointStatus) {
   return { endpoint: e.endpointKey, host: e.hostname, state: EP_STATE[e.state] ?? "unknown", detail: e.detail, updated_unix_ms: e.updatedUnixMs };
 }
 
-function printStatus(format: string, modelRevision: number, hosts: HostStatus[], endpoints: EndpointStatus[]): void {
+function printStatus(format: string, modelRevision: number, hosts: HostStatus[], endpoints: EndpointStatus[], problems: string[]): void {
   if (format === "json") {
-    process.stdout.write(`${JSON.stringify({ model_revision: modelRevision, hosts: hosts.map(hostJson), endpoints: endpoints.map(endpointJson) })}\n`);
+    process.stdout.write(`${JSON.stringify({ model_revision: modelRevision, problems, hosts: hosts.map(hostJson), endpoints: endpoints.map(endpointJson) })}\n`);
     return;
   }
   process.stdout.write(`model revision ${modelRevision}\n`);
+  for (const p of problems) process.stdout.write(`WARNING: status may be incomplete: ${p}\n`);
   process.stdout.write(table([["HOST", "CONNECTED", "IN-SYNC", "APPLIED", "APPLY-MS", "BACKEND", "ERROR"], ...hosts.map((h) => [
     h.hostname, String(h.connected), String(h.inSync), String(h.appliedRevision), h.lastApplyMs.toFixed(1), h.iptablesBackend, h.lastError || "-",
   ])]));
@@ -148,6 +149,7 @@ function watchStatus(onChange: (rev: number, hosts: Map<string, HostStatus>, eps
   let rev = 0;
   return new Promise((resolve, reject) => {
     const stream = c.status.watchStatus({});
+    let cancelledByUs = false;
     stream.on("data", (m: WatchStatusResponse) => {
       if (m.snapshot) { hosts.clear(); eps.clear(); }
       for (const h of m.hosts) hosts.set(h.hostname, h);
@@ -156,14 +158,20 @@ function watchStatus(onChange: (rev: number, hosts: Map<string, HostStatus>, eps
       for (const e of m.removedEndpoints) eps.delete(e);
       if (m.modelRevision) rev = m.modelRevision;
       if (onChange(rev, hosts, eps, m) === true) {
+        cancelledByUs = true;
         stream.cancel();
         c.close();
         resolve();
       }
     });
+    // Only our own cancel is quiet: a controller shutting down cancels too,
+    // and a stream that ends must not leave `wait` or `status -w` hanging.
     stream.on("error", (err: grpc.ServiceError) => {
-      if (err.code === grpc.status.CANCELLED) return; // cancelled by us
+      if (cancelledByUs) return;
       reject(rpcErrorOf(err, c.policy.getChannel().getTarget()));
+    });
+    stream.on("end", () => {
+      if (!cancelledByUs) reject(new Error("the controller ended the status stream (shutting down?)"));
     });
   });
 }
@@ -177,14 +185,14 @@ program.command("status")
       const c = clients();
       const r = await call(c.status, c.status.getStatus, {});
       c.close();
-      printStatus(o.output, r.modelRevision, r.hosts, r.endpoints);
+      printStatus(o.output, r.modelRevision, r.hosts, r.endpoints, r.problems);
       return;
     }
     await watchStatus((rev, hosts, eps, msg) => {
       if (o.output === "json") {
-        process.stdout.write(`${JSON.stringify({ snapshot: msg.snapshot, model_revision: rev, hosts: msg.hosts.map(hostJson), endpoints: msg.endpoints.map(endpointJson), removed_hosts: msg.removedHosts, removed_endpoints: msg.removedEndpoints })}\n`);
+        process.stdout.write(`${JSON.stringify({ snapshot: msg.snapshot, model_revision: rev, problems: msg.problems, hosts: msg.hosts.map(hostJson), endpoints: msg.endpoints.map(endpointJson), removed_hosts: msg.removedHosts, removed_endpoints: msg.removedEndpoints })}\n`);
       } else {
-        printStatus("table", rev, [...hosts.values()], [...eps.values()]);
+        printStatus("table", rev, [...hosts.values()], [...eps.values()], msg.problems);
       }
     });
   });
@@ -206,9 +214,12 @@ program.command("wait")
       c.close();
     }
     let behind: HostStatus[] = [];
-    const done = watchStatus((_rev, hosts) => {
+    let problems: string[] = [];
+    const done = watchStatus((_rev, hosts, _eps, msg) => {
       behind = hostsBehind(hosts.values(), revision);
-      return behind.length === 0;
+      // Status that cannot be trusted to be complete is no proof of anything.
+      problems = msg.problems;
+      return behind.length === 0 && problems.length === 0;
     });
     let timer: NodeJS.Timeout | undefined;
     const expired = new Promise<"timeout">((r) => { timer = setTimeout(() => r("timeout"), timeout * 1000); });
@@ -216,7 +227,8 @@ program.command("wait")
     clearTimeout(timer);
     if (result === "timeout") {
       const list = behind.map((h) => `${h.hostname} (applied ${h.appliedRevision}${h.lastError ? `, error: ${h.lastError}` : ""})`).join(", ");
-      fail(`timed out after ${timeout}s waiting for revision ${revision}; behind: ${list || "status unavailable"}`);
+      const why = problems.length ? `; status incomplete: ${problems.join("; ")}` : "";
+      fail(`timed out after ${timeout}s waiting for revision ${revision}; behind: ${list || (problems.length ? "unknown" : "status unavailable")}${why}`);
     }
     process.stdout.write(`all connected hosts applied revision ${revision}\n`);
     process.exit(0);

@@ -16,7 +16,7 @@ import { ValidationError, type ValidationIssue } from "../model/index.js";
 
 export type ApiErrorCode =
   | "INVALID_ARGUMENT" | "NOT_FOUND" | "FAILED_PRECONDITION" | "ABORTED" | "UNAVAILABLE" | "INTERNAL" | "PERMISSION_DENIED"
-  | "RESOURCE_EXHAUSTED";
+  | "RESOURCE_EXHAUSTED" | "DEADLINE_EXCEEDED";
 
 /** What the server throws for a request it refuses (other than validation). */
 export class ApiError extends Error {
@@ -33,18 +33,31 @@ export class ApiError extends Error {
 /** Trailing metadata key of the structured detail (binary: "-bin"). */
 export const ERROR_DETAIL_METADATA = "palisade-error-bin";
 
-/** Bounds of what one status carries, whatever the request. */
+/**
+ * Bounds of what one status carries, whatever the request: grpc-js clients
+ * stop reading trailers somewhere past 60 KB (a status that large looks like
+ * a dead controller), so the detail stays far below that.
+ */
 export const MAX_VIOLATIONS = 100;
+export const MAX_DETAIL_BYTES = 16 * 1024;
 const MAX_TEXT = 512;
 const clip = (s: string) => (s.length > MAX_TEXT ? `${s.slice(0, MAX_TEXT - 1)}…` : s);
 
 /** The structure of a server-side error, encoded for the trailing metadata. */
 export function errorDetailMetadata(err: ValidationError | ApiError): grpc.Metadata {
   const issues = err instanceof ValidationError ? err.issues : [];
+  const violations: ErrorDetail["violations"] = [];
+  let bytes = 0;
+  for (const i of issues) {
+    const v = { document: clip(i.document), field: clip(i.field), description: clip(i.reason) };
+    bytes += Buffer.byteLength(v.document) + Buffer.byteLength(v.field) + Buffer.byteLength(v.description) + 8;
+    if (violations.length >= MAX_VIOLATIONS || bytes > MAX_DETAIL_BYTES) break;
+    violations.push(v);
+  }
   const detail: ErrorDetail = {
     reason: err instanceof ValidationError ? "validation" : err.etcdClass ? `etcd-${err.etcdClass}` : "",
-    violations: issues.slice(0, MAX_VIOLATIONS).map((i) => ({ document: clip(i.document), field: clip(i.field), description: clip(i.reason) })),
-    omittedViolations: Math.max(0, issues.length - MAX_VIOLATIONS),
+    violations,
+    omittedViolations: issues.length - violations.length,
   };
   const md = new grpc.Metadata();
   md.set(ERROR_DETAIL_METADATA, Buffer.from(ErrorDetail.encode(detail).finish()));

@@ -5,6 +5,8 @@
 // host said in the hello is checked by the sync service, which sees the hello.
 // Health and reflection stay open to any client that passed the TLS handshake
 // (which already needs a certificate from our CA).
+import { decidedStatus } from "../runtime/grpc-server.js";
+import { ApiError } from "../contract/errors.js";
 import * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import { peerIdentity, type Identity, type Role } from "../runtime/tls.js";
@@ -61,7 +63,7 @@ export function guardService<T extends object>(service: string, impl: T, access:
       if (reason === undefined) return handler(call, callback);
       logger.warn({ method, reason }, "permission denied");
       onDenied?.(method, reason);
-      const err = { code: grpc.status.PERMISSION_DENIED, details: `permission denied: ${reason}`, metadata: new grpc.Metadata() };
+      const err = decidedStatus(new ApiError("PERMISSION_DENIED", `permission denied: ${reason}`));
       if (callback) callback(err);
       else call.emit("error", err);
       return undefined;

@@ -163,6 +163,7 @@ export async function startController(options: ControllerOptions): Promise<Contr
   void store.detectTxnOpsLimit().then(
     ({ limit, sufficient }) => {
       metrics.etcdTxnOpsLimit.set(limit);
+      status.limitTxnOps(limit);
       if (!sufficient) {
         etcdLog.warn({ maxTxnOps: limit, needed: REQUIRED_TXN_OPS },
           `etcd accepts at most ${limit} operations per transaction: applies of more than ${Math.max(0, limit - 1)} documents will be refused; run etcd with --max-txn-ops ${REQUIRED_TXN_OPS} or more`);
@@ -218,9 +219,14 @@ export async function startController(options: ControllerOptions): Promise<Contr
     // As for a failed etcd start: nothing may linger (ports already bound,
     // the model watch, the etcd client).
     server.forceShutdown();
+    clearInterval(pruneTimer);
+    await closeStatusService().catch(() => undefined);
+    await compactor?.stop().catch(() => undefined);
     await feed.stop().catch(() => undefined);
     hub.close();
     await status.close().catch(() => undefined);
+    statusClient.close();
+    store.close();
     client.close();
     throw new Error(`cannot start: ${(err as Error).message}`);
   }

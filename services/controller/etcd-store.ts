@@ -185,6 +185,23 @@ export function createEtcdStore(opts: {
   }
 
   /**
+   * The revision of the transaction that left exactly `puts` written and
+   * `deletes` gone, touching the revision key with them, after `readRevision`;
+   * undefined when etcd holds anything else.
+   */
+  async function committedAs(readRevision: number, puts: [string, string][], deletes: string[]): Promise<number | undefined> {
+    const { kvs } = await readKeys([keys.revision, ...puts.map(([k]) => k), ...deletes]);
+    const rev = kvs[0] ? Number(kvs[0].mod_revision) : undefined;
+    if (rev === undefined || rev <= readRevision) return undefined;
+    const putsMatch = puts.every(([, v], i) => {
+      const kv = kvs[1 + i];
+      return kv !== undefined && Number(kv.mod_revision) === rev && kv.value.toString("utf8") === v;
+    });
+    const deletesGone = deletes.every((_, i) => kvs[1 + puts.length + i] === undefined);
+    return putsMatch && deletesGone ? rev : undefined;
+  }
+
+  /**
    * Optimistic transaction: read, decide, then commit only if nothing we
    * read changed meanwhile (mod_revision compares); retried a few times.
    */
@@ -194,7 +211,7 @@ export function createEtcdStore(opts: {
   ): Promise<WriteResult> {
     checkTxnOps(ks.length);
     for (let attempt = 0; ; attempt++) {
-      const { kvs } = await readKeys(ks).catch((err: unknown) => { throw etcdFailure(err, { operations: ks.length + 1 }); });
+      const { revision: readRevision, kvs } = await readKeys(ks).catch((err: unknown) => { throw etcdFailure(err, { operations: ks.length + 1 }); });
       const { puts, deletes } = decide(kvs);
       if (puts.length === 0 && deletes.length === 0) return { revision: await modelRevision(), changed: 0, deleted: 0 };
       const compare = ks.map((k, i) => {
@@ -236,6 +253,13 @@ export function createEtcdStore(opts: {
         }
       }
       if (res.succeeded) return { revision: Number(res.header.revision), changed: puts.length + deletes.length, deleted: deletes.length };
+      // A failed compare may be our own write: the client retries a transaction
+      // whose answer was lost (a leader change), and the retry then fails the
+      // compares the first attempt's commit changed. If etcd now holds exactly
+      // what we wrote, from one transaction after our read, it is ours (or one
+      // with the same outcome): report it as done rather than re-deciding.
+      const ours = await committedAs(readRevision, puts, deletes).catch(() => undefined);
+      if (ours !== undefined) return { revision: ours, changed: puts.length + deletes.length, deleted: deletes.length };
       if (attempt >= MAX_OPTIMISTIC_RETRIES) throw new ApiError("ABORTED", "concurrent modification; retry the request");
     }
   }

@@ -11,7 +11,8 @@ import * as grpc from "@grpc/grpc-js";
 import type { Etcd3, Watcher } from "etcd3";
 import type { Logger } from "pino";
 import { retryUntilAborted } from "../util/backoff.js";
-import { unary } from "../runtime/grpc-server.js";
+import { decidedStatus, unary } from "../runtime/grpc-server.js";
+import { ApiError } from "../contract/errors.js";
 import type { StatusServiceServer, WatchStatusRequest, WatchStatusResponse } from "../gen/palisade/status/v1/status.js";
 import { toApiError } from "./etcd-errors.js";
 import type { EtcdStore } from "./etcd-store.js";
@@ -116,23 +117,33 @@ function createStatusFeed(opts: { client: Etcd3; store: EtcdStore; logger: Logge
 export function createStatusService(opts: { client: Etcd3; store: EtcdStore; status: StatusStore; logger: Logger; maxWatchers?: number }): StatusServiceServer & { close(): Promise<void> } {
   const { store, status, logger } = opts;
   const feed = createStatusFeed(opts);
+  const problems = (): string[] => {
+    const p = status.problem();
+    return p ? [p] : [];
+  };
+  // A problem can appear or clear without any status key changing: sessions
+  // compare what they last sent with the current list every second.
+  const sessionsToCheck = new Set<() => void>();
+  const problemTimer = setInterval(() => { for (const kick of sessionsToCheck) kick(); }, 1_000);
+  problemTimer.unref();
   const maxWatchers = opts.maxWatchers ?? MAX_STATUS_WATCHERS;
   return {
-    close: () => feed.close(),
+    close: () => { clearInterval(problemTimer); return feed.close(); },
     getStatus: unary(logger, async () => {
       // etcd's failures reach the client classified (UNAVAILABLE, …), as on the policy API.
       const [s, modelRevision] = await Promise.all([status.read().catch((e: unknown) => { throw toApiError(e); }), store.modelRevision()]);
-      return { hosts: s.hosts, endpoints: s.endpoints, modelRevision };
+      return { hosts: s.hosts, endpoints: s.endpoints, modelRevision, problems: problems() };
     }),
     watchStatus(call: grpc.ServerWritableStream<WatchStatusRequest, WatchStatusResponse>) {
       if (feed.sessions >= maxWatchers) {
-        call.emit("error", { code: grpc.status.RESOURCE_EXHAUSTED, details: `too many status watchers on this replica (${maxWatchers}); retry later or use another replica`, metadata: new grpc.Metadata() });
+        call.emit("error", decidedStatus(new ApiError("RESOURCE_EXHAUSTED", `too many status watchers on this replica (${maxWatchers}); retry later or use another replica`)));
         return;
       }
       let done = false;
       let waitingDrain = false;
       let unsubscribe: (() => void) | undefined;
       let sentRevision = -1;
+      let sentProblems = "";
       const session: Session = {
         hosts: new Set(), endpoints: new Set(), removedHosts: new Set(), removedEndpoints: new Set(),
         revisionChanged: false, resnapshot: true,
@@ -140,6 +151,7 @@ export function createStatusService(opts: { client: Etcd3; store: EtcdStore; sta
       };
       const end = () => {
         done = true;
+        sessionsToCheck.delete(session.kick);
         unsubscribe?.();
       };
       call.on("cancelled", end);
@@ -153,14 +165,14 @@ export function createStatusService(opts: { client: Etcd3; store: EtcdStore; sta
           if (session.resnapshot) {
             session.resnapshot = false;
             for (const set of [session.hosts, session.endpoints, session.removedHosts, session.removedEndpoints]) set.clear();
-            msg = { snapshot: true, hosts: view.hosts(), endpoints: [...view.endpoints.values()], removedHosts: [], removedEndpoints: [], modelRevision: feed.modelRevision };
-          } else if (session.hosts.size || session.endpoints.size || session.removedHosts.size || session.removedEndpoints.size || (session.revisionChanged && feed.modelRevision !== sentRevision)) {
+            msg = { snapshot: true, hosts: view.hosts(), endpoints: [...view.endpoints.values()], removedHosts: [], removedEndpoints: [], modelRevision: feed.modelRevision, problems: problems() };
+          } else if (session.hosts.size || session.endpoints.size || session.removedHosts.size || session.removedEndpoints.size || (session.revisionChanged && feed.modelRevision !== sentRevision) || problems().join("\n") !== sentProblems) {
             msg = {
               snapshot: false,
               hosts: [...session.hosts].flatMap((h) => view.host(h) ?? []),
               endpoints: [...session.endpoints].flatMap((e) => view.endpoints.get(e) ?? []),
               removedHosts: [...session.removedHosts], removedEndpoints: [...session.removedEndpoints],
-              modelRevision: feed.modelRevision,
+              modelRevision: feed.modelRevision, problems: problems(),
             };
             for (const set of [session.hosts, session.endpoints, session.removedHosts, session.removedEndpoints]) set.clear();
           } else {
@@ -169,6 +181,7 @@ export function createStatusService(opts: { client: Etcd3; store: EtcdStore; sta
           }
           session.revisionChanged = false;
           sentRevision = msg.modelRevision;
+          sentProblems = msg.problems.join("\n");
           if (!call.write(msg)) {
             // Changes meanwhile only mark keys: the session's memory stays bounded.
             waitingDrain = true;
@@ -181,11 +194,13 @@ export function createStatusService(opts: { client: Etcd3; store: EtcdStore; sta
         (unsub) => {
           if (done) return unsub();
           unsubscribe = unsub;
+          sessionsToCheck.add(session.kick);
           pump();
         },
         (err: Error) => {
           logger.warn({ err: err.message }, "status watch failed");
-          call.emit("error", { code: grpc.status.UNAVAILABLE, details: `status unavailable: ${err.message}`, metadata: new grpc.Metadata() });
+          const e = toApiError(err);
+          call.emit("error", decidedStatus(e instanceof ApiError ? e : new ApiError("UNAVAILABLE", `status unavailable: ${err.message}`)));
         },
       );
     },

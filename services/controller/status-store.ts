@@ -26,6 +26,7 @@ import type { EndpointStatus, HostStatus } from "../gen/palisade/status/v1/statu
 import type { Keys } from "./etcd-keys.js";
 import { prefixEnd } from "./etcd-store.js";
 import { encodeProgress, StatusView } from "./status-view.js";
+import { classifyEtcdError } from "./etcd-errors.js";
 
 export interface StatusStoreOptions {
   client: Etcd3;
@@ -68,6 +69,14 @@ export interface StatusStore {
   hasEndpoint(key: string): boolean;
   /** Removes a host's statuses (its driver disconnected from us). */
   removeHost(host: string): void;
+  /** etcd's --max-txn-ops as detected: transactions stay within it. */
+  limitTxnOps(limit: number): void;
+  /**
+   * Whether this replica's statuses reach etcd: undefined when they do, else
+   * why not (no lease — etcd refuses writes —, or writes failing for a while).
+   * Readers must not take missing statuses for absent hosts meanwhile.
+   */
+  problem(): string | undefined;
   read(): Promise<{ revision: number; hosts: HostStatus[]; endpoints: EndpointStatus[] }>;
   /** Resolves once everything changed so far has been written (or the store closed). */
   flushed(): Promise<void>;
@@ -86,7 +95,7 @@ export function createStatusStore(opts: StatusStoreOptions): StatusStore {
   const ttl = opts.ttlSeconds ?? 15;
   const flushDelayMs = opts.flushDelayMs ?? 50;
   const minIntervalMs = opts.minIntervalMs ?? 250;
-  const txnOps = Math.max(2, opts.txnOps ?? 64);
+  let txnOps = Math.max(2, opts.txnOps ?? 64);
   const progressKey = `${keys.progress}${replicaId}`;
 
   /** key -> value this replica wants in etcd. */
@@ -123,7 +132,9 @@ export function createStatusStore(opts: StatusStoreOptions): StatusStore {
     const l = client.lease(ttl, { autoKeepAlive: true });
     lease = l;
     l.on("lost", (err) => {
-      if (closed || l !== lease) return;
+      // etcd3 also says "lost" when the grant itself fails: that is the
+      // grant's rejection below (aggregated), not a lease we had.
+      if (closed || l !== lease || leaseId === "") return;
       logger.warn({ err: err.message }, "status lease lost; statuses will be rewritten under a new lease");
       lease = undefined;
       leaseId = "";
@@ -209,7 +220,23 @@ export function createStatusStore(opts: StatusStoreOptions): StatusStore {
         try {
           await writeChunk(chunk);
         } catch (err) {
-          // Nothing of the chunk is assumed written: everything not yet done is dirty again.
+          const cls = classifyEtcdError(err);
+          // Under etcd's space alarm puts are refused but deletions go
+          // through: a host that left must not look connected for as long
+          // as the alarm lasts. Its deletions are written on their own.
+          if (cls === "nospace") {
+            const dels = ops.slice(i).filter((o) => o.value === undefined);
+            for (let j = 0; j < dels.length; j += txnOps) {
+              const part = dels.slice(j, j + txnOps);
+              await deleteStillOurs(part.map((o) => o.key), leaseId).then(
+                () => { for (const o of part) ops.splice(ops.indexOf(o), 1); },
+                () => undefined,
+              );
+            }
+          }
+          // etcd allows fewer operations per transaction than we used: smaller chunks from now on.
+          if (cls === "too-many-ops" && txnOps > 2) txnOps = Math.max(2, Math.floor(txnOps / 2));
+          // Nothing else of the chunk is assumed written: everything not yet done is dirty again.
           for (const op of ops.slice(i)) op.key === progressKey ? (progressDirty = true) : dirty.add(op.key);
           noteFailure(err as Error, ops.length - i);
           return;
@@ -240,17 +267,27 @@ export function createStatusStore(opts: StatusStoreOptions): StatusStore {
   }
 
   /** One transaction: puts under our lease; deletions only of keys still under our lease. */
+  /**
+   * One transaction: puts under our lease; deletions only of keys still under
+   * our lease. Everything is done against the lease the chunk started with:
+   * if that lease is lost meanwhile, nothing of the chunk counts as written
+   * (the lost-lease handler made every wanted key dirty again, and an answer
+   * arriving after it must not undo that).
+   */
   async function writeChunk(chunk: Op[]): Promise<void> {
+    const lid = leaseId;
+    const current = () => lid === leaseId && !closed;
     const puts = chunk.filter((o): o is { key: string; value: string } => o.value !== undefined);
     const dels = chunk.filter((o) => o.value === undefined).map((o) => o.key);
-    const putOps = puts.map((p) => ({ request_put: { key: Buffer.from(p.key), value: Buffer.from(p.value), lease: leaseId } }));
+    const putOps = puts.map((p) => ({ request_put: { key: Buffer.from(p.key), value: Buffer.from(p.value), lease: lid } }));
     const res = await client.kv.txn({
       // After a failover another replica may own a key now: never delete its value.
-      compare: dels.map((k) => ({ key: Buffer.from(k), target: "Lease" as const, result: "Equal" as const, lease: leaseId })),
+      compare: dels.map((k) => ({ key: Buffer.from(k), target: "Lease" as const, result: "Equal" as const, lease: lid })),
       success: [...putOps, ...dels.map((k) => ({ request_delete_range: { key: Buffer.from(k) } }))],
       failure: putOps,
     });
     stats.transactions++;
+    if (!current()) return;
     for (const p of puts) written.set(p.key, p.value);
     stats.keysWritten += puts.length;
     if (res.succeeded) {
@@ -258,16 +295,21 @@ export function createStatusStore(opts: StatusStoreOptions): StatusStore {
       stats.keysDeleted += dels.length;
       return;
     }
-    // Some key to delete is no longer ours (or already gone): delete the ones that still are.
+    await deleteStillOurs(dels, lid);
+  }
+
+  /** Deletes those of `dels` still under lease `lid` (some may be another replica's by now, or gone). */
+  async function deleteStillOurs(dels: string[], lid: string): Promise<void> {
     const owners = await client.kv.txn({ success: dels.map((k) => ({ request_range: { key: Buffer.from(k), keys_only: true } })) });
-    const ours = dels.filter((_, i) => owners.responses[i]?.response_range.kvs[0]?.lease === leaseId);
+    const ours = dels.filter((_, i) => owners.responses[i]?.response_range.kvs[0]?.lease === lid);
     if (ours.length) {
       await client.kv.txn({
-        compare: ours.map((k) => ({ key: Buffer.from(k), target: "Lease" as const, result: "Equal" as const, lease: leaseId })),
+        compare: ours.map((k) => ({ key: Buffer.from(k), target: "Lease" as const, result: "Equal" as const, lease: lid })),
         success: ours.map((k) => ({ request_delete_range: { key: Buffer.from(k) } })),
       });
       stats.transactions++;
     }
+    if (lid !== leaseId) return;
     for (const k of dels) written.delete(k);
     stats.keysDeleted += ours.length;
   }
@@ -319,6 +361,14 @@ export function createStatusStore(opts: StatusStoreOptions): StatusStore {
     },
     hasEndpoint(key) {
       return endpointsOf.get(key.slice(0, key.indexOf("/")))?.has(key) ?? false;
+    },
+    limitTxnOps(limit) {
+      txnOps = Math.max(2, Math.min(txnOps, limit));
+    },
+    problem() {
+      if (!stats.leased) return "this replica holds no status lease (etcd refuses writes or is unreachable)";
+      if (failuresInEpisode > 0 && Date.now() - failingSince > 5_000) return `this replica's status writes have failed for ${Math.round((Date.now() - failingSince) / 1000)} s`;
+      return undefined;
     },
     removeHost(host) {
       shown.delete(host);

@@ -1,6 +1,8 @@
 // DataplaneSyncService: one bidirectional stream per host. The driver says
 // hello; we answer with a snapshot, an in-sync marker, then deltas (through
 // the SyncHub). What the driver reports back becomes status in etcd.
+import { decidedStatus } from "../runtime/grpc-server.js";
+import { ApiError, type ApiErrorCode } from "../contract/errors.js";
 import * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import type { CalcGraph } from "../calc/index.js";
@@ -35,7 +37,7 @@ const ENDPOINT_STATE: Record<InterfaceState, EndpointState> = {
  * the HTTP/2 stream: the driver would learn nothing and wait for its watchdog.)
  */
 function endWithStatus(call: grpc.ServerDuplexStream<SyncRequest, SyncResponse>, code: grpc.status, details: string): void {
-  call.emit("error", { code, details, metadata: new grpc.Metadata() });
+  call.emit("error", decidedStatus(new ApiError(grpc.status[code] as ApiErrorCode, details)));
 }
 
 export function createSyncService(opts: {

@@ -91,12 +91,20 @@ export async function startDriver(o: DriverOptions): Promise<Driver> {
       let pid: number | undefined;
       return o.runner.run(cmd, args, input, {
         onSpawn: (p) => { pid = p; ownPids.set(p, Infinity); ro?.onSpawn?.(p); },
-      }).finally(() => { if (pid !== undefined) ownPids.set(pid, Date.now() + 10_000); });
+      }).finally(() => {
+        if (pid !== undefined) ownPids.set(pid, Date.now() + 10_000);
+        // Pruned here too, not only when the monitor asks: without a monitor
+        // (legacy, no nft) nothing else would, and the map would only grow.
+        forgetOldPids();
+      });
     },
   };
-  const isOwnPid = (pid: number) => {
+  const forgetOldPids = () => {
     const now = Date.now();
     for (const [p, until] of ownPids) if (until < now) ownPids.delete(p);
+  };
+  const isOwnPid = (pid: number) => {
+    forgetOldPids();
     return ownPids.has(pid);
   };
   const backend = !o.backend || o.backend === "auto" ? await detectBackend(runner) : o.backend;

@@ -44,6 +44,14 @@ function boundedIssues(err: ValidationError): string {
   return out;
 }
 
+/**
+ * A status the server decided, for streams (which end by emitting it): the
+ * same detail metadata as unary answers, so clients rebuild the same error.
+ */
+export function decidedStatus(err: ApiError): { code: grpc.status; details: string; metadata: grpc.Metadata } {
+  return { code: grpc.status[err.code], details: err.message.slice(0, MAX_ERROR_DETAILS), metadata: errorDetailMetadata(err) };
+}
+
 /** Maps any thrown error to a gRPC status; unexpected ones are logged. */
 export function toServiceError(err: unknown, logger: Logger): Partial<grpc.StatusObject> {
   if (err instanceof ValidationError) return { code: grpc.status.INVALID_ARGUMENT, details: boundedIssues(err), metadata: errorDetailMetadata(err) };

@@ -5,10 +5,12 @@
 import * as grpc from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { call, createClients } from "../../services/contract/clients.js";
-import { MAX_VIOLATIONS, RpcError } from "../../services/contract/errors.js";
+import { MAX_DETAIL_BYTES, MAX_VIOLATIONS, RpcError, errorDetailMetadata } from "../../services/contract/errors.js";
 import { documentToPb } from "../../services/contract/model-wire.js";
 import { ValidationError, parseDocuments } from "../../services/model/index.js";
 import { freePort } from "../lab/etcd-process.js";
+import { execa } from "execa";
+import { BIN } from "../support/binaries.js";
 import { startTestController } from "../support/controller.js";
 
 let t: Awaited<ReturnType<typeof startTestController>>;
@@ -76,6 +78,30 @@ describe("error model", () => {
       expect(e.message).toMatch(/cannot reach the controller at (dns:)?127\.0\.0\.1:/);
     } finally {
       c.close();
+    }
+  });
+
+  it("the detail stays within its byte budget whatever the issues", () => {
+    const long = "x".repeat(600);
+    const md = errorDetailMetadata(new ValidationError(Array.from({ length: 100 }, () => ({ document: long, field: long, reason: long }))));
+    const bytes = (md.get("palisade-error-bin")[0] as Buffer).length;
+    expect(bytes).toBeLessThanOrEqual(MAX_DETAIL_BYTES + 1024);
+    expect(bytes).toBeGreaterThan(MAX_DETAIL_BYTES / 2);
+  });
+
+  it("palisadectl status --watch ends (exit 1, one line) when the controller shuts down, instead of hanging", async () => {
+    const other = await startTestController();
+    const cli = execa(process.execPath, [BIN.ctl, "--insecure", "--controller", other.address, "status", "--watch", "-o", "json"], { reject: false });
+    try {
+      await new Promise((r) => setTimeout(r, 1_500));
+      await other.stop();
+      const r = await Promise.race([cli, new Promise<"hung">((res) => setTimeout(() => res("hung"), 20_000))]);
+      expect(r).not.toBe("hung");
+      const done = r as Awaited<typeof cli>;
+      expect(done.exitCode).toBe(1);
+      expect(String(done.stderr).trim().split("\n")).toHaveLength(1);
+    } finally {
+      cli.kill("SIGKILL");
     }
   });
 });

@@ -103,6 +103,12 @@ export interface GetStatusResponse {
   endpoints: EndpointStatus[];
   /** Current revision of the model. */
   modelRevision: number;
+  /**
+   * Why this answer may be missing hosts (e.g. the answering replica cannot
+   * write status while etcd refuses writes); empty when complete. `wait`
+   * does not succeed while there are any.
+   */
+  problems: string[];
 }
 
 export interface WatchStatusRequest {
@@ -116,6 +122,8 @@ export interface WatchStatusResponse {
   removedHosts: string[];
   removedEndpoints: string[];
   modelRevision: number;
+  /** As in GetStatusResponse; every message carries the current list. */
+  problems: string[];
 }
 
 function createBaseHostStatus(): HostStatus {
@@ -585,7 +593,7 @@ export const GetStatusRequest: MessageFns<GetStatusRequest> = {
 };
 
 function createBaseGetStatusResponse(): GetStatusResponse {
-  return { hosts: [], endpoints: [], modelRevision: 0 };
+  return { hosts: [], endpoints: [], modelRevision: 0, problems: [] };
 }
 
 export const GetStatusResponse: MessageFns<GetStatusResponse> = {
@@ -598,6 +606,9 @@ export const GetStatusResponse: MessageFns<GetStatusResponse> = {
     }
     if (message.modelRevision !== 0) {
       writer.uint32(24).int64(message.modelRevision);
+    }
+    for (const v of message.problems) {
+      writer.uint32(34).string(v!);
     }
     return writer;
   },
@@ -639,6 +650,14 @@ export const GetStatusResponse: MessageFns<GetStatusResponse> = {
             message.modelRevision = longToNumber(reader.int64());
             continue;
           }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.problems.push(reader.string());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -662,6 +681,7 @@ export const GetStatusResponse: MessageFns<GetStatusResponse> = {
         : isSet(object.model_revision)
         ? globalThis.Number(object.model_revision)
         : 0,
+      problems: globalThis.Array.isArray(object?.problems) ? object.problems.map((e: any) => globalThis.String(e)) : [],
     };
   },
 
@@ -676,6 +696,9 @@ export const GetStatusResponse: MessageFns<GetStatusResponse> = {
     if (message.modelRevision !== 0) {
       obj.modelRevision = Math.round(message.modelRevision);
     }
+    if (message.problems?.length) {
+      obj.problems = message.problems;
+    }
     return obj;
   },
 
@@ -687,6 +710,7 @@ export const GetStatusResponse: MessageFns<GetStatusResponse> = {
     message.hosts = object.hosts?.map((e) => HostStatus.fromPartial(e)) || [];
     message.endpoints = object.endpoints?.map((e) => EndpointStatus.fromPartial(e)) || [];
     message.modelRevision = object.modelRevision ?? 0;
+    message.problems = object.problems?.map((e) => e) || [];
     return message;
   },
 };
@@ -744,7 +768,15 @@ export const WatchStatusRequest: MessageFns<WatchStatusRequest> = {
 };
 
 function createBaseWatchStatusResponse(): WatchStatusResponse {
-  return { snapshot: false, hosts: [], endpoints: [], removedHosts: [], removedEndpoints: [], modelRevision: 0 };
+  return {
+    snapshot: false,
+    hosts: [],
+    endpoints: [],
+    removedHosts: [],
+    removedEndpoints: [],
+    modelRevision: 0,
+    problems: [],
+  };
 }
 
 export const WatchStatusResponse: MessageFns<WatchStatusResponse> = {
@@ -766,6 +798,9 @@ export const WatchStatusResponse: MessageFns<WatchStatusResponse> = {
     }
     if (message.modelRevision !== 0) {
       writer.uint32(48).int64(message.modelRevision);
+    }
+    for (const v of message.problems) {
+      writer.uint32(58).string(v!);
     }
     return writer;
   },
@@ -831,6 +866,14 @@ export const WatchStatusResponse: MessageFns<WatchStatusResponse> = {
             message.modelRevision = longToNumber(reader.int64());
             continue;
           }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.problems.push(reader.string());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -865,6 +908,9 @@ export const WatchStatusResponse: MessageFns<WatchStatusResponse> = {
         : isSet(object.model_revision)
         ? globalThis.Number(object.model_revision)
         : 0,
+      problems: globalThis.Array.isArray(object?.problems)
+        ? object.problems.map((e: any) => globalThis.String(e))
+        : [],
     };
   },
 
@@ -888,6 +934,9 @@ export const WatchStatusResponse: MessageFns<WatchStatusResponse> = {
     if (message.modelRevision !== 0) {
       obj.modelRevision = Math.round(message.modelRevision);
     }
+    if (message.problems?.length) {
+      obj.problems = message.problems;
+    }
     return obj;
   },
 
@@ -902,6 +951,7 @@ export const WatchStatusResponse: MessageFns<WatchStatusResponse> = {
     message.removedHosts = object.removedHosts?.map((e) => e) || [];
     message.removedEndpoints = object.removedEndpoints?.map((e) => e) || [];
     message.modelRevision = object.modelRevision ?? 0;
+    message.problems = object.problems?.map((e) => e) || [];
     return message;
   },
 };
