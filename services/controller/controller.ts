@@ -52,7 +52,7 @@ export interface ControllerOptions {
   tls?: TlsMaterial;
   /** TLS towards etcd (https endpoints): CA, and a client certificate when etcd requires one. */
   etcdTls?: EtcdTls;
-  /** Status writes: coalescing delay and minimum interval between flushes (DESIGN §9.3); defaults 50 / 250 ms. */
+  /** Status writes: coalescing delay and minimum interval between flushes (DESIGN §9.3); defaults 20 / 50 ms (longer with many hosts). */
   statusFlushDelayMs?: number;
   statusMinIntervalMs?: number;
   /** Limits on sync stream admission (hello rate overall and per host, streams without hello). */
@@ -106,8 +106,8 @@ export function normalizeControllerOptions(o: ControllerOptions): NormalizedOpti
     heartbeatMs: o.heartbeatMs ?? 10_000,
     tls: o.tls,
     etcdTls: o.etcdTls,
-    statusFlushDelayMs: o.statusFlushDelayMs ?? 50,
-    statusMinIntervalMs: o.statusMinIntervalMs ?? 250,
+    statusFlushDelayMs: o.statusFlushDelayMs ?? 20,
+    statusMinIntervalMs: o.statusMinIntervalMs ?? 50,
     admission: o.admission ?? {},
     etcdCompaction: o.etcdCompaction ?? { retentionMs: DEFAULT_COMPACTION_RETENTION_MS },
   };
