@@ -20,7 +20,7 @@ import { deepEqual } from "../common/deep-equal.js";
 import { endpointKeyString, type Endpoint, type IpVersion, type Profile } from "../model/index.js";
 import { DEFAULT_CALC_CONFIG, chainKey, sameRules, type CalcConfig, type ChainDef, type HostUpdate } from "./desired-state.js";
 import { renderDispatch } from "./dispatch.js";
-import { renderEndpointChains } from "./render-endpoint.js";
+import { renderEndpointChains, reportedDrop } from "./render-endpoint.js";
 import { renderProfile, type RenderedProfile } from "./render-rules.js";
 import { ENTRY_CHAINS, fromWorkloadChain, tagSet, toWorkloadChain } from "./names.js";
 import { UpdateCoalescer } from "./update-coalescer.js";
@@ -295,7 +295,7 @@ export class CalcGraph {
     if (hv) return hv;
     hv = new HostView();
     this.hosts.set(name, hv);
-    const toHost = this.cfg.workloadToHost === "accept" ? [`-j ${ENTRY_CHAINS.fromWorkload}`, "-j ACCEPT"] : ["-j DROP"];
+    const toHost = this.cfg.workloadToHost === "accept" ? [`-j ${ENTRY_CHAINS.fromWorkload}`, "-j ACCEPT"] : reportedDrop(this.cfg, "", "h", ENTRY_CHAINS.workloadToHost);
     for (const family of FAMILIES) this.setChain(name, hv, { table: "filter", family, name: ENTRY_CHAINS.workloadToHost, rules: toHost });
     this.renderDispatch(name, hv);
     return hv;
@@ -327,7 +327,7 @@ export class CalcGraph {
     const names = [...hv.byName.keys()];
     const wanted = new Set<string>();
     for (const family of FAMILIES) {
-      for (const c of renderDispatch(names, family)) {
+      for (const c of renderDispatch(names, family, this.cfg)) {
         wanted.add(chainKey(family, c.name));
         this.setChain(host, hv, c);
       }
@@ -348,8 +348,9 @@ export class CalcGraph {
       }
       if (keys.size > 1) {
         // Two endpoints claim one interface: fail closed until resolved.
-        this.setChain(host, hv, { table: "filter", family, name: toWorkloadChain(name), rules: ["-j DROP"] });
-        this.setChain(host, hv, { table: "filter", family, name: fromWorkloadChain(name), rules: ["-j DROP"] });
+        // Reported as "no-endpoint": the interface has no one endpoint.
+        this.setChain(host, hv, { table: "filter", family, name: toWorkloadChain(name), rules: reportedDrop(this.cfg, "", "n", toWorkloadChain(name)) });
+        this.setChain(host, hv, { table: "filter", family, name: fromWorkloadChain(name), rules: reportedDrop(this.cfg, "", "n", fromWorkloadChain(name)) });
         continue;
       }
       const ep = this.endpoints.get([...keys][0]!)!;
