@@ -125,6 +125,9 @@ export function clearMask(cfg: CalcConfig): number {
   return cfg.flowLogs ? cfg.acceptMark | (cfg.logMark ?? DEFAULT_LOG_MARK) : cfg.acceptMark;
 }
 
+/** Position (1-based) in pal-log of the rule counting suppressed reports. */
+export const FLOW_LIMITED_RULE = 3;
+
 /**
  * The driver's rate-limit chains for one family: `pal-log` clears the log
  * mark and sets it when the host's bucket has a token (one `-m limit` rule:
@@ -137,7 +140,13 @@ export function renderFlowLogChains(opts: { mode: "denied" | "all"; ratePerSecon
   return [
     {
       table: "filter" as const, family, name: FLOW_LOG_CHAINS.deny,
-      rules: [clear, `-m limit --limit ${opts.ratePerSecond}/second --limit-burst ${opts.burst} -j MARK --set-xmark ${m}/${m}`],
+      rules: [
+        clear,
+        `-m limit --limit ${opts.ratePerSecond}/second --limit-burst ${opts.burst} -j MARK --set-xmark ${m}/${m}`,
+        // No target: its packet counter is the number of reports the rate
+        // limit suppressed, which the driver reads and exports (FLOW_LIMITED_RULE).
+        `-m mark ! --mark ${m}/${m}`,
+      ],
     },
     { table: "filter" as const, family, name: FLOW_LOG_CHAINS.allow, rules: opts.mode === "all" ? [`-g ${FLOW_LOG_CHAINS.deny}`] : [clear] },
   ];

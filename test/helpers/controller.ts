@@ -16,6 +16,8 @@ export async function startTestController(opts: {
   /** mTLS on the server, and the credentials the returned clients use. */
   tls?: TlsMaterial; clientCredentials?: grpc.ChannelCredentials; metricsListen?: string;
   admission?: AdmissionOptions; statusMinIntervalMs?: number; etcdEndpoints?: string[];
+  /** Distinct per replica when a test runs two on one model (status is kept per replica). */
+  replicaId?: string;
 } = {}) {
   const prefix = opts.prefix ?? `/${uniqueName("c")}-${process.pid}-${seq++}`;
   const controller: Controller = await startController({
@@ -32,6 +34,7 @@ export async function startTestController(opts: {
     metricsListen: opts.metricsListen,
     admission: opts.admission,
     statusMinIntervalMs: opts.statusMinIntervalMs,
+    replicaId: opts.replicaId,
   });
   const address = `127.0.0.1:${controller.port}`;
   const clients = createClients(address, opts.clientCredentials);
