@@ -85,23 +85,22 @@ export async function benchFlows(opts: { samples: number; floodSeconds: number; 
     await new Promise((r) => setTimeout(r, 2_000));
 
     // Record latency at a normal rate: one denied flow every 200 ms, each a
-    // distinct source port, timed from just before it is sent to its record
-    // on the Watch stream.
+    // distinct source port, timed (wall clock, one machine) from just before
+    // it is sent to its record on the Watch stream.
     const arrived = new Map<number, number>();
     const watch = flowClient.watch({ filter: { host: "hv1", endpoint: "", verdict: "deny", sinceUnixMs: 0 } });
     watch.on("data", (m: WatchResponse) => {
-      for (const r of m.records) if (r.srcPort !== undefined && r.dstPort === 9 && !arrived.has(r.srcPort)) arrived.set(r.srcPort, performance.now());
+      for (const r of m.records) if (r.srcPort !== undefined && r.dstPort === 9 && !arrived.has(r.srcPort)) arrived.set(r.srcPort, Date.now());
     });
     watch.on("error", () => undefined);
     await new Promise((r) => setTimeout(r, 300));
-    const sentAt = new Map<number, number>();
-    for (let i = 0; i < opts.probes; i++) {
-      const port = 41000 + i;
-      sentAt.set(port, performance.now());
-      await lab.exec(src.ns, process.execPath, ["-e", `const s=require("dgram").createSocket("udp4");s.bind(${port},()=>s.send("x",9,${JSON.stringify(dst.ipv4)},()=>s.close()))`]);
-      await new Promise((r) => setTimeout(r, 200));
-    }
+    // One sender process (no per-probe process start in the figure): it
+    // stamps each datagram with the wall clock just before sending it.
+    const sender = `const dg=require("dgram");const out=[];let i=0;const one=()=>{if(i>=${opts.probes}){console.log(JSON.stringify(out));return}` +
+      `const port=41000+i++;const s=dg.createSocket("udp4");s.bind(port,()=>{out.push([port,Date.now()]);s.send("x",9,${JSON.stringify(dst.ipv4)},()=>{s.close();setTimeout(one,200)})})};one()`;
+    const stamps = JSON.parse(await lab.exec(src.ns, process.execPath, ["-e", sender])) as [number, number][];
     await new Promise((r) => setTimeout(r, 3_000));
+    const sentAt = new Map(stamps);
     const recordLatency = [...sentAt].filter(([p]) => arrived.has(p)).map(([p, t]) => arrived.get(p)! - t);
 
     // Apply latency, idle.
