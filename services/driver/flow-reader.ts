@@ -63,7 +63,16 @@ export function startFlowReader(o: FlowReaderOptions): FlowReader {
     // datagram carrying several NFLOG messages (the second report of one
     // packet came out zero-filled here). The kernel already copies only
     // FLOW_NFLOG_SIZE bytes of each packet.
-    const c = spawn(o.tcpdump ?? "tcpdump", ["-i", `nflog:${o.group}`, "-U", "-w", "-", "--immediate-mode"], { stdio: ["ignore", "pipe", "pipe"] });
+    //
+    // setpriv --pdeathsig: tcpdump dies with the driver, even a SIGKILLed one
+    // (an orphan would keep the NFLOG group bound, and in a deleted test
+    // namespace would wait for ever). The kernel clears that setting when a
+    // process changes its user, so tcpdump keeps root (-Z root) instead of
+    // dropping to its own user: with -w it only copies bytes, never dissects.
+    const args = ["-Z", "root", "-i", `nflog:${o.group}`, "-U", "-w", "-", "--immediate-mode"];
+    const c = o.tcpdump
+      ? spawn(o.tcpdump, args, { stdio: ["ignore", "pipe", "pipe"] })
+      : spawn("setpriv", ["--pdeathsig", "KILL", "--", "tcpdump", ...args], { stdio: ["ignore", "pipe", "pipe"] });
     child = c;
     let lastErr = "";
     c.stdout!.on("data", (chunk: Buffer) => {

@@ -157,11 +157,17 @@ describe("flow reports: what the dataplane denies (and allows), tied to the rule
   }, 120_000);
 
   afterAll(async () => {
+    // The readers die with their drivers, even SIGKILLed ones (destroy()
+    // kills with SIGKILL): no tcpdump may outlive the lab.
+    const readers = Object.keys(drivers).map(tcpdumpOf).filter((p) => p !== undefined);
     try {
       await lab?.destroy();
     } finally {
       await Promise.allSettled([A?.stop(), B?.stop()]);
     }
+    expect(readers.length).toBe(3);
+    const alive = () => readers.filter((p) => { try { process.kill(p, 0); return true; } catch { return false; } });
+    await eventually(async () => alive().length === 0, { timeoutMs: 5_000, what: `tcpdump ${alive().join(",")} still running` });
   });
 
   it("reports every kind of denial on both families, with the decision, profile and rule index trace gives", async () => {
