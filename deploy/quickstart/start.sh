@@ -7,4 +7,4 @@ bash deploy/dev/ensure-deps.sh
 npx tsc -p tsconfig.json
 # Put palisadectl, palisade-controller and palisade-driver on PATH.
 npm link --no-audit --no-fund --loglevel=error >/dev/null 2>&1 || echo "note: 'npm link' failed; use node dist/services/cli/main.js instead of palisadectl" >&2
-exec node dist/services/lab/quickstart.js "$@"
+exec node dist/deploy/quickstart/quickstart.js "$@"

@@ -8,7 +8,7 @@
 #   palisade-certs.sh DIR reader NAME        reader-NAME.crt/.key: may read policy and status, trace
 #
 # Options (before DIR): --days N (leaf validity, default 397), --force (overwrite).
-# Identity is the subject: O=palisade, OU=<role>, CN=<name> (services/common/tls.ts).
+# Identity is the subject: O=palisade, OU=<role>, CN=<name> (services/runtime/tls.ts).
 # The controller certificate always names localhost, 127.0.0.1 and ::1 (Unix
 # sockets are verified as "localhost"); add the names drivers dial.
 # Keys are EC P-256, written 0600; ca.key never leaves the machine that signs.

@@ -16,8 +16,8 @@
 //   setMembers     ipset name -> addr -> refcount (tag membership)
 //   setHosts       ipset name -> hosts referencing it (membership fan-out)
 //   contrib        endpoint key -> (tags, addrs) it contributed
-import { deepEqual } from "../common/deep-equal.js";
-import { endpointKeyString, type Endpoint, type IpVersion, type Profile } from "../model/index.js";
+import { deepEqual } from "../util/deep-equal.js";
+import { endpointKeyString, hostAddress, type Endpoint, type IpVersion, type Profile } from "../model/index.js";
 import { DEFAULT_CALC_CONFIG, chainKey, sameRules, type CalcConfig, type ChainDef, type HostUpdate } from "./desired-state.js";
 import { renderDispatch } from "./dispatch.js";
 import { renderEndpointChains, reportedDrop } from "./render-endpoint.js";
@@ -28,12 +28,16 @@ import { UpdateCoalescer } from "./update-coalescer.js";
 export interface CalcSink {
   /** Updates for one host, in flush order, reflecting `revision`. */
   onHostUpdates(host: string, revision: number, updates: HostUpdate[]): void;
+}
+
+export interface CalcGraphOptions {
   /**
-   * Whether anyone listens to this host's updates (default: yes). Output for
-   * hosts nobody listens to is not built at all; their views are still kept
-   * up to date, and a listener that arrives later starts from snapshot().
+   * Which hosts get output: "all" (pure use: tests, benchmarks) or only the
+   * hosts that subscribe() (the controller: a host with a driver connected).
+   * Output for hosts nobody listens to is not built at all; their views are
+   * still kept up to date, and a subscriber starts from snapshot().
    */
-  wantsUpdates?(host: string): boolean;
+  listen?: "all" | "subscribed";
 }
 
 const FAMILIES: readonly IpVersion[] = [4, 6];
@@ -62,9 +66,6 @@ interface Contribution {
   v6: string[];
 }
 
-function hostAddr(net: string): string {
-  return net.endsWith("/32") || net.endsWith("/128") ? net.slice(0, net.lastIndexOf("/")) : net;
-}
 
 export class CalcGraph {
   private readonly profiles = new Map<string, Profile>();
@@ -78,9 +79,13 @@ export class CalcGraph {
   private readonly contrib = new Map<string, Contribution>();
   private readonly pendingDeltas = new Map<string, { family: IpVersion; added: Set<string>; removed: Set<string> }>();
   private readonly dirty = new Set<string>();
+  private readonly subscribed = new Set<string>();
+  private readonly listenAll: boolean;
   private revision = 0;
 
-  constructor(private readonly sink: CalcSink, private readonly cfg: CalcConfig = DEFAULT_CALC_CONFIG) {}
+  constructor(private readonly sink: CalcSink, private readonly cfg: CalcConfig = DEFAULT_CALC_CONFIG, opts: CalcGraphOptions = {}) {
+    this.listenAll = (opts.listen ?? "all") === "all";
+  }
 
   get currentRevision(): number {
     return this.revision;
@@ -248,14 +253,52 @@ export class CalcGraph {
   }
 
   private wanted(host: string): boolean {
-    return this.sink.wantsUpdates?.(host) ?? true;
+    return this.listenAll || this.subscribed.has(host);
   }
 
-  /** Complete desired state of a host (creating an empty view if needed). */
+  /**
+   * From now on, flushes hand this host's updates to the sink. Creates the
+   * host's view (its entry chains and empty dispatch tree) if there is none;
+   * what creating it produces is not emitted: the subscriber starts from
+   * snapshot(), which holds it. Idempotent.
+   */
+  subscribe(host: string): void {
+    if (!this.hosts.has(host)) {
+      const hv = this.host(host);
+      if (hv.dispatchDirty) {
+        hv.dispatchDirty = false;
+        this.renderDispatch(host, hv);
+      }
+      hv.out.clear();
+      this.dirty.delete(host);
+    }
+    this.subscribed.add(host);
+  }
+
+  /**
+   * The host's last listener left. Its view is freed when it has no
+   * endpoints (a driver that connected and went away): without this, every
+   * distinct name ever said in a hello would keep a view for good. Returns
+   * whether the view was freed; a later subscribe() or endpoint recreates it.
+   */
+  unsubscribe(host: string): boolean {
+    this.subscribed.delete(host);
+    const hv = this.hosts.get(host);
+    if (!hv || hv.endpoints.size > 0 || this.wanted(host)) return false;
+    this.hosts.delete(host);
+    this.dirty.delete(host);
+    return true;
+  }
+
+  /**
+   * Complete desired state of a host, as of the last flush. A query: it
+   * never flushes, never emits and changes nothing (a host without a view
+   * gets what a fresh view would hold). Call it between batches — during
+   * one (changes applied, flush not yet called) it throws.
+   */
   snapshot(host: string): { revision: number; updates: HostUpdate[] } {
-    this.flush(this.revision);
-    const hv = this.host(host);
-    this.flush(this.revision);
+    if (this.dirty.size > 0 || this.pendingDeltas.size > 0) throw new Error("CalcGraph.snapshot() inside an unflushed batch");
+    const hv = this.hosts.get(host) ?? this.freshView(host);
     const c = new UpdateCoalescer();
     for (const [name, ref] of hv.setRefs) {
       c.push({ type: "ipset-update", name, family: ref.family, members: [...(this.setMembers.get(name)?.keys() ?? [])] });
@@ -270,20 +313,6 @@ export class CalcGraph {
     return { revision: this.revision, updates: c.drain() };
   }
 
-  /**
-   * Forgets the view of a host that has no endpoints and no listener — a
-   * driver that connected and went away. Without this, every distinct name
-   * ever said in a hello would keep a view (base chains) for good. Returns
-   * whether the view was freed; a later snapshot() or endpoint recreates it.
-   */
-  releaseHost(name: string): boolean {
-    const hv = this.hosts.get(name);
-    if (!hv || hv.endpoints.size > 0 || this.wanted(name)) return false;
-    this.hosts.delete(name);
-    this.dirty.delete(name);
-    return true;
-  }
-
   hostNames(): string[] {
     return [...this.hosts.keys()];
   }
@@ -291,14 +320,32 @@ export class CalcGraph {
   // ---------------------------------------------------------------- helpers
 
   private host(name: string): HostView {
-    let hv = this.hosts.get(name);
-    if (hv) return hv;
-    hv = new HostView();
+    const existing = this.hosts.get(name);
+    if (existing) return existing;
+    const hv = new HostView();
     this.hosts.set(name, hv);
-    const toHost = this.cfg.workloadToHost === "accept" ? [`-j ${ENTRY_CHAINS.fromWorkload}`, "-j ACCEPT"] : reportedDrop(this.cfg, "", "h", ENTRY_CHAINS.workloadToHost);
-    for (const family of FAMILIES) this.setChain(name, hv, { table: "filter", family, name: ENTRY_CHAINS.workloadToHost, rules: toHost });
-    this.renderDispatch(name, hv);
+    this.initView(name, hv);
     return hv;
+  }
+
+  /** What a host with no endpoints holds; not stored, nothing emitted. */
+  private freshView(name: string): HostView {
+    const hv = new HostView();
+    this.initView(name, hv, true);
+    return hv;
+  }
+
+  /** Entry chains and an empty dispatch tree; `detached`: set directly, nothing emitted or marked dirty. */
+  private initView(name: string, hv: HostView, detached = false): void {
+    const toHost = this.cfg.workloadToHost === "accept" ? [`-j ${ENTRY_CHAINS.fromWorkload}`, "-j ACCEPT"] : reportedDrop(this.cfg, "", "h", ENTRY_CHAINS.workloadToHost);
+    const entry: ChainDef[] = FAMILIES.map((family) => ({ table: "filter", family, name: ENTRY_CHAINS.workloadToHost, rules: toHost }));
+    if (detached) {
+      for (const c of entry) hv.chains.set(chainKey(c.family, c.name), c);
+      for (const family of FAMILIES) for (const c of renderDispatch([], family, this.cfg)) hv.chains.set(chainKey(family, c.name), c);
+      return;
+    }
+    for (const c of entry) this.setChain(name, hv, c);
+    this.renderDispatch(name, hv);
   }
 
   private markDispatch(host: string, hv: HostView): void {
@@ -450,7 +497,7 @@ export class CalcGraph {
     if (ep) {
       const tags = new Set<string>();
       for (const id of ep.profileIds) for (const t of this.profiles.get(id)?.tags ?? []) tags.add(t);
-      next = { tags: [...tags].sort(), v4: ep.ipv4Nets.map(hostAddr), v6: ep.ipv6Nets.map(hostAddr) };
+      next = { tags: [...tags].sort(), v4: ep.ipv4Nets.map(hostAddress), v6: ep.ipv6Nets.map(hostAddress) };
     }
     if (deepEqual(old, next)) return;
     if (old) this.applyContrib(old, -1);

@@ -1,33 +1,14 @@
-// What the calculation core emits for one host (mirrors the sync protocol's
-// Update messages, without depending on generated code).
-import type { IpVersion } from "../model/index.js";
+// What the calculation core emits for one host is the contract's
+// HostUpdate (contract/host-update.ts); this file adds what only the core needs.
+import { type ChainDef, type HostUpdate, chainKey } from "../contract/host-update.js";
 
-export interface ChainDef {
-  table: "filter";
-  family: IpVersion;
-  name: string;
-  /** Rule specs without "-A <chain>". */
-  rules: readonly string[];
-}
-
-export type HostUpdate =
-  | { type: "ipset-update"; name: string; family: IpVersion; members: string[] }
-  | { type: "ipset-delta"; name: string; family: IpVersion; added: string[]; removed: string[] }
-  | { type: "ipset-remove"; name: string; family: IpVersion }
-  | { type: "chain-update"; chain: ChainDef }
-  | { type: "chain-remove"; table: "filter"; family: IpVersion; name: string }
-  | { type: "endpoint-update"; key: string; interfaceName: string }
-  | { type: "endpoint-remove"; key: string };
-
-export function chainKey(family: IpVersion, name: string): string {
-  return `${family}:${name}`;
-}
+export { type ChainDef, type HostUpdate, chainKey };
 
 export function sameRules(a: readonly string[], b: readonly string[]): boolean {
   return a.length === b.length && a.every((r, i) => r === b[i]);
 }
 
-/** Config the rendering depends on (ConfigUpdate on the wire). */
+/** Config the rendering depends on (controller flags; it reaches hosts as rendered rules, not as a message). */
 export interface CalcConfig {
   /** Mark bit used to carry "allowed" out of profile chains. */
   acceptMark: number;

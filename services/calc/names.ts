@@ -5,11 +5,12 @@
 // Collision-freedom: a literal name is `<prefix>-<ident>`, a hashed one is
 // `<prefix>_<hash>`; the character after the prefix tells them apart, so a
 // literal identifier can never produce a hashed name.
-import { shortHash } from "../common/hash.js";
+import { shortHash } from "../util/hash.js";
 import type { IpVersion } from "../model/index.js";
 
-export const CHAIN_MAX = 28;
-export const IPSET_MAX = 31;
+import { BASE_CHAINS, CHAIN_MAX, ENTRY_CHAINS, IPSET_MAX, OWNED_CHAIN_RE, OWNED_SET_RE } from "../contract/dataplane-names.js";
+
+export { BASE_CHAINS, CHAIN_MAX, ENTRY_CHAINS, IPSET_MAX, OWNED_CHAIN_RE, OWNED_SET_RE };
 const SAFE = /^[A-Za-z0-9_.-]+$/;
 
 function name(prefix: string, ident: string, max: number): string {
@@ -17,15 +18,6 @@ function name(prefix: string, ident: string, max: number): string {
   if (literal.length <= max && SAFE.test(ident)) return literal;
   return `${prefix}_${shortHash(ident, Math.min(20, max - prefix.length - 1))}`;
 }
-
-/** Chains the driver owns: hooked from the built-in chains. */
-export const BASE_CHAINS = { forward: "pal-FORWARD", input: "pal-INPUT" } as const;
-/** Entry chains the controller owns and the driver's base chains jump to. */
-export const ENTRY_CHAINS = {
-  fromWorkload: "pal-from-wl-dispatch",
-  toWorkload: "pal-to-wl-dispatch",
-  workloadToHost: "pal-wl-to-host",
-} as const;
 
 export const profileInboundChain = (id: string) => name("pal-pi", id, CHAIN_MAX);
 export const profileOutboundChain = (id: string) => name("pal-po", id, CHAIN_MAX);
@@ -35,7 +27,3 @@ export const fromWorkloadChain = (iface: string) => name("pal-fw", iface, CHAIN_
 export const fromDispatchNode = (prefix: string) => name("pal-fd", prefix, CHAIN_MAX);
 export const toDispatchNode = (prefix: string) => name("pal-td", prefix, CHAIN_MAX);
 export const tagSet = (tag: string, family: IpVersion) => name(`pal${family}t`, tag, IPSET_MAX);
-
-/** Everything Palisade owns matches these; the driver touches nothing else. */
-export const OWNED_CHAIN_RE = /^pal-[A-Za-z0-9_.-]{1,24}$/;
-export const OWNED_SET_RE = /^pal[A-Za-z0-9_.-]{1,28}$/;

@@ -6,10 +6,8 @@ import type { CalcConfig, ChainDef } from "./desired-state.js";
 import { acceptMarkSpecs, markHex } from "./render-rules.js";
 import { clearMask, denyReportLines } from "./flow-log.js";
 import { fromWorkloadChain, profileInboundChain, profileOutboundChain, toWorkloadChain } from "./names.js";
+import { hostAddress } from "../model/index.js";
 
-function hostAddress(net: string): string {
-  return net.endsWith("/32") || net.endsWith("/128") ? net.slice(0, net.lastIndexOf("/")) : net;
-}
 
 /** A DROP that reports itself first (when flow reports are on). */
 export function reportedDrop(cfg: CalcConfig, spec: string, code: "d" | "m" | "i" | "s" | "n" | "h", chain: string, n?: number): string[] {

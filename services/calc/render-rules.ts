@@ -6,15 +6,13 @@
 // chain signals "allowed" to its endpoint chain by setting the accept mark
 // and returning; the endpoint chain returns as soon as it sees the mark.
 import {
-  PROTOCOL_NUMBERS, formatAddress, parseCidr, protocolNumber, ruleFamilies,
+  PROTOCOL_NUMBERS, chunkPorts, formatAddress, parseCidr, protocolNumber, ruleFamilies,
   type IpVersion, type Match, type PortRange, type Profile, type Rule,
 } from "../model/index.js";
 import { tagSet, profileInboundChain, profileOutboundChain } from "./names.js";
 import type { CalcConfig, ChainDef } from "./desired-state.js";
 import { allowReportLines, denyReportLines } from "./flow-log.js";
 
-/** multiport holds 15 slots; a range takes 2. */
-const MULTIPORT_SLOTS = 15;
 
 export function markHex(mark: number): string {
   return `0x${mark.toString(16)}`;
@@ -37,24 +35,7 @@ function protoName(p: string, family: IpVersion): string {
   return name ?? String(n);
 }
 
-/** Splits a port list into multiport-sized chunks. */
-export function chunkPorts(ports: readonly PortRange[]): PortRange[][] {
-  const chunks: PortRange[][] = [];
-  let cur: PortRange[] = [];
-  let used = 0;
-  for (const p of ports) {
-    const cost = p.first === p.last ? 1 : 2;
-    if (used + cost > MULTIPORT_SLOTS) {
-      chunks.push(cur);
-      cur = [];
-      used = 0;
-    }
-    cur.push(p);
-    used += cost;
-  }
-  if (cur.length) chunks.push(cur);
-  return chunks;
-}
+export { chunkPorts };
 
 const portList = (ps: readonly PortRange[]) => ps.map((p) => (p.first === p.last ? `${p.first}` : `${p.first}:${p.last}`)).join(",");
 

@@ -4,11 +4,12 @@
 // addresses (--controller a,b) the answers are merged.
 import * as grpc from "@grpc/grpc-js";
 import { Command, Option } from "commander";
-import { RpcError } from "../api/clients.js";
-import { CLIENT_OPTIONS } from "../common/grpc-server.js";
-import { UsageError, parseHostPort } from "../common/cli-env.js";
-import { channelCredentials, loadTls, tlsFlagsOf, warnIfPlaintextRemote } from "../common/tls.js";
-import { FlowServiceClient, type FlowFilter, type FlowRecord, type ListResponse, type WatchResponse } from "../gen/palisade/flow/v1/flow.js";
+import { CLIENT_OPTIONS } from "../contract/clients.js";
+import { rpcErrorOf, type RpcError } from "../contract/errors.js";
+import { UsageError, parseHostPort } from "../runtime/cli-env.js";
+import { formatTable } from "../runtime/cli-table.js";
+import { channelCredentials, loadTls, tlsFlagsOf, warnIfPlaintextRemote } from "../runtime/tls.js";
+import { FlowServiceClient, type FlowFilter, type FlowRecord, type ListResponse, type WatchResponse } from "../contract/flow.js";
 import { ID_RE, PROTOCOL_NUMBERS, parseEndpointKey } from "../model/index.js";
 import { decidedBy } from "./decided-by.js";
 
@@ -72,10 +73,7 @@ function tableRow(r: FlowRecord): string[] {
 
 const HEADER = ["LAST-SEEN", "VERDICT", "DIRECTION", "ENDPOINT", "FLOW", "PACKETS", "DECIDED BY"];
 
-function table(rows: string[][]): string {
-  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? "").length)));
-  return rows.map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join("  ").trimEnd()).join("\n") + "\n";
-}
+const table = formatTable;
 
 /** Several replicas may hold records of one flow (a host moved): one record, packets summed. */
 export function mergeRecords(lists: FlowRecord[][]): FlowRecord[] {
@@ -95,11 +93,9 @@ export function mergeRecords(lists: FlowRecord[][]): FlowRecord[] {
   return [...byKey.values()].sort((a, b) => a.lastSeenUnixMs - b.lastSeenUnixMs);
 }
 
+/** The one client error type (DESIGN §3.7), naming the replica that failed. */
 function rpcError(err: grpc.ServiceError, address: string): RpcError {
-  const what = err.code === grpc.status.PERMISSION_DENIED ? `${err.details} (flows need a reader or admin certificate)`
-    : err.code === grpc.status.UNAVAILABLE || err.code === grpc.status.DEADLINE_EXCEEDED ? `cannot reach the controller at ${address}: ${err.details}`
-    : err.details || err.message;
-  return new RpcError(err.code, what);
+  return rpcErrorOf(err, address);
 }
 
 interface FlowsOptions {

@@ -1,14 +1,17 @@
 #!/usr/bin/env node
 // palisadectl — the operator CLI. Exit codes: 0 success, 1 failure (one-line
 // reason on stderr), 2 usage error.
+import { formatTable } from "../runtime/cli-table.js";
 import { Command, Option } from "commander";
 import { readFileSync } from "node:fs";
-import { call, RpcError } from "../api/clients.js";
-import { cliClients } from "../api/cli-clients.js";
-import { documentToPb, endpointFromPb, profileFromPb, refToPb } from "../api/model-wire.js";
-import type { ObjectRef } from "../controller/etcd-store.js";
-import { EXIT_USAGE, UsageError, envDefault, fail, withUsageExit } from "../common/cli-env.js";
-import { EndpointState, type HostStatus, type WatchStatusResponse, type EndpointStatus } from "../gen/palisade/status/v1/status.js";
+import * as grpc from "@grpc/grpc-js";
+import { call } from "../contract/clients.js";
+import { RpcError, rpcErrorOf } from "../contract/errors.js";
+import { cliClients } from "../runtime/cli-clients.js";
+import { documentToPb, endpointFromPb, profileFromPb, refToPb } from "../contract/model-wire.js";
+import type { ObjectRef } from "../contract/object-ref.js";
+import { EXIT_USAGE, UsageError, envDefault, fail, withUsageExit } from "../runtime/cli-env.js";
+import { EndpointState, type HostStatus, type WatchStatusResponse, type EndpointStatus } from "../contract/status.js";
 import {
   ValidationError, formatIssue, parseDocuments, parseEndpointKey, parseRefs, splitDocuments, toDocument, toYaml, ID_RE,
   type ModelObject,
@@ -16,7 +19,7 @@ import {
 import { hostsBehind } from "./wait-condition.js";
 import { decidedBy } from "./decided-by.js";
 import { addFlowsCommand } from "./flows.js";
-import { addTlsOptions, silenceIpServerNameWarning } from "../common/tls.js";
+import { addTlsOptions, silenceIpServerNameWarning } from "../runtime/tls.js";
 
 const program = new Command("palisadectl")
   .description("Palisade operator CLI")
@@ -165,9 +168,9 @@ function watchStatus(onChange: (rev: number, hosts: Map<string, HostStatus>, eps
         resolve();
       }
     });
-    stream.on("error", (err: { code?: number; details?: string; message: string }) => {
-      if (err.code === 1) return; // cancelled by us
-      reject(new RpcError(err.code ?? 2, err.code === 14 ? `cannot reach the controller: ${err.details}` : err.details || err.message));
+    stream.on("error", (err: grpc.ServiceError) => {
+      if (err.code === grpc.status.CANCELLED) return; // cancelled by us
+      reject(rpcErrorOf(err, c.policy.getChannel().getTarget()));
     });
   });
 }
@@ -275,5 +278,11 @@ try {
 } catch (e) {
   if (e instanceof UsageError) fail(`palisadectl: ${e.message}`, EXIT_USAGE);
   if (e instanceof ValidationError) fail(`palisadectl: invalid input: ${e.issues.map(formatIssue).join("; ")}`);
+  // The controller refused the input: the same issues, rebuilt from the status's structure.
+  const refused = e instanceof RpcError ? e.validation() : undefined;
+  if (refused) {
+    const more = (e as RpcError).omittedIssues ? `; … and ${(e as RpcError).omittedIssues} more problem(s)` : "";
+    fail(`palisadectl: invalid input: ${refused.issues.map(formatIssue).join("; ")}${more}`);
+  }
   fail(`palisadectl: ${(e as Error).message}`);
 }

@@ -1,4 +1,4 @@
-import type { HostStatus } from "../gen/palisade/status/v1/status.js";
+import type { HostStatus } from "../contract/status.js";
 
 /** Hosts still behind revision R: connected, and not yet applied ≥ R without error. */
 export function hostsBehind(hosts: Iterable<HostStatus>, revision: number): HostStatus[] {

@@ -1,5 +1,5 @@
 // Who may call what, in one table, enforced before any handler runs.
-// (Identity comes from the client certificate: see common/tls.ts.)
+// (Identity comes from the client certificate: see runtime/tls.ts.)
 //
 // The sync stream is open to role host only; that the certificate names the
 // host said in the hello is checked by the sync service, which sees the hello.
@@ -7,7 +7,7 @@
 // (which already needs a certificate from our CA).
 import * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
-import { peerIdentity, type Identity, type Role } from "../common/tls.js";
+import { peerIdentity, type Identity, type Role } from "../runtime/tls.js";
 import type { PolicyServiceServer } from "../gen/palisade/policy/v1/policy.js";
 import type { StatusServiceServer } from "../gen/palisade/status/v1/status.js";
 import type { DataplaneSyncServiceServer } from "../gen/palisade/sync/v1/sync.js";

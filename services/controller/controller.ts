@@ -1,12 +1,11 @@
 // palisade-controller, as a library: options -> normalize -> start().
 // Stateless: everything it knows comes from etcd; any number of replicas.
 import * as grpc from "@grpc/grpc-js";
-import { Etcd3 } from "etcd3";
 import { hostname } from "node:os";
 import type { Logger } from "pino";
 import { CalcGraph, DEFAULT_CALC_CONFIG, type CalcConfig } from "../calc/index.js";
-import { createLogger } from "../common/logger.js";
-import { SERVER_OPTIONS, addStandardServices, bindServer, shutdownServer } from "../common/grpc-server.js";
+import { createLogger } from "../runtime/logger.js";
+import { SERVER_OPTIONS, addStandardServices, bindServer, shutdownServer } from "../runtime/grpc-server.js";
 import { PolicyServiceService } from "../gen/palisade/policy/v1/policy.js";
 import { StatusServiceService } from "../gen/palisade/status/v1/status.js";
 import { DataplaneSyncServiceService } from "../gen/palisade/sync/v1/sync.js";
@@ -15,7 +14,10 @@ import { profileInboundChain, profileOutboundChain } from "../calc/index.js";
 import { FlowStore } from "./flow-store.js";
 import { createFlowService } from "./flow-service.js";
 import { createFlowMetrics } from "./flow-metrics.js";
+import { createEtcdClient } from "./etcd-client.js";
 import { createEtcdStore } from "./etcd-store.js";
+import { REQUIRED_TXN_OPS } from "./etcd-errors.js";
+import { startCompactor, type Compactor } from "./compactor.js";
 import { createModelFeed } from "./model-feed.js";
 import { createPolicyService } from "./policy-service.js";
 import { createStatusService } from "./status-service.js";
@@ -25,8 +27,8 @@ import { createSyncService } from "./sync-service.js";
 import { SyncHub } from "./sync-hub.js";
 import { createControllerMetrics } from "./metrics.js";
 import { FLOW_ACCESS, POLICY_ACCESS, STATUS_ACCESS, SYNC_ACCESS, guardService } from "./authz.js";
-import { serverCredentials, type Role, type TlsMaterial } from "../common/tls.js";
-import { startMetricsServer } from "../common/metrics-server.js";
+import { serverCredentials, type Role, type TlsMaterial } from "../runtime/tls.js";
+import { startMetricsServer } from "../runtime/metrics-server.js";
 
 export interface ControllerOptions {
   etcdEndpoints: string[];
@@ -41,13 +43,15 @@ export interface ControllerOptions {
   workloadToHost?: "drop" | "accept";
   /** Grace period for streams on shutdown; default 5 s. */
   shutdownGraceMs?: number;
+  /** How long the start retries reading the model from etcd before it fails; default 15 s. */
+  startTimeoutMs?: number;
   /** HOST:PORT for /metrics, /healthz, /readyz; none when empty. */
   metricsListen?: string;
   /** Empty batch to idle streams every so often (drivers' liveness check); default 10 s. */
   heartbeatMs?: number;
   /**
    * Mutual TLS for every gRPC listener: clients need a certificate from `ca`
-   * carrying a role (common/tls.ts); drivers only get their own host. Absent:
+   * carrying a role (runtime/tls.ts); drivers only get their own host. Absent:
    * plaintext, no authorisation (logged as a warning).
    */
   tls?: TlsMaterial;
@@ -58,6 +62,12 @@ export interface ControllerOptions {
   statusMinIntervalMs?: number;
   /** Limits on sync stream admission (hello rate overall and per host, streams without hello). */
   admission?: AdmissionOptions;
+  /**
+   * Compaction of etcd's history by one elected replica (compactor.ts):
+   * retention 0 = off (etcd's own --auto-compaction-* does it). Default 5 min,
+   * every minute.
+   */
+  etcdCompaction?: { retentionMs: number; intervalMs?: number; now?: () => number; leaseTtlSeconds?: number };
 }
 
 export interface EtcdTls {
@@ -72,6 +82,8 @@ export interface Controller {
   readonly metricsPort: number;
   readonly graph: CalcGraph;
   readonly hub: SyncHub;
+  /** The etcd history compactor (absent when retention is 0). */
+  readonly compactor?: Compactor;
   stop(): Promise<void>;
 }
 
@@ -79,6 +91,7 @@ type NormalizedOptions = Required<Omit<ControllerOptions, "tls" | "etcdTls">> & 
 
 /** Endpoint statuses of endpoints that left a host's model are dropped this often. */
 const STATUS_PRUNE_MS = 10_000;
+export const DEFAULT_COMPACTION_RETENTION_MS = 5 * 60_000;
 
 export function normalizeControllerOptions(o: ControllerOptions): NormalizedOptions {
   if (!o.etcdEndpoints.length) throw new Error("at least one etcd endpoint is required");
@@ -93,6 +106,7 @@ export function normalizeControllerOptions(o: ControllerOptions): NormalizedOpti
     replicaId: o.replicaId ?? `${hostname()}:${process.pid}`,
     workloadToHost: o.workloadToHost ?? "drop",
     shutdownGraceMs: o.shutdownGraceMs ?? 5_000,
+    startTimeoutMs: o.startTimeoutMs ?? 15_000,
     metricsListen: o.metricsListen ?? "",
     heartbeatMs: o.heartbeatMs ?? 10_000,
     tls: o.tls,
@@ -100,6 +114,7 @@ export function normalizeControllerOptions(o: ControllerOptions): NormalizedOpti
     statusFlushDelayMs: o.statusFlushDelayMs ?? 50,
     statusMinIntervalMs: o.statusMinIntervalMs ?? 250,
     admission: o.admission ?? {},
+    etcdCompaction: o.etcdCompaction ?? { retentionMs: DEFAULT_COMPACTION_RETENTION_MS },
   };
 }
 
@@ -107,32 +122,36 @@ export async function startController(options: ControllerOptions): Promise<Contr
   const o = normalizeControllerOptions(options);
   const logger = o.logger;
   if (o.etcdTls && o.etcdEndpoints.some((e) => e.startsWith("http://"))) throw new Error("etcd TLS is configured but an etcd endpoint is http://");
-  const client = new Etcd3({
-    hosts: o.etcdEndpoints,
-    dialTimeout: 5_000,
-    // loadAll() reads the whole model in one range: ~30 MiB at 100,000
-    // endpoints, far above grpc-js's 4 MiB default receive limit.
-    grpcOptions: { "grpc.max_receive_message_length": 1024 * 1024 * 1024 },
-    ...(o.etcdTls ? { credentials: { rootCertificate: o.etcdTls.ca, certChain: o.etcdTls.cert, privateKey: o.etcdTls.key } } : {}),
-  });
+  // --- etcd client (wt-etcd): fault-handling policy lives in etcd-client.ts ---
+  const client = createEtcdClient({ endpoints: o.etcdEndpoints, tls: o.etcdTls }, "model");
+  // --- end etcd client ---
   if (!o.tls) logger.warn("gRPC is plaintext (--insecure): any client can change policy and claim any host; use --tls-cert/--tls-key/--tls-ca in production");
-  const store = createEtcdStore({ client, prefix: o.etcdPrefix, logger: logger.child({ component: "store" }) });
   const metrics = createControllerMetrics();
+  // --- etcd store wiring (wt-etcd): errors by class; model revision while the key is absent ---
+  const store = createEtcdStore({
+    client, prefix: o.etcdPrefix, logger: logger.child({ component: "store" }),
+    onEtcdError: (cls) => metrics.etcdErrors.inc({ class: cls }),
+    fallbackModelRevision: () => feed.revision,
+  });
+  // --- end etcd store wiring ---
   const hub = new SyncHub(logger.child({ component: "sync" }), o.heartbeatMs);
   // Flow report points are always rendered (DESIGN §6.12): whether a host
   // reports allowed flows too, and how fast, is its driver's business.
   const cfg: CalcConfig = { ...DEFAULT_CALC_CONFIG, workloadToHost: o.workloadToHost, flowLogs: true };
-  const graph = new CalcGraph(hub, cfg);
+  const graph = new CalcGraph(hub, cfg, { listen: "subscribed" });
   const feed = createModelFeed({ store, graph, hub, logger: logger.child({ component: "feed" }), observeCalc: (s) => metrics.calcDuration.observe(s) });
+  // Status traffic has its own etcd client (its own connection and fault
+  // policy): a status backlog cannot trip the model API's breaker or queue.
+  const statusClient = createEtcdClient({ endpoints: o.etcdEndpoints, tls: o.etcdTls }, "status");
   const status = createStatusStore({
-    client, keys: store.keys, logger: logger.child({ component: "status" }), ttlSeconds: o.statusTtlSeconds, replicaId: o.replicaId,
+    client: statusClient, keys: store.keys, logger: logger.child({ component: "status" }), ttlSeconds: o.statusTtlSeconds, replicaId: o.replicaId,
     flushDelayMs: o.statusFlushDelayMs, minIntervalMs: o.statusMinIntervalMs,
   });
 
   try {
     // Reads first: a replica serves the model and streams even while etcd
     // refuses writes (space alarm); the status lease follows in the background.
-    await feed.start();
+    await feed.start(o.startTimeoutMs);
     status.start();
   } catch (err) {
     // Nothing may linger after a failed start (the etcd client would keep
@@ -140,9 +159,33 @@ export async function startController(options: ControllerOptions): Promise<Contr
     await feed.stop().catch(() => undefined);
     await status.close().catch(() => undefined);
     hub.close();
+    store.close();
     client.close();
+    statusClient.close();
     throw new Error(`cannot start: etcd at ${o.etcdEndpoints.join(",")}: ${(err as Error).message}`);
   }
+
+  // --- etcd hygiene (wt-etcd): neither of these writes or blocks the start ---
+  const etcdLog = logger.child({ component: "etcd" });
+  void store.detectTxnOpsLimit().then(
+    ({ limit, sufficient }) => {
+      metrics.etcdTxnOpsLimit.set(limit);
+      if (!sufficient) {
+        etcdLog.warn({ maxTxnOps: limit, needed: REQUIRED_TXN_OPS },
+          `etcd accepts at most ${limit} operations per transaction: applies of more than ${Math.max(0, limit - 1)} documents will be refused; run etcd with --max-txn-ops ${REQUIRED_TXN_OPS} or more`);
+      }
+    },
+    (err: Error) => etcdLog.warn({ err: err.message }, "cannot detect etcd's --max-txn-ops; large applies may be refused by etcd"),
+  );
+  const compactor = o.etcdCompaction.retentionMs > 0
+    ? startCompactor({
+      client, store, electionPrefix: store.keys.compactor, logger: etcdLog, replicaId: o.replicaId,
+      retentionMs: o.etcdCompaction.retentionMs, intervalMs: o.etcdCompaction.intervalMs, now: o.etcdCompaction.now,
+      leaseTtlSeconds: o.etcdCompaction.leaseTtlSeconds,
+      onCompacted: (rev) => { metrics.etcdCompactedRevision.set(rev); metrics.etcdCompactions.inc(); },
+    })
+    : undefined;
+  // --- end etcd hygiene ---
 
   // Flow records: memory only, bounded (flow-store.ts). Profile chains are
   // resolved against the graph; the chain → profile index is rebuilt when
@@ -190,7 +233,7 @@ export async function startController(options: ControllerOptions): Promise<Contr
   server.addService(FlowServiceService, guard("palisade.flow.v1.FlowService", createFlowService({
     store: flows, logger: logger.child({ component: "flows" }), onWatchDropped: (n) => flowMetrics.watchDropped.inc(n),
   }), FLOW_ACCESS));
-  const statusService = createStatusService({ client, store, status, logger: logger.child({ component: "status" }) });
+  const statusService = createStatusService({ client: statusClient, store, status, logger: logger.child({ component: "status" }) });
   const { close: closeStatusService, ...statusHandlers } = statusService;
   server.addService(StatusServiceService, guard("palisade.status.v1.StatusService", statusHandlers, STATUS_ACCESS));
   // Statuses of endpoints that left a host (deleted, moved) go with them.
@@ -202,9 +245,20 @@ export async function startController(options: ControllerOptions): Promise<Contr
   pruneTimer.unref();
   const health = addStandardServices(server, ["palisade.policy.v1.PolicyService", "palisade.sync.v1.DataplaneSyncService", "palisade.status.v1.StatusService", "palisade.flow.v1.FlowService"]);
   let port = 0;
-  for (const addr of o.listen.split(",").map((a) => a.trim()).filter(Boolean)) {
-    const p = await bindServer(server, addr, serverCredentials(o.tls));
-    if (!addr.startsWith("unix:") && port === 0) port = p;
+  try {
+    for (const addr of o.listen.split(",").map((a) => a.trim()).filter(Boolean)) {
+      const p = await bindServer(server, addr, serverCredentials(o.tls));
+      if (!addr.startsWith("unix:") && port === 0) port = p;
+    }
+  } catch (err) {
+    // As for a failed etcd start: nothing may linger (ports already bound,
+    // the model watch, the etcd client).
+    server.forceShutdown();
+    await feed.stop().catch(() => undefined);
+    hub.close();
+    await status.close().catch(() => undefined);
+    client.close();
+    throw new Error(`cannot start: ${(err as Error).message}`);
   }
   logger.info({ listen: o.listen, port, etcd: o.etcdEndpoints, prefix: o.etcdPrefix, replica: o.replicaId, tls: !!o.tls }, "controller serving");
 
@@ -245,6 +299,7 @@ export async function startController(options: ControllerOptions): Promise<Contr
     metricsPort: http?.port ?? 0,
     graph,
     hub,
+    compactor,
     stop() {
       stopping ??= (async () => {
         logger.info("controller stopping: draining streams");
@@ -253,9 +308,12 @@ export async function startController(options: ControllerOptions): Promise<Contr
         await shutdownServer(server, o.shutdownGraceMs);
         await closeStatusService();
         await http?.close();
+        await compactor?.stop();
         await feed.stop();
         hub.close();
         await status.close();
+        statusClient.close();
+        store.close();
         client.close();
         logger.info("controller stopped");
       })();

@@ -9,6 +9,7 @@
 //   <prefix>/status/progress/<replica>                    applied revision of every host the
 //                                                         replica serves, one key, same lease
 //                                                         (DESIGN §9.3: one write per flush, not per ack)
+//   <prefix>/compactor/election/leader/<lease>              compaction leader election (leased)
 //
 // Identifiers are validated ([A-Za-z0-9_.-]) before they become keys, so no
 // component can contain "/".
@@ -25,6 +26,7 @@ export function createKeys(prefix: string) {
     hostStatus: `${p}/status/hosts/`,
     endpointStatus: `${p}/status/endpoints/`,
     progress: `${p}/status/progress/`,
+    compactor: `${p}/compactor/`,
     profile: (id: string) => `${p}/model/profiles/${id}`,
     endpoint: (k: EndpointKey) => `${p}/model/endpoints/${endpointKeyString(k)}`,
   };

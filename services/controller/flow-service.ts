@@ -6,27 +6,30 @@ import * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import type { FlowFilter, FlowRecord, FlowServiceServer, WatchRequest, WatchResponse } from "../gen/palisade/flow/v1/flow.js";
 import { ID_RE, parseEndpointKey } from "../model/index.js";
+import { ApiError } from "../contract/errors.js";
+import { toServiceError } from "../runtime/grpc-server.js";
 import { FLOW_LIMITS, type FlowFilterSpec, type FlowStore } from "./flow-store.js";
 
-class BadRequest extends Error {}
+/** A filter or limit the service refuses (INVALID_ARGUMENT, one line: DESIGN §3.7). */
+const bad = (reason: string) => new ApiError("INVALID_ARGUMENT", reason);
 
 function filterOf(f: FlowFilter | undefined): FlowFilterSpec {
   const spec: FlowFilterSpec = {};
   if (!f) return spec;
   if (f.host) {
-    if (!ID_RE.test(f.host) || f.host.length > 253) throw new BadRequest("filter.host: not a valid host name");
+    if (!ID_RE.test(f.host) || f.host.length > 253) throw bad("filter.host: not a valid host name");
     spec.host = f.host;
   }
   if (f.endpoint) {
-    if (f.endpoint.length > 700 || !parseEndpointKey(f.endpoint)) throw new BadRequest("filter.endpoint: must be HOST/ORCH/WORKLOAD/ID");
+    if (f.endpoint.length > 700 || !parseEndpointKey(f.endpoint)) throw bad("filter.endpoint: must be HOST/ORCH/WORKLOAD/ID");
     spec.endpoint = f.endpoint;
   }
   if (f.verdict) {
-    if (f.verdict !== "allow" && f.verdict !== "deny") throw new BadRequest("filter.verdict: must be allow or deny");
+    if (f.verdict !== "allow" && f.verdict !== "deny") throw bad("filter.verdict: must be allow or deny");
     spec.verdict = f.verdict;
   }
   if (f.sinceUnixMs) {
-    if (f.sinceUnixMs < 0) throw new BadRequest("filter.since_unix_ms: must not be negative");
+    if (f.sinceUnixMs < 0) throw bad("filter.since_unix_ms: must not be negative");
     spec.sinceUnixMs = f.sinceUnixMs;
   }
   return spec;
@@ -39,11 +42,10 @@ export function createFlowService(opts: { store: FlowStore; logger: Logger; onWa
       try {
         const filter = filterOf(call.request.filter);
         const limit = call.request.limit || FLOW_LIMITS.listDefault;
-        if (limit > FLOW_LIMITS.listMax) throw new BadRequest(`limit: at most ${FLOW_LIMITS.listMax}`);
+        if (limit > FLOW_LIMITS.listMax) throw bad(`limit: at most ${FLOW_LIMITS.listMax}`);
         callback(null, { records: store.list(filter, limit), dropped: store.dropped });
       } catch (e) {
-        if (e instanceof BadRequest) callback({ code: grpc.status.INVALID_ARGUMENT, details: e.message });
-        else callback({ code: grpc.status.INTERNAL, details: (e as Error).message });
+        callback(toServiceError(e, opts.logger));
       }
     },
 
@@ -52,7 +54,7 @@ export function createFlowService(opts: { store: FlowStore; logger: Logger; onWa
       try {
         filter = filterOf(call.request.filter);
       } catch (e) {
-        call.emit("error", { code: grpc.status.INVALID_ARGUMENT, details: (e as Error).message, metadata: new grpc.Metadata() });
+        call.emit("error", { metadata: new grpc.Metadata(), ...toServiceError(e, opts.logger) });
         return;
       }
       let queue: FlowRecord[] = [];
@@ -81,7 +83,7 @@ export function createFlowService(opts: { store: FlowStore; logger: Logger; onWa
         timer ??= setTimeout(send, 100);
       });
       if (!unsubscribe) {
-        call.emit("error", { code: grpc.status.RESOURCE_EXHAUSTED, details: `too many flow watches on this controller (${FLOW_LIMITS.watchers})`, metadata: new grpc.Metadata() });
+        call.emit("error", { metadata: new grpc.Metadata(), ...toServiceError(new ApiError("RESOURCE_EXHAUSTED", `too many flow watches on this controller (${FLOW_LIMITS.watchers})`), opts.logger) });
         return;
       }
       // An empty first message: the client knows the watch is established.

@@ -1,13 +1,14 @@
 #!/usr/bin/env -S node --max-semi-space-size=64
-// (--max-semi-space-size: a larger young generation keeps GC pauses out of the
-// calculation latency tail at cloud scale: p99 per update 11.6 -> 3.4 ms at 30k endpoints.)
+// (--max-semi-space-size: a larger young generation keeps scavenges out of the
+// calculation latency tail at cloud scale; figures in README "Performance".)
 // palisade-controller --etcd-endpoints URL[,URL…] --listen HOST:PORT [--metrics-listen HOST:PORT]
 import { Command } from "commander";
-import { EXIT_USAGE, UsageError, envDefault, fail, parseHostPort, withUsageExit } from "../common/cli-env.js";
-import { createLogger } from "../common/logger.js";
-import { routeGrpcLogs } from "../common/grpc-server.js";
-import { addTlsOptions, tlsFlagsOf, silenceIpServerNameWarning, loadTls, readPem, type TlsFlags, type TlsMaterial } from "../common/tls.js";
+import { EXIT_USAGE, UsageError, envDefault, fail, parseHostPort, withUsageExit } from "../runtime/cli-env.js";
+import { createLogger } from "../runtime/logger.js";
+import { routeGrpcLogs } from "../runtime/grpc-server.js";
+import { addTlsOptions, tlsFlagsOf, silenceIpServerNameWarning, loadTls, readPem, type TlsFlags, type TlsMaterial } from "../runtime/tls.js";
 import { startController, type EtcdTls } from "./controller.js";
+import { parseDuration } from "./compactor.js";
 
 const program = new Command("palisade-controller")
   .description("Palisade controller: validates and stores the model in etcd, computes each host's dataplane state, streams it to drivers.")
@@ -20,6 +21,7 @@ const program = new Command("palisade-controller")
   .option("--etcd-cacert <file>", "CA that signed etcd's server certificate; turns on TLS to etcd (env PALISADE_ETCD_CACERT)", envDefault("PALISADE_ETCD_CACERT"))
   .option("--etcd-cert <file>", "client certificate for etcd, when etcd requires one (env PALISADE_ETCD_CERT)", envDefault("PALISADE_ETCD_CERT"))
   .option("--etcd-key <file>", "its private key (env PALISADE_ETCD_KEY)", envDefault("PALISADE_ETCD_KEY"))
+  .option("--etcd-compaction-retention <duration>", "etcd history kept by the elected replica's compaction, e.g. 5m; 0 = off, when etcd compacts itself (env PALISADE_ETCD_COMPACTION_RETENTION)", envDefault("PALISADE_ETCD_COMPACTION_RETENTION", "5m"))
   .showHelpAfterError();
 addTlsOptions(program, "the controller's server");
 silenceIpServerNameWarning();
@@ -27,8 +29,9 @@ withUsageExit(program);
 program.parse();
 const opts = program.opts<{
   etcdEndpoints: string; listen: string; metricsListen?: string; etcdPrefix: string; workloadToHost: string; logLevel: string;
-  etcdCacert?: string; etcdCert?: string; etcdKey?: string;
+  etcdCacert?: string; etcdCert?: string; etcdKey?: string; etcdCompactionRetention: string;
 } & TlsFlags>();
+let compactionRetentionMs = 0;
 let tls: TlsMaterial | undefined;
 let etcdTls: EtcdTls | undefined;
 
@@ -38,6 +41,12 @@ try {
   if (!opts.etcdPrefix.startsWith("/")) throw new UsageError("--etcd-prefix must start with /");
   if (opts.metricsListen && opts.metricsListen.startsWith("unix:")) throw new UsageError("--metrics-listen takes HOST:PORT");
   if (opts.metricsListen) parseHostPort(opts.metricsListen, "--metrics-listen");
+  try {
+    compactionRetentionMs = parseDuration(opts.etcdCompactionRetention);
+  } catch (e) {
+    throw new UsageError(`--etcd-compaction-retention: ${(e as Error).message}`);
+  }
+  if (compactionRetentionMs > 0 && compactionRetentionMs < 10_000) throw new UsageError("--etcd-compaction-retention must be 0 (off) or at least 10s: watchers that fall behind need time to resume");
   tls = loadTls(tlsFlagsOf(program));
   if (opts.etcdCert || opts.etcdKey) {
     if (!opts.etcdCacert) throw new UsageError("--etcd-cert/--etcd-key need --etcd-cacert");
@@ -63,6 +72,7 @@ try {
     logger,
     tls,
     etcdTls,
+    etcdCompaction: { retentionMs: compactionRetentionMs },
   });
   const shutdown = (signal: string) => {
     logger.info({ signal }, "shutting down");

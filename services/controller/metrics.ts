@@ -89,6 +89,10 @@ export function createControllerMetrics() {
       labelNames: ["reason"], registers: [registry],
     }),
     permissionDenied: new Counter({ name: "palisade_controller_permission_denied_total", help: "Calls refused by mTLS authorisation (wrong role, or a host certificate for another host)", labelNames: ["method"], registers: [registry] }),
+    etcdErrors: new Counter({ name: "palisade_controller_etcd_errors_total", help: "etcd failures seen by API requests, by class: unavailable, nospace, too-many-ops, request-too-large", labelNames: ["class"], registers: [registry] }),
+    etcdCompactedRevision: new Gauge({ name: "palisade_controller_etcd_compacted_revision", help: "Revision this replica last compacted etcd's history to (0: not the compaction leader yet)", registers: [registry] }),
+    etcdCompactions: new Counter({ name: "palisade_controller_etcd_compactions_total", help: "Compactions of etcd's history done by this replica", registers: [registry] }),
+    etcdTxnOpsLimit: new Gauge({ name: "palisade_controller_etcd_max_txn_ops", help: "etcd's --max-txn-ops as detected at start, capped at what Palisade needs (documents per batch + 1)", registers: [registry] }),
     apiRequests: new Counter({ name: "palisade_controller_api_requests_total", help: "API requests by method and gRPC status code", labelNames: ["method", "code"], registers: [registry] }),
   };
 }

@@ -4,14 +4,14 @@
 // restarting anything: the graph turns the diff into minimal host updates.
 import type { Logger } from "pino";
 import type { CalcGraph } from "../calc/index.js";
-import { createBackoff, sleep } from "../common/backoff.js";
+import { createBackoff, retryUntilAborted, sleep } from "../util/backoff.js";
 import { objectKey, type ModelObject } from "../model/index.js";
 import type { EtcdStore, ModelEvent } from "./etcd-store.js";
 import type { SyncHub } from "./sync-hub.js";
 
 export interface ModelFeed {
-  /** Resolves after the initial load; the watch then runs until stop(). */
-  start(): Promise<void>;
+  /** Resolves after the initial load (retried up to `timeoutMs`); the watch then runs until stop(). */
+  start(timeoutMs?: number): Promise<void>;
   stop(): Promise<void>;
   readonly ready: boolean;
   readonly revision: number;
@@ -66,32 +66,32 @@ export function createModelFeed(opts: { store: EtcdStore; graph: CalcGraph; hub:
     logger.warn({ err: err.message }, "model watch lost; resynchronising from etcd");
     await watch?.close().catch(() => undefined);
     watch = undefined;
-    const backoff = createBackoff({ initialMs: 200, maxMs: 10_000 });
-    while (!stopped) {
-      try {
-        await load();
-        break;
-      } catch (e) {
-        logger.warn({ err: (e as Error).message }, "resync failed; retrying");
-        await sleep(backoff.next(), abort.signal);
-      }
-    }
+    await retryUntilAborted(load, {
+      initialMs: 200, maxMs: 10_000, signal: abort.signal,
+      onError: (e) => logger.warn({ err: e.message }, "resync failed; retrying"),
+    });
     resyncing = false;
   }
 
   return {
     get ready() { return ready; },
     get revision() { return revision; },
-    async start() {
+    async start(timeoutMs = Infinity) {
+      // Retried for a while (etcd may be starting too), then given up with the
+      // last error: a controller that cannot read its model (etcd down, TLS
+      // refused) must fail its start clearly, not hang (systemd restarts it).
       const backoff = createBackoff({ initialMs: 200, maxMs: 5_000 });
+      const deadline = Date.now() + timeoutMs;
       while (!stopped) {
         try {
           await load();
           ready = true;
           return;
         } catch (e) {
+          const delay = backoff.next();
+          if (Date.now() + delay > deadline) throw e;
           logger.warn({ err: (e as Error).message }, "cannot load the model from etcd yet; retrying");
-          await sleep(backoff.next(), abort.signal);
+          await sleep(delay, abort.signal);
         }
       }
     },

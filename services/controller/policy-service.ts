@@ -2,9 +2,9 @@
 // at the edge, before anything touches etcd; one invalid document rejects
 // the whole batch.
 import type { Logger } from "pino";
-import { ApiError } from "../common/errors.js";
-import { unary } from "../common/grpc-server.js";
-import { documentFromPb, endpointKeyFromPb, endpointToPb, profileToPb, refFromPb } from "../api/model-wire.js";
+import { ApiError } from "../contract/errors.js";
+import { unary } from "../runtime/grpc-server.js";
+import { documentFromPb, endpointKeyFromPb, endpointToPb, profileToPb, refFromPb } from "../contract/model-wire.js";
 import type { PolicyServiceServer } from "../gen/palisade/policy/v1/policy.js";
 import {
   ID_RE, LIMITS, PROTOCOL_NUMBERS, ValidationError, createEvaluator, endpointKeyString, objectKey, parseAddress,

@@ -10,9 +10,10 @@
 import * as grpc from "@grpc/grpc-js";
 import type { Etcd3, Watcher } from "etcd3";
 import type { Logger } from "pino";
-import { createBackoff, sleep } from "../common/backoff.js";
-import { unary } from "../common/grpc-server.js";
+import { retryUntilAborted } from "../util/backoff.js";
+import { unary } from "../runtime/grpc-server.js";
 import type { StatusServiceServer, WatchStatusRequest, WatchStatusResponse } from "../gen/palisade/status/v1/status.js";
+import { toApiError } from "./etcd-errors.js";
 import type { EtcdStore } from "./etcd-store.js";
 import { prefixEnd } from "./etcd-store.js";
 import type { StatusStore } from "./status-store.js";
@@ -85,17 +86,11 @@ function createStatusFeed(opts: { client: Etcd3; store: EtcdStore; logger: Logge
     logger.warn({ err: err.message }, "status watch lost; reloading");
     await Promise.all(watchers.map((w) => w.cancel().catch(() => undefined)));
     watchers = [];
-    const backoff = createBackoff({ initialMs: 200, maxMs: 10_000 });
-    while (!abort.signal.aborted) {
-      try {
-        await load();
-        for (const s of sessions) { s.resnapshot = true; s.kick(); }
-        break;
-      } catch (e) {
-        logger.warn({ err: (e as Error).message }, "status reload failed; retrying");
-        await sleep(backoff.next(), abort.signal);
-      }
-    }
+    const reloaded = await retryUntilAborted(load, {
+      initialMs: 200, maxMs: 10_000, signal: abort.signal,
+      onError: (e) => logger.warn({ err: e.message }, "status reload failed; retrying"),
+    });
+    if (reloaded) for (const s of sessions) { s.resnapshot = true; s.kick(); }
     reloading = false;
   }
 
@@ -125,7 +120,8 @@ export function createStatusService(opts: { client: Etcd3; store: EtcdStore; sta
   return {
     close: () => feed.close(),
     getStatus: unary(logger, async () => {
-      const [s, modelRevision] = await Promise.all([status.read(), store.modelRevision()]);
+      // etcd's failures reach the client classified (UNAVAILABLE, …), as on the policy API.
+      const [s, modelRevision] = await Promise.all([status.read().catch((e: unknown) => { throw toApiError(e); }), store.modelRevision()]);
       return { hosts: s.hosts, endpoints: s.endpoints, modelRevision };
     }),
     watchStatus(call: grpc.ServerWritableStream<WatchStatusRequest, WatchStatusResponse>) {

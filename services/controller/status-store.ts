@@ -21,7 +21,7 @@
 // writes its statuses once etcd accepts them again.
 import type { Etcd3, Lease } from "etcd3";
 import type { Logger } from "pino";
-import { createBackoff } from "../common/backoff.js";
+import { createBackoff } from "../util/backoff.js";
 import type { EndpointStatus, HostStatus } from "../gen/palisade/status/v1/status.js";
 import type { Keys } from "./etcd-keys.js";
 import { prefixEnd } from "./etcd-store.js";

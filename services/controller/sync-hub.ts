@@ -7,7 +7,7 @@
 // huge set churn), the stream is reset to a fresh snapshot instead.
 import type { Logger } from "pino";
 import { UpdateCoalescer, type CalcGraph, type CalcSink, type HostUpdate } from "../calc/index.js";
-import { packBatches } from "../api/sync-wire.js";
+import { packBatches } from "../contract/sync-wire.js";
 import type { SyncResponse } from "../gen/palisade/sync/v1/sync.js";
 
 /** Pending weight (members + rules) beyond which a stream is re-snapshotted. */
@@ -26,7 +26,6 @@ export class HostStream {
   private waitingDrain = false;
   private needSnapshot = true;
   private closed = false;
-  private pumping = false;
   resets = 0;
 
   constructor(
@@ -53,6 +52,10 @@ export class HostStream {
       this.needSnapshot = true;
       this.resets++;
       this.onReset();
+      // Not now: we are inside the graph's flush, and a snapshot is a read
+      // between batches. The feed's markRevision() right after the flush
+      // (or the next drain) takes it.
+      return;
     }
     this.pump();
   }
@@ -75,23 +78,13 @@ export class HostStream {
   }
 
   pump(): void {
-    // Re-entrancy guard: taking a snapshot can make the graph emit (a new
-    // host's view is created), which calls enqueue() -> pump() again.
-    if (this.pumping) return;
-    this.pumping = true;
-    try {
-      this.pumpLoop();
-    } finally {
-      this.pumping = false;
-    }
-  }
-
-  private pumpLoop(): void {
     while (!this.closed && !this.waitingDrain) {
       let msgs: SyncResponse[];
       if (this.needSnapshot) {
-        // Snapshot first (updates emitted meanwhile are dropped by enqueue:
-        // the snapshot already contains them), then go live.
+        // The snapshot is a pure read of the graph as of its last flush;
+        // updates the graph emitted before it were dropped by enqueue() (the
+        // snapshot holds them), updates after it are queued: nothing is
+        // lost or sent twice.
         const snap = this.graph.snapshot(this.host);
         this.needSnapshot = false;
         this.outbox.clear();
@@ -115,7 +108,11 @@ export class HostStream {
   }
 }
 
-/** The graph's sink: routes each host's updates to its stream(s). */
+/**
+ * The graph's sink: routes each host's updates to its stream(s). Which hosts
+ * get output is the graph's business (subscribe/unsubscribe, called by the
+ * sync service): the hub never answers questions for the graph.
+ */
 export class SyncHub implements CalcSink {
   private readonly streams = new Map<string, Set<HostStream>>();
 
@@ -148,10 +145,6 @@ export class SyncHub implements CalcSink {
   }
 
   hasHost(host: string): boolean {
-    return this.streams.has(host);
-  }
-
-  wantsUpdates(host: string): boolean {
     return this.streams.has(host);
   }
 

@@ -8,7 +8,7 @@ import type { DataplaneSyncServiceServer, FlowReport, SyncRequest, SyncResponse 
 import { InterfaceState } from "../gen/palisade/sync/v1/sync.js";
 import { EndpointState, type HostStatus } from "../gen/palisade/status/v1/status.js";
 import { ID_RE, LIMITS } from "../model/index.js";
-import { peerIdentity } from "../common/tls.js";
+import { peerIdentity } from "../runtime/tls.js";
 import type { StatusStore } from "./status-store.js";
 import type { StreamAdmission } from "./stream-admission.js";
 import { HostStream, type SyncHub } from "./sync-hub.js";
@@ -86,7 +86,7 @@ export function createSyncService(opts: {
           // A newer stream of the same host (a quick reconnect) keeps its status.
           if (!hub.hasHost(stream.host)) {
             status.removeHost(stream.host);
-            graph.releaseHost(stream.host);
+            graph.unsubscribe(stream.host);
           }
           logger.info("driver disconnected");
         }
@@ -136,6 +136,7 @@ export function createSyncService(opts: {
           const streams = open.get(name) ?? [];
           streams.push({ stream, end: (details) => endWithStatus(call, grpc.status.ABORTED, details) });
           open.set(name, streams);
+          graph.subscribe(name);
           hub.attach(stream);
           // Attached first: the superseded stream's end then sees the host
           // still connected and keeps its status and host view.

@@ -3,6 +3,11 @@
 // family, and one final ipset restore. Keeps a cache of what it believes
 // the kernel holds; any failure drops the cache so the next apply starts
 // from a fresh read-back.
+//
+// Drift means "the kernel no longer holds what we last programmed" — not
+// "the kernel differs from the newest desired state": a change the
+// controller sent a moment ago is pending work, not tampering, and must
+// neither be logged as a repair nor counted as one.
 import type { Logger } from "pino";
 import type { IpVersion } from "../model/index.js";
 import { iptablesCommands, type Backend } from "./backend.js";
@@ -24,9 +29,17 @@ export interface ApplyResult {
 export interface Dataplane {
   readonly backend: Backend;
   readKernel(): Promise<KernelState>;
+  /** Programs `input`; on success it becomes the drift reference, so the caller must not mutate it afterwards. */
   apply(input: PlanInput): Promise<ApplyResult>;
-  /** Compares the kernel with the cache; true when someone changed our state. */
-  detectDrift(input: PlanInput): Promise<boolean>;
+  /**
+   * Reads the kernel back and compares it with what the last successful
+   * apply programmed; true when someone else changed it. Refreshes the
+   * cache either way, so the next apply() repairs (and applies whatever is
+   * pending) from what the kernel really holds. False when nothing has been
+   * applied yet, or since a failed apply (our own half-written state is not
+   * drift).
+   */
+  detectDrift(): Promise<boolean>;
   cleanup(): Promise<ApplyResult>;
   invalidate(): void;
 }
@@ -38,6 +51,8 @@ export function createDataplane(opts: { runner: CommandRunner; backend: Backend;
   const { runner, backend, families, logger } = opts;
   const now = opts.now ?? (() => performance.now());
   let cache: KernelState | undefined;
+  /** The input of the last successful apply: the reference for drift. */
+  let lastApplied: PlanInput | undefined;
 
   async function readKernel(): Promise<KernelState> {
     const state: KernelState = { families: { 4: emptyFamilyState(), 6: emptyFamilyState() }, sets: new Map() };
@@ -123,26 +138,32 @@ export function createDataplane(opts: { runner: CommandRunner; backend: Backend;
       try {
         const r = await execute(plan);
         cache = afterApply(input, kernel);
+        lastApplied = input;
         return r;
       } catch (err) {
         cache = undefined;
+        lastApplied = undefined;
         throw err;
       }
     },
-    async detectDrift(input) {
+    async detectDrift() {
       const kernel = await readKernel();
-      const plan = planApply(input, kernel);
+      cache = kernel;
+      if (!lastApplied) return false;
+      // The planner's notion of "differs" (rule hashes, hook position, set
+      // members, unwanted leftovers) against what we wrote last time.
+      const plan = planApply(lastApplied, kernel);
       const drift = plan.ipsetBefore.length > 0 || families.some((f) => plan.restoreFirst[f] !== undefined) || plan.ipsetAfter.length > 0 || families.some((f) => plan.restore[f] !== undefined);
       if (drift) {
         logger.warn({ chains: plan.chainsWritten, removed: plan.chainsRemoved, ipsetLines: plan.ipsetBefore.length + plan.ipsetAfter.length }, "dataplane drift detected; repairing");
       }
-      cache = kernel;
       return drift;
     },
     async cleanup() {
       const kernel = await readKernel();
       const r = await execute(planCleanup(kernel, families));
       cache = undefined;
+      lastApplied = undefined;
       return r;
     },
   };

@@ -2,8 +2,10 @@
 // built from a snapshot, then patched by deltas. Every incoming name and
 // member is checked here, before it can reach an iptables-restore or ipset
 // line (defence in depth: the controller validated it already).
-import { OWNED_CHAIN_RE, OWNED_SET_RE, chainKey, type ChainDef, type HostUpdate } from "../calc/index.js";
+import { chainKey, type ChainDef, type HostUpdate } from "../contract/host-update.js";
+import { OWNED_CHAIN_RE, OWNED_SET_RE } from "../contract/dataplane-names.js";
 import { parseCidr, type IpVersion } from "../model/index.js";
+import { ProtocolError } from "../contract/errors.js";
 
 export interface DesiredSet {
   family: IpVersion;
@@ -45,7 +47,7 @@ export class DesiredState {
           this.chains.delete(chainKey(u.family, u.name));
           break;
         case "endpoint-update":
-          if (UNSAFE.test(u.key) || !/^[A-Za-z0-9_-]{1,15}$/.test(u.interfaceName)) throw new Error(`unsafe endpoint ${JSON.stringify(u.key)}`);
+          if (UNSAFE.test(u.key) || !/^[A-Za-z0-9_-]{1,15}$/.test(u.interfaceName)) throw new ProtocolError(`unsafe endpoint ${JSON.stringify(u.key)}`);
           this.endpoints.set(u.key, u.interfaceName);
           break;
         case "endpoint-remove":
@@ -57,16 +59,16 @@ export class DesiredState {
 }
 
 function checkSet(name: string, family: IpVersion, members: readonly string[]): void {
-  if (!OWNED_SET_RE.test(name)) throw new Error(`refusing ipset name ${JSON.stringify(name)}`);
+  if (!OWNED_SET_RE.test(name)) throw new ProtocolError(`refusing ipset name ${JSON.stringify(name)}`);
   for (const m of members) {
     const c = parseCidr(m);
-    if (!c || c.version !== family || c.prefix === 0) throw new Error(`refusing member ${JSON.stringify(m)} of ipset ${name}`);
+    if (!c || c.version !== family || c.prefix === 0) throw new ProtocolError(`refusing member ${JSON.stringify(m)} of ipset ${name}`);
   }
 }
 
 function checkChain(c: ChainDef): void {
-  if (!OWNED_CHAIN_RE.test(c.name)) throw new Error(`refusing chain name ${JSON.stringify(c.name)}`);
+  if (!OWNED_CHAIN_RE.test(c.name)) throw new ProtocolError(`refusing chain name ${JSON.stringify(c.name)}`);
   for (const r of c.rules) {
-    if (UNSAFE.test(r) || r.length > 4096) throw new Error(`refusing rule in ${c.name}: control characters or too long`);
+    if (UNSAFE.test(r) || r.length > 4096) throw new ProtocolError(`refusing rule in ${c.name}: control characters or too long`);
   }
 }

@@ -13,14 +13,15 @@
 //              is diffed against the kernel, so nothing is flushed.
 import type * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
-import { chainKey, type ChainDef } from "../calc/index.js";
-import { createBackoff } from "../common/backoff.js";
-import { updateFromPb } from "../api/sync-wire.js";
-import { InterfaceState, type SyncResponse } from "../gen/palisade/sync/v1/sync.js";
+import { chainKey, type ChainDef } from "../contract/host-update.js";
+import { createBackoff } from "../util/backoff.js";
+import { updateFromPb } from "../contract/sync-wire.js";
+import { InterfaceState, type SyncResponse } from "../contract/sync.js";
 import type { IpVersion } from "../model/index.js";
 import { detectBackend, type Backend } from "./backend.js";
 import { failClosedEntryChains, renderBaseChains } from "./base-chains.js";
 import type { CommandRunner } from "./command-runner.js";
+import { createRulesetMonitor, defaultMonitorCommand, type RulesetMonitor } from "./ruleset-monitor.js";
 import { createDataplane, type Dataplane } from "./dataplane.js";
 import { DesiredState, type DesiredSet } from "./desired-state.js";
 import { interfaceStatus, sysfsReader, type InterfaceReader, type InterfaceStatus } from "./interface-monitor.js";
@@ -50,6 +51,12 @@ export interface DriverOptions {
   readInterface?: InterfaceReader;
   metrics?: DriverMetrics;
   /**
+   * Tamper watch (nft backend only): `nft monitor` triggers a drift check
+   * when another process edits our chains or hooks. Default on, in the
+   * runner's namespace (its execPrefix); false turns it off.
+   */
+  rulesetMonitor?: false | { command?: readonly string[]; debounceMs?: number };
+  /**
    * Flow reports (DESIGN §6.12): mode, rate, log file, metrics. Absent: the
    * rate-limit chains are programmed with the defaults, but no reader runs.
    */
@@ -72,6 +79,8 @@ export interface Driver {
   readonly firstSync: Promise<void>;
   /** The flow reporter (DESIGN §6.12), once started. */
   readonly flows: FlowReporter | undefined;
+  /** Asks for a read-back and repair soon (serialised with applies); a no-op before the first complete state. */
+  checkDrift(): void;
   stop(): Promise<void>;
 }
 
@@ -79,8 +88,28 @@ export async function startDriver(o: DriverOptions): Promise<Driver> {
   const logger = o.logger;
   const prefixes = o.interfacePrefixes ?? ["tap"];
   const families = o.families ?? [4, 6];
-  const backend = !o.backend || o.backend === "auto" ? await detectBackend(o.runner) : o.backend;
-  const dataplane = createDataplane({ runner: o.runner, backend, families, logger: logger.child({ component: "dataplane" }) });
+  // Every process the driver runs, by PID: the tamper watch must recognise
+  // the nftables transactions of our own restores and ignore them. A PID is
+  // remembered a while after its process ended (the monitor's report of a
+  // transaction can trail the process's exit), then forgotten before Linux
+  // could plausibly reuse it.
+  const ownPids = new Map<number, number>();
+  const runner: CommandRunner = {
+    execPrefix: o.runner.execPrefix,
+    run(cmd, args, input, ro) {
+      let pid: number | undefined;
+      return o.runner.run(cmd, args, input, {
+        onSpawn: (p) => { pid = p; ownPids.set(p, Infinity); ro?.onSpawn?.(p); },
+      }).finally(() => { if (pid !== undefined) ownPids.set(pid, Date.now() + 10_000); });
+    },
+  };
+  const isOwnPid = (pid: number) => {
+    const now = Date.now();
+    for (const [p, until] of ownPids) if (until < now) ownPids.delete(p);
+    return ownPids.has(pid);
+  };
+  const backend = !o.backend || o.backend === "auto" ? await detectBackend(runner) : o.backend;
+  const dataplane = createDataplane({ runner, backend, families, logger: logger.child({ component: "dataplane" }) });
   const base = new Map<string, ChainDef>();
   for (const f of families) for (const c of renderBaseChains(prefixes, f)) base.set(chainKey(f, c.name), c);
   // Flow reports: the driver's rate-limit chains are base chains too (they
@@ -150,9 +179,12 @@ export async function startDriver(o: DriverOptions): Promise<Driver> {
         try {
           // Drift checks run here, serialised with applies: a read-back racing
           // an apply could otherwise replace the dataplane's view with a stale one.
+          // The check compares the kernel with what we last programmed; a
+          // desired change pending right now is not drift, and the apply
+          // below carries it out together with any repair (one read-back).
           if (driftRequested && desired) {
             driftRequested = false;
-            if (await dataplane.detectDrift(input)) {
+            if (await dataplane.detectDrift()) {
               counters.driftRepairs++;
               o.metrics?.driftRepairs.inc();
             }
@@ -263,7 +295,7 @@ export async function startDriver(o: DriverOptions): Promise<Driver> {
       controllers: o.controllers,
       credentials: o.credentials,
       logger,
-      hello: { hostname: o.hostname, driverVersion: DRIVER_VERSION, ipv6: families.includes(6), iptablesBackend: backend, interfacePrefixes: prefixes },
+      hello: { hostname: o.hostname, driverVersion: DRIVER_VERSION, ipv6: families.includes(6), iptablesBackend: backend },
       onBatch,
       onConnected: (address) => logger.info({ controller: address }, "connected to controller"),
       onDisconnected: (reason) => {
@@ -303,6 +335,20 @@ export async function startDriver(o: DriverOptions): Promise<Driver> {
   }
 
   const driftTimer = setInterval(checkDrift, o.driftCheckMs ?? 30_000);
+  // Only iptables-nft edits are nftables events; the legacy backend keeps
+  // the periodic read-back alone.
+  let monitor: RulesetMonitor | undefined;
+  if (backend === "nft" && o.rulesetMonitor !== false) {
+    o.metrics?.rulesetMonitorUp.set(0);
+    monitor = createRulesetMonitor({
+      logger: logger.child({ component: "ruleset-monitor" }),
+      command: o.rulesetMonitor?.command ?? [...(runner.execPrefix ?? []), ...defaultMonitorCommand()],
+      debounceMs: o.rulesetMonitor?.debounceMs,
+      isOwnPid,
+      onChange: checkDrift,
+      onRunning: (up) => o.metrics?.rulesetMonitorUp.set(up ? 1 : 0),
+    });
+  }
   const ifTimer = setInterval(() => void checkInterfaces(false), o.interfacePollMs ?? 2_000);
 
   return {
@@ -313,6 +359,7 @@ export async function startDriver(o: DriverOptions): Promise<Driver> {
     dataplane,
     firstSync,
     flows,
+    checkDrift,
     async stop() {
       stopped = true;
       void flows?.stop();
@@ -321,6 +368,7 @@ export async function startDriver(o: DriverOptions): Promise<Driver> {
       clearTimeout(retryTimer);
       clearTimeout(postWriteTimer);
       client?.stop();
+      await monitor?.stop();
       // Rules stay in place: a stopped driver keeps enforcing the last state.
       // Let an in-flight restore finish (each table's restore is atomic), but
       // not for ever.

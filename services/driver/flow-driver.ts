@@ -2,8 +2,9 @@
 // rate-limit chains it must program, and the reporter started once the sync
 // client exists.
 import type { Logger } from "pino";
-import { renderFlowLogChains, type ChainDef } from "../calc/index.js";
-import type { FlowReport } from "../gen/palisade/sync/v1/sync.js";
+import { renderFlowLogChains } from "../contract/flow-log.js";
+import type { ChainDef } from "../contract/host-update.js";
+import type { FlowReport } from "../contract/sync.js";
 import type { IpVersion } from "../model/index.js";
 import type { Backend } from "./backend.js";
 import { iptablesCommands } from "./backend.js";

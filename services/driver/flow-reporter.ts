@@ -13,8 +13,8 @@
 // when its writer is behind.
 import { createWriteStream, readdirSync, readFileSync, type WriteStream } from "node:fs";
 import type { Logger } from "pino";
-import { FLOW_CODES, FLOW_LIMITED_RULE, FLOW_LOG_CHAINS, FLOW_NFLOG_GROUP, parseLogPrefix, type ParsedPrefix } from "../calc/index.js";
-import type { FlowReport } from "../gen/palisade/sync/v1/sync.js";
+import { FLOW_CODES, FLOW_LIMITED_RULE, FLOW_LOG_CHAINS, FLOW_NFLOG_GROUP, parseLogPrefix, type ParsedPrefix } from "../contract/flow-log.js";
+import type { FlowReport } from "../contract/sync.js";
 import type { IpVersion } from "../model/index.js";
 import type { CommandRunner } from "./command-runner.js";
 import { FlowAggregator, type FlowPoint, type FlowRecord } from "./flow-aggregator.js";

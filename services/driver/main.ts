@@ -4,8 +4,8 @@
 // Runs in the network namespace it is started in (ip netns exec NS palisade-driver …).
 import { Command } from "commander";
 import { hostname } from "node:os";
-import { EXIT_USAGE, UsageError, envDefault, fail, parseHostPort, withUsageExit } from "../common/cli-env.js";
-import { createLogger } from "../common/logger.js";
+import { EXIT_USAGE, UsageError, envDefault, fail, parseHostPort, withUsageExit } from "../runtime/cli-env.js";
+import { createLogger } from "../runtime/logger.js";
 import { ID_RE } from "../model/index.js";
 import { detectBackend, type Backend } from "./backend.js";
 import { createExecRunner } from "./command-runner.js";
@@ -13,9 +13,9 @@ import { createDataplane } from "./dataplane.js";
 import { startDriver } from "./driver.js";
 import { createDriverMetrics } from "./metrics.js";
 import { createFlowMetrics } from "./flow-metrics.js";
-import { routeGrpcLogs } from "../common/grpc-server.js";
-import { addTlsOptions, tlsFlagsOf, silenceIpServerNameWarning, channelCredentials, loadTls, type TlsFlags, type TlsMaterial } from "../common/tls.js";
-import { startMetricsServer } from "../common/metrics-server.js";
+import { routeGrpcLogs } from "../runtime/grpc-server.js";
+import { addTlsOptions, tlsFlagsOf, silenceIpServerNameWarning, channelCredentials, loadTls, type TlsFlags, type TlsMaterial } from "../runtime/tls.js";
+import { startMetricsServer } from "../runtime/metrics-server.js";
 
 const program = new Command("palisade-driver")
   .description("Palisade driver: programs this host's iptables and ipsets from the controller's state and reports status.")

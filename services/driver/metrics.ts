@@ -1,10 +1,10 @@
 // Driver metrics (names are part of the operator contract, see
 // deploy/CONFIGURATION.md and the Grafana dashboard).
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+import { createRegistry } from "../runtime/metrics-server.js";
+import { Counter, Gauge, Histogram } from "prom-client";
 
 export function createDriverMetrics() {
-  const registry = new Registry();
-  collectDefaultMetrics({ register: registry, prefix: "palisade_driver_process_" });
+  const registry = createRegistry("palisade_driver_");
   return {
     registry,
     applyDuration: new Histogram({
@@ -16,6 +16,11 @@ export function createDriverMetrics() {
     driftRepairs: new Counter({ name: "palisade_driver_drift_repairs_total", help: "Read-backs that found the kernel changed behind our back (repaired)", registers: [registry] }),
     applyFailures: new Counter({ name: "palisade_driver_apply_failures_total", help: "Failed applies (retried with backoff)", registers: [registry] }),
     appliedRevision: new Gauge({ name: "palisade_driver_applied_revision", help: "Model revision last applied", registers: [registry] }),
+    rulesetMonitorUp: new Gauge({
+      name: "palisade_driver_ruleset_monitor_up",
+      help: "1 while the nft ruleset monitor runs (tampering repaired within about a second); 0 = periodic read-back only (legacy backend, nft missing, or restarting)",
+      registers: [registry],
+    }),
     inSync: new Gauge({ name: "palisade_driver_in_sync", help: "1 once the first complete state is applied", registers: [registry] }),
   };
 }

@@ -11,7 +11,7 @@
 //      only the chains whose rule hashes differ; fix hook positions; flush
 //      and delete chains no longer wanted
 //   3. ipset restore: destroy sets no longer wanted (no rule references them now)
-import { chainKey, type ChainDef } from "../calc/index.js";
+import { chainKey, type ChainDef } from "../contract/host-update.js";
 import type { IpVersion } from "../model/index.js";
 import type { DesiredSet } from "./desired-state.js";
 import { HOOKS, type KernelState } from "./kernel-state.js";

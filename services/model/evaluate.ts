@@ -10,7 +10,8 @@
 // addresses that belong to no endpoint (Palisade does not police it).
 import { cidrContains, formatAddress, parseAddress, parseCidr } from "./ip.js";
 import { ruleFamilies } from "./validate.js";
-import { endpointKeyString, protocolNumber, type Endpoint, type IpVersion, type Match, type PortRange, type Profile, type Rule } from "./types.js";
+import { PORT_PROTOCOLS, endpointKeyString, protocolNumber, type Endpoint, type IpVersion, type Match, type PortRange, type Profile, type Rule } from "./types.js";
+import { hostAddress } from "./rule-facts.js";
 
 export interface Packet {
   src: string;
@@ -51,11 +52,6 @@ export interface ModelView {
   endpoints: Iterable<Endpoint>;
 }
 
-function hostAddr(net: string): string {
-  return net.slice(0, net.lastIndexOf("/"));
-}
-
-const PORT_PROTOS = new Set([6, 17, 132, 136]);
 
 function inRanges(port: number | undefined, ranges: PortRange[]): boolean {
   return port !== undefined && ranges.some((r) => port >= r.first && port <= r.last);
@@ -68,7 +64,7 @@ export function createEvaluator(model: ModelView) {
   /** tag -> member addresses (normalised text). */
   const tagMembers = new Map<string, Set<string>>();
   for (const e of endpoints) {
-    const addrs = [...e.ipv4Nets, ...e.ipv6Nets].map(hostAddr);
+    const addrs = [...e.ipv4Nets, ...e.ipv6Nets].map(hostAddress);
     for (const a of addrs) if (!byAddress.has(a)) byAddress.set(a, e);
     for (const id of e.profileIds) {
       for (const t of model.profiles.get(id)?.tags ?? []) {
@@ -93,8 +89,8 @@ export function createEvaluator(model: ModelView) {
       && holds(m.dstNet !== undefined, () => net(m.dstNet!, dst))
       && holds(m.srcTag !== undefined, () => tagMembers.get(m.srcTag!)?.has(src) ?? false)
       && holds(m.dstTag !== undefined, () => tagMembers.get(m.dstTag!)?.has(dst) ?? false)
-      && holds(m.srcPorts !== undefined, () => PORT_PROTOS.has(pkt.protocol) && inRanges(pkt.srcPort, m.srcPorts!))
-      && holds(m.dstPorts !== undefined, () => PORT_PROTOS.has(pkt.protocol) && inRanges(pkt.dstPort, m.dstPorts!))
+      && holds(m.srcPorts !== undefined, () => PORT_PROTOCOLS.has(pkt.protocol) && inRanges(pkt.srcPort, m.srcPorts!))
+      && holds(m.dstPorts !== undefined, () => PORT_PROTOCOLS.has(pkt.protocol) && inRanges(pkt.dstPort, m.dstPorts!))
       // ICMP type and code are one criterion ("type T, and code C if given"),
       // as iptables' --icmp-type T/C is.
       && holds(m.icmpType !== undefined, () => pkt.icmpType === m.icmpType && (m.icmpCode === undefined || pkt.icmpCode === m.icmpCode));

@@ -8,23 +8,22 @@
 import { parseCidr, formatCidr } from "./ip.js";
 import { LIMITS } from "./limits.js";
 import type { ValidationIssue } from "./errors.js";
+import { ID_RE, IPV6_EXTENSION_HEADERS, MAC_RE, PORT_PROTOCOL_NAMES, chunkPorts, idProblem } from "./rule-facts.js";
 import {
   PORT_PROTOCOLS, PROTOCOL_NUMBERS, protocolNumber,
   type Endpoint, type IpVersion, type Match, type Profile, type Rule,
 } from "./types.js";
 
-export const ID_RE = /^[A-Za-z0-9_.-]+$/;
+export { ID_RE };
 export const INTERFACE_RE = /^[A-Za-z0-9_-]{1,15}$/;
-const MAC_RE = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
 const LABEL_KEY_RE = /^[A-Za-z0-9_./-]{1,253}$/;
 const LABEL_VALUE_RE = /^[A-Za-z0-9_.-]{0,63}$/;
 
 type Report = (field: string, reason: string) => void;
 
 function checkId(report: Report, field: string, v: string, max: number = LIMITS.idLength): void {
-  if (v.length === 0) report(field, "must not be empty");
-  else if (v.length > max) report(field, `must be at most ${max} characters`);
-  else if (!ID_RE.test(v) || v === "." || v === "..") report(field, "may contain only letters, digits, '_', '.' and '-'");
+  const problem = idProblem(v, max);
+  if (problem) report(field, problem);
 }
 
 /** Families a rule can be rendered into; empty = contradictory (mixed) rule. */
@@ -69,7 +68,7 @@ function validateMatch(report: Report, prefix: string, m: Match, rule: Rule): vo
     const v = k === "src_ports" ? m.srcPorts : m.dstPorts;
     if (v === undefined) continue;
     if (proto === undefined || !PORT_PROTOCOLS.has(proto)) {
-      report(f(k), "ports are allowed only with protocol tcp, udp, sctp or udplite");
+      report(f(k), `ports are allowed only with protocol ${PORT_PROTOCOL_NAMES}`);
     }
     if (v.length === 0) report(f(k), "must not be an empty list");
     if (v.length > LIMITS.portsPerRule) report(f(k), `at most ${LIMITS.portsPerRule} entries`);
@@ -92,22 +91,12 @@ function validateMatch(report: Report, prefix: string, m: Match, rule: Rule): vo
   }
 }
 
-/** IPv6 extension headers: ip6tables -p matches the upper-layer protocol after them, never these. */
-const IPV6_EXTENSION_HEADERS: ReadonlySet<number> = new Set([0, 43, 44, 51, 60, 135, 139, 140]);
-
 /** Lines a rule renders into (positive port lists are split into multiport chunks and multiplied). */
 // Any single list within LIMITS.portsPerRule fits (512 ranges, 7 per line: 74 lines); products of two long lists do not.
 const MAX_PORT_LINES = 80;
 
 function portChunks(ps: { first: number; last: number }[] | undefined): number {
-  if (!ps) return 1;
-  let chunks = 1, used = 0;
-  for (const p of ps) {
-    const cost = p.first === p.last ? 1 : 2;
-    if (used + cost > 15) { chunks++; used = 0; }
-    used += cost;
-  }
-  return chunks;
+  return ps ? Math.max(1, chunkPorts(ps).length) : 1;
 }
 
 export function validateRule(report: Report, path: string, rule: Rule): void {

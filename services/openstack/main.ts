@@ -7,15 +7,17 @@
 //   watch --neutron-url URL [--interval SECONDS] (token or Keystone password credentials)
 //   status [-o table|json]
 // Exit codes: 0 success, 1 failure (one-line reason on stderr), 2 usage error.
+import { formatTable } from "../runtime/cli-table.js";
 import { Command, Option } from "commander";
-import { readFileSync } from "node:fs";
-import { call, RpcError } from "../api/clients.js";
-import { cliClients } from "../api/cli-clients.js";
-import { endpointFromPb } from "../api/model-wire.js";
-import { EXIT_USAGE, UsageError, envDefault, fail, withUsageExit } from "../common/cli-env.js";
-import { createLogger } from "../common/logger.js";
-import { createBackoff, sleep } from "../common/backoff.js";
-import { addTlsOptions, silenceIpServerNameWarning } from "../common/tls.js";
+import { readFileSync, writeFileSync } from "node:fs";
+import { call, RpcError } from "../contract/clients.js";
+import { formatIssue } from "../model/index.js";
+import { cliClients } from "../runtime/cli-clients.js";
+import { endpointFromPb } from "../contract/model-wire.js";
+import { EXIT_USAGE, UsageError, envDefault, fail, withUsageExit } from "../runtime/cli-env.js";
+import { createLogger } from "../runtime/logger.js";
+import { createBackoff, sleep } from "../util/backoff.js";
+import { addTlsOptions, silenceIpServerNameWarning } from "../runtime/tls.js";
 import { authFromEnv, createNeutronClient, NeutronApiError } from "./neutron-client.js";
 import { portStatusRows } from "./port-status.js";
 import { AdapterError, syncOnce, type SyncReport } from "./sync.js";
@@ -24,6 +26,8 @@ import {
   type TranslateResult,
 } from "./translate.js";
 import { isOwned } from "./reconcile.js";
+import { createAdapterMetrics } from "./metrics.js";
+import { startMetricsServer } from "../runtime/metrics-server.js";
 
 const program = new Command("palisade-openstack")
   .description("OpenStack adapter: Neutron security groups and ports onto Palisade profiles and endpoints")
@@ -63,8 +67,12 @@ function redactUrl(u: string): string {
   }
 }
 
+function heldText(r: SyncReport): string {
+  return `${r.heldBack.length} of the ${r.owned} endpoint(s) the adapter manages are gone from Neutron: a mass deletion (a wrong file, a token scoped to one project, or Neutron returning too little?), so these deletions are held back and everything else is applied; pass --allow-mass-delete if this is meant`;
+}
+
 function summary(r: SyncReport): string {
-  const what = `${r.created} created, ${r.updated} updated, ${r.deleted} deleted, ${r.unchanged} unchanged, ${r.skipped} port(s) skipped`;
+  const what = `${r.created} created, ${r.updated} updated, ${r.deleted} deleted, ${r.unchanged} unchanged, ${r.skipped} port(s) skipped${r.heldBack.length ? `, ${r.heldBack.length} deletion(s) held back` : ""}`;
   if (r.dryRun) return `dry run: would write ${what}`;
   if (r.transactions === 0) return `in sync: nothing to write (${what}), model revision ${r.revision}`;
   return `synced: ${what} in ${r.transactions} transaction(s), at revision ${r.revision}`;
@@ -98,6 +106,10 @@ program.command("sync")
     const c = clients();
     try {
       const r = await syncOnce(c.policy, result, { dryRun: o.dryRun, allowMassDelete: o.allowMassDelete });
+      if (r.heldBack.length) {
+        process.stderr.write(`warning: ${heldText(r)}\n`);
+        if (o.verbose) for (const k of r.heldBack) process.stderr.write(`  held back: delete endpoint ${k}\n`);
+      }
       if (o.output === "json") {
         process.stdout.write(`${JSON.stringify({ ...r, warnings: result.warnings, skipped_ports: result.skipped, left_out: result.leftOut }, null, 2)}\n`);
       }
@@ -108,6 +120,30 @@ program.command("sync")
     } finally {
       c.close();
     }
+  });
+
+program.command("fetch")
+  .description("save complete Neutron listings (every page) as files for sync; token or Keystone credentials as for watch")
+  .requiredOption("--neutron-url <url>", "Neutron endpoint (env PALISADE_NEUTRON_URL)", envDefault("PALISADE_NEUTRON_URL"))
+  .requiredOption("--security-groups <file>", "where to write {\"security_groups\": [...]}")
+  .requiredOption("--ports <file>", "where to write {\"ports\": [...]} (needs admin credentials)")
+  .option("--address-groups <file>", "where to write {\"address_groups\": [...]}")
+  .option("--os-token <token>", "a Keystone token (env OS_TOKEN); or the OS_* password credentials")
+  .action(async (o: { neutronUrl: string; securityGroups: string; ports: string; addressGroups?: string; osToken?: string }) => {
+    if (!/^https?:\/\/[^\s]+$/.test(o.neutronUrl ?? "")) throw new UsageError(`--neutron-url: expected http(s)://HOST:PORT, got '${o.neutronUrl}'`);
+    let auth;
+    try {
+      auth = authFromEnv(process.env, { token: o.osToken });
+    } catch (e) {
+      throw new UsageError((e as Error).message);
+    }
+    // The same client and order as watch: every page, ports before groups (see neutron-client.ts).
+    const snap = await createNeutronClient({ url: o.neutronUrl, auth }).snapshot();
+    const write = (file: string, body: unknown) => writeFileSync(file, `${JSON.stringify(body, null, 1)}\n`);
+    write(o.ports, { ports: snap.ports });
+    write(o.securityGroups, { security_groups: snap.securityGroups });
+    if (o.addressGroups) write(o.addressGroups, { address_groups: snap.addressGroups ?? [] });
+    process.stdout.write(`saved ${snap.ports.length} port(s), ${snap.securityGroups.length} security group(s)${o.addressGroups ? `, ${snap.addressGroups?.length ?? 0} address group(s)` : ""}\n`);
   });
 
 program.command("watch")
@@ -123,10 +159,11 @@ program.command("watch")
   .option("--os-project-domain-name <name>", "(env OS_PROJECT_DOMAIN_NAME, default Default)")
   .option("--once", "one poll and sync, then exit (0 on success)")
   .option("--strict", "refuse a whole sync when anything cannot be translated (default: leave just that out)")
-  .option("--allow-mass-delete", "allow syncs that delete most or all of the adapter's endpoints")
+  .option("--allow-mass-delete", "apply endpoint deletions even when most of the adapter's endpoints would go (otherwise held back)")
+  .option("--metrics-listen <host:port>", "Prometheus metrics / health HTTP address (env PALISADE_METRICS_LISTEN)", envDefault("PALISADE_METRICS_LISTEN"))
   .option("--log-level <level>", "trace, debug, info, warn, error (env PALISADE_LOG_LEVEL)", envDefault("PALISADE_LOG_LEVEL", "info"))
   .action(async (o: {
-    neutronUrl: string; interval: string; once?: boolean; logLevel: string; strict?: boolean; allowMassDelete?: boolean;
+    neutronUrl: string; interval: string; once?: boolean; logLevel: string; strict?: boolean; allowMassDelete?: boolean; metricsListen?: string;
     osToken?: string; osAuthUrl?: string; osUsername?: string; osPassword?: string; osProjectName?: string; osUserDomainName?: string; osProjectDomainName?: string;
   }) => {
     const interval = Number(o.interval);
@@ -146,6 +183,14 @@ program.command("watch")
     // The shutdown signal also cuts a Neutron request short: SIGTERM does not wait for a timeout.
     const neutron = createNeutronClient({ url: o.neutronUrl, auth, signal: abort.signal });
     const c = clients();
+    const metrics = createAdapterMetrics();
+    let lastOk = 0;
+    const http = o.metricsListen
+      ? await startMetricsServer({
+        listen: o.metricsListen, registry: metrics.registry, logger,
+        ready: async () => (lastOk ? { ok: true, detail: `last sync ${new Date(lastOk).toISOString()}` } : { ok: false, detail: "no successful sync yet" }),
+      })
+      : undefined;
     const stop = (signal: string) => { logger.info({ signal }, "stopping"); abort.abort(); };
     process.once("SIGTERM", () => stop("SIGTERM"));
     process.once("SIGINT", () => stop("SIGINT"));
@@ -166,20 +211,36 @@ program.command("watch")
         lastWarnings = w;
         const r = await syncOnce(c.policy, result, { allowMassDelete: o.allowMassDelete });
         logger[r.transactions ? "info" : "debug"]({ created: r.created, updated: r.updated, deleted: r.deleted, unchanged: r.unchanged, skipped: r.skipped, revision: r.revision }, summary(r));
+        metrics.heldDeletions.set(r.heldBack.length);
+        metrics.syncs.inc({ result: "ok" });
+        lastOk = Date.now();
+        metrics.lastSuccess.set(Math.floor(lastOk / 1000));
+        // Logged every sync while it lasts: an operator must act on it.
+        if (r.heldBack.length) logger.warn({ heldBack: r.heldBack.length, owned: r.owned, endpoints: r.heldBack.slice(0, 20) }, heldText(r));
         backoff.reset();
         if (o.once) break;
       } catch (e) {
         // Nothing is written when Neutron or the translation fails: the last
         // good state stays in force.
         const err = e as Error;
+        metrics.syncs.inc({ result: "failed" });
         const detail = e instanceof TranslateError ? e.issues.slice(0, 20).map(formatTranslateIssue) : e instanceof AdapterError ? e.details.slice(0, 20) : undefined;
+        // Stopping (SIGTERM/SIGINT cut the request short) is not a failure to retry.
+        if (abort.signal.aborted) {
+          logger.info({ err: err.message }, "stopping: the sync in progress was abandoned; the current state stays in force");
+          break;
+        }
+        if (o.once) {
+          logger.error({ err: err.message, detail }, "sync failed; keeping the current state");
+          throw e;
+        }
         logger.error({ err: err.message, detail }, "sync failed; keeping the current state and retrying");
-        if (o.once) throw e;
         wait = backoff.next();
       }
       await sleep(wait, abort.signal);
     }
     c.close();
+    await http?.close();
   });
 
 program.command("status")
@@ -218,6 +279,9 @@ try {
   };
   if (e instanceof TranslateError) die(`cannot translate (${e.issues.length} problem(s), nothing written): ${formatTranslateIssue(e.issues[0]!)}`, e.issues.slice(1).map(formatTranslateIssue));
   if (e instanceof AdapterError) die(e.message, e.details);
+  // Palisade refused what the translation produced: document and field from the status's structure.
+  const refused = e instanceof RpcError ? e.validation() : undefined;
+  if (refused) die(`Palisade refused ${refused.issues.length} problem(s), nothing written: ${formatIssue(refused.issues[0]!)}`, refused.issues.slice(1).map(formatIssue));
   if (e instanceof NeutronApiError || e instanceof RpcError) fail(`palisade-openstack: ${e.message}`);
   fail(`palisade-openstack: ${(e as Error).message}`);
 }

@@ -44,6 +44,9 @@ export interface NeutronSecurityGroup {
   /** false: a stateless group (Neutron "stateful-security-group" extension). */
   stateful?: boolean;
   security_group_rules: NeutronSecurityGroupRule[];
+  /** Bumped by every change of the group, its rules' creation and deletion included. */
+  revision_number?: number;
+  updated_at?: string;
 }
 
 export interface NeutronFixedIp {
@@ -73,6 +76,14 @@ export interface NeutronPort {
   device_id: string;
   /** Admin-only field: absent when the ports were listed without admin rights; "" when unbound. */
   "binding:host_id"?: string | null;
+  /** Admin-only: "binding_failed" and "unbound" mean no host is set up to serve the port. */
+  "binding:vif_type"?: string | null;
+  /** Admin-only: Nova puts {"migrating_to": HOST} here during a live migration. */
+  "binding:profile"?: Record<string, unknown> | null;
+  /** Neutron's revision of the port (standard-attr-revisions); bumped by every change. */
+  revision_number?: number;
+  /** "2026-11-29T23:31:09Z" (standard-attr-timestamp; one-second resolution). */
+  updated_at?: string;
   fixed_ips: NeutronFixedIp[];
   allowed_address_pairs?: NeutronAllowedAddressPair[];
   /** Absent when the port-security extension is off, which means enabled. */
@@ -252,6 +263,17 @@ function listBody(json: unknown, key: string, file: string, path: string, issues
     issues.push({ object: file, field: key, reason: `must be a list, not ${typeName(v)}` });
     return undefined;
   }
+  // One page of a paginated listing (Neutron's pagination_max_limit caps a
+  // plain GET; or the request had limit=): a sync from it would take every
+  // object on the other pages for deleted. Refused, whatever else it holds.
+  const links = json[`${key}_links`];
+  if (Array.isArray(links) && links.some((l) => isObject(l) && l.rel === "next")) {
+    issues.push({
+      object: file, field: `${key}_links`,
+      reason: `has a "next" link: this is one page of a paginated listing, and a sync from it would delete everything on the other pages; save the complete listing (palisade-openstack fetch --neutron-url URL … follows the pages)`,
+    });
+    return undefined;
+  }
   return v;
 }
 
@@ -313,6 +335,8 @@ export function parseSecurityGroupsFile(json: unknown): NeutronSecurityGroup[] {
     const description = f.optString("description");
     const project = f.optString("project_id") ?? f.optString("tenant_id");
     const stateful = f.bool("stateful", false);
+    const revisionNumber = f.intOrNull("revision_number");
+    const updatedAt = f.optString("updated_at");
     const rawRules = f.list("security_group_rules", true);
     const rules: NeutronSecurityGroupRule[] = [];
     if (Array.isArray(rawRules)) {
@@ -327,6 +351,8 @@ export function parseSecurityGroupsFile(json: unknown): NeutronSecurityGroup[] {
     if (description !== undefined) g.description = description;
     if (project !== undefined) g.project_id = project;
     if (stateful !== undefined) g.stateful = stateful;
+    if (typeof revisionNumber === "number") g.revision_number = revisionNumber;
+    if (updatedAt !== undefined) g.updated_at = updatedAt;
     out.push(g);
   });
   return done(issues, out);
@@ -356,6 +382,12 @@ export function parsePortsFile(json: unknown): NeutronPort[] {
     const owner = f.optString("device_owner") ?? "";
     const device = f.optString("device_id") ?? "";
     const host = f.stringOrNull("binding:host_id");
+    const vifType = f.optString("binding:vif_type");
+    const rawProfile = f.has("binding:profile") ? (raw as Raw)["binding:profile"] : undefined;
+    // binding:profile is free-form (Nova's migrating_to is all we read); anything not an object is ignored.
+    const bindingProfile = isObject(rawProfile) ? rawProfile : undefined;
+    const revisionNumber = f.intOrNull("revision_number");
+    const updatedAt = f.optString("updated_at");
     const portSecurity = f.bool("port_security_enabled", false);
 
     const fixedIps: NeutronFixedIp[] = [];
@@ -407,6 +439,10 @@ export function parsePortsFile(json: unknown): NeutronPort[] {
     if (project !== undefined) port.project_id = project;
     if (status !== undefined) port.status = status;
     if (f.has("binding:host_id")) port["binding:host_id"] = host ?? null;
+    if (vifType !== undefined) port["binding:vif_type"] = vifType;
+    if (bindingProfile !== undefined) port["binding:profile"] = bindingProfile;
+    if (typeof revisionNumber === "number") port.revision_number = revisionNumber;
+    if (updatedAt !== undefined) port.updated_at = updatedAt;
     if (pairs !== undefined) port.allowed_address_pairs = pairs;
     if (portSecurity !== undefined) port.port_security_enabled = portSecurity;
     if (groups !== undefined) port.security_groups = groups;

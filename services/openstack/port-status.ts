@@ -12,7 +12,7 @@
 // Neutron's own port `status` is written by its ML2 agents over RPC, not
 // through the REST API, so the adapter reports this mapping and does not
 // write it back.
-import { EndpointState, type EndpointStatus, type HostStatus } from "../gen/palisade/status/v1/status.js";
+import { EndpointState, type EndpointStatus, type HostStatus } from "../contract/status.js";
 import { endpointKeyString, type Endpoint } from "../model/index.js";
 
 export type NeutronPortStatus = "ACTIVE" | "DOWN" | "ERROR";
@@ -26,7 +26,16 @@ export interface PortStatusRow {
   detail: string;
 }
 
+/** sync.ts's HELD_LABEL (not imported: sync.ts pulls in gRPC). */
+const HELD_LABEL = "palisade.io/deletion-held";
+
 export function portStatus(e: Endpoint, host: HostStatus | undefined, ep: EndpointStatus | undefined): { status: NeutronPortStatus; detail: string } {
+  const held = e.labels[HELD_LABEL] === "true" ? "; gone from Neutron, deletion held back by the mass-deletion guard (--allow-mass-delete)" : "";
+  const s = portStatusOf(e, host, ep);
+  return held ? { status: s.status, detail: `${s.detail}${held}`.replace(/^; /, "") } : s;
+}
+
+function portStatusOf(e: Endpoint, host: HostStatus | undefined, ep: EndpointStatus | undefined): { status: NeutronPortStatus; detail: string } {
   if (e.state === "inactive") return { status: "DOWN", detail: "admin_state_up is false" };
   if (ep?.state === EndpointState.ENDPOINT_STATE_ERROR) return { status: "ERROR", detail: ep.detail || "interface error" };
   if (!host || !host.connected) return { status: "DOWN", detail: `no driver connected for host ${e.host}` };

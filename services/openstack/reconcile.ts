@@ -11,7 +11,7 @@
 // exist), so a concurrent change anywhere in the plan fails the transaction
 // and the adapter re-plans instead of overwriting it blindly.
 import { objectKey, toDocument, endpointKeyString, type ModelObject } from "../model/index.js";
-import type { ObjectRef } from "../controller/etcd-store.js";
+import type { ObjectRef } from "../contract/object-ref.js";
 import { ORCHESTRATOR, OWNER_LABEL, OWNER_VALUE } from "./translate.js";
 
 export interface StoredObject {

@@ -9,15 +9,15 @@
 // deleted, updated, created, profiles deleted). Retries (a concurrent change
 // between read and write) re-read and re-plan: decided here, nowhere else.
 //
-// Guards: ports listed without admin rights, and a sync that would delete
-// most of (or all) the endpoints the adapter manages — a wrong file, a
-// project-scoped token, a Neutron hiccup — are refused unless
+// Guards: ports listed without admin rights are refused. A sync that would
+// delete most of the endpoints the adapter manages (at least MASS_DELETE_MIN)
+// — a wrong file, a project-scoped token, a Neutron hiccup — applies
+// everything else and holds back only those deletions, unless
 // allowMassDelete says that is really meant.
 import * as grpc from "@grpc/grpc-js";
-import { call, RpcError } from "../api/clients.js";
-import { documentToPb, endpointFromPb, profileFromPb, refToPb } from "../api/model-wire.js";
-import type { PolicyServiceClient } from "../gen/palisade/policy/v1/policy.js";
-import { Document, ObjectRef as ObjectRefPb } from "../gen/palisade/policy/v1/policy.js";
+import { call, RpcError } from "../contract/clients.js";
+import { documentToPb, endpointFromPb, profileFromPb, refToPb } from "../contract/model-wire.js";
+import { Document, ObjectRefPb, type PolicyServiceClient } from "../contract/policy.js";
 import { LIMITS, endpointKeyString, type ModelObject } from "../model/index.js";
 import { isOwned, planReconcile, stepsInOrder, type PlannedDelete, type PlannedWrite, type ReconcilePlan, type StoredObject } from "./reconcile.js";
 import { SKIP_NO_BINDING, type TranslateResult } from "./translate.js";
@@ -35,6 +35,10 @@ export interface SyncReport {
   dryRun: boolean;
   /** What would be / was written, as "create profile X" lines (dry runs print them). */
   changes: string[];
+  /** Endpoint deletions held back by the mass-deletion guard (keys), until allowMassDelete. */
+  heldBack: string[];
+  /** Owned endpoints before the sync (what heldBack is a share of). */
+  owned: number;
 }
 
 /** The adapter's one error type: a sync that must not (or could not) be written. */
@@ -61,17 +65,43 @@ async function readCurrent(policy: PolicyServiceClient): Promise<StoredObject[]>
 /** Bytes per transaction, well under the controller's 16 MiB receive limit. */
 const MAX_BATCH_BYTES = 8 * 1024 * 1024;
 
-/** A sync deleting more than this share of the owned endpoints (and at least MASS_DELETE_MIN of them, or all) needs allowMassDelete. */
+/**
+ * A sync deleting more than this share of the owned endpoints, and at least
+ * MASS_DELETE_MIN of them, is a mass deletion. Below the minimum it never is:
+ * deleting the last VM of a small cloud ("1 of 1") is ordinary.
+ */
 const MASS_DELETE_SHARE = 0.5;
-const MASS_DELETE_MIN = 10;
+export const MASS_DELETE_MIN = 10;
+/** Set on an endpoint whose deletion is held back (palisade-openstack status shows it). */
+export const HELD_LABEL = "palisade.io/deletion-held";
 
-function guardMassDelete(plan: ReconcilePlan, current: StoredObject[]): void {
+/**
+ * The guard holds back only the endpoint deletions (DESIGN §11.4): a wrong
+ * file, a project-scoped token or a Neutron hiccup must not drop every VM,
+ * but a refusal must not freeze everything else either — rule changes
+ * (revocations included), group changes, creations and updates still go.
+ * Held-back endpoints keep their profiles (their deletion is held back too),
+ * are marked with HELD_LABEL, and are counted in the report.
+ */
+function holdBackMassDelete(plan: ReconcilePlan, current: StoredObject[]): string[] {
   const owned = current.filter((c) => c.object.kind === "Endpoint" && isOwned(c.object)).length;
-  const deleting = plan.deletes.filter((d) => d.ref.kind === "Endpoint").length;
-  if (deleting === 0) return;
-  if (deleting === owned || (deleting >= MASS_DELETE_MIN && deleting > owned * MASS_DELETE_SHARE)) {
-    throw new AdapterError(`refusing to sync: it would delete ${deleting} of the ${owned} endpoint(s) the adapter manages (a wrong file, a token scoped to one project, or Neutron returning too little?); pass --allow-mass-delete if this is meant`);
+  const deleting = plan.deletes.filter((d) => d.ref.kind === "Endpoint");
+  if (deleting.length < MASS_DELETE_MIN || deleting.length <= owned * MASS_DELETE_SHARE) return [];
+  const held = new Set(deleting.map((d) => (d.ref.kind === "Endpoint" ? endpointKeyString(d.ref.key) : "")));
+  const keep = new Set<string>();
+  for (const c of current) {
+    if (c.object.kind !== "Endpoint" || !held.has(endpointKeyString(c.object.endpoint))) continue;
+    for (const p of c.object.endpoint.profileIds) keep.add(p);
+    // Marked once, so that status shows it; the write is guarded like any other.
+    if (c.object.endpoint.labels[HELD_LABEL] !== "true") {
+      plan.writes.push({
+        object: { kind: "Endpoint", endpoint: { ...c.object.endpoint, labels: { ...c.object.endpoint.labels, [HELD_LABEL]: "true" } } },
+        expectedRevision: c.revision, action: "update",
+      });
+    }
   }
+  plan.deletes = plan.deletes.filter((d) => d.ref.kind === "Endpoint" ? false : !keep.has(d.ref.id));
+  return [...held].sort();
 }
 
 function name(o: ModelObject): string {
@@ -94,7 +124,7 @@ export interface SyncOptions {
   dryRun?: boolean;
   /** Objects per transaction; default the API's batch limit (5,000). */
   maxBatch?: number;
-  /** Allow a sync that deletes most or all of the adapter's endpoints. */
+  /** Apply endpoint deletions even when they are a mass deletion (otherwise held back). */
   allowMassDelete?: boolean;
 }
 
@@ -105,7 +135,7 @@ export async function syncOnce(policy: PolicyServiceClient, result: TranslateRes
     const current = await readCurrent(policy);
     const plan = planReconcile(result.objects, current);
     if (plan.conflicts.length) throw new AdapterError(`refusing to sync: ${plan.conflicts.length} object(s) not owned by the adapter are in the way`, plan.conflicts);
-    if (!opts.allowMassDelete) guardMassDelete(plan, current);
+    const heldBack = opts.allowMassDelete ? [] : holdBackMassDelete(plan, current);
     const report: SyncReport = {
       created: plan.writes.filter((w) => w.action === "create").length,
       updated: plan.writes.filter((w) => w.action === "update").length,
@@ -115,6 +145,8 @@ export async function syncOnce(policy: PolicyServiceClient, result: TranslateRes
       revision: 0,
       transactions: 0,
       dryRun: !!opts.dryRun,
+      heldBack,
+      owned: current.filter((c) => c.object.kind === "Endpoint" && isOwned(c.object)).length,
       changes: [
         ...plan.writes.map((w) => `${w.action} ${name(w.object)}`),
         ...plan.deletes.map((d) => `delete ${d.ref.kind === "Profile" ? `profile ${d.ref.id}` : `endpoint ${endpointKeyString(d.ref.key)}`}`),

@@ -72,8 +72,9 @@
 //   remote_address_group_id -> refused (Neutron refuses it too).
 //
 // Ports
-// - Only device_owner "compute:*" with a non-empty binding:host_id become
-//   endpoints. Others go to `skipped` with a reason: Neutron applies no
+// - Only device_owner "compute:*" with a non-empty binding:host_id and a
+//   binding that succeeded (binding:vif_type not "binding_failed" or
+//   "unbound") become endpoints. Others go to `skipped` with a reason: Neutron applies no
 //   security groups to network-owned ports (DHCP, routers: "trusted"), and
 //   an unbound port has no host. binding:host_id is admin-only; when it is
 //   absent the reason says so.
@@ -84,8 +85,10 @@
 //   operational and ignored), profile_ids = security_groups sorted
 //   (duplicates dropped; all rules allow, so order has no meaning, and
 //   Neutron's is not stable), labels {"palisade.io/owner": "openstack"}.
-// - One address space: an address held by ports on different networks is
-//   taken from all of them (withoutContestedAddresses).
+// - One address space: an address held by ports on different networks
+//   stays with the fixed-IP holder when there is exactly one network
+//   holding it as a fixed IP; otherwise it is taken from all of them
+//   (withoutContestedAddresses).
 // - Problems: by default any problem refuses the whole input; with
 //   onProblem "leave-out" only the offending rule / group / port is left
 //   out (fail closed) and reported (TranslateOptions).
@@ -114,7 +117,7 @@
 // `leftOut`. As a last safety net every produced object is run through the
 // model's validateObject; an object failing it is a problem like any other.
 import {
-  ID_RE, INTERFACE_RE, LIMITS, endpointKeyString, formatCidr, parseCidr, printable, validateObject,
+  ID_RE, INTERFACE_RE, IPV6_EXTENSION_HEADERS, LIMITS, MAC_RE, PORT_PROTOCOLS, idProblem as modelIdProblem, endpointKeyString, formatCidr, parseCidr, printable, validateObject,
   type Cidr, type Endpoint, type IpVersion, type Match, type ModelObject, type Profile, type Rule,
 } from "../model/index.js";
 import {
@@ -181,14 +184,6 @@ const MODEL_NAMES: ReadonlyMap<number, string> = new Map([
   [1, "icmp"], [6, "tcp"], [17, "udp"], [58, "icmpv6"], [132, "sctp"], [136, "udplite"],
 ]);
 
-/** Protocols the model allows ports with (iptables multiport). */
-const PORT_PROTOCOLS: ReadonlySet<number> = new Set([6, 17, 132, 136]);
-
-/** IPv6 extension headers ip6tables cannot match as a protocol (validate.ts's list, 0 aside: 0 is "any" in Neutron). */
-const IPV6_EXTENSION_HEADERS: ReadonlyMap<number, string> = new Map([
-  [43, "ipv6-route"], [44, "ipv6-frag"], [51, "ah"], [60, "ipv6-opts"], [135, "mobility header"], [139, "hip"], [140, "shim6"],
-]);
-
 type Report = (field: string, reason: string) => void;
 
 /** Neutron protocol -> number (0 = any), or undefined after reporting. */
@@ -216,11 +211,10 @@ function protocolNumber(p: string | number | null | undefined, report: Report): 
 
 const compare = (a: string, b: string): number => (a < b ? -1 : a > b ? 1 : 0);
 
+/** The model's identifier rule, with the offending value quoted. */
 function idProblem(v: string, max: number = LIMITS.idLength): string | undefined {
-  if (v.length === 0) return "must not be empty";
-  if (v.length > max) return `must be at most ${max} characters`;
-  if (!ID_RE.test(v) || v === "." || v === "..") return `'${printable(v)}' may contain only letters, digits, '_', '.' and '-'`;
-  return undefined;
+  const p = modelIdProblem(v, max);
+  return p?.startsWith("may contain") ? `'${printable(v)}' ${p}` : p;
 }
 
 function ownerLabels(): Record<string, string> {
@@ -279,7 +273,7 @@ function translateRule(rule: NeutronSecurityGroupRule, ctx: Context, groupName =
     if (ipVersion === 4 && proto === 58) {
       report("protocol", `'${printable(String(rule.protocol))}' is ICMPv6, which does not exist for ethertype IPv4; use icmp`);
       proto = undefined;
-    } else if (ipVersion === 6 && IPV6_EXTENSION_HEADERS.has(proto)) {
+    } else if (ipVersion === 6 && proto !== 0 && IPV6_EXTENSION_HEADERS.has(proto)) { // 0 is "any" in Neutron
       report("protocol", `'${printable(String(rule.protocol))}' (${proto}, ${IPV6_EXTENSION_HEADERS.get(proto)}) is an IPv6 extension header: ip6tables matches the upper-layer protocol after extension headers, so this rule cannot be expressed (in Neutron it never matches either); delete the rule or change its protocol`);
       proto = undefined;
     }
@@ -435,10 +429,16 @@ function skipReason(p: NeutronPort): string | undefined {
     return SKIP_NO_BINDING;
   }
   if (host === null || host === "") return "not bound to a host (binding:host_id is empty): no endpoint until Nova binds it";
+  // Neutron keeps binding:host_id when no mechanism driver could bind the
+  // port there (a dead agent, a host without the network): no host serves
+  // it, as for an unbound port.
+  const vif = p["binding:vif_type"];
+  if (vif === "binding_failed" || vif === "unbound") {
+    return `binding:vif_type is '${vif}' on host ${printable(host)}: no host is set up to serve the port; no endpoint until Neutron binds it`;
+  }
   return undefined;
 }
 
-const MAC_RE = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
 
 function translatePort(p: NeutronPort, ctx: Context, needNoPortSecurity: { value: boolean }): Endpoint | undefined {
   const object = `port ${printable(p.id)}`;
@@ -580,6 +580,7 @@ export function translate(input: TranslateInput, options: TranslateOptions = {})
   const portIds = new Set<string>();
   let endpoints: Endpoint[] = [];
   const networkOf = new Map<Endpoint, string>();
+  const fixedOf = new Map<Endpoint, Set<string>>();
   const needNoPortSecurity = { value: false };
   for (const p of ports) {
     if (portIds.has(p.id)) {
@@ -596,9 +597,15 @@ export function translate(input: TranslateInput, options: TranslateOptions = {})
     if (e) {
       endpoints.push(e);
       networkOf.set(e, p.network_id ?? `(port ${p.id})`);
+      const fixed = new Set<string>();
+      for (const f of p.fixed_ips ?? []) {
+        const c = parseCidr(f.ip_address.trim());
+        if (c) fixed.add(formatCidr(c));
+      }
+      fixedOf.set(e, fixed);
     }
   }
-  endpoints = withoutContestedAddresses(endpoints, networkOf, warnings);
+  endpoints = withoutContestedAddresses(endpoints, networkOf, fixedOf, warnings);
   if (needNoPortSecurity.value) profiles.push(noPortSecurityProfile());
 
   profiles.sort((a, b) => compare(a.id, b.id));
@@ -624,29 +631,53 @@ export function translate(input: TranslateInput, options: TranslateOptions = {})
  * networks may use the same addresses (overlapping tenant subnets, or a pair
  * naming another tenant's address). An address held by ports on different
  * networks would let one tenant send as the other (anti-spoofing) and join
- * the other's groups (tag sets): it is taken from every such port (their
- * traffic from it is dropped: fail closed) with a warning. Ports of one
- * network may share an address (a VRRP VIP in allowed_address_pairs).
+ * the other's groups (tag sets). Ports of one network may share an address
+ * (a VRRP VIP in allowed_address_pairs). Across networks (DESIGN §11.8):
+ * - fixed IPs win: when the ports holding an address as a Neutron-allocated
+ *   fixed IP are all on one network, the address stays with them (and with
+ *   pairs on that same network); ports on other networks that only name it
+ *   in allowed_address_pairs lose it (reported). Any tenant can write any
+ *   pair, so a pair must not be able to take an address from its owner.
+ * - otherwise (fixed IPs on several networks: overlapping subnets; or pairs
+ *   only, on several networks: nobody owns it) the address is taken from
+ *   every holder (their traffic from it is dropped: fail closed), warned.
  */
-function withoutContestedAddresses(endpoints: Endpoint[], networkOf: Map<Endpoint, string>, warnings: string[]): Endpoint[] {
+function withoutContestedAddresses(
+  endpoints: Endpoint[], networkOf: Map<Endpoint, string>, fixedOf: Map<Endpoint, Set<string>>, warnings: string[],
+): Endpoint[] {
   const holders = new Map<string, Endpoint[]>();
   for (const e of endpoints) for (const n of [...e.ipv4Nets, ...e.ipv6Nets]) {
     const list = holders.get(n);
     if (list) list.push(e);
     else holders.set(n, [e]);
   }
-  const contested = new Set<string>();
+  /** Per endpoint, the addresses it loses. */
+  const lose = new Map<Endpoint, Set<string>>();
+  const take = (e: Endpoint, net: string) => {
+    const s = lose.get(e);
+    if (s) s.add(net);
+    else lose.set(e, new Set([net]));
+  };
   for (const [net, list] of holders) {
     if (new Set(list.map((e) => networkOf.get(e))).size < 2) continue;
-    contested.add(net);
-    warnings.push(`address ${net} is held by ports on different networks (${list.map((e) => `port ${e.id}`).join(", ")}); Palisade has one address space, so it is taken from all of them (their traffic from it is dropped)`);
+    const fixedNetworks = new Set(list.filter((e) => fixedOf.get(e)?.has(net)).map((e) => networkOf.get(e)));
+    if (fixedNetworks.size === 1) {
+      const owner = [...fixedNetworks][0];
+      const claimers = list.filter((e) => networkOf.get(e) !== owner);
+      for (const e of claimers) take(e, net);
+      warnings.push(`address ${net} is a fixed IP on network ${owner} (${list.filter((e) => fixedOf.get(e)?.has(net)).map((e) => `port ${e.id}`).join(", ")}); the allowed address pair naming it on another network is left out for ${claimers.map((e) => `port ${e.id}`).join(", ")} (fixed IPs win; its traffic from that address is dropped)`);
+      continue;
+    }
+    for (const e of list) take(e, net);
+    const why = fixedNetworks.size > 1 ? "a fixed IP on several networks (overlapping subnets)" : "named only in allowed address pairs, on different networks";
+    warnings.push(`address ${net} is ${why} (${list.map((e) => `port ${e.id}`).join(", ")}); Palisade has one address space, so it is taken from all of them (their traffic from it is dropped)`);
   }
-  if (!contested.size) return endpoints;
-  return endpoints.map((e) => ({
-    ...e,
-    ipv4Nets: e.ipv4Nets.filter((n) => !contested.has(n)),
-    ipv6Nets: e.ipv6Nets.filter((n) => !contested.has(n)),
-  }));
+  if (!lose.size) return endpoints;
+  return endpoints.map((e) => {
+    const gone = lose.get(e);
+    if (!gone) return e;
+    return { ...e, ipv4Nets: e.ipv4Nets.filter((n) => !gone.has(n)), ipv6Nets: e.ipv6Nets.filter((n) => !gone.has(n)) };
+  });
 }
 
 /** The interface name Nova and Neutron give a port's TAP: "tap" + the first 11 characters of the port id. */

@@ -6,7 +6,7 @@
 //                the chains (and set members) that changed
 import { execa } from "execa";
 import { CalcGraph, chainKey, type ChainDef, type HostUpdate } from "../../services/calc/index.js";
-import { createLogger } from "../../services/common/logger.js";
+import { createLogger } from "../../services/runtime/logger.js";
 import type { Backend } from "../../services/driver/backend.js";
 import { iptablesCommands } from "../../services/driver/backend.js";
 import { renderBaseChains } from "../../services/driver/base-chains.js";

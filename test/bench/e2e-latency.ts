@@ -4,16 +4,16 @@ import { execa } from "execa";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { call, createClients } from "../../services/api/clients.js";
-import { documentToPb } from "../../services/api/model-wire.js";
-import { createLogger } from "../../services/common/logger.js";
-import { channelCredentials } from "../../services/common/tls.js";
+import { call, createClients } from "../../services/contract/clients.js";
+import { documentToPb } from "../../services/contract/model-wire.js";
+import { createLogger } from "../../services/runtime/logger.js";
+import { channelCredentials } from "../../services/runtime/tls.js";
 import { startController } from "../../services/controller/controller.js";
 import type { WatchStatusResponse } from "../../services/gen/palisade/status/v1/status.js";
-import { startEtcd } from "../../services/lab/etcd-process.js";
-import { createLab } from "../../services/lab/lab.js";
+import { startEtcd } from "../lab/etcd-process.js";
+import { createLab } from "../lab/lab.js";
 import { parseDocuments } from "../../services/model/index.js";
-import { packageRoot } from "../../services/common/package-root.js";
+import { packageRoot } from "../../services/runtime/package-root.js";
 import { summarize } from "./stats.js";
 
 /** With tls: the whole path under mTLS (certificates from deploy/tls/palisade-certs.sh). */

@@ -6,12 +6,12 @@ import * as grpc from "@grpc/grpc-js";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { call, createClients } from "../../services/api/clients.js";
-import { documentToPb } from "../../services/api/model-wire.js";
-import { createLogger } from "../../services/common/logger.js";
+import { call, createClients } from "../../services/contract/clients.js";
+import { documentToPb } from "../../services/contract/model-wire.js";
+import { createLogger } from "../../services/runtime/logger.js";
 import { startController } from "../../services/controller/controller.js";
 import { DataplaneSyncServiceClient, type SyncResponse } from "../../services/gen/palisade/sync/v1/sync.js";
-import { startEtcd } from "../../services/lab/etcd-process.js";
+import { startEtcd } from "../lab/etcd-process.js";
 import { parseDocuments } from "../../services/model/index.js";
 import { summarize } from "./stats.js";
 
@@ -55,7 +55,7 @@ export async function benchFanout(opts: { streams: number; samples: number }) {
           }
         });
         c.on("error", () => undefined);
-        c.write({ message: { $case: "hello", value: { hostname: `h${h}`, driverVersion: "bench", ipv6: false, iptablesBackend: "nft", interfacePrefixes: ["tap"] } } });
+        c.write({ message: { $case: "hello", value: { hostname: `h${h}`, driverVersion: "bench", ipv6: false, iptablesBackend: "nft" } } });
       }
     });
     const samples: number[] = [];

@@ -6,7 +6,7 @@ import { benchDriver } from "./driver-apply.js";
 import { benchE2e } from "./e2e-latency.js";
 import { benchFanout } from "./fanout.js";
 import { benchFlows } from "./flows.js";
-import { silenceIpServerNameWarning } from "../../services/common/tls.js";
+import { silenceIpServerNameWarning } from "../../services/runtime/tls.js";
 
 silenceIpServerNameWarning();
 

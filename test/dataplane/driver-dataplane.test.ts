@@ -4,16 +4,16 @@
 import { execa } from "execa";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CalcGraph, chainKey, type ChainDef, type HostUpdate } from "../../services/calc/index.js";
-import { createLogger } from "../../services/common/logger.js";
+import { createLogger } from "../../services/runtime/logger.js";
 import { renderBaseChains } from "../../services/driver/base-chains.js";
 import { detectBackend, iptablesCommands, type Backend } from "../../services/driver/backend.js";
 import { createExecRunner } from "../../services/driver/command-runner.js";
 import { createDataplane } from "../../services/driver/dataplane.js";
 import { DesiredState } from "../../services/driver/desired-state.js";
 import type { PlanInput } from "../../services/driver/plan.js";
-import { createLab, type Lab } from "../../services/lab/lab.js";
+import { createLab, type Lab } from "../lab/lab.js";
 import { parseDocuments, type ModelObject } from "../../services/model/index.js";
-import { BIN, eventually, requireBuild, uniqueName } from "../helpers/binaries.js";
+import { BIN, eventually, requireBuild, uniqueName } from "../support/binaries.js";
 
 const logger = createLogger({ name: "test", level: "silent" });
 
@@ -95,17 +95,17 @@ for (const backend of ["nft", "legacy"] as const) {
       const dp = createDataplane({ runner, backend, families: [4, 6], logger });
       const want = desiredFor(MODEL);
       await dp.apply(want);
-      expect(await dp.detectDrift(want)).toBe(false);
+      expect(await dp.detectDrift()).toBe(false);
       await lab.exec(ns, backend === "nft" ? "iptables-nft" : "iptables-legacy", ["-F", "pal-tw-tapa"]);
       await lab.exec(ns, "ipset", ["flush", "pal4t-db-user"]);
       await lab.exec(ns, backend === "nft" ? "iptables-nft" : "iptables-legacy", ["-I", "FORWARD", "1", "-s", "192.0.2.2", "-j", "ACCEPT"]);
       // A foreign rule slipped into one of our chains (even at its end).
       await lab.exec(ns, backend === "nft" ? "iptables-nft" : "iptables-legacy", ["-A", "pal-fw-tapb", "-j", "ACCEPT"]);
-      expect(await dp.detectDrift(want)).toBe(true);
+      expect(await dp.detectDrift()).toBe(true);
       const fix = await dp.apply(want);
       expect(fix.chainsWritten).toBe(2);
       expect(await lab.exec(ns, backend === "nft" ? "iptables-nft" : "iptables-legacy", ["-S", "pal-fw-tapb"])).not.toMatch(/-A pal-fw-tapb -j ACCEPT$/m);
-      expect(await dp.detectDrift(want)).toBe(false);
+      expect(await dp.detectDrift()).toBe(false);
       const fwd = (await lab.exec(ns, backend === "nft" ? "iptables-nft" : "iptables-legacy", ["-S", "FORWARD"])).split("\n");
       expect(fwd[1]).toContain("-j pal-FORWARD");
       expect(fwd.join("\n")).toContain("192.0.2.2"); // the foreign rule stays, below our hook
@@ -126,7 +126,7 @@ for (const backend of ["nft", "legacy"] as const) {
         expect(set).toContain("Type: hash:net");
         expect(set).toContain("198.18.1.11");
         expect(set).not.toContain("198.18.9.9");
-        expect(await dp.detectDrift(desiredFor(MODEL))).toBe(false);
+        expect(await dp.detectDrift()).toBe(false);
       } finally {
         await execa("ip", ["netns", "del", fresh], { reject: false });
       }

@@ -6,15 +6,15 @@ import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { call } from "../../services/api/clients.js";
-import { documentToPb } from "../../services/api/model-wire.js";
-import { createLogger } from "../../services/common/logger.js";
+import { call } from "../../services/contract/clients.js";
+import { documentToPb } from "../../services/contract/model-wire.js";
+import { createLogger } from "../../services/runtime/logger.js";
 import { createExecRunner, type CommandRunner } from "../../services/driver/command-runner.js";
 import { startDriver } from "../../services/driver/driver.js";
-import { createLab, type Lab } from "../../services/lab/lab.js";
+import { createLab, type Lab } from "../lab/lab.js";
 import { parseDocuments } from "../../services/model/index.js";
-import { BIN, eventually, requireBuild, uniqueName } from "../helpers/binaries.js";
-import { startTestController } from "../helpers/controller.js";
+import { BIN, eventually, requireBuild, uniqueName } from "../support/binaries.js";
+import { startTestController } from "../support/controller.js";
 
 const dir = mkdtempSync(join(tmpdir(), "palisade-lifecycle-"));
 const sockA = join(dir, "a.sock");
@@ -108,9 +108,11 @@ describe("driver life cycle", () => {
     const real = createExecRunner({ netns: lab.hypervisors.get("hv9")!.ns });
     let failing = false;
     const runner: CommandRunner = {
-      run(cmd, args, input) {
+      // The tamper watch (nft) then watches hv9's namespace, and knows our own restores.
+      execPrefix: real.execPrefix,
+      run(cmd, args, input, ro) {
         if (failing && cmd.includes("tables") && cmd.endsWith("restore")) return Promise.reject(new Error("injected failure: iptables-restore"));
-        return real.run(cmd, args, input);
+        return real.run(cmd, args, input, ro);
       },
     };
     const driver = await startDriver({ controllers: [`127.0.0.1:${B!.controller.port}`], hostname: "hv9", runner, logger: createLogger({ name: "t", level: "silent" }), readInterface: async () => "up" });

@@ -5,8 +5,8 @@ import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
-import { createLab, type Lab } from "../../services/lab/lab.js";
-import { BIN, eventually, palisadectl, requireBuild, startControllerProcess, uniqueName } from "../helpers/binaries.js";
+import { createLab, type Lab } from "../lab/lab.js";
+import { BIN, eventually, palisadectl, requireBuild, startControllerProcess, uniqueName } from "../support/binaries.js";
 
 const prefix = `${uniqueName("e2e")}-`;
 let lab: Lab;
@@ -32,9 +32,7 @@ describe("db-user example across two hypervisors", () => {
   beforeAll(async () => {
     requireBuild();
     lab = createLab(prefix);
-    await lab.addHypervisor("hv1");
-    await lab.addHypervisor("hv2");
-    await lab.link("hv1", "hv2");
+    await lab.addHypervisorPair();
     await lab.addWorkload("hv1", { name: "db", iface: "tapdb0001", host: 10 });
     await lab.addWorkload("hv1", { name: "other", iface: "tapot0001", host: 11 });
     await lab.addWorkload("hv2", { name: "app", iface: "tapap0001", host: 20 });

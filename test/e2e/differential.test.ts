@@ -8,7 +8,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { createDifferentialLab, describeMismatch } from "../fuzz/differential.js";
-import { requireBuild, uniqueName } from "../helpers/binaries.js";
+import { requireBuild, uniqueName } from "../support/binaries.js";
 
 const SEEDS = Array.from({ length: 8 }, (_, i) => 7000 + i);
 let env: Awaited<ReturnType<typeof createDifferentialLab>>;

@@ -9,12 +9,12 @@ import { mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { call } from "../../services/api/clients.js";
-import { documentToPb } from "../../services/api/model-wire.js";
-import { createLab, type Lab } from "../../services/lab/lab.js";
+import { call } from "../../services/contract/clients.js";
+import { documentToPb } from "../../services/contract/model-wire.js";
+import { createLab, type Lab } from "../lab/lab.js";
 import { parseDocuments } from "../../services/model/index.js";
-import { BIN, eventually, palisadectl, requireBuild, uniqueName } from "../helpers/binaries.js";
-import { startTestController } from "../helpers/controller.js";
+import { BIN, eventually, palisadectl, requireBuild, uniqueName } from "../support/binaries.js";
+import { startTestController } from "../support/controller.js";
 
 type Ctrl = Awaited<ReturnType<typeof startTestController>>;
 type Fam = 4 | 6;
@@ -139,9 +139,9 @@ describe("flow reports: what the dataplane denies (and allows), tied to the rule
     await lab.exec(c.ns, "ip", ["addr", "add", `${SPOOF[4]}/32`, "dev", "eth0"]);
     await lab.exec(c.ns, "ip", ["-6", "addr", "add", `${SPOOF[6]}/128`, "dev", "eth0", "nodad"]);
 
-    A = await startTestController({ socket: sockA, replicaId: "flows-a" });
+    A = await startTestController({ socket: sockA, extra: { replicaId: "flows-a" } });
     // A second replica on the same model: hv3 connects to it.
-    B = await startTestController({ socket: sockB, prefix: A.prefix, replicaId: "flows-b" });
+    B = await startTestController({ socket: sockB, prefix: A.prefix, extra: { replicaId: "flows-b" } });
     startDriver("hv1", sockA, ["--flow-logs", "all", "--flow-log-file", flowFile]);
     startDriver("hv2", sockA, []); // --flow-logs denied (the default)
     startDriver("hv3", sockB, ["--flow-log-rate", "5", "--flow-log-burst", "5"]);

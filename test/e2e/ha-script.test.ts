@@ -3,7 +3,7 @@
 // fails a controller and an etcd member over, and cleans up after itself.
 import { execa } from "execa";
 import { describe, expect, it } from "vitest";
-import { packageRoot } from "../../services/common/package-root.js";
+import { packageRoot } from "../../services/runtime/package-root.js";
 
 describe("deploy/ha/local-ha.sh --check", () => {
   it("converges through failovers and leaves nothing behind", async () => {

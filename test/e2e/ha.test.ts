@@ -7,12 +7,12 @@ import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { call, createClients } from "../../services/api/clients.js";
-import { documentToPb } from "../../services/api/model-wire.js";
-import { startEtcdCluster } from "../../services/lab/etcd-process.js";
-import { createLab, type Lab } from "../../services/lab/lab.js";
+import { call, createClients } from "../../services/contract/clients.js";
+import { documentToPb } from "../../services/contract/model-wire.js";
+import { startEtcdCluster } from "../lab/etcd-process.js";
+import { createLab, type Lab } from "../lab/lab.js";
 import { parseDocuments } from "../../services/model/index.js";
-import { BIN, eventually, requireBuild, uniqueName } from "../helpers/binaries.js";
+import { BIN, eventually, requireBuild, uniqueName } from "../support/binaries.js";
 
 const dir = mkdtempSync(join(tmpdir(), "palisade-ha-"));
 const socks = [join(dir, "c0.sock"), join(dir, "c1.sock")];

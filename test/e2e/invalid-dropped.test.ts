@@ -8,12 +8,12 @@ import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { call } from "../../services/api/clients.js";
-import { documentToPb } from "../../services/api/model-wire.js";
-import { createLab, type Lab } from "../../services/lab/lab.js";
+import { call } from "../../services/contract/clients.js";
+import { documentToPb } from "../../services/contract/model-wire.js";
+import { createLab, type Lab } from "../lab/lab.js";
 import { parseDocuments } from "../../services/model/index.js";
-import { BIN, eventually, requireBuild, uniqueName } from "../helpers/binaries.js";
-import { startTestController } from "../helpers/controller.js";
+import { BIN, eventually, requireBuild, uniqueName } from "../support/binaries.js";
+import { startTestController } from "../support/controller.js";
 
 const CRAFT = `
 import socket, struct, sys, random

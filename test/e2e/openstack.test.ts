@@ -11,9 +11,9 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
-import { packageRoot } from "../../services/common/package-root.js";
-import { createLab, type Lab, type Workload } from "../../services/lab/lab.js";
-import { BIN, eventually, palisadectl, requireBuild, startControllerProcess, uniqueName } from "../helpers/binaries.js";
+import { packageRoot } from "../../services/runtime/package-root.js";
+import { createLab, type Lab, type Workload } from "../lab/lab.js";
+import { BIN, eventually, palisadectl, requireBuild, startControllerProcess, uniqueName } from "../support/binaries.js";
 
 const DEFAULT_SG = "a3c4e6f8-1b2d-4e5f-8a9b-0c1d2e3f4a5b";
 const WEB_SG = "5e7d9c1b-3a2f-4d6e-9b8a-7c6d5e4f3a2b";
@@ -64,9 +64,7 @@ describe("OpenStack: default and web groups across two hypervisors", () => {
   beforeAll(async () => {
     requireBuild();
     lab = createLab(prefix);
-    await lab.addHypervisor("hv1");
-    await lab.addHypervisor("hv2");
-    await lab.link("hv1", "hv2");
+    await lab.addHypervisorPair();
     for (const vm of VMS) await lab.addWorkload(vm.hv, { name: vm.name, iface: `tap${vm.port.slice(0, 11)}`, host: vm.host });
     for (const vm of VMS) await lab.listen(vm.name, [22, 80, 8080]);
 

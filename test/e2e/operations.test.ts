@@ -6,9 +6,9 @@ import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
-import { freePort } from "../../services/lab/etcd-process.js";
-import { createLab, type Lab } from "../../services/lab/lab.js";
-import { BIN, eventually, palisadectl, requireBuild, uniqueName } from "../helpers/binaries.js";
+import { freePort } from "../lab/etcd-process.js";
+import { createLab, type Lab } from "../lab/lab.js";
+import { BIN, eventually, palisadectl, requireBuild, uniqueName } from "../support/binaries.js";
 
 const dir = mkdtempSync(join(tmpdir(), "palisade-ops-"));
 const socket = join(dir, "ctl.sock");
@@ -22,11 +22,14 @@ const addr = `unix:${socket}`;
 const CONTROLLER_METRICS = [
   "palisade_controller_connected_hosts", "palisade_controller_stream_queue_depth", "palisade_controller_stream_resets_total",
   "palisade_controller_calc_duration_seconds_bucket", "palisade_controller_model_revision", "palisade_controller_etcd_revision",
-  "palisade_controller_api_requests_total",
+  "palisade_controller_api_requests_total", "palisade_controller_model_watch_lag_revisions", "palisade_controller_status_transactions_total",
+  "palisade_controller_status_pending_keys", "palisade_controller_status_lease_held", "palisade_controller_sync_refused_total",
+  "palisade_controller_etcd_errors_total", "palisade_controller_etcd_max_txn_ops",
 ];
 const DRIVER_METRIC_NAMES = [
   "palisade_driver_apply_duration_seconds_bucket", "palisade_driver_rules_programmed", "palisade_driver_ipsets_programmed",
   "palisade_driver_drift_repairs_total", "palisade_driver_apply_failures_total", "palisade_driver_applied_revision", "palisade_driver_in_sync",
+  "palisade_driver_ruleset_monitor_up",
 ];
 
 async function get(url: string) {
@@ -94,6 +97,10 @@ describe("operations", () => {
     expect(value(m, "palisade_controller_connected_hosts")).toBe(1);
     expect(value(m, "palisade_controller_model_revision")).toBeGreaterThan(0);
     expect(value(m, "palisade_controller_calc_duration_seconds_count")).toBeGreaterThan(0);
+    // Watch lag is measured against the model: 0 once caught up, whatever status writes did to etcd's revision.
+    expect(value(m, "palisade_controller_model_watch_lag_revisions")).toBe(0);
+    expect(value(m, "palisade_controller_status_lease_held")).toBe(1);
+    expect(value(m, "palisade_controller_status_transactions_total")).toBeGreaterThan(0);
   });
 
   it("driver: ready once in sync; metrics with the documented names that move", async () => {
@@ -102,6 +109,8 @@ describe("operations", () => {
     for (const name of DRIVER_METRIC_NAMES) expect(m, name).toContain(name);
     expect(value(m, "palisade_driver_in_sync")).toBe(1);
     expect(value(m, "palisade_driver_applied_revision")).toBeGreaterThan(0);
+    // The lab runs iptables-nft: the tamper watch is up.
+    expect(value(m, "palisade_driver_ruleset_monitor_up")).toBe(1);
     expect(value(m, 'palisade_driver_rules_programmed{family="ipv4"}')).toBeGreaterThan(10);
     expect(value(m, 'palisade_driver_apply_duration_seconds_count{stage="total"}')).toBeGreaterThan(0);
     // Drift: someone flushes one of our chains; the next read-back repairs and counts it.

@@ -11,12 +11,12 @@ import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { call } from "../../services/api/clients.js";
-import { documentToPb, refToPb } from "../../services/api/model-wire.js";
-import { createLab, type Lab, type ProbeResult } from "../../services/lab/lab.js";
+import { call } from "../../services/contract/clients.js";
+import { documentToPb, refToPb } from "../../services/contract/model-wire.js";
+import { createLab, type Lab, type ProbeResult } from "../lab/lab.js";
 import { parseDocuments, type Rule } from "../../services/model/index.js";
-import { BIN, eventually, requireBuild, uniqueName } from "../helpers/binaries.js";
-import { startTestController } from "../helpers/controller.js";
+import { BIN, eventually, requireBuild, uniqueName } from "../support/binaries.js";
+import { startTestController } from "../support/controller.js";
 
 type Ctrl = Awaited<ReturnType<typeof startTestController>>;
 type Fam = 4 | 6;

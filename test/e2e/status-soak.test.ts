@@ -4,7 +4,7 @@
 // shape (status writes follow state changes, memory and etcd stay bounded,
 // every write converges), not speed.
 import { expect, it } from "vitest";
-import { requireBuild } from "../helpers/binaries.js";
+import { requireBuild } from "../support/binaries.js";
 import { runSoak } from "../soak/soak.js";
 
 it("200 hosts acknowledging every revision: <= 2 etcd revisions per model write, bounded memory and etcd growth, writes converge", async () => {

@@ -7,9 +7,9 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
-import { packageRoot } from "../../services/common/package-root.js";
-import { createLab, type Lab } from "../../services/lab/lab.js";
-import { BIN, eventually, requireBuild, uniqueName } from "../helpers/binaries.js";
+import { packageRoot } from "../../services/runtime/package-root.js";
+import { createLab, type Lab } from "../lab/lab.js";
+import { BIN, eventually, requireBuild, uniqueName } from "../support/binaries.js";
 
 const prefix = `${uniqueName("tls")}-`;
 const dir = mkdtempSync(join(tmpdir(), "palisade-tls-e2e-"));

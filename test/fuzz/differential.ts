@@ -15,13 +15,13 @@ import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { stringify } from "yaml";
 import * as grpc from "@grpc/grpc-js";
-import { call, createClients } from "../../services/api/clients.js";
+import { call, createClients } from "../../services/contract/clients.js";
 import { FlowServiceClient, type FlowRecord } from "../../services/gen/palisade/flow/v1/flow.js";
-import { documentToPb } from "../../services/api/model-wire.js";
-import { createLogger } from "../../services/common/logger.js";
-import { packageRoot } from "../../services/common/package-root.js";
+import { documentToPb } from "../../services/contract/model-wire.js";
+import { createLogger } from "../../services/runtime/logger.js";
+import { packageRoot } from "../../services/runtime/package-root.js";
 import { startController, type Controller } from "../../services/controller/controller.js";
-import { createLab, type Lab } from "../../services/lab/lab.js";
+import { createLab, type Lab } from "../lab/lab.js";
 import { createEvaluator, toDocument, type Endpoint, type Profile, type TraceResult } from "../../services/model/index.js";
 import { LISTEN_PORTS, generateCase, type FuzzCase, type FuzzPacket, type LabWorkload } from "./generate.js";
 

@@ -4,7 +4,7 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { startEtcd } from "../../services/lab/etcd-process.js";
+import { startEtcd } from "../lab/etcd-process.js";
 import { createDifferentialLab, describeMismatch } from "./differential.js";
 
 const args = process.argv.slice(2);

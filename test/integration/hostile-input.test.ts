@@ -6,12 +6,12 @@
 import * as grpc from "@grpc/grpc-js";
 import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { call, RpcError } from "../../services/api/clients.js";
-import { MAX_ERROR_DETAILS } from "../../services/common/grpc-server.js";
+import { call, RpcError } from "../../services/contract/clients.js";
+import { MAX_ERROR_DETAILS } from "../../services/runtime/grpc-server.js";
 import { Action, EndpointState, type Match, type Rule } from "../../services/gen/palisade/policy/v1/model.js";
 import type { Document } from "../../services/gen/palisade/policy/v1/policy.js";
-import { palisadectl, requireBuild } from "../helpers/binaries.js";
-import { startTestController } from "../helpers/controller.js";
+import { palisadectl, requireBuild } from "../support/binaries.js";
+import { startTestController } from "../support/controller.js";
 
 let t: Awaited<ReturnType<typeof startTestController>>;
 

@@ -4,11 +4,11 @@
 // on the etcd client (RESOURCE_EXHAUSTED) — at ~20,000 endpoints a controller
 // could not start.
 import { afterAll, describe, expect, it } from "vitest";
-import { call } from "../../services/api/clients.js";
-import { documentToPb } from "../../services/api/model-wire.js";
+import { call } from "../../services/contract/clients.js";
+import { documentToPb } from "../../services/contract/model-wire.js";
 import { parseDocuments } from "../../services/model/index.js";
-import { eventually, uniqueName } from "../helpers/binaries.js";
-import { startTestController } from "../helpers/controller.js";
+import { eventually, uniqueName } from "../support/binaries.js";
+import { startTestController } from "../support/controller.js";
 
 type T = Awaited<ReturnType<typeof startTestController>>;
 const started: T[] = [];

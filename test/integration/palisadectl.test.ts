@@ -1,10 +1,11 @@
 // palisadectl as users run it: the built binary against a real controller.
+import { EXAMPLE_ENDPOINT_YAML } from "../support/documents.js";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { eventually, palisadectl, requireBuild } from "../helpers/binaries.js";
-import { startTestController } from "../helpers/controller.js";
+import { eventually, palisadectl, requireBuild } from "../support/binaries.js";
+import { startTestController } from "../support/controller.js";
 
 let t: Awaited<ReturnType<typeof startTestController>>;
 const dir = mkdtempSync(join(tmpdir(), "palisadectl-test-"));
@@ -19,17 +20,7 @@ inbound_rules:
 outbound_rules:
   - {action: allow}
 ---
-kind: Endpoint
-host: hv1
-orchestrator: openstack
-workload: vm-1
-id: port-1
-name: tap0a1b2c3d
-state: active
-mac: "02:00:00:00:00:01"
-ipv4_nets: [198.18.1.2/32]
-profile_ids: [db]
-`;
+${EXAMPLE_ENDPOINT_YAML}`;
 
 describe("palisadectl", () => {
   beforeAll(async () => { requireBuild(); t = await startTestController(); });

@@ -1,10 +1,10 @@
 // PolicyService against a real etcd and a real gRPC server on loopback.
 import * as grpc from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { RpcError } from "../../services/api/clients.js";
-import { documentToPb, profileFromPb } from "../../services/api/model-wire.js";
+import { RpcError } from "../../services/contract/clients.js";
+import { documentToPb, profileFromPb } from "../../services/contract/model-wire.js";
 import { parseDocuments } from "../../services/model/index.js";
-import { startTestController } from "../helpers/controller.js";
+import { startTestController } from "../support/controller.js";
 
 let t: Awaited<ReturnType<typeof startTestController>>;
 

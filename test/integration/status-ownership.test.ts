@@ -3,10 +3,10 @@
 // must not delete the status B now keeps for that host.
 import * as grpc from "@grpc/grpc-js";
 import { afterAll, describe, expect, it } from "vitest";
-import { call } from "../../services/api/clients.js";
+import { call } from "../../services/contract/clients.js";
 import { DataplaneSyncServiceClient, type SyncResponse } from "../../services/gen/palisade/sync/v1/sync.js";
-import { eventually, uniqueName } from "../helpers/binaries.js";
-import { startTestController } from "../helpers/controller.js";
+import { eventually, uniqueName } from "../support/binaries.js";
+import { startTestController } from "../support/controller.js";
 
 type T = Awaited<ReturnType<typeof startTestController>>;
 const started: T[] = [];
@@ -17,7 +17,7 @@ function connect(t: T, hostname: string) {
   let synced = false;
   stream.on("data", (b: SyncResponse) => { if (b.inSync) synced = true; });
   stream.on("error", () => undefined);
-  stream.write({ message: { $case: "hello", value: { hostname, driverVersion: "t", ipv6: true, iptablesBackend: "nft", interfacePrefixes: ["tap"] } } });
+  stream.write({ message: { $case: "hello", value: { hostname, driverVersion: "t", ipv6: true, iptablesBackend: "nft" } } });
   return {
     synced: () => synced,
     applied: (revision: number) => stream.write({ message: { $case: "applied", value: { revision, ok: true, error: "", durationMs: 1, chainsWritten: 0, ipsetLines: 0 } } }),

@@ -6,12 +6,12 @@ import * as grpc from "@grpc/grpc-js";
 import { Etcd3 } from "etcd3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { inject } from "vitest";
-import { call } from "../../services/api/clients.js";
-import { documentToPb } from "../../services/api/model-wire.js";
+import { call } from "../../services/contract/clients.js";
+import { documentToPb } from "../../services/contract/model-wire.js";
 import { DataplaneSyncServiceClient, InterfaceState, type SyncRequest, type SyncResponse } from "../../services/gen/palisade/sync/v1/sync.js";
 import { parseDocuments } from "../../services/model/index.js";
-import { eventually } from "../helpers/binaries.js";
-import { startTestController } from "../helpers/controller.js";
+import { eventually } from "../support/binaries.js";
+import { startTestController } from "../support/controller.js";
 
 type TestController = Awaited<ReturnType<typeof startTestController>>;
 
@@ -32,7 +32,7 @@ function host(address: string, hostname: string, opts: { ack?: boolean } = {}) {
   });
   stream.on("error", (e: grpc.ServiceError) => { state.error = e; state.ended = true; });
   stream.on("end", () => { state.ended = true; });
-  stream.write({ message: { $case: "hello", value: { hostname, driverVersion: "test", ipv6: true, iptablesBackend: "nft", interfacePrefixes: ["tap"] } } });
+  stream.write({ message: { $case: "hello", value: { hostname, driverVersion: "test", ipv6: true, iptablesBackend: "nft" } } });
   return {
     state,
     send: (m: SyncRequest) => stream.write(m),
@@ -108,7 +108,7 @@ describe("status path", () => {
     }
   });
 
-  it("stores endpoint statuses only for the host's own endpoints in the model: a flood of 50,000 keys writes nothing and policy writes keep working", async () => {
+  it("stores endpoint statuses only for the host's own endpoints in the model: a flood of 50,000 keys writes nothing and policy writes keep working", { timeout: 120_000 }, async () => {
     const t = await startTestController();
     try {
       await apply(t, [{ kind: "Profile", id: "p", tags: [], inbound_rules: [], outbound_rules: [] }, endpointDoc("hv-flood", 1)]);
@@ -122,7 +122,7 @@ describe("status path", () => {
       await eventually(async () => {
         const s = await call(t.clients.status, t.clients.status.getStatus, {});
         return s.endpoints.some((e) => e.endpointKey === "hv-flood/t/w1/e");
-      }, { what: "the real endpoint's status" });
+      }, { what: "the real endpoint's status", timeoutMs: 90_000 });
       const t0 = performance.now();
       await apply(t, [endpointDoc("hv-flood", 2)]);
       expect(performance.now() - t0).toBeLessThan(10_000);

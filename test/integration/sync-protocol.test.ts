@@ -3,12 +3,12 @@
 // batch, and status flowing back into etcd.
 import * as grpc from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { call } from "../../services/api/clients.js";
-import { documentToPb } from "../../services/api/model-wire.js";
+import { call } from "../../services/contract/clients.js";
+import { documentToPb } from "../../services/contract/model-wire.js";
 import { DataplaneSyncServiceClient, InterfaceState, type SyncRequest, type SyncResponse } from "../../services/gen/palisade/sync/v1/sync.js";
 import { parseDocuments } from "../../services/model/index.js";
-import { eventually } from "../helpers/binaries.js";
-import { startTestController } from "../helpers/controller.js";
+import { eventually } from "../support/binaries.js";
+import { startTestController } from "../support/controller.js";
 
 let t: Awaited<ReturnType<typeof startTestController>>;
 
@@ -18,7 +18,7 @@ function connect(hostname: string) {
   const batches: SyncResponse[] = [];
   stream.on("data", (b: SyncResponse) => batches.push(b));
   stream.on("error", () => undefined);
-  stream.write({ message: { $case: "hello", value: { hostname, driverVersion: "test", ipv6: true, iptablesBackend: "nft", interfacePrefixes: ["tap"] } } });
+  stream.write({ message: { $case: "hello", value: { hostname, driverVersion: "test", ipv6: true, iptablesBackend: "nft" } } });
   return {
     batches,
     send: (m: SyncRequest) => stream.write(m),

@@ -6,17 +6,17 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { call, createClients, RpcError } from "../../services/api/clients.js";
-import { documentToPb } from "../../services/api/model-wire.js";
-import { channelCredentials, type TlsMaterial } from "../../services/common/tls.js";
-import { packageRoot } from "../../services/common/package-root.js";
+import { call, createClients, RpcError } from "../../services/contract/clients.js";
+import { documentToPb } from "../../services/contract/model-wire.js";
+import { channelCredentials, type TlsMaterial } from "../../services/runtime/tls.js";
+import { packageRoot } from "../../services/runtime/package-root.js";
 import { DataplaneSyncServiceClient, type SyncResponse } from "../../services/gen/palisade/sync/v1/sync.js";
 import { parseDocuments, splitDocuments } from "../../services/model/index.js";
-import { startEtcd, type EtcdProcess } from "../../services/lab/etcd-process.js";
+import { startEtcd, type EtcdProcess } from "../lab/etcd-process.js";
 import { startController } from "../../services/controller/controller.js";
-import { createLogger } from "../../services/common/logger.js";
-import { BIN, eventually, requireBuild, uniqueName } from "../helpers/binaries.js";
-import { startTestController } from "../helpers/controller.js";
+import { createLogger } from "../../services/runtime/logger.js";
+import { BIN, eventually, requireBuild, uniqueName } from "../support/binaries.js";
+import { startTestController } from "../support/controller.js";
 
 const CERTS = join(packageRoot(), "deploy/tls/palisade-certs.sh");
 const dir = mkdtempSync(join(tmpdir(), "palisade-tls-"));
@@ -74,7 +74,7 @@ function syncAs(address: string, credentials: grpc.ChannelCredentials, hostname:
     });
     stream.on("error", (error: grpc.ServiceError) => resolve({ inSync: false, error }));
   });
-  stream.write({ message: { $case: "hello", value: { hostname, driverVersion: "t", ipv6: false, iptablesBackend: "nft", interfacePrefixes: ["tap"] } } });
+  stream.write({ message: { $case: "hello", value: { hostname, driverVersion: "t", ipv6: false, iptablesBackend: "nft" } } });
   return { done, updates, close() { stream.cancel(); client.close(); } };
 }
 

@@ -1,11 +1,11 @@
-// Starts one real etcd for the whole test run (unless PALISADE_TEST_ETCD
-// points at one already, as test/run.sh may do). Tests isolate themselves
-// with unique key prefixes.
+// Starts the one real etcd of a test run — the only place tests start the
+// shared one (DESIGN §8.2) — unless PALISADE_TEST_ETCD points a developer's
+// own at it. Tests isolate themselves with unique key prefixes.
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { TestProject } from "vitest/node";
-import { startEtcd } from "../../services/lab/etcd-process.js";
+import { startEtcd } from "../lab/etcd-process.js";
 
 declare module "vitest" {
   export interface ProvidedContext {

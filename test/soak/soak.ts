@@ -13,13 +13,13 @@ import { Etcd3 } from "etcd3";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { call, createClients } from "../../services/api/clients.js";
-import { documentToPb } from "../../services/api/model-wire.js";
-import { CLIENT_OPTIONS } from "../../services/common/grpc-server.js";
-import { packageRoot } from "../../services/common/package-root.js";
+import { call, createClients } from "../../services/contract/clients.js";
+import { documentToPb } from "../../services/contract/model-wire.js";
+import { CLIENT_OPTIONS } from "../../services/contract/clients.js";
+import { packageRoot } from "../../services/runtime/package-root.js";
 import type { HostStatus, WatchStatusResponse } from "../../services/gen/palisade/status/v1/status.js";
 import { DataplaneSyncServiceClient, InterfaceState, type SyncRequest, type SyncResponse } from "../../services/gen/palisade/sync/v1/sync.js";
-import { freePort, startEtcd } from "../../services/lab/etcd-process.js";
+import { freePort, startEtcd } from "../lab/etcd-process.js";
 import { parseDocuments } from "../../services/model/index.js";
 import { round, summarize } from "../bench/stats.js";
 
@@ -95,7 +95,7 @@ function simulateHost(client: DataplaneSyncServiceClient, name: string, endpoint
       const cap = Math.min(5_000, 250 * 2 ** attempt++);
       setTimeout(connect, cap / 2 + Math.random() * cap / 2);
     });
-    stream.write({ message: { $case: "hello", value: { hostname: name, driverVersion: "soak", ipv6: true, iptablesBackend: "nft", interfacePrefixes: ["tap"] } } });
+    stream.write({ message: { $case: "hello", value: { hostname: name, driverVersion: "soak", ipv6: true, iptablesBackend: "nft" } } });
   };
   connect();
   return { stop() { stopped = true; current?.cancel(); } };

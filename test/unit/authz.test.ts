@@ -1,9 +1,8 @@
-// Identity from certificates and the access table (common/tls.ts, controller/authz.ts).
+// Identity from certificates and the access table (runtime/tls.ts, controller/authz.ts).
 import type { PeerCertificate } from "node:tls";
 import { describe, expect, it } from "vitest";
-import { identityFromCertificate, loadTls, warnIfPlaintextRemote } from "../../services/common/tls.js";
+import { identityFromCertificate, loadTls, warnIfPlaintextRemote } from "../../services/runtime/tls.js";
 import { FLOW_ACCESS, POLICY_ACCESS, STATUS_ACCESS, SYNC_ACCESS, checkAccess } from "../../services/controller/authz.js";
-import { CalcGraph, DEFAULT_CALC_CONFIG } from "../../services/calc/index.js";
 
 const cert = (subject: Record<string, string | string[]>) => ({ subject } as unknown as PeerCertificate);
 
@@ -50,26 +49,6 @@ describe("loadTls", () => {
     expect(() => loadTls({ insecure: true, tlsCa: "c" })).toThrow(/cannot be combined/);
     expect(() => loadTls({ tlsCert: "/nonexistent/a", tlsKey: "/nonexistent/b", tlsCa: "/nonexistent/c" })).toThrow(/--tls-cert: cannot read \/nonexistent\/a: ENOENT/);
     expect(() => loadTls({ tlsCert: "/etc/hostname", tlsKey: "/etc/hostname", tlsCa: "/etc/hostname" })).toThrow(/is not a PEM file/);
-  });
-});
-
-describe("CalcGraph.releaseHost", () => {
-  const sink = (listening: Set<string>) => ({ onHostUpdates: () => undefined, wantsUpdates: (h: string) => listening.has(h) });
-
-  it("frees an idle view with no endpoints; keeps one with endpoints or a listener; a later snapshot is the same as before", () => {
-    const listening = new Set<string>(["ghost"]);
-    const g = new CalcGraph(sink(listening), DEFAULT_CALC_CONFIG);
-    const first = g.snapshot("ghost");
-    expect(g.releaseHost("ghost")).toBe(false); // still listened to
-    listening.delete("ghost");
-    expect(g.releaseHost("ghost")).toBe(true);
-    expect(g.hostNames()).not.toContain("ghost");
-    expect(g.snapshot("ghost").updates).toEqual(first.updates);
-
-    g.upsertEndpoint({ host: "hv1", orchestrator: "o", workload: "w", id: "e", name: "tap1", state: "active", ipv4Nets: ["198.18.0.1/32"], ipv6Nets: [], profileIds: [], labels: {} });
-    g.flush(1);
-    expect(g.releaseHost("hv1")).toBe(false);
-    expect(g.hostNames()).toContain("hv1");
   });
 });
 

@@ -1,7 +1,7 @@
 // sleep(): the wait every retry loop uses (driver reconnects, adapter polls).
 import { getEventListeners } from "node:events";
 import { describe, expect, it } from "vitest";
-import { sleep } from "../../services/common/backoff.js";
+import { sleep } from "../../services/util/backoff.js";
 
 describe("sleep", () => {
   it("leaves no abort listener behind, however many times it runs", async () => {

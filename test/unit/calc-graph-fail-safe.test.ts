@@ -2,8 +2,8 @@
 // endpoints without profiles and interface-name conflicts all DROP.
 import { describe, expect, it } from "vitest";
 import { CalcGraph } from "../../services/calc/calc-graph.js";
-import { RecordingSink, snapshotState } from "./support/host-state.js";
-import { MARK, endpoint, jumps, keyOf, profile } from "./support/model.js";
+import { RecordingSink, snapshotState } from "../support/host-state.js";
+import { MARK, endpoint, jumps, keyOf, profile } from "../support/model.js";
 
 function graph() {
   const sink = new RecordingSink();

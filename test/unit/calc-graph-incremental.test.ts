@@ -3,8 +3,8 @@
 import { beforeEach, describe, expect, it } from "vitest";
 import { CalcGraph } from "../../services/calc/calc-graph.js";
 import type { HostUpdate } from "../../services/calc/desired-state.js";
-import { RecordingSink, snapshotState } from "./support/host-state.js";
-import { endpoint, keyOf, profile } from "./support/model.js";
+import { RecordingSink, snapshotState } from "../support/host-state.js";
+import { endpoint, keyOf, profile } from "../support/model.js";
 
 const db = profile({ id: "db", tags: ["db"], inbound_rules: [{ protocol: "tcp", src_tag: "db-user", dst_ports: [5432] }], outbound_rules: [{}] });
 const app = profile({ id: "app", tags: ["db-user"], outbound_rules: [{}] });

@@ -4,8 +4,8 @@
 import { describe, expect, it } from "vitest";
 import { CalcGraph } from "../../services/calc/calc-graph.js";
 import type { HostUpdate } from "../../services/calc/desired-state.js";
-import { RecordingSink } from "./support/host-state.js";
-import { endpoint, profile } from "./support/model.js";
+import { RecordingSink } from "../support/host-state.js";
+import { endpoint, profile } from "../support/model.js";
 
 const idx = (us: HostUpdate[], pred: (u: HostUpdate) => boolean) => {
   const i = us.findIndex(pred);

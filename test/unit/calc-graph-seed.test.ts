@@ -2,8 +2,8 @@
 // desired state of each host.
 import { describe, expect, it } from "vitest";
 import { CalcGraph } from "../../services/calc/calc-graph.js";
-import { RecordingSink, snapshotState } from "./support/host-state.js";
-import { MARK, endpoint, jumps, keyOf, profile } from "./support/model.js";
+import { RecordingSink, snapshotState } from "../support/host-state.js";
+import { MARK, endpoint, jumps, keyOf, profile } from "../support/model.js";
 
 const db = profile({
   id: "db", tags: ["db"],

@@ -4,13 +4,13 @@
 // IDENTICAL per-host states, equal to a snapshot applied to an empty state.
 import { describe, expect, it } from "vitest";
 import { CalcGraph } from "../../services/calc/calc-graph.js";
-import { RecordingSink, snapshotState } from "./support/host-state.js";
-import { endpoint, profile } from "./support/model.js";
-import { mulberry32, permutations, shuffle } from "./support/prng.js";
+import { RecordingSink, snapshotState } from "../support/host-state.js";
+import { endpoint, profile } from "../support/model.js";
+import { mulberry32, permutations, shuffle } from "../support/prng.js";
 import {
   E, FINAL_ENDPOINTS, FINAL_EVENTS, FINAL_PROFILES, P, TMP_ENDPOINTS, TMP_PROFILE, dE, dP,
   expectedStates, hostsOf, randomHistory, run, statesOf, type Ev, type FlushMode,
-} from "./support/sequence-model.js";
+} from "../support/sequence-model.js";
 
 function checkRun(events: Ev[], flush: FlushMode, expected: ReturnType<typeof expectedStates>, what: string): void {
   const { sink, g } = run(events, flush);

@@ -4,7 +4,7 @@ import { describe, expect, it } from "vitest";
 import { DISPATCH_FANOUT, renderDispatch } from "../../services/calc/dispatch.js";
 import { ENTRY_CHAINS, OWNED_CHAIN_RE, fromWorkloadChain, toWorkloadChain } from "../../services/calc/names.js";
 import type { ChainDef } from "../../services/calc/desired-state.js";
-import { mulberry32, randInt, shuffle } from "./support/prng.js";
+import { mulberry32, randInt, shuffle } from "../support/prng.js";
 
 type Flag = "-i" | "-o";
 

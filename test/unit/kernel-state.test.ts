@@ -1,6 +1,6 @@
 // Reading what the kernel holds: `iptables-save` and `ipset save` text (services/driver/kernel-state.ts).
 import { describe, expect, it } from "vitest";
-import { parseIpsetSave, parseIptablesSave } from "../../services/driver/kernel-state.js";
+import { canonicalMember, parseIpsetSave, parseIptablesSave } from "../../services/driver/kernel-state.js";
 import { HASH_COMMENT_RE, hashComment, ruleHashes } from "../../services/driver/rule-hash.js";
 import { hookRule } from "../../services/driver/plan.js";
 
@@ -142,5 +142,15 @@ describe("parseIpsetSave", () => {
   it("tolerates surrounding whitespace and blank lines", () => {
     const s = parseIpsetSave("\n  create pal4t-x hash:net family inet\n\n  add pal4t-x 198.18.0.1  \n");
     expect(s.get("pal4t-x")?.members).toEqual(new Set(["198.18.0.1"]));
+  });
+});
+
+describe("kernel members compare in the model's spelling", () => {
+  it("IPv4-mapped IPv6 as ipset prints it equals the model's canonical text", () => {
+    expect(canonicalMember("::ffff:198.18.0.1")).toBe("::ffff:c612:1");
+    expect(canonicalMember("2001:DB8:0::1")).toBe("2001:db8::1");
+    expect(canonicalMember("10.0.0.0/8")).toBe("10.0.0.0/8");
+    const sets = parseIpsetSave("create pal6t-a hash:net family inet6 hashsize 1024 maxelem 1048576\nadd pal6t-a ::ffff:198.18.0.1\n");
+    expect([...sets.get("pal6t-a")!.members]).toEqual(["::ffff:c612:1"]);
   });
 });

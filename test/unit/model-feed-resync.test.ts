@@ -3,7 +3,7 @@
 // ones update, and the hosts get exactly the resulting updates.
 import { describe, expect, it } from "vitest";
 import { CalcGraph, type HostUpdate } from "../../services/calc/index.js";
-import { createLogger } from "../../services/common/logger.js";
+import { createLogger } from "../../services/runtime/logger.js";
 import type { EtcdStore, ModelEvent } from "../../services/controller/etcd-store.js";
 import { createModelFeed } from "../../services/controller/model-feed.js";
 import { SyncHub } from "../../services/controller/sync-hub.js";
@@ -30,7 +30,7 @@ describe("model feed resync", () => {
     const logger = createLogger({ name: "t", level: "silent" });
     const hub = new SyncHub(logger, 60_000);
     const received: HostUpdate[] = [];
-    const graph = new CalcGraph({ onHostUpdates: (_h, _r, u) => { received.push(...u); }, wantsUpdates: () => true });
+    const graph = new CalcGraph({ onHostUpdates: (_h, _r, u) => { received.push(...u); } });
     const feed = createModelFeed({ store: f.store, graph, hub, logger });
     await feed.start();
     expect(feed.revision).toBe(10);

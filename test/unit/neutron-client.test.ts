@@ -131,6 +131,10 @@ beforeAll(async () => {
       serve(entry, res);
     });
   });
+  // Idle keep-alive connections stay open for the whole file: Node closes
+  // them after 5 s by default, and a client reusing one at that very moment
+  // (a loaded machine) sees ECONNRESET — a flake, not behaviour under test.
+  server.keepAliveTimeout = 120_000;
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   origin = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
 });

@@ -2,7 +2,7 @@
 // the mass-delete guard, the non-admin port list, and deletions an older
 // controller would silently ignore.
 import { describe, expect, it } from "vitest";
-import { endpointToPb, profileToPb } from "../../services/api/model-wire.js";
+import { endpointToPb, profileToPb } from "../../services/contract/model-wire.js";
 import type { PolicyServiceClient } from "../../services/gen/palisade/policy/v1/policy.js";
 import type { Endpoint, ModelObject } from "../../services/model/index.js";
 import { AdapterError, syncOnce } from "../../services/openstack/sync.js";
@@ -41,17 +41,31 @@ const desired = (endpoints: Endpoint[], skipped: TranslateResult["skipped"] = []
 describe("syncOnce guards", () => {
   const twenty = Array.from({ length: 20 }, (_, i) => ep(`p${i}`));
 
-  it("refuses to delete every endpoint, or more than half of at least 10, unless allowed; smaller deletions pass", async () => {
-    const all = fakePolicy(twenty.slice(0, 3));
-    await expect(syncOnce(all.client, desired([]))).rejects.toThrow(/would delete 3 of the 3 endpoint\(s\)/);
-    expect(all.applied).toEqual([]);
-    const most = fakePolicy(twenty);
-    await expect(syncOnce(most.client, desired(twenty.slice(0, 9)))).rejects.toThrow(/would delete 11 of the 20/);
+  it("deleting the last endpoints of a small cloud is not a mass deletion; more than half of at least 10 is held back unless allowed", async () => {
+    const small = fakePolicy(twenty.slice(0, 1));
+    expect((await syncOnce(small.client, desired([]))).deleted).toBe(1); // "1 of 1"
+    const few = fakePolicy(twenty.slice(0, 9));
+    expect((await syncOnce(few.client, desired([]))).deleted).toBe(9);
     const half = fakePolicy(twenty);
     expect((await syncOnce(half.client, desired(twenty.slice(0, 10)))).deleted).toBe(10);
-    const allowed = fakePolicy(twenty.slice(0, 3));
-    expect((await syncOnce(allowed.client, desired([]), { allowMassDelete: true })).deleted).toBe(3);
-    expect(allowed.applied).toEqual([{ documents: 0, deletes: 3 }]);
+    const allowed = fakePolicy(twenty);
+    const r = await syncOnce(allowed.client, desired([]), { allowMassDelete: true });
+    expect([r.deleted, r.heldBack.length]).toEqual([20, 0]);
+  });
+
+  it("holds back only the endpoint deletions (and their profiles), applies everything else, and marks what it holds", async () => {
+    const most = fakePolicy(twenty);
+    // 11 of 20 gone, one kept endpoint changed, one new: the change and the creation go; no deletion does.
+    const kept = twenty.slice(0, 9).map((e, i) => (i === 0 ? { ...e, state: "inactive" as const } : e));
+    const r = await syncOnce(most.client, desired([...kept, ep("new")]));
+    expect(r.heldBack.length).toBe(11);
+    expect(r.owned).toBe(20);
+    expect(r.deleted).toBe(0);
+    expect(r.created).toBe(1);
+    // 1 changed + 11 marked with palisade.io/deletion-held.
+    expect(r.updated).toBe(12);
+    expect(most.applied).toEqual([{ documents: 13, deletes: 0 }]);
+    expect(r.changes.filter((c) => c.startsWith("delete"))).toEqual([]);
   });
 
   it("refuses ports listed without admin rights", async () => {

@@ -809,6 +809,26 @@ describe("translate: leave-out mode and one address space", () => {
     expect(nets).toEqual({
       "p-a": [], "p-b": ["198.18.0.11/32"], "p-c": ["198.18.0.20/32", "198.18.0.30/32"], "p-d": ["198.18.0.21/32", "198.18.0.30/32"],
     });
-    expect(r.warnings.some((w) => /address 198\.18\.0\.10\/32 is held by ports on different networks \(port p-a, port p-b\)/.test(w))).toBe(true);
+    expect(r.warnings.some((w) => /address 198\.18\.0\.10\/32 is a fixed IP on several networks \(overlapping subnets\) \(port p-a, port p-b\)/.test(w))).toBe(true);
+  });
+
+  it("fixed IPs win: a pair on another network naming someone's fixed IP is left out for the claimer only", () => {
+    const r = translatePorts([
+      port({ id: "victim", network_id: "net-a", fixed_ips: [{ ip_address: "198.18.0.10" }] }),
+      // Another tenant's port names the victim's address as a pair.
+      port({ id: "thief", network_id: "net-b", fixed_ips: [{ ip_address: "198.18.1.10" }], allowed_address_pairs: [{ ip_address: "198.18.0.10" }] }),
+      // A VRRP peer on the victim's own network may share it.
+      port({ id: "peer", network_id: "net-a", fixed_ips: [{ ip_address: "198.18.0.11" }], allowed_address_pairs: [{ ip_address: "198.18.0.10" }] }),
+      // Pairs only, on two networks: nobody owns it; taken from both.
+      port({ id: "x", network_id: "net-x", fixed_ips: [{ ip_address: "198.18.2.1" }], allowed_address_pairs: [{ ip_address: "198.18.9.9" }] }),
+      port({ id: "y", network_id: "net-y", fixed_ips: [{ ip_address: "198.18.3.1" }], allowed_address_pairs: [{ ip_address: "198.18.9.9" }] }),
+    ]);
+    const nets = Object.fromEntries(r.objects.filter((o) => o.kind === "Endpoint").map((o) => [(o as { endpoint: Endpoint }).endpoint.id, (o as { endpoint: Endpoint }).endpoint.ipv4Nets]));
+    expect(nets).toEqual({
+      victim: ["198.18.0.10/32"], thief: ["198.18.1.10/32"], peer: ["198.18.0.10/32", "198.18.0.11/32"],
+      x: ["198.18.2.1/32"], y: ["198.18.3.1/32"],
+    });
+    expect(r.warnings.some((w) => /address 198\.18\.0\.10\/32 is a fixed IP on network net-a \(port victim\); the allowed address pair naming it on another network is left out for port thief/.test(w))).toBe(true);
+    expect(r.warnings.some((w) => /address 198\.18\.9\.9\/32 is named only in allowed address pairs, on different networks/.test(w))).toBe(true);
   });
 });

@@ -1,4 +1,5 @@
 // parseDocuments: Calico v1 spellings -> normalised model objects (DESIGN §2, §3.1).
+import { EXAMPLE_ENDPOINT_YAML } from "../support/documents.js";
 import { describe, expect, it } from "vitest";
 import { parseDocuments, splitDocuments, toDocument } from "../../services/model/document.js";
 import type { Endpoint, Profile } from "../../services/model/types.js";
@@ -27,17 +28,7 @@ inbound_rules:
 outbound_rules:
   - {action: allow}
 ---
-kind: Endpoint
-host: hv1
-orchestrator: openstack
-workload: vm-1
-id: port-1
-name: tap0a1b2c3d
-state: active
-mac: "02:00:00:00:00:01"
-ipv4_nets: [198.18.1.2/32]
-profile_ids: [db]
-`;
+${EXAMPLE_ENDPOINT_YAML}`;
     expect(parseDocuments(splitDocuments(text))).toEqual([
       {
         kind: "Profile",

@@ -1,9 +1,9 @@
 // Controller -> driver streaming without gRPC: chunking under the message
 // limit, per-stream coalescing for a slow driver, reset to a snapshot.
 import { describe, expect, it } from "vitest";
-import { packBatches, MAX_BATCH_BYTES, MAX_MEMBERS_PER_UPDATE, updateFromPb } from "../../services/api/sync-wire.js";
+import { packBatches, MAX_BATCH_BYTES, MAX_MEMBERS_PER_UPDATE, updateFromPb } from "../../services/contract/sync-wire.js";
 import { CalcGraph, type HostUpdate } from "../../services/calc/index.js";
-import { createLogger } from "../../services/common/logger.js";
+import { createLogger } from "../../services/runtime/logger.js";
 import { HostStream, RESET_WEIGHT, SyncHub, type ResponseWriter } from "../../services/controller/sync-hub.js";
 import { SyncResponse } from "../../services/gen/palisade/sync/v1/sync.js";
 import { DesiredState } from "../../services/driver/desired-state.js";

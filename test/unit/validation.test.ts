@@ -244,3 +244,34 @@ describe("validation: batches", () => {
     expect(issues[0]!.document).not.toMatch(/[\u0000-\u001f]/);
   });
 });
+
+// Protocol names are not object keys; extension headers; port-list products.
+function refuseRule(rule: Record<string, unknown>): string {
+  try {
+    parseDocuments([{ kind: "Profile", id: "x", inbound_rules: [rule] }]);
+  } catch (e) {
+    expect(e).toBeInstanceOf(ValidationError);
+    return (e as Error).message;
+  }
+  throw new Error("accepted");
+}
+
+describe("refusals that need a second look", () => {
+  it("inherited object keys are not protocol names", () => {
+    expect(refuseRule({ protocol: "constructor" })).toContain("inbound_rules[0].protocol");
+    expect(refuseRule({ protocol: "__proto__" })).toContain("inbound_rules[0].protocol");
+    expect(refuseRule({ "!protocol": "toString" })).toContain("inbound_rules[0].!protocol");
+  });
+
+  it("IPv6 extension headers are refused as protocols where the rule reaches IPv6", () => {
+    expect(refuseRule({ protocol: 44 })).toContain("IPv6 extension header");
+    expect(refuseRule({ protocol: 43, ip_version: 6 })).toContain("IPv6 extension header");
+    expect(() => parseDocuments([{ kind: "Profile", id: "x", inbound_rules: [{ protocol: 43, ip_version: 4 }] }])).not.toThrow();
+  });
+
+  it("two long port lists whose product would explode are refused; one long list is fine", () => {
+    const many = Array.from({ length: 300 }, (_, i) => i + 1); // 20 x 20 = 400 lines
+    expect(refuseRule({ protocol: "tcp", src_ports: many, dst_ports: many })).toContain("split this rule");
+    expect(() => parseDocuments([{ kind: "Profile", id: "x", inbound_rules: [{ protocol: "tcp", dst_ports: Array.from({ length: 512 }, (_, i) => `${2 * i + 1}:${2 * i + 2}`) }] }])).not.toThrow();
+  });
+});

@@ -127,7 +127,6 @@ export interface Hello {
   ipv6: boolean;
   /** "nft" or "legacy". */
   iptablesBackend: string;
-  interfacePrefixes: string[];
 }
 
 export interface Applied {
@@ -232,7 +231,6 @@ export interface Update {
     | { $case: "chainRemove"; value: ChainRemove }
     | { $case: "endpointUpdate"; value: EndpointUpdate }
     | { $case: "endpointRemove"; value: EndpointRemove }
-    | { $case: "configUpdate"; value: ConfigUpdate }
     | undefined;
 }
 
@@ -283,15 +281,6 @@ export interface EndpointUpdate {
 
 export interface EndpointRemove {
   endpointKey: string;
-}
-
-export interface ConfigUpdate {
-  values: { [key: string]: string };
-}
-
-export interface ConfigUpdate_ValuesEntry {
-  key: string;
-  value: string;
 }
 
 function createBaseSyncRequest(): SyncRequest {
@@ -463,7 +452,7 @@ export const SyncRequest: MessageFns<SyncRequest> = {
 };
 
 function createBaseHello(): Hello {
-  return { hostname: "", driverVersion: "", ipv6: false, iptablesBackend: "", interfacePrefixes: [] };
+  return { hostname: "", driverVersion: "", ipv6: false, iptablesBackend: "" };
 }
 
 export const Hello: MessageFns<Hello> = {
@@ -479,9 +468,6 @@ export const Hello: MessageFns<Hello> = {
     }
     if (message.iptablesBackend !== "") {
       writer.uint32(34).string(message.iptablesBackend);
-    }
-    for (const v of message.interfacePrefixes) {
-      writer.uint32(42).string(v!);
     }
     return writer;
   },
@@ -531,14 +517,6 @@ export const Hello: MessageFns<Hello> = {
             message.iptablesBackend = reader.string();
             continue;
           }
-          case 5: {
-            if (tag !== 42) {
-              break;
-            }
-
-            message.interfacePrefixes.push(reader.string());
-            continue;
-          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -565,11 +543,6 @@ export const Hello: MessageFns<Hello> = {
         : isSet(object.iptables_backend)
         ? globalThis.String(object.iptables_backend)
         : "",
-      interfacePrefixes: globalThis.Array.isArray(object?.interfacePrefixes)
-        ? object.interfacePrefixes.map((e: any) => globalThis.String(e))
-        : globalThis.Array.isArray(object?.interface_prefixes)
-        ? object.interface_prefixes.map((e: any) => globalThis.String(e))
-        : [],
     };
   },
 
@@ -587,9 +560,6 @@ export const Hello: MessageFns<Hello> = {
     if (message.iptablesBackend !== "") {
       obj.iptablesBackend = message.iptablesBackend;
     }
-    if (message.interfacePrefixes?.length) {
-      obj.interfacePrefixes = message.interfacePrefixes;
-    }
     return obj;
   },
 
@@ -602,7 +572,6 @@ export const Hello: MessageFns<Hello> = {
     message.driverVersion = object.driverVersion ?? "";
     message.ipv6 = object.ipv6 ?? false;
     message.iptablesBackend = object.iptablesBackend ?? "";
-    message.interfacePrefixes = object.interfacePrefixes?.map((e) => e) || [];
     return message;
   },
 };
@@ -1713,9 +1682,6 @@ export const Update: MessageFns<Update> = {
       case "endpointRemove":
         EndpointRemove.encode(message.update.value, writer.uint32(58).fork()).join();
         break;
-      case "configUpdate":
-        ConfigUpdate.encode(message.update.value, writer.uint32(66).fork()).join();
-        break;
     }
     return writer;
   },
@@ -1789,14 +1755,6 @@ export const Update: MessageFns<Update> = {
             message.update = { $case: "endpointRemove", value: EndpointRemove.decode(reader, reader.uint32()) };
             continue;
           }
-          case 8: {
-            if (tag !== 66) {
-              break;
-            }
-
-            message.update = { $case: "configUpdate", value: ConfigUpdate.decode(reader, reader.uint32()) };
-            continue;
-          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1839,10 +1797,6 @@ export const Update: MessageFns<Update> = {
         ? { $case: "endpointRemove", value: EndpointRemove.fromJSON(object.endpointRemove) }
         : isSet(object.endpoint_remove)
         ? { $case: "endpointRemove", value: EndpointRemove.fromJSON(object.endpoint_remove) }
-        : isSet(object.configUpdate)
-        ? { $case: "configUpdate", value: ConfigUpdate.fromJSON(object.configUpdate) }
-        : isSet(object.config_update)
-        ? { $case: "configUpdate", value: ConfigUpdate.fromJSON(object.config_update) }
         : undefined,
     };
   },
@@ -1863,8 +1817,6 @@ export const Update: MessageFns<Update> = {
       obj.endpointUpdate = EndpointUpdate.toJSON(message.update.value);
     } else if (message.update?.$case === "endpointRemove") {
       obj.endpointRemove = EndpointRemove.toJSON(message.update.value);
-    } else if (message.update?.$case === "configUpdate") {
-      obj.configUpdate = ConfigUpdate.toJSON(message.update.value);
     }
     return obj;
   },
@@ -1914,12 +1866,6 @@ export const Update: MessageFns<Update> = {
       case "endpointRemove": {
         if (object.update?.value !== undefined && object.update?.value !== null) {
           message.update = { $case: "endpointRemove", value: EndpointRemove.fromPartial(object.update.value) };
-        }
-        break;
-      }
-      case "configUpdate": {
-        if (object.update?.value !== undefined && object.update?.value !== null) {
-          message.update = { $case: "configUpdate", value: ConfigUpdate.fromPartial(object.update.value) };
         }
         break;
       }
@@ -2611,190 +2557,6 @@ export const EndpointRemove: MessageFns<EndpointRemove> = {
   fromPartial(object: DeepPartial<EndpointRemove>): EndpointRemove {
     const message = createBaseEndpointRemove();
     message.endpointKey = object.endpointKey ?? "";
-    return message;
-  },
-};
-
-function createBaseConfigUpdate(): ConfigUpdate {
-  return { values: {} };
-}
-
-export const ConfigUpdate: MessageFns<ConfigUpdate> = {
-  encode(message: ConfigUpdate, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
-    globalThis.Object.entries(message.values).forEach(([key, value]: [string, string]) => {
-      ConfigUpdate_ValuesEntry.encode({ key: key as any, value }, writer.uint32(10).fork()).join();
-    });
-    return writer;
-  },
-
-  decode(input: BinaryReader | Uint8Array, length?: number): ConfigUpdate {
-    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
-    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
-    if (previousRecursionDepth >= 100) {
-      throw new globalThis.Error("protobuf decode recursion limit exceeded");
-    }
-    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
-    try {
-      const end = length === undefined ? reader.len : reader.pos + length;
-      const message = createBaseConfigUpdate();
-      while (reader.pos < end) {
-        const tag = reader.uint32();
-        switch (tag >>> 3) {
-          case 1: {
-            if (tag !== 10) {
-              break;
-            }
-
-            const entry1 = ConfigUpdate_ValuesEntry.decode(reader, reader.uint32());
-            if (entry1.value !== undefined) {
-              message.values[entry1.key] = entry1.value;
-            }
-            continue;
-          }
-        }
-        if ((tag & 7) === 4 || tag === 0) {
-          break;
-        }
-        reader.skip(tag & 7);
-      }
-      return message;
-    } finally {
-      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
-    }
-  },
-
-  fromJSON(object: any): ConfigUpdate {
-    return {
-      values: isObject(object.values)
-        ? (globalThis.Object.entries(object.values) as [string, any][]).reduce(
-          (acc: { [key: string]: string }, [key, value]: [string, any]) => {
-            globalThis.Object.defineProperty(acc, key, {
-              value: globalThis.String(value),
-              enumerable: true,
-              configurable: true,
-              writable: true,
-            });
-            return acc;
-          },
-          {},
-        )
-        : {},
-    };
-  },
-
-  toJSON(message: ConfigUpdate): unknown {
-    const obj: any = {};
-    if (message.values) {
-      const entries = globalThis.Object.entries(message.values) as [string, string][];
-      if (entries.length > 0) {
-        obj.values = {};
-        entries.forEach(([k, v]) => {
-          obj.values[k] = v;
-        });
-      }
-    }
-    return obj;
-  },
-
-  create(base?: DeepPartial<ConfigUpdate>): ConfigUpdate {
-    return ConfigUpdate.fromPartial(base ?? {});
-  },
-  fromPartial(object: DeepPartial<ConfigUpdate>): ConfigUpdate {
-    const message = createBaseConfigUpdate();
-    message.values = (globalThis.Object.entries(object.values ?? {}) as [string, string][]).reduce(
-      (acc: { [key: string]: string }, [key, value]: [string, string]) => {
-        if (value !== undefined) {
-          acc[key] = globalThis.String(value);
-        }
-        return acc;
-      },
-      {},
-    );
-    return message;
-  },
-};
-
-function createBaseConfigUpdate_ValuesEntry(): ConfigUpdate_ValuesEntry {
-  return { key: "", value: "" };
-}
-
-export const ConfigUpdate_ValuesEntry: MessageFns<ConfigUpdate_ValuesEntry> = {
-  encode(message: ConfigUpdate_ValuesEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
-    if (message.key !== "") {
-      writer.uint32(10).string(message.key);
-    }
-    if (message.value !== "") {
-      writer.uint32(18).string(message.value);
-    }
-    return writer;
-  },
-
-  decode(input: BinaryReader | Uint8Array, length?: number): ConfigUpdate_ValuesEntry {
-    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
-    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
-    if (previousRecursionDepth >= 100) {
-      throw new globalThis.Error("protobuf decode recursion limit exceeded");
-    }
-    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
-    try {
-      const end = length === undefined ? reader.len : reader.pos + length;
-      const message = createBaseConfigUpdate_ValuesEntry();
-      while (reader.pos < end) {
-        const tag = reader.uint32();
-        switch (tag >>> 3) {
-          case 1: {
-            if (tag !== 10) {
-              break;
-            }
-
-            message.key = reader.string();
-            continue;
-          }
-          case 2: {
-            if (tag !== 18) {
-              break;
-            }
-
-            message.value = reader.string();
-            continue;
-          }
-        }
-        if ((tag & 7) === 4 || tag === 0) {
-          break;
-        }
-        reader.skip(tag & 7);
-      }
-      return message;
-    } finally {
-      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
-    }
-  },
-
-  fromJSON(object: any): ConfigUpdate_ValuesEntry {
-    return {
-      key: isSet(object.key) ? globalThis.String(object.key) : "",
-      value: isSet(object.value) ? globalThis.String(object.value) : "",
-    };
-  },
-
-  toJSON(message: ConfigUpdate_ValuesEntry): unknown {
-    const obj: any = {};
-    if (message.key !== "") {
-      obj.key = message.key;
-    }
-    if (message.value !== "") {
-      obj.value = message.value;
-    }
-    return obj;
-  },
-
-  create(base?: DeepPartial<ConfigUpdate_ValuesEntry>): ConfigUpdate_ValuesEntry {
-    return ConfigUpdate_ValuesEntry.fromPartial(base ?? {});
-  },
-  fromPartial(object: DeepPartial<ConfigUpdate_ValuesEntry>): ConfigUpdate_ValuesEntry {
-    const message = createBaseConfigUpdate_ValuesEntry();
-    message.key = object.key ?? "";
-    message.value = object.value ?? "";
     return message;
   },
 };

@@ -1,0 +1,20 @@
+// The naming rules controller and driver share (DESIGN §6.1): kernel limits,
+// the chains the driver owns and the entry chains it jumps to, and what
+// "ours" looks like — the driver touches nothing that does not match.
+// How the controller derives names from identifiers is calc/names.ts.
+
+export const CHAIN_MAX = 28;
+export const IPSET_MAX = 31;
+
+/** Chains the driver owns: hooked from the built-in chains. */
+export const BASE_CHAINS = { forward: "pal-FORWARD", input: "pal-INPUT" } as const;
+/** Entry chains the controller owns and the driver's base chains jump to. */
+export const ENTRY_CHAINS = {
+  fromWorkload: "pal-from-wl-dispatch",
+  toWorkload: "pal-to-wl-dispatch",
+  workloadToHost: "pal-wl-to-host",
+} as const;
+
+/** Everything Palisade owns matches these; the driver touches nothing else. */
+export const OWNED_CHAIN_RE = /^pal-[A-Za-z0-9_.-]{1,24}$/;
+export const OWNED_SET_RE = /^pal[A-Za-z0-9_.-]{1,28}$/;

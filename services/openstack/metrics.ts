@@ -1,0 +1,17 @@
+// palisade-openstack watch metrics (--metrics-listen; names are part of the
+// operator contract, README "OpenStack").
+import { createRegistry } from "../runtime/metrics-server.js";
+import { Counter, Gauge } from "prom-client";
+
+export function createAdapterMetrics() {
+  const registry = createRegistry("palisade_openstack_");
+  return {
+    registry,
+    heldDeletions: new Gauge({
+      name: "palisade_openstack_held_endpoint_deletions",
+      help: "Endpoint deletions the mass-deletion guard holds back (0 when none; --allow-mass-delete applies them)", registers: [registry],
+    }),
+    syncs: new Counter({ name: "palisade_openstack_syncs_total", help: "Syncs by result (ok, failed)", labelNames: ["result"], registers: [registry] }),
+    lastSuccess: new Gauge({ name: "palisade_openstack_last_success_timestamp_seconds", help: "Unix time of the last successful sync", registers: [registry] }),
+  };
+}

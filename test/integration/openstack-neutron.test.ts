@@ -1,0 +1,153 @@
+// palisade-openstack against a real Neutron (Debian's neutron-server, started
+// for this file: test/lab/neutron-process.ts) and a real controller and
+// etcd. Networks, groups, rules and ports are created through Neutron's REST
+// API; the tests check what the adapter writes to Palisade. Nothing is mocked.
+import { execa } from "execa";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { call } from "../../services/contract/clients.js";
+import { endpointFromPb, profileFromPb } from "../../services/contract/model-wire.js";
+import { NeutronAdmin, startNeutron, type NeutronProcess } from "../lab/neutron-process.js";
+import { BIN, eventually, requireBuild } from "../support/binaries.js";
+import { startTestController } from "../support/controller.js";
+
+type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+
+let neutron: NeutronProcess;
+let limited: NeutronProcess; // pagination_max_limit = 2
+let api: NeutronAdmin;
+let t: Awaited<ReturnType<typeof startTestController>>;
+const dir = mkdtempSync(join(tmpdir(), "palisade-os-neutron-"));
+let n = 0;
+function file(data: unknown): string {
+  const f = join(dir, `in-${n++}.json`);
+  writeFileSync(f, JSON.stringify(data));
+  return f;
+}
+
+async function adapter(args: string[], env: Record<string, string> = {}) {
+  const r = await execa(process.execPath, [BIN.openstack, "--insecure", "--controller", t.address, ...args], {
+    reject: false, env: { NO_COLOR: "1", OS_TOKEN: "noauth", ...env },
+  });
+  return { code: r.exitCode ?? -1, stdout: String(r.stdout), stderr: String(r.stderr) };
+}
+const once = (url = neutron.url, extra: string[] = []) => adapter(["watch", "--neutron-url", url, "--once", ...extra]);
+const endpoints = async () => (await call(t.clients.policy, t.clients.policy.listEndpoints, { host: "" })).endpoints.map(endpointFromPb).filter((e) => e.orchestrator === "openstack");
+const profiles = async () => (await call(t.clients.policy, t.clients.policy.listProfiles, {})).profiles.map(profileFromPb);
+const revision = async () => (await call(t.clients.policy, t.clients.policy.getRevision, {})).revision;
+
+let net: { id: string; subnets: string[] };
+let web: Json;
+
+beforeAll(async () => {
+  requireBuild();
+  [neutron, limited] = await Promise.all([startNeutron(), startNeutron({ paginationMaxLimit: 2 })]);
+  api = new NeutronAdmin(neutron.url);
+  t = await startTestController();
+  net = await api.network("net-a", "198.18.10.0/24", "2001:db8:10::/64");
+  web = await api.group("web");
+  await api.rule(web.id, { protocol: "tcp", port_range_min: 80, port_range_max: 80 });
+}, 180_000);
+
+afterAll(async () => {
+  await t?.stop();
+  await Promise.all([neutron?.stop(), limited?.stop()]);
+  rmSync(dir, { recursive: true, force: true });
+});
+
+describe("against a real Neutron", () => {
+  it("bound compute ports become endpoints, groups become profiles; unbound and failed bindings get none", async () => {
+    const a = await api.port({ network_id: net.id, device_id: "vm-a", "binding:host_id": "hv1", security_groups: [web.id] });
+    const unbound = await api.port({ network_id: net.id, device_id: "vm-u", security_groups: [web.id] });
+    const failed = await api.port({ network_id: net.id, device_id: "vm-f", "binding:host_id": "fail-hv9", security_groups: [web.id] });
+    expect(failed["binding:vif_type"]).toBe("binding_failed");
+    const r = await once();
+    expect(r.code, r.stderr + r.stdout).toBe(0);
+    const eps = await endpoints();
+    expect(eps.map((e) => e.id)).toEqual([a.id]);
+    expect(eps[0]).toMatchObject({ host: "hv1", workload: "vm-a", name: `tap${a.id.slice(0, 11)}`, mac: a.mac_address, profileIds: [web.id] });
+    expect(eps[0]!.ipv4Nets).toEqual([`${a.fixed_ips.find((f: Json) => !f.ip_address.includes(":")).ip_address}/32`]);
+    const p = (await profiles()).find((x) => x.id === web.id)!;
+    expect(p.inboundRules.some((rule) => rule.match.protocol === "tcp" && rule.match.dstPorts?.[0]?.first === 80)).toBe(true);
+    expect([unbound.id, failed.id].some((id) => eps.some((e) => e.id === id))).toBe(false);
+  });
+});
+
+describe("partial listings", () => {
+  it("sync refuses one page of a paginated listing; fetch saves every page", async () => {
+    const lim = new NeutronAdmin(limited.url);
+    const ln = await lim.network("net-l", "198.18.20.0/24");
+    const g = await lim.group("g");
+    for (let i = 0; i < 5; i++) await lim.port({ network_id: ln.id, device_id: `vm-l${i}`, "binding:host_id": "hv1", security_groups: [g.id] });
+    // What a plain GET returns when the operator sets pagination_max_limit.
+    const page = await lim.listAll("ports");
+    expect(page.ports.length).toBe(2);
+    expect(page.ports_links.some((l: Json) => l.rel === "next")).toBe(true);
+    const groups = await lim.listAll("security-groups");
+    const before = await revision();
+    const r = await adapter(["sync", "--security-groups", file(groups), "--ports", file(page)]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/(ports|security_groups)_links: has a "next" link: this is one page of a paginated listing/);
+    expect(await revision()).toBe(before);
+
+    const [pf, gf] = [join(dir, "all-ports.json"), join(dir, "all-groups.json")];
+    const f = await adapter(["fetch", "--neutron-url", limited.url, "--ports", pf, "--security-groups", gf]);
+    expect(f.code, f.stderr).toBe(0);
+    expect(f.stdout).toMatch(/^saved 5 port\(s\), \d+ security group\(s\)$/m);
+    // (A dry run: this Neutron is not the one the adapter manages.)
+    const s = await adapter(["sync", "--security-groups", gf, "--ports", pf, "--dry-run", "--allow-mass-delete"]);
+    expect(s.code, s.stderr).toBe(0);
+    expect(s.stdout.match(/create endpoint hv1\/openstack\/vm-l\d\//g)?.length).toBe(5);
+  });
+});
+
+describe("the mass-deletion guard holds back only the deletions", () => {
+  it("a revoked rule is enforced while most ports' deletions are held back; status shows them; --allow-mass-delete applies them", async () => {
+    const db = await api.group("db");
+    const rule = await api.rule(db.id, { protocol: "tcp", port_range_min: 5432, port_range_max: 5432 });
+    const ports: Json[] = [];
+    for (let i = 0; i < 12; i++) ports.push(await api.port({ network_id: net.id, device_id: `vm-db${i}`, "binding:host_id": "hv2", security_groups: [db.id] }));
+    expect((await once()).code).toBe(0);
+    const owned = (await endpoints()).length;
+    const dbRule = () => profiles().then((ps) => ps.find((p) => p.id === db.id)!.inboundRules.some((x) => x.match.dstPorts?.[0]?.first === 5432));
+    expect(await dbRule()).toBe(true);
+
+    // Most VMs go (a Neutron hiccup would look the same), and the allow rule is revoked.
+    const gone = ports.slice(0, 10);
+    for (const p of gone) await api.request("DELETE", `/ports/${p.id}`);
+    await api.request("DELETE", `/security-group-rules/${rule.id}`);
+    const r = await once();
+    expect(r.code, r.stderr + r.stdout).toBe(0);
+    expect(r.stdout + r.stderr).toMatch(new RegExp(`10 of the ${owned} endpoint\\(s\\) the adapter manages are gone from Neutron: a mass deletion .* held back and everything else is applied`));
+    expect(await dbRule()).toBe(false); // the revocation is in force
+    const eps = await endpoints();
+    expect(gone.every((p) => eps.some((e) => e.id === p.id && e.labels["palisade.io/deletion-held"] === "true"))).toBe(true);
+    expect((await profiles()).some((p) => p.id === db.id)).toBe(true); // still used by held endpoints
+    const st = await adapter(["status", "-o", "json"]);
+    const rows = JSON.parse(st.stdout).ports as { port_id: string; detail: string }[];
+    expect(rows.find((x) => x.port_id === gone[0]!.id)!.detail).toMatch(/deletion held back by the mass-deletion guard/);
+
+    const allowed = await once(neutron.url, ["--allow-mass-delete"]);
+    expect(allowed.code, allowed.stderr).toBe(0);
+    expect((await endpoints()).some((e) => gone.some((p) => p.id === e.id))).toBe(false);
+  });
+});
+
+describe("address ownership", () => {
+  it("fixed IPs win: another tenant's allowed address pair cannot strip a port's address", async () => {
+    const other = new NeutronAdmin(neutron.url, "b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0");
+    const victim = await api.port({ network_id: net.id, device_id: "vm-victim", "binding:host_id": "hv1", security_groups: [web.id] });
+    const addr = victim.fixed_ips.find((f: Json) => !f.ip_address.includes(":")).ip_address as string;
+    const netB = await other.network("net-b", "198.18.30.0/24");
+    const gB = await other.group("b");
+    const thief = await other.port({ network_id: netB.id, device_id: "vm-thief", "binding:host_id": "hv2", security_groups: [gB.id], allowed_address_pairs: [{ ip_address: addr }] });
+    const r = await once();
+    expect(r.code, r.stderr + r.stdout).toBe(0);
+    const eps = await endpoints();
+    expect(eps.find((e) => e.id === victim.id)!.ipv4Nets).toContain(`${addr}/32`);
+    expect(eps.find((e) => e.id === thief.id)!.ipv4Nets).not.toContain(`${addr}/32`);
+    expect(r.stdout + r.stderr).toMatch(/fixed IPs win/);
+  });
+});

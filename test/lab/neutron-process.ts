@@ -1,0 +1,209 @@
+// A real OpenStack Neutron server (Debian's neutron-server, 21.0.0 Zed) for
+// the OpenStack tests and the bench: loopback only, a free port, a config and
+// an SQLite database generated in its own directory. Installed by
+// deploy/dev/ensure-neutron.sh. Stopped by PID (its process group: the API
+// worker processes it forks) — never anything we did not start.
+//
+// How it runs without the rest of OpenStack (DESIGN §11.9):
+// - no Keystone: auth_strategy = noauth. Every request is admin; create
+//   bodies must name project_id.
+// - no RabbitMQ: transport_url = fake:// (in-process; nothing listens).
+// - no agents: ML2 with a flat type driver and a small mechanism driver
+//   (test/neutron/palisade_test_mech.py) that binds any host the way
+//   linuxbridge would, and fails hosts named fail-*.
+// - SQLite, schema built from Neutron's models (test/neutron/neutron_db_init.py):
+//   Neutron's alembic migrations do not run on SQLite. Built once per
+//   process and copied (6-7 s each time otherwise).
+// - oslo.policy: policy_file and policy_dirs name real (empty) paths — an
+//   empty policy_dirs makes every request fail with 500.
+// - /usr/bin/python3 explicitly: another python3 earlier on PATH (pyenv)
+//   lacks Debian's modules.
+import { spawn, type ChildProcess } from "node:child_process";
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { packageRoot } from "../../services/runtime/package-root.js";
+import { freePort } from "./etcd-process.js";
+
+export interface NeutronProcess {
+  /** http://127.0.0.1:PORT (no /v2.0). */
+  url: string;
+  pid: number;
+  dir: string;
+  /** Neutron's log file (for failure messages). */
+  logFile: string;
+  stop(): Promise<void>;
+}
+
+const PYTHON = "/usr/bin/python3";
+const SERVER = "/usr/bin/neutron-server";
+
+export function neutronInstalled(): boolean {
+  return existsSync(SERVER) && existsSync("/usr/lib/python3/dist-packages/neutron/server/__init__.py");
+}
+
+let schemaFile: string | undefined;
+
+function run(cmd: string, args: string[], env: NodeJS.ProcessEnv): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const p = spawn(cmd, args, { env, stdio: ["ignore", "ignore", "pipe"] });
+    let err = "";
+    p.stderr!.on("data", (d: Buffer) => { err += d.toString(); });
+    p.on("error", reject);
+    p.on("exit", (code) => (code === 0 ? resolve() : reject(new Error(`${cmd} ${args.join(" ")} exited ${code}: ${err.slice(-2000)}`))));
+  });
+}
+
+async function schema(env: NodeJS.ProcessEnv): Promise<string> {
+  if (schemaFile && existsSync(schemaFile)) return schemaFile;
+  const dir = mkdtempSync(join(tmpdir(), "palisade-neutron-schema-"));
+  const file = join(dir, "neutron.db");
+  await run(PYTHON, [join(packageRoot(), "test/neutron/neutron_db_init.py"), `sqlite:///${file}`], env);
+  schemaFile = file;
+  return file;
+}
+
+export interface StartNeutronOptions {
+  /** Neutron's pagination_max_limit: a plain GET of a collection returns at most this many (-1: no limit). */
+  paginationMaxLimit?: number;
+}
+
+export async function startNeutron(opts: StartNeutronOptions = {}): Promise<NeutronProcess> {
+  if (!neutronInstalled()) throw new Error("neutron-server is not installed: run deploy/dev/ensure-neutron.sh as root (npm test does)");
+  const dir = mkdtempSync(join(tmpdir(), "palisade-neutron-"));
+  const env = { ...process.env, PYTHONPATH: join(packageRoot(), "test/neutron"), PYTHONDONTWRITEBYTECODE: "1" };
+  copyFileSync(await schema(env), join(dir, "neutron.db"));
+  for (const d of ["state", "lock", "policy.d"]) mkdirSync(join(dir, d));
+  writeFileSync(join(dir, "policy.yaml"), "{}\n");
+  const port = await freePort();
+  const logFile = join(dir, "neutron.log");
+  writeFileSync(join(dir, "neutron.conf"), `[DEFAULT]
+bind_host = 127.0.0.1
+bind_port = ${port}
+auth_strategy = noauth
+core_plugin = ml2
+service_plugins =
+transport_url = fake://
+# One API worker process, no RPC workers: a 2-core test machine.
+api_workers = 1
+rpc_workers = 0
+rpc_state_report_workers = 0
+state_path = ${dir}/state
+api_paste_config = /etc/neutron/api-paste.ini
+notify_nova_on_port_status_changes = false
+notify_nova_on_port_data_changes = false
+pagination_max_limit = ${opts.paginationMaxLimit ?? -1}
+log_file = ${logFile}
+[database]
+connection = sqlite:///${dir}/neutron.db
+[oslo_policy]
+policy_file = ${dir}/policy.yaml
+policy_dirs = ${dir}/policy.d
+[oslo_concurrency]
+lock_path = ${dir}/lock
+[ml2]
+type_drivers = flat
+tenant_network_types =
+mechanism_drivers = palisade_test
+extension_drivers = port_security
+[ml2_type_flat]
+flat_networks = *
+`);
+  const out = openSync(join(dir, "stdout.log"), "a");
+  // detached: its own process group, so stop() ends the workers it forks too.
+  const child: ChildProcess = spawn(PYTHON, [SERVER, "--config-file", join(dir, "neutron.conf")], {
+    cwd: dir, env, stdio: ["ignore", out, out], detached: true,
+  });
+  const pid = child.pid!;
+  let exited = false;
+  child.on("exit", () => { exited = true; });
+  const url = `http://127.0.0.1:${port}`;
+  const stop = async () => {
+    if (exited) return;
+    const gone = new Promise<void>((r) => child.once("exit", () => r()));
+    try { process.kill(-pid, "SIGTERM"); } catch { /* already gone */ }
+    const t = setTimeout(() => { try { process.kill(-pid, "SIGKILL"); } catch { /* gone */ } }, 5_000);
+    await gone;
+    clearTimeout(t);
+  };
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    if (exited) throw new Error(`neutron-server exited while starting; log ${logFile}: ${tail(logFile)}`);
+    try {
+      const r = await fetch(`${url}/v2.0/networks?limit=1`, { signal: AbortSignal.timeout(2_000) });
+      if (r.ok) break;
+    } catch { /* not yet */ }
+    if (Date.now() > deadline) {
+      await stop();
+      throw new Error(`neutron-server did not answer within 60 s; log ${logFile}: ${tail(logFile)}`);
+    }
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  return { url, pid, dir, logFile, stop };
+}
+
+function tail(file: string): string {
+  try {
+    return readFileSync(file, "utf8").split("\n").filter((l) => / (ERROR|CRITICAL) /.test(l)).slice(-5).join(" | ").slice(-1500);
+  } catch {
+    return "(no log)";
+  }
+}
+
+// ---------------------------------------------------------------------------
+// A small admin API client for tests and the bench: creates what Nova and an
+// operator would, through Neutron's real REST API.
+
+type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+
+export class NeutronAdmin {
+  constructor(readonly url: string, readonly projectId = "a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6") {}
+
+  async request(method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<Json> {
+    const r = await fetch(`${this.url}/v2.0${path}`, {
+      method,
+      headers: { "content-type": "application/json", accept: "application/json", "X-Project-Id": this.projectId, ...headers },
+      // PUT …/activate must have no body at all.
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    const text = await r.text();
+    if (!r.ok) throw new Error(`Neutron ${method} ${path}: HTTP ${r.status}: ${text.slice(0, 500)}`);
+    return text ? JSON.parse(text) as Json : {};
+  }
+
+  async network(name: string, cidr4: string, cidr6?: string, projectId = this.projectId): Promise<{ id: string; subnets: string[] }> {
+    const net = (await this.request("POST", "/networks", {
+      network: { name, project_id: projectId, "provider:network_type": "flat", "provider:physical_network": `phys-${name}` },
+    })).network;
+    const subnets: string[] = [];
+    for (const [v, cidr] of [[4, cidr4], [6, cidr6]] as const) {
+      if (!cidr) continue;
+      subnets.push((await this.request("POST", "/subnets", {
+        subnet: { network_id: net.id, project_id: projectId, ip_version: v, cidr, enable_dhcp: false, gateway_ip: null },
+      })).subnet.id);
+    }
+    return { id: net.id, subnets };
+  }
+
+  async group(name: string, projectId = this.projectId): Promise<Json> {
+    return (await this.request("POST", "/security-groups", { security_group: { name, project_id: projectId } })).security_group;
+  }
+
+  async rule(groupId: string, r: Json, projectId = this.projectId): Promise<Json> {
+    return (await this.request("POST", "/security-group-rules", {
+      security_group_rule: { security_group_id: groupId, project_id: projectId, direction: "ingress", ethertype: "IPv4", ...r },
+    })).security_group_rule;
+  }
+
+  async port(p: Json, projectId = this.projectId): Promise<Json> {
+    return (await this.request("POST", "/ports", { port: { project_id: projectId, device_owner: "compute:nova", ...p } })).port;
+  }
+
+  async updatePort(id: string, p: Json): Promise<Json> {
+    return (await this.request("PUT", `/ports/${id}`, { port: p })).port;
+  }
+
+  async listAll(collection: string, query = ""): Promise<Json> {
+    return this.request("GET", `/${collection}${query}`);
+  }
+}

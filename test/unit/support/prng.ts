@@ -1,2 +1,0 @@
-// Shared with the fuzz harness and the benchmarks.
-export * from "../../support/prng.js";
