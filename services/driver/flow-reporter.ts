@@ -15,7 +15,7 @@ import { createWriteStream, readdirSync, readFileSync, type WriteStream } from "
 import type { Logger } from "pino";
 import { FLOW_CODES, FLOW_LIMITED_RULE, FLOW_LOG_CHAINS, FLOW_NFLOG_GROUP, parseLogPrefix, type ParsedPrefix } from "../contract/flow-log.js";
 import type { FlowReport } from "../contract/sync.js";
-import type { IpVersion } from "../model/index.js";
+import { PROTOCOL_NUMBERS, type IpVersion } from "../model/index.js";
 import type { CommandRunner } from "./command-runner.js";
 import { FlowAggregator, type FlowPoint, type FlowRecord } from "./flow-aggregator.js";
 import type { FlowMetrics } from "./flow-metrics.js";
@@ -91,11 +91,18 @@ export function resolvePoint(p: ParsedPrefix, indev: string, outdev: string, end
   return { endpointKey, interfaceName: iface, direction, verdict, decision, chain: p.chain, index: p.n ?? -1 };
 }
 
+/** Protocol names as `palisadectl flows -o json` prints them (a number when unnamed). */
+function protocolName(n: number): string {
+  if (n === 58) return "icmpv6";
+  return Object.entries(PROTOCOL_NUMBERS).find(([, v]) => v === n)?.[0] ?? String(n);
+}
+
+/** One record as a JSON line of --flow-log-file: the fields of `flows -o json`, with chain and index instead of profile. */
 export function recordJson(host: string, r: FlowRecord) {
   return {
     time: new Date(r.firstSeenUnixMs).toISOString(), last_seen: new Date(r.lastSeenUnixMs).toISOString(),
     host, endpoint: r.endpointKey, interface: r.interfaceName, direction: r.direction,
-    src: r.src, dst: r.dst, protocol: r.protocol, src_port: r.srcPort ?? null, dst_port: r.dstPort ?? null,
+    src: r.src, dst: r.dst, protocol: protocolName(r.protocol), src_port: r.srcPort ?? null, dst_port: r.dstPort ?? null,
     icmp_type: r.icmpType ?? null, icmp_code: r.icmpCode ?? null, verdict: r.verdict, decision: r.decision,
     chain: r.chain, index: r.index, packets: r.packets,
   };
