@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what Palisade needs on a Debian machine — only what is missing —
 # so `npm start` and `npm test` work on a fresh machine as root.
-#   Debian: etcd-server (etcd), etcd-client (etcdctl), iptables (nft + legacy), nftables (nft), ipset, iproute2, iputils-ping (tests), openssl (certificates)
+#   Debian: etcd-server (etcd), etcd-client (etcdctl), iptables (nft + legacy), nftables (nft), ipset, iproute2, iputils-ping (tests), openssl (certificates), tcpdump (flow reports)
 #   npm:    the locked dependencies (npm ci)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -15,6 +15,9 @@ command -v nft >/dev/null 2>&1 || need+=(nftables)
 # etcdctl: the space-alarm runbook and its test (alarm list/disarm, defrag).
 command -v etcdctl >/dev/null 2>&1 || need+=(etcd-client)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
+# tcpdump: the driver's NFLOG reader (flow reports, DESIGN §6.12): it reads
+# `nflog:GROUP` inside the driver's network namespace and writes pcap.
+command -v tcpdump >/dev/null 2>&1 || need+=(tcpdump)
 # Used by the tests and deploy/ha: ICMP probes, crafted packets, health checks.
 command -v ping >/dev/null 2>&1 || need+=(iputils-ping)
 command -v python3 >/dev/null 2>&1 || need+=(python3)

@@ -89,7 +89,15 @@ async function main(): Promise<void> {
   const no = await lab.probeTcp("web-1", "db-1", 5432);
   say(`app-1 (tag db-user) -> db-1:5432   ${ok === "open" ? "ADMITTED" : `unexpected: ${ok}`}`);
   say(`web-1 (no db-user)  -> db-1:5432   ${no === "timeout" ? "REFUSED (dropped)" : `unexpected: ${no}`}`);
-  say(`\nTry it yourself in another terminal (the demo is plaintext; production uses mTLS):\n  export PALISADE_INSECURE=1\n${port === 50051 ? "" : `  export PALISADE_CONTROLLER=${addr}\n`}  palisadectl get endpoints\n  palisadectl status --watch\n` +
+  // What the dataplane reported dropping, and what decided it (DESIGN §6.12):
+  // the driver's reader sends a record within a window of about a second.
+  let flows = "";
+  await waitFor(async () => {
+    flows = String((await ctl(addr, ["flows", "--verdict", "deny", "--endpoint", "hv1/demo/db-1/eth0"])).stdout);
+    return flows.includes("198.18.1.30");
+  }, "the refused connection's flow record").catch(() => { flows ||= "(no flow record yet: see .quickstart/driver.log)\n"; });
+  say(`\n$ palisadectl flows --verdict deny --endpoint hv1/demo/db-1/eth0\n${flows}`);
+  say(`\nTry it yourself in another terminal (the demo is plaintext; production uses mTLS):\n  export PALISADE_INSECURE=1\n${port === 50051 ? "" : `  export PALISADE_CONTROLLER=${addr}\n`}  palisadectl get endpoints\n  palisadectl status --watch\n  palisadectl flows --watch\n` +
     `  ip netns exec ${hv.ns} iptables-save | grep pal-\n\nPrinting status every 10 s; Ctrl-C stops everything.\n`);
   for (;;) {
     const s = await ctl(addr, ["status"]);

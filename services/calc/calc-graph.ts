@@ -20,7 +20,7 @@ import { deepEqual } from "../util/deep-equal.js";
 import { endpointKeyString, hostAddress, type Endpoint, type IpVersion, type Profile } from "../model/index.js";
 import { DEFAULT_CALC_CONFIG, chainKey, sameRules, type CalcConfig, type ChainDef, type HostUpdate } from "./desired-state.js";
 import { renderDispatch } from "./dispatch.js";
-import { renderEndpointChains } from "./render-endpoint.js";
+import { renderEndpointChains, reportedDrop } from "./render-endpoint.js";
 import { renderProfile, type RenderedProfile } from "./render-rules.js";
 import { ENTRY_CHAINS, fromWorkloadChain, tagSet, toWorkloadChain } from "./names.js";
 import { UpdateCoalescer } from "./update-coalescer.js";
@@ -337,11 +337,11 @@ export class CalcGraph {
 
   /** Entry chains and an empty dispatch tree; `detached`: set directly, nothing emitted or marked dirty. */
   private initView(name: string, hv: HostView, detached = false): void {
-    const toHost = this.cfg.workloadToHost === "accept" ? [`-j ${ENTRY_CHAINS.fromWorkload}`, "-j ACCEPT"] : ["-j DROP"];
+    const toHost = this.cfg.workloadToHost === "accept" ? [`-j ${ENTRY_CHAINS.fromWorkload}`, "-j ACCEPT"] : reportedDrop(this.cfg, "", "h", ENTRY_CHAINS.workloadToHost);
     const entry: ChainDef[] = FAMILIES.map((family) => ({ table: "filter", family, name: ENTRY_CHAINS.workloadToHost, rules: toHost }));
     if (detached) {
       for (const c of entry) hv.chains.set(chainKey(c.family, c.name), c);
-      for (const family of FAMILIES) for (const c of renderDispatch([], family)) hv.chains.set(chainKey(family, c.name), c);
+      for (const family of FAMILIES) for (const c of renderDispatch([], family, this.cfg)) hv.chains.set(chainKey(family, c.name), c);
       return;
     }
     for (const c of entry) this.setChain(name, hv, c);
@@ -374,7 +374,7 @@ export class CalcGraph {
     const names = [...hv.byName.keys()];
     const wanted = new Set<string>();
     for (const family of FAMILIES) {
-      for (const c of renderDispatch(names, family)) {
+      for (const c of renderDispatch(names, family, this.cfg)) {
         wanted.add(chainKey(family, c.name));
         this.setChain(host, hv, c);
       }
@@ -395,8 +395,9 @@ export class CalcGraph {
       }
       if (keys.size > 1) {
         // Two endpoints claim one interface: fail closed until resolved.
-        this.setChain(host, hv, { table: "filter", family, name: toWorkloadChain(name), rules: ["-j DROP"] });
-        this.setChain(host, hv, { table: "filter", family, name: fromWorkloadChain(name), rules: ["-j DROP"] });
+        // Reported as "no-endpoint": the interface has no one endpoint.
+        this.setChain(host, hv, { table: "filter", family, name: toWorkloadChain(name), rules: reportedDrop(this.cfg, "", "n", toWorkloadChain(name)) });
+        this.setChain(host, hv, { table: "filter", family, name: fromWorkloadChain(name), rules: reportedDrop(this.cfg, "", "n", fromWorkloadChain(name)) });
         continue;
       }
       const ep = this.endpoints.get([...keys][0]!)!;

@@ -3,7 +3,8 @@
 // linear list. Every node ends in DROP: an interface with the workload prefix
 // but no endpoint is dropped.
 import type { IpVersion } from "../model/index.js";
-import type { ChainDef } from "./desired-state.js";
+import type { CalcConfig, ChainDef } from "./desired-state.js";
+import { denyReportLines } from "./flow-log.js";
 import { ENTRY_CHAINS, fromDispatchNode, fromWorkloadChain, toDispatchNode, toWorkloadChain } from "./names.js";
 
 /** Names per node before the node splits by the next character. */
@@ -19,7 +20,7 @@ interface Direction {
 const FROM: Direction = { root: ENTRY_CHAINS.fromWorkload, flag: "-i", node: fromDispatchNode, leaf: fromWorkloadChain };
 const TO: Direction = { root: ENTRY_CHAINS.toWorkload, flag: "-o", node: toDispatchNode, leaf: toWorkloadChain };
 
-function build(names: string[], prefix: string, chain: string, dir: Direction, family: IpVersion, out: ChainDef[]): void {
+function build(names: string[], prefix: string, chain: string, dir: Direction, family: IpVersion, out: ChainDef[], cfg?: CalcConfig): void {
   const rules: string[] = [];
   if (names.length <= DISPATCH_FANOUT) {
     for (const n of names) rules.push(`${dir.flag} ${n} -g ${dir.leaf(n)}`);
@@ -43,10 +44,12 @@ function build(names: string[], prefix: string, chain: string, dir: Direction, f
         const common = longestCommonPrefix(members);
         const child = dir.node(common);
         rules.push(`${dir.flag} ${common}+ -g ${child}`);
-        build(members, common, child, dir, family, out);
+        build(members, common, child, dir, family, out, cfg);
       }
     }
   }
+  // A workload interface without an endpoint: reported (DESIGN §6.12), dropped.
+  if (cfg) rules.push(...denyReportLines(cfg, [""], "n", chain));
   rules.push("-j DROP");
   out.push({ table: "filter", family, name: chain, rules });
 }
@@ -58,10 +61,10 @@ function longestCommonPrefix(names: string[]): string {
 }
 
 /** All dispatch chains of a host, for both directions, in one family. */
-export function renderDispatch(interfaceNames: Iterable<string>, family: IpVersion): ChainDef[] {
+export function renderDispatch(interfaceNames: Iterable<string>, family: IpVersion, cfg?: CalcConfig): ChainDef[] {
   const names = [...new Set(interfaceNames)].sort();
   const out: ChainDef[] = [];
-  build(names, "", FROM.root, FROM, family, out);
-  build(names, "", TO.root, TO, family, out);
+  build(names, "", FROM.root, FROM, family, out, cfg);
+  build(names, "", TO.root, TO, family, out, cfg);
   return out;
 }

@@ -6,3 +6,4 @@ export * from "./names.js";
 export { renderProfile, renderRules, ruleMatchSpecs, chunkPorts, acceptMarkSpecs } from "./render-rules.js";
 export { renderEndpointChains } from "./render-endpoint.js";
 export { renderDispatch, DISPATCH_FANOUT } from "./dispatch.js";
+export * from "./flow-log.js";

@@ -11,6 +11,7 @@ import {
 } from "../model/index.js";
 import { tagSet, profileInboundChain, profileOutboundChain } from "./names.js";
 import type { CalcConfig, ChainDef } from "./desired-state.js";
+import { allowReportLines, denyReportLines } from "./flow-log.js";
 
 
 export function markHex(mark: number): string {
@@ -91,19 +92,29 @@ export function ruleMatchSpecs(rule: Rule, family: IpVersion): string[] {
   return specs;
 }
 
-export function renderRules(rules: readonly Rule[], family: IpVersion, cfg: CalcConfig): string[] {
+/**
+ * `chain` names the profile chain the rules go into: with flow reports on,
+ * each rule's report lines carry it and the rule's index in `rules` (the
+ * model's index, whatever number of lines the rule needs), DESIGN §6.12.
+ */
+export function renderRules(rules: readonly Rule[], family: IpVersion, cfg: CalcConfig, chain = ""): string[] {
   const mark = acceptMarkSpecs(cfg);
+  const report = cfg.flowLogs === true && chain !== "";
   const out: string[] = [];
-  for (const rule of rules) {
-    if (!ruleFamilies(rule).includes(family)) continue;
+  rules.forEach((rule, index) => {
+    if (!ruleFamilies(rule).includes(family)) return;
     const specs = ruleMatchSpecs(rule, family);
     if (rule.action === "deny") {
+      if (report) out.push(...denyReportLines(cfg, specs, "D", chain, index));
       for (const s of specs) out.push(s ? `${s} -j DROP` : "-j DROP");
     } else {
-      for (const s of specs) out.push(s ? `${s} ${mark.set}` : mark.set);
+      for (const s of specs) {
+        if (report) out.push(...allowReportLines(cfg, s, chain, index));
+        out.push(s ? `${s} ${mark.set}` : mark.set);
+      }
       out.push(`${mark.isSet} -j RETURN`);
     }
-  }
+  });
   return out;
 }
 
@@ -118,8 +129,10 @@ export function renderProfile(p: Profile, cfg: CalcConfig): RenderedProfile {
   const chains: ChainDef[] = [];
   const sets = new Map<string, { tag: string; family: IpVersion }>();
   for (const family of [4, 6] as const) {
-    chains.push({ table: "filter", family, name: profileInboundChain(p.id), rules: renderRules(p.inboundRules, family, cfg) });
-    chains.push({ table: "filter", family, name: profileOutboundChain(p.id), rules: renderRules(p.outboundRules, family, cfg) });
+    const inbound = profileInboundChain(p.id);
+    const outbound = profileOutboundChain(p.id);
+    chains.push({ table: "filter", family, name: inbound, rules: renderRules(p.inboundRules, family, cfg, inbound) });
+    chains.push({ table: "filter", family, name: outbound, rules: renderRules(p.outboundRules, family, cfg, outbound) });
     for (const r of [...p.inboundRules, ...p.outboundRules]) {
       if (!ruleFamilies(r).includes(family)) continue;
       for (const tag of [r.match.srcTag, r.match.dstTag, r.negated.srcTag, r.negated.dstTag]) {

@@ -17,6 +17,8 @@ import {
   type ModelObject,
 } from "../model/index.js";
 import { hostsBehind } from "./wait-condition.js";
+import { decidedBy } from "./decided-by.js";
+import { addFlowsCommand } from "./flows.js";
 import { silenceIpServerNameWarning } from "../runtime/tls.js";
 
 const program = controllerProgram("palisadectl", "Palisade operator CLI", {
@@ -269,13 +271,12 @@ program.command("trace")
     }
     process.stdout.write(`${v(r.verdict).toUpperCase()}${r.policed ? "" : " (neither address is an endpoint: not policed by Palisade)"}  (model revision ${r.revision})\n`);
     for (const st of r.steps) {
-      const why = st.decision === "rule" ? `${st.direction === "inbound" ? "inbound_rules" : "outbound_rules"}[${st.ruleIndex}] of profile ${st.profile}`
-        : st.decision === "missing-profile" ? `profile ${st.profile} does not exist (deny-all)`
-        : st.decision === "inactive" ? "endpoint is inactive"
-        : "no rule matched (default deny)";
+      const why = decidedBy(st);
       process.stdout.write(`  ${st.direction.padEnd(8)} ${st.endpoint}: ${v(st.verdict)} — ${why}\n`);
     }
   });
+
+addFlowsCommand(program);
 
 silenceIpServerNameWarning();
 withUsageExit(program);

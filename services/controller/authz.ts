@@ -13,6 +13,7 @@ import { peerIdentity, type Identity, type Role } from "../runtime/tls.js";
 import type { PolicyServiceServer } from "../gen/palisade/policy/v1/policy.js";
 import type { StatusServiceServer } from "../gen/palisade/status/v1/status.js";
 import type { DataplaneSyncServiceServer } from "../gen/palisade/sync/v1/sync.js";
+import type { FlowServiceServer } from "../gen/palisade/flow/v1/flow.js";
 
 const READ: readonly Role[] = ["admin", "reader"];
 const WRITE: readonly Role[] = ["admin"];
@@ -31,6 +32,11 @@ export const POLICY_ACCESS: Record<keyof PolicyServiceServer, readonly Role[]> =
 export const STATUS_ACCESS: Record<keyof StatusServiceServer, readonly Role[]> = {
   getStatus: READ,
   watchStatus: READ,
+};
+
+export const FLOW_ACCESS: Record<keyof FlowServiceServer, readonly Role[]> = {
+  list: READ,
+  watch: READ,
 };
 
 export const SYNC_ACCESS: Record<keyof DataplaneSyncServiceServer, readonly Role[]> = {

@@ -9,6 +9,11 @@ import { SERVER_OPTIONS, addStandardServices, bindServer, shutdownServer } from 
 import { PolicyServiceService } from "../gen/palisade/policy/v1/policy.js";
 import { StatusServiceService } from "../gen/palisade/status/v1/status.js";
 import { DataplaneSyncServiceService } from "../gen/palisade/sync/v1/sync.js";
+import { FlowServiceService } from "../gen/palisade/flow/v1/flow.js";
+import { profileInboundChain, profileOutboundChain } from "../calc/index.js";
+import { FlowStore } from "./flow-store.js";
+import { createFlowService } from "./flow-service.js";
+import { createFlowMetrics } from "./flow-metrics.js";
 import { createEtcdClient } from "./etcd-client.js";
 import { createEtcdStore } from "./etcd-store.js";
 import { REQUIRED_TXN_OPS } from "./etcd-errors.js";
@@ -21,7 +26,7 @@ import { createStreamAdmission, type AdmissionOptions } from "./stream-admission
 import { createSyncService } from "./sync-service.js";
 import { SyncHub } from "./sync-hub.js";
 import { createControllerMetrics } from "./metrics.js";
-import { POLICY_ACCESS, STATUS_ACCESS, SYNC_ACCESS, guardService } from "./authz.js";
+import { FLOW_ACCESS, POLICY_ACCESS, STATUS_ACCESS, SYNC_ACCESS, guardService } from "./authz.js";
 import { serverCredentials, type Role, type TlsMaterial } from "../runtime/tls.js";
 import { startMetricsServer } from "../runtime/metrics-server.js";
 
@@ -130,7 +135,9 @@ export async function startController(options: ControllerOptions): Promise<Contr
   });
   // --- end etcd store wiring ---
   const hub = new SyncHub(logger.child({ component: "sync" }), o.heartbeatMs);
-  const cfg: CalcConfig = { ...DEFAULT_CALC_CONFIG, workloadToHost: o.workloadToHost };
+  // Flow report points are always rendered (DESIGN §6.12): whether a host
+  // reports allowed flows too, and how fast, is its driver's business.
+  const cfg: CalcConfig = { ...DEFAULT_CALC_CONFIG, workloadToHost: o.workloadToHost, flowLogs: true };
   const graph = new CalcGraph(hub, cfg, { listen: "subscribed" });
   const feed = createModelFeed({ store, graph, hub, logger: logger.child({ component: "feed" }), observeCalc: (s) => metrics.calcDuration.observe(s) });
   // Status traffic has its own etcd client (its own connection and fault
@@ -181,6 +188,31 @@ export async function startController(options: ControllerOptions): Promise<Contr
     : undefined;
   // --- end etcd hygiene ---
 
+  // Flow records: memory only, bounded (flow-store.ts). Profile chains are
+  // resolved against the graph; the chain → profile index is rebuilt when
+  // the model's revision moved.
+  let chainIndex = new Map<string, string>();
+  let chainIndexRevision = -1;
+  const flows = new FlowStore({
+    profileOfChain(chain) {
+      if (chainIndexRevision !== graph.currentRevision) {
+        chainIndex = new Map();
+        for (const id of graph.profileIds()) {
+          chainIndex.set(profileInboundChain(id), id);
+          chainIndex.set(profileOutboundChain(id), id);
+        }
+        chainIndexRevision = graph.currentRevision;
+      }
+      return chainIndex.get(chain);
+    },
+    profileIdsOf: (key) => graph.getEndpoint(key)?.profileIds,
+  }, o.replicaId, {
+    onStored: (host, obs) => { if (obs.verdict === "deny") flowMetrics.denied.inc({ host, decision: obs.decision }, obs.packets); },
+    onDropped: (reason, n) => flowMetrics.dropped.inc({ reason }, n),
+    onDriverDropped: (host, reason, n) => flowMetrics.driverDropped.inc({ host, reason }, n),
+  });
+  const flowMetrics = createFlowMetrics(metrics.registry, () => flows.size, () => flows.watcherCount);
+
   const server = new grpc.Server(SERVER_OPTIONS);
   // With mTLS every service is wrapped by the access table (authz.ts); in
   // plaintext there is no identity to check.
@@ -197,7 +229,11 @@ export async function startController(options: ControllerOptions): Promise<Contr
     graph, hub, status, logger: logger.child({ component: "sync" }), replicaId: o.replicaId, onReset: () => metrics.streamResets.inc(),
     requireHostIdentity: !!o.tls, onDenied, admission: createStreamAdmission(o.admission),
     onRefused: (reason) => metrics.syncRefused.inc({ reason }),
+    onFlowReport: (host, report) => flows.ingest(host, report),
   }), SYNC_ACCESS));
+  server.addService(FlowServiceService, guard("palisade.flow.v1.FlowService", createFlowService({
+    store: flows, logger: logger.child({ component: "flows" }), onWatchDropped: (n) => flowMetrics.watchDropped.inc(n),
+  }), FLOW_ACCESS));
   const statusService = createStatusService({ client: statusClient, store, status, logger: logger.child({ component: "status" }) });
   const { close: closeStatusService, ...statusHandlers } = statusService;
   server.addService(StatusServiceService, guard("palisade.status.v1.StatusService", statusHandlers, STATUS_ACCESS));
@@ -208,7 +244,7 @@ export async function startController(options: ControllerOptions): Promise<Contr
     }
   }, STATUS_PRUNE_MS);
   pruneTimer.unref();
-  const health = addStandardServices(server, ["palisade.policy.v1.PolicyService", "palisade.sync.v1.DataplaneSyncService", "palisade.status.v1.StatusService"]);
+  const health = addStandardServices(server, ["palisade.policy.v1.PolicyService", "palisade.sync.v1.DataplaneSyncService", "palisade.status.v1.StatusService", "palisade.flow.v1.FlowService"]);
   let port = 0;
   try {
     for (const addr of o.listen.split(",").map((a) => a.trim()).filter(Boolean)) {

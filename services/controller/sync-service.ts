@@ -6,7 +6,7 @@ import { ApiError, type ApiErrorCode } from "../contract/errors.js";
 import * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import type { CalcGraph } from "../calc/index.js";
-import type { DataplaneSyncServiceServer, SyncRequest, SyncResponse } from "../gen/palisade/sync/v1/sync.js";
+import type { DataplaneSyncServiceServer, FlowReport, SyncRequest, SyncResponse } from "../gen/palisade/sync/v1/sync.js";
 import { InterfaceState } from "../gen/palisade/sync/v1/sync.js";
 import { EndpointState, type HostStatus } from "../gen/palisade/status/v1/status.js";
 import { ID_RE, LIMITS } from "../model/index.js";
@@ -47,6 +47,8 @@ export function createSyncService(opts: {
   requireHostIdentity?: boolean;
   onDenied?: (method: string, reason: string) => void;
   onRefused?: (reason: SyncRefusal) => void;
+  /** Flow reports of a host's driver (DESIGN §5.9): handed on as they come; the receiver bounds them. */
+  onFlowReport?: (host: string, report: FlowReport) => void;
 }): DataplaneSyncServiceServer {
   const { graph, hub, status, replicaId, admission } = opts;
   const refused = (reason: SyncRefusal) => opts.onRefused?.(reason);
@@ -164,6 +166,11 @@ export function createSyncService(opts: {
             if (host.lastError !== before.lastError) logger.warn({ revision: m.value.revision, error: host.lastError }, "driver failed to apply");
           }
           if (host.inSync !== before.inSync || host.lastError !== before.lastError) publish();
+        } else if (m.$case === "flowReport") {
+          // ---- flow reports (DESIGN §5.9): not status, never etcd; only
+          // after the hello, so a report is always attributed to the host
+          // whose identity the hello (and, under mTLS, its certificate) proved.
+          opts.onFlowReport?.(host.hostname, m.value);
         } else if (m.$case === "endpointStatus") {
           const key = m.value.endpointKey;
           // Only endpoints this host has in the model (what the controller sent

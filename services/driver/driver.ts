@@ -28,6 +28,8 @@ import { interfaceStatus, sysfsReader, type InterfaceReader, type InterfaceStatu
 import type { PlanInput } from "./plan.js";
 import { startSyncClient, type SyncClient } from "./sync-client.js";
 import type { DriverMetrics } from "./metrics.js";
+import { startFlowReports, type FlowReportsConfig } from "./flow-driver.js";
+import type { FlowReporter } from "./flow-reporter.js";
 
 export const DRIVER_VERSION = "0.1.0";
 
@@ -54,6 +56,11 @@ export interface DriverOptions {
    * runner's namespace (its execPrefix); false turns it off.
    */
   rulesetMonitor?: false | { command?: readonly string[]; debounceMs?: number };
+  /**
+   * Flow reports (DESIGN §6.12): mode, rate, log file, metrics. Absent: the
+   * rate-limit chains are programmed with the defaults, but no reader runs.
+   */
+  flows?: FlowReportsConfig;
 }
 
 export interface DriverCounters {
@@ -70,6 +77,8 @@ export interface Driver {
   readonly dataplane: Dataplane;
   /** Resolves when the first complete state has been applied. */
   readonly firstSync: Promise<void>;
+  /** The flow reporter (DESIGN §6.12), once started. */
+  readonly flows: FlowReporter | undefined;
   /** Asks for a read-back and repair soon (serialised with applies); a no-op before the first complete state. */
   checkDrift(): void;
   stop(): Promise<void>;
@@ -111,6 +120,10 @@ export async function startDriver(o: DriverOptions): Promise<Driver> {
   const dataplane = createDataplane({ runner, backend, families, logger: logger.child({ component: "dataplane" }) });
   const base = new Map<string, ChainDef>();
   for (const f of families) for (const c of renderBaseChains(prefixes, f)) base.set(chainKey(f, c.name), c);
+  // Flow reports: the driver's rate-limit chains are base chains too (they
+  // exist before the controller's chains that jump to them).
+  const flowSetup = startFlowReports(o.flows, { families, backend, hostname: o.hostname, runner: o.runner, logger });
+  for (const c of flowSetup.chains) base.set(chainKey(c.family, c.name), c);
 
   let desired: DesiredState | undefined;
   let pending: DesiredState | undefined;
@@ -308,6 +321,14 @@ export async function startDriver(o: DriverOptions): Promise<Driver> {
   // Fail closed before anything else: base chains + entry placeholders.
   schedule();
   client = connect();
+  const flows = flowSetup.start({
+    endpoints: () => desired?.endpoints,
+    send: (report) => {
+      if (!client?.connected) return false;
+      client.send({ message: { $case: "flowReport", value: report } });
+      return true;
+    },
+  });
 
   /** Asks the apply loop to read the kernel back and repair any difference. */
   function checkDrift(): void {
@@ -345,9 +366,11 @@ export async function startDriver(o: DriverOptions): Promise<Driver> {
     backend,
     dataplane,
     firstSync,
+    flows,
     checkDrift,
     async stop() {
       stopped = true;
+      void flows?.stop();
       clearInterval(driftTimer);
       clearInterval(ifTimer);
       clearTimeout(retryTimer);

@@ -12,6 +12,7 @@ import { createExecRunner } from "./command-runner.js";
 import { createDataplane } from "./dataplane.js";
 import { startDriver } from "./driver.js";
 import { createDriverMetrics } from "./metrics.js";
+import { createFlowMetrics } from "./flow-metrics.js";
 import { routeGrpcLogs } from "../runtime/grpc-server.js";
 import { addTlsOptions, tlsFlagsOf, silenceIpServerNameWarning, channelCredentials, loadTls, type TlsFlags, type TlsMaterial } from "../runtime/tls.js";
 import { startMetricsServer } from "../runtime/metrics-server.js";
@@ -25,6 +26,10 @@ const program = new Command("palisade-driver")
   .option("--iptables-backend <backend>", "auto, nft or legacy (env PALISADE_IPTABLES_BACKEND)", envDefault("PALISADE_IPTABLES_BACKEND", "auto"))
   .option("--no-ipv6", "do not program ip6tables")
   .option("--drift-check-seconds <n>", "periodic read-back interval (env PALISADE_DRIFT_CHECK_SECONDS)", envDefault("PALISADE_DRIFT_CHECK_SECONDS", "30"))
+  .option("--flow-logs <mode>", "flow reports: denied (every dropped new flow) or all (also admitted new flows) (env PALISADE_FLOW_LOGS)", envDefault("PALISADE_FLOW_LOGS", "denied"))
+  .option("--flow-log-rate <n>", "flow reports per second per IP family, this host's kernel token bucket (env PALISADE_FLOW_LOG_RATE)", envDefault("PALISADE_FLOW_LOG_RATE", "100"))
+  .option("--flow-log-burst <n>", "flow reports allowed in a burst above the rate (env PALISADE_FLOW_LOG_BURST)", envDefault("PALISADE_FLOW_LOG_BURST", "200"))
+  .option("--flow-log-file <path>", "also write flow records as JSON lines to PATH, '-' for stdout (env PALISADE_FLOW_LOG_FILE)", envDefault("PALISADE_FLOW_LOG_FILE"))
   .option("--cleanup", "remove every chain, hook and ipset Palisade programmed in this namespace, then exit")
   .option("--log-level <level>", "trace, debug, info, warn, error (env PALISADE_LOG_LEVEL)", envDefault("PALISADE_LOG_LEVEL", "info"))
   .showHelpAfterError();
@@ -35,12 +40,15 @@ program.parse();
 const opts = program.opts<{
   controller: string; hostname: string; interfacePrefix: string; metricsListen?: string; iptablesBackend: string;
   ipv6: boolean; driftCheckSeconds: string; cleanup?: boolean; logLevel: string;
+  flowLogs: string; flowLogRate: string; flowLogBurst: string; flowLogFile?: string;
 } & TlsFlags>();
 let tls: TlsMaterial | undefined;
 
 let controllers: string[] = [];
 let prefixes: string[] = [];
 let driftMs = 30_000;
+let flowRate = 100;
+let flowBurst = 200;
 try {
   controllers = opts.controller.split(",").map((s) => s.trim()).filter(Boolean).map((a) => parseHostPort(a, "--controller"));
   if (!controllers.length) throw new UsageError("--controller: at least one address is required");
@@ -51,6 +59,13 @@ try {
   if (!["auto", "nft", "legacy"].includes(opts.iptablesBackend)) throw new UsageError("--iptables-backend must be auto, nft or legacy");
   driftMs = Number(opts.driftCheckSeconds) * 1000;
   if (!Number.isFinite(driftMs) || driftMs < 1000 || driftMs > 3_600_000) throw new UsageError("--drift-check-seconds must be 1-3600");
+  if (opts.flowLogs !== "denied" && opts.flowLogs !== "all") throw new UsageError("--flow-logs must be denied or all");
+  flowRate = Number(opts.flowLogRate);
+  // -m limit refuses rates above 10,000/s; 0 would mean "no reports", which --flow-logs does not offer.
+  if (!Number.isInteger(flowRate) || flowRate < 1 || flowRate > 10_000) throw new UsageError("--flow-log-rate must be an integer 1-10000 (reports per second per IP family)");
+  flowBurst = Number(opts.flowLogBurst);
+  if (!Number.isInteger(flowBurst) || flowBurst < 1 || flowBurst > 10_000) throw new UsageError("--flow-log-burst must be an integer 1-10000");
+  if (opts.flowLogFile !== undefined && opts.flowLogFile.trim() === "") throw new UsageError("--flow-log-file needs a path, or '-' for stdout");
   // --cleanup talks to nobody: it needs no credentials.
   if (!opts.cleanup) tls = loadTls(tlsFlagsOf(program));
 } catch (e) {
@@ -75,10 +90,12 @@ if (opts.cleanup) {
 try {
   routeGrpcLogs(logger);
   const metrics = createDriverMetrics();
+  const flowMetrics = createFlowMetrics(metrics.registry);
   const driver = await startDriver({
     controllers, hostname: opts.hostname, interfacePrefixes: prefixes, runner, logger,
     backend: opts.iptablesBackend as Backend | "auto", families: [...families], driftCheckMs: driftMs, metrics,
     credentials: channelCredentials(tls),
+    flows: { mode: opts.flowLogs as "denied" | "all", ratePerSecond: flowRate, burst: flowBurst, logFile: opts.flowLogFile, metrics: flowMetrics },
   });
   if (!tls) logger.warn("gRPC is plaintext (--insecure): the controller is not authenticated");
   const http = opts.metricsListen

@@ -1,6 +1,7 @@
 // Differential testing in npm test (bounded): random models and packets from
 // fixed seeds; the model's verdict (the evaluator behind `palisadectl trace`)
-// must equal what real packets meet in real iptables. `npm run fuzz` runs
+// must equal what real packets meet in real iptables, and every dropped
+// packet's flow record must name what the evaluator says decided it. `npm run fuzz` runs
 // the same harness at any length.
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -21,17 +22,20 @@ describe("differential: model verdict vs. kernel", () => {
 
   let allowed = 0;
   let total = 0;
+  let records = 0;
   for (const seed of SEEDS) {
     it(`seed ${seed}: every packet meets the verdict the model gives it`, async () => {
       const r = await env.runCase(seed, { packets: 24 });
       allowed += r.allowed;
       total += r.packets;
+      records += r.recordsChecked;
       for (const m of r.mismatches.filter((x) => !x.confirmed)) console.warn(describeMismatch(m));
       expect(r.mismatches.filter((x) => x.confirmed).map(describeMismatch)).toEqual([]);
     });
   }
 
-  it("exercised both verdicts", () => {
+  it("exercised both verdicts, and checked the flow record of every dropped packet", () => {
+    expect(records).toBeGreaterThan(total * 0.1);
     expect(total).toBe(SEEDS.length * 24);
     expect(allowed).toBeGreaterThan(total * 0.1);
     expect(allowed).toBeLessThan(total * 0.9);

@@ -6,12 +6,17 @@
 //   per case: apply the generated model through the real controller, wait
 //        until both real drivers have applied it, probe every packet (all
 //        at once, one process per source workload), compare with the oracle
+//   flow records (DESIGN §6.12): for every probe the kernel denied, the
+//        record the driver reported must name the decision, profile and rule
+//        index the oracle's denying step names
 //   mismatch: shrink greedily (drop rules, criteria, profile references,
 //        tags) while the mismatch persists, then report seed + minimal model
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { stringify } from "yaml";
+import * as grpc from "@grpc/grpc-js";
 import { call, createClients } from "../../services/contract/clients.js";
+import { FlowServiceClient, type FlowRecord } from "../../services/gen/palisade/flow/v1/flow.js";
 import { documentToPb } from "../../services/contract/model-wire.js";
 import { createLogger } from "../../services/runtime/logger.js";
 import { packageRoot } from "../../services/runtime/package-root.js";
@@ -22,6 +27,10 @@ import { LISTEN_PORTS, generateCase, type FuzzCase, type FuzzPacket, type LabWor
 
 export interface Mismatch {
   seed: number;
+  /** verdict: the kernel's verdict differs; flow-record: the dropped packet's flow record disagrees with the oracle. */
+  kind: "verdict" | "flow-record";
+  /** For flow-record: what the record said (or that none came). */
+  record?: string;
   /** False when a re-probe agreed with the model (an environmental blip, e.g. CPU starvation). */
   confirmed: boolean;
   packet: FuzzPacket;
@@ -42,6 +51,7 @@ export async function createDifferentialLab(opts: { etcdUrl: string; name: strin
     logger: createLogger({ name: "fuzz-controller", level: opts.logLevel ?? "silent" }), statusTtlSeconds: 10, shutdownGraceMs: 500,
   });
   const clients = createClients(`127.0.0.1:${controller.port}`);
+  const flowClient = new FlowServiceClient(`127.0.0.1:${controller.port}`, grpc.credentials.createInsecure());
   const lab: Lab = createLab(`${opts.name}-`);
   const workloads: LabWorkload[] = [];
   try {
@@ -60,6 +70,7 @@ export async function createDifferentialLab(opts: { etcdUrl: string; name: strin
   } catch (e) {
     await lab.destroy();
     clients.close();
+    flowClient.close();
     await controller.stop();
     throw e;
   }
@@ -99,7 +110,7 @@ export async function createDifferentialLab(opts: { etcdUrl: string; name: strin
       const trace = oracle.trace(p.proto === "icmp"
         ? { src, dst, protocol: p.family === 4 ? 1 : 58, icmpType: p.family === 4 ? 8 : 128, icmpCode: 0 }
         : { src, dst, protocol: PROTO[p.proto], srcPort, dstPort: p.port });
-      return { p, trace, probe: { proto: p.proto, dst, port: p.port, srcPort: p.proto === "udp" ? srcPort : undefined } };
+      return { p, trace, src, dst, probe: { proto: p.proto, dst, port: p.port, srcPort: p.proto === "udp" ? srcPort : undefined } };
     });
     const bySource = new Map<string, number[]>();
     plans.forEach((x, i) => bySource.set(x.p.from, [...(bySource.get(x.p.from) ?? []), i]));
@@ -108,20 +119,73 @@ export async function createDifferentialLab(opts: { etcdUrl: string; name: strin
       const res = await lab.probeMany(from, idx.map((i) => plans[i]!.probe), 800);
       idx.forEach((i, k) => { observed[i] = res[k]!; });
     }));
-    return plans.map((x, i) => ({ packet: x.p, trace: x.trace, observed: observed[i]! }));
+    return plans.map((x, i) => ({ packet: x.p, trace: x.trace, observed: observed[i]!, src: x.src, dst: x.dst, srcPort: x.probe.srcPort }));
   }
 
   const agrees = (expected: "allow" | "deny", observed: string) =>
     (expected === "allow" && (observed === "open" || observed === "refused")) || (expected === "deny" && observed === "timeout");
 
+  function listFlows(sinceUnixMs: number): Promise<FlowRecord[]> {
+    return new Promise((resolve, reject) => flowClient.list({ filter: { host: "", endpoint: "", verdict: "deny", sinceUnixMs }, limit: 10_000 }, (err, res) => (err ? reject(err) : resolve(res.records))));
+  }
+
+  /** The record of one dropped probe (by addresses, protocol, destination port or ICMP echo). */
+  function recordOf(records: FlowRecord[], x: { p: FuzzPacket; src: string; dst: string; srcPort?: number }): FlowRecord | undefined {
+    const proto = x.p.proto === "icmp" ? (x.p.family === 4 ? 1 : 58) : PROTO[x.p.proto];
+    return records.find((r) => r.src === x.src && r.dst === x.dst && r.protocol === proto
+      && (x.p.proto === "icmp" ? r.icmpType === (x.p.family === 4 ? 8 : 128) : r.dstPort === x.p.port)
+      && (x.srcPort === undefined || r.srcPort === x.srcPort));
+  }
+
+  /**
+   * What the oracle says the record of a dropped packet must say: the
+   * denying step's endpoint, direction, decision, profile and rule index
+   * (trace's words). Undefined when they agree.
+   */
+  function recordDisagrees(trace: TraceResult, r: FlowRecord | undefined): string | undefined {
+    const step = trace.steps.find((s) => s.verdict === "deny");
+    if (!step) return undefined;
+    const d = step.decision;
+    const want = {
+      endpoint: step.endpoint, direction: step.direction, decision: d.kind,
+      profile: "profile" in d ? d.profile : "", rule_index: d.kind === "rule" ? d.ruleIndex : -1,
+    };
+    if (!r) return `no flow record (expected ${JSON.stringify(want)})`;
+    const got = { endpoint: r.endpoint, direction: r.direction, decision: r.decision, profile: r.profile, rule_index: r.ruleIndex };
+    return JSON.stringify(got) === JSON.stringify(want) ? undefined : `record ${JSON.stringify(got)}, oracle ${JSON.stringify(want)}`;
+  }
+
+  /** Flow-record checks for the probes the kernel dropped (waits for the drivers' windows to arrive). */
+  async function checkRecords(results: { packet: FuzzPacket; trace: TraceResult; observed: string; src: string; dst: string; srcPort?: number }[], since: number) {
+    const dropped = results.filter((r) => r.observed === "timeout" && r.trace.verdict === "deny");
+    const out = new Map<number, string>();
+    if (dropped.length === 0) return out;
+    const deadline = Date.now() + 6_000;
+    let records: FlowRecord[] = [];
+    for (;;) {
+      records = await listFlows(since);
+      if (dropped.every((x) => recordOf(records, { p: x.packet, src: x.src, dst: x.dst, srcPort: x.srcPort })) || Date.now() > deadline) break;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    dropped.forEach((x) => {
+      const why = recordDisagrees(x.trace, recordOf(records, { p: x.packet, src: x.src, dst: x.dst, srcPort: x.srcPort }));
+      if (why) out.set(results.indexOf(x), why);
+    });
+    return out;
+  }
+
   /** Greedy shrink: keep any simplification under which the packet still disagrees. */
-  async function shrink(c: FuzzCase, packet: FuzzPacket): Promise<{ profiles: Profile[]; endpoints: Endpoint[] }> {
+  async function shrink(c: FuzzCase, packet: FuzzPacket, kind: Mismatch["kind"] = "verdict"): Promise<{ profiles: Profile[]; endpoints: Endpoint[] }> {
     let profiles = structuredClone(c.profiles);
     let endpoints = structuredClone(c.endpoints);
     const stillBad = async (ps: Profile[], es: Endpoint[]) => {
       await applyModel(ps, es);
+      const since = Date.now() - 1_000;
       const [r] = await probe(ps, es, [packet]);
-      return !agrees(r!.trace.verdict, r!.observed);
+      if (kind === "verdict") return !agrees(r!.trace.verdict, r!.observed);
+      // A flow-record mismatch persists while the packet is still dropped as
+      // the model says and its record still disagrees.
+      return agrees(r!.trace.verdict, r!.observed) && r!.observed === "timeout" && (await checkRecords([r!], since)).size > 0;
     };
     const candidates = function* (): Generator<[Profile[], Endpoint[]]> {
       // Endpoints that are neither source nor destination.
@@ -183,11 +247,14 @@ export async function createDifferentialLab(opts: { etcdUrl: string; name: strin
 
   return {
     workloads,
-    async runCase(seed: number, opts2: { packets?: number; shrink?: boolean } = {}): Promise<{ packets: number; allowed: number; mismatches: Mismatch[] }> {
+    async runCase(seed: number, opts2: { packets?: number; shrink?: boolean } = {}): Promise<{ packets: number; allowed: number; mismatches: Mismatch[]; recordsChecked: number }> {
       const c = generateCase(seed, workloads, { packets: opts2.packets });
       await applyModel(c.profiles, c.endpoints);
+      // Records are kept per flow: only those seen from now on belong to this case.
+      const since = Date.now() - 500;
       const results = await probe(c.profiles, c.endpoints, c.packets);
       const mismatches: Mismatch[] = [];
+      const recordIssues = await checkRecords(results, since);
       for (const r of results) {
         if (agrees(r.trace.verdict, r.observed)) continue;
         // The model is static while probing, so a real disagreement repeats.
@@ -196,7 +263,7 @@ export async function createDifferentialLab(opts: { etcdUrl: string; name: strin
           const [again] = await probe(c.profiles, c.endpoints, [r.packet]);
           if (agrees(again!.trace.verdict, again!.observed)) confirmed = false;
         }
-        const m: Mismatch = { seed, confirmed, packet: r.packet, expected: r.trace.verdict, observed: r.observed, trace: r.trace };
+        const m: Mismatch = { seed, kind: "verdict", confirmed, packet: r.packet, expected: r.trace.verdict, observed: r.observed, trace: r.trace };
         if (confirmed && opts2.shrink !== false && !mismatches.some((x) => x.confirmed)) {
           const min = await shrink(c, r.packet);
           m.reproduction = [...min.profiles.map((p) => toDocument({ kind: "Profile", profile: p })), ...min.endpoints.map((e) => toDocument({ kind: "Endpoint", endpoint: e }))]
@@ -204,11 +271,29 @@ export async function createDifferentialLab(opts: { etcdUrl: string; name: strin
         }
         mismatches.push(m);
       }
-      return { packets: results.length, allowed: results.filter((r) => r.trace.verdict === "allow").length, mismatches };
+      // The flow records of the packets the kernel dropped (as the model said).
+      let recordMismatch = false;
+      for (const [i, why] of recordIssues) {
+        const r = results[i]!;
+        if (!agrees(r.trace.verdict, r.observed)) continue; // already a verdict mismatch
+        const m: Mismatch = { seed, kind: "flow-record", confirmed: true, packet: r.packet, expected: r.trace.verdict, observed: r.observed, trace: r.trace, record: why };
+        if (opts2.shrink !== false && !recordMismatch && !mismatches.some((x) => x.confirmed)) {
+          recordMismatch = true;
+          const min = await shrink(c, r.packet, "flow-record");
+          m.reproduction = [...min.profiles.map((p) => toDocument({ kind: "Profile", profile: p })), ...min.endpoints.map((e) => toDocument({ kind: "Endpoint", endpoint: e }))]
+            .map((d) => stringify(d)).join("---\n");
+        }
+        mismatches.push(m);
+      }
+      return {
+        packets: results.length, allowed: results.filter((r) => r.trace.verdict === "allow").length, mismatches,
+        recordsChecked: results.filter((r) => r.observed === "timeout" && r.trace.verdict === "deny").length,
+      };
     },
     async close(): Promise<void> {
       await lab.destroy();
       clients.close();
+      flowClient.close();
       await controller.stop();
     },
   };
@@ -216,8 +301,11 @@ export async function createDifferentialLab(opts: { etcdUrl: string; name: strin
 
 export function describeMismatch(m: Mismatch): string {
   const p = m.packet;
+  const what = m.kind === "flow-record"
+    ? `dropped as the model says, but its flow record disagrees: ${m.record}`
+    : `model says ${m.expected}, kernel ${m.observed === "timeout" ? "dropped" : `answered (${m.observed})`}`;
   return [
-    `${m.confirmed ? "MISMATCH" : "TRANSIENT (not reproduced on re-probe)"} seed=${m.seed}: ${p.proto}${p.proto === "icmp" ? "" : `/${p.port}`} IPv${p.family} ${p.from} -> ${p.to}: model says ${m.expected}, kernel ${m.observed === "timeout" ? "dropped" : `answered (${m.observed})`}`,
+    `${m.confirmed ? "MISMATCH" : "TRANSIENT (not reproduced on re-probe)"} seed=${m.seed}: ${p.proto}${p.proto === "icmp" ? "" : `/${p.port}`} IPv${p.family} ${p.from} -> ${p.to}: ${what}`,
     `  trace: ${JSON.stringify(m.trace.steps)}`,
     m.reproduction ? `  minimal reproduction (apply, then send the packet above):\n${m.reproduction.replace(/^/gm, "    ")}` : "",
   ].join("\n");

@@ -109,7 +109,7 @@ describe("API authorisation by certificate role", () => {
     expect(r.stdout).toMatch(/applied 1 document/);
   });
 
-  it("a reader may get, list, status and trace, but is refused a write and a delete", async () => {
+  it("a reader may get, list, status, trace and flows, but is refused a write and a delete", async () => {
     const reader = tlsFlags("reader-mon");
     const get = await ctl(t.address, reader, ["get", "profiles", "-o", "json"]);
     expect(get.code).toBe(0);
@@ -119,6 +119,9 @@ describe("API authorisation by certificate role", () => {
     const trace = await ctl(t.address, reader, ["trace", "--from", "198.18.7.2", "--to", "198.18.7.1", "--protocol", "tcp", "--dst-port", "80"]);
     expect(trace.code).toBe(0);
     expect(trace.stdout).toMatch(/allow/i);
+    const flows = await ctl(t.address, reader, ["flows", "-o", "json"]);
+    expect(flows.code).toBe(0);
+    expect(JSON.parse(flows.stdout)).toEqual([]);
 
     const write = await ctl(t.address, reader, ["apply", "-f", "-"], "kind: Profile\nid: sneaky\n");
     expect(write.code).toBe(1);
@@ -143,6 +146,10 @@ describe("API authorisation by certificate role", () => {
       expect((err as RpcError).code).toBe(grpc.status.PERMISSION_DENIED);
       expect((err as RpcError).message).toMatch(name === "norole" ? /no single Palisade role/ : /role 'host' \(hv1\)/);
       c.close();
+      // Flow records are for readers and admins too: a host sees none of them.
+      const flows = await ctl(t.address, tlsFlags(name), ["flows"]);
+      expect(flows.code).toBe(1);
+      expect(flows.stderr).toMatch(/permission denied/);
     }
   });
 

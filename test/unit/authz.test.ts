@@ -2,7 +2,7 @@
 import type { PeerCertificate } from "node:tls";
 import { describe, expect, it } from "vitest";
 import { identityFromCertificate, loadTls, warnIfPlaintextRemote } from "../../services/runtime/tls.js";
-import { POLICY_ACCESS, STATUS_ACCESS, SYNC_ACCESS, checkAccess } from "../../services/controller/authz.js";
+import { FLOW_ACCESS, POLICY_ACCESS, STATUS_ACCESS, SYNC_ACCESS, checkAccess } from "../../services/controller/authz.js";
 
 const cert = (subject: Record<string, string | string[]>) => ({ subject } as unknown as PeerCertificate);
 
@@ -27,7 +27,7 @@ describe("access table", () => {
   it("only admin writes; admin and reader read; hosts only sync", () => {
     const writes = Object.entries(POLICY_ACCESS).filter(([, roles]) => roles.length === 1 && roles[0] === "admin").map(([m]) => m).sort();
     expect(writes).toEqual(["apply", "delete"]);
-    for (const [m, roles] of [...Object.entries(POLICY_ACCESS), ...Object.entries(STATUS_ACCESS)]) {
+    for (const [m, roles] of [...Object.entries(POLICY_ACCESS), ...Object.entries(STATUS_ACCESS), ...Object.entries(FLOW_ACCESS)]) {
       expect(roles, m).not.toContain("host");
       if (m !== "apply" && m !== "delete") expect([...roles].sort(), m).toEqual(["admin", "reader"]);
     }

@@ -112,6 +112,12 @@ export interface SyncRequest {
     | { $case: "applied"; value: Applied }
     | { $case: "endpointStatus"; value: EndpointStatus }
     | { $case: "heartbeat"; value: Heartbeat }
+    | //
+    /**
+     * Flow reports (DESIGN §5.9): what the dataplane dropped (and, with
+     * --flow-logs all, admitted), aggregated by the driver over a short window.
+     */
+    { $case: "flowReport"; value: FlowReport }
     | undefined;
 }
 
@@ -141,6 +147,65 @@ export interface EndpointStatus {
 
 export interface Heartbeat {
   unixMs: number;
+}
+
+/**
+ * One aggregation window of the driver's flow reports (DESIGN §5.9, §6.12).
+ * Best effort: a driver that is not connected drops its windows (counted).
+ */
+export interface FlowReport {
+  records: FlowObservation[];
+  /**
+   * Records the driver dropped since its previous report, by reason
+   * ("rate-limit", "aggregator", "disconnected", "unparsed", "file").
+   */
+  dropped: { [key: string]: number };
+}
+
+export interface FlowReport_DroppedEntry {
+  key: string;
+  value: number;
+}
+
+/**
+ * What one report point saw, for one flow, within the window. The driver
+ * says where (chain, index); the controller resolves the profile.
+ */
+export interface FlowObservation {
+  /** host/orchestrator/workload/id; empty when the interface has no endpoint. */
+  endpointKey: string;
+  interfaceName: string;
+  /** "inbound" (to the workload) or "outbound" (from it). */
+  direction: string;
+  /** 4 or 6. */
+  ipVersion: number;
+  src: string;
+  dst: string;
+  /** IP protocol number. */
+  protocol: number;
+  srcPort?: number | undefined;
+  dstPort?: number | undefined;
+  icmpType?: number | undefined;
+  icmpCode?:
+    | number
+    | undefined;
+  /** "allow" or "deny". */
+  verdict: string;
+  /**
+   * The trace evaluator's words: rule, default-deny, missing-profile,
+   * inactive, no-endpoint, plus anti-spoofing and workload-to-host.
+   */
+  decision: string;
+  /** The chain that decided (a profile chain for decision "rule"). */
+  chain: string;
+  /**
+   * Rule index in the profile's rules (decision "rule"), or position in the
+   * endpoint's profile_ids (decision "missing-profile"); -1 otherwise.
+   */
+  index: number;
+  packets: number;
+  firstSeenUnixMs: number;
+  lastSeenUnixMs: number;
 }
 
 export interface SyncResponse {
@@ -237,6 +302,9 @@ export const SyncRequest: MessageFns<SyncRequest> = {
       case "heartbeat":
         Heartbeat.encode(message.message.value, writer.uint32(34).fork()).join();
         break;
+      case "flowReport":
+        FlowReport.encode(message.message.value, writer.uint32(42).fork()).join();
+        break;
     }
     return writer;
   },
@@ -286,6 +354,14 @@ export const SyncRequest: MessageFns<SyncRequest> = {
             message.message = { $case: "heartbeat", value: Heartbeat.decode(reader, reader.uint32()) };
             continue;
           }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.message = { $case: "flowReport", value: FlowReport.decode(reader, reader.uint32()) };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -310,6 +386,10 @@ export const SyncRequest: MessageFns<SyncRequest> = {
         ? { $case: "endpointStatus", value: EndpointStatus.fromJSON(object.endpoint_status) }
         : isSet(object.heartbeat)
         ? { $case: "heartbeat", value: Heartbeat.fromJSON(object.heartbeat) }
+        : isSet(object.flowReport)
+        ? { $case: "flowReport", value: FlowReport.fromJSON(object.flowReport) }
+        : isSet(object.flow_report)
+        ? { $case: "flowReport", value: FlowReport.fromJSON(object.flow_report) }
         : undefined,
     };
   },
@@ -324,6 +404,8 @@ export const SyncRequest: MessageFns<SyncRequest> = {
       obj.endpointStatus = EndpointStatus.toJSON(message.message.value);
     } else if (message.message?.$case === "heartbeat") {
       obj.heartbeat = Heartbeat.toJSON(message.message.value);
+    } else if (message.message?.$case === "flowReport") {
+      obj.flowReport = FlowReport.toJSON(message.message.value);
     }
     return obj;
   },
@@ -355,6 +437,12 @@ export const SyncRequest: MessageFns<SyncRequest> = {
       case "heartbeat": {
         if (object.message?.value !== undefined && object.message?.value !== null) {
           message.message = { $case: "heartbeat", value: Heartbeat.fromPartial(object.message.value) };
+        }
+        break;
+      }
+      case "flowReport": {
+        if (object.message?.value !== undefined && object.message?.value !== null) {
+          message.message = { $case: "flowReport", value: FlowReport.fromPartial(object.message.value) };
         }
         break;
       }
@@ -823,6 +911,604 @@ export const Heartbeat: MessageFns<Heartbeat> = {
   fromPartial(object: DeepPartial<Heartbeat>): Heartbeat {
     const message = createBaseHeartbeat();
     message.unixMs = object.unixMs ?? 0;
+    return message;
+  },
+};
+
+function createBaseFlowReport(): FlowReport {
+  return { records: [], dropped: {} };
+}
+
+export const FlowReport: MessageFns<FlowReport> = {
+  encode(message: FlowReport, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.records) {
+      FlowObservation.encode(v!, writer.uint32(10).fork()).join();
+    }
+    globalThis.Object.entries(message.dropped).forEach(([key, value]: [string, number]) => {
+      FlowReport_DroppedEntry.encode({ key: key as any, value }, writer.uint32(18).fork()).join();
+    });
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): FlowReport {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseFlowReport();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.records.push(FlowObservation.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            const entry2 = FlowReport_DroppedEntry.decode(reader, reader.uint32());
+            if (entry2.value !== undefined) {
+              message.dropped[entry2.key] = entry2.value;
+            }
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): FlowReport {
+    return {
+      records: globalThis.Array.isArray(object?.records)
+        ? object.records.map((e: any) => FlowObservation.fromJSON(e))
+        : [],
+      dropped: isObject(object.dropped)
+        ? (globalThis.Object.entries(object.dropped) as [string, any][]).reduce(
+          (acc: { [key: string]: number }, [key, value]: [string, any]) => {
+            globalThis.Object.defineProperty(acc, key, {
+              value: globalThis.Number(value),
+              enumerable: true,
+              configurable: true,
+              writable: true,
+            });
+            return acc;
+          },
+          {},
+        )
+        : {},
+    };
+  },
+
+  toJSON(message: FlowReport): unknown {
+    const obj: any = {};
+    if (message.records?.length) {
+      obj.records = message.records.map((e) => FlowObservation.toJSON(e));
+    }
+    if (message.dropped) {
+      const entries = globalThis.Object.entries(message.dropped) as [string, number][];
+      if (entries.length > 0) {
+        obj.dropped = {};
+        entries.forEach(([k, v]) => {
+          obj.dropped[k] = Math.round(v);
+        });
+      }
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<FlowReport>): FlowReport {
+    return FlowReport.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<FlowReport>): FlowReport {
+    const message = createBaseFlowReport();
+    message.records = object.records?.map((e) => FlowObservation.fromPartial(e)) || [];
+    message.dropped = (globalThis.Object.entries(object.dropped ?? {}) as [string, number][]).reduce(
+      (acc: { [key: string]: number }, [key, value]: [string, number]) => {
+        if (value !== undefined) {
+          acc[key] = globalThis.Number(value);
+        }
+        return acc;
+      },
+      {},
+    );
+    return message;
+  },
+};
+
+function createBaseFlowReport_DroppedEntry(): FlowReport_DroppedEntry {
+  return { key: "", value: 0 };
+}
+
+export const FlowReport_DroppedEntry: MessageFns<FlowReport_DroppedEntry> = {
+  encode(message: FlowReport_DroppedEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== 0) {
+      writer.uint32(16).uint64(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): FlowReport_DroppedEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseFlowReport_DroppedEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.value = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): FlowReport_DroppedEntry {
+    return {
+      key: isSet(object.key) ? globalThis.String(object.key) : "",
+      value: isSet(object.value) ? globalThis.Number(object.value) : 0,
+    };
+  },
+
+  toJSON(message: FlowReport_DroppedEntry): unknown {
+    const obj: any = {};
+    if (message.key !== "") {
+      obj.key = message.key;
+    }
+    if (message.value !== 0) {
+      obj.value = Math.round(message.value);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<FlowReport_DroppedEntry>): FlowReport_DroppedEntry {
+    return FlowReport_DroppedEntry.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<FlowReport_DroppedEntry>): FlowReport_DroppedEntry {
+    const message = createBaseFlowReport_DroppedEntry();
+    message.key = object.key ?? "";
+    message.value = object.value ?? 0;
+    return message;
+  },
+};
+
+function createBaseFlowObservation(): FlowObservation {
+  return {
+    endpointKey: "",
+    interfaceName: "",
+    direction: "",
+    ipVersion: 0,
+    src: "",
+    dst: "",
+    protocol: 0,
+    srcPort: undefined,
+    dstPort: undefined,
+    icmpType: undefined,
+    icmpCode: undefined,
+    verdict: "",
+    decision: "",
+    chain: "",
+    index: 0,
+    packets: 0,
+    firstSeenUnixMs: 0,
+    lastSeenUnixMs: 0,
+  };
+}
+
+export const FlowObservation: MessageFns<FlowObservation> = {
+  encode(message: FlowObservation, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.endpointKey !== "") {
+      writer.uint32(10).string(message.endpointKey);
+    }
+    if (message.interfaceName !== "") {
+      writer.uint32(18).string(message.interfaceName);
+    }
+    if (message.direction !== "") {
+      writer.uint32(26).string(message.direction);
+    }
+    if (message.ipVersion !== 0) {
+      writer.uint32(32).uint32(message.ipVersion);
+    }
+    if (message.src !== "") {
+      writer.uint32(42).string(message.src);
+    }
+    if (message.dst !== "") {
+      writer.uint32(50).string(message.dst);
+    }
+    if (message.protocol !== 0) {
+      writer.uint32(56).uint32(message.protocol);
+    }
+    if (message.srcPort !== undefined) {
+      writer.uint32(64).uint32(message.srcPort);
+    }
+    if (message.dstPort !== undefined) {
+      writer.uint32(72).uint32(message.dstPort);
+    }
+    if (message.icmpType !== undefined) {
+      writer.uint32(80).uint32(message.icmpType);
+    }
+    if (message.icmpCode !== undefined) {
+      writer.uint32(88).uint32(message.icmpCode);
+    }
+    if (message.verdict !== "") {
+      writer.uint32(98).string(message.verdict);
+    }
+    if (message.decision !== "") {
+      writer.uint32(106).string(message.decision);
+    }
+    if (message.chain !== "") {
+      writer.uint32(114).string(message.chain);
+    }
+    if (message.index !== 0) {
+      writer.uint32(120).int32(message.index);
+    }
+    if (message.packets !== 0) {
+      writer.uint32(128).uint64(message.packets);
+    }
+    if (message.firstSeenUnixMs !== 0) {
+      writer.uint32(136).int64(message.firstSeenUnixMs);
+    }
+    if (message.lastSeenUnixMs !== 0) {
+      writer.uint32(144).int64(message.lastSeenUnixMs);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): FlowObservation {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseFlowObservation();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.endpointKey = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.interfaceName = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.direction = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.ipVersion = reader.uint32();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.src = reader.string();
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.dst = reader.string();
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.protocol = reader.uint32();
+            continue;
+          }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.srcPort = reader.uint32();
+            continue;
+          }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.dstPort = reader.uint32();
+            continue;
+          }
+          case 10: {
+            if (tag !== 80) {
+              break;
+            }
+
+            message.icmpType = reader.uint32();
+            continue;
+          }
+          case 11: {
+            if (tag !== 88) {
+              break;
+            }
+
+            message.icmpCode = reader.uint32();
+            continue;
+          }
+          case 12: {
+            if (tag !== 98) {
+              break;
+            }
+
+            message.verdict = reader.string();
+            continue;
+          }
+          case 13: {
+            if (tag !== 106) {
+              break;
+            }
+
+            message.decision = reader.string();
+            continue;
+          }
+          case 14: {
+            if (tag !== 114) {
+              break;
+            }
+
+            message.chain = reader.string();
+            continue;
+          }
+          case 15: {
+            if (tag !== 120) {
+              break;
+            }
+
+            message.index = reader.int32();
+            continue;
+          }
+          case 16: {
+            if (tag !== 128) {
+              break;
+            }
+
+            message.packets = longToNumber(reader.uint64());
+            continue;
+          }
+          case 17: {
+            if (tag !== 136) {
+              break;
+            }
+
+            message.firstSeenUnixMs = longToNumber(reader.int64());
+            continue;
+          }
+          case 18: {
+            if (tag !== 144) {
+              break;
+            }
+
+            message.lastSeenUnixMs = longToNumber(reader.int64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): FlowObservation {
+    return {
+      endpointKey: isSet(object.endpointKey)
+        ? globalThis.String(object.endpointKey)
+        : isSet(object.endpoint_key)
+        ? globalThis.String(object.endpoint_key)
+        : "",
+      interfaceName: isSet(object.interfaceName)
+        ? globalThis.String(object.interfaceName)
+        : isSet(object.interface_name)
+        ? globalThis.String(object.interface_name)
+        : "",
+      direction: isSet(object.direction) ? globalThis.String(object.direction) : "",
+      ipVersion: isSet(object.ipVersion)
+        ? globalThis.Number(object.ipVersion)
+        : isSet(object.ip_version)
+        ? globalThis.Number(object.ip_version)
+        : 0,
+      src: isSet(object.src) ? globalThis.String(object.src) : "",
+      dst: isSet(object.dst) ? globalThis.String(object.dst) : "",
+      protocol: isSet(object.protocol) ? globalThis.Number(object.protocol) : 0,
+      srcPort: isSet(object.srcPort)
+        ? globalThis.Number(object.srcPort)
+        : isSet(object.src_port)
+        ? globalThis.Number(object.src_port)
+        : undefined,
+      dstPort: isSet(object.dstPort)
+        ? globalThis.Number(object.dstPort)
+        : isSet(object.dst_port)
+        ? globalThis.Number(object.dst_port)
+        : undefined,
+      icmpType: isSet(object.icmpType)
+        ? globalThis.Number(object.icmpType)
+        : isSet(object.icmp_type)
+        ? globalThis.Number(object.icmp_type)
+        : undefined,
+      icmpCode: isSet(object.icmpCode)
+        ? globalThis.Number(object.icmpCode)
+        : isSet(object.icmp_code)
+        ? globalThis.Number(object.icmp_code)
+        : undefined,
+      verdict: isSet(object.verdict) ? globalThis.String(object.verdict) : "",
+      decision: isSet(object.decision) ? globalThis.String(object.decision) : "",
+      chain: isSet(object.chain) ? globalThis.String(object.chain) : "",
+      index: isSet(object.index) ? globalThis.Number(object.index) : 0,
+      packets: isSet(object.packets) ? globalThis.Number(object.packets) : 0,
+      firstSeenUnixMs: isSet(object.firstSeenUnixMs)
+        ? globalThis.Number(object.firstSeenUnixMs)
+        : isSet(object.first_seen_unix_ms)
+        ? globalThis.Number(object.first_seen_unix_ms)
+        : 0,
+      lastSeenUnixMs: isSet(object.lastSeenUnixMs)
+        ? globalThis.Number(object.lastSeenUnixMs)
+        : isSet(object.last_seen_unix_ms)
+        ? globalThis.Number(object.last_seen_unix_ms)
+        : 0,
+    };
+  },
+
+  toJSON(message: FlowObservation): unknown {
+    const obj: any = {};
+    if (message.endpointKey !== "") {
+      obj.endpointKey = message.endpointKey;
+    }
+    if (message.interfaceName !== "") {
+      obj.interfaceName = message.interfaceName;
+    }
+    if (message.direction !== "") {
+      obj.direction = message.direction;
+    }
+    if (message.ipVersion !== 0) {
+      obj.ipVersion = Math.round(message.ipVersion);
+    }
+    if (message.src !== "") {
+      obj.src = message.src;
+    }
+    if (message.dst !== "") {
+      obj.dst = message.dst;
+    }
+    if (message.protocol !== 0) {
+      obj.protocol = Math.round(message.protocol);
+    }
+    if (message.srcPort !== undefined) {
+      obj.srcPort = Math.round(message.srcPort);
+    }
+    if (message.dstPort !== undefined) {
+      obj.dstPort = Math.round(message.dstPort);
+    }
+    if (message.icmpType !== undefined) {
+      obj.icmpType = Math.round(message.icmpType);
+    }
+    if (message.icmpCode !== undefined) {
+      obj.icmpCode = Math.round(message.icmpCode);
+    }
+    if (message.verdict !== "") {
+      obj.verdict = message.verdict;
+    }
+    if (message.decision !== "") {
+      obj.decision = message.decision;
+    }
+    if (message.chain !== "") {
+      obj.chain = message.chain;
+    }
+    if (message.index !== 0) {
+      obj.index = Math.round(message.index);
+    }
+    if (message.packets !== 0) {
+      obj.packets = Math.round(message.packets);
+    }
+    if (message.firstSeenUnixMs !== 0) {
+      obj.firstSeenUnixMs = Math.round(message.firstSeenUnixMs);
+    }
+    if (message.lastSeenUnixMs !== 0) {
+      obj.lastSeenUnixMs = Math.round(message.lastSeenUnixMs);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<FlowObservation>): FlowObservation {
+    return FlowObservation.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<FlowObservation>): FlowObservation {
+    const message = createBaseFlowObservation();
+    message.endpointKey = object.endpointKey ?? "";
+    message.interfaceName = object.interfaceName ?? "";
+    message.direction = object.direction ?? "";
+    message.ipVersion = object.ipVersion ?? 0;
+    message.src = object.src ?? "";
+    message.dst = object.dst ?? "";
+    message.protocol = object.protocol ?? 0;
+    message.srcPort = object.srcPort ?? undefined;
+    message.dstPort = object.dstPort ?? undefined;
+    message.icmpType = object.icmpType ?? undefined;
+    message.icmpCode = object.icmpCode ?? undefined;
+    message.verdict = object.verdict ?? "";
+    message.decision = object.decision ?? "";
+    message.chain = object.chain ?? "";
+    message.index = object.index ?? 0;
+    message.packets = object.packets ?? 0;
+    message.firstSeenUnixMs = object.firstSeenUnixMs ?? 0;
+    message.lastSeenUnixMs = object.lastSeenUnixMs ?? 0;
     return message;
   },
 };
@@ -1939,6 +2625,10 @@ function longToNumber(int64: { toString(): string }): number {
     throw new globalThis.Error("Value is smaller than Number.MIN_SAFE_INTEGER");
   }
   return num;
+}
+
+function isObject(value: any): boolean {
+  return typeof value === "object" && value !== null;
 }
 
 function isSet(value: any): boolean {

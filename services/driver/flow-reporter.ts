@@ -1,0 +1,222 @@
+// Flow reports on the driver (DESIGN §6.12): reader → resolution →
+// aggregation → the sync stream (and an optional JSON-lines file).
+//
+// Resolution: a report's prefix says the decision and the chain that made
+// it (calc/flow-log.ts); the packet's in/out interface, this host's
+// endpoint → interface map (from the controller) and the chain name say
+// which endpoint and direction. Profiles are resolved by the controller,
+// which knows which profile a (possibly hashed) chain name stands for.
+//
+// Best effort, bounded, never blocking: one window of at most `maxKeys`
+// records, sent whole when it ends; nothing is queued for a disconnected
+// controller (counted as dropped); the log file is skipped, not waited for,
+// when its writer is behind.
+import { createWriteStream, readdirSync, readFileSync, type WriteStream } from "node:fs";
+import type { Logger } from "pino";
+import { FLOW_CODES, FLOW_LIMITED_RULE, FLOW_LOG_CHAINS, FLOW_NFLOG_GROUP, parseLogPrefix, type ParsedPrefix } from "../contract/flow-log.js";
+import type { FlowReport } from "../contract/sync.js";
+import { PROTOCOL_NUMBERS, type IpVersion } from "../model/index.js";
+import type { CommandRunner } from "./command-runner.js";
+import { FlowAggregator, type FlowPoint, type FlowRecord } from "./flow-aggregator.js";
+import type { FlowMetrics } from "./flow-metrics.js";
+import { startFlowReader, type FlowReader } from "./flow-reader.js";
+import { parseIpHeaders, type NflogPacket } from "./nflog-pcap.js";
+
+export type FlowLogMode = "denied" | "all";
+
+export interface FlowReportOptions {
+  mode: FlowLogMode;
+  /** Reports per second per IP family (the kernel's token bucket, `-m limit`). */
+  ratePerSecond: number;
+  burst: number;
+  /** Path of a JSON-lines file ("-" for stdout); none when undefined. */
+  logFile?: string;
+  /** Aggregation window; default 1 s. */
+  windowMs?: number;
+  /** Records per window; default 4,096. */
+  maxKeys?: number;
+  tcpdump?: string;
+}
+
+export const FLOW_DEFAULTS = { mode: "denied" as FlowLogMode, ratePerSecond: 100, burst: 200, windowMs: 1_000, maxKeys: 4_096 };
+
+export interface FlowReporterDeps {
+  logger: Logger;
+  metrics?: FlowMetrics;
+  hostname: string;
+  /** Interface name → endpoint key, from the controller's desired state. */
+  endpointOfInterface(name: string): string | undefined;
+  /** Sends one window on the sync stream; false when no controller is connected. */
+  send(report: FlowReport): boolean;
+  /** For reading pal-log's counters (reports suppressed by the rate limit). */
+  runner: CommandRunner;
+  iptables: Record<IpVersion, string>;
+  families: IpVersion[];
+}
+
+export interface FlowReporter {
+  readonly reader: FlowReader;
+  readonly dropped: Readonly<Record<string, number>>;
+  /** Ends the current window now (tests, shutdown). */
+  flush(): void;
+  stop(): Promise<void>;
+}
+
+const INBOUND_CHAIN = /^pal-(pi|tw|td|to-wl-dispatch)/;
+
+/** ifindex → name in this network namespace (/sys is the namespace's own under `ip netns exec`). */
+function interfaceNames(): Map<number, string> {
+  const m = new Map<number, string>();
+  try {
+    for (const name of readdirSync("/sys/class/net")) {
+      try {
+        m.set(Number(readFileSync(`/sys/class/net/${name}/ifindex`, "utf8")), name);
+      } catch { /* went away meanwhile */ }
+    }
+  } catch { /* no sysfs: interfaces stay unnamed */ }
+  return m;
+}
+
+/** Which endpoint and direction a report point stands for (pure, given the lookups). */
+export function resolvePoint(p: ParsedPrefix, indev: string, outdev: string, endpointOf: (iface: string) => string | undefined): Pick<FlowPoint, "endpointKey" | "interfaceName" | "direction" | "verdict" | "decision" | "chain" | "index"> {
+  const direction = INBOUND_CHAIN.test(p.chain) ? "inbound" : "outbound";
+  // Endpoint chains name their interface; every other chain is judged on
+  // the workload's side of the packet: the sender's interface for outbound,
+  // the receiver's for inbound.
+  const own = /^pal-(tw|fw)-(.+)$/.exec(p.chain)?.[2];
+  const iface = own ?? (direction === "inbound" ? outdev : indev);
+  const { verdict, decision } = FLOW_CODES[p.code];
+  // A dispatch node's report is about an interface without an endpoint.
+  const endpointKey = decision === "no-endpoint" ? "" : endpointOf(iface) ?? "";
+  return { endpointKey, interfaceName: iface, direction, verdict, decision, chain: p.chain, index: p.n ?? -1 };
+}
+
+/** Protocol names as `palisadectl flows -o json` prints them (a number when unnamed). */
+function protocolName(n: number): string {
+  if (n === 58) return "icmpv6";
+  return Object.entries(PROTOCOL_NUMBERS).find(([, v]) => v === n)?.[0] ?? String(n);
+}
+
+/** One record as a JSON line of --flow-log-file: the fields of `flows -o json`, with chain and index instead of profile. */
+export function recordJson(host: string, r: FlowRecord) {
+  return {
+    time: new Date(r.firstSeenUnixMs).toISOString(), last_seen: new Date(r.lastSeenUnixMs).toISOString(),
+    host, endpoint: r.endpointKey, interface: r.interfaceName, direction: r.direction,
+    src: r.src, dst: r.dst, protocol: protocolName(r.protocol), src_port: r.srcPort ?? null, dst_port: r.dstPort ?? null,
+    icmp_type: r.icmpType ?? null, icmp_code: r.icmpCode ?? null, verdict: r.verdict, decision: r.decision,
+    chain: r.chain, index: r.index, packets: r.packets,
+  };
+}
+
+export function startFlowReporter(o: FlowReportOptions, d: FlowReporterDeps): FlowReporter {
+  const logger = d.logger;
+  const agg = new FlowAggregator(o.maxKeys ?? FLOW_DEFAULTS.maxKeys);
+  const dropped: Record<string, number> = {};
+  /** Drops since the last report sent (the controller sums them). */
+  let unsent: Record<string, number> = {};
+  const drop = (reason: string, n = 1) => {
+    if (n <= 0) return;
+    dropped[reason] = (dropped[reason] ?? 0) + n;
+    unsent[reason] = (unsent[reason] ?? 0) + n;
+    d.metrics?.dropped.inc({ reason }, n);
+  };
+  let names = interfaceNames();
+  let namesAt = Date.now();
+  const nameOf = (index: number | undefined): string => {
+    if (index === undefined || index === 0) return "";
+    let n = names.get(index);
+    // A new interface since the last scan: rescan, at most once a second.
+    if (n === undefined && Date.now() - namesAt > 1_000) {
+      names = interfaceNames();
+      namesAt = Date.now();
+      n = names.get(index);
+    }
+    return n ?? `if${index}`;
+  };
+
+  function onPacket(pkt: NflogPacket): void {
+    const prefix = parseLogPrefix(pkt.prefix);
+    const tuple = pkt.payload ? parseIpHeaders(pkt.payload) : undefined;
+    if (!prefix || !tuple) {
+      drop("unparsed");
+      return;
+    }
+    const point: FlowPoint = { ...tuple, ...resolvePoint(prefix, nameOf(pkt.indev), nameOf(pkt.outdev), d.endpointOfInterface) };
+    if (!agg.add(point, Math.round(pkt.timeMs))) drop("aggregator");
+  }
+
+  const reader = startFlowReader({
+    group: FLOW_NFLOG_GROUP, logger, onPacket, tcpdump: o.tcpdump,
+    onRestart: () => d.metrics?.readerRestarts.inc(),
+    onMalformed: (n) => drop("unparsed", n),
+  });
+
+  let file: WriteStream | NodeJS.WriteStream | undefined;
+  if (o.logFile === "-") file = process.stdout;
+  else if (o.logFile) {
+    file = createWriteStream(o.logFile, { flags: "a" });
+    file.on("error", (err) => logger.error({ err: err.message, file: o.logFile }, "flow log file: cannot write; records are not written there"));
+  }
+
+  function flush(): void {
+    const records = agg.drain();
+    for (const r of records) {
+      d.metrics?.flows.inc({ verdict: r.verdict, decision: r.decision });
+      if (r.verdict === "deny") d.metrics?.denied.inc({ decision: r.decision }, r.packets);
+    }
+    if (file) {
+      for (const r of records) {
+        // Back-pressure: a log shipper that does not keep up loses lines
+        // (counted); the driver never buffers without bound for it.
+        if (file.writableNeedDrain) drop("file");
+        else file.write(`${JSON.stringify(recordJson(d.hostname, r))}\n`);
+      }
+    }
+    const lost = Object.keys(unsent).length > 0;
+    if (records.length === 0 && !lost) return;
+    const report: FlowReport = {
+      records: records.map((r) => ({
+        endpointKey: r.endpointKey, interfaceName: r.interfaceName, direction: r.direction, ipVersion: r.ipVersion,
+        src: r.src, dst: r.dst, protocol: r.protocol, srcPort: r.srcPort, dstPort: r.dstPort, icmpType: r.icmpType, icmpCode: r.icmpCode,
+        verdict: r.verdict, decision: r.decision, chain: r.chain, index: r.index, packets: r.packets,
+        firstSeenUnixMs: r.firstSeenUnixMs, lastSeenUnixMs: r.lastSeenUnixMs,
+      })),
+      dropped: unsent,
+    };
+    unsent = {};
+    if (!d.send(report)) drop("disconnected", records.length);
+  }
+  const windowTimer = setInterval(flush, o.windowMs ?? FLOW_DEFAULTS.windowMs);
+
+  // Reports the rate limit suppressed: pal-log's counting rule, per family,
+  // read every 10 s. A counter that went down means the chain was rewritten.
+  const lastCount: Partial<Record<IpVersion, number>> = {};
+  async function readLimited(): Promise<void> {
+    for (const f of d.families) {
+      try {
+        const out = (await d.runner.run(d.iptables[f], ["-w", "5", "-t", "filter", "-L", FLOW_LOG_CHAINS.deny, "-n", "-v", "-x"])).stdout;
+        const row = out.split("\n").filter((l) => /^\s*\d+\s+\d+/.test(l))[FLOW_LIMITED_RULE - 1];
+        if (!row) continue;
+        const n = Number(row.trim().split(/\s+/)[0]);
+        const prev = lastCount[f];
+        lastCount[f] = n;
+        if (prev !== undefined) drop("rate-limit", n >= prev ? n - prev : n);
+      } catch { /* chain not there yet (before the first apply) */ }
+    }
+  }
+  const limitTimer = setInterval(() => void readLimited(), 10_000);
+  void readLimited();
+
+  return {
+    reader,
+    dropped,
+    flush,
+    async stop() {
+      clearInterval(windowTimer);
+      clearInterval(limitTimer);
+      await reader.stop();
+      flush();
+      if (file && file !== process.stdout) (file as WriteStream).end();
+    },
+  };
+}
