@@ -42,6 +42,8 @@ export interface StatusStoreOptions {
   flushDelayMs?: number;
   /** At least this long between flushes; default 50 ms. */
   minIntervalMs?: number;
+  /** How long a flush of progress waits for hosts still behind the newest revision; default 250 ms. */
+  progressWaitMs?: number;
   /**
    * Budget of the progress key's rewrites: the interval between flushes grows
    * with its size (~25 bytes per host) — 250 ms at 1,000 hosts with the
@@ -102,6 +104,9 @@ export function createStatusStore(opts: StatusStoreOptions): StatusStore {
   const { client, keys, logger, replicaId } = opts;
   const ttl = opts.ttlSeconds ?? 15;
   const flushDelayMs = opts.flushDelayMs ?? 20;
+  /** Once progress is complete: written almost at once. */
+  const completeDelayMs = 5;
+  const progressWaitMs = opts.progressWaitMs ?? 250;
   const minIntervalMs = opts.minIntervalMs ?? 50;
   const progressBytesPerSecond = opts.progressBytesPerSecond ?? 100 * 1024;
   let lastProgressBytes = 0;
@@ -125,6 +130,7 @@ export function createStatusStore(opts: StatusStoreOptions): StatusStore {
   let leaseId = "";
   let closed = false;
   let timer: NodeJS.Timeout | undefined;
+  let timerAt = 0;
   let flushing = false;
   let lastFlush = 0;
   let idle: (() => void)[] = [];
@@ -190,11 +196,27 @@ export function createStatusStore(opts: StatusStoreOptions): StatusStore {
     schedule();
   }
 
+  // Progress is "complete" when every host of this replica has acknowledged
+  // the newest revision any of them has: that is the moment to write it (one
+  // progress write per model write). Until then the flush waits for the
+  // stragglers, at most `progressWaitMs`.
+  let maxRevision = 0;
+  let atMax = 0;
+  let progressSince = 0;
+  const progressComplete = () => atMax === applied.size;
+
   function schedule(): void {
-    if (closed || timer || flushing) return;
+    if (closed || flushing) return;
     if (dirty.size === 0 && !progressDirty) return settle();
-    const wait = Math.max(flushDelayMs, lastFlush + interval() - Date.now());
-    timer = setTimeout(() => { timer = undefined; void flush(); }, wait);
+    const now = Date.now();
+    const delay = dirty.size === 0 && progressDirty
+      ? (progressComplete() ? completeDelayMs : Math.max(completeDelayMs, progressSince + progressWaitMs - now))
+      : flushDelayMs;
+    const at = Math.max(now + delay, lastFlush + interval());
+    if (timer && timerAt <= at) return;
+    clearTimeout(timer);
+    timerAt = at;
+    timer = setTimeout(() => { timer = undefined; void flush(); }, at - now);
   }
 
   function settle(): void {
@@ -265,7 +287,9 @@ export function createStatusStore(opts: StatusStoreOptions): StatusStore {
       if (!closed && (dirty.size || progressDirty)) {
         if (failuresInEpisode) {
           clearTimeout(timer);
-          timer = setTimeout(() => { timer = undefined; void flush(); }, writeBackoff.next());
+          const backoffMs = writeBackoff.next();
+          timerAt = Date.now() + backoffMs;
+          timer = setTimeout(() => { timer = undefined; void flush(); }, backoffMs);
         } else schedule();
       }
       settle();
@@ -343,8 +367,12 @@ export function createStatusStore(opts: StatusStoreOptions): StatusStore {
       want(key, JSON.stringify({ ...s, controller: replicaId, updatedUnixMs: Date.now() }));
     },
     setApplied(host, revision) {
-      if ((applied.get(host) ?? -1) >= revision) return;
+      const before = applied.get(host);
+      if ((before ?? -1) >= revision) return;
       applied.set(host, revision);
+      if (revision > maxRevision) { maxRevision = revision; atMax = 1; }
+      else if (revision === maxRevision) atMax++;
+      if (!progressDirty) progressSince = Date.now();
       progressDirty = true;
       schedule();
     },
@@ -391,7 +419,15 @@ export function createStatusStore(opts: StatusStoreOptions): StatusStore {
         want(`${keys.endpointStatus}${k}`, undefined);
       }
       endpointsOf.delete(host);
+      const was = applied.get(host);
       if (applied.delete(host)) {
+        if (was === maxRevision) atMax--;
+        if (atMax <= 0) {
+          // The host at the newest revision left: recount (rare).
+          maxRevision = Math.max(0, ...applied.values());
+          atMax = [...applied.values()].filter((r) => r === maxRevision).length;
+        }
+        if (!progressDirty) progressSince = Date.now();
         progressDirty = true;
         schedule();
       }

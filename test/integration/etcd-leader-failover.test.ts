@@ -92,7 +92,8 @@ describe("etcd leader failover", () => {
     const leader = await leaderIndex(cluster.urls);
     const r = await measure("leader killed (SIGKILL)", () => cluster.members[leader]!.stop(), "kill");
     expect(r.recovered).toBe(true);
-    expect(r.outageMs).toBeLessThan(2_500);
+    // Measured ~1.2-1.4 s on an idle machine; generous here (a loaded CI box).
+    expect(r.outageMs).toBeLessThan(8_000);
   });
 
   // A member that stops answering without closing its connections (a frozen
@@ -104,7 +105,9 @@ describe("etcd leader failover", () => {
     try {
       const r = await measure("leader frozen (SIGSTOP)", async () => { process.kill(pid, "SIGSTOP"); }, "freeze");
       expect(r.recovered).toBe(true);
-      expect(r.outageMs).toBeLessThan(5_000);
+      // Measured 0-3 s idle; before the chosen client policy, writes hung
+      // for 20 s and more (no deadlines). Generous for a loaded CI box.
+      expect(r.outageMs).toBeLessThan(12_000);
     } finally {
       process.kill(pid, "SIGCONT");
     }

@@ -128,7 +128,12 @@ describe("status path", () => {
       expect(performance.now() - t0).toBeLessThan(10_000);
       // Host record, progress and one endpoint status.
       expect(await statusKeyCount(etcd, t.prefix)).toBeLessThanOrEqual(3);
-      // Deleting the endpoint from the model drops its status.
+      // Deleting the endpoint from the model drops its status (pruned every 10 s).
+      await call(t.clients.policy, t.clients.policy.delete, { objects: [{ kind: { $case: "endpoint", value: { host: "hv-flood", orchestrator: "t", workload: "w1", id: "e" } } }], ignoreMissing: false });
+      await eventually(async () => {
+        const s = await call(t.clients.status, t.clients.status.getStatus, {});
+        return !s.endpoints.some((e) => e.endpointKey === "hv-flood/t/w1/e");
+      }, { what: "status of the deleted endpoint dropped", timeoutMs: 30_000 });
       h.close();
     } finally {
       await t.stop();
@@ -191,9 +196,12 @@ describe("status path", () => {
     }
   });
 
-  it("a host's third stream supersedes its oldest; the host's status stays", async () => {
+  it("a host's third stream supersedes its oldest; the host's status and updates stay", async () => {
     const t = await startTestController();
     const open: ReturnType<typeof host>[] = [];
+    let deletes = 0;
+    const w = await etcd.watch().key(`${t.prefix}/status/hosts/multi`).create();
+    w.on("delete", () => { deletes++; });
     try {
       for (let i = 0; i < 3; i++) {
         open.push(host(t.address, "multi", { ack: true }));
@@ -209,7 +217,12 @@ describe("status path", () => {
         return st.hosts.find((h) => h.hostname === "multi" && h.inSync);
       }, { what: "status of the host" });
       expect(s!.connected).toBe(true);
+      // Superseding never removed the host's record, and the remaining streams still get the host's changes.
+      expect(deletes).toBe(0);
+      const r = await apply(t, [{ kind: "Profile", id: "p", tags: [], inbound_rules: [], outbound_rules: [] }, endpointDoc("multi", 5)]);
+      await eventually(async () => open[1]!.state.revision >= r.revision && open[2]!.state.revision >= r.revision, { what: "update on both streams" });
     } finally {
+      await w.cancel();
       for (const h of open) h.close();
       await t.stop();
     }
