@@ -120,7 +120,9 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
   const clients = createClients(address);
   try {
     controller = execa(process.execPath, [
-      "--max-semi-space-size=64", join(packageRoot(), "dist/services/controller/main.js"), "--insecure",
+      // PALISADE_SOAK_NODE_ARGS: extra node flags for the controller (e.g. --cpu-prof --cpu-prof-dir=DIR).
+      "--max-semi-space-size=64", ...(process.env.PALISADE_SOAK_NODE_ARGS?.split(" ").filter(Boolean) ?? []),
+      join(packageRoot(), "dist/services/controller/main.js"), "--insecure",
       "--etcd-endpoints", etcd.url, "--listen", address, "--etcd-prefix", prefix, "--log-level", "warn",
     ], { reject: false, stdout: { file: join(dir, "controller.log") }, stderr: { file: join(dir, "controller.log") } });
     const controllerPid = controller.pid!;
