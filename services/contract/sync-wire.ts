@@ -82,22 +82,23 @@ function splitLarge(u: HostUpdate): HostUpdate[] {
  * their order. `first`/`last` flags go on the first/last message.
  */
 export function packBatches(
-  revision: number, updates: HostUpdate[], flags: { snapshotStart?: boolean; inSync?: boolean } = {},
+  revision: number, updates: HostUpdate[], flags: { snapshotStart?: boolean; inSync?: boolean; acksForContentOnly?: boolean } = {},
 ): SyncResponse[] {
+  const acksForContentOnly = flags.acksForContentOnly ?? false;
   const out: SyncResponse[] = [];
   let cur: Update[] = [];
   let bytes = 0;
   for (const u of updates.flatMap(splitLarge)) {
     const s = sizeOf(u);
     if (cur.length && bytes + s > MAX_BATCH_BYTES) {
-      out.push({ revision, snapshotStart: false, inSync: false, updates: cur, partial: true });
+      out.push({ revision, snapshotStart: false, inSync: false, updates: cur, partial: true, acksForContentOnly });
       cur = [];
       bytes = 0;
     }
     cur.push(updateToPb(u));
     bytes += s;
   }
-  out.push({ revision, snapshotStart: false, inSync: false, updates: cur, partial: false });
+  out.push({ revision, snapshotStart: false, inSync: false, updates: cur, partial: false, acksForContentOnly });
   if (flags.snapshotStart) out[0]!.snapshotStart = true;
   if (flags.inSync) out[out.length - 1]!.inSync = true;
   return out;

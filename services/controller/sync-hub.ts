@@ -29,6 +29,17 @@ export class HostStream {
   private waitingDrain = false;
   private needSnapshot = true;
   private closed = false;
+  /** Revision of the last batch that brought the driver updates (a snapshot counts). */
+  private lastContentRevision = 0;
+  /** The driver's last successful acknowledgement (-1: none yet), and whether its last apply failed. */
+  private ackedRevision = -1;
+  private ackFailing = false;
+  /**
+   * Told when the host can be taken to have applied `revision` without its
+   * word (DESIGN §5.3): it acknowledged everything that changed its state,
+   * and what it was sent since only moved the model revision on.
+   */
+  onProgress: (revision: number) => void = () => undefined;
   resets = 0;
 
   constructor(
@@ -77,7 +88,7 @@ export class HostStream {
   /** Keep-alive for an idle stream: an empty batch at the last sent revision. */
   heartbeat(): void {
     if (this.closed || this.waitingDrain || this.needSnapshot || this.outbox.size > 0) return;
-    this.writer.write({ revision: this.sentRevision, snapshotStart: false, inSync: false, updates: [], partial: false });
+    this.writer.write({ revision: this.sentRevision, snapshotStart: false, inSync: false, updates: [], partial: false, acksForContentOnly: false });
   }
 
   /** The model advanced (maybe without touching this host): tell the driver. */
@@ -89,6 +100,21 @@ export class HostStream {
   close(): void {
     this.closed = true;
     this.outbox.clear();
+  }
+
+  /**
+   * The driver's acknowledgement: returns the revision the host has applied
+   * (more than it said when nothing with content was sent after it), or
+   * undefined for a failed apply.
+   */
+  acknowledged(revision: number, ok: boolean): number | undefined {
+    if (!ok) {
+      this.ackFailing = true;
+      return undefined;
+    }
+    this.ackFailing = false;
+    this.ackedRevision = Math.max(this.ackedRevision, revision);
+    return this.ackedRevision >= this.lastContentRevision ? Math.max(this.ackedRevision, this.sentRevision) : this.ackedRevision;
   }
 
   pump(): void {
@@ -103,11 +129,16 @@ export class HostStream {
         this.needSnapshot = false;
         this.outbox.clear();
         this.outboxRevision = snap.revision;
-        msgs = packBatches(snap.revision, this.forFamilies(snap.updates), { snapshotStart: true, inSync: true });
+        msgs = packBatches(snap.revision, this.forFamilies(snap.updates), { snapshotStart: true, inSync: true, acksForContentOnly: true });
+        this.lastContentRevision = snap.revision;
       } else if (this.outbox.size > 0 || this.outboxRevision > this.sentRevision) {
         msgs = packBatches(this.outboxRevision, this.forFamilies(this.outbox.drain()));
+        if (msgs.some((m) => m.updates.length > 0)) this.lastContentRevision = this.outboxRevision;
       } else return;
       this.sentRevision = this.outboxRevision;
+      // Nothing for this host changed since it acknowledged its last content:
+      // it has applied this revision too, no answer needed.
+      if (!this.ackFailing && this.ackedRevision >= 0 && this.ackedRevision >= this.lastContentRevision) this.onProgress(this.sentRevision);
       let ok = true;
       for (const m of msgs) ok = this.writer.write(m) && ok;
       if (!ok) {

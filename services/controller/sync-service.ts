@@ -54,6 +54,7 @@ export function createSyncService(opts: {
   const refused = (reason: SyncRefusal) => opts.onRefused?.(reason);
   /** Open streams per host, oldest first (to supersede the oldest). */
   const open = new Map<string, { stream: HostStream; end: (details: string) => void }[]>();
+  const newest = (s: HostStream) => open.get(s.host)?.at(-1)?.stream === s;
   return {
     sync(call: grpc.ServerDuplexStream<SyncRequest, SyncResponse>) {
       let stream: HostStream | undefined;
@@ -138,6 +139,16 @@ export function createSyncService(opts: {
           stream = new HostStream(name, call, graph, logger, opts.onReset, undefined, new Set(m.value.ipv6 ? [4, 6] : [4]));
           const streams = open.get(name) ?? [];
           streams.push({ stream, end: (details) => endWithStatus(call, grpc.status.ABORTED, details) });
+          // Progress the stream can infer (revisions that brought this host
+          // nothing) counts like an acknowledgement — from the host's newest
+          // stream only: an older one may be half-dead while the driver
+          // applies a new snapshot on the newer.
+          const s = stream;
+          stream.onProgress = (revision) => {
+            if (!host || !host.inSync || host.lastError || !newest(s) || revision <= host.appliedRevision) return;
+            host.appliedRevision = revision;
+            status.setApplied(host.hostname, revision);
+          };
           open.set(name, streams);
           graph.subscribe(name);
           hub.attach(stream);
@@ -156,11 +167,12 @@ export function createSyncService(opts: {
           // only what an operator sees change reaches etcd (DESIGN §9.3).
           host.lastApplyMs = m.value.durationMs;
           const before = { inSync: host.inSync, lastError: host.lastError };
+          const applied = stream.acknowledged(m.value.revision, m.value.ok);
           if (m.value.ok) {
             host.inSync = true;
-            host.appliedRevision = Math.max(host.appliedRevision, m.value.revision);
+            host.appliedRevision = Math.max(host.appliedRevision, applied ?? m.value.revision);
             host.lastError = "";
-            status.setApplied(host.hostname, host.appliedRevision);
+            if (newest(stream)) status.setApplied(host.hostname, host.appliedRevision);
           } else {
             host.lastError = m.value.error.slice(0, 2000);
             if (host.lastError !== before.lastError) logger.warn({ revision: m.value.revision, error: host.lastError }, "driver failed to apply");

@@ -133,6 +133,10 @@ export async function startDriver(o: DriverOptions): Promise<Driver> {
   let synced = false;
   let lastApplyFailed = false;
   let reportPending = false;
+  // A controller that infers progress (the snapshot says so) needs answers
+  // only for revisions that brought updates: `contentPending` marks one.
+  let acksForContentOnly = false;
+  let contentPending = false;
   let driftRequested = false;
   let applying = false;
   let dirty = false;
@@ -183,6 +187,9 @@ export async function startDriver(o: DriverOptions): Promise<Driver> {
       while (dirty && !stopped) {
         dirty = false;
         const revision = targetRevision;
+        // Content that arrives during this apply belongs to the next one.
+        const content = contentPending;
+        contentPending = false;
         const input = planInput();
         try {
           // Drift checks run here, serialised with applies: a read-back racing
@@ -215,7 +222,8 @@ export async function startDriver(o: DriverOptions): Promise<Driver> {
           if (desired) {
             // A new snapshot (e.g. from another replica after a failover) is always
             // acknowledged, even when it changes nothing in the kernel.
-            const news = reportPending || revision !== appliedRevision || r.bytesWritten > 0 || lastApplyFailed || !synced;
+            const moved = acksForContentOnly ? content : revision !== appliedRevision;
+            const news = reportPending || moved || r.bytesWritten > 0 || lastApplyFailed || !synced;
             reportPending = false;
             appliedRevision = revision;
             synced = true;
@@ -230,6 +238,7 @@ export async function startDriver(o: DriverOptions): Promise<Driver> {
         } catch (err) {
           const message = (err as Error).message;
           counters.applyFailures++;
+          contentPending ||= content;
           lastApplyFailed = true;
           o.metrics?.applyFailures.inc();
           logger.error({ revision, err: message }, "apply failed; will retry (traffic stays as last programmed)");
@@ -262,6 +271,7 @@ export async function startDriver(o: DriverOptions): Promise<Driver> {
           pending = undefined;
           targetRevision = pendingRevision;
           reportPending = true;
+          acksForContentOnly = batch.acksForContentOnly;
           logger.info({ revision: targetRevision, chains: desired.chains.size, sets: desired.sets.size, endpoints: desired.endpoints.size }, "in sync with controller");
           schedule();
           void checkInterfaces(true);
@@ -271,6 +281,7 @@ export async function startDriver(o: DriverOptions): Promise<Driver> {
       if (!desired) return; // deltas before any snapshot: ignore
       if (updates.length === 0 && batch.revision <= targetRevision && !batch.partial) return; // heartbeat
       desired.apply(updates);
+      if (updates.length > 0) contentPending = true;
       // Apply a revision only once all of its parts are here.
       if (batch.partial) return;
       targetRevision = Math.max(targetRevision, batch.revision);

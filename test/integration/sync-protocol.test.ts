@@ -93,6 +93,30 @@ describe("DataplaneSync", () => {
     both.close();
   });
 
+  it("infers progress: a host acknowledges only what changed it; revisions that bring it nothing count as applied without an answer", async () => {
+    const quiet = connect("hv-quiet");
+    await eventually(async () => quiet.batches.some((b) => b.inSync), { what: "snapshot" });
+    const snap = quiet.batches.find((b) => b.inSync)!;
+    // The controller says so on the snapshot; the host acknowledges the snapshot only.
+    expect(snap.acksForContentOnly).toBe(true);
+    const silent = connect("hv-silent");
+    await eventually(async () => silent.batches.some((b) => b.inSync), { what: "second snapshot" });
+    quiet.send({ message: { $case: "applied", value: { revision: snap.revision, ok: true, error: "", durationMs: 1, chainsWritten: 0, ipsetLines: 0 } } });
+    // A write that touches neither host.
+    const r = await call(t.clients.policy, t.clients.policy.apply, { deletes: [], documents: parseDocuments([{ kind: "Profile", id: `elsewhere-${Date.now()}`, tags: [] }]).map(documentToPb) });
+    await eventually(async () => quiet.batches.some((b) => b.revision >= r.revision), { what: "marker delivered" });
+    const st = await eventually(async () => {
+      const s = await call(t.clients.status, t.clients.status.getStatus, {});
+      const q = s.hosts.find((h) => h.hostname === "hv-quiet");
+      return q && q.appliedRevision >= r.revision ? s : undefined;
+    }, { what: "hv-quiet applied the new revision without answering" });
+    // A host that never acknowledged its snapshot is not taken to have applied anything.
+    const sil = st!.hosts.find((h) => h.hostname === "hv-silent");
+    expect(sil === undefined || !sil.inSync).toBe(true);
+    quiet.close();
+    silent.close();
+  });
+
   it("keeps idle streams alive with empty heartbeat batches at the current revision", async () => {
     const d = connect("hv-heartbeat");
     await eventually(async () => d.batches.some((b) => b.inSync), { what: "snapshot" });

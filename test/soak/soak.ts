@@ -76,16 +76,23 @@ function simulateHost(client: DataplaneSyncServiceClient, name: string, endpoint
     current = stream;
     let inSync = false;
     let acked = 0;
+    let contentOnly = false;
+    let content = false;
     stream.on("data", (b: SyncResponse) => {
+      if (b.updates.length > 0) content = true;
       if (b.inSync) {
         inSync = true;
+        contentOnly = b.acksForContentOnly;
         attempt = 0;
         for (const k of endpointKeys) stream.write({ message: { $case: "endpointStatus", value: { endpointKey: k, state: InterfaceState.INTERFACE_STATE_UP, detail: "" } } });
       }
       if (!inSync || b.partial) return;
       onRevision(name, b.revision);
-      // A real driver acknowledges each new revision (and each change), not heartbeats.
-      if (state.acks && (b.revision > acked || b.updates.length > 0)) {
+      // As a real driver: each revision that brought updates (a snapshot
+      // included); each new revision too when the controller asks for that.
+      const due = contentOnly ? content : b.revision > acked || content;
+      if (state.acks && due) {
+        content = false;
         acked = Math.max(acked, b.revision);
         stream.write({ message: { $case: "applied", value: { revision: b.revision, ok: true, error: "", durationMs: 1, chainsWritten: b.updates.length, ipsetLines: 0 } } });
       }

@@ -96,7 +96,7 @@ describe("driver: drift repairs are counted only for real kernel edits", () => {
     });
     const port = await new Promise<number>((res, rej) => server!.bindAsync("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), (e, p) => (e ? rej(e) : res(p))));
     const send = (revision: number, updates: HostUpdate[], snapshot = false) =>
-      stream!.write({ revision, snapshotStart: snapshot, inSync: snapshot, partial: false, updates: updates.map(updateToPb) });
+      stream!.write({ revision, snapshotStart: snapshot, inSync: snapshot, partial: false, acksForContentOnly: false, updates: updates.map(updateToPb) });
     return { address: `127.0.0.1:${port}`, connected: () => stream !== undefined, send };
   }
 

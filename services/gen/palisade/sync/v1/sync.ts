@@ -220,6 +220,13 @@ export interface SyncResponse {
    * a revision only once it has all of it.
    */
   partial: boolean;
+  /**
+   * Set on a snapshot's messages by controllers that infer a host's progress
+   * from what they sent it: the driver then acknowledges only revisions that
+   * brought it updates (and snapshots, failures, repairs) — a revision that
+   * only moves the model revision on needs no answer (DESIGN §5.3).
+   */
+  acksForContentOnly: boolean;
 }
 
 export interface Update {
@@ -1514,7 +1521,7 @@ export const FlowObservation: MessageFns<FlowObservation> = {
 };
 
 function createBaseSyncResponse(): SyncResponse {
-  return { revision: 0, snapshotStart: false, inSync: false, updates: [], partial: false };
+  return { revision: 0, snapshotStart: false, inSync: false, updates: [], partial: false, acksForContentOnly: false };
 }
 
 export const SyncResponse: MessageFns<SyncResponse> = {
@@ -1533,6 +1540,9 @@ export const SyncResponse: MessageFns<SyncResponse> = {
     }
     if (message.partial !== false) {
       writer.uint32(40).bool(message.partial);
+    }
+    if (message.acksForContentOnly !== false) {
+      writer.uint32(48).bool(message.acksForContentOnly);
     }
     return writer;
   },
@@ -1590,6 +1600,14 @@ export const SyncResponse: MessageFns<SyncResponse> = {
             message.partial = reader.bool();
             continue;
           }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.acksForContentOnly = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1617,6 +1635,11 @@ export const SyncResponse: MessageFns<SyncResponse> = {
         : false,
       updates: globalThis.Array.isArray(object?.updates) ? object.updates.map((e: any) => Update.fromJSON(e)) : [],
       partial: isSet(object.partial) ? globalThis.Boolean(object.partial) : false,
+      acksForContentOnly: isSet(object.acksForContentOnly)
+        ? globalThis.Boolean(object.acksForContentOnly)
+        : isSet(object.acks_for_content_only)
+        ? globalThis.Boolean(object.acks_for_content_only)
+        : false,
     };
   },
 
@@ -1637,6 +1660,9 @@ export const SyncResponse: MessageFns<SyncResponse> = {
     if (message.partial !== false) {
       obj.partial = message.partial;
     }
+    if (message.acksForContentOnly !== false) {
+      obj.acksForContentOnly = message.acksForContentOnly;
+    }
     return obj;
   },
 
@@ -1650,6 +1676,7 @@ export const SyncResponse: MessageFns<SyncResponse> = {
     message.inSync = object.inSync ?? false;
     message.updates = object.updates?.map((e) => Update.fromPartial(e)) || [];
     message.partial = object.partial ?? false;
+    message.acksForContentOnly = object.acksForContentOnly ?? false;
     return message;
   },
 };
