@@ -8,6 +8,7 @@
 // prefix), and NFLOG's TLVs carry exactly what a report needs: the prefix,
 // the in/out interface indices, the packet.
 
+import type { Packet } from "../model/index.js";
 import { formatAddress } from "../model/index.js";
 
 /** pcap link type of NFLOG captures. */
@@ -32,15 +33,9 @@ export interface NflogPacket {
   payload?: Buffer;
 }
 
-export interface FlowTuple {
+/** A packet as the evaluator behind trace takes it, with its family. */
+export interface FlowTuple extends Packet {
   ipVersion: 4 | 6;
-  src: string;
-  dst: string;
-  protocol: number;
-  srcPort?: number;
-  dstPort?: number;
-  icmpType?: number;
-  icmpCode?: number;
 }
 
 /**
