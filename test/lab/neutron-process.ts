@@ -66,6 +66,12 @@ async function schema(env: NodeJS.ProcessEnv): Promise<string> {
 export interface StartNeutronOptions {
   /** Neutron's pagination_max_limit: a plain GET of a collection returns at most this many (-1: no limit). */
   paginationMaxLimit?: number;
+  /**
+   * Neutron's filter_validation (default true). false lets `changed_since`
+   * through as a list filter (DESIGN §11.7): what an operator sets to give
+   * palisade-openstack watch its size-independent change feed.
+   */
+  filterValidation?: boolean;
 }
 
 export async function startNeutron(opts: StartNeutronOptions = {}): Promise<NeutronProcess> {
@@ -93,6 +99,7 @@ api_paste_config = /etc/neutron/api-paste.ini
 notify_nova_on_port_status_changes = false
 notify_nova_on_port_data_changes = false
 pagination_max_limit = ${opts.paginationMaxLimit ?? -1}
+filter_validation = ${opts.filterValidation === false ? "false" : "true"}
 log_file = ${logFile}
 [database]
 connection = sqlite:///${dir}/neutron.db
