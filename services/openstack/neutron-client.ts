@@ -190,11 +190,12 @@ interface CachedToken {
   expiresAt: number;
 }
 
-type Collection = "security_groups" | "ports" | "address_groups";
+type Collection = "security_groups" | "ports" | "address_groups" | "bindings";
 const PATHS: Record<Collection, string> = {
   security_groups: "security-groups",
   ports: "ports",
   address_groups: "address-groups",
+  bindings: "(per port)",
 };
 
 // ---------------------------------------------------------------------------
@@ -355,8 +356,8 @@ export function createNeutronClient(o: NeutronClientOptions): NeutronClient {
   }
 
   /** All pages of one collection, concatenated; undefined when the first page is a 404 and that is allowed. */
-  async function listAll(key: Collection, allow404: boolean, query = ""): Promise<unknown[] | undefined> {
-    const collectionUrl = `${base}/${PATHS[key]}`;
+  async function listAll(key: Collection, allow404: boolean, query = "", path = PATHS[key]): Promise<unknown[] | undefined> {
+    const collectionUrl = `${base}/${path}`;
     let url = `${collectionUrl}?limit=${pageSize}${query}`;
     const seen = new Set<string>([url]);
     const items: unknown[] = [];
@@ -414,6 +415,7 @@ export function createNeutronClient(o: NeutronClientOptions): NeutronClient {
       case "security_groups": return parseSecurityGroupsFile(json);
       case "ports": return parsePortsFile(json);
       case "address_groups": return parseAddressGroupsFile(json);
+      case "bindings": return parseBindings(json, "");
     }
   }
 
@@ -448,9 +450,31 @@ export function createNeutronClient(o: NeutronClientOptions): NeutronClient {
       parseList(key, await listAll(key, false, `&changed_since=${encodeURIComponent(since)}`))) as NeutronClient["listChangedSince"],
     getByIds: getByIds as NeutronClient["getByIds"],
     async listBindings(portId: string): Promise<NeutronBinding[] | undefined> {
-      const url = `${base}/ports/${encodeURIComponent(portId)}/bindings`;
-      const json = await getJson(url, true);
-      return json === undefined ? undefined : parseBindings(json, portId);
+      // Paginated when Neutron's pagination_max_limit is set — but Neutron
+      // (Zed) ignores the marker of this sub-collection: page two repeats
+      // page one with the same next link, for ever. A port has a binding
+      // per host and only a few hosts (active, a migration's other end), so
+      // pages are followed until one brings no new host (or repeats).
+      const collectionUrl = `${base}/ports/${encodeURIComponent(portId)}/bindings`;
+      let url = `${collectionUrl}?limit=${pageSize}`;
+      const seen = new Set<string>([url]);
+      const byHost = new Map<string, unknown>();
+      for (let page = 1; page <= 20; page++) {
+        const json = await getJson(url, page === 1);
+        if (json === undefined) return undefined;
+        if (!isObject(json) || !Array.isArray(json.bindings)) return parseBindings(json, portId); // says what is wrong with it
+        const list: unknown[] = json.bindings;
+        const before = byHost.size;
+        for (const b of parseBindings({ bindings: list }, portId)) byHost.set(b.host, b);
+        const next = nextLink(json, "bindings", url);
+        if (next === undefined || byHost.size === before) break;
+        const target = new URL(collectionUrl);
+        target.search = next.search;
+        url = target.toString();
+        if (seen.has(url)) break;
+        seen.add(url);
+      }
+      return [...byHost.values()] as NeutronBinding[];
     },
     async supportsChangedSince(): Promise<boolean> {
       // A time in the future of any port: the answer is empty when accepted.

@@ -87,6 +87,8 @@ export function createWatcher(o: WatcherOptions) {
   /** Ports with an inactive binding: their bindings, and the port revision they were read at. */
   const bindings = new Map<string, { revision: number | undefined; list: NeutronBinding[] }>();
   let lastFull = 0;
+  /** Set by invalidate(): the next poll is a full listing (what is held is kept as the "before" of bindings). */
+  let mustList = true;
   let lastIdCheck = 0;
   /** Neutron's time (ms) the next changed_since asks from. */
   let cursor = 0;
@@ -136,16 +138,18 @@ export function createWatcher(o: WatcherOptions) {
     const started = now();
     const snap = await neutron.snapshot();
     const elapsed = now() - started;
-    const previous = ports;
+    // Bindings first, against what was held before: if reading them fails,
+    // the next (full) poll still sees these ports' revisions as moved.
+    const bindingReads = await refreshBindings(snap.ports, ports);
     ports = new Map(snap.ports.map((p) => [p.id, p]));
     groups = new Map(snap.securityGroups.map((g) => [g.id, g]));
     addressGroups = snap.addressGroups;
     addressGroupsJson = JSON.stringify(snap.addressGroups === undefined ? null : [...snap.addressGroups].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0)));
     for (const id of [...bindings.keys()]) if (!ports.has(id)) bindings.delete(id);
-    const bindingReads = await refreshBindings(snap.ports, previous);
     // Everything from the start of the listing on is asked for again.
     cursor = cursorFromNow(elapsed);
     lastFull = lastIdCheck = now();
+    mustList = false;
     return {
       kind: "full", feed, input,
       changed: { ports: snap.ports.length, deletedPorts: 0, groups: snap.securityGroups.length, deletedGroups: 0, addressGroups: true, bindingReads },
@@ -214,12 +218,15 @@ export function createWatcher(o: WatcherOptions) {
       deletedGroups = g.deleted;
     }
     const agChanged = await readAddressGroups();
-    // The versions before this poll, of the changed ports only: an idle poll must not copy the whole cloud.
+    // Bindings before anything held changes (a failure leaves the revisions
+    // moved for the next poll), against the versions before this poll — of
+    // the changed ports only: an idle poll must not copy the whole cloud.
     const previous: Held<NeutronPort> = new Map();
     for (const x of changedPorts) {
       const h = held.get(x.id);
       if (h) previous.set(x.id, h);
     }
+    const bindingReads = await refreshBindings(changedPorts, previous);
     for (const x of changedPorts) held.set(x.id, x);
     for (const id of deletedPorts) {
       held.delete(id);
@@ -227,7 +234,6 @@ export function createWatcher(o: WatcherOptions) {
     }
     for (const x of changedGroups) groups.set(x.id, x);
     for (const id of deletedGroups) groups.delete(id);
-    const bindingReads = await refreshBindings(changedPorts, previous);
     const any = changedPorts.length + deletedPorts.length + changedGroups.length + deletedGroups.length > 0 || agChanged;
     return {
       kind: any ? "changes" : "idle", feed: feed!, input,
@@ -238,12 +244,12 @@ export function createWatcher(o: WatcherOptions) {
   return {
     /** One poll: a full listing when due (or after invalidate), else the change feed. */
     async poll(): Promise<PollResult> {
-      if (ports === undefined || now() - lastFull >= o.resyncMs) return full();
+      if (mustList || ports === undefined || now() - lastFull >= o.resyncMs) return full();
       return incremental();
     },
     /** After a failure: the next poll reads everything again (what is held may be half-updated). */
     invalidate(): void {
-      ports = undefined;
+      mustList = true;
     },
     feed: () => feed,
   };

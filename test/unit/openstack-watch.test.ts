@@ -163,6 +163,22 @@ describe.each(["revisions", "changed-since"] as const)("watch, %s feed", (feed) 
     expect(n.calls).not.toContain("bindings");
   });
 
+  it("a failed bindings read is not forgotten: after invalidate the full listing reads them", async () => {
+    const { n, w } = setup(feed, 3);
+    await w.poll();
+    n.tick(1_000);
+    n.bindings.set("p1", [{ host: "hv1", status: "ACTIVE", vif_type: "bridge" }, { host: "hv2", status: "INACTIVE", vif_type: "bridge" }]);
+    n.port("p1");
+    const real = n.client.listBindings;
+    n.client.listBindings = async () => { throw new Error("Neutron hiccup"); };
+    await expect(w.poll()).rejects.toThrow(/hiccup/);
+    w.invalidate();
+    n.client.listBindings = real;
+    const r = await w.poll();
+    expect(r.kind).toBe("full");
+    expect(translate(r.input()).objects.flatMap((o) => (o.kind === "Endpoint" && o.endpoint.id === "p1" ? [o.endpoint.host] : []))).toEqual(["hv1", "hv2"]);
+  });
+
   it("after invalidate (a failed poll) the next poll lists everything again", async () => {
     const { n, w } = setup(feed, 5);
     await w.poll();
