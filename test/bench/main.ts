@@ -1,10 +1,11 @@
-// npm run bench [-- --quick] [--json FILE]: performance figures, printed.
+// npm run bench [-- --quick] [--json FILE] [--only SECTION]: performance figures, printed.
 // Not part of npm test: speed is measured here, behaviour is tested there.
 import { writeFileSync } from "node:fs";
 import { benchCalc } from "./calc-scale.js";
 import { benchDriver } from "./driver-apply.js";
 import { benchE2e } from "./e2e-latency.js";
 import { benchFanout } from "./fanout.js";
+import { benchOpenstack } from "./openstack.js";
 import { silenceIpServerNameWarning } from "../../services/runtime/tls.js";
 
 silenceIpServerNameWarning();
@@ -12,28 +13,36 @@ silenceIpServerNameWarning();
 const args = process.argv.slice(2);
 const quick = args.includes("--quick");
 const jsonAt = args.indexOf("--json");
+const onlyAt = args.indexOf("--only");
+/** Whether a section runs: all of them, or the one named by --only (calc, fanout, driver, e2e, openstack). */
+const want = (section: string) => onlyAt < 0 || args[onlyAt + 1] === section;
 const results: Record<string, unknown> = {};
 
 function report(name: string, figures: Record<string, unknown>) {
   results[name] = figures;
-  process.stdout.write(`${name.padEnd(8)} ${Object.entries(figures).map(([k, v]) => `${k}=${v}`).join("  ")}\n`);
+  process.stdout.write(`${name.padEnd(8)} ${Object.entries(figures).map(([k, v]) => `${k}=${v}`).join(name === "openstack" ? "\n         " : "  ")}\n`);
 }
 
-report("calc", benchCalc(quick
+if (want("calc")) report("calc", benchCalc(quick
   ? { hosts: 200, endpointsPerHost: 100, profiles: 500, rulesPerProfile: 10, updates: 2000 }
   : { hosts: 1000, endpointsPerHost: 100, profiles: 2000, rulesPerProfile: 10, updates: 5000 }));
 
-report("fanout", await benchFanout({ streams: 1000, samples: quick ? 20 : 50 }));
+if (want("fanout")) report("fanout", await benchFanout({ streams: 1000, samples: quick ? 20 : 50 }));
 
-for (const backend of ["nft", "legacy"] as const) {
+for (const backend of want("driver") ? ["nft", "legacy"] as const : []) {
   const r = await benchDriver({ endpoints: 1000, profiles: 100, rulesPerProfile: 10, incrementalSamples: quick ? 10 : 30, backend });
   report(backend === "nft" ? "driver" : "driver_legacy", r);
 }
-const e2e = await benchE2e({ samples: quick ? 50 : 200, endpoints: quick ? 50 : 200 });
-report("e2e", e2e);
-// The same path under mutual TLS (controller, API client and driver each with a certificate).
-const e2eTls = await benchE2e({ samples: quick ? 50 : 200, endpoints: quick ? 50 : 200, tls: true });
-report("e2e_tls", { ...e2eTls, p50_ratio_vs_plaintext: (e2eTls.p50_ms / e2e.p50_ms).toFixed(2), p99_ratio_vs_plaintext: (e2eTls.p99_ms / e2e.p99_ms).toFixed(2) });
+if (want("e2e")) {
+  const e2e = await benchE2e({ samples: quick ? 50 : 200, endpoints: quick ? 50 : 200 });
+  report("e2e", e2e);
+  // The same path under mutual TLS (controller, API client and driver each with a certificate).
+  const e2eTls = await benchE2e({ samples: quick ? 50 : 200, endpoints: quick ? 50 : 200, tls: true });
+  report("e2e_tls", { ...e2eTls, p50_ratio_vs_plaintext: (e2eTls.p50_ms / e2e.p50_ms).toFixed(2), p99_ratio_vs_plaintext: (e2eTls.p99_ms / e2e.p99_ms).toFixed(2) });
+}
+
+// palisade-openstack watch against a real Neutron (DESIGN §11.7): latency, idle-poll cost at two sizes, full resync.
+if (want("openstack")) report("openstack", await benchOpenstack({ sizes: quick ? [100, 500] : [100, 1000], samples: quick ? 10 : 30 }));
 
 if (jsonAt >= 0) writeFileSync(args[jsonAt + 1]!, `${JSON.stringify(results, null, 2)}\n`);
 process.exit(0);
