@@ -5,7 +5,7 @@
 // The shape checks only make sure every field the translator reads has the
 // type Neutron gives it; they never judge values (translate.ts does that,
 // with reasons in Palisade's terms). Fields the translator does not read
-// (created_at, revision_number, tags, standard_attr_id, binding:profile, ...)
+// (created_at, tags, standard_attr_id, binding:vif_details, ...)
 // are accepted whatever they hold and are not kept: Neutron adds fields from
 // release to release, and a newer cloud must not break the adapter.
 //

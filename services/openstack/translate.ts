@@ -85,6 +85,10 @@
 //   operational and ignored), profile_ids = security_groups sorted
 //   (duplicates dropped; all rules allow, so order has no meaning, and
 //   Neutron's is not stable), labels {"palisade.io/owner": "openstack"}.
+// - Live migration (DESIGN §11.6): given the port's bindings, the same
+//   endpoint also on the host of every INACTIVE binding that did not fail
+//   (migrationHosts) — the destination before activation, the source after
+//   it, until Nova deletes that binding.
 // - One address space: an address held by ports on different networks
 //   stays with the fixed-IP holder when there is exactly one network
 //   holding it as a fixed IP; otherwise it is taken from all of them

@@ -108,6 +108,13 @@ policy_file = ${dir}/policy.yaml
 policy_dirs = ${dir}/policy.d
 [oslo_concurrency]
 lock_path = ${dir}/lock
+# No quotas: the bench makes 1,000 ports (the defaults: 500 ports, 10 groups, 100 rules per project).
+[quotas]
+quota_port = -1
+quota_security_group = -1
+quota_security_group_rule = -1
+quota_network = -1
+quota_subnet = -1
 [ml2]
 type_drivers = flat
 tenant_network_types =
