@@ -150,8 +150,8 @@ program.command("watch")
   .description("follow Neutron's changes and keep Palisade in step (runs until SIGTERM)")
   .requiredOption("--neutron-url <url>", "Neutron endpoint, e.g. http://controller:9696 (env PALISADE_NEUTRON_URL)", envDefault("PALISADE_NEUTRON_URL"))
   .option("--interval <seconds>", "seconds between change checks, 0.2-86400 (env PALISADE_OPENSTACK_INTERVAL)", envDefault("PALISADE_OPENSTACK_INTERVAL", "1"))
-  .option("--resync-interval <seconds>", "seconds between full listings of everything, the safety net (env PALISADE_OPENSTACK_RESYNC_INTERVAL)", envDefault("PALISADE_OPENSTACK_RESYNC_INTERVAL", "300"))
-  .option("--deletion-check-interval <seconds>", "changed-since feed: seconds between id listings that find deleted ports and groups", "10")
+  .option("--resync-interval <seconds>", "seconds between full listings of everything, the safety net; default 300, at least --interval (env PALISADE_OPENSTACK_RESYNC_INTERVAL)", envDefault("PALISADE_OPENSTACK_RESYNC_INTERVAL"))
+  .option("--deletion-check-interval <seconds>", "changed-since feed: seconds between id listings that find deleted ports and groups; default 10, at least --interval")
   .addOption(new Option("--change-feed <feed>", "how changes are found: changed-since needs Neutron's filter_validation = false; revisions lists ids and revisions; auto picks changed-since when Neutron accepts it").choices(["auto", "changed-since", "revisions"]).default("auto"))
   .option("--os-token <token>", "a Keystone token (env OS_TOKEN); or the password credentials below")
   .option("--os-auth-url <url>", "Keystone URL (env OS_AUTH_URL)")
@@ -166,14 +166,15 @@ program.command("watch")
   .option("--metrics-listen <host:port>", "Prometheus metrics / health HTTP address (env PALISADE_METRICS_LISTEN)", envDefault("PALISADE_METRICS_LISTEN"))
   .option("--log-level <level>", "trace, debug, info, warn, error (env PALISADE_LOG_LEVEL)", envDefault("PALISADE_LOG_LEVEL", "info"))
   .action(async (o: {
-    neutronUrl: string; interval: string; resyncInterval: string; deletionCheckInterval: string; changeFeed: "auto" | ChangeFeed; once?: boolean; logLevel: string; strict?: boolean; allowMassDelete?: boolean; metricsListen?: string;
+    neutronUrl: string; interval: string; resyncInterval?: string; deletionCheckInterval?: string; changeFeed: "auto" | ChangeFeed; once?: boolean; logLevel: string; strict?: boolean; allowMassDelete?: boolean; metricsListen?: string;
     osToken?: string; osAuthUrl?: string; osUsername?: string; osPassword?: string; osProjectName?: string; osUserDomainName?: string; osProjectDomainName?: string;
   }) => {
     const interval = Number(o.interval);
     if (!Number.isFinite(interval) || interval < 0.2 || interval > 86_400) throw new UsageError("--interval must be 0.2-86400 seconds");
-    const resync = Number(o.resyncInterval);
+    // Defaults follow a long --interval (an operator's old PALISADE_OPENSTACK_INTERVAL=30 stays valid).
+    const resync = o.resyncInterval === undefined ? Math.max(300, interval) : Number(o.resyncInterval);
     if (!Number.isFinite(resync) || resync < interval || resync > 86_400) throw new UsageError("--resync-interval must be --interval-86400 seconds");
-    const deletionCheck = Number(o.deletionCheckInterval);
+    const deletionCheck = o.deletionCheckInterval === undefined ? Math.min(resync, Math.max(10, interval)) : Number(o.deletionCheckInterval);
     if (!Number.isFinite(deletionCheck) || deletionCheck < interval || deletionCheck > resync) throw new UsageError("--deletion-check-interval must be between --interval and --resync-interval");
     if (!/^https?:\/\/[^\s]+$/.test(o.neutronUrl)) throw new UsageError(`--neutron-url: expected http(s)://HOST:PORT, got '${o.neutronUrl}'`);
     let auth;
