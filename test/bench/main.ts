@@ -42,7 +42,7 @@ if (want("e2e")) {
 }
 
 // palisade-openstack watch against a real Neutron (DESIGN §11.7): latency, idle-poll cost at two sizes, full resync.
-if (want("openstack")) report("openstack", await benchOpenstack({ sizes: quick ? [100, 300] : [100, 1000], samples: quick ? 10 : 20 }));
+if (want("openstack")) report("openstack", await benchOpenstack({ sizes: quick ? [100, 500] : [100, 1000], samples: 20 }));
 
 if (jsonAt >= 0) writeFileSync(args[jsonAt + 1]!, `${JSON.stringify(results, null, 2)}\n`);
 process.exit(0);

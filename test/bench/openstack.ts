@@ -63,7 +63,15 @@ export async function benchOpenstack(opts: { sizes: [number, number]; samples: n
     const grow = async (to: number) => {
       for (; made < to; made++) {
         const i = made;
-        await api.port({ network_id: net.id, device_id: `vm-${i}`, "binding:host_id": i % 20 === 0 ? "hv1" : `hv-${2 + (i % 10)}`, security_groups: [groups[i % 10]!.id] });
+        // This Neutron (SQLite, one API worker, its own periodic workers) now and then answers 500: try again.
+        for (let attempt = 1; ; attempt++) {
+          try {
+            await api.port({ network_id: net.id, device_id: `vm-${i}`, "binding:host_id": i % 20 === 0 ? "hv1" : `hv-${2 + (i % 10)}`, security_groups: [groups[i % 10]!.id] });
+            break;
+          } catch (e) {
+            if (attempt >= 3 || !/HTTP 500/.test(String(e))) throw e;
+          }
+        }
       }
     };
 
