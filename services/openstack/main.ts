@@ -4,7 +4,8 @@
 // only what the adapter owns is created, updated or deleted (reconcile.ts),
 // one transaction per sync (sync.ts).
 //   sync --security-groups FILE --ports FILE [--address-groups FILE] [--dry-run]
-//   watch --neutron-url URL [--interval SECONDS] (token or Keystone password credentials)
+//   watch --neutron-url URL [--interval SECONDS] [--resync-interval SECONDS] [--change-feed auto|changed-since|revisions]
+//         (token or Keystone password credentials; change-driven: watch.ts, DESIGN §11.7)
 //   status [-o table|json]
 // Exit codes: 0 success, 1 failure (one-line reason on stderr), 2 usage error.
 import { formatTable } from "../runtime/cli-table.js";
@@ -27,6 +28,7 @@ import {
 } from "./translate.js";
 import { isOwned } from "./reconcile.js";
 import { createAdapterMetrics } from "./metrics.js";
+import { createWatcher, type ChangeFeed } from "./watch.js";
 import { startMetricsServer } from "../runtime/metrics-server.js";
 
 const program = controllerProgram("palisade-openstack", "OpenStack adapter: Neutron security groups and ports onto Palisade profiles and endpoints", {
@@ -145,9 +147,12 @@ program.command("fetch")
   });
 
 program.command("watch")
-  .description("poll Neutron and keep Palisade in step (runs until SIGTERM)")
+  .description("follow Neutron's changes and keep Palisade in step (runs until SIGTERM)")
   .requiredOption("--neutron-url <url>", "Neutron endpoint, e.g. http://controller:9696 (env PALISADE_NEUTRON_URL)", envDefault("PALISADE_NEUTRON_URL"))
-  .option("--interval <seconds>", "seconds between polls (env PALISADE_OPENSTACK_INTERVAL)", envDefault("PALISADE_OPENSTACK_INTERVAL", "30"))
+  .option("--interval <seconds>", "seconds between change checks, 0.2-86400 (env PALISADE_OPENSTACK_INTERVAL)", envDefault("PALISADE_OPENSTACK_INTERVAL", "1"))
+  .option("--resync-interval <seconds>", "seconds between full listings of everything, the safety net; default 300, at least --interval (env PALISADE_OPENSTACK_RESYNC_INTERVAL)", envDefault("PALISADE_OPENSTACK_RESYNC_INTERVAL"))
+  .option("--deletion-check-interval <seconds>", "changed-since feed: seconds between id listings that find deleted ports and groups; default 10, at least --interval")
+  .addOption(new Option("--change-feed <feed>", "how changes are found: changed-since needs Neutron's filter_validation = false; revisions lists ids and revisions; auto picks changed-since when Neutron accepts it").choices(["auto", "changed-since", "revisions"]).default("auto"))
   .option("--os-token <token>", "a Keystone token (env OS_TOKEN); or the password credentials below")
   .option("--os-auth-url <url>", "Keystone URL (env OS_AUTH_URL)")
   .option("--os-username <name>", "(env OS_USERNAME)")
@@ -161,11 +166,16 @@ program.command("watch")
   .option("--metrics-listen <host:port>", "Prometheus metrics / health HTTP address (env PALISADE_METRICS_LISTEN)", envDefault("PALISADE_METRICS_LISTEN"))
   .option("--log-level <level>", "trace, debug, info, warn, error (env PALISADE_LOG_LEVEL)", envDefault("PALISADE_LOG_LEVEL", "info"))
   .action(async (o: {
-    neutronUrl: string; interval: string; once?: boolean; logLevel: string; strict?: boolean; allowMassDelete?: boolean; metricsListen?: string;
+    neutronUrl: string; interval: string; resyncInterval?: string; deletionCheckInterval?: string; changeFeed: "auto" | ChangeFeed; once?: boolean; logLevel: string; strict?: boolean; allowMassDelete?: boolean; metricsListen?: string;
     osToken?: string; osAuthUrl?: string; osUsername?: string; osPassword?: string; osProjectName?: string; osUserDomainName?: string; osProjectDomainName?: string;
   }) => {
     const interval = Number(o.interval);
-    if (!Number.isFinite(interval) || interval < 1 || interval > 86_400) throw new UsageError("--interval must be 1-86400 seconds");
+    if (!Number.isFinite(interval) || interval < 0.2 || interval > 86_400) throw new UsageError("--interval must be 0.2-86400 seconds");
+    // Defaults follow a long --interval (an operator's old PALISADE_OPENSTACK_INTERVAL=30 stays valid).
+    const resync = o.resyncInterval === undefined ? Math.max(300, interval) : Number(o.resyncInterval);
+    if (!Number.isFinite(resync) || resync < interval || resync > 86_400) throw new UsageError("--resync-interval must be --interval-86400 seconds");
+    const deletionCheck = o.deletionCheckInterval === undefined ? Math.min(resync, Math.max(10, interval)) : Number(o.deletionCheckInterval);
+    if (!Number.isFinite(deletionCheck) || deletionCheck < interval || deletionCheck > resync) throw new UsageError("--deletion-check-interval must be between --interval and --resync-interval");
     if (!/^https?:\/\/[^\s]+$/.test(o.neutronUrl)) throw new UsageError(`--neutron-url: expected http(s)://HOST:PORT, got '${o.neutronUrl}'`);
     let auth;
     try {
@@ -192,14 +202,33 @@ program.command("watch")
     const stop = (signal: string) => { logger.info({ signal }, "stopping"); abort.abort(); };
     process.once("SIGTERM", () => stop("SIGTERM"));
     process.once("SIGINT", () => stop("SIGINT"));
-    const backoff = createBackoff({ initialMs: 1_000, maxMs: interval * 1000 });
+    // After a failure the next poll is a full listing: back off up to 30 s, not just one interval.
+    const backoff = createBackoff({ initialMs: 1_000, maxMs: Math.max(interval, 30) * 1000 });
+    const watcher = createWatcher({ neutron, feed: o.changeFeed, resyncMs: resync * 1000, deletionCheckMs: deletionCheck * 1000 });
     let lastWarnings = "";
-    logger.info({ neutron: redactUrl(o.neutronUrl), interval, auth: auth.kind }, "watching Neutron");
+    let loggedFeed = false;
+    logger.info({ neutron: redactUrl(o.neutronUrl), interval, resyncInterval: resync, auth: auth.kind }, "watching Neutron");
     while (!abort.signal.aborted) {
       let wait = interval * 1000;
       try {
-        const snap = await neutron.snapshot();
-        const result = translate(snap, modeOf(o.strict));
+        const poll = await watcher.poll();
+        metrics.polls.inc({ kind: poll.kind });
+        if (!loggedFeed) {
+          logger.info({ feed: poll.feed }, poll.feed === "changed-since"
+            ? "change feed: changed_since (idle polls read only what changed)"
+            : "change feed: revisions listing (Neutron refuses changed_since while filter_validation is on; idle polls list ids and revisions)");
+          loggedFeed = true;
+        }
+        if (poll.kind === "idle") {
+          // Nothing changed in Neutron: nothing to translate or write.
+          lastOk = Date.now();
+          metrics.lastSuccess.set(Math.floor(lastOk / 1000));
+          backoff.reset();
+          await sleep(wait, abort.signal);
+          continue;
+        }
+        logger.debug({ kind: poll.kind, ...poll.changed }, "Neutron changed");
+        const result = translate(poll.input(), modeOf(o.strict));
         // Warnings repeat every poll while Neutron is unchanged: log them when they change.
         const w = JSON.stringify([result.warnings, result.leftOut]);
         if (w !== lastWarnings) {
@@ -221,6 +250,8 @@ program.command("watch")
         // Nothing is written when Neutron or the translation fails: the last
         // good state stays in force.
         const err = e as Error;
+        // What is held may be half-updated: read everything again next time.
+        watcher.invalidate();
         metrics.syncs.inc({ result: "failed" });
         const detail = e instanceof TranslateError ? e.issues.slice(0, 20).map(formatTranslateIssue) : e instanceof AdapterError ? e.details.slice(0, 20) : undefined;
         // Stopping (SIGTERM/SIGINT cut the request short) is not a failure to retry.

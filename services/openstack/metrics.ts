@@ -12,6 +12,7 @@ export function createAdapterMetrics() {
       help: "Endpoint deletions the mass-deletion guard holds back (0 when none; --allow-mass-delete applies them)", registers: [registry],
     }),
     syncs: new Counter({ name: "palisade_openstack_syncs_total", help: "Syncs by result (ok, failed)", labelNames: ["result"], registers: [registry] }),
+    polls: new Counter({ name: "palisade_openstack_polls_total", help: "Neutron polls by kind: full (everything listed), changes (something changed), idle", labelNames: ["kind"], registers: [registry] }),
     lastSuccess: new Gauge({ name: "palisade_openstack_last_success_timestamp_seconds", help: "Unix time of the last successful sync", registers: [registry] }),
   };
 }

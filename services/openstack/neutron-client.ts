@@ -33,9 +33,15 @@
 //   in the later group listing, and every address group a listed rule names
 //   is in the address-group listing: no transient "missing profile" (which
 //   Palisade treats as deny-all) from the snapshot not being atomic.
+// - The change feeds of `watch` (watch.ts, DESIGN §11.7) use the same
+//   listing with a query: `fields=id&fields=revision_number` (revisions),
+//   `changed_since=` (needs filter_validation = false), `id=…` (what
+//   changed, BY_ID_CHUNK ids per request); and GET /ports/{id}/bindings.
+//   Neutron's clock is read from its Date header: a changed_since cursor
+//   must not depend on ours.
 import {
-  parseAddressGroupsFile, parsePortsFile, parseSecurityGroupsFile,
-  type NeutronAddressGroup, type NeutronPort, type NeutronSecurityGroup,
+  parseAddressGroupsFile, parseBindings, parsePortsFile, parseRevisions, parseSecurityGroupsFile,
+  type NeutronAddressGroup, type NeutronBinding, type NeutronPort, type NeutronRevision, type NeutronSecurityGroup,
 } from "./neutron-types.js";
 
 export type NeutronAuth =
@@ -74,12 +80,33 @@ export interface NeutronSnapshot {
   addressGroups?: NeutronAddressGroup[];
 }
 
+export type ChangeCollection = "ports" | "security_groups";
+
 export interface NeutronClient {
   snapshot(): Promise<NeutronSnapshot>;
   listSecurityGroups(): Promise<NeutronSecurityGroup[]>;
   listPorts(): Promise<NeutronPort[]>;
   /** Undefined when Neutron answers 404 (no address-group extension). */
   listAddressGroups(): Promise<NeutronAddressGroup[] | undefined>;
+  /** Every object's id and revision_number only (fields=id&fields=revision_number): the revisions feed. */
+  listRevisions(key: ChangeCollection): Promise<NeutronRevision[]>;
+  /** Whole objects changed at or after `since` (YYYY-MM-DDTHH:MM:SSZ): needs filter_validation = false. */
+  listChangedSince(key: "ports", since: string): Promise<NeutronPort[]>;
+  listChangedSince(key: "security_groups", since: string): Promise<NeutronSecurityGroup[]>;
+  /** The objects with these ids (those that still exist), in requests of at most BY_ID_CHUNK ids. */
+  getByIds(key: "ports", ids: string[]): Promise<NeutronPort[]>;
+  getByIds(key: "security_groups", ids: string[]): Promise<NeutronSecurityGroup[]>;
+  /** A port's bindings (GET /v2.0/ports/{id}/bindings); undefined when the port is gone (404). */
+  listBindings(portId: string): Promise<NeutronBinding[] | undefined>;
+  /**
+   * Whether Neutron accepts `changed_since` as a list filter: true, or false
+   * when it refuses it (HTTP 400, `filter_validation` on, Neutron's default).
+   */
+  supportsChangedSince(): Promise<boolean>;
+  /** Neutron's clock (its last Date header, ms since the epoch); undefined before the first answer. */
+  serverTime(): number | undefined;
+  /** Requests made and response bytes read so far (the bench's cost measure). */
+  stats(): { requests: number; bytes: number };
 }
 
 /** Any failure talking to Neutron or Keystone. One line; never holds the password or a token. */
@@ -100,6 +127,8 @@ export const DEFAULT_PAGE_SIZE = 500;
 export const TOKEN_RENEW_MS = 60_000;
 /** Pagination guard: more pages than this is an error. */
 export const MAX_PAGES = 10_000;
+/** Ids per `?id=…&id=…` request: ~1.6 KB of query, well under any proxy's URL limit. */
+export const BY_ID_CHUNK = 40;
 const BODY_SNIPPET = 200;
 
 // ---------------------------------------------------------------------------
@@ -161,11 +190,12 @@ interface CachedToken {
   expiresAt: number;
 }
 
-type Collection = "security_groups" | "ports" | "address_groups";
+type Collection = "security_groups" | "ports" | "address_groups" | "bindings";
 const PATHS: Record<Collection, string> = {
   security_groups: "security-groups",
   ports: "ports",
   address_groups: "address-groups",
+  bindings: "(per port)",
 };
 
 // ---------------------------------------------------------------------------
@@ -206,6 +236,9 @@ export function createNeutronClient(o: NeutronClientOptions): NeutronClient {
     return s.length > BODY_SNIPPET ? `${s.slice(0, BODY_SNIPPET)}…` : s;
   };
 
+  const counters = { requests: 0, bytes: 0 };
+  let lastServerDate: number | undefined;
+
   /** One HTTP exchange with the timeout on headers and body; network failures become NeutronApiError. */
   async function exchange(
     what: string, method: string, url: string, headers: Record<string, string>, body?: string,
@@ -215,6 +248,12 @@ export function createNeutronClient(o: NeutronClientOptions): NeutronClient {
     try {
       const res = await doFetch(url, { method, headers, body, signal, redirect: "error" });
       const text = await res.text();
+      counters.requests++;
+      counters.bytes += text.length;
+      if (what === "Neutron") {
+        const date = Date.parse(res.headers.get("date") ?? "");
+        if (!Number.isNaN(date)) lastServerDate = date;
+      }
       return { status: res.status, headers: res.headers, text };
     } catch (e) {
       if (timeout.aborted) throw fail(`${what} ${method} ${showUrl(url)}: no complete answer within ${timeoutMs} ms`, url);
@@ -317,9 +356,9 @@ export function createNeutronClient(o: NeutronClientOptions): NeutronClient {
   }
 
   /** All pages of one collection, concatenated; undefined when the first page is a 404 and that is allowed. */
-  async function listAll(key: Collection, allow404: boolean): Promise<unknown[] | undefined> {
-    const collectionUrl = `${base}/${PATHS[key]}`;
-    let url = `${collectionUrl}?limit=${pageSize}`;
+  async function listAll(key: Collection, allow404: boolean, query = "", path = PATHS[key]): Promise<unknown[] | undefined> {
+    const collectionUrl = `${base}/${path}`;
+    let url = `${collectionUrl}?limit=${pageSize}${query}`;
     const seen = new Set<string>([url]);
     const items: unknown[] = [];
     for (let page = 1; ; page++) {
@@ -376,6 +415,7 @@ export function createNeutronClient(o: NeutronClientOptions): NeutronClient {
       case "security_groups": return parseSecurityGroupsFile(json);
       case "ports": return parsePortsFile(json);
       case "address_groups": return parseAddressGroupsFile(json);
+      case "bindings": return parseBindings(json, "");
     }
   }
 
@@ -388,10 +428,67 @@ export function createNeutronClient(o: NeutronClientOptions): NeutronClient {
     return items === undefined ? undefined : validate("address_groups", { address_groups: items });
   };
 
+  const FINGERPRINT = "&fields=id&fields=revision_number";
+  const parseList = (key: ChangeCollection, items: unknown[] | undefined): unknown[] =>
+    key === "ports" ? validate("ports", { ports: items }) : validate("security_groups", { security_groups: items });
+
+  async function getByIds(key: ChangeCollection, ids: string[]): Promise<unknown[]> {
+    const out: unknown[] = [];
+    for (let i = 0; i < ids.length; i += BY_ID_CHUNK) {
+      const q = ids.slice(i, i + BY_ID_CHUNK).map((id) => `&id=${encodeURIComponent(id)}`).join("");
+      out.push(...parseList(key, await listAll(key, false, q)));
+    }
+    return out;
+  }
+
   return {
     listSecurityGroups,
     listPorts,
     listAddressGroups,
+    listRevisions: async (key) => parseRevisions({ [key]: await listAll(key, false, FINGERPRINT) }, key),
+    listChangedSince: (async (key: ChangeCollection, since: string) =>
+      parseList(key, await listAll(key, false, `&changed_since=${encodeURIComponent(since)}`))) as NeutronClient["listChangedSince"],
+    getByIds: getByIds as NeutronClient["getByIds"],
+    async listBindings(portId: string): Promise<NeutronBinding[] | undefined> {
+      // Paginated when Neutron's pagination_max_limit is set — but Neutron
+      // (Zed) ignores the marker of this sub-collection: page two repeats
+      // page one with the same next link, for ever. A port has a binding
+      // per host and only a few hosts (active, a migration's other end), so
+      // pages are followed until one brings no new host (or repeats).
+      const collectionUrl = `${base}/ports/${encodeURIComponent(portId)}/bindings`;
+      let url = `${collectionUrl}?limit=${pageSize}`;
+      const seen = new Set<string>([url]);
+      const byHost = new Map<string, unknown>();
+      for (let page = 1; page <= 20; page++) {
+        const json = await getJson(url, page === 1);
+        if (json === undefined) return undefined;
+        if (!isObject(json) || !Array.isArray(json.bindings)) return parseBindings(json, portId); // says what is wrong with it
+        const list: unknown[] = json.bindings;
+        const before = byHost.size;
+        for (const b of parseBindings({ bindings: list }, portId)) byHost.set(b.host, b);
+        const next = nextLink(json, "bindings", url);
+        if (next === undefined || byHost.size === before) break;
+        const target = new URL(collectionUrl);
+        target.search = next.search;
+        url = target.toString();
+        if (seen.has(url)) break;
+        seen.add(url);
+      }
+      return [...byHost.values()] as NeutronBinding[];
+    },
+    async supportsChangedSince(): Promise<boolean> {
+      // A time in the future of any port: the answer is empty when accepted.
+      const url = `${base}/ports?limit=1&fields=id&changed_since=${encodeURIComponent(neutronTime(Date.now() + 86_400_000))}`;
+      try {
+        await getJson(url, false);
+        return true;
+      } catch (e) {
+        if (e instanceof NeutronApiError && e.status === 400 && /changed_since/.test(e.message)) return false;
+        throw e;
+      }
+    },
+    serverTime: () => lastServerDate,
+    stats: () => ({ ...counters }),
     async snapshot(): Promise<NeutronSnapshot> {
       // Order matters; see the header comment.
       const ports = await listPorts();
@@ -400,6 +497,11 @@ export function createNeutronClient(o: NeutronClientOptions): NeutronClient {
       return addressGroups === undefined ? { securityGroups, ports } : { securityGroups, ports, addressGroups };
     },
   };
+}
+
+/** A time as Neutron's changed_since wants it: YYYY-MM-DDTHH:MM:SSZ (whole seconds, rounded down). */
+export function neutronTime(ms: number): string {
+  return new Date(Math.floor(ms / 1000) * 1000).toISOString().replace(/\.\d{3}Z$/, "Z");
 }
 
 /** fetch's error, with its cause (where undici puts ECONNREFUSED and the like). */

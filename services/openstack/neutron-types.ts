@@ -5,7 +5,7 @@
 // The shape checks only make sure every field the translator reads has the
 // type Neutron gives it; they never judge values (translate.ts does that,
 // with reasons in Palisade's terms). Fields the translator does not read
-// (created_at, revision_number, tags, standard_attr_id, binding:profile, ...)
+// (created_at, tags, standard_attr_id, binding:vif_details, ...)
 // are accepted whatever they hold and are not kept: Neutron adds fields from
 // release to release, and a newer cloud must not break the adapter.
 //
@@ -476,6 +476,69 @@ export function parseAddressGroupsFile(json: unknown): NeutronAddressGroup[] {
     }
     if (issues.length !== before || id === undefined) return;
     out.push(name === undefined ? { id, addresses } : { id, name, addresses });
+  });
+  return done(issues, out);
+}
+
+/** One element of GET /v2.0/ports/{id}/bindings (the port-bindings extension). */
+export interface NeutronBinding {
+  host: string;
+  /** "ACTIVE" (the port's binding:host_id) or "INACTIVE" (a live migration's other end). */
+  status: string;
+  /** "binding_failed": no mechanism driver could bind there; "unbound": the source after activation. */
+  vif_type?: string;
+}
+
+/** Validates {"bindings": [...]} (GET /v2.0/ports/{id}/bindings); `port` names the object in messages. */
+export function parseBindings(json: unknown, port: string): NeutronBinding[] {
+  const issues: TranslateIssue[] = [];
+  const list = listBody(json, "bindings", `bindings of port ${printable(port)}`, `/v2.0/ports/${printable(port)}/bindings`, issues);
+  const out: NeutronBinding[] = [];
+  list?.forEach((raw, i) => {
+    const object = `port ${printable(port)} binding ${i}`;
+    if (!isObject(raw)) {
+      issues.push({ object, field: "", reason: `must be an object, not ${typeName(raw)}` });
+      return;
+    }
+    const f = new Fields(raw, object, "", issues);
+    const before = issues.length;
+    const host = f.id("host");
+    const status = f.id("status");
+    const vif = f.optString("vif_type");
+    if (issues.length !== before || host === undefined || status === undefined) return;
+    out.push(vif === undefined ? { host, status } : { host, status, vif_type: vif });
+  });
+  return done(issues, out);
+}
+
+/** What a change feed reads per object: its id and Neutron's revision_number. */
+export interface NeutronRevision {
+  id: string;
+  revision_number: number;
+}
+
+/**
+ * Validates {"<key>": [{"id", "revision_number"}, ...]} (a listing with
+ * fields=id&fields=revision_number). revision_number is required: without
+ * the standard-attr-revisions extension there is nothing to compare.
+ */
+export function parseRevisions(json: unknown, key: "ports" | "security_groups"): NeutronRevision[] {
+  const issues: TranslateIssue[] = [];
+  const list = listBody(json, key, `${key} revisions`, `/v2.0/${key.replace("_", "-")}`, issues);
+  const out: NeutronRevision[] = [];
+  list?.forEach((raw, i) => {
+    if (!isObject(raw)) {
+      issues.push({ object: `${key} revisions`, field: `${key}[${i}]`, reason: `must be an object, not ${typeName(raw)}` });
+      return;
+    }
+    const f = new Fields(raw, objectName(key === "ports" ? "port" : "security group", key, i, raw), "", issues);
+    const id = f.id("id");
+    const rev = (raw as Raw).revision_number;
+    if (typeof rev !== "number" || !Number.isSafeInteger(rev)) {
+      f.report("revision_number", "is required (an integer): Neutron's standard-attr-revisions extension must be on for a change feed");
+      return;
+    }
+    if (id !== undefined) out.push({ id, revision_number: rev });
   });
   return done(issues, out);
 }

@@ -85,6 +85,10 @@
 //   operational and ignored), profile_ids = security_groups sorted
 //   (duplicates dropped; all rules allow, so order has no meaning, and
 //   Neutron's is not stable), labels {"palisade.io/owner": "openstack"}.
+// - Live migration (DESIGN §11.6): given the port's bindings, the same
+//   endpoint also on the host of every INACTIVE binding that did not fail
+//   (migrationHosts) — the destination before activation, the source after
+//   it, until Nova deletes that binding.
 // - One address space: an address held by ports on different networks
 //   stays with the fixed-IP holder when there is exactly one network
 //   holding it as a fixed IP; otherwise it is taken from all of them
@@ -122,12 +126,12 @@ import {
 } from "../model/index.js";
 import {
   TranslateError,
-  type NeutronAddressGroup, type NeutronPort, type NeutronSecurityGroup, type NeutronSecurityGroupRule, type TranslateIssue,
+  type NeutronAddressGroup, type NeutronBinding, type NeutronPort, type NeutronSecurityGroup, type NeutronSecurityGroupRule, type TranslateIssue,
 } from "./neutron-types.js";
 
 export { parseAddressGroupsFile, parsePortsFile, parseSecurityGroupsFile, TranslateError, formatTranslateIssue } from "./neutron-types.js";
 export type {
-  NeutronAddressGroup, NeutronAllowedAddressPair, NeutronFixedIp, NeutronPort, NeutronSecurityGroup, NeutronSecurityGroupRule,
+  NeutronAddressGroup, NeutronAllowedAddressPair, NeutronBinding, NeutronFixedIp, NeutronPort, NeutronSecurityGroup, NeutronSecurityGroupRule,
   TranslateIssue,
 } from "./neutron-types.js";
 
@@ -142,6 +146,12 @@ export interface TranslateInput {
   securityGroups: NeutronSecurityGroup[];
   ports: NeutronPort[];
   addressGroups?: NeutronAddressGroup[];
+  /**
+   * Port bindings (GET /v2.0/ports/{id}/bindings) of the ports that have
+   * more than their active one: a live migration (DESIGN §11.6). Ports not
+   * here have one binding, binding:host_id.
+   */
+  bindings?: ReadonlyMap<string, NeutronBinding[]>;
 }
 
 export interface TranslateResult {
@@ -595,14 +605,20 @@ export function translate(input: TranslateInput, options: TranslateOptions = {})
     }
     const e = translatePort(p, ctx, needNoPortSecurity);
     if (e) {
-      endpoints.push(e);
-      networkOf.set(e, p.network_id ?? `(port ${p.id})`);
       const fixed = new Set<string>();
       for (const f of p.fixed_ips ?? []) {
         const c = parseCidr(f.ip_address.trim());
         if (c) fixed.add(formatCidr(c));
       }
-      fixedOf.set(e, fixed);
+      // The same endpoint (workload, id, addresses, profiles) on every host
+      // with an inactive binding: one address on two hosts during a
+      // migration, which the model allows (its key holds the host).
+      for (const host of [e.host, ...migrationHosts(p, input.bindings?.get(p.id), ctx)]) {
+        const copy = host === e.host ? e : { ...e, host };
+        endpoints.push(copy);
+        networkOf.set(copy, p.network_id ?? `(port ${p.id})`);
+        fixedOf.set(copy, fixed);
+      }
     }
   }
   endpoints = withoutContestedAddresses(endpoints, networkOf, fixedOf, warnings);
@@ -624,6 +640,27 @@ export function translate(input: TranslateInput, options: TranslateOptions = {})
   });
   if (issues.length && (options.onProblem ?? "refuse") === "refuse") throw new TranslateError(issues);
   return { objects: valid, warnings, skipped, leftOut: issues };
+}
+
+/**
+ * The hosts other than binding:host_id where the port must also be an
+ * endpoint (DESIGN §11.6): those of its INACTIVE bindings — the
+ * destination of a live migration before Nova activates it (the guest may
+ * run there before the activation), and the source after it, until Nova
+ * deletes that binding — except where the binding failed (no host serves
+ * it). Sorted; a host id the model refuses is reported and left out.
+ */
+function migrationHosts(p: NeutronPort, bindings: NeutronBinding[] | undefined, ctx: Context): string[] {
+  if (!bindings) return [];
+  const active = p["binding:host_id"] ?? "";
+  const hosts = new Set<string>();
+  for (const b of bindings) {
+    if (b.status !== "INACTIVE" || b.host === active || b.vif_type === "binding_failed") continue;
+    const bad = idProblem(b.host, LIMITS.hostLength);
+    if (bad) ctx.issues.push({ object: `port ${printable(p.id)}`, field: "bindings.host", reason: `${bad} (an inactive binding's host is a Palisade endpoint host); no endpoint there` });
+    else hosts.add(b.host);
+  }
+  return [...hosts].sort(compare);
 }
 
 /**

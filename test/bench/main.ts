@@ -1,4 +1,4 @@
-// npm run bench [-- --quick] [--only calc|fanout|driver|e2e|flows] [--json FILE]: performance figures, printed.
+// npm run bench [-- --quick] [--only calc|fanout|driver|e2e|flows|openstack] [--json FILE]: performance figures, printed.
 // Not part of npm test: speed is measured here, behaviour is tested there.
 import { writeFileSync } from "node:fs";
 import { benchCalc } from "./calc-scale.js";
@@ -6,6 +6,7 @@ import { benchDriver } from "./driver-apply.js";
 import { benchE2e } from "./e2e-latency.js";
 import { benchFanout } from "./fanout.js";
 import { benchFlows } from "./flows.js";
+import { benchOpenstack } from "./openstack.js";
 import { silenceIpServerNameWarning } from "../../services/runtime/tls.js";
 
 silenceIpServerNameWarning();
@@ -19,7 +20,7 @@ const results: Record<string, unknown> = {};
 
 function report(name: string, figures: Record<string, unknown>) {
   results[name] = figures;
-  process.stdout.write(`${name.padEnd(8)} ${Object.entries(figures).map(([k, v]) => `${k}=${v}`).join("  ")}\n`);
+  process.stdout.write(`${name.padEnd(8)} ${Object.entries(figures).map(([k, v]) => `${k}=${v}`).join(name === "openstack" ? "\n         " : "  ")}\n`);
 }
 
 const run = (name: string) => !only || only === name;
@@ -48,6 +49,9 @@ if (run("e2e")) {
 
 // Flow reports: a flood of denied new flows while policy changes are applied.
 if (run("flows")) report("flows", await benchFlows({ samples: quick ? 15 : 40, floodSeconds: quick ? 8 : 20, probes: quick ? 20 : 50 }));
+
+// palisade-openstack watch against a real Neutron (DESIGN §11.7): latency, idle-poll cost at two sizes, full resync.
+if (run("openstack")) report("openstack", await benchOpenstack({ sizes: quick ? [100, 500] : [100, 1000], samples: 20 }));
 
 if (jsonAt >= 0) writeFileSync(args[jsonAt + 1]!, `${JSON.stringify(results, null, 2)}\n`);
 process.exit(0);

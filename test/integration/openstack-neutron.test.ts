@@ -2,7 +2,7 @@
 // for this file: test/lab/neutron-process.ts) and a real controller and
 // etcd. Networks, groups, rules and ports are created through Neutron's REST
 // API; the tests check what the adapter writes to Palisade. Nothing is mocked.
-import { execa } from "execa";
+import { execa, type ResultPromise } from "execa";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -10,13 +10,14 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { call } from "../../services/contract/clients.js";
 import { endpointFromPb, profileFromPb } from "../../services/contract/model-wire.js";
 import { NeutronAdmin, startNeutron, type NeutronProcess } from "../lab/neutron-process.js";
+import { freePort } from "../lab/etcd-process.js";
 import { BIN, eventually, requireBuild } from "../support/binaries.js";
 import { startTestController } from "../support/controller.js";
 
 type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 
 let neutron: NeutronProcess;
-let limited: NeutronProcess; // pagination_max_limit = 2
+let limited: NeutronProcess; // pagination_max_limit = 2, filter_validation = false (changed_since accepted)
 let api: NeutronAdmin;
 let t: Awaited<ReturnType<typeof startTestController>>;
 const dir = mkdtempSync(join(tmpdir(), "palisade-os-neutron-"));
@@ -43,7 +44,7 @@ let web: Json;
 
 beforeAll(async () => {
   requireBuild();
-  [neutron, limited] = await Promise.all([startNeutron(), startNeutron({ paginationMaxLimit: 2 })]);
+  [neutron, limited] = await Promise.all([startNeutron(), startNeutron({ paginationMaxLimit: 2, filterValidation: false })]);
   api = new NeutronAdmin(neutron.url);
   t = await startTestController();
   net = await api.network("net-a", "198.18.10.0/24", "2001:db8:10::/64");
@@ -150,4 +151,80 @@ describe("address ownership", () => {
     expect(eps.find((e) => e.id === thief.id)!.ipv4Nets).not.toContain(`${addr}/32`);
     expect(r.stdout + r.stderr).toMatch(/fixed IPs win/);
   });
+});
+
+// watch as it runs in production, against the real Neutron: one Neutron with
+// its default configuration (changed_since refused: the revisions feed), one
+// with filter_validation = false (the changed_since feed; it also paginates
+// every listing by 2). Each watch writes to its own controller.
+describe.each([
+  { feed: "revisions", which: () => neutron },
+  { feed: "changed-since", which: () => limited },
+])("watch follows Neutron's changes ($feed feed)", ({ feed, which }) => {
+  it("rule, port and deletion changes are written within seconds; a live migration's inactive binding gets an endpoint; idle polls write nothing", async () => {
+    const n = which();
+    const a = new NeutronAdmin(n.url, `c0ffee00c0ffee00c0ffee00c0ffee0${feed === "revisions" ? "1" : "2"}`);
+    const ctl = await startTestController();
+    const metricsPort = await freePort();
+    let watch: ResultPromise | undefined;
+    let log = "";
+    try {
+      const wn = await a.network(`net-w-${feed}`, "198.18.40.0/24");
+      const g = await a.group(`w-${feed}`);
+      const vm = await a.port({ network_id: wn.id, device_id: "vm-w1", "binding:host_id": "hv1", security_groups: [g.id] });
+      const gone = await a.port({ network_id: wn.id, device_id: "vm-w2", "binding:host_id": "hv1", security_groups: [g.id] });
+      watch = execa(process.execPath, [
+        BIN.openstack, "--insecure", "--controller", ctl.address, "watch", "--neutron-url", n.url, "--interval", "1",
+        "--deletion-check-interval", "2", "--metrics-listen", `127.0.0.1:${metricsPort}`, "--log-level", "debug",
+      ], { reject: false, env: { NO_COLOR: "1", OS_TOKEN: "noauth" }, all: true, buffer: false });
+      watch.all!.on("data", (d: Buffer) => { log += d.toString(); });
+      const eps = async () => (await call(ctl.clients.policy, ctl.clients.policy.listEndpoints, { host: "" })).endpoints.map(endpointFromPb).filter((e) => e.orchestrator === "openstack");
+      const rulesOf = async (id: string) => (await call(ctl.clients.policy, ctl.clients.policy.listProfiles, {})).profiles.map(profileFromPb).find((p) => p.id === id)?.inboundRules ?? [];
+      const within = async (what: string, fn: () => Promise<boolean>) => {
+        const t0 = Date.now();
+        try {
+          await eventually(fn, { what: `${what} (${feed})`, timeoutMs: 15_000, intervalMs: 50 });
+        } catch (e) {
+          throw new Error(`${(e as Error).message}; the watch's log ends:\n${log.slice(-4000)}`);
+        }
+        return Date.now() - t0;
+      };
+      await within("first sync", async () => (await eps()).some((e) => e.id === vm.id));
+      expect(log).toMatch(feed === "revisions" ? /change feed: revisions listing/ : /change feed: changed_since/);
+
+      // A rule added, then a port changed, then a port deleted.
+      const rule = await a.rule(g.id, { protocol: "tcp", port_range_min: 8443, port_range_max: 8443 });
+      const tRule = await within("rule added", async () => (await rulesOf(g.id)).some((r) => r.match.dstPorts?.[0]?.first === 8443));
+      await a.request("DELETE", `/security-group-rules/${rule.id}`);
+      const tRevoke = await within("rule deleted", async () => !(await rulesOf(g.id)).some((r) => r.match.dstPorts?.[0]?.first === 8443));
+      await a.updatePort(vm.id, { admin_state_up: false });
+      const tPort = await within("port admin down", async () => (await eps()).find((e) => e.id === vm.id)?.state === "inactive");
+      await a.request("DELETE", `/ports/${gone.id}`);
+      const tDelete = await within("port deleted", async () => !(await eps()).some((e) => e.id === gone.id));
+      console.log(`${feed}: rule added ${tRule} ms, rule deleted ${tRevoke} ms, port changed ${tPort} ms, port deleted ${tDelete} ms (from the Neutron call returning)`);
+
+      // Live migration through the real bindings API, as Nova drives it.
+      const hostsOf = async () => (await eps()).filter((e) => e.id === vm.id).map((e) => e.host).sort();
+      await a.request("POST", `/ports/${vm.id}/bindings`, { binding: { host: "hv2", project_id: a.projectId, tenant_id: a.projectId } });
+      await within("endpoint on the destination while its binding is inactive", async () => (await hostsOf()).join() === "hv1,hv2");
+      await a.request("PUT", `/ports/${vm.id}/bindings/hv2/activate`);
+      expect((await a.request("GET", `/ports/${vm.id}`)).port["binding:host_id"]).toBe("hv2");
+      // Let a few polls pass: the source stays while its (now unbound) binding exists.
+      await new Promise((r) => setTimeout(r, 2_500));
+      expect(await hostsOf()).toEqual(["hv1", "hv2"]);
+      await a.request("DELETE", `/ports/${vm.id}/bindings/hv1`);
+      await within("source endpoint gone with its binding", async () => (await hostsOf()).join() === "hv2");
+
+      // Idle polls happen and write nothing.
+      const rev = (await call(ctl.clients.policy, ctl.clients.policy.getRevision, {})).revision;
+      await new Promise((r) => setTimeout(r, 2_500));
+      expect((await call(ctl.clients.policy, ctl.clients.policy.getRevision, {})).revision).toBe(rev);
+      const metrics = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+      expect(Number(/^palisade_openstack_polls_total\{kind="idle"\} (\d+)/m.exec(metrics)?.[1] ?? 0)).toBeGreaterThan(0);
+    } finally {
+      watch?.kill("SIGTERM");
+      await watch;
+      await ctl.stop();
+    }
+  }, 120_000);
 });

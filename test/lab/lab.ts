@@ -46,6 +46,10 @@ export function createLab(prefix: string) {
   const namespaces: string[] = [];
   const processes = new Set<{ pid?: number; kill(sig?: NodeJS.Signals): boolean }>();
   let links = 0;
+  /** "a>b": b's addresses on the link from a to b (a's next hop to b). */
+  const nextHop = new Map<string, { v4: string; v6: string }>();
+  /** Replicas (a workload's copy on another hypervisor: live migration), by name. */
+  const replicas = new Map<string, { of: string; ns: string; hypervisor: string; iface: string }>();
   let wlCount = 0;
 
   async function addNamespace(name: string): Promise<string> {
@@ -113,6 +117,8 @@ export function createLab(prefix: string) {
       await ip(["-n", B.ns, "-6", "addr", "add", `${v6(2)}/64`, "dev", ib, "nodad"]);
       await ip(["-n", A.ns, "link", "set", ia, "up"]);
       await ip(["-n", B.ns, "link", "set", ib, "up"]);
+      nextHop.set(`${a}>${b}`, { v4: v4(2), v6: v6(2) });
+      nextHop.set(`${b}>${a}`, { v4: v4(1), v6: v6(1) });
       await ip(["-n", A.ns, "route", "add", `198.18.${B.index}.0/24`, "via", v4(2)]);
       await ip(["-n", B.ns, "route", "add", `198.18.${A.index}.0/24`, "via", v4(1)]);
       await ip(["-n", A.ns, "-6", "route", "add", `2001:db8:${B.index}::/64`, "via", v6(2)]);
@@ -148,6 +154,52 @@ export function createLab(prefix: string) {
       const w = { name: opts.name, ns, hypervisor, iface: opts.iface, ipv4, ipv6, mac };
       workloads.set(opts.name, w);
       return w;
+    },
+
+    /**
+     * The destination of a live migration: a namespace on another
+     * hypervisor with the workload's addresses and MAC behind a veth of the
+     * same name — up, as libvirt plugs the destination's TAP before the
+     * guest moves, but not routed to until moveWorkload. (Up from the start
+     * also because a link coming up drops packets until the kernel's
+     * link-watch work runs, up to a second later: a lab artefact, not a
+     * policy window.) IPv4 routing only.
+     */
+    async addReplica(hypervisor: string, of: string, name: string): Promise<string> {
+      const hv = hypervisors.get(hypervisor)!;
+      const w = workloads.get(of)!;
+      const ns = await addNamespace(name);
+      const tapMac = macFor(++wlCount, 0xee);
+      await ip(["-n", hv.ns, "link", "add", w.iface, "type", "veth", "peer", "name", "eth0", "netns", ns]);
+      await ip(["-n", hv.ns, "link", "set", w.iface, "address", tapMac]);
+      await ip(["-n", ns, "link", "set", "eth0", "address", w.mac]);
+      await ip(["-n", ns, "addr", "add", `${w.ipv4}/32`, "dev", "eth0"]);
+      await ip(["-n", ns, "-6", "addr", "add", `${w.ipv6}/128`, "dev", "eth0", "nodad"]);
+      await ip(["-n", ns, "link", "set", "eth0", "up"]);
+      await ip(["-n", hv.ns, "link", "set", w.iface, "up"]);
+      await ip(["-n", ns, "route", "add", "169.254.1.1", "dev", "eth0", "scope", "link"]);
+      await ip(["-n", ns, "route", "add", "default", "via", "169.254.1.1", "dev", "eth0"]);
+      await ip(["-n", ns, "neigh", "replace", "169.254.1.1", "lladdr", tapMac, "dev", "eth0", "nud", "permanent"]);
+      replicas.set(name, { of, ns, hypervisor, iface: w.iface });
+      return ns;
+    },
+
+    /**
+     * The moment a live migration switches the guest over: the replica is
+     * routed to on its hypervisor, the source hypervisor routes the address
+     * to it over their link, and the source interface goes down — in that
+     * order, as fast as `ip` allows.
+     */
+    async moveWorkload(replica: string): Promise<void> {
+      const r = replicas.get(replica)!;
+      const w = workloads.get(r.of)!;
+      const dst = hypervisors.get(r.hypervisor)!, src = hypervisors.get(w.hypervisor)!;
+      const hop = nextHop.get(`${w.hypervisor}>${r.hypervisor}`);
+      if (!hop) throw new Error(`no link from ${w.hypervisor} to ${r.hypervisor}`);
+      await ip(["-n", dst.ns, "route", "replace", `${w.ipv4}/32`, "dev", r.iface]);
+      await ip(["-n", dst.ns, "neigh", "replace", w.ipv4, "lladdr", w.mac, "dev", r.iface, "nud", "permanent"]);
+      await ip(["-n", src.ns, "route", "replace", `${w.ipv4}/32`, "via", hop.v4]);
+      await ip(["-n", src.ns, "link", "set", w.iface, "down"]);
     },
 
     /** Starts a TCP server in a workload accepting on the given ports (v4 and v6). */

@@ -66,6 +66,12 @@ async function schema(env: NodeJS.ProcessEnv): Promise<string> {
 export interface StartNeutronOptions {
   /** Neutron's pagination_max_limit: a plain GET of a collection returns at most this many (-1: no limit). */
   paginationMaxLimit?: number;
+  /**
+   * Neutron's filter_validation (default true). false lets `changed_since`
+   * through as a list filter (DESIGN §11.7): what an operator sets to give
+   * palisade-openstack watch its size-independent change feed.
+   */
+  filterValidation?: boolean;
 }
 
 export async function startNeutron(opts: StartNeutronOptions = {}): Promise<NeutronProcess> {
@@ -93,6 +99,7 @@ api_paste_config = /etc/neutron/api-paste.ini
 notify_nova_on_port_status_changes = false
 notify_nova_on_port_data_changes = false
 pagination_max_limit = ${opts.paginationMaxLimit ?? -1}
+filter_validation = ${opts.filterValidation === false ? "false" : "true"}
 log_file = ${logFile}
 [database]
 connection = sqlite:///${dir}/neutron.db
@@ -101,6 +108,13 @@ policy_file = ${dir}/policy.yaml
 policy_dirs = ${dir}/policy.d
 [oslo_concurrency]
 lock_path = ${dir}/lock
+# No quotas: the bench makes 1,000 ports (the defaults: 500 ports, 10 groups, 100 rules per project).
+[quotas]
+quota_port = -1
+quota_security_group = -1
+quota_security_group_rule = -1
+quota_network = -1
+quota_subnet = -1
 [ml2]
 type_drivers = flat
 tenant_network_types =

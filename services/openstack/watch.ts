@@ -1,0 +1,258 @@
+// The change-driven watch (DESIGN §11.7): what `palisade-openstack watch`
+// reads from Neutron each poll. It keeps the last complete picture of
+// Neutron (ports, security groups, address groups, the bindings of ports in
+// a live migration) and refreshes only what changed; every `resyncMs` it
+// reads everything again (the safety net for anything a feed could miss).
+//
+// Two change feeds; Neutron decides which one works (feed "auto"):
+// - "changed-since": GET /ports?changed_since=T and /security-groups?changed_since=T
+//   return only what changed since T (Neutron's timestamp extension). Idle,
+//   the answers are empty, whatever the size of the cloud. Neutron refuses
+//   the filter while `filter_validation` is on (its default): the operator
+//   sets `filter_validation = false` to get this feed. Deletions do not show
+//   up in it (a deleted object is simply gone), so every `deletionCheckMs`,
+//   and at once when a port appears (its address may be a deleted port's),
+//   the revisions listing below runs too.
+// - "revisions": GET /ports?fields=id&fields=revision_number and the same
+//   for groups — a few dozen bytes per object, so linear in the cloud's size
+//   but small — compared with what is held; then only the changed objects
+//   are fetched by id. Catches deletions (missing ids) in the same request.
+// Both rest on Neutron's revision_number: every change of a port bumps it
+// (an inactive binding created, activated or deleted included), and a rule
+// created or deleted bumps its group's (checked against the real Neutron).
+// T is Neutron's own clock (its Date header) minus CURSOR_LAG_MS: updated_at
+// has one-second resolution and is set before the transaction commits, so
+// the window overlaps and the revision numbers deduplicate.
+//
+// Address groups are few and have no changed_since: listed whole every poll.
+//
+// Port bindings (DESIGN §11.6): GET /ports/{id}/bindings is one request per
+// port, so it is read only for a port whose revision changed while watched
+// (a binding created, activated or deleted bumps it), or whose
+// binding:profile says migrating_to (Nova sets it when a live migration
+// starts: the case of a migration already under way when the adapter
+// starts). Only ports with an inactive binding are kept in `bindings`.
+import type { ChangeCollection, NeutronClient } from "./neutron-client.js";
+import { neutronTime } from "./neutron-client.js";
+import type { NeutronAddressGroup, NeutronBinding, NeutronPort, NeutronSecurityGroup } from "./neutron-types.js";
+import type { TranslateInput } from "./translate.js";
+
+export type ChangeFeed = "changed-since" | "revisions";
+
+/** How far the changed_since cursor trails Neutron's clock (one-second timestamps; commit after flush). */
+export const CURSOR_LAG_MS = 5_000;
+
+export interface WatcherOptions {
+  neutron: NeutronClient;
+  /** "auto": changed-since when Neutron accepts it, else revisions. */
+  feed: "auto" | ChangeFeed;
+  /** Full listing at least this often (ms). */
+  resyncMs: number;
+  /** changed-since feed: the revisions listing (deletions) at least this often (ms). */
+  deletionCheckMs: number;
+  /** For tests. */
+  now?: () => number;
+}
+
+export interface PollResult {
+  /** full: everything was read; changes: something changed; idle: nothing did. */
+  kind: "full" | "changes" | "idle";
+  feed: ChangeFeed;
+  /** The whole current picture, for translate() (built on demand: an idle poll does not need it). */
+  input(): TranslateInput;
+  /** What this poll found changed (objects, by kind). */
+  changed: { ports: number; deletedPorts: number; groups: number; deletedGroups: number; addressGroups: boolean; bindingReads: number };
+}
+
+type Held<T> = Map<string, T>;
+
+function migratingTo(p: NeutronPort): string | undefined {
+  const v = p["binding:profile"]?.migrating_to;
+  return typeof v === "string" && v !== "" ? v : undefined;
+}
+
+/** Only bound compute ports can become endpoints; no other port's bindings matter. */
+function mayBeEndpoint(p: NeutronPort): boolean {
+  return (p.device_owner ?? "").startsWith("compute:") && !!p["binding:host_id"];
+}
+
+export function createWatcher(o: WatcherOptions) {
+  const now = o.now ?? Date.now;
+  const neutron = o.neutron;
+  let feed: ChangeFeed | undefined = o.feed === "auto" ? undefined : o.feed;
+  let ports: Held<NeutronPort> | undefined;
+  let groups: Held<NeutronSecurityGroup> = new Map();
+  let addressGroups: NeutronAddressGroup[] | undefined;
+  let addressGroupsJson = "";
+  /** Ports with an inactive binding: their bindings, and the port revision they were read at. */
+  const bindings = new Map<string, { revision: number | undefined; list: NeutronBinding[] }>();
+  let lastFull = 0;
+  /** Set by invalidate(): the next poll is a full listing (what is held is kept as the "before" of bindings). */
+  let mustList = true;
+  let lastIdCheck = 0;
+  /** Neutron's time (ms) the next changed_since asks from. */
+  let cursor = 0;
+
+  const input = (): TranslateInput => {
+    const b = new Map<string, NeutronBinding[]>();
+    for (const [id, v] of bindings) b.set(id, v.list);
+    const i: TranslateInput = { ports: [...ports!.values()], securityGroups: [...groups.values()], bindings: b };
+    if (addressGroups !== undefined) i.addressGroups = addressGroups;
+    return i;
+  };
+
+  /** The cursor from Neutron's clock as of a request just answered; ours when it sent no Date. */
+  const cursorFromNow = (elapsedMs = 0) => (neutron.serverTime() ?? now()) - elapsedMs - CURSOR_LAG_MS;
+
+  /** Reads the bindings of the ports that need it (see the header); returns how many were read. */
+  async function refreshBindings(changed: NeutronPort[], previous: Held<NeutronPort> | undefined): Promise<number> {
+    let reads = 0;
+    for (const p of changed) {
+      const held = bindings.get(p.id);
+      const prev = previous?.get(p.id);
+      const revisionMoved = prev !== undefined && prev.revision_number !== p.revision_number;
+      const need = mayBeEndpoint(p) && (migratingTo(p) !== undefined || revisionMoved || (held !== undefined && held.revision !== p.revision_number));
+      if (!need) {
+        if (!mayBeEndpoint(p) || (held && held.revision !== p.revision_number)) bindings.delete(p.id);
+        continue;
+      }
+      reads++;
+      const list = await neutron.listBindings(p.id);
+      if (list && list.some((b) => b.status !== "ACTIVE")) bindings.set(p.id, { revision: p.revision_number, list });
+      else bindings.delete(p.id);
+    }
+    return reads;
+  }
+
+  async function readAddressGroups(): Promise<boolean> {
+    const ag = await neutron.listAddressGroups();
+    const json = JSON.stringify(ag === undefined ? null : [...ag].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0)));
+    const changed = json !== addressGroupsJson;
+    addressGroups = ag;
+    addressGroupsJson = json;
+    return changed;
+  }
+
+  async function full(): Promise<PollResult> {
+    if (feed === undefined) feed = (await neutron.supportsChangedSince()) ? "changed-since" : "revisions";
+    const started = now();
+    const snap = await neutron.snapshot();
+    const elapsed = now() - started;
+    // Bindings first, against what was held before: if reading them fails,
+    // the next (full) poll still sees these ports' revisions as moved.
+    const bindingReads = await refreshBindings(snap.ports, ports);
+    ports = new Map(snap.ports.map((p) => [p.id, p]));
+    groups = new Map(snap.securityGroups.map((g) => [g.id, g]));
+    addressGroups = snap.addressGroups;
+    addressGroupsJson = JSON.stringify(snap.addressGroups === undefined ? null : [...snap.addressGroups].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0)));
+    for (const id of [...bindings.keys()]) if (!ports.has(id)) bindings.delete(id);
+    // Everything from the start of the listing on is asked for again.
+    cursor = cursorFromNow(elapsed);
+    lastFull = lastIdCheck = now();
+    mustList = false;
+    return {
+      kind: "full", feed, input,
+      changed: { ports: snap.ports.length, deletedPorts: 0, groups: snap.securityGroups.length, deletedGroups: 0, addressGroups: true, bindingReads },
+    };
+  }
+
+  /** The revisions listing of one collection: changed and new objects fetched by id, missing ones deleted. */
+  async function revisionsOf<T extends { id: string; revision_number?: number }>(
+    key: ChangeCollection, held: Held<T>,
+  ): Promise<{ changed: T[]; deleted: string[] }> {
+    const revs = await neutron.listRevisions(key);
+    const seen = new Set<string>();
+    const stale: string[] = [];
+    for (const r of revs) {
+      seen.add(r.id);
+      if (held.get(r.id)?.revision_number !== r.revision_number) stale.push(r.id);
+    }
+    const deleted = [...held.keys()].filter((id) => !seen.has(id));
+    const fetched = stale.length ? await (neutron.getByIds as unknown as (k: ChangeCollection, ids: string[]) => Promise<T[]>)(key, stale) : [];
+    // Listed, then deleted before it could be fetched: gone.
+    const got = new Set(fetched.map((x) => x.id));
+    for (const id of stale) if (!got.has(id) && held.has(id)) deleted.push(id);
+    return { changed: fetched, deleted };
+  }
+
+  function changedOnly<T extends { id: string; revision_number?: number }>(list: T[], held: Held<T>): T[] {
+    return list.filter((x) => {
+      const h = held.get(x.id);
+      return h === undefined || h.revision_number === undefined || h.revision_number !== x.revision_number;
+    });
+  }
+
+  async function incremental(): Promise<PollResult> {
+    const held = ports!;
+    let changedPorts: NeutronPort[];
+    let changedGroups: NeutronSecurityGroup[];
+    let deletedPorts: string[] = [];
+    let deletedGroups: string[] = [];
+    if (feed === "changed-since") {
+      const since = neutronTime(cursor);
+      changedPorts = changedOnly(await neutron.listChangedSince("ports", since), held);
+      const next = cursorFromNow();
+      changedGroups = changedOnly(await neutron.listChangedSince("security_groups", since), groups);
+      cursor = next;
+      const appeared = changedPorts.some((p) => !held.has(p.id));
+      if (appeared || now() - lastIdCheck >= o.deletionCheckMs) {
+        // Deletions (and, as a bonus, anything the cursor missed).
+        const p = await revisionsOf("ports", held);
+        const g = await revisionsOf("security_groups", groups);
+        const byId = new Map(changedPorts.map((x) => [x.id, x]));
+        for (const x of p.changed) byId.set(x.id, x);
+        changedPorts = [...byId.values()];
+        const gById = new Map(changedGroups.map((x) => [x.id, x]));
+        for (const x of g.changed) gById.set(x.id, x);
+        changedGroups = [...gById.values()];
+        deletedPorts = p.deleted;
+        deletedGroups = g.deleted;
+        lastIdCheck = now();
+      }
+    } else {
+      const p = await revisionsOf("ports", held);
+      const g = await revisionsOf("security_groups", groups);
+      changedPorts = p.changed;
+      deletedPorts = p.deleted;
+      changedGroups = g.changed;
+      deletedGroups = g.deleted;
+    }
+    const agChanged = await readAddressGroups();
+    // Bindings before anything held changes (a failure leaves the revisions
+    // moved for the next poll), against the versions before this poll — of
+    // the changed ports only: an idle poll must not copy the whole cloud.
+    const previous: Held<NeutronPort> = new Map();
+    for (const x of changedPorts) {
+      const h = held.get(x.id);
+      if (h) previous.set(x.id, h);
+    }
+    const bindingReads = await refreshBindings(changedPorts, previous);
+    for (const x of changedPorts) held.set(x.id, x);
+    for (const id of deletedPorts) {
+      held.delete(id);
+      bindings.delete(id);
+    }
+    for (const x of changedGroups) groups.set(x.id, x);
+    for (const id of deletedGroups) groups.delete(id);
+    const any = changedPorts.length + deletedPorts.length + changedGroups.length + deletedGroups.length > 0 || agChanged;
+    return {
+      kind: any ? "changes" : "idle", feed: feed!, input,
+      changed: { ports: changedPorts.length, deletedPorts: deletedPorts.length, groups: changedGroups.length, deletedGroups: deletedGroups.length, addressGroups: agChanged, bindingReads },
+    };
+  }
+
+  return {
+    /** One poll: a full listing when due (or after invalidate), else the change feed. */
+    async poll(): Promise<PollResult> {
+      if (mustList || ports === undefined || now() - lastFull >= o.resyncMs) return full();
+      return incremental();
+    },
+    /** After a failure: the next poll reads everything again (what is held may be half-updated). */
+    invalidate(): void {
+      mustList = true;
+    },
+    feed: () => feed,
+  };
+}
+
+export type Watcher = ReturnType<typeof createWatcher>;

@@ -1,0 +1,223 @@
+// The change-driven watch (services/openstack/watch.ts) against a scripted
+// Neutron that keeps revisions and timestamps the way the real one does
+// (the real one: test/integration/openstack-neutron.test.ts). Checks what
+// each poll reads — an idle poll's requests must not grow with the cloud —
+// and that changes, deletions and bindings are all caught.
+import { describe, expect, it } from "vitest";
+import type { NeutronClient } from "../../services/openstack/neutron-client.js";
+import type { NeutronBinding, NeutronPort, NeutronSecurityGroup } from "../../services/openstack/neutron-types.js";
+import { createWatcher, type ChangeFeed } from "../../services/openstack/watch.js";
+import { translate } from "../../services/openstack/translate.js";
+
+function fakeNeutron(acceptsChangedSince: boolean) {
+  let clock = Date.parse("2026-11-29T12:00:00Z");
+  const ports = new Map<string, NeutronPort & { t: number }>();
+  const groups = new Map<string, NeutronSecurityGroup & { t: number }>();
+  const bindings = new Map<string, NeutronBinding[]>();
+  const calls: string[] = [];
+  let bytes = 0;
+  const out = <T>(what: string, v: T): T => {
+    calls.push(what);
+    bytes += JSON.stringify(v ?? null).length;
+    return structuredClone(v);
+  };
+  const strip = <T extends { t: number }>(x: T): Omit<T, "t"> => {
+    const { t: _t, ...rest } = x;
+    return rest;
+  };
+  const since = (s: string) => Date.parse(s);
+  const client: NeutronClient = {
+    async snapshot() {
+      return out("snapshot", { ports: [...ports.values()].map(strip), securityGroups: [...groups.values()].map(strip) }) as never;
+    },
+    listSecurityGroups: async () => out("groups", [...groups.values()].map(strip)) as never,
+    listPorts: async () => out("ports", [...ports.values()].map(strip)) as never,
+    listAddressGroups: async () => out("address-groups", undefined),
+    listRevisions: async (key) => out(`revisions ${key}`, [...(key === "ports" ? ports : groups).values()].map((x) => ({ id: x.id, revision_number: x.revision_number! }))),
+    listChangedSince: (async (key: string, s: string) => {
+      if (!acceptsChangedSince) throw new Error("400 changed_since");
+      const m = key === "ports" ? ports : groups;
+      // One-second timestamps, compared >= (as Neutron does).
+      return out(`changed-since ${key}`, [...m.values()].filter((x) => Math.floor(x.t / 1000) * 1000 >= since(s)).map(strip));
+    }) as NeutronClient["listChangedSince"],
+    getByIds: (async (key: string, ids: string[]) => {
+      const m = key === "ports" ? ports : groups;
+      return out(`by-id ${key}`, ids.flatMap((id) => (m.has(id) ? [strip(m.get(id)!)] : [])));
+    }) as NeutronClient["getByIds"],
+    listBindings: async (id) => out("bindings", ports.has(id) ? bindings.get(id) ?? [{ host: ports.get(id)!["binding:host_id"]!, status: "ACTIVE", vif_type: "bridge" }] : undefined),
+    supportsChangedSince: async () => out("probe", acceptsChangedSince),
+    serverTime: () => clock,
+    stats: () => ({ requests: calls.length, bytes }),
+  };
+  return {
+    client, calls, ports, groups, bindings,
+    tick(ms: number) { clock += ms; },
+    now: () => clock,
+    port(id: string, over: Partial<NeutronPort> = {}) {
+      const prev = ports.get(id);
+      ports.set(id, {
+        id, mac_address: "fa:16:3e:00:00:01", admin_state_up: true, device_owner: "compute:nova", device_id: `vm-${id}`,
+        "binding:host_id": "hv1", "binding:vif_type": "bridge", fixed_ips: [{ ip_address: `198.18.1.${ports.size + 10}` }], security_groups: ["g"],
+        ...prev, ...over, revision_number: (prev?.revision_number ?? 0) + 1, t: clock,
+      });
+    },
+    group(id: string, rules = 0) {
+      const prev = groups.get(id);
+      groups.set(id, {
+        id, security_group_rules: Array.from({ length: rules }, (_, i) => ({ id: `${id}-r${i}`, direction: "ingress" as const, ethertype: "IPv4" as const, protocol: "tcp", port_range_min: 80 + i, port_range_max: 80 + i })),
+        revision_number: (prev?.revision_number ?? 0) + 1, t: clock,
+      });
+    },
+  };
+}
+
+function setup(feed: ChangeFeed, ports: number) {
+  const n = fakeNeutron(feed === "changed-since");
+  n.group("g", 1);
+  for (let i = 0; i < ports; i++) n.port(`p${i}`);
+  const w = createWatcher({ neutron: n.client, feed: "auto", resyncMs: 300_000, deletionCheckMs: 10_000, now: n.now });
+  return { n, w };
+}
+
+describe.each(["revisions", "changed-since"] as const)("watch, %s feed", (feed) => {
+  it("the first poll lists everything; an idle poll's requests do not grow with the cloud (nor its bytes, with changed_since)", async () => {
+    const counts: number[][] = [];
+    for (const size of [10, 1000]) {
+      const { n, w } = setup(feed, size);
+      const first = await w.poll();
+      expect(first.kind).toBe("full");
+      expect(first.feed).toBe(feed);
+      expect(first.input().ports).toHaveLength(size);
+      n.tick(6_000); // past the cursor's lag
+      // The first check after a listing re-reads what changed in the lag
+      // window before it (here: everything, made at one instant); the next is the steady state.
+      expect((await w.poll()).kind).toBe("idle");
+      n.tick(1_000);
+      n.calls.length = 0;
+      const bytes0 = n.client.stats().bytes;
+      const idle = await w.poll();
+      expect(idle.kind).toBe("idle");
+      counts.push([n.calls.length, n.client.stats().bytes - bytes0]);
+      if (feed === "changed-since") expect(n.calls).toEqual(["changed-since ports", "changed-since security_groups", "address-groups"]);
+      else expect(n.calls).toEqual(["revisions ports", "revisions security_groups", "address-groups"]);
+    }
+    expect(counts[0]![0]).toBe(counts[1]![0]);
+    // The revisions feed reads every id and revision: linear, and said so (DESIGN §11.7).
+    if (feed === "changed-since") expect(counts[0]![1]).toBe(counts[1]![1]);
+    else expect(counts[1]![1]).toBeGreaterThan(50 * counts[0]![1]!);
+  });
+
+  it("a rule change, a port change and a port deletion are each caught, fetching only what changed", async () => {
+    const { n, w } = setup(feed, 50);
+    await w.poll();
+    n.tick(1_000);
+    n.group("g", 2); // a rule added: the group's revision moves
+    n.calls.length = 0;
+    let r = await w.poll();
+    expect(r.kind).toBe("changes");
+    expect(r.changed).toMatchObject({ groups: 1, ports: 0 });
+    const profile = translate(r.input()).objects.find((o) => o.kind === "Profile" && o.profile.id === "g");
+    expect(profile?.kind === "Profile" && profile.profile.inboundRules.length).toBe(2);
+    if (feed === "revisions") expect(n.calls).toContain("by-id security_groups");
+
+    n.tick(1_000);
+    n.port("p7", { admin_state_up: false });
+    r = await w.poll();
+    expect(r.changed).toMatchObject({ ports: 1, groups: 0 });
+    expect(r.input().ports.find((p) => p.id === "p7")!.admin_state_up).toBe(false);
+
+    // A deleted port is gone from listings: found by the revisions listing
+    // (every poll in that feed; every deletionCheckMs in the other).
+    n.ports.delete("p3");
+    n.tick(1_000);
+    r = await w.poll();
+    if (feed === "changed-since") {
+      expect(r.kind).toBe("idle");
+      n.tick(10_000);
+      r = await w.poll();
+    }
+    expect(r.changed.deletedPorts).toBe(1);
+    expect(r.input().ports.some((p) => p.id === "p3")).toBe(false);
+  });
+
+  it("a live migration: the inactive binding's host gets the endpoint too, until that binding goes", async () => {
+    const { n, w } = setup(feed, 3);
+    await w.poll();
+    const endpointsOf = (r: Awaited<ReturnType<typeof w.poll>>) =>
+      translate(r.input()).objects.flatMap((o) => (o.kind === "Endpoint" && o.endpoint.id === "p1" ? [o.endpoint.host] : []));
+    // Nova: POST /ports/p1/bindings {host: hv2} — an inactive binding; the port's revision moves.
+    n.tick(1_000);
+    n.bindings.set("p1", [{ host: "hv1", status: "ACTIVE", vif_type: "bridge" }, { host: "hv2", status: "INACTIVE", vif_type: "bridge" }]);
+    n.port("p1");
+    let r = await w.poll();
+    expect(r.changed.bindingReads).toBe(1);
+    expect(endpointsOf(r)).toEqual(["hv1", "hv2"]);
+    // Activation: binding:host_id moves, the source stays INACTIVE, unbound.
+    n.tick(1_000);
+    n.bindings.set("p1", [{ host: "hv1", status: "INACTIVE", vif_type: "unbound" }, { host: "hv2", status: "ACTIVE", vif_type: "bridge" }]);
+    n.port("p1", { "binding:host_id": "hv2" });
+    r = await w.poll();
+    expect(endpointsOf(r)).toEqual(["hv1", "hv2"]);
+    // Nova deletes the source binding.
+    n.tick(1_000);
+    n.bindings.delete("p1");
+    n.port("p1");
+    r = await w.poll();
+    expect(endpointsOf(r)).toEqual(["hv2"]);
+    // An idle poll reads no bindings.
+    n.tick(6_000);
+    n.calls.length = 0;
+    expect((await w.poll()).kind).toBe("idle");
+    expect(n.calls).not.toContain("bindings");
+  });
+
+  it("a failed bindings read is not forgotten: after invalidate the full listing reads them", async () => {
+    const { n, w } = setup(feed, 3);
+    await w.poll();
+    n.tick(1_000);
+    n.bindings.set("p1", [{ host: "hv1", status: "ACTIVE", vif_type: "bridge" }, { host: "hv2", status: "INACTIVE", vif_type: "bridge" }]);
+    n.port("p1");
+    const real = n.client.listBindings;
+    n.client.listBindings = async () => { throw new Error("Neutron hiccup"); };
+    await expect(w.poll()).rejects.toThrow(/hiccup/);
+    w.invalidate();
+    n.client.listBindings = real;
+    const r = await w.poll();
+    expect(r.kind).toBe("full");
+    expect(translate(r.input()).objects.flatMap((o) => (o.kind === "Endpoint" && o.endpoint.id === "p1" ? [o.endpoint.host] : []))).toEqual(["hv1", "hv2"]);
+  });
+
+  it("after invalidate (a failed poll) the next poll lists everything again", async () => {
+    const { n, w } = setup(feed, 5);
+    await w.poll();
+    w.invalidate();
+    n.calls.length = 0;
+    expect((await w.poll()).kind).toBe("full");
+    expect(n.calls).toContain("snapshot");
+  });
+});
+
+it("a migration under way when the watch starts is found by binding:profile migrating_to", async () => {
+  const n = fakeNeutron(false);
+  n.group("g");
+  n.port("p1", { "binding:profile": { migrating_to: "hv2" } });
+  n.port("p2");
+  n.bindings.set("p1", [{ host: "hv1", status: "ACTIVE", vif_type: "bridge" }, { host: "hv2", status: "INACTIVE", vif_type: "bridge" }]);
+  const w = createWatcher({ neutron: n.client, feed: "revisions", resyncMs: 300_000, deletionCheckMs: 10_000, now: n.now });
+  const r = await w.poll();
+  expect(n.calls.filter((c) => c === "bindings")).toHaveLength(1); // p1 only
+  const hosts = translate(r.input()).objects.flatMap((o) => (o.kind === "Endpoint" && o.endpoint.id === "p1" ? [o.endpoint.host] : []));
+  expect(hosts).toEqual(["hv1", "hv2"]);
+});
+
+it("a failed inactive binding gets no endpoint", () => {
+  const port: NeutronPort = {
+    id: "p1", mac_address: "fa:16:3e:00:00:01", admin_state_up: true, device_owner: "compute:nova", device_id: "vm1",
+    "binding:host_id": "hv1", "binding:vif_type": "bridge", fixed_ips: [{ ip_address: "198.18.1.5" }], security_groups: [],
+  };
+  const r = translate({
+    ports: [port], securityGroups: [],
+    bindings: new Map([["p1", [{ host: "hv1", status: "ACTIVE", vif_type: "bridge" }, { host: "fail-hv2", status: "INACTIVE", vif_type: "binding_failed" }]]]),
+  });
+  expect(r.objects.filter((o) => o.kind === "Endpoint").map((o) => o.kind === "Endpoint" && o.endpoint.host)).toEqual(["hv1"]);
+});
