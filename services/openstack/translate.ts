@@ -121,7 +121,7 @@
 // `leftOut`. As a last safety net every produced object is run through the
 // model's validateObject; an object failing it is a problem like any other.
 import {
-  ID_RE, INTERFACE_RE, IPV6_EXTENSION_HEADERS, LIMITS, MAC_RE, PORT_PROTOCOLS, idProblem as modelIdProblem, endpointKeyString, formatCidr, parseCidr, printable, validateObject,
+  INTERFACE_RE, IPV6_EXTENSION_HEADERS, LIMITS, MAC_RE, PORT_PROTOCOLS, idProblem as modelIdProblem, endpointKeyString, formatCidr, parseCidr, printable, validateObject,
   type Cidr, type Endpoint, type IpVersion, type Match, type ModelObject, type Profile, type Rule,
 } from "../model/index.js";
 import {

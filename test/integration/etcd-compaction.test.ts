@@ -82,7 +82,8 @@ describe("etcd history compaction", () => {
     if (aLeads) { await a.stop(); a = b!; } else await b!.stop();
     b = undefined;
     const c = survivor.controller.compactor!;
-    await eventually(async () => c.leader, { what: "takeover", timeoutMs: 10_000 });
+    // At once when the leader resigns; a lease TTL (10 s) when its resignation did not reach etcd: generous for CI.
+    await eventually(async () => c.leader, { what: "takeover", timeoutMs: 30_000 });
     const before = c.lastCompacted;
     const w = await apply(survivor, "q");
     await c.tick();
