@@ -190,6 +190,14 @@ export async function startDriver(o: DriverOptions): Promise<Driver> {
         // Content that arrives during this apply belongs to the next one.
         const content = contentPending;
         contentPending = false;
+        // What this apply answers for is fixed with its input. A snapshot
+        // that arrives while the pre-sync apply (placeholders only) runs is
+        // answered by the apply that carries it out: answering it from this
+        // one would report the wrong revision and use up the snapshot's
+        // answer, leaving the host "in sync at 0" on the controller.
+        const planned = desired;
+        const report = reportPending;
+        reportPending = false;
         const input = planInput();
         try {
           // Drift checks run here, serialised with applies: a read-back racing
@@ -219,12 +227,11 @@ export async function startDriver(o: DriverOptions): Promise<Driver> {
             }
             m.ipsetsProgrammed.set(input.sets.size);
           }
-          if (desired) {
+          if (planned) {
             // A new snapshot (e.g. from another replica after a failover) is always
             // acknowledged, even when it changes nothing in the kernel.
             const moved = acksForContentOnly ? content : revision !== appliedRevision;
-            const news = reportPending || moved || r.bytesWritten > 0 || lastApplyFailed || !synced;
-            reportPending = false;
+            const news = report || moved || r.bytesWritten > 0 || lastApplyFailed || !synced;
             appliedRevision = revision;
             synced = true;
             lastApplyFailed = false;
@@ -239,10 +246,11 @@ export async function startDriver(o: DriverOptions): Promise<Driver> {
           const message = (err as Error).message;
           counters.applyFailures++;
           contentPending ||= content;
+          reportPending ||= report;
           lastApplyFailed = true;
           o.metrics?.applyFailures.inc();
           logger.error({ revision, err: message }, "apply failed; will retry (traffic stays as last programmed)");
-          if (desired) client?.send({ message: { $case: "applied", value: { revision, ok: false, error: message, durationMs: 0, chainsWritten: 0, ipsetLines: 0 } } });
+          if (planned) client?.send({ message: { $case: "applied", value: { revision, ok: false, error: message, durationMs: 0, chainsWritten: 0, ipsetLines: 0 } } });
           dirty = true;
           clearTimeout(retryTimer);
           retryTimer = setTimeout(() => void applyLoop(), retry.next());

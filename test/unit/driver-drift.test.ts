@@ -3,15 +3,13 @@
 // drift: it must be applied as a normal apply, not logged and counted as a
 // repair. Against an in-memory kernel (support/fake-kernel.ts) and, for the
 // driver, an in-process fake controller stream on loopback.
-import * as grpc from "@grpc/grpc-js";
 import { afterEach, describe, expect, it } from "vitest";
-import { updateToPb } from "../../services/contract/sync-wire.js";
 import { chainKey, type ChainDef, type HostUpdate } from "../../services/calc/index.js";
 import { createLogger } from "../../services/runtime/logger.js";
 import { createDataplane } from "../../services/driver/dataplane.js";
 import { startDriver, type Driver } from "../../services/driver/driver.js";
 import type { PlanInput } from "../../services/driver/plan.js";
-import { DataplaneSyncServiceService, type SyncRequest, type SyncResponse } from "../../services/gen/palisade/sync/v1/sync.js";
+import { startFakeController } from "../support/fake-controller.js";
 import { FakeKernel } from "../support/fake-kernel.js";
 
 const logger = createLogger({ name: "test", level: "silent" });
@@ -76,28 +74,17 @@ describe("dataplane.detectDrift compares with what was last programmed", () => {
 });
 
 describe("driver: drift repairs are counted only for real kernel edits", () => {
-  let server: grpc.Server | undefined;
+  let stop: (() => void) | undefined;
   let driver: Driver | undefined;
   afterEach(async () => {
     await driver?.stop();
-    server?.forceShutdown();
+    stop?.();
   });
 
-  /** A controller stand-in: one stream, batches written when the test says so. */
   async function fakeController() {
-    let stream: grpc.ServerDuplexStream<SyncRequest, SyncResponse> | undefined;
-    server = new grpc.Server();
-    server.addService(DataplaneSyncServiceService, {
-      sync: (call: grpc.ServerDuplexStream<SyncRequest, SyncResponse>) => {
-        stream = call;
-        call.on("data", () => undefined);
-        call.on("error", () => undefined);
-      },
-    });
-    const port = await new Promise<number>((res, rej) => server!.bindAsync("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), (e, p) => (e ? rej(e) : res(p))));
-    const send = (revision: number, updates: HostUpdate[], snapshot = false) =>
-      stream!.write({ revision, snapshotStart: snapshot, inSync: snapshot, partial: false, acksForContentOnly: false, updates: updates.map(updateToPb) });
-    return { address: `127.0.0.1:${port}`, connected: () => stream !== undefined, send };
+    const ctl = await startFakeController();
+    stop = ctl.stop;
+    return ctl;
   }
 
   const SNAPSHOT: HostUpdate[] = [
