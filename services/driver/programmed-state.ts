@@ -54,7 +54,10 @@ export class ProgrammedState {
   /**
    * The kernel as this reference says it is (hooks in place, no set
    * references known): for a full plan without a read-back, e.g. after a
-   * new snapshot replaced the desired state.
+   * new snapshot replaced the desired state. Without set references, a set
+   * that such a plan must re-create in another type or family cannot be
+   * destroyed (still referenced): that apply fails, and its retry plans
+   * against a read-back, which knows the references.
    */
   kernelState(): KernelState {
     const k: KernelState = { families: { 4: emptyFamilyState(), 6: emptyFamilyState() }, sets: new Map() };
