@@ -10,10 +10,11 @@
 // neither be logged as a repair nor counted as one.
 import type { Logger } from "pino";
 import type { IpVersion } from "../model/index.js";
+import { setTypeOf } from "../contract/dataplane-names.js";
 import { iptablesCommands, type Backend } from "./backend.js";
 import type { CommandRunner } from "./command-runner.js";
 import { HOOKS, emptyFamilyState, parseIpsetSave, parseIptablesSave, type KernelState } from "./kernel-state.js";
-import { hookRule, planApply, planCleanup, SET_TYPE, type Plan, type PlanInput } from "./plan.js";
+import { hookRule, planApply, planCleanup, type Plan, type PlanInput } from "./plan.js";
 import { chainHashes } from "./rule-hash.js";
 
 export interface ApplyResult {
@@ -122,7 +123,7 @@ export function createDataplane(opts: { runner: CommandRunner; backend: Backend;
       }
     }
     if (!input.removeUnwanted) for (const [n, s] of before.sets) next.sets.set(n, s);
-    for (const [n, s] of input.sets) next.sets.set(n, { family: s.family, type: SET_TYPE, members: new Set(s.members) });
+    for (const [n, s] of input.sets) next.sets.set(n, { family: s.family, type: setTypeOf(n), members: new Set(s.members) });
     return next;
   }
 

@@ -12,6 +12,7 @@
 //      and delete chains no longer wanted
 //   3. ipset restore: destroy sets no longer wanted (no rule references them now)
 import { chainKey, type ChainDef } from "../contract/host-update.js";
+import { setTypeOf } from "../contract/dataplane-names.js";
 import type { IpVersion } from "../model/index.js";
 import type { DesiredSet } from "./desired-state.js";
 import { HOOKS, type KernelState } from "./kernel-state.js";
@@ -36,11 +37,10 @@ export interface PlanInput {
   removeUnwanted: boolean;
 }
 
-export const SET_TYPE = "hash:net";
 export const SET_MAXELEM = 1048576;
 
 function setCreate(name: string, family: IpVersion): string {
-  return `create ${name} ${SET_TYPE} family ${family === 4 ? "inet" : "inet6"} maxelem ${SET_MAXELEM}`;
+  return `create ${name} ${setTypeOf(name)} family ${family === 4 ? "inet" : "inet6"} maxelem ${SET_MAXELEM}`;
 }
 
 export function hookRule(builtin: string): { spec: string; hash: string } {
@@ -55,7 +55,7 @@ export function planApply(desired: PlanInput, kernel: KernelState): Plan {
   const recreate = new Set<string>();
   for (const [name, want] of desired.sets) {
     const have = kernel.sets.get(name);
-    if (have && (have.family !== want.family || have.type !== SET_TYPE)) {
+    if (have && (have.family !== want.family || have.type !== setTypeOf(name))) {
       // Wrong type or family: destroy and re-create (after stage 0 removed
       // every reference), then fill.
       recreate.add(name);
