@@ -20,6 +20,8 @@ import type { IpVersion } from "../model/index.js";
 import type { CalcConfig, ChainDef } from "./desired-state.js";
 import { DISPATCH_FANOUT } from "./dispatch.js";
 import { reportedDrop, profileJumps } from "./render-endpoint.js";
+import { markHex } from "./render-rules.js";
+import { DEFAULT_LOG_MARK } from "./flow-log.js";
 import {
   ENTRY_CHAINS, MAC_ROOT, fromClassChain, fromClassNode, fromClassSet, fromNodeSet, inactiveSet, knownSet, macNode,
   profileInboundChain, profileOutboundChain, toClassChain, toClassNode, toClassSet, toNodeSet,
@@ -95,6 +97,9 @@ export function renderClassDispatch(tree: PrefixTree, family: IpVersion, cfg: Ca
       const rules: string[] = [];
       const match = (set: string) => `-m set --match-set ${set} ${d.flag}`;
       if (prefix === "") {
+        // A log mark left by an allow point upstream (the sender's outbound
+        // rules) must not make the conditional report points below fire.
+        if (cfg.flowLogs) rules.push(`-j MARK --set-xmark 0x0/${markHex(cfg.logMark ?? DEFAULT_LOG_MARK)}`);
         rules.push(...reportedDrop(cfg, match(inactiveSet(family)), "i", chain));
         if (d.root === ENTRY_CHAINS.fromWorkload) rules.push(`-j ${MAC_ROOT}`);
       }
