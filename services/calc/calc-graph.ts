@@ -59,8 +59,16 @@ class HostView {
    * the global state at flush time (once), and deltas skip them.
    */
   readonly pendingFull = new Set<string>();
-  /** Interface names changed in this batch: the dispatch tree is rebuilt once, at flush. */
+  /**
+   * Rebuilt once, at flush: the dispatch tree (interface names changed), or
+   * in the set-based layout the class tree, node sets and roots (classes
+   * came or went).
+   */
   dispatchDirty = false;
+  /** Set-based layout: a profile appeared or went; the class chains are re-rendered at flush. */
+  classChainsDirty = false;
+  /** Set-based layout: an interface's MAC came, went or changed; the MAC tree is re-rendered at flush. */
+  macDirty = false;
   // ---- set-based layout (DESIGN §6.5)
   /** Interface -> what it contributes: its class, MAC and classification set members. */
   readonly placed = new Map<string, Placement>();
@@ -83,8 +91,7 @@ interface Placement {
 }
 
 const ANY: Record<IpVersion, string> = { 4: "0.0.0.0/0", 6: "::/0" };
-/** Chains of the set-based layout that come and go with classes and MACs. */
-const SETS_LAYOUT_CHAIN = /^pal-(cf_|ct_|cfn-|ctn-|fm[-_])/;
+
 
 interface Contribution {
   tags: string[];
@@ -262,10 +269,7 @@ export class CalcGraph {
     };
     for (const host of this.dirty) {
       const hv = this.hosts.get(host)!;
-      if (hv.dispatchDirty) {
-        hv.dispatchDirty = false;
-        this.renderDispatch(host, hv);
-      }
+      this.renderDirtyLayout(host, hv);
       if (!this.wanted(host)) {
         hv.pendingFull.clear();
         hv.out.clear();
@@ -294,10 +298,7 @@ export class CalcGraph {
   subscribe(host: string): void {
     if (!this.hosts.has(host)) {
       const hv = this.host(host);
-      if (hv.dispatchDirty) {
-        hv.dispatchDirty = false;
-        this.renderDispatch(host, hv);
-      }
+      this.renderDirtyLayout(host, hv);
       hv.out.clear();
       this.dirty.delete(host);
     }
@@ -386,6 +387,19 @@ export class CalcGraph {
     this.renderDispatch(name, hv);
   }
 
+  /** What a batch left to render once per host: the dispatch (tree) and, in the set-based layout, class chains and MAC tree. */
+  private renderDirtyLayout(host: string, hv: HostView): void {
+    if (!hv.dispatchDirty && !hv.classChainsDirty && !hv.macDirty) return;
+    if (!this.setsLayout) {
+      hv.dispatchDirty = false;
+      this.renderDispatch(host, hv);
+      return;
+    }
+    const what = { classes: hv.dispatchDirty, classChains: hv.classChainsDirty, macs: hv.macDirty };
+    hv.dispatchDirty = hv.classChainsDirty = hv.macDirty = false;
+    this.renderSetsLayout(host, hv, what);
+  }
+
   private markDispatch(host: string, hv: HostView): void {
     hv.dispatchDirty = true;
     this.dirty.add(host);
@@ -409,7 +423,7 @@ export class CalcGraph {
   }
 
   private renderDispatch(host: string, hv: HostView): void {
-    if (this.setsLayout) return this.renderSetsLayout(host, hv);
+    if (this.setsLayout) return this.renderSetsLayout(host, hv, { classes: true, classChains: true, macs: true });
     const names = [...hv.byName.keys()];
     const wanted = new Set<string>();
     for (const family of FAMILIES) {
@@ -456,7 +470,10 @@ export class CalcGraph {
     for (const key of this.profileUsers.get(profileId) ?? []) {
       const ep = this.endpoints.get(key)!;
       // Set-based layout: the class chains say whether a profile exists; re-rendered at flush.
-      if (this.setsLayout) this.markDispatch(ep.host, this.hosts.get(ep.host)!);
+      if (this.setsLayout) {
+        this.hosts.get(ep.host)!.classChainsDirty = true;
+        this.dirty.add(ep.host);
+      }
       else this.renderName(ep.host, this.hosts.get(ep.host)!, ep.name);
     }
   }
@@ -500,7 +517,8 @@ export class CalcGraph {
     if (prev?.mac !== next?.mac) {
       if (next?.mac !== undefined) hv.macs.set(name, next.mac);
       else hv.macs.delete(name);
-      this.markDispatch(host, hv);
+      hv.macDirty = true;
+      this.dirty.add(host);
     }
     if (next) hv.placed.set(name, next);
     else hv.placed.delete(name);
@@ -551,18 +569,42 @@ export class CalcGraph {
   }
 
   /** Entry chains, class chains and trees, MAC tree of one family. */
-  private layoutChains(hv: HostView, family: IpVersion): ChainDef[] {
-    const tree = hv.tree ?? prefixTree([]);
-    const out = renderClassDispatch(tree, family, this.cfg);
-    for (const [cls, c] of hv.classes) out.push(...renderClassChains(cls, c, family, (id) => this.profiles.has(id), this.cfg));
-    out.push(...renderMacTree(hv.macs, family, this.cfg));
+  private layoutChains(hv: HostView, family: IpVersion, what = { classes: true, classChains: true, macs: true }): ChainDef[] {
+    const out: ChainDef[] = [];
+    if (what.classes) out.push(...renderClassDispatch(hv.tree ?? prefixTree([]), family, this.cfg));
+    if (what.classes || what.classChains) {
+      for (const [cls, c] of hv.classes) out.push(...renderClassChains(cls, c, family, (id) => this.profiles.has(id), this.cfg));
+    }
+    if (what.macs) out.push(...renderMacTree(hv.macs, family, this.cfg));
     return out;
   }
 
-  /** Re-derives the class tree and its node sets, then the layout chains; removes what is no longer wanted. */
-  private renderSetsLayout(host: string, hv: HostView): void {
+  /**
+   * Re-renders what a batch made stale: with `classes`, the class tree, its
+   * node sets, the roots and the class chains; with `classChains`, the class
+   * chains (a profile came or went); with `macs`, the MAC tree. Removes the
+   * chains of those kinds that are no longer wanted.
+   */
+  private renderSetsLayout(host: string, hv: HostView, what: { classes: boolean; classChains: boolean; macs: boolean }): void {
+    if (what.classes) this.deriveClassTree(host, hv);
+    const wanted = new Set<string>();
+    for (const family of FAMILIES) {
+      for (const c of this.layoutChains(hv, family, what)) {
+        wanted.add(chainKey(family, c.name));
+        this.setChain(host, hv, c);
+      }
+    }
+    const stale = (name: string) =>
+      (what.classes && /^pal-(cf_|ct_|cfn-|ctn-)/.test(name)) || (what.macs && /^pal-fm[-_]/.test(name));
+    for (const [key, c] of hv.chains) {
+      if (!wanted.has(key) && stale(c.name)) this.removeChain(host, hv, c.family, c.name);
+    }
+  }
+
+  /** The class tree for the host's classes now, and node sets holding the union of their classes' members. */
+  private deriveClassTree(host: string, hv: HostView): void {
     const tree = prefixTree([...hv.classes.keys()].sort());
-    // Node sets: the union of their classes' members (classes never share a member: one interface, one class).
+    // Classes never share a member (one interface, one class): plain unions.
     const wantSets = new Map<string, { family: IpVersion; members: Set<string> }>();
     for (const [cls, path] of tree.paths) {
       for (const f of FAMILIES) {
@@ -582,20 +624,11 @@ export class CalcGraph {
       this.createLocal(host, hv, n, w.family, [...w.members]);
     }
     for (const n of [...hv.local.keys()]) {
-      if ((/^pal[46]i(f|t)n-/.test(n)) && !wantSets.has(n)) this.removeLocal(host, hv, n);
+      if (/^pal[46]i[ft]n-/.test(n) && !wantSets.has(n)) this.removeLocal(host, hv, n);
     }
     hv.tree = tree;
-    const wanted = new Set<string>();
-    for (const family of FAMILIES) {
-      for (const c of this.layoutChains(hv, family)) {
-        wanted.add(chainKey(family, c.name));
-        this.setChain(host, hv, c);
-      }
-    }
-    for (const [key, c] of hv.chains) {
-      if (!wanted.has(key) && SETS_LAYOUT_CHAIN.test(c.name)) this.removeChain(host, hv, c.family, c.name);
-    }
   }
+
 
   private addUse(host: string, hv: HostView, id: string, key: string): void {
     let users = this.profileUsers.get(id);
