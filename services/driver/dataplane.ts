@@ -155,7 +155,7 @@ export function createDataplane(opts: { runner: CommandRunner; backend: Backend;
       }
     }
     for (const [n, s] of before.sets) next.sets.set(n, s);
-    for (const [n, s] of input.sets) next.sets.set(n, { family: s.family, type: setType(s), members: new Set(s.members) });
+    for (const [n, s] of input.sets) next.sets.set(n, { family: s.family, type: setType(n), members: new Set(s.members) });
     return next;
   }
 

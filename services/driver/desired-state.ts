@@ -3,7 +3,7 @@
 // member is checked here, before it can reach an iptables-restore or ipset
 // line (defence in depth: the controller validated it already).
 import { chainKey, type ChainDef, type HostUpdate } from "../contract/host-update.js";
-import { OWNED_CHAIN_RE, OWNED_SET_RE } from "../contract/dataplane-names.js";
+import { OWNED_CHAIN_RE, OWNED_SET_RE, setTypeOf } from "../contract/dataplane-names.js";
 import { parseCidr, type IpVersion } from "../model/index.js";
 import { ProtocolError } from "../contract/errors.js";
 
@@ -109,11 +109,18 @@ export class DesiredState {
   }
 }
 
+const IFACE_RE = /^[A-Za-z0-9_.-]{1,15}$/;
+
 function checkSet(name: string, family: IpVersion, members: readonly string[]): void {
   if (!OWNED_SET_RE.test(name)) throw new ProtocolError(`refusing ipset name ${JSON.stringify(name)}`);
+  const withIface = setTypeOf(name) === "hash:net,iface";
   for (const m of members) {
-    const c = parseCidr(m);
-    if (!c || c.version !== family || c.prefix === 0) throw new ProtocolError(`refusing member ${JSON.stringify(m)} of ipset ${name}`);
+    // hash:net,iface: `<net>,<interface>`, where /0 means "any address on this interface".
+    const comma = withIface ? m.indexOf(",") : -1;
+    const net = withIface ? m.slice(0, comma) : m;
+    const c = comma === -1 && withIface ? undefined : parseCidr(net);
+    const ok = c !== undefined && c.version === family && (withIface ? IFACE_RE.test(m.slice(comma + 1)) : c.prefix !== 0);
+    if (!ok) throw new ProtocolError(`refusing member ${JSON.stringify(m)} of ipset ${name}`);
   }
 }
 

@@ -67,8 +67,8 @@ export function planChanges(input: PlanInput, changes: DesiredChanges, ref: Refe
       if (have) { ipsetAfter.push(`destroy ${name}`); edits.push({ op: "set", name, set: undefined }); }
       continue;
     }
-    if (!have || have.family !== want.family || setType(have) !== setType(want)) {
-      // New, or of another type or family: (re-)create and fill. Copied
+    if (!have || have.family !== want.family) {
+      // New, or of another family (a set's type follows from its name): (re-)create and fill. Copied
       // now: the desired set may change while the apply runs.
       if (have) { recreated.push(name); ipsetBefore.push(`destroy ${name}`, setCreate(name, want)); }
       else ipsetBefore.push(`${setCreate(name, want)} -exist`);

@@ -12,6 +12,7 @@
 //      and delete chains no longer wanted
 //   3. ipset restore: destroy sets no longer wanted (no rule references them now)
 import { chainKey, type ChainDef } from "../contract/host-update.js";
+import { setTypeOf } from "../contract/dataplane-names.js";
 import type { IpVersion } from "../model/index.js";
 import type { DesiredSet } from "./desired-state.js";
 import { HOOKS, type KernelState } from "./kernel-state.js";
@@ -47,16 +48,15 @@ export interface PlanInput {
   removeUnwanted: boolean;
 }
 
-export const SET_TYPE = "hash:net";
 export const SET_MAXELEM = 1048576;
 
-/** The ipset type a desired set is created with (one place, so that sets may come to carry their own). */
-export function setType(_set: DesiredSet): string {
-  return SET_TYPE;
+/** The ipset type a set is created with: a function of its name (DESIGN §6.2). */
+export function setType(name: string): string {
+  return setTypeOf(name);
 }
 
 export function setCreate(name: string, set: DesiredSet): string {
-  return `create ${name} ${setType(set)} family ${set.family === 4 ? "inet" : "inet6"} maxelem ${SET_MAXELEM}`;
+  return `create ${name} ${setType(name)} family ${set.family === 4 ? "inet" : "inet6"} maxelem ${SET_MAXELEM}`;
 }
 
 /** Stage 0 for one family: the given chains emptied to a single DROP. */
@@ -88,7 +88,7 @@ export function planApply(desired: PlanInput, kernel: KernelState): Plan {
   const recreate = new Set<string>();
   for (const [name, want] of desired.sets) {
     const have = kernel.sets.get(name);
-    if (have && (have.family !== want.family || have.type !== setType(want))) {
+    if (have && (have.family !== want.family || have.type !== setType(name))) {
       // Wrong type or family: destroy and re-create (after stage 0 removed
       // every reference), then fill.
       recreate.add(name);

@@ -68,7 +68,7 @@ export class ProgrammedState {
       }
     }
     for (const c of this.chains.values()) k.families[c.family].chains.set(c.name, { hashes: chainHashes(c) });
-    for (const [n, s] of this.sets) k.sets.set(n, { family: s.family, type: setType(s), members: s.members });
+    for (const [n, s] of this.sets) k.sets.set(n, { family: s.family, type: setType(n), members: s.members });
     return k;
   }
 }
