@@ -67,7 +67,11 @@ export function startCompactor(o: CompactorOptions): Compactor {
     if (abort.signal.aborted) return;
     const c = election.campaign(me);
     campaign = c;
-    c.on("elected", () => { elected = true; o.logger.info({ replica: o.replicaId }, "elected to compact etcd's history"); });
+    c.on("elected", () => {
+      if (c !== campaign) return; // a campaign we already gave up
+      elected = true;
+      o.logger.info({ replica: o.replicaId }, "elected to compact etcd's history");
+    });
     c.on("error", (err: Error) => {
       elected = false;
       if (abort.signal.aborted || c !== campaign) return;
@@ -77,7 +81,8 @@ export function startCompactor(o: CompactorOptions): Compactor {
       void sleep(backoff.next(), abort.signal).then(campaignLoop);
     });
   }
-  const backoff = createBackoff({ initialMs: 1_000, maxMs: 30_000 });
+  // At most about a lease TTL: a follower that keeps failing to campaign must still be ready to take over.
+  const backoff = createBackoff({ initialMs: 1_000, maxMs: 10_000 });
 
   async function tick(): Promise<void> {
     const t = now();
@@ -87,9 +92,12 @@ export function startCompactor(o: CompactorOptions): Compactor {
     let target: { at: number; revision: number } | undefined;
     while (samples.length && samples[0]!.at <= t - o.retentionMs) target = samples.shift();
     if (target) samples.unshift(target);
-    if (!elected || !campaign) return;
-    // The campaign said "elected" once; confirm that we still lead before acting.
-    if ((await election.leader()) !== me) return;
+    if (!campaign) return;
+    // etcd decides, not the campaign's events: "elected" may come late or
+    // never (its internal watch can break when history it needs was
+    // compacted — by us, or anyone), and a lost lease may be noticed late.
+    elected = (await election.leader()) === me;
+    if (!elected) return;
     backoff.reset();
     await o.store.repairRevisionKey().catch(() => undefined);
     if (!target || target.revision <= lastCompacted) return;

@@ -82,8 +82,9 @@ describe("etcd history compaction", () => {
     if (aLeads) { await a.stop(); a = b!; } else await b!.stop();
     b = undefined;
     const c = survivor.controller.compactor!;
-    // At once when the leader resigns; a lease TTL (10 s) when its resignation did not reach etcd: generous for CI.
-    await eventually(async () => c.leader, { what: "takeover", timeoutMs: 30_000 });
+    // At once when the leader resigns; a lease TTL (10 s) when its resignation did not reach etcd. Each
+    // step asks etcd (as the loop does every interval), so a campaign whose events never come still takes over.
+    await eventually(async () => { await c.tick(); return c.leader; }, { what: "takeover", timeoutMs: 30_000 });
     const before = c.lastCompacted;
     const w = await apply(survivor, "q");
     await c.tick();
