@@ -22,7 +22,10 @@ import { DEFAULT_CALC_CONFIG, chainKey, sameRules, type CalcConfig, type ChainDe
 import { renderDispatch } from "./dispatch.js";
 import { renderEndpointChains, reportedDrop } from "./render-endpoint.js";
 import { renderProfile, type RenderedProfile } from "./render-rules.js";
-import { ENTRY_CHAINS, fromWorkloadChain, tagSet, toWorkloadChain } from "./names.js";
+import {
+  ENTRY_CHAINS, classKey, fromClassSet, fromNodeSet, fromWorkloadChain, inactiveSet, knownSet, tagSet, toClassSet, toNodeSet, toWorkloadChain,
+} from "./names.js";
+import { prefixTree, renderClassChains, renderClassDispatch, renderMacTree, type PrefixTree } from "./render-classes.js";
 import { UpdateCoalescer } from "./update-coalescer.js";
 
 export interface CalcSink {
@@ -56,9 +59,39 @@ class HostView {
    * the global state at flush time (once), and deltas skip them.
    */
   readonly pendingFull = new Set<string>();
-  /** Interface names changed in this batch: the dispatch tree is rebuilt once, at flush. */
+  /**
+   * Rebuilt once, at flush: the dispatch tree (interface names changed), or
+   * in the set-based layout the class tree, node sets and roots (classes
+   * came or went).
+   */
   dispatchDirty = false;
+  /** Set-based layout: a profile appeared or went; the class chains are re-rendered at flush. */
+  classChainsDirty = false;
+  /** Set-based layout: an interface's MAC came, went or changed; the MAC tree is re-rendered at flush. */
+  macDirty = false;
+  // ---- set-based layout (DESIGN §6.5)
+  /** Interface -> what it contributes: its class, MAC and classification set members. */
+  readonly placed = new Map<string, Placement>();
+  /** Ordered profile lists in use by active endpoints here, by class key. */
+  readonly classes = new Map<string, { profileIds: readonly string[]; count: number }>();
+  /** The host's own sets (classification), by name. */
+  readonly local = new Map<string, { family: IpVersion; members: Set<string> }>();
+  /** Interface -> MAC, for active endpoints with a MAC. */
+  readonly macs = new Map<string, string>();
+  /** The class tree the current node sets follow. */
+  tree: PrefixTree | undefined;
 }
+
+interface Placement {
+  cls?: string;
+  profileIds?: readonly string[];
+  mac?: string;
+  /** [set name, family, member]. */
+  members: [string, IpVersion, string][];
+}
+
+const ANY: Record<IpVersion, string> = { 4: "0.0.0.0/0", 6: "::/0" };
+
 
 interface Contribution {
   tags: string[];
@@ -81,10 +114,13 @@ export class CalcGraph {
   private readonly dirty = new Set<string>();
   private readonly subscribed = new Set<string>();
   private readonly listenAll: boolean;
+  /** The set-based layout (DESIGN §6.5); false: per-endpoint chains (§6.4). */
+  private readonly setsLayout: boolean;
   private revision = 0;
 
   constructor(private readonly sink: CalcSink, private readonly cfg: CalcConfig = DEFAULT_CALC_CONFIG, opts: CalcGraphOptions = {}) {
     this.listenAll = (opts.listen ?? "all") === "all";
+    this.setsLayout = (cfg.layout ?? "sets") === "sets";
   }
 
   get currentRevision(): number {
@@ -175,7 +211,7 @@ export class CalcGraph {
       let keys = hv.byName.get(ep.name);
       if (!keys) hv.byName.set(ep.name, (keys = new Set()));
       keys.add(key);
-      this.markDispatch(ep.host, hv);
+      if (!this.setsLayout) this.markDispatch(ep.host, hv);
     }
     this.renderName(ep.host, hv, ep.name);
     this.emit(ep.host, hv, { type: "endpoint-update", key, interfaceName: ep.name });
@@ -189,7 +225,7 @@ export class CalcGraph {
     this.endpoints.delete(key);
     hv.endpoints.delete(key);
     this.unbindName(old.host, hv, old.name, key);
-    this.markDispatch(old.host, hv);
+    if (!this.setsLayout) this.markDispatch(old.host, hv);
     for (const id of old.profileIds) this.dropUse(old.host, hv, id, key);
     this.emit(old.host, hv, { type: "endpoint-remove", key });
     this.updateContrib(key, undefined);
@@ -233,10 +269,7 @@ export class CalcGraph {
     };
     for (const host of this.dirty) {
       const hv = this.hosts.get(host)!;
-      if (hv.dispatchDirty) {
-        hv.dispatchDirty = false;
-        this.renderDispatch(host, hv);
-      }
+      this.renderDirtyLayout(host, hv);
       if (!this.wanted(host)) {
         hv.pendingFull.clear();
         hv.out.clear();
@@ -265,10 +298,7 @@ export class CalcGraph {
   subscribe(host: string): void {
     if (!this.hosts.has(host)) {
       const hv = this.host(host);
-      if (hv.dispatchDirty) {
-        hv.dispatchDirty = false;
-        this.renderDispatch(host, hv);
-      }
+      this.renderDirtyLayout(host, hv);
       hv.out.clear();
       this.dirty.delete(host);
     }
@@ -303,6 +333,7 @@ export class CalcGraph {
     for (const [name, ref] of hv.setRefs) {
       c.push({ type: "ipset-update", name, family: ref.family, members: [...(this.setMembers.get(name)?.keys() ?? [])] });
     }
+    for (const [name, set] of hv.local) c.push({ type: "ipset-update", name, family: set.family, members: [...set.members] });
     for (const chain of hv.chains.values()) c.push({ type: "chain-update", chain });
     for (const id of hv.profileRefs.keys()) {
       for (const chain of this.rendered.get(id)?.chains ?? []) c.push({ type: "chain-update", chain });
@@ -341,11 +372,32 @@ export class CalcGraph {
     const entry: ChainDef[] = FAMILIES.map((family) => ({ table: "filter", family, name: ENTRY_CHAINS.workloadToHost, rules: toHost }));
     if (detached) {
       for (const c of entry) hv.chains.set(chainKey(c.family, c.name), c);
+      if (this.setsLayout) {
+        for (const family of FAMILIES) {
+          for (const set of [knownSet(family), inactiveSet(family)]) hv.local.set(set, { family, members: new Set() });
+          for (const c of this.layoutChains(hv, family)) hv.chains.set(chainKey(family, c.name), c);
+        }
+        return;
+      }
       for (const family of FAMILIES) for (const c of renderDispatch([], family, this.cfg)) hv.chains.set(chainKey(family, c.name), c);
       return;
     }
+    if (this.setsLayout) for (const family of FAMILIES) for (const set of [knownSet(family), inactiveSet(family)]) this.createLocal(name, hv, set, family, []);
     for (const c of entry) this.setChain(name, hv, c);
     this.renderDispatch(name, hv);
+  }
+
+  /** What a batch left to render once per host: the dispatch (tree) and, in the set-based layout, class chains and MAC tree. */
+  private renderDirtyLayout(host: string, hv: HostView): void {
+    if (!hv.dispatchDirty && !hv.classChainsDirty && !hv.macDirty) return;
+    if (!this.setsLayout) {
+      hv.dispatchDirty = false;
+      this.renderDispatch(host, hv);
+      return;
+    }
+    const what = { classes: hv.dispatchDirty, classChains: hv.classChainsDirty, macs: hv.macDirty };
+    hv.dispatchDirty = hv.classChainsDirty = hv.macDirty = false;
+    this.renderSetsLayout(host, hv, what);
   }
 
   private markDispatch(host: string, hv: HostView): void {
@@ -371,6 +423,7 @@ export class CalcGraph {
   }
 
   private renderDispatch(host: string, hv: HostView): void {
+    if (this.setsLayout) return this.renderSetsLayout(host, hv, { classes: true, classChains: true, macs: true });
     const names = [...hv.byName.keys()];
     const wanted = new Set<string>();
     for (const family of FAMILIES) {
@@ -386,6 +439,7 @@ export class CalcGraph {
 
   /** (Re)renders the chains of the endpoint(s) using an interface name. */
   private renderName(host: string, hv: HostView, name: string): void {
+    if (this.setsLayout) return this.placeName(host, hv, name);
     const keys = hv.byName.get(name);
     for (const family of FAMILIES) {
       if (!keys || keys.size === 0) {
@@ -415,9 +469,166 @@ export class CalcGraph {
   private rerenderUsers(profileId: string): void {
     for (const key of this.profileUsers.get(profileId) ?? []) {
       const ep = this.endpoints.get(key)!;
-      this.renderName(ep.host, this.hosts.get(ep.host)!, ep.name);
+      // Set-based layout: the class chains say whether a profile exists; re-rendered at flush.
+      if (this.setsLayout) {
+        this.hosts.get(ep.host)!.classChainsDirty = true;
+        this.dirty.add(ep.host);
+      }
+      else this.renderName(ep.host, this.hosts.get(ep.host)!, ep.name);
     }
   }
+
+  // ------------------------------------------------ set-based layout (§6.5)
+
+  /** What one interface contributes, given the endpoint(s) bound to it. */
+  private placementOf(hv: HostView, name: string): Placement | undefined {
+    const keys = hv.byName.get(name);
+    // None, or two endpoints claiming one interface: nothing (fail closed, "no endpoint").
+    if (!keys || keys.size !== 1) return undefined;
+    const ep = this.endpoints.get([...keys][0]!)!;
+    const members: Placement["members"] = [];
+    if (ep.state !== "active") {
+      for (const f of FAMILIES) members.push([inactiveSet(f), f, `${ANY[f]},${name}`]);
+      return { members };
+    }
+    const cls = classKey(ep.profileIds);
+    for (const f of FAMILIES) {
+      members.push([knownSet(f), f, `${ANY[f]},${name}`], [toClassSet(cls, f), f, `${ANY[f]},${name}`]);
+      for (const net of f === 4 ? ep.ipv4Nets : ep.ipv6Nets) members.push([fromClassSet(cls, f), f, `${hostAddress(net)},${name}`]);
+    }
+    return { cls, profileIds: ep.profileIds, mac: ep.mac, members };
+  }
+
+  /**
+   * Moves an interface's set members, class reference and MAC to what its
+   * endpoint says now: set deltas only, unless a class appears or goes or a
+   * MAC changes (then the host's layout chains are re-rendered at flush).
+   */
+  private placeName(host: string, hv: HostView, name: string): void {
+    const prev = hv.placed.get(name);
+    const next = this.placementOf(hv, name);
+    if (next?.cls && next.cls !== prev?.cls) this.classRef(host, hv, next.cls, next.profileIds!, +1);
+    const key = (m: [string, IpVersion, string]) => `${m[0]}\t${m[2]}`;
+    const nextKeys = new Set(next?.members.map(key));
+    const prevKeys = new Set(prev?.members.map(key));
+    for (const m of prev?.members ?? []) if (!nextKeys.has(key(m))) this.localChange(host, hv, m[0], m[1], m[2], false, prev!.cls);
+    for (const m of next?.members ?? []) if (!prevKeys.has(key(m))) this.localChange(host, hv, m[0], m[1], m[2], true, next!.cls);
+    if (prev?.cls && prev.cls !== next?.cls) this.classRef(host, hv, prev.cls, prev.profileIds!, -1);
+    if (prev?.mac !== next?.mac) {
+      if (next?.mac !== undefined) hv.macs.set(name, next.mac);
+      else hv.macs.delete(name);
+      hv.macDirty = true;
+      this.dirty.add(host);
+    }
+    if (next) hv.placed.set(name, next);
+    else hv.placed.delete(name);
+  }
+
+  private classRef(host: string, hv: HostView, cls: string, profileIds: readonly string[], sign: 1 | -1): void {
+    const c = hv.classes.get(cls);
+    if (sign > 0) {
+      if (c) { c.count++; return; }
+      hv.classes.set(cls, { profileIds, count: 1 });
+      for (const f of FAMILIES) for (const set of [fromClassSet(cls, f), toClassSet(cls, f)]) this.createLocal(host, hv, set, f, []);
+      this.markDispatch(host, hv);
+      return;
+    }
+    if (!c || --c.count > 0) return;
+    hv.classes.delete(cls);
+    for (const f of FAMILIES) for (const set of [fromClassSet(cls, f), toClassSet(cls, f)]) this.removeLocal(host, hv, set);
+    this.markDispatch(host, hv);
+  }
+
+  private createLocal(host: string, hv: HostView, name: string, family: IpVersion, members: string[]): void {
+    hv.local.set(name, { family, members: new Set(members) });
+    this.emit(host, hv, { type: "ipset-update", name, family, members });
+  }
+
+  private removeLocal(host: string, hv: HostView, name: string): void {
+    const set = hv.local.get(name);
+    if (!set) return;
+    hv.local.delete(name);
+    this.emit(host, hv, { type: "ipset-remove", name, family: set.family });
+  }
+
+  /** One member in or out of a local set, and of the tree-node sets above its class. */
+  private localChange(host: string, hv: HostView, name: string, family: IpVersion, member: string, add: boolean, cls: string | undefined): void {
+    const names = [name];
+    if (cls !== undefined && (name === fromClassSet(cls, family) || name === toClassSet(cls, family))) {
+      const node = name === fromClassSet(cls, family) ? fromNodeSet : toNodeSet;
+      for (const prefix of hv.tree?.paths.get(cls) ?? []) names.push(node(prefix, family));
+    }
+    for (const n of names) {
+      const set = hv.local.get(n);
+      if (!set) continue; // gone with its class, or a node set the next tree re-derives
+      if (add ? set.members.has(member) : !set.members.has(member)) continue;
+      if (add) set.members.add(member);
+      else set.members.delete(member);
+      this.emit(host, hv, { type: "ipset-delta", name: n, family, added: add ? [member] : [], removed: add ? [] : [member] });
+    }
+  }
+
+  /** Entry chains, class chains and trees, MAC tree of one family. */
+  private layoutChains(hv: HostView, family: IpVersion, what = { classes: true, classChains: true, macs: true }): ChainDef[] {
+    const out: ChainDef[] = [];
+    if (what.classes) out.push(...renderClassDispatch(hv.tree ?? prefixTree([]), family, this.cfg));
+    if (what.classes || what.classChains) {
+      for (const [cls, c] of hv.classes) out.push(...renderClassChains(cls, c, family, (id) => this.profiles.has(id), this.cfg));
+    }
+    if (what.macs) out.push(...renderMacTree(hv.macs, family, this.cfg));
+    return out;
+  }
+
+  /**
+   * Re-renders what a batch made stale: with `classes`, the class tree, its
+   * node sets, the roots and the class chains; with `classChains`, the class
+   * chains (a profile came or went); with `macs`, the MAC tree. Removes the
+   * chains of those kinds that are no longer wanted.
+   */
+  private renderSetsLayout(host: string, hv: HostView, what: { classes: boolean; classChains: boolean; macs: boolean }): void {
+    if (what.classes) this.deriveClassTree(host, hv);
+    const wanted = new Set<string>();
+    for (const family of FAMILIES) {
+      for (const c of this.layoutChains(hv, family, what)) {
+        wanted.add(chainKey(family, c.name));
+        this.setChain(host, hv, c);
+      }
+    }
+    const stale = (name: string) =>
+      (what.classes && /^pal-(cf_|ct_|cfn-|ctn-)/.test(name)) || (what.macs && /^pal-fm[-_]/.test(name));
+    for (const [key, c] of hv.chains) {
+      if (!wanted.has(key) && stale(c.name)) this.removeChain(host, hv, c.family, c.name);
+    }
+  }
+
+  /** The class tree for the host's classes now, and node sets holding the union of their classes' members. */
+  private deriveClassTree(host: string, hv: HostView): void {
+    const tree = prefixTree([...hv.classes.keys()].sort());
+    // Classes never share a member (one interface, one class): plain unions.
+    const wantSets = new Map<string, { family: IpVersion; members: Set<string> }>();
+    for (const [cls, path] of tree.paths) {
+      for (const f of FAMILIES) {
+        for (const [leaf, node] of [[fromClassSet(cls, f), fromNodeSet], [toClassSet(cls, f), toNodeSet]] as const) {
+          for (const prefix of path) {
+            const n = node(prefix, f);
+            let w = wantSets.get(n);
+            if (!w) wantSets.set(n, (w = { family: f, members: new Set() }));
+            for (const m of hv.local.get(leaf)?.members ?? []) w.members.add(m);
+          }
+        }
+      }
+    }
+    for (const [n, w] of wantSets) {
+      const have = hv.local.get(n);
+      if (have && have.members.size === w.members.size && [...w.members].every((m) => have.members.has(m))) continue;
+      this.createLocal(host, hv, n, w.family, [...w.members]);
+    }
+    for (const n of [...hv.local.keys()]) {
+      if (/^pal[46]i[ft]n-/.test(n) && !wantSets.has(n)) this.removeLocal(host, hv, n);
+    }
+    hv.tree = tree;
+  }
+
 
   private addUse(host: string, hv: HostView, id: string, key: string): void {
     let users = this.profileUsers.get(id);

@@ -27,3 +27,26 @@ export const fromWorkloadChain = (iface: string) => name("pal-fw", iface, CHAIN_
 export const fromDispatchNode = (prefix: string) => name("pal-fd", prefix, CHAIN_MAX);
 export const toDispatchNode = (prefix: string) => name("pal-td", prefix, CHAIN_MAX);
 export const tagSet = (tag: string, family: IpVersion) => name(`pal${family}t`, tag, IPSET_MAX);
+
+// ---- set-based layout (DESIGN §6.5): classes of endpoints that share an
+// ordered profile list; names derived from the list, so the result does not
+// depend on the order in which endpoints arrived.
+export const classKey = (profileIds: readonly string[]) => shortHash(profileIds.join("\n"), 20);
+export const fromClassChain = (cls: string) => `pal-cf_${cls}`;
+export const toClassChain = (cls: string) => `pal-ct_${cls}`;
+/** hash:net,iface: (address, interface) of the class's active endpoints. */
+export const fromClassSet = (cls: string, family: IpVersion) => `pal${family}if_${cls}`;
+/** hash:net,iface: (any address, interface) of the class's active endpoints. */
+export const toClassSet = (cls: string, family: IpVersion) => `pal${family}it_${cls}`;
+/** hash:net,iface: (any address, interface) of every active endpoint with one interface to itself. */
+export const knownSet = (family: IpVersion) => `pal${family}i-known`;
+/** hash:net,iface: (any address, interface) of inactive endpoints. */
+export const inactiveSet = (family: IpVersion) => `pal${family}i-inactive`;
+/** The MAC check tree: root and nodes keyed by interface-name prefix. */
+export const MAC_ROOT = "pal-from-wl-mac";
+export const macNode = (prefix: string) => name("pal-fm", prefix, CHAIN_MAX);
+/** Class tree nodes (more than DISPATCH_FANOUT classes), keyed by class-hash prefix. */
+export const fromClassNode = (prefix: string) => `pal-cfn-${prefix}`;
+export const toClassNode = (prefix: string) => `pal-ctn-${prefix}`;
+export const fromNodeSet = (prefix: string, family: IpVersion) => `pal${family}ifn-${prefix}`;
+export const toNodeSet = (prefix: string, family: IpVersion) => `pal${family}itn-${prefix}`;

@@ -14,14 +14,15 @@ export function reportedDrop(cfg: CalcConfig, spec: string, code: "d" | "m" | "i
   return [...denyReportLines(cfg, [spec], code, chain, n), spec ? `${spec} -j DROP` : "-j DROP"];
 }
 
-function profileJumps(ep: Endpoint, self: string, chainOf: (id: string) => string, exists: (id: string) => boolean, cfg: CalcConfig): string[] {
+/** An ordered profile list as jumps: first allow (mark) returns, a missing profile or the end drops. */
+export function profileJumps(profileIds: readonly string[], self: string, chainOf: (id: string) => string, exists: (id: string) => boolean, cfg: CalcConfig): string[] {
   const mark = acceptMarkSpecs(cfg);
   // With flow reports, the log mark is cleared too: one left by an allow
   // point upstream (the sender's outbound rules) must not make a report
   // point here fire (DESIGN §6.12).
   const m = markHex(clearMask(cfg));
   const rules = [`-j MARK --set-xmark 0x0/${m}`];
-  for (const [position, id] of ep.profileIds.entries()) {
+  for (const [position, id] of profileIds.entries()) {
     if (!exists(id)) {
       // A referenced profile that does not exist denies everything that the
       // profiles before it did not allow.
@@ -57,9 +58,9 @@ export function renderEndpointChains(
     // "source is one of several addresses": mark each match, drop unmarked.
     fromRules.push(mark.clear, ...addrs.map((a) => `-s ${a} ${mark.set}`), ...reportedDrop(cfg, mark.notSet, "s", from));
   }
-  if (addrs.length > 0) fromRules.push(...profileJumps(ep, from, profileOutboundChain, profileExists, cfg));
+  if (addrs.length > 0) fromRules.push(...profileJumps(ep.profileIds, from, profileOutboundChain, profileExists, cfg));
   return [
-    { table: "filter", family, name: to, rules: profileJumps(ep, to, profileInboundChain, profileExists, cfg) },
+    { table: "filter", family, name: to, rules: profileJumps(ep.profileIds, to, profileInboundChain, profileExists, cfg) },
     { table: "filter", family, name: from, rules: fromRules },
   ];
 }

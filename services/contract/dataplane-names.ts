@@ -18,3 +18,15 @@ export const ENTRY_CHAINS = {
 /** Everything Palisade owns matches these; the driver touches nothing else. */
 export const OWNED_CHAIN_RE = /^pal-[A-Za-z0-9_.-]{1,24}$/;
 export const OWNED_SET_RE = /^pal[A-Za-z0-9_.-]{1,28}$/;
+
+/**
+ * An ipset's type follows from its name (DESIGN §6.2), so the wire needs no
+ * type field: `pal4i…`/`pal6i…` are the host's classification sets,
+ * `hash:net,iface` (members `<net>,<interface>`); every other set of ours is
+ * `hash:net` (members `<net>`).
+ */
+export const IFACE_SET_RE = /^pal[46]i/;
+export type SetType = "hash:net" | "hash:net,iface";
+export function setTypeOf(name: string): SetType {
+  return IFACE_SET_RE.test(name) ? "hash:net,iface" : "hash:net";
+}

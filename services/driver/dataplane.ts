@@ -1,19 +1,30 @@
 // The I/O half of the driver: reads the kernel (iptables-save, ipset save),
-// runs the plan as one ipset restore, one iptables-restore --noflush per
-// family, and one final ipset restore. Keeps a cache of what it believes
-// the kernel holds; any failure drops the cache so the next apply starts
-// from a fresh read-back.
+// runs a plan as one ipset restore, one iptables-restore --noflush per
+// family, and one final ipset restore (DESIGN §6.7).
+//
+// What it knows of the kernel, in one of three states:
+//   clean     the kernel holds exactly what it last programmed (the
+//             reference): after a successful apply that removed unwanted
+//             objects, or a read-back that found no drift. An apply that
+//             is told what changed plans from the change alone
+//             (planChanges): O(change), no read-back, no full diff.
+//   known     a read-back (or, before the first in-sync, what the last
+//             apply left next to the adopted leftovers): plans in full.
+//   unknown   after a failure: the next apply reads the kernel back first.
 //
 // Drift means "the kernel no longer holds what we last programmed" — not
 // "the kernel differs from the newest desired state": a change the
 // controller sent a moment ago is pending work, not tampering, and must
-// neither be logged as a repair nor counted as one.
+// neither be logged as a repair nor counted as one (DESIGN §6.9).
 import type { Logger } from "pino";
 import type { IpVersion } from "../model/index.js";
 import { iptablesCommands, type Backend } from "./backend.js";
 import type { CommandRunner } from "./command-runner.js";
 import { HOOKS, emptyFamilyState, parseIpsetSave, parseIptablesSave, type KernelState } from "./kernel-state.js";
-import { hookRule, planApply, planCleanup, SET_TYPE, type Plan, type PlanInput } from "./plan.js";
+import type { DesiredChanges } from "./desired-state.js";
+import { hookRule, planApply, planCleanup, planIsEmpty, setType, type Plan, type PlanInput } from "./plan.js";
+import { planChanges } from "./plan-changes.js";
+import { ProgrammedState } from "./programmed-state.js";
 import { chainHashes } from "./rule-hash.js";
 
 export interface ApplyResult {
@@ -26,20 +37,39 @@ export interface ApplyResult {
   bytesWritten: number;
 }
 
+export interface ApplySource {
+  input: PlanInput;
+  /** What changed since the previous apply's input; undefined = unknown (plan in full). */
+  changes?: DesiredChanges;
+}
+
 export interface Dataplane {
   readonly backend: Backend;
   readKernel(): Promise<KernelState>;
-  /** Programs `input`; on success it becomes the drift reference, so the caller must not mutate it afterwards. */
-  apply(input: PlanInput): Promise<ApplyResult>;
+  /**
+   * Programs `input`. With `changes` (everything that may differ from the
+   * previous apply's input) and a clean kernel, only the changed objects
+   * are looked at and written; otherwise desired vs. kernel in full. The
+   * input is read only synchronously, when the plan is made: the caller
+   * may change it afterwards.
+   */
+  apply(input: PlanInput, changes?: DesiredChanges): Promise<ApplyResult>;
+  /**
+   * apply(), with the input taken from `take` at the moment the plan is
+   * made (after any read-back): what an apply answers for is fixed with
+   * its input (the driver's acknowledgements, DESIGN §5.3).
+   */
+  applyFrom(take: () => ApplySource): Promise<ApplyResult>;
   /**
    * Reads the kernel back and compares it with what the last successful
-   * apply programmed; true when someone else changed it. Refreshes the
-   * cache either way, so the next apply() repairs (and applies whatever is
-   * pending) from what the kernel really holds. False when nothing has been
-   * applied yet, or since a failed apply (our own half-written state is not
-   * drift).
+   * apply programmed; true when someone else changed it. The next apply()
+   * then repairs (and applies whatever is pending) from what the kernel
+   * really holds. False when nothing has been applied yet, or since a
+   * failed apply (our own half-written state is not drift).
    */
   detectDrift(): Promise<boolean>;
+  /** Rules and sets the last successful apply left programmed (metrics); undefined after a failure. */
+  programmed(): { rules: Record<IpVersion, number>; sets: number } | undefined;
   cleanup(): Promise<ApplyResult>;
   invalidate(): void;
 }
@@ -50,9 +80,12 @@ const WAIT_ARGS = ["--wait", "10"];
 export function createDataplane(opts: { runner: CommandRunner; backend: Backend; families: IpVersion[]; logger: Logger; now?: () => number }): Dataplane {
   const { runner, backend, families, logger } = opts;
   const now = opts.now ?? (() => performance.now());
-  let cache: KernelState | undefined;
-  /** The input of the last successful apply: the reference for drift. */
-  let lastApplied: PlanInput | undefined;
+  /** The drift reference: what the last successful apply programmed. */
+  let reference: ProgrammedState | undefined;
+  /** The kernel holds exactly `reference` (see the header). */
+  let clean = false;
+  /** Otherwise, what the kernel holds when known. */
+  let known: KernelState | undefined;
 
   async function readKernel(): Promise<KernelState> {
     const state: KernelState = { families: { 4: emptyFamilyState(), 6: emptyFamilyState() }, sets: new Map() };
@@ -109,62 +142,99 @@ export function createDataplane(opts: { runner: CommandRunner; backend: Backend;
     };
   }
 
-  /** What the kernel holds after a successful apply of `input`. */
+  /** What the kernel holds after a successful apply of `input` that removed nothing (before the first in-sync). */
   function afterApply(input: PlanInput, before: KernelState): KernelState {
     const next: KernelState = { families: { 4: emptyFamilyState(), 6: emptyFamilyState() }, sets: new Map() };
     for (const f of families) {
       const fam = next.families[f];
-      if (!input.removeUnwanted) for (const [n, c] of before.families[f].chains) fam.chains.set(n, c);
+      for (const [n, c] of before.families[f].chains) fam.chains.set(n, c);
       for (const c of input.chains.values()) if (c.family === f) fam.chains.set(c.name, { hashes: chainHashes(c) });
       for (const b of Object.keys(HOOKS)) {
         fam.hookPositions.set(b, [1]);
         fam.firstRuleHash.set(b, hookRule(b).hash);
       }
     }
-    if (!input.removeUnwanted) for (const [n, s] of before.sets) next.sets.set(n, s);
-    for (const [n, s] of input.sets) next.sets.set(n, { family: s.family, type: SET_TYPE, members: new Set(s.members) });
+    for (const [n, s] of before.sets) next.sets.set(n, s);
+    for (const [n, s] of input.sets) next.sets.set(n, { family: s.family, type: setType(n), members: new Set(s.members) });
     return next;
+  }
+
+  function forget(): void {
+    reference = undefined;
+    clean = false;
+    known = undefined;
+  }
+
+  async function applyFrom(take: () => ApplySource): Promise<ApplyResult> {
+    if (!clean && !known) known = await readKernel();
+    // From here to execute(), nothing awaits: the input is read, planned
+    // and (for the reference) copied as it is now.
+    const { input, changes } = take();
+    let plan: Plan;
+    let commit: () => void;
+    const prev = reference;
+    if (clean && prev && changes && input.removeUnwanted && sameFamilies(prev.families, input.families)) {
+      const c = planChanges(input, changes, prev);
+      plan = c.plan;
+      commit = () => prev.edit(c.edits);
+    } else {
+      const kernel = known ?? prev!.kernelState();
+      plan = planApply(input, kernel);
+      const next = ProgrammedState.copyOf(input);
+      // Before the first in-sync nothing is removed: leftovers stay next
+      // to what we wrote, so the kernel is "known", not "clean".
+      const after = input.removeUnwanted ? undefined : afterApply(input, kernel);
+      commit = () => {
+        reference = next;
+        clean = input.removeUnwanted;
+        known = after;
+      };
+    }
+    try {
+      const r = await execute(plan);
+      commit();
+      return r;
+    } catch (err) {
+      forget();
+      throw err;
+    }
   }
 
   return {
     backend,
     readKernel,
     invalidate() {
-      cache = undefined;
+      clean = false;
+      known = undefined;
     },
-    async apply(input) {
-      const kernel = cache ?? (await readKernel());
-      const plan = planApply(input, kernel);
-      try {
-        const r = await execute(plan);
-        cache = afterApply(input, kernel);
-        lastApplied = input;
-        return r;
-      } catch (err) {
-        cache = undefined;
-        lastApplied = undefined;
-        throw err;
-      }
-    },
+    apply: (input, changes) => applyFrom(() => ({ input, changes })),
+    applyFrom,
     async detectDrift() {
       const kernel = await readKernel();
-      cache = kernel;
-      if (!lastApplied) return false;
+      clean = false;
+      known = kernel;
+      if (!reference) return false;
       // The planner's notion of "differs" (rule hashes, hook position, set
       // members, unwanted leftovers) against what we wrote last time.
-      const plan = planApply(lastApplied, kernel);
-      const drift = plan.ipsetBefore.length > 0 || families.some((f) => plan.restoreFirst[f] !== undefined) || plan.ipsetAfter.length > 0 || families.some((f) => plan.restore[f] !== undefined);
-      if (drift) {
-        logger.warn({ chains: plan.chainsWritten, removed: plan.chainsRemoved, ipsetLines: plan.ipsetBefore.length + plan.ipsetAfter.length }, "dataplane drift detected; repairing");
+      const plan = planApply(reference.asPlanInput(), kernel);
+      if (planIsEmpty(plan, families)) {
+        // The kernel holds the reference: the next apply may plan from its change alone.
+        if (reference.removeUnwanted) { clean = true; known = undefined; }
+        return false;
       }
-      return drift;
+      logger.warn({ chains: plan.chainsWritten, removed: plan.chainsRemoved, ipsetLines: plan.ipsetBefore.length + plan.ipsetAfter.length }, "dataplane drift detected; repairing");
+      return true;
     },
+    programmed: () => (reference ? { rules: { ...reference.rules }, sets: reference.sets.size } : undefined),
     async cleanup() {
       const kernel = await readKernel();
       const r = await execute(planCleanup(kernel, families));
-      cache = undefined;
-      lastApplied = undefined;
+      forget();
       return r;
     },
   };
+}
+
+function sameFamilies(a: readonly IpVersion[], b: readonly IpVersion[]): boolean {
+  return a.length === b.length && a.every((f) => b.includes(f));
 }

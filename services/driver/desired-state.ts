@@ -3,13 +3,31 @@
 // member is checked here, before it can reach an iptables-restore or ipset
 // line (defence in depth: the controller validated it already).
 import { chainKey, type ChainDef, type HostUpdate } from "../contract/host-update.js";
-import { OWNED_CHAIN_RE, OWNED_SET_RE } from "../contract/dataplane-names.js";
+import { OWNED_CHAIN_RE, OWNED_SET_RE, setTypeOf } from "../contract/dataplane-names.js";
 import { parseCidr, type IpVersion } from "../model/index.js";
 import { ProtocolError } from "../contract/errors.js";
 
 export interface DesiredSet {
   family: IpVersion;
   members: Set<string>;
+}
+
+/**
+ * What changed in a DesiredState since the last `takeChanges()`: the driver
+ * plans an apply from this alone (DESIGN §6.7), so it must name every key
+ * that may differ. Keys, never values: the planner compares the desired
+ * value with what it last programmed, so a change that was undone before
+ * the apply (a member added, then removed) writes nothing.
+ */
+export interface DesiredChanges {
+  /** chainKey()s of chains updated or removed. */
+  readonly chains: ReadonlySet<string>;
+  /**
+   * Set name -> the members added or removed since, or "all" when the set
+   * was replaced or removed wholesale (ipset-update, ipset-remove): then its
+   * members are compared in full, which costs what the update itself did.
+   */
+  readonly sets: ReadonlyMap<string, ReadonlySet<string> | "all">;
 }
 
 const UNSAFE = /[\u0000-\u001f\u007f]/;
@@ -19,6 +37,33 @@ export class DesiredState {
   readonly sets = new Map<string, DesiredSet>();
   /** Endpoint key -> interface name. */
   readonly endpoints = new Map<string, string>();
+  /**
+   * Changes since the last takeChanges(); undefined until the first one:
+   * a state built from a snapshot has no baseline to be a change against
+   * (and recording a whole snapshot's keys would only cost memory).
+   */
+  private changes: { chains: Set<string>; sets: Map<string, Set<string> | "all"> } | undefined;
+
+  /**
+   * Hands over (and forgets) what changed since the previous call; undefined
+   * on the first call, meaning "everything: plan against the kernel".
+   */
+  takeChanges(): DesiredChanges | undefined {
+    const c = this.changes;
+    this.changes = { chains: new Set(), sets: new Map() };
+    return c;
+  }
+
+  private touchSet(name: string, members: readonly string[] | "all"): void {
+    const c = this.changes;
+    if (!c) return;
+    const prev = c.sets.get(name);
+    if (prev === "all") return;
+    if (members === "all") { c.sets.set(name, "all"); return; }
+    const touched = prev ?? new Set<string>();
+    for (const m of members) touched.add(m);
+    c.sets.set(name, touched);
+  }
 
   /** Applies updates; throws (changing nothing further) on anything unsafe. */
   apply(updates: readonly HostUpdate[]): void {
@@ -27,24 +72,30 @@ export class DesiredState {
         case "ipset-update":
           checkSet(u.name, u.family, u.members);
           this.sets.set(u.name, { family: u.family, members: new Set(u.members) });
+          this.touchSet(u.name, "all");
           break;
         case "ipset-delta": {
           checkSet(u.name, u.family, [...u.added, ...u.removed]);
           let s = this.sets.get(u.name);
           if (!s) this.sets.set(u.name, (s = { family: u.family, members: new Set() }));
+          this.touchSet(u.name, u.removed);
+          this.touchSet(u.name, u.added);
           for (const m of u.removed) s.members.delete(m);
           for (const m of u.added) s.members.add(m);
           break;
         }
         case "ipset-remove":
           this.sets.delete(u.name);
+          this.touchSet(u.name, "all");
           break;
         case "chain-update":
           checkChain(u.chain);
           this.chains.set(chainKey(u.chain.family, u.chain.name), u.chain);
+          this.changes?.chains.add(chainKey(u.chain.family, u.chain.name));
           break;
         case "chain-remove":
           this.chains.delete(chainKey(u.family, u.name));
+          this.changes?.chains.add(chainKey(u.family, u.name));
           break;
         case "endpoint-update":
           if (UNSAFE.test(u.key) || !/^[A-Za-z0-9_-]{1,15}$/.test(u.interfaceName)) throw new ProtocolError(`unsafe endpoint ${JSON.stringify(u.key)}`);
@@ -58,11 +109,18 @@ export class DesiredState {
   }
 }
 
+const IFACE_RE = /^[A-Za-z0-9_.-]{1,15}$/;
+
 function checkSet(name: string, family: IpVersion, members: readonly string[]): void {
   if (!OWNED_SET_RE.test(name)) throw new ProtocolError(`refusing ipset name ${JSON.stringify(name)}`);
+  const withIface = setTypeOf(name) === "hash:net,iface";
   for (const m of members) {
-    const c = parseCidr(m);
-    if (!c || c.version !== family || c.prefix === 0) throw new ProtocolError(`refusing member ${JSON.stringify(m)} of ipset ${name}`);
+    // hash:net,iface: `<net>,<interface>`, where /0 means "any address on this interface".
+    const comma = withIface ? m.indexOf(",") : -1;
+    const net = withIface ? m.slice(0, comma) : m;
+    const c = comma === -1 && withIface ? undefined : parseCidr(net);
+    const ok = c !== undefined && c.version === family && (withIface ? IFACE_RE.test(m.slice(comma + 1)) : c.prefix !== 0);
+    if (!ok) throw new ProtocolError(`refusing member ${JSON.stringify(m)} of ipset ${name}`);
   }
 }
 

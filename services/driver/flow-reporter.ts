@@ -62,7 +62,7 @@ export interface FlowReporter {
   stop(): Promise<void>;
 }
 
-const INBOUND_CHAIN = /^pal-(pi|tw|td|to-wl-dispatch)/;
+const INBOUND_CHAIN = /^pal-(pi|tw|td|ct|to-wl-dispatch)/;
 
 /** ifindex → name in this network namespace (/sys is the namespace's own under `ip netns exec`). */
 function interfaceNames(): Map<number, string> {

@@ -83,6 +83,9 @@ export function parseIptablesSave(text: string): KernelFamilyState {
  * that e.g. ipset's "::ffff:198.18.0.1" equals the model's "::ffff:c612:1".
  */
 export function canonicalMember(m: string): string {
+  // hash:net,iface members: `<net>,<interface>`, the net in the model's spelling.
+  const comma = m.indexOf(",");
+  if (comma >= 0) return `${canonicalMember(m.slice(0, comma))}${m.slice(comma)}`;
   const c = parseCidr(m);
   if (!c) return m;
   return c.prefix === (c.version === 4 ? 32 : 128) ? formatAddress(c.version, c.addr) : formatCidr(c);

@@ -12,6 +12,7 @@
 //      and delete chains no longer wanted
 //   3. ipset restore: destroy sets no longer wanted (no rule references them now)
 import { chainKey, type ChainDef } from "../contract/host-update.js";
+import { setTypeOf } from "../contract/dataplane-names.js";
 import type { IpVersion } from "../model/index.js";
 import type { DesiredSet } from "./desired-state.js";
 import { HOOKS, type KernelState } from "./kernel-state.js";
@@ -28,19 +29,51 @@ export interface Plan {
   chainsRemoved: number;
 }
 
+/**
+ * Chains by chainKey(): what the planner reads of the desired chains. A Map
+ * is one; the driver hands a layered view (base chains under the
+ * controller's) so that no apply copies every chain (plan-input.ts).
+ */
+export interface ChainLookup {
+  get(key: string): ChainDef | undefined;
+  has(key: string): boolean;
+  values(): Iterable<ChainDef>;
+}
+
 export interface PlanInput {
-  chains: Map<string, ChainDef>;
-  sets: Map<string, DesiredSet>;
+  chains: ChainLookup;
+  sets: ReadonlyMap<string, DesiredSet>;
   families: IpVersion[];
   /** Remove pal chains/sets that are not desired (false before the first in-sync). */
   removeUnwanted: boolean;
 }
 
-export const SET_TYPE = "hash:net";
 export const SET_MAXELEM = 1048576;
 
-function setCreate(name: string, family: IpVersion): string {
-  return `create ${name} ${SET_TYPE} family ${family === 4 ? "inet" : "inet6"} maxelem ${SET_MAXELEM}`;
+/** The ipset type a set is created with: a function of its name (DESIGN §6.2). */
+export function setType(name: string): string {
+  return setTypeOf(name);
+}
+
+export function setCreate(name: string, set: DesiredSet): string {
+  return `create ${name} ${setType(name)} family ${set.family === 4 ? "inet" : "inet6"} maxelem ${SET_MAXELEM}`;
+}
+
+/** Stage 0 for one family: the given chains emptied to a single DROP. */
+export function emptyToDrop(chains: Iterable<string>): string | undefined {
+  const lines = [...chains].flatMap((c) => [`:${c} - [0:0]`, `-A ${c} ${hashComment(ruleHashes(c, ["-j DROP"])[0]!)} -j DROP`]);
+  return lines.length ? ["*filter", ...lines, "COMMIT", ""].join("\n") : undefined;
+}
+
+/** The lines that (re)write one chain in a --noflush restore: declaring an existing chain flushes it. */
+export function chainLines(c: ChainDef): { declare: string; rules: string[] } {
+  const hashes = chainHashes(c);
+  return { declare: `:${c.name} - [0:0]`, rules: c.rules.map((r, i) => `-A ${c.name} ${hashComment(hashes[i]!)} ${r}`) };
+}
+
+/** Whether a plan writes anything at all. */
+export function planIsEmpty(plan: Plan, families: readonly IpVersion[]): boolean {
+  return plan.ipsetBefore.length === 0 && plan.ipsetAfter.length === 0 && families.every((f) => plan.restoreFirst[f] === undefined && plan.restore[f] === undefined);
 }
 
 export function hookRule(builtin: string): { spec: string; hash: string } {
@@ -55,15 +88,15 @@ export function planApply(desired: PlanInput, kernel: KernelState): Plan {
   const recreate = new Set<string>();
   for (const [name, want] of desired.sets) {
     const have = kernel.sets.get(name);
-    if (have && (have.family !== want.family || have.type !== SET_TYPE)) {
+    if (have && (have.family !== want.family || have.type !== setType(name))) {
       // Wrong type or family: destroy and re-create (after stage 0 removed
       // every reference), then fill.
       recreate.add(name);
-      ipsetBefore.push(`destroy ${name}`, `${setCreate(name, want.family)}`);
+      ipsetBefore.push(`destroy ${name}`, `${setCreate(name, want)}`);
       for (const m of want.members) ipsetBefore.push(`add ${name} ${m} -exist`);
       continue;
     }
-    if (!have) ipsetBefore.push(`${setCreate(name, want.family)} -exist`);
+    if (!have) ipsetBefore.push(`${setCreate(name, want)} -exist`);
     for (const m of want.members) if (!have?.members.has(m)) ipsetBefore.push(`add ${name} ${m} -exist`);
     if (have) for (const m of have.members) if (!want.members.has(m)) ipsetBefore.push(`del ${name} ${m} -exist`);
   }
@@ -71,10 +104,7 @@ export function planApply(desired: PlanInput, kernel: KernelState): Plan {
   const emptied: Record<IpVersion, Set<string>> = { 4: new Set(), 6: new Set() };
   for (const family of desired.families) {
     for (const name of recreate) for (const c of kernel.families[family].setRefs.get(name) ?? []) emptied[family].add(c);
-    if (emptied[family].size) {
-      const lines = [...emptied[family]].flatMap((c) => [`:${c} - [0:0]`, `-A ${c} ${hashComment(ruleHashes(c, ["-j DROP"])[0]!)} -j DROP`]);
-      restoreFirst[family] = ["*filter", ...lines, "COMMIT", ""].join("\n");
-    }
+    restoreFirst[family] = emptyToDrop(emptied[family]);
   }
   if (desired.removeUnwanted) {
     for (const name of kernel.sets.keys()) if (!desired.sets.has(name)) ipsetAfter.push(`destroy ${name}`);
@@ -92,9 +122,9 @@ export function planApply(desired: PlanInput, kernel: KernelState): Plan {
       const hashes = chainHashes(c);
       const have = emptied[family].has(c.name) ? undefined : k.chains.get(c.name);
       if (have && have.hashes.length === hashes.length && have.hashes.every((h, i) => h === hashes[i])) continue;
-      // In --noflush mode, declaring an existing chain flushes it.
-      declare.push(`:${c.name} - [0:0]`);
-      c.rules.forEach((r, i) => rules.push(`-A ${c.name} ${hashComment(hashes[i]!)} ${r}`));
+      const l = chainLines(c);
+      declare.push(l.declare);
+      for (const r of l.rules) rules.push(r);
       chainsWritten++;
     }
     // Hooks: exactly one jump, at the top of each built-in chain.

@@ -2,48 +2,49 @@
 // network namespace per measurement.
 //   full:        driver apply (read-back + plan + batched restore) vs. a raw
 //                ipset restore + iptables-restore --noflush of the same text
-//   incremental: one endpoint changed; driver apply vs. a raw restore of just
-//                the chains (and set members) that changed
+//   incremental: one endpoint changed; driver apply (planned from what changed,
+//                as the driver does) vs. a raw restore of just the chains (and
+//                set members) that changed
 import { execa } from "execa";
-import { CalcGraph, chainKey, type ChainDef, type HostUpdate } from "../../services/calc/index.js";
+import { CalcGraph, type HostUpdate } from "../../services/calc/index.js";
 import { createLogger } from "../../services/runtime/logger.js";
 import type { Backend } from "../../services/driver/backend.js";
 import { iptablesCommands } from "../../services/driver/backend.js";
-import { renderBaseChains } from "../../services/driver/base-chains.js";
 import { createExecRunner } from "../../services/driver/command-runner.js";
 import { createDataplane } from "../../services/driver/dataplane.js";
 import { DesiredState } from "../../services/driver/desired-state.js";
 import { emptyFamilyState } from "../../services/driver/kernel-state.js";
 import { planApply, type PlanInput } from "../../services/driver/plan.js";
+import { buildPlanInput, driverBaseChains } from "../../services/driver/plan-input.js";
 import type { Endpoint, Profile } from "../../services/model/index.js";
 import { mulberry32 } from "../support/prng.js";
 import { genEndpoint, genProfiles } from "./model-gen.js";
 import { percentile, round } from "./stats.js";
 
-/** The driver's view of host hv0, fed by the real calculation graph's updates. */
+/** The driver's view of host hv0 (IPv4 only), fed by the real calculation graph's updates. */
 function createHostFeed(profiles: Profile[], endpoints: Endpoint[]) {
   let pending: HostUpdate[] = [];
   const g = new CalcGraph({ onHostUpdates: (_h, _r, u) => { pending.push(...u); } });
   for (const p of profiles) g.upsertProfile(p);
   for (const e of endpoints) g.upsertEndpoint(e);
   g.flush(1);
+  // What a controller sends a host without IPv6.
+  const v4 = (u: HostUpdate[]) => u.filter((x) => (x.type === "chain-update" ? x.chain.family : "family" in x ? x.family : 4) === 4);
   const state = new DesiredState();
-  state.apply(g.snapshot("hv0").updates);
+  state.apply(v4(g.snapshot("hv0").updates));
   pending = [];
-  const base = new Map<string, ChainDef>();
-  for (const c of renderBaseChains(["tap"], 4)) base.set(chainKey(4, c.name), c);
+  const base = driverBaseChains(["tap"], [4]);
   let rev = 1;
   return {
-    input(): PlanInput {
-      const chains = new Map(base);
-      for (const [k, c] of state.chains) if (c.family === 4) chains.set(k, c);
-      return { chains, sets: new Map([...state.sets].filter(([, x]) => x.family === 4)), families: [4], removeUnwanted: true };
-    },
+    /** The driver's plan input (plan-input.ts), as it builds it. */
+    input: (): PlanInput => buildPlanInput({ base, families: [4], desired: state }),
+    /** What changed since the previous call (undefined the first time: plan in full). */
+    changes: () => state.takeChanges(),
     /** Changes one endpoint; returns the updates the controller would send. */
     change(e: Endpoint): HostUpdate[] {
       g.upsertEndpoint(e);
       g.flush(++rev);
-      const u = pending;
+      const u = v4(pending);
       pending = [];
       state.apply(u);
       return u;
@@ -98,19 +99,20 @@ export async function benchDriver(opts: { endpoints: number; profiles: number; r
     return { fullMs, incMs: incMs.sort((a, b) => a - b), bytes };
   });
 
-  // Driver: read-back, plan, batched apply; then the same changes.
+  // Driver: read-back, plan, batched apply; then the same changes, each
+  // planned from what changed (no read-back, no full diff).
   const drv = await withNamespace(`${tag}d`, async (ns) => {
     const dp = createDataplane({ runner: createExecRunner({ netns: ns }), backend: opts.backend, families: [4], logger });
     const feed = createHostFeed(profiles, endpoints);
     const t0 = performance.now();
-    await dp.apply(feed.input());
+    await dp.apply(feed.input(), feed.changes());
     const fullMs = performance.now() - t0;
     const incMs: number[] = [];
     let bytes = 0;
     for (let i = 0; i < opts.incrementalSamples; i++) {
       feed.change(bump(endpoints[i]!, i));
       const t = performance.now();
-      const r = await dp.apply(feed.input());
+      const r = await dp.apply(feed.input(), feed.changes());
       incMs.push(performance.now() - t);
       bytes = r.bytesWritten;
     }

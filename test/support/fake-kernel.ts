@@ -13,6 +13,8 @@ export class FakeKernel implements CommandRunner {
   readonly sets = new Map<string, { header: string; members: Set<string> }>();
   /** Every command run, in order ("iptables-nft-restore", "ipset save", …). */
   readonly log: string[] = [];
+  /** The input of each command, aligned with `log` ("" when none). */
+  readonly inputs: string[] = [];
   /** When set, iptables restores wait for it before changing anything. */
   gate: Promise<void> | undefined;
 
@@ -22,6 +24,7 @@ export class FakeKernel implements CommandRunner {
 
   async run(cmd: string, args: string[], input?: string): Promise<{ stdout: string }> {
     this.log.push(`${cmd} ${args.join(" ")}`.trim());
+    this.inputs.push(input ?? "");
     const family = cmd.startsWith("ip6") ? 6 : 4;
     if (/^ip6?tables-(nft|legacy)-save$/.test(cmd)) return { stdout: this.save(family) };
     if (/^ip6?tables-(nft|legacy)-restore$/.test(cmd)) {

@@ -1,6 +1,7 @@
 // A fixed final model plus variants of each object, and a runner that feeds
 // a sequence of events into a fresh CalcGraph, for the sequence tests.
 import { CalcGraph } from "../../services/calc/calc-graph.js";
+import type { CalcConfig } from "../../services/calc/desired-state.js";
 import type { Endpoint, Profile } from "../../services/model/types.js";
 import { RecordingSink, snapshotState, type PlainHostState } from "./host-state.js";
 import { endpoint, keyOf, profile } from "./model.js";
@@ -102,9 +103,9 @@ export function applyEvent(g: CalcGraph, ev: Ev): void {
 
 export type FlushMode = "each" | "end" | { random: () => number };
 
-export function run(events: readonly Ev[], flush: FlushMode) {
+export function run(events: readonly Ev[], flush: FlushMode, cfg?: CalcConfig) {
   const sink = new RecordingSink();
-  const g = new CalcGraph(sink);
+  const g = new CalcGraph(sink, cfg);
   let rev = 0;
   for (const ev of events) {
     applyEvent(g, ev);
@@ -125,8 +126,8 @@ export function statesOf(sink: RecordingSink, hosts: readonly string[]): Record<
 }
 
 /** The reference: a fresh graph fed the final model once, read through snapshots. */
-export function expectedStates(finalEvents: readonly Ev[], hosts: readonly string[]): Record<string, PlainHostState> {
-  const { g } = run(finalEvents, "end");
+export function expectedStates(finalEvents: readonly Ev[], hosts: readonly string[], cfg?: CalcConfig): Record<string, PlainHostState> {
+  const { g } = run(finalEvents, "end", cfg);
   return Object.fromEntries(hosts.map((h) => [h, snapshotState(g, h).plain()]));
 }
 

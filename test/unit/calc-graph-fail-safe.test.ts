@@ -4,10 +4,11 @@ import { describe, expect, it } from "vitest";
 import { CalcGraph } from "../../services/calc/calc-graph.js";
 import { RecordingSink, snapshotState } from "../support/host-state.js";
 import { MARK, endpoint, jumps, keyOf, profile } from "../support/model.js";
+import { CHAINS_LAYOUT } from "../support/layouts.js";
 
 function graph() {
   const sink = new RecordingSink();
-  const g = new CalcGraph(sink);
+  const g = new CalcGraph(sink, CHAINS_LAYOUT);
   let rev = 0;
   const flush = () => g.flush(++rev);
   return { sink, g, flush, st: () => sink.state("hv1") };

@@ -5,6 +5,7 @@ import { CalcGraph } from "../../services/calc/calc-graph.js";
 import type { HostUpdate } from "../../services/calc/desired-state.js";
 import { RecordingSink, snapshotState } from "../support/host-state.js";
 import { endpoint, keyOf, profile } from "../support/model.js";
+import { CHAINS_LAYOUT } from "../support/layouts.js";
 
 const db = profile({ id: "db", tags: ["db"], inbound_rules: [{ protocol: "tcp", src_tag: "db-user", dst_ports: [5432] }], outbound_rules: [{}] });
 const app = profile({ id: "app", tags: ["db-user"], outbound_rules: [{}] });
@@ -31,7 +32,7 @@ describe("calc graph: incrementality", () => {
 
   beforeEach(() => {
     sink = new RecordingSink();
-    g = new CalcGraph(sink);
+    g = new CalcGraph(sink, CHAINS_LAYOUT);
     for (const p of [db, app, other]) g.upsertProfile(p);
     for (const e of [a1, b1, c1, d1]) g.upsertEndpoint(e);
     g.flush(1);

@@ -6,6 +6,7 @@ import { CalcGraph } from "../../services/calc/calc-graph.js";
 import type { HostUpdate } from "../../services/calc/desired-state.js";
 import { RecordingSink } from "../support/host-state.js";
 import { endpoint, profile } from "../support/model.js";
+import { CHAINS_LAYOUT } from "../support/layouts.js";
 
 const idx = (us: HostUpdate[], pred: (u: HostUpdate) => boolean) => {
   const i = us.findIndex(pred);
@@ -19,7 +20,7 @@ const isChainRm = (family: 4 | 6, name: string) => (u: HostUpdate) => u.type ===
 
 function setup() {
   const sink = new RecordingSink();
-  const g = new CalcGraph(sink);
+  const g = new CalcGraph(sink, CHAINS_LAYOUT);
   g.upsertProfile(profile({ id: "peer", tags: ["t"] }));
   g.upsertEndpoint(endpoint({ host: "hv2", workload: "w", id: "peer", name: "tap9", profile_ids: ["peer"], ipv4_nets: ["198.18.9.9"], ipv6_nets: ["2001:db8::99"] }));
   g.upsertEndpoint(endpoint({ host: "hv1", workload: "w", id: "e", name: "tap1", profile_ids: ["x"], ipv4_nets: ["198.18.0.1"] }));

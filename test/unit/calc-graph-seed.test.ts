@@ -4,6 +4,7 @@ import { describe, expect, it } from "vitest";
 import { CalcGraph } from "../../services/calc/calc-graph.js";
 import { RecordingSink, snapshotState } from "../support/host-state.js";
 import { MARK, endpoint, jumps, keyOf, profile } from "../support/model.js";
+import { CHAINS_LAYOUT } from "../support/layouts.js";
 
 const db = profile({
   id: "db", tags: ["db"],
@@ -30,7 +31,7 @@ function commonChains(iface: string, family: 4 | 6) {
 
 describe("calc graph: the seed example", () => {
   const sink = new RecordingSink();
-  const g = new CalcGraph(sink);
+  const g = new CalcGraph(sink, CHAINS_LAYOUT);
   g.upsertProfile(db);
   g.upsertProfile(app);
   g.upsertEndpoint(dbVm);
@@ -110,7 +111,7 @@ describe("calc graph: the seed example", () => {
   });
 
   it("workloadToHost 'accept' renders the wl-to-host chain through the from-workload dispatch", () => {
-    const g2 = new CalcGraph(new RecordingSink(), { acceptMark: 0x1000000, workloadToHost: "accept" });
+    const g2 = new CalcGraph(new RecordingSink(), { ...CHAINS_LAYOUT, workloadToHost: "accept" });
     expect(snapshotState(g2, "hv1").chain(4, "pal-wl-to-host")).toEqual(["-j pal-from-wl-dispatch", "-j ACCEPT"]);
   });
 

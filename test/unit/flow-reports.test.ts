@@ -15,7 +15,8 @@ import type { FlowRecord } from "../../services/gen/palisade/flow/v1/flow.js";
 import type { FlowObservation } from "../../services/gen/palisade/sync/v1/sync.js";
 import type { Endpoint, Profile } from "../../services/model/index.js";
 
-const CFG = { ...DEFAULT_CALC_CONFIG, flowLogs: true };
+// These pin the per-endpoint layout's report points; the set-based layout's are in calc-graph-sets-layout.test.ts.
+const CFG = { ...DEFAULT_CALC_CONFIG, flowLogs: true, layout: "chains" as const };
 
 // ------------------------------------------------------------------ rendering
 

@@ -8,6 +8,7 @@ import type { EtcdStore, ModelEvent } from "../../services/controller/etcd-store
 import { createModelFeed } from "../../services/controller/model-feed.js";
 import { SyncHub } from "../../services/controller/sync-hub.js";
 import { parseDocuments, type ModelObject } from "../../services/model/index.js";
+import { CHAINS_LAYOUT } from "../support/layouts.js";
 
 const objs = (raw: unknown[]) => parseDocuments(raw);
 const P = (id: string, port: number) => ({ kind: "Profile", id, tags: [id], inbound_rules: [{ protocol: "tcp", dst_ports: [port] }], outbound_rules: [] });
@@ -30,7 +31,7 @@ describe("model feed resync", () => {
     const logger = createLogger({ name: "t", level: "silent" });
     const hub = new SyncHub(logger, 60_000);
     const received: HostUpdate[] = [];
-    const graph = new CalcGraph({ onHostUpdates: (_h, _r, u) => { received.push(...u); } });
+    const graph = new CalcGraph({ onHostUpdates: (_h, _r, u) => { received.push(...u); } }, CHAINS_LAYOUT);
     const feed = createModelFeed({ store: f.store, graph, hub, logger });
     await feed.start();
     expect(feed.revision).toBe(10);
@@ -54,7 +55,7 @@ describe("model feed resync", () => {
     expect(received.some((u) => u.type === "chain-update" && u.chain.name === "pal-pi-c")).toBe(true);
 
     // Same final state as a graph loaded from scratch.
-    const fresh = new CalcGraph({ onHostUpdates: () => undefined });
+    const fresh = new CalcGraph({ onHostUpdates: () => undefined }, CHAINS_LAYOUT);
     for (const o of f.state.objects) (o.kind === "Profile" ? fresh.upsertProfile(o.profile) : fresh.upsertEndpoint(o.endpoint));
     fresh.flush(20);
     const norm = (us: HostUpdate[]) => JSON.stringify(us.map((u) => JSON.stringify(u)).sort());

@@ -1,0 +1,136 @@
+// The set-based layout (DESIGN §6.5): what a host's dispatch looks like when
+// endpoints are classified by set lookups instead of per-endpoint chains.
+// Pure: given the host's classes (ordered profile lists in use) and the
+// interfaces that carry a MAC, it renders the entry chains, the class
+// chains and trees, and says which classes each tree node's set unites.
+//
+// A packet from a workload (per family, `pal-from-wl-dispatch`):
+//   inactive endpoint's interface                 -> DROP (i)
+//   MAC tree (only interfaces with a MAC)         -> DROP (s) on mismatch
+//   (source, interface) in a class's set          -> goto that class's chain
+//   interface of an active endpoint, other source -> DROP (s)
+//   anything else                                 -> DROP (n)
+// and to a workload (`pal-to-wl-dispatch`): inactive -> DROP (i); (any,
+// interface) in a class's set -> goto the class's inbound chain; else DROP (n).
+//
+// Classes are listed flat up to DISPATCH_FANOUT; beyond, they are grouped by
+// the next character of their hash into nodes whose sets hold the union of
+// their classes' members, so a packet crosses O(log n) rules.
+import type { IpVersion } from "../model/index.js";
+import type { CalcConfig, ChainDef } from "./desired-state.js";
+import { DISPATCH_FANOUT } from "./dispatch.js";
+import { reportedDrop, profileJumps } from "./render-endpoint.js";
+import { markHex } from "./render-rules.js";
+import { DEFAULT_LOG_MARK } from "./flow-log.js";
+import {
+  ENTRY_CHAINS, MAC_ROOT, fromClassChain, fromClassNode, fromClassSet, fromNodeSet, inactiveSet, knownSet, macNode,
+  profileInboundChain, profileOutboundChain, toClassChain, toClassNode, toClassSet, toNodeSet,
+} from "./names.js";
+
+/** A prefix tree over sorted names: leaves listed flat up to the fanout, else grouped by next character. */
+export interface PrefixTree {
+  /** Node prefix -> its entries: a leaf name, or a child node prefix. */
+  nodes: Map<string, { leaves: string[]; children: string[] }>;
+  /** Leaf -> the node prefixes above it (root "" excluded), outermost first. */
+  paths: Map<string, string[]>;
+}
+
+export function prefixTree(sortedNames: readonly string[]): PrefixTree {
+  const tree: PrefixTree = { nodes: new Map(), paths: new Map() };
+  const build = (names: readonly string[], prefix: string, path: string[]) => {
+    const node = { leaves: [] as string[], children: [] as string[] };
+    tree.nodes.set(prefix, node);
+    if (names.length <= DISPATCH_FANOUT) {
+      for (const n of names) { node.leaves.push(n); tree.paths.set(n, path); }
+      return;
+    }
+    const groups = new Map<string, string[]>();
+    for (const n of names) {
+      if (n.length === prefix.length) { node.leaves.push(n); tree.paths.set(n, path); continue; }
+      const next = n.slice(0, prefix.length + 1);
+      let g = groups.get(next);
+      if (!g) groups.set(next, (g = []));
+      g.push(n);
+    }
+    for (const members of groups.values()) {
+      if (members.length === 1) {
+        node.leaves.push(members[0]!);
+        tree.paths.set(members[0]!, path);
+        continue;
+      }
+      // Skip levels where every member shares the next characters too.
+      let common = members[0]!;
+      for (const m of members) while (!m.startsWith(common)) common = common.slice(0, -1);
+      node.children.push(common);
+      build(members, common, [...path, common]);
+    }
+  };
+  build(sortedNames, "", []);
+  return tree;
+}
+
+export interface HostClass {
+  /** The ordered profile list. */
+  profileIds: readonly string[];
+}
+
+/** Class chains: the profile jumps of the endpoints' shared ordered profile list. */
+export function renderClassChains(cls: string, c: HostClass, family: IpVersion, profileExists: (id: string) => boolean, cfg: CalcConfig): ChainDef[] {
+  const from = fromClassChain(cls);
+  const to = toClassChain(cls);
+  return [
+    { table: "filter", family, name: from, rules: profileJumps(c.profileIds, from, profileOutboundChain, profileExists, cfg) },
+    { table: "filter", family, name: to, rules: profileJumps(c.profileIds, to, profileInboundChain, profileExists, cfg) },
+  ];
+}
+
+/** Entry chains and class-tree nodes of one family, for the host's classes (sorted keys). */
+export function renderClassDispatch(tree: PrefixTree, family: IpVersion, cfg: CalcConfig): ChainDef[] {
+  const out: ChainDef[] = [];
+  const dirs = [
+    { flag: "src,src", root: ENTRY_CHAINS.fromWorkload, node: fromClassNode, leafChain: fromClassChain, leafSet: fromClassSet, nodeSet: fromNodeSet },
+    { flag: "dst,dst", root: ENTRY_CHAINS.toWorkload, node: toClassNode, leafChain: toClassChain, leafSet: toClassSet, nodeSet: toNodeSet },
+  ] as const;
+  for (const d of dirs) {
+    for (const [prefix, node] of tree.nodes) {
+      const chain = prefix === "" ? d.root : d.node(prefix);
+      const rules: string[] = [];
+      const match = (set: string) => `-m set --match-set ${set} ${d.flag}`;
+      if (prefix === "") {
+        // A log mark left by an allow point upstream (the sender's outbound
+        // rules) must not make the conditional report points below fire.
+        if (cfg.flowLogs) rules.push(`-j MARK --set-xmark 0x0/${markHex(cfg.logMark ?? DEFAULT_LOG_MARK)}`);
+        rules.push(...reportedDrop(cfg, match(inactiveSet(family)), "i", chain));
+        if (d.root === ENTRY_CHAINS.fromWorkload) rules.push(`-j ${MAC_ROOT}`);
+      }
+      for (const child of node.children) rules.push(`${match(d.nodeSet(child, family))} -g ${d.node(child)}`);
+      for (const leaf of node.leaves) rules.push(`${match(d.leafSet(leaf, family))} -g ${d.leafChain(leaf)}`);
+      if (d.root === ENTRY_CHAINS.fromWorkload) {
+        // Interface of an active endpoint, source not one of its addresses.
+        rules.push(...reportedDrop(cfg, prefix === "" ? match(knownSet(family)) : "", "s", chain));
+      }
+      if (prefix === "" || d.root === ENTRY_CHAINS.toWorkload) rules.push(...reportedDrop(cfg, "", "n", chain));
+      out.push({ table: "filter", family, name: chain, rules });
+    }
+  }
+  return out;
+}
+
+/**
+ * The MAC check: a prefix tree over the interfaces whose endpoint has a MAC;
+ * a leaf drops a frame from its interface with another source MAC. Falling
+ * off any node returns to the dispatch root (the root is called, nodes are
+ * reached by goto), so interfaces without a MAC are not judged here.
+ */
+export function renderMacTree(macs: ReadonlyMap<string, string>, family: IpVersion, cfg: CalcConfig): ChainDef[] {
+  const tree = prefixTree([...macs.keys()].sort());
+  const out: ChainDef[] = [];
+  for (const [prefix, node] of tree.nodes) {
+    const chain = prefix === "" ? MAC_ROOT : macNode(prefix);
+    const rules: string[] = [];
+    for (const child of node.children) rules.push(`-i ${child}+ -g ${macNode(child)}`);
+    for (const leaf of node.leaves) rules.push(...reportedDrop(cfg, `-i ${leaf} -m mac ! --mac-source ${macs.get(leaf)}`, "s", chain));
+    out.push({ table: "filter", family, name: chain, rules });
+  }
+  return out;
+}

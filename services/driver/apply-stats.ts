@@ -1,0 +1,51 @@
+// The driver's counters (Driver.counters) and its apply metrics (names in
+// metrics.ts), updated in one place. Nothing here iterates the state: the
+// programmed rule and set counts come from the dataplane's reference,
+// which keeps them as it changes (programmed-state.ts).
+import type { IpVersion } from "../model/index.js";
+import type { ApplyResult, Dataplane } from "./dataplane.js";
+import type { DriverMetrics } from "./metrics.js";
+
+export interface DriverCounters {
+  applies: number;
+  applyFailures: number;
+  driftRepairs: number;
+}
+
+export interface ApplyStats {
+  readonly counters: DriverCounters;
+  applied(r: ApplyResult, programmed: ReturnType<Dataplane["programmed"]>): void;
+  /** A complete desired state at this revision is in the kernel. */
+  inSync(revision: number): void;
+  failed(): void;
+  driftRepaired(): void;
+}
+
+export function createApplyStats(families: readonly IpVersion[], m: DriverMetrics | undefined): ApplyStats {
+  const counters: DriverCounters = { applies: 0, applyFailures: 0, driftRepairs: 0 };
+  return {
+    counters,
+    applied(r, programmed) {
+      counters.applies++;
+      if (!m) return;
+      m.applyDuration.observe({ stage: "total" }, r.durationMs / 1000);
+      for (const [stage, ms] of Object.entries(r.stages)) m.applyDuration.observe({ stage }, ms / 1000);
+      if (programmed) {
+        for (const f of families) m.rulesProgrammed.set({ family: `ipv${f}` }, programmed.rules[f]);
+        m.ipsetsProgrammed.set(programmed.sets);
+      }
+    },
+    inSync(revision) {
+      m?.appliedRevision.set(revision);
+      m?.inSync.set(1);
+    },
+    failed() {
+      counters.applyFailures++;
+      m?.applyFailures.inc();
+    },
+    driftRepaired() {
+      counters.driftRepairs++;
+      m?.driftRepairs.inc();
+    },
+  };
+}

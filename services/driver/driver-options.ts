@@ -1,0 +1,100 @@
+// The driver's options, normalised in one place (like the controller's
+// normalizeControllerOptions): options -> checks -> defaults, so the rest of
+// the driver reads plain, complete values.
+import type * as grpc from "@grpc/grpc-js";
+import type { Logger } from "pino";
+import type { IpVersion } from "../model/index.js";
+import type { Backend } from "./backend.js";
+import type { CommandRunner } from "./command-runner.js";
+import type { FlowReportsConfig } from "./flow-driver.js";
+import { sysfsReader, type InterfaceReader } from "./interface-monitor.js";
+import type { DriverMetrics } from "./metrics.js";
+
+export interface DriverOptions {
+  controllers: string[];
+  hostname: string;
+  /** How to reach the controllers (mTLS with this host's certificate); default plaintext. */
+  credentials?: grpc.ChannelCredentials;
+  interfacePrefixes?: string[];
+  runner: CommandRunner;
+  logger: Logger;
+  backend?: Backend | "auto";
+  families?: IpVersion[];
+  /** Periodic read-back for drift; default 30 s. */
+  driftCheckMs?: number;
+  /** Read-back shortly after each write (catches a racing writer); default 2 s. */
+  postWriteCheckMs?: number;
+  interfacePollMs?: number;
+  readInterface?: InterfaceReader;
+  metrics?: DriverMetrics;
+  /**
+   * Tamper watch (nft backend only): `nft monitor` triggers a drift check
+   * when another process edits our chains or hooks. Default on, in the
+   * runner's namespace (its execPrefix); false turns it off.
+   */
+  rulesetMonitor?: false | { command?: readonly string[]; debounceMs?: number };
+  /**
+   * Flow reports (DESIGN §6.12): mode, rate, log file, metrics. Absent: the
+   * rate-limit chains are programmed with the defaults, but no reader runs.
+   */
+  flows?: FlowReportsConfig;
+}
+
+export interface NormalizedDriverOptions {
+  controllers: string[];
+  hostname: string;
+  credentials: grpc.ChannelCredentials | undefined;
+  interfacePrefixes: string[];
+  runner: CommandRunner;
+  logger: Logger;
+  backend: Backend | "auto";
+  families: IpVersion[];
+  driftCheckMs: number;
+  postWriteCheckMs: number;
+  interfacePollMs: number;
+  readInterface: InterfaceReader;
+  metrics: DriverMetrics | undefined;
+  rulesetMonitor: false | { command?: readonly string[]; debounceMs?: number };
+  flows: FlowReportsConfig | undefined;
+}
+
+export const DRIVER_DEFAULTS = {
+  interfacePrefixes: ["tap"],
+  backend: "auto",
+  families: [4, 6],
+  driftCheckMs: 30_000,
+  postWriteCheckMs: 2_000,
+  interfacePollMs: 2_000,
+  readInterface: sysfsReader,
+  rulesetMonitor: {},
+} as const satisfies Partial<DriverOptions>;
+
+function positive(name: string, v: number): number {
+  if (!Number.isFinite(v) || v <= 0) throw new Error(`driver option ${name} must be a positive number of milliseconds, not ${v}`);
+  return v;
+}
+
+export function normalizeDriverOptions(o: DriverOptions): NormalizedDriverOptions {
+  if (!o.controllers.length) throw new Error("at least one controller address is required");
+  const families = [...new Set(o.families ?? DRIVER_DEFAULTS.families)];
+  if (!families.length || families.some((f) => f !== 4 && f !== 6)) throw new Error(`driver option families must list 4 and/or 6, not ${JSON.stringify(o.families)}`);
+  const interfacePrefixes = [...(o.interfacePrefixes ?? DRIVER_DEFAULTS.interfacePrefixes)];
+  if (!interfacePrefixes.length) throw new Error("at least one interface prefix is required");
+  return {
+    controllers: o.controllers,
+    hostname: o.hostname,
+    credentials: o.credentials,
+    interfacePrefixes,
+    runner: o.runner,
+    logger: o.logger,
+    backend: o.backend ?? DRIVER_DEFAULTS.backend,
+    families,
+    driftCheckMs: positive("driftCheckMs", o.driftCheckMs ?? DRIVER_DEFAULTS.driftCheckMs),
+    postWriteCheckMs: positive("postWriteCheckMs", o.postWriteCheckMs ?? DRIVER_DEFAULTS.postWriteCheckMs),
+    interfacePollMs: positive("interfacePollMs", o.interfacePollMs ?? DRIVER_DEFAULTS.interfacePollMs),
+    readInterface: o.readInterface ?? DRIVER_DEFAULTS.readInterface,
+    metrics: o.metrics,
+    rulesetMonitor: o.rulesetMonitor ?? DRIVER_DEFAULTS.rulesetMonitor,
+    flows: o.flows,
+  };
+}

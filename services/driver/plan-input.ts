@@ -1,0 +1,69 @@
+// What the driver asks the dataplane to program (DESIGN §6.7, §6.8): its
+// base chains (rendered on this host), and either the controller's desired
+// state or, before the first in-sync, fail-closed placeholders for the
+// entry chains that a previous driver did not leave filled (adoption).
+//
+// Pure, and cheap on purpose: the result is a view, not a copy. The chains
+// are the base chains layered under the desired ones and the sets are the
+// desired state's own map, so building it costs nothing per chain or
+// member; the dataplane reads it only while planning (synchronously) and
+// keeps its own reference of what it wrote.
+import { chainKey, type ChainDef } from "../contract/host-update.js";
+import type { IpVersion } from "../model/index.js";
+import { failClosedEntryChains, renderBaseChains } from "./base-chains.js";
+import type { DesiredSet } from "./desired-state.js";
+import type { KernelState } from "./kernel-state.js";
+import type { ChainLookup, PlanInput } from "./plan.js";
+
+/** The driver's own chains by chainKey(): base chains of each family, plus `extra` (the flow-report chains). */
+export function driverBaseChains(prefixes: readonly string[], families: readonly IpVersion[], extra: readonly ChainDef[] = []): Map<string, ChainDef> {
+  const base = new Map<string, ChainDef>();
+  for (const f of families) for (const c of renderBaseChains(prefixes, f)) base.set(chainKey(f, c.name), c);
+  for (const c of extra) base.set(chainKey(c.family, c.name), c);
+  return base;
+}
+
+/** `top` over `under`: a key of `top` hides the same key of `under`. */
+export class LayeredChains implements ChainLookup {
+  constructor(private readonly top: ReadonlyMap<string, ChainDef>, private readonly under: ReadonlyMap<string, ChainDef>) {}
+  get(key: string): ChainDef | undefined {
+    return this.top.get(key) ?? this.under.get(key);
+  }
+  has(key: string): boolean {
+    return this.top.has(key) || this.under.has(key);
+  }
+  *values(): IterableIterator<ChainDef> {
+    yield* this.top.values();
+    for (const [k, c] of this.under) if (!this.top.has(k)) yield c;
+  }
+}
+
+/**
+ * Whether a leftover entry chain may be adopted: only one a previous driver
+ * filled. A flushed (empty) or tampered leftover would let pal-FORWARD fall
+ * through to its ACCEPT.
+ */
+function adoptable(kernel: KernelState | undefined, family: IpVersion, name: string): boolean {
+  const left = kernel?.families[family].chains.get(name);
+  return left !== undefined && left.hashes.length > 0 && left.hashes.every((h) => h !== "");
+}
+
+export function buildPlanInput(o: {
+  base: ReadonlyMap<string, ChainDef>;
+  families: readonly IpVersion[];
+  /** The controller's state; undefined before the first in-sync. */
+  desired?: { chains: ReadonlyMap<string, ChainDef>; sets: ReadonlyMap<string, DesiredSet> };
+  /** What the kernel held at start (adoption of a previous driver's entry chains). */
+  startKernel?: KernelState;
+}): PlanInput {
+  const families = [...o.families];
+  if (o.desired) return { chains: new LayeredChains(o.desired.chains, o.base), sets: o.desired.sets, families, removeUnwanted: true };
+  // Before the first in-sync, entry chains that do not exist yet are
+  // fail-closed placeholders; existing ones are left untouched (nothing is
+  // removed before the first in-sync). A handful of chains: copied.
+  const chains = new Map(o.base);
+  for (const f of families) {
+    for (const c of failClosedEntryChains(f)) if (!adoptable(o.startKernel, f, c.name)) chains.set(chainKey(f, c.name), c);
+  }
+  return { chains, sets: new Map(), families, removeUnwanted: false };
+}

@@ -1,0 +1,357 @@
+// Applies proportional to the change (DESIGN §6.7): the driver plans from
+// what changed since its last successful apply; a full desired-vs-kernel
+// diff runs only at start, after a failed apply and on drift checks
+// (DESIGN §6.9). Against an in-memory kernel (support/fake-kernel.ts),
+// counting the commands it received; the driver itself against an
+// in-process fake controller.
+import { afterEach, describe, expect, it } from "vitest";
+import { type ChainDef, type HostUpdate } from "../../services/calc/index.js";
+import { createLogger } from "../../services/runtime/logger.js";
+import type { CommandRunner } from "../../services/driver/command-runner.js";
+import { createDataplane, type Dataplane } from "../../services/driver/dataplane.js";
+import { DesiredState, type DesiredSet } from "../../services/driver/desired-state.js";
+import { startDriver, type Driver } from "../../services/driver/driver.js";
+import { buildPlanInput, driverBaseChains } from "../../services/driver/plan-input.js";
+import { startFakeController, type FakeController } from "../support/fake-controller.js";
+import { FakeKernel } from "../support/fake-kernel.js";
+import { mulberry32, pick, randInt } from "../support/prng.js";
+
+const logger = createLogger({ name: "test", level: "silent" });
+const chain = (name: string, rules: string[]): ChainDef => ({ table: "filter", family: 4, name, rules });
+const ENTRY = ["pal-from-wl-dispatch", "pal-to-wl-dispatch", "pal-wl-to-host"];
+const BASE = driverBaseChains(["tap"], [4]);
+const addr = (i: number) => `198.18.${i >> 8}.${i & 255}`;
+
+/** A snapshot: the entry chains, `chains` policy chains and `sets` sets of `members` members each. */
+function snapshot(chains: number, sets: number, members: number): HostUpdate[] {
+  return [
+    ...ENTRY.map((n) => ({ type: "chain-update" as const, chain: chain(n, ["-j DROP"]) })),
+    ...Array.from({ length: chains }, (_, i) => ({ type: "chain-update" as const, chain: chain(`pal-pi-c${i}`, [`-p tcp --dport ${1000 + i} -j ACCEPT`]) })),
+    ...Array.from({ length: sets }, (_, s) => ({ type: "ipset-update" as const, name: `pal4t-s${s}`, family: 4 as const, members: Array.from({ length: members }, (_, m) => addr(s * members + m + 1)) })),
+  ];
+}
+
+/** A dataplane fed the way the driver feeds it: a DesiredState, its plan-input view, its changes. */
+async function programmed(k: CommandRunner, updates: HostUpdate[]): Promise<{ dp: Dataplane; d: DesiredState; apply(): Promise<unknown> }> {
+  const dp = createDataplane({ runner: k, backend: "nft", families: [4], logger });
+  const d = new DesiredState();
+  d.apply(updates);
+  const apply = () => dp.applyFrom(() => ({ input: buildPlanInput({ base: BASE, families: [4], desired: d }), changes: d.takeChanges() }));
+  await apply();
+  return { dp, d, apply };
+}
+
+const strip = (r: string) => r.replace(/^-m comment --comment pal:[0-9a-f]{16} /, "");
+
+/** The fake kernel holds exactly the base chains, `d`'s chains and sets, and the hooks. */
+function expectKernelEquals(k: FakeKernel, d: DesiredState): void {
+  const want = new Map<string, readonly string[]>();
+  for (const c of [...BASE.values(), ...d.chains.values()]) want.set(c.name, c.rules);
+  const have = new Map<string, string[]>();
+  for (const [n, rules] of k.tables[4]) if (n.startsWith("pal-")) have.set(n, rules.map(strip));
+  expect(Object.fromEntries(have)).toEqual(Object.fromEntries(want));
+  expect(k.chain(4, "FORWARD")!.map(strip)).toEqual(["-j pal-FORWARD"]);
+  expect(k.chain(4, "INPUT")!.map(strip)).toEqual(["-j pal-INPUT"]);
+  const sets = (m: Iterable<[string, { members: Set<string> }]>) => Object.fromEntries([...m].map(([n, s]) => [n, [...s.members].sort()]));
+  expect(sets(k.sets)).toEqual(sets(d.sets));
+}
+
+describe("dataplane: an apply planned from the change writes only the change", () => {
+  it("one member added: one ipset restore with one add line; no read-back, no iptables-restore", async () => {
+    const k = new FakeKernel();
+    const { d, apply } = await programmed(k, snapshot(20, 10, 50));
+    const from = k.log.length;
+    d.apply([{ type: "ipset-delta", name: "pal4t-s3", family: 4, added: ["198.18.100.1"], removed: [] }]);
+    await apply();
+    expect(k.log.slice(from)).toEqual(["ipset restore"]);
+    expect(k.inputs.slice(from)).toEqual(["add pal4t-s3 198.18.100.1 -exist\n"]);
+    expectKernelEquals(k, d);
+  });
+
+  it("one member removed, one added back before the apply: only the net change is written", async () => {
+    const k = new FakeKernel();
+    const { d, apply } = await programmed(k, snapshot(5, 3, 10));
+    const from = k.log.length;
+    d.apply([{ type: "ipset-delta", name: "pal4t-s1", family: 4, added: ["198.18.100.1"], removed: [addr(11)] }]);
+    d.apply([{ type: "ipset-delta", name: "pal4t-s1", family: 4, added: [addr(11)], removed: [] }]);
+    await apply();
+    expect(k.inputs.slice(from)).toEqual(["add pal4t-s1 198.18.100.1 -exist\n"]);
+    expectKernelEquals(k, d);
+  });
+
+  it("one chain changed: one iptables-restore holding only that chain; no ipset restore", async () => {
+    const k = new FakeKernel();
+    const { d, apply } = await programmed(k, snapshot(20, 10, 50));
+    const from = k.log.length;
+    d.apply([{ type: "chain-update", chain: chain("pal-pi-c7", ["-p tcp --dport 7777 -j ACCEPT", "-j DROP"]) }]);
+    await apply();
+    expect(k.log.slice(from)).toEqual(["iptables-nft-restore --noflush --wait 10"]);
+    const text = k.inputs[from]!;
+    expect(text.split("\n").filter((l) => l.startsWith(":"))).toEqual([":pal-pi-c7 - [0:0]"]);
+    expect(text.split("\n").filter((l) => l.startsWith("-A")).length).toBe(2);
+    expectKernelEquals(k, d);
+  });
+
+  it("a chain and a set removed: the chain goes before the set, in two writes; nothing else is touched", async () => {
+    const k = new FakeKernel();
+    const { d, apply } = await programmed(k, snapshot(5, 3, 10));
+    const from = k.log.length;
+    d.apply([{ type: "chain-remove", table: "filter", family: 4, name: "pal-pi-c2" }, { type: "ipset-remove", name: "pal4t-s2", family: 4 }]);
+    await apply();
+    expect(k.log.slice(from)).toEqual(["iptables-nft-restore --noflush --wait 10", "ipset restore"]);
+    expect(k.inputs.slice(from)).toEqual(["*filter\n:pal-pi-c2 - [0:0]\n-X pal-pi-c2\nCOMMIT\n", "destroy pal4t-s2\n"]);
+    expectKernelEquals(k, d);
+  });
+
+  it("a set re-created in another family: the chains referencing it are emptied first, then refilled", async () => {
+    const k = new FakeKernel();
+    const { dp, d, apply } = await programmed(k, [...snapshot(3, 2, 4), { type: "chain-update", chain: chain("pal-pi-m", ["-m set --match-set pal4t-s1 src -j ACCEPT"]) }]);
+    const from = k.log.length;
+    d.apply([{ type: "ipset-update", name: "pal4t-s1", family: 6, members: ["2001:db8::1"] }]);
+    await apply();
+    expect(k.log.slice(from)).toEqual(["iptables-nft-restore --noflush --wait 10", "ipset restore", "iptables-nft-restore --noflush --wait 10"]);
+    expect(k.inputs[from]).toContain(":pal-pi-m - [0:0]");
+    expect(k.inputs[from + 1]).toBe("destroy pal4t-s1\ncreate pal4t-s1 hash:net family inet6 maxelem 1048576\nadd pal4t-s1 2001:db8::1 -exist\n");
+    expectKernelEquals(k, d);
+    expect(await dp.detectDrift()).toBe(false);
+  });
+
+  it("after a failed apply, the next one reads the kernel back, diffs in full and converges", async () => {
+    const k = new FakeKernel();
+    let fail = false;
+    const runner: CommandRunner = { run: (cmd, args, input) => (fail && cmd === "iptables-nft-restore" ? Promise.reject(new Error("injected")) : k.run(cmd, args, input)) };
+    const { dp, d, apply } = await programmed(runner, snapshot(5, 3, 10));
+    fail = true;
+    // The set stage lands, the chain stage fails: a half-written kernel.
+    d.apply([{ type: "chain-update", chain: chain("pal-pi-c1", ["-j DROP"]) }, { type: "ipset-delta", name: "pal4t-s0", family: 4, added: ["198.18.100.1"], removed: [addr(1)] }]);
+    await expect(apply()).rejects.toThrow("injected");
+    expect(dp.programmed()).toBeUndefined();
+    fail = false;
+    // Someone also edits the kernel meanwhile; the changes taken by the failed
+    // apply are gone, so only a full diff can converge.
+    k.sets.get("pal4t-s1")!.members.add("198.18.200.200");
+    d.apply([{ type: "ipset-delta", name: "pal4t-s2", family: 4, added: ["198.18.100.2"], removed: [] }]);
+    const from = k.log.length;
+    await apply();
+    expect(k.log.slice(from, from + 2)).toEqual(["iptables-nft-save -t filter", "ipset save"]);
+    expectKernelEquals(k, d);
+    expect(await dp.detectDrift()).toBe(false);
+  });
+
+  it("a drift check after tampering repairs it in the next apply, with the pending change, in one write per stage", async () => {
+    const k = new FakeKernel();
+    const { dp, d, apply } = await programmed(k, snapshot(5, 3, 10));
+    k.tables[4].set("pal-pi-c3", []);
+    k.sets.get("pal4t-s0")!.members.delete(addr(1));
+    k.tables[4].get("FORWARD")!.splice(0, 1);
+    d.apply([{ type: "ipset-delta", name: "pal4t-s1", family: 4, added: ["198.18.100.1"], removed: [] }]);
+    expect(await dp.detectDrift()).toBe(true);
+    const from = k.log.length;
+    await apply();
+    expect(k.log.slice(from)).toEqual(["ipset restore", "iptables-nft-restore --noflush --wait 10"]);
+    expectKernelEquals(k, d);
+    // No drift found: the next change is planned from the change again.
+    expect(await dp.detectDrift()).toBe(false);
+    d.apply([{ type: "ipset-delta", name: "pal4t-s1", family: 4, added: ["198.18.100.2"], removed: [] }]);
+    const next = k.log.length;
+    await apply();
+    expect(k.log.slice(next)).toEqual(["ipset restore"]);
+  });
+});
+
+/** A Set that counts how often it is read as a whole (iterated) or probed. */
+class CountingSet<T> extends Set<T> {
+  static iterations = 0;
+  static probes = 0;
+  override has(v: T): boolean { CountingSet.probes++; return super.has(v); }
+  override values(): SetIterator<T> { CountingSet.iterations++; return super.values(); }
+  override keys(): SetIterator<T> { CountingSet.iterations++; return super.keys(); }
+  override entries(): SetIterator<[T, T]> { CountingSet.iterations++; return super.entries(); }
+  override forEach(cb: (v: T, k: T, s: Set<T>) => void): void { CountingSet.iterations++; super.forEach(cb); }
+  override [Symbol.iterator](): SetIterator<T> { CountingSet.iterations++; return super[Symbol.iterator](); }
+}
+
+/** A read-only map view that records which keys were looked up and whether it was iterated. */
+function counting<V>(m: ReadonlyMap<string, V>) {
+  const looked: string[] = [];
+  let iterated = 0;
+  const view: ReadonlyMap<string, V> = {
+    get: (k) => { looked.push(k); return m.get(k); },
+    has: (k) => { looked.push(k); return m.has(k); },
+    get size() { return m.size; },
+    forEach: (cb) => { iterated++; m.forEach((v, k) => cb(v, k, view)); },
+    entries: () => { iterated++; return m.entries(); },
+    keys: () => { iterated++; return m.keys(); },
+    values: () => { iterated++; return m.values(); },
+    [Symbol.iterator]: () => { iterated++; return m[Symbol.iterator](); },
+  };
+  return { view, looked, iterated: () => iterated };
+}
+
+describe("dataplane: the cost of an apply planned from the change", () => {
+  it("one member added: no member of any set is iterated, no other set or chain is looked at", async () => {
+    const k = new FakeKernel();
+    const dp = createDataplane({ runner: k, backend: "nft", families: [4], logger });
+    const d = new DesiredState();
+    d.apply(snapshot(200, 50, 200));
+    // Every desired set's members, counted from here on.
+    for (const s of d.sets.values()) s.members = new CountingSet(s.members);
+    const sets = counting<DesiredSet>(d.sets);
+    const chains = counting(d.chains);
+    const take = () => ({ input: buildPlanInput({ base: BASE, families: [4], desired: { chains: chains.view, sets: sets.view } }), changes: d.takeChanges() });
+    await dp.applyFrom(take); // the full apply: everything is read, once
+    CountingSet.iterations = 0;
+    CountingSet.probes = 0;
+    sets.looked.length = 0;
+    chains.looked.length = 0;
+    const setsIterated = sets.iterated();
+    const chainsIterated = chains.iterated();
+
+    d.apply([{ type: "ipset-delta", name: "pal4t-s17", family: 4, added: ["198.18.250.1"], removed: [] }]);
+    await dp.applyFrom(take);
+    expect(CountingSet.iterations).toBe(0);
+    expect(CountingSet.probes).toBeLessThanOrEqual(2); // the added member, in the desired set (and perhaps once more)
+    expect(sets.iterated()).toBe(setsIterated);
+    expect(new Set(sets.looked)).toEqual(new Set(["pal4t-s17"]));
+    expect(chains.iterated()).toBe(chainsIterated);
+    expect(chains.looked).toEqual([]);
+    expect([...k.sets.get("pal4t-s17")!.members]).toContain("198.18.250.1");
+    expect(dp.programmed()).toEqual({ rules: { 4: expect.any(Number), 6: 0 }, sets: 50 });
+  });
+});
+
+describe("dataplane: random histories with failures and tampering always converge", () => {
+  const CHAINS = Array.from({ length: 8 }, (_, i) => `pal-pi-r${i}`);
+  const SETS = Array.from({ length: 5 }, (_, i) => `pal4t-r${i}`);
+  const POOL = Array.from({ length: 24 }, (_, i) => addr(1000 + i));
+
+  function randomUpdate(rnd: () => number): HostUpdate {
+    const members = () => POOL.filter(() => rnd() < 0.3);
+    switch (randInt(rnd, 6)) {
+      case 0: return { type: "chain-remove", table: "filter", family: 4, name: pick(rnd, CHAINS) };
+      case 1: return { type: "ipset-update", name: pick(rnd, SETS), family: 4, members: members() };
+      case 2: return { type: "ipset-remove", name: pick(rnd, SETS), family: 4 };
+      case 3: case 4: return { type: "ipset-delta", name: pick(rnd, SETS), family: 4, added: members().slice(0, 3), removed: members().slice(0, 3) };
+      default: return { type: "chain-update", chain: chain(pick(rnd, CHAINS), Array.from({ length: 1 + randInt(rnd, 3) }, () => `-p tcp --dport ${randInt(rnd, 4)} -j ${pick(rnd, ["ACCEPT", "DROP", "RETURN"])}`)) };
+    }
+  }
+
+  function tamper(rnd: () => number, k: FakeKernel): void {
+    const ours = [...k.tables[4].keys()].filter((n) => n.startsWith("pal-"));
+    switch (randInt(rnd, 6)) {
+      case 0: { const n = pick(rnd, ours); if (n) k.tables[4].set(n, []); break; }
+      case 1: k.tables[4].get("FORWARD")!.splice(0); break;
+      case 2: k.tables[4].set("pal-stray", ["-j ACCEPT"]); break;
+      case 3: { const s = pick(rnd, [...k.sets.values()]); s?.members.add(pick(rnd, POOL)); break; }
+      case 4: { const s = pick(rnd, [...k.sets.values()]); if (s) s.members.clear(); break; }
+      default: k.sets.set("pal4t-stray", { header: "hash:net family inet maxelem 1048576", members: new Set() });
+    }
+  }
+
+  for (let seed = 1; seed <= 40; seed++) {
+    it(`seed ${seed}`, async () => {
+      const rnd = mulberry32(seed);
+      const k = new FakeKernel();
+      let failing = 0;
+      // A failing command changes nothing (restores are atomic per table);
+      // a multi-stage apply can still fail half-way.
+      const runner: CommandRunner = { run: (cmd, args, input) => (rnd() < failing ? Promise.reject(new Error("injected")) : k.run(cmd, args, input)) };
+      const dp = createDataplane({ runner, backend: "nft", families: [4], logger });
+      const d = new DesiredState();
+      d.apply(ENTRY.map((n) => ({ type: "chain-update" as const, chain: chain(n, ["-j DROP"]) })));
+      const take = () => ({ input: buildPlanInput({ base: BASE, families: [4], desired: d }), changes: d.takeChanges() });
+      let mayReadBack = true; // start
+      let tampered = false;
+      let reads = 0;
+      let incrementals = 0;
+      for (let step = 0; step < 60; step++) {
+        failing = rnd() < 0.15 ? 0.4 : 0;
+        d.apply(Array.from({ length: 1 + randInt(rnd, 4) }, () => randomUpdate(rnd)));
+        if (rnd() < 0.15) { tamper(rnd, k); tampered = true; }
+        try {
+          if (rnd() < 0.2) {
+            await dp.detectDrift();
+            tampered = false;
+          }
+          const from = k.log.length;
+          await dp.applyFrom(take);
+          const readBack = k.log.slice(from).some((l) => l.endsWith("save") || l.includes("save "));
+          if (readBack) reads++;
+          else incrementals++;
+          // A read-back only at start or after a failure (drift checks read on their own).
+          if (!mayReadBack) expect(readBack).toBe(false);
+          mayReadBack = false;
+          if (!tampered) expectKernelEquals(k, d);
+        } catch (err) {
+          expect((err as Error).message).toContain("injected");
+          mayReadBack = true;
+        }
+      }
+      // Quiet again: one drift check and one apply converge, whatever happened.
+      failing = 0;
+      await dp.detectDrift();
+      await dp.applyFrom(take);
+      expectKernelEquals(k, d);
+      // The reference, kept by edits, is exactly what the kernel holds.
+      expect(await dp.detectDrift()).toBe(false);
+      expect(incrementals).toBeGreaterThan(reads);
+    });
+  }
+});
+
+describe("driver: applies proportional to the change", () => {
+  let driver: Driver | undefined;
+  let ctl: FakeController | undefined;
+  afterEach(async () => {
+    await driver?.stop();
+    ctl?.stop();
+  });
+
+  async function until(cond: () => boolean, what: string, timeoutMs = 5_000): Promise<void> {
+    const end = Date.now() + timeoutMs;
+    while (!cond()) {
+      if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+      await new Promise((r) => setTimeout(r, 5));
+    }
+  }
+
+  it("a member added, then a chain changed: one ipset restore with one add line, then one restore of that chain", async () => {
+    const k = new FakeKernel();
+    ctl = await startFakeController();
+    // No periodic or post-write read-backs during the test.
+    driver = await startDriver({ controllers: [ctl.address], hostname: "hv1", runner: k, logger, backend: "nft", families: [4], driftCheckMs: 3_600_000, postWriteCheckMs: 3_600_000, readInterface: async () => "up", rulesetMonitor: false });
+    await until(() => ctl!.connected(), "connected");
+    ctl.send(1, snapshot(50, 20, 100), true);
+    await until(() => driver!.appliedRevision === 1, "revision 1");
+    const from = k.log.length;
+    ctl.send(2, [{ type: "ipset-delta", name: "pal4t-s5", family: 4, added: ["198.18.250.1"], removed: [] }]);
+    await until(() => ctl!.acks().includes(2), "revision 2 acknowledged");
+    expect(k.log.slice(from)).toEqual(["ipset restore"]);
+    expect(k.inputs.slice(from)).toEqual(["add pal4t-s5 198.18.250.1 -exist\n"]);
+
+    const next = k.log.length;
+    ctl.send(3, [{ type: "chain-update", chain: chain("pal-pi-c9", ["-p tcp --dport 9999 -j ACCEPT"]) }]);
+    await until(() => ctl!.acks().includes(3), "revision 3 acknowledged");
+    expect(k.log.slice(next)).toEqual(["iptables-nft-restore --noflush --wait 10"]);
+    expect(k.inputs[next]!.split("\n").filter((l) => l.startsWith(":"))).toEqual([":pal-pi-c9 - [0:0]"]);
+    expect(k.chain(4, "pal-pi-c9")!.map(strip)).toEqual(["-p tcp --dport 9999 -j ACCEPT"]);
+  });
+
+  it("a new snapshot (reconnect, failover) is planned in full against what was programmed, without a read-back", async () => {
+    const k = new FakeKernel();
+    ctl = await startFakeController();
+    driver = await startDriver({ controllers: [ctl.address], hostname: "hv1", runner: k, logger, backend: "nft", families: [4], driftCheckMs: 3_600_000, postWriteCheckMs: 3_600_000, readInterface: async () => "up", rulesetMonitor: false });
+    await until(() => ctl!.connected(), "connected");
+    ctl.send(1, snapshot(5, 3, 10), true);
+    await until(() => driver!.appliedRevision === 1, "revision 1");
+    const from = k.log.length;
+    // The new snapshot no longer has pal-pi-c4 and pal4t-s2: only a full diff finds that.
+    const second = snapshot(5, 3, 10).filter((u) => !(u.type === "chain-update" && u.chain.name === "pal-pi-c4") && !(u.type === "ipset-update" && u.name === "pal4t-s2"));
+    ctl.send(2, second, true);
+    await until(() => ctl!.acks().includes(2), "revision 2 acknowledged");
+    expect(k.log.slice(from).filter((l) => l.includes("save"))).toEqual([]);
+    expect(k.chain(4, "pal-pi-c4")).toBeUndefined();
+    expect(k.sets.has("pal4t-s2")).toBe(false);
+    expect(k.sets.has("pal4t-s1")).toBe(true);
+  });
+});
