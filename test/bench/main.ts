@@ -1,7 +1,8 @@
-// npm run bench [-- --quick] [--only calc|fanout|driver|e2e|flows|openstack] [--json FILE]: performance figures, printed.
+// npm run bench [-- --quick] [--only calc|fanout|driver|density|e2e|flows|openstack] [--json FILE]: performance figures, printed.
 // Not part of npm test: speed is measured here, behaviour is tested there.
 import { writeFileSync } from "node:fs";
 import { benchCalc } from "./calc-scale.js";
+import { benchDensity, formatDensity } from "./density.js";
 import { benchDriver } from "./driver-apply.js";
 import { benchE2e } from "./e2e-latency.js";
 import { benchFanout } from "./fanout.js";
@@ -38,6 +39,15 @@ if (run("driver")) {
     const r = await benchDriver({ endpoints: 1000, profiles: 100, rulesPerProfile: 10, incrementalSamples: quick ? 10 : 30, backend });
     report(backend === "nft" ? "driver" : "driver_legacy", r);
   }
+}
+// One host at growing density (issue #14): rules, first apply, single changes
+// vs. their raw floor; controller memory per endpoint.
+if (run("density")) {
+  const density = await benchDensity(quick
+    ? { sizes: [1000, 3000], backends: ["nft", "legacy"], samples: () => 10, memory: [100_000], baseline: 300 }
+    : { sizes: [1000, 3000, 6000], backends: ["nft", "legacy"], samples: (n) => (n >= 6000 ? 10 : 20), memory: [100_000, 300_000], baseline: 300 });
+  results.density = density;
+  process.stdout.write(formatDensity(density));
 }
 if (run("e2e")) {
   const e2e = await benchE2e({ samples: quick ? 50 : 200, endpoints: quick ? 50 : 200 });

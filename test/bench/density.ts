@@ -1,0 +1,306 @@
+// density (issue #14 item 6): one host at growing endpoint counts, IPv4, nft
+// and legacy, ~100 profiles × 10 rules, in both dataplane layouts (DESIGN
+// §6.5): "chains" (per-endpoint, the layout of earlier releases) and "sets".
+// Profile lists: "random" — each endpoint 1–2 random profiles (model-gen, the
+// seed of the driver section, so 1,000 endpoints is the same host; nearly
+// every endpoint has a list of its own: the worst case for classes) — or
+// "pool" — each endpoint takes one of 50 such lists (a cloud where
+// workloads share their security-group combinations).
+// Per size and backend, in fresh network namespaces:
+//   rules        rule lines of all chains the host gets (base chains included)
+//   first apply  driver path (createDataplane().apply, read-back included) and
+//                the raw floor (ipset restore + iptables-restore --noflush of
+//                the same final text)
+//   changes      p50 of: endpoint added (its profile list already in use on
+//                the host), endpoint address changed, profile rule changed
+//                (one rule of the host's most used profile). Driver path:
+//                dp.apply(the whole desired state); raw floor: exactly the
+//                updates the CalcGraph emitted for the host, written as
+//                ipset restore / iptables-restore --noflush input. The
+//                driver plans from what changed, as it does (dp.apply(input,
+//                changes)). Raw and driver samples alternate, each on its
+//                own namespace.
+// Plus controller memory per endpoint (density-memory.ts, a fresh process per
+// size): CalcGraph with 1,000 hosts and 300 profiles, all hosts subscribed.
+import { execa } from "execa";
+import { fileURLToPath } from "node:url";
+import { CalcGraph, DEFAULT_CALC_CONFIG, type HostUpdate } from "../../services/calc/index.js";
+import { setTypeOf } from "../../services/contract/dataplane-names.js";
+import { createLogger } from "../../services/runtime/logger.js";
+import type { Backend } from "../../services/driver/backend.js";
+import { iptablesCommands } from "../../services/driver/backend.js";
+import { createExecRunner, type CommandRunner } from "../../services/driver/command-runner.js";
+import { createDataplane } from "../../services/driver/dataplane.js";
+import { DesiredState } from "../../services/driver/desired-state.js";
+import { emptyFamilyState, HOOKS } from "../../services/driver/kernel-state.js";
+import { planApply, SET_MAXELEM, type PlanInput } from "../../services/driver/plan.js";
+import { buildPlanInput, driverBaseChains } from "../../services/driver/plan-input.js";
+import type { Endpoint, Profile } from "../../services/model/index.js";
+import { mulberry32 } from "../support/prng.js";
+import { genEndpoint, genProfiles } from "./model-gen.js";
+import { percentile, round } from "./stats.js";
+
+const HOST = "hv0";
+const KINDS = ["added", "address", "rule"] as const;
+type Kind = (typeof KINDS)[number];
+
+export type Layout = "chains" | "sets";
+export type ListModel = "random" | "pool";
+
+/** Host hv0 as its driver sees it (IPv4 only), fed by the real calculation graph. */
+function hostFeed(profiles: Profile[], endpoints: Endpoint[], layout: Layout) {
+  let pending: HostUpdate[] = [];
+  const g = new CalcGraph({ onHostUpdates: (_h, _r, u) => { pending.push(...u); } }, { ...DEFAULT_CALC_CONFIG, layout });
+  for (const p of profiles) g.upsertProfile(p);
+  for (const e of endpoints) g.upsertEndpoint(e);
+  g.flush(1);
+  // What a controller sends a host without IPv6.
+  const v4 = (u: HostUpdate[]) => u.filter((x) => (x.type === "chain-update" ? x.chain.family : "family" in x ? x.family : 4) === 4);
+  const state = new DesiredState();
+  state.apply(v4(g.snapshot(HOST).updates));
+  pending = [];
+  const base = driverBaseChains(["tap"], [4]);
+  let rev = 1;
+  return {
+    /** The driver's plan input (plan-input.ts), as it builds it. */
+    input: (): PlanInput => buildPlanInput({ base, families: [4], desired: state }),
+    /** What changed since the previous call (undefined the first time: plan in full). */
+    changes: () => state.takeChanges(),
+    /** One model change + flush; the updates the controller would send. */
+    change(fn: (g: CalcGraph) => void): HostUpdate[] {
+      fn(g);
+      g.flush(++rev);
+      const u = v4(pending);
+      pending = [];
+      state.apply(u);
+      return u;
+    },
+  };
+}
+
+/** The updates as raw restore input: nothing the controller did not send. */
+function rawText(updates: HostUpdate[]) {
+  const ipsetBefore: string[] = [];
+  const ipsetAfter: string[] = [];
+  const declare: string[] = [];
+  const rules: string[] = [];
+  const remove: string[] = [];
+  for (const u of updates) {
+    if (u.type === "ipset-update" && u.family === 4) {
+      ipsetBefore.push(`create ${u.name} ${setTypeOf(u.name)} family inet maxelem ${SET_MAXELEM} -exist`, `flush ${u.name}`, ...u.members.map((m) => `add ${u.name} ${m} -exist`));
+    } else if (u.type === "ipset-delta" && u.family === 4) {
+      ipsetBefore.push(...u.added.map((m) => `add ${u.name} ${m} -exist`), ...u.removed.map((m) => `del ${u.name} ${m} -exist`));
+    } else if (u.type === "ipset-remove" && u.family === 4) {
+      ipsetAfter.push(`destroy ${u.name}`);
+    } else if (u.type === "chain-update" && u.chain.family === 4) {
+      declare.push(`:${u.chain.name} - [0:0]`);
+      rules.push(...u.chain.rules.map((r) => `-A ${u.chain.name} ${r}`));
+    } else if (u.type === "chain-remove" && u.family === 4) {
+      declare.push(`:${u.name} - [0:0]`);
+      remove.push(`-X ${u.name}`);
+    }
+  }
+  const restore = declare.length ? ["*filter", ...declare, ...rules, ...remove, "COMMIT", ""].join("\n") : undefined;
+  return { ipsetBefore, restore, ipsetAfter };
+}
+
+async function withNamespaces<T>(names: string[], fn: () => Promise<T>): Promise<T> {
+  const made: string[] = [];
+  try {
+    for (const n of names) {
+      await execa("ip", ["netns", "add", n]);
+      made.push(n);
+    }
+    return await fn();
+  } finally {
+    for (const n of made) await execa("ip", ["netns", "del", n], { reject: false });
+  }
+}
+
+async function ruleLines(run: CommandRunner, backend: Backend): Promise<number> {
+  const out = await run.run(iptablesCommands(backend, 4).save, ["-t", "filter"]);
+  return out.stdout.split("\n").filter((l) => l.startsWith("-A ")).length;
+}
+
+/** Per kind of change: driver p50, raw p50, ratio, raw bytes of the last sample. */
+type ChangeFigures = { [K in `${Kind}_${"p50_ms" | "raw_p50_ms" | "ratio" | "raw_bytes"}`]: number };
+
+export interface DensityRow extends ChangeFigures {
+  layout: Layout;
+  lists: ListModel;
+  backend: Backend;
+  endpoints: number;
+  rules: number;
+  samples: number;
+  first_apply_ms: number;
+  raw_first_apply_ms: number;
+  first_apply_ratio: number;
+  kernel_rules_match: boolean;
+  seconds: number;
+}
+
+async function densityOne(backend: Backend, size: number, samples: number, layout: Layout, lists: ListModel): Promise<DensityRow> {
+  const t0 = performance.now();
+  const rand = mulberry32(42);
+  const PROFILES = 100;
+  const profiles = genProfiles(PROFILES, 10, rand);
+  const endpoints = Array.from({ length: size }, (_, i) => genEndpoint(HOST, i, PROFILES, rand));
+  if (lists === "pool") {
+    const pool = Array.from({ length: 50 }, (_, i) => genEndpoint(HOST, i, PROFILES, mulberry32(1000 + i)).profileIds);
+    endpoints.forEach((e, i) => { endpoints[i] = { ...e, profileIds: [...pool[i % pool.length]!] }; });
+  }
+  const feed = hostFeed(profiles, endpoints, layout);
+  const want = feed.input();
+  const rules = [...want.chains.values()].reduce((n, c) => n + c.rules.length, 0);
+  const emptyKernel = { families: { 4: emptyFamilyState(), 6: emptyFamilyState() }, sets: new Map() };
+  const fullPlan = planApply(want, emptyKernel);
+  const restoreCmd = iptablesCommands(backend, 4).restore;
+  const logger = createLogger({ name: "bench", level: "silent" });
+  // The host's most used profile: its rule edits reach the most endpoints.
+  const uses = new Map<string, number>();
+  for (const e of endpoints) for (const p of e.profileIds) uses.set(p, (uses.get(p) ?? 0) + 1);
+  const busiest = [...uses].sort((a, b) => b[1] - a[1])[0]![0];
+  let profile = profiles.find((p) => p.id === busiest)!;
+  const tag = `pdn${process.pid.toString(36)}${backend[0]}${layout[0]}${lists[0]}${size.toString(36)}`;
+  const nsRaw = `${tag}r`;
+  const nsDrv = `${tag}d`;
+
+  return withNamespaces([nsRaw, nsDrv], async () => {
+    const raw = createExecRunner({ netns: nsRaw });
+    const dp = createDataplane({ runner: createExecRunner({ netns: nsDrv }), backend, families: [4], logger });
+    global.gc?.();
+    let t = performance.now();
+    await raw.run("ipset", ["restore"], `${fullPlan.ipsetBefore.join("\n")}\n`);
+    await raw.run(restoreCmd, ["--noflush", "--wait", "10"], fullPlan.restore[4]!);
+    const rawFirst = performance.now() - t;
+    global.gc?.();
+    t = performance.now();
+    await dp.apply(want, feed.changes());
+    const drvFirst = performance.now() - t;
+
+    const times: Record<Kind, { drv: number[]; raw: number[]; bytes: number }> = {
+      added: { drv: [], raw: [], bytes: 0 }, address: { drv: [], raw: [], bytes: 0 }, rule: { drv: [], raw: [], bytes: 0 },
+    };
+    const changeOf = (kind: Kind, k: number): ((g: CalcGraph) => void) => {
+      if (kind === "added") {
+        // A new endpoint with the profile list of one already on the host.
+        const e = { ...genEndpoint(HOST, size + k, PROFILES, rand), profileIds: [...endpoints[(k * 37) % size]!.profileIds] };
+        return (g) => g.upsertEndpoint(e);
+      }
+      if (kind === "address") {
+        const i = (k * 53 + 11) % size;
+        const e = { ...endpoints[i]!, ipv4Nets: [`10.250.${k >> 8}.${k & 255}/32`] };
+        endpoints[i] = e;
+        return (g) => g.upsertEndpoint(e);
+      }
+      const [first, ...rest] = profile.inboundRules;
+      profile = { ...profile, inboundRules: [{ ...first!, match: { ...first!.match, dstPorts: [{ first: 3000 + k, last: 3000 + k }] } }, ...rest] };
+      const p = profile;
+      return (g) => g.upsertProfile(p);
+    };
+    for (const kind of KINDS) {
+      for (let k = 0; k < samples; k++) {
+        const updates = feed.change(changeOf(kind, k));
+        const text = rawText(updates);
+        const runRaw = async () => {
+          const t1 = performance.now();
+          if (text.ipsetBefore.length) await raw.run("ipset", ["restore"], `${text.ipsetBefore.join("\n")}\n`);
+          if (text.restore) await raw.run(restoreCmd, ["--noflush", "--wait", "10"], text.restore);
+          if (text.ipsetAfter.length) await raw.run("ipset", ["restore"], `${text.ipsetAfter.join("\n")}\n`);
+          times[kind].raw.push(performance.now() - t1);
+          times[kind].bytes = (text.restore?.length ?? 0) + text.ipsetBefore.join("\n").length + text.ipsetAfter.join("\n").length;
+        };
+        const runDrv = async () => {
+          const t1 = performance.now();
+          await dp.apply(feed.input(), feed.changes());
+          times[kind].drv.push(performance.now() - t1);
+        };
+        // Alternate which goes first, so neither always runs on a warmer machine.
+        if (k % 2) { await runDrv(); await runRaw(); } else { await runRaw(); await runDrv(); }
+      }
+    }
+    // Sanity: both namespaces hold as many rules as the host now has (plus
+    // the driver's hook rules in the built-in chains).
+    const wantNow = [...feed.input().chains.values()].reduce((n, c) => n + c.rules.length, 0);
+    const [inRaw, inDrv] = [await ruleLines(raw, backend), await ruleLines(createExecRunner({ netns: nsDrv }), backend)];
+
+    const p50 = (xs: number[]) => percentile([...xs].sort((a, b) => a - b), 50);
+    const row: Record<string, unknown> = {
+      layout, lists, backend, endpoints: size, rules, samples,
+      first_apply_ms: round(drvFirst, 0), raw_first_apply_ms: round(rawFirst, 0), first_apply_ratio: round(drvFirst / rawFirst),
+    };
+    for (const kind of KINDS) {
+      const d = p50(times[kind].drv);
+      const r = p50(times[kind].raw);
+      Object.assign(row, { [`${kind}_p50_ms`]: round(d, 1), [`${kind}_raw_p50_ms`]: round(r, 1), [`${kind}_ratio`]: round(d / r), [`${kind}_raw_bytes`]: times[kind].bytes });
+    }
+    row.kernel_rules_match = inRaw === inDrv && inDrv === wantNow + Object.keys(HOOKS).length;
+    row.seconds = round((performance.now() - t0) / 1000, 1);
+    return row as unknown as DensityRow;
+  });
+}
+
+/** Controller memory per endpoint, measured in a fresh process (density-memory.ts). */
+async function memoryPerEndpoint(endpoints: number, hosts: number, profiles: number, layout: Layout) {
+  const child = fileURLToPath(new URL("./density-memory.js", import.meta.url));
+  const out = await execa(process.execPath, ["--expose-gc", "--max-semi-space-size=64", "--max-old-space-size=8192", child, String(endpoints), String(hosts), String(profiles), layout]);
+  return JSON.parse(out.stdout) as Record<string, number>;
+}
+
+/** Which (layout, profile-list model) pairs run: today's per-endpoint layout, and the set-based one on both models. */
+export const DENSITY_VARIANTS: readonly [Layout, ListModel][] = [["chains", "random"], ["sets", "random"], ["sets", "pool"]];
+
+export async function benchDensity(opts: { sizes: number[]; backends: Backend[]; samples: (size: number) => number; memory: number[]; baseline: number; variants?: readonly [Layout, ListModel][] }) {
+  const t0 = performance.now();
+  const variants = opts.variants ?? DENSITY_VARIANTS;
+  const memory: Record<string, number | string>[] = [];
+  for (const layout of ["chains", "sets"] as const) {
+    for (const n of opts.memory) memory.push({ layout, ...(await memoryPerEndpoint(n, 1000, 300, layout)) });
+  }
+  const rows: DensityRow[] = [];
+  for (const [layout, lists] of variants) {
+    for (const backend of opts.backends) {
+      for (const size of [opts.baseline, ...opts.sizes]) {
+        rows.push(await densityOne(backend, size, opts.samples(size), layout, lists));
+        global.gc?.();
+      }
+    }
+  }
+  // Does a change cost the same on a full host as on a small one?
+  const largest = Math.max(...opts.sizes);
+  const vsBaseline: Record<string, number> = {};
+  for (const [layout, lists] of variants) {
+    for (const backend of opts.backends) {
+      const row = (n: number) => rows.find((r) => r.layout === layout && r.lists === lists && r.backend === backend && r.endpoints === n)!;
+      const [small, big] = [row(opts.baseline), row(largest)];
+      const at = `${layout}_${lists}_${backend}`;
+      vsBaseline[`${at}_added_${largest}_vs_${opts.baseline}`] = round(big.added_p50_ms / small.added_p50_ms);
+      vsBaseline[`${at}_address_${largest}_vs_${opts.baseline}`] = round(big.address_p50_ms / small.address_p50_ms);
+    }
+  }
+  // Rules on the host against the per-endpoint layout's, same size and backend.
+  const rulesVsChains: Record<string, number> = {};
+  for (const r of rows) {
+    if (r.layout === "chains") continue;
+    const c = rows.find((x) => x.layout === "chains" && x.backend === r.backend && x.endpoints === r.endpoints);
+    if (c && r.backend === opts.backends[0]) rulesVsChains[`${r.layout}_${r.lists}_${r.endpoints}`] = round(r.rules / c.rules, 3);
+  }
+  return { rows, vs_baseline: vsBaseline, rules_vs_chains: rulesVsChains, memory, seconds: round((performance.now() - t0) / 1000, 0) };
+}
+
+/** The figures as a table (the JSON keeps every field). */
+export function formatDensity(d: Awaited<ReturnType<typeof benchDensity>>): string {
+  const head = ["layout", "lists", "backend", "endpoints", "rules", "first apply ms (raw, ×)", "added p50 ms (raw, ×)", "address p50 ms (raw, ×)", "rule p50 ms (raw, ×)", "n", "s"];
+  const cell = (a: number, b: number, r: number) => `${a} (${b}, ${r.toFixed(2)}×)`;
+  const lines = [head, ...d.rows.map((r) => [
+    r.layout, r.lists, r.backend, String(r.endpoints), String(r.rules), cell(r.first_apply_ms, r.raw_first_apply_ms, r.first_apply_ratio),
+    ...KINDS.map((k) => cell(r[`${k}_p50_ms`], r[`${k}_raw_p50_ms`], r[`${k}_ratio`])), String(r.samples), `${r.seconds}${r.kernel_rules_match ? "" : " RULES MISMATCH"}`,
+  ])];
+  const widths = head.map((_, i) => Math.max(...lines.map((l) => l[i]!.length)));
+  const out = lines.map((l) => `density  ${l.map((c, i) => (i >= 3 && i < 5 ? c.padStart(widths[i]!) : c.padEnd(widths[i]!))).join("  ")}`.trimEnd());
+  out.push(`density  ${Object.entries(d.vs_baseline).map(([k, v]) => `${k}=${v}×`).join("  ")}`);
+  out.push(`density  rules vs chains layout: ${Object.entries(d.rules_vs_chains).map(([k, v]) => `${k}=${v}`).join("  ")}`);
+  for (const m of d.memory) out.push(`density  memory ${Object.entries(m).map(([k, v]) => `${k}=${v}`).join("  ")}`);
+  out.push(`density  seconds=${d.seconds}`);
+  return `${out.join("\n")}\n`;
+}
