@@ -22,9 +22,7 @@ import { DEFAULT_CALC_CONFIG, chainKey, sameRules, type CalcConfig, type ChainDe
 import { renderDispatch } from "./dispatch.js";
 import { renderEndpointChains, reportedDrop } from "./render-endpoint.js";
 import { renderProfile, type RenderedProfile } from "./render-rules.js";
-import {
-  ENTRY_CHAINS, classKey, fromClassSet, fromNodeSet, fromWorkloadChain, inactiveSet, knownSet, tagSet, toClassSet, toNodeSet, toWorkloadChain,
-} from "./names.js";
+import { ENTRY_CHAINS, classKey, classSet, fromWorkloadChain, inactiveSet, nodeSet, tagSet, toWorkloadChain } from "./names.js";
 import { prefixTree, renderClassChains, renderClassDispatch, renderMacTree, type PrefixTree } from "./render-classes.js";
 import { UpdateCoalescer } from "./update-coalescer.js";
 
@@ -90,7 +88,6 @@ interface Placement {
   members: [string, IpVersion, string][];
 }
 
-const ANY: Record<IpVersion, string> = { 4: "0.0.0.0/0", 6: "::/0" };
 
 
 interface Contribution {
@@ -374,7 +371,7 @@ export class CalcGraph {
       for (const c of entry) hv.chains.set(chainKey(c.family, c.name), c);
       if (this.setsLayout) {
         for (const family of FAMILIES) {
-          for (const set of [knownSet(family), inactiveSet(family)]) hv.local.set(set, { family, members: new Set() });
+          hv.local.set(inactiveSet(family), { family, members: new Set() });
           for (const c of this.layoutChains(hv, family)) hv.chains.set(chainKey(family, c.name), c);
         }
         return;
@@ -382,7 +379,7 @@ export class CalcGraph {
       for (const family of FAMILIES) for (const c of renderDispatch([], family, this.cfg)) hv.chains.set(chainKey(family, c.name), c);
       return;
     }
-    if (this.setsLayout) for (const family of FAMILIES) for (const set of [knownSet(family), inactiveSet(family)]) this.createLocal(name, hv, set, family, []);
+    if (this.setsLayout) for (const family of FAMILIES) this.createLocal(name, hv, inactiveSet(family), family, []);
     for (const c of entry) this.setChain(name, hv, c);
     this.renderDispatch(name, hv);
   }
@@ -486,17 +483,15 @@ export class CalcGraph {
     // None, or two endpoints claiming one interface: nothing (fail closed, "no endpoint").
     if (!keys || keys.size !== 1) return undefined;
     const ep = this.endpoints.get([...keys][0]!)!;
+    const active = ep.state === "active";
+    const cls = active ? classKey(ep.profileIds) : undefined;
     const members: Placement["members"] = [];
-    if (ep.state !== "active") {
-      for (const f of FAMILIES) members.push([inactiveSet(f), f, `${ANY[f]},${name}`]);
-      return { members };
-    }
-    const cls = classKey(ep.profileIds);
     for (const f of FAMILIES) {
-      members.push([knownSet(f), f, `${ANY[f]},${name}`], [toClassSet(cls, f), f, `${ANY[f]},${name}`]);
-      for (const net of f === 4 ? ep.ipv4Nets : ep.ipv6Nets) members.push([fromClassSet(cls, f), f, `${hostAddress(net)},${name}`]);
+      const set = cls !== undefined ? classSet(cls, f) : inactiveSet(f);
+      for (const net of f === 4 ? ep.ipv4Nets : ep.ipv6Nets) members.push([set, f, `${hostAddress(net)},${name}`]);
     }
-    return { cls, profileIds: ep.profileIds, mac: ep.mac, members };
+    // The MAC stays while inactive (the inactive drop comes first anyway): (de)activating is set members only.
+    return active ? { cls, profileIds: ep.profileIds, mac: ep.mac, members } : { mac: ep.mac, members };
   }
 
   /**
@@ -529,13 +524,13 @@ export class CalcGraph {
     if (sign > 0) {
       if (c) { c.count++; return; }
       hv.classes.set(cls, { profileIds, count: 1 });
-      for (const f of FAMILIES) for (const set of [fromClassSet(cls, f), toClassSet(cls, f)]) this.createLocal(host, hv, set, f, []);
+      for (const f of FAMILIES) this.createLocal(host, hv, classSet(cls, f), f, []);
       this.markDispatch(host, hv);
       return;
     }
     if (!c || --c.count > 0) return;
     hv.classes.delete(cls);
-    for (const f of FAMILIES) for (const set of [fromClassSet(cls, f), toClassSet(cls, f)]) this.removeLocal(host, hv, set);
+    for (const f of FAMILIES) this.removeLocal(host, hv, classSet(cls, f));
     this.markDispatch(host, hv);
   }
 
@@ -554,9 +549,8 @@ export class CalcGraph {
   /** One member in or out of a local set, and of the tree-node sets above its class. */
   private localChange(host: string, hv: HostView, name: string, family: IpVersion, member: string, add: boolean, cls: string | undefined): void {
     const names = [name];
-    if (cls !== undefined && (name === fromClassSet(cls, family) || name === toClassSet(cls, family))) {
-      const node = name === fromClassSet(cls, family) ? fromNodeSet : toNodeSet;
-      for (const prefix of hv.tree?.paths.get(cls) ?? []) names.push(node(prefix, family));
+    if (cls !== undefined && name === classSet(cls, family)) {
+      for (const prefix of hv.tree?.paths.get(cls) ?? []) names.push(nodeSet(prefix, family));
     }
     for (const n of names) {
       const set = hv.local.get(n);
@@ -608,13 +602,11 @@ export class CalcGraph {
     const wantSets = new Map<string, { family: IpVersion; members: Set<string> }>();
     for (const [cls, path] of tree.paths) {
       for (const f of FAMILIES) {
-        for (const [leaf, node] of [[fromClassSet(cls, f), fromNodeSet], [toClassSet(cls, f), toNodeSet]] as const) {
-          for (const prefix of path) {
-            const n = node(prefix, f);
-            let w = wantSets.get(n);
-            if (!w) wantSets.set(n, (w = { family: f, members: new Set() }));
-            for (const m of hv.local.get(leaf)?.members ?? []) w.members.add(m);
-          }
+        for (const prefix of path) {
+          const n = nodeSet(prefix, f);
+          let w = wantSets.get(n);
+          if (!w) wantSets.set(n, (w = { family: f, members: new Set() }));
+          for (const m of hv.local.get(classSet(cls, f))?.members ?? []) w.members.add(m);
         }
       }
     }
@@ -624,7 +616,7 @@ export class CalcGraph {
       this.createLocal(host, hv, n, w.family, [...w.members]);
     }
     for (const n of [...hv.local.keys()]) {
-      if (/^pal[46]i[ft]n-/.test(n) && !wantSets.has(n)) this.removeLocal(host, hv, n);
+      if (/^pal[46]in-/.test(n) && !wantSets.has(n)) this.removeLocal(host, hv, n);
     }
     hv.tree = tree;
   }

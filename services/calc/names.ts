@@ -34,13 +34,14 @@ export const tagSet = (tag: string, family: IpVersion) => name(`pal${family}t`, 
 export const classKey = (profileIds: readonly string[]) => shortHash(profileIds.join("\n"), 20);
 export const fromClassChain = (cls: string) => `pal-cf_${cls}`;
 export const toClassChain = (cls: string) => `pal-ct_${cls}`;
-/** hash:net,iface: (address, interface) of the class's active endpoints. */
-export const fromClassSet = (cls: string, family: IpVersion) => `pal${family}if_${cls}`;
-/** hash:net,iface: (any address, interface) of the class's active endpoints. */
-export const toClassSet = (cls: string, family: IpVersion) => `pal${family}it_${cls}`;
-/** hash:net,iface: (any address, interface) of every active endpoint with one interface to itself. */
-export const knownSet = (family: IpVersion) => `pal${family}i-known`;
-/** hash:net,iface: (any address, interface) of inactive endpoints. */
+/**
+ * hash:net,iface: (address, interface) of the class's active endpoints, for
+ * both directions (`src,src` from the workload, `dst,dst` to it). Keyed by
+ * address: the kernel hashes only the net part, so `0/0,<iface>` members
+ * would all share one bucket (at most 64 fit).
+ */
+export const classSet = (cls: string, family: IpVersion) => `pal${family}ic_${cls}`;
+/** hash:net,iface: (address, interface) of inactive endpoints. */
 export const inactiveSet = (family: IpVersion) => `pal${family}i-inactive`;
 /** The MAC check tree: root and nodes keyed by interface-name prefix. */
 export const MAC_ROOT = "pal-from-wl-mac";
@@ -48,5 +49,5 @@ export const macNode = (prefix: string) => name("pal-fm", prefix, CHAIN_MAX);
 /** Class tree nodes (more than DISPATCH_FANOUT classes), keyed by class-hash prefix. */
 export const fromClassNode = (prefix: string) => `pal-cfn-${prefix}`;
 export const toClassNode = (prefix: string) => `pal-ctn-${prefix}`;
-export const fromNodeSet = (prefix: string, family: IpVersion) => `pal${family}ifn-${prefix}`;
-export const toNodeSet = (prefix: string, family: IpVersion) => `pal${family}itn-${prefix}`;
+/** The union of the class sets under a class-tree node. */
+export const nodeSet = (prefix: string, family: IpVersion) => `pal${family}in-${prefix}`;

@@ -2,16 +2,17 @@
 // endpoints are classified by set lookups instead of per-endpoint chains.
 // Pure: given the host's classes (ordered profile lists in use) and the
 // interfaces that carry a MAC, it renders the entry chains, the class
-// chains and trees, and says which classes each tree node's set unites.
+// chains and trees.
 //
 // A packet from a workload (per family, `pal-from-wl-dispatch`):
-//   inactive endpoint's interface                 -> DROP (i)
+//   (source, interface) of an inactive endpoint   -> DROP (i)
 //   MAC tree (only interfaces with a MAC)         -> DROP (s) on mismatch
 //   (source, interface) in a class's set          -> goto that class's chain
-//   interface of an active endpoint, other source -> DROP (s)
-//   anything else                                 -> DROP (n)
-// and to a workload (`pal-to-wl-dispatch`): inactive -> DROP (i); (any,
-// interface) in a class's set -> goto the class's inbound chain; else DROP (n).
+//   anything else                                 -> DROP (n; the driver
+//        reports it as anti-spoofing when the interface has an endpoint)
+// and to a workload (`pal-to-wl-dispatch`): (destination, interface) of an
+// inactive endpoint -> DROP (i); in a class's set -> goto the class's
+// inbound chain; else DROP (n).
 //
 // Classes are listed flat up to DISPATCH_FANOUT; beyond, they are grouped by
 // the next character of their hash into nodes whose sets hold the union of
@@ -23,8 +24,8 @@ import { reportedDrop, profileJumps } from "./render-endpoint.js";
 import { markHex } from "./render-rules.js";
 import { DEFAULT_LOG_MARK } from "./flow-log.js";
 import {
-  ENTRY_CHAINS, MAC_ROOT, fromClassChain, fromClassNode, fromClassSet, fromNodeSet, inactiveSet, knownSet, macNode,
-  profileInboundChain, profileOutboundChain, toClassChain, toClassNode, toClassSet, toNodeSet,
+  ENTRY_CHAINS, MAC_ROOT, classSet, fromClassChain, fromClassNode, inactiveSet, macNode, nodeSet,
+  profileInboundChain, profileOutboundChain, toClassChain, toClassNode,
 } from "./names.js";
 
 /** A prefix tree over sorted names: leaves listed flat up to the fanout, else grouped by next character. */
@@ -88,8 +89,8 @@ export function renderClassChains(cls: string, c: HostClass, family: IpVersion, 
 export function renderClassDispatch(tree: PrefixTree, family: IpVersion, cfg: CalcConfig): ChainDef[] {
   const out: ChainDef[] = [];
   const dirs = [
-    { flag: "src,src", root: ENTRY_CHAINS.fromWorkload, node: fromClassNode, leafChain: fromClassChain, leafSet: fromClassSet, nodeSet: fromNodeSet },
-    { flag: "dst,dst", root: ENTRY_CHAINS.toWorkload, node: toClassNode, leafChain: toClassChain, leafSet: toClassSet, nodeSet: toNodeSet },
+    { flag: "src,src", root: ENTRY_CHAINS.fromWorkload, node: fromClassNode, leafChain: fromClassChain },
+    { flag: "dst,dst", root: ENTRY_CHAINS.toWorkload, node: toClassNode, leafChain: toClassChain },
   ] as const;
   for (const d of dirs) {
     for (const [prefix, node] of tree.nodes) {
@@ -103,13 +104,11 @@ export function renderClassDispatch(tree: PrefixTree, family: IpVersion, cfg: Ca
         rules.push(...reportedDrop(cfg, match(inactiveSet(family)), "i", chain));
         if (d.root === ENTRY_CHAINS.fromWorkload) rules.push(`-j ${MAC_ROOT}`);
       }
-      for (const child of node.children) rules.push(`${match(d.nodeSet(child, family))} -g ${d.node(child)}`);
-      for (const leaf of node.leaves) rules.push(`${match(d.leafSet(leaf, family))} -g ${d.leafChain(leaf)}`);
-      if (d.root === ENTRY_CHAINS.fromWorkload) {
-        // Interface of an active endpoint, source not one of its addresses.
-        rules.push(...reportedDrop(cfg, prefix === "" ? match(knownSet(family)) : "", "s", chain));
-      }
-      if (prefix === "" || d.root === ENTRY_CHAINS.toWorkload) rules.push(...reportedDrop(cfg, "", "n", chain));
+      for (const child of node.children) rules.push(`${match(nodeSet(child, family))} -g ${d.node(child)}`);
+      for (const leaf of node.leaves) rules.push(`${match(classSet(leaf, family))} -g ${d.leafChain(leaf)}`);
+      // Not an endpoint's (address, interface). Inside a node only while its
+      // sets are being changed: fail closed there too.
+      rules.push(...reportedDrop(cfg, "", "n", chain));
       out.push({ table: "filter", family, name: chain, rules });
     }
   }

@@ -42,12 +42,13 @@ export function startFlowReports(cfg: FlowReportsConfig | undefined, env: { fami
         const eps = link.endpoints();
         if (eps !== from || (eps && eps.size !== size) || Date.now() - at > 1_000) {
           byIface = new Map();
-          for (const [key, name] of eps ?? []) byIface.set(name, key);
+          // Two endpoints claiming one interface: it has no one endpoint ("" = none).
+          for (const [key, name] of eps ?? []) byIface.set(name, byIface.has(name) ? "" : key);
           from = eps;
           size = eps?.size ?? -1;
           at = Date.now();
         }
-        return byIface.get(iface);
+        return byIface.get(iface) || undefined;
       };
       return startFlowReporter(opts, {
         logger: env.logger.child({ component: "flows" }), metrics: cfg?.metrics, hostname: env.hostname,

@@ -13,7 +13,8 @@
 // when its writer is behind.
 import { createWriteStream, readdirSync, readFileSync, type WriteStream } from "node:fs";
 import type { Logger } from "pino";
-import { FLOW_CODES, FLOW_LIMITED_RULE, FLOW_LOG_CHAINS, FLOW_NFLOG_GROUP, parseLogPrefix, type ParsedPrefix } from "../contract/flow-log.js";
+import { FLOW_CODES, FLOW_LIMITED_RULE, FLOW_LOG_CHAINS, FLOW_NFLOG_GROUP, parseLogPrefix, type FlowDecision, type ParsedPrefix } from "../contract/flow-log.js";
+import { ENTRY_CHAINS } from "../contract/dataplane-names.js";
 import type { FlowReport } from "../contract/sync.js";
 import { PROTOCOL_NUMBERS, type IpVersion } from "../model/index.js";
 import type { CommandRunner } from "./command-runner.js";
@@ -85,7 +86,12 @@ export function resolvePoint(p: ParsedPrefix, indev: string, outdev: string, end
   // the receiver's for inbound.
   const own = /^pal-(tw|fw)-(.+)$/.exec(p.chain)?.[2];
   const iface = own ?? (direction === "inbound" ? outdev : indev);
-  const { verdict, decision } = FLOW_CODES[p.code];
+  const { verdict } = FLOW_CODES[p.code];
+  let decision: FlowDecision = FLOW_CODES[p.code].decision;
+  // The set-based layout's from-workload root cannot tell a foreign source
+  // on an endpoint's interface from an interface without an endpoint (both
+  // miss every class set; DESIGN §6.5): this interface map can.
+  if (decision === "no-endpoint" && p.chain === ENTRY_CHAINS.fromWorkload && endpointOf(iface) !== undefined) decision = "anti-spoofing";
   // A dispatch node's report is about an interface without an endpoint.
   const endpointKey = decision === "no-endpoint" ? "" : endpointOf(iface) ?? "";
   return { endpointKey, interfaceName: iface, direction, verdict, decision, chain: p.chain, index: p.n ?? -1 };

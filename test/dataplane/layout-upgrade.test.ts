@@ -78,7 +78,7 @@ describe("dataplane layout upgrade and rollback", () => {
     let text = await save();
     expect(text).not.toMatch(/:pal-(tw|fw|td|fd)-/);
     expect(text).toMatch(/:pal-ct_/);
-    expect(await lab.exec(ns, "ipset", ["list", "-n"])).toMatch(/pal4it_/);
+    expect(await lab.exec(ns, "ipset", ["list", "-n"])).toMatch(/pal4ic_/);
 
     // Rollback: a replica rendering the per-endpoint layout takes it back.
     probing = lab.probeLoop("cli", "srv", [80, 81], 8_000);

@@ -222,6 +222,13 @@ describe("resolution and aggregation on the driver", () => {
     expect(resolvePoint(parseLogPrefix("pal:m:pal-tw-tapb:2")!, "tapa", "tapb", of)).toMatchObject({ decision: "missing-profile", index: 2 });
   });
 
+  it("set-based layout: the from-workload root's last drop is anti-spoofing on an endpoint's interface, no-endpoint elsewhere", () => {
+    expect(resolvePoint(parseLogPrefix("pal:n:pal-from-wl-dispatch")!, "tapa", "lnk0a", of)).toMatchObject({ direction: "outbound", endpointKey: "h/o/a/e", decision: "anti-spoofing" });
+    expect(resolvePoint(parseLogPrefix("pal:n:pal-from-wl-dispatch")!, "tapz", "lnk0a", of)).toMatchObject({ direction: "outbound", endpointKey: "", decision: "no-endpoint" });
+    // Inbound, an address that is not the endpoint's: no endpoint holds it.
+    expect(resolvePoint(parseLogPrefix("pal:n:pal-to-wl-dispatch")!, "lnk0a", "tapb", of)).toMatchObject({ direction: "inbound", endpointKey: "", decision: "no-endpoint" });
+  });
+
   it("aggregates one flow's reports into one record per window, bounded, dropping (and counting) what does not fit", () => {
     const a = new FlowAggregator(3);
     expect(a.add(point(), 1000)).toBe(true);
