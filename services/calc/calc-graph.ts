@@ -22,8 +22,8 @@ import { DEFAULT_CALC_CONFIG, chainKey, sameRules, type CalcConfig, type ChainDe
 import { renderDispatch } from "./dispatch.js";
 import { renderEndpointChains, reportedDrop } from "./render-endpoint.js";
 import { renderProfile, type RenderedProfile } from "./render-rules.js";
-import { ENTRY_CHAINS, classKey, classSet, fromWorkloadChain, inactiveSet, nodeSet, tagSet, toWorkloadChain } from "./names.js";
-import { prefixTree, renderClassChains, renderClassDispatch, renderMacTree, type PrefixTree } from "./render-classes.js";
+import { ENTRY_CHAINS, classKey, classSet, fromWorkloadChain, inactiveSet, macSet, noMacSet, nodeSet, tagSet, toWorkloadChain } from "./names.js";
+import { prefixTree, renderClassChains, renderClassDispatch, renderMacChains, type PrefixTree } from "./render-classes.js";
 import { UpdateCoalescer } from "./update-coalescer.js";
 
 export interface CalcSink {
@@ -74,8 +74,8 @@ class HostView {
   readonly classes = new Map<string, { profileIds: readonly string[]; count: number }>();
   /** The host's own sets (classification), by name. */
   readonly local = new Map<string, { family: IpVersion; members: Set<string> }>();
-  /** Interface -> MAC, for active endpoints with a MAC. */
-  readonly macs = new Map<string, string>();
+  /** Per family: interface -> MAC, for endpoints whose MAC the interface tree checks (IPv6 today). */
+  readonly treeMacs: Record<IpVersion, Map<string, string>> = { 4: new Map(), 6: new Map() };
   /** The class tree the current node sets follow. */
   tree: PrefixTree | undefined;
 }
@@ -83,7 +83,8 @@ class HostView {
 interface Placement {
   cls?: string;
   profileIds?: readonly string[];
-  mac?: string;
+  /** The MAC the interface tree checks, per family (IPv6: no MAC set type holds IPv6 addresses). */
+  treeMac?: Partial<Record<IpVersion, string>>;
   /** [set name, family, member]. */
   members: [string, IpVersion, string][];
 }
@@ -108,6 +109,8 @@ export class CalcGraph {
   private readonly setHosts = new Map<string, Set<string>>();
   private readonly contrib = new Map<string, Contribution>();
   private readonly pendingDeltas = new Map<string, { family: IpVersion; added: Set<string>; removed: Set<string> }>();
+  /** Set-based layout: class chains shared by the hosts that have the class, and how many do. */
+  private readonly sharedClasses = new Map<string, { users: number; exists: string; chains: Record<IpVersion, ChainDef[]> }>();
   private readonly dirty = new Set<string>();
   private readonly subscribed = new Set<string>();
   private readonly listenAll: boolean;
@@ -370,16 +373,19 @@ export class CalcGraph {
     if (detached) {
       for (const c of entry) hv.chains.set(chainKey(c.family, c.name), c);
       if (this.setsLayout) {
-        for (const family of FAMILIES) {
-          hv.local.set(inactiveSet(family), { family, members: new Set() });
-          for (const c of this.layoutChains(hv, family)) hv.chains.set(chainKey(family, c.name), c);
-        }
+        // The same sets, in the same order, as a stored view creates them.
+        for (const family of FAMILIES) hv.local.set(inactiveSet(family), { family, members: new Set() });
+        hv.local.set(noMacSet, { family: 4, members: new Set() });
+        for (const family of FAMILIES) for (const c of this.layoutChains(hv, family)) hv.chains.set(chainKey(family, c.name), c);
         return;
       }
       for (const family of FAMILIES) for (const c of renderDispatch([], family, this.cfg)) hv.chains.set(chainKey(family, c.name), c);
       return;
     }
-    if (this.setsLayout) for (const family of FAMILIES) this.createLocal(name, hv, inactiveSet(family), family, []);
+    if (this.setsLayout) {
+      for (const family of FAMILIES) this.createLocal(name, hv, inactiveSet(family), family, []);
+      this.createLocal(name, hv, noMacSet, 4, []);
+    }
     for (const c of entry) this.setChain(name, hv, c);
     this.renderDispatch(name, hv);
   }
@@ -491,7 +497,18 @@ export class CalcGraph {
       for (const net of f === 4 ? ep.ipv4Nets : ep.ipv6Nets) members.push([set, f, `${hostAddress(net)},${name}`]);
     }
     // The MAC stays while inactive (the inactive drop comes first anyway): (de)activating is set members only.
-    return active ? { cls, profileIds: ep.profileIds, mac: ep.mac, members } : { mac: ep.mac, members };
+    // MAC: IPv4 addresses (host routes: validation allows nothing else) by
+    // MAC sets, IPv6 by the interface tree. The same whatever the state, so
+    // (de)activating an endpoint leaves it alone (the inactive drop comes
+    // first anyway).
+    const treeMac: Placement["treeMac"] = {};
+    const mac = ep.mac?.toUpperCase();
+    for (const net of ep.ipv4Nets) {
+      const a = hostAddress(net);
+      members.push(mac !== undefined ? [macSet(a), 4, `${a},${mac}`] : [noMacSet, 4, `${a},${name}`]);
+    }
+    if (mac !== undefined && ep.ipv6Nets.length) treeMac[6] = mac;
+    return active ? { cls, profileIds: ep.profileIds, treeMac, members } : { treeMac, members };
   }
 
   /**
@@ -507,14 +524,30 @@ export class CalcGraph {
     const nextKeys = new Set(next?.members.map(key));
     const prevKeys = new Set(prev?.members.map(key));
     for (const m of prev?.members ?? []) if (!nextKeys.has(key(m))) this.localChange(host, hv, m[0], m[1], m[2], false, prev!.cls);
-    for (const m of next?.members ?? []) if (!prevKeys.has(key(m))) this.localChange(host, hv, m[0], m[1], m[2], true, next!.cls);
-    if (prev?.cls && prev.cls !== next?.cls) this.classRef(host, hv, prev.cls, prev.profileIds!, -1);
-    if (prev?.mac !== next?.mac) {
-      if (next?.mac !== undefined) hv.macs.set(name, next.mac);
-      else hv.macs.delete(name);
-      hv.macDirty = true;
-      this.dirty.add(host);
+    for (const m of next?.members ?? []) {
+      if (prevKeys.has(key(m))) continue;
+      // A MAC set per /16 in use: a new one is a new rule in the MAC chain.
+      if (m[0].startsWith("pal4m-") && !hv.local.has(m[0])) {
+        this.createLocal(host, hv, m[0], 4, []);
+        hv.macDirty = true;
+      }
+      this.localChange(host, hv, m[0], m[1], m[2], true, next!.cls);
     }
+    for (const m of prev?.members ?? []) {
+      if (m[0].startsWith("pal4m-") && hv.local.get(m[0])?.members.size === 0) {
+        this.removeLocal(host, hv, m[0]);
+        hv.macDirty = true;
+      }
+    }
+    if (prev?.cls && prev.cls !== next?.cls) this.classRef(host, hv, prev.cls, prev.profileIds!, -1);
+    for (const f of FAMILIES) {
+      const [was, now] = [prev?.treeMac?.[f], next?.treeMac?.[f]];
+      if (was === now) continue;
+      if (now !== undefined) hv.treeMacs[f].set(name, now);
+      else hv.treeMacs[f].delete(name);
+      hv.macDirty = true;
+    }
+    if (hv.macDirty) this.dirty.add(host);
     if (next) hv.placed.set(name, next);
     else hv.placed.delete(name);
   }
@@ -524,12 +557,17 @@ export class CalcGraph {
     if (sign > 0) {
       if (c) { c.count++; return; }
       hv.classes.set(cls, { profileIds, count: 1 });
+      const shared = this.sharedClasses.get(cls);
+      if (shared) shared.users++;
+      else this.sharedClasses.set(cls, { users: 1, exists: "", chains: { 4: [], 6: [] } });
       for (const f of FAMILIES) this.createLocal(host, hv, classSet(cls, f), f, []);
       this.markDispatch(host, hv);
       return;
     }
     if (!c || --c.count > 0) return;
     hv.classes.delete(cls);
+    const shared = this.sharedClasses.get(cls);
+    if (shared && --shared.users <= 0) this.sharedClasses.delete(cls);
     for (const f of FAMILIES) this.removeLocal(host, hv, classSet(cls, f));
     this.markDispatch(host, hv);
   }
@@ -562,14 +600,34 @@ export class CalcGraph {
     }
   }
 
+  /**
+   * A class's chains, rendered once and shared by every host that has the
+   * class (like profile chains): they depend only on the ordered list and on
+   * which of its profiles exist. Kept while some host has the class.
+   */
+  private classChains(cls: string, profileIds: readonly string[], family: IpVersion): ChainDef[] {
+    const exists = profileIds.map((id) => (this.profiles.has(id) ? "1" : "0")).join("");
+    let entry = this.sharedClasses.get(cls);
+    if (!entry) this.sharedClasses.set(cls, (entry = { users: 0, exists: "", chains: { 4: [], 6: [] } }));
+    if (entry.exists !== exists || entry.chains[family].length === 0) {
+      if (entry.exists !== exists) entry.chains = { 4: [], 6: [] };
+      entry.exists = exists;
+      entry.chains[family] = renderClassChains(cls, { profileIds }, family, (id) => this.profiles.has(id), this.cfg);
+    }
+    return entry.chains[family];
+  }
+
   /** Entry chains, class chains and trees, MAC tree of one family. */
   private layoutChains(hv: HostView, family: IpVersion, what = { classes: true, classChains: true, macs: true }): ChainDef[] {
     const out: ChainDef[] = [];
     if (what.classes) out.push(...renderClassDispatch(hv.tree ?? prefixTree([]), family, this.cfg));
     if (what.classes || what.classChains) {
-      for (const [cls, c] of hv.classes) out.push(...renderClassChains(cls, c, family, (id) => this.profiles.has(id), this.cfg));
+      for (const [cls, c] of hv.classes) out.push(...this.classChains(cls, c.profileIds, family));
     }
-    if (what.macs) out.push(...renderMacTree(hv.macs, family, this.cfg));
+    if (what.macs) {
+      const macSets = family === 4 ? [...hv.local.keys()].filter((n) => n.startsWith("pal4m-")) : [];
+      out.push(...renderMacChains(hv.treeMacs[family], macSets, family, this.cfg));
+    }
     return out;
   }
 

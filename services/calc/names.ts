@@ -43,9 +43,18 @@ export const toClassChain = (cls: string) => `pal-ct_${cls}`;
 export const classSet = (cls: string, family: IpVersion) => `pal${family}ic_${cls}`;
 /** hash:net,iface: (address, interface) of inactive endpoints. */
 export const inactiveSet = (family: IpVersion) => `pal${family}i-inactive`;
-/** The MAC check tree: root and nodes keyed by interface-name prefix. */
+/** The MAC check (DESIGN §6.5): its chain, called from the from-workload root. */
 export const MAC_ROOT = "pal-from-wl-mac";
+/** The interface tree for MACs that no MAC set can hold: root and nodes keyed by interface-name prefix. */
+export const MAC_TREE_ROOT = "pal-from-wl-mact";
 export const macNode = (prefix: string) => name("pal-fm", prefix, CHAIN_MAX);
+/** bitmap:ip,mac over the /16 of an IPv4 address: `<address>,<MAC>` of endpoints with a MAC. */
+export const macSet = (ipv4: string) => {
+  const [a, b] = ipv4.split(".");
+  return `pal4m-${Number(a)}-${Number(b)}`;
+};
+/** hash:net,iface: (IPv4 address, interface) of endpoints without a MAC: they skip the MAC sets. */
+export const noMacSet = "pal4i-nomac";
 /** Class tree nodes (more than DISPATCH_FANOUT classes), keyed by class-hash prefix. */
 export const fromClassNode = (prefix: string) => `pal-cfn-${prefix}`;
 export const toClassNode = (prefix: string) => `pal-ctn-${prefix}`;

@@ -6,7 +6,7 @@
 //
 // A packet from a workload (per family, `pal-from-wl-dispatch`):
 //   (source, interface) of an inactive endpoint   -> DROP (i)
-//   MAC tree (only interfaces with a MAC)         -> DROP (s) on mismatch
+//   MAC check (MAC sets, interface tree)          -> DROP (s) on mismatch
 //   (source, interface) in a class's set          -> goto that class's chain
 //   anything else                                 -> DROP (n; the driver
 //        reports it as anti-spoofing when the interface has an endpoint)
@@ -24,9 +24,10 @@ import { reportedDrop, profileJumps } from "./render-endpoint.js";
 import { markHex } from "./render-rules.js";
 import { DEFAULT_LOG_MARK } from "./flow-log.js";
 import {
-  ENTRY_CHAINS, MAC_ROOT, classSet, fromClassChain, fromClassNode, inactiveSet, macNode, nodeSet,
+  ENTRY_CHAINS, MAC_ROOT, MAC_TREE_ROOT, classSet, fromClassChain, fromClassNode, inactiveSet, macNode, noMacSet, nodeSet,
   profileInboundChain, profileOutboundChain, toClassChain, toClassNode,
 } from "./names.js";
+import { macSetRange } from "../contract/dataplane-names.js";
 
 /** A prefix tree over sorted names: leaves listed flat up to the fanout, else grouped by next character. */
 export interface PrefixTree {
@@ -116,19 +117,35 @@ export function renderClassDispatch(tree: PrefixTree, family: IpVersion, cfg: Ca
 }
 
 /**
- * The MAC check: a prefix tree over the interfaces whose endpoint has a MAC;
- * a leaf drops a frame from its interface with another source MAC. Falling
- * off any node returns to the dispatch root (the root is called, nodes are
- * reached by goto), so interfaces without a MAC are not judged here.
+ * The MAC check of one family (DESIGN §6.5), called from the from-workload
+ * root; it returns unless it drops (s).
+ *
+ *   pal-from-wl-mac:  -j pal-from-wl-mact            the interface tree
+ *                     (v4) -m set --match-set pal4i-nomac src,src -j RETURN
+ *                     (v4) -s <a.b.0.0/16> -m set ! --match-set pal4m-<a>-<b> src,src -> DROP
+ *
+ * IPv4 addresses of endpoints with a MAC are checked by `bitmap:ip,mac` sets
+ * (one per /16 in use: the packet's source address must come with the
+ * endpoint's MAC), so adding such an endpoint is set members only; those of
+ * endpoints without a MAC skip them (pal4i-nomac). IPv6, which no MAC set
+ * can hold, is checked by a prefix tree over interfaces: a leaf drops a
+ * frame from its interface with another source MAC; nodes are reached by
+ * goto, so falling off any of them returns to pal-from-wl-mac.
  */
-export function renderMacTree(macs: ReadonlyMap<string, string>, family: IpVersion, cfg: CalcConfig): ChainDef[] {
-  const tree = prefixTree([...macs.keys()].sort());
+export function renderMacChains(treeMacs: ReadonlyMap<string, string>, macSets: readonly string[], family: IpVersion, cfg: CalcConfig): ChainDef[] {
   const out: ChainDef[] = [];
+  const root: string[] = [`-j ${MAC_TREE_ROOT}`];
+  if (family === 4) {
+    root.push(`-m set --match-set ${noMacSet} src,src -j RETURN`);
+    for (const set of [...macSets].sort()) root.push(...reportedDrop(cfg, `-s ${macSetRange(set)} -m set ! --match-set ${set} src,src`, "s", MAC_ROOT));
+  }
+  out.push({ table: "filter", family, name: MAC_ROOT, rules: root });
+  const tree = prefixTree([...treeMacs.keys()].sort());
   for (const [prefix, node] of tree.nodes) {
-    const chain = prefix === "" ? MAC_ROOT : macNode(prefix);
+    const chain = prefix === "" ? MAC_TREE_ROOT : macNode(prefix);
     const rules: string[] = [];
     for (const child of node.children) rules.push(`-i ${child}+ -g ${macNode(child)}`);
-    for (const leaf of node.leaves) rules.push(...reportedDrop(cfg, `-i ${leaf} -m mac ! --mac-source ${macs.get(leaf)}`, "s", chain));
+    for (const leaf of node.leaves) rules.push(...reportedDrop(cfg, `-i ${leaf} -m mac ! --mac-source ${treeMacs.get(leaf)}`, "s", chain));
     out.push({ table: "filter", family, name: chain, rules });
   }
   return out;

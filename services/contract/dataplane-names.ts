@@ -22,11 +22,20 @@ export const OWNED_SET_RE = /^pal[A-Za-z0-9_.-]{1,28}$/;
 /**
  * An ipset's type follows from its name (DESIGN §6.2), so the wire needs no
  * type field: `pal4i…`/`pal6i…` are the host's classification sets,
- * `hash:net,iface` (members `<net>,<interface>`); every other set of ours is
- * `hash:net` (members `<net>`).
+ * `hash:net,iface` (members `<net>,<interface>`); `pal4m-<a>-<b>` are MAC
+ * sets, `bitmap:ip,mac` over the /16 `<a>.<b>.0.0/16` (members
+ * `<address>,<MAC>`); every other set of ours is `hash:net` (members `<net>`).
  */
 export const IFACE_SET_RE = /^pal[46]i/;
-export type SetType = "hash:net" | "hash:net,iface";
+export const MAC_SET_RE = /^pal4m-(\d{1,3})-(\d{1,3})$/;
+export type SetType = "hash:net" | "hash:net,iface" | "bitmap:ip,mac";
 export function setTypeOf(name: string): SetType {
-  return IFACE_SET_RE.test(name) ? "hash:net,iface" : "hash:net";
+  return MAC_SET_RE.test(name) ? "bitmap:ip,mac" : IFACE_SET_RE.test(name) ? "hash:net,iface" : "hash:net";
+}
+
+/** The /16 a MAC set covers, e.g. "10.1.0.0/16" for pal4m-10-1; undefined for other names. */
+export function macSetRange(name: string): string | undefined {
+  const m = MAC_SET_RE.exec(name);
+  if (!m || Number(m[1]) > 255 || Number(m[2]) > 255) return undefined;
+  return `${Number(m[1])}.${Number(m[2])}.0.0/16`;
 }

@@ -3,7 +3,7 @@
 // member is checked here, before it can reach an iptables-restore or ipset
 // line (defence in depth: the controller validated it already).
 import { chainKey, type ChainDef, type HostUpdate } from "../contract/host-update.js";
-import { OWNED_CHAIN_RE, OWNED_SET_RE, setTypeOf } from "../contract/dataplane-names.js";
+import { OWNED_CHAIN_RE, OWNED_SET_RE, macSetRange, setTypeOf } from "../contract/dataplane-names.js";
 import { parseCidr, type IpVersion } from "../model/index.js";
 import { ProtocolError } from "../contract/errors.js";
 
@@ -111,8 +111,23 @@ export class DesiredState {
 
 const IFACE_RE = /^[A-Za-z0-9_.-]{1,15}$/;
 
+const MAC_MEMBER_RE = /^([0-9A-F]{2}:){5}[0-9A-F]{2}$/;
+
 function checkSet(name: string, family: IpVersion, members: readonly string[]): void {
   if (!OWNED_SET_RE.test(name)) throw new ProtocolError(`refusing ipset name ${JSON.stringify(name)}`);
+  const range = macSetRange(name);
+  if (setTypeOf(name) === "bitmap:ip,mac") {
+    // `<address>,<MAC>`: an IPv4 address inside the set's /16, an upper-case MAC.
+    const block = range !== undefined ? parseCidr(range) : undefined;
+    for (const m of members) {
+      const [ip, mac, ...rest] = m.split(",");
+      const c = ip !== undefined ? parseCidr(ip) : undefined;
+      const ok = family === 4 && block !== undefined && c !== undefined && c.version === 4 && c.prefix === 32 && rest.length === 0
+        && mac !== undefined && MAC_MEMBER_RE.test(mac) && c.addr >> 16n === block.addr >> 16n;
+      if (!ok) throw new ProtocolError(`refusing member ${JSON.stringify(m)} of ipset ${name}`);
+    }
+    return;
+  }
   const withIface = setTypeOf(name) === "hash:net,iface";
   for (const m of members) {
     // hash:net,iface: `<net>,<interface>`, where /0 means "any address on this interface".

@@ -12,7 +12,7 @@
 //      and delete chains no longer wanted
 //   3. ipset restore: destroy sets no longer wanted (no rule references them now)
 import { chainKey, type ChainDef } from "../contract/host-update.js";
-import { setTypeOf } from "../contract/dataplane-names.js";
+import { macSetRange, setTypeOf } from "../contract/dataplane-names.js";
 import type { IpVersion } from "../model/index.js";
 import type { DesiredSet } from "./desired-state.js";
 import { HOOKS, type KernelState } from "./kernel-state.js";
@@ -55,7 +55,10 @@ export function setType(name: string): string {
   return setTypeOf(name);
 }
 
-export function setCreate(name: string, set: DesiredSet): string {
+export function setCreate(name: string, set: Pick<DesiredSet, "family">): string {
+  // A bitmap is sized by its range (and knows no family or maxelem).
+  const range = macSetRange(name);
+  if (range !== undefined) return `create ${name} ${setType(name)} range ${range}`;
   return `create ${name} ${setType(name)} family ${set.family === 4 ? "inet" : "inet6"} maxelem ${SET_MAXELEM}`;
 }
 

@@ -25,7 +25,6 @@
 import { execa } from "execa";
 import { fileURLToPath } from "node:url";
 import { CalcGraph, DEFAULT_CALC_CONFIG, type HostUpdate } from "../../services/calc/index.js";
-import { setTypeOf } from "../../services/contract/dataplane-names.js";
 import { createLogger } from "../../services/runtime/logger.js";
 import type { Backend } from "../../services/driver/backend.js";
 import { iptablesCommands } from "../../services/driver/backend.js";
@@ -33,7 +32,7 @@ import { createExecRunner, type CommandRunner } from "../../services/driver/comm
 import { createDataplane } from "../../services/driver/dataplane.js";
 import { DesiredState } from "../../services/driver/desired-state.js";
 import { emptyFamilyState, HOOKS } from "../../services/driver/kernel-state.js";
-import { planApply, SET_MAXELEM, type PlanInput } from "../../services/driver/plan.js";
+import { planApply, setCreate, type PlanInput } from "../../services/driver/plan.js";
 import { buildPlanInput, driverBaseChains } from "../../services/driver/plan-input.js";
 import type { Endpoint, Profile } from "../../services/model/index.js";
 import { mulberry32 } from "../support/prng.js";
@@ -87,7 +86,7 @@ function rawText(updates: HostUpdate[]) {
   const remove: string[] = [];
   for (const u of updates) {
     if (u.type === "ipset-update" && u.family === 4) {
-      ipsetBefore.push(`create ${u.name} ${setTypeOf(u.name)} family inet maxelem ${SET_MAXELEM} -exist`, `flush ${u.name}`, ...u.members.map((m) => `add ${u.name} ${m} -exist`));
+      ipsetBefore.push(`${setCreate(u.name, u)} -exist`, `flush ${u.name}`, ...u.members.map((m) => `add ${u.name} ${m} -exist`));
     } else if (u.type === "ipset-delta" && u.family === 4) {
       ipsetBefore.push(...u.added.map((m) => `add ${u.name} ${m} -exist`), ...u.removed.map((m) => `del ${u.name} ${m} -exist`));
     } else if (u.type === "ipset-remove" && u.family === 4) {

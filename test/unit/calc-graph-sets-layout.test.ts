@@ -28,43 +28,45 @@ const kinds = (sink: RecordingSink, since: number) => sink.callsSince(since).fla
 
 /**
  * Follows a packet through the rendered entry chains as the kernel would:
- * set matches on (address, interface), goto, DROP. Returns the chain the
- * packet is handed to, or "DROP:<code>" with the report code (from the rule
- * just before the DROP, if any).
+ * set matches ((address, interface) pairs; (address, MAC) for MAC sets),
+ * interface, source net and MAC matches, calls, gotos, RETURN, DROP. Returns
+ * the class chain the packet is handed to, "RETURN", or "DROP:<chain>".
  */
-function classify(st: PlainHostState, family: 4 | 6, dir: "from" | "to", addr: string, iface: string, mac?: string, start?: string): string {
-  let chain = start ?? (dir === "from" ? "pal-from-wl-dispatch" : "pal-to-wl-dispatch");
+function classify(st: PlainHostState, family: 4 | 6, dir: "from" | "to", addr: string, iface: string, mac?: string): string {
   const inSet = (name: string) => {
     const members = st.sets[name]?.members ?? [];
-    return members.includes(`${addr},${iface}`);
+    return name.startsWith("pal4m-") ? mac !== undefined && members.includes(`${addr},${mac.toUpperCase()}`) : members.includes(`${addr},${iface}`);
   };
-  for (let hops = 0; hops < 20; hops++) {
+  const inNet = (cidr: string) => {
+    const [net, len] = cidr.split("/");
+    const n = (a: string) => a.split(".").reduce((x, o) => x * 256 + Number(o), 0);
+    const mask = 2 ** 32 - 2 ** (32 - Number(len));
+    return family === 4 && (n(addr) & mask) >>> 0 === (n(net!) & mask) >>> 0;
+  };
+  const walk = (chain: string, depth: number): string => {
+    if (depth > 20) throw new Error("loop");
     const rules = st.chains[`${family}:${chain}`];
     if (!rules) throw new Error(`no chain ${chain}`);
-    let next: string | undefined;
     for (const r of rules) {
-      const set = /-m set --match-set (\S+) (src,src|dst,dst)/.exec(r);
-      if (set && !inSet(set[1]!)) continue;
+      const set = /-m set (! )?--match-set (\S+) (src,src|dst,dst)/.exec(r);
+      if (set && inSet(set[2]!) === !!set[1]) continue;
       const ifm = /-i (\S+?)(\+?) /.exec(r);
       if (ifm && !(ifm[2] ? iface.startsWith(ifm[1]!) : iface === ifm[1])) continue;
+      const src = /-s (\S+) /.exec(r);
+      if (src && !inNet(src[1]!)) continue;
       const macm = /-m mac ! --mac-source (\S+)/.exec(r);
-      if (macm && macm[1] === mac) continue;
-      const go = /-[gj] (\S+)$/.exec(r)?.[1];
-      if (go === "DROP") return `DROP:${chain}`;
-      if (go === "pal-from-wl-mac") {
-        // Called: falls back here unless it drops.
-        const sub = classify(st, family, "from", addr, iface, mac, go);
-        if (sub.startsWith("DROP")) return sub;
-        continue;
-      }
-      if (go?.startsWith("pal-")) { next = go; break; }
+      if (macm && macm[1]!.toUpperCase() === mac?.toUpperCase()) continue;
+      const t = /-([gj]) (\S+)$/.exec(r);
+      if (!t || t[2] === "MARK") continue;
+      if (t[2] === "DROP") return `DROP:${chain}`;
+      if (t[2] === "RETURN") return "RETURN";
+      if (/^pal-c[ft]_/.test(t[2]!)) return t[2]!;
+      const sub = walk(t[2]!, depth + 1);
+      if (t[1] === "g" || sub !== "RETURN") return sub;
     }
-    if (!next) return "RETURN";
-    if (/^pal-fm/.test(next)) { chain = next; continue; }
-    if (/^pal-c[ft]_/.test(next)) return next;
-    chain = next;
-  }
-  throw new Error("loop");
+    return "RETURN";
+  };
+  return walk(dir === "from" ? "pal-from-wl-dispatch" : "pal-to-wl-dispatch", 0);
 }
 
 describe("set-based layout", () => {
@@ -75,8 +77,8 @@ describe("set-based layout", () => {
     let mark = sink.calls.length;
     g.upsertEndpoint(ep(4, ["a", "b"]));
     flush();
-    // Its IPv4 and IPv6 (address, interface) into the class set of each family.
-    expect(kinds(sink, mark)).toEqual(["endpoint-update", "ipset-delta", "ipset-delta"]);
+    // Its IPv4 and IPv6 (address, interface) into the class set of each family, its IPv4 one into the no-MAC set.
+    expect(kinds(sink, mark)).toEqual(["endpoint-update", "ipset-delta", "ipset-delta", "ipset-delta"]);
     mark = sink.calls.length;
     g.upsertEndpoint(ep(4, ["a", "b"], { ipv4_nets: ["198.18.9.9"], ipv6_nets: [] }));
     flush();
@@ -120,18 +122,41 @@ describe("set-based layout", () => {
     expect(rules(300)).toBe(rules(9));
   });
 
-  it("a MAC is checked per interface: adding an endpoint with a MAC changes the MAC tree only", () => {
+  it("MACs: an IPv4 endpoint's by MAC sets (adding one is set members only), IPv6 and nets by the interface tree", () => {
     const { sink, g, flush } = graph();
-    for (let i = 1; i <= 3; i++) g.upsertEndpoint(ep(i, ["a"], { mac: `02:00:00:00:00:0${i}` }));
+    const v4 = (i: number, extra: Record<string, unknown> = {}) => ep(i, ["a"], { ipv6_nets: [], mac: `02:00:00:00:00:0${i}`, ...extra });
+    for (let i = 1; i <= 3; i++) g.upsertEndpoint(v4(i));
     flush();
-    const mark = sink.calls.length;
-    g.upsertEndpoint(ep(4, ["a"], { mac: "02:00:00:00:00:04" }));
+    let mark = sink.calls.length;
+    g.upsertEndpoint(v4(4));
     flush();
-    const chains = sink.callsSince(mark).flatMap((c) => c.updates.flatMap((u) => (u.type === "chain-update" ? [u.chain.name] : [])));
-    expect([...new Set(chains)]).toEqual(["pal-from-wl-mac"]);
-    const st = sink.state("hv1").plain();
+    expect(kinds(sink, mark).every((k) => k === "ipset-delta" || k === "endpoint-update")).toBe(true);
+    let st = sink.state("hv1").plain();
     expect(classify(st, 4, "from", "198.18.0.4", "tap4", "02:00:00:00:00:04")).toBe(fromClassChain(classKey(["a"])));
     expect(classify(st, 4, "from", "198.18.0.4", "tap4", "02:00:00:00:00:05")).toBe("DROP:pal-from-wl-mac");
+    // Another endpoint's address and MAC, sent from this interface: not this interface's pair.
+    expect(classify(st, 4, "from", "198.18.0.3", "tap4", "02:00:00:00:00:03")).toBe("DROP:pal-from-wl-dispatch");
+    // Dual stack: the IPv6 side is checked by the tree, a rule per interface (DESIGN §6.5).
+    mark = sink.calls.length;
+    g.upsertEndpoint(ep(5, ["a"], { mac: "02:00:00:00:00:05" }));
+    flush();
+    const chains = sink.callsSince(mark).flatMap((c) => c.updates.flatMap((u) => (u.type === "chain-update" ? [`${u.chain.family}:${u.chain.name}`] : [])));
+    expect([...new Set(chains)]).toEqual(["6:pal-from-wl-mact"]);
+    st = sink.state("hv1").plain();
+    expect(classify(st, 6, "from", "2001:db8::5", "tap5", "02:00:00:00:00:05")).toBe(fromClassChain(classKey(["a"])));
+    expect(classify(st, 6, "from", "2001:db8::5", "tap5", "02:00:00:00:00:09")).toBe("DROP:pal-from-wl-mact");
+    expect(classify(st, 4, "from", "198.18.0.5", "tap5", "02:00:00:00:00:09")).toBe("DROP:pal-from-wl-mac");
+    // An endpoint without a MAC: its IPv4 addresses skip the MAC sets.
+    g.upsertEndpoint(ep(6, ["a"], { ipv6_nets: [] }));
+    flush();
+    st = sink.state("hv1").plain();
+    expect(classify(st, 4, "from", "198.18.0.6", "tap6", "02:00:00:00:00:07")).toBe(fromClassChain(classKey(["a"])));
+    // The last endpoint of a /16 takes its MAC set (and rule) away.
+    for (const i of [1, 2, 3, 4, 5, 6]) g.deleteEndpoint(`hv1/openstack/w${i}/e`);
+    flush();
+    st = sink.state("hv1").plain();
+    expect(Object.keys(st.sets).filter((n) => n.startsWith("pal4m-"))).toEqual([]);
+    expect(st.chains["4:pal-from-wl-mac"]!.some((r) => r.includes("pal4m-"))).toBe(false);
   });
 
   it("with many classes, every endpoint reaches its own class chain through the tree, and nothing else does — after any history", () => {
