@@ -68,8 +68,12 @@ class HostView {
   /** Set-based layout: an interface's MAC came, went or changed; the MAC tree is re-rendered at flush. */
   macDirty = false;
   // ---- set-based layout (DESIGN §6.5)
-  /** Interface -> what it contributes: its class, MAC and classification set members. */
-  readonly placed = new Map<string, Placement>();
+  /**
+   * Interface -> the endpoint whose class, MAC and set members it carries
+   * (what it contributes is derived from the endpoint when it changes: only
+   * the reference is kept).
+   */
+  readonly placed = new Map<string, Endpoint>();
   /** Ordered profile lists in use by active endpoints here, by class key. */
   readonly classes = new Map<string, { profileIds: readonly string[]; count: number }>();
   /** The host's own sets (classification), by name. */
@@ -80,13 +84,36 @@ class HostView {
   tree: PrefixTree | undefined;
 }
 
+/** What an interface contributes in the set-based layout (DESIGN §6.5), derived when its endpoint changes. */
 interface Placement {
   cls?: string;
   profileIds?: readonly string[];
   /** The MAC the interface tree checks, per family (IPv6: no MAC set type holds IPv6 addresses). */
-  treeMac?: Partial<Record<IpVersion, string>>;
+  treeMac: Partial<Record<IpVersion, string>>;
   /** [set name, family, member]. */
   members: [string, IpVersion, string][];
+}
+
+function placement(ep: Endpoint, name: string): Placement {
+  const active = ep.state === "active";
+  const cls = active ? classKey(ep.profileIds) : undefined;
+  const members: Placement["members"] = [];
+  for (const f of FAMILIES) {
+    const set = cls !== undefined ? classSet(cls, f) : inactiveSet(f);
+    for (const net of f === 4 ? ep.ipv4Nets : ep.ipv6Nets) members.push([set, f, `${hostAddress(net)},${name}`]);
+  }
+  // MAC: IPv4 addresses (host routes: validation allows nothing else) by MAC
+  // sets, IPv6 by the interface tree. The same whatever the state, so
+  // (de)activating an endpoint leaves it alone (the inactive drop comes
+  // first anyway).
+  const treeMac: Placement["treeMac"] = {};
+  const mac = ep.mac?.toUpperCase();
+  for (const net of ep.ipv4Nets) {
+    const a = hostAddress(net);
+    members.push(mac !== undefined ? [macSet(a), 4, `${a},${mac}`] : [noMacSet, 4, `${a},${name}`]);
+  }
+  if (mac !== undefined && ep.ipv6Nets.length) treeMac[6] = mac;
+  return active ? { cls, profileIds: ep.profileIds, treeMac, members } : { treeMac, members };
 }
 
 
@@ -483,42 +510,24 @@ export class CalcGraph {
 
   // ------------------------------------------------ set-based layout (§6.5)
 
-  /** What one interface contributes, given the endpoint(s) bound to it. */
-  private placementOf(hv: HostView, name: string): Placement | undefined {
+  /** The one endpoint an interface carries: none, or two claiming it (fail closed, "no endpoint"), is undefined. */
+  private endpointOn(hv: HostView, name: string): Endpoint | undefined {
     const keys = hv.byName.get(name);
-    // None, or two endpoints claiming one interface: nothing (fail closed, "no endpoint").
-    if (!keys || keys.size !== 1) return undefined;
-    const ep = this.endpoints.get([...keys][0]!)!;
-    const active = ep.state === "active";
-    const cls = active ? classKey(ep.profileIds) : undefined;
-    const members: Placement["members"] = [];
-    for (const f of FAMILIES) {
-      const set = cls !== undefined ? classSet(cls, f) : inactiveSet(f);
-      for (const net of f === 4 ? ep.ipv4Nets : ep.ipv6Nets) members.push([set, f, `${hostAddress(net)},${name}`]);
-    }
-    // The MAC stays while inactive (the inactive drop comes first anyway): (de)activating is set members only.
-    // MAC: IPv4 addresses (host routes: validation allows nothing else) by
-    // MAC sets, IPv6 by the interface tree. The same whatever the state, so
-    // (de)activating an endpoint leaves it alone (the inactive drop comes
-    // first anyway).
-    const treeMac: Placement["treeMac"] = {};
-    const mac = ep.mac?.toUpperCase();
-    for (const net of ep.ipv4Nets) {
-      const a = hostAddress(net);
-      members.push(mac !== undefined ? [macSet(a), 4, `${a},${mac}`] : [noMacSet, 4, `${a},${name}`]);
-    }
-    if (mac !== undefined && ep.ipv6Nets.length) treeMac[6] = mac;
-    return active ? { cls, profileIds: ep.profileIds, treeMac, members } : { treeMac, members };
+    return keys?.size === 1 ? this.endpoints.get([...keys][0]!) : undefined;
   }
 
   /**
    * Moves an interface's set members, class reference and MAC to what its
-   * endpoint says now: set deltas only, unless a class appears or goes or a
-   * MAC changes (then the host's layout chains are re-rendered at flush).
+   * endpoint says now: set deltas only, unless a class appears or goes, a
+   * /16 comes into or out of use, or an IPv6 MAC changes (then the host's
+   * layout chains are re-rendered at flush).
    */
   private placeName(host: string, hv: HostView, name: string): void {
-    const prev = hv.placed.get(name);
-    const next = this.placementOf(hv, name);
+    const before = hv.placed.get(name);
+    const after = this.endpointOn(hv, name);
+    if (before === after) return;
+    const prev = before && placement(before, name);
+    const next = after && placement(after, name);
     if (next?.cls && next.cls !== prev?.cls) this.classRef(host, hv, next.cls, next.profileIds!, +1);
     const key = (m: [string, IpVersion, string]) => `${m[0]}\t${m[2]}`;
     const nextKeys = new Set(next?.members.map(key));
@@ -541,14 +550,14 @@ export class CalcGraph {
     }
     if (prev?.cls && prev.cls !== next?.cls) this.classRef(host, hv, prev.cls, prev.profileIds!, -1);
     for (const f of FAMILIES) {
-      const [was, now] = [prev?.treeMac?.[f], next?.treeMac?.[f]];
+      const [was, now] = [prev?.treeMac[f], next?.treeMac[f]];
       if (was === now) continue;
       if (now !== undefined) hv.treeMacs[f].set(name, now);
       else hv.treeMacs[f].delete(name);
       hv.macDirty = true;
     }
     if (hv.macDirty) this.dirty.add(host);
-    if (next) hv.placed.set(name, next);
+    if (after) hv.placed.set(name, after);
     else hv.placed.delete(name);
   }
 
