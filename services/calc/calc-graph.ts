@@ -22,7 +22,9 @@ import { DEFAULT_CALC_CONFIG, chainKey, sameRules, type CalcConfig, type ChainDe
 import { renderDispatch } from "./dispatch.js";
 import { renderEndpointChains, reportedDrop } from "./render-endpoint.js";
 import { renderProfile, type RenderedProfile } from "./render-rules.js";
-import { ENTRY_CHAINS, classKey, classSet, fromWorkloadChain, inactiveSet, macSet, noMacSet, nodeSet, tagSet, toWorkloadChain } from "./names.js";
+import {
+  ENTRY_CHAINS, classKey, classSet, fromWorkloadChain, inactiveSet, macListSet, macSet, noMacSet, nodeSet, tagSet, toWorkloadChain,
+} from "./names.js";
 import { prefixTree, renderClassChains, renderClassDispatch, renderMacChains, type PrefixTree } from "./render-classes.js";
 import { UpdateCoalescer } from "./update-coalescer.js";
 
@@ -80,6 +82,14 @@ class HostView {
   readonly local = new Map<string, { family: IpVersion; members: Set<string> }>();
   /** Per family: interface -> MAC, for endpoints whose MAC the interface tree checks (IPv6 today). */
   readonly treeMacs: Record<IpVersion, Map<string, string>> = { 4: new Map(), 6: new Map() };
+  /**
+   * IPv4 address -> MAC -> how many active endpoints here claim it. A MAC
+   * set holds one MAC per address: it gets one only when exactly one MAC is
+   * claimed (two endpoints disagreeing get none: fail closed).
+   */
+  readonly macClaims = new Map<string, Map<string, number>>();
+  /** MAC set (per /16) -> claims in it: the set lives while it has any. */
+  readonly macSetClaims = new Map<string, number>();
   /** The class tree the current node sets follow. */
   tree: PrefixTree | undefined;
 }
@@ -102,15 +112,18 @@ function placement(ep: Endpoint, name: string): Placement {
     const set = cls !== undefined ? classSet(cls, f) : inactiveSet(f);
     for (const net of f === 4 ? ep.ipv4Nets : ep.ipv6Nets) members.push([set, f, `${hostAddress(net)},${name}`]);
   }
-  // MAC: IPv4 addresses (host routes: validation allows nothing else) by MAC
-  // sets, IPv6 by the interface tree. The same whatever the state, so
-  // (de)activating an endpoint leaves it alone (the inactive drop comes
-  // first anyway).
+  // MAC: IPv4 addresses (host routes: validation allows nothing else) of
+  // active endpoints by MAC sets (an inactive one is dropped first anyway;
+  // its claims would only get in an active one's way), IPv6 by the
+  // interface tree, whatever the state (its chains stay as they are when
+  // an endpoint is (de)activated).
   const treeMac: Placement["treeMac"] = {};
   const mac = ep.mac?.toUpperCase();
-  for (const net of ep.ipv4Nets) {
-    const a = hostAddress(net);
-    members.push(mac !== undefined ? [macSet(a), 4, `${a},${mac}`] : [noMacSet, 4, `${a},${name}`]);
+  if (active) {
+    for (const net of ep.ipv4Nets) {
+      const a = hostAddress(net);
+      members.push(mac !== undefined ? [macSet(a), 4, `${a},${mac}`] : [noMacSet, 4, `${a},${name}`]);
+    }
   }
   if (mac !== undefined && ep.ipv6Nets.length) treeMac[6] = mac;
   return active ? { cls, profileIds: ep.profileIds, treeMac, members } : { treeMac, members };
@@ -403,6 +416,7 @@ export class CalcGraph {
         // The same sets, in the same order, as a stored view creates them.
         for (const family of FAMILIES) hv.local.set(inactiveSet(family), { family, members: new Set() });
         hv.local.set(noMacSet, { family: 4, members: new Set() });
+        hv.local.set(macListSet, { family: 4, members: new Set() });
         for (const family of FAMILIES) for (const c of this.layoutChains(hv, family)) hv.chains.set(chainKey(family, c.name), c);
         return;
       }
@@ -412,6 +426,7 @@ export class CalcGraph {
     if (this.setsLayout) {
       for (const family of FAMILIES) this.createLocal(name, hv, inactiveSet(family), family, []);
       this.createLocal(name, hv, noMacSet, 4, []);
+      this.createLocal(name, hv, macListSet, 4, []);
     }
     for (const c of entry) this.setChain(name, hv, c);
     this.renderDispatch(name, hv);
@@ -518,9 +533,9 @@ export class CalcGraph {
 
   /**
    * Moves an interface's set members, class reference and MAC to what its
-   * endpoint says now: set deltas only, unless a class appears or goes, a
-   * /16 comes into or out of use, or an IPv6 MAC changes (then the host's
-   * layout chains are re-rendered at flush).
+   * endpoint says now: set deltas only, unless a class appears or goes or
+   * an IPv6 MAC changes (then the host's layout chains are re-rendered at
+   * flush).
    */
   private placeName(host: string, hv: HostView, name: string): void {
     const before = hv.placed.get(name);
@@ -532,21 +547,17 @@ export class CalcGraph {
     const key = (m: [string, IpVersion, string]) => `${m[0]}\t${m[2]}`;
     const nextKeys = new Set(next?.members.map(key));
     const prevKeys = new Set(prev?.members.map(key));
-    for (const m of prev?.members ?? []) if (!nextKeys.has(key(m))) this.localChange(host, hv, m[0], m[1], m[2], false, prev!.cls);
+    // MAC set members are claims (an address may be claimed by several endpoints); the rest are this interface's own.
+    const isMac = (m: [string, IpVersion, string]) => m[0].startsWith("pal4m-");
+    for (const m of prev?.members ?? []) {
+      if (nextKeys.has(key(m))) continue;
+      if (isMac(m)) this.macClaim(host, hv, m[0], m[2], -1);
+      else this.localChange(host, hv, m[0], m[1], m[2], false, prev!.cls);
+    }
     for (const m of next?.members ?? []) {
       if (prevKeys.has(key(m))) continue;
-      // A MAC set per /16 in use: a new one is a new rule in the MAC chain.
-      if (m[0].startsWith("pal4m-") && !hv.local.has(m[0])) {
-        this.createLocal(host, hv, m[0], 4, []);
-        hv.macDirty = true;
-      }
-      this.localChange(host, hv, m[0], m[1], m[2], true, next!.cls);
-    }
-    for (const m of prev?.members ?? []) {
-      if (m[0].startsWith("pal4m-") && hv.local.get(m[0])?.members.size === 0) {
-        this.removeLocal(host, hv, m[0]);
-        hv.macDirty = true;
-      }
+      if (isMac(m)) this.macClaim(host, hv, m[0], m[2], +1);
+      else this.localChange(host, hv, m[0], m[1], m[2], true, next!.cls);
     }
     if (prev?.cls && prev.cls !== next?.cls) this.classRef(host, hv, prev.cls, prev.profileIds!, -1);
     for (const f of FAMILIES) {
@@ -559,6 +570,46 @@ export class CalcGraph {
     if (hv.macDirty) this.dirty.add(host);
     if (after) hv.placed.set(name, after);
     else hv.placed.delete(name);
+  }
+
+  /**
+   * One endpoint's claim `<address>,<MAC>` on a MAC set, in or out. The set
+   * (and its entry in the list set) lives while it has claims; the address
+   * is in it with a MAC only while exactly one MAC is claimed for it.
+   */
+  private macClaim(host: string, hv: HostView, set: string, claim: string, sign: 1 | -1): void {
+    const comma = claim.indexOf(",");
+    const [ip, mac] = [claim.slice(0, comma), claim.slice(comma + 1)];
+    if (sign > 0) {
+      const n = hv.macSetClaims.get(set) ?? 0;
+      if (n === 0) {
+        this.createLocal(host, hv, set, 4, []);
+        this.localChange(host, hv, macListSet, 4, set, true, undefined);
+      }
+      hv.macSetClaims.set(set, n + 1);
+    }
+    const claims = hv.macClaims.get(ip) ?? new Map<string, number>();
+    const only = () => (claims.size === 1 ? [...claims.keys()][0] : undefined);
+    const before = only();
+    const count = (claims.get(mac) ?? 0) + sign;
+    if (count > 0) claims.set(mac, count);
+    else claims.delete(mac);
+    if (claims.size) hv.macClaims.set(ip, claims);
+    else hv.macClaims.delete(ip);
+    const after = only();
+    if (before !== after) {
+      if (before !== undefined) this.localChange(host, hv, set, 4, `${ip},${before}`, false, undefined);
+      if (after !== undefined) this.localChange(host, hv, set, 4, `${ip},${after}`, true, undefined);
+    }
+    if (sign < 0) {
+      const n = (hv.macSetClaims.get(set) ?? 1) - 1;
+      if (n > 0) hv.macSetClaims.set(set, n);
+      else {
+        hv.macSetClaims.delete(set);
+        this.localChange(host, hv, macListSet, 4, set, false, undefined);
+        this.removeLocal(host, hv, set);
+      }
+    }
   }
 
   private classRef(host: string, hv: HostView, cls: string, profileIds: readonly string[], sign: 1 | -1): void {
@@ -633,10 +684,7 @@ export class CalcGraph {
     if (what.classes || what.classChains) {
       for (const [cls, c] of hv.classes) out.push(...this.classChains(cls, c.profileIds, family));
     }
-    if (what.macs) {
-      const macSets = family === 4 ? [...hv.local.keys()].filter((n) => n.startsWith("pal4m-")) : [];
-      out.push(...renderMacChains(hv.treeMacs[family], macSets, family, this.cfg));
-    }
+    if (what.macs) out.push(...renderMacChains(hv.treeMacs[family], family, this.cfg));
     return out;
   }
 

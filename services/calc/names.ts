@@ -55,6 +55,8 @@ export const macSet = (ipv4: string) => {
 };
 /** hash:net,iface: (IPv4 address, interface) of endpoints without a MAC: they skip the MAC sets. */
 export const noMacSet = "pal4i-nomac";
+/** list:set of the host's MAC sets: one rule checks them all, so a new /16 is set members only. */
+export { MAC_LIST_SET as macListSet } from "../contract/dataplane-names.js";
 /** Class tree nodes (more than DISPATCH_FANOUT classes), keyed by class-hash prefix. */
 export const fromClassNode = (prefix: string) => `pal-cfn-${prefix}`;
 export const toClassNode = (prefix: string) => `pal-ctn-${prefix}`;

@@ -6,8 +6,9 @@
 //
 // A packet from a workload (per family, `pal-from-wl-dispatch`):
 //   (source, interface) of an inactive endpoint   -> DROP (i)
-//   MAC check (MAC sets, interface tree)          -> DROP (s) on mismatch
-//   (source, interface) in a class's set          -> goto that class's chain
+//   (source, interface) in a class's set          -> goto that class's chain,
+//        which first calls the MAC check (MAC sets, interface tree): DROP (s)
+//        on a mismatch
 //   anything else                                 -> DROP (n; the driver
 //        reports it as anti-spoofing when the interface has an endpoint)
 // and to a workload (`pal-to-wl-dispatch`): (destination, interface) of an
@@ -24,10 +25,9 @@ import { reportedDrop, profileJumps } from "./render-endpoint.js";
 import { markHex } from "./render-rules.js";
 import { DEFAULT_LOG_MARK } from "./flow-log.js";
 import {
-  ENTRY_CHAINS, MAC_ROOT, MAC_TREE_ROOT, classSet, fromClassChain, fromClassNode, inactiveSet, macNode, noMacSet, nodeSet,
+  ENTRY_CHAINS, MAC_ROOT, MAC_TREE_ROOT, classSet, fromClassChain, fromClassNode, inactiveSet, macListSet, macNode, noMacSet, nodeSet,
   profileInboundChain, profileOutboundChain, toClassChain, toClassNode,
 } from "./names.js";
-import { macSetRange } from "../contract/dataplane-names.js";
 
 /** A prefix tree over sorted names: leaves listed flat up to the fanout, else grouped by next character. */
 export interface PrefixTree {
@@ -81,7 +81,10 @@ export function renderClassChains(cls: string, c: HostClass, family: IpVersion, 
   const from = fromClassChain(cls);
   const to = toClassChain(cls);
   return [
-    { table: "filter", family, name: from, rules: profileJumps(c.profileIds, from, profileOutboundChain, profileExists, cfg) },
+    // The MAC check first: reached only by an endpoint's own (address,
+    // interface), so whatever it drops is anti-spoofing, and a stranger on an
+    // interface without an endpoint is left to the root ("no endpoint").
+    { table: "filter", family, name: from, rules: [`-j ${MAC_ROOT}`, ...profileJumps(c.profileIds, from, profileOutboundChain, profileExists, cfg)] },
     { table: "filter", family, name: to, rules: profileJumps(c.profileIds, to, profileInboundChain, profileExists, cfg) },
   ];
 }
@@ -103,7 +106,6 @@ export function renderClassDispatch(tree: PrefixTree, family: IpVersion, cfg: Ca
         // rules) must not make the conditional report points below fire.
         if (cfg.flowLogs) rules.push(`-j MARK --set-xmark 0x0/${markHex(cfg.logMark ?? DEFAULT_LOG_MARK)}`);
         rules.push(...reportedDrop(cfg, match(inactiveSet(family)), "i", chain));
-        if (d.root === ENTRY_CHAINS.fromWorkload) rules.push(`-j ${MAC_ROOT}`);
       }
       for (const child of node.children) rules.push(`${match(nodeSet(child, family))} -g ${d.node(child)}`);
       for (const leaf of node.leaves) rules.push(`${match(classSet(leaf, family))} -g ${d.leafChain(leaf)}`);
@@ -117,27 +119,28 @@ export function renderClassDispatch(tree: PrefixTree, family: IpVersion, cfg: Ca
 }
 
 /**
- * The MAC check of one family (DESIGN §6.5), called from the from-workload
- * root; it returns unless it drops (s).
+ * The MAC check of one family (DESIGN §6.5), called first by every
+ * from-workload class chain; it returns unless it drops (s).
  *
- *   pal-from-wl-mac:  -j pal-from-wl-mact            the interface tree
+ *   pal-from-wl-mac:  -j pal-from-wl-mact                       the interface tree
  *                     (v4) -m set --match-set pal4i-nomac src,src -j RETURN
- *                     (v4) -s <a.b.0.0/16> -m set ! --match-set pal4m-<a>-<b> src,src -> DROP
+ *                     (v4) -m set ! --match-set pal4mac src,src -> DROP
  *
- * IPv4 addresses of endpoints with a MAC are checked by `bitmap:ip,mac` sets
- * (one per /16 in use: the packet's source address must come with the
- * endpoint's MAC), so adding such an endpoint is set members only; those of
- * endpoints without a MAC skip them (pal4i-nomac). IPv6, which no MAC set
- * can hold, is checked by a prefix tree over interfaces: a leaf drops a
- * frame from its interface with another source MAC; nodes are reached by
- * goto, so falling off any of them returns to pal-from-wl-mac.
+ * IPv4 addresses of active endpoints with a MAC are in `bitmap:ip,mac` sets
+ * (one per /16 in use, all listed in the `list:set` pal4mac): the packet's
+ * source address must come with the endpoint's MAC. Adding such an
+ * endpoint, and even the first one of a new /16, is set members only; the
+ * addresses of endpoints without a MAC skip the check (pal4i-nomac). IPv6,
+ * which no MAC set can hold, is checked by a prefix tree over interfaces: a
+ * leaf drops a frame from its interface with another source MAC; nodes are
+ * reached by goto, so falling off any of them returns to pal-from-wl-mac.
  */
-export function renderMacChains(treeMacs: ReadonlyMap<string, string>, macSets: readonly string[], family: IpVersion, cfg: CalcConfig): ChainDef[] {
+export function renderMacChains(treeMacs: ReadonlyMap<string, string>, family: IpVersion, cfg: CalcConfig): ChainDef[] {
   const out: ChainDef[] = [];
   const root: string[] = [`-j ${MAC_TREE_ROOT}`];
   if (family === 4) {
     root.push(`-m set --match-set ${noMacSet} src,src -j RETURN`);
-    for (const set of [...macSets].sort()) root.push(...reportedDrop(cfg, `-s ${macSetRange(set)} -m set ! --match-set ${set} src,src`, "s", MAC_ROOT));
+    root.push(...reportedDrop(cfg, `-m set ! --match-set ${macListSet} src,src`, "s", MAC_ROOT));
   }
   out.push({ table: "filter", family, name: MAC_ROOT, rules: root });
   const tree = prefixTree([...treeMacs.keys()].sort());

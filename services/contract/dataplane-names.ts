@@ -24,12 +24,16 @@ export const OWNED_SET_RE = /^pal[A-Za-z0-9_.-]{1,28}$/;
  * type field: `pal4i…`/`pal6i…` are the host's classification sets,
  * `hash:net,iface` (members `<net>,<interface>`); `pal4m-<a>-<b>` are MAC
  * sets, `bitmap:ip,mac` over the /16 `<a>.<b>.0.0/16` (members
- * `<address>,<MAC>`); every other set of ours is `hash:net` (members `<net>`).
+ * `<address>,<MAC>`), and `pal4mac` the `list:set` of them; every other set
+ * of ours is `hash:net` (members `<net>`).
  */
 export const IFACE_SET_RE = /^pal[46]i/;
 export const MAC_SET_RE = /^pal4m-(\d{1,3})-(\d{1,3})$/;
-export type SetType = "hash:net" | "hash:net,iface" | "bitmap:ip,mac";
+/** `list:set` of the host's MAC sets (members: their names), so one rule checks them all. */
+export const MAC_LIST_SET = "pal4mac";
+export type SetType = "hash:net" | "hash:net,iface" | "bitmap:ip,mac" | "list:set";
 export function setTypeOf(name: string): SetType {
+  if (name === MAC_LIST_SET) return "list:set";
   return MAC_SET_RE.test(name) ? "bitmap:ip,mac" : IFACE_SET_RE.test(name) ? "hash:net,iface" : "hash:net";
 }
 

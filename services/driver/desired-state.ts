@@ -3,7 +3,7 @@
 // member is checked here, before it can reach an iptables-restore or ipset
 // line (defence in depth: the controller validated it already).
 import { chainKey, type ChainDef, type HostUpdate } from "../contract/host-update.js";
-import { OWNED_CHAIN_RE, OWNED_SET_RE, macSetRange, setTypeOf } from "../contract/dataplane-names.js";
+import { MAC_SET_RE, OWNED_CHAIN_RE, OWNED_SET_RE, macSetRange, setTypeOf } from "../contract/dataplane-names.js";
 import { parseCidr, type IpVersion } from "../model/index.js";
 import { ProtocolError } from "../contract/errors.js";
 
@@ -116,6 +116,10 @@ const MAC_MEMBER_RE = /^([0-9A-F]{2}:){5}[0-9A-F]{2}$/;
 function checkSet(name: string, family: IpVersion, members: readonly string[]): void {
   if (!OWNED_SET_RE.test(name)) throw new ProtocolError(`refusing ipset name ${JSON.stringify(name)}`);
   const range = macSetRange(name);
+  if (setTypeOf(name) === "list:set") {
+    for (const m of members) if (family !== 4 || !MAC_SET_RE.test(m) || macSetRange(m) === undefined) throw new ProtocolError(`refusing member ${JSON.stringify(m)} of ipset ${name}`);
+    return;
+  }
   if (setTypeOf(name) === "bitmap:ip,mac") {
     // `<address>,<MAC>`: an IPv4 address inside the set's /16, an upper-case MAC.
     const block = range !== undefined ? parseCidr(range) : undefined;

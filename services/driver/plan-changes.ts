@@ -16,7 +16,7 @@
 import type { ChainDef } from "../contract/host-update.js";
 import type { IpVersion } from "../model/index.js";
 import type { DesiredChanges, DesiredSet } from "./desired-state.js";
-import { chainLines, emptyToDrop, setCreate, setType, type Plan, type PlanInput } from "./plan.js";
+import { chainLines, emptyToDrop, orderSetLines, setCreate, setType, type Plan, type PlanInput } from "./plan.js";
 import { chainHashes } from "./rule-hash.js";
 
 /** One change to the drift reference, applied once the plan's writes succeeded. */
@@ -56,7 +56,9 @@ function referencingChains(ref: Reference, set: string, families: readonly IpVer
 }
 
 export function planChanges(input: PlanInput, changes: DesiredChanges, ref: Reference): ChangePlan {
-  const ipsetBefore: string[] = [];
+  const creates: string[] = [];
+  const dels: string[] = [];
+  const adds: string[] = [];
   const ipsetAfter: string[] = [];
   const edits: ReferenceEdit[] = [];
   const recreated: string[] = [];
@@ -70,16 +72,16 @@ export function planChanges(input: PlanInput, changes: DesiredChanges, ref: Refe
     if (!have || have.family !== want.family) {
       // New, or of another family (a set's type follows from its name): (re-)create and fill. Copied
       // now: the desired set may change while the apply runs.
-      if (have) { recreated.push(name); ipsetBefore.push(`destroy ${name}`, setCreate(name, want)); }
-      else ipsetBefore.push(`${setCreate(name, want)} -exist`);
-      for (const m of want.members) ipsetBefore.push(`add ${name} ${m} -exist`);
+      if (have) { recreated.push(name); creates.push(`destroy ${name}`, setCreate(name, want)); }
+      else creates.push(`${setCreate(name, want)} -exist`);
+      for (const m of want.members) adds.push(`add ${name} ${m} -exist`);
       edits.push({ op: "set", name, set: { ...want, members: new Set(want.members) } });
       continue;
     }
     const member = (m: string) => {
       const w = want.members.has(m);
       if (w === have.members.has(m)) return;
-      ipsetBefore.push(`${w ? "add" : "del"} ${name} ${m} -exist`);
+      (w ? adds : dels).push(`${w ? "add" : "del"} ${name} ${m} -exist`);
       edits.push({ op: "member", name, member: m, present: w });
     };
     if (touched === "all") {
@@ -89,6 +91,8 @@ export function planChanges(input: PlanInput, changes: DesiredChanges, ref: Refe
       for (const m of touched) member(m);
     }
   }
+
+  const ipsetBefore = orderSetLines(creates, dels, adds);
 
   // Chains that reference a re-created set are emptied first (the kernel
   // refuses to destroy a referenced set) and rewritten in stage 2.

@@ -49,6 +49,8 @@ export interface PlanInput {
 }
 
 export const SET_MAXELEM = 1048576;
+/** A list:set holds the host's MAC sets: one per /16, at most 65,536. */
+const SET_MAXELEM_LIST = 65536;
 
 /** The ipset type a set is created with: a function of its name (DESIGN §6.2). */
 export function setType(name: string): string {
@@ -59,6 +61,7 @@ export function setCreate(name: string, set: Pick<DesiredSet, "family">): string
   // A bitmap is sized by its range (and knows no family or maxelem).
   const range = macSetRange(name);
   if (range !== undefined) return `create ${name} ${setType(name)} range ${range}`;
+  if (setType(name) === "list:set") return `create ${name} list:set size ${SET_MAXELEM_LIST}`;
   return `create ${name} ${setType(name)} family ${set.family === 4 ? "inet" : "inet6"} maxelem ${SET_MAXELEM}`;
 }
 
@@ -85,8 +88,21 @@ export function hookRule(builtin: string): { spec: string; hash: string } {
   return { spec: `${hashComment(hash)} -j ${target}`, hash };
 }
 
+/**
+ * Stage 1's lines in the order the kernel needs: every set created before
+ * any member is added (a list:set's members are sets), and a set's
+ * deletions before its additions (a bitmap:ip,mac member is its address: a
+ * `del` of the old MAC after an `add` of the new one would remove both).
+ */
+export function orderSetLines(creates: string[], dels: string[], adds: string[]): string[] {
+  return [...creates, ...dels, ...adds];
+}
+
 export function planApply(desired: PlanInput, kernel: KernelState): Plan {
   const ipsetBefore: string[] = [];
+  const creates: string[] = [];
+  const dels: string[] = [];
+  const adds: string[] = [];
   const ipsetAfter: string[] = [];
   const recreate = new Set<string>();
   for (const [name, want] of desired.sets) {
@@ -95,14 +111,15 @@ export function planApply(desired: PlanInput, kernel: KernelState): Plan {
       // Wrong type or family: destroy and re-create (after stage 0 removed
       // every reference), then fill.
       recreate.add(name);
-      ipsetBefore.push(`destroy ${name}`, `${setCreate(name, want)}`);
-      for (const m of want.members) ipsetBefore.push(`add ${name} ${m} -exist`);
+      creates.push(`destroy ${name}`, `${setCreate(name, want)}`);
+      for (const m of want.members) adds.push(`add ${name} ${m} -exist`);
       continue;
     }
-    if (!have) ipsetBefore.push(`${setCreate(name, want)} -exist`);
-    for (const m of want.members) if (!have?.members.has(m)) ipsetBefore.push(`add ${name} ${m} -exist`);
-    if (have) for (const m of have.members) if (!want.members.has(m)) ipsetBefore.push(`del ${name} ${m} -exist`);
+    if (!have) creates.push(`${setCreate(name, want)} -exist`);
+    for (const m of want.members) if (!have?.members.has(m)) adds.push(`add ${name} ${m} -exist`);
+    if (have) for (const m of have.members) if (!want.members.has(m)) dels.push(`del ${name} ${m} -exist`);
   }
+  ipsetBefore.push(...orderSetLines(creates, dels, adds));
   const restoreFirst: Record<IpVersion, string | undefined> = { 4: undefined, 6: undefined };
   const emptied: Record<IpVersion, Set<string>> = { 4: new Set(), 6: new Set() };
   for (const family of desired.families) {

@@ -33,8 +33,9 @@ const kinds = (sink: RecordingSink, since: number) => sink.callsSince(since).fla
  * the class chain the packet is handed to, "RETURN", or "DROP:<chain>".
  */
 function classify(st: PlainHostState, family: 4 | 6, dir: "from" | "to", addr: string, iface: string, mac?: string): string {
-  const inSet = (name: string) => {
+  const inSet = (name: string): boolean => {
     const members = st.sets[name]?.members ?? [];
+    if (name === "pal4mac") return members.some(inSet); // list:set: any member set
     return name.startsWith("pal4m-") ? mac !== undefined && members.includes(`${addr},${mac.toUpperCase()}`) : members.includes(`${addr},${iface}`);
   };
   const inNet = (cidr: string) => {
@@ -60,7 +61,15 @@ function classify(st: PlainHostState, family: 4 | 6, dir: "from" | "to", addr: s
       if (!t || t[2] === "MARK") continue;
       if (t[2] === "DROP") return `DROP:${chain}`;
       if (t[2] === "RETURN") return "RETURN";
-      if (/^pal-c[ft]_/.test(t[2]!)) return t[2]!;
+      // A class chain: the packet is classified, once its MAC check (called first) passes.
+      if (/^pal-c[ft]_/.test(t[2]!)) {
+        const first = /^-j (\S+)$/.exec(st.chains[`${family}:${t[2]}`]![0]!)?.[1];
+        if (first === "pal-from-wl-mac") {
+          const mac = walk(first, depth + 1);
+          if (mac !== "RETURN") return mac;
+        }
+        return t[2]!;
+      }
       const sub = walk(t[2]!, depth + 1);
       if (t[1] === "g" || sub !== "RETURN") return sub;
     }
@@ -151,12 +160,48 @@ describe("set-based layout", () => {
     flush();
     st = sink.state("hv1").plain();
     expect(classify(st, 4, "from", "198.18.0.6", "tap6", "02:00:00:00:00:07")).toBe(fromClassChain(classKey(["a"])));
-    // The last endpoint of a /16 takes its MAC set (and rule) away.
-    for (const i of [1, 2, 3, 4, 5, 6]) g.deleteEndpoint(`hv1/openstack/w${i}/e`);
+    // The first endpoint of a new /16 is set members only too (its MAC set joins the list set).
+    mark = sink.calls.length;
+    g.upsertEndpoint(v4(7, { ipv4_nets: ["10.77.0.7"] }));
+    flush();
+    expect(kinds(sink, mark).every((k) => k === "ipset-delta" || k === "ipset-update" || k === "endpoint-update")).toBe(true);
+    st = sink.state("hv1").plain();
+    expect(st.sets["pal4mac"]!.members).toEqual(["pal4m-10-77", "pal4m-198-18"]);
+    expect(classify(st, 4, "from", "10.77.0.7", "tap7", "02:00:00:00:00:07")).toBe(fromClassChain(classKey(["a"])));
+    expect(classify(st, 4, "from", "10.77.0.7", "tap7", "02:00:00:00:00:08")).toBe("DROP:pal-from-wl-mac");
+    // The last endpoint of a /16 takes its MAC set away (out of the list first).
+    for (const i of [1, 2, 3, 4, 5, 6, 7]) g.deleteEndpoint(`hv1/openstack/w${i}/e`);
     flush();
     st = sink.state("hv1").plain();
     expect(Object.keys(st.sets).filter((n) => n.startsWith("pal4m-"))).toEqual([]);
-    expect(st.chains["4:pal-from-wl-mac"]!.some((r) => r.includes("pal4m-"))).toBe(false);
+    expect(st.sets["pal4mac"]!.members).toEqual([]);
+  });
+
+  it("MAC sets hold one MAC per address: shared claims are counted, disagreeing ones fail closed until resolved", () => {
+    const { sink, g, flush } = graph();
+    const a = (i: number, mac: string, extra: Record<string, unknown> = {}) => ep(i, ["a"], { ipv4_nets: ["198.18.5.5"], ipv6_nets: [], mac, ...extra });
+    // Two endpoints (two interfaces) with the same address and MAC: deleting one keeps the other's.
+    g.upsertEndpoint(a(1, "02:00:00:00:00:01"));
+    g.upsertEndpoint(a(2, "02:00:00:00:00:01"));
+    flush();
+    g.deleteEndpoint("hv1/openstack/w1/e");
+    flush();
+    let st = sink.state("hv1").plain();
+    expect(st.sets["pal4m-198-18"]!.members).toEqual(["198.18.5.5,02:00:00:00:00:01"]);
+    expect(classify(st, 4, "from", "198.18.5.5", "tap2", "02:00:00:00:00:01")).toBe(fromClassChain(classKey(["a"])));
+    // Another MAC claims it: neither passes.
+    g.upsertEndpoint(a(3, "02:00:00:00:00:03"));
+    flush();
+    st = sink.state("hv1").plain();
+    expect(st.sets["pal4m-198-18"]!.members).toEqual([]);
+    expect(classify(st, 4, "from", "198.18.5.5", "tap2", "02:00:00:00:00:01")).toBe("DROP:pal-from-wl-mac");
+    expect(classify(st, 4, "from", "198.18.5.5", "tap3", "02:00:00:00:00:03")).toBe("DROP:pal-from-wl-mac");
+    // An inactive endpoint claims nothing; deactivating the intruder resolves it.
+    g.upsertEndpoint(a(3, "02:00:00:00:00:03", { state: "inactive" }));
+    flush();
+    st = sink.state("hv1").plain();
+    expect(st.sets["pal4m-198-18"]!.members).toEqual(["198.18.5.5,02:00:00:00:00:01"]);
+    expect(st).toEqual(snapshotState(g, "hv1").plain());
   });
 
   it("with many classes, every endpoint reaches its own class chain through the tree, and nothing else does — after any history", () => {
@@ -170,7 +215,9 @@ describe("set-based layout", () => {
         g.deleteEndpoint(`hv1/openstack/w${i}/e`);
         live.delete(i);
       } else {
-        const e = ep(i, lists[Math.floor(rnd() * lists.length)]!, rnd() < 0.2 ? { state: "inactive" } : rnd() < 0.3 ? { ipv4_nets: [`198.19.${i >> 8}.${i & 255}`] } : {});
+        // Some addresses and MACs shared between interfaces (a few /16s), so MAC claims meet and disagree.
+        const shared = rnd() < 0.2 ? { ipv4_nets: [`10.${1 + (i % 3)}.0.${i % 7}`], mac: `02:00:00:00:00:0${i % 2}` } : {};
+        const e = ep(i, lists[Math.floor(rnd() * lists.length)]!, rnd() < 0.2 ? { state: "inactive", ...shared } : rnd() < 0.3 ? { ipv4_nets: [`198.19.${i >> 8}.${i & 255}`] } : { ...shared });
         g.upsertEndpoint(e);
         live.set(i, e);
       }
@@ -179,6 +226,11 @@ describe("set-based layout", () => {
     flush();
     const st = sink.state("hv1").plain();
     expect(st).toEqual(snapshotState(g, "hv1").plain());
+    // …and what a fresh graph computes from the final model alone.
+    const fresh = graph();
+    for (const e of live.values()) fresh.g.upsertEndpoint(e);
+    fresh.flush();
+    expect(st).toEqual(fresh.sink.state("hv1").plain());
     expect(Object.keys(st.chains).some((k) => k.includes("pal-cfn-"))).toBe(true); // the tree is in use
     for (const [i, e] of live) {
       const iface = `tap${i}`;
@@ -189,11 +241,14 @@ describe("set-based layout", () => {
         continue;
       }
       const cls = classKey(e.profileIds);
-      expect(classify(st, 4, "from", addr, iface)).toBe(fromClassChain(cls));
+      // Another active endpoint here with this address and another MAC: neither passes (fail closed).
+      const disputed = e.mac !== undefined && [...live.values()].some((o) => o !== e && o.state === "active" && o.mac !== undefined && o.mac !== e.mac && o.ipv4Nets[0] === e.ipv4Nets[0]);
+      expect(classify(st, 4, "from", addr, iface, e.mac)).toBe(disputed ? "DROP:pal-from-wl-mac" : fromClassChain(cls));
+      if (e.mac !== undefined && !disputed) expect(classify(st, 4, "from", addr, iface, "02:99:99:99:99:99")).toBe("DROP:pal-from-wl-mac");
       expect(classify(st, 4, "to", addr, iface)).toBe(toClassChain(cls));
       // Inbound is keyed by the destination too: another address on that interface has no endpoint.
       expect(classify(st, 4, "to", "203.0.113.1", iface)).toBe("DROP:pal-to-wl-dispatch");
-      expect(classify(st, 6, "from", `2001:db8::${i.toString(16)}`, iface)).toBe(fromClassChain(cls));
+      expect(classify(st, 6, "from", `2001:db8::${i.toString(16)}`, iface, e.mac)).toBe(fromClassChain(cls));
       // Anti-spoofing: another source on the same interface (reported as such by the driver, which knows the interface).
       expect(classify(st, 4, "from", "203.0.113.1", iface)).toBe("DROP:pal-from-wl-dispatch");
     }

@@ -89,9 +89,9 @@ describe("planApply: from an empty kernel", () => {
   it("creates the sets with their members", () => {
     expect(plan.ipsetBefore).toEqual([
       "create pal4t-a hash:net family inet maxelem 1048576 -exist",
+      "create pal6t-a hash:net family inet6 maxelem 1048576 -exist",
       "add pal4t-a 198.18.0.1 -exist",
       "add pal4t-a 198.18.0.2 -exist",
-      "create pal6t-a hash:net family inet6 maxelem 1048576 -exist",
       "add pal6t-a 2001:db8::1 -exist",
     ]);
     expect(plan.ipsetAfter).toEqual([]);
@@ -176,9 +176,9 @@ describe("planApply: against a kernel that already holds things", () => {
     k.sets.get("pal6t-a")!.members = new Set(["2001:db8::1", "2001:db8::2"]);
     const plan = planApply(D1, k);
     expect(plan.ipsetBefore).toEqual([
-      "add pal4t-a 198.18.0.1 -exist",
       "del pal4t-a 198.18.0.9 -exist",
       "del pal6t-a 2001:db8::2 -exist",
+      "add pal4t-a 198.18.0.1 -exist",
     ]);
     expect(plan.ipsetBefore.some((l) => /^(create|flush|destroy|swap) /.test(l))).toBe(false);
     expect(plan.restore).toEqual({ 4: undefined, 6: undefined });
@@ -332,5 +332,31 @@ describe("planCleanup", () => {
     const k: KernelState = { families: { 4: parseIptablesSave(save(table)), 6: emptyFamilyState() }, sets: new Map() };
     restore(table, planCleanup(k, [4]).restore[4]!);
     expect(table).toEqual(builtins());
+  });
+});
+
+describe("set types by name (DESIGN §6.2): MAC sets and their list", () => {
+  it("a MAC set is created with its range, the list set with its size, every set before any member, deletions before additions", () => {
+    const k = emptyKernel();
+    k.sets = parseIpsetSave([
+      "create pal4mac list:set size 65536",
+      "create pal4m-10-1 bitmap:ip,mac range 10.1.0.0-10.1.255.255",
+      "add pal4m-10-1 10.1.0.5,02:00:00:00:00:01",
+      "add pal4mac pal4m-10-1",
+    ].join("\n"));
+    const d = desired([], {
+      // The list first: its new member set must still be created before it is added.
+      pal4mac: { family: 4, members: new Set(["pal4m-10-1", "pal4m-10-2"]) },
+      // The address's MAC changes: a bitmap:ip,mac member is its address, so the del must come first.
+      "pal4m-10-1": { family: 4, members: new Set(["10.1.0.5,02:00:00:00:00:02"]) },
+      "pal4m-10-2": { family: 4, members: new Set(["10.2.0.9,02:00:00:00:00:03"]) },
+    }, true, [4]);
+    expect(planApply(d, k).ipsetBefore).toEqual([
+      "create pal4m-10-2 bitmap:ip,mac range 10.2.0.0/16 -exist",
+      "del pal4m-10-1 10.1.0.5,02:00:00:00:00:01 -exist",
+      "add pal4mac pal4m-10-2 -exist",
+      "add pal4m-10-1 10.1.0.5,02:00:00:00:00:02 -exist",
+      "add pal4m-10-2 10.2.0.9,02:00:00:00:00:03 -exist",
+    ]);
   });
 });
