@@ -46,6 +46,8 @@ export interface CalcGraphOptions {
 const FAMILIES: readonly IpVersion[] = [4, 6];
 
 class HostView {
+  /** This host's layout (DESIGN §6.5): set-based, or per-endpoint chains (its driver may not support sets). */
+  constructor(public sets: boolean) {}
   readonly out = new UpdateCoalescer();
   /** Host-specific chains: endpoint, dispatch and entry chains. */
   readonly chains = new Map<string, ChainDef>();
@@ -154,8 +156,10 @@ export class CalcGraph {
   private readonly dirty = new Set<string>();
   private readonly subscribed = new Set<string>();
   private readonly listenAll: boolean;
-  /** The set-based layout (DESIGN §6.5); false: per-endpoint chains (§6.4). */
+  /** The set-based layout (DESIGN §6.5) by default; false: per-endpoint chains (§6.4). */
   private readonly setsLayout: boolean;
+  /** Hosts whose subscriber cannot program the set-based layout: they get chains. */
+  private readonly chainsOnly = new Set<string>();
   private revision = 0;
 
   constructor(private readonly sink: CalcSink, private readonly cfg: CalcConfig = DEFAULT_CALC_CONFIG, opts: CalcGraphOptions = {}) {
@@ -251,7 +255,7 @@ export class CalcGraph {
       let keys = hv.byName.get(ep.name);
       if (!keys) hv.byName.set(ep.name, (keys = new Set()));
       keys.add(key);
-      if (!this.setsLayout) this.markDispatch(ep.host, hv);
+      if (!hv.sets) this.markDispatch(ep.host, hv);
     }
     this.renderName(ep.host, hv, ep.name);
     this.emit(ep.host, hv, { type: "endpoint-update", key, interfaceName: ep.name });
@@ -265,7 +269,7 @@ export class CalcGraph {
     this.endpoints.delete(key);
     hv.endpoints.delete(key);
     this.unbindName(old.host, hv, old.name, key);
-    if (!this.setsLayout) this.markDispatch(old.host, hv);
+    if (!hv.sets) this.markDispatch(old.host, hv);
     for (const id of old.profileIds) this.dropUse(old.host, hv, id, key);
     this.emit(old.host, hv, { type: "endpoint-remove", key });
     this.updateContrib(key, undefined);
@@ -335,14 +339,59 @@ export class CalcGraph {
    * what creating it produces is not emitted: the subscriber starts from
    * snapshot(), which holds it. Idempotent.
    */
-  subscribe(host: string): void {
-    if (!this.hosts.has(host)) {
+  subscribe(host: string, opts: { setLayout?: boolean } = {}): void {
+    // A subscriber that cannot program the set-based layout gets chains.
+    if (opts.setLayout === false) this.chainsOnly.add(host);
+    else this.chainsOnly.delete(host);
+    const existing = this.hosts.get(host);
+    if (!existing) {
       const hv = this.host(host);
       this.renderDirtyLayout(host, hv);
       hv.out.clear();
       this.dirty.delete(host);
+    } else if (existing.sets !== this.layoutFor(host)) {
+      this.switchLayout(host, existing, this.layoutFor(host));
     }
     this.subscribed.add(host);
+  }
+
+  /** Whether a host gets the set-based layout: the default, unless its subscriber cannot program it. */
+  private layoutFor(host: string): boolean {
+    return this.setsLayout && !this.chainsOnly.has(host);
+  }
+
+  /** The layout hosts get when their driver can program it. */
+  get defaultLayout(): "sets" | "chains" {
+    return this.setsLayout ? "sets" : "chains";
+  }
+
+  /**
+   * Rebuilds a host's view in the other layout. Tag sets and profile chains
+   * are the same in both; the host-specific chains and sets are dropped and
+   * derived again. Nothing is emitted: it happens when a subscriber arrives,
+   * and the subscriber starts from snapshot().
+   */
+  private switchLayout(host: string, hv: HostView, sets: boolean): void {
+    for (const cls of hv.classes.keys()) {
+      const shared = this.sharedClasses.get(cls);
+      if (shared && --shared.users <= 0) this.sharedClasses.delete(cls);
+    }
+    hv.classes.clear();
+    hv.local.clear();
+    hv.placed.clear();
+    hv.treeMacs[4].clear();
+    hv.treeMacs[6].clear();
+    hv.macClaims.clear();
+    hv.macSetClaims.clear();
+    hv.tree = undefined;
+    for (const [key, c] of [...hv.chains]) if (c.name !== ENTRY_CHAINS.workloadToHost) hv.chains.delete(key);
+    hv.sets = sets;
+    if (sets) this.createLayoutSets(host, hv);
+    for (const name of hv.byName.keys()) this.renderName(host, hv, name);
+    this.renderDispatch(host, hv);
+    hv.dispatchDirty = hv.classChainsDirty = hv.macDirty = false;
+    hv.out.clear();
+    this.dirty.delete(host);
   }
 
   /**
@@ -353,6 +402,7 @@ export class CalcGraph {
    */
   unsubscribe(host: string): boolean {
     this.subscribed.delete(host);
+    this.chainsOnly.delete(host);
     const hv = this.hosts.get(host);
     if (!hv || hv.endpoints.size > 0 || this.wanted(host)) return false;
     this.hosts.delete(host);
@@ -393,7 +443,7 @@ export class CalcGraph {
   private host(name: string): HostView {
     const existing = this.hosts.get(name);
     if (existing) return existing;
-    const hv = new HostView();
+    const hv = new HostView(this.layoutFor(name));
     this.hosts.set(name, hv);
     this.initView(name, hv);
     return hv;
@@ -401,7 +451,7 @@ export class CalcGraph {
 
   /** What a host with no endpoints holds; not stored, nothing emitted. */
   private freshView(name: string): HostView {
-    const hv = new HostView();
+    const hv = new HostView(this.layoutFor(name));
     this.initView(name, hv, true);
     return hv;
   }
@@ -412,7 +462,7 @@ export class CalcGraph {
     const entry: ChainDef[] = FAMILIES.map((family) => ({ table: "filter", family, name: ENTRY_CHAINS.workloadToHost, rules: toHost }));
     if (detached) {
       for (const c of entry) hv.chains.set(chainKey(c.family, c.name), c);
-      if (this.setsLayout) {
+      if (hv.sets) {
         // The same sets, in the same order, as a stored view creates them.
         for (const family of FAMILIES) hv.local.set(inactiveSet(family), { family, members: new Set() });
         hv.local.set(noMacSet, { family: 4, members: new Set() });
@@ -423,19 +473,22 @@ export class CalcGraph {
       for (const family of FAMILIES) for (const c of renderDispatch([], family, this.cfg)) hv.chains.set(chainKey(family, c.name), c);
       return;
     }
-    if (this.setsLayout) {
-      for (const family of FAMILIES) this.createLocal(name, hv, inactiveSet(family), family, []);
-      this.createLocal(name, hv, noMacSet, 4, []);
-      this.createLocal(name, hv, macListSet, 4, []);
-    }
+    if (hv.sets) this.createLayoutSets(name, hv);
     for (const c of entry) this.setChain(name, hv, c);
     this.renderDispatch(name, hv);
+  }
+
+  /** The set-based layout's sets every host has. */
+  private createLayoutSets(host: string, hv: HostView): void {
+    for (const family of FAMILIES) this.createLocal(host, hv, inactiveSet(family), family, []);
+    this.createLocal(host, hv, noMacSet, 4, []);
+    this.createLocal(host, hv, macListSet, 4, []);
   }
 
   /** What a batch left to render once per host: the dispatch (tree) and, in the set-based layout, class chains and MAC tree. */
   private renderDirtyLayout(host: string, hv: HostView): void {
     if (!hv.dispatchDirty && !hv.classChainsDirty && !hv.macDirty) return;
-    if (!this.setsLayout) {
+    if (!hv.sets) {
       hv.dispatchDirty = false;
       this.renderDispatch(host, hv);
       return;
@@ -468,7 +521,7 @@ export class CalcGraph {
   }
 
   private renderDispatch(host: string, hv: HostView): void {
-    if (this.setsLayout) return this.renderSetsLayout(host, hv, { classes: true, classChains: true, macs: true });
+    if (hv.sets) return this.renderSetsLayout(host, hv, { classes: true, classChains: true, macs: true });
     const names = [...hv.byName.keys()];
     const wanted = new Set<string>();
     for (const family of FAMILIES) {
@@ -484,7 +537,7 @@ export class CalcGraph {
 
   /** (Re)renders the chains of the endpoint(s) using an interface name. */
   private renderName(host: string, hv: HostView, name: string): void {
-    if (this.setsLayout) return this.placeName(host, hv, name);
+    if (hv.sets) return this.placeName(host, hv, name);
     const keys = hv.byName.get(name);
     for (const family of FAMILIES) {
       if (!keys || keys.size === 0) {
@@ -514,12 +567,12 @@ export class CalcGraph {
   private rerenderUsers(profileId: string): void {
     for (const key of this.profileUsers.get(profileId) ?? []) {
       const ep = this.endpoints.get(key)!;
+      const hv = this.hosts.get(ep.host)!;
       // Set-based layout: the class chains say whether a profile exists; re-rendered at flush.
-      if (this.setsLayout) {
-        this.hosts.get(ep.host)!.classChainsDirty = true;
+      if (hv.sets) {
+        hv.classChainsDirty = true;
         this.dirty.add(ep.host);
-      }
-      else this.renderName(ep.host, this.hosts.get(ep.host)!, ep.name);
+      } else this.renderName(ep.host, hv, ep.name);
     }
   }
 

@@ -14,6 +14,7 @@ import { peerIdentity } from "../runtime/tls.js";
 import type { StatusStore } from "./status-store.js";
 import type { StreamAdmission } from "./stream-admission.js";
 import { HostStream, type SyncHub } from "./sync-hub.js";
+import { FEATURE_SET_LAYOUT } from "../contract/dataplane-names.js";
 
 const HELLO_TIMEOUT_MS = 10_000;
 /** Streams one host may hold at once: a quick reconnect overlaps its old stream; the newest wins. */
@@ -150,7 +151,12 @@ export function createSyncService(opts: {
             status.setApplied(host.hostname, revision);
           };
           open.set(name, streams);
-          graph.subscribe(name);
+          // The set-based layout only for drivers that can program it (DESIGN
+          // §6.5): an older driver gets the per-endpoint layout, so upgrading
+          // controllers before drivers freezes nothing.
+          const setLayout = m.value.features.includes(FEATURE_SET_LAYOUT);
+          if (!setLayout && graph.defaultLayout === "sets") logger.warn({ driverVersion: m.value.driverVersion }, "driver cannot program the set-based layout; this host gets the per-endpoint layout until its driver is upgraded");
+          graph.subscribe(name, { setLayout });
           hub.attach(stream);
           // Attached first: the superseded stream's end then sees the host
           // still connected and keeps its status and host view.

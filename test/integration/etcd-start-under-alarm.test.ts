@@ -68,7 +68,7 @@ describe("a replica starting under the NOSPACE alarm", () => {
     const batches: SyncResponse[] = [];
     stream.on("data", (b: SyncResponse) => batches.push(b));
     stream.on("error", () => undefined);
-    stream.write({ message: { $case: "hello", value: { hostname: "hv1", driverVersion: "test", ipv6: true, iptablesBackend: "nft" } } });
+    stream.write({ message: { $case: "hello", value: { hostname: "hv1", driverVersion: "test", ipv6: true, iptablesBackend: "nft", features: ["set-layout"] } } });
     try {
       await eventually(async () => batches.some((b) => b.inSync), { what: "snapshot and in-sync marker", timeoutMs: 10_000 });
       expect(batches[0]!.snapshotStart).toBe(true);

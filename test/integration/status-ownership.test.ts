@@ -17,7 +17,7 @@ function connect(t: T, hostname: string) {
   let synced = false;
   stream.on("data", (b: SyncResponse) => { if (b.inSync) synced = true; });
   stream.on("error", () => undefined);
-  stream.write({ message: { $case: "hello", value: { hostname, driverVersion: "t", ipv6: true, iptablesBackend: "nft" } } });
+  stream.write({ message: { $case: "hello", value: { hostname, driverVersion: "t", ipv6: true, iptablesBackend: "nft", features: ["set-layout"] } } });
   return {
     synced: () => synced,
     applied: (revision: number) => stream.write({ message: { $case: "applied", value: { revision, ok: true, error: "", durationMs: 1, chainsWritten: 0, ipsetLines: 0 } } }),

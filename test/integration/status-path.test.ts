@@ -32,7 +32,7 @@ function host(address: string, hostname: string, opts: { ack?: boolean } = {}) {
   });
   stream.on("error", (e: grpc.ServiceError) => { state.error = e; state.ended = true; });
   stream.on("end", () => { state.ended = true; });
-  stream.write({ message: { $case: "hello", value: { hostname, driverVersion: "test", ipv6: true, iptablesBackend: "nft" } } });
+  stream.write({ message: { $case: "hello", value: { hostname, driverVersion: "test", ipv6: true, iptablesBackend: "nft", features: ["set-layout"] } } });
   return {
     state,
     send: (m: SyncRequest) => stream.write(m),

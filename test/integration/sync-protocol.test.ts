@@ -12,13 +12,13 @@ import { startTestController } from "../support/controller.js";
 
 let t: Awaited<ReturnType<typeof startTestController>>;
 
-function connect(hostname: string, ipv6 = true) {
+function connect(hostname: string, ipv6 = true, features = ["set-layout"]) {
   const client = new DataplaneSyncServiceClient(t.address, grpc.credentials.createInsecure());
   const stream = client.sync();
   const batches: SyncResponse[] = [];
   stream.on("data", (b: SyncResponse) => batches.push(b));
   stream.on("error", () => undefined);
-  stream.write({ message: { $case: "hello", value: { hostname, driverVersion: "test", ipv6, iptablesBackend: "nft" } } });
+  stream.write({ message: { $case: "hello", value: { hostname, driverVersion: "test", ipv6, iptablesBackend: "nft", features } } });
   return {
     batches,
     send: (m: SyncRequest) => stream.write(m),
@@ -31,6 +31,31 @@ const kinds = (b: SyncResponse) => b.updates.map((u) => u.update!.$case);
 describe("DataplaneSync", () => {
   beforeAll(async () => { t = await startTestController({ heartbeatMs: 300 }); });
   afterAll(async () => { await t.stop(); });
+
+  it("renders the set-based layout only for drivers that say they can program it (DESIGN §6.5)", async () => {
+    await call(t.clients.policy, t.clients.policy.apply, { deletes: [],
+      documents: parseDocuments([
+        { kind: "Profile", id: "lay", inbound_rules: [{}], outbound_rules: [{}] },
+        ...["hvnew", "hvold"].map((host) => ({ kind: "Endpoint", host, orchestrator: "t", workload: "w", id: "e", name: "taplay", state: "active", ipv4_nets: [host === "hvnew" ? "198.18.9.1" : "198.18.9.2"], profile_ids: ["lay"] })),
+      ]).map(documentToPb),
+    });
+    const names = async (d: ReturnType<typeof connect>) => {
+      await eventually(async () => d.batches.some((b) => b.inSync), { what: "snapshot" });
+      return d.batches.flatMap((b) => b.updates).map((u) => (u.update as { value: { name?: string; chain?: { name: string } } }).value).map((v) => v.chain?.name ?? v.name ?? "");
+    };
+    const fresh = connect("hvnew");
+    const old = connect("hvold", true, []);
+    try {
+      const [n, o] = [await names(fresh), await names(old)];
+      expect(n).toContain("pal4i-inactive");
+      expect(n.some((x) => x.startsWith("pal-tw-"))).toBe(false);
+      expect(o).toContain("pal-tw-taplay");
+      expect(o.some((x) => /^pal[46]i/.test(x))).toBe(false);
+    } finally {
+      fresh.close();
+      old.close();
+    }
+  });
 
   it("sends a snapshot, then deltas with revisions, in the contract's order", async () => {
     const d = connect("hv1");

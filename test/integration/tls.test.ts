@@ -74,7 +74,7 @@ function syncAs(address: string, credentials: grpc.ChannelCredentials, hostname:
     });
     stream.on("error", (error: grpc.ServiceError) => resolve({ inSync: false, error }));
   });
-  stream.write({ message: { $case: "hello", value: { hostname, driverVersion: "t", ipv6: false, iptablesBackend: "nft" } } });
+  stream.write({ message: { $case: "hello", value: { hostname, driverVersion: "t", ipv6: false, iptablesBackend: "nft", features: ["set-layout"] } } });
   return { done, updates, close() { stream.cancel(); client.close(); } };
 }
 

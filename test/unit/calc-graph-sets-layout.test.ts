@@ -8,7 +8,7 @@ import { CalcGraph } from "../../services/calc/calc-graph.js";
 import { classKey, fromClassChain, toClassChain } from "../../services/calc/names.js";
 import type { Endpoint } from "../../services/model/index.js";
 import { RecordingSink, snapshotState, type PlainHostState } from "../support/host-state.js";
-import { SETS_LAYOUT } from "../support/layouts.js";
+import { CHAINS_LAYOUT, SETS_LAYOUT } from "../support/layouts.js";
 import { endpoint, profile } from "../support/model.js";
 import { mulberry32 } from "../support/prng.js";
 
@@ -255,5 +255,38 @@ describe("set-based layout", () => {
     // An interface without an endpoint.
     expect(classify(st, 4, "from", "198.18.0.1", "tap999")).toBe("DROP:pal-from-wl-dispatch");
     expect(classify(st, 4, "to", "198.18.0.1", "tap999")).toBe("DROP:pal-to-wl-dispatch");
+  });
+
+  it("a host whose driver cannot program the set-based layout gets the per-endpoint one (as a chains graph renders it), and back", () => {
+    const graphs = [SETS_LAYOUT, CHAINS_LAYOUT].map((cfg) => {
+      const g = new CalcGraph(new RecordingSink(), cfg, { listen: "subscribed" });
+      for (const p of PROFILES) g.upsertProfile(p);
+      for (let i = 1; i <= 40; i++) g.upsertEndpoint(ep(i, [["a"], ["b", "c"], ["c"]][i % 3]!, { mac: `02:00:00:00:00:${(i % 100).toString().padStart(2, "0")}` }));
+      g.flush(1);
+      return g;
+    });
+    const [sets, chains] = graphs as [CalcGraph, CalcGraph];
+    sets.subscribe("hv1", { setLayout: false });
+    chains.subscribe("hv1");
+    const state = (g: CalcGraph) => snapshotState(g, "hv1").plain();
+    expect(state(sets)).toEqual(state(chains));
+    expect(Object.keys(state(sets).chains)).toContain("4:pal-tw-tap1");
+    // Changes go on in that layout.
+    for (const g of graphs) {
+      g.upsertEndpoint(ep(41, ["a"], { state: "inactive" }));
+      g.deleteEndpoint("hv1/openstack/w2/e");
+      g.flush(2);
+    }
+    expect(state(sets)).toEqual(state(chains));
+    // The driver is upgraded: the set-based layout, as a fresh graph computes it.
+    sets.unsubscribe("hv1");
+    sets.subscribe("hv1", { setLayout: true });
+    const fresh = new CalcGraph(new RecordingSink(), SETS_LAYOUT, { listen: "subscribed" });
+    for (const p of PROFILES) fresh.upsertProfile(p);
+    for (let i = 1; i <= 41; i++) if (i !== 2) fresh.upsertEndpoint(i === 41 ? ep(41, ["a"], { state: "inactive" }) : ep(i, [["a"], ["b", "c"], ["c"]][i % 3]!, { mac: `02:00:00:00:00:${(i % 100).toString().padStart(2, "0")}` }));
+    fresh.flush(2);
+    fresh.subscribe("hv1");
+    expect(state(sets)).toEqual(state(fresh));
+    expect(Object.keys(state(sets).sets)).toContain("pal4mac");
   });
 });

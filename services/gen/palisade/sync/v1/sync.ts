@@ -127,6 +127,13 @@ export interface Hello {
   ipv6: boolean;
   /** "nft" or "legacy". */
   iptablesBackend: string;
+  /**
+   * What this driver can program beyond the original contract. "set-layout":
+   * hash:net,iface, bitmap:ip,mac and list:set sets (the set-based dataplane
+   * layout, DESIGN §6.5). A controller renders that layout only for drivers
+   * that say so; older drivers get the per-endpoint layout.
+   */
+  features: string[];
 }
 
 export interface Applied {
@@ -459,7 +466,7 @@ export const SyncRequest: MessageFns<SyncRequest> = {
 };
 
 function createBaseHello(): Hello {
-  return { hostname: "", driverVersion: "", ipv6: false, iptablesBackend: "" };
+  return { hostname: "", driverVersion: "", ipv6: false, iptablesBackend: "", features: [] };
 }
 
 export const Hello: MessageFns<Hello> = {
@@ -475,6 +482,9 @@ export const Hello: MessageFns<Hello> = {
     }
     if (message.iptablesBackend !== "") {
       writer.uint32(34).string(message.iptablesBackend);
+    }
+    for (const v of message.features) {
+      writer.uint32(50).string(v!);
     }
     return writer;
   },
@@ -524,6 +534,14 @@ export const Hello: MessageFns<Hello> = {
             message.iptablesBackend = reader.string();
             continue;
           }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.features.push(reader.string());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -550,6 +568,7 @@ export const Hello: MessageFns<Hello> = {
         : isSet(object.iptables_backend)
         ? globalThis.String(object.iptables_backend)
         : "",
+      features: globalThis.Array.isArray(object?.features) ? object.features.map((e: any) => globalThis.String(e)) : [],
     };
   },
 
@@ -567,6 +586,9 @@ export const Hello: MessageFns<Hello> = {
     if (message.iptablesBackend !== "") {
       obj.iptablesBackend = message.iptablesBackend;
     }
+    if (message.features?.length) {
+      obj.features = message.features;
+    }
     return obj;
   },
 
@@ -579,6 +601,7 @@ export const Hello: MessageFns<Hello> = {
     message.driverVersion = object.driverVersion ?? "";
     message.ipv6 = object.ipv6 ?? false;
     message.iptablesBackend = object.iptablesBackend ?? "";
+    message.features = object.features?.map((e) => e) || [];
     return message;
   },
 };
