@@ -24,17 +24,16 @@
 // size): CalcGraph with 1,000 hosts and 300 profiles, all hosts subscribed.
 import { execa } from "execa";
 import { fileURLToPath } from "node:url";
-import { CalcGraph, DEFAULT_CALC_CONFIG, type HostUpdate } from "../../services/calc/index.js";
+import type { CalcGraph } from "../../services/calc/index.js";
 import { createLogger } from "../../services/runtime/logger.js";
 import type { Backend } from "../../services/driver/backend.js";
 import { iptablesCommands } from "../../services/driver/backend.js";
 import { createExecRunner, type CommandRunner } from "../../services/driver/command-runner.js";
 import { createDataplane } from "../../services/driver/dataplane.js";
-import { DesiredState } from "../../services/driver/desired-state.js";
 import { emptyFamilyState, HOOKS } from "../../services/driver/kernel-state.js";
-import { planApply, setCreate, type PlanInput } from "../../services/driver/plan.js";
-import { buildPlanInput, driverBaseChains } from "../../services/driver/plan-input.js";
-import type { Endpoint, Profile } from "../../services/model/index.js";
+import { planApply } from "../../services/driver/plan.js";
+import { createHostFeed, rawChangeText } from "./host-feed.js";
+import type { Endpoint } from "../../services/model/index.js";
 import { mulberry32 } from "../support/prng.js";
 import { genEndpoint, genProfiles } from "./model-gen.js";
 import { percentile, round } from "./stats.js";
@@ -45,63 +44,6 @@ type Kind = (typeof KINDS)[number];
 
 export type Layout = "chains" | "sets";
 export type ListModel = "random" | "pool";
-
-/** Host hv0 as its driver sees it (IPv4 only), fed by the real calculation graph. */
-function hostFeed(profiles: Profile[], endpoints: Endpoint[], layout: Layout) {
-  let pending: HostUpdate[] = [];
-  const g = new CalcGraph({ onHostUpdates: (_h, _r, u) => { pending.push(...u); } }, { ...DEFAULT_CALC_CONFIG, layout });
-  for (const p of profiles) g.upsertProfile(p);
-  for (const e of endpoints) g.upsertEndpoint(e);
-  g.flush(1);
-  // What a controller sends a host without IPv6.
-  const v4 = (u: HostUpdate[]) => u.filter((x) => (x.type === "chain-update" ? x.chain.family : "family" in x ? x.family : 4) === 4);
-  const state = new DesiredState();
-  state.apply(v4(g.snapshot(HOST).updates));
-  pending = [];
-  const base = driverBaseChains(["tap"], [4]);
-  let rev = 1;
-  return {
-    /** The driver's plan input (plan-input.ts), as it builds it. */
-    input: (): PlanInput => buildPlanInput({ base, families: [4], desired: state }),
-    /** What changed since the previous call (undefined the first time: plan in full). */
-    changes: () => state.takeChanges(),
-    /** One model change + flush; the updates the controller would send. */
-    change(fn: (g: CalcGraph) => void): HostUpdate[] {
-      fn(g);
-      g.flush(++rev);
-      const u = v4(pending);
-      pending = [];
-      state.apply(u);
-      return u;
-    },
-  };
-}
-
-/** The updates as raw restore input: nothing the controller did not send. */
-function rawText(updates: HostUpdate[]) {
-  const ipsetBefore: string[] = [];
-  const ipsetAfter: string[] = [];
-  const declare: string[] = [];
-  const rules: string[] = [];
-  const remove: string[] = [];
-  for (const u of updates) {
-    if (u.type === "ipset-update" && u.family === 4) {
-      ipsetBefore.push(`${setCreate(u.name, u)} -exist`, `flush ${u.name}`, ...u.members.map((m) => `add ${u.name} ${m} -exist`));
-    } else if (u.type === "ipset-delta" && u.family === 4) {
-      ipsetBefore.push(...u.added.map((m) => `add ${u.name} ${m} -exist`), ...u.removed.map((m) => `del ${u.name} ${m} -exist`));
-    } else if (u.type === "ipset-remove" && u.family === 4) {
-      ipsetAfter.push(`destroy ${u.name}`);
-    } else if (u.type === "chain-update" && u.chain.family === 4) {
-      declare.push(`:${u.chain.name} - [0:0]`);
-      rules.push(...u.chain.rules.map((r) => `-A ${u.chain.name} ${r}`));
-    } else if (u.type === "chain-remove" && u.family === 4) {
-      declare.push(`:${u.name} - [0:0]`);
-      remove.push(`-X ${u.name}`);
-    }
-  }
-  const restore = declare.length ? ["*filter", ...declare, ...rules, ...remove, "COMMIT", ""].join("\n") : undefined;
-  return { ipsetBefore, restore, ipsetAfter };
-}
 
 async function withNamespaces<T>(names: string[], fn: () => Promise<T>): Promise<T> {
   const made: string[] = [];
@@ -148,7 +90,7 @@ async function densityOne(backend: Backend, size: number, samples: number, layou
     const pool = Array.from({ length: 50 }, (_, i) => genEndpoint(HOST, i, PROFILES, mulberry32(1000 + i)).profileIds);
     endpoints.forEach((e, i) => { endpoints[i] = { ...e, profileIds: [...pool[i % pool.length]!] }; });
   }
-  const feed = hostFeed(profiles, endpoints, layout);
+  const feed = createHostFeed(profiles, endpoints, { host: HOST, layout });
   const want = feed.input();
   const rules = [...want.chains.values()].reduce((n, c) => n + c.rules.length, 0);
   const emptyKernel = { families: { 4: emptyFamilyState(), 6: emptyFamilyState() }, sets: new Map() };
@@ -200,7 +142,7 @@ async function densityOne(backend: Backend, size: number, samples: number, layou
     for (const kind of KINDS) {
       for (let k = 0; k < samples; k++) {
         const updates = feed.change(changeOf(kind, k));
-        const text = rawText(updates);
+        const text = rawChangeText(updates);
         const runRaw = async () => {
           const t1 = performance.now();
           if (text.ipsetBefore.length) await raw.run("ipset", ["restore"], `${text.ipsetBefore.join("\n")}\n`);

@@ -3,54 +3,21 @@
 //   full:        driver apply (read-back + plan + batched restore) vs. a raw
 //                ipset restore + iptables-restore --noflush of the same text
 //   incremental: one endpoint changed; driver apply (planned from what changed,
-//                as the driver does) vs. a raw restore of just the chains (and
-//                set members) that changed
+//                as the driver does) vs. a raw restore of just the updates the
+//                controller sent (rawChangeText)
 import { execa } from "execa";
-import { CalcGraph, type HostUpdate } from "../../services/calc/index.js";
 import { createLogger } from "../../services/runtime/logger.js";
 import type { Backend } from "../../services/driver/backend.js";
 import { iptablesCommands } from "../../services/driver/backend.js";
 import { createExecRunner } from "../../services/driver/command-runner.js";
 import { createDataplane } from "../../services/driver/dataplane.js";
-import { DesiredState } from "../../services/driver/desired-state.js";
 import { emptyFamilyState } from "../../services/driver/kernel-state.js";
-import { planApply, type PlanInput } from "../../services/driver/plan.js";
-import { buildPlanInput, driverBaseChains } from "../../services/driver/plan-input.js";
-import type { Endpoint, Profile } from "../../services/model/index.js";
+import { planApply } from "../../services/driver/plan.js";
+import { createHostFeed, rawChangeText } from "./host-feed.js";
+import type { Endpoint } from "../../services/model/index.js";
 import { mulberry32 } from "../support/prng.js";
 import { genEndpoint, genProfiles } from "./model-gen.js";
 import { percentile, round } from "./stats.js";
-
-/** The driver's view of host hv0 (IPv4 only), fed by the real calculation graph's updates. */
-function createHostFeed(profiles: Profile[], endpoints: Endpoint[]) {
-  let pending: HostUpdate[] = [];
-  const g = new CalcGraph({ onHostUpdates: (_h, _r, u) => { pending.push(...u); } });
-  for (const p of profiles) g.upsertProfile(p);
-  for (const e of endpoints) g.upsertEndpoint(e);
-  g.flush(1);
-  // What a controller sends a host without IPv6.
-  const v4 = (u: HostUpdate[]) => u.filter((x) => (x.type === "chain-update" ? x.chain.family : "family" in x ? x.family : 4) === 4);
-  const state = new DesiredState();
-  state.apply(v4(g.snapshot("hv0").updates));
-  pending = [];
-  const base = driverBaseChains(["tap"], [4]);
-  let rev = 1;
-  return {
-    /** The driver's plan input (plan-input.ts), as it builds it. */
-    input: (): PlanInput => buildPlanInput({ base, families: [4], desired: state }),
-    /** What changed since the previous call (undefined the first time: plan in full). */
-    changes: () => state.takeChanges(),
-    /** Changes one endpoint; returns the updates the controller would send. */
-    change(e: Endpoint): HostUpdate[] {
-      g.upsertEndpoint(e);
-      g.flush(++rev);
-      const u = v4(pending);
-      pending = [];
-      state.apply(u);
-      return u;
-    },
-  };
-}
 
 async function withNamespace<T>(name: string, fn: (ns: string) => Promise<T>): Promise<T> {
   await execa("ip", ["netns", "add", name]);
@@ -86,14 +53,12 @@ export async function benchDriver(opts: { endpoints: number; profiles: number; r
     const incMs: number[] = [];
     let bytes = 0;
     for (let i = 0; i < opts.incrementalSamples; i++) {
-      const updates = feed.change(bump(endpoints[i]!, i));
-      const chains = updates.flatMap((u) => (u.type === "chain-update" && u.chain.family === 4 ? [u.chain] : []));
-      const members = updates.flatMap((u) => (u.type === "ipset-delta" && u.family === 4 ? u.added.map((m) => `add ${u.name} ${m} -exist`) : []));
-      const text = ["*filter", ...chains.map((c) => `:${c.name} - [0:0]`), ...chains.flatMap((c) => c.rules.map((r) => `-A ${c.name} ${r}`)), "COMMIT", ""].join("\n");
-      bytes = text.length + members.join("\n").length;
+      const text = rawChangeText(feed.change((g) => g.upsertEndpoint(bump(endpoints[i]!, i))));
+      bytes = (text.restore?.length ?? 0) + text.ipsetBefore.join("\n").length + text.ipsetAfter.join("\n").length;
       const t = performance.now();
-      if (members.length) await run.run("ipset", ["restore"], `${members.join("\n")}\n`);
-      await run.run(restoreCmd, ["--noflush", "--wait", "10"], text);
+      if (text.ipsetBefore.length) await run.run("ipset", ["restore"], `${text.ipsetBefore.join("\n")}\n`);
+      if (text.restore) await run.run(restoreCmd, ["--noflush", "--wait", "10"], text.restore);
+      if (text.ipsetAfter.length) await run.run("ipset", ["restore"], `${text.ipsetAfter.join("\n")}\n`);
       incMs.push(performance.now() - t);
     }
     return { fullMs, incMs: incMs.sort((a, b) => a - b), bytes };
@@ -110,7 +75,7 @@ export async function benchDriver(opts: { endpoints: number; profiles: number; r
     const incMs: number[] = [];
     let bytes = 0;
     for (let i = 0; i < opts.incrementalSamples; i++) {
-      feed.change(bump(endpoints[i]!, i));
+      feed.change((g) => g.upsertEndpoint(bump(endpoints[i]!, i)));
       const t = performance.now();
       const r = await dp.apply(feed.input(), feed.changes());
       incMs.push(performance.now() - t);
