@@ -36,7 +36,7 @@ function build(names: string[], prefix: string, chain: string, dir: Direction, f
       if (!g) groups.set(next, (g = []));
       g.push(n);
     }
-    for (const [p, members] of groups) {
+    for (const members of groups.values()) {
       if (members.length === 1) {
         rules.push(`${dir.flag} ${members[0]} -g ${dir.leaf(members[0]!)}`);
       } else {

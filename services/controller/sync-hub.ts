@@ -164,7 +164,7 @@ export class SyncHub implements CalcSink {
   private readonly heartbeatTimer: NodeJS.Timeout;
 
   /** Idle streams get an empty batch every `heartbeatMs`, so drivers can tell a live controller from a dead one. */
-  constructor(private readonly logger: Logger, heartbeatMs = 10_000) {
+  constructor(_logger: Logger, heartbeatMs = 10_000) {
     this.heartbeatTimer = setInterval(() => {
       for (const set of this.streams.values()) for (const s of set) s.heartbeat();
     }, heartbeatMs);

@@ -16,7 +16,7 @@
 import type { ChainDef } from "../contract/host-update.js";
 import type { IpVersion } from "../model/index.js";
 import type { DesiredChanges, DesiredSet } from "./desired-state.js";
-import { chainLines, emptyToDrop, orderSetLines, setCreate, setType, type Plan, type PlanInput } from "./plan.js";
+import { chainLines, emptyToDrop, orderSetLines, setCreate, type Plan, type PlanInput } from "./plan.js";
 import { chainHashes } from "./rule-hash.js";
 
 /** One change to the drift reference, applied once the plan's writes succeeded. */

@@ -7,7 +7,6 @@
 // nothing can break out of its token there.
 import { parseCidr, formatCidr } from "./ip.js";
 import { LIMITS } from "./limits.js";
-import type { ValidationIssue } from "./errors.js";
 import { ID_RE, IPV6_EXTENSION_HEADERS, MAC_RE, PORT_PROTOCOL_NAMES, chunkPorts, idProblem } from "./rule-facts.js";
 import {
   PORT_PROTOCOLS, PROTOCOL_NUMBERS, protocolNumber,

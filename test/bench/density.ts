@@ -33,7 +33,6 @@ import { createDataplane } from "../../services/driver/dataplane.js";
 import { emptyFamilyState, HOOKS } from "../../services/driver/kernel-state.js";
 import { planApply } from "../../services/driver/plan.js";
 import { createHostFeed, rawChangeText } from "./host-feed.js";
-import type { Endpoint } from "../../services/model/index.js";
 import { mulberry32 } from "../support/prng.js";
 import { genEndpoint, genProfiles } from "./model-gen.js";
 import { percentile, round } from "./stats.js";

@@ -1,7 +1,6 @@
 // Synthetic models for benchmarks: deterministic (seeded), realistic tag
 // sharing (each profile's rules reference a few other profiles' tags).
 import type { Endpoint, Profile, Rule } from "../../services/model/index.js";
-import { mulberry32 } from "../support/prng.js";
 
 
 export function genProfiles(count: number, rulesPer: number, rand: () => number): Profile[] {

@@ -238,14 +238,17 @@ export function createLab(prefix: string) {
       const src = workloads.get(from)!;
       const host = workloads.get(to)!.ipv4;
       const code = `const net=require("net");const ports=${JSON.stringify(ports)};const end=Date.now()+${durationMs};` +
-        `const c={};for(const p of ports)c[p]={open:0,refused:0,timeout:0,error:0};` +
+        `const c={},codes={};for(const p of ports){c[p]={open:0,refused:0,timeout:0,error:0};codes[p]={}}` +
         `const one=p=>new Promise(r=>{const s=net.connect({host:${JSON.stringify(host)},port:p});s.setTimeout(${opts.timeoutMs ?? 900});` +
         `const done=k=>{c[p][k]++;s.destroy();r()};s.on("connect",()=>done("open"));s.on("timeout",()=>done("timeout"));` +
-        `s.on("error",e=>done(e.code==="ECONNREFUSED"?"refused":"error"))});` +
+        `s.on("error",e=>{if(e.code!=="ECONNREFUSED")codes[p][e.code]=(codes[p][e.code]||0)+1;done(e.code==="ECONNREFUSED"?"refused":"error")})});` +
         `const gap=()=>new Promise(r=>setTimeout(r,${opts.gapMs ?? 5}));` +
-        `Promise.all(ports.map(async p=>{while(Date.now()<end){await one(p);await gap()}})).then(()=>console.log(JSON.stringify(c)));`;
+        `Promise.all(ports.map(async p=>{while(Date.now()<end){await one(p);await gap()}})).then(()=>console.log(JSON.stringify({c,codes})));`;
       const r = await execa("ip", ["netns", "exec", src.ns, process.execPath, "-e", code], { reject: false, stdin: "ignore" });
-      return JSON.parse(String(r.stdout));
+      const out = JSON.parse(String(r.stdout)) as { c: Record<number, Record<ProbeResult, number>>; codes: Record<number, Record<string, number>> };
+      // Which errors (other than refusals) the probes met, for the test's message.
+      for (const [port, codes] of Object.entries(out.codes)) if (Object.keys(codes).length) console.log(`probe errors on port ${port}: ${JSON.stringify(codes)}`);
+      return out.c;
     },
 
     /**
