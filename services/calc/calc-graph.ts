@@ -25,7 +25,8 @@ import { renderProfile, type RenderedProfile } from "./render-rules.js";
 import {
   ENTRY_CHAINS, classKey, classSet, fromWorkloadChain, inactiveSet, macListSet, macSet, noMacSet, nodeSet, tagSet, toWorkloadChain,
 } from "./names.js";
-import { prefixTree, renderClassChains, renderClassDispatch, renderMacChains, type PrefixTree } from "./render-classes.js";
+import { prefixTree, type PrefixTree } from "./prefix-tree.js";
+import { renderClassChains, renderClassDispatch, renderMacChains } from "./render-classes.js";
 import { UpdateCoalescer } from "./update-coalescer.js";
 
 export interface CalcSink {

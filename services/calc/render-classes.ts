@@ -20,7 +20,7 @@
 // their classes' members, so a packet crosses O(log n) rules.
 import type { IpVersion } from "../model/index.js";
 import type { CalcConfig, ChainDef } from "./desired-state.js";
-import { DISPATCH_FANOUT } from "./dispatch.js";
+import { prefixTree, type PrefixTree } from "./prefix-tree.js";
 import { reportedDrop, profileJumps } from "./render-endpoint.js";
 import { markHex } from "./render-rules.js";
 import { DEFAULT_LOG_MARK } from "./flow-log.js";
@@ -28,48 +28,6 @@ import {
   ENTRY_CHAINS, MAC_ROOT, MAC_TREE_ROOT, classSet, fromClassChain, fromClassNode, inactiveSet, macListSet, macNode, noMacSet, nodeSet,
   profileInboundChain, profileOutboundChain, toClassChain, toClassNode,
 } from "./names.js";
-
-/** A prefix tree over sorted names: leaves listed flat up to the fanout, else grouped by next character. */
-export interface PrefixTree {
-  /** Node prefix -> its entries: a leaf name, or a child node prefix. */
-  nodes: Map<string, { leaves: string[]; children: string[] }>;
-  /** Leaf -> the node prefixes above it (root "" excluded), outermost first. */
-  paths: Map<string, string[]>;
-}
-
-export function prefixTree(sortedNames: readonly string[]): PrefixTree {
-  const tree: PrefixTree = { nodes: new Map(), paths: new Map() };
-  const build = (names: readonly string[], prefix: string, path: string[]) => {
-    const node = { leaves: [] as string[], children: [] as string[] };
-    tree.nodes.set(prefix, node);
-    if (names.length <= DISPATCH_FANOUT) {
-      for (const n of names) { node.leaves.push(n); tree.paths.set(n, path); }
-      return;
-    }
-    const groups = new Map<string, string[]>();
-    for (const n of names) {
-      if (n.length === prefix.length) { node.leaves.push(n); tree.paths.set(n, path); continue; }
-      const next = n.slice(0, prefix.length + 1);
-      let g = groups.get(next);
-      if (!g) groups.set(next, (g = []));
-      g.push(n);
-    }
-    for (const members of groups.values()) {
-      if (members.length === 1) {
-        node.leaves.push(members[0]!);
-        tree.paths.set(members[0]!, path);
-        continue;
-      }
-      // Skip levels where every member shares the next characters too.
-      let common = members[0]!;
-      for (const m of members) while (!m.startsWith(common)) common = common.slice(0, -1);
-      node.children.push(common);
-      build(members, common, [...path, common]);
-    }
-  };
-  build(sortedNames, "", []);
-  return tree;
-}
 
 export interface HostClass {
   /** The ordered profile list. */
@@ -97,7 +55,7 @@ export function renderClassDispatch(tree: PrefixTree, family: IpVersion, cfg: Ca
     { flag: "dst,dst", root: ENTRY_CHAINS.toWorkload, node: toClassNode, leafChain: toClassChain },
   ] as const;
   for (const d of dirs) {
-    for (const [prefix, node] of tree.nodes) {
+    for (const [prefix, entries] of tree.nodes) {
       const chain = prefix === "" ? d.root : d.node(prefix);
       const rules: string[] = [];
       const match = (set: string) => `-m set --match-set ${set} ${d.flag}`;
@@ -107,8 +65,7 @@ export function renderClassDispatch(tree: PrefixTree, family: IpVersion, cfg: Ca
         if (cfg.flowLogs) rules.push(`-j MARK --set-xmark 0x0/${markHex(cfg.logMark ?? DEFAULT_LOG_MARK)}`);
         rules.push(...reportedDrop(cfg, match(inactiveSet(family)), "i", chain));
       }
-      for (const child of node.children) rules.push(`${match(nodeSet(child, family))} -g ${d.node(child)}`);
-      for (const leaf of node.leaves) rules.push(`${match(classSet(leaf, family))} -g ${d.leafChain(leaf)}`);
+      for (const e of entries) rules.push("leaf" in e ? `${match(classSet(e.leaf, family))} -g ${d.leafChain(e.leaf)}` : `${match(nodeSet(e.child, family))} -g ${d.node(e.child)}`);
       // Not an endpoint's (address, interface). Inside a node only while its
       // sets are being changed: fail closed there too.
       rules.push(...reportedDrop(cfg, "", "n", chain));
@@ -144,11 +101,13 @@ export function renderMacChains(treeMacs: ReadonlyMap<string, string>, family: I
   }
   out.push({ table: "filter", family, name: MAC_ROOT, rules: root });
   const tree = prefixTree([...treeMacs.keys()].sort());
-  for (const [prefix, node] of tree.nodes) {
+  for (const [prefix, entries] of tree.nodes) {
     const chain = prefix === "" ? MAC_TREE_ROOT : macNode(prefix);
     const rules: string[] = [];
-    for (const child of node.children) rules.push(`-i ${child}+ -g ${macNode(child)}`);
-    for (const leaf of node.leaves) rules.push(...reportedDrop(cfg, `-i ${leaf} -m mac ! --mac-source ${treeMacs.get(leaf)}`, "s", chain));
+    for (const e of entries) {
+      if ("child" in e) rules.push(`-i ${e.child}+ -g ${macNode(e.child)}`);
+      else rules.push(...reportedDrop(cfg, `-i ${e.leaf} -m mac ! --mac-source ${treeMacs.get(e.leaf)}`, "s", chain));
+    }
     out.push({ table: "filter", family, name: chain, rules });
   }
   return out;

@@ -22,7 +22,8 @@ import { iptablesCommands, type Backend } from "./backend.js";
 import type { CommandRunner } from "./command-runner.js";
 import { HOOKS, emptyFamilyState, parseIpsetSave, parseIptablesSave, type KernelState } from "./kernel-state.js";
 import type { DesiredChanges } from "./desired-state.js";
-import { hookRule, planApply, planCleanup, planIsEmpty, setType, type Plan, type PlanInput } from "./plan.js";
+import { setTypeOf } from "../contract/dataplane-names.js";
+import { hookRule, planApply, planCleanup, planIsEmpty, type Plan, type PlanInput } from "./plan.js";
 import { planChanges } from "./plan-changes.js";
 import { ProgrammedState } from "./programmed-state.js";
 import { chainHashes } from "./rule-hash.js";
@@ -155,7 +156,7 @@ export function createDataplane(opts: { runner: CommandRunner; backend: Backend;
       }
     }
     for (const [n, s] of before.sets) next.sets.set(n, s);
-    for (const [n, s] of input.sets) next.sets.set(n, { family: s.family, type: setType(n), members: new Set(s.members) });
+    for (const [n, s] of input.sets) next.sets.set(n, { family: s.family, type: setTypeOf(n), members: new Set(s.members) });
     return next;
   }
 

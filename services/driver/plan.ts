@@ -52,17 +52,12 @@ export const SET_MAXELEM = 1048576;
 /** A list:set holds the host's MAC sets: one per /16, at most 65,536. */
 const SET_MAXELEM_LIST = 65536;
 
-/** The ipset type a set is created with: a function of its name (DESIGN §6.2). */
-export function setType(name: string): string {
-  return setTypeOf(name);
-}
-
 export function setCreate(name: string, set: Pick<DesiredSet, "family">): string {
   // A bitmap is sized by its range (and knows no family or maxelem).
   const range = macSetRange(name);
-  if (range !== undefined) return `create ${name} ${setType(name)} range ${range}`;
-  if (setType(name) === "list:set") return `create ${name} list:set size ${SET_MAXELEM_LIST}`;
-  return `create ${name} ${setType(name)} family ${set.family === 4 ? "inet" : "inet6"} maxelem ${SET_MAXELEM}`;
+  if (range !== undefined) return `create ${name} ${setTypeOf(name)} range ${range}`;
+  if (setTypeOf(name) === "list:set") return `create ${name} list:set size ${SET_MAXELEM_LIST}`;
+  return `create ${name} ${setTypeOf(name)} family ${set.family === 4 ? "inet" : "inet6"} maxelem ${SET_MAXELEM}`;
 }
 
 /** Stage 0 for one family: the given chains emptied to a single DROP. */
@@ -107,7 +102,7 @@ export function planApply(desired: PlanInput, kernel: KernelState): Plan {
   const recreate = new Set<string>();
   for (const [name, want] of desired.sets) {
     const have = kernel.sets.get(name);
-    if (have && (have.family !== want.family || have.type !== setType(name))) {
+    if (have && (have.family !== want.family || have.type !== setTypeOf(name))) {
       // Wrong type or family: destroy and re-create (after stage 0 removed
       // every reference), then fill.
       recreate.add(name);
