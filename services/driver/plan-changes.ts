@@ -16,7 +16,7 @@
 import type { ChainDef } from "../contract/host-update.js";
 import type { IpVersion } from "../model/index.js";
 import type { DesiredChanges, DesiredSet } from "./desired-state.js";
-import { chainLines, emptyToDrop, orderSetLines, setCreate, type Plan, type PlanInput } from "./plan.js";
+import { chainLines, destroyLines, emptyToDrop, orderSetLines, setCreate, type Plan, type PlanInput } from "./plan.js";
 import { chainHashes } from "./rule-hash.js";
 
 /** One change to the drift reference, applied once the plan's writes succeeded. */
@@ -59,6 +59,7 @@ export function planChanges(input: PlanInput, changes: DesiredChanges, ref: Refe
   const creates: string[] = [];
   const dels: string[] = [];
   const adds: string[] = [];
+  const destroyed: string[] = [];
   const ipsetAfter: string[] = [];
   const edits: ReferenceEdit[] = [];
   const recreated: string[] = [];
@@ -66,7 +67,7 @@ export function planChanges(input: PlanInput, changes: DesiredChanges, ref: Refe
     const want = input.sets.get(name);
     const have = ref.sets.get(name);
     if (!want) {
-      if (have) { ipsetAfter.push(`destroy ${name}`); edits.push({ op: "set", name, set: undefined }); }
+      if (have) { destroyed.push(name); edits.push({ op: "set", name, set: undefined }); }
       continue;
     }
     if (!have || have.family !== want.family) {
@@ -93,6 +94,7 @@ export function planChanges(input: PlanInput, changes: DesiredChanges, ref: Refe
   }
 
   const ipsetBefore = orderSetLines(creates, dels, adds);
+  ipsetAfter.push(...destroyLines(destroyed));
 
   // Chains that reference a re-created set are emptied first (the kernel
   // refuses to destroy a referenced set) and rewritten in stage 2.

@@ -93,6 +93,13 @@ export function orderSetLines(creates: string[], dels: string[], adds: string[])
   return [...creates, ...dels, ...adds];
 }
 
+/** Stage 3's destroys: list:sets first (a set listed in one cannot be destroyed; a destroyed list lets go of its members). */
+export function destroyLines(names: Iterable<string>): string[] {
+  const all = [...names];
+  const first = all.filter((n) => setTypeOf(n) === "list:set");
+  return [...first, ...all.filter((n) => setTypeOf(n) !== "list:set")].map((n) => `destroy ${n}`);
+}
+
 export function planApply(desired: PlanInput, kernel: KernelState): Plan {
   const ipsetBefore: string[] = [];
   const creates: string[] = [];
@@ -122,7 +129,7 @@ export function planApply(desired: PlanInput, kernel: KernelState): Plan {
     restoreFirst[family] = emptyToDrop(emptied[family]);
   }
   if (desired.removeUnwanted) {
-    for (const name of kernel.sets.keys()) if (!desired.sets.has(name)) ipsetAfter.push(`destroy ${name}`);
+    ipsetAfter.push(...destroyLines([...kernel.sets.keys()].filter((name) => !desired.sets.has(name))));
   }
 
   const restore: Record<IpVersion, string | undefined> = { 4: undefined, 6: undefined };
@@ -181,5 +188,5 @@ export function planCleanup(kernel: KernelState, families: IpVersion[]): Plan {
     chainsRemoved += names.length;
     if (lines.length) restore[family] = ["*filter", ...lines, "COMMIT", ""].join("\n");
   }
-  return { restoreFirst: { 4: undefined, 6: undefined }, ipsetBefore: [], restore, ipsetAfter: [...kernel.sets.keys()].map((n) => `destroy ${n}`), chainsWritten: 0, chainsRemoved };
+  return { restoreFirst: { 4: undefined, 6: undefined }, ipsetBefore: [], restore, ipsetAfter: destroyLines(kernel.sets.keys()), chainsWritten: 0, chainsRemoved };
 }

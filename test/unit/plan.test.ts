@@ -360,3 +360,22 @@ describe("set types by name (DESIGN §6.2): MAC sets and their list", () => {
     ]);
   });
 });
+
+describe("destroying a list:set and its members", () => {
+  // The kernel refuses to destroy a set a list:set still holds: the list goes first, whatever order ipset save gave.
+  const k = () => {
+    const kernel = emptyKernel();
+    kernel.sets = parseIpsetSave([
+      "create pal4m-10-1 bitmap:ip,mac range 10.1.0.0-10.1.255.255",
+      "create pal4mac list:set size 65536",
+      "add pal4mac pal4m-10-1",
+    ].join("\n"));
+    return kernel;
+  };
+  it("--cleanup destroys the list before its members", () => {
+    expect(planCleanup(k(), [4]).ipsetAfter).toEqual(["destroy pal4mac", "destroy pal4m-10-1"]);
+  });
+  it("sets no longer wanted (e.g. a move to the chains layout) go list first", () => {
+    expect(planApply(desired([], {}, true, [4]), k()).ipsetAfter).toEqual(["destroy pal4mac", "destroy pal4m-10-1"]);
+  });
+});
