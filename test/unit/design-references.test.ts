@@ -1,7 +1,8 @@
 // Every `DESIGN §N` / `DESIGN §N.M` citation in services/, proto/, test/ and
 // deploy/ points at a section heading of docs/DESIGN.md (DESIGN §8.7).
-// Headings are `## §N Title` and `### §N.M Title`.
-import { readdirSync, readFileSync, statSync } from "node:fs";
+// Headings are `## §N Title` and `### §N.M Title`. Every repository path the
+// operator and design documents name exists.
+import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
@@ -79,6 +80,18 @@ function scanRepository(): Citation[] {
   return out;
 }
 
+/** Repository paths a document names (`services/driver/plan/plan.ts`, `test/run.sh`, …). */
+const PATH_RE = /\b(?:services|test|deploy|proto|docs)\/[A-Za-z0-9_./-]+\.(?:ts|py|sh|md|proto|ya?ml|json)\b/g;
+
+/** Paths a document names that do not exist in the repository, as readable lines. */
+export function missingPaths(file: string, text: string, exists: (path: string) => boolean): string[] {
+  const out: string[] = [];
+  text.split("\n").forEach((line, i) => {
+    for (const m of line.matchAll(PATH_RE)) if (!exists(m[0])) out.push(`${file}:${i + 1}: ${m[0]} does not exist`);
+  });
+  return out;
+}
+
 function unresolved(citations: Citation[], sections: Set<string>): string[] {
   return citations.filter((c) => !sections.has(c.section)).map((c) => `${c.file}:${c.line}: DESIGN §${c.section} has no heading in docs/DESIGN.md`);
 }
@@ -108,6 +121,19 @@ describe("DESIGN § references", () => {
       `x.ts:2: ${D} §99.1 has no heading in docs/DESIGN.md`,
       `x.ts:2: ${D} §98 has no heading in docs/DESIGN.md`,
     ]);
+  });
+
+  it("every repository path that DESIGN.md, README.md and CONFIGURATION.md name exists (files move; prose must follow)", () => {
+    const exists = (p: string) => existsSync(join(ROOT, p));
+    const docs = ["docs/DESIGN.md", "README.md", "deploy/CONFIGURATION.md"];
+    const named = docs.flatMap((d) => [...readFileSync(join(ROOT, d), "utf8").matchAll(PATH_RE)]);
+    expect(named.length).toBeGreaterThan(50);
+    expect(docs.flatMap((d) => missingPaths(d, readFileSync(join(ROOT, d), "utf8"), exists))).toEqual([]);
+  });
+
+  it("the path check can fail: a path that does not exist is reported with file and line", () => {
+    const text = ["see `services/calc/calc-graph.ts`", "and services/driver/no-such-file.ts."].join("\n");
+    expect(missingPaths("x.md", text, (p) => existsSync(join(ROOT, p)))).toEqual(["x.md:2: services/driver/no-such-file.ts does not exist"]);
   });
 
   it("headings are parsed by level, outside code fences only", () => {
