@@ -127,11 +127,17 @@ describe("flow report points in the rendering", () => {
 
 // ------------------------------------------------------------ pcap and headers
 
-function tlv(type: number, value: Buffer): Buffer {
+/** One NFLOG TLV: length and type in the capturing host's byte order, the value as given (network order). */
+function tlv(type: number, value: Buffer, little: boolean): Buffer {
   const len = 4 + value.length;
   const b = Buffer.alloc((len + 3) & ~3);
-  b.writeUInt16LE(len, 0);
-  b.writeUInt16LE(type, 2);
+  if (little) {
+    b.writeUInt16LE(len, 0);
+    b.writeUInt16LE(type, 2);
+  } else {
+    b.writeUInt16BE(len, 0);
+    b.writeUInt16BE(type, 2);
+  }
   value.copy(b, 4);
   return b;
 }
@@ -145,8 +151,10 @@ function ipv4Tcp(src: number[], dst: number[], sport: number, dport: number): Bu
   return b;
 }
 
-function nflogRecord(prefix: string, payload: Buffer, indev = 2, outdev = 3): Buffer {
-  return Buffer.concat([Buffer.from([2, 0, 0x10, 0x92]), tlv(1, Buffer.from([0x08, 0x00, 2, 0])), tlv(10, Buffer.from(`${prefix}\0`)), tlv(4, be32(indev)), tlv(5, be32(outdev)), tlv(9, payload)]);
+/** An NFLOG record as a host of that byte order captures it (the header's resource id is in network order). */
+function nflogRecord(prefix: string, payload: Buffer, little = true, indev = 2, outdev = 3): Buffer {
+  const t = (type: number, value: Buffer) => tlv(type, value, little);
+  return Buffer.concat([Buffer.from([2, 0, 0x10, 0x92]), t(1, Buffer.from([0x08, 0x00, 2, 0])), t(10, Buffer.from(`${prefix}\0`)), t(4, be32(indev)), t(5, be32(outdev)), t(9, payload)]);
 }
 
 function pcap(records: Buffer[], little = true, linktype = 239): Buffer {
@@ -159,16 +167,20 @@ function pcap(records: Buffer[], little = true, linktype = 239): Buffer {
 describe("the NFLOG pcap reader", () => {
   const stream = pcap([nflogRecord("pal:D:pal-pi-db:1", ipv4Tcp([198, 18, 1, 10], [198, 18, 1, 11], 40000, 5432)), Buffer.from([1, 2]), nflogRecord("pal:n:pal-to-wl-dispatch", ipv4Tcp([198, 18, 1, 10], [198, 18, 1, 13], 40001, 80))]);
 
-  for (const [name, data] of [["little-endian", stream], ["big-endian", pcap([nflogRecord("pal:d:pal-tw-tapa", ipv4Tcp([1, 2, 3, 4], [5, 6, 7, 8], 1, 2))], false)]] as const) {
+  // A capture's TLV headers are in the capturing host's byte order, which
+  // its pcap headers (and magic) are written in too.
+  const bigEndian = pcap([nflogRecord("pal:d:pal-tw-tapa", ipv4Tcp([1, 2, 3, 4], [5, 6, 7, 8], 1, 2), false, 0x0102, 0x0304)], false);
+  for (const [name, data] of [["little-endian", stream], ["big-endian", bigEndian]] as const) {
     it(`parses a ${name} stream fed in any chunking`, () => {
       for (const size of [1, 3, 7, 64, data.length]) {
         const r = new PcapNflogReader();
         const out: NflogPacket[] = [];
         for (let i = 0; i < data.length; i += size) r.feed(data.subarray(i, i + size), (p) => out.push(p));
         expect(r.failed).toBeUndefined();
-        expect(out.length + r.malformed).toBe(name === "little-endian" ? 3 : 1);
-        expect(out[0]).toMatchObject({ indev: 2, outdev: 3, hook: 2 });
-        expect(parseLogPrefix(out[0]!.prefix)).toBeDefined();
+        expect([out.length, r.malformed]).toEqual(name === "little-endian" ? [2, 1] : [1, 0]);
+        expect(out[0]).toMatchObject(name === "little-endian" ? { indev: 2, outdev: 3, hook: 2 } : { indev: 0x0102, outdev: 0x0304, hook: 2 });
+        expect(out[0]!.prefix).toBe(name === "little-endian" ? "pal:D:pal-pi-db:1" : "pal:d:pal-tw-tapa");
+        expect(parseIpHeaders(out[0]!.payload!)).toMatchObject(name === "little-endian" ? { src: "198.18.1.10", dstPort: 5432 } : { src: "1.2.3.4", dst: "5.6.7.8", srcPort: 1, dstPort: 2 });
         expect(out[0]!.timeMs).toBe(1_800_000_000_500);
       }
     });
