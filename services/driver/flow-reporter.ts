@@ -20,7 +20,7 @@ import { PROTOCOL_NUMBERS, type IpVersion } from "../model/index.js";
 import type { CommandRunner } from "./command-runner.js";
 import { FlowAggregator, type FlowPoint, type FlowRecord } from "./flow-aggregator.js";
 import type { FlowMetrics } from "./flow-metrics.js";
-import { startFlowReader, type FlowReader } from "./flow-reader.js";
+import { startFlowReader, type FlowReader, type FlowReaderOptions } from "./flow-reader.js";
 import { parseIpHeaders, type NflogPacket } from "./nflog-pcap.js";
 
 export type FlowLogMode = "denied" | "all";
@@ -53,6 +53,8 @@ export interface FlowReporterDeps {
   runner: CommandRunner;
   iptables: Record<IpVersion, string>;
   families: IpVersion[];
+  /** For tests: the NFLOG reader (default: tcpdump, startFlowReader). */
+  startReader?: (o: FlowReaderOptions) => FlowReader;
 }
 
 export interface FlowReporter {
@@ -151,7 +153,7 @@ export function startFlowReporter(o: FlowReportOptions, d: FlowReporterDeps): Fl
     if (!agg.add(point, Math.round(pkt.timeMs))) drop("aggregator");
   }
 
-  const reader = startFlowReader({
+  const reader = (d.startReader ?? startFlowReader)({
     group: FLOW_NFLOG_GROUP, logger, onPacket, tcpdump: o.tcpdump,
     onRestart: () => d.metrics?.readerRestarts.inc(),
     onMalformed: (n) => drop("unparsed", n),
