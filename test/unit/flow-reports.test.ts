@@ -9,7 +9,10 @@ import { decidedBy } from "../../services/cli/decided-by.js";
 import { mergeRecords, parseDuration } from "../../services/cli/flows.js";
 import { FLOW_LIMITS, FlowStore, checkObservation } from "../../services/controller/flow-store.js";
 import { FlowAggregator, type FlowPoint } from "../../services/driver/flow-aggregator.js";
-import { resolvePoint } from "../../services/driver/flow-reporter.js";
+import type { FlowReaderOptions } from "../../services/driver/flow-reader.js";
+import { resolvePoint, startFlowReporter } from "../../services/driver/flow-reporter.js";
+import type { FlowReport } from "../../services/contract/sync.js";
+import { createLogger } from "../../services/runtime/logger.js";
 import { PcapNflogReader, parseIpHeaders, type NflogPacket } from "../../services/driver/nflog-pcap.js";
 import type { FlowRecord } from "../../services/gen/palisade/flow/v1/flow.js";
 import type { FlowObservation } from "../../services/gen/palisade/sync/v1/sync.js";
@@ -253,6 +256,71 @@ describe("resolution and aggregation on the driver", () => {
     const out = a.drain();
     expect(out.map((r) => [r.srcPort, r.packets, r.firstSeenUnixMs, r.lastSeenUnixMs])).toEqual([[40000, 3, 1000, 1600], [40001, 1, 1200, 1200], [40000, 1, 1300, 1300]]);
     expect(a.size).toBe(0);
+  });
+});
+
+describe("the driver's flow reporter", () => {
+  /** A reporter whose reader is driven by the test; `send` answers as `connected` says. */
+  function reporter(connected: () => boolean) {
+    let hooks: FlowReaderOptions | undefined;
+    const sent: FlowReport[] = [];
+    const r = startFlowReporter({ mode: "denied", ratePerSecond: 100, burst: 200, windowMs: 3_600_000 }, {
+      logger: createLogger({ name: "test", level: "silent" }), hostname: "hv1", endpointOfInterface: () => "hv1/o/w/e",
+      send: (report) => { if (!connected()) return false; sent.push(structuredClone(report)); return true; },
+      runner: { run: async () => { throw new Error("no iptables in unit tests"); } }, iptables: { 4: "iptables", 6: "ip6tables" }, families: [4],
+      startReader: (o) => {
+        hooks = o;
+        return { pid: undefined, restarts: 0, listening: async () => true, stop: async () => undefined };
+      },
+    });
+    const packet = (dport: number): NflogPacket => ({ timeMs: 1_000, prefix: "pal:D:pal-pi-db:1", indev: 0, outdev: 0, payload: ipv4Tcp([198, 18, 1, 10], [198, 18, 1, 11], 40000, dport) });
+    return { r, sent, hooks: hooks!, packet };
+  }
+
+  it("a report it could not send keeps its drop counts: they go with the next report, added up", async () => {
+    let up = false;
+    const { r, sent, hooks, packet } = reporter(() => up);
+    try {
+      hooks.onMalformed!(3);
+      hooks.onPacket({ timeMs: 1_000, prefix: "not ours" }); // unparsed
+      hooks.onPacket(packet(5432));
+      r.flush(); // not delivered: 1 record (disconnected) and 4 unparsed
+      expect(sent).toEqual([]);
+      hooks.onMalformed!(2);
+      r.flush(); // no records, still not delivered
+      up = true;
+      hooks.onPacket(packet(5433));
+      r.flush();
+      expect(sent).toHaveLength(1);
+      expect(sent[0]!.records.map((x) => x.dstPort)).toEqual([5433]);
+      expect(sent[0]!.dropped).toEqual({ unparsed: 6, disconnected: 1 });
+      expect(r.dropped).toEqual({ unparsed: 6, disconnected: 1 });
+      // Delivered once: the next report starts from nothing.
+      hooks.onPacket(packet(5434));
+      r.flush();
+      expect(sent[1]!.dropped).toEqual({});
+    } finally {
+      await r.stop();
+    }
+  });
+
+  it("what waits for a controller is bounded: one counter per reason, however many windows fail", async () => {
+    let up = false;
+    const { r, sent, hooks, packet } = reporter(() => up);
+    try {
+      for (let i = 0; i < 1_000; i++) {
+        hooks.onMalformed!(1);
+        hooks.onPacket(packet(1_000 + (i % 7)));
+        r.flush();
+      }
+      up = true;
+      r.flush();
+      expect(sent).toHaveLength(1);
+      expect(sent[0]!.records).toEqual([]);
+      expect(sent[0]!.dropped).toEqual({ unparsed: 1_000, disconnected: 1_000 });
+    } finally {
+      await r.stop();
+    }
   });
 });
 
