@@ -10,7 +10,10 @@
 //        record the driver reported must name the decision, profile and rule
 //        index the oracle's denying step names
 //   mismatch: shrink greedily (drop rules, criteria, profile references,
-//        tags) while the mismatch persists, then report seed + minimal model
+//        tags) while the mismatch persists, then report seed + minimal model.
+//        A denied packet that got through is a failure at once (fail open);
+//        an allowed packet that was dropped is re-probed, and is a failure
+//        only if every re-probe drops it too (else a TRANSIENT warning)
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { stringify } from "yaml";
@@ -31,7 +34,11 @@ export interface Mismatch {
   kind: "verdict" | "flow-record";
   /** For flow-record: what the record said (or that none came). */
   record?: string;
-  /** False when a re-probe agreed with the model (an environmental blip, e.g. CPU starvation). */
+  /**
+   * False only for a packet the model allows that was dropped and then got
+   * through on a re-probe (an environmental blip, e.g. CPU starvation). A
+   * packet the model denies that got through is always confirmed (fail open).
+   */
   confirmed: boolean;
   packet: FuzzPacket;
   expected: "allow" | "deny";
@@ -257,11 +264,20 @@ export async function createDifferentialLab(opts: { etcdUrl: string; name: strin
       const recordIssues = await checkRecords(results, since);
       for (const r of results) {
         if (agrees(r.trace.verdict, r.observed)) continue;
-        // The model is static while probing, so a real disagreement repeats.
+        // A packet the model denies that was not dropped (it was answered,
+        // refused, or met any error other than silence) is a fail-open: a
+        // failure whether or not it happens again — a window that opens now
+        // and then is still a window. Never re-probed into a warning.
+        // A packet the model allows that was dropped may be the lab (a
+        // CPU-starved probe times out): re-probed twice with the model
+        // unchanged, it is a failure only if it is dropped every time, and
+        // a warning (TRANSIENT) otherwise.
         let confirmed = true;
-        for (let k = 0; k < 2 && confirmed; k++) {
-          const [again] = await probe(c.profiles, c.endpoints, [r.packet]);
-          if (agrees(again!.trace.verdict, again!.observed)) confirmed = false;
+        if (r.trace.verdict === "allow") {
+          for (let k = 0; k < 2 && confirmed; k++) {
+            const [again] = await probe(c.profiles, c.endpoints, [r.packet]);
+            if (agrees(again!.trace.verdict, again!.observed)) confirmed = false;
+          }
         }
         const m: Mismatch = { seed, kind: "verdict", confirmed, packet: r.packet, expected: r.trace.verdict, observed: r.observed, trace: r.trace };
         if (confirmed && opts2.shrink !== false && !mismatches.some((x) => x.confirmed)) {

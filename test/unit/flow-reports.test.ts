@@ -106,14 +106,17 @@ describe("flow report points in the rendering", () => {
 
   it("prefixes fit NFLOG's 64 bytes for the longest names and round-trip", () => {
     const long = renderProfile({ id: "x".repeat(128), tags: [], labels: {}, inboundRules: Array.from({ length: 1000 }, () => ({ action: "deny" as const, match: {}, negated: {} })), outboundRules: [] }, CFG);
+    let prefixes = 0;
     for (const c of long.chains) {
       for (const r of c.rules) {
         const pre = prefixOf(r);
         if (!pre) continue;
+        prefixes++;
         expect(pre.length).toBeLessThan(64);
         expect(parseLogPrefix(pre)).toBeDefined();
       }
     }
+    expect(prefixes).toBeGreaterThanOrEqual(1000); // one per deny rule at least: the loop checked something
     expect(parseLogPrefix(logPrefix("D", "pal-pi_abcdefghijklmnopqrst", 999))).toEqual({ code: "D", chain: "pal-pi_abcdefghijklmnopqrst", n: 999 });
     for (const bad of ["", "pal:X:pal-pi-a", "pal:D:chain", "pal:D:pal-pi-a:1:2", "other:D:pal-pi-a", "pal:D:pal-pi a"]) expect(parseLogPrefix(bad)).toBeUndefined();
   });
