@@ -50,6 +50,22 @@ export interface Mismatch {
 
 const PROTO = { tcp: 6, udp: 17 } as const;
 
+/**
+ * Whether a packet whose outcome disagreed with the model is a failure.
+ * Denied by the model but not dropped (answered, refused, any error but
+ * silence): always — a fail-open is a failure whether or not it happens
+ * again (a window that opens now and then is still a window), so it is never
+ * re-probed into a warning. Allowed by the model but dropped: may be the lab
+ * (a CPU-starved probe times out), so it is re-probed `reprobes` times with
+ * the model unchanged and is a failure only if no re-probe agrees (else a
+ * TRANSIENT warning).
+ */
+export async function isConfirmed(expected: "allow" | "deny", reprobeAgrees: () => Promise<boolean>, reprobes = 2): Promise<boolean> {
+  if (expected === "deny") return true;
+  for (let k = 0; k < reprobes; k++) if (await reprobeAgrees()) return false;
+  return true;
+}
+
 export async function createDifferentialLab(opts: { etcdUrl: string; name: string; dir: string; logLevel?: string }) {
   mkdirSync(opts.dir, { recursive: true });
   const socket = join(opts.dir, "controller.sock");
@@ -264,21 +280,12 @@ export async function createDifferentialLab(opts: { etcdUrl: string; name: strin
       const recordIssues = await checkRecords(results, since);
       for (const r of results) {
         if (agrees(r.trace.verdict, r.observed)) continue;
-        // A packet the model denies that was not dropped (it was answered,
-        // refused, or met any error other than silence) is a fail-open: a
-        // failure whether or not it happens again — a window that opens now
-        // and then is still a window. Never re-probed into a warning.
-        // A packet the model allows that was dropped may be the lab (a
-        // CPU-starved probe times out): re-probed twice with the model
-        // unchanged, it is a failure only if it is dropped every time, and
-        // a warning (TRANSIENT) otherwise.
-        let confirmed = true;
-        if (r.trace.verdict === "allow") {
-          for (let k = 0; k < 2 && confirmed; k++) {
-            const [again] = await probe(c.profiles, c.endpoints, [r.packet]);
-            if (agrees(again!.trace.verdict, again!.observed)) confirmed = false;
-          }
-        }
+        // The model is static while probing, so a real disagreement repeats;
+        // but a fail-open is a failure even if it does not (isConfirmed).
+        const confirmed = await isConfirmed(r.trace.verdict, async () => {
+          const [again] = await probe(c.profiles, c.endpoints, [r.packet]);
+          return agrees(again!.trace.verdict, again!.observed);
+        });
         const m: Mismatch = { seed, kind: "verdict", confirmed, packet: r.packet, expected: r.trace.verdict, observed: r.observed, trace: r.trace };
         if (confirmed && opts2.shrink !== false && !mismatches.some((x) => x.confirmed)) {
           const min = await shrink(c, r.packet);
