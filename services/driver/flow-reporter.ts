@@ -8,9 +8,10 @@
 // which knows which profile a (possibly hashed) chain name stands for.
 //
 // Best effort, bounded, never blocking: one window of at most `maxKeys`
-// records, sent whole when it ends; nothing is queued for a disconnected
-// controller (counted as dropped); the log file is skipped, not waited for,
-// when its writer is behind.
+// records, sent whole when it ends; no record is queued for a disconnected
+// controller (counted as dropped), but the drop counts are: a handful of
+// counters, sent with the next report that gets through; the log file is
+// skipped, not waited for, when its writer is behind.
 import { createWriteStream, readdirSync, readFileSync, type WriteStream } from "node:fs";
 import type { Logger } from "pino";
 import { FLOW_CODES, FLOW_LIMITED_RULE, FLOW_LOG_CHAINS, FLOW_NFLOG_GROUP, parseLogPrefix, type FlowDecision, type ParsedPrefix } from "../contract/flow-log.js";
@@ -20,10 +21,13 @@ import { PROTOCOL_NUMBERS, type IpVersion } from "../model/index.js";
 import type { CommandRunner } from "./command-runner.js";
 import { FlowAggregator, type FlowPoint, type FlowRecord } from "./flow-aggregator.js";
 import type { FlowMetrics } from "./flow-metrics.js";
-import { startFlowReader, type FlowReader } from "./flow-reader.js";
+import { startFlowReader, type FlowReader, type FlowReaderOptions } from "./flow-reader.js";
 import { parseIpHeaders, type NflogPacket } from "./nflog-pcap.js";
 
 export type FlowLogMode = "denied" | "all";
+
+/** Why reports were lost: the `dropped` keys of a FlowReport and the metric's `reason` label. */
+export type FlowDropReason = "unparsed" | "aggregator" | "file" | "disconnected" | "rate-limit";
 
 export interface FlowReportOptions {
   mode: FlowLogMode;
@@ -53,6 +57,8 @@ export interface FlowReporterDeps {
   runner: CommandRunner;
   iptables: Record<IpVersion, string>;
   families: IpVersion[];
+  /** For tests: the NFLOG reader (default: tcpdump, startFlowReader). */
+  startReader?: (o: FlowReaderOptions) => FlowReader;
 }
 
 export interface FlowReporter {
@@ -118,9 +124,13 @@ export function startFlowReporter(o: FlowReportOptions, d: FlowReporterDeps): Fl
   const logger = d.logger;
   const agg = new FlowAggregator(o.maxKeys ?? FLOW_DEFAULTS.maxKeys);
   const dropped: Record<string, number> = {};
-  /** Drops since the last report sent (the controller sums them). */
-  let unsent: Record<string, number> = {};
-  const drop = (reason: string, n = 1) => {
+  /**
+   * Drops not yet delivered to a controller (it sums them). A report that
+   * could not be sent gives its counts back, so they go with the next one:
+   * one counter per reason (a fixed set), so this never grows.
+   */
+  let unsent: Partial<Record<FlowDropReason, number>> = {};
+  const drop = (reason: FlowDropReason, n = 1) => {
     if (n <= 0) return;
     dropped[reason] = (dropped[reason] ?? 0) + n;
     unsent[reason] = (unsent[reason] ?? 0) + n;
@@ -151,7 +161,7 @@ export function startFlowReporter(o: FlowReportOptions, d: FlowReporterDeps): Fl
     if (!agg.add(point, Math.round(pkt.timeMs))) drop("aggregator");
   }
 
-  const reader = startFlowReader({
+  const reader = (d.startReader ?? startFlowReader)({
     group: FLOW_NFLOG_GROUP, logger, onPacket, tcpdump: o.tcpdump,
     onRestart: () => d.metrics?.readerRestarts.inc(),
     onMalformed: (n) => drop("unparsed", n),
@@ -189,8 +199,15 @@ export function startFlowReporter(o: FlowReportOptions, d: FlowReporterDeps): Fl
       })),
       dropped: unsent,
     };
+    const carried = unsent;
     unsent = {};
-    if (!d.send(report)) drop("disconnected", records.length);
+    if (!d.send(report)) {
+      // Not delivered: the counts it carried stay owed (added to whatever
+      // came meanwhile, not counted again: they were counted when dropped);
+      // its records are lost, and counted.
+      for (const [reason, n] of Object.entries(carried) as [FlowDropReason, number][]) unsent[reason] = (unsent[reason] ?? 0) + n;
+      drop("disconnected", records.length);
+    }
   }
   const windowTimer = setInterval(flush, o.windowMs ?? FLOW_DEFAULTS.windowMs);
 

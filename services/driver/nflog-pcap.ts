@@ -86,7 +86,7 @@ export class PcapNflogReader {
       if (this.buf.length - off - 16 < incl) break;
       const rec = this.buf.subarray(off + 16, off + 16 + incl);
       off += 16 + incl;
-      const p = parseNflog(rec, sec * 1000 + (this.nanos ? frac / 1e6 : frac / 1e3));
+      const p = parseNflog(rec, sec * 1000 + (this.nanos ? frac / 1e6 : frac / 1e3), this.little);
       if (p) out(p);
       else this.malformed++;
     }
@@ -103,15 +103,18 @@ export class PcapNflogReader {
  * One NFLOG record: a 4-byte header (family, version, resource id), then
  * TLVs whose length and type are in the capturing host's byte order (as
  * pcap-linktype(7) says for NFLOG) and whose values are in network order.
+ * The capturing host wrote the pcap headers in that same order, so the
+ * file's magic says it: `little` is the byte order the global header was
+ * read in (a capture from a big-endian host has big-endian TLV headers).
  */
-export function parseNflog(rec: Buffer, timeMs: number): NflogPacket | undefined {
+export function parseNflog(rec: Buffer, timeMs: number, little: boolean): NflogPacket | undefined {
   if (rec.length < 4) return undefined;
   const p: NflogPacket = { timeMs, prefix: "" };
   let off = 4;
   let sawPrefix = false;
   while (rec.length - off >= 4) {
-    const len = rec.readUInt16LE(off);
-    const type = rec.readUInt16LE(off + 2) & 0x7fff;
+    const len = little ? rec.readUInt16LE(off) : rec.readUInt16BE(off);
+    const type = (little ? rec.readUInt16LE(off + 2) : rec.readUInt16BE(off + 2)) & 0x7fff;
     if (len < 4 || off + len > rec.length) return undefined;
     const v = rec.subarray(off + 4, off + len);
     switch (type) {

@@ -22,7 +22,15 @@
 // created or deleted bumps its group's (checked against the real Neutron).
 // T is Neutron's own clock (its Date header) minus CURSOR_LAG_MS: updated_at
 // has one-second resolution and is set before the transaction commits, so
-// the window overlaps and the revision numbers deduplicate.
+// the window overlaps and the revision numbers deduplicate. The Date header
+// is that of the last answer, so T is also moved back by the local time
+// elapsed since the first request of the poll was sent: T precedes every
+// read the poll's picture rests on (listings, bindings), and a change
+// committed while they ran is asked for again by the next poll, however
+// long the reads took.
+//
+// A missing revision_number (an object Neutron returned without one) never
+// hides a change: `revisionMoved` counts it as moved, everywhere.
 //
 // Address groups are few and have no changed_since: listed whole every poll.
 //
@@ -66,6 +74,14 @@ export interface PollResult {
 
 type Held<T> = Map<string, T>;
 
+/**
+ * Whether an object's revision moved from `held` to `now`. Without a
+ * revision number on either side nothing says it did not: moved.
+ */
+export function revisionMoved(held: number | undefined, now: number | undefined): boolean {
+  return held === undefined || now === undefined || held !== now;
+}
+
 function migratingTo(p: NeutronPort): string | undefined {
   const v = p["binding:profile"]?.migrating_to;
   return typeof v === "string" && v !== "" ? v : undefined;
@@ -101,8 +117,14 @@ export function createWatcher(o: WatcherOptions) {
     return i;
   };
 
-  /** The cursor from Neutron's clock as of a request just answered; ours when it sent no Date. */
-  const cursorFromNow = (elapsedMs = 0) => (neutron.serverTime() ?? now()) - elapsedMs - CURSOR_LAG_MS;
+  /**
+   * The cursor for reads whose first request was sent at local time
+   * `firstRequestAt`: Neutron's clock as of its last answer (ours when it
+   * sent no Date) moved back by everything that ran since then. The Date of
+   * the last answer is no later than Neutron's clock now, so this is no
+   * later than Neutron's clock when the first request went out.
+   */
+  const cursorBefore = (firstRequestAt: number) => (neutron.serverTime() ?? now()) - (now() - firstRequestAt) - CURSOR_LAG_MS;
 
   /** Reads the bindings of the ports that need it (see the header); returns how many were read. */
   async function refreshBindings(changed: NeutronPort[], previous: Held<NeutronPort> | undefined): Promise<number> {
@@ -110,10 +132,10 @@ export function createWatcher(o: WatcherOptions) {
     for (const p of changed) {
       const held = bindings.get(p.id);
       const prev = previous?.get(p.id);
-      const revisionMoved = prev !== undefined && prev.revision_number !== p.revision_number;
-      const need = mayBeEndpoint(p) && (migratingTo(p) !== undefined || revisionMoved || (held !== undefined && held.revision !== p.revision_number));
+      const moved = prev !== undefined && revisionMoved(prev.revision_number, p.revision_number);
+      const need = mayBeEndpoint(p) && (migratingTo(p) !== undefined || moved || (held !== undefined && revisionMoved(held.revision, p.revision_number)));
       if (!need) {
-        if (!mayBeEndpoint(p) || (held && held.revision !== p.revision_number)) bindings.delete(p.id);
+        if (!mayBeEndpoint(p) || (held && revisionMoved(held.revision, p.revision_number))) bindings.delete(p.id);
         continue;
       }
       reads++;
@@ -137,7 +159,6 @@ export function createWatcher(o: WatcherOptions) {
     if (feed === undefined) feed = (await neutron.supportsChangedSince()) ? "changed-since" : "revisions";
     const started = now();
     const snap = await neutron.snapshot();
-    const elapsed = now() - started;
     // Bindings first, against what was held before: if reading them fails,
     // the next (full) poll still sees these ports' revisions as moved.
     const bindingReads = await refreshBindings(snap.ports, ports);
@@ -146,8 +167,10 @@ export function createWatcher(o: WatcherOptions) {
     addressGroups = snap.addressGroups;
     addressGroupsJson = JSON.stringify(snap.addressGroups === undefined ? null : [...snap.addressGroups].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0)));
     for (const id of [...bindings.keys()]) if (!ports.has(id)) bindings.delete(id);
-    // Everything from the start of the listing on is asked for again.
-    cursor = cursorFromNow(elapsed);
+    // Everything from the start of the listing on is asked for again: the
+    // binding reads above took time too, and a change committed while they
+    // ran is in no listing held here.
+    cursor = cursorBefore(started);
     lastFull = lastIdCheck = now();
     mustList = false;
     return {
@@ -165,7 +188,7 @@ export function createWatcher(o: WatcherOptions) {
     const stale: string[] = [];
     for (const r of revs) {
       seen.add(r.id);
-      if (held.get(r.id)?.revision_number !== r.revision_number) stale.push(r.id);
+      if (revisionMoved(held.get(r.id)?.revision_number, r.revision_number)) stale.push(r.id);
     }
     const deleted = [...held.keys()].filter((id) => !seen.has(id));
     const fetched = stale.length ? await (neutron.getByIds as unknown as (k: ChangeCollection, ids: string[]) => Promise<T[]>)(key, stale) : [];
@@ -178,7 +201,7 @@ export function createWatcher(o: WatcherOptions) {
   function changedOnly<T extends { id: string; revision_number?: number }>(list: T[], held: Held<T>): T[] {
     return list.filter((x) => {
       const h = held.get(x.id);
-      return h === undefined || h.revision_number === undefined || h.revision_number !== x.revision_number;
+      return h === undefined || revisionMoved(h.revision_number, x.revision_number);
     });
   }
 
@@ -190,10 +213,12 @@ export function createWatcher(o: WatcherOptions) {
     let deletedGroups: string[] = [];
     if (feed === "changed-since") {
       const since = neutronTime(cursor);
+      // The next cursor precedes the first listing below (a listing of many
+      // pages takes time: a change to a page already read is in the next one).
+      const started = now();
       changedPorts = changedOnly(await neutron.listChangedSince("ports", since), held);
-      const next = cursorFromNow();
       changedGroups = changedOnly(await neutron.listChangedSince("security_groups", since), groups);
-      cursor = next;
+      cursor = cursorBefore(started);
       const appeared = changedPorts.some((p) => !held.has(p.id));
       if (appeared || now() - lastIdCheck >= o.deletionCheckMs) {
         // Deletions (and, as a bonus, anything the cursor missed).

@@ -7,11 +7,24 @@ import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
-import { createDifferentialLab, describeMismatch } from "../fuzz/differential.js";
+import { createDifferentialLab, describeMismatch, isConfirmed } from "../fuzz/differential.js";
 import { requireBuild, uniqueName } from "../support/binaries.js";
 
 const SEEDS = Array.from({ length: 8 }, (_, i) => 7000 + i);
 let env: Awaited<ReturnType<typeof createDifferentialLab>>;
+
+describe("differential: which disagreements fail", () => {
+  it("a denied packet that got through fails even if a re-probe is dropped; an allowed packet dropped fails only if every re-probe is dropped", async () => {
+    let reprobes = 0;
+    const reprobe = (agrees: boolean) => async () => { reprobes++; return agrees; };
+    expect(await isConfirmed("deny", reprobe(true))).toBe(true);
+    expect(reprobes).toBe(0); // not even asked: nothing may excuse a fail-open
+    expect(await isConfirmed("allow", reprobe(true))).toBe(false);
+    expect(reprobes).toBe(1);
+    expect(await isConfirmed("allow", reprobe(false))).toBe(true);
+    expect(reprobes).toBe(3);
+  });
+});
 
 describe("differential: model verdict vs. kernel", () => {
   beforeAll(async () => {

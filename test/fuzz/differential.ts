@@ -10,7 +10,10 @@
 //        record the driver reported must name the decision, profile and rule
 //        index the oracle's denying step names
 //   mismatch: shrink greedily (drop rules, criteria, profile references,
-//        tags) while the mismatch persists, then report seed + minimal model
+//        tags) while the mismatch persists, then report seed + minimal model.
+//        A denied packet that got through is a failure at once (fail open);
+//        an allowed packet that was dropped is re-probed, and is a failure
+//        only if every re-probe drops it too (else a TRANSIENT warning)
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { stringify } from "yaml";
@@ -31,7 +34,11 @@ export interface Mismatch {
   kind: "verdict" | "flow-record";
   /** For flow-record: what the record said (or that none came). */
   record?: string;
-  /** False when a re-probe agreed with the model (an environmental blip, e.g. CPU starvation). */
+  /**
+   * False only for a packet the model allows that was dropped and then got
+   * through on a re-probe (an environmental blip, e.g. CPU starvation). A
+   * packet the model denies that got through is always confirmed (fail open).
+   */
   confirmed: boolean;
   packet: FuzzPacket;
   expected: "allow" | "deny";
@@ -42,6 +49,22 @@ export interface Mismatch {
 }
 
 const PROTO = { tcp: 6, udp: 17 } as const;
+
+/**
+ * Whether a packet whose outcome disagreed with the model is a failure.
+ * Denied by the model but not dropped (answered, refused, any error but
+ * silence): always — a fail-open is a failure whether or not it happens
+ * again (a window that opens now and then is still a window), so it is never
+ * re-probed into a warning. Allowed by the model but dropped: may be the lab
+ * (a CPU-starved probe times out), so it is re-probed `reprobes` times with
+ * the model unchanged and is a failure only if no re-probe agrees (else a
+ * TRANSIENT warning).
+ */
+export async function isConfirmed(expected: "allow" | "deny", reprobeAgrees: () => Promise<boolean>, reprobes = 2): Promise<boolean> {
+  if (expected === "deny") return true;
+  for (let k = 0; k < reprobes; k++) if (await reprobeAgrees()) return false;
+  return true;
+}
 
 export async function createDifferentialLab(opts: { etcdUrl: string; name: string; dir: string; logLevel?: string }) {
   mkdirSync(opts.dir, { recursive: true });
@@ -257,12 +280,12 @@ export async function createDifferentialLab(opts: { etcdUrl: string; name: strin
       const recordIssues = await checkRecords(results, since);
       for (const r of results) {
         if (agrees(r.trace.verdict, r.observed)) continue;
-        // The model is static while probing, so a real disagreement repeats.
-        let confirmed = true;
-        for (let k = 0; k < 2 && confirmed; k++) {
+        // The model is static while probing, so a real disagreement repeats;
+        // but a fail-open is a failure even if it does not (isConfirmed).
+        const confirmed = await isConfirmed(r.trace.verdict, async () => {
           const [again] = await probe(c.profiles, c.endpoints, [r.packet]);
-          if (agrees(again!.trace.verdict, again!.observed)) confirmed = false;
-        }
+          return agrees(again!.trace.verdict, again!.observed);
+        });
         const m: Mismatch = { seed, kind: "verdict", confirmed, packet: r.packet, expected: r.trace.verdict, observed: r.observed, trace: r.trace };
         if (confirmed && opts2.shrink !== false && !mismatches.some((x) => x.confirmed)) {
           const min = await shrink(c, r.packet);

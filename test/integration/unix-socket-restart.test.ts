@@ -9,6 +9,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { call, createClients } from "../../services/contract/clients.js";
+import { documentToPb } from "../../services/contract/model-wire.js";
+import { parseDocuments } from "../../services/model/index.js";
 import { startTestController } from "../support/controller.js";
 
 const dir = mkdtempSync(join(tmpdir(), "palisade-sock-"));
@@ -46,11 +48,23 @@ describe("controller on a unix: socket after a crash", () => {
     expect(lstatSync(path).isSocket()).toBe(true);
     const c = await startTestController({ socket: path });
     started.push(c);
-    // And it really serves on that path.
+    // And it really serves on that path: this controller, with its store. A
+    // write through the socket is read back over the controller's TCP
+    // listener, and both answer the same revision.
+    expect(lstatSync(path).isSocket()).toBe(true);
     const clients = createClients(`unix:${path}`);
     try {
-      const r = await call(clients.policy, clients.policy.getRevision, {});
-      expect(Number(r.revision)).toBeGreaterThanOrEqual(0);
+      const before = Number((await call(clients.policy, clients.policy.getRevision, {})).revision);
+      expect(before).toBe(Number((await c.policy(c.clients.policy.getRevision, {})).revision));
+      const id = "written-over-the-socket";
+      const applied = await call(clients.policy, clients.policy.apply, {
+        deletes: [], documents: parseDocuments([{ kind: "Profile", id, tags: [], inbound_rules: [], outbound_rules: [] }]).map(documentToPb),
+      });
+      expect(Number(applied.revision)).toBeGreaterThan(before);
+      expect(Number((await call(clients.policy, clients.policy.getRevision, {})).revision)).toBe(Number(applied.revision));
+      const read = await c.policy(c.clients.policy.getProfile, { id });
+      expect(read.profile?.id).toBe(id);
+      expect(Number(read.revision)).toBe(Number(applied.revision));
     } finally {
       clients.close();
     }

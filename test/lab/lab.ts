@@ -234,7 +234,11 @@ export function createLab(prefix: string) {
      * thousand exhaust ephemeral ports and TIME_WAIT tuples and time out on
      * their own.
      */
-    async probeLoop(from: string, to: string, ports: number[], durationMs: number, opts: { timeoutMs?: number; gapMs?: number } = {}): Promise<Record<number, Record<ProbeResult, number>>> {
+    async probeLoop(from: string, to: string, ports: number[], durationMs: number, opts: {
+      timeoutMs?: number; gapMs?: number;
+      /** Filled with the codes of the "error" outcomes, per port (e.g. { 80: { ECONNRESET: 1 } }). */
+      errorCodes?: Record<number, Record<string, number>>;
+    } = {}): Promise<Record<number, Record<ProbeResult, number>>> {
       const src = workloads.get(from)!;
       const host = workloads.get(to)!.ipv4;
       const code = `const net=require("net");const ports=${JSON.stringify(ports)};const end=Date.now()+${durationMs};` +
@@ -248,6 +252,7 @@ export function createLab(prefix: string) {
       const out = JSON.parse(String(r.stdout)) as { c: Record<number, Record<ProbeResult, number>>; codes: Record<number, Record<string, number>> };
       // Which errors (other than refusals) the probes met, for the test's message.
       for (const [port, codes] of Object.entries(out.codes)) if (Object.keys(codes).length) console.log(`probe errors on port ${port}: ${JSON.stringify(codes)}`);
+      if (opts.errorCodes) Object.assign(opts.errorCodes, out.codes);
       return out.c;
     },
 

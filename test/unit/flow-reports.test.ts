@@ -9,7 +9,10 @@ import { decidedBy } from "../../services/cli/decided-by.js";
 import { mergeRecords, parseDuration } from "../../services/cli/flows.js";
 import { FLOW_LIMITS, FlowStore, checkObservation } from "../../services/controller/flow-store.js";
 import { FlowAggregator, type FlowPoint } from "../../services/driver/flow-aggregator.js";
-import { resolvePoint } from "../../services/driver/flow-reporter.js";
+import type { FlowReaderOptions } from "../../services/driver/flow-reader.js";
+import { resolvePoint, startFlowReporter } from "../../services/driver/flow-reporter.js";
+import type { FlowReport } from "../../services/contract/sync.js";
+import { createLogger } from "../../services/runtime/logger.js";
 import { PcapNflogReader, parseIpHeaders, type NflogPacket } from "../../services/driver/nflog-pcap.js";
 import type { FlowRecord } from "../../services/gen/palisade/flow/v1/flow.js";
 import type { FlowObservation } from "../../services/gen/palisade/sync/v1/sync.js";
@@ -103,14 +106,17 @@ describe("flow report points in the rendering", () => {
 
   it("prefixes fit NFLOG's 64 bytes for the longest names and round-trip", () => {
     const long = renderProfile({ id: "x".repeat(128), tags: [], labels: {}, inboundRules: Array.from({ length: 1000 }, () => ({ action: "deny" as const, match: {}, negated: {} })), outboundRules: [] }, CFG);
+    let prefixes = 0;
     for (const c of long.chains) {
       for (const r of c.rules) {
         const pre = prefixOf(r);
         if (!pre) continue;
+        prefixes++;
         expect(pre.length).toBeLessThan(64);
         expect(parseLogPrefix(pre)).toBeDefined();
       }
     }
+    expect(prefixes).toBeGreaterThanOrEqual(1000); // one per deny rule at least: the loop checked something
     expect(parseLogPrefix(logPrefix("D", "pal-pi_abcdefghijklmnopqrst", 999))).toEqual({ code: "D", chain: "pal-pi_abcdefghijklmnopqrst", n: 999 });
     for (const bad of ["", "pal:X:pal-pi-a", "pal:D:chain", "pal:D:pal-pi-a:1:2", "other:D:pal-pi-a", "pal:D:pal-pi a"]) expect(parseLogPrefix(bad)).toBeUndefined();
   });
@@ -127,11 +133,17 @@ describe("flow report points in the rendering", () => {
 
 // ------------------------------------------------------------ pcap and headers
 
-function tlv(type: number, value: Buffer): Buffer {
+/** One NFLOG TLV: length and type in the capturing host's byte order, the value as given (network order). */
+function tlv(type: number, value: Buffer, little: boolean): Buffer {
   const len = 4 + value.length;
   const b = Buffer.alloc((len + 3) & ~3);
-  b.writeUInt16LE(len, 0);
-  b.writeUInt16LE(type, 2);
+  if (little) {
+    b.writeUInt16LE(len, 0);
+    b.writeUInt16LE(type, 2);
+  } else {
+    b.writeUInt16BE(len, 0);
+    b.writeUInt16BE(type, 2);
+  }
   value.copy(b, 4);
   return b;
 }
@@ -145,8 +157,10 @@ function ipv4Tcp(src: number[], dst: number[], sport: number, dport: number): Bu
   return b;
 }
 
-function nflogRecord(prefix: string, payload: Buffer, indev = 2, outdev = 3): Buffer {
-  return Buffer.concat([Buffer.from([2, 0, 0x10, 0x92]), tlv(1, Buffer.from([0x08, 0x00, 2, 0])), tlv(10, Buffer.from(`${prefix}\0`)), tlv(4, be32(indev)), tlv(5, be32(outdev)), tlv(9, payload)]);
+/** An NFLOG record as a host of that byte order captures it (the header's resource id is in network order). */
+function nflogRecord(prefix: string, payload: Buffer, little = true, indev = 2, outdev = 3): Buffer {
+  const t = (type: number, value: Buffer) => tlv(type, value, little);
+  return Buffer.concat([Buffer.from([2, 0, 0x10, 0x92]), t(1, Buffer.from([0x08, 0x00, 2, 0])), t(10, Buffer.from(`${prefix}\0`)), t(4, be32(indev)), t(5, be32(outdev)), t(9, payload)]);
 }
 
 function pcap(records: Buffer[], little = true, linktype = 239): Buffer {
@@ -159,16 +173,20 @@ function pcap(records: Buffer[], little = true, linktype = 239): Buffer {
 describe("the NFLOG pcap reader", () => {
   const stream = pcap([nflogRecord("pal:D:pal-pi-db:1", ipv4Tcp([198, 18, 1, 10], [198, 18, 1, 11], 40000, 5432)), Buffer.from([1, 2]), nflogRecord("pal:n:pal-to-wl-dispatch", ipv4Tcp([198, 18, 1, 10], [198, 18, 1, 13], 40001, 80))]);
 
-  for (const [name, data] of [["little-endian", stream], ["big-endian", pcap([nflogRecord("pal:d:pal-tw-tapa", ipv4Tcp([1, 2, 3, 4], [5, 6, 7, 8], 1, 2))], false)]] as const) {
+  // A capture's TLV headers are in the capturing host's byte order, which
+  // its pcap headers (and magic) are written in too.
+  const bigEndian = pcap([nflogRecord("pal:d:pal-tw-tapa", ipv4Tcp([1, 2, 3, 4], [5, 6, 7, 8], 1, 2), false, 0x0102, 0x0304)], false);
+  for (const [name, data] of [["little-endian", stream], ["big-endian", bigEndian]] as const) {
     it(`parses a ${name} stream fed in any chunking`, () => {
       for (const size of [1, 3, 7, 64, data.length]) {
         const r = new PcapNflogReader();
         const out: NflogPacket[] = [];
         for (let i = 0; i < data.length; i += size) r.feed(data.subarray(i, i + size), (p) => out.push(p));
         expect(r.failed).toBeUndefined();
-        expect(out.length + r.malformed).toBe(name === "little-endian" ? 3 : 1);
-        expect(out[0]).toMatchObject({ indev: 2, outdev: 3, hook: 2 });
-        expect(parseLogPrefix(out[0]!.prefix)).toBeDefined();
+        expect([out.length, r.malformed]).toEqual(name === "little-endian" ? [2, 1] : [1, 0]);
+        expect(out[0]).toMatchObject(name === "little-endian" ? { indev: 2, outdev: 3, hook: 2 } : { indev: 0x0102, outdev: 0x0304, hook: 2 });
+        expect(out[0]!.prefix).toBe(name === "little-endian" ? "pal:D:pal-pi-db:1" : "pal:d:pal-tw-tapa");
+        expect(parseIpHeaders(out[0]!.payload!)).toMatchObject(name === "little-endian" ? { src: "198.18.1.10", dstPort: 5432 } : { src: "1.2.3.4", dst: "5.6.7.8", srcPort: 1, dstPort: 2 });
         expect(out[0]!.timeMs).toBe(1_800_000_000_500);
       }
     });
@@ -241,6 +259,71 @@ describe("resolution and aggregation on the driver", () => {
     const out = a.drain();
     expect(out.map((r) => [r.srcPort, r.packets, r.firstSeenUnixMs, r.lastSeenUnixMs])).toEqual([[40000, 3, 1000, 1600], [40001, 1, 1200, 1200], [40000, 1, 1300, 1300]]);
     expect(a.size).toBe(0);
+  });
+});
+
+describe("the driver's flow reporter", () => {
+  /** A reporter whose reader is driven by the test; `send` answers as `connected` says. */
+  function reporter(connected: () => boolean) {
+    let hooks: FlowReaderOptions | undefined;
+    const sent: FlowReport[] = [];
+    const r = startFlowReporter({ mode: "denied", ratePerSecond: 100, burst: 200, windowMs: 3_600_000 }, {
+      logger: createLogger({ name: "test", level: "silent" }), hostname: "hv1", endpointOfInterface: () => "hv1/o/w/e",
+      send: (report) => { if (!connected()) return false; sent.push(structuredClone(report)); return true; },
+      runner: { run: async () => { throw new Error("no iptables in unit tests"); } }, iptables: { 4: "iptables", 6: "ip6tables" }, families: [4],
+      startReader: (o) => {
+        hooks = o;
+        return { pid: undefined, restarts: 0, listening: async () => true, stop: async () => undefined };
+      },
+    });
+    const packet = (dport: number): NflogPacket => ({ timeMs: 1_000, prefix: "pal:D:pal-pi-db:1", indev: 0, outdev: 0, payload: ipv4Tcp([198, 18, 1, 10], [198, 18, 1, 11], 40000, dport) });
+    return { r, sent, hooks: hooks!, packet };
+  }
+
+  it("a report it could not send keeps its drop counts: they go with the next report, added up", async () => {
+    let up = false;
+    const { r, sent, hooks, packet } = reporter(() => up);
+    try {
+      hooks.onMalformed!(3);
+      hooks.onPacket({ timeMs: 1_000, prefix: "not ours" }); // unparsed
+      hooks.onPacket(packet(5432));
+      r.flush(); // not delivered: 1 record (disconnected) and 4 unparsed
+      expect(sent).toEqual([]);
+      hooks.onMalformed!(2);
+      r.flush(); // no records, still not delivered
+      up = true;
+      hooks.onPacket(packet(5433));
+      r.flush();
+      expect(sent).toHaveLength(1);
+      expect(sent[0]!.records.map((x) => x.dstPort)).toEqual([5433]);
+      expect(sent[0]!.dropped).toEqual({ unparsed: 6, disconnected: 1 });
+      expect(r.dropped).toEqual({ unparsed: 6, disconnected: 1 });
+      // Delivered once: the next report starts from nothing.
+      hooks.onPacket(packet(5434));
+      r.flush();
+      expect(sent[1]!.dropped).toEqual({});
+    } finally {
+      await r.stop();
+    }
+  });
+
+  it("what waits for a controller is bounded: one counter per reason, however many windows fail", async () => {
+    let up = false;
+    const { r, sent, hooks, packet } = reporter(() => up);
+    try {
+      for (let i = 0; i < 1_000; i++) {
+        hooks.onMalformed!(1);
+        hooks.onPacket(packet(1_000 + (i % 7)));
+        r.flush();
+      }
+      up = true;
+      r.flush();
+      expect(sent).toHaveLength(1);
+      expect(sent[0]!.records).toEqual([]);
+      expect(sent[0]!.dropped).toEqual({ unparsed: 1_000, disconnected: 1_000 });
+    } finally {
+      await r.stop();
+    }
   });
 });
 

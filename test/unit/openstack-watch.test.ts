@@ -6,20 +6,36 @@
 import { describe, expect, it } from "vitest";
 import type { NeutronClient } from "../../services/openstack/neutron-client.js";
 import type { NeutronBinding, NeutronPort, NeutronSecurityGroup } from "../../services/openstack/neutron-types.js";
-import { createWatcher, type ChangeFeed } from "../../services/openstack/watch.js";
+import { createWatcher, revisionMoved, type ChangeFeed, type PollResult } from "../../services/openstack/watch.js";
 import { translate } from "../../services/openstack/translate.js";
 
+/**
+ * A scripted Neutron. Its clock moves while it answers, as a real one's
+ * does: every request takes `latency(what)` ms, the answer holds the state
+ * as of the request's start, `during(what)` runs halfway through (a change
+ * committed while the request runs), and the Date of the answer (what
+ * `serverTime()` returns, as the real client does) is the clock at its end,
+ * truncated to the second as an HTTP Date header is.
+ */
 function fakeNeutron(acceptsChangedSince: boolean) {
   let clock = Date.parse("2026-11-29T12:00:00Z");
+  let lastDate: number | undefined;
   const ports = new Map<string, NeutronPort & { t: number }>();
   const groups = new Map<string, NeutronSecurityGroup & { t: number }>();
   const bindings = new Map<string, NeutronBinding[]>();
   const calls: string[] = [];
   let bytes = 0;
-  const out = <T>(what: string, v: T): T => {
+  const hooks: { latency: (what: string) => number; during?: (what: string) => void } = { latency: () => 0 };
+  const request = <T>(what: string, read: () => T): T => {
     calls.push(what);
+    const v = structuredClone(read());
     bytes += JSON.stringify(v ?? null).length;
-    return structuredClone(v);
+    const took = hooks.latency(what);
+    clock += Math.floor(took / 2);
+    hooks.during?.(what);
+    clock += took - Math.floor(took / 2);
+    lastDate = Math.floor(clock / 1000) * 1000;
+    return v;
   };
   const strip = <T extends { t: number }>(x: T): Omit<T, "t"> => {
     const { t: _t, ...rest } = x;
@@ -27,39 +43,50 @@ function fakeNeutron(acceptsChangedSince: boolean) {
   };
   const since = (s: string) => Date.parse(s);
   const client: NeutronClient = {
+    // Three listings, one after the other, as the real client makes them.
     async snapshot() {
-      return out("snapshot", { ports: [...ports.values()].map(strip), securityGroups: [...groups.values()].map(strip) }) as never;
+      const p = request("snapshot ports", () => [...ports.values()].map(strip));
+      const g = request("snapshot security_groups", () => [...groups.values()].map(strip));
+      request("snapshot address_groups", () => undefined);
+      return { ports: p, securityGroups: g } as never;
     },
-    listSecurityGroups: async () => out("groups", [...groups.values()].map(strip)) as never,
-    listPorts: async () => out("ports", [...ports.values()].map(strip)) as never,
-    listAddressGroups: async () => out("address-groups", undefined),
-    listRevisions: async (key) => out(`revisions ${key}`, [...(key === "ports" ? ports : groups).values()].map((x) => ({ id: x.id, revision_number: x.revision_number! }))),
+    listSecurityGroups: async () => request("groups", () => [...groups.values()].map(strip)) as never,
+    listPorts: async () => request("ports", () => [...ports.values()].map(strip)) as never,
+    listAddressGroups: async () => request("address-groups", () => undefined),
+    listRevisions: async (key) => request(`revisions ${key}`, () => [...(key === "ports" ? ports : groups).values()].map((x) => {
+      // As parseRevisions: a change feed needs every revision number.
+      if (x.revision_number === undefined) throw new Error(`${key} ${x.id}: revision_number is required`);
+      return { id: x.id, revision_number: x.revision_number };
+    })),
     listChangedSince: (async (key: string, s: string) => {
       if (!acceptsChangedSince) throw new Error("400 changed_since");
       const m = key === "ports" ? ports : groups;
       // One-second timestamps, compared >= (as Neutron does).
-      return out(`changed-since ${key}`, [...m.values()].filter((x) => Math.floor(x.t / 1000) * 1000 >= since(s)).map(strip));
+      return request(`changed-since ${key}`, () => [...m.values()].filter((x) => Math.floor(x.t / 1000) * 1000 >= since(s)).map(strip));
     }) as NeutronClient["listChangedSince"],
     getByIds: (async (key: string, ids: string[]) => {
       const m = key === "ports" ? ports : groups;
-      return out(`by-id ${key}`, ids.flatMap((id) => (m.has(id) ? [strip(m.get(id)!)] : [])));
+      return request(`by-id ${key}`, () => ids.flatMap((id) => (m.has(id) ? [strip(m.get(id)!)] : [])));
     }) as NeutronClient["getByIds"],
-    listBindings: async (id) => out("bindings", ports.has(id) ? bindings.get(id) ?? [{ host: ports.get(id)!["binding:host_id"]!, status: "ACTIVE", vif_type: "bridge" }] : undefined),
-    supportsChangedSince: async () => out("probe", acceptsChangedSince),
-    serverTime: () => clock,
+    listBindings: async (id) => request("bindings", () => (ports.has(id) ? bindings.get(id) ?? [{ host: ports.get(id)!["binding:host_id"]!, status: "ACTIVE", vif_type: "bridge" }] : undefined)),
+    supportsChangedSince: async () => request("probe", () => acceptsChangedSince),
+    serverTime: () => lastDate,
     stats: () => ({ requests: calls.length, bytes }),
   };
   return {
-    client, calls, ports, groups, bindings,
+    client, calls, ports, groups, bindings, hooks,
     tick(ms: number) { clock += ms; },
     now: () => clock,
-    port(id: string, over: Partial<NeutronPort> = {}) {
+    /** A port created or updated now; `noRevision`: Neutron returns it without revision_number. */
+    port(id: string, over: Partial<NeutronPort> = {}, opts: { noRevision?: boolean } = {}) {
       const prev = ports.get(id);
-      ports.set(id, {
+      const p: NeutronPort & { t: number } = {
         id, mac_address: "fa:16:3e:00:00:01", admin_state_up: true, device_owner: "compute:nova", device_id: `vm-${id}`,
         "binding:host_id": "hv1", "binding:vif_type": "bridge", fixed_ips: [{ ip_address: `198.18.1.${ports.size + 10}` }], security_groups: ["g"],
         ...prev, ...over, revision_number: (prev?.revision_number ?? 0) + 1, t: clock,
-      });
+      };
+      if (opts.noRevision) delete p.revision_number;
+      ports.set(id, p);
     },
     group(id: string, rules = 0) {
       const prev = groups.get(id);
@@ -73,6 +100,8 @@ function fakeNeutron(acceptsChangedSince: boolean) {
 
 function setup(feed: ChangeFeed, ports: number) {
   const n = fakeNeutron(feed === "changed-since");
+  // Every request takes a little of Neutron's time (its clock never stands still).
+  n.hooks.latency = () => 40;
   n.group("g", 1);
   for (let i = 0; i < ports; i++) n.port(`p${i}`);
   const w = createWatcher({ neutron: n.client, feed: "auto", resyncMs: 300_000, deletionCheckMs: 10_000, now: n.now });
@@ -88,7 +117,7 @@ describe.each(["revisions", "changed-since"] as const)("watch, %s feed", (feed) 
       expect(first.kind).toBe("full");
       expect(first.feed).toBe(feed);
       expect(first.input().ports).toHaveLength(size);
-      n.tick(6_000); // past the cursor's lag
+      n.tick(7_000); // past the cursor's lag (5 s), the Date header's second and the requests' own time
       // The first check after a listing re-reads what changed in the lag
       // window before it (here: everything, made at one instant); the next is the steady state.
       expect((await w.poll()).kind).toBe("idle");
@@ -193,7 +222,112 @@ describe.each(["revisions", "changed-since"] as const)("watch, %s feed", (feed) 
     w.invalidate();
     n.calls.length = 0;
     expect((await w.poll()).kind).toBe("full");
-    expect(n.calls).toContain("snapshot");
+    expect(n.calls).toContain("snapshot ports");
+  });
+});
+
+describe("watch, changed-since feed: the cursor precedes every read a poll rests on", () => {
+  /** Only the cursor can find a change here: no revisions listing for a minute. */
+  function cursorOnly(migrating: number) {
+    const n = fakeNeutron(true);
+    n.hooks.latency = () => 40;
+    n.group("g", 1);
+    for (let i = 0; i < 3; i++) n.port(`p${i}`);
+    for (let i = 0; i < migrating; i++) {
+      n.port(`m${i}`, { "binding:profile": { migrating_to: "hv2" } });
+      n.bindings.set(`m${i}`, [{ host: "hv1", status: "ACTIVE", vif_type: "bridge" }, { host: "hv2", status: "INACTIVE", vif_type: "bridge" }]);
+    }
+    const w = createWatcher({ neutron: n.client, feed: "changed-since", resyncMs: 300_000, deletionCheckMs: 60_000, now: n.now });
+    return { n, w };
+  }
+  const rulesOf = (r: PollResult, id: string) => {
+    const p = translate(r.input()).objects.find((o) => o.kind === "Profile" && o.profile.id === id);
+    return p?.kind === "Profile" ? p.profile.inboundRules.length : undefined;
+  };
+
+  it("a rule deleted while a full listing reads bindings is found by the next changed_since check", async () => {
+    const { n, w } = cursorOnly(5);
+    // Five ports in a live migration: their bindings are read after the
+    // listings, two seconds each; a rule is deleted during the first read,
+    // after the groups were listed.
+    n.hooks.latency = (what) => (what === "bindings" ? 2_000 : 40);
+    let deleted = false;
+    n.hooks.during = (what) => {
+      if (what === "bindings" && !deleted) { deleted = true; n.group("g", 0); }
+    };
+    const first = await w.poll();
+    expect(first.kind).toBe("full");
+    expect(first.changed.bindingReads).toBe(5);
+    expect(deleted).toBe(true);
+    expect(rulesOf(first, "g")).toBe(1); // the listing was read before the deletion
+    n.hooks.during = undefined;
+    n.tick(1_000);
+    n.calls.length = 0;
+    const next = await w.poll();
+    expect(n.calls.filter((c) => c.startsWith("revisions"))).toEqual([]);
+    expect(next.kind).toBe("changes");
+    expect(next.changed.groups).toBe(1);
+    expect(rulesOf(next, "g")).toBe(0);
+  });
+
+  it("a port changed while a long changed_since listing ran is found by the next check", async () => {
+    const { n, w } = cursorOnly(0);
+    await w.poll();
+    n.tick(7_000);
+    expect((await w.poll()).kind).toBe("idle");
+    n.tick(1_000);
+    // A listing that takes 12 s (a page after page of changes); p1 changes
+    // halfway, after the listing read it.
+    n.hooks.latency = (what) => (what === "changed-since ports" ? 12_000 : 40);
+    n.hooks.during = (what) => { if (what === "changed-since ports") n.port("p1", { admin_state_up: false }); };
+    n.port("p0", { admin_state_up: false }); // something for this listing to return
+    const during = await w.poll();
+    expect(during.changed.ports).toBe(1);
+    expect(during.input().ports.find((p) => p.id === "p1")!.admin_state_up).toBe(true);
+    n.hooks.latency = () => 40;
+    n.hooks.during = undefined;
+    n.tick(1_000);
+    n.calls.length = 0;
+    const next = await w.poll();
+    expect(n.calls.filter((c) => c.startsWith("revisions"))).toEqual([]);
+    expect(next.changed.ports).toBe(1);
+    expect(next.input().ports.find((p) => p.id === "p1")!.admin_state_up).toBe(false);
+  });
+});
+
+describe("watch: a missing revision_number never hides a change", () => {
+  const hostsOf = (r: PollResult, id: string) => translate(r.input()).objects.flatMap((o) => (o.kind === "Endpoint" && o.endpoint.id === id ? [o.endpoint.host] : []));
+
+  it("a port listed without revision_number that changes is taken as changed, and its bindings are read again", async () => {
+    const n = fakeNeutron(true);
+    n.hooks.latency = () => 40;
+    n.group("g", 1);
+    n.port("p0");
+    n.port("p1", {}, { noRevision: true });
+    const w = createWatcher({ neutron: n.client, feed: "changed-since", resyncMs: 300_000, deletionCheckMs: 60_000, now: n.now });
+    await w.poll();
+    n.tick(7_000);
+    await w.poll();
+    // The port changes (still no revision number): the changed_since listing returns it.
+    n.tick(1_000);
+    n.port("p1", { admin_state_up: false }, { noRevision: true });
+    let r = await w.poll();
+    expect(r.changed.ports).toBe(1);
+    expect(r.input().ports.find((p) => p.id === "p1")!.admin_state_up).toBe(false);
+    // Nova creates an inactive binding on hv2 (no migrating_to here): the
+    // port's updated_at moves; with no revision number to compare, its
+    // bindings must be read again.
+    n.tick(7_000);
+    n.bindings.set("p1", [{ host: "hv1", status: "ACTIVE", vif_type: "bridge" }, { host: "hv2", status: "INACTIVE", vif_type: "bridge" }]);
+    n.port("p1", {}, { noRevision: true });
+    r = await w.poll();
+    expect(r.changed.bindingReads).toBe(1);
+    expect(hostsOf(r, "p1")).toEqual(["hv1", "hv2"]);
+  });
+
+  it("revisionMoved: unknown on either side is moved", () => {
+    expect([revisionMoved(1, 1), revisionMoved(1, 2), revisionMoved(undefined, 1), revisionMoved(1, undefined), revisionMoved(undefined, undefined)])
+      .toEqual([false, true, true, true, true]);
   });
 });
 
