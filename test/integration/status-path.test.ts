@@ -10,13 +10,13 @@ import { call } from "../../services/contract/clients.js";
 import { documentToPb } from "../../services/contract/model-wire.js";
 import { DataplaneSyncServiceClient, InterfaceState, type SyncRequest, type SyncResponse } from "../../services/gen/palisade/sync/v1/sync.js";
 import { parseDocuments } from "../../services/model/index.js";
-import { eventually } from "../support/binaries.js";
+import { eventually, palisadectl, requireBuild } from "../support/binaries.js";
 import { startTestController } from "../support/controller.js";
 
 type TestController = Awaited<ReturnType<typeof startTestController>>;
 
 /** A driver stand-in: hello, and (optionally) an ack for every new revision, as a real driver sends. */
-function host(address: string, hostname: string, opts: { ack?: boolean } = {}) {
+function host(address: string, hostname: string, opts: { ack?: boolean; driverVersion?: string; durationMs?: (revision: number) => number } = {}) {
   const client = new DataplaneSyncServiceClient(address, grpc.credentials.createInsecure());
   const stream = client.sync();
   const state = { inSync: false, revision: 0, error: undefined as grpc.ServiceError | undefined, ended: false };
@@ -27,12 +27,12 @@ function host(address: string, hostname: string, opts: { ack?: boolean } = {}) {
     state.revision = Math.max(state.revision, b.revision);
     if (opts.ack && (b.revision > acked || b.updates.length)) {
       acked = Math.max(acked, b.revision);
-      stream.write({ message: { $case: "applied", value: { revision: b.revision, ok: true, error: "", durationMs: 1, chainsWritten: 0, ipsetLines: 0 } } });
+      stream.write({ message: { $case: "applied", value: { revision: b.revision, ok: true, error: "", durationMs: opts.durationMs?.(b.revision) ?? 1, chainsWritten: 0, ipsetLines: 0 } } });
     }
   });
   stream.on("error", (e: grpc.ServiceError) => { state.error = e; state.ended = true; });
   stream.on("end", () => { state.ended = true; });
-  stream.write({ message: { $case: "hello", value: { hostname, driverVersion: "test", ipv6: true, iptablesBackend: "nft", features: ["set-layout"] } } });
+  stream.write({ message: { $case: "hello", value: { hostname, driverVersion: opts.driverVersion ?? "test", ipv6: true, iptablesBackend: "nft", features: ["set-layout"] } } });
   return {
     state,
     send: (m: SyncRequest) => stream.write(m),
@@ -223,6 +223,40 @@ describe("status path", () => {
       await eventually(async () => open[1]!.state.revision >= r.revision && open[2]!.state.revision >= r.revision, { what: "update on both streams" });
     } finally {
       await w.cancel();
+      for (const h of open) h.close();
+      await t.stop();
+    }
+  });
+
+  it("when a host's newest stream ends, the host's status is its remaining stream's again, and `wait` returns", async () => {
+    requireBuild();
+    const t = await startTestController();
+    const open: ReturnType<typeof host>[] = [];
+    const pair = async () => (await call(t.clients.status, t.clients.status.getStatus, {})).hosts.find((h) => h.hostname === "pair");
+    try {
+      await apply(t, [{ kind: "Profile", id: "p", tags: [], inbound_rules: [], outbound_rules: [] }, endpointDoc("pair", 1)]);
+      const a = host(t.address, "pair", { ack: true, driverVersion: "driver-a" });
+      open.push(a);
+      await eventually(async () => (await pair())?.inSync && (await pair())?.driverVersion === "driver-a", { what: "A in sync" });
+      // B: the same host, reads its snapshot, never acknowledges, leaves.
+      const b = host(t.address, "pair", { driverVersion: "driver-b" });
+      open.push(b);
+      await eventually(async () => b.state.inSync && (await pair())?.driverVersion === "driver-b", { what: "B's record (the newest stream)" });
+      expect((await pair())!.inSync).toBe(false);
+      b.close();
+      expect(a.state.ended).toBe(false);
+      // A model write while only A remains: A acknowledges it.
+      const r = await apply(t, [endpointDoc("pair", 2)]);
+      await eventually(async () => a.state.revision >= r.revision, { what: "A got the write" });
+      const s = await eventually(async () => {
+        const h = await pair();
+        return h?.driverVersion === "driver-a" && h.inSync && h.appliedRevision >= r.revision ? h : undefined;
+      }, { what: "the host's status is A's again", timeoutMs: 5_000 });
+      expect(s?.connected).toBe(true);
+      const w = await palisadectl(t.address, ["wait", "--revision", String(r.revision), "--timeout", "5"]);
+      expect(w.stderr).toBe("");
+      expect(w.code).toBe(0);
+    } finally {
       for (const h of open) h.close();
       await t.stop();
     }
