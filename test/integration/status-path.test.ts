@@ -243,6 +243,10 @@ describe("status path", () => {
       open.push(b);
       await eventually(async () => b.state.inSync && (await pair())?.driverVersion === "driver-b", { what: "B's record (the newest stream)" });
       expect((await pair())!.inSync).toBe(false);
+      // Meanwhile `wait` times out saying why the host counts as behind (not just "applied N").
+      const behind = await palisadectl(t.address, ["wait", "--timeout", "1"]);
+      expect(behind.code).not.toBe(0);
+      expect(behind.stderr).toMatch(/behind: pair \(applied \d+: [^)]*not in sync/);
       b.close();
       expect(a.state.ended).toBe(false);
       // A model write while only A remains: A acknowledges it.
