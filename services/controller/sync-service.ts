@@ -195,8 +195,8 @@ export function createSyncService(opts: {
         if (m.$case === "applied") {
           // Every host acknowledges every revision: this path stays cheap, and
           // only what an operator sees change reaches etcd (DESIGN §9.3).
+          const before = { inSync: host.inSync, lastError: host.lastError, lastApplyMs: host.lastApplyMs };
           host.lastApplyMs = m.value.durationMs;
-          const before = { inSync: host.inSync, lastError: host.lastError };
           const applied = stream.acknowledged(m.value.revision, m.value.ok);
           if (m.value.ok) {
             host.inSync = true;
@@ -207,7 +207,9 @@ export function createSyncService(opts: {
             host.lastError = m.value.error.slice(0, 2000);
             if (host.lastError !== before.lastError) logger.warn({ revision: m.value.revision, error: host.lastError }, "driver failed to apply");
           }
-          if (host.inSync !== before.inSync || host.lastError !== before.lastError) publish();
+          // A new apply duration alone is kept by the store and written
+          // with the record's next change or a rate-limited refresh (§9.3).
+          if (host.inSync !== before.inSync || host.lastError !== before.lastError || host.lastApplyMs !== before.lastApplyMs) publish();
         } else if (m.$case === "flowReport") {
           // ---- flow reports (DESIGN §5.9): not status, never etcd; only
           // after the hello, so a report is always attributed to the host

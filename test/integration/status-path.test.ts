@@ -265,4 +265,29 @@ describe("status path", () => {
       await t.stop();
     }
   });
+
+  it("a host's last apply duration in status is the last apply's, within the documented bound (10 s, DESIGN §9.3)", { timeout: 60_000 }, async () => {
+    const t = await startTestController();
+    // Each apply reports a different duration: 1000 + its revision, in ms.
+    const h = host(t.address, "timed", { ack: true, durationMs: (rev) => 1000 + rev });
+    const timed = async () => (await call(t.clients.status, t.clients.status.getStatus, {})).hosts.find((x) => x.hostname === "timed");
+    try {
+      await apply(t, [{ kind: "Profile", id: "p", tags: [], inbound_rules: [], outbound_rules: [] }]);
+      await eventually(async () => (await timed())?.inSync, { what: "in sync" });
+      let last = 0;
+      for (let i = 1; i <= 3; i++) {
+        last = (await apply(t, [endpointDoc("timed", i)])).revision;
+        await eventually(async () => h.state.revision >= last, { what: `apply ${i} acknowledged` });
+      }
+      // The bound: 10 s after the record's previous write, plus up to 1 s of gathering; 2 s of slack.
+      const s = await eventually(async () => {
+        const x = await timed();
+        return x?.lastApplyMs === 1000 + last ? x : undefined;
+      }, { what: `last apply's duration ${1000 + last} ms in status`, timeoutMs: 10_000 + 1_000 + 2_000, intervalMs: 200 });
+      expect(s?.appliedRevision).toBeGreaterThanOrEqual(last);
+    } finally {
+      h.close();
+      await t.stop();
+    }
+  });
 });
