@@ -71,29 +71,33 @@ function createStatusFeed(opts: { client: Etcd3; store: EtcdStore; logger: Logge
     view = next;
     const from = String(Number(res.header.revision) + 1);
     let loaded = false;
+    const mine: Watcher[] = [];
     let failLoad: (err: Error) => void = () => undefined;
     const failed = new Promise<never>((_, reject) => { failLoad = reject; });
     failed.catch(() => undefined);
     // Before the load completes an error fails it (and it is retried); after, it reloads.
-    const onError = (err: Error) => (loaded ? void reload(err) : failLoad(err));
+    // (A watch of an earlier load, cancelled since, never triggers a reload.)
+    const onError = (err: Error) => (!loaded ? failLoad(err) : watchers === mine ? void reload(err) : undefined);
     const w1 = client.watch().prefix(keys.status).startRevision(from).watcher();
+    mine.push(w1);
     w1.on("error", onError);
     w1.on("data", (r) => {
       for (const ev of r.events) broadcast(next.apply(ev.kv.key.toString(), ev.type === "Put" ? ev.kv.value.toString() : undefined));
     });
     const w2 = client.watch().key(keys.revision).startRevision(from).watcher();
+    mine.push(w2);
     w2.on("error", onError);
     w2.on("put", (kv) => {
       // Replayed puts (from `from` on) may be older than the revision read below.
       modelRevision = Math.max(modelRevision, Number(kv.mod_revision));
       for (const s of sessions) { s.revisionChanged = true; s.kick(); }
     });
-    const mine = [w1, w2];
     watchers = mine;
     const connected = (w: Watcher) => new Promise<void>((resolve) => w.once("connected", () => resolve()));
     try {
       const [, , rev] = await Promise.race([Promise.all([connected(w1), connected(w2), store.modelRevision()]), failed]);
       modelRevision = Math.max(rev, modelRevision);
+      if (abort.signal.aborted) throw new Error("status service closed");
     } catch (err) {
       if (watchers === mine) watchers = [];
       await Promise.all(mine.map((w) => w.cancel().catch(() => undefined)));
