@@ -16,7 +16,7 @@ import { startTestController } from "../support/controller.js";
 type TestController = Awaited<ReturnType<typeof startTestController>>;
 
 /** A driver stand-in: hello, and (optionally) an ack for every new revision, as a real driver sends. */
-function host(address: string, hostname: string, opts: { ack?: boolean; driverVersion?: string; durationMs?: (revision: number) => number } = {}) {
+function host(address: string, hostname: string, opts: { ack?: boolean; driverVersion?: string; iptablesBackend?: string; durationMs?: (revision: number) => number } = {}) {
   const client = new DataplaneSyncServiceClient(address, grpc.credentials.createInsecure());
   const stream = client.sync();
   const state = { inSync: false, revision: 0, error: undefined as grpc.ServiceError | undefined, ended: false };
@@ -32,7 +32,7 @@ function host(address: string, hostname: string, opts: { ack?: boolean; driverVe
   });
   stream.on("error", (e: grpc.ServiceError) => { state.error = e; state.ended = true; });
   stream.on("end", () => { state.ended = true; });
-  stream.write({ message: { $case: "hello", value: { hostname, driverVersion: opts.driverVersion ?? "test", ipv6: true, iptablesBackend: "nft", features: ["set-layout"] } } });
+  stream.write({ message: { $case: "hello", value: { hostname, driverVersion: opts.driverVersion ?? "test", ipv6: true, iptablesBackend: opts.iptablesBackend ?? "nft", features: ["set-layout"] } } });
   return {
     state,
     send: (m: SyncRequest) => stream.write(m),
@@ -238,23 +238,24 @@ describe("status path", () => {
       const a = host(t.address, "pair", { ack: true, driverVersion: "driver-a" });
       open.push(a);
       await eventually(async () => (await pair())?.inSync && (await pair())?.driverVersion === "driver-a", { what: "A in sync" });
-      // B: the same host, reads its snapshot, never acknowledges, leaves.
-      const b = host(t.address, "pair", { driverVersion: "driver-b" });
+      // B: the same host (another driver version and backend), reads its snapshot, never acknowledges, leaves.
+      const b = host(t.address, "pair", { driverVersion: "driver-b", iptablesBackend: "legacy" });
       open.push(b);
       await eventually(async () => b.state.inSync && (await pair())?.driverVersion === "driver-b", { what: "B's record (the newest stream)" });
       expect((await pair())!.inSync).toBe(false);
+      // A model write while both are connected: only A acknowledges it (and, not being the newest stream, does not write status).
+      const r = await apply(t, [endpointDoc("pair", 2)]);
+      await eventually(async () => a.state.revision >= r.revision && b.state.revision >= r.revision, { what: "both got the write" });
       // Meanwhile `wait` times out saying why the host counts as behind (not just "applied N").
-      const behind = await palisadectl(t.address, ["wait", "--timeout", "1"]);
+      const behind = await palisadectl(t.address, ["wait", "--revision", String(r.revision), "--timeout", "1"]);
       expect(behind.code).not.toBe(0);
       expect(behind.stderr).toMatch(/behind: pair \(applied \d+: [^)]*not in sync/);
       b.close();
       expect(a.state.ended).toBe(false);
-      // A model write while only A remains: A acknowledges it.
-      const r = await apply(t, [endpointDoc("pair", 2)]);
-      await eventually(async () => a.state.revision >= r.revision, { what: "A got the write" });
+      // No further write: the host's status, applied revision included, is A's again.
       const s = await eventually(async () => {
         const h = await pair();
-        return h?.driverVersion === "driver-a" && h.inSync && h.appliedRevision >= r.revision ? h : undefined;
+        return h?.driverVersion === "driver-a" && h.iptablesBackend === "nft" && h.inSync && h.lastError === "" && h.appliedRevision >= r.revision ? h : undefined;
       }, { what: "the host's status is A's again", timeoutMs: 5_000 });
       expect(s?.connected).toBe(true);
       const w = await palisadectl(t.address, ["wait", "--revision", String(r.revision), "--timeout", "5"]);
