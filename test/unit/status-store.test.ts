@@ -89,7 +89,7 @@ describe("status store", () => {
 
   it("a host's apply duration alone is written at most once per applyRefreshMs, and the last one always arrives within that bound", async () => {
     const e = scriptedEtcd();
-    const refreshMs = 400;
+    const refreshMs = 1_000;
     const s = createStatusStore({ client: e.client, keys, logger, replicaId: "r1", flushDelayMs: 1, minIntervalMs: 1, applyRefreshMs: refreshMs });
     s.start();
     await until(() => e.leases.length === 1);
@@ -109,6 +109,7 @@ describe("status store", () => {
       }
     }, 2);
     try {
+      const t0 = Date.now();
       s.setHost({ ...host("h1"), lastApplyMs: 10 });
       await until(() => records.length === 1);
       // Several applies in a row: only their durations change.
@@ -119,8 +120,8 @@ describe("status store", () => {
       // The last one's duration arrives, no sooner than refreshMs after the previous write, and no later than the bound (+ 1 s of gathering and slack).
       await until(() => records.at(-1)!.ms === 13);
       expect(records).toHaveLength(2);
-      expect(records[1]!.at - records[0]!.at).toBeGreaterThanOrEqual(refreshMs - 5);
-      expect(records[1]!.at - records[0]!.at).toBeLessThan(refreshMs + 1_000 + 200);
+      expect(records[1]!.at - t0).toBeGreaterThanOrEqual(refreshMs);
+      expect(records[1]!.at - t0).toBeLessThan(refreshMs + 1_000 + 1_000);
       // A duration pending when something visible changes goes with that write, at once.
       s.setHost({ ...host("h1"), lastApplyMs: 14 });
       const before = records.length;
@@ -129,7 +130,7 @@ describe("status store", () => {
       expect(records.at(-1)).toMatchObject({ ms: 14, inSync: false });
       expect(records.at(-1)!.at - records[1]!.at).toBeLessThan(refreshMs);
       // Nothing more is due: no further writes.
-      await new Promise((r) => setTimeout(r, refreshMs + 300));
+      await new Promise((r) => setTimeout(r, refreshMs + 500));
       expect(records).toHaveLength(before + 1);
     } finally {
       clearInterval(answer);
