@@ -16,7 +16,7 @@ import {
   ValidationError, formatIssue, parseDocuments, parseEndpointKey, parseRefs, splitDocuments, toDocument, toYaml, ID_RE,
   type ModelObject,
 } from "../model/index.js";
-import { hostsBehind } from "./wait-condition.js";
+import { describeBehind, hostsBehind } from "./wait-condition.js";
 import { decidedBy } from "./decided-by.js";
 import { addFlowsCommand } from "./flows.js";
 import { silenceIpServerNameWarning } from "../runtime/tls.js";
@@ -228,7 +228,7 @@ program.command("wait")
     const result = await Promise.race([done, expired]);
     clearTimeout(timer);
     if (result === "timeout") {
-      const list = behind.map((h) => `${h.hostname} (applied ${h.appliedRevision}${h.lastError ? `, error: ${h.lastError}` : ""})`).join(", ");
+      const list = describeBehind(behind, revision);
       const why = problems.length ? `; status incomplete: ${problems.join("; ")}` : "";
       fail(`timed out after ${timeout}s waiting for revision ${revision}; behind: ${list || (problems.length ? "unknown" : "status unavailable")}${why}`);
     }

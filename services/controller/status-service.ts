@@ -57,26 +57,53 @@ function createStatusFeed(opts: { client: Etcd3; store: EtcdStore; logger: Logge
     }
   }
 
+  // Watches start at the revision right after the range that built the view,
+  // and get their listeners the moment they exist, before anything is
+  // awaited: etcd3 advances a watcher's start revision as events arrive,
+  // listener or not, so an event delivered before its listener is lost for
+  // good (and `wait` would hang on a host whose change it never saw). A load
+  // that fails half-way cancels what it created: a watch left behind would
+  // have no listener for its errors.
   async function load(): Promise<void> {
     const res = await client.kv.range({ key: Buffer.from(keys.status), range_end: prefixEnd(keys.status) });
     const next = new StatusView(keys);
     for (const kv of res.kvs) next.apply(kv.key.toString(), kv.value.toString());
     view = next;
-    modelRevision = await store.modelRevision();
     const from = String(Number(res.header.revision) + 1);
-    const w1 = await client.watch().prefix(keys.status).startRevision(from).create();
-    const w2 = await client.watch().key(keys.revision).startRevision(from).create();
-    watchers = [w1, w2];
-    w1.on("data", (res) => {
-      for (const ev of res.events) broadcast(view.apply(ev.kv.key.toString(), ev.type === "Put" ? ev.kv.value.toString() : undefined));
+    let loaded = false;
+    const mine: Watcher[] = [];
+    let failLoad: (err: Error) => void = () => undefined;
+    const failed = new Promise<never>((_, reject) => { failLoad = reject; });
+    failed.catch(() => undefined);
+    // Before the load completes an error fails it (and it is retried); after, it reloads.
+    // (A watch of an earlier load, cancelled since, never triggers a reload.)
+    const onError = (err: Error) => (!loaded ? failLoad(err) : watchers === mine ? void reload(err) : undefined);
+    const w1 = client.watch().prefix(keys.status).startRevision(from).watcher();
+    mine.push(w1);
+    w1.on("error", onError);
+    w1.on("data", (r) => {
+      for (const ev of r.events) broadcast(next.apply(ev.kv.key.toString(), ev.type === "Put" ? ev.kv.value.toString() : undefined));
     });
+    const w2 = client.watch().key(keys.revision).startRevision(from).watcher();
+    mine.push(w2);
+    w2.on("error", onError);
     w2.on("put", (kv) => {
-      modelRevision = Number(kv.mod_revision);
+      // Replayed puts (from `from` on) may be older than the revision read below.
+      modelRevision = Math.max(modelRevision, Number(kv.mod_revision));
       for (const s of sessions) { s.revisionChanged = true; s.kick(); }
     });
-    const lost = (err: Error) => void reload(err);
-    w1.on("error", lost);
-    w2.on("error", lost);
+    watchers = mine;
+    const connected = (w: Watcher) => new Promise<void>((resolve) => w.once("connected", () => resolve()));
+    try {
+      const [, , rev] = await Promise.race([Promise.all([connected(w1), connected(w2), store.modelRevision()]), failed]);
+      modelRevision = Math.max(rev, modelRevision);
+      if (abort.signal.aborted) throw new Error("status service closed");
+    } catch (err) {
+      if (watchers === mine) watchers = [];
+      await Promise.all(mine.map((w) => w.cancel().catch(() => undefined)));
+      throw err;
+    }
+    loaded = true;
     running = true;
   }
 

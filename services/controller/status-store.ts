@@ -16,7 +16,10 @@
 //     costs one progress write, not one write per host;
 //   - a host record is rewritten only when something an operator sees
 //     changes (connected, in sync, last error, versions) — not for the
-//     apply duration or the time of the last acknowledgement alone.
+//     time of the last acknowledgement alone; a new apply duration alone
+//     rides along with the next write of the record, or is written on its
+//     own at most once per `applyRefreshMs` per host (10 s), so that
+//     `status` shows the last apply's duration at most that much late.
 // Everything sits under the replica's lease: if the replica dies, its hosts'
 // statuses expire with it. The lease is granted in the background: a
 // replica starts and serves while etcd refuses writes (space alarm), and
@@ -52,6 +55,12 @@ export interface StatusStoreOptions {
   progressBytesPerSecond?: number;
   /** Operations per etcd transaction; default 64 (etcd's default --max-txn-ops is 128). */
   txnOps?: number;
+  /**
+   * A host record whose apply duration (`lastApplyMs`) alone changed is
+   * rewritten no sooner than this after its previous write; default 10 s.
+   * Refreshes due within a second of each other share one flush.
+   */
+  applyRefreshMs?: number;
 }
 
 export interface StatusStoreStats {
@@ -67,7 +76,11 @@ export interface StatusStoreStats {
 export interface StatusStore {
   /** Starts granting the lease in the background; never waits for etcd. */
   start(): void;
-  /** A host's record; written only when an operator-visible field changed. */
+  /**
+   * A host's record; written when an operator-visible field changed. A new
+   * apply duration alone is written with the next such change, or at most
+   * `applyRefreshMs` after the record's previous write.
+   */
   setHost(s: HostStatus): void;
   /** A host applied `revision` (goes into the replica's progress key). */
   setApplied(host: string, revision: number): void;
@@ -113,6 +126,9 @@ export function createStatusStore(opts: StatusStoreOptions): StatusStore {
   const interval = () => Math.max(minIntervalMs, Math.min(5_000, (lastProgressBytes / progressBytesPerSecond) * 1000));
   let txnOps = Math.max(2, opts.txnOps ?? 64);
   const progressKey = `${keys.progress}${replicaId}`;
+  const applyRefreshMs = opts.applyRefreshMs ?? 10_000;
+  /** Refreshes due within this of each other share one flush (at most one refresh flush per second). */
+  const refreshSlackMs = Math.min(1_000, applyRefreshMs);
 
   /** key -> value this replica wants in etcd. */
   const desired = new Map<string, string>();
@@ -125,6 +141,12 @@ export function createStatusStore(opts: StatusStoreOptions): StatusStore {
   const endpointsOf = new Map<string, Set<string>>();
   const endpointShown = new Map<string, string>();
   let progressDirty = false;
+  /** host -> the apply duration in its last queued record, and when that record was queued. */
+  const applyQueued = new Map<string, { ms: number; at: number }>();
+  /** host -> when its record is due for a refresh (only its apply duration changed). */
+  const refreshDue = new Map<string, number>();
+  let refreshTimer: NodeJS.Timeout | undefined;
+  let refreshAt = 0;
 
   let lease: Lease | undefined;
   let leaseId = "";
@@ -226,6 +248,42 @@ export function createStatusStore(opts: StatusStoreOptions): StatusStore {
       idle = [];
       waiters.forEach((w) => w());
     }
+  }
+
+  // ---- apply-duration refreshes -------------------------------------------
+  function hostKey(host: string): string {
+    return `${keys.hostStatus}${host}`;
+  }
+
+  /** The host's record (whatever `desired` holds now) goes out with the next flush. */
+  function queueRecord(host: string, applyMs: number): void {
+    refreshDue.delete(host);
+    applyQueued.set(host, { ms: applyMs, at: Date.now() });
+    dirty.add(hostKey(host));
+  }
+
+  function armRefresh(due: number): void {
+    if (closed || (refreshTimer && refreshAt <= due)) return;
+    clearTimeout(refreshTimer);
+    refreshAt = due;
+    refreshTimer = setTimeout(runRefreshes, Math.max(0, due - Date.now()));
+    refreshTimer.unref();
+  }
+
+  function runRefreshes(): void {
+    refreshTimer = undefined;
+    if (closed) return;
+    const now = Date.now();
+    let next = Infinity;
+    for (const [host, due] of refreshDue) {
+      if (due > now) { next = Math.min(next, due); continue; }
+      const rec = desired.get(hostKey(host));
+      if (rec !== undefined) queueRecord(host, (JSON.parse(rec) as HostStatus).lastApplyMs);
+      else refreshDue.delete(host);
+    }
+    schedule();
+    // Later ones are gathered a little: at most one refresh flush per `refreshSlackMs`.
+    if (next !== Infinity) armRefresh(Math.max(next, now + refreshSlackMs));
   }
 
   // ---- the flusher -------------------------------------------------------
@@ -357,14 +415,27 @@ export function createStatusStore(opts: StatusStoreOptions): StatusStore {
       acquireLease();
     },
     setHost(s) {
-      const key = `${keys.hostStatus}${s.hostname}`;
+      if (closed) return;
+      const host = s.hostname;
+      const key = hostKey(host);
       const sig = significant(s);
-      if (shown.get(s.hostname) === sig && desired.has(key)) {
-        // Not worth a write alone; carried along with the next one.
+      const value = JSON.stringify({ ...s, controller: replicaId, updatedUnixMs: Date.now() });
+      if (shown.get(host) === sig && desired.has(key)) {
+        // Nothing an operator sees changed: kept, and carried along with
+        // the record's next write (or a lease's rewrite).
+        desired.set(key, value);
+        if (dirty.has(key)) applyQueued.set(host, { ms: s.lastApplyMs, at: applyQueued.get(host)?.at ?? Date.now() });
+        else if (applyQueued.get(host)?.ms !== s.lastApplyMs && !refreshDue.has(host)) {
+          // Only the apply duration changed: written on its own at most once per applyRefreshMs.
+          const due = (applyQueued.get(host)?.at ?? 0) + applyRefreshMs;
+          refreshDue.set(host, due);
+          armRefresh(due);
+        }
         return;
       }
-      shown.set(s.hostname, sig);
-      want(key, JSON.stringify({ ...s, controller: replicaId, updatedUnixMs: Date.now() }));
+      shown.set(host, sig);
+      want(key, value);
+      queueRecord(host, s.lastApplyMs);
     },
     setApplied(host, revision) {
       const before = applied.get(host);
@@ -413,6 +484,8 @@ export function createStatusStore(opts: StatusStoreOptions): StatusStore {
     },
     removeHost(host) {
       shown.delete(host);
+      applyQueued.delete(host);
+      refreshDue.delete(host);
       want(`${keys.hostStatus}${host}`, undefined);
       for (const k of endpointsOf.get(host) ?? []) {
         endpointShown.delete(k);
@@ -446,6 +519,7 @@ export function createStatusStore(opts: StatusStoreOptions): StatusStore {
       closed = true;
       clearTimeout(timer);
       clearTimeout(leaseTimer);
+      clearTimeout(refreshTimer);
       const waiters = idle;
       idle = [];
       waiters.forEach((w) => w());

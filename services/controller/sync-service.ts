@@ -56,6 +56,13 @@ export function createSyncService(opts: {
   /** Open streams per host, oldest first (to supersede the oldest). */
   const open = new Map<string, { stream: HostStream; end: (details: string) => void }[]>();
   const newest = (s: HostStream) => open.get(s.host)?.at(-1)?.stream === s;
+  /**
+   * Per open stream: puts its own view of the host (in sync, applied
+   * revision, versions, last error, apply duration) back into status. Called
+   * when a newer stream of the same host ends: the host's status is then the
+   * remaining stream's again, not the departed one's (DESIGN §9.3).
+   */
+  const restorers = new Map<HostStream, () => void>();
   return {
     sync(call: grpc.ServerDuplexStream<SyncRequest, SyncResponse>) {
       let stream: HostStream | undefined;
@@ -74,8 +81,17 @@ export function createSyncService(opts: {
         if (!stream) endWithStatus(call, grpc.status.DEADLINE_EXCEEDED, "no hello within 10s");
       }, HELLO_TIMEOUT_MS);
 
+      // Only the host's newest stream speaks for the host: an older one
+      // (a quick reconnect's old stream) gets its turn back when the newer
+      // one ends (`restorers`). At the hello, `stream` is not yet set: the
+      // stream saying hello is about to be the newest.
       const publish = () => {
-        if (host) status.setHost({ ...host, updatedUnixMs: Date.now() });
+        if (!host || (stream && !newest(stream))) return;
+        status.setHost({ ...host, updatedUnixMs: Date.now() });
+      };
+      const restore = () => {
+        publish();
+        if (host?.inSync && stream && newest(stream)) status.setApplied(host.hostname, host.appliedRevision);
       };
       const finish = () => {
         if (ended) return;
@@ -83,14 +99,22 @@ export function createSyncService(opts: {
         clearTimeout(helloTimer);
         releasePending?.();
         if (stream) {
+          const wasNewest = newest(stream);
           const list = open.get(stream.host)?.filter((e) => e.stream !== stream) ?? [];
           if (list.length) open.set(stream.host, list);
           else open.delete(stream.host);
+          restorers.delete(stream);
           hub.detach(stream);
           // A newer stream of the same host (a quick reconnect) keeps its status.
           if (!hub.hasHost(stream.host)) {
             status.removeHost(stream.host);
             graph.unsubscribe(stream.host);
+          } else if (wasNewest) {
+            // The newest stream left, an older one remains: the host's status
+            // is the remaining stream's again (it may be in sync and
+            // acknowledging while the departed one never was).
+            const remaining = list.at(-1)?.stream;
+            if (remaining) restorers.get(remaining)?.();
           }
           logger.info("driver disconnected");
         }
@@ -171,8 +195,8 @@ export function createSyncService(opts: {
         if (m.$case === "applied") {
           // Every host acknowledges every revision: this path stays cheap, and
           // only what an operator sees change reaches etcd (DESIGN §9.3).
+          const before = { inSync: host.inSync, lastError: host.lastError, lastApplyMs: host.lastApplyMs };
           host.lastApplyMs = m.value.durationMs;
-          const before = { inSync: host.inSync, lastError: host.lastError };
           const applied = stream.acknowledged(m.value.revision, m.value.ok);
           if (m.value.ok) {
             host.inSync = true;
@@ -183,7 +207,9 @@ export function createSyncService(opts: {
             host.lastError = m.value.error.slice(0, 2000);
             if (host.lastError !== before.lastError) logger.warn({ revision: m.value.revision, error: host.lastError }, "driver failed to apply");
           }
-          if (host.inSync !== before.inSync || host.lastError !== before.lastError) publish();
+          // A new apply duration alone is kept by the store and written
+          // with the record's next change or a rate-limited refresh (§9.3).
+          if (host.inSync !== before.inSync || host.lastError !== before.lastError || host.lastApplyMs !== before.lastApplyMs) publish();
         } else if (m.$case === "flowReport") {
           // ---- flow reports (DESIGN §5.9): not status, never etcd; only
           // after the hello, so a report is always attributed to the host
@@ -207,6 +233,11 @@ export function createSyncService(opts: {
             updatedUnixMs: Date.now(),
           });
         }
+      });
+      // After the message handler: a stream that has just said hello can
+      // restore its host's status should a newer stream of the host end.
+      call.on("data", () => {
+        if (stream && !ended && !restorers.has(stream)) restorers.set(stream, restore);
       });
       call.on("end", () => {
         finish();

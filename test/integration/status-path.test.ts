@@ -10,13 +10,13 @@ import { call } from "../../services/contract/clients.js";
 import { documentToPb } from "../../services/contract/model-wire.js";
 import { DataplaneSyncServiceClient, InterfaceState, type SyncRequest, type SyncResponse } from "../../services/gen/palisade/sync/v1/sync.js";
 import { parseDocuments } from "../../services/model/index.js";
-import { eventually } from "../support/binaries.js";
+import { eventually, palisadectl, requireBuild } from "../support/binaries.js";
 import { startTestController } from "../support/controller.js";
 
 type TestController = Awaited<ReturnType<typeof startTestController>>;
 
 /** A driver stand-in: hello, and (optionally) an ack for every new revision, as a real driver sends. */
-function host(address: string, hostname: string, opts: { ack?: boolean } = {}) {
+function host(address: string, hostname: string, opts: { ack?: boolean; driverVersion?: string; iptablesBackend?: string; durationMs?: (revision: number) => number } = {}) {
   const client = new DataplaneSyncServiceClient(address, grpc.credentials.createInsecure());
   const stream = client.sync();
   const state = { inSync: false, revision: 0, error: undefined as grpc.ServiceError | undefined, ended: false };
@@ -27,12 +27,12 @@ function host(address: string, hostname: string, opts: { ack?: boolean } = {}) {
     state.revision = Math.max(state.revision, b.revision);
     if (opts.ack && (b.revision > acked || b.updates.length)) {
       acked = Math.max(acked, b.revision);
-      stream.write({ message: { $case: "applied", value: { revision: b.revision, ok: true, error: "", durationMs: 1, chainsWritten: 0, ipsetLines: 0 } } });
+      stream.write({ message: { $case: "applied", value: { revision: b.revision, ok: true, error: "", durationMs: opts.durationMs?.(b.revision) ?? 1, chainsWritten: 0, ipsetLines: 0 } } });
     }
   });
   stream.on("error", (e: grpc.ServiceError) => { state.error = e; state.ended = true; });
   stream.on("end", () => { state.ended = true; });
-  stream.write({ message: { $case: "hello", value: { hostname, driverVersion: "test", ipv6: true, iptablesBackend: "nft", features: ["set-layout"] } } });
+  stream.write({ message: { $case: "hello", value: { hostname, driverVersion: opts.driverVersion ?? "test", ipv6: true, iptablesBackend: opts.iptablesBackend ?? "nft", features: ["set-layout"] } } });
   return {
     state,
     send: (m: SyncRequest) => stream.write(m),
@@ -224,6 +224,70 @@ describe("status path", () => {
     } finally {
       await w.cancel();
       for (const h of open) h.close();
+      await t.stop();
+    }
+  });
+
+  it("when a host's newest stream ends, the host's status is its remaining stream's again, and `wait` returns", async () => {
+    requireBuild();
+    const t = await startTestController();
+    const open: ReturnType<typeof host>[] = [];
+    const pair = async () => (await call(t.clients.status, t.clients.status.getStatus, {})).hosts.find((h) => h.hostname === "pair");
+    try {
+      await apply(t, [{ kind: "Profile", id: "p", tags: [], inbound_rules: [], outbound_rules: [] }, endpointDoc("pair", 1)]);
+      const a = host(t.address, "pair", { ack: true, driverVersion: "driver-a" });
+      open.push(a);
+      await eventually(async () => (await pair())?.inSync && (await pair())?.driverVersion === "driver-a", { what: "A in sync" });
+      // B: the same host (another driver version and backend), reads its snapshot, never acknowledges, leaves.
+      const b = host(t.address, "pair", { driverVersion: "driver-b", iptablesBackend: "legacy" });
+      open.push(b);
+      await eventually(async () => b.state.inSync && (await pair())?.driverVersion === "driver-b", { what: "B's record (the newest stream)" });
+      expect((await pair())!.inSync).toBe(false);
+      // A model write while both are connected: only A acknowledges it (and, not being the newest stream, does not write status).
+      const r = await apply(t, [endpointDoc("pair", 2)]);
+      await eventually(async () => a.state.revision >= r.revision && b.state.revision >= r.revision, { what: "both got the write" });
+      // Meanwhile `wait` times out saying why the host counts as behind (not just "applied N").
+      const behind = await palisadectl(t.address, ["wait", "--revision", String(r.revision), "--timeout", "1"]);
+      expect(behind.code).not.toBe(0);
+      expect(behind.stderr).toMatch(/behind: pair \(applied \d+: [^)]*not in sync/);
+      b.close();
+      expect(a.state.ended).toBe(false);
+      // No further write: the host's status, applied revision included, is A's again.
+      const s = await eventually(async () => {
+        const h = await pair();
+        return h?.driverVersion === "driver-a" && h.iptablesBackend === "nft" && h.inSync && h.lastError === "" && h.appliedRevision >= r.revision ? h : undefined;
+      }, { what: "the host's status is A's again", timeoutMs: 5_000 });
+      expect(s?.connected).toBe(true);
+      const w = await palisadectl(t.address, ["wait", "--revision", String(r.revision), "--timeout", "5"]);
+      expect(w.stderr).toBe("");
+      expect(w.code).toBe(0);
+    } finally {
+      for (const h of open) h.close();
+      await t.stop();
+    }
+  });
+
+  it("a host's last apply duration in status is the last apply's, within the documented bound (10 s, DESIGN §9.3)", { timeout: 60_000 }, async () => {
+    const t = await startTestController();
+    // Each apply reports a different duration: 1000 + its revision, in ms.
+    const h = host(t.address, "timed", { ack: true, durationMs: (rev) => 1000 + rev });
+    const timed = async () => (await call(t.clients.status, t.clients.status.getStatus, {})).hosts.find((x) => x.hostname === "timed");
+    try {
+      await apply(t, [{ kind: "Profile", id: "p", tags: [], inbound_rules: [], outbound_rules: [] }]);
+      await eventually(async () => (await timed())?.inSync, { what: "in sync" });
+      let last = 0;
+      for (let i = 1; i <= 3; i++) {
+        last = (await apply(t, [endpointDoc("timed", i)])).revision;
+        await eventually(async () => h.state.revision >= last, { what: `apply ${i} acknowledged` });
+      }
+      // The bound: 10 s after the record's previous write, plus up to 1 s of gathering; 2 s of slack.
+      const s = await eventually(async () => {
+        const x = await timed();
+        return x?.lastApplyMs === 1000 + last ? x : undefined;
+      }, { what: `last apply's duration ${1000 + last} ms in status`, timeoutMs: 10_000 + 1_000 + 2_000, intervalMs: 200 });
+      expect(s?.appliedRevision).toBeGreaterThanOrEqual(last);
+    } finally {
+      h.close();
       await t.stop();
     }
   });

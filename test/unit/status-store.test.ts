@@ -86,4 +86,55 @@ describe("status store", () => {
     expect(del.success.map((op) => op.request_delete_range!.key.toString())).toContain("/p/status/hosts/h1");
     await s.close();
   });
+
+  it("a host's apply duration alone is written at most once per applyRefreshMs, and the last one always arrives within that bound", async () => {
+    const e = scriptedEtcd();
+    const refreshMs = 1_000;
+    const s = createStatusStore({ client: e.client, keys, logger, replicaId: "r1", flushDelayMs: 1, minIntervalMs: 1, applyRefreshMs: refreshMs });
+    s.start();
+    await until(() => e.leases.length === 1);
+    /** Every put of h1's record as written: (time, lastApplyMs, inSync); transactions answered at once. */
+    const records: { at: number; ms: number; inSync: boolean }[] = [];
+    let answered = 0;
+    const answer = setInterval(() => {
+      for (; answered < e.txns.length; answered++) {
+        const t = e.txns[answered]!;
+        for (const op of t.req.success) {
+          if (op.request_put?.key.toString() === "/p/status/hosts/h1") {
+            const v = JSON.parse(op.request_put.value!.toString()) as HostStatus;
+            records.push({ at: Date.now(), ms: v.lastApplyMs, inSync: v.inSync });
+          }
+        }
+        t.resolve({ succeeded: true, responses: [], header: { revision: "5" } });
+      }
+    }, 2);
+    try {
+      const t0 = Date.now();
+      s.setHost({ ...host("h1"), lastApplyMs: 10 });
+      await until(() => records.length === 1);
+      // Several applies in a row: only their durations change.
+      for (const ms of [11, 12, 13]) {
+        s.setHost({ ...host("h1"), lastApplyMs: ms });
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      // The last one's duration arrives, no sooner than refreshMs after the previous write, and no later than the bound (+ 1 s of gathering and slack).
+      await until(() => records.at(-1)!.ms === 13);
+      expect(records).toHaveLength(2);
+      expect(records[1]!.at - t0).toBeGreaterThanOrEqual(refreshMs);
+      expect(records[1]!.at - t0).toBeLessThan(refreshMs + 1_000 + 1_000);
+      // A duration pending when something visible changes goes with that write, at once.
+      s.setHost({ ...host("h1"), lastApplyMs: 14 });
+      const before = records.length;
+      s.setHost({ ...host("h1"), lastApplyMs: 14, inSync: false, lastError: "boom" });
+      await until(() => records.length === before + 1);
+      expect(records.at(-1)).toMatchObject({ ms: 14, inSync: false });
+      expect(records.at(-1)!.at - records[1]!.at).toBeLessThan(refreshMs);
+      // Nothing more is due: no further writes.
+      await new Promise((r) => setTimeout(r, refreshMs + 500));
+      expect(records).toHaveLength(before + 1);
+    } finally {
+      clearInterval(answer);
+      await s.close();
+    }
+  });
 });
