@@ -9,6 +9,7 @@ import { createLogger } from "../../services/runtime/logger.js";
 import { createDataplane } from "../../services/driver/dataplane.js";
 import { startDriver, type Driver } from "../../services/driver/driver.js";
 import type { PlanInput } from "../../services/driver/plan.js";
+import { driverBaseChains } from "../../services/driver/plan-input.js";
 import { startFakeController } from "../support/fake-controller.js";
 import { FakeKernel } from "../support/fake-kernel.js";
 
@@ -16,9 +17,15 @@ const logger = createLogger({ name: "test", level: "silent" });
 const chain = (name: string, rules: string[]): ChainDef => ({ table: "filter", family: 4, name, rules });
 const web = (port: number) => chain("pal-pi-web", [`-p tcp --dport ${port} -j ACCEPT`]);
 
+/** The hooks jump to the base chains, which jump to the entry chains: a state the kernel accepts. */
+const BASE = [
+  ...driverBaseChains(["tap"], [4]).values(),
+  ...["pal-from-wl-dispatch", "pal-to-wl-dispatch", "pal-wl-to-host"].map((n) => chain(n, ["-j DROP"])),
+];
+
 function input(chains: ChainDef[], members: string[] = ["198.18.0.1"]): PlanInput {
   return {
-    chains: new Map(chains.map((c) => [chainKey(c.family, c.name), c])),
+    chains: new Map([...BASE, ...chains].map((c) => [chainKey(c.family, c.name), c])),
     sets: new Map([["pal4t-web", { family: 4 as const, members: new Set(members) }]]),
     families: [4],
     removeUnwanted: true,

@@ -107,7 +107,9 @@ describe("dataplane: an apply planned from the change writes only the change", (
     const k = new FakeKernel();
     const { dp, d, apply } = await programmed(k, [...snapshot(3, 2, 4), { type: "chain-update", chain: chain("pal-pi-m", ["-m set --match-set pal4t-s1 src -j ACCEPT"]) }]);
     const from = k.log.length;
-    d.apply([{ type: "ipset-update", name: "pal4t-s1", family: 6, members: ["2001:db8::1"] }]);
+    // The chain stops referencing it in the same change (an IPv4 rule cannot match an IPv6 set), but
+    // the kernel's copy still does until stage 2: without stage 0 the destroy would be refused.
+    d.apply([{ type: "ipset-update", name: "pal4t-s1", family: 6, members: ["2001:db8::1"] }, { type: "chain-update", chain: chain("pal-pi-m", ["-j DROP"]) }]);
     await apply();
     expect(k.log.slice(from)).toEqual(["iptables-nft-restore --noflush --wait 10", "ipset restore", "iptables-nft-restore --noflush --wait 10"]);
     expect(k.inputs[from]).toContain(":pal-pi-m - [0:0]");
