@@ -136,6 +136,35 @@ describe("driver: drift repairs are counted only for real kernel edits", () => {
     expect(driver.counters.driftRepairs).toBe(1);
   });
 
+  it("before the first in-sync, an edit the tamper watch reports is repaired (the fail-closed start holds)", async () => {
+    const k = new FakeKernel();
+    const ctl = await fakeController();
+    // No periodic or post-write checks: only the tamper watch's request (checkDrift).
+    driver = await startDriver({ controllers: [ctl.address], hostname: "hv1", runner: k, logger, backend: "nft", families: [4], driftCheckMs: 3_600_000, postWriteCheckMs: 3_600_000, readInterface: async () => "up", rulesetMonitor: false });
+    await until(() => (k.chain(4, "FORWARD") ?? []).some((r) => r.endsWith("-j pal-FORWARD")), "placeholders and hook applied");
+    await until(ctl.connected, "driver connected");
+    // The controller has not sent a snapshot yet. A host firewall reload drops our hook and flushes a placeholder.
+    k.tables[4].set("FORWARD", []);
+    k.tables[4].set("pal-from-wl-dispatch", []);
+    driver.checkDrift();
+    await until(() => (k.chain(4, "FORWARD") ?? []).some((r) => r.endsWith("-j pal-FORWARD")), "hook restored before the first in-sync");
+    await until(() => (k.chain(4, "pal-from-wl-dispatch") ?? []).some((r) => r.endsWith("-j DROP")), "placeholder restored");
+    expect(driver.counters.driftRepairs).toBe(1);
+  });
+
+  it("the first snapshot is planned against what the kernel holds then, not what the start-up apply left", async () => {
+    const k = new FakeKernel();
+    const ctl = await fakeController();
+    driver = await startDriver({ controllers: [ctl.address], hostname: "hv1", runner: k, logger, backend: "nft", families: [4], driftCheckMs: 3_600_000, postWriteCheckMs: 3_600_000, readInterface: async () => "up", rulesetMonitor: false });
+    await until(() => (k.chain(4, "FORWARD") ?? []).some((r) => r.endsWith("-j pal-FORWARD")), "placeholders and hook applied");
+    await until(ctl.connected, "driver connected");
+    // Unseen (legacy backend: no tamper watch; the periodic check not due yet): the hook is gone.
+    k.tables[4].set("FORWARD", []);
+    ctl.send(1, SNAPSHOT, true);
+    await until(() => driver!.appliedRevision === 1, "revision 1");
+    expect((k.chain(4, "FORWARD") ?? []).filter((r) => r.endsWith("-j pal-FORWARD"))).toHaveLength(1);
+  });
+
   it("a drift check between a failed apply and its retry counts nothing", async () => {
     const k = new FakeKernel();
     const ctl = await fakeController();
