@@ -8,6 +8,12 @@
 import { execa } from "execa";
 import { describe, expect, it } from "vitest";
 import { CommandError, createExecRunner, type CommandRunner } from "../../services/driver/command-runner.js";
+import { chainKey, type ChainDef } from "../../services/contract/host-update.js";
+import { createDataplane } from "../../services/driver/dataplane.js";
+import type { DesiredSet } from "../../services/driver/desired-state.js";
+import type { PlanInput } from "../../services/driver/plan.js";
+import { driverBaseChains } from "../../services/driver/plan-input.js";
+import { createLogger } from "../../services/runtime/logger.js";
 import { FakeKernel } from "../support/fake-kernel.js";
 import { uniqueName } from "../support/binaries.js";
 
@@ -67,6 +73,7 @@ const CASES: Record<string, Step[]> = {
   ],
   "create of an existing set: refused, unless -exist with the same parameters": [
     ipset(`create s ${V4}`), ipset(`create s ${V4}`), ipset(`create s ${V4} -exist`), ipset(`create s ${IF4} -exist`), ipset("create s hash:net family inet maxelem 65536 -exist"),
+    ipset(`create m ${MAC}`), ipset("create m bitmap:ip,mac range 198.18.0.0-198.18.255.255 -exist"), ipset("create m bitmap:ip,mac range 198.19.0.0/16 -exist"),
   ],
   "add, del, flush, destroy of a missing set": [
     ipset("add nosuch 198.18.0.1"), ipset("del nosuch 198.18.0.1 -exist"), ipset("flush nosuch"), ipset("destroy nosuch"),
@@ -183,3 +190,40 @@ for (const backend of ["nft", "legacy"] as const) {
     }
   });
 }
+
+// The planner's answer to what the fake refuses, on the real kernel too: a
+// MAC set left with another type or range while the list:set holds it
+// (a leftover, or someone's edit) is taken out of the list, re-created and
+// listed again; the first apply succeeds and nothing is left to repair.
+describe("a listed MAC set of another type or range is re-created (real ipset)", () => {
+  const logger = createLogger({ name: "test", level: "silent" });
+  const base = driverBaseChains(["tap"], [4]);
+  for (const [what, header] of [["another type", "hash:net family inet maxelem 1048576"], ["another range", "bitmap:ip,mac range 198.19.0.0/16"]] as const) {
+    it(what, async () => {
+      const ns = uniqueName("fkr");
+      await execa("ip", ["netns", "add", ns]);
+      try {
+        const real = createExecRunner({ netns: ns });
+        await real.run("ipset", ["restore"], `create pal4m-198-18 ${header}\ncreate pal4mac list:set size 65536\nadd pal4mac pal4m-198-18\n`);
+        const entry = (n: string): ChainDef => ({ table: "filter", family: 4, name: n, rules: ["-m set --match-set pal4mac src,src -j RETURN", "-j DROP"] });
+        const input: PlanInput = {
+          chains: new Map([...base, ...["pal-from-wl-dispatch", "pal-to-wl-dispatch", "pal-wl-to-host"].map((n) => [chainKey(4, n), entry(n)] as const)]),
+          sets: new Map<string, DesiredSet>([
+            ["pal4mac", { family: 4, members: new Set(["pal4m-198-18"]) }],
+            ["pal4m-198-18", { family: 4, members: new Set(["198.18.0.5,02:00:00:00:00:01"]) }],
+          ]),
+          families: [4],
+          removeUnwanted: true,
+        };
+        const dp = createDataplane({ runner: real, backend: "nft", families: [4], logger });
+        await dp.apply(input);
+        const saved = (await real.run("ipset", ["save"])).stdout;
+        expect(saved).toContain("create pal4m-198-18 bitmap:ip,mac range 198.18.0.0-198.18.255.255");
+        expect(setsOf(saved)).toEqual({ pal4mac: ["list:set", "pal4m-198-18"], "pal4m-198-18": ["bitmap:ip,mac", "198.18.0.5,02:00:00:00:00:01"] });
+        expect(await dp.detectDrift()).toBe(false);
+      } finally {
+        await execa("ip", ["netns", "del", ns], { reject: false });
+      }
+    });
+  }
+});

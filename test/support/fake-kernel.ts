@@ -65,6 +65,11 @@ function bitmapRange(s: FakeSet): [bigint, bigint] {
   return [c.addr, c.addr + (1n << BigInt(32 - c.prefix)) - 1n];
 }
 
+function printedRange(r: string): string {
+  const c = parseCidr(r);
+  return r.includes("-") || !c ? r : `${formatAddress(4, c.addr)}-${formatAddress(4, c.addr + (1n << BigInt(32 - c.prefix)) - 1n)}`;
+}
+
 const MAC_RE = /^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$/;
 const SET_MATCH_RE = /--match-set (\S+) /g;
 const TARGET_RE = /(?:^| )-[jg] (\S+)/;
@@ -208,7 +213,8 @@ export class FakeKernel implements CommandRunner {
         const [op, name] = [args[0]!, args[1] ?? ""];
         if (op !== "add" && op !== "del") run = undefined;
         if (op === "create") {
-          const header = args.slice(2).join(" ");
+          // ipset prints a bitmap's range as "<first>-<last>", whichever way it was given.
+          const header = args.slice(2).join(" ").replace(/^(bitmap:\S+ range )(\S+)/, (_, t: string, r: string) => `${t}${printedRange(r)}`);
           const have = this.sets.get(name);
           if (have && !(exist && have.header === header)) throw new Refused("Set cannot be created: set with the same name already exists");
           if (!have) this.sets.set(name, { header, members: new Set() });

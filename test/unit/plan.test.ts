@@ -386,6 +386,37 @@ describe("destroying a list:set and its members", () => {
   });
 });
 
+describe("a MAC set to re-create while a list:set holds it (a leftover or a tampered kernel)", () => {
+  const logger = createLogger({ name: "test", level: "silent" });
+  const base = driverBaseChains(["tap"], [4]);
+  const want = () => ({
+    chains: new Map([...base, ...["pal-from-wl-dispatch", "pal-to-wl-dispatch", "pal-wl-to-host"].map((n) => [chainKey(4, n), chain(n, ["-m set --match-set pal4mac src,src -j RETURN", "-j DROP"])] as const)]),
+    sets: new Map<string, DesiredSet>([
+      ["pal4mac", { family: 4, members: new Set(["pal4m-198-18"]) }],
+      ["pal4m-198-18", { family: 4, members: new Set(["198.18.0.5,02:00:00:00:00:01"]) }],
+    ]),
+    families: [4 as const],
+    removeUnwanted: true,
+  });
+
+  // The kernel refuses to destroy a set a list holds, and members outside a bitmap's range:
+  // the set must leave the list, be re-created, and be listed again.
+  for (const [what, header] of [["of another type", "hash:net family inet maxelem 1048576"], ["over another range", "bitmap:ip,mac range 198.19.0.0/16"]] as const) {
+    it(`${what}: taken out of the list, re-created, listed again`, async () => {
+      const k = new FakeKernel();
+      await k.run("ipset", ["restore"], `create pal4m-198-18 ${header}\ncreate pal4mac list:set size 65536\nadd pal4mac pal4m-198-18\n`);
+      const d = want();
+      const dp = createDataplane({ runner: k, backend: "nft", families: [4], logger });
+      await dp.apply(d);
+      expect(k.refusals.filter((r) => r !== undefined)).toEqual([]);
+      expect(k.sets.get("pal4m-198-18")!.header).toMatch(/^bitmap:ip,mac range 198\.18\.0\.0/);
+      expect([...k.sets.get("pal4m-198-18")!.members]).toEqual(["198.18.0.5,02:00:00:00:00:01"]);
+      expect([...k.sets.get("pal4mac")!.members]).toEqual(["pal4m-198-18"]);
+      expect(await dp.detectDrift()).toBe(false);
+    });
+  }
+});
+
 describe("planApply between any two states a driver may meet (seeded: restart, reconnect, read-back)", () => {
   // From whatever a previous driver left (tag, interface, MAC and list sets,
   // chains matching them and jumping to each other, both families) to any
