@@ -15,7 +15,7 @@ export interface ApplyLoopOptions<T> {
   /** `ticket` is undefined when the apply failed before its plan was made. */
   onFailed(err: Error, ticket: T | undefined): void;
   onDriftRepaired(): void;
-  /** Drift checks wait for the first complete state (before it, the kernel is only adopted). */
+  /** Whether drift checks may run now (the driver: always; before the first in-sync they check the start-up state). */
   canCheckDrift(): boolean;
   driftCheckMs: number;
   postWriteCheckMs: number;

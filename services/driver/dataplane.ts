@@ -8,9 +8,10 @@
 //             objects, or a read-back that found no drift. An apply that
 //             is told what changed plans from the change alone
 //             (planChanges): O(change), no read-back, no full diff.
-//   known     a read-back (or, before the first in-sync, what the last
-//             apply left next to the adopted leftovers): plans in full.
-//   unknown   after a failure: the next apply reads the kernel back first.
+//   known     a read-back (a drift check's): plans in full against it.
+//   unknown   after a failure, and before the first in-sync (leftovers are
+//             kept next to what we wrote): the next apply reads the kernel
+//             back first.
 //
 // Drift means "the kernel no longer holds what we last programmed" — not
 // "the kernel differs from the newest desired state": a change the
@@ -20,13 +21,11 @@ import type { Logger } from "pino";
 import type { IpVersion } from "../model/index.js";
 import { iptablesCommands, type Backend } from "./backend.js";
 import type { CommandRunner } from "./command-runner.js";
-import { HOOKS, emptyFamilyState, parseIpsetSave, parseIptablesSave, type KernelState } from "./kernel-state.js";
+import { emptyFamilyState, parseIpsetSave, parseIptablesSave, type KernelState } from "./kernel-state.js";
 import type { DesiredChanges } from "./desired-state.js";
-import { setTypeOf } from "../contract/dataplane-names.js";
-import { hookRule, planApply, planCleanup, planIsEmpty, type Plan, type PlanInput } from "./plan.js";
+import { planApply, planCleanup, planIsEmpty, type Plan, type PlanInput } from "./plan.js";
 import { planChanges } from "./plan-changes.js";
 import { ProgrammedState } from "./programmed-state.js";
-import { chainHashes } from "./rule-hash.js";
 
 export interface ApplyResult {
   durationMs: number;
@@ -71,8 +70,13 @@ export interface Dataplane {
   detectDrift(): Promise<boolean>;
   /** Rules and sets the last successful apply left programmed (metrics); undefined after a failure. */
   programmed(): { rules: Record<IpVersion, number>; sets: number } | undefined;
+  /**
+   * Removes everything Palisade owns; forgets what was programmed. (There is
+   * no other way to drop the dataplane's knowledge from outside: every doubt
+   * reaches it as a failed apply, which forgets, or as a drift check, which
+   * replaces it with a read-back — the tamper watch asks for one, DESIGN §6.9.)
+   */
   cleanup(): Promise<ApplyResult>;
-  invalidate(): void;
 }
 
 /** `--wait` waits for the xtables lock instead of failing (legacy backend). */
@@ -143,23 +147,6 @@ export function createDataplane(opts: { runner: CommandRunner; backend: Backend;
     };
   }
 
-  /** What the kernel holds after a successful apply of `input` that removed nothing (before the first in-sync). */
-  function afterApply(input: PlanInput, before: KernelState): KernelState {
-    const next: KernelState = { families: { 4: emptyFamilyState(), 6: emptyFamilyState() }, sets: new Map() };
-    for (const f of families) {
-      const fam = next.families[f];
-      for (const [n, c] of before.families[f].chains) fam.chains.set(n, c);
-      for (const c of input.chains.values()) if (c.family === f) fam.chains.set(c.name, { hashes: chainHashes(c) });
-      for (const b of Object.keys(HOOKS)) {
-        fam.hookPositions.set(b, [1]);
-        fam.firstRuleHash.set(b, hookRule(b).hash);
-      }
-    }
-    for (const [n, s] of before.sets) next.sets.set(n, s);
-    for (const [n, s] of input.sets) next.sets.set(n, { family: s.family, type: setTypeOf(n), members: new Set(s.members) });
-    return next;
-  }
-
   function forget(): void {
     reference = undefined;
     clean = false;
@@ -182,13 +169,15 @@ export function createDataplane(opts: { runner: CommandRunner; backend: Backend;
       const kernel = known ?? prev!.kernelState();
       plan = planApply(input, kernel);
       const next = ProgrammedState.copyOf(input);
-      // Before the first in-sync nothing is removed: leftovers stay next
-      // to what we wrote, so the kernel is "known", not "clean".
-      const after = input.removeUnwanted ? undefined : afterApply(input, kernel);
+      // Before the first in-sync nothing is removed: leftovers stay next to
+      // what we wrote, and the next apply (the first snapshot, possibly much
+      // later: the controller may be away) reads the kernel back rather than
+      // trust what it held then (a host firewall reload meanwhile would
+      // leave the hook missing after that apply).
       commit = () => {
         reference = next;
         clean = input.removeUnwanted;
-        known = after;
+        known = undefined;
       };
     }
     try {
@@ -204,10 +193,6 @@ export function createDataplane(opts: { runner: CommandRunner; backend: Backend;
   return {
     backend,
     readKernel,
-    invalidate() {
-      clean = false;
-      known = undefined;
-    },
     apply: (input, changes) => applyFrom(() => ({ input, changes })),
     applyFrom,
     async detectDrift() {

@@ -110,7 +110,9 @@ export async function startDriver(options: DriverOptions): Promise<Driver> {
       if (revision !== undefined) client?.send({ message: { $case: "applied", value: { revision, ok: false, error: err.message, durationMs: 0, chainsWritten: 0, ipsetLines: 0 } } });
     },
     onDriftRepaired: () => stats.driftRepaired(),
-    canCheckDrift: () => sync.desired !== undefined,
+    // Before the first in-sync too: the hooks, base chains and fail-closed
+    // placeholders must hold while the controller is away (DESIGN §6.8, §6.9).
+    canCheckDrift: () => true,
     driftCheckMs: o.driftCheckMs,
     postWriteCheckMs: o.postWriteCheckMs,
   });

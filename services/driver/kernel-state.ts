@@ -25,7 +25,25 @@ export interface KernelFamilyState {
 export interface KernelSet {
   family: IpVersion;
   type: string;
+  /** A bitmap's range as "<first>-<last>" (rangeText); undefined for other types. */
+  range?: string;
   members: Set<string>;
+}
+
+/**
+ * A bitmap range as `ipset save` prints it, "<first>-<last>", from that or
+ * from a CIDR ("10.1.0.0/16", as the planner creates it); undefined when
+ * neither.
+ */
+export function rangeText(r: string): string | undefined {
+  const dash = r.indexOf("-");
+  if (dash >= 0) {
+    const [a, b] = [parseCidr(r.slice(0, dash)), parseCidr(r.slice(dash + 1))];
+    return a && b && a.version === 4 && b.version === 4 && a.prefix === 32 && b.prefix === 32 ? `${formatAddress(4, a.addr)}-${formatAddress(4, b.addr)}` : undefined;
+  }
+  const c = parseCidr(r);
+  if (!c || c.version !== 4) return undefined;
+  return `${formatAddress(4, c.addr)}-${formatAddress(4, c.addr + (1n << BigInt(32 - c.prefix)) - 1n)}`;
 }
 
 export interface KernelState {
@@ -98,7 +116,9 @@ export function parseIpsetSave(text: string): Map<string, KernelSet> {
     if (parts[0] === "create" && parts[1] && OWNED_SET_RE.test(parts[1])) {
       const fi = parts.indexOf("family");
       const family: IpVersion = fi >= 0 && parts[fi + 1] === "inet6" ? 6 : 4;
-      sets.set(parts[1], { family, type: parts[2] ?? "", members: new Set() });
+      const ri = parts.indexOf("range");
+      const range = ri >= 0 && parts[ri + 1] ? rangeText(parts[ri + 1]!) : undefined;
+      sets.set(parts[1], { family, type: parts[2] ?? "", ...(range !== undefined ? { range } : {}), members: new Set() });
     } else if (parts[0] === "add" && parts[1]) {
       sets.get(parts[1])?.members.add(canonicalMember(parts[2]!));
     }

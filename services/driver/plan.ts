@@ -2,11 +2,12 @@
 // batches to write. No processes, no clocks.
 //
 // Flush order (DESIGN §5.7, §6.7), one apply:
-//   0. only when a set exists with the wrong type or family (a leftover):
+//   0. only when a set exists with the wrong type, family or range (a leftover):
 //      iptables-restore empties the chains referencing it to a single DROP
 //      (fail closed), because the kernel refuses to destroy, rename or swap
 //      a referenced set into another type or family
-//   1. ipset restore: create new sets, add/delete members (deltas, not rewrites)
+//   1. ipset restore: such sets out of any list:set holding them, destroyed
+//      and re-created; create new sets, add/delete members (deltas, not rewrites)
 //   2. iptables-restore --noflush per family: declare (= flush) and refill
 //      only the chains whose rule hashes differ; fix hook positions; flush
 //      and delete chains no longer wanted
@@ -15,7 +16,7 @@ import { chainKey, type ChainDef } from "../contract/host-update.js";
 import { macSetRange, setTypeOf } from "../contract/dataplane-names.js";
 import type { IpVersion } from "../model/index.js";
 import type { DesiredSet } from "./desired-state.js";
-import { HOOKS, type KernelState } from "./kernel-state.js";
+import { HOOKS, rangeText, type KernelSet, type KernelState } from "./kernel-state.js";
 import { chainHashes, hashComment, ruleHashes } from "./rule-hash.js";
 
 export interface Plan {
@@ -100,6 +101,12 @@ export function destroyLines(names: Iterable<string>): string[] {
   return [...first, ...all.filter((n) => setTypeOf(n) !== "list:set")].map((n) => `destroy ${n}`);
 }
 
+/** Whether a kernel set must be re-created to be `name`: another family, type, or (a bitmap) range. */
+function misfit(name: string, want: Pick<DesiredSet, "family">, have: KernelSet): boolean {
+  const range = macSetRange(name);
+  return have.family !== want.family || have.type !== setTypeOf(name) || (range !== undefined && have.range !== undefined && have.range !== rangeText(range));
+}
+
 export function planApply(desired: PlanInput, kernel: KernelState): Plan {
   const ipsetBefore: string[] = [];
   const creates: string[] = [];
@@ -109,17 +116,27 @@ export function planApply(desired: PlanInput, kernel: KernelState): Plan {
   const recreate = new Set<string>();
   for (const [name, want] of desired.sets) {
     const have = kernel.sets.get(name);
-    if (have && (have.family !== want.family || have.type !== setTypeOf(name))) {
-      // Wrong type or family: destroy and re-create (after stage 0 removed
-      // every reference), then fill.
-      recreate.add(name);
+    if (have && misfit(name, want, have)) recreate.add(name);
+  }
+  // A set a list:set holds cannot be destroyed: out of every list first
+  // (and into the desired lists again below, as a new member).
+  for (const [list, l] of kernel.sets) {
+    if (l.type === "list:set") for (const m of l.members) if (recreate.has(m)) creates.push(`del ${list} ${m} -exist`);
+  }
+  for (const [name, want] of desired.sets) {
+    const have = kernel.sets.get(name);
+    if (recreate.has(name)) {
+      // Wrong type, family or range: destroy and re-create (after stage 0
+      // removed every rule referencing it), then fill.
       creates.push(`destroy ${name}`, `${setCreate(name, want)}`);
       for (const m of want.members) adds.push(`add ${name} ${m} -exist`);
       continue;
     }
     if (!have) creates.push(`${setCreate(name, want)} -exist`);
-    for (const m of want.members) if (!have?.members.has(m)) adds.push(`add ${name} ${m} -exist`);
-    if (have) for (const m of have.members) if (!want.members.has(m)) dels.push(`del ${name} ${m} -exist`);
+    // A re-created set was taken out of the lists holding it.
+    const held = (m: string) => have !== undefined && have.members.has(m) && !(have.type === "list:set" && recreate.has(m));
+    for (const m of want.members) if (!held(m)) adds.push(`add ${name} ${m} -exist`);
+    if (have) for (const m of have.members) if (!want.members.has(m) && held(m)) dels.push(`del ${name} ${m} -exist`);
   }
   ipsetBefore.push(...orderSetLines(creates, dels, adds));
   const restoreFirst: Record<IpVersion, string | undefined> = { 4: undefined, 6: undefined };

@@ -8,8 +8,8 @@
 import { chainKey, type ChainDef } from "../contract/host-update.js";
 import type { IpVersion } from "../model/index.js";
 import type { DesiredSet } from "./desired-state.js";
-import { emptyFamilyState, HOOKS, type KernelState } from "./kernel-state.js";
-import { setTypeOf } from "../contract/dataplane-names.js";
+import { emptyFamilyState, HOOKS, rangeText, type KernelState } from "./kernel-state.js";
+import { macSetRange, setTypeOf } from "../contract/dataplane-names.js";
 import { hookRule, type PlanInput } from "./plan.js";
 import type { ReferenceEdit } from "./plan-changes.js";
 import { chainHashes } from "./rule-hash.js";
@@ -69,7 +69,10 @@ export class ProgrammedState {
       }
     }
     for (const c of this.chains.values()) k.families[c.family].chains.set(c.name, { hashes: chainHashes(c) });
-    for (const [n, s] of this.sets) k.sets.set(n, { family: s.family, type: setTypeOf(n), members: s.members });
+    for (const [n, s] of this.sets) {
+      const range = macSetRange(n);
+      k.sets.set(n, { family: s.family, type: setTypeOf(n), ...(range !== undefined ? { range: rangeText(range)! } : {}), members: s.members });
+    }
     return k;
   }
 }

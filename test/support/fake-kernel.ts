@@ -3,18 +3,86 @@
 // and ipset save / restore for the dataplane's round trips, so driver logic
 // can be tested without root. Restores can be held at a gate, to put the
 // driver into "an apply is running" on purpose.
-import type { CommandRunner } from "../../services/driver/command-runner.js";
+//
+// It refuses what the kernel refuses (DESIGN §6.7, §8.2), with the messages
+// the real tools print (iptables-nft 1.8.9, ipset 7.17), and a failing batch
+// leaves behind what the real one leaves: test/dataplane/fake-kernel-conformance.test.ts
+// runs the same command sequences on real iptables/ipset in a namespace and
+// on this fake, and compares accept/refuse and the state left behind.
+//
+// iptables-restore (one table, one transaction: all or nothing):
+//   -A/-I/-D/-X on a chain that does not exist; -I past the end, -D past
+//   the end; `-j/-g pal-…` to a chain that does not exist (yet: declared
+//   later in the same restore counts as missing); `--match-set S` for a set
+//   that does not exist or is of the other family; -X of a chain that is
+//   not empty or that a rule still jumps to.
+// ipset restore (not atomic): lines are carried out in order; a line the
+//   kernel refuses stops the restore with everything before it applied; a
+//   line ipset itself cannot parse also loses the run of add/del lines of
+//   the same command and set just before it (ipset buffers those into one
+//   netlink message, sent only when the command or set changes). Refused:
+//   create of an existing set (with -exist: unless the same parameters),
+//   add/del/flush/destroy of a missing set, destroy of a set a rule or a
+//   list:set references, add of a present / del of an absent member without
+//   -exist; members by type: hash:net `<net>` of the set's family, not /0;
+//   hash:net,iface `<net>,<iface>` (iface ≤ 15 characters, /0 allowed);
+//   bitmap:ip,mac `<address>[,<MAC>]`, a plain address inside the range, one
+//   entry per address (add -exist replaces the MAC; del goes by address,
+//   whatever MAC it names); list:set: names of existing sets.
+import { CommandError, type CommandRunner } from "../../services/driver/command-runner.js";
+import { formatAddress, formatCidr, parseCidr, type IpVersion } from "../../services/model/index.js";
 
 type Table = Map<string, string[]>;
 const BUILTIN = ["INPUT", "FORWARD", "OUTPUT"];
 
+/** A set as `ipset save` shows it: its create parameters, and members as printed. */
+export interface FakeSet {
+  header: string;
+  members: Set<string>;
+}
+
+/** A refusal: `parse` ones are found by ipset itself (losing the buffered run), others by the kernel. */
+class Refused extends Error {
+  constructor(message: string, readonly parse = false) {
+    super(message);
+  }
+}
+
+const setType = (s: FakeSet) => s.header.split(/\s+/)[0]!;
+/** The family a set matches in; undefined for list:set (either). */
+function setFamily(s: FakeSet): IpVersion | undefined {
+  const t = setType(s);
+  if (t === "list:set") return undefined;
+  if (t.startsWith("bitmap:")) return 4;
+  return /(^| )family inet6( |$)/.test(s.header) ? 6 : 4;
+}
+/** [first, last] address of a bitmap's range ("a.b.0.0/16" or "a.b.c.d-e.f.g.h"). */
+function bitmapRange(s: FakeSet): [bigint, bigint] {
+  const r = /(?:^| )range (\S+)/.exec(s.header)?.[1] ?? "";
+  const dash = r.indexOf("-");
+  if (dash >= 0) return [parseCidr(r.slice(0, dash))!.addr, parseCidr(r.slice(dash + 1))!.addr];
+  const c = parseCidr(r)!;
+  return [c.addr, c.addr + (1n << BigInt(32 - c.prefix)) - 1n];
+}
+
+function printedRange(r: string): string {
+  const c = parseCidr(r);
+  return r.includes("-") || !c ? r : `${formatAddress(4, c.addr)}-${formatAddress(4, c.addr + (1n << BigInt(32 - c.prefix)) - 1n)}`;
+}
+
+const MAC_RE = /^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$/;
+const SET_MATCH_RE = /--match-set (\S+) /g;
+const TARGET_RE = /(?:^| )-[jg] (\S+)/;
+
 export class FakeKernel implements CommandRunner {
   readonly tables: Record<4 | 6, Table> = { 4: FakeKernel.builtins(), 6: FakeKernel.builtins() };
-  readonly sets = new Map<string, { header: string; members: Set<string> }>();
+  readonly sets = new Map<string, FakeSet>();
   /** Every command run, in order ("iptables-nft-restore", "ipset save", …). */
   readonly log: string[] = [];
   /** The input of each command, aligned with `log` ("" when none). */
   readonly inputs: string[] = [];
+  /** The error of each refused command, aligned with `log` (undefined when it succeeded). */
+  readonly refusals: (string | undefined)[] = [];
   /** When set, iptables restores wait for it before changing anything. */
   gate: Promise<void> | undefined;
 
@@ -23,18 +91,25 @@ export class FakeKernel implements CommandRunner {
   }
 
   async run(cmd: string, args: string[], input?: string): Promise<{ stdout: string }> {
-    this.log.push(`${cmd} ${args.join(" ")}`.trim());
+    const command = `${cmd} ${args.join(" ")}`.trim();
+    this.log.push(command);
     this.inputs.push(input ?? "");
+    const at = this.refusals.push(undefined) - 1;
     const family = cmd.startsWith("ip6") ? 6 : 4;
-    if (/^ip6?tables-(nft|legacy)-save$/.test(cmd)) return { stdout: this.save(family) };
-    if (/^ip6?tables-(nft|legacy)-restore$/.test(cmd)) {
-      if (this.gate) await this.gate;
-      this.restore(family, input ?? "");
-      return { stdout: "" };
+    try {
+      if (/^ip6?tables-(nft|legacy)-save$/.test(cmd)) return { stdout: this.save(family) };
+      if (/^ip6?tables-(nft|legacy)-restore$/.test(cmd)) {
+        if (this.gate) await this.gate;
+        this.restore(cmd, family, input ?? "");
+        return { stdout: "" };
+      }
+      if (cmd === "ipset" && args[0] === "save") return { stdout: this.ipsetSave() };
+      if (cmd === "ipset" && args[0] === "restore") { this.ipsetRestore(input ?? ""); return { stdout: "" }; }
+    } catch (err) {
+      if (err instanceof CommandError) this.refusals[at] = err.stderr;
+      throw err;
     }
-    if (cmd === "ipset" && args[0] === "save") return { stdout: this.ipsetSave() };
-    if (cmd === "ipset" && args[0] === "restore") { this.ipsetRestore(input ?? ""); return { stdout: "" }; }
-    throw new Error(`fake kernel: unsupported command ${cmd} ${args.join(" ")}`);
+    throw new Error(`fake kernel: unsupported command ${command}`);
   }
 
   /** Rules of one chain as iptables-save prints them after "-A <chain> ". */
@@ -52,30 +127,62 @@ export class FakeKernel implements CommandRunner {
     return out.join("\n");
   }
 
-  private restore(family: 4 | 6, text: string): void {
+  // ------------------------------------------------------------ iptables
+
+  private restore(cmd: string, family: 4 | 6, text: string): void {
     // All or nothing, like the kernel's transaction: work on a copy.
     const t: Table = new Map([...this.tables[family]].map(([n, r]) => [n, [...r]]));
-    for (const l of text.split("\n")) {
+    const lines = text.split("\n");
+    const failed = (n: number, why: string) => new CommandError(`${cmd} --noflush`, `${cmd}: line ${n} failed: ${why}`, 1);
+    const refused = (n: number, why: string) => new CommandError(`${cmd} --noflush`, `${cmd} v1.8.9 (nf_tables): ${why}\nError occurred at line: ${n}`, 2);
+    lines.forEach((l, i) => {
+      const n = i + 1;
       let m: RegExpExecArray | null;
-      if (l === "" || l === "*filter" || l === "COMMIT") continue;
-      if ((m = /^:(\S+) - \[0:0\]$/.exec(l))) t.set(m[1]!, []);
-      else if ((m = /^-A (\S+) (.*)$/.exec(l))) this.must(t, m[1]!).push(m[2]!);
-      else if ((m = /^-I (\S+) (\d+) (.*)$/.exec(l))) this.must(t, m[1]!).splice(Number(m[2]) - 1, 0, m[3]!);
-      else if ((m = /^-D (\S+) (\d+)$/.exec(l))) {
-        const c = this.must(t, m[1]!);
-        if (Number(m[2]) > c.length) throw new Error(`fake kernel: no rule ${m[2]} in ${m[1]}`);
+      if (l === "" || l === "*filter" || l === "COMMIT") return;
+      if ((m = /^:(\S+) - \[0:0\]$/.exec(l))) { t.set(m[1]!, []); return; }
+      if ((m = /^-[AI] (\S+) (?:(\d+) )?(.*)$/.exec(l))) {
+        const [, name, pos, rule] = m;
+        const c = t.get(name!);
+        if (!c) throw failed(n, "No chain/target/match by that name.");
+        const target = TARGET_RE.exec(` ${rule!}`)?.[1];
+        // Upper-case targets are extensions (ACCEPT, DROP, MARK, NFLOG, …); anything else must be a chain.
+        if (target !== undefined && !/^[A-Z]+$/.test(target) && !t.has(target)) throw refused(n, `Chain '${target}' does not exist`);
+        for (const [, set] of `${rule!} `.matchAll(SET_MATCH_RE)) {
+          const s = this.sets.get(set!);
+          if (!s) throw refused(n, `Set ${set!} doesn't exist.\n`);
+          const f = setFamily(s);
+          if (f !== undefined && f !== family) throw refused(n, `The protocol family of set ${set!} is IPv${f}, which is not applicable.\n`);
+        }
+        if (l.startsWith("-A")) c.push(rule!);
+        else {
+          const p = Number(pos ?? 1);
+          if (p < 1 || p > c.length + 1) throw failed(n, "Index of insertion too big.");
+          c.splice(p - 1, 0, rule!);
+        }
+        return;
+      }
+      if ((m = /^-D (\S+) (\d+)$/.exec(l))) {
+        const c = t.get(m[1]!);
+        if (!c || Number(m[2]) < 1 || Number(m[2]) > c.length) throw failed(n, "No chain/target/match by that name.");
         c.splice(Number(m[2]) - 1, 1);
-      } else if ((m = /^-X (\S+)$/.exec(l))) t.delete(m[1]!);
-      else throw new Error(`fake kernel: unexpected restore line ${l}`);
-    }
+        return;
+      }
+      if ((m = /^-X (\S+)$/.exec(l))) {
+        const name = m[1]!;
+        const c = t.get(name);
+        if (!c || BUILTIN.includes(name)) throw failed(n, "No chain/target/match by that name.");
+        // The kernel refuses to delete a chain that holds rules or that a rule jumps to.
+        const referenced = [...t.values()].some((rules) => rules.some((r) => TARGET_RE.exec(` ${r}`)?.[1] === name));
+        if (c.length || referenced) throw new CommandError(`${cmd} --noflush`, `${cmd} v1.8.9 (nf_tables): \nline ${n}: CHAIN_DEL failed (Device or resource busy): chain ${name}`, 4);
+        t.delete(name);
+        return;
+      }
+      throw new Error(`fake kernel: unexpected restore line ${l}`);
+    });
     this.tables[family] = t;
   }
 
-  private must(t: Table, name: string): string[] {
-    const c = t.get(name);
-    if (!c) throw new Error(`fake kernel: no chain ${name}`);
-    return c;
-  }
+  // ------------------------------------------------------------ ipset
 
   private ipsetSave(): string {
     const out: string[] = [];
@@ -86,17 +193,104 @@ export class FakeKernel implements CommandRunner {
     return out.join("\n") + "\n";
   }
 
+  /** Whether a rule (either family) or a list:set holds `name`: the kernel then refuses to destroy it. */
+  private inUse(name: string): boolean {
+    const needle = `--match-set ${name} `;
+    for (const f of [4, 6] as const) for (const rules of this.tables[f].values()) if (rules.some((r) => `${r} `.includes(needle))) return true;
+    for (const s of this.sets.values()) if (setType(s) === "list:set" && s.members.has(name)) return true;
+    return false;
+  }
+
   private ipsetRestore(text: string): void {
-    for (const l of text.split("\n")) {
+    // The add/del lines not yet sent (one command, one set): lost if a later line fails to parse.
+    let run: { key: string; undo: (() => void)[] } | undefined;
+    text.split("\n").forEach((l, i) => {
       const p = l.trim().split(/\s+/);
-      if (!p[0]) continue;
-      const name = p[1]!;
-      if (p[0] === "create") { if (!this.sets.has(name)) this.sets.set(name, { header: p.slice(2).filter((x) => x !== "-exist").join(" "), members: new Set() }); }
-      else if (p[0] === "add") this.sets.get(name)!.members.add(p[2]!);
-      else if (p[0] === "del") this.sets.get(name)!.members.delete(p[2]!);
-      else if (p[0] === "destroy") this.sets.delete(name);
-      else if (p[0] === "flush") this.sets.get(name)!.members.clear();
-      else throw new Error(`fake kernel: unexpected ipset line ${l}`);
+      if (!p[0]) return;
+      const exist = p.includes("-exist");
+      const args = p.filter((x) => x !== "-exist");
+      try {
+        const [op, name] = [args[0]!, args[1] ?? ""];
+        if (op !== "add" && op !== "del") run = undefined;
+        if (op === "create") {
+          // ipset prints a bitmap's range as "<first>-<last>", whichever way it was given.
+          const header = args.slice(2).join(" ").replace(/^(bitmap:\S+ range )(\S+)/, (_, t: string, r: string) => `${t}${printedRange(r)}`);
+          const have = this.sets.get(name);
+          if (have && !(exist && have.header === header)) throw new Refused("Set cannot be created: set with the same name already exists");
+          if (!have) this.sets.set(name, { header, members: new Set() });
+        } else if (op === "destroy" || op === "flush") {
+          const s = this.sets.get(name);
+          if (!s) throw new Refused("The set with the given name does not exist");
+          if (op === "flush") s.members.clear();
+          else if (this.inUse(name)) throw new Refused("Set cannot be destroyed: it is in use by a kernel component");
+          else this.sets.delete(name);
+        } else if (op === "add" || op === "del") {
+          const s = this.sets.get(name);
+          if (!s) throw new Refused("The set with the given name does not exist", true);
+          // Parsed before the pending run is sent: a parse error loses that run, whichever set it was for.
+          const undo = this.member(s, op, args[2] ?? "", exist);
+          const key = `${op} ${name}`;
+          if (run?.key !== key) run = { key, undo: [] };
+          run.undo.push(undo);
+        } else {
+          throw new Error(`fake kernel: unexpected ipset line ${l}`);
+        }
+      } catch (err) {
+        if (!(err instanceof Refused)) throw err;
+        if (err.parse) for (const u of (run?.undo ?? []).reverse()) u();
+        throw new CommandError("ipset restore", `ipset v7.17: Error in line ${i + 1}: ${err.message}`, 1);
+      }
+    });
+  }
+
+  /** One add/del, checked as ipset and the kernel check it; returns how to undo it. */
+  private member(s: FakeSet, op: "add" | "del", raw: string, exist: boolean): () => void {
+    const type = setType(s);
+    let key: string; // what identifies the entry (a bitmap's is its address)
+    let text: string; // the entry as ipset save prints it
+    if (type === "list:set") {
+      if (!this.sets.has(raw)) throw new Refused("Set to be added/deleted/tested as element does not exist.");
+      key = text = raw;
+    } else if (type === "bitmap:ip,mac") {
+      const [ip, mac, ...rest] = raw.split(",");
+      const c = parseCidr(ip ?? "");
+      if (!c || c.version !== 4 || rest.length) throw new Refused(`Syntax error: cannot parse ${raw}: resolving to IPv4 address failed`, true);
+      if (ip!.includes("/")) throw new Refused(`Syntax error: plain IP address must be supplied: ${ip}`, true);
+      if (mac !== undefined && !MAC_RE.test(mac)) throw new Refused(`Syntax error: cannot parse '${mac}' as ethernet address`, true);
+      const [lo, hi] = bitmapRange(s);
+      if (c.addr < lo || c.addr > hi) throw new Refused("Element is out of the range of the set");
+      key = formatAddress(4, c.addr);
+      text = mac === undefined ? key : `${key},${mac.toUpperCase()}`;
+    } else if (type === "hash:net" || type === "hash:net,iface") {
+      const family = setFamily(s)!;
+      const comma = raw.indexOf(",");
+      if (type === "hash:net" && comma >= 0) throw new Refused(`Syntax error: Elem separator in ${raw}, but settype hash:net supports none.`, true);
+      if (type === "hash:net,iface" && comma < 0) throw new Refused(`Syntax error: Second element is missing from ${raw}.`, true);
+      const net = comma >= 0 ? raw.slice(0, comma) : raw;
+      const iface = comma >= 0 ? raw.slice(comma + 1) : "";
+      const c = parseCidr(net);
+      if (!c || c.version !== family) throw new Refused(`Syntax error: cannot parse ${net}: resolving to IPv${family} address failed`, true);
+      if (iface.length > 15) throw new Refused(`Syntax error: interface name '${iface}' is longer than 15 characters`, true);
+      if (type === "hash:net" && c.prefix === 0) throw new Refused("The value of the CIDR parameter of the IP address is invalid");
+      const host = c.prefix === (family === 4 ? 32 : 128);
+      key = text = `${host ? formatAddress(family, c.addr) : formatCidr(c)}${comma >= 0 ? `,${iface}` : ""}`;
+    } else {
+      throw new Error(`fake kernel: unsupported set type ${type}`);
     }
+    // The entry present under the same key, if any (a bitmap: any MAC of that address).
+    const present = type === "bitmap:ip,mac" ? [...s.members].find((m) => m === key || m.startsWith(`${key},`)) : s.members.has(key) ? key : undefined;
+    if (op === "add") {
+      if (present !== undefined && !exist) throw new Refused("Element cannot be added to the set: it's already added");
+      // With -exist, an entry of the same address is replaced (a bitmap's MAC is updated).
+      if (present !== undefined) s.members.delete(present);
+      s.members.add(text);
+      return () => { s.members.delete(text); if (present !== undefined) s.members.add(present); };
+    }
+    if (present === undefined) {
+      if (!exist) throw new Refused("Element cannot be deleted from the set: it's not added");
+      return () => undefined;
+    }
+    s.members.delete(present);
+    return () => s.members.add(present);
   }
 }

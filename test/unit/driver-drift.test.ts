@@ -9,6 +9,7 @@ import { createLogger } from "../../services/runtime/logger.js";
 import { createDataplane } from "../../services/driver/dataplane.js";
 import { startDriver, type Driver } from "../../services/driver/driver.js";
 import type { PlanInput } from "../../services/driver/plan.js";
+import { driverBaseChains } from "../../services/driver/plan-input.js";
 import { startFakeController } from "../support/fake-controller.js";
 import { FakeKernel } from "../support/fake-kernel.js";
 
@@ -16,9 +17,15 @@ const logger = createLogger({ name: "test", level: "silent" });
 const chain = (name: string, rules: string[]): ChainDef => ({ table: "filter", family: 4, name, rules });
 const web = (port: number) => chain("pal-pi-web", [`-p tcp --dport ${port} -j ACCEPT`]);
 
+/** The hooks jump to the base chains, which jump to the entry chains: a state the kernel accepts. */
+const BASE = [
+  ...driverBaseChains(["tap"], [4]).values(),
+  ...["pal-from-wl-dispatch", "pal-to-wl-dispatch", "pal-wl-to-host"].map((n) => chain(n, ["-j DROP"])),
+];
+
 function input(chains: ChainDef[], members: string[] = ["198.18.0.1"]): PlanInput {
   return {
-    chains: new Map(chains.map((c) => [chainKey(c.family, c.name), c])),
+    chains: new Map([...BASE, ...chains].map((c) => [chainKey(c.family, c.name), c])),
     sets: new Map([["pal4t-web", { family: 4 as const, members: new Set(members) }]]),
     families: [4],
     removeUnwanted: true,
@@ -127,6 +134,35 @@ describe("driver: drift repairs are counted only for real kernel edits", () => {
     await until(() => (k.chain(4, "pal-pi-web") ?? []).join("\n").includes("--dport 82"), "chain restored");
     await new Promise((r) => setTimeout(r, 100));
     expect(driver.counters.driftRepairs).toBe(1);
+  });
+
+  it("before the first in-sync, an edit the tamper watch reports is repaired (the fail-closed start holds)", async () => {
+    const k = new FakeKernel();
+    const ctl = await fakeController();
+    // No periodic or post-write checks: only the tamper watch's request (checkDrift).
+    driver = await startDriver({ controllers: [ctl.address], hostname: "hv1", runner: k, logger, backend: "nft", families: [4], driftCheckMs: 3_600_000, postWriteCheckMs: 3_600_000, readInterface: async () => "up", rulesetMonitor: false });
+    await until(() => (k.chain(4, "FORWARD") ?? []).some((r) => r.endsWith("-j pal-FORWARD")), "placeholders and hook applied");
+    await until(ctl.connected, "driver connected");
+    // The controller has not sent a snapshot yet. A host firewall reload drops our hook and flushes a placeholder.
+    k.tables[4].set("FORWARD", []);
+    k.tables[4].set("pal-from-wl-dispatch", []);
+    driver.checkDrift();
+    await until(() => (k.chain(4, "FORWARD") ?? []).some((r) => r.endsWith("-j pal-FORWARD")), "hook restored before the first in-sync");
+    await until(() => (k.chain(4, "pal-from-wl-dispatch") ?? []).some((r) => r.endsWith("-j DROP")), "placeholder restored");
+    expect(driver.counters.driftRepairs).toBe(1);
+  });
+
+  it("the first snapshot is planned against what the kernel holds then, not what the start-up apply left", async () => {
+    const k = new FakeKernel();
+    const ctl = await fakeController();
+    driver = await startDriver({ controllers: [ctl.address], hostname: "hv1", runner: k, logger, backend: "nft", families: [4], driftCheckMs: 3_600_000, postWriteCheckMs: 3_600_000, readInterface: async () => "up", rulesetMonitor: false });
+    await until(() => (k.chain(4, "FORWARD") ?? []).some((r) => r.endsWith("-j pal-FORWARD")), "placeholders and hook applied");
+    await until(ctl.connected, "driver connected");
+    // Unseen (legacy backend: no tamper watch; the periodic check not due yet): the hook is gone.
+    k.tables[4].set("FORWARD", []);
+    ctl.send(1, SNAPSHOT, true);
+    await until(() => driver!.appliedRevision === 1, "revision 1");
+    expect((k.chain(4, "FORWARD") ?? []).filter((r) => r.endsWith("-j pal-FORWARD"))).toHaveLength(1);
   });
 
   it("a drift check between a failed apply and its retry counts nothing", async () => {

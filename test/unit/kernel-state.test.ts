@@ -1,6 +1,6 @@
 // Reading what the kernel holds: `iptables-save` and `ipset save` text (services/driver/kernel-state.ts).
 import { describe, expect, it } from "vitest";
-import { canonicalMember, parseIpsetSave, parseIptablesSave } from "../../services/driver/kernel-state.js";
+import { canonicalMember, parseIpsetSave, parseIptablesSave, rangeText } from "../../services/driver/kernel-state.js";
 import { HASH_COMMENT_RE, hashComment, ruleHashes } from "../../services/driver/rule-hash.js";
 import { hookRule } from "../../services/driver/plan.js";
 
@@ -133,6 +133,15 @@ describe("parseIpsetSave", () => {
   it("a set without a family is taken as IPv4", () => {
     expect(sets.get("pal-list")?.family).toBe(4);
     expect(sets.get("pal-list")?.type).toBe("list:set");
+    expect(sets.get("pal-list")?.range).toBeUndefined();
+  });
+
+  it("a bitmap's range, as ipset save prints it; a MAC set's members as printed (upper-case MAC)", () => {
+    const s = parseIpsetSave("create pal4m-198-18 bitmap:ip,mac range 198.18.0.0-198.18.255.255\nadd pal4m-198-18 198.18.0.5,02:AB:00:00:00:01\n");
+    expect(s.get("pal4m-198-18")).toEqual({ family: 4, type: "bitmap:ip,mac", range: "198.18.0.0-198.18.255.255", members: new Set(["198.18.0.5,02:AB:00:00:00:01"]) });
+    expect(rangeText("198.18.0.0/16")).toBe("198.18.0.0-198.18.255.255");
+    expect(rangeText("198.18.0.0-198.18.0.255")).toBe("198.18.0.0-198.18.0.255");
+    expect(rangeText("nonsense")).toBeUndefined();
   });
 
   it("ignores foreign sets and their members", () => {

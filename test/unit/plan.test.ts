@@ -5,6 +5,12 @@ import { emptyFamilyState, parseIpsetSave, parseIptablesSave, type KernelState }
 import { hookRule, planApply, planCleanup, type PlanInput } from "../../services/driver/plan.js";
 import { hashComment, ruleHashes } from "../../services/driver/rule-hash.js";
 import type { DesiredSet } from "../../services/driver/desired-state.js";
+import { createDataplane } from "../../services/driver/dataplane.js";
+import { buildPlanInput, driverBaseChains } from "../../services/driver/plan-input.js";
+import { createLogger } from "../../services/runtime/logger.js";
+import { FakeKernel } from "../support/fake-kernel.js";
+import { mulberry32, randInt } from "../support/prng.js";
+import { emptyWorld, mutate, type World } from "../support/random-dataplane.js";
 
 const chain = (name: string, rules: string[], family: 4 | 6 = 4): ChainDef => ({ table: "filter", family, name, rules });
 
@@ -378,4 +384,73 @@ describe("destroying a list:set and its members", () => {
   it("sets no longer wanted (e.g. a move to the chains layout) go list first", () => {
     expect(planApply(desired([], {}, true, [4]), k()).ipsetAfter).toEqual(["destroy pal4mac", "destroy pal4m-10-1"]);
   });
+});
+
+describe("a MAC set to re-create while a list:set holds it (a leftover or a tampered kernel)", () => {
+  const logger = createLogger({ name: "test", level: "silent" });
+  const base = driverBaseChains(["tap"], [4]);
+  const want = () => ({
+    chains: new Map([...base, ...["pal-from-wl-dispatch", "pal-to-wl-dispatch", "pal-wl-to-host"].map((n) => [chainKey(4, n), chain(n, ["-m set --match-set pal4mac src,src -j RETURN", "-j DROP"])] as const)]),
+    sets: new Map<string, DesiredSet>([
+      ["pal4mac", { family: 4, members: new Set(["pal4m-198-18"]) }],
+      ["pal4m-198-18", { family: 4, members: new Set(["198.18.0.5,02:00:00:00:00:01"]) }],
+    ]),
+    families: [4 as const],
+    removeUnwanted: true,
+  });
+
+  // The kernel refuses to destroy a set a list holds, and members outside a bitmap's range:
+  // the set must leave the list, be re-created, and be listed again.
+  for (const [what, header] of [["of another type", "hash:net family inet maxelem 1048576"], ["over another range", "bitmap:ip,mac range 198.19.0.0/16"]] as const) {
+    it(`${what}: taken out of the list, re-created, listed again`, async () => {
+      const k = new FakeKernel();
+      await k.run("ipset", ["restore"], `create pal4m-198-18 ${header}\ncreate pal4mac list:set size 65536\nadd pal4mac pal4m-198-18\n`);
+      const d = want();
+      const dp = createDataplane({ runner: k, backend: "nft", families: [4], logger });
+      await dp.apply(d);
+      expect(k.refusals.filter((r) => r !== undefined)).toEqual([]);
+      expect(k.sets.get("pal4m-198-18")!.header).toMatch(/^bitmap:ip,mac range 198\.18\.0\.0/);
+      expect([...k.sets.get("pal4m-198-18")!.members]).toEqual(["198.18.0.5,02:00:00:00:00:01"]);
+      expect([...k.sets.get("pal4mac")!.members]).toEqual(["pal4m-198-18"]);
+      expect(await dp.detectDrift()).toBe(false);
+    });
+  }
+});
+
+describe("planApply between any two states a driver may meet (seeded: restart, reconnect, read-back)", () => {
+  // From whatever a previous driver left (tag, interface, MAC and list sets,
+  // chains matching them and jumping to each other, both families) to any
+  // other such state: the full plan is one the kernel accepts (the fake
+  // kernel refuses what the kernel refuses) and lands exactly on it.
+  const FAMILIES = [4, 6] as const;
+  const base = driverBaseChains(["tap"], FAMILIES);
+  const logger = createLogger({ name: "test", level: "silent" });
+  const walk = (rnd: () => number, w: World, steps: number) => { for (let i = 0; i < steps; i++) w = mutate(rnd, w, FAMILIES); return w; };
+  const input = (w: World) => buildPlanInput({ base, families: FAMILIES, desired: w });
+
+  for (let seed = 1; seed <= 40; seed++) {
+    it(`seed ${seed}`, async () => {
+      const rnd = mulberry32(seed);
+      const k = new FakeKernel();
+      const before = walk(rnd, emptyWorld(FAMILIES), 1 + randInt(rnd, 6));
+      await createDataplane({ runner: k, backend: "nft", families: [...FAMILIES], logger }).apply(input(before));
+      // A new driver: reads the kernel, keeps everything until its first in-sync, then plans in full.
+      const dp = createDataplane({ runner: k, backend: "nft", families: [...FAMILIES], logger });
+      const start = await dp.readKernel();
+      await dp.apply(buildPlanInput({ base, families: FAMILIES, startKernel: start }));
+      const after = walk(rnd, before, 1 + randInt(rnd, 6));
+      await dp.apply(input(after));
+      expect(k.refusals.filter((r) => r !== undefined)).toEqual([]);
+      for (const f of FAMILIES) {
+        const want: Record<string, readonly string[]> = {};
+        for (const c of input(after).chains.values()) if (c.family === f) want[c.name] = c.rules;
+        const have: Record<string, string[]> = {};
+        for (const [n, rules] of k.tables[f]) if (n.startsWith("pal-")) have[n] = rules.map((r) => r.replace(/^-m comment --comment pal:[0-9a-f]{16} /, ""));
+        expect(have).toEqual(want);
+      }
+      const sets = (m: Iterable<[string, { members: Set<string> }]>) => Object.fromEntries([...m].map(([n, s]) => [n, [...s.members].sort()]));
+      expect(sets(k.sets)).toEqual(sets(after.sets));
+      expect(await dp.detectDrift()).toBe(false);
+    });
+  }
 });
