@@ -19,11 +19,10 @@
 import { deepEqual } from "../util/deep-equal.js";
 import { endpointKeyString, hostAddress, type Endpoint, type IpVersion, type Profile } from "../model/index.js";
 import { DEFAULT_CALC_CONFIG, chainKey, sameRules, type CalcConfig, type ChainDef, type HostUpdate } from "./desired-state.js";
-import { renderDispatch } from "./dispatch.js";
-import { renderEndpointChains, reportedDrop } from "./render-endpoint.js";
+import { reportedDrop } from "./flow-log.js";
 import { renderProfile, type RenderedProfile } from "./render-rules.js";
 import {
-  ENTRY_CHAINS, classKey, classSet, fromWorkloadChain, inactiveSet, macListSet, macSet, noMacSet, nodeSet, tagSet, toWorkloadChain,
+  ENTRY_CHAINS, classKey, classSet, inactiveSet, macListSet, macSet, noMacSet, nodeSet, tagSet,
 } from "./names.js";
 import { prefixTree, type PrefixTree } from "./prefix-tree.js";
 import { renderClassChains, renderClassDispatch, renderMacChains } from "./render-classes.js";
@@ -47,10 +46,8 @@ export interface CalcGraphOptions {
 const FAMILIES: readonly IpVersion[] = [4, 6];
 
 class HostView {
-  /** This host's layout (DESIGN §6.5): set-based, or per-endpoint chains (its driver may not support sets). */
-  constructor(public sets: boolean) {}
   readonly out = new UpdateCoalescer();
-  /** Host-specific chains: endpoint, dispatch and entry chains. */
+  /** Host-specific chains: entry chains, class chains and trees, MAC tree. */
   readonly chains = new Map<string, ChainDef>();
   /** Interface name -> endpoint keys using it (more than one is a conflict). */
   readonly byName = new Map<string, Set<string>>();
@@ -62,17 +59,12 @@ class HostView {
    * the global state at flush time (once), and deltas skip them.
    */
   readonly pendingFull = new Set<string>();
-  /**
-   * Rebuilt once, at flush: the dispatch tree (interface names changed), or
-   * in the set-based layout the class tree, node sets and roots (classes
-   * came or went).
-   */
+  /** Rebuilt once, at flush: the class tree, node sets and roots (classes came or went). */
   dispatchDirty = false;
-  /** Set-based layout: a profile appeared or went; the class chains are re-rendered at flush. */
+  /** A profile appeared or went; the class chains are re-rendered at flush. */
   classChainsDirty = false;
-  /** Set-based layout: an interface's MAC came, went or changed; the MAC tree is re-rendered at flush. */
+  /** An interface's MAC came, went or changed; the MAC tree is re-rendered at flush. */
   macDirty = false;
-  // ---- set-based layout (DESIGN §6.5)
   /**
    * Interface -> the endpoint whose class, MAC and set members it carries
    * (what it contributes is derived from the endpoint when it changes: only
@@ -157,15 +149,10 @@ export class CalcGraph {
   private readonly dirty = new Set<string>();
   private readonly subscribed = new Set<string>();
   private readonly listenAll: boolean;
-  /** The set-based layout (DESIGN §6.5) by default; false: per-endpoint chains (§6.4). */
-  private readonly setsLayout: boolean;
-  /** Hosts whose subscriber cannot program the set-based layout: they get chains. */
-  private readonly chainsOnly = new Set<string>();
   private revision = 0;
 
   constructor(private readonly sink: CalcSink, private readonly cfg: CalcConfig = DEFAULT_CALC_CONFIG, opts: CalcGraphOptions = {}) {
     this.listenAll = (opts.listen ?? "all") === "all";
-    this.setsLayout = (cfg.layout ?? "sets") === "sets";
   }
 
   get currentRevision(): number {
@@ -256,9 +243,8 @@ export class CalcGraph {
       let keys = hv.byName.get(ep.name);
       if (!keys) hv.byName.set(ep.name, (keys = new Set()));
       keys.add(key);
-      if (!hv.sets) this.markDispatch(ep.host, hv);
     }
-    this.renderName(ep.host, hv, ep.name);
+    this.placeName(ep.host, hv, ep.name);
     this.emit(ep.host, hv, { type: "endpoint-update", key, interfaceName: ep.name });
     this.updateContrib(key, ep);
   }
@@ -270,7 +256,6 @@ export class CalcGraph {
     this.endpoints.delete(key);
     hv.endpoints.delete(key);
     this.unbindName(old.host, hv, old.name, key);
-    if (!hv.sets) this.markDispatch(old.host, hv);
     for (const id of old.profileIds) this.dropUse(old.host, hv, id, key);
     this.emit(old.host, hv, { type: "endpoint-remove", key });
     this.updateContrib(key, undefined);
@@ -340,59 +325,14 @@ export class CalcGraph {
    * what creating it produces is not emitted: the subscriber starts from
    * snapshot(), which holds it. Idempotent.
    */
-  subscribe(host: string, opts: { setLayout?: boolean } = {}): void {
-    // A subscriber that cannot program the set-based layout gets chains.
-    if (opts.setLayout === false) this.chainsOnly.add(host);
-    else this.chainsOnly.delete(host);
-    const existing = this.hosts.get(host);
-    if (!existing) {
+  subscribe(host: string): void {
+    if (!this.hosts.has(host)) {
       const hv = this.host(host);
       this.renderDirtyLayout(host, hv);
       hv.out.clear();
       this.dirty.delete(host);
-    } else if (existing.sets !== this.layoutFor(host)) {
-      this.switchLayout(host, existing, this.layoutFor(host));
     }
     this.subscribed.add(host);
-  }
-
-  /** Whether a host gets the set-based layout: the default, unless its subscriber cannot program it. */
-  private layoutFor(host: string): boolean {
-    return this.setsLayout && !this.chainsOnly.has(host);
-  }
-
-  /** The layout hosts get when their driver can program it. */
-  get defaultLayout(): "sets" | "chains" {
-    return this.setsLayout ? "sets" : "chains";
-  }
-
-  /**
-   * Rebuilds a host's view in the other layout. Tag sets and profile chains
-   * are the same in both; the host-specific chains and sets are dropped and
-   * derived again. Nothing is emitted: it happens when a subscriber arrives,
-   * and the subscriber starts from snapshot().
-   */
-  private switchLayout(host: string, hv: HostView, sets: boolean): void {
-    for (const cls of hv.classes.keys()) {
-      const shared = this.sharedClasses.get(cls);
-      if (shared && --shared.users <= 0) this.sharedClasses.delete(cls);
-    }
-    hv.classes.clear();
-    hv.local.clear();
-    hv.placed.clear();
-    hv.treeMacs[4].clear();
-    hv.treeMacs[6].clear();
-    hv.macClaims.clear();
-    hv.macSetClaims.clear();
-    hv.tree = undefined;
-    for (const [key, c] of [...hv.chains]) if (c.name !== ENTRY_CHAINS.workloadToHost) hv.chains.delete(key);
-    hv.sets = sets;
-    if (sets) this.createLayoutSets(host, hv);
-    for (const name of hv.byName.keys()) this.renderName(host, hv, name);
-    this.renderDispatch(host, hv);
-    hv.dispatchDirty = hv.classChainsDirty = hv.macDirty = false;
-    hv.out.clear();
-    this.dirty.delete(host);
   }
 
   /**
@@ -403,7 +343,6 @@ export class CalcGraph {
    */
   unsubscribe(host: string): boolean {
     this.subscribed.delete(host);
-    this.chainsOnly.delete(host);
     const hv = this.hosts.get(host);
     if (!hv || hv.endpoints.size > 0 || this.wanted(host)) return false;
     this.hosts.delete(host);
@@ -444,7 +383,7 @@ export class CalcGraph {
   private host(name: string): HostView {
     const existing = this.hosts.get(name);
     if (existing) return existing;
-    const hv = new HostView(this.layoutFor(name));
+    const hv = new HostView();
     this.hosts.set(name, hv);
     this.initView(name, hv);
     return hv;
@@ -452,7 +391,7 @@ export class CalcGraph {
 
   /** What a host with no endpoints holds; not stored, nothing emitted. */
   private freshView(name: string): HostView {
-    const hv = new HostView(this.layoutFor(name));
+    const hv = new HostView();
     this.initView(name, hv, true);
     return hv;
   }
@@ -463,20 +402,16 @@ export class CalcGraph {
     const entry: ChainDef[] = FAMILIES.map((family) => ({ table: "filter", family, name: ENTRY_CHAINS.workloadToHost, rules: toHost }));
     if (detached) {
       for (const c of entry) hv.chains.set(chainKey(c.family, c.name), c);
-      if (hv.sets) {
-        // The same sets, in the same order, as a stored view creates them.
-        for (const family of FAMILIES) hv.local.set(inactiveSet(family), { family, members: new Set() });
-        hv.local.set(noMacSet, { family: 4, members: new Set() });
-        hv.local.set(macListSet, { family: 4, members: new Set() });
-        for (const family of FAMILIES) for (const c of this.layoutChains(hv, family)) hv.chains.set(chainKey(family, c.name), c);
-        return;
-      }
-      for (const family of FAMILIES) for (const c of renderDispatch([], family, this.cfg)) hv.chains.set(chainKey(family, c.name), c);
+      // The same sets, in the same order, as a stored view creates them.
+      for (const family of FAMILIES) hv.local.set(inactiveSet(family), { family, members: new Set() });
+      hv.local.set(noMacSet, { family: 4, members: new Set() });
+      hv.local.set(macListSet, { family: 4, members: new Set() });
+      for (const family of FAMILIES) for (const c of this.layoutChains(hv, family)) hv.chains.set(chainKey(family, c.name), c);
       return;
     }
-    if (hv.sets) this.createLayoutSets(name, hv);
+    this.createLayoutSets(name, hv);
     for (const c of entry) this.setChain(name, hv, c);
-    this.renderDispatch(name, hv);
+    this.renderSetsLayout(name, hv, { classes: true, classChains: true, macs: true });
   }
 
   /** The set-based layout's sets every host has. */
@@ -486,14 +421,9 @@ export class CalcGraph {
     this.createLocal(host, hv, macListSet, 4, []);
   }
 
-  /** What a batch left to render once per host: the dispatch (tree) and, in the set-based layout, class chains and MAC tree. */
+  /** What a batch left to render once per host: class tree and roots, class chains, MAC tree. */
   private renderDirtyLayout(host: string, hv: HostView): void {
     if (!hv.dispatchDirty && !hv.classChainsDirty && !hv.macDirty) return;
-    if (!hv.sets) {
-      hv.dispatchDirty = false;
-      this.renderDispatch(host, hv);
-      return;
-    }
     const what = { classes: hv.dispatchDirty, classChains: hv.classChainsDirty, macs: hv.macDirty };
     hv.dispatchDirty = hv.classChainsDirty = hv.macDirty = false;
     this.renderSetsLayout(host, hv, what);
@@ -521,59 +451,20 @@ export class CalcGraph {
     if (hv.chains.delete(chainKey(family, name))) this.emit(host, hv, { type: "chain-remove", table: "filter", family, name });
   }
 
-  private renderDispatch(host: string, hv: HostView): void {
-    if (hv.sets) return this.renderSetsLayout(host, hv, { classes: true, classChains: true, macs: true });
-    const names = [...hv.byName.keys()];
-    const wanted = new Set<string>();
-    for (const family of FAMILIES) {
-      for (const c of renderDispatch(names, family, this.cfg)) {
-        wanted.add(chainKey(family, c.name));
-        this.setChain(host, hv, c);
-      }
-    }
-    for (const [key, c] of hv.chains) {
-      if (!wanted.has(key) && (c.name.startsWith("pal-fd") || c.name.startsWith("pal-td"))) this.removeChain(host, hv, c.family, c.name);
-    }
-  }
-
-  /** (Re)renders the chains of the endpoint(s) using an interface name. */
-  private renderName(host: string, hv: HostView, name: string): void {
-    if (hv.sets) return this.placeName(host, hv, name);
-    const keys = hv.byName.get(name);
-    for (const family of FAMILIES) {
-      if (!keys || keys.size === 0) {
-        this.removeChain(host, hv, family, toWorkloadChain(name));
-        this.removeChain(host, hv, family, fromWorkloadChain(name));
-        continue;
-      }
-      if (keys.size > 1) {
-        // Two endpoints claim one interface: fail closed until resolved.
-        // Reported as "no-endpoint": the interface has no one endpoint.
-        this.setChain(host, hv, { table: "filter", family, name: toWorkloadChain(name), rules: reportedDrop(this.cfg, "", "n", toWorkloadChain(name)) });
-        this.setChain(host, hv, { table: "filter", family, name: fromWorkloadChain(name), rules: reportedDrop(this.cfg, "", "n", fromWorkloadChain(name)) });
-        continue;
-      }
-      const ep = this.endpoints.get([...keys][0]!)!;
-      for (const c of renderEndpointChains(ep, family, (id) => this.profiles.has(id), this.cfg)) this.setChain(host, hv, c);
-    }
-  }
-
   private unbindName(host: string, hv: HostView, name: string, key: string): void {
     const keys = hv.byName.get(name);
     keys?.delete(key);
     if (keys && keys.size === 0) hv.byName.delete(name);
-    this.renderName(host, hv, name);
+    this.placeName(host, hv, name);
   }
 
   private rerenderUsers(profileId: string): void {
     for (const key of this.profileUsers.get(profileId) ?? []) {
       const ep = this.endpoints.get(key)!;
       const hv = this.hosts.get(ep.host)!;
-      // Set-based layout: the class chains say whether a profile exists; re-rendered at flush.
-      if (hv.sets) {
-        hv.classChainsDirty = true;
-        this.dirty.add(ep.host);
-      } else this.renderName(ep.host, hv, ep.name);
+      // The class chains say whether a profile exists; re-rendered at flush.
+      hv.classChainsDirty = true;
+      this.dirty.add(ep.host);
     }
   }
 

@@ -22,13 +22,6 @@ export interface CalcConfig {
   flowLogs?: boolean;
   /** Mark bit of "this report point got a token" (default 0x2000000). */
   logMark?: number;
-  /**
-   * Dataplane layout (DESIGN §6.5): "sets" classifies packets by ipset
-   * lookups (rule count independent of the endpoints on a host); "chains"
-   * is the per-endpoint layout of earlier releases, kept for rollback.
-   * Absent means "sets".
-   */
-  layout?: "sets" | "chains";
 }
 
 export const DEFAULT_CALC_CONFIG: CalcConfig = { acceptMark: 0x1000000, workloadToHost: "drop" };

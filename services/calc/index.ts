@@ -4,6 +4,5 @@ export { UpdateCoalescer } from "./update-coalescer.js";
 export * from "./desired-state.js";
 export * from "./names.js";
 export { renderProfile, renderRules, ruleMatchSpecs, chunkPorts, acceptMarkSpecs } from "./render-rules.js";
-export { renderEndpointChains } from "./render-endpoint.js";
-export { renderDispatch, DISPATCH_FANOUT } from "./dispatch.js";
+export { DISPATCH_FANOUT } from "./prefix-tree.js";
 export * from "./flow-log.js";

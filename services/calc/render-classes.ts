@@ -21,9 +21,8 @@
 import type { IpVersion } from "../model/index.js";
 import type { CalcConfig, ChainDef } from "./desired-state.js";
 import { prefixTree, type PrefixTree } from "./prefix-tree.js";
-import { reportedDrop, profileJumps } from "./render-endpoint.js";
-import { markHex } from "./render-rules.js";
-import { DEFAULT_LOG_MARK } from "./flow-log.js";
+import { acceptMarkSpecs, markHex } from "./render-rules.js";
+import { DEFAULT_LOG_MARK, clearMask, reportedDrop } from "./flow-log.js";
 import {
   ENTRY_CHAINS, MAC_ROOT, MAC_TREE_ROOT, classSet, fromClassChain, fromClassNode, inactiveSet, macListSet, macNode, noMacSet, nodeSet,
   profileInboundChain, profileOutboundChain, toClassChain, toClassNode,
@@ -32,6 +31,30 @@ import {
 export interface HostClass {
   /** The ordered profile list. */
   profileIds: readonly string[];
+}
+
+/**
+ * An ordered profile list as jumps (the verdict plumbing of DESIGN §6.4):
+ * the first allow (mark) returns, a missing profile or the end drops.
+ */
+export function profileJumps(profileIds: readonly string[], self: string, chainOf: (id: string) => string, exists: (id: string) => boolean, cfg: CalcConfig): string[] {
+  const mark = acceptMarkSpecs(cfg);
+  // With flow reports, the log mark is cleared too: one left by an allow
+  // point upstream (the sender's outbound rules) must not make a report
+  // point here fire (DESIGN §6.12).
+  const m = markHex(clearMask(cfg));
+  const rules = [`-j MARK --set-xmark 0x0/${m}`];
+  for (const [position, id] of profileIds.entries()) {
+    if (!exists(id)) {
+      // A referenced profile that does not exist denies everything that the
+      // profiles before it did not allow.
+      rules.push(...reportedDrop(cfg, "", "m", self, position));
+      return rules;
+    }
+    rules.push(`-j ${chainOf(id)}`, `${mark.isSet} -j RETURN`);
+  }
+  rules.push(...reportedDrop(cfg, "", "d", self));
+  return rules;
 }
 
 /** Class chains: the profile jumps of the endpoints' shared ordered profile list. */

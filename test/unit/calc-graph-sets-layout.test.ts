@@ -7,8 +7,8 @@ import { describe, expect, it } from "vitest";
 import { CalcGraph } from "../../services/calc/calc-graph.js";
 import { classKey, fromClassChain, toClassChain } from "../../services/calc/names.js";
 import type { Endpoint } from "../../services/model/index.js";
-import { RecordingSink, snapshotState, type PlainHostState } from "../support/host-state.js";
-import { CHAINS_LAYOUT, SETS_LAYOUT } from "../support/layouts.js";
+import { classify } from "../support/classify.js";
+import { RecordingSink, snapshotState } from "../support/host-state.js";
 import { endpoint, profile } from "../support/model.js";
 import { mulberry32 } from "../support/prng.js";
 
@@ -18,65 +18,13 @@ const ep = (i: number, ids: string[], extra: Record<string, unknown> = {}) =>
 
 function graph() {
   const sink = new RecordingSink();
-  const g = new CalcGraph(sink, SETS_LAYOUT);
+  const g = new CalcGraph(sink);
   for (const p of PROFILES) g.upsertProfile(p);
   let rev = 0;
   return { sink, g, flush: () => g.flush(++rev) };
 }
 
 const kinds = (sink: RecordingSink, since: number) => sink.callsSince(since).flatMap((c) => c.updates.map((u) => u.type)).sort();
-
-/**
- * Follows a packet through the rendered entry chains as the kernel would:
- * set matches ((address, interface) pairs; (address, MAC) for MAC sets),
- * interface, source net and MAC matches, calls, gotos, RETURN, DROP. Returns
- * the class chain the packet is handed to, "RETURN", or "DROP:<chain>".
- */
-function classify(st: PlainHostState, family: 4 | 6, dir: "from" | "to", addr: string, iface: string, mac?: string): string {
-  const inSet = (name: string): boolean => {
-    const members = st.sets[name]?.members ?? [];
-    if (name === "pal4mac") return members.some(inSet); // list:set: any member set
-    return name.startsWith("pal4m-") ? mac !== undefined && members.includes(`${addr},${mac.toUpperCase()}`) : members.includes(`${addr},${iface}`);
-  };
-  const inNet = (cidr: string) => {
-    const [net, len] = cidr.split("/");
-    const n = (a: string) => a.split(".").reduce((x, o) => x * 256 + Number(o), 0);
-    const mask = 2 ** 32 - 2 ** (32 - Number(len));
-    return family === 4 && (n(addr) & mask) >>> 0 === (n(net!) & mask) >>> 0;
-  };
-  const walk = (chain: string, depth: number): string => {
-    if (depth > 20) throw new Error("loop");
-    const rules = st.chains[`${family}:${chain}`];
-    if (!rules) throw new Error(`no chain ${chain}`);
-    for (const r of rules) {
-      const set = /-m set (! )?--match-set (\S+) (src,src|dst,dst)/.exec(r);
-      if (set && inSet(set[2]!) === !!set[1]) continue;
-      const ifm = /-i (\S+?)(\+?) /.exec(r);
-      if (ifm && !(ifm[2] ? iface.startsWith(ifm[1]!) : iface === ifm[1])) continue;
-      const src = /-s (\S+) /.exec(r);
-      if (src && !inNet(src[1]!)) continue;
-      const macm = /-m mac ! --mac-source (\S+)/.exec(r);
-      if (macm && macm[1]!.toUpperCase() === mac?.toUpperCase()) continue;
-      const t = /-([gj]) (\S+)$/.exec(r);
-      if (!t || t[2] === "MARK") continue;
-      if (t[2] === "DROP") return `DROP:${chain}`;
-      if (t[2] === "RETURN") return "RETURN";
-      // A class chain: the packet is classified, once its MAC check (called first) passes.
-      if (/^pal-c[ft]_/.test(t[2]!)) {
-        const first = /^-j (\S+)$/.exec(st.chains[`${family}:${t[2]}`]![0]!)?.[1];
-        if (first === "pal-from-wl-mac") {
-          const mac = walk(first, depth + 1);
-          if (mac !== "RETURN") return mac;
-        }
-        return t[2]!;
-      }
-      const sub = walk(t[2]!, depth + 1);
-      if (t[1] === "g" || sub !== "RETURN") return sub;
-    }
-    return "RETURN";
-  };
-  return walk(dir === "from" ? "pal-from-wl-dispatch" : "pal-to-wl-dispatch", 0);
-}
 
 describe("set-based layout", () => {
   it("an endpoint added, re-addressed, deactivated and re-activated, its class in use: set deltas only", () => {
@@ -255,38 +203,5 @@ describe("set-based layout", () => {
     // An interface without an endpoint.
     expect(classify(st, 4, "from", "198.18.0.1", "tap999")).toBe("DROP:pal-from-wl-dispatch");
     expect(classify(st, 4, "to", "198.18.0.1", "tap999")).toBe("DROP:pal-to-wl-dispatch");
-  });
-
-  it("a host whose driver cannot program the set-based layout gets the per-endpoint one (as a chains graph renders it), and back", () => {
-    const graphs = [SETS_LAYOUT, CHAINS_LAYOUT].map((cfg) => {
-      const g = new CalcGraph(new RecordingSink(), cfg, { listen: "subscribed" });
-      for (const p of PROFILES) g.upsertProfile(p);
-      for (let i = 1; i <= 40; i++) g.upsertEndpoint(ep(i, [["a"], ["b", "c"], ["c"]][i % 3]!, { mac: `02:00:00:00:00:${(i % 100).toString().padStart(2, "0")}` }));
-      g.flush(1);
-      return g;
-    });
-    const [sets, chains] = graphs as [CalcGraph, CalcGraph];
-    sets.subscribe("hv1", { setLayout: false });
-    chains.subscribe("hv1");
-    const state = (g: CalcGraph) => snapshotState(g, "hv1").plain();
-    expect(state(sets)).toEqual(state(chains));
-    expect(Object.keys(state(sets).chains)).toContain("4:pal-tw-tap1");
-    // Changes go on in that layout.
-    for (const g of graphs) {
-      g.upsertEndpoint(ep(41, ["a"], { state: "inactive" }));
-      g.deleteEndpoint("hv1/openstack/w2/e");
-      g.flush(2);
-    }
-    expect(state(sets)).toEqual(state(chains));
-    // The driver is upgraded: the set-based layout, as a fresh graph computes it.
-    sets.unsubscribe("hv1");
-    sets.subscribe("hv1", { setLayout: true });
-    const fresh = new CalcGraph(new RecordingSink(), SETS_LAYOUT, { listen: "subscribed" });
-    for (const p of PROFILES) fresh.upsertProfile(p);
-    for (let i = 1; i <= 41; i++) if (i !== 2) fresh.upsertEndpoint(i === 41 ? ep(41, ["a"], { state: "inactive" }) : ep(i, [["a"], ["b", "c"], ["c"]][i % 3]!, { mac: `02:00:00:00:00:${(i % 100).toString().padStart(2, "0")}` }));
-    fresh.flush(2);
-    fresh.subscribe("hv1");
-    expect(state(sets)).toEqual(state(fresh));
-    expect(Object.keys(state(sets).sets)).toContain("pal4mac");
   });
 });
