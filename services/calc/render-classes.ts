@@ -102,7 +102,7 @@ export function renderClassDispatch(tree: PrefixTree, family: IpVersion, cfg: Ca
  * The MAC check of one family (DESIGN §6.5), called first by every
  * from-workload class chain; it returns unless it drops (s).
  *
- *   pal-from-wl-mac:  -j pal-from-wl-mact                       the interface tree
+ *   pal-from-wl-mac:  (v6) -j pal-from-wl-mact                  the interface tree
  *                     (v4) -m set --match-set pal4i-nomac src,src -j RETURN
  *                     (v4) -m set ! --match-set pal4mac src,src -> DROP
  *
@@ -114,15 +114,18 @@ export function renderClassDispatch(tree: PrefixTree, family: IpVersion, cfg: Ca
  * which no MAC set can hold, is checked by a prefix tree over interfaces: a
  * leaf drops a frame from its interface with another source MAC; nodes are
  * reached by goto, so falling off any of them returns to pal-from-wl-mac.
+ * IPv4 has no interface tree at all (no chain, no jump): its MACs are all in
+ * MAC sets.
  */
 export function renderMacChains(treeMacs: ReadonlyMap<string, string>, family: IpVersion, cfg: CalcConfig): ChainDef[] {
   const out: ChainDef[] = [];
-  const root: string[] = [`-j ${MAC_TREE_ROOT}`];
   if (family === 4) {
-    root.push(`-m set --match-set ${noMacSet} src,src -j RETURN`);
-    root.push(...reportedDrop(cfg, `-m set ! --match-set ${macListSet} src,src`, "s", MAC_ROOT));
+    if (treeMacs.size) throw new Error("IPv4 MACs are checked by MAC sets, not by an interface tree");
+    const root = [`-m set --match-set ${noMacSet} src,src -j RETURN`, ...reportedDrop(cfg, `-m set ! --match-set ${macListSet} src,src`, "s", MAC_ROOT)];
+    out.push({ table: "filter", family, name: MAC_ROOT, rules: root });
+    return out;
   }
-  out.push({ table: "filter", family, name: MAC_ROOT, rules: root });
+  out.push({ table: "filter", family, name: MAC_ROOT, rules: [`-j ${MAC_TREE_ROOT}`] });
   const tree = prefixTree([...treeMacs.keys()].sort());
   for (const [prefix, entries] of tree.nodes) {
     const chain = prefix === "" ? MAC_TREE_ROOT : macNode(prefix);

@@ -36,10 +36,10 @@ function entryChains(family: 4 | 6, classes: string[]) {
     [`${family}:pal-wl-to-host`]: ["-j DROP"],
     [`${family}:pal-from-wl-dispatch`]: root("src,src", (c) => `pal-cf_${c}`),
     [`${family}:pal-to-wl-dispatch`]: root("dst,dst", (c) => `pal-ct_${c}`),
-    [`${family}:pal-from-wl-mac`]: family === 4
-      ? ["-j pal-from-wl-mact", "-m set --match-set pal4i-nomac src,src -j RETURN", "-m set ! --match-set pal4mac src,src -j DROP"]
-      : ["-j pal-from-wl-mact"],
-    [`${family}:pal-from-wl-mact`]: [],
+    // IPv4 MACs are in MAC sets; IPv6 ones in the interface tree (empty here).
+    ...(family === 4
+      ? { "4:pal-from-wl-mac": ["-m set --match-set pal4i-nomac src,src -j RETURN", "-m set ! --match-set pal4mac src,src -j DROP"] }
+      : { "6:pal-from-wl-mac": ["-j pal-from-wl-mact"], "6:pal-from-wl-mact": [] }),
   };
 }
 

@@ -125,6 +125,20 @@ describe("set-based layout", () => {
     expect(st.sets["pal4mac"]!.members).toEqual([]);
   });
 
+  it("IPv4 has no MAC interface tree (its MACs are in MAC sets): no pal-from-wl-mact and no jump to it; IPv6 has both", () => {
+    const { sink, g, flush } = graph();
+    g.upsertEndpoint(ep(1, ["a"], { mac: "02:00:00:00:00:01" }));
+    flush();
+    const st = sink.state("hv1").plain();
+    expect(st.chains["4:pal-from-wl-mact"]).toBeUndefined();
+    expect(st.chains["4:pal-from-wl-mac"]).toEqual(["-m set --match-set pal4i-nomac src,src -j RETURN", "-m set ! --match-set pal4mac src,src -j DROP"]);
+    expect(st.chains["6:pal-from-wl-mac"]).toEqual(["-j pal-from-wl-mact"]);
+    expect(st.chains["6:pal-from-wl-mact"]).toEqual(["-i tap1 -m mac ! --mac-source 02:00:00:00:00:01 -j DROP"]);
+    expect(st).toEqual(snapshotState(g, "hv1").plain());
+    // Nor on a host without endpoints.
+    expect(snapshotState(g, "hv-empty").plain().chains["4:pal-from-wl-mact"]).toBeUndefined();
+  });
+
   it("MAC sets hold one MAC per address: shared claims are counted, disagreeing ones fail closed until resolved", () => {
     const { sink, g, flush } = graph();
     const a = (i: number, mac: string, extra: Record<string, unknown> = {}) => ep(i, ["a"], { ipv4_nets: ["198.18.5.5"], ipv6_nets: [], mac, ...extra });
