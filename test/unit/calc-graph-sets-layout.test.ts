@@ -24,31 +24,83 @@ function graph() {
   return { sink, g, flush: () => g.flush(++rev) };
 }
 
-const kinds = (sink: RecordingSink, since: number) => sink.callsSince(since).flatMap((c) => c.updates.map((u) => u.type)).sort();
+/**
+ * What the calls since `since` did: per set, the members its deltas added and
+ * removed (net of each other, sorted), and every other update's kind. A set
+ * rewritten (ipset-update) or a chain touched shows in `other`.
+ */
+function setChanges(sink: RecordingSink, since: number) {
+  const sets: Record<string, { added: string[]; removed: string[] }> = {};
+  const other: string[] = [];
+  for (const u of sink.callsSince(since).flatMap((c) => c.updates)) {
+    if (u.type !== "ipset-delta") {
+      other.push(u.type);
+      continue;
+    }
+    const d = (sets[u.name] ??= { added: [], removed: [] });
+    for (const m of u.removed) d.added.includes(m) ? d.added.splice(d.added.indexOf(m), 1) : d.removed.push(m);
+    for (const m of u.added) d.removed.includes(m) ? d.removed.splice(d.removed.indexOf(m), 1) : d.added.push(m);
+  }
+  for (const d of Object.values(sets)) { d.added.sort(); d.removed.sort(); }
+  return { sets, other: other.sort() };
+}
+
 
 describe("set-based layout", () => {
-  it("an endpoint added, re-addressed, deactivated and re-activated, its class in use: set deltas only", () => {
+  it("an endpoint added, re-addressed, deactivated and re-activated, its class in use: exactly its set members move, nothing else", () => {
     const { sink, g, flush } = graph();
     for (let i = 1; i <= 3; i++) g.upsertEndpoint(ep(i, ["a", "b"]));
     flush();
+    const AB = classKey(["a", "b"]);
+    const [c4, c6] = [`pal4ic_${AB}`, `pal6ic_${AB}`];
     let mark = sink.calls.length;
+    const step = () => {
+      const s = setChanges(sink, mark);
+      mark = sink.calls.length;
+      return s;
+    };
     g.upsertEndpoint(ep(4, ["a", "b"]));
     flush();
     // Its IPv4 and IPv6 (address, interface) into the class set of each family, its IPv4 one into the no-MAC set.
-    expect(kinds(sink, mark)).toEqual(["endpoint-update", "ipset-delta", "ipset-delta", "ipset-delta"]);
-    mark = sink.calls.length;
+    expect(step()).toEqual({
+      other: ["endpoint-update"],
+      sets: { [c4]: { added: ["198.18.0.4,tap4"], removed: [] }, [c6]: { added: ["2001:db8::4,tap4"], removed: [] }, "pal4i-nomac": { added: ["198.18.0.4,tap4"], removed: [] } },
+    });
     g.upsertEndpoint(ep(4, ["a", "b"], { ipv4_nets: ["198.18.9.9"], ipv6_nets: [] }));
     flush();
-    expect(kinds(sink, mark).every((k) => k === "ipset-delta" || k === "endpoint-update")).toBe(true);
-    mark = sink.calls.length;
+    expect(step()).toEqual({
+      other: ["endpoint-update"],
+      sets: {
+        [c4]: { added: ["198.18.9.9,tap4"], removed: ["198.18.0.4,tap4"] },
+        [c6]: { added: [], removed: ["2001:db8::4,tap4"] },
+        "pal4i-nomac": { added: ["198.18.9.9,tap4"], removed: ["198.18.0.4,tap4"] },
+      },
+    });
     g.upsertEndpoint(ep(4, ["a", "b"], { state: "inactive" }));
     flush();
-    expect(kinds(sink, mark).every((k) => k === "ipset-delta" || k === "endpoint-update")).toBe(true);
-    mark = sink.calls.length;
+    // Out of its class (and, inactive, it claims no MAC-check member); its pairs into the inactive sets.
+    expect(step()).toEqual({
+      other: ["endpoint-update"],
+      sets: {
+        [c4]: { added: [], removed: ["198.18.9.9,tap4"] },
+        "pal4i-nomac": { added: [], removed: ["198.18.9.9,tap4"] },
+        "pal4i-inactive": { added: ["198.18.0.4,tap4"], removed: [] },
+        "pal6i-inactive": { added: ["2001:db8::4,tap4"], removed: [] },
+      },
+    });
     g.upsertEndpoint(ep(4, ["a", "b"]));
     g.deleteEndpoint("hv1/openstack/w1/e");
     flush();
-    expect(kinds(sink, mark).every((k) => k === "ipset-delta" || k === "endpoint-update" || k === "endpoint-remove")).toBe(true);
+    expect(step()).toEqual({
+      other: ["endpoint-remove", "endpoint-update"],
+      sets: {
+        [c4]: { added: ["198.18.0.4,tap4"], removed: ["198.18.0.1,tap1"] },
+        [c6]: { added: ["2001:db8::4,tap4"], removed: ["2001:db8::1,tap1"] },
+        "pal4i-nomac": { added: ["198.18.0.4,tap4"], removed: ["198.18.0.1,tap1"] },
+        "pal4i-inactive": { added: [], removed: ["198.18.0.4,tap4"] },
+        "pal6i-inactive": { added: [], removed: ["2001:db8::4,tap4"] },
+      },
+    });
   });
 
   it("a new ordered profile list brings its class chains; the last endpoint of a class takes them away", () => {
@@ -87,7 +139,13 @@ describe("set-based layout", () => {
     let mark = sink.calls.length;
     g.upsertEndpoint(v4(4));
     flush();
-    expect(kinds(sink, mark).every((k) => k === "ipset-delta" || k === "endpoint-update")).toBe(true);
+    expect(setChanges(sink, mark)).toEqual({
+      other: ["endpoint-update"],
+      sets: {
+        [`pal4ic_${classKey(["a"])}`]: { added: ["198.18.0.4,tap4"], removed: [] },
+        "pal4m-198-18": { added: ["198.18.0.4,02:00:00:00:00:04"], removed: [] },
+      },
+    });
     let st = sink.state("hv1").plain();
     expect(classify(st, 4, "from", "198.18.0.4", "tap4", "02:00:00:00:00:04")).toBe(fromClassChain(classKey(["a"])));
     expect(classify(st, 4, "from", "198.18.0.4", "tap4", "02:00:00:00:00:05")).toBe("DROP:pal-from-wl-mac");
@@ -112,7 +170,12 @@ describe("set-based layout", () => {
     mark = sink.calls.length;
     g.upsertEndpoint(v4(7, { ipv4_nets: ["10.77.0.7"] }));
     flush();
-    expect(kinds(sink, mark).every((k) => k === "ipset-delta" || k === "ipset-update" || k === "endpoint-update")).toBe(true);
+    expect(setChanges(sink, mark)).toEqual({
+      other: ["endpoint-update", "ipset-update"],
+      sets: { [`pal4ic_${classKey(["a"])}`]: { added: ["10.77.0.7,tap7"], removed: [] }, pal4mac: { added: ["pal4m-10-77"], removed: [] } },
+    });
+    const created = sink.callsSince(mark).flatMap((c) => c.updates).find((u) => u.type === "ipset-update");
+    expect(created).toEqual({ type: "ipset-update", name: "pal4m-10-77", family: 4, members: ["10.77.0.7,02:00:00:00:00:07"] });
     st = sink.state("hv1").plain();
     expect(st.sets["pal4mac"]!.members).toEqual(["pal4m-10-77", "pal4m-198-18"]);
     expect(classify(st, 4, "from", "10.77.0.7", "tap7", "02:00:00:00:00:07")).toBe(fromClassChain(classKey(["a"])));
