@@ -24,7 +24,8 @@
 import { deepEqual } from "../util/deep-equal.js";
 import { endpointKeyString, hostAddress, type Endpoint, type IpVersion, type Profile } from "../model/index.js";
 import { ClassChainCache } from "./class-chains.js";
-import { DEFAULT_CALC_CONFIG, chainKey, sameRules, type CalcConfig, type HostUpdate } from "./desired-state.js";
+import { DEFAULT_CALC_CONFIG, type CalcConfig } from "./calc-config.js";
+import { chainKey, sameRules, type HostUpdate } from "./desired-state.js";
 import type { HostLayout, HostOutput } from "./host-layout.js";
 import { tagSet } from "./names.js";
 import { renderProfile, type RenderedProfile } from "./render-rules.js";

@@ -3,7 +3,7 @@
 // which of its profiles exist, so they are rendered once and the same
 // ChainDef objects reach every host. Kept while some host has the class.
 import type { IpVersion } from "../model/index.js";
-import type { CalcConfig } from "./desired-state.js";
+import type { CalcConfig } from "./calc-config.js";
 import type { ChainDef } from "./desired-state.js";
 import { renderClassChains } from "./render-classes.js";
 

@@ -19,10 +19,12 @@
 // the next character of their hash into nodes whose sets hold the union of
 // their classes' members, so a packet crosses O(log n) rules.
 import type { IpVersion } from "../model/index.js";
-import type { CalcConfig, ChainDef } from "./desired-state.js";
+import type { CalcConfig } from "./calc-config.js";
+import type { ChainDef } from "./desired-state.js";
 import { prefixTree, type PrefixTree } from "./prefix-tree.js";
 import { acceptMarkSpecs, markHex } from "./render-rules.js";
-import { DEFAULT_LOG_MARK, clearMask, reportedDrop } from "./flow-log.js";
+import { DEFAULT_LOG_MARK } from "../contract/flow-log.js";
+import { clearMask, reportedDrop } from "./render-flow-reports.js";
 import {
   ENTRY_CHAINS, MAC_ROOT, MAC_TREE_ROOT, classSet, fromClassChain, fromClassNode, inactiveSet, macListSet, macNode, noMacSet, nodeSet,
   profileInboundChain, profileOutboundChain, toClassChain, toClassNode,

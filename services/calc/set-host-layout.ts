@@ -10,8 +10,9 @@
 // appearing or going, or an IPv6 MAC changing re-renders once, at flush.
 import { hostAddress, type Endpoint, type IpVersion } from "../model/index.js";
 import type { ClassChainCache } from "./class-chains.js";
-import { chainKey, sameRules, type CalcConfig, type ChainDef } from "./desired-state.js";
-import { reportedDrop } from "./flow-log.js";
+import type { CalcConfig } from "./calc-config.js";
+import { chainKey, sameRules, type ChainDef } from "./desired-state.js";
+import { reportedDrop } from "./render-flow-reports.js";
 import type { HostLayout, HostOutput, LocalSet } from "./host-layout.js";
 import { ENTRY_CHAINS, classKey, classSet, inactiveSet, macListSet, macSet, noMacSet, nodeSet } from "./names.js";
 import { prefixTree, type PrefixTree } from "./prefix-tree.js";

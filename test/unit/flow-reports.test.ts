@@ -2,9 +2,8 @@
 // rendering, prefixes, the pcap/NFLOG parser, IP header parsing, the
 // driver's aggregation, the controller's store, and the CLI's helpers.
 import { describe, expect, it } from "vitest";
-import {
-  CalcGraph, DEFAULT_CALC_CONFIG, FLOW_CODES, logPrefix, parseLogPrefix, renderFlowLogChains, renderProfile, type HostUpdate,
-} from "../../services/calc/index.js";
+import { CalcGraph, DEFAULT_CALC_CONFIG, renderProfile, type HostUpdate } from "../../services/calc/index.js";
+import { FLOW_CODES, logPrefix, parseLogPrefix, renderFlowLogChains } from "../../services/contract/flow-log.js";
 import { classKey } from "../../services/calc/names.js";
 import { decidedBy } from "../../services/cli/decided-by.js";
 import { mergeRecords, parseDuration } from "../../services/cli/flows.js";
