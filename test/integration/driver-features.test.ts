@@ -96,7 +96,7 @@ describe("driver features at hello", () => {
       // The class set loses exactly the deleted endpoint's (address, interface).
       const removed = updates.flatMap((u) => (u.update?.$case === "ipsetDelta" ? u.update.value.removed.map((m) => `${(u.update!.value as { name: string }).name} ${m}`) : []));
       expect(removed.filter((r) => /^pal4ic_/.test(r)).map((r) => r.split(" ")[1])).toEqual(["198.18.8.2,tapb"]);
-      // Nothing of another layout: no per-endpoint chain.
+      // No chain of the per-endpoint layout of earlier builds.
       expect(updates.some((u) => u.update?.$case === "chainUpdate" && /^pal-(tw|fw|td|fd)-/.test(u.update.value.name))).toBe(false);
       expect(bad.ended()?.code).toBe(grpc.status.FAILED_PRECONDITION);
       expect(bad.batches).toEqual([]);
