@@ -127,7 +127,9 @@ export function createSyncService(opts: {
           const missing = missingFeatures(m.value.features);
           if (missing.length) {
             const details = tooOldMessage(missing);
-            opts.logger.warn({ host: name, driverVersion: m.value.driverVersion, announced: m.value.features, missing }, "sync refused: driver too old");
+            // What the hello announced is the client's: bounded before it is logged.
+            const announced = m.value.features.slice(0, 8).map((f) => f.slice(0, 40));
+            opts.logger.warn({ host: name, driverVersion: m.value.driverVersion.slice(0, 100), announced, missing }, "sync refused: driver too old");
             refused("driver-features");
             endWithStatus(call, grpc.status.FAILED_PRECONDITION, details);
             return;
