@@ -6,8 +6,13 @@
 // Incrementality (DESIGN §7): a profile is rendered once and shared by all
 // hosts; tag memberships are reference-counted globally and fanned out only
 // to hosts whose profiles reference the tag; an endpoint change touches its
-// own host's chains plus the sets of its tags. Nothing is ever recomputed
+// own host's layout plus the sets of its tags. Nothing is ever recomputed
 // "for everything".
+//
+// The graph keeps what hosts share (profiles, rendered profiles, tag sets,
+// reference counts); each host's own dataplane state lives in its
+// HostLayout (host-layout.ts, set-host-layout.ts), called only through that
+// interface (DESIGN §7.4).
 //
 // Indexes, and why each exists:
 //   profileUsers   profile id -> endpoint keys   (profile appears/disappears,
@@ -18,15 +23,13 @@
 //   contrib        endpoint key -> (tags, addrs) it contributed
 import { deepEqual } from "../util/deep-equal.js";
 import { endpointKeyString, hostAddress, type Endpoint, type IpVersion, type Profile } from "../model/index.js";
-import { DEFAULT_CALC_CONFIG, chainKey, sameRules, type CalcConfig, type ChainDef, type HostUpdate } from "./desired-state.js";
-import { renderDispatch } from "./dispatch.js";
-import { renderEndpointChains, reportedDrop } from "./render-endpoint.js";
+import { ClassChainCache } from "./class-chains.js";
+import { DEFAULT_CALC_CONFIG, type CalcConfig } from "./calc-config.js";
+import { chainKey, sameRules, type HostUpdate } from "./desired-state.js";
+import type { HostLayout, HostOutput } from "./host-layout.js";
+import { tagSet } from "./names.js";
 import { renderProfile, type RenderedProfile } from "./render-rules.js";
-import {
-  ENTRY_CHAINS, classKey, classSet, fromWorkloadChain, inactiveSet, macListSet, macSet, noMacSet, nodeSet, tagSet, toWorkloadChain,
-} from "./names.js";
-import { prefixTree, type PrefixTree } from "./prefix-tree.js";
-import { renderClassChains, renderClassDispatch, renderMacChains } from "./render-classes.js";
+import { SetHostLayout } from "./set-host-layout.js";
 import { UpdateCoalescer } from "./update-coalescer.js";
 
 export interface CalcSink {
@@ -46,14 +49,13 @@ export interface CalcGraphOptions {
 
 const FAMILIES: readonly IpVersion[] = [4, 6];
 
+/**
+ * What the graph keeps per host: the outbox, which endpoints and profiles
+ * it has, which tag sets it references; everything of its own dataplane
+ * (placement, classes, local sets, chains) is its layout's (DESIGN §7.4).
+ */
 class HostView {
-  /** This host's layout (DESIGN §6.5): set-based, or per-endpoint chains (its driver may not support sets). */
-  constructor(public sets: boolean) {}
   readonly out = new UpdateCoalescer();
-  /** Host-specific chains: endpoint, dispatch and entry chains. */
-  readonly chains = new Map<string, ChainDef>();
-  /** Interface name -> endpoint keys using it (more than one is a conflict). */
-  readonly byName = new Map<string, Set<string>>();
   readonly endpoints = new Set<string>();
   readonly profileRefs = new Map<string, number>();
   readonly setRefs = new Map<string, { family: IpVersion; count: number }>();
@@ -62,84 +64,18 @@ class HostView {
    * the global state at flush time (once), and deltas skip them.
    */
   readonly pendingFull = new Set<string>();
-  /**
-   * Rebuilt once, at flush: the dispatch tree (interface names changed), or
-   * in the set-based layout the class tree, node sets and roots (classes
-   * came or went).
-   */
-  dispatchDirty = false;
-  /** Set-based layout: a profile appeared or went; the class chains are re-rendered at flush. */
-  classChainsDirty = false;
-  /** Set-based layout: an interface's MAC came, went or changed; the MAC tree is re-rendered at flush. */
-  macDirty = false;
-  // ---- set-based layout (DESIGN §6.5)
-  /**
-   * Interface -> the endpoint whose class, MAC and set members it carries
-   * (what it contributes is derived from the endpoint when it changes: only
-   * the reference is kept).
-   */
-  readonly placed = new Map<string, Endpoint>();
-  /** Ordered profile lists in use by active endpoints here, by class key. */
-  readonly classes = new Map<string, { profileIds: readonly string[]; count: number }>();
-  /** The host's own sets (classification), by name. */
-  readonly local = new Map<string, { family: IpVersion; members: Set<string> }>();
-  /** Per family: interface -> MAC, for endpoints whose MAC the interface tree checks (IPv6 today). */
-  readonly treeMacs: Record<IpVersion, Map<string, string>> = { 4: new Map(), 6: new Map() };
-  /**
-   * IPv4 address -> MAC -> how many active endpoints here claim it. A MAC
-   * set holds one MAC per address: it gets one only when exactly one MAC is
-   * claimed (two endpoints disagreeing get none: fail closed).
-   */
-  readonly macClaims = new Map<string, Map<string, number>>();
-  /** MAC set (per /16) -> claims in it: the set lives while it has any. */
-  readonly macSetClaims = new Map<string, number>();
-  /** The class tree the current node sets follow. */
-  tree: PrefixTree | undefined;
-}
-
-/** What an interface contributes in the set-based layout (DESIGN §6.5), derived when its endpoint changes. */
-interface Placement {
-  cls?: string;
-  profileIds?: readonly string[];
-  /** The MAC the interface tree checks, per family (IPv6: no MAC set type holds IPv6 addresses). */
-  treeMac: Partial<Record<IpVersion, string>>;
-  /** [set name, family, member]. */
-  members: [string, IpVersion, string][];
-}
-
-function placement(ep: Endpoint, name: string): Placement {
-  const active = ep.state === "active";
-  const cls = active ? classKey(ep.profileIds) : undefined;
-  const members: Placement["members"] = [];
-  for (const f of FAMILIES) {
-    const set = cls !== undefined ? classSet(cls, f) : inactiveSet(f);
-    for (const net of f === 4 ? ep.ipv4Nets : ep.ipv6Nets) members.push([set, f, `${hostAddress(net)},${name}`]);
+  readonly layout: HostLayout;
+  /** The layout emits its initial sets and chains while it is built: `out` exists by then. */
+  constructor(makeLayout: (out: HostOutput) => HostLayout, output: (hv: HostView) => HostOutput) {
+    this.layout = makeLayout(output(this));
   }
-  // MAC: IPv4 addresses (host routes: validation allows nothing else) of
-  // active endpoints by MAC sets (an inactive one is dropped first anyway;
-  // its claims would only get in an active one's way), IPv6 by the
-  // interface tree, whatever the state (its chains stay as they are when
-  // an endpoint is (de)activated).
-  const treeMac: Placement["treeMac"] = {};
-  const mac = ep.mac?.toUpperCase();
-  if (active) {
-    for (const net of ep.ipv4Nets) {
-      const a = hostAddress(net);
-      members.push(mac !== undefined ? [macSet(a), 4, `${a},${mac}`] : [noMacSet, 4, `${a},${name}`]);
-    }
-  }
-  if (mac !== undefined && ep.ipv6Nets.length) treeMac[6] = mac;
-  return active ? { cls, profileIds: ep.profileIds, treeMac, members } : { treeMac, members };
 }
-
-
 
 interface Contribution {
   tags: string[];
   v4: string[];
   v6: string[];
 }
-
 
 export class CalcGraph {
   private readonly profiles = new Map<string, Profile>();
@@ -152,20 +88,16 @@ export class CalcGraph {
   private readonly setHosts = new Map<string, Set<string>>();
   private readonly contrib = new Map<string, Contribution>();
   private readonly pendingDeltas = new Map<string, { family: IpVersion; added: Set<string>; removed: Set<string> }>();
-  /** Set-based layout: class chains shared by the hosts that have the class, and how many do. */
-  private readonly sharedClasses = new Map<string, { users: number; exists: string; chains: Record<IpVersion, ChainDef[]> }>();
+  /** Class chains shared by the hosts that have the class (DESIGN §7.4). */
+  private readonly classChains: ClassChainCache;
   private readonly dirty = new Set<string>();
   private readonly subscribed = new Set<string>();
   private readonly listenAll: boolean;
-  /** The set-based layout (DESIGN §6.5) by default; false: per-endpoint chains (§6.4). */
-  private readonly setsLayout: boolean;
-  /** Hosts whose subscriber cannot program the set-based layout: they get chains. */
-  private readonly chainsOnly = new Set<string>();
   private revision = 0;
 
   constructor(private readonly sink: CalcSink, private readonly cfg: CalcConfig = DEFAULT_CALC_CONFIG, opts: CalcGraphOptions = {}) {
     this.listenAll = (opts.listen ?? "all") === "all";
-    this.setsLayout = (cfg.layout ?? "sets") === "sets";
+    this.classChains = new ClassChainCache(cfg, (id) => this.profiles.has(id));
   }
 
   get currentRevision(): number {
@@ -249,16 +181,8 @@ export class CalcGraph {
     const newIds = new Set(ep.profileIds);
     for (const id of newIds) if (!oldIds.has(id)) this.addUse(ep.host, hv, id, key);
     for (const id of oldIds) if (!newIds.has(id)) this.dropUse(ep.host, hv, id, key);
-    if (old && old.name !== ep.name) {
-      this.unbindName(ep.host, hv, old.name, key);
-    }
-    if (!old || old.name !== ep.name) {
-      let keys = hv.byName.get(ep.name);
-      if (!keys) hv.byName.set(ep.name, (keys = new Set()));
-      keys.add(key);
-      if (!hv.sets) this.markDispatch(ep.host, hv);
-    }
-    this.renderName(ep.host, hv, ep.name);
+    if (old && old.name !== ep.name) hv.layout.endpointOnInterface(old.name, key, undefined);
+    hv.layout.endpointOnInterface(ep.name, key, ep);
     this.emit(ep.host, hv, { type: "endpoint-update", key, interfaceName: ep.name });
     this.updateContrib(key, ep);
   }
@@ -269,8 +193,7 @@ export class CalcGraph {
     const hv = this.hosts.get(old.host)!;
     this.endpoints.delete(key);
     hv.endpoints.delete(key);
-    this.unbindName(old.host, hv, old.name, key);
-    if (!hv.sets) this.markDispatch(old.host, hv);
+    hv.layout.endpointOnInterface(old.name, key, undefined);
     for (const id of old.profileIds) this.dropUse(old.host, hv, id, key);
     this.emit(old.host, hv, { type: "endpoint-remove", key });
     this.updateContrib(key, undefined);
@@ -314,7 +237,7 @@ export class CalcGraph {
     };
     for (const host of this.dirty) {
       const hv = this.hosts.get(host)!;
-      this.renderDirtyLayout(host, hv);
+      hv.layout.renderDirty();
       if (!this.wanted(host)) {
         hv.pendingFull.clear();
         hv.out.clear();
@@ -336,63 +259,18 @@ export class CalcGraph {
 
   /**
    * From now on, flushes hand this host's updates to the sink. Creates the
-   * host's view (its entry chains and empty dispatch tree) if there is none;
+   * host's view (its entry chains, empty roots and layout sets) if there is none;
    * what creating it produces is not emitted: the subscriber starts from
    * snapshot(), which holds it. Idempotent.
    */
-  subscribe(host: string, opts: { setLayout?: boolean } = {}): void {
-    // A subscriber that cannot program the set-based layout gets chains.
-    if (opts.setLayout === false) this.chainsOnly.add(host);
-    else this.chainsOnly.delete(host);
-    const existing = this.hosts.get(host);
-    if (!existing) {
+  subscribe(host: string): void {
+    if (!this.hosts.has(host)) {
       const hv = this.host(host);
-      this.renderDirtyLayout(host, hv);
+      hv.layout.renderDirty();
       hv.out.clear();
       this.dirty.delete(host);
-    } else if (existing.sets !== this.layoutFor(host)) {
-      this.switchLayout(host, existing, this.layoutFor(host));
     }
     this.subscribed.add(host);
-  }
-
-  /** Whether a host gets the set-based layout: the default, unless its subscriber cannot program it. */
-  private layoutFor(host: string): boolean {
-    return this.setsLayout && !this.chainsOnly.has(host);
-  }
-
-  /** The layout hosts get when their driver can program it. */
-  get defaultLayout(): "sets" | "chains" {
-    return this.setsLayout ? "sets" : "chains";
-  }
-
-  /**
-   * Rebuilds a host's view in the other layout. Tag sets and profile chains
-   * are the same in both; the host-specific chains and sets are dropped and
-   * derived again. Nothing is emitted: it happens when a subscriber arrives,
-   * and the subscriber starts from snapshot().
-   */
-  private switchLayout(host: string, hv: HostView, sets: boolean): void {
-    for (const cls of hv.classes.keys()) {
-      const shared = this.sharedClasses.get(cls);
-      if (shared && --shared.users <= 0) this.sharedClasses.delete(cls);
-    }
-    hv.classes.clear();
-    hv.local.clear();
-    hv.placed.clear();
-    hv.treeMacs[4].clear();
-    hv.treeMacs[6].clear();
-    hv.macClaims.clear();
-    hv.macSetClaims.clear();
-    hv.tree = undefined;
-    for (const [key, c] of [...hv.chains]) if (c.name !== ENTRY_CHAINS.workloadToHost) hv.chains.delete(key);
-    hv.sets = sets;
-    if (sets) this.createLayoutSets(host, hv);
-    for (const name of hv.byName.keys()) this.renderName(host, hv, name);
-    this.renderDispatch(host, hv);
-    hv.dispatchDirty = hv.classChainsDirty = hv.macDirty = false;
-    hv.out.clear();
-    this.dirty.delete(host);
   }
 
   /**
@@ -403,7 +281,6 @@ export class CalcGraph {
    */
   unsubscribe(host: string): boolean {
     this.subscribed.delete(host);
-    this.chainsOnly.delete(host);
     const hv = this.hosts.get(host);
     if (!hv || hv.endpoints.size > 0 || this.wanted(host)) return false;
     this.hosts.delete(host);
@@ -419,13 +296,14 @@ export class CalcGraph {
    */
   snapshot(host: string): { revision: number; updates: HostUpdate[] } {
     if (this.dirty.size > 0 || this.pendingDeltas.size > 0) throw new Error("CalcGraph.snapshot() inside an unflushed batch");
-    const hv = this.hosts.get(host) ?? this.freshView(host);
+    const hv = this.hosts.get(host) ?? this.freshView();
     const c = new UpdateCoalescer();
     for (const [name, ref] of hv.setRefs) {
       c.push({ type: "ipset-update", name, family: ref.family, members: [...(this.setMembers.get(name)?.keys() ?? [])] });
     }
-    for (const [name, set] of hv.local) c.push({ type: "ipset-update", name, family: set.family, members: [...set.members] });
-    for (const chain of hv.chains.values()) c.push({ type: "chain-update", chain });
+    const own = hv.layout.contents();
+    for (const set of own.sets) c.push({ type: "ipset-update", name: set.name, family: set.family, members: [...set.members] });
+    for (const chain of own.chains) c.push({ type: "chain-update", chain });
     for (const id of hv.profileRefs.keys()) {
       for (const chain of this.rendered.get(id)?.chains ?? []) c.push({ type: "chain-update", chain });
     }
@@ -444,64 +322,18 @@ export class CalcGraph {
   private host(name: string): HostView {
     const existing = this.hosts.get(name);
     if (existing) return existing;
-    const hv = new HostView(this.layoutFor(name));
+    const hv = new HostView((o) => this.newLayout(o), (v) => ({ emit: (u) => this.emit(name, v, u), touch: () => this.dirty.add(name) }));
     this.hosts.set(name, hv);
-    this.initView(name, hv);
     return hv;
+  }
+
+  private newLayout(out: HostOutput): HostLayout {
+    return new SetHostLayout(out, this.cfg, this.classChains);
   }
 
   /** What a host with no endpoints holds; not stored, nothing emitted. */
-  private freshView(name: string): HostView {
-    const hv = new HostView(this.layoutFor(name));
-    this.initView(name, hv, true);
-    return hv;
-  }
-
-  /** Entry chains and an empty dispatch tree; `detached`: set directly, nothing emitted or marked dirty. */
-  private initView(name: string, hv: HostView, detached = false): void {
-    const toHost = this.cfg.workloadToHost === "accept" ? [`-j ${ENTRY_CHAINS.fromWorkload}`, "-j ACCEPT"] : reportedDrop(this.cfg, "", "h", ENTRY_CHAINS.workloadToHost);
-    const entry: ChainDef[] = FAMILIES.map((family) => ({ table: "filter", family, name: ENTRY_CHAINS.workloadToHost, rules: toHost }));
-    if (detached) {
-      for (const c of entry) hv.chains.set(chainKey(c.family, c.name), c);
-      if (hv.sets) {
-        // The same sets, in the same order, as a stored view creates them.
-        for (const family of FAMILIES) hv.local.set(inactiveSet(family), { family, members: new Set() });
-        hv.local.set(noMacSet, { family: 4, members: new Set() });
-        hv.local.set(macListSet, { family: 4, members: new Set() });
-        for (const family of FAMILIES) for (const c of this.layoutChains(hv, family)) hv.chains.set(chainKey(family, c.name), c);
-        return;
-      }
-      for (const family of FAMILIES) for (const c of renderDispatch([], family, this.cfg)) hv.chains.set(chainKey(family, c.name), c);
-      return;
-    }
-    if (hv.sets) this.createLayoutSets(name, hv);
-    for (const c of entry) this.setChain(name, hv, c);
-    this.renderDispatch(name, hv);
-  }
-
-  /** The set-based layout's sets every host has. */
-  private createLayoutSets(host: string, hv: HostView): void {
-    for (const family of FAMILIES) this.createLocal(host, hv, inactiveSet(family), family, []);
-    this.createLocal(host, hv, noMacSet, 4, []);
-    this.createLocal(host, hv, macListSet, 4, []);
-  }
-
-  /** What a batch left to render once per host: the dispatch (tree) and, in the set-based layout, class chains and MAC tree. */
-  private renderDirtyLayout(host: string, hv: HostView): void {
-    if (!hv.dispatchDirty && !hv.classChainsDirty && !hv.macDirty) return;
-    if (!hv.sets) {
-      hv.dispatchDirty = false;
-      this.renderDispatch(host, hv);
-      return;
-    }
-    const what = { classes: hv.dispatchDirty, classChains: hv.classChainsDirty, macs: hv.macDirty };
-    hv.dispatchDirty = hv.classChainsDirty = hv.macDirty = false;
-    this.renderSetsLayout(host, hv, what);
-  }
-
-  private markDispatch(host: string, hv: HostView): void {
-    hv.dispatchDirty = true;
-    this.dirty.add(host);
+  private freshView(): HostView {
+    return new HostView((o) => this.newLayout(o), () => ({ emit: () => undefined, touch: () => undefined }));
   }
 
   private emit(host: string, hv: HostView, u: HostUpdate): void {
@@ -509,287 +341,12 @@ export class CalcGraph {
     this.dirty.add(host);
   }
 
-  private setChain(host: string, hv: HostView, c: ChainDef): void {
-    const key = chainKey(c.family, c.name);
-    const old = hv.chains.get(key);
-    if (old && sameRules(old.rules, c.rules)) return;
-    hv.chains.set(key, c);
-    this.emit(host, hv, { type: "chain-update", chain: c });
-  }
-
-  private removeChain(host: string, hv: HostView, family: IpVersion, name: string): void {
-    if (hv.chains.delete(chainKey(family, name))) this.emit(host, hv, { type: "chain-remove", table: "filter", family, name });
-  }
-
-  private renderDispatch(host: string, hv: HostView): void {
-    if (hv.sets) return this.renderSetsLayout(host, hv, { classes: true, classChains: true, macs: true });
-    const names = [...hv.byName.keys()];
-    const wanted = new Set<string>();
-    for (const family of FAMILIES) {
-      for (const c of renderDispatch(names, family, this.cfg)) {
-        wanted.add(chainKey(family, c.name));
-        this.setChain(host, hv, c);
-      }
-    }
-    for (const [key, c] of hv.chains) {
-      if (!wanted.has(key) && (c.name.startsWith("pal-fd") || c.name.startsWith("pal-td"))) this.removeChain(host, hv, c.family, c.name);
-    }
-  }
-
-  /** (Re)renders the chains of the endpoint(s) using an interface name. */
-  private renderName(host: string, hv: HostView, name: string): void {
-    if (hv.sets) return this.placeName(host, hv, name);
-    const keys = hv.byName.get(name);
-    for (const family of FAMILIES) {
-      if (!keys || keys.size === 0) {
-        this.removeChain(host, hv, family, toWorkloadChain(name));
-        this.removeChain(host, hv, family, fromWorkloadChain(name));
-        continue;
-      }
-      if (keys.size > 1) {
-        // Two endpoints claim one interface: fail closed until resolved.
-        // Reported as "no-endpoint": the interface has no one endpoint.
-        this.setChain(host, hv, { table: "filter", family, name: toWorkloadChain(name), rules: reportedDrop(this.cfg, "", "n", toWorkloadChain(name)) });
-        this.setChain(host, hv, { table: "filter", family, name: fromWorkloadChain(name), rules: reportedDrop(this.cfg, "", "n", fromWorkloadChain(name)) });
-        continue;
-      }
-      const ep = this.endpoints.get([...keys][0]!)!;
-      for (const c of renderEndpointChains(ep, family, (id) => this.profiles.has(id), this.cfg)) this.setChain(host, hv, c);
-    }
-  }
-
-  private unbindName(host: string, hv: HostView, name: string, key: string): void {
-    const keys = hv.byName.get(name);
-    keys?.delete(key);
-    if (keys && keys.size === 0) hv.byName.delete(name);
-    this.renderName(host, hv, name);
-  }
-
+  /** A profile came or went: the hosts of its users re-render their class chains at flush. */
   private rerenderUsers(profileId: string): void {
-    for (const key of this.profileUsers.get(profileId) ?? []) {
-      const ep = this.endpoints.get(key)!;
-      const hv = this.hosts.get(ep.host)!;
-      // Set-based layout: the class chains say whether a profile exists; re-rendered at flush.
-      if (hv.sets) {
-        hv.classChainsDirty = true;
-        this.dirty.add(ep.host);
-      } else this.renderName(ep.host, hv, ep.name);
-    }
+    const hosts = new Set<string>();
+    for (const key of this.profileUsers.get(profileId) ?? []) hosts.add(this.endpoints.get(key)!.host);
+    for (const host of hosts) this.hosts.get(host)!.layout.profilesChanged();
   }
-
-  // ------------------------------------------------ set-based layout (§6.5)
-
-  /** The one endpoint an interface carries: none, or two claiming it (fail closed, "no endpoint"), is undefined. */
-  private endpointOn(hv: HostView, name: string): Endpoint | undefined {
-    const keys = hv.byName.get(name);
-    return keys?.size === 1 ? this.endpoints.get([...keys][0]!) : undefined;
-  }
-
-  /**
-   * Moves an interface's set members, class reference and MAC to what its
-   * endpoint says now: set deltas only, unless a class appears or goes or
-   * an IPv6 MAC changes (then the host's layout chains are re-rendered at
-   * flush).
-   */
-  private placeName(host: string, hv: HostView, name: string): void {
-    const before = hv.placed.get(name);
-    const after = this.endpointOn(hv, name);
-    if (before === after) return;
-    const prev = before && placement(before, name);
-    const next = after && placement(after, name);
-    if (next?.cls && next.cls !== prev?.cls) this.classRef(host, hv, next.cls, next.profileIds!, +1);
-    const key = (m: [string, IpVersion, string]) => `${m[0]}\t${m[2]}`;
-    const nextKeys = new Set(next?.members.map(key));
-    const prevKeys = new Set(prev?.members.map(key));
-    // MAC set members are claims (an address may be claimed by several endpoints); the rest are this interface's own.
-    const isMac = (m: [string, IpVersion, string]) => m[0].startsWith("pal4m-");
-    for (const m of prev?.members ?? []) {
-      if (nextKeys.has(key(m))) continue;
-      if (isMac(m)) this.macClaim(host, hv, m[0], m[2], -1);
-      else this.localChange(host, hv, m[0], m[1], m[2], false, prev!.cls);
-    }
-    for (const m of next?.members ?? []) {
-      if (prevKeys.has(key(m))) continue;
-      if (isMac(m)) this.macClaim(host, hv, m[0], m[2], +1);
-      else this.localChange(host, hv, m[0], m[1], m[2], true, next!.cls);
-    }
-    if (prev?.cls && prev.cls !== next?.cls) this.classRef(host, hv, prev.cls, prev.profileIds!, -1);
-    for (const f of FAMILIES) {
-      const [was, now] = [prev?.treeMac[f], next?.treeMac[f]];
-      if (was === now) continue;
-      if (now !== undefined) hv.treeMacs[f].set(name, now);
-      else hv.treeMacs[f].delete(name);
-      hv.macDirty = true;
-    }
-    if (hv.macDirty) this.dirty.add(host);
-    if (after) hv.placed.set(name, after);
-    else hv.placed.delete(name);
-  }
-
-  /**
-   * One endpoint's claim `<address>,<MAC>` on a MAC set, in or out. The set
-   * (and its entry in the list set) lives while it has claims; the address
-   * is in it with a MAC only while exactly one MAC is claimed for it.
-   */
-  private macClaim(host: string, hv: HostView, set: string, claim: string, sign: 1 | -1): void {
-    const comma = claim.indexOf(",");
-    const [ip, mac] = [claim.slice(0, comma), claim.slice(comma + 1)];
-    if (sign > 0) {
-      const n = hv.macSetClaims.get(set) ?? 0;
-      if (n === 0) {
-        this.createLocal(host, hv, set, 4, []);
-        this.localChange(host, hv, macListSet, 4, set, true, undefined);
-      }
-      hv.macSetClaims.set(set, n + 1);
-    }
-    const claims = hv.macClaims.get(ip) ?? new Map<string, number>();
-    const only = () => (claims.size === 1 ? [...claims.keys()][0] : undefined);
-    const before = only();
-    const count = (claims.get(mac) ?? 0) + sign;
-    if (count > 0) claims.set(mac, count);
-    else claims.delete(mac);
-    if (claims.size) hv.macClaims.set(ip, claims);
-    else hv.macClaims.delete(ip);
-    const after = only();
-    if (before !== after) {
-      if (before !== undefined) this.localChange(host, hv, set, 4, `${ip},${before}`, false, undefined);
-      if (after !== undefined) this.localChange(host, hv, set, 4, `${ip},${after}`, true, undefined);
-    }
-    if (sign < 0) {
-      const n = (hv.macSetClaims.get(set) ?? 1) - 1;
-      if (n > 0) hv.macSetClaims.set(set, n);
-      else {
-        hv.macSetClaims.delete(set);
-        this.localChange(host, hv, macListSet, 4, set, false, undefined);
-        this.removeLocal(host, hv, set);
-      }
-    }
-  }
-
-  private classRef(host: string, hv: HostView, cls: string, profileIds: readonly string[], sign: 1 | -1): void {
-    const c = hv.classes.get(cls);
-    if (sign > 0) {
-      if (c) { c.count++; return; }
-      hv.classes.set(cls, { profileIds, count: 1 });
-      const shared = this.sharedClasses.get(cls);
-      if (shared) shared.users++;
-      else this.sharedClasses.set(cls, { users: 1, exists: "", chains: { 4: [], 6: [] } });
-      for (const f of FAMILIES) this.createLocal(host, hv, classSet(cls, f), f, []);
-      this.markDispatch(host, hv);
-      return;
-    }
-    if (!c || --c.count > 0) return;
-    hv.classes.delete(cls);
-    const shared = this.sharedClasses.get(cls);
-    if (shared && --shared.users <= 0) this.sharedClasses.delete(cls);
-    for (const f of FAMILIES) this.removeLocal(host, hv, classSet(cls, f));
-    this.markDispatch(host, hv);
-  }
-
-  private createLocal(host: string, hv: HostView, name: string, family: IpVersion, members: string[]): void {
-    hv.local.set(name, { family, members: new Set(members) });
-    this.emit(host, hv, { type: "ipset-update", name, family, members });
-  }
-
-  private removeLocal(host: string, hv: HostView, name: string): void {
-    const set = hv.local.get(name);
-    if (!set) return;
-    hv.local.delete(name);
-    this.emit(host, hv, { type: "ipset-remove", name, family: set.family });
-  }
-
-  /** One member in or out of a local set, and of the tree-node sets above its class. */
-  private localChange(host: string, hv: HostView, name: string, family: IpVersion, member: string, add: boolean, cls: string | undefined): void {
-    const names = [name];
-    if (cls !== undefined && name === classSet(cls, family)) {
-      for (const prefix of hv.tree?.paths.get(cls) ?? []) names.push(nodeSet(prefix, family));
-    }
-    for (const n of names) {
-      const set = hv.local.get(n);
-      if (!set) continue; // gone with its class, or a node set the next tree re-derives
-      if (add ? set.members.has(member) : !set.members.has(member)) continue;
-      if (add) set.members.add(member);
-      else set.members.delete(member);
-      this.emit(host, hv, { type: "ipset-delta", name: n, family, added: add ? [member] : [], removed: add ? [] : [member] });
-    }
-  }
-
-  /**
-   * A class's chains, rendered once and shared by every host that has the
-   * class (like profile chains): they depend only on the ordered list and on
-   * which of its profiles exist. Kept while some host has the class.
-   */
-  private classChains(cls: string, profileIds: readonly string[], family: IpVersion): ChainDef[] {
-    const exists = profileIds.map((id) => (this.profiles.has(id) ? "1" : "0")).join("");
-    let entry = this.sharedClasses.get(cls);
-    if (!entry) this.sharedClasses.set(cls, (entry = { users: 0, exists: "", chains: { 4: [], 6: [] } }));
-    if (entry.exists !== exists || entry.chains[family].length === 0) {
-      if (entry.exists !== exists) entry.chains = { 4: [], 6: [] };
-      entry.exists = exists;
-      entry.chains[family] = renderClassChains(cls, { profileIds }, family, (id) => this.profiles.has(id), this.cfg);
-    }
-    return entry.chains[family];
-  }
-
-  /** Entry chains, class chains and trees, MAC tree of one family. */
-  private layoutChains(hv: HostView, family: IpVersion, what = { classes: true, classChains: true, macs: true }): ChainDef[] {
-    const out: ChainDef[] = [];
-    if (what.classes) out.push(...renderClassDispatch(hv.tree ?? prefixTree([]), family, this.cfg));
-    if (what.classes || what.classChains) {
-      for (const [cls, c] of hv.classes) out.push(...this.classChains(cls, c.profileIds, family));
-    }
-    if (what.macs) out.push(...renderMacChains(hv.treeMacs[family], family, this.cfg));
-    return out;
-  }
-
-  /**
-   * Re-renders what a batch made stale: with `classes`, the class tree, its
-   * node sets, the roots and the class chains; with `classChains`, the class
-   * chains (a profile came or went); with `macs`, the MAC tree. Removes the
-   * chains of those kinds that are no longer wanted.
-   */
-  private renderSetsLayout(host: string, hv: HostView, what: { classes: boolean; classChains: boolean; macs: boolean }): void {
-    if (what.classes) this.deriveClassTree(host, hv);
-    const wanted = new Set<string>();
-    for (const family of FAMILIES) {
-      for (const c of this.layoutChains(hv, family, what)) {
-        wanted.add(chainKey(family, c.name));
-        this.setChain(host, hv, c);
-      }
-    }
-    const stale = (name: string) =>
-      (what.classes && /^pal-(cf_|ct_|cfn-|ctn-)/.test(name)) || (what.macs && /^pal-fm[-_]/.test(name));
-    for (const [key, c] of hv.chains) {
-      if (!wanted.has(key) && stale(c.name)) this.removeChain(host, hv, c.family, c.name);
-    }
-  }
-
-  /** The class tree for the host's classes now, and node sets holding the union of their classes' members. */
-  private deriveClassTree(host: string, hv: HostView): void {
-    const tree = prefixTree([...hv.classes.keys()].sort());
-    // Classes never share a member (one interface, one class): plain unions.
-    const wantSets = new Map<string, { family: IpVersion; members: Set<string> }>();
-    for (const [cls, path] of tree.paths) {
-      for (const f of FAMILIES) {
-        for (const prefix of path) {
-          const n = nodeSet(prefix, f);
-          let w = wantSets.get(n);
-          if (!w) wantSets.set(n, (w = { family: f, members: new Set() }));
-          for (const m of hv.local.get(classSet(cls, f))?.members ?? []) w.members.add(m);
-        }
-      }
-    }
-    for (const [n, w] of wantSets) {
-      const have = hv.local.get(n);
-      if (have && have.members.size === w.members.size && [...w.members].every((m) => have.members.has(m))) continue;
-      this.createLocal(host, hv, n, w.family, [...w.members]);
-    }
-    for (const n of [...hv.local.keys()]) {
-      if (/^pal[46]in-/.test(n) && !wantSets.has(n)) this.removeLocal(host, hv, n);
-    }
-    hv.tree = tree;
-  }
-
 
   private addUse(host: string, hv: HostView, id: string, key: string): void {
     let users = this.profileUsers.get(id);

@@ -1,9 +1,13 @@
-// Public surface of the calculation core.
-export { CalcGraph, type CalcSink } from "./calc-graph.js";
+// Public surface of the calculation core: what the controller, the tests and
+// the benchmarks use. Everything else in services/calc is internal.
+export { CalcGraph, type CalcGraphOptions, type CalcSink } from "./calc-graph.js";
+export { DEFAULT_CALC_CONFIG, type CalcConfig } from "./calc-config.js";
+export { chainKey, sameRules, type ChainDef, type HostUpdate } from "./desired-state.js";
 export { UpdateCoalescer } from "./update-coalescer.js";
-export * from "./desired-state.js";
-export * from "./names.js";
-export { renderProfile, renderRules, ruleMatchSpecs, chunkPorts, acceptMarkSpecs } from "./render-rules.js";
-export { renderEndpointChains } from "./render-endpoint.js";
-export { renderDispatch, DISPATCH_FANOUT } from "./dispatch.js";
-export * from "./flow-log.js";
+export {
+  BASE_CHAINS, CHAIN_MAX, ENTRY_CHAINS, IPSET_MAX, OWNED_CHAIN_RE, OWNED_SET_RE,
+  classKey, classSet, fromClassChain, profileInboundChain, profileOutboundChain, tagSet, toClassChain,
+} from "./names.js";
+export { renderProfile, renderRules, ruleMatchSpecs, chunkPorts, acceptMarkSpecs, type RenderedProfile } from "./render-rules.js";
+export { DISPATCH_FANOUT } from "./prefix-tree.js";
+export { allowReportLines, clearMask, denyReportLines, reportedDrop } from "./render-flow-reports.js";

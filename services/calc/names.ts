@@ -21,11 +21,6 @@ function name(prefix: string, ident: string, max: number): string {
 
 export const profileInboundChain = (id: string) => name("pal-pi", id, CHAIN_MAX);
 export const profileOutboundChain = (id: string) => name("pal-po", id, CHAIN_MAX);
-/** Interface names are at most 15 safe characters, so these never hash. */
-export const toWorkloadChain = (iface: string) => name("pal-tw", iface, CHAIN_MAX);
-export const fromWorkloadChain = (iface: string) => name("pal-fw", iface, CHAIN_MAX);
-export const fromDispatchNode = (prefix: string) => name("pal-fd", prefix, CHAIN_MAX);
-export const toDispatchNode = (prefix: string) => name("pal-td", prefix, CHAIN_MAX);
 export const tagSet = (tag: string, family: IpVersion) => name(`pal${family}t`, tag, IPSET_MAX);
 
 // ---- set-based layout (DESIGN §6.5): classes of endpoints that share an

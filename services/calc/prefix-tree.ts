@@ -1,9 +1,9 @@
 // A prefix tree over sorted names (DESIGN §6.5), the shape of every tree the
-// dataplane walks: the interface dispatch tree, the class tree and the MAC
-// tree. Up to DISPATCH_FANOUT names in a node are listed flat; beyond, names
-// are grouped by their next character, each group of two or more becoming a
-// child node named by the group's longest common prefix (so long shared
-// prefixes are skipped rather than walked one character at a time).
+// dataplane walks: the class tree and the IPv6 MAC interface tree. Up to
+// DISPATCH_FANOUT names in a node are listed flat; beyond, names are grouped
+// by their next character, each group of two or more becoming a child node
+// named by the group's longest common prefix (so long shared prefixes are
+// skipped rather than walked one character at a time).
 
 /** Names per node before the node splits by the next character. */
 export const DISPATCH_FANOUT = 16;

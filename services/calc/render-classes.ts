@@ -19,11 +19,12 @@
 // the next character of their hash into nodes whose sets hold the union of
 // their classes' members, so a packet crosses O(log n) rules.
 import type { IpVersion } from "../model/index.js";
-import type { CalcConfig, ChainDef } from "./desired-state.js";
+import type { CalcConfig } from "./calc-config.js";
+import type { ChainDef } from "./desired-state.js";
 import { prefixTree, type PrefixTree } from "./prefix-tree.js";
-import { reportedDrop, profileJumps } from "./render-endpoint.js";
-import { markHex } from "./render-rules.js";
-import { DEFAULT_LOG_MARK } from "./flow-log.js";
+import { acceptMarkSpecs, markHex } from "./render-rules.js";
+import { DEFAULT_LOG_MARK } from "../contract/flow-log.js";
+import { clearMask, reportedDrop } from "./render-flow-reports.js";
 import {
   ENTRY_CHAINS, MAC_ROOT, MAC_TREE_ROOT, classSet, fromClassChain, fromClassNode, inactiveSet, macListSet, macNode, noMacSet, nodeSet,
   profileInboundChain, profileOutboundChain, toClassChain, toClassNode,
@@ -32,6 +33,30 @@ import {
 export interface HostClass {
   /** The ordered profile list. */
   profileIds: readonly string[];
+}
+
+/**
+ * An ordered profile list as jumps (the verdict plumbing of DESIGN §6.4):
+ * the first allow (mark) returns, a missing profile or the end drops.
+ */
+export function profileJumps(profileIds: readonly string[], self: string, chainOf: (id: string) => string, exists: (id: string) => boolean, cfg: CalcConfig): string[] {
+  const mark = acceptMarkSpecs(cfg);
+  // With flow reports, the log mark is cleared too: one left by an allow
+  // point upstream (the sender's outbound rules) must not make a report
+  // point here fire (DESIGN §6.12).
+  const m = markHex(clearMask(cfg));
+  const rules = [`-j MARK --set-xmark 0x0/${m}`];
+  for (const [position, id] of profileIds.entries()) {
+    if (!exists(id)) {
+      // A referenced profile that does not exist denies everything that the
+      // profiles before it did not allow.
+      rules.push(...reportedDrop(cfg, "", "m", self, position));
+      return rules;
+    }
+    rules.push(`-j ${chainOf(id)}`, `${mark.isSet} -j RETURN`);
+  }
+  rules.push(...reportedDrop(cfg, "", "d", self));
+  return rules;
 }
 
 /** Class chains: the profile jumps of the endpoints' shared ordered profile list. */
@@ -79,7 +104,7 @@ export function renderClassDispatch(tree: PrefixTree, family: IpVersion, cfg: Ca
  * The MAC check of one family (DESIGN §6.5), called first by every
  * from-workload class chain; it returns unless it drops (s).
  *
- *   pal-from-wl-mac:  -j pal-from-wl-mact                       the interface tree
+ *   pal-from-wl-mac:  (v6) -j pal-from-wl-mact                  the interface tree
  *                     (v4) -m set --match-set pal4i-nomac src,src -j RETURN
  *                     (v4) -m set ! --match-set pal4mac src,src -> DROP
  *
@@ -91,15 +116,18 @@ export function renderClassDispatch(tree: PrefixTree, family: IpVersion, cfg: Ca
  * which no MAC set can hold, is checked by a prefix tree over interfaces: a
  * leaf drops a frame from its interface with another source MAC; nodes are
  * reached by goto, so falling off any of them returns to pal-from-wl-mac.
+ * IPv4 has no interface tree at all (no chain, no jump): its MACs are all in
+ * MAC sets.
  */
 export function renderMacChains(treeMacs: ReadonlyMap<string, string>, family: IpVersion, cfg: CalcConfig): ChainDef[] {
   const out: ChainDef[] = [];
-  const root: string[] = [`-j ${MAC_TREE_ROOT}`];
   if (family === 4) {
-    root.push(`-m set --match-set ${noMacSet} src,src -j RETURN`);
-    root.push(...reportedDrop(cfg, `-m set ! --match-set ${macListSet} src,src`, "s", MAC_ROOT));
+    if (treeMacs.size) throw new Error("IPv4 MACs are checked by MAC sets, not by an interface tree");
+    const root = [`-m set --match-set ${noMacSet} src,src -j RETURN`, ...reportedDrop(cfg, `-m set ! --match-set ${macListSet} src,src`, "s", MAC_ROOT)];
+    out.push({ table: "filter", family, name: MAC_ROOT, rules: root });
+    return out;
   }
-  out.push({ table: "filter", family, name: MAC_ROOT, rules: root });
+  out.push({ table: "filter", family, name: MAC_ROOT, rules: [`-j ${MAC_TREE_ROOT}`] });
   const tree = prefixTree([...treeMacs.keys()].sort());
   for (const [prefix, entries] of tree.nodes) {
     const chain = prefix === "" ? MAC_TREE_ROOT : macNode(prefix);

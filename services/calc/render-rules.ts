@@ -10,8 +10,9 @@ import {
   type IpVersion, type Match, type PortRange, type Profile, type Rule,
 } from "../model/index.js";
 import { tagSet, profileInboundChain, profileOutboundChain } from "./names.js";
-import type { CalcConfig, ChainDef } from "./desired-state.js";
-import { allowReportLines, denyReportLines } from "./flow-log.js";
+import type { CalcConfig } from "./calc-config.js";
+import type { ChainDef } from "./desired-state.js";
+import { allowReportLines, denyReportLines } from "./render-flow-reports.js";
 
 
 export function markHex(mark: number): string {

@@ -43,6 +43,3 @@ export function macSetRange(name: string): string | undefined {
   if (!m || Number(m[1]) > 255 || Number(m[2]) > 255) return undefined;
   return `${Number(m[1])}.${Number(m[2])}.0.0/16`;
 }
-
-/** Hello.features: this driver programs the set-based layout's set types (DESIGN §6.5). */
-export const FEATURE_SET_LAYOUT = "set-layout";

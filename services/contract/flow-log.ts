@@ -1,7 +1,7 @@
 // Flow reports, the part controller and driver share (DESIGN §6.12): the
 // NFLOG group, the report codes and their words, the prefix format, and the
 // driver-owned rate-limit chains report points jump to. How the controller
-// renders report points is calc/flow-log.ts.
+// renders report points is calc/render-flow-reports.ts.
 //
 // A report point is two lines in front of the decision:
 //

@@ -41,8 +41,6 @@ export interface ControllerOptions {
   statusTtlSeconds?: number;
   replicaId?: string;
   workloadToHost?: "drop" | "accept";
-  /** Dataplane layout rendered for every host (DESIGN §6.5): "sets" (default) or "chains" (rollback). */
-  dataplaneLayout?: "sets" | "chains";
   /** Grace period for streams on shutdown; default 5 s. */
   shutdownGraceMs?: number;
   /** How long the start retries reading the model from etcd before it fails; default 15 s. */
@@ -107,7 +105,6 @@ export function normalizeControllerOptions(o: ControllerOptions): NormalizedOpti
     statusTtlSeconds: o.statusTtlSeconds ?? 15,
     replicaId: o.replicaId ?? `${hostname()}:${process.pid}`,
     workloadToHost: o.workloadToHost ?? "drop",
-    dataplaneLayout: o.dataplaneLayout ?? "sets",
     shutdownGraceMs: o.shutdownGraceMs ?? 5_000,
     startTimeoutMs: o.startTimeoutMs ?? 15_000,
     metricsListen: o.metricsListen ?? "",
@@ -140,7 +137,7 @@ export async function startController(options: ControllerOptions): Promise<Contr
   const hub = new SyncHub(logger.child({ component: "sync" }), o.heartbeatMs);
   // Flow report points are always rendered (DESIGN §6.12): whether a host
   // reports allowed flows too, and how fast, is its driver's business.
-  const cfg: CalcConfig = { ...DEFAULT_CALC_CONFIG, workloadToHost: o.workloadToHost, flowLogs: true, layout: o.dataplaneLayout };
+  const cfg: CalcConfig = { ...DEFAULT_CALC_CONFIG, workloadToHost: o.workloadToHost, flowLogs: true };
   const graph = new CalcGraph(hub, cfg, { listen: "subscribed" });
   const feed = createModelFeed({ store, graph, hub, logger: logger.child({ component: "feed" }), observeCalc: (s) => metrics.calcDuration.observe(s) });
   // Status traffic has its own etcd client (its own connection and fault

@@ -17,7 +17,6 @@ const program = new Command("palisade-controller")
   .option("--metrics-listen <host:port>", "Prometheus metrics / health HTTP address (env PALISADE_METRICS_LISTEN)", envDefault("PALISADE_METRICS_LISTEN"))
   .option("--etcd-prefix <prefix>", "etcd key prefix (env PALISADE_ETCD_PREFIX)", envDefault("PALISADE_ETCD_PREFIX", "/palisade/v1"))
   .option("--workload-to-host <action>", "workload -> host traffic: drop or accept (env PALISADE_WORKLOAD_TO_HOST)", envDefault("PALISADE_WORKLOAD_TO_HOST", "drop"))
-  .option("--dataplane-layout <layout>", "host dataplane layout: sets (default) or chains, the per-endpoint layout kept for rollback (env PALISADE_DATAPLANE_LAYOUT)", envDefault("PALISADE_DATAPLANE_LAYOUT", "sets"))
   .option("--log-level <level>", "trace, debug, info, warn, error (env PALISADE_LOG_LEVEL)", envDefault("PALISADE_LOG_LEVEL", "info"))
   .option("--etcd-cacert <file>", "CA that signed etcd's server certificate; turns on TLS to etcd (env PALISADE_ETCD_CACERT)", envDefault("PALISADE_ETCD_CACERT"))
   .option("--etcd-cert <file>", "client certificate for etcd, when etcd requires one (env PALISADE_ETCD_CERT)", envDefault("PALISADE_ETCD_CERT"))
@@ -29,7 +28,7 @@ silenceIpServerNameWarning();
 withUsageExit(program);
 program.parse();
 const opts = program.opts<{
-  etcdEndpoints: string; listen: string; metricsListen?: string; etcdPrefix: string; workloadToHost: string; dataplaneLayout: string; logLevel: string;
+  etcdEndpoints: string; listen: string; metricsListen?: string; etcdPrefix: string; workloadToHost: string; logLevel: string;
   etcdCacert?: string; etcdCert?: string; etcdKey?: string; etcdCompactionRetention: string;
 } & TlsFlags>();
 let compactionRetentionMs = 0;
@@ -39,7 +38,6 @@ let etcdTls: EtcdTls | undefined;
 try {
   for (const a of opts.listen.split(",")) parseHostPort(a.trim(), "--listen");
   if (opts.workloadToHost !== "drop" && opts.workloadToHost !== "accept") throw new UsageError("--workload-to-host must be drop or accept");
-  if (opts.dataplaneLayout !== "sets" && opts.dataplaneLayout !== "chains") throw new UsageError("--dataplane-layout must be sets or chains");
   if (!opts.etcdPrefix.startsWith("/")) throw new UsageError("--etcd-prefix must start with /");
   if (opts.metricsListen && opts.metricsListen.startsWith("unix:")) throw new UsageError("--metrics-listen takes HOST:PORT");
   if (opts.metricsListen) parseHostPort(opts.metricsListen, "--metrics-listen");
@@ -70,7 +68,6 @@ try {
     listen: opts.listen,
     etcdPrefix: opts.etcdPrefix,
     workloadToHost: opts.workloadToHost as "drop" | "accept",
-    dataplaneLayout: opts.dataplaneLayout as "sets" | "chains",
     metricsListen: opts.metricsListen,
     logger,
     tls,

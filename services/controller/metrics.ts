@@ -85,7 +85,7 @@ export function createControllerMetrics() {
     }),
     syncRefused: new Counter({
       name: "palisade_controller_sync_refused_total",
-      help: "Sync streams or reports refused: rate, host-rate, pending (admission), superseded (a newer stream of the host), endpoint-unknown, endpoint-cap",
+      help: "Sync streams or reports refused: rate, host-rate, pending (admission), superseded (a newer stream of the host), endpoint-unknown, endpoint-cap, driver-features (a driver lacking a feature the controller renders for)",
       labelNames: ["reason"], registers: [registry],
     }),
     permissionDenied: new Counter({ name: "palisade_controller_permission_denied_total", help: "Calls refused by mTLS authorisation (wrong role, or a host certificate for another host)", labelNames: ["method"], registers: [registry] }),

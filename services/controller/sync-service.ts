@@ -14,7 +14,7 @@ import { peerIdentity } from "../runtime/tls.js";
 import type { StatusStore } from "./status-store.js";
 import type { StreamAdmission } from "./stream-admission.js";
 import { HostStream, type SyncHub } from "./sync-hub.js";
-import { FEATURE_SET_LAYOUT } from "../contract/dataplane-names.js";
+import { missingFeatures, tooOldMessage } from "../contract/driver-features.js";
 
 const HELLO_TIMEOUT_MS = 10_000;
 /** Streams one host may hold at once: a quick reconnect overlaps its old stream; the newest wins. */
@@ -23,7 +23,7 @@ export const MAX_STREAMS_PER_HOST = 2;
 export const MAX_ENDPOINT_STATUSES_PER_HOST = 10_000;
 
 /** Why the sync service refused something; counted in metrics (bounded label values). */
-export type SyncRefusal = "rate" | "host-rate" | "pending" | "superseded" | "endpoint-unknown" | "endpoint-cap";
+export type SyncRefusal = "rate" | "host-rate" | "pending" | "superseded" | "endpoint-unknown" | "endpoint-cap" | "driver-features";
 
 const ENDPOINT_STATE: Record<InterfaceState, EndpointState> = {
   [InterfaceState.INTERFACE_STATE_UP]: EndpointState.ENDPOINT_STATE_UP,
@@ -144,6 +144,20 @@ export function createSyncService(opts: {
               return;
             }
           }
+          // A driver lacking a feature this controller renders for (DESIGN
+          // §6.2) gets nothing: before anything is created for the host and
+          // before the host's hello tokens are spent (a newer driver of the
+          // same host, overlapping it, must not be delayed by its retries).
+          const missing = missingFeatures(m.value.features);
+          if (missing.length) {
+            const details = tooOldMessage(missing);
+            // What the hello announced is the client's: bounded before it is logged.
+            const announced = m.value.features.slice(0, 8).map((f) => f.slice(0, 40));
+            opts.logger.warn({ host: name, driverVersion: m.value.driverVersion.slice(0, 100), announced, missing }, "sync refused: driver too old");
+            refused("driver-features");
+            endWithStatus(call, grpc.status.FAILED_PRECONDITION, details);
+            return;
+          }
           const refusal = admission.hello(name);
           if (refusal) {
             refused(refusal.reason);
@@ -175,12 +189,7 @@ export function createSyncService(opts: {
             status.setApplied(host.hostname, revision);
           };
           open.set(name, streams);
-          // The set-based layout only for drivers that can program it (DESIGN
-          // §6.5): an older driver gets the per-endpoint layout, so upgrading
-          // controllers before drivers freezes nothing.
-          const setLayout = m.value.features.includes(FEATURE_SET_LAYOUT);
-          if (!setLayout && graph.defaultLayout === "sets") logger.warn({ driverVersion: m.value.driverVersion }, "driver cannot program the set-based layout; this host gets the per-endpoint layout until its driver is upgraded");
-          graph.subscribe(name, { setLayout });
+          graph.subscribe(name);
           hub.attach(stream);
           // Attached first: the superseded stream's end then sees the host
           // still connected and keeps its status and host view.

@@ -22,7 +22,7 @@
 //   dataplane.ts          read-back, planning (full or from the change), writes
 //   interface-reporter.ts interface status of local endpoints
 //   apply-stats.ts        counters and metrics
-import { FEATURE_SET_LAYOUT } from "../contract/dataplane-names.js";
+import { DRIVER_FEATURES } from "../contract/driver-features.js";
 import { startFlowReports } from "./flow-driver.js";
 import type { FlowReporter } from "./flow-reporter.js";
 import { detectBackend, type Backend } from "./backend.js";
@@ -130,7 +130,7 @@ export async function startDriver(options: DriverOptions): Promise<Driver> {
       controllers: o.controllers,
       credentials: o.credentials,
       logger,
-      hello: { hostname: o.hostname, driverVersion: DRIVER_VERSION, ipv6: families.includes(6), iptablesBackend: backend, features: [FEATURE_SET_LAYOUT] },
+      hello: { hostname: o.hostname, driverVersion: DRIVER_VERSION, ipv6: families.includes(6), iptablesBackend: backend, features: [...DRIVER_FEATURES] },
       onBatch: (b) => sync.onBatch(b),
       onConnected: (address) => logger.info({ controller: address }, "connected to controller"),
       onDisconnected: (reason) => {

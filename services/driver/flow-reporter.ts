@@ -2,7 +2,7 @@
 // aggregation → the sync stream (and an optional JSON-lines file).
 //
 // Resolution: a report's prefix says the decision and the chain that made
-// it (calc/flow-log.ts); the packet's in/out interface, this host's
+// it (calc/render-flow-reports.ts); the packet's in/out interface, this host's
 // endpoint → interface map (from the controller) and the chain name say
 // which endpoint and direction. Profiles are resolved by the controller,
 // which knows which profile a (possibly hashed) chain name stands for.

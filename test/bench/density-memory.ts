@@ -1,5 +1,5 @@
 // Controller memory per endpoint, run by density.ts as a fresh process:
-//   node --expose-gc density-memory.js ENDPOINTS HOSTS PROFILES [LAYOUT]
+//   node --expose-gc density-memory.js ENDPOINTS HOSTS PROFILES
 // Prints one JSON object. The calculation graph as the controller holds it
 // ("subscribed" listening), loaded with ENDPOINTS spread over HOSTS and
 // PROFILES × 10 rules; measured after a forced GC before the model exists,
@@ -12,13 +12,12 @@ import { mulberry32 } from "../support/prng.js";
 import { genEndpoint, genProfiles } from "./model-gen.js";
 
 const [endpoints, hosts, profiles] = process.argv.slice(2, 5).map(Number) as [number, number, number];
-const layout = (process.argv[5] ?? "sets") as "sets" | "chains";
 const gc = () => { global.gc!(); global.gc!(); };
 const mem = () => { gc(); const m = process.memoryUsage(); return { rss: m.rss, heap: m.heapUsed + m.external + m.arrayBuffers }; };
 
 const m0 = mem();
 const t0 = performance.now();
-const graph = new CalcGraph({ onHostUpdates: () => {} }, { ...DEFAULT_CALC_CONFIG, layout }, { listen: "subscribed" });
+const graph = new CalcGraph({ onHostUpdates: () => {} }, DEFAULT_CALC_CONFIG, { listen: "subscribed" });
 {
   const rand = mulberry32(7);
   for (const p of genProfiles(profiles, 10, rand)) graph.upsertProfile(p);

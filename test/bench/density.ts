@@ -1,7 +1,6 @@
 // density (issue #14 item 6): one host at growing endpoint counts, IPv4, nft
-// and legacy, ~100 profiles × 10 rules, in both dataplane layouts (DESIGN
-// §6.5): "chains" (per-endpoint, the layout of earlier releases) and "sets".
-// Profile lists: "random" — each endpoint 1–2 random profiles (model-gen, the
+// and legacy, ~100 profiles × 10 rules, in the set-based layout (DESIGN
+// §6.5). Profile lists: "random" — each endpoint 1–2 random profiles (model-gen, the
 // seed of the driver section, so 1,000 endpoints is the same host; nearly
 // every endpoint has a list of its own: the worst case for classes) — or
 // "pool" — each endpoint takes one of 50 such lists (a cloud where
@@ -41,7 +40,6 @@ const HOST = "hv0";
 const KINDS = ["added", "address", "rule"] as const;
 type Kind = (typeof KINDS)[number];
 
-export type Layout = "chains" | "sets";
 export type ListModel = "random" | "pool";
 
 async function withNamespaces<T>(names: string[], fn: () => Promise<T>): Promise<T> {
@@ -66,7 +64,6 @@ async function ruleLines(run: CommandRunner, backend: Backend): Promise<number> 
 type ChangeFigures = { [K in `${Kind}_${"p50_ms" | "raw_p50_ms" | "ratio" | "raw_bytes"}`]: number };
 
 export interface DensityRow extends ChangeFigures {
-  layout: Layout;
   lists: ListModel;
   backend: Backend;
   endpoints: number;
@@ -79,7 +76,7 @@ export interface DensityRow extends ChangeFigures {
   seconds: number;
 }
 
-async function densityOne(backend: Backend, size: number, samples: number, layout: Layout, lists: ListModel): Promise<DensityRow> {
+async function densityOne(backend: Backend, size: number, samples: number, lists: ListModel): Promise<DensityRow> {
   const t0 = performance.now();
   const rand = mulberry32(42);
   const PROFILES = 100;
@@ -89,7 +86,7 @@ async function densityOne(backend: Backend, size: number, samples: number, layou
     const pool = Array.from({ length: 50 }, (_, i) => genEndpoint(HOST, i, PROFILES, mulberry32(1000 + i)).profileIds);
     endpoints.forEach((e, i) => { endpoints[i] = { ...e, profileIds: [...pool[i % pool.length]!] }; });
   }
-  const feed = createHostFeed(profiles, endpoints, { host: HOST, layout });
+  const feed = createHostFeed(profiles, endpoints, { host: HOST });
   const want = feed.input();
   const rules = [...want.chains.values()].reduce((n, c) => n + c.rules.length, 0);
   const emptyKernel = { families: { 4: emptyFamilyState(), 6: emptyFamilyState() }, sets: new Map() };
@@ -101,7 +98,7 @@ async function densityOne(backend: Backend, size: number, samples: number, layou
   for (const e of endpoints) for (const p of e.profileIds) uses.set(p, (uses.get(p) ?? 0) + 1);
   const busiest = [...uses].sort((a, b) => b[1] - a[1])[0]![0];
   let profile = profiles.find((p) => p.id === busiest)!;
-  const tag = `pdn${process.pid.toString(36)}${backend[0]}${layout[0]}${lists[0]}${size.toString(36)}`;
+  const tag = `pdn${process.pid.toString(36)}${backend[0]}${lists[0]}${size.toString(36)}`;
   const nsRaw = `${tag}r`;
   const nsDrv = `${tag}d`;
 
@@ -166,7 +163,7 @@ async function densityOne(backend: Backend, size: number, samples: number, layou
 
     const p50 = (xs: number[]) => percentile([...xs].sort((a, b) => a - b), 50);
     const row: Record<string, unknown> = {
-      layout, lists, backend, endpoints: size, rules, samples,
+      lists, backend, endpoints: size, rules, samples,
       first_apply_ms: round(drvFirst, 0), raw_first_apply_ms: round(rawFirst, 0), first_apply_ratio: round(drvFirst / rawFirst),
     };
     for (const kind of KINDS) {
@@ -181,27 +178,25 @@ async function densityOne(backend: Backend, size: number, samples: number, layou
 }
 
 /** Controller memory per endpoint, measured in a fresh process (density-memory.ts). */
-async function memoryPerEndpoint(endpoints: number, hosts: number, profiles: number, layout: Layout) {
+async function memoryPerEndpoint(endpoints: number, hosts: number, profiles: number) {
   const child = fileURLToPath(new URL("./density-memory.js", import.meta.url));
-  const out = await execa(process.execPath, ["--expose-gc", "--max-semi-space-size=64", "--max-old-space-size=8192", child, String(endpoints), String(hosts), String(profiles), layout]);
+  const out = await execa(process.execPath, ["--expose-gc", "--max-semi-space-size=64", "--max-old-space-size=8192", child, String(endpoints), String(hosts), String(profiles)]);
   return JSON.parse(out.stdout) as Record<string, number>;
 }
 
-/** Which (layout, profile-list model) pairs run: today's per-endpoint layout, and the set-based one on both models. */
-export const DENSITY_VARIANTS: readonly [Layout, ListModel][] = [["chains", "random"], ["sets", "random"], ["sets", "pool"]];
+/** Which profile-list models run. */
+export const DENSITY_VARIANTS: readonly ListModel[] = ["random", "pool"];
 
-export async function benchDensity(opts: { sizes: number[]; backends: Backend[]; samples: (size: number) => number; memory: number[]; baseline: number; variants?: readonly [Layout, ListModel][] }) {
+export async function benchDensity(opts: { sizes: number[]; backends: Backend[]; samples: (size: number) => number; memory: number[]; baseline: number; variants?: readonly ListModel[] }) {
   const t0 = performance.now();
   const variants = opts.variants ?? DENSITY_VARIANTS;
   const memory: Record<string, number | string>[] = [];
-  for (const layout of ["chains", "sets"] as const) {
-    for (const n of opts.memory) memory.push({ layout, ...(await memoryPerEndpoint(n, 1000, 300, layout)) });
-  }
+  for (const n of opts.memory) memory.push(await memoryPerEndpoint(n, 1000, 300));
   const rows: DensityRow[] = [];
-  for (const [layout, lists] of variants) {
+  for (const lists of variants) {
     for (const backend of opts.backends) {
       for (const size of [opts.baseline, ...opts.sizes]) {
-        rows.push(await densityOne(backend, size, opts.samples(size), layout, lists));
+        rows.push(await densityOne(backend, size, opts.samples(size), lists));
         global.gc?.();
       }
     }
@@ -209,37 +204,29 @@ export async function benchDensity(opts: { sizes: number[]; backends: Backend[];
   // Does a change cost the same on a full host as on a small one?
   const largest = Math.max(...opts.sizes);
   const vsBaseline: Record<string, number> = {};
-  for (const [layout, lists] of variants) {
+  for (const lists of variants) {
     for (const backend of opts.backends) {
-      const row = (n: number) => rows.find((r) => r.layout === layout && r.lists === lists && r.backend === backend && r.endpoints === n)!;
+      const row = (n: number) => rows.find((r) => r.lists === lists && r.backend === backend && r.endpoints === n)!;
       const [small, big] = [row(opts.baseline), row(largest)];
-      const at = `${layout}_${lists}_${backend}`;
+      const at = `${lists}_${backend}`;
       vsBaseline[`${at}_added_${largest}_vs_${opts.baseline}`] = round(big.added_p50_ms / small.added_p50_ms);
       vsBaseline[`${at}_address_${largest}_vs_${opts.baseline}`] = round(big.address_p50_ms / small.address_p50_ms);
     }
   }
-  // Rules on the host against the per-endpoint layout's, same size and backend.
-  const rulesVsChains: Record<string, number> = {};
-  for (const r of rows) {
-    if (r.layout === "chains") continue;
-    const c = rows.find((x) => x.layout === "chains" && x.backend === r.backend && x.endpoints === r.endpoints);
-    if (c && r.backend === opts.backends[0]) rulesVsChains[`${r.layout}_${r.lists}_${r.endpoints}`] = round(r.rules / c.rules, 3);
-  }
-  return { rows, vs_baseline: vsBaseline, rules_vs_chains: rulesVsChains, memory, seconds: round((performance.now() - t0) / 1000, 0) };
+  return { rows, vs_baseline: vsBaseline, memory, seconds: round((performance.now() - t0) / 1000, 0) };
 }
 
 /** The figures as a table (the JSON keeps every field). */
 export function formatDensity(d: Awaited<ReturnType<typeof benchDensity>>): string {
-  const head = ["layout", "lists", "backend", "endpoints", "rules", "first apply ms (raw, ×)", "added p50 ms (raw, ×)", "address p50 ms (raw, ×)", "rule p50 ms (raw, ×)", "n", "s"];
+  const head = ["lists", "backend", "endpoints", "rules", "first apply ms (raw, ×)", "added p50 ms (raw, ×)", "address p50 ms (raw, ×)", "rule p50 ms (raw, ×)", "n", "s"];
   const cell = (a: number, b: number, r: number) => `${a} (${b}, ${r.toFixed(2)}×)`;
   const lines = [head, ...d.rows.map((r) => [
-    r.layout, r.lists, r.backend, String(r.endpoints), String(r.rules), cell(r.first_apply_ms, r.raw_first_apply_ms, r.first_apply_ratio),
+    r.lists, r.backend, String(r.endpoints), String(r.rules), cell(r.first_apply_ms, r.raw_first_apply_ms, r.first_apply_ratio),
     ...KINDS.map((k) => cell(r[`${k}_p50_ms`], r[`${k}_raw_p50_ms`], r[`${k}_ratio`])), String(r.samples), `${r.seconds}${r.kernel_rules_match ? "" : " RULES MISMATCH"}`,
   ])];
   const widths = head.map((_, i) => Math.max(...lines.map((l) => l[i]!.length)));
-  const out = lines.map((l) => `density  ${l.map((c, i) => (i >= 3 && i < 5 ? c.padStart(widths[i]!) : c.padEnd(widths[i]!))).join("  ")}`.trimEnd());
+  const out = lines.map((l) => `density  ${l.map((c, i) => (i >= 2 && i < 4 ? c.padStart(widths[i]!) : c.padEnd(widths[i]!))).join("  ")}`.trimEnd());
   out.push(`density  ${Object.entries(d.vs_baseline).map(([k, v]) => `${k}=${v}×`).join("  ")}`);
-  out.push(`density  rules vs chains layout: ${Object.entries(d.rules_vs_chains).map(([k, v]) => `${k}=${v}`).join("  ")}`);
   for (const m of d.memory) out.push(`density  memory ${Object.entries(m).map(([k, v]) => `${k}=${v}`).join("  ")}`);
   out.push(`density  seconds=${d.seconds}`);
   return `${out.join("\n")}\n`;

@@ -2,7 +2,7 @@
 // has an endpoint whose profile admits a tag; a new member of that tag must
 // reach every host's stream as an ipset delta. Measured from the API write to
 // the last stream receiving it.
-import { FEATURE_SET_LAYOUT } from "../../services/contract/dataplane-names.js";
+import { DRIVER_FEATURES } from "../../services/contract/driver-features.js";
 import * as grpc from "@grpc/grpc-js";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -56,7 +56,7 @@ export async function benchFanout(opts: { streams: number; samples: number }) {
           }
         });
         c.on("error", () => undefined);
-        c.write({ message: { $case: "hello", value: { hostname: `h${h}`, driverVersion: "bench", ipv6: false, iptablesBackend: "nft", features: [FEATURE_SET_LAYOUT] } } });
+        c.write({ message: { $case: "hello", value: { hostname: `h${h}`, driverVersion: "bench", ipv6: false, iptablesBackend: "nft", features: [...DRIVER_FEATURES] } } });
       }
     });
     const samples: number[] = [];

@@ -8,10 +8,10 @@ import { setCreate, type PlanInput } from "../../services/driver/plan.js";
 import { buildPlanInput, driverBaseChains } from "../../services/driver/plan-input.js";
 import type { Endpoint, Profile } from "../../services/model/index.js";
 
-export function createHostFeed(profiles: Profile[], endpoints: Endpoint[], opts: { host?: string; layout?: "sets" | "chains" } = {}) {
+export function createHostFeed(profiles: Profile[], endpoints: Endpoint[], opts: { host?: string } = {}) {
   const host = opts.host ?? "hv0";
   let pending: HostUpdate[] = [];
-  const g = new CalcGraph({ onHostUpdates: (_h, _r, u) => { pending.push(...u); } }, { ...DEFAULT_CALC_CONFIG, layout: opts.layout ?? "sets" });
+  const g = new CalcGraph({ onHostUpdates: (_h, _r, u) => { pending.push(...u); } }, DEFAULT_CALC_CONFIG);
   for (const p of profiles) g.upsertProfile(p);
   for (const e of endpoints) g.upsertEndpoint(e);
   g.flush(1);

@@ -41,7 +41,7 @@ describe("a dense host (set-based layout)", () => {
 
   it(`${N} endpoints: programmed, rules independent of the endpoints; endpoint changes by ipset alone`, async () => {
     let pending: HostUpdate[] = [];
-    const g = new CalcGraph({ onHostUpdates: (_h, _r, u) => { pending.push(...u); } }, { ...DEFAULT_CALC_CONFIG, layout: "sets" });
+    const g = new CalcGraph({ onHostUpdates: (_h, _r, u) => { pending.push(...u); } }, DEFAULT_CALC_CONFIG);
     for (const id of ["web", "db"]) g.upsertProfile(profile({ id, tags: [id], inbound_rules: [{ protocol: "tcp", dst_ports: [80] }], outbound_rules: [{}] }));
     for (let i = 0; i < N; i++) g.upsertEndpoint(ep(i));
     g.flush(1);

@@ -7,7 +7,7 @@
 // acknowledgements, convergence time (write acknowledged -> every host's
 // status says it applied the revision), and the controller's RSS over time.
 // Used by `npm run soak` (long, printed) and by a short CI test with bounds.
-import { FEATURE_SET_LAYOUT } from "../../services/contract/dataplane-names.js";
+import { DRIVER_FEATURES } from "../../services/contract/driver-features.js";
 import * as grpc from "@grpc/grpc-js";
 import { execa, type ResultPromise } from "execa";
 import { Etcd3 } from "etcd3";
@@ -103,7 +103,7 @@ function simulateHost(client: DataplaneSyncServiceClient, name: string, endpoint
       const cap = Math.min(5_000, 250 * 2 ** attempt++);
       setTimeout(connect, cap / 2 + Math.random() * cap / 2);
     });
-    stream.write({ message: { $case: "hello", value: { hostname: name, driverVersion: "soak", ipv6: true, iptablesBackend: "nft", features: [FEATURE_SET_LAYOUT] } } });
+    stream.write({ message: { $case: "hello", value: { hostname: name, driverVersion: "soak", ipv6: true, iptablesBackend: "nft", features: [...DRIVER_FEATURES] } } });
   };
   connect();
   return { stop() { stopped = true; current?.cancel(); } };

@@ -1,7 +1,7 @@
 // A fixed final model plus variants of each object, and a runner that feeds
 // a sequence of events into a fresh CalcGraph, for the sequence tests.
 import { CalcGraph } from "../../services/calc/calc-graph.js";
-import type { CalcConfig } from "../../services/calc/desired-state.js";
+import type { CalcConfig } from "../../services/calc/calc-config.js";
 import type { Endpoint, Profile } from "../../services/model/types.js";
 import { RecordingSink, snapshotState, type PlainHostState } from "./host-state.js";
 import { endpoint, keyOf, profile } from "./model.js";

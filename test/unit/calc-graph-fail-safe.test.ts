@@ -2,13 +2,14 @@
 // endpoints without profiles and interface-name conflicts all DROP.
 import { describe, expect, it } from "vitest";
 import { CalcGraph } from "../../services/calc/calc-graph.js";
+import { classKey, fromClassChain, toClassChain } from "../../services/calc/names.js";
+import { classify } from "../support/classify.js";
 import { RecordingSink, snapshotState } from "../support/host-state.js";
 import { MARK, endpoint, jumps, keyOf, profile } from "../support/model.js";
-import { CHAINS_LAYOUT } from "../support/layouts.js";
 
 function graph() {
   const sink = new RecordingSink();
-  const g = new CalcGraph(sink, CHAINS_LAYOUT);
+  const g = new CalcGraph(sink);
   let rev = 0;
   const flush = () => g.flush(++rev);
   return { sink, g, flush, st: () => sink.state("hv1") };
@@ -17,26 +18,32 @@ function graph() {
 const allowAll = (id: string) => profile({ id, inbound_rules: [{}], outbound_rules: [{}] });
 const ep = (extra: Record<string, unknown>) =>
   endpoint({ host: "hv1", workload: "w", id: "e1", name: "tap1", ipv4_nets: ["198.18.0.1"], ...extra });
+/** The class chains of an ordered profile list: inbound, and outbound after the MAC check. */
+const to = (ids: string[]) => toClassChain(classKey(ids));
+const from = (ids: string[]) => fromClassChain(classKey(ids));
+const MAC_CHECK = "-j pal-from-wl-mac";
 
 describe("calc graph: fail-safe rendering", () => {
   it("a missing profile renders -j DROP in place of its jump; the jump appears once the profile exists", () => {
     const { g, flush, st, sink } = graph();
     g.upsertEndpoint(ep({ profile_ids: ["ghost"] }));
     flush();
-    for (const f of [4, 6] as const) expect(st().chain(f, "pal-tw-tap1")).toEqual([MARK.clear, "-j DROP"]);
-    expect(st().chain(4, "pal-fw-tap1")).toEqual(["! -s 198.18.0.1 -j DROP", MARK.clear, "-j DROP"]);
+    for (const f of [4, 6] as const) {
+      expect(st().chain(f, to(["ghost"]))).toEqual([MARK.clear, "-j DROP"]);
+      expect(st().chain(f, from(["ghost"]))).toEqual([MAC_CHECK, MARK.clear, "-j DROP"]);
+    }
     expect(st().chain(4, "pal-pi-ghost")).toBeUndefined();
 
     g.upsertProfile(allowAll("ghost"));
     flush();
-    expect(st().chain(4, "pal-tw-tap1")).toEqual(jumps("pi", ["ghost"]));
-    expect(st().chain(4, "pal-fw-tap1")).toEqual(["! -s 198.18.0.1 -j DROP", ...jumps("po", ["ghost"])]);
+    expect(st().chain(4, to(["ghost"]))).toEqual(jumps("pi", ["ghost"]));
+    expect(st().chain(4, from(["ghost"]))).toEqual([MAC_CHECK, ...jumps("po", ["ghost"])]);
     expect(st().chain(4, "pal-pi-ghost")).toEqual([MARK.set, MARK.returnIfSet]);
 
     // and goes again (with the profile's chains) when the profile is deleted
     g.deleteProfile("ghost");
     flush();
-    expect(st().chain(4, "pal-tw-tap1")).toEqual([MARK.clear, "-j DROP"]);
+    expect(st().chain(4, to(["ghost"]))).toEqual([MARK.clear, "-j DROP"]);
     expect(st().chain(4, "pal-pi-ghost")).toBeUndefined();
     expect(st().chain(6, "pal-po-ghost")).toBeUndefined();
     expect(sink.violations()).toEqual([]);
@@ -48,36 +55,43 @@ describe("calc graph: fail-safe rendering", () => {
     g.upsertProfile(allowAll("c"));
     g.upsertEndpoint(ep({ profile_ids: ["a", "b", "c"] }));
     flush();
-    expect(st().chain(4, "pal-tw-tap1")).toEqual([MARK.clear, "-j pal-pi-a", MARK.returnIfSet, "-j DROP"]);
+    expect(st().chain(4, to(["a", "b", "c"]))).toEqual([MARK.clear, "-j pal-pi-a", MARK.returnIfSet, "-j DROP"]);
     g.upsertProfile(allowAll("b"));
     flush();
-    expect(st().chain(4, "pal-tw-tap1")).toEqual(jumps("pi", ["a", "b", "c"]));
+    expect(st().chain(4, to(["a", "b", "c"]))).toEqual(jumps("pi", ["a", "b", "c"]));
   });
 
-  it("an inactive endpoint's chains are just -j DROP, whatever its profiles", () => {
+  it("an inactive endpoint is dropped in both directions, whatever its profiles", () => {
     const { g, flush, st } = graph();
     g.upsertProfile(allowAll("a"));
-    g.upsertEndpoint(ep({ profile_ids: ["a"], state: "inactive", mac: "02:00:00:00:00:01" }));
+    g.upsertEndpoint(ep({ profile_ids: ["a"], state: "inactive", mac: "02:00:00:00:00:01", ipv6_nets: ["2001:db8::1"] }));
     flush();
-    for (const f of [4, 6] as const) {
-      expect(st().chain(f, "pal-tw-tap1")).toEqual(["-j DROP"]);
-      expect(st().chain(f, "pal-fw-tap1")).toEqual(["-j DROP"]);
-    }
-    // still dispatched to (so it is dropped, not sent on to other rules)
-    expect(st().chain(4, "pal-from-wl-dispatch")).toEqual(["-i tap1 -g pal-fw-tap1", "-j DROP"]);
-    g.upsertEndpoint(ep({ profile_ids: ["a"], state: "active" }));
+    const plain = st().plain();
+    expect(plain.sets["pal4i-inactive"]!.members).toEqual(["198.18.0.1,tap1"]);
+    expect(plain.sets["pal6i-inactive"]!.members).toEqual(["2001:db8::1,tap1"]);
+    expect(classify(plain, 4, "from", "198.18.0.1", "tap1", "02:00:00:00:00:01")).toBe("DROP:pal-from-wl-dispatch");
+    expect(classify(plain, 4, "to", "198.18.0.1", "tap1")).toBe("DROP:pal-to-wl-dispatch");
+    expect(classify(plain, 6, "from", "2001:db8::1", "tap1", "02:00:00:00:00:01")).toBe("DROP:pal-from-wl-dispatch");
+    // its class is not in use on the host: no class chains at all
+    expect(st().chain(4, to(["a"]))).toBeUndefined();
+    g.upsertEndpoint(ep({ profile_ids: ["a"], state: "active", mac: "02:00:00:00:00:01", ipv6_nets: ["2001:db8::1"] }));
     flush();
-    expect(st().chain(4, "pal-tw-tap1")).toEqual(jumps("pi", ["a"]));
+    expect(st().chain(4, to(["a"]))).toEqual(jumps("pi", ["a"]));
+    expect(classify(st().plain(), 4, "to", "198.18.0.1", "tap1")).toBe(to(["a"]));
+    expect(st().plain().sets["pal4i-inactive"]!.members).toEqual([]);
   });
 
   it("an endpoint with no profiles ends in DROP in both directions", () => {
     const { g, flush, st } = graph();
     g.upsertEndpoint(ep({ profile_ids: [] }));
     flush();
-    expect(st().chain(4, "pal-tw-tap1")).toEqual([MARK.clear, "-j DROP"]);
-    expect(st().chain(4, "pal-fw-tap1")).toEqual(["! -s 198.18.0.1 -j DROP", MARK.clear, "-j DROP"]);
-    expect(st().chain(6, "pal-tw-tap1")).toEqual([MARK.clear, "-j DROP"]);
-    expect(st().chain(6, "pal-fw-tap1")).toEqual(["-j DROP"]);
+    for (const f of [4, 6] as const) {
+      expect(st().chain(f, to([]))).toEqual([MARK.clear, "-j DROP"]);
+      expect(st().chain(f, from([]))).toEqual([MAC_CHECK, MARK.clear, "-j DROP"]);
+    }
+    expect(classify(st().plain(), 4, "from", "198.18.0.1", "tap1")).toBe(from([]));
+    // No IPv6 address: nothing from it is classified in IPv6.
+    expect(classify(st().plain(), 6, "from", "2001:db8::1", "tap1")).toBe("DROP:pal-from-wl-dispatch");
   });
 
   it("anti-spoofing: several addresses are all allowed, anything else is dropped before the profiles", () => {
@@ -85,17 +99,15 @@ describe("calc graph: fail-safe rendering", () => {
     g.upsertProfile(allowAll("a"));
     g.upsertEndpoint(ep({ profile_ids: ["a"], ipv4_nets: ["198.18.0.1", "198.18.0.2"], mac: "02:00:00:00:00:0a" }));
     flush();
-    expect(st().chain(4, "pal-fw-tap1")).toEqual([
-      "-m mac ! --mac-source 02:00:00:00:00:0a -j DROP",
-      MARK.clear,
-      `-s 198.18.0.1 ${MARK.set}`,
-      `-s 198.18.0.2 ${MARK.set}`,
-      "-m mark ! --mark 0x1000000/0x1000000 -j DROP",
-      ...jumps("po", ["a"]),
-    ]);
+    const plain = st().plain();
+    for (const a of ["198.18.0.1", "198.18.0.2"]) {
+      expect(classify(plain, 4, "from", a, "tap1", "02:00:00:00:00:0a")).toBe(from(["a"]));
+      expect(classify(plain, 4, "from", a, "tap1", "02:00:00:00:00:0b")).toBe("DROP:pal-from-wl-mac");
+    }
+    expect(classify(plain, 4, "from", "198.18.0.3", "tap1", "02:00:00:00:00:0a")).toBe("DROP:pal-from-wl-dispatch");
   });
 
-  it("two endpoints with the same interface name on one host both render DROP chains until resolved", () => {
+  it("two endpoints with the same interface name on one host are both dropped until resolved", () => {
     const { g, flush, st, sink } = graph();
     g.upsertProfile(allowAll("a"));
     const one = ep({ id: "one", profile_ids: ["a"] });
@@ -103,27 +115,27 @@ describe("calc graph: fail-safe rendering", () => {
     g.upsertEndpoint(one);
     g.upsertEndpoint(two);
     flush();
-    for (const f of [4, 6] as const) {
-      expect(st().chain(f, "pal-tw-tap1")).toEqual(["-j DROP"]);
-      expect(st().chain(f, "pal-fw-tap1")).toEqual(["-j DROP"]);
+    for (const a of ["198.18.0.1", "198.18.0.2"]) {
+      expect(classify(st().plain(), 4, "from", a, "tap1")).toBe("DROP:pal-from-wl-dispatch");
+      expect(classify(st().plain(), 4, "to", a, "tap1")).toBe("DROP:pal-to-wl-dispatch");
     }
-    expect(st().chain(4, "pal-from-wl-dispatch")).toEqual(["-i tap1 -g pal-fw-tap1", "-j DROP"]);
     expect([...st().endpoints.keys()].sort()).toEqual([keyOf(one), keyOf(two)].sort());
 
-    // resolving the conflict renders the survivor
+    // resolving the conflict classifies the survivor
     g.deleteEndpoint(keyOf(one));
     flush();
-    expect(st().chain(4, "pal-fw-tap1")).toEqual(["! -s 198.18.0.2 -j DROP", ...jumps("po", ["a"])]);
+    expect(classify(st().plain(), 4, "from", "198.18.0.2", "tap1")).toBe(from(["a"]));
+    expect(classify(st().plain(), 4, "from", "198.18.0.1", "tap1")).toBe("DROP:pal-from-wl-dispatch");
 
     // renaming instead of deleting resolves it too
     g.upsertEndpoint(one);
     flush();
-    expect(st().chain(4, "pal-tw-tap1")).toEqual(["-j DROP"]);
+    expect(classify(st().plain(), 4, "to", "198.18.0.2", "tap1")).toBe("DROP:pal-to-wl-dispatch");
     g.upsertEndpoint({ ...one, name: "tap2" });
     flush();
-    expect(st().chain(4, "pal-fw-tap1")).toEqual(["! -s 198.18.0.2 -j DROP", ...jumps("po", ["a"])]);
-    expect(st().chain(4, "pal-fw-tap2")).toEqual(["! -s 198.18.0.1 -j DROP", ...jumps("po", ["a"])]);
-    expect(st().chain(4, "pal-from-wl-dispatch")).toEqual(["-i tap1 -g pal-fw-tap1", "-i tap2 -g pal-fw-tap2", "-j DROP"]);
+    expect(classify(st().plain(), 4, "from", "198.18.0.2", "tap1")).toBe(from(["a"]));
+    expect(classify(st().plain(), 4, "from", "198.18.0.1", "tap2")).toBe(from(["a"]));
+    expect(classify(st().plain(), 4, "from", "198.18.0.1", "tap1")).toBe("DROP:pal-from-wl-dispatch");
     expect(sink.violations()).toEqual([]);
   });
 
@@ -133,22 +145,23 @@ describe("calc graph: fail-safe rendering", () => {
     g.upsertEndpoint(ep({ profile_ids: ["a"] }));
     g.upsertEndpoint(ep({ host: "hv2", profile_ids: ["a"], ipv4_nets: ["198.18.0.2"] }));
     flush();
-    expect(sink.state("hv1").chain(4, "pal-tw-tap1")).toEqual(jumps("pi", ["a"]));
-    expect(sink.state("hv2").chain(4, "pal-tw-tap1")).toEqual(jumps("pi", ["a"]));
+    expect(classify(sink.state("hv1").plain(), 4, "to", "198.18.0.1", "tap1")).toBe(to(["a"]));
+    expect(classify(sink.state("hv2").plain(), 4, "to", "198.18.0.2", "tap1")).toBe(to(["a"]));
   });
 
-  it("renaming an endpoint removes the old interface's chains and dispatch entries", () => {
+  it("renaming an endpoint removes the old interface's members", () => {
     const { g, flush, st, sink } = graph();
     g.upsertEndpoint(ep({ profile_ids: [] }));
     flush();
     g.upsertEndpoint(ep({ profile_ids: [], name: "tapnew" }));
     flush();
-    expect(st().chain(4, "pal-tw-tap1")).toBeUndefined();
-    expect(st().chain(6, "pal-fw-tap1")).toBeUndefined();
-    expect(st().chain(4, "pal-tw-tapnew")).toEqual([MARK.clear, "-j DROP"]);
-    expect(st().chain(4, "pal-to-wl-dispatch")).toEqual(["-o tapnew -g pal-tw-tapnew", "-j DROP"]);
+    const plain = st().plain();
+    expect(plain.sets[`pal4ic_${classKey([])}`]!.members).toEqual(["198.18.0.1,tapnew"]);
+    expect(plain.sets["pal4i-nomac"]!.members).toEqual(["198.18.0.1,tapnew"]);
+    expect(classify(plain, 4, "to", "198.18.0.1", "tap1")).toBe("DROP:pal-to-wl-dispatch");
+    expect(classify(plain, 4, "to", "198.18.0.1", "tapnew")).toBe(to([]));
     expect(st().endpoints.get(keyOf(ep({})))).toBe("tapnew");
-    expect(st().plain()).toEqual(snapshotState(g, "hv1").plain());
+    expect(plain).toEqual(snapshotState(g, "hv1").plain());
     expect(sink.violations()).toEqual([]);
   });
 });

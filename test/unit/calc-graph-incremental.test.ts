@@ -3,9 +3,9 @@
 import { beforeEach, describe, expect, it } from "vitest";
 import { CalcGraph } from "../../services/calc/calc-graph.js";
 import type { HostUpdate } from "../../services/calc/desired-state.js";
+import { classKey } from "../../services/calc/names.js";
 import { RecordingSink, snapshotState } from "../support/host-state.js";
 import { endpoint, keyOf, profile } from "../support/model.js";
-import { CHAINS_LAYOUT } from "../support/layouts.js";
 
 const db = profile({ id: "db", tags: ["db"], inbound_rules: [{ protocol: "tcp", src_tag: "db-user", dst_ports: [5432] }], outbound_rules: [{}] });
 const app = profile({ id: "app", tags: ["db-user"], outbound_rules: [{}] });
@@ -16,6 +16,9 @@ const b1 = endpoint({ host: "hvB", workload: "w", id: "b1", name: "tap-b1", prof
 const c1 = endpoint({ host: "hvC", workload: "w", id: "c1", name: "tap-c1", profile_ids: ["other"], ipv4_nets: ["198.18.3.1"] });
 const d1 = endpoint({ host: "hvD", workload: "w", id: "d1", name: "tap-d1", profile_ids: ["other"], ipv4_nets: ["198.18.4.1"] });
 const c2 = endpoint({ host: "hvC", workload: "w", id: "c2", name: "tap-c2", profile_ids: ["app"], ipv4_nets: ["198.18.3.2"], ipv6_nets: ["2001:db8::32"] });
+
+/** The class of endpoints whose ordered profile list is [app] (DESIGN §6.5). */
+const APP = classKey(["app"]);
 
 const label = (u: HostUpdate) =>
   u.type === "chain-update" ? `${u.type} ${u.chain.family}:${u.chain.name}`
@@ -32,7 +35,7 @@ describe("calc graph: incrementality", () => {
 
   beforeEach(() => {
     sink = new RecordingSink();
-    g = new CalcGraph(sink, CHAINS_LAYOUT);
+    g = new CalcGraph(sink);
     for (const p of [db, app, other]) g.upsertProfile(p);
     for (const e of [a1, b1, c1, d1]) g.upsertEndpoint(e);
     g.flush(1);
@@ -50,12 +53,14 @@ describe("calc graph: incrementality", () => {
       { type: "ipset-delta", name: "pal6t-db-user", family: 6, added: ["2001:db8::32"], removed: [] },
     ]);
     const hvC = updatesFor("hvC").map(label).sort();
+    // A class new to the host: its chains and sets, the roots listing it, the profile's chains.
     expect(hvC).toEqual([
-      "chain-update 4:pal-fw-tap-c2", "chain-update 4:pal-from-wl-dispatch", "chain-update 4:pal-pi-app", "chain-update 4:pal-po-app",
-      "chain-update 4:pal-to-wl-dispatch", "chain-update 4:pal-tw-tap-c2",
-      "chain-update 6:pal-fw-tap-c2", "chain-update 6:pal-from-wl-dispatch", "chain-update 6:pal-pi-app", "chain-update 6:pal-po-app",
-      "chain-update 6:pal-to-wl-dispatch", "chain-update 6:pal-tw-tap-c2",
+      `chain-update 4:pal-cf_${APP}`, `chain-update 4:pal-ct_${APP}`, "chain-update 4:pal-from-wl-dispatch", "chain-update 4:pal-pi-app",
+      "chain-update 4:pal-po-app", "chain-update 4:pal-to-wl-dispatch",
+      `chain-update 6:pal-cf_${APP}`, `chain-update 6:pal-ct_${APP}`, "chain-update 6:pal-from-wl-dispatch", "chain-update 6:pal-pi-app",
+      "chain-update 6:pal-po-app", "chain-update 6:pal-to-wl-dispatch",
       `endpoint-update ${keyOf(c2)}`,
+      "ipset-delta 4:pal4i-nomac", `ipset-update 4:pal4ic_${APP}`, `ipset-update 6:pal6ic_${APP}`,
     ].sort());
     // c1's chains and the "other" profile's chains were not re-sent
     expect(hvC.some((l) => l.includes("tap-c1") || l.includes("-other"))).toBe(false);
@@ -73,12 +78,13 @@ describe("calc graph: incrementality", () => {
       { type: "ipset-delta", name: "pal6t-db-user", family: 6, added: [], removed: ["2001:db8::32"] },
     ]);
     expect(updatesFor("hvC").map(label).sort()).toEqual([
-      "chain-remove 4:pal-fw-tap-c2", "chain-remove 4:pal-pi-app", "chain-remove 4:pal-po-app", "chain-remove 4:pal-tw-tap-c2",
-      "chain-remove 6:pal-fw-tap-c2", "chain-remove 6:pal-pi-app", "chain-remove 6:pal-po-app", "chain-remove 6:pal-tw-tap-c2",
+      `chain-remove 4:pal-cf_${APP}`, `chain-remove 4:pal-ct_${APP}`, "chain-remove 4:pal-pi-app", "chain-remove 4:pal-po-app",
+      `chain-remove 6:pal-cf_${APP}`, `chain-remove 6:pal-ct_${APP}`, "chain-remove 6:pal-pi-app", "chain-remove 6:pal-po-app",
       "chain-update 4:pal-from-wl-dispatch", "chain-update 4:pal-to-wl-dispatch",
       "chain-update 6:pal-from-wl-dispatch", "chain-update 6:pal-to-wl-dispatch",
       `endpoint-remove ${keyOf(c2)}`,
-    ]);
+      "ipset-delta 4:pal4i-nomac", `ipset-remove 4:pal4ic_${APP}`, `ipset-remove 6:pal6ic_${APP}`,
+    ].sort());
   });
 
   it("changing one profile's rules emits only that profile's changed chains, on the hosts using it", () => {
@@ -130,12 +136,14 @@ describe("calc graph: incrementality", () => {
     g.upsertEndpoint({ ...b1, mac: "02:00:00:00:00:99" });
     g.flush(2);
     expect(hostsTouched()).toEqual(["hvB"]);
+    // Its IPv4 address leaves the no-MAC set for a MAC set (the first of its /16 here: created, and listed).
     expect(updatesFor("hvB").map(label).sort()).toEqual([
-      "chain-update 4:pal-fw-tap-b1", "chain-update 6:pal-fw-tap-b1", `endpoint-update ${keyOf(b1)}`,
+      `endpoint-update ${keyOf(b1)}`, "ipset-delta 4:pal4i-nomac", "ipset-delta 4:pal4mac", "ipset-update 4:pal4m-198-18",
     ]);
+    expect(sink.state("hvB").sets.get("pal4m-198-18")?.members).toEqual(new Set(["198.18.2.1,02:00:00:00:00:99"]));
   });
 
-  it("adding one endpoint to a host with 300 endpoints re-sends only a few chains", () => {
+  it("adding one endpoint to a host with 300 endpoints sends its set members only", () => {
     for (let i = 0; i < 300; i++) {
       g.upsertEndpoint(endpoint({
         host: "hvBig", workload: "w", id: `e${i}`, name: `tap${(i * 2654435761 >>> 0).toString(16).padStart(8, "0")}`,
@@ -148,12 +156,12 @@ describe("calc graph: incrementality", () => {
     g.upsertEndpoint(extra);
     g.flush(3);
     expect(hostsTouched()).toEqual(["hvBig"]);
-    const labels = updatesFor("hvBig").map(label);
-    // own chains (2 per family) + the dispatch chains on its path + the endpoint update
-    expect(labels.filter((l) => l.includes("tapffffffff"))).toHaveLength(4);
-    expect(labels.filter((l) => l.startsWith("chain-update") && /pal-(tw|fw)-/.test(l) && !l.includes("tapffffffff"))).toEqual([]);
-    expect(labels.filter((l) => l.includes("pal-pi-") || l.includes("pal-po-"))).toEqual([]);
-    expect(labels.length).toBeLessThan(20);
+    // Its class is in use on the host: set members only, no chain at all (DESIGN §6.5).
+    expect(updatesFor("hvBig")).toEqual([
+      { type: "ipset-delta", name: `pal4ic_${classKey(["other"])}`, family: 4, added: ["198.19.9.9,tapffffffff"], removed: [] },
+      { type: "ipset-delta", name: "pal4i-nomac", family: 4, added: ["198.19.9.9,tapffffffff"], removed: [] },
+      { type: "endpoint-update", key: keyOf(extra), interfaceName: "tapffffffff" },
+    ]);
     expect(snapshotState(g, "hvBig").plain()).toEqual(sink.state("hvBig").plain());
   });
 });

@@ -6,7 +6,7 @@ import { CalcGraph } from "../../services/calc/calc-graph.js";
 import type { HostUpdate } from "../../services/calc/desired-state.js";
 import { RecordingSink } from "../support/host-state.js";
 import { endpoint, profile } from "../support/model.js";
-import { CHAINS_LAYOUT } from "../support/layouts.js";
+import { classKey, toClassChain } from "../../services/calc/names.js";
 
 const idx = (us: HostUpdate[], pred: (u: HostUpdate) => boolean) => {
   const i = us.findIndex(pred);
@@ -20,7 +20,7 @@ const isChainRm = (family: 4 | 6, name: string) => (u: HostUpdate) => u.type ===
 
 function setup() {
   const sink = new RecordingSink();
-  const g = new CalcGraph(sink, CHAINS_LAYOUT);
+  const g = new CalcGraph(sink);
   g.upsertProfile(profile({ id: "peer", tags: ["t"] }));
   g.upsertEndpoint(endpoint({ host: "hv2", workload: "w", id: "peer", name: "tap9", profile_ids: ["peer"], ipv4_nets: ["198.18.9.9"], ipv6_nets: ["2001:db8::99"] }));
   g.upsertEndpoint(endpoint({ host: "hv1", workload: "w", id: "e", name: "tap1", profile_ids: ["x"], ipv4_nets: ["198.18.0.1"] }));
@@ -35,6 +35,8 @@ function setup() {
   return { sink, g, lastBatch };
 }
 
+/** hv1's endpoint's class chain (inbound): the one that jumps to profile x. */
+const X_IN = toClassChain(classKey(["x"]));
 const x = profile({ id: "x", inbound_rules: [{ src_tag: "t" }], outbound_rules: [{}] });
 
 describe("calc graph: order contract within one flush", () => {
@@ -46,7 +48,7 @@ describe("calc graph: order contract within one flush", () => {
     for (const f of [4, 6] as const) {
       const set = idx(us, isSetUp(`pal${f}t-t`));
       expect(set).toBeLessThan(idx(us, isChainUp(f, "pal-pi-x")));
-      expect(set).toBeLessThan(idx(us, isChainUp(f, "pal-tw-tap1")));
+      expect(set).toBeLessThan(idx(us, isChainUp(f, X_IN)));
     }
     // the set arrives with its members, not empty
     const v4 = us.find(isSetUp("pal4t-t")) as Extract<HostUpdate, { type: "ipset-update" }>;
@@ -54,7 +56,7 @@ describe("calc graph: order contract within one flush", () => {
     expect(sink.violations()).toEqual([]);
   });
 
-  it("deleting that profile: endpoint chains stop jumping first, then the profile chains go, then the sets", () => {
+  it("deleting that profile: class chains stop jumping first, then the profile chains go, then the sets", () => {
     const { g, lastBatch, sink } = setup();
     g.upsertProfile(x);
     g.flush(2);
@@ -63,7 +65,7 @@ describe("calc graph: order contract within one flush", () => {
     g.flush(3);
     const us = lastBatch("hv1");
     for (const f of [4, 6] as const) {
-      const tw = idx(us, isChainUp(f, "pal-tw-tap1"));
+      const tw = idx(us, isChainUp(f, X_IN));
       const rmChain = idx(us, isChainRm(f, "pal-pi-x"));
       const rmSet = idx(us, isSetRm(`pal${f}t-t`));
       expect(tw).toBeLessThan(rmChain);
@@ -98,8 +100,9 @@ describe("calc graph: order contract within one flush", () => {
     const us = lastBatch("hv1");
     for (const f of [4, 6] as const) {
       expect(idx(us, isChainRm(f, "pal-pi-x"))).toBeLessThan(idx(us, isSetRm(`pal${f}t-t`)));
-      // dispatch no longer routes to the endpoint before its chains are removed
-      expect(idx(us, isChainUp(f, "pal-from-wl-dispatch"))).toBeLessThan(idx(us, isChainRm(f, "pal-fw-tap1")));
+      // the roots no longer route to the class before its chains are removed, and its set goes after both
+      expect(idx(us, isChainUp(f, "pal-to-wl-dispatch"))).toBeLessThan(idx(us, isChainRm(f, X_IN)));
+      expect(idx(us, isChainRm(f, X_IN))).toBeLessThan(idx(us, isSetRm(`pal${f}ic_${classKey(["x"])}`)));
     }
     expect(sink.violations()).toEqual([]);
   });

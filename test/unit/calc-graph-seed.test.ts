@@ -2,9 +2,10 @@
 // desired state of each host.
 import { describe, expect, it } from "vitest";
 import { CalcGraph } from "../../services/calc/calc-graph.js";
+import { DEFAULT_CALC_CONFIG } from "../../services/calc/index.js";
 import { RecordingSink, snapshotState } from "../support/host-state.js";
 import { MARK, endpoint, jumps, keyOf, profile } from "../support/model.js";
-import { CHAINS_LAYOUT } from "../support/layouts.js";
+import { classKey } from "../../services/calc/names.js";
 
 const db = profile({
   id: "db", tags: ["db"],
@@ -21,17 +22,38 @@ const appVm = endpoint({
   ipv4_nets: ["198.18.2.3"], ipv6_nets: ["2001:db8::23"], profile_ids: ["app"],
 });
 
-function commonChains(iface: string, family: 4 | 6) {
+const DB = classKey(["db"]);
+const APP = classKey(["app"]);
+
+/** A host's entry chains (DESIGN §6.5) for its classes, and the MAC check, in one family. */
+function entryChains(family: 4 | 6, classes: string[]) {
+  const root = (flag: string, chain: (c: string) => string) => [
+    `-m set --match-set pal${family}i-inactive ${flag} -j DROP`,
+    ...classes.map((c) => `-m set --match-set pal${family}ic_${c} ${flag} -g ${chain(c)}`),
+    "-j DROP",
+  ];
   return {
     [`${family}:pal-wl-to-host`]: ["-j DROP"],
-    [`${family}:pal-from-wl-dispatch`]: [`-i ${iface} -g pal-fw-${iface}`, "-j DROP"],
-    [`${family}:pal-to-wl-dispatch`]: [`-o ${iface} -g pal-tw-${iface}`, "-j DROP"],
+    [`${family}:pal-from-wl-dispatch`]: root("src,src", (c) => `pal-cf_${c}`),
+    [`${family}:pal-to-wl-dispatch`]: root("dst,dst", (c) => `pal-ct_${c}`),
+    // IPv4 MACs are in MAC sets; IPv6 ones in the interface tree (empty here).
+    ...(family === 4
+      ? { "4:pal-from-wl-mac": ["-m set --match-set pal4i-nomac src,src -j RETURN", "-m set ! --match-set pal4mac src,src -j DROP"] }
+      : { "6:pal-from-wl-mac": ["-j pal-from-wl-mact"], "6:pal-from-wl-mact": [] }),
   };
 }
 
+/** The sets every host has, empty. */
+const LAYOUT_SETS = {
+  "pal4i-inactive": { family: 4, members: [] },
+  "pal6i-inactive": { family: 6, members: [] },
+  "pal4i-nomac": { family: 4, members: [] },
+  pal4mac: { family: 4, members: [] },
+};
+
 describe("calc graph: the seed example", () => {
   const sink = new RecordingSink();
-  const g = new CalcGraph(sink, CHAINS_LAYOUT);
+  const g = new CalcGraph(sink);
   g.upsertProfile(db);
   g.upsertProfile(app);
   g.upsertEndpoint(dbVm);
@@ -43,28 +65,29 @@ describe("calc graph: the seed example", () => {
     expect(sink.violations()).toEqual([]);
   });
 
-  it("hv1 (the db endpoint) gets the db-user sets, the db chains and its endpoint chains", () => {
+  it("hv1 (the db endpoint) gets the db-user sets, the db chains, its class and its MAC", () => {
     expect(sink.state("hv1").plain()).toEqual({
       sets: {
         "pal4t-db-user": { family: 4, members: ["198.18.2.3"] },
         "pal6t-db-user": { family: 6, members: ["2001:db8::23"] },
+        ...LAYOUT_SETS,
+        pal4mac: { family: 4, members: ["pal4m-198-18"] },
+        "pal4m-198-18": { family: 4, members: ["198.18.1.2,02:00:00:00:00:01"] },
+        [`pal4ic_${DB}`]: { family: 4, members: ["198.18.1.2,tap-db1"] },
+        // no IPv6 address: nothing from or to the workload in IPv6 reaches its class
+        [`pal6ic_${DB}`]: { family: 6, members: [] },
       },
       chains: {
-        ...commonChains("tap-db1", 4),
-        ...commonChains("tap-db1", 6),
+        ...entryChains(4, [DB]),
+        ...entryChains(6, [DB]),
         "4:pal-pi-db": [`-p tcp -m set --match-set pal4t-db-user src -m multiport --dports 5432 ${MARK.set}`, MARK.returnIfSet],
         "6:pal-pi-db": [`-p tcp -m set --match-set pal6t-db-user src -m multiport --dports 5432 ${MARK.set}`, MARK.returnIfSet],
         "4:pal-po-db": [MARK.set, MARK.returnIfSet],
         "6:pal-po-db": [MARK.set, MARK.returnIfSet],
-        "4:pal-tw-tap-db1": jumps("pi", ["db"]),
-        "6:pal-tw-tap-db1": jumps("pi", ["db"]),
-        "4:pal-fw-tap-db1": [
-          "-m mac ! --mac-source 02:00:00:00:00:01 -j DROP",
-          "! -s 198.18.1.2 -j DROP",
-          ...jumps("po", ["db"]),
-        ],
-        // no IPv6 address: everything from the workload in IPv6 is dropped
-        "6:pal-fw-tap-db1": ["-m mac ! --mac-source 02:00:00:00:00:01 -j DROP", "-j DROP"],
+        [`4:pal-ct_${DB}`]: jumps("pi", ["db"]),
+        [`6:pal-ct_${DB}`]: jumps("pi", ["db"]),
+        [`4:pal-cf_${DB}`]: ["-j pal-from-wl-mac", ...jumps("po", ["db"])],
+        [`6:pal-cf_${DB}`]: ["-j pal-from-wl-mac", ...jumps("po", ["db"])],
       },
       endpoints: { [keyOf(dbVm)]: "tap-db1" },
     });
@@ -72,21 +95,27 @@ describe("calc graph: the seed example", () => {
 
   it("hv2 (no endpoint using db) has no db-user set and no db chains", () => {
     const st = sink.state("hv2").plain();
-    expect(st.sets).toEqual({});
+    expect(Object.keys(st.sets).filter((k) => k.includes("db"))).toEqual([]);
     expect(Object.keys(st.chains).filter((k) => k.includes("-db"))).toEqual([]);
     expect(st).toEqual({
-      sets: {},
+      sets: {
+        ...LAYOUT_SETS,
+        // no MAC: its IPv4 address skips the MAC sets
+        "pal4i-nomac": { family: 4, members: ["198.18.2.3,tap-app1"] },
+        [`pal4ic_${APP}`]: { family: 4, members: ["198.18.2.3,tap-app1"] },
+        [`pal6ic_${APP}`]: { family: 6, members: ["2001:db8::23,tap-app1"] },
+      },
       chains: {
-        ...commonChains("tap-app1", 4),
-        ...commonChains("tap-app1", 6),
+        ...entryChains(4, [APP]),
+        ...entryChains(6, [APP]),
         "4:pal-pi-app": [],
         "6:pal-pi-app": [],
         "4:pal-po-app": [MARK.set, MARK.returnIfSet],
         "6:pal-po-app": [MARK.set, MARK.returnIfSet],
-        "4:pal-tw-tap-app1": jumps("pi", ["app"]),
-        "6:pal-tw-tap-app1": jumps("pi", ["app"]),
-        "4:pal-fw-tap-app1": ["! -s 198.18.2.3 -j DROP", ...jumps("po", ["app"])],
-        "6:pal-fw-tap-app1": ["! -s 2001:db8::23 -j DROP", ...jumps("po", ["app"])],
+        [`4:pal-ct_${APP}`]: jumps("pi", ["app"]),
+        [`6:pal-ct_${APP}`]: jumps("pi", ["app"]),
+        [`4:pal-cf_${APP}`]: ["-j pal-from-wl-mac", ...jumps("po", ["app"])],
+        [`6:pal-cf_${APP}`]: ["-j pal-from-wl-mac", ...jumps("po", ["app"])],
       },
       endpoints: { [keyOf(appVm)]: "tap-app1" },
     });
@@ -99,19 +128,11 @@ describe("calc graph: the seed example", () => {
 
   it("a host without endpoints has only fail-closed entry chains", () => {
     const st = snapshotState(g, "hv-empty").plain();
-    expect(st).toEqual({
-      sets: {},
-      chains: Object.fromEntries([4, 6].flatMap((f) => [
-        [`${f}:pal-wl-to-host`, ["-j DROP"]],
-        [`${f}:pal-from-wl-dispatch`, ["-j DROP"]],
-        [`${f}:pal-to-wl-dispatch`, ["-j DROP"]],
-      ])),
-      endpoints: {},
-    });
+    expect(st).toEqual({ sets: LAYOUT_SETS, chains: { ...entryChains(4, []), ...entryChains(6, []) }, endpoints: {} });
   });
 
   it("workloadToHost 'accept' renders the wl-to-host chain through the from-workload dispatch", () => {
-    const g2 = new CalcGraph(new RecordingSink(), { ...CHAINS_LAYOUT, workloadToHost: "accept" });
+    const g2 = new CalcGraph(new RecordingSink(), { ...DEFAULT_CALC_CONFIG, workloadToHost: "accept" });
     expect(snapshotState(g2, "hv1").chain(4, "pal-wl-to-host")).toEqual(["-j pal-from-wl-dispatch", "-j ACCEPT"]);
   });
 

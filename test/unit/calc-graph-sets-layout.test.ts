@@ -7,8 +7,8 @@ import { describe, expect, it } from "vitest";
 import { CalcGraph } from "../../services/calc/calc-graph.js";
 import { classKey, fromClassChain, toClassChain } from "../../services/calc/names.js";
 import type { Endpoint } from "../../services/model/index.js";
-import { RecordingSink, snapshotState, type PlainHostState } from "../support/host-state.js";
-import { CHAINS_LAYOUT, SETS_LAYOUT } from "../support/layouts.js";
+import { classify } from "../support/classify.js";
+import { RecordingSink, snapshotState } from "../support/host-state.js";
 import { endpoint, profile } from "../support/model.js";
 import { mulberry32 } from "../support/prng.js";
 
@@ -18,89 +18,89 @@ const ep = (i: number, ids: string[], extra: Record<string, unknown> = {}) =>
 
 function graph() {
   const sink = new RecordingSink();
-  const g = new CalcGraph(sink, SETS_LAYOUT);
+  const g = new CalcGraph(sink);
   for (const p of PROFILES) g.upsertProfile(p);
   let rev = 0;
   return { sink, g, flush: () => g.flush(++rev) };
 }
 
-const kinds = (sink: RecordingSink, since: number) => sink.callsSince(since).flatMap((c) => c.updates.map((u) => u.type)).sort();
-
 /**
- * Follows a packet through the rendered entry chains as the kernel would:
- * set matches ((address, interface) pairs; (address, MAC) for MAC sets),
- * interface, source net and MAC matches, calls, gotos, RETURN, DROP. Returns
- * the class chain the packet is handed to, "RETURN", or "DROP:<chain>".
+ * What the calls since `since` did: per set, the members its deltas added and
+ * removed (net of each other, sorted), and every other update's kind. A set
+ * rewritten (ipset-update) or a chain touched shows in `other`.
  */
-function classify(st: PlainHostState, family: 4 | 6, dir: "from" | "to", addr: string, iface: string, mac?: string): string {
-  const inSet = (name: string): boolean => {
-    const members = st.sets[name]?.members ?? [];
-    if (name === "pal4mac") return members.some(inSet); // list:set: any member set
-    return name.startsWith("pal4m-") ? mac !== undefined && members.includes(`${addr},${mac.toUpperCase()}`) : members.includes(`${addr},${iface}`);
-  };
-  const inNet = (cidr: string) => {
-    const [net, len] = cidr.split("/");
-    const n = (a: string) => a.split(".").reduce((x, o) => x * 256 + Number(o), 0);
-    const mask = 2 ** 32 - 2 ** (32 - Number(len));
-    return family === 4 && (n(addr) & mask) >>> 0 === (n(net!) & mask) >>> 0;
-  };
-  const walk = (chain: string, depth: number): string => {
-    if (depth > 20) throw new Error("loop");
-    const rules = st.chains[`${family}:${chain}`];
-    if (!rules) throw new Error(`no chain ${chain}`);
-    for (const r of rules) {
-      const set = /-m set (! )?--match-set (\S+) (src,src|dst,dst)/.exec(r);
-      if (set && inSet(set[2]!) === !!set[1]) continue;
-      const ifm = /-i (\S+?)(\+?) /.exec(r);
-      if (ifm && !(ifm[2] ? iface.startsWith(ifm[1]!) : iface === ifm[1])) continue;
-      const src = /-s (\S+) /.exec(r);
-      if (src && !inNet(src[1]!)) continue;
-      const macm = /-m mac ! --mac-source (\S+)/.exec(r);
-      if (macm && macm[1]!.toUpperCase() === mac?.toUpperCase()) continue;
-      const t = /-([gj]) (\S+)$/.exec(r);
-      if (!t || t[2] === "MARK") continue;
-      if (t[2] === "DROP") return `DROP:${chain}`;
-      if (t[2] === "RETURN") return "RETURN";
-      // A class chain: the packet is classified, once its MAC check (called first) passes.
-      if (/^pal-c[ft]_/.test(t[2]!)) {
-        const first = /^-j (\S+)$/.exec(st.chains[`${family}:${t[2]}`]![0]!)?.[1];
-        if (first === "pal-from-wl-mac") {
-          const mac = walk(first, depth + 1);
-          if (mac !== "RETURN") return mac;
-        }
-        return t[2]!;
-      }
-      const sub = walk(t[2]!, depth + 1);
-      if (t[1] === "g" || sub !== "RETURN") return sub;
+function setChanges(sink: RecordingSink, since: number) {
+  const sets: Record<string, { added: string[]; removed: string[] }> = {};
+  const other: string[] = [];
+  for (const u of sink.callsSince(since).flatMap((c) => c.updates)) {
+    if (u.type !== "ipset-delta") {
+      other.push(u.type);
+      continue;
     }
-    return "RETURN";
-  };
-  return walk(dir === "from" ? "pal-from-wl-dispatch" : "pal-to-wl-dispatch", 0);
+    const d = (sets[u.name] ??= { added: [], removed: [] });
+    for (const m of u.removed) d.added.includes(m) ? d.added.splice(d.added.indexOf(m), 1) : d.removed.push(m);
+    for (const m of u.added) d.removed.includes(m) ? d.removed.splice(d.removed.indexOf(m), 1) : d.added.push(m);
+  }
+  for (const d of Object.values(sets)) { d.added.sort(); d.removed.sort(); }
+  return { sets, other: other.sort() };
 }
 
+
 describe("set-based layout", () => {
-  it("an endpoint added, re-addressed, deactivated and re-activated, its class in use: set deltas only", () => {
+  it("an endpoint added, re-addressed, deactivated and re-activated, its class in use: exactly its set members move, nothing else", () => {
     const { sink, g, flush } = graph();
     for (let i = 1; i <= 3; i++) g.upsertEndpoint(ep(i, ["a", "b"]));
     flush();
+    const AB = classKey(["a", "b"]);
+    const [c4, c6] = [`pal4ic_${AB}`, `pal6ic_${AB}`];
     let mark = sink.calls.length;
+    const step = () => {
+      const s = setChanges(sink, mark);
+      mark = sink.calls.length;
+      return s;
+    };
     g.upsertEndpoint(ep(4, ["a", "b"]));
     flush();
     // Its IPv4 and IPv6 (address, interface) into the class set of each family, its IPv4 one into the no-MAC set.
-    expect(kinds(sink, mark)).toEqual(["endpoint-update", "ipset-delta", "ipset-delta", "ipset-delta"]);
-    mark = sink.calls.length;
+    expect(step()).toEqual({
+      other: ["endpoint-update"],
+      sets: { [c4]: { added: ["198.18.0.4,tap4"], removed: [] }, [c6]: { added: ["2001:db8::4,tap4"], removed: [] }, "pal4i-nomac": { added: ["198.18.0.4,tap4"], removed: [] } },
+    });
     g.upsertEndpoint(ep(4, ["a", "b"], { ipv4_nets: ["198.18.9.9"], ipv6_nets: [] }));
     flush();
-    expect(kinds(sink, mark).every((k) => k === "ipset-delta" || k === "endpoint-update")).toBe(true);
-    mark = sink.calls.length;
+    expect(step()).toEqual({
+      other: ["endpoint-update"],
+      sets: {
+        [c4]: { added: ["198.18.9.9,tap4"], removed: ["198.18.0.4,tap4"] },
+        [c6]: { added: [], removed: ["2001:db8::4,tap4"] },
+        "pal4i-nomac": { added: ["198.18.9.9,tap4"], removed: ["198.18.0.4,tap4"] },
+      },
+    });
     g.upsertEndpoint(ep(4, ["a", "b"], { state: "inactive" }));
     flush();
-    expect(kinds(sink, mark).every((k) => k === "ipset-delta" || k === "endpoint-update")).toBe(true);
-    mark = sink.calls.length;
+    // Out of its class (and, inactive, it claims no MAC-check member); its pairs into the inactive sets.
+    expect(step()).toEqual({
+      other: ["endpoint-update"],
+      sets: {
+        [c4]: { added: [], removed: ["198.18.9.9,tap4"] },
+        "pal4i-nomac": { added: [], removed: ["198.18.9.9,tap4"] },
+        "pal4i-inactive": { added: ["198.18.0.4,tap4"], removed: [] },
+        "pal6i-inactive": { added: ["2001:db8::4,tap4"], removed: [] },
+      },
+    });
     g.upsertEndpoint(ep(4, ["a", "b"]));
     g.deleteEndpoint("hv1/openstack/w1/e");
     flush();
-    expect(kinds(sink, mark).every((k) => k === "ipset-delta" || k === "endpoint-update" || k === "endpoint-remove")).toBe(true);
+    expect(step()).toEqual({
+      other: ["endpoint-remove", "endpoint-update"],
+      sets: {
+        [c4]: { added: ["198.18.0.4,tap4"], removed: ["198.18.0.1,tap1"] },
+        [c6]: { added: ["2001:db8::4,tap4"], removed: ["2001:db8::1,tap1"] },
+        "pal4i-nomac": { added: ["198.18.0.4,tap4"], removed: ["198.18.0.1,tap1"] },
+        "pal4i-inactive": { added: [], removed: ["198.18.0.4,tap4"] },
+        "pal6i-inactive": { added: [], removed: ["2001:db8::4,tap4"] },
+      },
+    });
   });
 
   it("a new ordered profile list brings its class chains; the last endpoint of a class takes them away", () => {
@@ -139,7 +139,13 @@ describe("set-based layout", () => {
     let mark = sink.calls.length;
     g.upsertEndpoint(v4(4));
     flush();
-    expect(kinds(sink, mark).every((k) => k === "ipset-delta" || k === "endpoint-update")).toBe(true);
+    expect(setChanges(sink, mark)).toEqual({
+      other: ["endpoint-update"],
+      sets: {
+        [`pal4ic_${classKey(["a"])}`]: { added: ["198.18.0.4,tap4"], removed: [] },
+        "pal4m-198-18": { added: ["198.18.0.4,02:00:00:00:00:04"], removed: [] },
+      },
+    });
     let st = sink.state("hv1").plain();
     expect(classify(st, 4, "from", "198.18.0.4", "tap4", "02:00:00:00:00:04")).toBe(fromClassChain(classKey(["a"])));
     expect(classify(st, 4, "from", "198.18.0.4", "tap4", "02:00:00:00:00:05")).toBe("DROP:pal-from-wl-mac");
@@ -164,7 +170,12 @@ describe("set-based layout", () => {
     mark = sink.calls.length;
     g.upsertEndpoint(v4(7, { ipv4_nets: ["10.77.0.7"] }));
     flush();
-    expect(kinds(sink, mark).every((k) => k === "ipset-delta" || k === "ipset-update" || k === "endpoint-update")).toBe(true);
+    expect(setChanges(sink, mark)).toEqual({
+      other: ["endpoint-update", "ipset-update"],
+      sets: { [`pal4ic_${classKey(["a"])}`]: { added: ["10.77.0.7,tap7"], removed: [] }, pal4mac: { added: ["pal4m-10-77"], removed: [] } },
+    });
+    const created = sink.callsSince(mark).flatMap((c) => c.updates).find((u) => u.type === "ipset-update");
+    expect(created).toEqual({ type: "ipset-update", name: "pal4m-10-77", family: 4, members: ["10.77.0.7,02:00:00:00:00:07"] });
     st = sink.state("hv1").plain();
     expect(st.sets["pal4mac"]!.members).toEqual(["pal4m-10-77", "pal4m-198-18"]);
     expect(classify(st, 4, "from", "10.77.0.7", "tap7", "02:00:00:00:00:07")).toBe(fromClassChain(classKey(["a"])));
@@ -175,6 +186,20 @@ describe("set-based layout", () => {
     st = sink.state("hv1").plain();
     expect(Object.keys(st.sets).filter((n) => n.startsWith("pal4m-"))).toEqual([]);
     expect(st.sets["pal4mac"]!.members).toEqual([]);
+  });
+
+  it("IPv4 has no MAC interface tree (its MACs are in MAC sets): no pal-from-wl-mact and no jump to it; IPv6 has both", () => {
+    const { sink, g, flush } = graph();
+    g.upsertEndpoint(ep(1, ["a"], { mac: "02:00:00:00:00:01" }));
+    flush();
+    const st = sink.state("hv1").plain();
+    expect(st.chains["4:pal-from-wl-mact"]).toBeUndefined();
+    expect(st.chains["4:pal-from-wl-mac"]).toEqual(["-m set --match-set pal4i-nomac src,src -j RETURN", "-m set ! --match-set pal4mac src,src -j DROP"]);
+    expect(st.chains["6:pal-from-wl-mac"]).toEqual(["-j pal-from-wl-mact"]);
+    expect(st.chains["6:pal-from-wl-mact"]).toEqual(["-i tap1 -m mac ! --mac-source 02:00:00:00:00:01 -j DROP"]);
+    expect(st).toEqual(snapshotState(g, "hv1").plain());
+    // Nor on a host without endpoints.
+    expect(snapshotState(g, "hv-empty").plain().chains["4:pal-from-wl-mact"]).toBeUndefined();
   });
 
   it("MAC sets hold one MAC per address: shared claims are counted, disagreeing ones fail closed until resolved", () => {
@@ -255,38 +280,5 @@ describe("set-based layout", () => {
     // An interface without an endpoint.
     expect(classify(st, 4, "from", "198.18.0.1", "tap999")).toBe("DROP:pal-from-wl-dispatch");
     expect(classify(st, 4, "to", "198.18.0.1", "tap999")).toBe("DROP:pal-to-wl-dispatch");
-  });
-
-  it("a host whose driver cannot program the set-based layout gets the per-endpoint one (as a chains graph renders it), and back", () => {
-    const graphs = [SETS_LAYOUT, CHAINS_LAYOUT].map((cfg) => {
-      const g = new CalcGraph(new RecordingSink(), cfg, { listen: "subscribed" });
-      for (const p of PROFILES) g.upsertProfile(p);
-      for (let i = 1; i <= 40; i++) g.upsertEndpoint(ep(i, [["a"], ["b", "c"], ["c"]][i % 3]!, { mac: `02:00:00:00:00:${(i % 100).toString().padStart(2, "0")}` }));
-      g.flush(1);
-      return g;
-    });
-    const [sets, chains] = graphs as [CalcGraph, CalcGraph];
-    sets.subscribe("hv1", { setLayout: false });
-    chains.subscribe("hv1");
-    const state = (g: CalcGraph) => snapshotState(g, "hv1").plain();
-    expect(state(sets)).toEqual(state(chains));
-    expect(Object.keys(state(sets).chains)).toContain("4:pal-tw-tap1");
-    // Changes go on in that layout.
-    for (const g of graphs) {
-      g.upsertEndpoint(ep(41, ["a"], { state: "inactive" }));
-      g.deleteEndpoint("hv1/openstack/w2/e");
-      g.flush(2);
-    }
-    expect(state(sets)).toEqual(state(chains));
-    // The driver is upgraded: the set-based layout, as a fresh graph computes it.
-    sets.unsubscribe("hv1");
-    sets.subscribe("hv1", { setLayout: true });
-    const fresh = new CalcGraph(new RecordingSink(), SETS_LAYOUT, { listen: "subscribed" });
-    for (const p of PROFILES) fresh.upsertProfile(p);
-    for (let i = 1; i <= 41; i++) if (i !== 2) fresh.upsertEndpoint(i === 41 ? ep(41, ["a"], { state: "inactive" }) : ep(i, [["a"], ["b", "c"], ["c"]][i % 3]!, { mac: `02:00:00:00:00:${(i % 100).toString().padStart(2, "0")}` }));
-    fresh.flush(2);
-    fresh.subscribe("hv1");
-    expect(state(sets)).toEqual(state(fresh));
-    expect(Object.keys(state(sets).sets)).toContain("pal4mac");
   });
 });

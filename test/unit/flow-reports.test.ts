@@ -2,9 +2,9 @@
 // rendering, prefixes, the pcap/NFLOG parser, IP header parsing, the
 // driver's aggregation, the controller's store, and the CLI's helpers.
 import { describe, expect, it } from "vitest";
-import {
-  CalcGraph, DEFAULT_CALC_CONFIG, FLOW_CODES, logPrefix, parseLogPrefix, renderFlowLogChains, renderProfile, type HostUpdate,
-} from "../../services/calc/index.js";
+import { CalcGraph, DEFAULT_CALC_CONFIG, renderProfile, type HostUpdate } from "../../services/calc/index.js";
+import { FLOW_CODES, logPrefix, parseLogPrefix, renderFlowLogChains } from "../../services/contract/flow-log.js";
+import { classKey } from "../../services/calc/names.js";
 import { decidedBy } from "../../services/cli/decided-by.js";
 import { mergeRecords, parseDuration } from "../../services/cli/flows.js";
 import { FLOW_LIMITS, FlowStore, checkObservation } from "../../services/controller/flow-store.js";
@@ -18,8 +18,10 @@ import type { FlowRecord } from "../../services/gen/palisade/flow/v1/flow.js";
 import type { FlowObservation } from "../../services/gen/palisade/sync/v1/sync.js";
 import type { Endpoint, Profile } from "../../services/model/index.js";
 
-// These pin the per-endpoint layout's report points; the set-based layout's are in calc-graph-sets-layout.test.ts.
-const CFG = { ...DEFAULT_CALC_CONFIG, flowLogs: true, layout: "chains" as const };
+const CFG = { ...DEFAULT_CALC_CONFIG, flowLogs: true };
+/** The classes of the endpoints below (DESIGN §6.5): tapa's list has a missing profile, tapc's does not. */
+const A = classKey(["p", "ghost"]);
+const C = classKey(["p"]);
 
 // ------------------------------------------------------------------ rendering
 
@@ -51,7 +53,7 @@ function hostChains(cfg = CFG, workloadToHost: "drop" | "accept" = "drop") {
 const prefixOf = (rule: string) => /--nflog-prefix (\S+)/.exec(rule)?.[1];
 
 describe("flow report points in the rendering", () => {
-  it("every DROP an endpoint, profile, dispatch or workload-to-host chain renders is preceded by its report, with the right code", () => {
+  it("every DROP a class, profile, root, MAC or workload-to-host chain renders is preceded by its report, with the right code", () => {
     const chains = hostChains();
     let drops = 0;
     for (const [key, rules] of chains) {
@@ -70,13 +72,15 @@ describe("flow report points in the rendering", () => {
     }
     expect(drops).toBeGreaterThan(10);
     const codes = (key: string) => (chains.get(key) ?? []).map(prefixOf).filter(Boolean).map((x) => parseLogPrefix(x!)!);
-    expect(codes("4:pal-tw-tapa")).toEqual([{ code: "m", chain: "pal-tw-tapa", n: 1 }]);
-    expect(codes("4:pal-tw-tapc")).toEqual([{ code: "d", chain: "pal-tw-tapc", n: undefined }]);
-    expect(codes("4:pal-fw-tapa").map((c) => c.code)).toEqual(["s", "s", "m"]);
-    expect(codes("4:pal-fw-tapc").map((c) => c.code)).toEqual(["s", "s", "d"]);
-    expect(codes("6:pal-fw-tapa").map((c) => c.code)).toEqual(["s", "s"]); // no IPv6 address: the family is refused
-    expect(codes("4:pal-tw-tapb")).toEqual([{ code: "i", chain: "pal-tw-tapb", n: undefined }]);
-    expect(codes("4:pal-to-wl-dispatch")).toEqual([{ code: "n", chain: "pal-to-wl-dispatch", n: undefined }]);
+    expect(codes(`4:pal-ct_${A}`)).toEqual([{ code: "m", chain: `pal-ct_${A}`, n: 1 }]);
+    expect(codes(`4:pal-ct_${C}`)).toEqual([{ code: "d", chain: `pal-ct_${C}`, n: undefined }]);
+    expect(codes(`4:pal-cf_${A}`).map((c) => c.code)).toEqual(["m"]);
+    expect(codes(`6:pal-cf_${C}`).map((c) => c.code)).toEqual(["d"]);
+    // The MAC check reports anti-spoofing; the roots an inactive endpoint, then "not an endpoint's (address, interface)".
+    expect(codes("4:pal-from-wl-mac")).toEqual([{ code: "s", chain: "pal-from-wl-mac", n: undefined }]);
+    for (const root of ["pal-from-wl-dispatch", "pal-to-wl-dispatch"]) {
+      expect(codes(`4:${root}`)).toEqual([{ code: "i", chain: root, n: undefined }, { code: "n", chain: root, n: undefined }]);
+    }
     expect(codes("6:pal-wl-to-host")).toEqual([{ code: "h", chain: "pal-wl-to-host", n: undefined }]);
     expect(codes("4:pal-pi-p")).toEqual([{ code: "A", chain: "pal-pi-p", n: 0 }, { code: "D", chain: "pal-pi-p", n: 1 }]);
   });
@@ -99,9 +103,10 @@ describe("flow report points in the rendering", () => {
     expect(renderProfile(p, DEFAULT_CALC_CONFIG).chains.flatMap((c) => c.rules).some((r) => r.includes("pal-log") || r.includes("NFLOG"))).toBe(false);
   });
 
-  it("endpoint chains clear the log mark with the accept mark before their profiles (a mark left upstream cannot report)", () => {
+  it("class chains clear the log mark with the accept mark before their profiles (a mark left upstream cannot report)", () => {
     const chains = hostChains();
-    expect(chains.get("4:pal-tw-tapa")![0]).toBe("-j MARK --set-xmark 0x0/0x3000000");
+    expect(chains.get(`4:pal-ct_${A}`)![0]).toBe("-j MARK --set-xmark 0x0/0x3000000");
+    expect(chains.get(`4:pal-cf_${A}`)!.slice(0, 2)).toEqual(["-j pal-from-wl-mac", "-j MARK --set-xmark 0x0/0x3000000"]);
   });
 
   it("prefixes fit NFLOG's 64 bytes for the longest names and round-trip", () => {

@@ -8,7 +8,7 @@ import type { EtcdStore, ModelEvent } from "../../services/controller/etcd-store
 import { createModelFeed } from "../../services/controller/model-feed.js";
 import { SyncHub } from "../../services/controller/sync-hub.js";
 import { parseDocuments, type ModelObject } from "../../services/model/index.js";
-import { CHAINS_LAYOUT } from "../support/layouts.js";
+import { classKey, toClassChain } from "../../services/calc/names.js";
 
 const objs = (raw: unknown[]) => parseDocuments(raw);
 const P = (id: string, port: number) => ({ kind: "Profile", id, tags: [id], inbound_rules: [{ protocol: "tcp", dst_ports: [port] }], outbound_rules: [] });
@@ -31,7 +31,7 @@ describe("model feed resync", () => {
     const logger = createLogger({ name: "t", level: "silent" });
     const hub = new SyncHub(logger, 60_000);
     const received: HostUpdate[] = [];
-    const graph = new CalcGraph({ onHostUpdates: (_h, _r, u) => { received.push(...u); } }, CHAINS_LAYOUT);
+    const graph = new CalcGraph({ onHostUpdates: (_h, _r, u) => { received.push(...u); } });
     const feed = createModelFeed({ store: f.store, graph, hub, logger });
     await feed.start();
     expect(feed.revision).toBe(10);
@@ -50,12 +50,14 @@ describe("model feed resync", () => {
     expect(graph.hasProfile("b")).toBe(false);
     expect(graph.getEndpoint("h1/o/w2/e")).toBeUndefined();
     expect(graph.getEndpoint("h1/o/w1/e")!.profileIds).toEqual(["a", "c"]);
-    // The host was told: w2's chains removed, c's chains added.
-    expect(received.some((u) => u.type === "chain-remove" && u.name === "pal-tw-tapw2")).toBe(true);
+    // The host was told: w2's class (its only endpoint) removed, w1's new class and c's chains added.
+    expect(received.some((u) => u.type === "chain-remove" && u.name === toClassChain(classKey(["b"])))).toBe(true);
+    expect(received.some((u) => u.type === "chain-update" && u.chain.name === toClassChain(classKey(["a", "c"])))).toBe(true);
+    expect(received.some((u) => u.type === "ipset-remove" && u.name === `pal4ic_${classKey(["b"])}`)).toBe(true);
     expect(received.some((u) => u.type === "chain-update" && u.chain.name === "pal-pi-c")).toBe(true);
 
     // Same final state as a graph loaded from scratch.
-    const fresh = new CalcGraph({ onHostUpdates: () => undefined }, CHAINS_LAYOUT);
+    const fresh = new CalcGraph({ onHostUpdates: () => undefined });
     for (const o of f.state.objects) (o.kind === "Profile" ? fresh.upsertProfile(o.profile) : fresh.upsertEndpoint(o.endpoint));
     fresh.flush(20);
     const norm = (us: HostUpdate[]) => JSON.stringify(us.map((u) => JSON.stringify(u)).sort());

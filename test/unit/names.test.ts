@@ -3,16 +3,13 @@
 import { describe, expect, it } from "vitest";
 import {
   BASE_CHAINS, CHAIN_MAX, ENTRY_CHAINS, IPSET_MAX, OWNED_CHAIN_RE, OWNED_SET_RE,
-  fromDispatchNode, fromWorkloadChain, profileInboundChain, profileOutboundChain, tagSet, toDispatchNode, toWorkloadChain,
+  macNode, profileInboundChain, profileOutboundChain, tagSet,
 } from "../../services/calc/names.js";
 
 const CHAIN_NAMERS: [string, (s: string) => string][] = [
   ["pal-pi", profileInboundChain],
   ["pal-po", profileOutboundChain],
-  ["pal-tw", toWorkloadChain],
-  ["pal-fw", fromWorkloadChain],
-  ["pal-fd", fromDispatchNode],
-  ["pal-td", toDispatchNode],
+  ["pal-fm", macNode],
 ];
 
 const SAMPLE_IDS = [
@@ -51,10 +48,7 @@ describe("names: literal names", () => {
   it("short safe identifiers are used literally, with '-' after the prefix", () => {
     expect(profileInboundChain("db")).toBe("pal-pi-db");
     expect(profileOutboundChain("db")).toBe("pal-po-db");
-    expect(toWorkloadChain("tap0a1b2c3d")).toBe("pal-tw-tap0a1b2c3d");
-    expect(fromWorkloadChain("tap0a1b2c3d")).toBe("pal-fw-tap0a1b2c3d");
-    expect(fromDispatchNode("tap")).toBe("pal-fd-tap");
-    expect(toDispatchNode("tap1")).toBe("pal-td-tap1");
+    expect(macNode("tap0a1b2c3d")).toBe("pal-fm-tap0a1b2c3d");
     expect(tagSet("db-user", 4)).toBe("pal4t-db-user");
     expect(tagSet("db-user", 6)).toBe("pal6t-db-user");
   });
@@ -68,9 +62,7 @@ describe("names: literal names", () => {
 
   it("interface names (at most 15 safe characters) never hash", () => {
     const iface = "abcdefghijklmno";
-    for (const f of [toWorkloadChain, fromWorkloadChain, fromDispatchNode, toDispatchNode]) {
-      expect(f(iface)).toMatch(/^pal-(tw|fw|fd|td)-abcdefghijklmno$/);
-    }
+    expect(macNode(iface)).toBe("pal-fm-abcdefghijklmno");
   });
 });
 

@@ -381,7 +381,7 @@ describe("destroying a list:set and its members", () => {
   it("--cleanup destroys the list before its members", () => {
     expect(planCleanup(k(), [4]).ipsetAfter).toEqual(["destroy pal4mac", "destroy pal4m-10-1"]);
   });
-  it("sets no longer wanted (e.g. a move to the chains layout) go list first", () => {
+  it("sets no longer wanted (e.g. a host's MAC sets and their list) go list first", () => {
     expect(planApply(desired([], {}, true, [4]), k()).ipsetAfter).toEqual(["destroy pal4mac", "destroy pal4m-10-1"]);
   });
 });

@@ -1,7 +1,7 @@
 // Profile rules -> iptables rule specs (services/calc/render-rules.ts).
 import { describe, expect, it } from "vitest";
 import { chunkPorts, renderProfile, renderRules, ruleMatchSpecs, acceptMarkSpecs } from "../../services/calc/render-rules.js";
-import { DEFAULT_CALC_CONFIG } from "../../services/calc/desired-state.js";
+import { DEFAULT_CALC_CONFIG } from "../../services/calc/calc-config.js";
 import type { Match, PortRange, Rule } from "../../services/model/types.js";
 
 const cfg = DEFAULT_CALC_CONFIG;

@@ -128,10 +128,12 @@ export interface Hello {
   /** "nft" or "legacy". */
   iptablesBackend: string;
   /**
-   * What this driver can program beyond the original contract. "set-layout":
-   * hash:net,iface, bitmap:ip,mac and list:set sets (the set-based dataplane
-   * layout, DESIGN §6.5). A controller renders that layout only for drivers
-   * that say so; older drivers get the per-endpoint layout.
+   * What this driver can program beyond the original contract
+   * (services/contract/driver-features.ts, DESIGN §6.2): "set-layout"
+   * (hash:net,iface, bitmap:ip,mac and list:set sets) and "flow-log" (the
+   * flow-report chains; implied by "set-layout", which predates it). A
+   * controller refuses, with FAILED_PRECONDITION, a driver lacking a feature
+   * it renders for: such a driver receives nothing.
    */
   features: string[];
 }

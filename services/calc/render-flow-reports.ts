@@ -1,14 +1,13 @@
-// Flow report points in the controller's rendering (DESIGN §6.12); the
-// shared part (codes, prefixes, the driver's chains) is contract/flow-log.ts.
+// Flow report points in the controller's rendering (DESIGN §6.12): the lines
+// that report a decision before it is taken. The shared part (codes,
+// prefixes, the driver's chains) is contract/flow-log.ts.
 //
 // LOG_MARK is meaningful only right after a `pal-log` call: the chain clears
-// it on entry, deny points are followed by DROP, and every endpoint chain
+// it on entry, deny points are followed by DROP, and every class chain
 // clears it (with the accept mark) before its profiles, so a mark left by an
 // allow point upstream can never make a later point report.
-import type { CalcConfig } from "./desired-state.js";
+import type { CalcConfig } from "./calc-config.js";
 import { DEFAULT_LOG_MARK, FLOW_LOG_CHAINS, FLOW_NFLOG_GROUP, FLOW_NFLOG_SIZE, logPrefix, type FlowCode } from "../contract/flow-log.js";
-
-export * from "../contract/flow-log.js";
 
 function logMarkHex(cfg: CalcConfig): string {
   return `0x${(cfg.logMark ?? DEFAULT_LOG_MARK).toString(16)}`;
@@ -54,7 +53,12 @@ export function allowReportLines(cfg: CalcConfig, spec: string, chain: string, n
   ];
 }
 
-/** The mask the endpoint chains clear before their profiles: accept mark, and the log mark when reports are on. */
+/** A DROP that reports itself first (when flow reports are on). */
+export function reportedDrop(cfg: CalcConfig, spec: string, code: "d" | "m" | "i" | "s" | "n" | "h", chain: string, n?: number): string[] {
+  return [...denyReportLines(cfg, [spec], code, chain, n), spec ? `${spec} -j DROP` : "-j DROP"];
+}
+
+/** The mask the class chains clear before their profiles: accept mark, and the log mark when reports are on. */
 export function clearMask(cfg: CalcConfig): number {
   return cfg.flowLogs ? cfg.acceptMark | (cfg.logMark ?? DEFAULT_LOG_MARK) : cfg.acceptMark;
 }
