@@ -53,16 +53,15 @@ export function createSyncService(opts: {
 }): DataplaneSyncServiceServer {
   const { graph, hub, status, replicaId, admission } = opts;
   const refused = (reason: SyncRefusal) => opts.onRefused?.(reason);
-  /** Open streams per host, oldest first (to supersede the oldest). */
-  const open = new Map<string, { stream: HostStream; end: (details: string) => void }[]>();
-  const newest = (s: HostStream) => open.get(s.host)?.at(-1)?.stream === s;
   /**
-   * Per open stream: puts its own view of the host (in sync, applied
-   * revision, versions, last error, apply duration) back into status. Called
-   * when a newer stream of the same host ends: the host's status is then the
+   * Open streams per host, oldest first (to supersede the oldest). `restore`
+   * puts the stream's own view of the host (in sync, applied revision,
+   * versions, last error, apply duration) back into status: called when a
+   * newer stream of the same host ends, so the host's status is the
    * remaining stream's again, not the departed one's (DESIGN §9.3).
    */
-  const restorers = new Map<HostStream, () => void>();
+  const open = new Map<string, { stream: HostStream; end: (details: string) => void; restore: () => void }[]>();
+  const newest = (s: HostStream) => open.get(s.host)?.at(-1)?.stream === s;
   return {
     sync(call: grpc.ServerDuplexStream<SyncRequest, SyncResponse>) {
       let stream: HostStream | undefined;
@@ -83,7 +82,7 @@ export function createSyncService(opts: {
 
       // Only the host's newest stream speaks for the host: an older one
       // (a quick reconnect's old stream) gets its turn back when the newer
-      // one ends (`restorers`). At the hello, `stream` is not yet set: the
+      // one ends (its `restore`). At the hello, `stream` is not yet set: the
       // stream saying hello is about to be the newest.
       const publish = () => {
         if (!host || (stream && !newest(stream))) return;
@@ -103,7 +102,6 @@ export function createSyncService(opts: {
           const list = open.get(stream.host)?.filter((e) => e.stream !== stream) ?? [];
           if (list.length) open.set(stream.host, list);
           else open.delete(stream.host);
-          restorers.delete(stream);
           hub.detach(stream);
           // A newer stream of the same host (a quick reconnect) keeps its status.
           if (!hub.hasHost(stream.host)) {
@@ -113,8 +111,7 @@ export function createSyncService(opts: {
             // The newest stream left, an older one remains: the host's status
             // is the remaining stream's again (it may be in sync and
             // acknowledging while the departed one never was).
-            const remaining = list.at(-1)?.stream;
-            if (remaining) restorers.get(remaining)?.();
+            list.at(-1)?.restore();
           }
           logger.info("driver disconnected");
         }
@@ -177,7 +174,7 @@ export function createSyncService(opts: {
           // Honour the hello's capabilities: a driver without IPv6 gets nothing of it.
           stream = new HostStream(name, call, graph, logger, opts.onReset, undefined, new Set(m.value.ipv6 ? [4, 6] : [4]));
           const streams = open.get(name) ?? [];
-          streams.push({ stream, end: (details) => endWithStatus(call, grpc.status.ABORTED, details) });
+          streams.push({ stream, end: (details) => endWithStatus(call, grpc.status.ABORTED, details), restore });
           // Progress the stream can infer (revisions that brought this host
           // nothing) counts like an acknowledgement — from the host's newest
           // stream only: an older one may be half-dead while the driver
@@ -242,11 +239,6 @@ export function createSyncService(opts: {
             updatedUnixMs: Date.now(),
           });
         }
-      });
-      // After the message handler: a stream that has just said hello can
-      // restore its host's status should a newer stream of the host end.
-      call.on("data", () => {
-        if (stream && !ended && !restorers.has(stream)) restorers.set(stream, restore);
       });
       call.on("end", () => {
         finish();
