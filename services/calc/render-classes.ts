@@ -23,7 +23,7 @@ import type { CalcConfig } from "./calc-config.js";
 import type { ChainDef } from "./desired-state.js";
 import { prefixTree, type PrefixTree } from "./prefix-tree.js";
 import { acceptMarkSpecs, markHex } from "./render-rules.js";
-import { DEFAULT_LOG_MARK } from "../contract/flow-log.js";
+import { DEFAULT_LOG_MARK } from "../contract/flow-report-format.js";
 import { clearMask, reportedDrop } from "./render-flow-reports.js";
 import {
   ENTRY_CHAINS, MAC_ROOT, MAC_TREE_ROOT, classSet, fromClassChain, fromClassNode, inactiveSet, macListSet, macNode, noMacSet, nodeSet,

@@ -1,13 +1,13 @@
 // Flow report points in the controller's rendering (DESIGN §6.12): the lines
 // that report a decision before it is taken. The shared part (codes,
-// prefixes, the driver's chains) is contract/flow-log.ts.
+// prefixes, the driver's chains) is contract/flow-report-format.ts.
 //
 // LOG_MARK is meaningful only right after a `pal-log` call: the chain clears
 // it on entry, deny points are followed by DROP, and every class chain
 // clears it (with the accept mark) before its profiles, so a mark left by an
 // allow point upstream can never make a later point report.
 import type { CalcConfig } from "./calc-config.js";
-import { DEFAULT_LOG_MARK, FLOW_LOG_CHAINS, FLOW_NFLOG_GROUP, FLOW_NFLOG_SIZE, logPrefix, type FlowCode } from "../contract/flow-log.js";
+import { DEFAULT_LOG_MARK, FLOW_LOG_CHAINS, FLOW_NFLOG_GROUP, FLOW_NFLOG_SIZE, logPrefix, type FlowCode } from "../contract/flow-report-format.js";
 
 function logMarkHex(cfg: CalcConfig): string {
   return `0x${(cfg.logMark ?? DEFAULT_LOG_MARK).toString(16)}`;

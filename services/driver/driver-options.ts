@@ -4,10 +4,10 @@
 import type * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import type { IpVersion } from "../model/index.js";
-import type { Backend } from "./backend.js";
-import type { CommandRunner } from "./command-runner.js";
-import type { FlowReportsConfig } from "./flow-driver.js";
-import { sysfsReader, type InterfaceReader } from "./interface-monitor.js";
+import type { Backend } from "./kernel/backend.js";
+import type { CommandRunner } from "./kernel/command-runner.js";
+import type { FlowReportsConfig } from "./flows/flow-driver.js";
+import { sysfsReader, type InterfaceReader } from "./monitors/interface-monitor.js";
 import type { DriverMetrics } from "./metrics.js";
 
 export interface DriverOptions {

@@ -13,34 +13,30 @@
 //   loss       keep enforcing the last state; reconnect; the new snapshot
 //              is diffed against what was programmed, so nothing is flushed.
 //
-// This file only wires the parts together (one concept each):
-//   driver-options.ts     options -> normalised values and defaults
-//   own-processes.ts      PIDs of our own commands (the tamper watch ignores them)
-//   sync-state.ts         snapshot assembly, desired state, acknowledgements
-//   plan-input.ts         base chains + placeholders + desired, as a view
-//   apply-loop.ts         serial applies, retries, drift-check scheduling
-//   dataplane.ts          read-back, planning (full or from the change), writes
-//   interface-reporter.ts interface status of local endpoints
-//   apply-stats.ts        counters and metrics
+// This file only wires the parts together. Each folder is one concern
+// (DESIGN §1.3): sync/ (the controller's stream and its desired state),
+// plan/ (pure: what the kernel should get), kernel/ (reading and running
+// the kernel's tools), apply/ (the serial apply loop and its executor),
+// monitors/ (interfaces, tampering), flows/ (flow reports).
 import { DRIVER_FEATURES } from "../contract/driver-features.js";
-import { startFlowReports } from "./flow-driver.js";
-import type { FlowReporter } from "./flow-reporter.js";
-import { detectBackend, type Backend } from "./backend.js";
-import { createApplyLoop } from "./apply-loop.js";
-import { createApplyStats, type DriverCounters } from "./apply-stats.js";
-import { createDataplane, type Dataplane } from "./dataplane.js";
+import { startFlowReports } from "./flows/flow-driver.js";
+import type { FlowReporter } from "./flows/flow-reporter.js";
+import { detectBackend, type Backend } from "./kernel/backend.js";
+import { createApplyLoop } from "./apply/apply-loop.js";
+import { createApplyStats, type DriverCounters } from "./apply/apply-stats.js";
+import { createDataplane, type Dataplane } from "./apply/dataplane.js";
 import { normalizeDriverOptions, type DriverOptions } from "./driver-options.js";
-import { createInterfaceReporter } from "./interface-reporter.js";
-import { createOwnProcesses } from "./own-processes.js";
-import { buildPlanInput, driverBaseChains } from "./plan-input.js";
-import { createRulesetMonitor, defaultMonitorCommand, type RulesetMonitor } from "./ruleset-monitor.js";
-import { startSyncClient, type SyncClient } from "./sync-client.js";
-import { createSyncState, type ApplyTicket } from "./sync-state.js";
+import { createInterfaceReporter } from "./monitors/interface-reporter.js";
+import { createOwnProcesses } from "./kernel/own-processes.js";
+import { buildPlanInput, driverBaseChains } from "./plan/plan-input.js";
+import { createRulesetMonitor, defaultMonitorCommand, type RulesetMonitor } from "./monitors/ruleset-monitor.js";
+import { startSyncClient, type SyncClient } from "./sync/sync-client.js";
+import { createSyncState, type ApplyTicket } from "./sync/sync-state.js";
 
 export const DRIVER_VERSION = "0.1.0";
 
 export type { DriverOptions } from "./driver-options.js";
-export type { DriverCounters } from "./apply-stats.js";
+export type { DriverCounters } from "./apply/apply-stats.js";
 
 export interface Driver {
   readonly inSync: boolean;

@@ -7,12 +7,12 @@
 //                controller sent (rawChangeText)
 import { execa } from "execa";
 import { createLogger } from "../../services/runtime/logger.js";
-import type { Backend } from "../../services/driver/backend.js";
-import { iptablesCommands } from "../../services/driver/backend.js";
-import { createExecRunner } from "../../services/driver/command-runner.js";
-import { createDataplane } from "../../services/driver/dataplane.js";
-import { emptyFamilyState } from "../../services/driver/kernel-state.js";
-import { planApply } from "../../services/driver/plan.js";
+import type { Backend } from "../../services/driver/kernel/backend.js";
+import { iptablesCommands } from "../../services/driver/kernel/backend.js";
+import { createExecRunner } from "../../services/driver/kernel/command-runner.js";
+import { createDataplane } from "../../services/driver/apply/dataplane.js";
+import { emptyFamilyState } from "../../services/driver/kernel/kernel-state.js";
+import { planApply } from "../../services/driver/plan/plan.js";
 import { createHostFeed, rawChangeText } from "./host-feed.js";
 import type { Endpoint } from "../../services/model/index.js";
 import { mulberry32 } from "../support/prng.js";

@@ -3,9 +3,9 @@
 // and what changed since the last apply, as the driver hands them to its
 // dataplane. Used by the driver and density sections.
 import { CalcGraph, DEFAULT_CALC_CONFIG, type HostUpdate } from "../../services/calc/index.js";
-import { DesiredState } from "../../services/driver/desired-state.js";
-import { setCreate, type PlanInput } from "../../services/driver/plan.js";
-import { buildPlanInput, driverBaseChains } from "../../services/driver/plan-input.js";
+import { DesiredState } from "../../services/driver/sync/desired-state.js";
+import { setCreate, type PlanInput } from "../../services/driver/plan/plan.js";
+import { buildPlanInput, driverBaseChains } from "../../services/driver/plan/plan-input.js";
 import type { Endpoint, Profile } from "../../services/model/index.js";
 
 export function createHostFeed(profiles: Profile[], endpoints: Endpoint[], opts: { host?: string } = {}) {

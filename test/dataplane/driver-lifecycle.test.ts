@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { call } from "../../services/contract/clients.js";
 import { documentToPb } from "../../services/contract/model-wire.js";
 import { createLogger } from "../../services/runtime/logger.js";
-import { createExecRunner, type CommandRunner } from "../../services/driver/command-runner.js";
+import { createExecRunner, type CommandRunner } from "../../services/driver/kernel/command-runner.js";
 import { startDriver } from "../../services/driver/driver.js";
 import { createLab, type Lab } from "../lab/lab.js";
 import { parseDocuments } from "../../services/model/index.js";

@@ -7,12 +7,12 @@
 // whose messages the fake copies — refuse with the same message.
 import { execa } from "execa";
 import { describe, expect, it } from "vitest";
-import { CommandError, createExecRunner, type CommandRunner } from "../../services/driver/command-runner.js";
+import { CommandError, createExecRunner, type CommandRunner } from "../../services/driver/kernel/command-runner.js";
 import { chainKey, type ChainDef } from "../../services/contract/host-update.js";
-import { createDataplane } from "../../services/driver/dataplane.js";
-import type { DesiredSet } from "../../services/driver/desired-state.js";
-import type { PlanInput } from "../../services/driver/plan.js";
-import { driverBaseChains } from "../../services/driver/plan-input.js";
+import { createDataplane } from "../../services/driver/apply/dataplane.js";
+import type { DesiredSet } from "../../services/driver/sync/desired-state.js";
+import type { PlanInput } from "../../services/driver/plan/plan.js";
+import { driverBaseChains } from "../../services/driver/plan/plan-input.js";
 import { createLogger } from "../../services/runtime/logger.js";
 import { FakeKernel } from "../support/fake-kernel.js";
 import { uniqueName } from "../support/binaries.js";

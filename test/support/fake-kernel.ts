@@ -29,7 +29,7 @@
 //   bitmap:ip,mac `<address>[,<MAC>]`, a plain address inside the range, one
 //   entry per address (add -exist replaces the MAC; del goes by address,
 //   whatever MAC it names); list:set: names of existing sets.
-import { CommandError, type CommandRunner } from "../../services/driver/command-runner.js";
+import { CommandError, type CommandRunner } from "../../services/driver/kernel/command-runner.js";
 import { formatAddress, formatCidr, parseCidr, type IpVersion } from "../../services/model/index.js";
 
 type Table = Map<string, string[]>;

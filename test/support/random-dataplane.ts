@@ -9,7 +9,7 @@
 // between states are the updates the controller sends (DESIGN §5.7).
 import { chainKey, type ChainDef, type HostUpdate } from "../../services/contract/host-update.js";
 import { setTypeOf } from "../../services/contract/dataplane-names.js";
-import type { DesiredSet } from "../../services/driver/desired-state.js";
+import type { DesiredSet } from "../../services/driver/sync/desired-state.js";
 import type { IpVersion } from "../../services/model/index.js";
 import type { FakeKernel } from "./fake-kernel.js";
 import { pick, randInt } from "./prng.js";

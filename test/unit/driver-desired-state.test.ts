@@ -1,7 +1,7 @@
 // The driver's copy of its desired state, and its defence-in-depth checks on
-// everything that reaches an iptables-restore or ipset line (services/driver/desired-state.ts).
+// everything that reaches an iptables-restore or ipset line (services/driver/sync/desired-state.ts).
 import { describe, expect, it } from "vitest";
-import { DesiredState } from "../../services/driver/desired-state.js";
+import { DesiredState } from "../../services/driver/sync/desired-state.js";
 import type { HostUpdate } from "../../services/calc/desired-state.js";
 
 const chainUp = (name: string, rules: string[], family: 4 | 6 = 4): HostUpdate => ({ type: "chain-update", chain: { table: "filter", family, name, rules } });

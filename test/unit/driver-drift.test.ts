@@ -6,10 +6,10 @@
 import { afterEach, describe, expect, it } from "vitest";
 import { chainKey, type ChainDef, type HostUpdate } from "../../services/calc/index.js";
 import { createLogger } from "../../services/runtime/logger.js";
-import { createDataplane } from "../../services/driver/dataplane.js";
+import { createDataplane } from "../../services/driver/apply/dataplane.js";
 import { startDriver, type Driver } from "../../services/driver/driver.js";
-import type { PlanInput } from "../../services/driver/plan.js";
-import { driverBaseChains } from "../../services/driver/plan-input.js";
+import type { PlanInput } from "../../services/driver/plan/plan.js";
+import { driverBaseChains } from "../../services/driver/plan/plan-input.js";
 import { startFakeController } from "../support/fake-controller.js";
 import { FakeKernel } from "../support/fake-kernel.js";
 

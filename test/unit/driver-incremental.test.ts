@@ -7,11 +7,11 @@
 import { afterEach, describe, expect, it } from "vitest";
 import { type ChainDef, type HostUpdate } from "../../services/calc/index.js";
 import { createLogger } from "../../services/runtime/logger.js";
-import type { CommandRunner } from "../../services/driver/command-runner.js";
-import { createDataplane, type Dataplane } from "../../services/driver/dataplane.js";
-import { DesiredState, type DesiredSet } from "../../services/driver/desired-state.js";
+import type { CommandRunner } from "../../services/driver/kernel/command-runner.js";
+import { createDataplane, type Dataplane } from "../../services/driver/apply/dataplane.js";
+import { DesiredState, type DesiredSet } from "../../services/driver/sync/desired-state.js";
 import { startDriver, type Driver } from "../../services/driver/driver.js";
-import { buildPlanInput, driverBaseChains } from "../../services/driver/plan-input.js";
+import { buildPlanInput, driverBaseChains } from "../../services/driver/plan/plan-input.js";
 import { startFakeController, type FakeController } from "../support/fake-controller.js";
 import { FakeKernel } from "../support/fake-kernel.js";
 import { mulberry32 } from "../support/prng.js";

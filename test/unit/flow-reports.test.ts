@@ -3,17 +3,18 @@
 // driver's aggregation, the controller's store, and the CLI's helpers.
 import { describe, expect, it } from "vitest";
 import { CalcGraph, DEFAULT_CALC_CONFIG, renderProfile, type HostUpdate } from "../../services/calc/index.js";
-import { FLOW_CODES, logPrefix, parseLogPrefix, renderFlowLogChains } from "../../services/contract/flow-log.js";
+import { FLOW_CODES, logPrefix, parseLogPrefix } from "../../services/contract/flow-report-format.js";
+import { renderFlowLogChains } from "../../services/driver/flows/flow-log-chains.js";
 import { classKey } from "../../services/calc/names.js";
 import { decidedBy } from "../../services/cli/decided-by.js";
 import { mergeRecords, parseDuration } from "../../services/cli/flows.js";
 import { FLOW_LIMITS, FlowStore, checkObservation } from "../../services/controller/flow-store.js";
-import { FlowAggregator, type FlowPoint } from "../../services/driver/flow-aggregator.js";
-import type { FlowReaderOptions } from "../../services/driver/flow-reader.js";
-import { resolvePoint, startFlowReporter } from "../../services/driver/flow-reporter.js";
+import { FlowAggregator, type FlowPoint } from "../../services/driver/flows/flow-aggregator.js";
+import type { FlowReaderOptions } from "../../services/driver/flows/flow-reader.js";
+import { resolvePoint, startFlowReporter } from "../../services/driver/flows/flow-reporter.js";
 import type { FlowReport } from "../../services/contract/sync.js";
 import { createLogger } from "../../services/runtime/logger.js";
-import { PcapNflogReader, parseIpHeaders, type NflogPacket } from "../../services/driver/nflog-pcap.js";
+import { PcapNflogReader, parseIpHeaders, type NflogPacket } from "../../services/driver/flows/nflog-pcap.js";
 import type { FlowRecord } from "../../services/gen/palisade/flow/v1/flow.js";
 import type { FlowObservation } from "../../services/gen/palisade/sync/v1/sync.js";
 import type { Endpoint, Profile } from "../../services/model/index.js";

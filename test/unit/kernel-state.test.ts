@@ -1,8 +1,8 @@
-// Reading what the kernel holds: `iptables-save` and `ipset save` text (services/driver/kernel-state.ts).
+// Reading what the kernel holds: `iptables-save` and `ipset save` text (services/driver/kernel/kernel-state.ts).
 import { describe, expect, it } from "vitest";
-import { canonicalMember, parseIpsetSave, parseIptablesSave, rangeText } from "../../services/driver/kernel-state.js";
-import { HASH_COMMENT_RE, hashComment, ruleHashes } from "../../services/driver/rule-hash.js";
-import { hookRule } from "../../services/driver/plan.js";
+import { canonicalMember, parseIpsetSave, parseIptablesSave, rangeText } from "../../services/driver/kernel/kernel-state.js";
+import { HASH_COMMENT_RE, hashComment, ruleHashes } from "../../services/driver/plan/rule-hash.js";
+import { hookRule } from "../../services/driver/plan/plan.js";
 
 const [h0, h1] = ruleHashes("pal-pi-db", ["-p tcp -j DROP", "-j RETURN"]);
 const fwdHook = hookRule("FORWARD").hash;

@@ -1,12 +1,12 @@
-// The pure half of the driver: desired vs. kernel -> minimal batches (services/driver/plan.ts).
+// The pure half of the driver: desired vs. kernel -> minimal batches (services/driver/plan/plan.ts).
 import { describe, expect, it } from "vitest";
 import { chainKey, type ChainDef } from "../../services/calc/desired-state.js";
-import { emptyFamilyState, parseIpsetSave, parseIptablesSave, type KernelState } from "../../services/driver/kernel-state.js";
-import { hookRule, planApply, planCleanup, type PlanInput } from "../../services/driver/plan.js";
-import { hashComment, ruleHashes } from "../../services/driver/rule-hash.js";
-import type { DesiredSet } from "../../services/driver/desired-state.js";
-import { createDataplane } from "../../services/driver/dataplane.js";
-import { buildPlanInput, driverBaseChains } from "../../services/driver/plan-input.js";
+import { emptyFamilyState, parseIpsetSave, parseIptablesSave, type KernelState } from "../../services/driver/kernel/kernel-state.js";
+import { hookRule, planApply, planCleanup, type PlanInput } from "../../services/driver/plan/plan.js";
+import { hashComment, ruleHashes } from "../../services/driver/plan/rule-hash.js";
+import type { DesiredSet } from "../../services/driver/sync/desired-state.js";
+import { createDataplane } from "../../services/driver/apply/dataplane.js";
+import { buildPlanInput, driverBaseChains } from "../../services/driver/plan/plan-input.js";
 import { createLogger } from "../../services/runtime/logger.js";
 import { FakeKernel } from "../support/fake-kernel.js";
 import { mulberry32, randInt } from "../support/prng.js";

@@ -5,7 +5,7 @@
 import { PassThrough } from "node:stream";
 import { describe, expect, it } from "vitest";
 import { createLogger } from "../../services/runtime/logger.js";
-import { createRulesetMonitor, defaultMonitorCommand, touchesOurs, type MonitorProcess } from "../../services/driver/ruleset-monitor.js";
+import { createRulesetMonitor, defaultMonitorCommand, touchesOurs, type MonitorProcess } from "../../services/driver/monitors/ruleset-monitor.js";
 
 const logger = createLogger({ name: "test", level: "silent" });
 const wait = (ms: number) => new Promise((r) => setTimeout(r, ms));

@@ -11,7 +11,7 @@ import { CalcGraph, DEFAULT_CALC_CONFIG } from "../../services/calc/index.js";
 import { createLogger } from "../../services/runtime/logger.js";
 import { HostStream, SyncHub, type ResponseWriter } from "../../services/controller/sync-hub.js";
 import type { SyncResponse } from "../../services/gen/palisade/sync/v1/sync.js";
-import { DesiredState } from "../../services/driver/desired-state.js";
+import { DesiredState } from "../../services/driver/sync/desired-state.js";
 import { mulberry32, pick, randInt } from "../support/prng.js";
 import { ENDPOINT_VARIANTS, FINAL_EVENTS, HOSTS, PROFILE_VARIANTS, TMP_ENDPOINTS, TMP_PROFILE, applyEvent, dE, dP, E, P, type Ev } from "../support/sequence-model.js";
 

@@ -6,7 +6,7 @@ import { CalcGraph, type HostUpdate } from "../../services/calc/index.js";
 import { createLogger } from "../../services/runtime/logger.js";
 import { HostStream, RESET_WEIGHT, SyncHub, type ResponseWriter } from "../../services/controller/sync-hub.js";
 import { SyncResponse } from "../../services/gen/palisade/sync/v1/sync.js";
-import { DesiredState } from "../../services/driver/desired-state.js";
+import { DesiredState } from "../../services/driver/sync/desired-state.js";
 import { parseDocuments } from "../../services/model/index.js";
 
 const logger = createLogger({ name: "t", level: "silent" });

@@ -2,13 +2,13 @@
 // rate-limit chains it must program, and the reporter started once the sync
 // client exists.
 import type { Logger } from "pino";
-import { renderFlowLogChains } from "../contract/flow-log.js";
-import type { ChainDef } from "../contract/host-update.js";
-import type { FlowReport } from "../contract/sync.js";
-import type { IpVersion } from "../model/index.js";
-import type { Backend } from "./backend.js";
-import { iptablesCommands } from "./backend.js";
-import type { CommandRunner } from "./command-runner.js";
+import { renderFlowLogChains } from "./flow-log-chains.js";
+import type { ChainDef } from "../../contract/host-update.js";
+import type { FlowReport } from "../../contract/sync.js";
+import type { IpVersion } from "../../model/index.js";
+import type { Backend } from "../kernel/backend.js";
+import { iptablesCommands } from "../kernel/backend.js";
+import type { CommandRunner } from "../kernel/command-runner.js";
 import type { FlowMetrics } from "./flow-metrics.js";
 import { FLOW_DEFAULTS, startFlowReporter, type FlowReportOptions, type FlowReporter } from "./flow-reporter.js";
 

@@ -14,11 +14,12 @@
 // skipped, not waited for, when its writer is behind.
 import { createWriteStream, readdirSync, readFileSync, type WriteStream } from "node:fs";
 import type { Logger } from "pino";
-import { FLOW_CODES, FLOW_LIMITED_RULE, FLOW_LOG_CHAINS, FLOW_NFLOG_GROUP, parseLogPrefix, type FlowDecision, type ParsedPrefix } from "../contract/flow-log.js";
-import { ENTRY_CHAINS } from "../contract/dataplane-names.js";
-import type { FlowReport } from "../contract/sync.js";
-import { PROTOCOL_NUMBERS, type IpVersion } from "../model/index.js";
-import type { CommandRunner } from "./command-runner.js";
+import { FLOW_CODES, FLOW_LOG_CHAINS, FLOW_NFLOG_GROUP, parseLogPrefix, type FlowDecision, type ParsedPrefix } from "../../contract/flow-report-format.js";
+import { FLOW_LIMITED_RULE } from "./flow-log-chains.js";
+import { ENTRY_CHAINS } from "../../contract/dataplane-names.js";
+import type { FlowReport } from "../../contract/sync.js";
+import { PROTOCOL_NUMBERS, type IpVersion } from "../../model/index.js";
+import type { CommandRunner } from "../kernel/command-runner.js";
 import { FlowAggregator, type FlowPoint, type FlowRecord } from "./flow-aggregator.js";
 import type { FlowMetrics } from "./flow-metrics.js";
 import { startFlowReader, type FlowReader, type FlowReaderOptions } from "./flow-reader.js";

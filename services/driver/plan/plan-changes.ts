@@ -13,9 +13,9 @@
 // Same flush order as planApply (DESIGN §5.7): stage 0 empties chains that
 // reference a set to be re-created; stage 1 creates sets and adds/deletes
 // members; stage 2 rewrites and removes chains; stage 3 destroys sets.
-import type { ChainDef } from "../contract/host-update.js";
-import type { IpVersion } from "../model/index.js";
-import type { DesiredChanges, DesiredSet } from "./desired-state.js";
+import type { ChainDef } from "../../contract/host-update.js";
+import type { IpVersion } from "../../model/index.js";
+import type { DesiredChanges, DesiredSet } from "../sync/desired-state.js";
 import { chainLines, destroyLines, emptyToDrop, orderSetLines, setCreate, type Plan, type PlanInput } from "./plan.js";
 import { chainHashes } from "./rule-hash.js";
 

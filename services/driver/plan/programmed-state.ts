@@ -5,11 +5,11 @@
 // when an apply succeeded — in full after a full apply, by the plan's own
 // edits after an incremental one, so an apply that changes one member
 // costs one member here too.
-import { chainKey, type ChainDef } from "../contract/host-update.js";
-import type { IpVersion } from "../model/index.js";
-import type { DesiredSet } from "./desired-state.js";
-import { emptyFamilyState, HOOKS, rangeText, type KernelState } from "./kernel-state.js";
-import { macSetRange, setTypeOf } from "../contract/dataplane-names.js";
+import { chainKey, type ChainDef } from "../../contract/host-update.js";
+import type { IpVersion } from "../../model/index.js";
+import type { DesiredSet } from "../sync/desired-state.js";
+import { emptyFamilyState, HOOKS, rangeText, type KernelState } from "../kernel/kernel-state.js";
+import { macSetRange, setTypeOf } from "../../contract/dataplane-names.js";
 import { hookRule, type PlanInput } from "./plan.js";
 import type { ReferenceEdit } from "./plan-changes.js";
 import { chainHashes } from "./rule-hash.js";

@@ -8,8 +8,8 @@
 // prefix), and NFLOG's TLVs carry exactly what a report needs: the prefix,
 // the in/out interface indices, the packet.
 
-import type { Packet } from "../model/index.js";
-import { formatAddress } from "../model/index.js";
+import type { Packet } from "../../model/index.js";
+import { formatAddress } from "../../model/index.js";
 
 /** pcap link type of NFLOG captures. */
 export const LINKTYPE_NFLOG = 239;

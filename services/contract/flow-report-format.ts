@@ -1,7 +1,8 @@
 // Flow reports, the part controller and driver share (DESIGN §6.12): the
 // NFLOG group, the report codes and their words, the prefix format, and the
-// driver-owned rate-limit chains report points jump to. How the controller
-// renders report points is calc/render-flow-reports.ts.
+// names of the driver-owned rate-limit chains report points jump to. How the
+// controller renders report points is calc/render-flow-reports.ts; how the
+// driver renders its rate-limit chains, driver/flows/flow-log-chains.ts.
 //
 // A report point is two lines in front of the decision:
 //
@@ -14,8 +15,6 @@
 // configure (per host), while profile chains are rendered once and shared by
 // every host; `-m limit` in one driver-owned rule is one token bucket per
 // host and family, whatever number of chains call it.
-import type { IpVersion } from "../model/index.js";
-import type { ChainDef } from "./host-update.js";
 
 /** NFLOG group of every report (not configurable: controller and driver must agree). */
 export const FLOW_NFLOG_GROUP = 4242;
@@ -74,31 +73,4 @@ export function parseLogPrefix(prefix: string): ParsedPrefix | undefined {
   const m = PREFIX_RE.exec(prefix);
   if (!m) return undefined;
   return { code: m[1] as FlowCode, chain: m[2]!, n: m[3] === undefined ? undefined : Number(m[3]) };
-}
-
-/** Position (1-based) in pal-log of the rule counting suppressed reports. */
-export const FLOW_LIMITED_RULE = 3;
-
-/**
- * The driver's rate-limit chains for one family: `pal-log` clears the log
- * mark and sets it when the host's bucket has a token (one `-m limit` rule:
- * one bucket per family, shared by every report point); `pal-log-allow`
- * forwards to it with --flow-logs all and only clears with denied.
- */
-export function renderFlowLogChains(opts: { mode: "denied" | "all"; ratePerSecond: number; burst: number; logMark?: number }, family: IpVersion): ChainDef[] {
-  const m = `0x${(opts.logMark ?? DEFAULT_LOG_MARK).toString(16)}`;
-  const clear = `-j MARK --set-xmark 0x0/${m}`;
-  return [
-    {
-      table: "filter" as const, family, name: FLOW_LOG_CHAINS.deny,
-      rules: [
-        clear,
-        `-m limit --limit ${opts.ratePerSecond}/second --limit-burst ${opts.burst} -j MARK --set-xmark ${m}/${m}`,
-        // No target: its packet counter is the number of reports the rate
-        // limit suppressed, which the driver reads and exports (FLOW_LIMITED_RULE).
-        `-m mark ! --mark ${m}/${m}`,
-      ],
-    },
-    { table: "filter" as const, family, name: FLOW_LOG_CHAINS.allow, rules: opts.mode === "all" ? [`-g ${FLOW_LOG_CHAINS.deny}`] : [clear] },
-  ];
 }

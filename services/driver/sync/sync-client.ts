@@ -3,9 +3,9 @@
 // The dataplane is never touched here: batches are handed to the driver.
 import * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
-import { createBackoff, sleep } from "../util/backoff.js";
-import { CLIENT_OPTIONS } from "../contract/clients.js";
-import { DataplaneSyncServiceClient, type Hello, type SyncRequest, type SyncResponse } from "../contract/sync.js";
+import { createBackoff, sleep } from "../../util/backoff.js";
+import { CLIENT_OPTIONS } from "../../contract/clients.js";
+import { DataplaneSyncServiceClient, type Hello, type SyncRequest, type SyncResponse } from "../../contract/sync.js";
 
 export interface SyncClientOptions {
   controllers: string[];

@@ -8,11 +8,11 @@
 // desired state's own map, so building it costs nothing per chain or
 // member; the dataplane reads it only while planning (synchronously) and
 // keeps its own reference of what it wrote.
-import { chainKey, type ChainDef } from "../contract/host-update.js";
-import type { IpVersion } from "../model/index.js";
+import { chainKey, type ChainDef } from "../../contract/host-update.js";
+import type { IpVersion } from "../../model/index.js";
 import { failClosedEntryChains, renderBaseChains } from "./base-chains.js";
-import type { DesiredSet } from "./desired-state.js";
-import type { KernelState } from "./kernel-state.js";
+import type { DesiredSet } from "../sync/desired-state.js";
+import type { KernelState } from "../kernel/kernel-state.js";
 import type { ChainLookup, PlanInput } from "./plan.js";
 
 /** The driver's own chains by chainKey(): base chains of each family, plus `extra` (the flow-report chains). */

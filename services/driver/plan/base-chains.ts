@@ -5,9 +5,9 @@
 // Why here and not in the controller: these must exist before the driver
 // has ever reached a controller (fail closed from the first second), and
 // they depend only on this host's interface prefixes.
-import { type ChainDef } from "../contract/host-update.js";
-import { BASE_CHAINS, ENTRY_CHAINS } from "../contract/dataplane-names.js";
-import type { IpVersion } from "../model/index.js";
+import { type ChainDef } from "../../contract/host-update.js";
+import { BASE_CHAINS, ENTRY_CHAINS } from "../../contract/dataplane-names.js";
+import type { IpVersion } from "../../model/index.js";
 
 export function renderBaseChains(prefixes: readonly string[], family: IpVersion): ChainDef[] {
   const fwd: string[] = [];

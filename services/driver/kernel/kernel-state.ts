@@ -1,9 +1,9 @@
 // What the kernel holds, as far as Palisade is concerned: our chains (by
 // rule hashes), the hook rules in the built-in chains, and our ipsets.
 // Parsed from `iptables-save -t filter` and `ipset save`.
-import { formatAddress, formatCidr, parseCidr, type IpVersion } from "../model/index.js";
-import { OWNED_CHAIN_RE, OWNED_SET_RE } from "../contract/dataplane-names.js";
-import { HASH_COMMENT_RE } from "./rule-hash.js";
+import { formatAddress, formatCidr, parseCidr, type IpVersion } from "../../model/index.js";
+import { OWNED_CHAIN_RE, OWNED_SET_RE } from "../../contract/dataplane-names.js";
+import { HASH_COMMENT_RE } from "../plan/rule-hash.js";
 
 export const HOOKS: Record<string, string> = { FORWARD: "pal-FORWARD", INPUT: "pal-INPUT" };
 

@@ -2,9 +2,9 @@
 // metrics.ts), updated in one place. Nothing here iterates the state: the
 // programmed rule and set counts come from the dataplane's reference,
 // which keeps them as it changes (programmed-state.ts).
-import type { IpVersion } from "../model/index.js";
+import type { IpVersion } from "../../model/index.js";
 import type { ApplyResult, Dataplane } from "./dataplane.js";
-import type { DriverMetrics } from "./metrics.js";
+import type { DriverMetrics } from "../metrics.js";
 
 export interface DriverCounters {
   applies: number;

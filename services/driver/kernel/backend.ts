@@ -2,7 +2,7 @@
 // never assumed. We pick the backend that already holds our chains (a
 // restart adopts what is there), else the one that holds any rules, else
 // the system default (`iptables --version`).
-import type { IpVersion } from "../model/index.js";
+import type { IpVersion } from "../../model/index.js";
 import type { CommandRunner } from "./command-runner.js";
 
 export type Backend = "nft" | "legacy";

@@ -4,7 +4,7 @@
 // programmed); drift checks are requested periodically, after every write
 // (a racing writer) and from outside (the tamper watch), and run inside the
 // loop, just before the apply that repairs what they found.
-import { createBackoff } from "../util/backoff.js";
+import { createBackoff } from "../../util/backoff.js";
 import type { ApplyResult, ApplySource, Dataplane } from "./dataplane.js";
 
 export interface ApplyLoopOptions<T> {

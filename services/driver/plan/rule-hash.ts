@@ -7,7 +7,7 @@
 // per chain object: the driver's desired state keeps the objects of chains
 // that did not change, and an incremental apply hashes only the new ones.
 import { createHash } from "node:crypto";
-import type { ChainDef } from "../contract/host-update.js";
+import type { ChainDef } from "../../contract/host-update.js";
 
 export const HASH_COMMENT_RE = /--comment "?pal:([0-9a-f]{16})"?/;
 

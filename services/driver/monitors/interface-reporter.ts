@@ -1,7 +1,7 @@
 // Interface status reports (DESIGN §5.2): the state of every local
 // endpoint's interface, sent when it changes, all of them after a new
 // snapshot; polled, and re-checked right after endpoint updates.
-import { InterfaceState, type SyncRequest } from "../contract/sync.js";
+import { InterfaceState, type SyncRequest } from "../../contract/sync.js";
 import { interfaceStatus, type InterfaceReader, type InterfaceStatus } from "./interface-monitor.js";
 
 const STATE = { up: InterfaceState.INTERFACE_STATE_UP, down: InterfaceState.INTERFACE_STATE_DOWN, error: InterfaceState.INTERFACE_STATE_ERROR };

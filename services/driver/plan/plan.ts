@@ -12,11 +12,11 @@
 //      only the chains whose rule hashes differ; fix hook positions; flush
 //      and delete chains no longer wanted
 //   3. ipset restore: destroy sets no longer wanted (no rule references them now)
-import { chainKey, type ChainDef } from "../contract/host-update.js";
-import { macSetRange, setTypeOf } from "../contract/dataplane-names.js";
-import type { IpVersion } from "../model/index.js";
-import type { DesiredSet } from "./desired-state.js";
-import { HOOKS, rangeText, type KernelSet, type KernelState } from "./kernel-state.js";
+import { chainKey, type ChainDef } from "../../contract/host-update.js";
+import { macSetRange, setTypeOf } from "../../contract/dataplane-names.js";
+import type { IpVersion } from "../../model/index.js";
+import type { DesiredSet } from "../sync/desired-state.js";
+import { HOOKS, rangeText, type KernelSet, type KernelState } from "../kernel/kernel-state.js";
 import { chainHashes, hashComment, ruleHashes } from "./rule-hash.js";
 
 export interface Plan {

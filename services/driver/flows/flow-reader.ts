@@ -15,7 +15,7 @@
 // kernel drops reports in its netlink queue — never packets' verdicts.
 import { spawn, type ChildProcess } from "node:child_process";
 import type { Logger } from "pino";
-import { createBackoff } from "../util/backoff.js";
+import { createBackoff } from "../../util/backoff.js";
 import { PcapNflogReader, type NflogPacket } from "./nflog-pcap.js";
 
 export interface FlowReaderOptions {

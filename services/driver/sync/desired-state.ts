@@ -2,10 +2,10 @@
 // built from a snapshot, then patched by deltas. Every incoming name and
 // member is checked here, before it can reach an iptables-restore or ipset
 // line (defence in depth: the controller validated it already).
-import { chainKey, type ChainDef, type HostUpdate } from "../contract/host-update.js";
-import { MAC_SET_RE, OWNED_CHAIN_RE, OWNED_SET_RE, macSetRange, setTypeOf } from "../contract/dataplane-names.js";
-import { parseCidr, type IpVersion } from "../model/index.js";
-import { ProtocolError } from "../contract/errors.js";
+import { chainKey, type ChainDef, type HostUpdate } from "../../contract/host-update.js";
+import { MAC_SET_RE, OWNED_CHAIN_RE, OWNED_SET_RE, macSetRange, setTypeOf } from "../../contract/dataplane-names.js";
+import { parseCidr, type IpVersion } from "../../model/index.js";
+import { ProtocolError } from "../../contract/errors.js";
 
 export interface DesiredSet {
   family: IpVersion;

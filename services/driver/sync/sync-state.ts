@@ -15,8 +15,8 @@
 //              while the pre-sync apply runs is answered by the apply that
 //              carries it out (commit 276d6f3).
 import type { Logger } from "pino";
-import { updateFromPb } from "../contract/sync-wire.js";
-import type { SyncResponse } from "../contract/sync.js";
+import { updateFromPb } from "../../contract/sync-wire.js";
+import type { SyncResponse } from "../../contract/sync.js";
 import { DesiredState } from "./desired-state.js";
 
 /** What one apply answers for, fixed when its input is planned. */

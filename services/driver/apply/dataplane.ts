@@ -18,14 +18,14 @@
 // controller sent a moment ago is pending work, not tampering, and must
 // neither be logged as a repair nor counted as one (DESIGN §6.9).
 import type { Logger } from "pino";
-import type { IpVersion } from "../model/index.js";
-import { iptablesCommands, type Backend } from "./backend.js";
-import type { CommandRunner } from "./command-runner.js";
-import { emptyFamilyState, parseIpsetSave, parseIptablesSave, type KernelState } from "./kernel-state.js";
-import type { DesiredChanges } from "./desired-state.js";
-import { planApply, planCleanup, planIsEmpty, type Plan, type PlanInput } from "./plan.js";
-import { planChanges } from "./plan-changes.js";
-import { ProgrammedState } from "./programmed-state.js";
+import type { IpVersion } from "../../model/index.js";
+import { iptablesCommands, type Backend } from "../kernel/backend.js";
+import type { CommandRunner } from "../kernel/command-runner.js";
+import { emptyFamilyState, parseIpsetSave, parseIptablesSave, type KernelState } from "../kernel/kernel-state.js";
+import type { DesiredChanges } from "../sync/desired-state.js";
+import { planApply, planCleanup, planIsEmpty, type Plan, type PlanInput } from "../plan/plan.js";
+import { planChanges } from "../plan/plan-changes.js";
+import { ProgrammedState } from "../plan/programmed-state.js";
 
 export interface ApplyResult {
   durationMs: number;

@@ -25,7 +25,7 @@ import { delimiter, join } from "node:path";
 import { createInterface } from "node:readline";
 import type { Readable } from "node:stream";
 import type { Logger } from "pino";
-import { createBackoff } from "../util/backoff.js";
+import { createBackoff } from "../../util/backoff.js";
 
 /** The handle of a running monitor process (injectable for tests). */
 export interface MonitorProcess {
