@@ -240,10 +240,10 @@ describe("resolution and aggregation on the driver", () => {
   it("resolves direction and endpoint from the chain and the packet's interfaces", () => {
     expect(resolvePoint(parseLogPrefix("pal:D:pal-pi-db:1")!, "tapa", "tapb", of)).toMatchObject({ direction: "inbound", endpointKey: "h/o/b/e", interfaceName: "tapb", index: 1, decision: "rule" });
     expect(resolvePoint(parseLogPrefix("pal:A:pal-po_abcdef:0")!, "tapa", "tapb", of)).toMatchObject({ direction: "outbound", endpointKey: "h/o/a/e", verdict: "allow" });
-    expect(resolvePoint(parseLogPrefix("pal:s:pal-fw-tapa")!, "tapa", "lnk0a", of)).toMatchObject({ direction: "outbound", endpointKey: "h/o/a/e", decision: "anti-spoofing" });
-    expect(resolvePoint(parseLogPrefix("pal:n:pal-td-tapx")!, "tapa", "tapxyz", of)).toMatchObject({ direction: "inbound", endpointKey: "", interfaceName: "tapxyz", decision: "no-endpoint" });
+    expect(resolvePoint(parseLogPrefix("pal:s:pal-from-wl-mac")!, "tapa", "lnk0a", of)).toMatchObject({ direction: "outbound", endpointKey: "h/o/a/e", decision: "anti-spoofing" });
+    expect(resolvePoint(parseLogPrefix("pal:n:pal-to-wl-dispatch")!, "tapa", "tapxyz", of)).toMatchObject({ direction: "inbound", endpointKey: "", interfaceName: "tapxyz", decision: "no-endpoint" });
     expect(resolvePoint(parseLogPrefix("pal:h:pal-wl-to-host")!, "tapa", "", of)).toMatchObject({ direction: "outbound", endpointKey: "h/o/a/e", decision: "workload-to-host" });
-    expect(resolvePoint(parseLogPrefix("pal:m:pal-tw-tapb:2")!, "tapa", "tapb", of)).toMatchObject({ decision: "missing-profile", index: 2 });
+    expect(resolvePoint(parseLogPrefix("pal:m:pal-ct_abcdefghijklmnopqrst:2")!, "tapa", "tapb", of)).toMatchObject({ decision: "missing-profile", index: 2 });
   });
 
   it("set-based layout: the from-workload root's last drop is anti-spoofing on an endpoint's interface, no-endpoint elsewhere", () => {

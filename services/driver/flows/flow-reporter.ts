@@ -70,7 +70,7 @@ export interface FlowReporter {
   stop(): Promise<void>;
 }
 
-const INBOUND_CHAIN = /^pal-(pi|tw|td|ct|to-wl-dispatch)/;
+const INBOUND_CHAIN = /^pal-(pi|ct|to-wl-dispatch)/;
 
 /** ifindex → name in this network namespace (/sys is the namespace's own under `ip netns exec`). */
 function interfaceNames(): Map<number, string> {
@@ -88,11 +88,9 @@ function interfaceNames(): Map<number, string> {
 /** Which endpoint and direction a report point stands for (pure, given the lookups). */
 export function resolvePoint(p: ParsedPrefix, indev: string, outdev: string, endpointOf: (iface: string) => string | undefined): Pick<FlowPoint, "endpointKey" | "interfaceName" | "direction" | "verdict" | "decision" | "chain" | "index"> {
   const direction = INBOUND_CHAIN.test(p.chain) ? "inbound" : "outbound";
-  // Endpoint chains name their interface; every other chain is judged on
-  // the workload's side of the packet: the sender's interface for outbound,
-  // the receiver's for inbound.
-  const own = /^pal-(tw|fw)-(.+)$/.exec(p.chain)?.[2];
-  const iface = own ?? (direction === "inbound" ? outdev : indev);
+  // A point is judged on the workload's side of the packet: the sender's
+  // interface for outbound, the receiver's for inbound.
+  const iface = direction === "inbound" ? outdev : indev;
   const { verdict } = FLOW_CODES[p.code];
   let decision: FlowDecision = FLOW_CODES[p.code].decision;
   // The set-based layout's from-workload root cannot tell a foreign source
