@@ -1,8 +1,13 @@
 import type { HostStatus } from "../contract/status.js";
 
-/** Hosts still behind revision R: connected, and not yet applied ≥ R without error. */
+/**
+ * Hosts still behind revision R: connected and not yet applied ≥ R without
+ * error, or refused (a record that is not connected and carries an error:
+ * a driver the controller will not serve keeps its old policy, DESIGN §9.3).
+ * Hosts with no record at all have no driver and are not waited for.
+ */
 export function hostsBehind(hosts: Iterable<HostStatus>, revision: number): HostStatus[] {
-  return [...hosts].filter((h) => h.connected && (!h.inSync || h.appliedRevision < revision || h.lastError !== ""));
+  return [...hosts].filter((h) => (h.connected ? !h.inSync || h.appliedRevision < revision || h.lastError !== "" : h.lastError !== ""));
 }
 
 /**
@@ -13,7 +18,8 @@ export function hostsBehind(hosts: Iterable<HostStatus>, revision: number): Host
  */
 export function behindReasons(h: HostStatus, revision: number): string[] {
   const reasons: string[] = [];
-  if (!h.connected) reasons.push("disconnected");
+  // Not served: nothing it applies can follow the model until that changes.
+  if (!h.connected) return [h.lastError !== "" ? `refused by the controller: ${h.lastError}` : "disconnected"];
   if (h.appliedRevision < revision) reasons.push(`revision ${revision} not applied yet`);
   if (!h.inSync) reasons.push("not in sync (no successful apply since its driver connected)");
   if (h.lastError !== "") reasons.push(`last apply failed: ${h.lastError}`);

@@ -15,6 +15,7 @@ import type { StatusStore } from "./status-store.js";
 import type { StreamAdmission } from "./stream-admission.js";
 import { HostStream, type SyncHub } from "./sync-hub.js";
 import { missingFeatures, tooOldMessage } from "../contract/driver-features.js";
+import { createRefusedHosts } from "./refused-hosts.js";
 
 const HELLO_TIMEOUT_MS = 10_000;
 /** Streams one host may hold at once: a quick reconnect overlaps its old stream; the newest wins. */
@@ -53,6 +54,9 @@ export function createSyncService(opts: {
 }): DataplaneSyncServiceServer {
   const { graph, hub, status, replicaId, admission } = opts;
   const refused = (reason: SyncRefusal) => opts.onRefused?.(reason);
+  const refusedHosts = createRefusedHosts({
+    setHost: (h) => status.setHost(h), removeHost: (h) => status.removeHost(h), served: (h) => hub.hasHost(h), replicaId,
+  });
   /**
    * Open streams per host, oldest first (to supersede the oldest). `restore`
    * puts the stream's own view of the host (in sync, applied revision,
@@ -141,26 +145,34 @@ export function createSyncService(opts: {
               return;
             }
           }
-          // A driver lacking a feature this controller renders for (DESIGN
-          // §6.2) gets nothing: before anything is created for the host and
-          // before the host's hello tokens are spent (a newer driver of the
-          // same host, overlapping it, must not be delayed by its retries).
-          const missing = missingFeatures(m.value.features);
-          if (missing.length) {
-            const details = tooOldMessage(missing);
-            // What the hello announced is the client's: bounded before it is logged.
-            const announced = m.value.features.slice(0, 8).map((f) => f.slice(0, 40));
-            opts.logger.warn({ host: name, driverVersion: m.value.driverVersion.slice(0, 100), announced, missing }, "sync refused: driver too old");
-            refused("driver-features");
-            endWithStatus(call, grpc.status.FAILED_PRECONDITION, details);
-            return;
-          }
+          // Admission first: a refusal for any reason spends the host's and
+          // the replica's hello tokens, so a client repeating hellos that will
+          // be refused costs no more than one repeating good ones.
           const refusal = admission.hello(name);
           if (refusal) {
             refused(refusal.reason);
             endWithStatus(call, grpc.status.UNAVAILABLE, refusal.message);
             return;
           }
+          // A driver lacking a feature this controller renders for (DESIGN
+          // §6.2) gets nothing: no view, no stream, no update. Its host keeps
+          // a record saying why (refused-hosts.ts), so status and `wait` do
+          // not take a frozen host for an absent one.
+          const missing = missingFeatures(m.value.features);
+          if (missing.length) {
+            const details = tooOldMessage(missing);
+            refused("driver-features");
+            const record = refusedHosts.refused(name, m.value, details);
+            // Logged once per host and message: the driver retries with backoff.
+            if (record !== "same") {
+              // What the hello announced is the client's: bounded before it is logged.
+              const announced = m.value.features.slice(0, 8).map((f) => f.slice(0, 40));
+              opts.logger.warn({ host: name, driverVersion: m.value.driverVersion.slice(0, 100), announced, missing }, "sync refused: driver too old");
+            }
+            endWithStatus(call, grpc.status.FAILED_PRECONDITION, details);
+            return;
+          }
+          refusedHosts.accepted(name);
           clearTimeout(helloTimer);
           releasePending?.();
           releasePending = undefined;

@@ -9,7 +9,7 @@ import { call } from "../../services/contract/clients.js";
 import { documentToPb } from "../../services/contract/model-wire.js";
 import { DataplaneSyncServiceClient, type SyncResponse } from "../../services/gen/palisade/sync/v1/sync.js";
 import { parseDocuments } from "../../services/model/index.js";
-import { eventually } from "../support/binaries.js";
+import { eventually, palisadectl, requireBuild } from "../support/binaries.js";
 import { startTestController } from "../support/controller.js";
 
 let t: Awaited<ReturnType<typeof startTestController>>;
@@ -37,7 +37,10 @@ const refusedCount = async () => {
 };
 
 describe("driver features at hello", () => {
-  beforeAll(async () => { t = await startTestController({ heartbeatMs: 300, metricsListen: "127.0.0.1:0" }); });
+  beforeAll(async () => {
+    requireBuild();
+    t = await startTestController({ heartbeatMs: 300, metricsListen: "127.0.0.1:0" });
+  });
   afterAll(async () => { await t.stop(); });
 
   it("refuses a driver that announces no feature with FAILED_PRECONDITION, and sends it nothing at all", async () => {
@@ -72,6 +75,35 @@ describe("driver features at hello", () => {
     } finally {
       today.close();
       none.close();
+    }
+  });
+
+  it("a refused host stays visible: its status record says why, `wait` counts it as behind, and a capable driver takes the record over", async () => {
+    const w = await call(t.clients.policy, t.clients.policy.apply, { deletes: [], documents: parseDocuments([
+      { kind: "Profile", id: "frz", inbound_rules: [{}], outbound_rules: [{}] },
+      { kind: "Endpoint", host: "hvfrozen", orchestrator: "t", workload: "w", id: "e", name: "tapf", state: "active", ipv4_nets: ["198.18.7.2"], profile_ids: ["frz"] },
+    ]).map(documentToPb) });
+    const record = async () => (await call(t.clients.status, t.clients.status.getStatus, {})).hosts.find((h) => h.hostname === "hvfrozen");
+    const old = connect("hvfrozen", []);
+    try {
+      await eventually(async () => old.ended(), { what: "the refusal" });
+      const r = (await eventually(async () => record(), { what: "the refused host's record" }))!;
+      expect(r).toMatchObject({ connected: false, inSync: false, driverVersion: "old" });
+      expect(r.lastError).toMatch(/driver too old: lacks features \[.*set-layout.*\]; upgrade palisade-driver/);
+      const waited = await palisadectl(t.address, ["wait", "--revision", String(w.revision), "--timeout", "1"]);
+      expect(waited.code).not.toBe(0);
+      expect(waited.stderr).toMatch(/hvfrozen \(applied 0: refused by the controller: driver too old/);
+    } finally {
+      old.close();
+    }
+    // The upgraded driver connects: the record is its stream's, and `wait` returns.
+    const upgraded = connect("hvfrozen", ["set-layout", "flow-log"]);
+    try {
+      await eventually(async () => upgraded.batches.some((b) => b.inSync), { what: "the upgraded driver's snapshot" });
+      const r = await eventually(async () => { const h = await record(); return h?.connected ? h : undefined; }, { what: "the record is the stream's" });
+      expect(r!.lastError).toBe("");
+    } finally {
+      upgraded.close();
     }
   });
 

@@ -40,7 +40,7 @@ export function startSyncClient(opts: SyncClientOptions): SyncClient {
       const address = opts.controllers[index % opts.controllers.length]!;
       index++;
       const client = new DataplaneSyncServiceClient(address, opts.credentials ?? grpc.credentials.createInsecure(), CLIENT_OPTIONS);
-      let refused = false;
+      let refused: "identity" | "version" | undefined;
       let onAbort: (() => void) | undefined;
       const reason = await new Promise<string>((resolve) => {
         const c = client.sync();
@@ -66,7 +66,8 @@ export function startSyncClient(opts: SyncClientOptions): SyncClient {
           opts.onBatch(msg);
         });
         c.on("error", (err: grpc.ServiceError) => {
-          refused = err.code === grpc.status.PERMISSION_DENIED || err.code === grpc.status.UNAUTHENTICATED;
+          refused = err.code === grpc.status.PERMISSION_DENIED || err.code === grpc.status.UNAUTHENTICATED ? "identity"
+            : err.code === grpc.status.FAILED_PRECONDITION ? "version" : undefined;
           resolve(`${address}: ${err.details || err.message}`);
         });
         c.on("end", () => resolve(`${address}: stream ended`));
@@ -85,7 +86,10 @@ export function startSyncClient(opts: SyncClientOptions): SyncClient {
       const delay = backoff.next();
       // A refusal will not go away by itself (wrong certificate for this host,
       // or a certificate without the host role): say so loudly, keep retrying.
-      if (refused) logger.error({ reason, retryInMs: delay }, "controller refused this host: check --hostname against the certificate's CN and role; rules stay as they are");
+      if (refused === "identity") logger.error({ reason, retryInMs: delay }, "controller refused this host: check --hostname against the certificate's CN and role; rules stay as they are");
+      // The controller needs something this driver does not have (DESIGN
+      // §6.2): no update arrives until the driver is upgraded.
+      else if (refused === "version") logger.error({ reason, retryInMs: delay }, "controller refused this driver as too old: upgrade palisade-driver; rules stay as they are and follow no policy change meanwhile");
       else logger.warn({ reason, retryInMs: delay }, "controller stream lost; keeping current rules and reconnecting");
       await sleep(delay, abort.signal);
     }
