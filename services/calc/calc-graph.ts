@@ -161,7 +161,7 @@ export class CalcGraph {
     if (!oldR) return;
     this.profiles.delete(id);
     this.rendered.delete(id);
-    // Endpoint chains first stop jumping to the profile (they DROP in its
+    // Class chains first stop jumping to the profile (they DROP in its
     // place), then the profile's chains go: the coalescer orders it so.
     this.rerenderUsers(id);
     for (const host of this.profileHosts.get(id) ?? []) this.detachProfile(host, this.hosts.get(host)!, oldR);

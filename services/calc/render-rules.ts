@@ -1,10 +1,11 @@
 // Profile rules -> iptables rule specs, per IP family.
 //
 // Verdict plumbing (why marks): a packet between two local workloads must
-// pass the sender's outbound and the receiver's inbound rules, so endpoint
-// chains cannot ACCEPT; they RETURN on allow and DROP on deny. A profile
-// chain signals "allowed" to its endpoint chain by setting the accept mark
-// and returning; the endpoint chain returns as soon as it sees the mark.
+// pass the sender's outbound and the receiver's inbound rules, so the class
+// chains that run an endpoint's profiles (DESIGN §6.5) cannot ACCEPT; they
+// RETURN on allow and DROP on deny. A profile chain signals "allowed" to its
+// class chain by setting the accept mark and returning; the class chain
+// returns as soon as it sees the mark.
 import {
   PROTOCOL_NUMBERS, chunkPorts, formatAddress, parseCidr, protocolNumber, ruleFamilies,
   type IpVersion, type Match, type PortRange, type Profile, type Rule,

@@ -1,8 +1,8 @@
 // Tampering is repaired in about a second on the nft backend, not at the
 // next periodic read-back: the real driver binary (periodic check set to
 // 60 s) in a hypervisor namespace, a flow the policy denies, and someone
-// opening it — flushing pal-FORWARD, putting an ACCEPT on top of an
-// endpoint chain, deleting the hook jump from FORWARD. Each time the flow
+// opening it — flushing pal-FORWARD, putting an ACCEPT on top of the
+// receiver's class chain, deleting the hook jump from FORWARD. Each time the flow
 // must be closed again within 3 s; the repair latency is measured over the
 // rounds (time from the tampering command to the kernel holding our rules
 // again, polled with iptables -S) and printed.

@@ -203,7 +203,7 @@ describe("renderRules", () => {
     ]);
   });
 
-  it("an empty rule list renders an empty chain (the endpoint chain's DROP decides)", () => {
+  it("an empty rule list renders an empty chain (the class chain's DROP decides)", () => {
     expect(renderRules([], 4, cfg)).toEqual([]);
   });
 });
