@@ -14,10 +14,11 @@ import { startEtcd } from "../lab/etcd-process.js";
 import { createLab } from "../lab/lab.js";
 import { parseDocuments } from "../../services/model/index.js";
 import { packageRoot } from "../../services/runtime/package-root.js";
+import { orAbort } from "./deadline.js";
 import { summarize } from "./stats.js";
 
 /** With tls: the whole path under mTLS (certificates from deploy/tls/palisade-certs.sh). */
-export async function benchE2e(opts: { samples: number; endpoints: number; tls?: boolean }) {
+export async function benchE2e(opts: { samples: number; endpoints: number; tls?: boolean; signal?: AbortSignal }) {
   const dir = mkdtempSync(join(tmpdir(), "palisade-bench-"));
   const pki = join(dir, "pki");
   if (opts.tls) {
@@ -57,10 +58,10 @@ export async function benchE2e(opts: { samples: number; endpoints: number; tls?:
       if (waiter && applied >= waiter.rev) waiter.resolve();
     });
     stream.on("error", () => undefined);
-    const until = (rev: number) => new Promise<void>((resolve) => {
+    const until = (rev: number) => orAbort(new Promise<void>((resolve) => {
       if (applied >= rev) return resolve();
       waiter = { rev, resolve };
-    });
+    }), opts.signal, () => `waiting for hv1 to report revision ${rev} applied (applied so far: ${applied})`);
 
     const first = await applyDocs(base);
     await until(first.revision);

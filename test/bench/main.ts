@@ -1,67 +1,101 @@
-// npm run bench [-- --quick] [--only calc|fanout|driver|density|e2e|flows|openstack] [--json FILE]: performance figures, printed.
-// Not part of npm test: speed is measured here, behaviour is tested there.
+// npm run bench [-- --size full|quick|ci] [--quick] [--only calc|fanout|driver|density|e2e|flows|openstack] [--json FILE]:
+// performance figures, printed. Not part of npm test's pass/fail on speed:
+// speed is measured here, behaviour is tested there. `--size ci` runs every
+// section at a tiny size so that CI (test/e2e/bench-ci.test.ts) sees the
+// bench complete; its figures mean nothing. Every section runs under a
+// deadline (deadline.ts): a hang ends the run with exit code 1 and a message
+// naming the section and what it was waiting for.
 import { writeFileSync } from "node:fs";
 import { benchCalc } from "./calc-scale.js";
+import { DeadlineExceeded, withDeadline } from "./deadline.js";
 import { benchDensity, formatDensity } from "./density.js";
 import { benchDriver } from "./driver-apply.js";
 import { benchE2e } from "./e2e-latency.js";
 import { benchFanout } from "./fanout.js";
 import { benchFlows } from "./flows.js";
 import { benchOpenstack } from "./openstack.js";
+import { SIZES, type SizeName } from "./sizes.js";
 import { silenceIpServerNameWarning } from "../../services/runtime/tls.js";
 
 silenceIpServerNameWarning();
 
 const args = process.argv.slice(2);
+const valueOf = (flag: string) => (args.includes(flag) ? args[args.indexOf(flag) + 1] : undefined);
 // --only NAME: one section (e.g. --only flows).
-const only = args.includes("--only") ? args[args.indexOf("--only") + 1] : undefined;
-const quick = args.includes("--quick");
-const jsonAt = args.indexOf("--json");
+const only = valueOf("--only");
+const sizeName = (valueOf("--size") ?? (args.includes("--quick") ? "quick" : "full")) as SizeName;
+const size = SIZES[sizeName];
+if (!size) {
+  process.stderr.write(`bench: unknown --size '${sizeName}' (full, quick or ci)\n`);
+  process.exit(2);
+}
+const sections = ["calc", "fanout", "driver", "density", "e2e", "flows", "openstack"] as const;
+if (only !== undefined && !(sections as readonly string[]).includes(only)) {
+  process.stderr.write(`bench: unknown section '${only}' (${sections.join(", ")})\n`);
+  process.exit(2);
+}
+const jsonAt = valueOf("--json");
 const results: Record<string, unknown> = {};
+const seconds: Record<string, number> = {};
 
 function report(name: string, figures: Record<string, unknown>) {
   results[name] = figures;
   process.stdout.write(`${name.padEnd(8)} ${Object.entries(figures).map(([k, v]) => `${k}=${v}`).join(name === "openstack" ? "\n         " : "  ")}\n`);
 }
 
-const run = (name: string) => !only || only === name;
-
-if (run("calc")) {
-  report("calc", benchCalc(quick
-    ? { hosts: 200, endpointsPerHost: 100, profiles: 500, rulesPerProfile: 10, updates: 2000 }
-    : { hosts: 1000, endpointsPerHost: 100, profiles: 2000, rulesPerProfile: 10, updates: 5000 }));
+function writeJson() {
+  if (jsonAt !== undefined) writeFileSync(jsonAt, `${JSON.stringify({ ...results, size: sizeName, section_seconds: seconds }, null, 2)}\n`);
 }
 
-if (run("fanout")) report("fanout", await benchFanout({ streams: 1000, samples: quick ? 20 : 50 }));
+async function section(name: (typeof sections)[number], fn: (signal: AbortSignal) => Promise<void> | void) {
+  if (only && only !== name) return;
+  const t0 = performance.now();
+  try {
+    await withDeadline(name, size!.deadlineS[name] * 1000, fn);
+  } catch (e) {
+    // Figures gathered so far are kept; the failure is said in one line.
+    const why = e instanceof DeadlineExceeded ? e.message : `section '${name}' failed: ${e instanceof Error ? e.stack ?? e.message : String(e)}`;
+    results.failed = { section: name, error: why };
+    writeJson();
+    process.stderr.write(`bench: FAILED: ${why}\n`);
+    process.exit(1);
+  }
+  seconds[name] = Math.round((performance.now() - t0) / 100) / 10;
+}
 
-if (run("driver")) {
+await section("calc", () => { report("calc", benchCalc(size.calc)); });
+
+await section("fanout", async (signal) => { report("fanout", await benchFanout({ ...size.fanout, signal })); });
+
+await section("driver", async () => {
   for (const backend of ["nft", "legacy"] as const) {
-    const r = await benchDriver({ endpoints: 1000, profiles: 100, rulesPerProfile: 10, incrementalSamples: quick ? 10 : 30, backend });
+    const r = await benchDriver({ ...size.driver, backend });
     report(backend === "nft" ? "driver" : "driver_legacy", r);
   }
-}
+});
+
 // One host at growing density (issue #14): rules, first apply, single changes
 // vs. their raw floor; controller memory per endpoint.
-if (run("density")) {
-  const density = await benchDensity(quick
-    ? { sizes: [1000, 3000], backends: ["nft", "legacy"], samples: () => 10, memory: [100_000], baseline: 300 }
-    : { sizes: [1000, 3000, 6000], backends: ["nft", "legacy"], samples: (n) => (n >= 6000 ? 10 : 20), memory: [100_000, 300_000], baseline: 300 });
+await section("density", async () => {
+  const density = await benchDensity(size.density);
   results.density = density;
   process.stdout.write(formatDensity(density));
-}
-if (run("e2e")) {
-  const e2e = await benchE2e({ samples: quick ? 50 : 200, endpoints: quick ? 50 : 200 });
+});
+
+await section("e2e", async (signal) => {
+  const e2e = await benchE2e({ ...size.e2e, signal });
   report("e2e", e2e);
   // The same path under mutual TLS (controller, API client and driver each with a certificate).
-  const e2eTls = await benchE2e({ samples: quick ? 50 : 200, endpoints: quick ? 50 : 200, tls: true });
+  const e2eTls = await benchE2e({ ...size.e2e, tls: true, signal });
   report("e2e_tls", { ...e2eTls, p50_ratio_vs_plaintext: (e2eTls.p50_ms / e2e.p50_ms).toFixed(2), p99_ratio_vs_plaintext: (e2eTls.p99_ms / e2e.p99_ms).toFixed(2) });
-}
+});
 
 // Flow reports: a flood of denied new flows while policy changes are applied.
-if (run("flows")) report("flows", await benchFlows({ samples: quick ? 15 : 40, floodSeconds: quick ? 8 : 20, probes: quick ? 20 : 50 }));
+await section("flows", async (signal) => { report("flows", await benchFlows({ ...size.flows, signal })); });
 
 // palisade-openstack watch against a real Neutron (DESIGN §11.7): latency, idle-poll cost at two sizes, full resync.
-if (run("openstack")) report("openstack", await benchOpenstack({ sizes: quick ? [100, 500] : [100, 1000], samples: 20 }));
+await section("openstack", async (signal) => { report("openstack", await benchOpenstack({ ...size.openstack, signal })); });
 
-if (jsonAt >= 0) writeFileSync(args[jsonAt + 1]!, `${JSON.stringify(results, null, 2)}\n`);
+writeJson();
+process.stdout.write(`bench    size=${sizeName}  ${Object.entries(seconds).map(([k, v]) => `${k}_s=${v}`).join("  ")}\n`);
 process.exit(0);

@@ -13,7 +13,7 @@
 // - full resync: list everything, translate, reconcile (nothing to write),
 //   at the larger size.
 import { execa, type ResultPromise } from "execa";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { call, createClients } from "../../services/contract/clients.js";
@@ -28,11 +28,16 @@ import { packageRoot } from "../../services/runtime/package-root.js";
 import { startEtcd } from "../lab/etcd-process.js";
 import { createLab } from "../lab/lab.js";
 import { NeutronAdmin, neutronInstalled, startNeutron } from "../lab/neutron-process.js";
+import { orAbort } from "./deadline.js";
 import { round, summarize } from "./stats.js";
+
+const readLog = (file: string) => { try { return readFileSync(file, "utf8"); } catch { return ""; } };
+const tail = (file: string) => readLog(file).split("\n").slice(-15).join("\n") || "(empty)";
 
 type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 
-export async function benchOpenstack(opts: { sizes: [number, number]; samples: number }) {
+/** polls: idle polls timed per size and feed (default 10). */
+export async function benchOpenstack(opts: { sizes: [number, number]; samples: number; polls?: number; signal?: AbortSignal }) {
   if (!neutronInstalled()) return { skipped: "neutron-server not installed (deploy/dev/ensure-neutron.sh)" };
   const dir = mkdtempSync(join(tmpdir(), "palisade-bench-os-"));
   const etcd = await startEtcd({ dataDir: join(dir, "etcd") });
@@ -83,7 +88,7 @@ export async function benchOpenstack(opts: { sizes: [number, number]; samples: n
       await new Promise((r) => setTimeout(r, 1_100));
       const times: number[] = [];
       const before = client.stats();
-      const polls = 10;
+      const polls = opts.polls ?? 10;
       for (let i = 0; i < polls; i++) {
         const t0 = performance.now();
         const r = await w.poll();
@@ -127,17 +132,26 @@ export async function benchOpenstack(opts: { sizes: [number, number]; samples: n
       if (waiter && applied >= waiter.rev) waiter.resolve();
     });
     stream.on("error", () => undefined);
-    const appliedAt = (rev: number) => new Promise<void>((resolve) => {
+    const appliedAt = (rev: number) => orAbort(new Promise<void>((resolve) => {
       if (applied >= rev) return resolve();
       waiter = { rev, resolve };
-    });
+    }), opts.signal, () => `waiting for hv1 to report revision ${rev} applied (applied so far: ${applied})`);
+    const watchLog = (feed: ChangeFeed) => join(dir, `watch-${feed}.log`);
     const revision = async () => (await call(clients.policy, clients.policy.getRevision, {})).revision;
     const hv1Port = (await api.listAll("ports", "?binding:host_id=hv1&fields=id&limit=1")).ports[0].id as string;
+    let portFlips = 0;
     for (const feed of ["revisions", "changed-since"] as const) {
       watch = execa(process.execPath, [join(packageRoot(), "dist/services/openstack/main.js"), "--insecure", "--controller", `unix:${socket}`, "watch",
-        "--neutron-url", neutron.url, "--interval", "1", "--change-feed", feed, "--allow-mass-delete"], { reject: false, env: { OS_TOKEN: "noauth" }, stdout: "ignore", stderr: "ignore" });
-      // Wait for its first full sync (nothing to write: the resync above did it) and one idle poll.
-      await new Promise((r) => setTimeout(r, 4_000));
+        "--neutron-url", neutron.url, "--interval", "1", "--change-feed", feed, "--allow-mass-delete"], { reject: false, env: { OS_TOKEN: "noauth", PALISADE_LOG_LEVEL: "debug" }, stdout: "ignore", stderr: { file: watchLog(feed) } });
+      // Wait for its first full sync (its summary, "synced: …" or "in sync:
+      // nothing to write", carries "unchanged"; on a loaded machine the sync
+      // can take longer than any fixed wait, and a change made while it
+      // lists is another measurement) and one idle poll.
+      while (!/"unchanged":\d+/.test(readLog(watchLog(feed)))) {
+        if (opts.signal?.aborted) throw new Error(`aborted while waiting for palisade-openstack (${feed} feed) to finish its first sync; its log ends:\n${tail(watchLog(feed))}`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      await new Promise((r) => setTimeout(r, 1_500));
       const measure = async (change: (i: number) => Promise<unknown>) => {
         const written: number[] = [];
         const enforced: number[] = [];
@@ -149,6 +163,7 @@ export async function benchOpenstack(opts: { sizes: [number, number]; samples: n
           await change(i);
           let rev = rev0;
           while (rev === rev0) {
+            if (opts.signal?.aborted) throw new Error(`aborted while waiting for palisade-openstack (${feed} feed) to write change ${i + 1} (revision still ${rev0}); its log ends:\n${tail(watchLog(feed))}`);
             await new Promise((r) => setTimeout(r, 10));
             rev = await revision();
           }
@@ -161,7 +176,10 @@ export async function benchOpenstack(opts: { sizes: [number, number]; samples: n
       };
       const key = feed.replace("-", "_");
       out[`rule_change_${key}`] = await measure((i) => api.rule(groups[0]!.id, { protocol: "tcp", port_range_min: 10_000 + i + (feed === "revisions" ? 0 : 1000), port_range_max: 10_000 + i + (feed === "revisions" ? 0 : 1000) }));
-      out[`port_change_${key}`] = await measure((i) => api.updatePort(hv1Port, { security_groups: [groups[(i % 2) + 1]!.id] }));
+      // Alternates over both feeds' samples: with an odd count per feed, a
+      // per-feed alternation would start the second feed with the group the
+      // port already has (nothing to write, waited on for good).
+      out[`port_change_${key}`] = await measure(() => api.updatePort(hv1Port, { security_groups: [groups[(portFlips++ % 2) + 1]!.id] }));
       watch.kill("SIGTERM");
       await watch;
       watch = undefined;

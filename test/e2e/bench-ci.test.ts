@@ -1,0 +1,70 @@
+// `npm run bench` must complete (issue #19: with no --only it hung for good
+// in the fanout section, 1,000 streams refused by hello admission and never
+// retried). CI runs the built bench at its CI size — every section, tiny —
+// as a child process and checks that its --json output is complete. A hang
+// fails here too: each section has a deadline (test/bench/deadline.ts) and
+// the bench then exits 1 naming it. The figures mean nothing at this size;
+// only their presence is checked (DESIGN §8.6).
+import { execa } from "execa";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { expect, it } from "vitest";
+import { packageRoot } from "../../services/runtime/package-root.js";
+
+const BENCH = join(packageRoot(), "dist/test/bench/main.js");
+
+type Figures = Record<string, unknown>;
+const finite = (o: Figures, ...keys: string[]) => {
+  for (const k of keys) expect(Number.isFinite(o[k]), `${k} = ${String(o[k])}`).toBe(true);
+};
+
+it("npm run bench, CI size: every section completes (fanout retries refused hellos as drivers do) with figures in its JSON", async () => {
+  if (!existsSync(BENCH)) throw new Error("dist/test/bench is missing: run `npm run build` (npm test does it)");
+  const dir = mkdtempSync(join(tmpdir(), "palisade-bench-ci-"));
+  try {
+    const out = join(dir, "bench.json");
+    const t0 = Date.now();
+    const r = await execa(process.execPath, ["--max-semi-space-size=64", "--expose-gc", BENCH, "--size", "ci", "--json", out], {
+      reject: false, timeout: 420_000, all: true, env: { NO_COLOR: "1" },
+    });
+    const output = String(r.all ?? "");
+    console.log(`bench --size ci: ${((Date.now() - t0) / 1000).toFixed(1)} s, exit ${r.exitCode}\n${output.split("\n").filter((l) => l.startsWith("bench") || l.startsWith("fanout")).join("\n")}`);
+    expect(r.exitCode, output.slice(-4000)).toBe(0);
+    const j = JSON.parse(readFileSync(out, "utf8")) as Record<string, Figures>;
+    expect(j.failed).toBeUndefined();
+    expect(j.size).toBe("ci");
+    expect(Object.keys(j.section_seconds!).sort()).toEqual(["calc", "density", "driver", "e2e", "fanout", "flows", "openstack"]);
+
+    finite(j.calc!, "initial_ms", "snapshots_all_hosts_ms", "update_p50_ms", "update_p99_ms");
+    // Every stream connected, though admission refused most hellos at first:
+    // the retries are the drivers' backoff at work.
+    expect(j.fanout).toMatchObject({ streams: 200, samples: 5 });
+    finite(j.fanout!, "connect_s", "p50_ms", "p99_ms");
+    expect(j.fanout!.retries).toBeGreaterThan(0);
+    for (const d of [j.driver!, j.driver_legacy!]) {
+      expect(d.rules).toBeGreaterThan(0);
+      finite(d, "apply_ms", "raw_restore_ms", "incremental_apply_ms", "raw_incremental_ms");
+    }
+    const density = j.density as unknown as { rows: Figures[]; memory: Figures[] };
+    expect(density.rows.length).toBeGreaterThan(0);
+    for (const row of density.rows) {
+      finite(row, "rules", "first_apply_ms", "raw_first_apply_ms", "added_p50_ms", "address_p50_ms", "rule_p50_ms");
+      expect(row.kernel_rules_match, JSON.stringify(row)).toBe(true);
+    }
+    expect(density.memory.length).toBeGreaterThan(0);
+    for (const e of [j.e2e!, j.e2e_tls!]) {
+      expect(e.samples).toBe(5);
+      finite(e, "p50_ms", "p99_ms");
+    }
+    finite(j.flows!, "flood_per_s", "apply_idle_p50_ms", "apply_flood_p50_ms", "driver_cpu_pct");
+    expect(j.flows!.apply_samples).toMatch(/^[1-9]\d*\/[1-9]\d*$/);
+    // A real Neutron (npm test installs it): the section ran, not skipped.
+    expect(j.openstack!.skipped).toBeUndefined();
+    for (const k of ["rule_change_revisions", "port_change_revisions", "rule_change_changed_since", "port_change_changed_since"]) {
+      expect(j.openstack![k]).toMatch(/^written p50 [\d.]+ \/ p99 [\d.]+ ms, enforced p50 [\d.]+ \/ p99 [\d.]+ ms \(1\)$/);
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}, 450_000);
