@@ -10,7 +10,8 @@
 // refused hello (a refused driver retries with backoff well within it, so
 // the record stays while the driver does). A host served by a stream of
 // this replica is never overwritten, and a record is dropped the moment a
-// stream of the host is accepted.
+// stream of the host is accepted. Timers are unref'd and need no closing: an
+// expiry after the status store closed writes nothing (the store ignores it).
 import type { HostStatus } from "../contract/status.js";
 
 export interface RefusedHostsOptions {
@@ -36,7 +37,6 @@ export interface RefusedHosts {
   /** A stream of the host was accepted: its record is the stream's from now on. */
   accepted(host: string): void;
   readonly size: number;
-  close(): void;
 }
 
 export function createRefusedHosts(o: RefusedHostsOptions): RefusedHosts {
@@ -81,10 +81,6 @@ export function createRefusedHosts(o: RefusedHostsOptions): RefusedHosts {
     },
     get size() {
       return records.size;
-    },
-    close() {
-      for (const r of records.values()) clearTimeout(r.timer);
-      records.clear();
     },
   };
 }
