@@ -60,6 +60,8 @@ export function endpointToPb(e: Endpoint, revision = 0): pb.Endpoint {
     host: e.host, orchestrator: e.orchestrator, workload: e.workload, id: e.id, name: e.name,
     state: e.state === "active" ? pb.EndpointState.ENDPOINT_STATE_ACTIVE : pb.EndpointState.ENDPOINT_STATE_INACTIVE,
     mac: e.mac ?? "", ipv4Nets: e.ipv4Nets, ipv6Nets: e.ipv6Nets, profileIds: e.profileIds, labels: e.labels, revision,
+    network: e.network ?? "",
+    addressPairs: (e.addressPairs ?? []).map((a) => ({ ipAddress: a.net, macAddress: a.mac ?? "" })),
   };
 }
 
@@ -70,6 +72,8 @@ export function endpointFromPb(e: pb.Endpoint): Endpoint {
     ipv4Nets: e.ipv4Nets, ipv6Nets: e.ipv6Nets, profileIds: e.profileIds, labels: e.labels ?? {},
   };
   if (e.mac) out.mac = e.mac.toLowerCase();
+  if (e.network) out.network = e.network;
+  if (e.addressPairs?.length) out.addressPairs = e.addressPairs.map((a) => (a.macAddress ? { net: a.ipAddress, mac: a.macAddress.toLowerCase() } : { net: a.ipAddress }));
   return out;
 }
 

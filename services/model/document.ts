@@ -8,7 +8,7 @@ import { LIMITS } from "./limits.js";
 import { ID_RE, canonicalCidr, printable, validateEndpoint, validateProfile } from "./validate.js";
 import {
   endpointKeyString,
-  type Endpoint, type EndpointKey, type Match, type ModelObject, type PortRange, type Profile, type Rule,
+  type AddressPair, type Endpoint, type EndpointKey, type Match, type ModelObject, type PortRange, type Profile, type Rule,
 } from "./types.js";
 
 type Raw = Record<string, unknown>;
@@ -22,7 +22,9 @@ const PROFILE_KEYS = new Set(["kind", "id", "tags", "inbound_rules", "outbound_r
 const ENDPOINT_KEYS = new Set([
   "kind", "host", "orchestrator", "workload", "id", "name", "state", "mac",
   "ipv4_nets", "ipv6_nets", "ipv4_gateway", "ipv6_gateway", "profile_ids", "profile_id", "labels",
+  "network", "address_pairs",
 ]);
+const ADDRESS_PAIR_KEYS = new Set(["ip_address", "mac_address"]);
 
 /** Splits a file's text into raw documents (YAML streams, lists, JSON). */
 export function splitDocuments(text: string, source = "input"): unknown[] {
@@ -165,6 +167,10 @@ export function parseDocument(raw: unknown, index: number): { object?: ModelObje
       profileIds: profileIds ?? [],
       labels: reader.stringMap("labels") ?? {},
     };
+    const network = reader.string("network");
+    if (network !== undefined) endpoint.network = network;
+    const pairs = reader.list("address_pairs", (v, p) => parseAddressPair(v, p, report));
+    if (pairs?.length) endpoint.addressPairs = pairs;
     if (endpoint.mac === undefined) delete endpoint.mac;
     if (endpoint.ipv4Gateway === undefined) delete endpoint.ipv4Gateway;
     if (endpoint.ipv6Gateway === undefined) delete endpoint.ipv6Gateway;
@@ -174,6 +180,22 @@ export function parseDocument(raw: unknown, index: number): { object?: ModelObje
   }
   report("kind", kind === undefined ? "is required (Profile or Endpoint)" : `'${printable(String(kind))}' is not Profile or Endpoint`);
   return { issues };
+}
+
+/** `{ip_address, mac_address?}`, Neutron's spelling; a bare address is a host route. */
+function parseAddressPair(raw: unknown, path: string, report: (f: string, r: string) => void): AddressPair | undefined {
+  if (!isObject(raw)) {
+    report(path, "must be a mapping with ip_address (and optionally mac_address)");
+    return undefined;
+  }
+  const reader = new Reader(raw, `${path}.`, report);
+  reader.unknownKeys(ADDRESS_PAIR_KEYS);
+  const ip = reader.string("ip_address", true);
+  const mac = reader.string("mac_address")?.toLowerCase();
+  if (ip === undefined) return undefined;
+  // The version is only known once parsed; canonicalCidr leaves invalid text alone for validation to report.
+  const net = ip.includes("/") ? canonicalCidr(ip) : canonicalCidr(`${ip}/${ip.includes(":") ? 128 : 32}`);
+  return mac === undefined ? { net } : { net, mac };
 }
 
 /** A bare address in ipv4_nets/ipv6_nets means a host route. */
@@ -379,6 +401,8 @@ export function toDocument(o: ModelObject): Raw {
   if (e.ipv6Gateway !== undefined) out.ipv6_gateway = e.ipv6Gateway;
   out.profile_ids = e.profileIds;
   if (Object.keys(e.labels).length) out.labels = e.labels;
+  if (e.network !== undefined) out.network = e.network;
+  if (e.addressPairs?.length) out.address_pairs = e.addressPairs.map((a) => (a.mac === undefined ? { ip_address: a.net } : { ip_address: a.net, mac_address: a.mac }));
   return out;
 }
 

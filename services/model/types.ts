@@ -64,6 +64,23 @@ export interface Endpoint extends EndpointKey {
   ipv6Gateway?: string;
   profileIds: string[];
   labels: Record<string, string>;
+  /**
+   * The address scope (DESIGN §2.10): addresses are unique within a network,
+   * not across networks. Absent = the one default network.
+   */
+  network?: string;
+  /**
+   * Further (address or CIDR, MAC) pairs the endpoint may send from and
+   * receive for, as Neutron's allowed address pairs (DESIGN §2.11). A pair
+   * without a MAC uses the endpoint's own. Absent = none.
+   */
+  addressPairs?: AddressPair[];
+}
+
+/** One allowed address pair: a CIDR (host route for one address) and, optionally, its own MAC. */
+export interface AddressPair {
+  net: string;
+  mac?: string;
 }
 
 export type ModelObject =

@@ -141,6 +141,20 @@ export function validateEndpoint(e: Endpoint, report: Report): void {
       else if (c.prefix !== (version === 4 ? 32 : 128)) report(`${field}[${i}]`, `must be a host route (/${version === 4 ? 32 : 128})`);
     });
   }
+  if (e.network !== undefined) checkId(report, "network", e.network);
+  const pairs = e.addressPairs ?? [];
+  if (pairs.length > LIMITS.netsPerEndpoint) report("address_pairs", `at most ${LIMITS.netsPerEndpoint} entries`);
+  const pairNets = new Set<string>();
+  pairs.forEach((a, i) => {
+    const c = parseCidr(a.net);
+    // hash:net members must have a prefix of at least 1 (DESIGN §2.11).
+    if (!c) report(`address_pairs[${i}].ip_address`, `'${printable(a.net)}' is not an IP address or CIDR`);
+    else if (c.prefix === 0) report(`address_pairs[${i}].ip_address`, `a /0 pair cannot be programmed; give its two halves (${c.version === 4 ? "0.0.0.0/1 and 128.0.0.0/1" : "::/1 and 8000::/1"})`);
+    if (a.mac !== undefined && !MAC_RE.test(a.mac)) report(`address_pairs[${i}].mac_address`, "must be a MAC address like 02:00:00:00:00:01");
+    const key = `${a.net} ${a.mac ?? ""}`;
+    if (pairNets.has(key)) report(`address_pairs[${i}]`, `duplicate pair '${printable(a.net)}'${a.mac ? ` with ${a.mac}` : ""}`);
+    pairNets.add(key);
+  });
   for (const [field, gw, version] of [["ipv4_gateway", e.ipv4Gateway, 4], ["ipv6_gateway", e.ipv6Gateway, 6]] as const) {
     if (gw === undefined) continue;
     const c = parseCidr(gw);

@@ -37,6 +37,7 @@ const endpointDoc: fc.Arbitrary<Document> = fc.record({
   host: nasty, orchestrator: nasty, workload: nasty, id: nasty, name: nasty, state: fc.constantFrom(EndpointState.ENDPOINT_STATE_ACTIVE, EndpointState.ENDPOINT_STATE_UNSPECIFIED, 9 as EndpointState),
   mac: nasty, ipv4Nets: fc.array(nasty, { maxLength: 3 }), ipv6Nets: fc.array(nasty, { maxLength: 2 }), profileIds: fc.array(nasty, { maxLength: 3 }),
   labels: fc.dictionary(nasty, nasty, { maxKeys: 2 }), revision: fc.constant(0),
+  network: nasty, addressPairs: fc.array(fc.record({ ipAddress: nasty, macAddress: nasty }), { maxLength: 2 }),
 }).map((value) => ({ kind: { $case: "endpoint" as const, value } }));
 
 const deletion = fc.record({
@@ -119,7 +120,7 @@ describe("hostile input", () => {
     const ids = [...graph.profileIds()].slice(0, 60);
     await call(t.clients.policy, t.clients.policy.apply, { deletes: [], documents: [{ kind: { $case: "endpoint", value: {
       host: "hostile-h", orchestrator: "o", workload: "w", id: "e", name: "tap-h", state: EndpointState.ENDPOINT_STATE_ACTIVE, mac: "",
-      ipv4Nets: ["198.18.1.2/32"], ipv6Nets: [], profileIds: ids, labels: {}, revision: 0 } } }] }, 10_000);
+      ipv4Nets: ["198.18.1.2/32"], ipv6Nets: [], profileIds: ids, labels: {}, revision: 0, network: "", addressPairs: [] } } }] }, 10_000);
     await new Promise((res) => setTimeout(res, 300));
     let rules = 0;
     for (const u of graph.snapshot("hostile-h").updates) {

@@ -138,6 +138,16 @@ const refused: Case[] = [
   { what: "!src_net v6 + src_net v4", doc: inbound({ src_net: "10.0.0.0/8", "!src_net": "2001:db8::/32" }), document: "Profile db", field: "inbound_rules[0]", reason: /mixes IPv4 and IPv6/ },
   { what: "icmp + v6 CIDR", doc: inbound({ protocol: "icmp", src_net: "2001:db8::/32" }), document: "Profile db", field: "inbound_rules[0]", reason: /mixes IPv4 and IPv6/ },
   { what: "icmpv6 + v4 CIDR", doc: profile({ outbound_rules: [{ protocol: "icmpv6", dst_net: "198.18.0.0/15" }] }), document: "Profile db", field: "outbound_rules[0]", reason: /mixes IPv4 and IPv6/ },
+  // --- network and address pairs (DESIGN §2.10, §2.11)
+  { what: "network with a space", doc: { ...EP, network: "net 1" }, document: EP_NAME, field: "network", reason: /./ },
+  { what: "network not a string", doc: { ...EP, network: 7 }, document: EP_NAME, field: "network", reason: /string/ },
+  { what: "address pair not a mapping", doc: { ...EP, address_pairs: ["10.0.0.1"] }, document: EP_NAME, field: "address_pairs[0]", reason: /mapping/ },
+  { what: "address pair without ip_address", doc: { ...EP, address_pairs: [{ mac_address: "02:00:00:00:00:01" }] }, document: EP_NAME, field: "address_pairs[0].ip_address", reason: /required/ },
+  { what: "address pair with an unknown key", doc: { ...EP, address_pairs: [{ ip_address: "10.0.0.1", mac: "02:00:00:00:00:01" }] }, document: EP_NAME, field: "address_pairs[0].mac", reason: /^unknown field$/ },
+  { what: "address pair that is no address", doc: { ...EP, address_pairs: [{ ip_address: "10.0.0.300" }] }, document: EP_NAME, field: "address_pairs[0].ip_address", reason: /not an IP address or CIDR/ },
+  { what: "address pair /0", doc: { ...EP, address_pairs: [{ ip_address: "0.0.0.0/0" }] }, document: EP_NAME, field: "address_pairs[0].ip_address", reason: /0\.0\.0\.0\/1 and 128\.0\.0\.0\/1/ },
+  { what: "address pair with a bad MAC", doc: { ...EP, address_pairs: [{ ip_address: "10.0.0.1", mac_address: "00:00:5e:00:01" }] }, document: EP_NAME, field: "address_pairs[0].mac_address", reason: /MAC address/ },
+  { what: "the same address pair twice", doc: { ...EP, address_pairs: [{ ip_address: "10.244.0.0/16" }, { ip_address: "10.244.0.0/16" }] }, document: EP_NAME, field: "address_pairs[1]", reason: /duplicate pair/ },
 ];
 
 describe("validation: refused documents", () => {
@@ -169,7 +179,41 @@ const accepted: { what: string; doc: Raw }[] = [
   { what: "mac upper case", doc: { ...EP, mac: "02:AB:00:00:00:01" } },
   { what: "empty label value", doc: { ...EP, labels: { a: "" } } },
   { what: "inactive endpoint without addresses", doc: { ...EP, state: "inactive" } },
+  { what: "a network (a Neutron network id)", doc: { ...EP, network: "3f1c2a9e-5b7d-4c1e-9a2b-0d8e6f4a1b2c" } },
+  { what: "address pairs: a CIDR, an address with its own MAC, IPv6", doc: { ...EP, address_pairs: [{ ip_address: "10.244.0.0/16" }, { ip_address: "10.0.0.100", mac_address: "00:00:5E:00:01:07" }, { ip_address: "2001:db8::/64" }] } },
+  { what: "one address paired with two MACs", doc: { ...EP, address_pairs: [{ ip_address: "10.0.0.100", mac_address: "00:00:5e:00:01:07" }, { ip_address: "10.0.0.100" }] } },
 ];
+
+describe("validation: network and address pairs round-trip", () => {
+  it("canonicalises pairs (bare address = host route, host bits cleared, MAC lower case) and writes them back", async () => {
+    const { toDocument } = await import("../../services/model/document.js");
+    const [o] = parseDocuments([{ ...EP, network: "net-a", address_pairs: [{ ip_address: "10.244.7.9/16" }, { ip_address: "10.0.0.100", mac_address: "00:00:5E:00:01:07" }, { ip_address: "2001:db8::1" }] }]);
+    expect(o!.kind === "Endpoint" && o!.endpoint.network).toBe("net-a");
+    expect(o!.kind === "Endpoint" && o!.endpoint.addressPairs).toEqual([
+      { net: "10.244.0.0/16" }, { net: "10.0.0.100/32", mac: "00:00:5e:00:01:07" }, { net: "2001:db8::1/128" },
+    ]);
+    const doc = toDocument(o!);
+    expect(doc.network).toBe("net-a");
+    expect(doc.address_pairs).toEqual([{ ip_address: "10.244.0.0/16" }, { ip_address: "10.0.0.100/32", mac_address: "00:00:5e:00:01:07" }, { ip_address: "2001:db8::1/128" }]);
+    expect(parseDocuments([doc])).toEqual([o]);
+  });
+
+  it("documents without the fields mean what they always meant (no network, no pairs written)", async () => {
+    const { toDocument } = await import("../../services/model/document.js");
+    const [o] = parseDocuments([EP]);
+    expect(o!.kind === "Endpoint" && "network" in o!.endpoint).toBe(false);
+    expect(o!.kind === "Endpoint" && "addressPairs" in o!.endpoint).toBe(false);
+    const doc = toDocument(o!);
+    expect("network" in doc || "address_pairs" in doc).toBe(false);
+  });
+
+  it("crosses the wire unchanged", async () => {
+    const { endpointFromPb, endpointToPb } = await import("../../services/contract/model-wire.js");
+    const [o] = parseDocuments([{ ...EP, network: "net-a", address_pairs: [{ ip_address: "10.244.0.0/16" }, { ip_address: "10.0.0.100", mac_address: "00:00:5e:00:01:07" }] }, { ...EP, id: "port-2" }]);
+    const e = o!.kind === "Endpoint" ? o!.endpoint : undefined;
+    expect(endpointFromPb(endpointToPb(e!))).toEqual(e);
+  });
+});
 
 describe("validation: accepted documents", () => {
   it.each(accepted)("$what", ({ doc }) => {

@@ -157,11 +157,29 @@ export interface Endpoint {
   labels: { [key: string]: string };
   /** etcd mod revision of the stored object (output only). */
   revision: number;
+  /**
+   * Address scope: addresses are unique within a network, not across
+   * networks. Empty = the default network.
+   */
+  network: string;
+  /**
+   * Further (CIDR, MAC) pairs the endpoint may use (Neutron's allowed
+   * address pairs).
+   */
+  addressPairs: AddressPair[];
 }
 
 export interface Endpoint_LabelsEntry {
   key: string;
   value: string;
+}
+
+/** One allowed address pair. */
+export interface AddressPair {
+  /** An address (host route) or CIDR, prefix at least 1. */
+  ipAddress: string;
+  /** Empty = the endpoint's own MAC. */
+  macAddress: string;
 }
 
 /** host/orchestrator/workload/id */
@@ -905,6 +923,8 @@ function createBaseEndpoint(): Endpoint {
     profileIds: [],
     labels: {},
     revision: 0,
+    network: "",
+    addressPairs: [],
   };
 }
 
@@ -945,6 +965,12 @@ export const Endpoint: MessageFns<Endpoint> = {
     });
     if (message.revision !== 0) {
       writer.uint32(96).int64(message.revision);
+    }
+    if (message.network !== "") {
+      writer.uint32(106).string(message.network);
+    }
+    for (const v of message.addressPairs) {
+      AddressPair.encode(v!, writer.uint32(114).fork()).join();
     }
     return writer;
   },
@@ -1061,6 +1087,22 @@ export const Endpoint: MessageFns<Endpoint> = {
             message.revision = longToNumber(reader.int64());
             continue;
           }
+          case 13: {
+            if (tag !== 106) {
+              break;
+            }
+
+            message.network = reader.string();
+            continue;
+          }
+          case 14: {
+            if (tag !== 114) {
+              break;
+            }
+
+            message.addressPairs.push(AddressPair.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1112,6 +1154,12 @@ export const Endpoint: MessageFns<Endpoint> = {
         )
         : {},
       revision: isSet(object.revision) ? globalThis.Number(object.revision) : 0,
+      network: isSet(object.network) ? globalThis.String(object.network) : "",
+      addressPairs: globalThis.Array.isArray(object?.addressPairs)
+        ? object.addressPairs.map((e: any) => AddressPair.fromJSON(e))
+        : globalThis.Array.isArray(object?.address_pairs)
+        ? object.address_pairs.map((e: any) => AddressPair.fromJSON(e))
+        : [],
     };
   },
 
@@ -1159,6 +1207,12 @@ export const Endpoint: MessageFns<Endpoint> = {
     if (message.revision !== 0) {
       obj.revision = Math.round(message.revision);
     }
+    if (message.network !== "") {
+      obj.network = message.network;
+    }
+    if (message.addressPairs?.length) {
+      obj.addressPairs = message.addressPairs.map((e) => AddressPair.toJSON(e));
+    }
     return obj;
   },
 
@@ -1187,6 +1241,8 @@ export const Endpoint: MessageFns<Endpoint> = {
       {},
     );
     message.revision = object.revision ?? 0;
+    message.network = object.network ?? "";
+    message.addressPairs = object.addressPairs?.map((e) => AddressPair.fromPartial(e)) || [];
     return message;
   },
 };
@@ -1272,6 +1328,99 @@ export const Endpoint_LabelsEntry: MessageFns<Endpoint_LabelsEntry> = {
     const message = createBaseEndpoint_LabelsEntry();
     message.key = object.key ?? "";
     message.value = object.value ?? "";
+    return message;
+  },
+};
+
+function createBaseAddressPair(): AddressPair {
+  return { ipAddress: "", macAddress: "" };
+}
+
+export const AddressPair: MessageFns<AddressPair> = {
+  encode(message: AddressPair, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.ipAddress !== "") {
+      writer.uint32(10).string(message.ipAddress);
+    }
+    if (message.macAddress !== "") {
+      writer.uint32(18).string(message.macAddress);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AddressPair {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAddressPair();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.ipAddress = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.macAddress = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): AddressPair {
+    return {
+      ipAddress: isSet(object.ipAddress)
+        ? globalThis.String(object.ipAddress)
+        : isSet(object.ip_address)
+        ? globalThis.String(object.ip_address)
+        : "",
+      macAddress: isSet(object.macAddress)
+        ? globalThis.String(object.macAddress)
+        : isSet(object.mac_address)
+        ? globalThis.String(object.mac_address)
+        : "",
+    };
+  },
+
+  toJSON(message: AddressPair): unknown {
+    const obj: any = {};
+    if (message.ipAddress !== "") {
+      obj.ipAddress = message.ipAddress;
+    }
+    if (message.macAddress !== "") {
+      obj.macAddress = message.macAddress;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<AddressPair>): AddressPair {
+    return AddressPair.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<AddressPair>): AddressPair {
+    const message = createBaseAddressPair();
+    message.ipAddress = object.ipAddress ?? "";
+    message.macAddress = object.macAddress ?? "";
     return message;
   },
 };
