@@ -426,7 +426,10 @@ export class CalcGraph {
     if (ep) {
       const tags = new Set<string>();
       for (const id of ep.profileIds) for (const t of this.profiles.get(id)?.tags ?? []) tags.add(t);
-      next = { tags: [...tags].sort(), v4: ep.ipv4Nets.map(hostAddress), v6: ep.ipv6Nets.map(hostAddress) };
+      // A pair's net is a member of the endpoint's tags like a fixed address (DESIGN §2.11).
+      const pairs = ep.addressPairs ?? [];
+      const nets = (fixed: string[], v6: boolean) => [...new Set([...fixed, ...pairs.filter((p) => p.net.includes(":") === v6).map((p) => p.net)].map(hostAddress))].sort();
+      next = { tags: [...tags].sort(), v4: nets(ep.ipv4Nets, false), v6: nets(ep.ipv6Nets, true) };
     }
     if (deepEqual(old, next)) return;
     if (old) this.applyContrib(old, -1);

@@ -43,15 +43,42 @@ export const MAC_ROOT = "pal-from-wl-mac";
 /** The interface tree for MACs that no MAC set can hold: root and nodes keyed by interface-name prefix. */
 export const MAC_TREE_ROOT = "pal-from-wl-mact";
 export const macNode = (prefix: string) => name("pal-fm", prefix, CHAIN_MAX);
-/** bitmap:ip,mac over the /16 of an IPv4 address: `<address>,<MAC>` of endpoints with a MAC. */
-export const macSet = (ipv4: string) => {
+/**
+ * A network's short name in set and chain names (DESIGN §6.5): 12 base32
+ * characters of SHA-256 of its id. Two ids hashing alike would share MAC
+ * sets, where disagreeing claims get no member: fail closed, never open.
+ */
+export const networkHash = (network: string) => shortHash(network, 12);
+/**
+ * bitmap:ip,mac over the /16 of an IPv4 address: `<address>,<MAC>` claimed by
+ * active endpoints of one network. The default network (no `network`) keeps
+ * the names of hosts before networks: `pal4m-<a>-<b>`; a network's are
+ * `pal4m_<hash>-<a>-<b>`.
+ */
+export const macSet = (ipv4: string, network?: string) => {
   const [a, b] = ipv4.split(".");
-  return `pal4m-${Number(a)}-${Number(b)}`;
+  return `pal4m${network === undefined ? "" : `_${networkHash(network)}`}-${Number(a)}-${Number(b)}`;
 };
 /** hash:net,iface: (IPv4 address, interface) of endpoints without a MAC: they skip the MAC sets. */
 export const noMacSet = "pal4i-nomac";
-/** list:set of the host's MAC sets: one rule checks them all, so a new /16 is set members only. */
+/** list:set of the host's MAC sets of the default network: one rule checks them all, so a new /16 is set members only. */
 export { MAC_LIST_SET as macListSet } from "../contract/dataplane-names.js";
+/** list:set of one network's MAC sets. */
+export const networkMacListSet = (network: string) => `pal4mac_${networkHash(network)}`;
+/** hash:net,iface: (address, interface) whose MAC a network's MAC sets check: the lookup that picks the network. */
+export const networkScopeSet = (network: string) => `pal4iw_${networkHash(network)}`;
+/** The chain that checks a network's MAC sets. */
+export const networkMacChain = (network: string) => `pal-fmw_${networkHash(network)}`;
+/**
+ * An endpoint whose MACs no MAC set can hold (a CIDR pair with a MAC, an
+ * address allowed with two MACs): its (net, interface) pairs, IPv4, and its
+ * chain of (source, MAC) rules, both families; keyed by interface name.
+ */
+export const endpointMacSet = (iface: string) => `pal4ie-${iface}`;
+export const endpointMacChain = (iface: string) => `pal-fme-${iface}`;
+/** Nodes of the IPv4 MAC scope tree (networks and endpoint leaves, DESIGN §6.5): chain and union set. */
+export const macScopeNode = (prefix: string) => name("pal-fmn", prefix, CHAIN_MAX);
+export const macScopeNodeSet = (prefix: string) => name("pal4imn", prefix, IPSET_MAX);
 /** Class tree nodes (more than DISPATCH_FANOUT classes), keyed by class-hash prefix. */
 export const fromClassNode = (prefix: string) => `pal-cfn-${prefix}`;
 export const toClassNode = (prefix: string) => `pal-ctn-${prefix}`;

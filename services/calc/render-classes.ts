@@ -26,7 +26,8 @@ import { acceptMarkSpecs, markHex } from "./render-rules.js";
 import { DEFAULT_LOG_MARK } from "../contract/flow-report-format.js";
 import { clearMask, reportedDrop } from "./render-flow-reports.js";
 import {
-  ENTRY_CHAINS, MAC_ROOT, MAC_TREE_ROOT, classSet, fromClassChain, fromClassNode, inactiveSet, macListSet, macNode, noMacSet, nodeSet,
+  ENTRY_CHAINS, MAC_ROOT, MAC_TREE_ROOT, classSet, endpointMacChain, endpointMacSet, fromClassChain, fromClassNode, inactiveSet, macListSet,
+  macNode, macScopeNode, macScopeNodeSet, networkHash, networkMacChain, networkMacListSet, networkScopeSet, noMacSet, nodeSet,
   profileInboundChain, profileOutboundChain, toClassChain, toClassNode,
 } from "./names.js";
 
@@ -100,43 +101,124 @@ export function renderClassDispatch(tree: PrefixTree, family: IpVersion, cfg: Ca
   return out;
 }
 
+/** One (net, MAC) an endpoint may send with; no `mac`: any MAC (DESIGN §2.11). */
+export interface MacEntry {
+  /** A host address ("10.0.0.5") or a CIDR, as in the endpoint's set members. */
+  net: string;
+  /** Upper case. */
+  mac?: string;
+}
+
+/** An interface's IPv6 MAC check: one MAC for every source, or per-source entries. */
+export type MacCheck = { mac: string } | { entries: readonly MacEntry[] };
+
+/** What the MAC check of a host covers beyond the MAC sets of the default network. */
+export interface MacChecks {
+  /** IPv4: networks (ids) with a MAC scope on the host, each checked by its own MAC sets. */
+  networks: readonly string[];
+  /** IPv4: endpoints (by interface) whose MACs no MAC set can hold, checked by rules. */
+  v4Leaves: ReadonlyMap<string, readonly MacEntry[]>;
+  /** IPv6: the interface tree. */
+  v6: ReadonlyMap<string, MacCheck>;
+}
+
+/** The IPv4 MAC scope tree's key of a network and of an endpoint leaf: one tree over both. */
+export const networkScopeKey = (network: string) => `w${networkHash(network)}`;
+export const endpointScopeKey = (iface: string) => `e${iface}`;
+
+/** An endpoint's rules: RETURN on a (source, MAC) it may use (any entry: Neutron's OR), else DROP (s). */
+function entryRules(entries: readonly MacEntry[], chain: string, cfg: CalcConfig): string[] {
+  const rules = entries.map((e) => `-s ${e.net} ${e.mac !== undefined ? `-m mac --mac-source ${e.mac} ` : ""}-j RETURN`);
+  return [...rules, ...reportedDrop(cfg, "", "s", chain)];
+}
+
 /**
  * The MAC check of one family (DESIGN §6.5), called first by every
  * from-workload class chain; it returns unless it drops (s).
  *
- *   pal-from-wl-mac:  (v6) -j pal-from-wl-mact                  the interface tree
- *                     (v4) -m set --match-set pal4i-nomac src,src -j RETURN
- *                     (v4) -m set ! --match-set pal4mac src,src -> DROP
+ *   pal-from-wl-mac (v4):  -m set --match-set pal4i-nomac src,src -j RETURN
+ *                          …the MAC scope tree: networks and endpoint leaves…
+ *                          -m set ! --match-set pal4mac src,src -> DROP
+ *   pal-from-wl-mac (v6):  -j pal-from-wl-mact                  the interface tree
  *
  * IPv4 addresses of active endpoints with a MAC are in `bitmap:ip,mac` sets
- * (one per /16 in use, all listed in the `list:set` pal4mac): the packet's
- * source address must come with the endpoint's MAC. Adding such an
- * endpoint, and even the first one of a new /16, is set members only; the
- * addresses of endpoints without a MAC skip the check (pal4i-nomac). IPv6,
- * which no MAC set can hold, is checked by a prefix tree over interfaces: a
- * leaf drops a frame from its interface with another source MAC; nodes are
- * reached by goto, so falling off any of them returns to pal-from-wl-mac.
- * IPv4 has no interface tree at all (no chain, no jump): its MACs are all in
- * MAC sets.
+ * (one per /16 in use and network, listed in the network's `list:set`): the
+ * packet's source address must come with the endpoint's MAC. The default
+ * network's are checked by the last line; another network's by its chain
+ * (`pal-fmw_<hash>`), reached by a lookup of (source, interface) in the
+ * network's scope set — one host may hold one address on two networks with
+ * two MACs. Endpoints whose MACs no bitmap can hold (a CIDR pair with a MAC,
+ * an address allowed with two MACs) have a leaf chain of (source, MAC) rules
+ * (`pal-fme-<iface>`), reached the same way. Networks and leaves are one
+ * prefix tree whose nodes are found by union sets, so a new flow crosses
+ * O(log n) rules; nodes are reached by goto, leaves return to the class
+ * chain, a node falling off drops (its sets are being changed: fail closed).
+ * Adding an endpoint, even the first of a new /16, is set members only; the
+ * first endpoint of a network on the host adds a tree line.
+ *
+ * IPv6, which no MAC set can hold, is checked by a prefix tree over
+ * interfaces: a leaf drops a frame from its interface with another source
+ * MAC, or goes to the endpoint's leaf chain when its sources have different
+ * MACs; nodes are reached by goto, so falling off any of them returns to
+ * pal-from-wl-mac.
  */
-export function renderMacChains(treeMacs: ReadonlyMap<string, string>, family: IpVersion, cfg: CalcConfig): ChainDef[] {
+export function renderMacChains(checks: MacChecks, family: IpVersion, cfg: CalcConfig): ChainDef[] {
   const out: ChainDef[] = [];
   if (family === 4) {
-    if (treeMacs.size) throw new Error("IPv4 MACs are checked by MAC sets, not by an interface tree");
-    const root = [`-m set --match-set ${noMacSet} src,src -j RETURN`, ...reportedDrop(cfg, `-m set ! --match-set ${macListSet} src,src`, "s", MAC_ROOT)];
-    out.push({ table: "filter", family, name: MAC_ROOT, rules: root });
+    const leaves = new Map<string, { set: string; chain: string; rules: string[] }>();
+    for (const n of checks.networks) {
+      const chain = networkMacChain(n);
+      leaves.set(networkScopeKey(n), { set: networkScopeSet(n), chain, rules: reportedDrop(cfg, `-m set ! --match-set ${networkMacListSet(n)} src,src`, "s", chain) });
+    }
+    for (const [iface, entries] of checks.v4Leaves) {
+      const chain = endpointMacChain(iface);
+      leaves.set(endpointScopeKey(iface), { set: endpointMacSet(iface), chain, rules: entryRules(entries, chain, cfg) });
+    }
+    const tree = prefixTree([...leaves.keys()].sort());
+    const match = (set: string) => `-m set --match-set ${set} src,src`;
+    for (const [prefix, entries] of tree.nodes) {
+      const chain = prefix === "" ? MAC_ROOT : macScopeNode(prefix);
+      const rules: string[] = prefix === "" ? [`${match(noMacSet)} -j RETURN`] : [];
+      for (const e of entries) {
+        if ("child" in e) rules.push(`${match(macScopeNodeSet(e.child))} -g ${macScopeNode(e.child)}`);
+        else rules.push(`${match(leaves.get(e.leaf)!.set)} -g ${leaves.get(e.leaf)!.chain}`);
+      }
+      if (prefix === "") rules.push(...reportedDrop(cfg, `-m set ! --match-set ${macListSet} src,src`, "s", MAC_ROOT));
+      else rules.push(...reportedDrop(cfg, "", "s", chain));
+      out.push({ table: "filter", family, name: chain, rules });
+    }
+    for (const l of leaves.values()) out.push({ table: "filter", family, name: l.chain, rules: l.rules });
     return out;
   }
   out.push({ table: "filter", family, name: MAC_ROOT, rules: [`-j ${MAC_TREE_ROOT}`] });
-  const tree = prefixTree([...treeMacs.keys()].sort());
+  const tree = prefixTree([...checks.v6.keys()].sort());
   for (const [prefix, entries] of tree.nodes) {
     const chain = prefix === "" ? MAC_TREE_ROOT : macNode(prefix);
     const rules: string[] = [];
     for (const e of entries) {
-      if ("child" in e) rules.push(`-i ${e.child}+ -g ${macNode(e.child)}`);
-      else rules.push(...reportedDrop(cfg, `-i ${e.leaf} -m mac ! --mac-source ${treeMacs.get(e.leaf)}`, "s", chain));
+      if ("child" in e) {
+        rules.push(`-i ${e.child}+ -g ${macNode(e.child)}`);
+        continue;
+      }
+      const check = checks.v6.get(e.leaf)!;
+      if ("mac" in check) rules.push(...reportedDrop(cfg, `-i ${e.leaf} -m mac ! --mac-source ${check.mac}`, "s", chain));
+      else {
+        rules.push(`-i ${e.leaf} -g ${endpointMacChain(e.leaf)}`);
+        out.push({ table: "filter", family, name: endpointMacChain(e.leaf), rules: entryRules(check.entries, endpointMacChain(e.leaf), cfg) });
+      }
     }
     out.push({ table: "filter", family, name: chain, rules });
   }
   return out;
+}
+
+/**
+ * The IPv4 MAC scope tree (networks and endpoint leaves), as
+ * renderMacChains walks it: for the layout's union sets of its nodes.
+ */
+export function macScopeTree(checks: Pick<MacChecks, "networks" | "v4Leaves">): { tree: PrefixTree; leafSet: Map<string, string> } {
+  const leafSet = new Map<string, string>();
+  for (const n of checks.networks) leafSet.set(networkScopeKey(n), networkScopeSet(n));
+  for (const iface of checks.v4Leaves.keys()) leafSet.set(endpointScopeKey(iface), endpointMacSet(iface));
+  return { tree: prefixTree([...leafSet.keys()].sort()), leafSet };
 }

@@ -14,49 +14,118 @@ import type { CalcConfig } from "./calc-config.js";
 import { chainKey, sameRules, type ChainDef } from "./desired-state.js";
 import { reportedDrop } from "./render-flow-reports.js";
 import type { HostLayout, HostOutput, LocalSet } from "./host-layout.js";
-import { ENTRY_CHAINS, classKey, classSet, inactiveSet, macListSet, macSet, noMacSet, nodeSet } from "./names.js";
+import {
+  ENTRY_CHAINS, classKey, classSet, endpointMacSet, inactiveSet, macListSet, macScopeNodeSet, macSet, networkMacListSet, networkScopeSet, noMacSet, nodeSet,
+} from "./names.js";
 import { prefixTree, type PrefixTree } from "./prefix-tree.js";
-import { renderClassDispatch, renderMacChains } from "./render-classes.js";
+import { macScopeTree, renderClassDispatch, renderMacChains, type MacCheck, type MacEntry } from "./render-classes.js";
 
 const FAMILIES: readonly IpVersion[] = [4, 6];
-const NO_MACS: ReadonlyMap<string, string> = new Map();
+
+/** One endpoint's claim of a MAC for an IPv4 address, in its network's MAC set (rank 0: a fixed IP; 1: a pair). */
+interface Claim {
+  set: string;
+  list: string;
+  ip: string;
+  mac: string;
+  rank: 0 | 1;
+}
 
 /** What an interface contributes, derived from its endpoint when that changes. */
 interface Placement {
   cls?: string;
   profileIds?: readonly string[];
-  /** The MAC the IPv6 interface tree checks (no MAC set type holds IPv6 addresses). */
-  ipv6Mac?: string;
-  /** [set name, family, member]. */
+  /** The endpoint's network: its MAC scope lives while an endpoint here names it. */
+  network?: string;
+  /** IPv4 entries no MAC set can hold: the endpoint's leaf chain (whatever its state). */
+  v4Leaf?: readonly MacEntry[];
+  /** The IPv6 check of the interface tree (no MAC set type holds IPv6 addresses). */
+  v6Check?: MacCheck;
+  /** [set name, family, member]: the interface's own members. */
   members: [string, IpVersion, string][];
+  claims: Claim[];
 }
 
+interface Entry extends MacEntry {
+  fixed: boolean;
+}
+
+const sameJson = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
+
+/** An endpoint's (net, MAC) entries without duplicates, sorted: its leaf chain's rules. */
+function leafEntries(entries: readonly Entry[]): MacEntry[] {
+  const seen = new Map<string, MacEntry>();
+  for (const e of entries) seen.set(`${e.net} ${e.mac ?? ""}`, e.mac === undefined ? { net: e.net } : { net: e.net, mac: e.mac });
+  return [...seen.keys()].sort().map((k) => seen.get(k)!);
+}
+
+/**
+ * An interface's placement (DESIGN §6.5, §2.10, §2.11). Fixed addresses and
+ * pairs are members alike (class or inactive set). The MAC check, IPv4:
+ * every (address, MAC) entry with one MAC is a claim in the MAC sets of the
+ * endpoint's network (and, off the default network, a member of the
+ * network's scope set); entries without any MAC are no-MAC members (a CIDR
+ * too); an endpoint with a CIDR pair that has a MAC, or an address allowed
+ * with two MACs, has a leaf chain instead. IPv6: one MAC for all sources is
+ * the interface tree's one line, different MACs the endpoint's leaf chain.
+ */
 function placement(ep: Endpoint, name: string): Placement {
   const active = ep.state === "active";
   const cls = active ? classKey(ep.profileIds) : undefined;
+  const mac = ep.mac?.toUpperCase();
+  const entries: Record<IpVersion, Entry[]> = { 4: [], 6: [] };
+  for (const n of ep.ipv4Nets) entries[4].push({ net: hostAddress(n), mac, fixed: true });
+  for (const n of ep.ipv6Nets) entries[6].push({ net: hostAddress(n), mac, fixed: true });
+  for (const p of ep.addressPairs ?? []) entries[p.net.includes(":") ? 6 : 4].push({ net: hostAddress(p.net), mac: p.mac?.toUpperCase() ?? mac, fixed: false });
   const members: Placement["members"] = [];
+  const seen = new Set<string>();
+  const member = (set: string, f: IpVersion, m: string) => {
+    if (seen.has(`${set}\t${m}`)) return;
+    seen.add(`${set}\t${m}`);
+    members.push([set, f, m]);
+  };
   for (const f of FAMILIES) {
     const set = cls !== undefined ? classSet(cls, f) : inactiveSet(f);
-    for (const net of f === 4 ? ep.ipv4Nets : ep.ipv6Nets) members.push([set, f, `${hostAddress(net)},${name}`]);
+    for (const e of entries[f]) member(set, f, `${e.net},${name}`);
   }
-  // MAC: IPv4 addresses (host routes: validation allows nothing else) of
-  // active endpoints by MAC sets (an inactive one is dropped first anyway;
-  // its claims would only get in an active one's way), IPv6 by the
-  // interface tree, whatever the state (its chains stay as they are when
-  // an endpoint is (de)activated).
-  const mac = ep.mac?.toUpperCase();
-  if (active) {
-    for (const net of ep.ipv4Nets) {
-      const a = hostAddress(net);
-      members.push(mac !== undefined ? [macSet(a), 4, `${a},${mac}`] : [noMacSet, 4, `${a},${name}`]);
+  // IPv4 by address: which MACs each host address may use (any entry without one: any MAC).
+  const byAddr = new Map<string, { macs: Set<string>; any: boolean; fixed: boolean }>();
+  let leaf = false;
+  for (const e of entries[4]) {
+    if (e.net.includes("/")) {
+      if (e.mac !== undefined) leaf = true; // a CIDR cannot be a bitmap member
+      continue;
+    }
+    let g = byAddr.get(e.net);
+    if (!g) byAddr.set(e.net, (g = { macs: new Set(), any: false, fixed: false }));
+    if (e.mac === undefined) g.any = true;
+    else g.macs.add(e.mac);
+    if (e.fixed) g.fixed = true;
+  }
+  for (const g of byAddr.values()) if (!g.any && g.macs.size > 1) leaf = true; // a bitmap holds one MAC per address
+  const claims: Claim[] = [];
+  const v4Leaf = leaf ? leafEntries(entries[4]) : undefined;
+  // Only active endpoints claim (an inactive one is dropped first anyway; its
+  // claims would only get in an active one's way); leaf chains stay whatever
+  // the state, so (de)activation is set members only.
+  if (active && v4Leaf) for (const e of v4Leaf) member(endpointMacSet(name), 4, `${e.net},${name}`);
+  if (active && !v4Leaf) {
+    for (const e of entries[4]) if (e.mac === undefined) member(noMacSet, 4, `${e.net},${name}`);
+    for (const [ip, g] of byAddr) {
+      if (g.any) continue;
+      const list = ep.network === undefined ? macListSet : networkMacListSet(ep.network);
+      claims.push({ set: macSet(ip, ep.network), list, ip, mac: [...g.macs][0]!, rank: g.fixed ? 0 : 1 });
+      if (ep.network !== undefined) member(networkScopeSet(ep.network), 4, `${ip},${name}`);
     }
   }
-  const ipv6Mac = mac !== undefined && ep.ipv6Nets.length ? mac : undefined;
-  return active ? { cls, profileIds: ep.profileIds, ipv6Mac, members } : { ipv6Mac, members };
+  let v6Check: MacCheck | undefined;
+  if (entries[6].some((e) => e.mac !== undefined)) {
+    const macs = new Set(entries[6].map((e) => e.mac));
+    v6Check = macs.size === 1 ? { mac: [...macs][0]! } : { entries: leafEntries(entries[6]) };
+  }
+  const base = { network: ep.network, v4Leaf, v6Check, members, claims };
+  return active ? { cls, profileIds: ep.profileIds, ...base } : base;
 }
-
-/** MAC set members are claims (an address may be claimed by several endpoints); the rest are the interface's own. */
-const isMacClaim = (m: [string, IpVersion, string]) => m[0].startsWith("pal4m-");
 
 export class SetHostLayout implements HostLayout {
   /** Interface name -> the endpoints on it, by key (more than one is a conflict: nothing of either is placed). */
@@ -69,19 +138,25 @@ export class SetHostLayout implements HostLayout {
   private readonly local = new Map<string, { family: IpVersion; members: Set<string> }>();
   /** The host's own chains: entry chains, class chains and trees, MAC chains. */
   private readonly chains = new Map<string, ChainDef>();
-  /** IPv6 interface tree: interface -> MAC. */
-  private readonly ipv6Macs = new Map<string, string>();
+  /** IPv6 interface tree: interface -> its check. */
+  private readonly v6Checks = new Map<string, MacCheck>();
+  /** IPv4 endpoint leaves of the MAC scope tree: interface -> entries. */
+  private readonly v4Leaves = new Map<string, readonly MacEntry[]>();
+  /** Networks named by endpoints placed here -> how many: each has a MAC scope (list set, scope set, chain). */
+  private readonly networks = new Map<string, number>();
   /**
-   * IPv4 address -> MAC -> how many active endpoints here claim it. A MAC
-   * set holds one MAC per address: it gets one only when exactly one MAC is
-   * claimed (two endpoints disagreeing get none: fail closed).
+   * MAC set + IPv4 address -> per rank (fixed IPs, pairs), MAC -> how many
+   * active endpoints here claim it. A MAC set holds one MAC per address: the
+   * best rank claimed decides ("fixed IPs win"), and it gets a member only
+   * when exactly one MAC is claimed at that rank (two endpoints disagreeing
+   * get none: fail closed).
    */
-  private readonly macClaims = new Map<string, Map<string, number>>();
-  /** MAC set (per /16) -> claims in it: the set lives while it has any. */
+  private readonly macClaims = new Map<string, [Map<string, number>, Map<string, number>]>();
+  /** MAC set (per /16 and network) -> claims in it: the set lives while it has any. */
   private readonly macSetClaims = new Map<string, number>();
-  /** The class tree the current node sets follow. */
-  private tree: PrefixTree | undefined;
-  /** Left to render at flush: classes came or went / a profile came or went / an IPv6 MAC changed. */
+  /** Leaf set -> the node sets above it (class tree, MAC scope tree): members go to both. */
+  private readonly above = new Map<string, string[]>();
+  /** Left to render at flush: classes came or went / a profile came or went / a MAC tree changed. */
   private readonly stale = { classes: false, classChains: false, macs: false };
 
   /** Creates the host's sets and chains of a host without endpoints, emitting them. */
@@ -134,9 +209,10 @@ export class SetHostLayout implements HostLayout {
   }
 
   /**
-   * Moves an interface's set members, class reference and MAC to what its
-   * endpoint says now: set deltas only, unless a class appears or goes or
-   * an IPv6 MAC changes (then chains are re-rendered at flush).
+   * Moves an interface's set members, class reference and MAC claims to what
+   * its endpoint says now: set deltas only, unless a class appears or goes, a
+   * network appears on the host or leaves it, or a MAC leaf (IPv4 leaf chain,
+   * IPv6 tree line) changes (then chains are re-rendered at flush).
    */
   private place(name: string): void {
     const before = this.placed.get(name);
@@ -144,66 +220,98 @@ export class SetHostLayout implements HostLayout {
     if (before === after) return;
     const prev = before && placement(before, name);
     const next = after && placement(after, name);
+    // What members need exists first: class sets, a network's sets, the leaf set.
     if (next?.cls && next.cls !== prev?.cls) this.classRef(next.cls, next.profileIds!, +1);
+    if (next?.network !== undefined && next.network !== prev?.network) this.networkRef(next.network, +1);
+    if (next?.v4Leaf && !prev?.v4Leaf) this.createLocal(endpointMacSet(name), 4, []);
+    const claimKey = (c: Claim) => `${c.set}\t${c.ip}\t${c.mac}\t${c.rank}`;
+    const nextClaims = new Set(next?.claims.map(claimKey));
+    const prevClaims = new Set(prev?.claims.map(claimKey));
+    // Claims in before claims out: a MAC set keeps living through a change of MAC.
+    for (const c of next?.claims ?? []) if (!prevClaims.has(claimKey(c))) this.macClaim(c, +1);
     const key = (m: [string, IpVersion, string]) => `${m[0]}\t${m[2]}`;
     const nextKeys = new Set(next?.members.map(key));
     const prevKeys = new Set(prev?.members.map(key));
-    for (const m of prev?.members ?? []) {
-      if (nextKeys.has(key(m))) continue;
-      if (isMacClaim(m)) this.macClaim(m[0], m[2], -1);
-      else this.localChange(m[0], m[1], m[2], false, prev!.cls);
-    }
-    for (const m of next?.members ?? []) {
-      if (prevKeys.has(key(m))) continue;
-      if (isMacClaim(m)) this.macClaim(m[0], m[2], +1);
-      else this.localChange(m[0], m[1], m[2], true, next!.cls);
-    }
+    for (const m of prev?.members ?? []) if (!nextKeys.has(key(m))) this.localChange(m[0], m[1], m[2], false);
+    for (const m of next?.members ?? []) if (!prevKeys.has(key(m))) this.localChange(m[0], m[1], m[2], true);
+    for (const c of prev?.claims ?? []) if (!nextClaims.has(claimKey(c))) this.macClaim(c, -1);
+    if (prev?.v4Leaf && !next?.v4Leaf) this.removeLocal(endpointMacSet(name));
+    if (prev?.network !== undefined && prev.network !== next?.network) this.networkRef(prev.network, -1);
     if (prev?.cls && prev.cls !== next?.cls) this.classRef(prev.cls, prev.profileIds!, -1);
-    if (prev?.ipv6Mac !== next?.ipv6Mac) {
-      if (next?.ipv6Mac !== undefined) this.ipv6Macs.set(name, next.ipv6Mac);
-      else this.ipv6Macs.delete(name);
-      this.stale.macs = true;
-      this.out.touch();
+    if (!sameJson(prev?.v4Leaf, next?.v4Leaf)) {
+      if (next?.v4Leaf) this.v4Leaves.set(name, next.v4Leaf);
+      else this.v4Leaves.delete(name);
+      this.macsStale();
+    }
+    if (!sameJson(prev?.v6Check, next?.v6Check)) {
+      if (next?.v6Check) this.v6Checks.set(name, next.v6Check);
+      else this.v6Checks.delete(name);
+      this.macsStale();
     }
     if (after) this.placed.set(name, after);
     else this.placed.delete(name);
   }
 
+  private macsStale(): void {
+    this.stale.macs = true;
+    this.out.touch();
+  }
+
+  /** A network's MAC scope on this host: its list set and scope set live while an endpoint here names the network. */
+  private networkRef(network: string, sign: 1 | -1): void {
+    const n = (this.networks.get(network) ?? 0) + sign;
+    if (n > 0) this.networks.set(network, n);
+    else this.networks.delete(network);
+    if (sign > 0 && n === 1) {
+      this.createLocal(networkMacListSet(network), 4, []);
+      this.createLocal(networkScopeSet(network), 4, []);
+      this.macsStale();
+    } else if (sign < 0 && n === 0) {
+      this.removeLocal(networkScopeSet(network));
+      this.removeLocal(networkMacListSet(network));
+      this.macsStale();
+    }
+  }
+
   /**
-   * One endpoint's claim `<address>,<MAC>` on a MAC set, in or out. The set
-   * (and its entry in the list set) lives while it has claims; the address
-   * is in it with a MAC only while exactly one MAC is claimed for it.
+   * One endpoint's claim of a MAC for an address, in or out. The MAC set
+   * (and its entry in its network's list set) lives while it has claims; the
+   * address has a member while exactly one MAC is claimed at the best rank.
    */
-  private macClaim(set: string, claim: string, sign: 1 | -1): void {
-    const comma = claim.indexOf(",");
-    const [ip, mac] = [claim.slice(0, comma), claim.slice(comma + 1)];
+  private macClaim(c: Claim, sign: 1 | -1): void {
+    const { set, list, ip, mac, rank } = c;
     if (sign > 0) {
       const n = this.macSetClaims.get(set) ?? 0;
       if (n === 0) {
         this.createLocal(set, 4, []);
-        this.localChange(macListSet, 4, set, true, undefined);
+        this.localChange(list, 4, set, true);
       }
       this.macSetClaims.set(set, n + 1);
     }
-    const claims = this.macClaims.get(ip) ?? new Map<string, number>();
-    const only = () => (claims.size === 1 ? [...claims.keys()][0] : undefined);
+    const k = `${set}\t${ip}`;
+    const ranks = this.macClaims.get(k) ?? [new Map<string, number>(), new Map<string, number>()];
+    const only = () => {
+      const best = ranks[0].size ? ranks[0] : ranks[1];
+      return best.size === 1 ? [...best.keys()][0] : undefined;
+    };
     const before = only();
+    const claims = ranks[rank];
     const count = (claims.get(mac) ?? 0) + sign;
     if (count > 0) claims.set(mac, count);
     else claims.delete(mac);
-    if (claims.size) this.macClaims.set(ip, claims);
-    else this.macClaims.delete(ip);
+    if (ranks[0].size || ranks[1].size) this.macClaims.set(k, ranks);
+    else this.macClaims.delete(k);
     const after = only();
     if (before !== after) {
-      if (before !== undefined) this.localChange(set, 4, `${ip},${before}`, false, undefined);
-      if (after !== undefined) this.localChange(set, 4, `${ip},${after}`, true, undefined);
+      if (before !== undefined) this.localChange(set, 4, `${ip},${before}`, false);
+      if (after !== undefined) this.localChange(set, 4, `${ip},${after}`, true);
     }
     if (sign < 0) {
       const n = (this.macSetClaims.get(set) ?? 1) - 1;
       if (n > 0) this.macSetClaims.set(set, n);
       else {
         this.macSetClaims.delete(set);
-        this.localChange(macListSet, 4, set, false, undefined);
+        this.localChange(list, 4, set, false);
         this.removeLocal(set);
       }
     }
@@ -242,13 +350,9 @@ export class SetHostLayout implements HostLayout {
     this.out.emit({ type: "ipset-remove", name, family: set.family });
   }
 
-  /** One member in or out of a local set, and of the tree-node sets above its class. */
-  private localChange(name: string, family: IpVersion, member: string, add: boolean, cls: string | undefined): void {
-    const names = [name];
-    if (cls !== undefined && name === classSet(cls, family)) {
-      for (const prefix of this.tree?.paths.get(cls) ?? []) names.push(nodeSet(prefix, family));
-    }
-    for (const n of names) {
+  /** One member in or out of a local set, and of the tree-node sets above it. */
+  private localChange(name: string, family: IpVersion, member: string, add: boolean): void {
+    for (const n of [name, ...(this.above.get(name) ?? [])]) {
       const set = this.local.get(n);
       if (!set) continue; // gone with its class, or a node set the next tree re-derives
       if (add ? set.members.has(member) : !set.members.has(member)) continue;
@@ -275,43 +379,60 @@ export class SetHostLayout implements HostLayout {
   /**
    * Re-renders what is stale: with `classes`, the class tree, its node sets,
    * the roots and the class chains; with `classChains`, the class chains (a
-   * profile came or went); with `macs`, the MAC chains. Removes the chains
-   * of those kinds that are no longer wanted.
+   * profile came or went); with `macs`, the MAC scope tree's node sets and
+   * the MAC chains. Removes the chains of those kinds that are no longer wanted.
    */
   private render(what: { classes: boolean; classChains: boolean; macs: boolean }): void {
-    if (what.classes) this.deriveClassTree();
+    if (what.classes) {
+      const tree = prefixTree([...this.classes.keys()].sort());
+      this.deriveNodeSets(tree, (cls) => FAMILIES.map((f) => classSet(cls, f)), (prefix, leafSet) => nodeSet(prefix, this.local.get(leafSet)!.family), /^pal[46]in-/);
+      this.classTree = tree;
+    }
+    const checks = { networks: [...this.networks.keys()], v4Leaves: this.v4Leaves, v6: this.v6Checks };
+    if (what.macs) {
+      const { tree, leafSet } = macScopeTree(checks);
+      this.deriveNodeSets(tree, (key) => [leafSet.get(key)!], (prefix) => macScopeNodeSet(prefix), /^pal4imn[-_]/);
+    }
     const wanted = new Set<string>();
     for (const family of FAMILIES) {
       const out: ChainDef[] = [];
-      if (what.classes) out.push(...renderClassDispatch(this.tree ?? prefixTree([]), family, this.cfg));
+      if (what.classes) out.push(...renderClassDispatch(this.classTree ?? prefixTree([]), family, this.cfg));
       if (what.classes || what.classChains) {
         for (const [cls, c] of this.classes) out.push(...this.classChains.chains(cls, c.profileIds, family));
       }
-      if (what.macs) out.push(...renderMacChains(family === 6 ? this.ipv6Macs : NO_MACS, family, this.cfg));
+      if (what.macs) out.push(...renderMacChains(checks, family, this.cfg));
       for (const c of out) {
         wanted.add(chainKey(family, c.name));
         this.setChain(c);
       }
     }
-    const stale = (name: string) =>
-      (what.classes && /^pal-(cf_|ct_|cfn-|ctn-)/.test(name)) || (what.macs && /^pal-fm[-_]/.test(name));
+    const stale = (name: string) => (what.classes && /^pal-(cf_|ct_|cfn-|ctn-)/.test(name)) || (what.macs && /^pal-fm/.test(name));
     for (const [key, c] of this.chains) {
       if (!wanted.has(key) && stale(c.name)) this.removeChain(c.family, c.name);
     }
   }
 
-  /** The class tree for the host's classes now, and node sets holding the union of their classes' members. */
-  private deriveClassTree(): void {
-    const tree = prefixTree([...this.classes.keys()].sort());
-    // Classes never share a member (one interface, one class): plain unions.
+  private classTree: PrefixTree | undefined;
+
+  /**
+   * Node sets of a tree (class tree, MAC scope tree) holding the union of the
+   * leaf sets below them, and which node sets lie above each leaf set (so
+   * member changes reach them). Leaves never share a member (one interface,
+   * one endpoint): plain unions.
+   */
+  private deriveNodeSets(tree: PrefixTree, leafSets: (leaf: string) => string[], nodeSetOf: (prefix: string, leafSet: string) => string, nodeRe: RegExp): void {
     const want = new Map<string, { family: IpVersion; members: Set<string> }>();
-    for (const [cls, path] of tree.paths) {
-      for (const f of FAMILIES) {
-        for (const prefix of path) {
-          const n = nodeSet(prefix, f);
+    for (const [leaf, path] of tree.paths) {
+      for (const ls of leafSets(leaf)) {
+        const leafLocal = this.local.get(ls);
+        if (!leafLocal) continue;
+        const nodes = path.map((prefix) => nodeSetOf(prefix, ls));
+        if (nodes.length) this.above.set(ls, nodes);
+        else this.above.delete(ls);
+        for (const n of nodes) {
           let w = want.get(n);
-          if (!w) want.set(n, (w = { family: f, members: new Set() }));
-          for (const m of this.local.get(classSet(cls, f))?.members ?? []) w.members.add(m);
+          if (!w) want.set(n, (w = { family: leafLocal.family, members: new Set() }));
+          for (const m of leafLocal.members) w.members.add(m);
         }
       }
     }
@@ -321,8 +442,8 @@ export class SetHostLayout implements HostLayout {
       this.createLocal(n, w.family, [...w.members]);
     }
     for (const n of [...this.local.keys()]) {
-      if (/^pal[46]in-/.test(n) && !want.has(n)) this.removeLocal(n);
+      if (nodeRe.test(n) && !want.has(n)) this.removeLocal(n);
     }
-    this.tree = tree;
+    for (const [ls, nodes] of [...this.above]) if (nodes.some((n) => nodeRe.test(n) && !want.has(n))) this.above.delete(ls);
   }
 }

@@ -22,22 +22,25 @@ export const OWNED_SET_RE = /^pal[A-Za-z0-9_.-]{1,28}$/;
 /**
  * An ipset's type follows from its name (DESIGN §6.2), so the wire needs no
  * type field: `pal4i…`/`pal6i…` are the host's classification sets,
- * `hash:net,iface` (members `<net>,<interface>`); `pal4m-<a>-<b>` are MAC
- * sets, `bitmap:ip,mac` over the /16 `<a>.<b>.0.0/16` (members
- * `<address>,<MAC>`), and `pal4mac` the `list:set` of them; every other set
- * of ours is `hash:net` (members `<net>`).
+ * `hash:net,iface` (members `<net>,<interface>`); `pal4m-<a>-<b>` (the
+ * default network) and `pal4m_<network>-<a>-<b>` (a network's, by the hash
+ * of its id) are MAC sets, `bitmap:ip,mac` over the /16 `<a>.<b>.0.0/16`
+ * (members `<address>,<MAC>`), and `pal4mac` / `pal4mac_<network>` the
+ * `list:set`s of them; every other set of ours is `hash:net` (members `<net>`).
  */
 export const IFACE_SET_RE = /^pal[46]i/;
-export const MAC_SET_RE = /^pal4m-(\d{1,3})-(\d{1,3})$/;
-/** `list:set` of the host's MAC sets (members: their names), so one rule checks them all. */
+export const MAC_SET_RE = /^pal4m(?:_[a-z2-7]{1,20})?-(\d{1,3})-(\d{1,3})$/;
+/** `list:set` of the host's default-network MAC sets (members: their names), so one rule checks them all. */
 export const MAC_LIST_SET = "pal4mac";
+/** `list:set`s of MAC sets: the default network's, and one per network (DESIGN §6.5). */
+export const MAC_LIST_SET_RE = /^pal4mac(?:_[a-z2-7]{1,20})?$/;
 export type SetType = "hash:net" | "hash:net,iface" | "bitmap:ip,mac" | "list:set";
 export function setTypeOf(name: string): SetType {
-  if (name === MAC_LIST_SET) return "list:set";
+  if (MAC_LIST_SET_RE.test(name)) return "list:set";
   return MAC_SET_RE.test(name) ? "bitmap:ip,mac" : IFACE_SET_RE.test(name) ? "hash:net,iface" : "hash:net";
 }
 
-/** The /16 a MAC set covers, e.g. "10.1.0.0/16" for pal4m-10-1; undefined for other names. */
+/** The /16 a MAC set covers, e.g. "10.1.0.0/16" for pal4m-10-1 (or pal4m_<network>-10-1); undefined for other names. */
 export function macSetRange(name: string): string | undefined {
   const m = MAC_SET_RE.exec(name);
   if (!m || Number(m[1]) > 255 || Number(m[2]) > 255) return undefined;
