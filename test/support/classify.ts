@@ -1,6 +1,8 @@
 // A small classifier over a host's rendered state (DESIGN §6.5), for unit
 // tests of the calculation core: which chain a packet reaches.
 import type { PlainHostState } from "./host-state.js";
+import { setTypeOf } from "../../services/contract/dataplane-names.js";
+import { cidrContains, parseCidr } from "../../services/model/ip.js";
 
 /**
  * Follows a packet through the rendered entry chains as the kernel would:
@@ -9,16 +11,20 @@ import type { PlainHostState } from "./host-state.js";
  * the class chain the packet is handed to, "RETURN", or "DROP:<chain>".
  */
 export function classify(st: PlainHostState, family: 4 | 6, dir: "from" | "to", addr: string, iface: string, mac?: string): string {
+  const inNet = (cidr: string) => {
+    const c = parseCidr(cidr.includes("/") ? cidr : `${cidr}/${family === 4 ? 32 : 128}`);
+    const a = parseCidr(addr);
+    return !!c && !!a && cidrContains(c, a.version, a.addr);
+  };
   const inSet = (name: string): boolean => {
     const members = st.sets[name]?.members ?? [];
-    if (name === "pal4mac") return members.some(inSet); // list:set: any member set
-    return name.startsWith("pal4m-") ? mac !== undefined && members.includes(`${addr},${mac.toUpperCase()}`) : members.includes(`${addr},${iface}`);
-  };
-  const inNet = (cidr: string) => {
-    const [net, len] = cidr.split("/");
-    const n = (a: string) => a.split(".").reduce((x, o) => x * 256 + Number(o), 0);
-    const mask = 2 ** 32 - 2 ** (32 - Number(len));
-    return family === 4 && (n(addr) & mask) >>> 0 === (n(net!) & mask) >>> 0;
+    if (setTypeOf(name) === "list:set") return members.some(inSet); // any member set
+    if (setTypeOf(name) === "bitmap:ip,mac") return mac !== undefined && members.includes(`${addr},${mac.toUpperCase()}`);
+    // hash:net,iface: the most specific net holding the address, with the interface.
+    return members.some((m) => {
+      const comma = m.lastIndexOf(",");
+      return m.slice(comma + 1) === iface && inNet(m.slice(0, comma));
+    });
   };
   const walk = (chain: string, depth: number): string => {
     if (depth > 20) throw new Error("loop");
@@ -31,8 +37,8 @@ export function classify(st: PlainHostState, family: 4 | 6, dir: "from" | "to", 
       if (ifm && !(ifm[2] ? iface.startsWith(ifm[1]!) : iface === ifm[1])) continue;
       const src = /-s (\S+) /.exec(r);
       if (src && !inNet(src[1]!)) continue;
-      const macm = /-m mac ! --mac-source (\S+)/.exec(r);
-      if (macm && macm[1]!.toUpperCase() === mac?.toUpperCase()) continue;
+      const macm = /-m mac (! )?--mac-source (\S+)/.exec(r);
+      if (macm && (macm[2]!.toUpperCase() === mac?.toUpperCase()) === !!macm[1]) continue;
       const t = /-([gj]) (\S+)$/.exec(r);
       if (!t || t[2] === "MARK") continue;
       if (t[2] === "DROP") return `DROP:${chain}`;
@@ -53,4 +59,3 @@ export function classify(st: PlainHostState, family: 4 | 6, dir: "from" | "to", 
   };
   return walk(dir === "from" ? "pal-from-wl-dispatch" : "pal-to-wl-dispatch", 0);
 }
-
