@@ -63,21 +63,31 @@ const ep = (n: number, host: string, extra: Record<string, unknown>) =>
   endpoint({ host, workload: `vm-${n}`, id: `p${n}`, name: `tap-e${n}`, ...extra });
 
 export const FINAL_ENDPOINTS: Record<string, Endpoint> = {
-  e1: ep(1, "hv1", { profile_ids: ["db"], ipv4_nets: ["198.18.1.1"], ipv6_nets: ["2001:db8::11"], mac: "02:00:00:00:01:01" }),
+  // networks and pairs (DESIGN §2.10, §2.11): a VRRP pair with its own MAC
+  e1: ep(1, "hv1", { profile_ids: ["db"], ipv4_nets: ["198.18.1.1"], ipv6_nets: ["2001:db8::11"], mac: "02:00:00:00:01:01", network: "net-a", address_pairs: [{ ip_address: "198.18.1.100", mac_address: "00:00:5e:00:01:07" }, { ip_address: "2001:db8::100", mac_address: "00:00:5e:00:01:07" }] }),
   e2: ep(2, "hv1", { profile_ids: ["app", "web"], ipv4_nets: ["198.18.1.2"] }),
   e3: ep(3, "hv2", { profile_ids: ["app"], ipv4_nets: ["198.18.2.3"], ipv6_nets: ["2001:db8::23"] }),
   e4: ep(4, "hv2", { profile_ids: ["missing", "db"], ipv4_nets: ["198.18.2.4"] }),
   e5: ep(5, "hv3", { profile_ids: ["web", "ops"], ipv6_nets: ["2001:db8::35"] }),
   e6: ep(6, "hv3", { profile_ids: ["ops"], state: "inactive", ipv4_nets: ["198.18.3.6"] }),
-  e7: ep(7, "hv1", { profile_ids: [], ipv4_nets: ["198.18.1.7", "198.18.1.77"] }),
+  // a CIDR pair with the endpoint's MAC (a leaf chain)
+  e7: ep(7, "hv1", { profile_ids: [], ipv4_nets: ["198.18.1.7", "198.18.1.77"], mac: "02:00:00:00:01:07", address_pairs: [{ ip_address: "10.244.0.0/16" }] }),
 };
 
 export const ENDPOINT_VARIANTS: Record<string, Endpoint[]> = {
-  e1: [ep(1, "hv1", { name: "tap-e1b", profile_ids: ["db", "app"], ipv4_nets: ["198.18.1.11"] })],
+  e1: [
+    ep(1, "hv1", { name: "tap-e1b", profile_ids: ["db", "app"], ipv4_nets: ["198.18.1.11"] }),
+    // moves to another network, pair without its own MAC
+    ep(1, "hv1", { profile_ids: ["db"], ipv4_nets: ["198.18.1.1"], mac: "02:00:00:00:01:01", network: "net-b", address_pairs: [{ ip_address: "198.18.1.100" }] }),
+  ],
   // shares e3's address (tag refcounts)
-  e2: [ep(2, "hv1", { profile_ids: ["app"], ipv4_nets: ["198.18.2.3"] })],
+  e2: [
+    ep(2, "hv1", { profile_ids: ["app"], ipv4_nets: ["198.18.2.3"] }),
+    // e1's address on another network of the same host, another MAC
+    ep(2, "hv1", { profile_ids: ["app", "web"], ipv4_nets: ["198.18.1.1"], mac: "02:00:00:00:01:02", network: "net-b" }),
+  ],
   e3: [ep(3, "hv2", { profile_ids: ["web"], ipv4_nets: ["198.18.2.33"] }), ep(3, "hv2", { profile_ids: ["app", "tmp"], ipv4_nets: ["198.18.2.3"], state: "inactive" })],
-  e4: [ep(4, "hv2", { profile_ids: ["db"], ipv4_nets: ["198.18.2.4"] })],
+  e4: [ep(4, "hv2", { profile_ids: ["db"], ipv4_nets: ["198.18.2.4"] }), ep(4, "hv2", { profile_ids: ["db"], ipv4_nets: ["198.18.2.4"], mac: "02:00:00:00:02:04", network: "net-a", address_pairs: [{ ip_address: "10.250.0.0/24", mac_address: "00:00:5e:00:01:09" }] })],
   e5: [ep(5, "hv3", { profile_ids: ["db"], ipv4_nets: ["198.18.3.5"] })],
   e6: [ep(6, "hv3", { profile_ids: ["ops", "app"], ipv4_nets: ["198.18.3.6"] })],
   // takes e1's interface name on the same host: a conflict while it lasts
