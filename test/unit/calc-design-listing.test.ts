@@ -1,5 +1,5 @@
-// Keeps DESIGN §6.5 honest: the chains and sets of an empty host and of a
-// one-endpoint host, as the calculation core renders them, must be exactly
+// Keeps DESIGN §6.5 honest: the chains and sets of an empty host, of a
+// one-endpoint host and of a host with networks and pairs, as the calculation core renders them, must be exactly
 // the listings in docs/DESIGN.md (fenced blocks marked `listing:<name>`). A
 // rendering change without a doc change fails here; the message prints the
 // listing the code renders now.
@@ -34,9 +34,20 @@ function listing(updates: HostUpdate[]): string {
   return `${out.join("\n")}\n`;
 }
 
-function render(withEndpoint: boolean): string {
+function render(withEndpoint: boolean | "networks"): string {
   const g = new CalcGraph({ onHostUpdates: () => undefined });
-  if (withEndpoint) {
+  if (withEndpoint === "networks") {
+    // Two tenants' endpoints at one address on two networks, one with a VRRP pair, one with a CIDR pair (DESIGN §2.10, §2.11).
+    g.upsertProfile(profile({ id: "web", tags: ["web"], inbound_rules: [{ protocol: "tcp", dst_ports: [80] }], outbound_rules: [{}] }));
+    g.upsertEndpoint(endpoint({
+      host: "hv1", workload: "vm1", id: "port1", name: "tap0", mac: "02:00:00:00:00:0a", network: "tenant-a",
+      ipv4_nets: ["10.0.0.5"], profile_ids: ["web"], address_pairs: [{ ip_address: "10.0.0.100", mac_address: "00:00:5e:00:01:07" }],
+    }));
+    g.upsertEndpoint(endpoint({
+      host: "hv1", workload: "vm2", id: "port2", name: "tap1", mac: "02:00:00:00:00:0b", network: "tenant-b",
+      ipv4_nets: ["10.0.0.5"], profile_ids: ["web"], address_pairs: [{ ip_address: "10.244.0.0/16" }],
+    }));
+  } else if (withEndpoint) {
     g.upsertProfile(profile({ id: "web", tags: ["web"], inbound_rules: [{ protocol: "tcp", dst_ports: [80] }], outbound_rules: [{}] }));
     g.upsertEndpoint(endpoint({
       host: "hv1", workload: "vm1", id: "port1", name: "tap0", mac: "02:00:00:00:00:0a",
@@ -48,7 +59,7 @@ function render(withEndpoint: boolean): string {
 }
 
 describe("DESIGN §6.5 listings match the rendering", () => {
-  for (const [name, withEndpoint] of [["empty-host", false], ["one-endpoint-host", true]] as const) {
+  for (const [name, withEndpoint] of [["empty-host", false], ["one-endpoint-host", true], ["networks-pairs-host", "networks"]] as const) {
     it(`${name}`, () => {
       const rendered = render(withEndpoint);
       const doc = docListing(name);
