@@ -10,6 +10,7 @@ import { classKey, fromClassChain, networkHash, toClassChain } from "../../servi
 import { classify } from "../support/classify.js";
 import { RecordingSink, snapshotState } from "../support/host-state.js";
 import { endpoint, profile } from "../support/model.js";
+import { mulberry32, pick, randInt } from "../support/prng.js";
 
 const PROFILES = ["a", "b"].map((id) => profile({ id, tags: [id], inbound_rules: [{}], outbound_rules: [{}] }));
 const MAC = (n: number) => `02:00:00:00:00:${n.toString(16).padStart(2, "0")}`;
@@ -164,5 +165,55 @@ describe("networks and address pairs in the layout", () => {
     expect(st()).toEqual(snapshotState(fresh.g, "hv1").plain());
     expect(st()).toEqual(snapshotState(g, "hv1").plain());
     expect(sink.violations()).toEqual([]);
+  });
+
+  it("random histories over many networks, pairs and leaves: the incremental state is the snapshot, and every endpoint passes exactly its own (address, MAC)", () => {
+    let withNodes = 0;
+    for (let seed = 1; seed <= 12; seed++) {
+      const rnd = mulberry32(seed);
+      const { g, flush, st, sink } = graph();
+      const live = new Map<number, Record<string, unknown>>();
+      const variant = (i: number): Record<string, unknown> => {
+        const pairs = [
+          [], [{ ip_address: "10.0.0.100", mac_address: VRRP }], [{ ip_address: `10.0.${i}.0/24` }], [{ ip_address: "10.0.0.101" }],
+          [{ ip_address: "10.0.0.5", mac_address: VRRP }], // the fixed address with a second MAC: a leaf
+        ];
+        return {
+          network: randInt(rnd, 5) === 0 ? undefined : `net-${randInt(rnd, 24)}`,
+          state: randInt(rnd, 6) === 0 ? "inactive" : "active",
+          mac: randInt(rnd, 8) === 0 ? undefined : MAC(i),
+          address_pairs: pick(rnd, pairs),
+          profile_ids: [pick(rnd, ["a", "b"])],
+        };
+      };
+      for (let step = 0; step < 120; step++) {
+        const i = 1 + randInt(rnd, 30);
+        if (live.has(i) && randInt(rnd, 4) === 0) {
+          g.deleteEndpoint(`hv1/openstack/w${i}/e`);
+          live.delete(i);
+        } else {
+          const v = variant(i);
+          live.set(i, v);
+          g.upsertEndpoint(ep(i, v));
+        }
+        if (randInt(rnd, 3) === 0) flush();
+      }
+      flush();
+      const s = st();
+      expect(s).toEqual(snapshotState(g, "hv1").plain());
+      expect(sink.violations()).toEqual([]);
+      if (Object.keys(s.chains).some((c) => c.startsWith("4:pal-fmn-"))) withNodes++;
+      // Networks of the live endpoints: unique (address, network) holders get their MAC; conflicts are fail closed.
+      const holders = new Map<string, number>();
+      for (const [, v] of live) if (v.state === "active") holders.set(`${v.network}`, (holders.get(`${v.network}`) ?? 0) + 1);
+      for (const [i, v] of live) {
+        const want = v.state === "active" ? fromClassChain(classKey(v.profile_ids as string[])) : "DROP:pal-from-wl-dispatch";
+        const alone = holders.get(`${v.network}`) === 1;
+        if (v.mac === undefined || !alone) continue;
+        expect(classify(s, 4, "from", "10.0.0.5", `tap${i}`, MAC(i)), `seed ${seed} tap${i}`).toBe(want);
+        if (v.state === "active") expect(classify(s, 4, "from", "10.0.0.5", `tap${i}`, MAC(99))).toMatch(/^DROP:/);
+      }
+    }
+    expect(withNodes).toBeGreaterThan(0); // the MAC scope tree had nodes in some histories
   });
 });
