@@ -84,33 +84,45 @@
 //   lower-case, state = admin_state_up ? active : inactive (status is
 //   operational and ignored), profile_ids = security_groups sorted
 //   (duplicates dropped; all rules allow, so order has no meaning, and
-//   Neutron's is not stable), labels {"palisade.io/owner": "openstack"}.
+//   Neutron's is not stable), labels {"palisade.io/owner": "openstack"},
+//   network = network_id (DESIGN §2.10: addresses are unique within a
+//   network, so tenants' overlapping subnets both work).
 // - Live migration (DESIGN §11.6): given the port's bindings, the same
 //   endpoint also on the host of every INACTIVE binding that did not fail
 //   (migrationHosts) — the destination before activation, the source after
 //   it, until Nova deletes that binding.
-// - One address space: an address held by ports on different networks
-//   stays with the fixed-IP holder when there is exactly one network
-//   holding it as a fixed IP; otherwise it is taken from all of them
-//   (withoutContestedAddresses).
+// - Networks are address scopes: ports on different networks never compete
+//   for an address (two tenants on the same subnet both keep theirs).
+//   Within one network, fixed IPs win (withFixedIpsWinning, DESIGN §11.8):
+//   any tenant can write any pair on its own port, so a pair must not take
+//   another port's fixed IP on the same network. A single-address pair
+//   naming one is left out (warning); a CIDR pair covering some is replaced
+//   by the minimal CIDRs covering the rest (warning), or left out when
+//   those exceed the model's limit on pairs (LIMITS.netsPerEndpoint). "Other
+//   ports" are every port in the input with a device_owner (an unbound VM,
+//   a router's gateway), not those without one: that is how Neutron users
+//   reserve a VRRP VIP, an address meant to be claimed by pairs.
 // - Problems: by default any problem refuses the whole input; with
 //   onProblem "leave-out" only the offending rule / group / port is left
 //   out (fail closed) and reported (TranslateOptions).
-// - Addresses: fixed_ips as /32, /128, plus allowed_address_pairs that are a
-//   single address (or a /32, /128); deduplicated, sorted numerically. A
-//   wider pair cannot be expressed (the model holds host routes only): left
-//   out, warning (fail closed: anti-spoofing drops traffic from it). A pair
-//   with a MAC other than the port's: left out, warning: the endpoint keeps
-//   the port's MAC, so traffic with the pair's MAC is dropped anyway, and
-//   Neutron itself only accepts that address together with that MAC (so
-//   adding it to the port's MAC would open what Neutron does not).
+// - Addresses: fixed_ips as /32, /128 (ipv4_nets/ipv6_nets).
+//   allowed_address_pairs as address_pairs (DESIGN §2.11), canonical,
+//   deduplicated, sorted numerically: a CIDR pair (a Kubernetes pod range)
+//   is kept as it is; a pair whose MAC is the port's (or absent: Neutron
+//   fills in the port's) carries no MAC; a pair with another MAC (VRRP's
+//   00:00:5e:00:01:<vrid>) keeps it, so that MAC may be used for that net
+//   only, as Neutron allows. Neutron's "any address" pairs 0.0.0.0/0 and
+//   ::/0 become their two /1 halves (an ipset hash:net member needs a
+//   prefix of at least 1). A pair equal to one of the port's fixed IPs with
+//   the port's MAC adds nothing and is dropped.
 // - port_security_enabled false: Neutron applies no filtering and no
 //   anti-spoofing. Palisade cannot express an unfiltered port: the endpoint
 //   gets profile_ids [NO_PORT_SECURITY_PROFILE] (emitted once, only when
 //   needed: allow all inbound and outbound, both families; no tags) and no
 //   mac, so any MAC passes, but anti-spoofing by address still applies
-//   (traffic from addresses not on the port is dropped). One warning per
-//   such port.
+//   (traffic from addresses not on the port or its pairs is dropped; pairs
+//   carry no MAC there). One warning per such port. (Neutron refuses pairs
+//   on a port without port security, so such pairs are rare.)
 // - A port referencing a group not in the input: kept (Palisade treats the
 //   missing profile as deny-all: fail safe), warning.
 // - Host, device and port ids must pass the model's id validation; if not,
