@@ -785,7 +785,7 @@ describe("parse*File: shape checks", () => {
   });
 });
 
-describe("translate: leave-out mode and one address space", () => {
+describe("translate: leave-out mode, networks and fixed IPs", () => {
   it("leave-out drops only the offending rule, group or port, and reports each", () => {
     const good = nrule({ id: "c1000000-0000-4000-8000-000000000000", protocol: "tcp", port_range_min: 22, port_range_max: 22 });
     const bad = nrule({ id: "c2000000-0000-4000-8000-000000000000", protocol: "tcp", port_range_min: 90, port_range_max: 80 });
