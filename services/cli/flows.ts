@@ -35,6 +35,8 @@ export function flowJson(r: FlowRecord) {
     last_seen: new Date(r.lastSeenUnixMs).toISOString(),
     host: r.host,
     endpoint: r.endpoint || null,
+    // Only where the endpoint has one (the brief's record; DESIGN §2.10).
+    ...(r.network ? { network: r.network } : {}),
     interface: r.interfaceName,
     direction: r.direction,
     src: r.src,
@@ -54,7 +56,8 @@ export function flowJson(r: FlowRecord) {
 }
 
 function endpointText(r: FlowRecord): string {
-  return r.endpoint || `${r.host} ${r.interfaceName} (no endpoint)`;
+  if (!r.endpoint) return `${r.host} ${r.interfaceName} (no endpoint)`;
+  return r.network ? `${r.endpoint} (network ${r.network})` : r.endpoint;
 }
 
 function flowText(r: FlowRecord): string {

@@ -245,8 +245,10 @@ program.command("trace")
   .option("--dst-port <n>", "destination port")
   .option("--icmp-type <t>", "ICMP type")
   .option("--icmp-code <c>", "ICMP code")
+  .option("--from-network <n>", "the sender's network, when the source address is held on several (\"\" = the default network)")
+  .option("--to-network <n>", "the receiver's network, when the destination address is held on several (\"\" = the default network)")
   .addOption(new Option("-o, --output <format>", "output format").choices(["table", "json"]).default("table"))
-  .action(async (o: { from: string; to: string; protocol: string; srcPort?: string; dstPort?: string; icmpType?: string; icmpCode?: string; output: string }) => {
+  .action(async (o: { from: string; to: string; protocol: string; srcPort?: string; dstPort?: string; icmpType?: string; icmpCode?: string; fromNetwork?: string; toNetwork?: string; output: string }) => {
     const num = (v: string | undefined, flag: string, max: number) => {
       if (v === undefined) return undefined;
       const n = Number(v);
@@ -257,6 +259,7 @@ program.command("trace")
       src: o.from, dst: o.to, protocol: o.protocol,
       srcPort: num(o.srcPort, "--src-port", 65535), dstPort: num(o.dstPort, "--dst-port", 65535),
       icmpType: num(o.icmpType, "--icmp-type", 255), icmpCode: num(o.icmpCode, "--icmp-code", 255),
+      fromNetwork: o.fromNetwork, toNetwork: o.toNetwork,
     };
     const c = clients();
     const r = await call(c.policy, c.policy.trace, req);
@@ -265,14 +268,15 @@ program.command("trace")
     if (o.output === "json") {
       process.stdout.write(`${JSON.stringify({
         verdict: v(r.verdict), policed: r.policed, revision: r.revision,
-        steps: r.steps.map((st) => ({ direction: st.direction, endpoint: st.endpoint, verdict: v(st.verdict), decision: st.decision, profile: st.profile || undefined, rule_index: st.ruleIndex >= 0 ? st.ruleIndex : undefined })),
+        steps: r.steps.map((st) => ({ direction: st.direction, endpoint: st.endpoint, network: st.network || undefined, verdict: v(st.verdict), decision: st.decision, profile: st.profile || undefined, rule_index: st.ruleIndex >= 0 ? st.ruleIndex : undefined })),
       })}\n`);
       return;
     }
     process.stdout.write(`${v(r.verdict).toUpperCase()}${r.policed ? "" : " (neither address is an endpoint: not policed by Palisade)"}  (model revision ${r.revision})\n`);
     for (const st of r.steps) {
       const why = decidedBy(st);
-      process.stdout.write(`  ${st.direction.padEnd(8)} ${st.endpoint}: ${v(st.verdict)} — ${why}\n`);
+      const net = st.network ? ` (network ${st.network})` : "";
+      process.stdout.write(`  ${st.direction.padEnd(8)} ${st.endpoint}${net}: ${v(st.verdict)} — ${why}\n`);
     }
   });
 

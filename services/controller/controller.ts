@@ -206,6 +206,7 @@ export async function startController(options: ControllerOptions): Promise<Contr
       return chainIndex.get(chain);
     },
     profileIdsOf: (key) => graph.getEndpoint(key)?.profileIds,
+    networkOf: (key) => graph.getEndpoint(key)?.network,
   }, o.replicaId, {
     onStored: (host, obs) => { if (obs.verdict === "deny") flowMetrics.denied.inc({ host, decision: obs.decision }, obs.packets); },
     onDropped: (reason, n) => flowMetrics.dropped.inc({ reason }, n),

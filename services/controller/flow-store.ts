@@ -44,6 +44,8 @@ export interface FlowResolver {
   profileOfChain(chain: string): string | undefined;
   /** The endpoint's profile_ids (missing-profile reports name a position in it). */
   profileIdsOf(endpointKey: string): readonly string[] | undefined;
+  /** The endpoint's network, when it has one (DESIGN §2.10). */
+  networkOf(endpointKey: string): string | undefined;
 }
 
 export interface FlowEvents {
@@ -151,6 +153,9 @@ export class FlowStore {
       protocol: o.protocol, srcPort: o.srcPort, dstPort: o.dstPort, icmpType: o.icmpType, icmpCode: o.icmpCode,
       verdict: o.verdict, decision: o.decision, ...this.resolve(o), packets: o.packets,
       firstSeenUnixMs: o.firstSeenUnixMs, lastSeenUnixMs: o.lastSeenUnixMs, chain: o.chain, controller: this.replica,
+      // Which of the endpoints sharing an address this was: the driver names
+      // the endpoint by key; the model knows its network.
+      network: (o.endpointKey && this.resolver.networkOf(o.endpointKey)) || "",
     };
     m.set(k, r);
     this.total++;

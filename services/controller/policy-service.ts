@@ -7,7 +7,7 @@ import { unary } from "../runtime/grpc-server.js";
 import { documentFromPb, endpointKeyFromPb, endpointToPb, profileToPb, refFromPb } from "../contract/model-wire.js";
 import type { PolicyServiceServer } from "../gen/palisade/policy/v1/policy.js";
 import {
-  ID_RE, LIMITS, PROTOCOL_NUMBERS, ValidationError, createEvaluator, endpointKeyString, objectKey, parseAddress,
+  AmbiguousAddressError, ID_RE, LIMITS, PROTOCOL_NUMBERS, ValidationError, createEvaluator, endpointKeyString, idProblem, objectKey, parseAddress,
   type EndpointKey, type ModelObject, type ModelView,
 } from "../model/index.js";
 import { Verdict, type ObjectRef as ObjectRefPb } from "../gen/palisade/policy/v1/policy.js";
@@ -102,15 +102,32 @@ export function createPolicyService(opts: {
       for (const [f, v, max] of [["src_port", req.srcPort, 65535], ["dst_port", req.dstPort, 65535], ["icmp_type", req.icmpType, 255], ["icmp_code", req.icmpCode, 255]] as const) {
         if (v !== undefined && v > max) throw bad(f, `must be 0-${max}`);
       }
+      // A network is an id like a profile's; "" names the default network (DESIGN §2.10).
+      for (const [f, v] of [["from_network", req.fromNetwork], ["to_network", req.toNetwork]] as const) {
+        const problem = v ? idProblem(v, LIMITS.idLength) : undefined;
+        if (problem) throw bad(f, problem);
+      }
       const { view, revision } = opts.model();
-      const r = createEvaluator(view).trace({ src: req.src, dst: req.dst, protocol, srcPort: req.srcPort, dstPort: req.dstPort, icmpType: req.icmpType, icmpCode: req.icmpCode });
+      const pkt = {
+        src: req.src, dst: req.dst, protocol, srcPort: req.srcPort, dstPort: req.dstPort, icmpType: req.icmpType, icmpCode: req.icmpCode,
+        ...(req.fromNetwork !== undefined ? { fromNetwork: req.fromNetwork } : {}),
+        ...(req.toNetwork !== undefined ? { toNetwork: req.toNetwork } : {}),
+      };
+      let r;
+      try {
+        r = createEvaluator(view).trace(pkt);
+      } catch (e) {
+        // Holders on several networks: the caller must say which (DESIGN §2.8).
+        if (e instanceof AmbiguousAddressError) throw bad(e.side === "src" ? "from_network" : "to_network", e.message);
+        throw e;
+      }
       const verdict = (v: "allow" | "deny") => (v === "allow" ? Verdict.VERDICT_ALLOW : Verdict.VERDICT_DENY);
       return {
         verdict: verdict(r.verdict),
         policed: r.policed,
         revision,
         steps: r.steps.map((st) => ({
-          direction: st.direction, endpoint: st.endpoint, verdict: verdict(st.verdict), decision: st.decision.kind,
+          direction: st.direction, endpoint: st.endpoint, network: st.network ?? "", verdict: verdict(st.verdict), decision: st.decision.kind,
           profile: "profile" in st.decision ? st.decision.profile : "",
           ruleIndex: st.decision.kind === "rule" ? st.decision.ruleIndex : -1,
         })),

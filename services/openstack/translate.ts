@@ -84,33 +84,45 @@
 //   lower-case, state = admin_state_up ? active : inactive (status is
 //   operational and ignored), profile_ids = security_groups sorted
 //   (duplicates dropped; all rules allow, so order has no meaning, and
-//   Neutron's is not stable), labels {"palisade.io/owner": "openstack"}.
+//   Neutron's is not stable), labels {"palisade.io/owner": "openstack"},
+//   network = network_id (DESIGN §2.10: addresses are unique within a
+//   network, so tenants' overlapping subnets both work).
 // - Live migration (DESIGN §11.6): given the port's bindings, the same
 //   endpoint also on the host of every INACTIVE binding that did not fail
 //   (migrationHosts) — the destination before activation, the source after
 //   it, until Nova deletes that binding.
-// - One address space: an address held by ports on different networks
-//   stays with the fixed-IP holder when there is exactly one network
-//   holding it as a fixed IP; otherwise it is taken from all of them
-//   (withoutContestedAddresses).
+// - Networks are address scopes: ports on different networks never compete
+//   for an address (two tenants on the same subnet both keep theirs).
+//   Within one network, fixed IPs win (withFixedIpsWinning, DESIGN §11.8):
+//   any tenant can write any pair on its own port, so a pair must not take
+//   another port's fixed IP on the same network. A single-address pair
+//   naming one is left out (warning); a CIDR pair covering some is replaced
+//   by the minimal CIDRs covering the rest (warning), or left out when
+//   those exceed the model's limit on pairs (LIMITS.netsPerEndpoint). "Other
+//   ports" are every port in the input with a device_owner (an unbound VM,
+//   a router's gateway), not those without one: that is how Neutron users
+//   reserve a VRRP VIP, an address meant to be claimed by pairs.
 // - Problems: by default any problem refuses the whole input; with
 //   onProblem "leave-out" only the offending rule / group / port is left
 //   out (fail closed) and reported (TranslateOptions).
-// - Addresses: fixed_ips as /32, /128, plus allowed_address_pairs that are a
-//   single address (or a /32, /128); deduplicated, sorted numerically. A
-//   wider pair cannot be expressed (the model holds host routes only): left
-//   out, warning (fail closed: anti-spoofing drops traffic from it). A pair
-//   with a MAC other than the port's: left out, warning: the endpoint keeps
-//   the port's MAC, so traffic with the pair's MAC is dropped anyway, and
-//   Neutron itself only accepts that address together with that MAC (so
-//   adding it to the port's MAC would open what Neutron does not).
+// - Addresses: fixed_ips as /32, /128 (ipv4_nets/ipv6_nets).
+//   allowed_address_pairs as address_pairs (DESIGN §2.11), canonical,
+//   deduplicated, sorted numerically: a CIDR pair (a Kubernetes pod range)
+//   is kept as it is; a pair whose MAC is the port's (or absent: Neutron
+//   fills in the port's) carries no MAC; a pair with another MAC (VRRP's
+//   00:00:5e:00:01:<vrid>) keeps it, so that MAC may be used for that net
+//   only, as Neutron allows. Neutron's "any address" pairs 0.0.0.0/0 and
+//   ::/0 become their two /1 halves (an ipset hash:net member needs a
+//   prefix of at least 1). A pair equal to one of the port's fixed IPs with
+//   the port's MAC adds nothing and is dropped.
 // - port_security_enabled false: Neutron applies no filtering and no
 //   anti-spoofing. Palisade cannot express an unfiltered port: the endpoint
 //   gets profile_ids [NO_PORT_SECURITY_PROFILE] (emitted once, only when
 //   needed: allow all inbound and outbound, both families; no tags) and no
 //   mac, so any MAC passes, but anti-spoofing by address still applies
-//   (traffic from addresses not on the port is dropped). One warning per
-//   such port.
+//   (traffic from addresses not on the port or its pairs is dropped; pairs
+//   carry no MAC there). One warning per such port. (Neutron refuses pairs
+//   on a port without port security, so such pairs are rare.)
 // - A port referencing a group not in the input: kept (Palisade treats the
 //   missing profile as deny-all: fail safe), warning.
 // - Host, device and port ids must pass the model's id validation; if not,
@@ -121,8 +133,8 @@
 // `leftOut`. As a last safety net every produced object is run through the
 // model's validateObject; an object failing it is a problem like any other.
 import {
-  INTERFACE_RE, IPV6_EXTENSION_HEADERS, LIMITS, MAC_RE, PORT_PROTOCOLS, idProblem as modelIdProblem, endpointKeyString, formatCidr, parseCidr, printable, validateObject,
-  type Cidr, type Endpoint, type IpVersion, type Match, type ModelObject, type Profile, type Rule,
+  INTERFACE_RE, IPV6_EXTENSION_HEADERS, LIMITS, MAC_RE, PORT_PROTOCOLS, cidrContains, idProblem as modelIdProblem, endpointKeyString, formatCidr, parseCidr, printable, validateObject,
+  type AddressPair, type Cidr, type Endpoint, type IpVersion, type Match, type ModelObject, type Profile, type Rule,
 } from "../model/index.js";
 import {
   TranslateError,
@@ -462,6 +474,8 @@ function translatePort(p: NeutronPort, ctx: Context, needNoPortSecurity: { value
   if (bad) report("device_id", `${bad} (the device id is the Palisade endpoint workload)`);
   bad = idProblem(p.id);
   if (bad) report("id", `${bad} (the port id is the Palisade endpoint id)`);
+  const badNetwork = p.network_id ? idProblem(p.network_id) : undefined;
+  if (badNetwork) report("network_id", `${badNetwork} (the network id is the Palisade endpoint's network)`);
   const name = interfaceName(p.id);
   if (!bad && !INTERFACE_RE.test(name)) report("id", `interface name '${printable(name)}' (tap + 11 characters of the port id) is not a valid interface name`);
 
@@ -476,6 +490,7 @@ function translatePort(p: NeutronPort, ctx: Context, needNoPortSecurity: { value
     else if (c.prefix !== (c.version === 4 ? 32 : 128)) report(`fixed_ips[${i}].ip_address`, `'${printable(f.ip_address)}' is not a single address`);
     else nets.push(c);
   });
+  const pairs: { net: Cidr; mac?: string }[] = [];
   (p.allowed_address_pairs ?? []).forEach((pair, i) => {
     const c = parseCidr(pair.ip_address.trim());
     if (!c) {
@@ -483,15 +498,16 @@ function translatePort(p: NeutronPort, ctx: Context, needNoPortSecurity: { value
       return;
     }
     const pairMac = pair.mac_address?.toLowerCase();
-    if (pairMac !== undefined && pairMac !== mac) {
-      ctx.warnings.push(`${object}: allowed address pair ${printable(pair.ip_address)} has MAC ${printable(pair.mac_address!)}, not the port's ${printable(mac)}; Palisade keeps the port's MAC, so that traffic is dropped (the address is left out)`);
+    if (pairMac !== undefined && !MAC_RE.test(pairMac)) {
+      report(`allowed_address_pairs[${i}].mac_address`, `'${printable(pair.mac_address!)}' is not a MAC address like fa:16:3e:00:00:01`);
       return;
     }
-    if (c.prefix !== (c.version === 4 ? 32 : 128)) {
-      ctx.warnings.push(`${object}: allowed address pair ${formatCidr(c)} is wider than one address, which Palisade endpoints cannot hold (host routes only); traffic from it is dropped by anti-spoofing (fail closed)`);
-      return;
-    }
-    nets.push(c);
+    // Without port security there is no MAC check at all; otherwise a MAC
+    // other than the port's is the pair's own (VRRP), usable for that net only.
+    const own = !portSecurity || pairMac === undefined || pairMac === mac ? undefined : pairMac;
+    // Neutron's "any address" pair: a /0 cannot be a hash:net member, its two halves can (DESIGN §2.11).
+    const halves = c.prefix === 0 ? [{ ...c, prefix: 1 }, { ...c, addr: 1n << BigInt(c.version === 4 ? 31 : 127), prefix: 1 }] : [c];
+    for (const h of halves) pairs.push(own === undefined ? { net: h } : { net: h, mac: own });
   });
 
   let profileIds: string[];
@@ -516,6 +532,9 @@ function translatePort(p: NeutronPort, ctx: Context, needNoPortSecurity: { value
   if (ctx.issues.length !== before) return undefined;
   const v4 = sortedUnique(nets.filter((c) => c.version === 4));
   const v6 = sortedUnique(nets.filter((c) => c.version === 6));
+  // A pair equal to one of the port's own fixed IPs with the port's MAC adds nothing.
+  const fixedText = new Set(nets.map(formatCidr));
+  const pairList = sortedPairs(pairs.filter((x) => x.mac !== undefined || !fixedText.has(formatCidr(x.net))));
   const e: Endpoint = {
     host,
     orchestrator: ORCHESTRATOR,
@@ -529,7 +548,18 @@ function translatePort(p: NeutronPort, ctx: Context, needNoPortSecurity: { value
     labels: ownerLabels(),
   };
   if (portSecurity) e.mac = mac;
+  if (p.network_id) e.network = p.network_id;
+  if (pairList.length) e.addressPairs = pairList;
   return e;
+}
+
+/** Canonical, deduplicated, sorted numerically (then by MAC): output must not depend on Neutron's order. */
+function sortedPairs(pairs: { net: Cidr; mac?: string }[]): AddressPair[] {
+  const seen = new Map<string, { net: Cidr; mac?: string }>();
+  for (const x of pairs) seen.set(`${formatCidr(x.net)} ${x.mac ?? ""}`, x);
+  return [...seen.values()]
+    .sort((a, b) => compareCidr(a.net, b.net) || compare(a.mac ?? "", b.mac ?? ""))
+    .map((x) => (x.mac === undefined ? { net: formatCidr(x.net) } : { net: formatCidr(x.net), mac: x.mac }));
 }
 
 // ---------------------------------------------------------------------------
@@ -589,8 +619,6 @@ export function translate(input: TranslateInput, options: TranslateOptions = {})
   const ports = [...input.ports].sort((a, b) => compare(a.id, b.id));
   const portIds = new Set<string>();
   let endpoints: Endpoint[] = [];
-  const networkOf = new Map<Endpoint, string>();
-  const fixedOf = new Map<Endpoint, Set<string>>();
   const needNoPortSecurity = { value: false };
   for (const p of ports) {
     if (portIds.has(p.id)) {
@@ -605,23 +633,15 @@ export function translate(input: TranslateInput, options: TranslateOptions = {})
     }
     const e = translatePort(p, ctx, needNoPortSecurity);
     if (e) {
-      const fixed = new Set<string>();
-      for (const f of p.fixed_ips ?? []) {
-        const c = parseCidr(f.ip_address.trim());
-        if (c) fixed.add(formatCidr(c));
-      }
       // The same endpoint (workload, id, addresses, profiles) on every host
       // with an inactive binding: one address on two hosts during a
       // migration, which the model allows (its key holds the host).
       for (const host of [e.host, ...migrationHosts(p, input.bindings?.get(p.id), ctx)]) {
-        const copy = host === e.host ? e : { ...e, host };
-        endpoints.push(copy);
-        networkOf.set(copy, p.network_id ?? `(port ${p.id})`);
-        fixedOf.set(copy, fixed);
+        endpoints.push(host === e.host ? e : { ...e, host });
       }
     }
   }
-  endpoints = withoutContestedAddresses(endpoints, networkOf, fixedOf, warnings);
+  endpoints = withFixedIpsWinning(endpoints, fixedIpOwners(ports), warnings);
   if (needNoPortSecurity.value) profiles.push(noPortSecurityProfile());
 
   profiles.sort((a, b) => compare(a.id, b.id));
@@ -664,56 +684,105 @@ function migrationHosts(p: NeutronPort, bindings: NeutronBinding[] | undefined, 
 }
 
 /**
- * Palisade has one flat address space; Neutron isolates networks, so two
- * networks may use the same addresses (overlapping tenant subnets, or a pair
- * naming another tenant's address). An address held by ports on different
- * networks would let one tenant send as the other (anti-spoofing) and join
- * the other's groups (tag sets). Ports of one network may share an address
- * (a VRRP VIP in allowed_address_pairs). Across networks (DESIGN §11.8):
- * - fixed IPs win: when the ports holding an address as a Neutron-allocated
- *   fixed IP are all on one network, the address stays with them (and with
- *   pairs on that same network); ports on other networks that only name it
- *   in allowed_address_pairs lose it (reported). Any tenant can write any
- *   pair, so a pair must not be able to take an address from its owner.
- * - otherwise (fixed IPs on several networks: overlapping subnets; or pairs
- *   only, on several networks: nobody owns it) the address is taken from
- *   every holder (their traffic from it is dropped: fail closed), warned.
+ * network -> fixed address (canonical host route) -> the ids of the ports
+ * holding it. Every port in the input counts, endpoint or not (an unbound
+ * VM's address, a router's gateway are theirs), except ports without a
+ * device_owner: that is how Neutron users reserve a VIP for VRRP (the
+ * keepalived recipe), an address meant to be claimed by pairs.
  */
-function withoutContestedAddresses(
-  endpoints: Endpoint[], networkOf: Map<Endpoint, string>, fixedOf: Map<Endpoint, Set<string>>, warnings: string[],
-): Endpoint[] {
-  const holders = new Map<string, Endpoint[]>();
-  for (const e of endpoints) for (const n of [...e.ipv4Nets, ...e.ipv6Nets]) {
-    const list = holders.get(n);
-    if (list) list.push(e);
-    else holders.set(n, [e]);
-  }
-  /** Per endpoint, the addresses it loses. */
-  const lose = new Map<Endpoint, Set<string>>();
-  const take = (e: Endpoint, net: string) => {
-    const s = lose.get(e);
-    if (s) s.add(net);
-    else lose.set(e, new Set([net]));
-  };
-  for (const [net, list] of holders) {
-    if (new Set(list.map((e) => networkOf.get(e))).size < 2) continue;
-    const fixedNetworks = new Set(list.filter((e) => fixedOf.get(e)?.has(net)).map((e) => networkOf.get(e)));
-    if (fixedNetworks.size === 1) {
-      const owner = [...fixedNetworks][0];
-      const claimers = list.filter((e) => networkOf.get(e) !== owner);
-      for (const e of claimers) take(e, net);
-      warnings.push(`address ${net} is a fixed IP on network ${owner} (${list.filter((e) => fixedOf.get(e)?.has(net)).map((e) => `port ${e.id}`).join(", ")}); the allowed address pair naming it on another network is left out for ${claimers.map((e) => `port ${e.id}`).join(", ")} (fixed IPs win; its traffic from that address is dropped)`);
-      continue;
+function fixedIpOwners(ports: NeutronPort[]): Map<string, Map<string, Set<string>>> {
+  const out = new Map<string, Map<string, Set<string>>>();
+  for (const p of ports) {
+    if (!p.device_owner) continue;
+    const network = p.network_id ?? "";
+    let m = out.get(network);
+    if (!m) out.set(network, (m = new Map()));
+    for (const f of p.fixed_ips ?? []) {
+      const c = parseCidr(f.ip_address.trim());
+      if (!c || c.prefix !== (c.version === 4 ? 32 : 128)) continue;
+      const k = formatCidr(c);
+      const s = m.get(k);
+      if (s) s.add(p.id);
+      else m.set(k, new Set([p.id]));
     }
-    for (const e of list) take(e, net);
-    const why = fixedNetworks.size > 1 ? "a fixed IP on several networks (overlapping subnets)" : "named only in allowed address pairs, on different networks";
-    warnings.push(`address ${net} is ${why} (${list.map((e) => `port ${e.id}`).join(", ")}); Palisade has one address space, so it is taken from all of them (their traffic from it is dropped)`);
   }
-  if (!lose.size) return endpoints;
+  return out;
+}
+
+/** The minimal CIDRs covering `c` without the host routes `holes` (all inside it). */
+function subtractHosts(c: Cidr, holes: Cidr[]): Cidr[] {
+  if (holes.length === 0) return [c];
+  const bits = c.version === 4 ? 32 : 128;
+  if (c.prefix === bits) return [];
+  const low: Cidr = { version: c.version, addr: c.addr, prefix: c.prefix + 1 };
+  const high: Cidr = { version: c.version, addr: c.addr | (1n << BigInt(bits - c.prefix - 1)), prefix: c.prefix + 1 };
+  const inside = (h: Cidr, half: Cidr) => cidrContains(half, h.version, h.addr);
+  return [...subtractHosts(low, holes.filter((h) => inside(h, low))), ...subtractHosts(high, holes.filter((h) => inside(h, high)))];
+}
+
+/**
+ * Fixed IPs win, within one network (DESIGN §11.8). Any tenant can write
+ * any pair on its own port, so a pair must not let a port send as (or
+ * receive for, or join groups with) another port's fixed IP on the same
+ * network: a single-address pair naming one is left out; a CIDR pair
+ * covering some is replaced by the minimal CIDRs covering the rest, or left
+ * out when those would exceed the model's limit on pairs. Addresses on
+ * different networks never compete: networks are address scopes (DESIGN
+ * §2.10), so two tenants may use the same subnet.
+ */
+function withFixedIpsWinning(endpoints: Endpoint[], owners: Map<string, Map<string, Set<string>>>, warnings: string[]): Endpoint[] {
+  const warned = new Set<string>();
+  const warn = (text: string) => {
+    // Migration copies of one port would repeat the same warning.
+    if (!warned.has(text)) warnings.push(text);
+    warned.add(text);
+  };
   return endpoints.map((e) => {
-    const gone = lose.get(e);
-    if (!gone) return e;
-    return { ...e, ipv4Nets: e.ipv4Nets.filter((n) => !gone.has(n)), ipv6Nets: e.ipv6Nets.filter((n) => !gone.has(n)) };
+    if (!e.addressPairs?.length) return e;
+    const fixed = owners.get(e.network ?? "");
+    const others = (net: string) => [...(fixed?.get(net) ?? [])].filter((id) => id !== e.id);
+    const kept: { net: Cidr; mac?: string }[] = [];
+    const pieces: { pair: AddressPair; nets: Cidr[] }[] = [];
+    for (const pair of e.addressPairs) {
+      const c = parseCidr(pair.net)!;
+      const bits = c.version === 4 ? 32 : 128;
+      if (c.prefix === bits) {
+        const by = others(pair.net);
+        if (by.length) {
+          warn(`port ${e.id}: allowed address pair ${pair.net} is the fixed IP of ${by.map((id) => `port ${id}`).join(", ")} on network ${e.network ?? "(none)"}; left out (fixed IPs win: a pair cannot take another port's address)`);
+        } else kept.push(pair.mac === undefined ? { net: c } : { net: c, mac: pair.mac });
+        continue;
+      }
+      const holes: Cidr[] = [];
+      const holders = new Set<string>();
+      for (const [net, ids] of fixed ?? []) {
+        const h = parseCidr(net)!;
+        const theirs = [...ids].filter((id) => id !== e.id);
+        if (theirs.length && cidrContains(c, h.version, h.addr)) {
+          holes.push(h);
+          for (const id of theirs) holders.add(id);
+        }
+      }
+      if (!holes.length) kept.push(pair.mac === undefined ? { net: c } : { net: c, mac: pair.mac });
+      else pieces.push({ pair, nets: subtractHosts(c, holes.sort(compareCidr)) });
+      if (holes.length) {
+        warn(`port ${e.id}: allowed address pair ${pair.net} covers the fixed IPs of ${[...holders].sort(compare).map((id) => `port ${id}`).join(", ")} on network ${e.network ?? "(none)"}; they are cut out of it (fixed IPs win)`);
+      }
+    }
+    for (const { pair, nets } of pieces) {
+      if (kept.length + nets.length > LIMITS.netsPerEndpoint) {
+        warn(`port ${e.id}: allowed address pair ${pair.net} without other ports' fixed IPs needs ${nets.length} CIDRs, more than an endpoint may hold (${LIMITS.netsPerEndpoint} pairs); left out (its traffic is dropped by anti-spoofing: fail closed)`);
+        continue;
+      }
+      for (const net of nets) kept.push(pair.mac === undefined ? { net } : { net, mac: pair.mac });
+    }
+    const out = sortedPairs(kept);
+    const same = out.length === e.addressPairs.length && out.every((x, i) => x.net === e.addressPairs![i]!.net && x.mac === e.addressPairs![i]!.mac);
+    if (same) return e;
+    const copy: Endpoint = { ...e };
+    if (out.length) copy.addressPairs = out;
+    else delete copy.addressPairs;
+    return copy;
   });
 }
 

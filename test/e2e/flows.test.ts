@@ -37,7 +37,7 @@ interface FlowJson {
   time: string; last_seen: string; host: string; endpoint: string | null; interface: string; direction: string;
   src: string; dst: string; protocol: string; src_port: number | null; dst_port: number | null;
   icmp_type: number | null; icmp_code: number | null; verdict: string; decision: string;
-  profile: string | null; rule_index: number | null; packets: number;
+  profile: string | null; rule_index: number | null; packets: number; network?: string;
 }
 
 const profile = (id: string, inbound: Record<string, unknown>[], outbound: Record<string, unknown>[]) =>
@@ -151,7 +151,7 @@ describe("flow reports: what the dataplane denies (and allows), tied to the rule
       profile("fl-db", [{ action: "allow", protocol: "tcp", dst_ports: [80] }, { action: "deny", protocol: "tcp", dst_ports: [81] }], [{}]),
       profile("fl-partial", [{ action: "allow", protocol: "tcp", dst_ports: [80] }], [{}]),
       endpoint("a", ["open"]), endpoint("b", ["fl-db"]), endpoint("c", ["open"]), endpoint("i", ["open"], { state: "inactive" }),
-      endpoint("x", ["open"]), endpoint("y", ["fl-partial", "fl-ghost"]),
+      endpoint("x", ["open"]), endpoint("y", ["fl-partial", "fl-ghost"], { network: "fl-net" }),
       endpoint("h", ["open"]), endpoint("k", ["fl-partial"]),
     ], ["hv1", "hv2", "hv3"]);
   }, 120_000);
@@ -210,6 +210,9 @@ describe("flow reports: what the dataplane denies (and allows), tied to the rule
     expect(deny.map((r) => [r.decision, r.profile, r.rule_index])).toEqual([["rule", "fl-db", 1], ["rule", "fl-db", 1]]);
     const ghost = (await flows(["--host", "hv2", "--verdict", "deny"])).filter((r) => r.dst_port === 81);
     expect(ghost.map((r) => [r.decision, r.profile])).toEqual([["missing-profile", "fl-ghost"], ["missing-profile", "fl-ghost"]]);
+    // y is on a network: its records say so; b's (default network) carry no network.
+    expect(ghost.map((r) => r.network)).toEqual(["fl-net", "fl-net"]);
+    expect(deny.map((r) => "network" in r)).toEqual([false, false]);
   });
 
   it("with --flow-logs all, admitted new flows are reported with their allow rules, once per flow (never established traffic); without it, not at all", async () => {

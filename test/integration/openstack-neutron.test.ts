@@ -137,18 +137,35 @@ describe("the mass-deletion guard holds back only the deletions", () => {
 });
 
 describe("address ownership", () => {
-  it("fixed IPs win: another tenant's allowed address pair cannot strip a port's address", async () => {
+  it("two tenants on the same subnet both keep their addresses, each on its network; within a network fixed IPs win over pairs", async () => {
     const other = new NeutronAdmin(neutron.url, "b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0");
-    const victim = await api.port({ network_id: net.id, device_id: "vm-victim", "binding:host_id": "hv1", security_groups: [web.id] });
-    const addr = victim.fixed_ips.find((f: Json) => !f.ip_address.includes(":")).ip_address as string;
-    const netB = await other.network("net-b", "198.18.30.0/24");
+    const netA = await api.network("same-a", "198.18.40.0/24");
+    const netB = await other.network("same-b", "198.18.40.0/24");
     const gB = await other.group("b");
-    const thief = await other.port({ network_id: netB.id, device_id: "vm-thief", "binding:host_id": "hv2", security_groups: [gB.id], allowed_address_pairs: [{ ip_address: addr }] });
+    const a = await api.port({ network_id: netA.id, device_id: "vm-same-a", "binding:host_id": "hv1", security_groups: [web.id], fixed_ips: [{ ip_address: "198.18.40.10" }] });
+    const b = await other.port({ network_id: netB.id, device_id: "vm-same-b", "binding:host_id": "hv1", security_groups: [gB.id], fixed_ips: [{ ip_address: "198.18.40.10" }] });
+    // On a's network: a pair naming a's address, and a pod range covering it.
+    const thief = await api.port({
+      network_id: netA.id, device_id: "vm-same-t", "binding:host_id": "hv2", security_groups: [web.id], fixed_ips: [{ ip_address: "198.18.40.100" }],
+      allowed_address_pairs: [{ ip_address: "198.18.40.10" }, { ip_address: "198.18.40.0/28" }, { ip_address: "198.18.41.0/24", mac_address: "00:00:5e:00:01:07" }],
+    });
+    // On b's network a pod range covering b's address is cut around it too (a's .10 has no bearing there).
+    const peer = await other.port({ network_id: netB.id, device_id: "vm-same-p", "binding:host_id": "hv2", security_groups: [gB.id], allowed_address_pairs: [{ ip_address: "198.18.40.0/28" }] });
     const r = await once();
     expect(r.code, r.stderr + r.stdout).toBe(0);
-    const eps = await endpoints();
-    expect(eps.find((e) => e.id === victim.id)!.ipv4Nets).toContain(`${addr}/32`);
-    expect(eps.find((e) => e.id === thief.id)!.ipv4Nets).not.toContain(`${addr}/32`);
+    const eps = new Map((await endpoints()).map((e) => [e.id, e]));
+    expect(eps.get(a.id)).toMatchObject({ network: netA.id, ipv4Nets: ["198.18.40.10/32"] });
+    expect(eps.get(b.id)).toMatchObject({ network: netB.id, ipv4Nets: ["198.18.40.10/32"] });
+    expect(eps.get(thief.id)).toMatchObject({
+      network: netA.id, ipv4Nets: ["198.18.40.100/32"],
+      addressPairs: [{ net: "198.18.40.0/29" }, { net: "198.18.40.8/31" }, { net: "198.18.40.11/32" }, { net: "198.18.40.12/30" }, { net: "198.18.41.0/24", mac: "00:00:5e:00:01:07" }],
+    });
+    const peerFixed = eps.get(peer.id)!.ipv4Nets[0]!;
+    // Neutron picked the peer's own address: if inside the /28 it is its own and stays in; b's .10 is cut out.
+    const pairs = eps.get(peer.id)!.addressPairs!.map((x) => x.net);
+    expect(pairs).not.toContain("198.18.40.0/28");
+    expect(pairs).toContain("198.18.40.11/32");
+    expect(peerFixed.startsWith("198.18.40.")).toBe(true);
     expect(r.stdout + r.stderr).toMatch(/fixed IPs win/);
   });
 });

@@ -3,7 +3,9 @@ import { EXAMPLE_ENDPOINT_YAML } from "../support/documents.js";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import * as grpc from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { RpcError } from "../../services/contract/errors.js";
 import { eventually, palisadectl, requireBuild } from "../support/binaries.js";
 import { startTestController } from "../support/controller.js";
 
@@ -87,6 +89,47 @@ describe("palisadectl", () => {
     const bad = await ctl(["trace", "--from", "198.18.2.3", "--to", "2001:db8::1", "--protocol", "tcp"]);
     expect(bad.code).toBe(1);
     expect(bad.stderr).toContain("one IP family");
+  });
+
+  it("trace --from-network/--to-network picks among endpoints sharing an address; without them, INVALID_ARGUMENT naming the networks", async () => {
+    const tenant = (wl: string, network: string, ip: string, profile: string) =>
+      ({ kind: "Endpoint", host: "hv3", orchestrator: "openstack", workload: wl, id: `p-${wl}`, name: `tap${wl}`, state: "active", ipv4_nets: [ip], profile_ids: [profile], network });
+    await ctl(["apply", "-f", "-"], JSON.stringify([
+      { kind: "Profile", id: "t-web", tags: [], inbound_rules: [{ protocol: "tcp", dst_ports: [80] }], outbound_rules: [{}] },
+      { kind: "Profile", id: "t-ssh", tags: [], inbound_rules: [{ protocol: "tcp", dst_ports: [22] }], outbound_rules: [{}] },
+      tenant("a1", "net-a", "198.18.30.10", "t-web"), tenant("a2", "net-a", "198.18.30.20", "t-web"),
+      tenant("b1", "net-b", "198.18.30.10", "t-ssh"), tenant("b2", "net-b", "198.18.30.20", "t-ssh"),
+    ]));
+    const trace = (net: string, port: number, more: string[] = []) =>
+      ctl(["trace", "--from", "198.18.30.10", "--to", "198.18.30.20", "--from-network", net, "--to-network", net, "--protocol", "tcp", "--dst-port", String(port), ...more]);
+    const b = await eventually(async () => {
+      const r = await trace("net-b", 22, ["-o", "json"]);
+      return r.code === 0 && JSON.parse(r.stdout).verdict === "allow" ? JSON.parse(r.stdout) : undefined;
+    }, { what: "trace on net-b" });
+    expect(b.steps).toEqual([
+      { direction: "outbound", endpoint: "hv3/openstack/b1/p-b1", network: "net-b", verdict: "allow", decision: "rule", profile: "t-ssh", rule_index: 0 },
+      { direction: "inbound", endpoint: "hv3/openstack/b2/p-b2", network: "net-b", verdict: "allow", decision: "rule", profile: "t-ssh", rule_index: 0 },
+    ]);
+    const a = await trace("net-a", 22);
+    expect(a.code).toBe(0);
+    expect(a.stdout).toMatch(/^DENY/);
+    expect(a.stdout).toContain("inbound  hv3/openstack/a2/p-a2 (network net-a): deny — no rule matched (default deny)");
+    expect((await trace("net-a", 80)).stdout).toMatch(/^ALLOW/);
+    // The default network ("") holds neither address: not policed.
+    expect((await trace("", 22)).stdout).toMatch(/^ALLOW \(neither address is an endpoint/);
+    const ambiguous = await ctl(["trace", "--from", "198.18.30.10", "--to", "198.18.30.20", "--to-network", "net-a", "--protocol", "tcp"]);
+    expect(ambiguous.code).toBe(1);
+    expect(ambiguous.stderr).toContain(`invalid input: trace: from_network: 198.18.30.10 is held by endpoints on several networks ('net-a', 'net-b'); say which with --from-network N`);
+    const e = await t.policy(t.clients.policy.trace, { src: "198.18.30.10", dst: "198.18.30.20", protocol: "tcp", fromNetwork: "net-a" }).then(() => undefined, (err: unknown) => err);
+    expect((e as RpcError).code).toBe(grpc.status.INVALID_ARGUMENT);
+    expect((e as RpcError).issues).toEqual([expect.objectContaining({ field: "to_network" })]);
+    const badName = await ctl(["trace", "--from", "198.18.30.10", "--to", "198.18.30.20", "--from-network", "no such/net", "--protocol", "tcp"]);
+    expect(badName.code).toBe(1);
+    expect(badName.stderr).toContain("from_network");
+    expect((await ctl(["delete", "-f", "-"], JSON.stringify([
+      { kind: "Profile", id: "t-web" }, { kind: "Profile", id: "t-ssh" },
+      ...["a1", "a2", "b1", "b2"].map((wl) => ({ kind: "Endpoint", host: "hv3", orchestrator: "openstack", workload: wl, id: `p-${wl}` })),
+    ]))).code).toBe(0);
   });
 
   it("deletes by file, by profile id and by endpoint key; missing objects fail", async () => {

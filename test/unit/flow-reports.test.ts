@@ -7,7 +7,7 @@ import { FLOW_CODES, logPrefix, parseLogPrefix } from "../../services/contract/f
 import { renderFlowLogChains } from "../../services/driver/flows/flow-log-chains.js";
 import { classKey } from "../../services/calc/names.js";
 import { decidedBy } from "../../services/cli/decided-by.js";
-import { mergeRecords, parseDuration } from "../../services/cli/flows.js";
+import { flowJson, mergeRecords, parseDuration } from "../../services/cli/flows.js";
 import { FLOW_LIMITS, FlowStore, checkObservation } from "../../services/controller/flow-store.js";
 import { FlowAggregator, type FlowPoint } from "../../services/driver/flows/flow-aggregator.js";
 import type { FlowReaderOptions } from "../../services/driver/flows/flow-reader.js";
@@ -340,7 +340,11 @@ const obs = (extra: Partial<FlowObservation> = {}): FlowObservation => ({
   protocol: 6, srcPort: 40000, dstPort: 81, verdict: "deny", decision: "rule", chain: "pal-pi_hashedname", index: 1, packets: 1,
   firstSeenUnixMs: 1000, lastSeenUnixMs: 1000, ...extra,
 });
-const resolver = { profileOfChain: (c: string) => (c === "pal-pi_hashedname" ? "a-very-long-profile-id" : undefined), profileIdsOf: (k: string) => (k === "hv1/o/b/e" ? ["p", "ghost"] : undefined) };
+const resolver = {
+  profileOfChain: (c: string) => (c === "pal-pi_hashedname" ? "a-very-long-profile-id" : undefined),
+  profileIdsOf: (k: string) => (k === "hv1/o/b/e" ? ["p", "ghost"] : undefined),
+  networkOf: (k: string) => (k === "hv1/o/b/e" ? "net-b" : undefined),
+};
 
 describe("the controller's flow store", () => {
   it("resolves profiles (hashed chain names, missing-profile positions), merges a flow's windows, and filters", () => {
@@ -360,6 +364,17 @@ describe("the controller's flow store", () => {
     now += FLOW_LIMITS.retentionMs + 5_000;
     expect(s.list({}, 100)).toEqual([]); // aged out
     expect(s.size).toBe(0);
+  });
+
+  it("names the endpoint's network where it has one (the model's, by the reported endpoint key)", () => {
+    const s = new FlowStore(resolver, "r1", {}, () => 1000);
+    s.ingest("hv1", { records: [obs(), obs({ endpointKey: "hv1/o/a/e", interfaceName: "tapa" }), obs({ endpointKey: "", interfaceName: "tapn", decision: "no-endpoint", chain: "pal-to-wl", index: -1 })], dropped: {} });
+    expect(s.list({}, 100).map((r) => [r.interfaceName, r.network])).toEqual([["tapb", "net-b"], ["tapa", ""], ["tapn", ""]]);
+    const json = s.list({}, 100).map(flowJson);
+    expect(json[0]).toMatchObject({ endpoint: "hv1/o/b/e", network: "net-b" });
+    expect(Object.keys(json[0]!).indexOf("network")).toBe(Object.keys(json[0]!).indexOf("endpoint") + 1);
+    expect("network" in json[1]!).toBe(false);
+    expect("network" in json[2]!).toBe(false);
   });
 
   it("refuses what a driver may not say: another host's endpoint, unknown words, bad addresses", () => {
@@ -415,7 +430,7 @@ describe("palisadectl flows helpers", () => {
     const r = (extra: Partial<FlowRecord>): FlowRecord => ({
       host: "hv1", endpoint: "hv1/o/b/e", interfaceName: "tapb", direction: "inbound", src: "198.18.1.10", dst: "198.18.1.11", protocol: 6,
       srcPort: 1, dstPort: 81, verdict: "deny", decision: "rule", profile: "p", ruleIndex: 1, packets: 1, firstSeenUnixMs: 10, lastSeenUnixMs: 20,
-      chain: "pal-pi-p", controller: "a", ...extra,
+      chain: "pal-pi-p", controller: "a", network: "", ...extra,
     });
     const merged = mergeRecords([[r({}), r({ srcPort: 2, lastSeenUnixMs: 5 })], [r({ packets: 2, firstSeenUnixMs: 5, lastSeenUnixMs: 30, controller: "b" })]]);
     expect(merged.map((x) => [x.srcPort, x.packets, x.firstSeenUnixMs, x.lastSeenUnixMs])).toEqual([[2, 1, 10, 5], [1, 3, 5, 30]]);

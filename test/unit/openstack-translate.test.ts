@@ -18,6 +18,8 @@ import { mulberry32, shuffle } from "../support/prng.js";
 const fixture = (name: string): unknown =>
   JSON.parse(readFileSync(new URL(`../fixtures/openstack/${name}`, import.meta.url), "utf8"));
 
+/** The network of every port in test/fixtures/openstack/ports.json. */
+const FIXTURE_NET = "0f1e2d3c-4b5a-4968-8776-5a4b3c2d1e0f";
 const LABELS = { [OWNER_LABEL]: "openstack" };
 
 // Fixture ids (test/fixtures/openstack/*.json).
@@ -81,25 +83,26 @@ describe("translate: the Neutron fixtures", () => {
         outbound_rules: [{ action: "allow", ip_version: 4 }, { action: "allow", ip_version: 6 }],
       },
       {
-        kind: "Endpoint", host: "hv1", orchestrator: "openstack", workload: "5a6b7c8d-9e0f-4a1b-8c2d-3e4f5a6b7c8d",
+        kind: "Endpoint", network: FIXTURE_NET, host: "hv1", orchestrator: "openstack", workload: "5a6b7c8d-9e0f-4a1b-8c2d-3e4f5a6b7c8d",
         id: "b2c4d6e8-0a1c-4e3f-9b5d-7f9a1c3e5b7d", name: "tapb2c4d6e8-0a", state: "active", mac: "fa:16:3e:58:a7:0b",
-        // fixed IPs plus the single-address allowed pairs; the /24 pair is left out (warning below).
-        ipv4_nets: ["198.18.0.15/32", "198.18.0.100/32"], ipv6_nets: ["2001:db8:0:1::15/128", "2001:db8:0:1::100/128"],
+        // fixed IPs; the allowed pairs, the /24 one included, as address_pairs.
+        ipv4_nets: ["198.18.0.15/32"], ipv6_nets: ["2001:db8:0:1::15/128"],
+        address_pairs: [{ ip_address: "198.18.0.100/32" }, { ip_address: "198.18.2.0/24" }, { ip_address: "2001:db8:0:1::100/128" }],
         profile_ids: [WEB], labels: LABELS,
       },
       {
-        kind: "Endpoint", host: "hv1", orchestrator: "openstack", workload: "9d3b2f7a-1c4e-4a8b-b6d5-3e2f1a0c9b8d",
+        kind: "Endpoint", network: FIXTURE_NET, host: "hv1", orchestrator: "openstack", workload: "9d3b2f7a-1c4e-4a8b-b6d5-3e2f1a0c9b8d",
         id: "4f2a9c1e-7b3d-4e8a-9f6c-2d1b0a9e8c7d", name: "tap4f2a9c1e-7b", state: "active", mac: "fa:16:3e:4a:91:c2",
         ipv4_nets: ["198.18.0.11/32"], ipv6_nets: ["2001:db8:0:1::11/128"], profile_ids: [WEB, DEFAULT] /* sorted */, labels: LABELS,
       },
       {
-        kind: "Endpoint", host: "hv2", orchestrator: "openstack", workload: "2c7e9a4b-6d1f-4b3a-8c5e-9f0a1b2c3d4e",
+        kind: "Endpoint", network: FIXTURE_NET, host: "hv2", orchestrator: "openstack", workload: "2c7e9a4b-6d1f-4b3a-8c5e-9f0a1b2c3d4e",
         id: "8b1e6d4c-2a7f-4c3b-9e8d-5f4a3b2c1d0e", name: "tap8b1e6d4c-2a", state: "active", mac: "fa:16:3e:7c:05:d8",
         ipv4_nets: ["198.18.0.12/32"], ipv6_nets: ["2001:db8:0:1::12/128"], profile_ids: [DEFAULT], labels: LABELS,
       },
       {
         // port_security_enabled false: the allow-all profile, no MAC.
-        kind: "Endpoint", host: "hv2", orchestrator: "openstack", workload: "c4d5e6f7-a8b9-4c0d-8e1f-2a3b4c5d6e7f",
+        kind: "Endpoint", network: FIXTURE_NET, host: "hv2", orchestrator: "openstack", workload: "c4d5e6f7-a8b9-4c0d-8e1f-2a3b4c5d6e7f",
         id: "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d", name: "tap9a8b7c6d-5e", state: "active",
         ipv4_nets: ["198.18.0.14/32"], ipv6_nets: ["2001:db8:0:1::14/128"], profile_ids: [NO_PORT_SECURITY_PROFILE], labels: LABELS,
       },
@@ -118,11 +121,10 @@ describe("translate: the Neutron fixtures", () => {
     expect(r.skipped[2]!.reason).toMatch(/network:router_interface.*no security groups/);
   });
 
-  it("warns about the port without port security and the wide allowed address pair, nothing else", () => {
+  it("warns about the port without port security, nothing else (the wide allowed address pair is kept)", () => {
     const r = translate(input());
-    expect(r.warnings).toHaveLength(2);
+    expect(r.warnings).toHaveLength(1);
     expect(r.warnings[0]).toMatch(/^port 9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d: port security is disabled.*openstack-no-port-security/);
-    expect(r.warnings[1]).toMatch(/^port b2c4d6e8-0a1c-4e3f-9b5d-7f9a1c3e5b7d: allowed address pair 198\.18\.2\.0\/24 is wider than one address/);
   });
 
   it("every object is valid, in canonical form, and carries the owner label", () => {
@@ -449,7 +451,7 @@ describe("translate: ports", () => {
     })]);
     expect(endpoints(r)).toEqual([{
       host: "compute-7.example.org", orchestrator: "openstack", workload: "vm-42", id: "0c7e0000-1111-4222-8333-444455556666",
-      name: "tap0c7e0000-11", state: "active", mac: "fa:16:3e:ab:cd:ef",
+      name: "tap0c7e0000-11", state: "active", mac: "fa:16:3e:ab:cd:ef", network: "net-1",
       ipv4Nets: ["198.18.0.10/32"], ipv6Nets: ["2001:db8::20/128"],
       profileIds: [OTHER, G].sort(), // sorted: all rules allow, and Neutron's order is not stable
       labels: LABELS,
@@ -463,35 +465,45 @@ describe("translate: ports", () => {
     expect(endpoints(translatePorts([port({ admin_state_up: true, status: "DOWN" })]))[0]!.state).toBe("active");
   });
 
-  it("addresses: fixed IPs and single-address pairs, deduplicated and sorted numerically", () => {
+  it("addresses: fixed IPs as host routes; pairs as address_pairs, deduplicated and sorted numerically; network_id as network", () => {
     const e = endpoints(translatePorts([port({
+      network_id: "7d3c0000-aaaa-4bbb-8ccc-000000000001",
       fixed_ips: [{ ip_address: "198.18.0.100" }, { ip_address: "198.18.0.9" }, { ip_address: "2001:db8::a" }],
       allowed_address_pairs: [
-        { ip_address: "198.18.0.9", mac_address: "fa:16:3e:00:00:01" }, // same as a fixed IP
-        { ip_address: "198.18.0.50/32", mac_address: "FA:16:3E:00:00:01" }, // /32, MAC in another case
+        { ip_address: "198.18.0.9", mac_address: "fa:16:3e:00:00:01" }, // a fixed IP with the port's MAC: adds nothing
+        { ip_address: "198.18.0.50/32", mac_address: "FA:16:3E:00:00:01" }, // /32, the port's MAC in another case
         { ip_address: "2001:db8::1/128" }, // no MAC: the port's
         { ip_address: "2001:DB8::0:9" },
+        { ip_address: "198.18.0.50" }, // the same pair again
       ],
     })]))[0]!;
-    expect(e.ipv4Nets).toEqual(["198.18.0.9/32", "198.18.0.50/32", "198.18.0.100/32"]);
-    expect(e.ipv6Nets).toEqual(["2001:db8::1/128", "2001:db8::9/128", "2001:db8::a/128"]);
+    expect(e.network).toBe("7d3c0000-aaaa-4bbb-8ccc-000000000001");
+    expect(e.ipv4Nets).toEqual(["198.18.0.9/32", "198.18.0.100/32"]);
+    expect(e.ipv6Nets).toEqual(["2001:db8::a/128"]);
+    expect(e.addressPairs).toEqual([{ net: "198.18.0.50/32" }, { net: "2001:db8::1/128" }, { net: "2001:db8::9/128" }]);
   });
 
-  it("a wider allowed pair is left out with a warning (fail closed)", () => {
-    const r = translatePorts([port({ allowed_address_pairs: [{ ip_address: "198.18.8.0/22" }, { ip_address: "2001:db8:1::/64" }] })]);
+  it("CIDR pairs are kept (a Kubernetes pod range), canonical", () => {
+    const r = translatePorts([port({ allowed_address_pairs: [{ ip_address: "2001:db8:1::5/64" }, { ip_address: "198.18.8.0/22" }] })]);
     expect(endpoints(r)[0]!.ipv4Nets).toEqual(["198.18.0.10/32"]);
-    expect(endpoints(r)[0]!.ipv6Nets).toEqual([]);
-    expect(r.warnings).toEqual([
-      expect.stringMatching(/^port 0c7e0000-1111-4222-8333-444455556666: allowed address pair 198\.18\.8\.0\/22 is wider than one address.*dropped by anti-spoofing/),
-      expect.stringMatching(/allowed address pair 2001:db8:1::\/64 is wider than one address/),
-    ]);
+    expect(endpoints(r)[0]!.addressPairs).toEqual([{ net: "198.18.8.0/22" }, { net: "2001:db8:1::/64" }]);
+    expect(r.warnings).toEqual([]);
   });
 
-  it("a pair with another MAC is left out with a warning; the endpoint keeps the port's MAC", () => {
-    const r = translatePorts([port({ allowed_address_pairs: [{ ip_address: "198.18.0.200", mac_address: "fa:16:3e:99:99:99" }] })]);
+  it("a pair with its own MAC (VRRP) is kept with that MAC; the endpoint keeps the port's MAC", () => {
+    const r = translatePorts([port({ allowed_address_pairs: [{ ip_address: "198.18.0.200", mac_address: "00:00:5E:00:01:07" }, { ip_address: "198.18.0.10", mac_address: "00:00:5e:00:01:07" }] })]);
     expect(endpoints(r)[0]!.mac).toBe("fa:16:3e:00:00:01");
     expect(endpoints(r)[0]!.ipv4Nets).toEqual(["198.18.0.10/32"]);
-    expect(r.warnings).toEqual([expect.stringMatching(/allowed address pair 198\.18\.0\.200 has MAC fa:16:3e:99:99:99, not the port's fa:16:3e:00:00:01.*dropped/)]);
+    // The port's own fixed IP with another MAC is a real pair (that MAC may use it).
+    expect(endpoints(r)[0]!.addressPairs).toEqual([{ net: "198.18.0.10/32", mac: "00:00:5e:00:01:07" }, { net: "198.18.0.200/32", mac: "00:00:5e:00:01:07" }]);
+    expect(r.warnings).toEqual([]);
+  });
+
+  it("Neutron's any-address pairs (0.0.0.0/0, ::/0) become their two /1 halves", () => {
+    const r = translatePorts([port({ allowed_address_pairs: [{ ip_address: "0.0.0.0/0" }, { ip_address: "::/0", mac_address: "fa:16:3e:77:77:77" }] })]);
+    expect(endpoints(r)[0]!.addressPairs).toEqual([
+      { net: "0.0.0.0/1" }, { net: "128.0.0.0/1" }, { net: "::/1", mac: "fa:16:3e:77:77:77" }, { net: "8000::/1", mac: "fa:16:3e:77:77:77" },
+    ]);
   });
 
   it("port security disabled: the allow-all profile (once), no MAC, addresses kept, one warning per port", () => {
@@ -505,7 +517,8 @@ describe("translate: ports", () => {
       expect(byId.get(id)!.profileIds).toEqual([NO_PORT_SECURITY_PROFILE]);
       expect(byId.get(id)!.mac).toBeUndefined();
     }
-    expect(byId.get("p-b")!.ipv4Nets).toEqual(["198.18.0.10/32", "198.18.0.77/32"]);
+    expect(byId.get("p-b")!.ipv4Nets).toEqual(["198.18.0.10/32"]);
+    expect(byId.get("p-b")!.addressPairs).toEqual([{ net: "198.18.0.77/32" }]);
     expect(byId.get("p-c")!.profileIds).toEqual([G]);
     expect(byId.get("p-c")!.mac).toBe("fa:16:3e:00:00:01");
     expect(profiles(r).filter((p) => p.id === NO_PORT_SECURITY_PROFILE)).toEqual([{
@@ -772,7 +785,7 @@ describe("parse*File: shape checks", () => {
   });
 });
 
-describe("translate: leave-out mode and one address space", () => {
+describe("translate: leave-out mode, networks and fixed IPs", () => {
   it("leave-out drops only the offending rule, group or port, and reports each", () => {
     const good = nrule({ id: "c1000000-0000-4000-8000-000000000000", protocol: "tcp", port_range_min: 22, port_range_max: 22 });
     const bad = nrule({ id: "c2000000-0000-4000-8000-000000000000", protocol: "tcp", port_range_min: 90, port_range_max: 80 });
@@ -798,37 +811,61 @@ describe("translate: leave-out mode and one address space", () => {
     expect(r.leftOut[0]!.reason).toMatch(/appears twice/);
   });
 
-  it("an address held by ports on different networks is taken from all of them; one network may share a VIP", () => {
+  it("networks are address scopes: two tenants on the same subnet both keep their addresses, pairs included", () => {
     const r = translatePorts([
       port({ id: "p-a", network_id: "net-a", fixed_ips: [{ ip_address: "198.18.0.10" }] }),
       port({ id: "p-b", network_id: "net-b", fixed_ips: [{ ip_address: "198.18.0.10" }, { ip_address: "198.18.0.11" }] }),
-      port({ id: "p-c", network_id: "net-c", fixed_ips: [{ ip_address: "198.18.0.20" }], allowed_address_pairs: [{ ip_address: "198.18.0.30" }] }),
-      port({ id: "p-d", network_id: "net-c", fixed_ips: [{ ip_address: "198.18.0.21" }], allowed_address_pairs: [{ ip_address: "198.18.0.30" }] }),
+      // A pair on net-a naming an address that is a fixed IP on net-b only: nobody's on net-a.
+      port({ id: "p-c", network_id: "net-a", fixed_ips: [{ ip_address: "198.18.0.20" }], allowed_address_pairs: [{ ip_address: "198.18.0.11" }, { ip_address: "198.18.0.128/25" }] }),
+      port({ id: "p-d", network_id: "net-b", fixed_ips: [{ ip_address: "198.18.0.20" }] }),
     ]);
-    const nets = Object.fromEntries(r.objects.filter((o) => o.kind === "Endpoint").map((o) => [(o as { endpoint: Endpoint }).endpoint.id, (o as { endpoint: Endpoint }).endpoint.ipv4Nets]));
-    expect(nets).toEqual({
-      "p-a": [], "p-b": ["198.18.0.11/32"], "p-c": ["198.18.0.20/32", "198.18.0.30/32"], "p-d": ["198.18.0.21/32", "198.18.0.30/32"],
+    const byId = new Map(endpoints(r).map((e) => [e.id, e]));
+    expect(Object.fromEntries([...byId].map(([id, e]) => [id, [e.network, e.ipv4Nets, e.addressPairs]]))).toEqual({
+      "p-a": ["net-a", ["198.18.0.10/32"], undefined],
+      "p-b": ["net-b", ["198.18.0.10/32", "198.18.0.11/32"], undefined],
+      "p-c": ["net-a", ["198.18.0.20/32"], [{ net: "198.18.0.11/32" }, { net: "198.18.0.128/25" }]],
+      "p-d": ["net-b", ["198.18.0.20/32"], undefined],
     });
-    expect(r.warnings.some((w) => /address 198\.18\.0\.10\/32 is a fixed IP on several networks \(overlapping subnets\) \(port p-a, port p-b\)/.test(w))).toBe(true);
+    expect(r.warnings).toEqual([]);
   });
 
-  it("fixed IPs win: a pair on another network naming someone's fixed IP is left out for the claimer only", () => {
+  it("fixed IPs win within one network: a pair naming another port's fixed IP is left out, a CIDR pair has them cut out", () => {
     const r = translatePorts([
-      port({ id: "victim", network_id: "net-a", fixed_ips: [{ ip_address: "198.18.0.10" }] }),
-      // Another tenant's port names the victim's address as a pair.
-      port({ id: "thief", network_id: "net-b", fixed_ips: [{ ip_address: "198.18.1.10" }], allowed_address_pairs: [{ ip_address: "198.18.0.10" }] }),
-      // A VRRP peer on the victim's own network may share it.
-      port({ id: "peer", network_id: "net-a", fixed_ips: [{ ip_address: "198.18.0.11" }], allowed_address_pairs: [{ ip_address: "198.18.0.10" }] }),
-      // Pairs only, on two networks: nobody owns it; taken from both.
-      port({ id: "x", network_id: "net-x", fixed_ips: [{ ip_address: "198.18.2.1" }], allowed_address_pairs: [{ ip_address: "198.18.9.9" }] }),
-      port({ id: "y", network_id: "net-y", fixed_ips: [{ ip_address: "198.18.3.1" }], allowed_address_pairs: [{ ip_address: "198.18.9.9" }] }),
+      port({ id: "victim", network_id: "net-a", fixed_ips: [{ ip_address: "198.18.0.10" }, { ip_address: "2001:db8::10" }] }),
+      // Same network: the single-address pair is left out, the /24 is split around the victim's address (and its own stays).
+      port({
+        id: "thief", network_id: "net-a", fixed_ips: [{ ip_address: "198.18.0.20" }],
+        allowed_address_pairs: [{ ip_address: "198.18.0.10" }, { ip_address: "198.18.0.0/24" }, { ip_address: "2001:db8::/126" }, { ip_address: "198.18.0.30" }],
+      }),
+      // A router's gateway counts (a device_owner); a reserved VIP port without one does not: VRRP pairs may name it.
+      port({ id: "router", network_id: "net-a", device_owner: "network:router_interface", fixed_ips: [{ ip_address: "198.18.0.1" }] }),
+      port({ id: "vip", network_id: "net-a", device_owner: "", fixed_ips: [{ ip_address: "198.18.0.30" }] }),
+      // Another network: the victim's address is not its business.
+      port({ id: "other", network_id: "net-b", fixed_ips: [{ ip_address: "198.18.1.10" }], allowed_address_pairs: [{ ip_address: "198.18.0.10" }] }),
     ]);
-    const nets = Object.fromEntries(r.objects.filter((o) => o.kind === "Endpoint").map((o) => [(o as { endpoint: Endpoint }).endpoint.id, (o as { endpoint: Endpoint }).endpoint.ipv4Nets]));
-    expect(nets).toEqual({
-      victim: ["198.18.0.10/32"], thief: ["198.18.1.10/32"], peer: ["198.18.0.10/32", "198.18.0.11/32"],
-      x: ["198.18.2.1/32"], y: ["198.18.3.1/32"],
-    });
-    expect(r.warnings.some((w) => /address 198\.18\.0\.10\/32 is a fixed IP on network net-a \(port victim\); the allowed address pair naming it on another network is left out for port thief/.test(w))).toBe(true);
-    expect(r.warnings.some((w) => /address 198\.18\.9\.9\/32 is named only in allowed address pairs, on different networks/.test(w))).toBe(true);
+    const byId = new Map(endpoints(r).map((e) => [e.id, e]));
+    expect(byId.get("victim")!.ipv4Nets).toEqual(["198.18.0.10/32"]);
+    expect(byId.get("thief")!.ipv4Nets).toEqual(["198.18.0.20/32"]);
+    expect(byId.get("thief")!.addressPairs).toEqual([
+      // 198.18.0.0/24 without .1 (router) and .10 (victim); .20 is the thief's own, .30 a VIP.
+      { net: "198.18.0.0/32" }, { net: "198.18.0.2/31" }, { net: "198.18.0.4/30" }, { net: "198.18.0.8/31" }, { net: "198.18.0.11/32" },
+      { net: "198.18.0.12/30" }, { net: "198.18.0.16/28" }, { net: "198.18.0.30/32" }, { net: "198.18.0.32/27" }, { net: "198.18.0.64/26" }, { net: "198.18.0.128/25" },
+      // 2001:db8::/126 without ::10? Not inside: kept whole.
+      { net: "2001:db8::/126" },
+    ]);
+    expect(byId.get("other")!.addressPairs).toEqual([{ net: "198.18.0.10/32" }]);
+    expect(r.warnings).toEqual([
+      "port thief: allowed address pair 198.18.0.0/24 covers the fixed IPs of port router, port victim on network net-a; they are cut out of it (fixed IPs win)",
+      "port thief: allowed address pair 198.18.0.10/32 is the fixed IP of port victim on network net-a; left out (fixed IPs win: a pair cannot take another port's address)",
+    ]);
+  });
+
+  it("a CIDR pair that would need more CIDRs than an endpoint may hold, once other ports' fixed IPs are cut out, is left out", () => {
+    // 40 fixed IPs spread over a /16: the rest needs far more than 256 CIDRs.
+    const victims = Array.from({ length: 40 }, (_, i) => port({ id: `v${String(i).padStart(2, "0")}`, network_id: "net-a", fixed_ips: [{ ip_address: `198.18.${i * 6}.${i + 1}` }] }));
+    const r = translatePorts([...victims, port({ id: "wide", network_id: "net-a", fixed_ips: [{ ip_address: "198.19.0.1" }], allowed_address_pairs: [{ ip_address: "198.18.0.0/16" }, { ip_address: "198.19.8.0/24" }] })]);
+    const wide = endpoints(r).find((e) => e.id === "wide")!;
+    expect(wide.addressPairs).toEqual([{ net: "198.19.8.0/24" }]);
+    expect(r.warnings.some((w) => /^port wide: allowed address pair 198\.18\.0\.0\/16 without other ports' fixed IPs needs \d+ CIDRs, more than an endpoint may hold \(256 pairs\); left out/.test(w))).toBe(true);
   });
 });

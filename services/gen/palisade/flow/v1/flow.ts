@@ -71,6 +71,11 @@ export interface FlowRecord {
   chain: string;
   /** The controller replica that received the record. */
   controller: string;
+  /**
+   * The endpoint's network (DESIGN §2.10) when it has one, as the model
+   * said when the record was first stored; empty otherwise.
+   */
+  network: string;
 }
 
 export interface ListRequest {
@@ -241,6 +246,7 @@ function createBaseFlowRecord(): FlowRecord {
     lastSeenUnixMs: 0,
     chain: "",
     controller: "",
+    network: "",
   };
 }
 
@@ -305,6 +311,9 @@ export const FlowRecord: MessageFns<FlowRecord> = {
     }
     if (message.controller !== "") {
       writer.uint32(162).string(message.controller);
+    }
+    if (message.network !== "") {
+      writer.uint32(170).string(message.network);
     }
     return writer;
   },
@@ -482,6 +491,14 @@ export const FlowRecord: MessageFns<FlowRecord> = {
             message.controller = reader.string();
             continue;
           }
+          case 21: {
+            if (tag !== 170) {
+              break;
+            }
+
+            message.network = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -548,6 +565,7 @@ export const FlowRecord: MessageFns<FlowRecord> = {
         : 0,
       chain: isSet(object.chain) ? globalThis.String(object.chain) : "",
       controller: isSet(object.controller) ? globalThis.String(object.controller) : "",
+      network: isSet(object.network) ? globalThis.String(object.network) : "",
     };
   },
 
@@ -613,6 +631,9 @@ export const FlowRecord: MessageFns<FlowRecord> = {
     if (message.controller !== "") {
       obj.controller = message.controller;
     }
+    if (message.network !== "") {
+      obj.network = message.network;
+    }
     return obj;
   },
 
@@ -641,6 +662,7 @@ export const FlowRecord: MessageFns<FlowRecord> = {
     message.lastSeenUnixMs = object.lastSeenUnixMs ?? 0;
     message.chain = object.chain ?? "";
     message.controller = object.controller ?? "";
+    message.network = object.network ?? "";
     return message;
   },
 };

@@ -171,7 +171,16 @@ export interface TraceRequest {
   srcPort?: number | undefined;
   dstPort?: number | undefined;
   icmpType?: number | undefined;
-  icmpCode?: number | undefined;
+  icmpCode?:
+    | number
+    | undefined;
+  /**
+   * The sender's / receiver's network (DESIGN §2.10): only endpoints on it
+   * hold the address; "" is the default network. Unset: any network, and an
+   * address held on several networks is INVALID_ARGUMENT naming them.
+   */
+  fromNetwork?: string | undefined;
+  toNetwork?: string | undefined;
 }
 
 export interface TraceStep {
@@ -185,6 +194,8 @@ export interface TraceStep {
   profile: string;
   /** Index in the profile's inbound_rules or outbound_rules (decision "rule"). */
   ruleIndex: number;
+  /** The endpoint's network; empty for the default network. */
+  network: string;
 }
 
 export interface TraceResponse {
@@ -1600,6 +1611,8 @@ function createBaseTraceRequest(): TraceRequest {
     dstPort: undefined,
     icmpType: undefined,
     icmpCode: undefined,
+    fromNetwork: undefined,
+    toNetwork: undefined,
   };
 }
 
@@ -1625,6 +1638,12 @@ export const TraceRequest: MessageFns<TraceRequest> = {
     }
     if (message.icmpCode !== undefined) {
       writer.uint32(56).uint32(message.icmpCode);
+    }
+    if (message.fromNetwork !== undefined) {
+      writer.uint32(66).string(message.fromNetwork);
+    }
+    if (message.toNetwork !== undefined) {
+      writer.uint32(74).string(message.toNetwork);
     }
     return writer;
   },
@@ -1698,6 +1717,22 @@ export const TraceRequest: MessageFns<TraceRequest> = {
             message.icmpCode = reader.uint32();
             continue;
           }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.fromNetwork = reader.string();
+            continue;
+          }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.toNetwork = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1735,6 +1770,16 @@ export const TraceRequest: MessageFns<TraceRequest> = {
         : isSet(object.icmp_code)
         ? globalThis.Number(object.icmp_code)
         : undefined,
+      fromNetwork: isSet(object.fromNetwork)
+        ? globalThis.String(object.fromNetwork)
+        : isSet(object.from_network)
+        ? globalThis.String(object.from_network)
+        : undefined,
+      toNetwork: isSet(object.toNetwork)
+        ? globalThis.String(object.toNetwork)
+        : isSet(object.to_network)
+        ? globalThis.String(object.to_network)
+        : undefined,
     };
   },
 
@@ -1761,6 +1806,12 @@ export const TraceRequest: MessageFns<TraceRequest> = {
     if (message.icmpCode !== undefined) {
       obj.icmpCode = Math.round(message.icmpCode);
     }
+    if (message.fromNetwork !== undefined) {
+      obj.fromNetwork = message.fromNetwork;
+    }
+    if (message.toNetwork !== undefined) {
+      obj.toNetwork = message.toNetwork;
+    }
     return obj;
   },
 
@@ -1776,12 +1827,14 @@ export const TraceRequest: MessageFns<TraceRequest> = {
     message.dstPort = object.dstPort ?? undefined;
     message.icmpType = object.icmpType ?? undefined;
     message.icmpCode = object.icmpCode ?? undefined;
+    message.fromNetwork = object.fromNetwork ?? undefined;
+    message.toNetwork = object.toNetwork ?? undefined;
     return message;
   },
 };
 
 function createBaseTraceStep(): TraceStep {
-  return { direction: "", endpoint: "", verdict: 0, decision: "", profile: "", ruleIndex: 0 };
+  return { direction: "", endpoint: "", verdict: 0, decision: "", profile: "", ruleIndex: 0, network: "" };
 }
 
 export const TraceStep: MessageFns<TraceStep> = {
@@ -1803,6 +1856,9 @@ export const TraceStep: MessageFns<TraceStep> = {
     }
     if (message.ruleIndex !== 0) {
       writer.uint32(48).int32(message.ruleIndex);
+    }
+    if (message.network !== "") {
+      writer.uint32(58).string(message.network);
     }
     return writer;
   },
@@ -1868,6 +1924,14 @@ export const TraceStep: MessageFns<TraceStep> = {
             message.ruleIndex = reader.int32();
             continue;
           }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.network = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1892,6 +1956,7 @@ export const TraceStep: MessageFns<TraceStep> = {
         : isSet(object.rule_index)
         ? globalThis.Number(object.rule_index)
         : 0,
+      network: isSet(object.network) ? globalThis.String(object.network) : "",
     };
   },
 
@@ -1915,6 +1980,9 @@ export const TraceStep: MessageFns<TraceStep> = {
     if (message.ruleIndex !== 0) {
       obj.ruleIndex = Math.round(message.ruleIndex);
     }
+    if (message.network !== "") {
+      obj.network = message.network;
+    }
     return obj;
   },
 
@@ -1929,6 +1997,7 @@ export const TraceStep: MessageFns<TraceStep> = {
     message.decision = object.decision ?? "";
     message.profile = object.profile ?? "";
     message.ruleIndex = object.ruleIndex ?? 0;
+    message.network = object.network ?? "";
     return message;
   },
 };
