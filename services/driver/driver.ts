@@ -27,6 +27,7 @@ import { createApplyStats, type DriverCounters } from "./apply/apply-stats.js";
 import { createDataplane, type Dataplane } from "./apply/dataplane.js";
 import { normalizeDriverOptions, type DriverOptions } from "./driver-options.js";
 import { createInterfaceReporter } from "./monitors/interface-reporter.js";
+import { bridgeFilterProblem } from "./monitors/bridge-check.js";
 import { createOwnProcesses } from "./kernel/own-processes.js";
 import { buildPlanInput, driverBaseChains } from "./plan/plan-input.js";
 import { createRulesetMonitor, defaultMonitorCommand, type RulesetMonitor } from "./monitors/ruleset-monitor.js";
@@ -46,6 +47,13 @@ export interface Driver {
   readonly dataplane: Dataplane;
   /** Resolves when the first complete state has been applied. */
   readonly firstSync: Promise<void>;
+  /**
+   * Why this host's workload traffic is not all policed (bridged ports whose
+   * frames bypass iptables, DESIGN §9.3), or undefined. While set, every
+   * Applied the driver sends says ok=false with it as the error, so the
+   * host's status carries it and never counts as healthy.
+   */
+  readonly hostProblem: string | undefined;
   /** The flow reporter (DESIGN §6.12), once started. */
   readonly flows: FlowReporter | undefined;
   /** Asks for a read-back and repair soon (serialised with applies); a no-op before the first complete state. */
@@ -75,10 +83,46 @@ export async function startDriver(options: DriverOptions): Promise<Driver> {
   // does not interrupt allowed traffic).
   const startKernel = await dataplane.readKernel();
 
+  // The host check runs before the first report, so a host whose bridged
+  // ports bypass iptables never reports a successful apply (DESIGN §9.3).
+  const checkHost = () => bridgeFilterProblem(o.interfacePrefixes, families, o.readHost);
+  let hostProblem = await checkHost();
+  o.metrics?.hostCheckFailing.set(hostProblem ? 1 : 0);
+  if (hostProblem) logger.error({ problem: hostProblem }, "host check failed: workload traffic bypasses Palisade");
+  const appliedMessage = (revision: number, r: { durationMs: number; chainsWritten: number; ipsetLines: number }, applyError?: string) => ({
+    message: {
+      $case: "applied" as const,
+      value: { revision, ok: !applyError && !hostProblem, error: applyError ?? hostProblem ?? "", durationMs: r.durationMs, chainsWritten: r.chainsWritten, ipsetLines: r.ipsetLines },
+    },
+  });
+  let hostChecking = false;
+  async function recheckHost(): Promise<void> {
+    if (hostChecking || stopped) return;
+    hostChecking = true;
+    try {
+      const p = await checkHost();
+      if (p === hostProblem) return;
+      hostProblem = p;
+      o.metrics?.hostCheckFailing.set(p ? 1 : 0);
+      if (p) logger.error({ problem: p }, "host check failed: workload traffic bypasses Palisade");
+      else logger.info("host check passes again");
+      // The controller learns of it at once, for the revision already applied
+      // (ok again clears the host's last error).
+      if (sync.inSync) client?.send(appliedMessage(sync.appliedRevision, { durationMs: 0, chainsWritten: 0, ipsetLines: 0 }));
+    } catch (err) {
+      logger.warn({ err: (err as Error).message }, "host check could not run");
+    } finally {
+      hostChecking = false;
+    }
+  }
+
   const sync = createSyncState({
     logger,
     onWork: () => loop.schedule(),
-    onEndpoints: (all) => void interfaces.check(all),
+    onEndpoints: (all) => {
+      void interfaces.check(all);
+      void recheckHost();
+    },
     onRefused: () => restartClient(),
   });
 
@@ -95,7 +139,7 @@ export async function startDriver(options: DriverOptions): Promise<Driver> {
       const news = sync.succeeded(ticket, r.bytesWritten > 0);
       stats.inSync(ticket.revision);
       // Quiet no-op applies (drift checks that found nothing) are not reported.
-      if (news) client?.send({ message: { $case: "applied", value: { revision: ticket.revision, ok: true, error: "", durationMs: r.durationMs, chainsWritten: r.chainsWritten, ipsetLines: r.ipsetLines } } });
+      if (news) client?.send(appliedMessage(ticket.revision, r));
       if (r.chainsWritten || r.ipsetLines || r.chainsRemoved) logger.info({ revision: ticket.revision, ms: Math.round(r.durationMs), chains: r.chainsWritten, removed: r.chainsRemoved, ipsetLines: r.ipsetLines }, "applied");
       resolveFirst();
     },
@@ -103,7 +147,7 @@ export async function startDriver(options: DriverOptions): Promise<Driver> {
       stats.failed();
       const revision = sync.failed(ticket);
       logger.error({ revision: ticket?.revision, err: err.message }, "apply failed; will retry (traffic stays as last programmed)");
-      if (revision !== undefined) client?.send({ message: { $case: "applied", value: { revision, ok: false, error: err.message, durationMs: 0, chainsWritten: 0, ipsetLines: 0 } } });
+      if (revision !== undefined) client?.send(appliedMessage(revision, { durationMs: 0, chainsWritten: 0, ipsetLines: 0 }, err.message));
     },
     onDriftRepaired: () => stats.driftRepaired(),
     // Before the first in-sync too: the hooks, base chains and fail-closed
@@ -120,6 +164,7 @@ export async function startDriver(options: DriverOptions): Promise<Driver> {
     send: (req) => client?.send(req),
     pollMs: o.interfacePollMs,
   });
+  const hostTimer = setInterval(() => void recheckHost(), o.interfacePollMs);
 
   function connect(): SyncClient {
     return startSyncClient({
@@ -172,6 +217,7 @@ export async function startDriver(options: DriverOptions): Promise<Driver> {
     get inSync() { return sync.inSync; },
     counters: stats.counters,
     get appliedRevision() { return sync.appliedRevision; },
+    get hostProblem() { return hostProblem; },
     backend,
     dataplane,
     firstSync,
@@ -183,6 +229,7 @@ export async function startDriver(options: DriverOptions): Promise<Driver> {
       const applies = loop.stop();
       void flows?.stop();
       interfaces.stop();
+      clearInterval(hostTimer);
       client?.stop();
       await monitor?.stop();
       // Rules stay in place: a stopped driver keeps enforcing the last state.

@@ -157,6 +157,51 @@ export function createLab(prefix: string) {
     },
 
     /**
+     * A Linux bridge on a hypervisor, as the linuxbridge agent (or OVS's
+     * hybrid plug, through a qbr bridge) builds one per network: workload
+     * taps are its ports, frames between them are bridged, not routed.
+     * `bridgeNf` sets net.bridge.bridge-nf-call-ip(6)tables inside the
+     * hypervisor's namespace (per namespace on the kernels we run), which
+     * makes bridged IP frames cross iptables' FORWARD (DESIGN §6.3).
+     */
+    async addBridge(hypervisor: string, bridge: string, opts: { bridgeNf: boolean }): Promise<void> {
+      const hv = hypervisors.get(hypervisor)!;
+      await ip(["-n", hv.ns, "link", "add", bridge, "type", "bridge"]);
+      await ip(["-n", hv.ns, "link", "set", bridge, "up"]);
+      await this.setBridgeNf(hypervisor, opts.bridgeNf);
+    },
+
+    async setBridgeNf(hypervisor: string, on: boolean): Promise<void> {
+      const v = on ? 1 : 0;
+      await sysctl(hypervisors.get(hypervisor)!.ns, `net.bridge.bridge-nf-call-iptables=${v}`);
+      await sysctl(hypervisors.get(hypervisor)!.ns, `net.bridge.bridge-nf-call-ip6tables=${v}`);
+    },
+
+    /**
+     * A workload whose tap is a port of `bridge`: eth0 on 10.77.0.0/24 and
+     * fd77::/64 (one L2 network), neighbours found by ARP/ND across the bridge.
+     */
+    async addBridgedWorkload(hypervisor: string, opts: { name: string; iface: string; bridge: string; host: number; mac?: string }): Promise<Workload> {
+      const hv = hypervisors.get(hypervisor)!;
+      const ns = await addNamespace(opts.name);
+      const n = ++wlCount;
+      const mac = opts.mac ?? macFor(n, 0x10);
+      const ipv4 = `10.77.0.${opts.host}`;
+      const ipv6 = `fd77::${opts.host.toString(16)}`;
+      await ip(["-n", hv.ns, "link", "add", opts.iface, "type", "veth", "peer", "name", "eth0", "netns", ns]);
+      await ip(["-n", hv.ns, "link", "set", opts.iface, "address", macFor(n, 0xee)]);
+      await ip(["-n", hv.ns, "link", "set", opts.iface, "master", opts.bridge]);
+      await ip(["-n", ns, "link", "set", "eth0", "address", mac]);
+      await ip(["-n", ns, "addr", "add", `${ipv4}/24`, "dev", "eth0"]);
+      await ip(["-n", ns, "-6", "addr", "add", `${ipv6}/64`, "dev", "eth0", "nodad"]);
+      await ip(["-n", ns, "link", "set", "eth0", "up"]);
+      await ip(["-n", hv.ns, "link", "set", opts.iface, "up"]);
+      const w = { name: opts.name, ns, hypervisor, iface: opts.iface, ipv4, ipv6, mac };
+      workloads.set(opts.name, w);
+      return w;
+    },
+
+    /**
      * The destination of a live migration: a namespace on another
      * hypervisor with the workload's addresses and MAC behind a veth of the
      * same name — up, as libvirt plugs the destination's TAP before the
