@@ -160,6 +160,7 @@ export async function startDriver(options: DriverOptions): Promise<Driver> {
   const interfaces = createInterfaceReporter({
     prefixes: o.interfacePrefixes,
     read: o.readInterface,
+    isBridgePort: (name) => o.readHost.isBridgePort(name),
     endpoints: () => sync.desired?.endpoints,
     send: (req) => client?.send(req),
     pollMs: o.interfacePollMs,

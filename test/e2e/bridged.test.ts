@@ -10,6 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { call } from "../../services/contract/clients.js";
+import { EndpointState } from "../../services/contract/status.js";
 import { documentToPb } from "../../services/contract/model-wire.js";
 import { createLab, type Lab } from "../lab/lab.js";
 import { parseDocuments } from "../../services/model/index.js";
@@ -84,6 +85,12 @@ describe.each(["nft", "legacy"] as const)("bridged workload ports (%s)", (backen
     // A tap without an endpoint sends nothing.
     expect(await lab.probeTcp("c", "a", 22)).toBe("timeout");
     expect(await lab.probeTcp("c", "a", 80)).toBe("timeout");
+    // Until bridged ports are enforced, their endpoints say why they get no traffic.
+    await eventually(async () => {
+      const s = await call(t.clients.status, t.clients.status.getStatus, {});
+      const a = s.endpoints.find((e) => e.endpointKey === "hv1/t/a/e");
+      return a?.state === EndpointState.ENDPOINT_STATE_ERROR && a.detail.includes("port of a Linux bridge");
+    }, { what: "endpoint a reported as a bridge port" });
     // The read-back after the writes (2 s) found the rules as written.
     expect((await http("/metrics"))[1]).toMatch(/^palisade_driver_drift_repairs_total 0$/m);
   }, 60_000);

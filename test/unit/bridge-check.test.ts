@@ -8,6 +8,7 @@ import { createLogger } from "../../services/runtime/logger.js";
 import { startDriver, type Driver } from "../../services/driver/driver.js";
 import { bridgeFilterProblem, type HostReader } from "../../services/driver/monitors/bridge-check.js";
 import { renderBaseChains } from "../../services/driver/plan/base-chains.js";
+import { BRIDGE_PORT_DETAIL, interfaceStatus } from "../../services/driver/monitors/interface-monitor.js";
 import { startFakeController, type FakeController } from "../support/fake-controller.js";
 import { FakeKernel } from "../support/fake-kernel.js";
 
@@ -51,6 +52,16 @@ describe("bridgeFilterProblem", () => {
     const ifaces = Object.fromEntries(Array.from({ length: 8 }, (_, i) => [`tap${i}`, true]));
     expect(await bridgeFilterProblem(["tap"], [4], host(ifaces, { "net.bridge.bridge-nf-call-iptables": "0" })))
       .toContain("tap0, tap1, tap2, tap3, tap4 and 3 more are bridge ports");
+  });
+});
+
+describe("interface status of a bridge port", () => {
+  it("an up tap that is a bridge port is an error (its traffic is dropped); a routed one is up; a down one is down", async () => {
+    const ports = new Set(["tap1"]);
+    const isPort = async (n: string) => ports.has(n);
+    expect(await interfaceStatus("tap1", ["tap"], async () => "up", isPort)).toEqual({ state: "error", detail: BRIDGE_PORT_DETAIL });
+    expect(await interfaceStatus("tap2", ["tap"], async () => "up", isPort)).toEqual({ state: "up", detail: "" });
+    expect(await interfaceStatus("tap1", ["tap"], async () => "down", isPort)).toEqual({ state: "down", detail: "operstate down" });
   });
 });
 

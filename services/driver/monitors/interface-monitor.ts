@@ -15,12 +15,18 @@ export const sysfsReader: InterfaceReader = async (name) => {
   }
 };
 
-export async function interfaceStatus(name: string, prefixes: readonly string[], read: InterfaceReader): Promise<InterfaceStatus> {
+/** An up workload interface that is a Linux bridge port: its traffic is dropped (DESIGN §6.3), which its status must say. */
+export const BRIDGE_PORT_DETAIL = "port of a Linux bridge: bridged workload ports are dropped, not yet enforced by their profiles (DESIGN §6.3)";
+
+export async function interfaceStatus(name: string, prefixes: readonly string[], read: InterfaceReader, isBridgePort?: (name: string) => Promise<boolean>): Promise<InterfaceStatus> {
   if (!prefixes.some((p) => name.startsWith(p))) {
     return { state: "error", detail: `interface name does not start with a workload prefix (${prefixes.join(",")}); its traffic is not policed` };
   }
   const op = await read(name);
   if (op === undefined) return { state: "down", detail: "interface not present" };
-  if (op === "up" || op === "unknown") return { state: "up", detail: "" };
+  if (op === "up" || op === "unknown") {
+    if (isBridgePort && (await isBridgePort(name))) return { state: "error", detail: BRIDGE_PORT_DETAIL };
+    return { state: "up", detail: "" };
+  }
   return { state: "down", detail: `operstate ${op}` };
 }
