@@ -28,6 +28,10 @@ import { createDataplane, type Dataplane } from "./apply/dataplane.js";
 import { normalizeDriverOptions, type DriverOptions } from "./driver-options.js";
 import { createInterfaceReporter } from "./monitors/interface-reporter.js";
 import { bridgeFilterProblem } from "./monitors/bridge-check.js";
+import { readBridgeZones } from "./monitors/bridge-zones.js";
+import { renderZoneChains, type BridgeZone } from "./plan/zone-chains.js";
+import { keyOf, type ChainDef } from "../contract/host-update.js";
+import type { DesiredChanges } from "./sync/desired-state.js";
 import { createOwnProcesses } from "./kernel/own-processes.js";
 import { buildPlanInput, driverBaseChains } from "./plan/plan-input.js";
 import { createRulesetMonitor, defaultMonitorCommand, type RulesetMonitor } from "./monitors/ruleset-monitor.js";
@@ -71,7 +75,13 @@ export async function startDriver(options: DriverOptions): Promise<Driver> {
   // Flow reports: the driver's rate-limit chains are base chains too (they
   // exist before the controller's chains that jump to them).
   const flowSetup = startFlowReports(o.flows, { families, backend, hostname: o.hostname, runner: o.runner, logger });
-  const base = driverBaseChains(o.interfacePrefixes, families, flowSetup.chains);
+  // Conntrack zones per bridge (DESIGN §6.13): read before the first apply,
+  // so the zone chain is in place from the start; re-read with the host check.
+  let zones = await readBridgeZones(o.interfacePrefixes, o.readBridges);
+  const zoneChains = (z: readonly BridgeZone[]): ChainDef[] => families.flatMap((f) => renderZoneChains(z, f));
+  const base = driverBaseChains(o.interfacePrefixes, families, [...flowSetup.chains, ...zoneChains(zones.zones)]);
+  /** Base chains changed since the last apply's input was taken (they are not in the desired state's changes). */
+  const baseChanged = new Set<string>();
   const stats = createApplyStats(families, o.metrics);
   let stopped = false;
   let client: SyncClient | undefined;
@@ -85,7 +95,27 @@ export async function startDriver(options: DriverOptions): Promise<Driver> {
 
   // The host check runs before the first report, so a host whose bridged
   // ports bypass iptables never reports a successful apply (DESIGN §9.3).
-  const checkHost = () => bridgeFilterProblem(o.interfacePrefixes, families, o.readHost);
+  const checkHost = async () => {
+    const problems = [await bridgeFilterProblem(o.interfacePrefixes, families, o.readHost), zones.problem].filter((p) => p !== undefined);
+    return problems.length ? problems.join("; ") : undefined;
+  };
+  /** Re-reads the zoned bridges; when the zone chain changes, the next apply writes it. */
+  async function recheckZones(): Promise<void> {
+    zones = await readBridgeZones(o.interfacePrefixes, o.readBridges);
+    let changed = false;
+    for (const c of zoneChains(zones.zones)) {
+      const key = keyOf(c);
+      const old = base.get(key);
+      if (old && old.rules.length === c.rules.length && old.rules.every((r, i) => r === c.rules[i])) continue;
+      base.set(key, c);
+      baseChanged.add(key);
+      changed = true;
+    }
+    if (changed) {
+      logger.info({ zones: zones.zones }, "conntrack zones per bridge changed");
+      loop.schedule();
+    }
+  }
   let hostProblem = await checkHost();
   o.metrics?.hostCheckFailing.set(hostProblem ? 1 : 0);
   if (hostProblem) logger.error({ problem: hostProblem }, "host check failed: workload traffic bypasses Palisade");
@@ -100,6 +130,7 @@ export async function startDriver(options: DriverOptions): Promise<Driver> {
     if (hostChecking || stopped) return;
     hostChecking = true;
     try {
+      await recheckZones();
       const p = await checkHost();
       if (p === hostProblem) return;
       hostProblem = p;
@@ -131,7 +162,7 @@ export async function startDriver(options: DriverOptions): Promise<Driver> {
     take() {
       const ticket = sync.takeTicket();
       const d = ticket.planned;
-      return { ticket, source: { input: buildPlanInput({ base, families, desired: d, startKernel }), changes: d?.takeChanges() } };
+      return { ticket, source: { input: buildPlanInput({ base, families, desired: d, startKernel }), changes: withBaseChanges(d?.takeChanges()) } };
     },
     onApplied(r, ticket) {
       stats.applied(r, dataplane.programmed());
@@ -156,6 +187,14 @@ export async function startDriver(options: DriverOptions): Promise<Driver> {
     driftCheckMs: o.driftCheckMs,
     postWriteCheckMs: o.postWriteCheckMs,
   });
+
+  /** The desired state's changes plus the base chains that changed (the zone chain), taken together. */
+  function withBaseChanges(c: DesiredChanges | undefined): DesiredChanges | undefined {
+    if (!baseChanged.size || !c) { baseChanged.clear(); return c; }
+    const merged = { chains: new Set([...c.chains, ...baseChanged]), sets: c.sets };
+    baseChanged.clear();
+    return merged;
+  }
 
   const interfaces = createInterfaceReporter({
     prefixes: o.interfacePrefixes,

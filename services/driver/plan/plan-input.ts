@@ -8,18 +8,18 @@
 // desired state's own map, so building it costs nothing per chain or
 // member; the dataplane reads it only while planning (synchronously) and
 // keeps its own reference of what it wrote.
-import { chainKey, type ChainDef } from "../../contract/host-update.js";
+import { chainKey, keyOf, type ChainDef } from "../../contract/host-update.js";
 import type { IpVersion } from "../../model/index.js";
 import { failClosedEntryChains, renderBaseChains } from "./base-chains.js";
 import type { DesiredSet } from "../sync/desired-state.js";
 import type { KernelState } from "../kernel/kernel-state.js";
 import type { ChainLookup, PlanInput } from "./plan.js";
 
-/** The driver's own chains by chainKey(): base chains of each family, plus `extra` (the flow-report chains). */
+/** The driver's own chains by chainKey(): base chains of each family, plus `extra` (the flow-report chains, the zone chains). */
 export function driverBaseChains(prefixes: readonly string[], families: readonly IpVersion[], extra: readonly ChainDef[] = []): Map<string, ChainDef> {
   const base = new Map<string, ChainDef>();
-  for (const f of families) for (const c of renderBaseChains(prefixes, f)) base.set(chainKey(f, c.name), c);
-  for (const c of extra) base.set(chainKey(c.family, c.name), c);
+  for (const f of families) for (const c of renderBaseChains(prefixes, f)) base.set(keyOf(c), c);
+  for (const c of extra) base.set(keyOf(c), c);
   return base;
 }
 
