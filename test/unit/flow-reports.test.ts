@@ -14,7 +14,7 @@ import type { FlowReaderOptions } from "../../services/driver/flows/flow-reader.
 import { resolvePoint, startFlowReporter } from "../../services/driver/flows/flow-reporter.js";
 import type { FlowReport } from "../../services/contract/sync.js";
 import { createLogger } from "../../services/runtime/logger.js";
-import { PcapNflogReader, parseIpHeaders, type NflogPacket } from "../../services/driver/flows/nflog-pcap.js";
+import { PcapNflogReader, parseIpHeaders, pointInterfaces, type NflogPacket } from "../../services/driver/flows/nflog-pcap.js";
 import type { FlowRecord } from "../../services/gen/palisade/flow/v1/flow.js";
 import type { FlowObservation } from "../../services/gen/palisade/sync/v1/sync.js";
 import type { Endpoint, Profile } from "../../services/model/index.js";
@@ -198,6 +198,23 @@ describe("the NFLOG pcap reader", () => {
     });
   }
 
+  // A bridged frame (br_netfilter): in/out are the bridge, the taps come as
+  // NFULA_IFINDEX_PHYSINDEV (6) / PHYSOUTDEV (7).
+  it("reads a bridged frame's bridge ports, and a point is judged on them", () => {
+    for (const little of [true, false]) {
+      const base = nflogRecord("pal:D:pal-pi-db:1", ipv4Tcp([10, 77, 0, 10], [10, 77, 0, 11], 40000, 22), little, 9, 9);
+      const rec = Buffer.concat([base, tlv(6, be32(21), little), tlv(7, be32(22), little)]);
+      const out: NflogPacket[] = [];
+      new PcapNflogReader().feed(pcap([rec], little), (p) => out.push(p));
+      expect(out[0]).toMatchObject({ indev: 9, outdev: 9, physindev: 21, physoutdev: 22 });
+      expect(pointInterfaces(out[0]!)).toEqual({ indev: 21, outdev: 22 });
+    }
+    // Routed (no physdev), and routed out of a bridge port (physindev only).
+    expect(pointInterfaces({ indev: 2, outdev: 3 })).toEqual({ indev: 2, outdev: 3 });
+    expect(pointInterfaces({ indev: 9, outdev: 3, physindev: 21 })).toEqual({ indev: 21, outdev: 3 });
+    expect(pointInterfaces({})).toEqual({ indev: 0, outdev: 0 });
+  });
+
   it("counts what is not an NFLOG packet, and gives up on a stream that is not NFLOG pcap", () => {
     const r = new PcapNflogReader();
     const out: NflogPacket[] = [];
@@ -308,6 +325,21 @@ describe("the driver's flow reporter", () => {
       hooks.onPacket(packet(5434));
       r.flush();
       expect(sent[1]!.dropped).toEqual({});
+    } finally {
+      await r.stop();
+    }
+  });
+
+  it("a bridged frame's report names the tap it crossed, not the bridge", async () => {
+    const { r, sent, hooks, packet } = reporter(() => true);
+    try {
+      // Interface indices that no interface here has: named if<index>.
+      hooks.onPacket({ ...packet(22), indev: 900001, outdev: 900001, physindev: 900002, physoutdev: 900003 });
+      hooks.onPacket({ ...packet(23), prefix: "pal:A:pal-po_abcdef:0", indev: 900001, outdev: 900001, physindev: 900002, physoutdev: 900003 });
+      r.flush();
+      const recs = sent[0]!.records;
+      expect(recs.find((x) => x.dstPort === 22)).toMatchObject({ direction: "inbound", interfaceName: "if900003" });
+      expect(recs.find((x) => x.dstPort === 23)).toMatchObject({ direction: "outbound", interfaceName: "if900002" });
     } finally {
       await r.stop();
     }

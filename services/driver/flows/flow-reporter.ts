@@ -23,7 +23,7 @@ import type { CommandRunner } from "../kernel/command-runner.js";
 import { FlowAggregator, type FlowPoint, type FlowRecord } from "./flow-aggregator.js";
 import type { FlowMetrics } from "./flow-metrics.js";
 import { startFlowReader, type FlowReader, type FlowReaderOptions } from "./flow-reader.js";
-import { parseIpHeaders, type NflogPacket } from "./nflog-pcap.js";
+import { parseIpHeaders, pointInterfaces, type NflogPacket } from "./nflog-pcap.js";
 
 export type FlowLogMode = "denied" | "all";
 
@@ -156,7 +156,9 @@ export function startFlowReporter(o: FlowReportOptions, d: FlowReporterDeps): Fl
       drop("unparsed");
       return;
     }
-    const point: FlowPoint = { ...tuple, ...resolvePoint(prefix, nameOf(pkt.indev), nameOf(pkt.outdev), d.endpointOfInterface) };
+    // A bridged frame is the tap's, not the bridge's (pointInterfaces).
+    const dev = pointInterfaces(pkt);
+    const point: FlowPoint = { ...tuple, ...resolvePoint(prefix, nameOf(dev.indev), nameOf(dev.outdev), d.endpointOfInterface) };
     if (!agg.add(point, Math.round(pkt.timeMs))) drop("aggregator");
   }
 
