@@ -4,14 +4,16 @@
 // --flow-logs all (and not without); only new flows; the per-host rate
 // limit; a reader crash (restarted, policy unaffected); the JSON-lines file;
 // `palisadectl flows` (filters, usage errors, several replicas merged) in
-// the words of `palisadectl trace`.
+// the words of `palisadectl trace`. On both lab topologies (test/lab/lab.ts):
+// routed taps, and taps that are ports of a Linux bridge (a bridged frame's
+// record names its tap, DESIGN §6.12).
 import { mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { call } from "../../services/contract/clients.js";
 import { documentToPb } from "../../services/contract/model-wire.js";
-import { createLab, type Lab } from "../lab/lab.js";
+import { createLab, type Lab, type LabTopology } from "../lab/lab.js";
 import { parseDocuments } from "../../services/model/index.js";
 import { BIN, eventually, palisadectl, requireBuild, uniqueName } from "../support/binaries.js";
 import { startTestController } from "../support/controller.js";
@@ -21,14 +23,14 @@ type Fam = 4 | 6;
 const FAMS: Fam[] = [4, 6];
 
 const dir = mkdtempSync(join(tmpdir(), "palisade-flows-"));
-const sockA = join(dir, "a.sock");
-const sockB = join(dir, "b.sock");
-const flowFile = join(dir, "flows-hv1.jsonl");
+let sockA = "";
+let sockB = "";
+let flowFile = "";
 const METRICS = "127.0.0.1:9464"; // inside each hypervisor namespace: no clash with the machine
 let lab: Lab;
 let A: Ctrl | undefined;
 let B: Ctrl | undefined;
-const drivers: Record<string, ReturnType<Lab["spawnIn"]>> = {};
+let drivers: Record<string, ReturnType<Lab["spawnIn"]>> = {};
 
 const HV1: Record<Fam, string> = { 4: "198.18.1.1", 6: "2001:db8:1::1" };
 const SPOOF: Record<Fam, string> = { 4: "198.18.1.99", 6: "2001:db8:1::99" };
@@ -88,7 +90,7 @@ async function trace(src: string, dst: string, port: number) {
 function startDriver(hv: string, socket: string, extra: string[]): void {
   drivers[hv] = lab.spawnIn(lab.hypervisors.get(hv)!.ns, process.execPath,
     [BIN.driver, "--insecure", "--controller", `unix:${socket}`, "--hostname", hv, "--metrics-listen", METRICS, ...extra],
-    { logFile: join(dir, `driver-${hv}.log`) });
+    { logFile: join(dir, `driver-${lab.topology}-${hv}.log`) });
 }
 
 async function metric(hv: string, name: string): Promise<number> {
@@ -112,10 +114,15 @@ function tcpdumpOf(hv: string): number | undefined {
   });
 }
 
-describe("flow reports: what the dataplane denies (and allows), tied to the rule that decided", () => {
+const TOPOLOGIES: LabTopology[] = ["routed", "bridged"];
+for (const topology of TOPOLOGIES) describe(`flow reports (${topology} taps): what the dataplane denies (and allows), tied to the rule that decided`, () => {
   beforeAll(async () => {
     requireBuild();
-    lab = createLab(`${uniqueName("flw")}-`);
+    sockA = join(dir, `${topology}-a.sock`);
+    sockB = join(dir, `${topology}-b.sock`);
+    flowFile = join(dir, `${topology}-flows-hv1.jsonl`);
+    drivers = {};
+    lab = createLab(`${uniqueName(topology === "routed" ? "flw" : "flb")}-`, { topology });
     await lab.addHypervisor("hv1");
     await lab.addHypervisor("hv2");
     await lab.addHypervisor("hv3");
@@ -131,8 +138,7 @@ describe("flow reports: what the dataplane denies (and allows), tied to the rule
     await lab.addWorkload("hv3", { name: "k", iface: "tapk", host: 31 });
     await Promise.all(["a", "b", "n", "i", "x", "y", "k"].map((w) => lab.listen(w, [80, 81, 82])));
     const hv1 = lab.hypervisors.get("hv1")!.ns;
-    await lab.exec(hv1, "ip", ["addr", "add", `${HV1[4]}/32`, "dev", "lo"]);
-    await lab.exec(hv1, "ip", ["-6", "addr", "add", `${HV1[6]}/128`, "dev", "lo"]);
+    await lab.hostAddress("hv1", HV1[4], HV1[6]);
     await lab.listenIn(hv1, [7000]);
     // c also holds an address that is not its own: only anti-spoofing stops it.
     const c = lab.workloads.get("c")!;
@@ -276,7 +282,8 @@ describe("flow reports: what the dataplane denies (and allows), tied to the rule
     expect(table.stdout.split("\n")[0]).toMatch(/^LAST-SEEN\s+VERDICT\s+DIRECTION\s+ENDPOINT\s+FLOW\s+PACKETS\s+DECIDED BY$/);
   });
 
-  it("refuses bad flags with exit 2 and a one-line reason, before contacting anyone", async () => {
+  // Nothing here depends on the topology: once.
+  if (topology === "routed") it("refuses bad flags with exit 2 and a one-line reason, before contacting anyone", async () => {
     for (const [args, msg] of [
       [["--since", "5 minutes"], "--since"], [["--since", "0s"], "--since"], [["--limit", "0"], "--limit"], [["--limit", "10001"], "--limit"],
       [["--endpoint", "hv1/fl/a"], "--endpoint"], [["--endpoint", "hv1/fl/a b/eth0"], "--endpoint"], [["--verdict", "maybe"], "verdict"],
