@@ -20,7 +20,6 @@ import { uniqueName } from "../support/binaries.js";
 
 let lab: Lab;
 let hv: string;
-let dp: Dataplane;
 
 /** The namespace's sysfs, read from inside it (`ip netns exec` mounts the namespace's /sys). */
 function nsReader(ns: string): BridgeReader {
@@ -55,7 +54,7 @@ async function conntrack(family: 4 | 6, dport: number): Promise<string[]> {
 const flush = () => lab.exec(hv, "conntrack", ["-F"]).catch(() => "");
 
 describe("conntrack zones per bridge: identical 5-tuples on two bridges are tracked apart", () => {
-  let zones: BridgeZone[];
+  let zones: BridgeZone[] = [];
   beforeAll(async () => {
     lab = createLab(`${uniqueName("cz")}-`);
     hv = (await lab.addHypervisor("hv1")).ns;
@@ -70,7 +69,6 @@ describe("conntrack zones per bridge: identical 5-tuples on two bridges are trac
     await lab.listen("b1", [6000, 6001]);
     await lab.listen("b2", [6001]);
     await lab.listen("a2", [5000]);
-    dp = createDataplane({ runner: createExecRunner({ netns: hv }), backend: "nft", families: [4, 6], logger: createLogger({ name: "t", level: "silent" }) });
     zones = (await readBridgeZones(["tapz"], nsReader(hv))).zones;
   }, 90_000);
   afterAll(async () => {
@@ -82,51 +80,59 @@ describe("conntrack zones per bridge: identical 5-tuples on two bridges are trac
     expect(zones).toEqual([{ bridge: "brza", zone: await idx("brza") }, { bridge: "brzb", zone: await idx("brzb") }]);
   });
 
-  // The control: without zones, b2's packet is taken for the reply of a1's
-  // flow on the other bridge and admitted (what the zones are for).
-  it("without zones, a flow on one bridge admits the same 5-tuple's reply on the other", async () => {
-    await dp.apply(input([]));
-    await flush();
-    expect(await lab.probeMany("a1", [{ proto: "udp", dst: "10.77.0.11", port: 6000, srcPort: 5000 }])).toEqual(["open"]);
-    expect(await lab.probeMany("b2", [{ proto: "udp", dst: "10.77.0.10", port: 5000, srcPort: 6000 }])).toEqual(["open"]);
-  });
+  // Each backend in turn, each test ending with the kernel as the next expects (cleanup last).
+  for (const backend of ["nft", "legacy"] as const) describe(`${backend} backend`, () => {
+    let dp: Dataplane;
+    beforeAll(() => {
+      dp = createDataplane({ runner: createExecRunner({ netns: hv }), backend, families: [4, 6], logger: createLogger({ name: "t", level: "silent" }) });
+    });
 
-  it("with zones: two entries in two zones for one 5-tuple (IPv4 and IPv6), and no reply across bridges", async () => {
-    await dp.apply(input(zones));
-    const raw = await lab.exec(hv, "iptables-save", ["-t", "raw"]);
-    expect(raw).toMatch(/-A PREROUTING .*-j pal-PREROUTING/);
-    expect(raw).toMatch(new RegExp(`-A pal-PREROUTING -i brza .*-j CT --zone ${zones[0]!.zone}\\b`));
-    await flush();
-    for (const [family, b] of [[4, "10.77.0.11"], [6, "fd77::b"]] as const) {
-      // a1 and a2 send the very same 5-tuple, each on its own bridge.
-      expect(await lab.probeMany("a1", [{ proto: "udp", dst: b, port: 6001, srcPort: 5001 }])).toEqual(["open"]);
-      expect(await lab.probeMany("a2", [{ proto: "udp", dst: b, port: 6001, srcPort: 5001 }])).toEqual(["open"]);
-      const entries = await conntrack(family, 6001);
-      expect(entries.length, entries.join("\n")).toBe(2);
-      const zs = entries.map((l) => Number(/zone=(\d+)/.exec(l)?.[1])).sort((x, y) => x - y);
-      expect(zs).toEqual(zones.map((z) => z.zone));
-    }
-    // a1's flow only (its echo coming back is a reply on its own bridge:
-    // admitted), then b2 sends that reply's tuple on the other bridge: new
-    // in its zone, not from a*, dropped.
-    await flush();
-    expect(await lab.probeMany("a1", [{ proto: "udp", dst: "10.77.0.11", port: 6000, srcPort: 5000 }])).toEqual(["open"]);
-    expect(await lab.probeMany("b2", [{ proto: "udp", dst: "10.77.0.10", port: 5000, srcPort: 6000 }])).toEqual(["timeout"]);
-  });
+    // The control: without zones, b2's packet is taken for the reply of a1's
+    // flow on the other bridge and admitted (what the zones are for).
+    it("without zones, a flow on one bridge admits the same 5-tuple's reply on the other", async () => {
+      await dp.apply(input([]));
+      await flush();
+      expect(await lab.probeMany("a1", [{ proto: "udp", dst: "10.77.0.11", port: 6000, srcPort: 5000 }])).toEqual(["open"]);
+      expect(await lab.probeMany("b2", [{ proto: "udp", dst: "10.77.0.10", port: 5000, srcPort: 6000 }])).toEqual(["open"]);
+    });
 
-  it("the raw chain and its hook are drift-repaired and cleaned up like filter's", async () => {
-    await dp.apply(input(zones));
-    expect(await dp.detectDrift()).toBe(false);
-    await lab.exec(hv, "iptables", ["-t", "raw", "-F", "pal-PREROUTING"]);
-    expect(await dp.detectDrift()).toBe(true);
-    await dp.apply(input(zones));
-    expect(await lab.exec(hv, "iptables-save", ["-t", "raw"])).toMatch(/-A pal-PREROUTING -i brzb .*-j CT --zone/);
-    await lab.exec(hv, "ip6tables", ["-t", "raw", "-D", "PREROUTING", "1"]);
-    expect(await dp.detectDrift()).toBe(true);
-    await dp.apply(input(zones));
-    expect(await lab.exec(hv, "ip6tables-save", ["-t", "raw"])).toMatch(/-A PREROUTING .*-j pal-PREROUTING/);
-    expect(await dp.detectDrift()).toBe(false);
-    await dp.cleanup();
-    for (const cmd of ["iptables-save", "ip6tables-save"]) expect(await lab.exec(hv, cmd, ["-t", "raw"])).not.toContain("pal-");
+    it("with zones: two entries in two zones for one 5-tuple (IPv4 and IPv6), and no reply across bridges", async () => {
+      await dp.apply(input(zones));
+      const raw = await lab.exec(hv, `iptables-${backend}-save`, ["-t", "raw"]);
+      expect(raw).toMatch(/-A PREROUTING .*-j pal-PREROUTING/);
+      expect(raw).toMatch(new RegExp(`-A pal-PREROUTING -i brza .*-j CT --zone ${zones[0]!.zone}\\b`));
+      await flush();
+      for (const [family, b] of [[4, "10.77.0.11"], [6, "fd77::b"]] as const) {
+        // a1 and a2 send the very same 5-tuple, each on its own bridge.
+        expect(await lab.probeMany("a1", [{ proto: "udp", dst: b, port: 6001, srcPort: 5001 }])).toEqual(["open"]);
+        expect(await lab.probeMany("a2", [{ proto: "udp", dst: b, port: 6001, srcPort: 5001 }])).toEqual(["open"]);
+        const entries = await conntrack(family, 6001);
+        expect(entries.length, entries.join("\n")).toBe(2);
+        const zs = entries.map((l) => Number(/zone=(\d+)/.exec(l)?.[1])).sort((x, y) => x - y);
+        expect(zs).toEqual(zones.map((z) => z.zone));
+      }
+      // a1's flow only (its echo coming back is a reply on its own bridge:
+      // admitted), then b2 sends that reply's tuple on the other bridge: new
+      // in its zone, not from a*, dropped.
+      await flush();
+      expect(await lab.probeMany("a1", [{ proto: "udp", dst: "10.77.0.11", port: 6000, srcPort: 5000 }])).toEqual(["open"]);
+      expect(await lab.probeMany("b2", [{ proto: "udp", dst: "10.77.0.10", port: 5000, srcPort: 6000 }])).toEqual(["timeout"]);
+    });
+
+    it("the raw chain and its hook are drift-repaired and cleaned up like filter's", async () => {
+      await dp.apply(input(zones));
+      expect(await dp.detectDrift()).toBe(false);
+      await lab.exec(hv, `iptables-${backend}`, ["-t", "raw", "-F", "pal-PREROUTING"]);
+      expect(await dp.detectDrift()).toBe(true);
+      await dp.apply(input(zones));
+      expect(await lab.exec(hv, `iptables-${backend}-save`, ["-t", "raw"])).toMatch(/-A pal-PREROUTING -i brzb .*-j CT --zone/);
+      await lab.exec(hv, `ip6tables-${backend}`, ["-t", "raw", "-D", "PREROUTING", "1"]);
+      expect(await dp.detectDrift()).toBe(true);
+      await dp.apply(input(zones));
+      expect(await lab.exec(hv, `ip6tables-${backend}-save`, ["-t", "raw"])).toMatch(/-A PREROUTING .*-j pal-PREROUTING/);
+      expect(await dp.detectDrift()).toBe(false);
+      await dp.cleanup();
+      for (const cmd of [`iptables-${backend}-save`, `ip6tables-${backend}-save`]) expect(await lab.exec(hv, cmd, ["-t", "raw"])).not.toContain("pal-");
+    });
   });
 });
