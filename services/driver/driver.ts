@@ -27,9 +27,11 @@ import { createApplyStats, type DriverCounters } from "./apply/apply-stats.js";
 import { createDataplane, type Dataplane } from "./apply/dataplane.js";
 import { normalizeDriverOptions, type DriverOptions } from "./driver-options.js";
 import { createInterfaceReporter } from "./monitors/interface-reporter.js";
-import { bridgeFilterProblem } from "./monitors/bridge-check.js";
+import { bridgeFilterProblem, readBridgeTopology } from "./monitors/bridge-check.js";
+import { BRIDGE_PORT_UNPOLICED } from "./monitors/interface-monitor.js";
+import { BridgeLayer } from "./plan/bridge-twins.js";
 import { createOwnProcesses } from "./kernel/own-processes.js";
-import { buildPlanInput, driverBaseChains } from "./plan/plan-input.js";
+import { buildPlanInput } from "./plan/plan-input.js";
 import { createRulesetMonitor, defaultMonitorCommand, type RulesetMonitor } from "./monitors/ruleset-monitor.js";
 import { startSyncClient, type SyncClient } from "./sync/sync-client.js";
 import { createSyncState, type ApplyTicket } from "./sync/sync-state.js";
@@ -71,7 +73,11 @@ export async function startDriver(options: DriverOptions): Promise<Driver> {
   // Flow reports: the driver's rate-limit chains are base chains too (they
   // exist before the controller's chains that jump to them).
   const flowSetup = startFlowReports(o.flows, { families, backend, hostname: o.hostname, runner: o.runner, logger });
-  const base = driverBaseChains(o.interfacePrefixes, families, flowSetup.chains);
+  // The driver's own chains and the host-local translation for bridged
+  // ports (twins, per-port sets and guard, DESIGN §6.3), following the
+  // topology polled below.
+  const bridges = new BridgeLayer({ prefixes: o.interfacePrefixes, families, extraChains: flowSetup.chains });
+  let physdev = false;
   const stats = createApplyStats(families, o.metrics);
   let stopped = false;
   let client: SyncClient | undefined;
@@ -95,11 +101,21 @@ export async function startDriver(options: DriverOptions): Promise<Driver> {
       value: { revision, ok: !applyError && !hostProblem, error: applyError ?? hostProblem ?? "", durationMs: r.durationMs, chainsWritten: r.chainsWritten, ipsetLines: r.ipsetLines },
     },
   });
+  async function refreshTopology(): Promise<boolean> {
+    const t = await readBridgeTopology(o.interfacePrefixes, o.readHost);
+    physdev = t.physdev;
+    return bridges.setTopology(t);
+  }
+  await refreshTopology();
+
   let hostChecking = false;
   async function recheckHost(): Promise<void> {
     if (hostChecking || stopped) return;
     hostChecking = true;
     try {
+      // A tap joining or leaving a bridge, or br_netfilter appearing: the
+      // twins, per-port sets and guard follow (an apply).
+      if (await refreshTopology()) loop.schedule();
       const p = await checkHost();
       if (p === hostProblem) return;
       hostProblem = p;
@@ -131,7 +147,9 @@ export async function startDriver(options: DriverOptions): Promise<Driver> {
     take() {
       const ticket = sync.takeTicket();
       const d = ticket.planned;
-      return { ticket, source: { input: buildPlanInput({ base, families, desired: d, startKernel }), changes: d?.takeChanges() } };
+      const v = bridges.take(d);
+      const desired = d && { chains: d.chains, sets: v.sets };
+      return { ticket, source: { input: buildPlanInput({ base: v.base, families, desired, startKernel, driverSets: v.sets }), changes: v.changes } };
     },
     onApplied(r, ticket) {
       stats.applied(r, dataplane.programmed());
@@ -160,7 +178,10 @@ export async function startDriver(options: DriverOptions): Promise<Driver> {
   const interfaces = createInterfaceReporter({
     prefixes: o.interfacePrefixes,
     read: o.readInterface,
-    isBridgePort: (name) => o.readHost.isBridgePort(name),
+    bridgeProblem: async (name) => {
+      if (!(await o.readHost.isBridgePort(name))) return undefined;
+      return physdev ? bridges.contestedPorts().get(name) : BRIDGE_PORT_UNPOLICED;
+    },
     endpoints: () => sync.desired?.endpoints,
     send: (req) => client?.send(req),
     pollMs: o.interfacePollMs,
