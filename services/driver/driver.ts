@@ -27,13 +27,14 @@ import { createApplyStats, type DriverCounters } from "./apply/apply-stats.js";
 import { createDataplane, type Dataplane } from "./apply/dataplane.js";
 import { normalizeDriverOptions, type DriverOptions } from "./driver-options.js";
 import { createInterfaceReporter } from "./monitors/interface-reporter.js";
-import { bridgeFilterProblem } from "./monitors/bridge-check.js";
+import { bridgeFilterProblem, readBridgeTopology } from "./monitors/bridge-check.js";
+import { BRIDGE_PORT_UNPOLICED } from "./monitors/interface-monitor.js";
+import { BridgeLayer } from "./plan/bridge-twins.js";
 import { readBridgeZones } from "./monitors/bridge-zones.js";
 import { renderZoneChains, type BridgeZone } from "./plan/zone-chains.js";
-import { keyOf, type ChainDef } from "../contract/host-update.js";
-import type { DesiredChanges } from "./sync/desired-state.js";
+import type { ChainDef } from "../contract/host-update.js";
 import { createOwnProcesses } from "./kernel/own-processes.js";
-import { buildPlanInput, driverBaseChains } from "./plan/plan-input.js";
+import { buildPlanInput } from "./plan/plan-input.js";
 import { createRulesetMonitor, defaultMonitorCommand, type RulesetMonitor } from "./monitors/ruleset-monitor.js";
 import { startSyncClient, type SyncClient } from "./sync/sync-client.js";
 import { createSyncState, type ApplyTicket } from "./sync/sync-state.js";
@@ -78,10 +79,12 @@ export async function startDriver(options: DriverOptions): Promise<Driver> {
   // Conntrack zones per bridge (DESIGN §6.13): read before the first apply,
   // so the zone chain is in place from the start; re-read with the host check.
   let zones = await readBridgeZones(o.interfacePrefixes, o.readBridges);
-  const zoneChains = (z: readonly BridgeZone[]): ChainDef[] => families.flatMap((f) => renderZoneChains(z, f));
-  const base = driverBaseChains(o.interfacePrefixes, families, [...flowSetup.chains, ...zoneChains(zones.zones)]);
-  /** Base chains changed since the last apply's input was taken (they are not in the desired state's changes). */
-  const baseChanged = new Set<string>();
+  const ownChains = (z: readonly BridgeZone[]): ChainDef[] => [...flowSetup.chains, ...families.flatMap((f) => renderZoneChains(z, f))];
+  // The driver's own chains and the host-local translation for bridged
+  // ports (twins, per-port sets and guard, DESIGN §6.3), following the
+  // topology polled below.
+  const bridges = new BridgeLayer({ prefixes: o.interfacePrefixes, families, extraChains: ownChains(zones.zones) });
+  let physdev = false;
   const stats = createApplyStats(families, o.metrics);
   let stopped = false;
   let client: SyncClient | undefined;
@@ -102,16 +105,7 @@ export async function startDriver(options: DriverOptions): Promise<Driver> {
   /** Re-reads the zoned bridges; when the zone chain changes, the next apply writes it. */
   async function recheckZones(): Promise<void> {
     zones = await readBridgeZones(o.interfacePrefixes, o.readBridges);
-    let changed = false;
-    for (const c of zoneChains(zones.zones)) {
-      const key = keyOf(c);
-      const old = base.get(key);
-      if (old && old.rules.length === c.rules.length && old.rules.every((r, i) => r === c.rules[i])) continue;
-      base.set(key, c);
-      baseChanged.add(key);
-      changed = true;
-    }
-    if (changed) {
+    if (bridges.setExtraChains(ownChains(zones.zones))) {
       logger.info({ zones: zones.zones }, "conntrack zones per bridge changed");
       loop.schedule();
     }
@@ -125,12 +119,22 @@ export async function startDriver(options: DriverOptions): Promise<Driver> {
       value: { revision, ok: !applyError && !hostProblem, error: applyError ?? hostProblem ?? "", durationMs: r.durationMs, chainsWritten: r.chainsWritten, ipsetLines: r.ipsetLines },
     },
   });
+  async function refreshTopology(): Promise<boolean> {
+    const t = await readBridgeTopology(o.interfacePrefixes, o.readHost);
+    physdev = t.physdev;
+    return bridges.setTopology(t);
+  }
+  await refreshTopology();
+
   let hostChecking = false;
   async function recheckHost(): Promise<void> {
     if (hostChecking || stopped) return;
     hostChecking = true;
     try {
       await recheckZones();
+      // A tap joining or leaving a bridge, or br_netfilter appearing: the
+      // twins, per-port sets and guard follow (an apply).
+      if (await refreshTopology()) loop.schedule();
       const p = await checkHost();
       if (p === hostProblem) return;
       hostProblem = p;
@@ -162,7 +166,9 @@ export async function startDriver(options: DriverOptions): Promise<Driver> {
     take() {
       const ticket = sync.takeTicket();
       const d = ticket.planned;
-      return { ticket, source: { input: buildPlanInput({ base, families, desired: d, startKernel }), changes: withBaseChanges(d?.takeChanges()) } };
+      const v = bridges.take(d);
+      const desired = d && { chains: d.chains, sets: v.sets };
+      return { ticket, source: { input: buildPlanInput({ base: v.base, families, desired, startKernel, driverSets: v.sets }), changes: v.changes } };
     },
     onApplied(r, ticket) {
       stats.applied(r, dataplane.programmed());
@@ -188,18 +194,13 @@ export async function startDriver(options: DriverOptions): Promise<Driver> {
     postWriteCheckMs: o.postWriteCheckMs,
   });
 
-  /** The desired state's changes plus the base chains that changed (the zone chain), taken together. */
-  function withBaseChanges(c: DesiredChanges | undefined): DesiredChanges | undefined {
-    if (!baseChanged.size || !c) { baseChanged.clear(); return c; }
-    const merged = { chains: new Set([...c.chains, ...baseChanged]), sets: c.sets };
-    baseChanged.clear();
-    return merged;
-  }
-
   const interfaces = createInterfaceReporter({
     prefixes: o.interfacePrefixes,
     read: o.readInterface,
-    isBridgePort: (name) => o.readHost.isBridgePort(name),
+    bridgeProblem: async (name) => {
+      if (!(await o.readHost.isBridgePort(name))) return undefined;
+      return physdev ? bridges.contestedPorts().get(name) : BRIDGE_PORT_UNPOLICED;
+    },
     endpoints: () => sync.desired?.endpoints,
     send: (req) => client?.send(req),
     pollMs: o.interfacePollMs,

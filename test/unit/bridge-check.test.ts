@@ -8,7 +8,7 @@ import { createLogger } from "../../services/runtime/logger.js";
 import { startDriver, type Driver } from "../../services/driver/driver.js";
 import { bridgeFilterProblem, type HostReader } from "../../services/driver/monitors/bridge-check.js";
 import { renderBaseChains } from "../../services/driver/plan/base-chains.js";
-import { BRIDGE_PORT_DETAIL, interfaceStatus } from "../../services/driver/monitors/interface-monitor.js";
+import { interfaceStatus } from "../../services/driver/monitors/interface-monitor.js";
 import { startFakeController, type FakeController } from "../support/fake-controller.js";
 import { FakeKernel } from "../support/fake-kernel.js";
 
@@ -18,6 +18,7 @@ function host(ifaces: Record<string, boolean>, sysctls: Record<string, string> |
     sysctls,
     interfaces: async () => Object.keys(ifaces),
     isBridgePort: async (n: string) => ifaces[n] ?? false,
+    bridgeOf: async (n: string) => (ifaces[n] ? "br0" : undefined),
     sysctl: async (k: string) => h.sysctls?.[k],
   };
   return h;
@@ -56,22 +57,26 @@ describe("bridgeFilterProblem", () => {
 });
 
 describe("interface status of a bridge port", () => {
-  it("an up tap that is a bridge port is an error (its traffic is dropped); a routed one is up; a down one is down", async () => {
-    const ports = new Set(["tap1"]);
-    const isPort = async (n: string) => ports.has(n);
-    expect(await interfaceStatus("tap1", ["tap"], async () => "up", isPort)).toEqual({ state: "error", detail: BRIDGE_PORT_DETAIL });
-    expect(await interfaceStatus("tap2", ["tap"], async () => "up", isPort)).toEqual({ state: "up", detail: "" });
-    expect(await interfaceStatus("tap1", ["tap"], async () => "down", isPort)).toEqual({ state: "down", detail: "operstate down" });
+  it("an up tap with a bridge problem is an error saying it; without one it is up; a down one is down", async () => {
+    const problem = async (n: string) => (n === "tap1" ? "address contested" : undefined);
+    expect(await interfaceStatus("tap1", ["tap"], async () => "up", problem)).toEqual({ state: "error", detail: "address contested" });
+    expect(await interfaceStatus("tap2", ["tap"], async () => "up", problem)).toEqual({ state: "up", detail: "" });
+    expect(await interfaceStatus("tap1", ["tap"], async () => "down", problem)).toEqual({ state: "down", detail: "operstate down" });
   });
 });
 
 describe("base chains and bridged ports", () => {
   for (const family of [4, 6] as const) {
+    it(`IPv${family}: without br_netfilter (bridged = false) no physdev match is rendered at all (it would load br_netfilter)`, () => {
+      for (const c of renderBaseChains(["tap", "vnet"], family)) expect(c.rules.filter((r) => r.includes("physdev") || r.includes("pal-b"))).toEqual([]);
+    });
+
     it(`IPv${family}: every -i/-o P+ rule has its physdev twin, in the same place of the order`, () => {
-      const [fwd, inp] = renderBaseChains(["tap", "vnet"], family);
+      const [fwd, inp] = renderBaseChains(["tap", "vnet"], family, true);
       for (const c of [fwd!, inp!]) {
+        // The jumps to the bridge-port chains have no routed twin (below).
         const routed = c.rules.filter((r) => !r.includes("physdev"));
-        const twins = c.rules.filter((r) => r.includes("physdev"));
+        const twins = c.rules.filter((r) => r.includes("physdev") && !/-j pal-b(r-from|r-to|gf)$/.test(r));
         expect(twins.length).toBe(routed.length);
         // Each physdev rule is its routed twin with the interface match swapped.
         const asRouted = twins.map((r) => r.replace(/-m physdev --physdev-in (\S+)$|-m physdev --physdev-in (\S+) /, (_, a, b) => (a ? `-i ${a}` : `-i ${b} `))
@@ -88,6 +93,13 @@ describe("base chains and bridged ports", () => {
       const ati = (r: string) => inp!.rules.indexOf(r);
       expect(ati("-m physdev --physdev-in tap+ -m conntrack --ctstate INVALID -j DROP")).toBeGreaterThanOrEqual(0);
       expect(ati("-m physdev --physdev-in tap+ -m conntrack --ctstate INVALID -j DROP")).toBeLessThan(ati("-m physdev --physdev-in tap+ -j pal-wl-to-host"));
+      // A bridge port's allowances and guard come before its root (the roots see the bridge, not the port).
+      expect(at("-m physdev --physdev-in tap+ -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT")).toBeLessThan(at("-m physdev --physdev-in tap+ -j pal-br-from"));
+      expect(at("-m physdev --physdev-in vnet+ -j pal-br-from")).toBeLessThan(at("-i tap+ -j pal-from-wl-dispatch"));
+      expect(at("-m physdev --physdev-out vnet+ --physdev-is-bridged -j pal-br-to")).toBeLessThan(at("-o tap+ -j pal-to-wl-dispatch"));
+      expect(at("-m physdev --physdev-out tap+ --physdev-is-bridged -j pal-br-to")).toBeGreaterThan(at("-m physdev --physdev-in vnet+ -j pal-from-wl-dispatch"));
+      expect(ati("-m physdev --physdev-in tap+ -j pal-bgf")).toBe(ati("-m physdev --physdev-in tap+ -j pal-wl-to-host") - 1);
+      expect(ati("-i tap+ -j pal-bgf")).toBe(-1);
     });
   }
 });

@@ -113,7 +113,7 @@ describe("the driver's zones", () => {
     const k = new FakeKernel();
     ctl = await startFakeController();
     driver = await startDriver({ controllers: [ctl.address], hostname: "hv1", runner: k, logger, backend: "nft", families: [4], readInterface: async () => "up",
-      readBridges: r, readHost: { interfaces: async () => [], isBridgePort: async () => false, sysctl: async () => "1" }, interfacePollMs: 20, rulesetMonitor: false });
+      readBridges: r, readHost: { interfaces: async () => [], isBridgePort: async () => false, bridgeOf: async () => undefined, sysctl: async () => "1" }, interfacePollMs: 20, rulesetMonitor: false });
     await until(() => zoneRules(k) !== undefined, "the zone chain");
     expect(zoneRules(k)).toEqual(["-i brq1 -j CT --zone 7"]);
     await until(() => ctl!.connected(), "connected");

@@ -8,7 +8,8 @@
 // operator and changes every bridge of the host), so it says so: the check's
 // problem goes into the host's status and keeps the driver from reporting
 // healthy.
-import { access, readdir, readFile } from "node:fs/promises";
+import { access, readdir, readFile, readlink } from "node:fs/promises";
+import { basename } from "node:path";
 import type { IpVersion } from "../../model/index.js";
 
 export interface HostReader {
@@ -16,6 +17,8 @@ export interface HostReader {
   interfaces(): Promise<string[]>;
   /** Whether the interface is a port of a Linux bridge. */
   isBridgePort(name: string): Promise<boolean>;
+  /** The bridge the interface is a port of; undefined when it is none's. */
+  bridgeOf(name: string): Promise<string | undefined>;
   /** A sysctl's value under /proc/sys (dots as slashes); undefined when absent. */
   sysctl(key: string): Promise<string | undefined>;
 }
@@ -32,6 +35,14 @@ export const procHostReader: HostReader = {
     // brport exists exactly for bridge ports (not for the bridge itself).
     return access(`/sys/class/net/${name}/brport`).then(() => true, () => false);
   },
+  async bridgeOf(name) {
+    try {
+      await access(`/sys/class/net/${name}/brport`);
+      return basename(await readlink(`/sys/class/net/${name}/master`));
+    } catch {
+      return undefined;
+    }
+  },
   async sysctl(key) {
     try {
       return (await readFile(`/proc/sys/${key.replaceAll(".", "/")}`, "utf8")).trim();
@@ -40,6 +51,22 @@ export const procHostReader: HostReader = {
     }
   },
 };
+
+/**
+ * Which workload taps are bridge ports, and of which bridge; and whether
+ * br_netfilter is present (its sysctls exist), without which the driver
+ * renders no physdev rule (DESIGN §6.3).
+ */
+export async function readBridgeTopology(prefixes: readonly string[], r: HostReader): Promise<{ physdev: boolean; ports: Map<string, string> }> {
+  const ports = new Map<string, string>();
+  for (const name of await r.interfaces()) {
+    if (!prefixes.some((p) => name.startsWith(p))) continue;
+    const br = await r.bridgeOf(name);
+    // A bridge name is an interface name; anything else is not ours to render.
+    if (br !== undefined && /^[A-Za-z0-9_.-]{1,15}$/.test(br)) ports.set(name, br);
+  }
+  return { physdev: (await r.sysctl(SYSCTL[4])) !== undefined, ports };
+}
 
 const SYSCTL: Record<IpVersion, string> = { 4: "net.bridge.bridge-nf-call-iptables", 6: "net.bridge.bridge-nf-call-ip6tables" };
 const NAMES_SHOWN = 5;
