@@ -144,6 +144,19 @@ for (const topology of TOPOLOGIES) describe(`flow reports (${topology} taps): wh
     const c = lab.workloads.get("c")!;
     await lab.exec(c.ns, "ip", ["addr", "add", `${SPOOF[4]}/32`, "dev", "eth0"]);
     await lab.exec(c.ns, "ip", ["-6", "addr", "add", `${SPOOF[6]}/128`, "dev", "eth0", "nodad"]);
+    if (topology === "bridged") {
+      // On a bridge, a tap without an endpoint cannot answer neighbour
+      // discovery (every frame from it is dropped, as it should be), so a
+      // would never send the IPv6 packet the no-endpoint record is about:
+      // a is told n's MAC. (ARP is not IP: IPv4 needs no help.)
+      const n = lab.workloads.get("n")!;
+      await lab.exec(lab.workloads.get("a")!.ns, "ip", ["-6", "neigh", "replace", n.ipv6, "lladdr", n.mac, "dev", "eth0", "nud", "permanent"]);
+      // Likewise c's neighbour solicitation from the spoofed address is
+      // dropped (anti-spoofing, and reported so): c is told b's MAC, so that
+      // its spoofed TCP packet is sent and judged too.
+      const b = lab.workloads.get("b")!;
+      await lab.exec(c.ns, "ip", ["-6", "neigh", "replace", b.ipv6, "lladdr", b.mac, "dev", "eth0", "nud", "permanent"]);
+    }
 
     A = await startTestController({ socket: sockA, extra: { replicaId: "flows-a" } });
     // A second replica on the same model: hv3 connects to it.
@@ -208,7 +221,7 @@ for (const topology of TOPOLOGIES) describe(`flow reports (${topology} taps): wh
       // The three kinds trace has no step for.
       await expectDenial("hv1", addr("n", f), 80, { direction: "inbound", endpoint: null, interface: "tapn", decision: "no-endpoint", profile: null, rule_index: null });
       await expectDenial("hv1", HV1[f], 7000, { direction: "outbound", endpoint: key("a"), decision: "workload-to-host", profile: null });
-      const s = await record(["--host", "hv1", "--endpoint", key("c")], (x) => x.src === SPOOF[f], `anti-spoofing v${f}`);
+      const s = await record(["--host", "hv1", "--endpoint", key("c")], (x) => x.src === SPOOF[f] && x.dst === addr("b", f), `anti-spoofing v${f}`);
       expect(s).toMatchObject({ verdict: "deny", direction: "outbound", decision: "anti-spoofing", endpoint: key("c"), dst: addr("b", f) });
     }
     // Spot checks of the words: explicit deny is rule 1 of fl-db; the missing profile is the second one.
