@@ -16,7 +16,10 @@ import { keyOf, type ChainDef } from "../../services/contract/host-update.js";
 import type { PlanInput } from "../../services/driver/plan/plan.js";
 import { createLogger } from "../../services/runtime/logger.js";
 import { createLab, type Lab } from "../lab/lab.js";
-import { uniqueName } from "../support/binaries.js";
+import { join } from "node:path";
+import { pathToFileURL } from "node:url";
+import { packageRoot } from "../../services/runtime/package-root.js";
+import { requireBuild, uniqueName } from "../support/binaries.js";
 
 let lab: Lab;
 let hv: string;
@@ -75,9 +78,15 @@ describe("conntrack zones per bridge: identical 5-tuples on two bridges are trac
     await lab?.destroy();
   });
 
-  it("the driver finds both bridges and zones them by ifindex", async () => {
+  it("the driver finds both bridges and zones them by ifindex (its own sysfs reader, run inside the namespace)", async () => {
+    requireBuild();
     const idx = async (b: string) => Number((await lab.exec(hv, "cat", [`/sys/class/net/${b}/ifindex`])).trim());
-    expect(zones).toEqual([{ bridge: "brza", zone: await idx("brza") }, { bridge: "brzb", zone: await idx("brzb") }]);
+    const want = [{ bridge: "brza", zone: await idx("brza") }, { bridge: "brzb", zone: await idx("brzb") }];
+    const mod = pathToFileURL(join(packageRoot(), "dist/services/driver/monitors/bridge-zones.js")).href;
+    const out = await lab.exec(hv, process.execPath, ["--input-type=module", "-e",
+      `const m = await import(${JSON.stringify(mod)}); console.log(JSON.stringify(await m.readBridgeZones(["tapz"], m.sysfsBridgeReader)));`]);
+    expect(JSON.parse(out)).toEqual({ zones: want });
+    expect(zones).toEqual(want);
   });
 
   // Each backend in turn, each test ending with the kernel as the next expects (cleanup last).
