@@ -2,35 +2,19 @@
 // bridge that has a workload port (a prefix-matching interface that is a
 // bridge port), zone = the bridge's ifindex. Read from sysfs of the
 // driver's namespace; pure apart from the reader.
-import { readdir, readFile, readlink } from "node:fs/promises";
-import { basename } from "node:path";
+import { readFile } from "node:fs/promises";
 import { zoneOfIfindex, type BridgeZone } from "../plan/zone-chains.js";
+import { procHostReader, type HostReader } from "./bridge-check.js";
 
-export interface BridgeReader {
-  /** Interface names in the driver's namespace. */
-  interfaces(): Promise<string[]>;
-  /** The bridge the interface is a port of; undefined when it is none's. */
-  bridgeOf(name: string): Promise<string | undefined>;
+/** The host check's reader (interfaces, the bridge of a port), plus ifindexes. */
+export interface BridgeReader extends Pick<HostReader, "interfaces" | "bridgeOf"> {
   /** The interface's ifindex; undefined when it is gone. */
   ifindex(name: string): Promise<number | undefined>;
 }
 
 export const sysfsBridgeReader: BridgeReader = {
-  async interfaces() {
-    try {
-      return await readdir("/sys/class/net");
-    } catch {
-      return [];
-    }
-  },
-  async bridgeOf(name) {
-    // brport/bridge exists exactly for bridge ports: a link to the bridge.
-    try {
-      return basename(await readlink(`/sys/class/net/${name}/brport/bridge`));
-    } catch {
-      return undefined;
-    }
-  },
+  interfaces: () => procHostReader.interfaces(),
+  bridgeOf: (name) => procHostReader.bridgeOf(name),
   async ifindex(name) {
     try {
       const n = Number((await readFile(`/sys/class/net/${name}/ifindex`, "utf8")).trim());
