@@ -284,6 +284,20 @@ describe.each(["nft", "legacy"] as const)("bridged workload ports (%s)", (backen
     expect((await http("/metrics"))[1]).toMatch(/^palisade_driver_host_check_failing 0$/m);
   }, 60_000);
 
+  it("adoption: a driver restart keeps the bridge enforced while it is away and after it is back, with nothing rewritten", async () => {
+    driver!.kill("SIGTERM");
+    await driver;
+    const check = async () => [await lab.probeTcp("b", "a", 80), await lab.probeTcp("b", "a", 22), await lab.probeTcp("b", "a", 80, { family: 6 }), await lab.probeTcp("c", "a", 80)];
+    expect(await check()).toEqual(["open", "timeout", "open", "timeout"]);
+    const before = (await http("/metrics"))[0];
+    expect(before).toBe(0); // no driver
+    driver = lab.spawnIn(hv, process.execPath, [BIN.driver, "--insecure", "--controller", `unix:${join(dir, "ctl.sock")}`, "--hostname", "hv1", "--metrics-listen", READY,
+      "--iptables-backend", backend, "--drift-check-seconds", "2"], { logFile: join(dir, "driver2.log") });
+    await eventually(async () => (await http("/readyz"))[0] === 200, { what: "restarted driver ready" });
+    expect(await check()).toEqual(["open", "timeout", "open", "timeout"]);
+    expect((await http("/metrics"))[1]).toMatch(/^palisade_driver_drift_repairs_total 0$/m);
+  }, 60_000);
+
   it("cleanup removes every chain, hook and set of ours, the bridge ones included", async () => {
     driver!.kill("SIGTERM");
     await driver;
