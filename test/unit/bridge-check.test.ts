@@ -150,4 +150,28 @@ describe("the driver's host check", () => {
     await until(() => applied().at(-1)!.ok === false, "not ok again");
     expect(applied().at(-1)!.error).toContain("br_netfilter is not loaded");
   });
+
+  it("physdev rules, the port guard and per-port sets exist only while br_netfilter is present (a physdev rule would load it)", async () => {
+    const h = host({ tap1: true }, undefined);
+    const k = new FakeKernel();
+    ctl = await startFakeController();
+    driver = await startDriver({ controllers: [ctl.address], hostname: "hv1", runner: k, logger, backend: "nft", families: [4], readInterface: async () => "up",
+      readHost: h, interfacePollMs: 20, rulesetMonitor: false });
+    await until(() => ctl!.connected(), "connected");
+    ctl.send(3, SNAPSHOT, true, { acksForContentOnly: true });
+    await driver.firstSync;
+    const physdevRules = () => (k.save(4).match(/physdev/g) ?? []).length;
+    expect(physdevRules()).toBe(0);
+    expect(k.chain(4, "pal-bgf")).toBeUndefined();
+    expect(k.sets.has("pal4b-tap1")).toBe(false);
+    // br_netfilter appears: the driver follows (polled).
+    h.sysctls = ON;
+    await until(() => k.chain(4, "pal-bgf") !== undefined && k.sets.has("pal4b-tap1"), "bridge chains programmed");
+    expect(physdevRules()).toBeGreaterThan(0);
+    expect(k.chain(4, "pal-bgf")!.some((r) => r.includes("-m physdev --physdev-in tap1 -m set --match-set pal4b-tap1 src -j RETURN"))).toBe(true);
+    // ... and goes again: everything of it is removed.
+    h.sysctls = undefined;
+    await until(() => k.chain(4, "pal-bgf") === undefined && !k.sets.has("pal4b-tap1"), "bridge chains removed");
+    expect(physdevRules()).toBe(0);
+  });
 });
