@@ -139,17 +139,19 @@ describe.each(["nft", "legacy"] as const)("bridged workload ports (%s)", (backen
     expect(await lab.probeTcp("c", "a", 22)).toBe("open");
   });
 
-  it("profiles and ordered rules hold on the bridge, both directions, IPv4 and IPv6; default deny; a tap without an endpoint sends and receives nothing", async () => {
+  it("profiles, ordered rules and tags hold on the bridge, both directions, IPv4 and IPv6; default deny; a tap without an endpoint sends and receives nothing", async () => {
     t = await startTestController({ socket: join(dir, "ctl.sock") });
     driver = lab.spawnIn(hv, process.execPath, [BIN.driver, "--insecure", "--controller", `unix:${join(dir, "ctl.sock")}`, "--hostname", "hv1", "--metrics-listen", READY,
       "--iptables-backend", backend, "--drift-check-seconds", "2"], { logFile: join(dir, "driver.log") });
     await apply([
       // a: inbound tcp/80 only; outbound tcp except tcp/22 (ordered: the deny first), nothing else — not
       // even ICMPv6: its neighbour advertisements pass as Neutron lets them (DESIGN §6.3).
-      { kind: "Profile", id: "web", tags: [], inbound_rules: [{ action: "allow", protocol: "tcp", dst_ports: [80] }],
+      // ... and tcp/22 from members of tag "admins" (d).
+      { kind: "Profile", id: "web", tags: [], inbound_rules: [{ action: "allow", protocol: "tcp", dst_ports: [80] }, { action: "allow", protocol: "tcp", dst_ports: [22], src_tag: "admins" }],
         outbound_rules: [{ action: "deny", protocol: "tcp", dst_ports: [22] }, { action: "allow", protocol: "tcp" }] },
       { kind: "Profile", id: "all", tags: [], inbound_rules: [{}], outbound_rules: [{}] },
-      endpoint("a", ["web"]), endpoint("b", ["all"]), endpoint("d", ["all"]),
+      { kind: "Profile", id: "admin", tags: ["admins"], inbound_rules: [{}], outbound_rules: [{}] },
+      endpoint("a", ["web"]), endpoint("b", ["all"]), endpoint("d", ["admin"]),
     ]);
     expect((await hostStatus())!.lastError).toBe("");
     expect((await http("/readyz"))[0]).toBe(200);
@@ -157,6 +159,8 @@ describe.each(["nft", "legacy"] as const)("bridged workload ports (%s)", (backen
       // b -> a: b's outbound allows, a's inbound allows 80 only.
       expect(await lab.probeTcp("b", "a", 80, { family })).toBe("open");
       expect(await lab.probeTcp("b", "a", 22, { family })).toBe("timeout");
+      // Tags: d is a member of "admins".
+      expect(await lab.probeTcp("d", "a", 22, { family })).toBe("open");
       // a -> b: a's ordered outbound denies 22 before allowing tcp.
       expect(await lab.probeTcp("a", "b", 80, { family })).toBe("open");
       expect(await lab.probeTcp("a", "b", 22, { family })).toBe("timeout");
@@ -174,7 +178,7 @@ describe.each(["nft", "legacy"] as const)("bridged workload ports (%s)", (backen
     expect((await http("/metrics"))[1]).toMatch(/^palisade_driver_drift_repairs_total 0$/m);
   }, 90_000);
 
-  it("anti-spoofing by address: d, a neighbour on the same bridge with b's profile, cannot send with b's address (IPv4 and IPv6)", async () => {
+  it("anti-spoofing by address: d, a neighbour on the same bridge, cannot send with b's address (IPv4 and IPv6)", async () => {
     const [a, b, d] = ["a", "b", "d"].map((n) => lab.workloads.get(n)!);
     // a's answers to b's address go to d (its neighbour entry), so a spoofed
     // connection that got through would complete: the probe can fail.
@@ -246,11 +250,11 @@ describe.each(["nft", "legacy"] as const)("bridged workload ports (%s)", (backen
   it("fail closed: an inactive endpoint, and one removed, send and receive nothing; active again, it does", async () => {
     const both = async () => [await lab.probeTcp("d", "b", 22), await lab.probeTcp("b", "d", 22, { family: 6 })];
     expect(await both()).toEqual(["open", "open"]);
-    await apply([endpoint("d", ["all"], "inactive")]);
+    await apply([endpoint("d", ["admin"], "inactive")]);
     expect(await both()).toEqual(["timeout", "timeout"]);
     await apply([], ["d"]);
     expect(await both()).toEqual(["timeout", "timeout"]);
-    await apply([endpoint("d", ["all"])]);
+    await apply([endpoint("d", ["admin"])]);
     expect(await both()).toEqual(["open", "open"]);
   }, 60_000);
 
@@ -282,6 +286,20 @@ describe.each(["nft", "legacy"] as const)("bridged workload ports (%s)", (backen
     await eventually(async () => (await hostStatus())?.lastError === "", { what: "error cleared" });
     expect((await http("/readyz"))[0]).toBe(200);
     expect((await http("/metrics"))[1]).toMatch(/^palisade_driver_host_check_failing 0$/m);
+  }, 60_000);
+
+  it("adoption: a driver restart keeps the bridge enforced while it is away and after it is back, with nothing rewritten", async () => {
+    driver!.kill("SIGTERM");
+    await driver;
+    const check = async () => [await lab.probeTcp("b", "a", 80), await lab.probeTcp("b", "a", 22), await lab.probeTcp("b", "a", 80, { family: 6 }), await lab.probeTcp("c", "a", 80)];
+    expect(await check()).toEqual(["open", "timeout", "open", "timeout"]);
+    const before = (await http("/metrics"))[0];
+    expect(before).toBe(0); // no driver
+    driver = lab.spawnIn(hv, process.execPath, [BIN.driver, "--insecure", "--controller", `unix:${join(dir, "ctl.sock")}`, "--hostname", "hv1", "--metrics-listen", READY,
+      "--iptables-backend", backend, "--drift-check-seconds", "2"], { logFile: join(dir, "driver2.log") });
+    await eventually(async () => (await http("/readyz"))[0] === 200, { what: "restarted driver ready" });
+    expect(await check()).toEqual(["open", "timeout", "open", "timeout"]);
+    expect((await http("/metrics"))[1]).toMatch(/^palisade_driver_drift_repairs_total 0$/m);
   }, 60_000);
 
   it("cleanup removes every chain, hook and set of ours, the bridge ones included", async () => {

@@ -150,4 +150,52 @@ describe("the driver's host check", () => {
     await until(() => applied().at(-1)!.ok === false, "not ok again");
     expect(applied().at(-1)!.error).toContain("br_netfilter is not loaded");
   });
+
+  it("an address contested on a bridge (two ports, two classes): dropped from every set, and both endpoints' status says why", async () => {
+    const h = host({ tap1: true, tap2: true }, ON);
+    const k = new FakeKernel();
+    ctl = await startFakeController();
+    driver = await startDriver({ controllers: [ctl.address], hostname: "hv1", runner: k, logger, backend: "nft", families: [4], readInterface: async () => "up",
+      readHost: h, interfacePollMs: 20, rulesetMonitor: false });
+    await until(() => ctl!.connected(), "connected");
+    const c1 = "pal4ic_aaaaaaaaaaaaaaaaaaaa";
+    const c2 = "pal4ic_bbbbbbbbbbbbbbbbbbbb";
+    ctl.send(3, [...SNAPSHOT,
+      { type: "ipset-update", name: c1, family: 4, members: ["10.0.0.1,tap1", "10.0.0.2,tap1"] },
+      { type: "ipset-update", name: c2, family: 4, members: ["10.0.0.1,tap2"] },
+      { type: "endpoint-update", key: "hv1/o/w1/e", interfaceName: "tap1" },
+      { type: "endpoint-update", key: "hv1/o/w2/e", interfaceName: "tap2" },
+    ], true, { acksForContentOnly: true });
+    await driver.firstSync;
+    expect([...k.sets.get(c1)!.members].sort()).toEqual(["10.0.0.1,tap1", "10.0.0.2,br0", "10.0.0.2,tap1"]);
+    expect([...k.sets.get(c2)!.members]).toEqual(["10.0.0.1,tap2"]);
+    expect([...k.sets.get("pal4b-tap1")!.members].sort()).toEqual(["10.0.0.1", "10.0.0.2"]);
+    const status = (key: string) => ctl!.received.flatMap((m) => (m.message?.$case === "endpointStatus" && m.message.value.endpointKey === key ? [m.message.value] : [])).at(-1);
+    await until(() => /10\.0\.0\.1 is also claimed on bridge br0 by tap2/.test(status("hv1/o/w1/e")?.detail ?? ""), "w1's status");
+    expect(status("hv1/o/w2/e")!.detail).toMatch(/10\.0\.0\.1 is also claimed on bridge br0 by tap1/);
+  });
+
+  it("physdev rules, the port guard and per-port sets exist only while br_netfilter is present (a physdev rule would load it)", async () => {
+    const h = host({ tap1: true }, undefined);
+    const k = new FakeKernel();
+    ctl = await startFakeController();
+    driver = await startDriver({ controllers: [ctl.address], hostname: "hv1", runner: k, logger, backend: "nft", families: [4], readInterface: async () => "up",
+      readHost: h, interfacePollMs: 20, rulesetMonitor: false });
+    await until(() => ctl!.connected(), "connected");
+    ctl.send(3, SNAPSHOT, true, { acksForContentOnly: true });
+    await driver.firstSync;
+    const physdevRules = () => (k.save(4).match(/physdev/g) ?? []).length;
+    expect(physdevRules()).toBe(0);
+    expect(k.chain(4, "pal-bgf")).toBeUndefined();
+    expect(k.sets.has("pal4b-tap1")).toBe(false);
+    // br_netfilter appears: the driver follows (polled).
+    h.sysctls = ON;
+    await until(() => k.chain(4, "pal-bgf") !== undefined && k.sets.has("pal4b-tap1"), "bridge chains programmed");
+    expect(physdevRules()).toBeGreaterThan(0);
+    expect(k.chain(4, "pal-bgf")!.some((r) => r.includes("-m physdev --physdev-in tap1 -m set --match-set pal4b-tap1 src -j RETURN"))).toBe(true);
+    // ... and goes again: everything of it is removed.
+    h.sysctls = undefined;
+    await until(() => k.chain(4, "pal-bgf") === undefined && !k.sets.has("pal4b-tap1"), "bridge chains removed");
+    expect(physdevRules()).toBe(0);
+  });
 });

@@ -263,6 +263,13 @@ describe("resolution and aggregation on the driver", () => {
     expect(resolvePoint(parseLogPrefix("pal:m:pal-ct_abcdefghijklmnopqrst:2")!, "tapa", "tapb", of)).toMatchObject({ decision: "missing-profile", index: 2 });
   });
 
+  it("the bridge-port guard (DESIGN §6.3): from a port, its drop is anti-spoofing for an endpoint's port and no-endpoint otherwise; to a port, inbound", () => {
+    expect(resolvePoint(parseLogPrefix("pal:n:pal-bgf-tap1")!, "tapa", "br0", of)).toMatchObject({ direction: "outbound", endpointKey: "h/o/a/e", decision: "anti-spoofing" });
+    expect(resolvePoint(parseLogPrefix("pal:n:pal-bgf")!, "tapz", "br0", of)).toMatchObject({ direction: "outbound", endpointKey: "", decision: "no-endpoint" });
+    expect(resolvePoint(parseLogPrefix("pal:n:pal-bgt")!, "br0", "tapb", of)).toMatchObject({ direction: "inbound", interfaceName: "tapb", decision: "no-endpoint" });
+    expect(resolvePoint(parseLogPrefix("pal:s:pal-br-from")!, "tapa", "br0", of)).toMatchObject({ direction: "outbound", endpointKey: "h/o/a/e", decision: "anti-spoofing" });
+  });
+
   it("set-based layout: the from-workload root's last drop is anti-spoofing on an endpoint's interface, no-endpoint elsewhere", () => {
     expect(resolvePoint(parseLogPrefix("pal:n:pal-from-wl-dispatch")!, "tapa", "lnk0a", of)).toMatchObject({ direction: "outbound", endpointKey: "h/o/a/e", decision: "anti-spoofing" });
     expect(resolvePoint(parseLogPrefix("pal:n:pal-from-wl-dispatch")!, "tapz", "lnk0a", of)).toMatchObject({ direction: "outbound", endpointKey: "", decision: "no-endpoint" });
