@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what Palisade needs on a Debian machine — only what is missing —
 # so `npm start` and `npm test` work on a fresh machine as root.
-#   Debian: etcd-server (etcd), etcd-client (etcdctl), iptables (nft + legacy), nftables (nft), ipset, iproute2, iputils-ping (tests), openssl (certificates), tcpdump (flow reports)
+#   Debian: etcd-server (etcd), etcd-client (etcdctl), iptables (nft + legacy), nftables (nft), ipset, iproute2, iputils-ping (tests), openssl (certificates), tcpdump (flow reports), conntrack (tests)
 #   npm:    the locked dependencies (npm ci)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -18,6 +18,8 @@ command -v ip >/dev/null 2>&1 || need+=(iproute2)
 # tcpdump: the driver's NFLOG reader (flow reports, DESIGN §6.12): it reads
 # `nflog:GROUP` inside the driver's network namespace and writes pcap.
 command -v tcpdump >/dev/null 2>&1 || need+=(tcpdump)
+# conntrack: the tests list conntrack entries per zone (DESIGN §6.13).
+command -v conntrack >/dev/null 2>&1 || need+=(conntrack)
 # Used by the tests and deploy/ha: ICMP probes, crafted packets, health checks.
 command -v ping >/dev/null 2>&1 || need+=(iputils-ping)
 command -v python3 >/dev/null 2>&1 || need+=(python3)

@@ -8,6 +8,8 @@ export const IPSET_MAX = 31;
 
 /** Chains the driver owns: hooked from the built-in chains. */
 export const BASE_CHAINS = { forward: "pal-FORWARD", input: "pal-INPUT" } as const;
+/** The driver's chain in the raw table: a conntrack zone per bridge (DESIGN §6.13). */
+export const ZONE_CHAIN = "pal-PREROUTING";
 /** Entry chains the controller owns and the driver's base chains jump to. */
 export const ENTRY_CHAINS = {
   fromWorkload: "pal-from-wl-dispatch",

@@ -4,8 +4,15 @@
 // generated code (DESIGN §5.2).
 import type { IpVersion } from "../model/index.js";
 
+/**
+ * The iptables tables Palisade writes. The controller's chains are all in
+ * filter (the wire refuses any other table); raw holds only the driver's own
+ * conntrack-zone chain (DESIGN §6.13).
+ */
+export type Table = "filter" | "raw";
+
 export interface ChainDef {
-  table: "filter";
+  table: Table;
   family: IpVersion;
   name: string;
   /** Rule specs without "-A <chain>". */
@@ -21,6 +28,12 @@ export type HostUpdate =
   | { type: "endpoint-update"; key: string; interfaceName: string }
   | { type: "endpoint-remove"; key: string };
 
-export function chainKey(family: IpVersion, name: string): string {
-  return `${family}:${name}`;
+/** A chain's key in the desired state and the planner: family, name, and the table when not filter. */
+export function chainKey(family: IpVersion, name: string, table: Table = "filter"): string {
+  return table === "filter" ? `${family}:${name}` : `${family}:${table}:${name}`;
+}
+
+/** chainKey() of a chain. */
+export function keyOf(c: Pick<ChainDef, "family" | "name" | "table">): string {
+  return chainKey(c.family, c.name, c.table);
 }

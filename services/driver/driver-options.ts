@@ -8,6 +8,8 @@ import type { Backend } from "./kernel/backend.js";
 import type { CommandRunner } from "./kernel/command-runner.js";
 import type { FlowReportsConfig } from "./flows/flow-driver.js";
 import { sysfsReader, type InterfaceReader } from "./monitors/interface-monitor.js";
+import { procHostReader, type HostReader } from "./monitors/bridge-check.js";
+import { sysfsBridgeReader, type BridgeReader } from "./monitors/bridge-zones.js";
 import type { DriverMetrics } from "./metrics.js";
 
 export interface DriverOptions {
@@ -26,6 +28,10 @@ export interface DriverOptions {
   postWriteCheckMs?: number;
   interfacePollMs?: number;
   readInterface?: InterfaceReader;
+  /** What the bridge check reads (DESIGN §9.3): sysfs and /proc/sys of the driver's namespace by default. */
+  readHost?: HostReader;
+  /** Which bridges get a conntrack zone (DESIGN §6.13): sysfs of the driver's namespace by default. */
+  readBridges?: BridgeReader;
   metrics?: DriverMetrics;
   /**
    * Tamper watch (nft backend only): `nft monitor` triggers a drift check
@@ -53,6 +59,8 @@ export interface NormalizedDriverOptions {
   postWriteCheckMs: number;
   interfacePollMs: number;
   readInterface: InterfaceReader;
+  readHost: HostReader;
+  readBridges: BridgeReader;
   metrics: DriverMetrics | undefined;
   rulesetMonitor: false | { command?: readonly string[]; debounceMs?: number };
   flows: FlowReportsConfig | undefined;
@@ -66,6 +74,8 @@ export const DRIVER_DEFAULTS = {
   postWriteCheckMs: 2_000,
   interfacePollMs: 2_000,
   readInterface: sysfsReader,
+  readHost: procHostReader,
+  readBridges: sysfsBridgeReader,
   rulesetMonitor: {},
 } as const satisfies Partial<DriverOptions>;
 
@@ -93,6 +103,8 @@ export function normalizeDriverOptions(o: DriverOptions): NormalizedDriverOption
     postWriteCheckMs: positive("postWriteCheckMs", o.postWriteCheckMs ?? DRIVER_DEFAULTS.postWriteCheckMs),
     interfacePollMs: positive("interfacePollMs", o.interfacePollMs ?? DRIVER_DEFAULTS.interfacePollMs),
     readInterface: o.readInterface ?? DRIVER_DEFAULTS.readInterface,
+    readHost: o.readHost ?? DRIVER_DEFAULTS.readHost,
+    readBridges: o.readBridges ?? DRIVER_DEFAULTS.readBridges,
     metrics: o.metrics,
     rulesetMonitor: o.rulesetMonitor ?? DRIVER_DEFAULTS.rulesetMonitor,
     flows: o.flows,

@@ -27,8 +27,14 @@ import { createApplyStats, type DriverCounters } from "./apply/apply-stats.js";
 import { createDataplane, type Dataplane } from "./apply/dataplane.js";
 import { normalizeDriverOptions, type DriverOptions } from "./driver-options.js";
 import { createInterfaceReporter } from "./monitors/interface-reporter.js";
+import { bridgeFilterProblem, readBridgeTopology } from "./monitors/bridge-check.js";
+import { BRIDGE_PORT_UNPOLICED } from "./monitors/interface-monitor.js";
+import { BridgeLayer } from "./plan/bridge-twins.js";
+import { readBridgeZones } from "./monitors/bridge-zones.js";
+import { renderZoneChains, type BridgeZone } from "./plan/zone-chains.js";
+import type { ChainDef } from "../contract/host-update.js";
 import { createOwnProcesses } from "./kernel/own-processes.js";
-import { buildPlanInput, driverBaseChains } from "./plan/plan-input.js";
+import { buildPlanInput } from "./plan/plan-input.js";
 import { createRulesetMonitor, defaultMonitorCommand, type RulesetMonitor } from "./monitors/ruleset-monitor.js";
 import { startSyncClient, type SyncClient } from "./sync/sync-client.js";
 import { createSyncState, type ApplyTicket } from "./sync/sync-state.js";
@@ -46,6 +52,13 @@ export interface Driver {
   readonly dataplane: Dataplane;
   /** Resolves when the first complete state has been applied. */
   readonly firstSync: Promise<void>;
+  /**
+   * Why this host's workload traffic is not all policed (bridged ports whose
+   * frames bypass iptables, DESIGN §9.3), or undefined. While set, every
+   * Applied the driver sends says ok=false with it as the error, so the
+   * host's status carries it and never counts as healthy.
+   */
+  readonly hostProblem: string | undefined;
   /** The flow reporter (DESIGN §6.12), once started. */
   readonly flows: FlowReporter | undefined;
   /** Asks for a read-back and repair soon (serialised with applies); a no-op before the first complete state. */
@@ -63,7 +76,15 @@ export async function startDriver(options: DriverOptions): Promise<Driver> {
   // Flow reports: the driver's rate-limit chains are base chains too (they
   // exist before the controller's chains that jump to them).
   const flowSetup = startFlowReports(o.flows, { families, backend, hostname: o.hostname, runner: o.runner, logger });
-  const base = driverBaseChains(o.interfacePrefixes, families, flowSetup.chains);
+  // Conntrack zones per bridge (DESIGN §6.13): read before the first apply,
+  // so the zone chain is in place from the start; re-read with the host check.
+  let zones = await readBridgeZones(o.interfacePrefixes, o.readBridges);
+  const ownChains = (z: readonly BridgeZone[]): ChainDef[] => [...flowSetup.chains, ...families.flatMap((f) => renderZoneChains(z, f))];
+  // The driver's own chains and the host-local translation for bridged
+  // ports (twins, per-port sets and guard, DESIGN §6.3), following the
+  // topology polled below.
+  const bridges = new BridgeLayer({ prefixes: o.interfacePrefixes, families, extraChains: ownChains(zones.zones) });
+  let physdev = false;
   const stats = createApplyStats(families, o.metrics);
   let stopped = false;
   let client: SyncClient | undefined;
@@ -75,10 +96,68 @@ export async function startDriver(options: DriverOptions): Promise<Driver> {
   // does not interrupt allowed traffic).
   const startKernel = await dataplane.readKernel();
 
+  // The host check runs before the first report, so a host whose bridged
+  // ports bypass iptables never reports a successful apply (DESIGN §9.3).
+  const checkHost = async () => {
+    const problems = [await bridgeFilterProblem(o.interfacePrefixes, families, o.readHost), zones.problem].filter((p) => p !== undefined);
+    return problems.length ? problems.join("; ") : undefined;
+  };
+  /** Re-reads the zoned bridges; when the zone chain changes, the next apply writes it. */
+  async function recheckZones(): Promise<void> {
+    zones = await readBridgeZones(o.interfacePrefixes, o.readBridges);
+    if (bridges.setExtraChains(ownChains(zones.zones))) {
+      logger.info({ zones: zones.zones }, "conntrack zones per bridge changed");
+      loop.schedule();
+    }
+  }
+  let hostProblem = await checkHost();
+  o.metrics?.hostCheckFailing.set(hostProblem ? 1 : 0);
+  if (hostProblem) logger.error({ problem: hostProblem }, "host check failed: workload traffic bypasses Palisade");
+  const appliedMessage = (revision: number, r: { durationMs: number; chainsWritten: number; ipsetLines: number }, applyError?: string) => ({
+    message: {
+      $case: "applied" as const,
+      value: { revision, ok: !applyError && !hostProblem, error: applyError ?? hostProblem ?? "", durationMs: r.durationMs, chainsWritten: r.chainsWritten, ipsetLines: r.ipsetLines },
+    },
+  });
+  async function refreshTopology(): Promise<boolean> {
+    const t = await readBridgeTopology(o.interfacePrefixes, o.readHost);
+    physdev = t.physdev;
+    return bridges.setTopology(t);
+  }
+  await refreshTopology();
+
+  let hostChecking = false;
+  async function recheckHost(): Promise<void> {
+    if (hostChecking || stopped) return;
+    hostChecking = true;
+    try {
+      await recheckZones();
+      // A tap joining or leaving a bridge, or br_netfilter appearing: the
+      // twins, per-port sets and guard follow (an apply).
+      if (await refreshTopology()) loop.schedule();
+      const p = await checkHost();
+      if (p === hostProblem) return;
+      hostProblem = p;
+      o.metrics?.hostCheckFailing.set(p ? 1 : 0);
+      if (p) logger.error({ problem: p }, "host check failed: workload traffic bypasses Palisade");
+      else logger.info("host check passes again");
+      // The controller learns of it at once, for the revision already applied
+      // (ok again clears the host's last error).
+      if (sync.inSync) client?.send(appliedMessage(sync.appliedRevision, { durationMs: 0, chainsWritten: 0, ipsetLines: 0 }));
+    } catch (err) {
+      logger.warn({ err: (err as Error).message }, "host check could not run");
+    } finally {
+      hostChecking = false;
+    }
+  }
+
   const sync = createSyncState({
     logger,
     onWork: () => loop.schedule(),
-    onEndpoints: (all) => void interfaces.check(all),
+    onEndpoints: (all) => {
+      void interfaces.check(all);
+      void recheckHost();
+    },
     onRefused: () => restartClient(),
   });
 
@@ -87,7 +166,9 @@ export async function startDriver(options: DriverOptions): Promise<Driver> {
     take() {
       const ticket = sync.takeTicket();
       const d = ticket.planned;
-      return { ticket, source: { input: buildPlanInput({ base, families, desired: d, startKernel }), changes: d?.takeChanges() } };
+      const v = bridges.take(d);
+      const desired = d && { chains: d.chains, sets: v.sets };
+      return { ticket, source: { input: buildPlanInput({ base: v.base, families, desired, startKernel, driverSets: v.sets }), changes: v.changes } };
     },
     onApplied(r, ticket) {
       stats.applied(r, dataplane.programmed());
@@ -95,7 +176,7 @@ export async function startDriver(options: DriverOptions): Promise<Driver> {
       const news = sync.succeeded(ticket, r.bytesWritten > 0);
       stats.inSync(ticket.revision);
       // Quiet no-op applies (drift checks that found nothing) are not reported.
-      if (news) client?.send({ message: { $case: "applied", value: { revision: ticket.revision, ok: true, error: "", durationMs: r.durationMs, chainsWritten: r.chainsWritten, ipsetLines: r.ipsetLines } } });
+      if (news) client?.send(appliedMessage(ticket.revision, r));
       if (r.chainsWritten || r.ipsetLines || r.chainsRemoved) logger.info({ revision: ticket.revision, ms: Math.round(r.durationMs), chains: r.chainsWritten, removed: r.chainsRemoved, ipsetLines: r.ipsetLines }, "applied");
       resolveFirst();
     },
@@ -103,7 +184,7 @@ export async function startDriver(options: DriverOptions): Promise<Driver> {
       stats.failed();
       const revision = sync.failed(ticket);
       logger.error({ revision: ticket?.revision, err: err.message }, "apply failed; will retry (traffic stays as last programmed)");
-      if (revision !== undefined) client?.send({ message: { $case: "applied", value: { revision, ok: false, error: err.message, durationMs: 0, chainsWritten: 0, ipsetLines: 0 } } });
+      if (revision !== undefined) client?.send(appliedMessage(revision, { durationMs: 0, chainsWritten: 0, ipsetLines: 0 }, err.message));
     },
     onDriftRepaired: () => stats.driftRepaired(),
     // Before the first in-sync too: the hooks, base chains and fail-closed
@@ -116,10 +197,15 @@ export async function startDriver(options: DriverOptions): Promise<Driver> {
   const interfaces = createInterfaceReporter({
     prefixes: o.interfacePrefixes,
     read: o.readInterface,
+    bridgeProblem: async (name) => {
+      if (!(await o.readHost.isBridgePort(name))) return undefined;
+      return physdev ? bridges.contestedPorts().get(name) : BRIDGE_PORT_UNPOLICED;
+    },
     endpoints: () => sync.desired?.endpoints,
     send: (req) => client?.send(req),
     pollMs: o.interfacePollMs,
   });
+  const hostTimer = setInterval(() => void recheckHost(), o.interfacePollMs);
 
   function connect(): SyncClient {
     return startSyncClient({
@@ -172,6 +258,7 @@ export async function startDriver(options: DriverOptions): Promise<Driver> {
     get inSync() { return sync.inSync; },
     counters: stats.counters,
     get appliedRevision() { return sync.appliedRevision; },
+    get hostProblem() { return hostProblem; },
     backend,
     dataplane,
     firstSync,
@@ -183,6 +270,7 @@ export async function startDriver(options: DriverOptions): Promise<Driver> {
       const applies = loop.stop();
       void flows?.stop();
       interfaces.stop();
+      clearInterval(hostTimer);
       client?.stop();
       await monitor?.stop();
       // Rules stay in place: a stopped driver keeps enforcing the last state.

@@ -101,7 +101,9 @@ try {
   const http = opts.metricsListen
     ? await startMetricsServer({
       listen: opts.metricsListen, registry: metrics.registry, logger,
-      ready: async () => (driver.inSync ? { ok: true, detail: `in sync: revision ${driver.appliedRevision}` } : { ok: false, detail: "not in sync with a controller yet" }),
+      // Never ready while workload traffic bypasses it (DESIGN §9.3).
+      ready: async () => (driver.hostProblem ? { ok: false, detail: driver.hostProblem }
+        : driver.inSync ? { ok: true, detail: `in sync: revision ${driver.appliedRevision}` } : { ok: false, detail: "not in sync with a controller yet" }),
     })
     : undefined;
   logger.info({ controllers, backend: driver.backend, prefixes }, "driver started");

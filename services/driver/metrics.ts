@@ -22,6 +22,11 @@ export function createDriverMetrics() {
       registers: [registry],
     }),
     inSync: new Gauge({ name: "palisade_driver_in_sync", help: "1 once the first complete state is applied", registers: [registry] }),
+    hostCheckFailing: new Gauge({
+      name: "palisade_driver_host_check_failing",
+      help: "1 while workload traffic bypasses Palisade on this host (bridged taps without bridge-nf-call-iptables; the reason is in the host's last_error)",
+      registers: [registry],
+    }),
   };
 }
 

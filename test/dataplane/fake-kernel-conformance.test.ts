@@ -20,6 +20,9 @@ import { uniqueName } from "../support/binaries.js";
 type Step = { tool: "ipset"; text: string } | { tool: "iptables"; family: 4 | 6; text: string };
 const ipset = (...lines: string[]): Step => ({ tool: "ipset", text: `${lines.join("\n")}\n` });
 const ipt = (family: 4 | 6, ...lines: string[]): Step => ({ tool: "iptables", family, text: ["*filter", ...lines, "COMMIT", ""].join("\n") });
+/** One restore with a raw section, then a filter section. */
+const iptRaw = (family: 4 | 6, raw: string[], filter: string[]): Step =>
+  ({ tool: "iptables", family, text: ["*raw", ...raw, "COMMIT", "*filter", ...filter, "COMMIT", ""].join("\n") });
 
 const V4 = "hash:net family inet maxelem 1048576";
 const V6 = "hash:net family inet6 maxelem 1048576";
@@ -113,14 +116,21 @@ const CASES: Record<string, Step[]> = {
     ipt(6, ":pal-a - [0:0]", "-A pal-a -m set --match-set l src,src -j DROP", "-A pal-a -m set --match-set t dst -j DROP"),
     ipset("destroy m"), ipset("destroy l"),
   ],
+  // Each table's section is its own transaction (both backends): a failing
+  // filter section keeps the raw section before it.
+  "a restore with a raw and a filter section: the raw section stays when the filter section fails": [
+    iptRaw(4, [":pal-PREROUTING - [0:0]", "-A pal-PREROUTING -i br0 -j CT --zone 5", "-I PREROUTING 1 -j pal-PREROUTING"], [":pal-a - [0:0]", "-A pal-a -j pal-zz"]),
+    iptRaw(6, [":pal-PREROUTING - [0:0]", "-A pal-PREROUTING -i br0 -j CT --zone 5"], [":pal-a - [0:0]", "-A pal-a -j DROP"]),
+    iptRaw(6, ["-D PREROUTING 1", ":pal-PREROUTING - [0:0]", "-X pal-PREROUTING"], []),
+  ],
 };
 
 /** Chains and rules of the filter table, as iptables-save prints them (counters, comments and warnings aside). */
-function tableOf(save: string): Record<string, string[]> {
-  const t: Record<string, string[]> = { INPUT: [], FORWARD: [], OUTPUT: [] };
+function tableOf(save: string, table: "filter" | "raw" = "filter"): Record<string, string[]> {
+  const t: Record<string, string[]> = table === "filter" ? { INPUT: [], FORWARD: [], OUTPUT: [] } : { PREROUTING: [], OUTPUT: [] };
   let inFilter = false;
   for (const l of save.split("\n")) {
-    if (l.startsWith("*")) inFilter = l === "*filter";
+    if (l.startsWith("*")) inFilter = l === `*${table}`;
     else if (!inFilter) continue;
     else if (l.startsWith(":")) t[l.slice(1).split(" ")[0]!] ??= [];
     else if (l.startsWith("-A ")) { const sp = l.indexOf(" ", 3); (t[l.slice(3, sp)] ??= []).push(l.slice(sp + 1)); }
@@ -152,8 +162,8 @@ async function run(r: CommandRunner, backend: "nft" | "legacy", step: Step): Pro
 }
 
 async function state(r: CommandRunner, backend: "nft" | "legacy") {
-  const t = async (f: 4 | 6) => tableOf((await r.run(`${f === 6 ? "ip6" : "ip"}tables-${backend}-save`, ["-t", "filter"])).stdout);
-  return { ipv4: await t(4), ipv6: await t(6), sets: setsOf((await r.run("ipset", ["save"])).stdout) };
+  const t = async (f: 4 | 6, table: "filter" | "raw" = "filter") => tableOf((await r.run(`${f === 6 ? "ip6" : "ip"}tables-${backend}-save`, ["-t", table])).stdout, table);
+  return { ipv4: await t(4), ipv6: await t(6), raw4: await t(4, "raw"), raw6: await t(6, "raw"), sets: setsOf((await r.run("ipset", ["save"])).stdout) };
 }
 
 /** The message a refusal is about, without the tool's name, version and line. */

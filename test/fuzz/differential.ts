@@ -24,7 +24,7 @@ import { documentToPb } from "../../services/contract/model-wire.js";
 import { createLogger } from "../../services/runtime/logger.js";
 import { packageRoot } from "../../services/runtime/package-root.js";
 import { startController, type Controller } from "../../services/controller/controller.js";
-import { createLab, type Lab } from "../lab/lab.js";
+import { createLab, type Lab, type LabTopology } from "../lab/lab.js";
 import { createEvaluator, toDocument, type Endpoint, type Profile, type TraceResult } from "../../services/model/index.js";
 import { LISTEN_PORTS, generateCase, type FuzzCase, type FuzzPacket, type LabWorkload } from "./generate.js";
 
@@ -66,7 +66,7 @@ export async function isConfirmed(expected: "allow" | "deny", reprobeAgrees: () 
   return true;
 }
 
-export async function createDifferentialLab(opts: { etcdUrl: string; name: string; dir: string; logLevel?: string }) {
+export async function createDifferentialLab(opts: { etcdUrl: string; name: string; dir: string; logLevel?: string; topology?: LabTopology }) {
   mkdirSync(opts.dir, { recursive: true });
   const socket = join(opts.dir, "controller.sock");
   const controller: Controller = await startController({
@@ -75,7 +75,7 @@ export async function createDifferentialLab(opts: { etcdUrl: string; name: strin
   });
   const clients = createClients(`127.0.0.1:${controller.port}`);
   const flowClient = new FlowServiceClient(`127.0.0.1:${controller.port}`, grpc.credentials.createInsecure());
-  const lab: Lab = createLab(`${opts.name}-`);
+  const lab: Lab = createLab(`${opts.name}-`, { topology: opts.topology ?? "routed" });
   const workloads: LabWorkload[] = [];
   try {
     await lab.addHypervisor("hv1");

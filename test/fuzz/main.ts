@@ -1,5 +1,5 @@
-// npm run fuzz -- [--seed S] [--cases N] [--packets P]: the differential test
-// at any length. Exit 1 on any mismatch (each printed with its seed and a
+// npm run fuzz -- [--seed S] [--cases N] [--packets P] [--topology routed|bridged]:
+// the differential test at any length, on either lab topology (test/lab/lab.ts). Exit 1 on any mismatch (each printed with its seed and a
 // minimal reproduction).
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -20,10 +20,16 @@ const arg = (name: string, dflt: number) => {
 const seed = arg("--seed", Math.floor(Math.random() * 1e6));
 const cases = arg("--cases", 20);
 const packets = arg("--packets", 24);
+const ti = args.indexOf("--topology");
+const topology = ti >= 0 ? args[ti + 1] : "routed";
+if (topology !== "routed" && topology !== "bridged") {
+  process.stderr.write("--topology must be routed or bridged\n");
+  process.exit(2);
+}
 
 const dir = mkdtempSync(join(tmpdir(), "palisade-fuzz-"));
 const etcd = await startEtcd({ dataDir: join(dir, "etcd") });
-const env = await createDifferentialLab({ etcdUrl: etcd.url, name: `pf${process.pid.toString(36)}`, dir });
+const env = await createDifferentialLab({ etcdUrl: etcd.url, name: `pf${process.pid.toString(36)}`, dir, topology });
 let total = 0;
 let bad = 0;
 let transient = 0;

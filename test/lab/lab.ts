@@ -10,6 +10,20 @@
 //                198.18.0.<4k+1>/30 + 2001:db8:ffff:<k>::/64
 // Addresses: 198.18.<hv>.0/24 and 2001:db8:<hv>::/64 per hypervisor — the
 // benchmarking and documentation ranges, never a real network.
+//
+// Topology "bridged" (createLab(prefix, { topology: "bridged" }); Neutron's
+// linuxbridge agent, or OVS's hybrid plug): the same workloads, names and
+// addresses, but every tap is a port of one Linux bridge per hypervisor
+// (LAB_BRIDGE) with bridge-nf-call-ip(6)tables=1, and link() also joins the
+// two hypervisors' bridges by a veth "trunk" (a port of both, standing in
+// for the VXLAN/VLAN port of a tenant network): one L2 network across hosts,
+// so workload-to-workload traffic is bridged, never routed by a hypervisor,
+// as on a real bridged cloud. Workloads keep their /32 and /128 and reach
+// 198.18.0.0/16 and 2001:db8::/32 on-link (ARP/ND across the bridges).
+// hostAddress() puts a hypervisor's own address where its workloads reach
+// it (lo when routed, the bridge when bridged: IPv6 neighbour discovery
+// answers only for the interface's own addresses). Live migration
+// (addReplica, moveWorkload) is routed only.
 import { execa } from "execa";
 
 export interface Workload {
@@ -30,6 +44,10 @@ export interface Hypervisor {
 
 export type ProbeResult = "open" | "refused" | "timeout" | "error";
 
+export type LabTopology = "routed" | "bridged";
+/** The bridge of every hypervisor in the bridged topology (a linuxbridge-style brq… name). */
+export const LAB_BRIDGE = "brqlab";
+
 async function ip(args: string[]): Promise<void> {
   await execa("ip", args);
 }
@@ -39,8 +57,9 @@ function macFor(seed: number, kind: number): string {
   return b.map((x) => x.toString(16).padStart(2, "0")).join(":");
 }
 
-export function createLab(prefix: string) {
+export function createLab(prefix: string, opts: { topology?: LabTopology } = {}) {
   if (!/^[a-z0-9-]{1,20}$/.test(prefix)) throw new Error(`bad lab prefix ${prefix}`);
+  const topology: LabTopology = opts.topology ?? "routed";
   const hypervisors = new Map<string, Hypervisor>();
   const workloads = new Map<string, Workload>();
   const namespaces: string[] = [];
@@ -81,8 +100,13 @@ export function createLab(prefix: string) {
     });
   }
 
+  function routedOnly(what: string): void {
+    if (topology !== "routed") throw new Error(`lab: ${what} needs the routed topology`);
+  }
+
   return {
     prefix,
+    topology,
     hypervisors,
     workloads,
 
@@ -93,6 +117,12 @@ export function createLab(prefix: string) {
       await sysctl(ns, "net.ipv6.conf.all.forwarding=1");
       const hv = { name, ns, index };
       hypervisors.set(name, hv);
+      if (topology === "bridged") {
+        await this.addBridge(name, LAB_BRIDGE, { bridgeNf: true });
+        // The host's own way to its workloads (its answers to them): on-link on the bridge.
+        await ip(["-n", ns, "route", "add", `198.18.${index}.0/24`, "dev", LAB_BRIDGE]);
+        await ip(["-n", ns, "-6", "route", "add", `2001:db8:${index}::/64`, "dev", LAB_BRIDGE]);
+      }
       return hv;
     },
 
@@ -123,6 +153,23 @@ export function createLab(prefix: string) {
       await ip(["-n", B.ns, "route", "add", `198.18.${A.index}.0/24`, "via", v4(1)]);
       await ip(["-n", A.ns, "-6", "route", "add", `2001:db8:${B.index}::/64`, "via", v6(2)]);
       await ip(["-n", B.ns, "-6", "route", "add", `2001:db8:${A.index}::/64`, "via", v6(1)]);
+      if (topology === "bridged") {
+        // The trunk: one L2 network across the two hypervisors' bridges.
+        const ta = `l2k${k}a`, tb = `l2k${k}b`;
+        await ip(["-n", A.ns, "link", "add", ta, "type", "veth", "peer", "name", tb, "netns", B.ns]);
+        await ip(["-n", A.ns, "link", "set", ta, "master", LAB_BRIDGE]);
+        await ip(["-n", B.ns, "link", "set", tb, "master", LAB_BRIDGE]);
+        await ip(["-n", A.ns, "link", "set", ta, "up"]);
+        await ip(["-n", B.ns, "link", "set", tb, "up"]);
+      }
+    },
+
+    /** A hypervisor's own address, where its workloads reach it: lo (routed) or the bridge (bridged). */
+    async hostAddress(hypervisor: string, v4: string, v6: string): Promise<void> {
+      const hv = hypervisors.get(hypervisor)!;
+      const dev = topology === "bridged" ? LAB_BRIDGE : "lo";
+      await ip(["-n", hv.ns, "addr", "add", `${v4}/32`, "dev", dev]);
+      await ip(["-n", hv.ns, "-6", "addr", "add", `${v6}/128`, "dev", dev, "nodad"]);
     },
 
     /** A workload namespace behind a tap-like veth on a hypervisor. */
@@ -139,6 +186,17 @@ export function createLab(prefix: string) {
       await ip(["-n", ns, "link", "set", "eth0", "address", mac]);
       await ip(["-n", ns, "addr", "add", `${ipv4}/32`, "dev", "eth0"]);
       await ip(["-n", ns, "-6", "addr", "add", `${ipv6}/128`, "dev", "eth0", "nodad"]);
+      if (topology === "bridged") {
+        await ip(["-n", hv.ns, "link", "set", opts.iface, "master", LAB_BRIDGE]);
+        await ip(["-n", ns, "link", "set", "eth0", "up"]);
+        await ip(["-n", hv.ns, "link", "set", opts.iface, "up"]);
+        // One L2 network: every lab address on-link, found by ARP/ND across the bridges.
+        await ip(["-n", ns, "route", "add", "198.18.0.0/16", "dev", "eth0"]);
+        await ip(["-n", ns, "-6", "route", "add", "2001:db8::/32", "dev", "eth0"]);
+        const w = { name: opts.name, ns, hypervisor, iface: opts.iface, ipv4, ipv6, mac };
+        workloads.set(opts.name, w);
+        return w;
+      }
       await ip(["-n", ns, "link", "set", "eth0", "up"]);
       await ip(["-n", hv.ns, "link", "set", opts.iface, "up"]);
       // Static neighbours both ways: no dependence on ARP/NDP through policy.
@@ -157,6 +215,51 @@ export function createLab(prefix: string) {
     },
 
     /**
+     * A Linux bridge on a hypervisor, as the linuxbridge agent (or OVS's
+     * hybrid plug, through a qbr bridge) builds one per network: workload
+     * taps are its ports, frames between them are bridged, not routed.
+     * `bridgeNf` sets net.bridge.bridge-nf-call-ip(6)tables inside the
+     * hypervisor's namespace (per namespace on the kernels we run), which
+     * makes bridged IP frames cross iptables' FORWARD (DESIGN §6.3).
+     */
+    async addBridge(hypervisor: string, bridge: string, opts: { bridgeNf: boolean }): Promise<void> {
+      const hv = hypervisors.get(hypervisor)!;
+      await ip(["-n", hv.ns, "link", "add", bridge, "type", "bridge"]);
+      await ip(["-n", hv.ns, "link", "set", bridge, "up"]);
+      await this.setBridgeNf(hypervisor, opts.bridgeNf);
+    },
+
+    async setBridgeNf(hypervisor: string, on: boolean): Promise<void> {
+      const v = on ? 1 : 0;
+      await sysctl(hypervisors.get(hypervisor)!.ns, `net.bridge.bridge-nf-call-iptables=${v}`);
+      await sysctl(hypervisors.get(hypervisor)!.ns, `net.bridge.bridge-nf-call-ip6tables=${v}`);
+    },
+
+    /**
+     * A workload whose tap is a port of `bridge`: eth0 on 10.77.0.0/24 and
+     * fd77::/64 (one L2 network), neighbours found by ARP/ND across the bridge.
+     */
+    async addBridgedWorkload(hypervisor: string, opts: { name: string; iface: string; bridge: string; host: number; mac?: string }): Promise<Workload> {
+      const hv = hypervisors.get(hypervisor)!;
+      const ns = await addNamespace(opts.name);
+      const n = ++wlCount;
+      const mac = opts.mac ?? macFor(n, 0x10);
+      const ipv4 = `10.77.0.${opts.host}`;
+      const ipv6 = `fd77::${opts.host.toString(16)}`;
+      await ip(["-n", hv.ns, "link", "add", opts.iface, "type", "veth", "peer", "name", "eth0", "netns", ns]);
+      await ip(["-n", hv.ns, "link", "set", opts.iface, "address", macFor(n, 0xee)]);
+      await ip(["-n", hv.ns, "link", "set", opts.iface, "master", opts.bridge]);
+      await ip(["-n", ns, "link", "set", "eth0", "address", mac]);
+      await ip(["-n", ns, "addr", "add", `${ipv4}/24`, "dev", "eth0"]);
+      await ip(["-n", ns, "-6", "addr", "add", `${ipv6}/64`, "dev", "eth0", "nodad"]);
+      await ip(["-n", ns, "link", "set", "eth0", "up"]);
+      await ip(["-n", hv.ns, "link", "set", opts.iface, "up"]);
+      const w = { name: opts.name, ns, hypervisor, iface: opts.iface, ipv4, ipv6, mac };
+      workloads.set(opts.name, w);
+      return w;
+    },
+
+    /**
      * The destination of a live migration: a namespace on another
      * hypervisor with the workload's addresses and MAC behind a veth of the
      * same name — up, as libvirt plugs the destination's TAP before the
@@ -166,6 +269,7 @@ export function createLab(prefix: string) {
      * policy window.) IPv4 routing only.
      */
     async addReplica(hypervisor: string, of: string, name: string): Promise<string> {
+      routedOnly("addReplica");
       const hv = hypervisors.get(hypervisor)!;
       const w = workloads.get(of)!;
       const ns = await addNamespace(name);
@@ -191,6 +295,7 @@ export function createLab(prefix: string) {
      * order, as fast as `ip` allows.
      */
     async moveWorkload(replica: string): Promise<void> {
+      routedOnly("moveWorkload");
       const r = replicas.get(replica)!;
       const w = workloads.get(r.of)!;
       const dst = hypervisors.get(r.hypervisor)!, src = hypervisors.get(w.hypervisor)!;

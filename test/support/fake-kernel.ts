@@ -1,5 +1,6 @@
 // An in-memory kernel behind the driver's CommandRunner: just enough of
-// iptables-save / iptables-restore --noflush (filter table, both families)
+// iptables-save -t filter|raw / iptables-restore --noflush (filter and raw
+// tables, both families)
 // and ipset save / restore for the dataplane's round trips, so driver logic
 // can be tested without root. Restores can be held at a gate, to put the
 // driver into "an apply is running" on purpose.
@@ -10,7 +11,10 @@
 // runs the same command sequences on real iptables/ipset in a namespace and
 // on this fake, and compares accept/refuse and the state left behind.
 //
-// iptables-restore (one table, one transaction: all or nothing):
+// iptables-restore (each table's section, *filter or *raw up to its COMMIT,
+//   is one transaction: all or nothing; a later section's failure keeps the
+//   earlier sections, as the legacy backend does — the driver reads back
+//   after any failure either way):
 //   -A/-I/-D/-X on a chain that does not exist; -I past the end, -D past
 //   the end; `-j/-g pal-…` to a chain that does not exist (yet: declared
 //   later in the same restore counts as missing); `--match-set S` for a set
@@ -34,6 +38,8 @@ import { formatAddress, formatCidr, parseCidr, type IpVersion } from "../../serv
 
 type Table = Map<string, string[]>;
 const BUILTIN = ["INPUT", "FORWARD", "OUTPUT"];
+const RAW_BUILTIN = ["PREROUTING", "OUTPUT"];
+type TableName = "filter" | "raw";
 
 /** A set as `ipset save` shows it: its create parameters, and members as printed. */
 export interface FakeSet {
@@ -75,7 +81,10 @@ const SET_MATCH_RE = /--match-set (\S+) /g;
 const TARGET_RE = /(?:^| )-[jg] (\S+)/;
 
 export class FakeKernel implements CommandRunner {
+  /** The filter table per family. */
   readonly tables: Record<4 | 6, Table> = { 4: FakeKernel.builtins(), 6: FakeKernel.builtins() };
+  /** The raw table per family. */
+  readonly rawTables: Record<4 | 6, Table> = { 4: FakeKernel.builtins(RAW_BUILTIN), 6: FakeKernel.builtins(RAW_BUILTIN) };
   readonly sets = new Map<string, FakeSet>();
   /** Every command run, in order ("iptables-nft-restore", "ipset save", …). */
   readonly log: string[] = [];
@@ -86,8 +95,12 @@ export class FakeKernel implements CommandRunner {
   /** When set, iptables restores wait for it before changing anything. */
   gate: Promise<void> | undefined;
 
-  private static builtins(): Table {
-    return new Map(BUILTIN.map((n) => [n, []]));
+  private static builtins(names = BUILTIN): Table {
+    return new Map(names.map((n) => [n, []]));
+  }
+
+  private table(family: 4 | 6, name: TableName): Table {
+    return name === "raw" ? this.rawTables[family] : this.tables[family];
   }
 
   async run(cmd: string, args: string[], input?: string): Promise<{ stdout: string }> {
@@ -97,7 +110,11 @@ export class FakeKernel implements CommandRunner {
     const at = this.refusals.push(undefined) - 1;
     const family = cmd.startsWith("ip6") ? 6 : 4;
     try {
-      if (/^ip6?tables-(nft|legacy)-save$/.test(cmd)) return { stdout: this.save(family) };
+      if (/^ip6?tables-(nft|legacy)-save$/.test(cmd)) {
+        const t = args[args.indexOf("-t") + 1];
+        if (args.includes("-t") && t !== "filter" && t !== "raw") throw new Error(`fake kernel: unsupported table ${t}`);
+        return { stdout: this.save(family, args.includes("-t") ? (t as TableName) : "filter") };
+      }
       if (/^ip6?tables-(nft|legacy)-restore$/.test(cmd)) {
         if (this.gate) await this.gate;
         this.restore(cmd, family, input ?? "");
@@ -117,10 +134,11 @@ export class FakeKernel implements CommandRunner {
     return this.tables[family].get(name);
   }
 
-  save(family: 4 | 6): string {
-    const t = this.tables[family];
-    const out = ["*filter"];
-    for (const n of t.keys()) out.push(`:${n} ${BUILTIN.includes(n) ? "ACCEPT" : "-"} [0:0]`);
+  save(family: 4 | 6, table: TableName = "filter"): string {
+    const t = this.table(family, table);
+    const builtin = table === "raw" ? RAW_BUILTIN : BUILTIN;
+    const out = [`*${table}`];
+    for (const n of t.keys()) out.push(`:${n} ${builtin.includes(n) ? "ACCEPT" : "-"} [0:0]`);
     // iptables-save quotes comments that contain a colon.
     for (const [n, rules] of t) for (const r of rules) out.push(`-A ${n} ${r.replace(/--comment (pal:\S+)/, '--comment "$1"')}`);
     out.push("COMMIT", "");
@@ -130,15 +148,31 @@ export class FakeKernel implements CommandRunner {
   // ------------------------------------------------------------ iptables
 
   private restore(cmd: string, family: 4 | 6, text: string): void {
-    // All or nothing, like the kernel's transaction: work on a copy.
-    const t: Table = new Map([...this.tables[family]].map(([n, r]) => [n, [...r]]));
     const lines = text.split("\n");
+    // One transaction per table section: a section ends at its COMMIT.
+    let start = 0;
+    lines.forEach((l, i) => {
+      if (l !== "COMMIT") return;
+      const head = lines.slice(start, i).findIndex((x) => x.startsWith("*"));
+      const name = head >= 0 ? lines[start + head]!.slice(1) : "filter";
+      if (name !== "filter" && name !== "raw") throw new Error(`fake kernel: unsupported table ${name}`);
+      this.restoreTable(cmd, family, name, lines, start, i + 1);
+      start = i + 1;
+    });
+    if (lines.slice(start).some((l) => l !== "")) throw new CommandError(`${cmd} --noflush`, `${cmd}: COMMIT expected at line ${lines.length}`, 1);
+  }
+
+  private restoreTable(cmd: string, family: 4 | 6, table: TableName, all: string[], from: number, to: number): void {
+    const builtin = table === "raw" ? RAW_BUILTIN : BUILTIN;
+    // All or nothing, like the kernel's transaction: work on a copy.
+    const t: Table = new Map([...this.table(family, table)].map(([n, r]) => [n, [...r]]));
+    const lines = all.slice(from, to);
     const failed = (n: number, why: string) => new CommandError(`${cmd} --noflush`, `${cmd}: line ${n} failed: ${why}`, 1);
     const refused = (n: number, why: string) => new CommandError(`${cmd} --noflush`, `${cmd} v1.8.9 (nf_tables): ${why}\nError occurred at line: ${n}`, 2);
     lines.forEach((l, i) => {
-      const n = i + 1;
+      const n = from + i + 1;
       let m: RegExpExecArray | null;
-      if (l === "" || l === "*filter" || l === "COMMIT") return;
+      if (l === "" || l === `*${table}` || l === "COMMIT") return;
       if ((m = /^:(\S+) - \[0:0\]$/.exec(l))) { t.set(m[1]!, []); return; }
       if ((m = /^-[AI] (\S+) (?:(\d+) )?(.*)$/.exec(l))) {
         const [, name, pos, rule] = m;
@@ -170,7 +204,7 @@ export class FakeKernel implements CommandRunner {
       if ((m = /^-X (\S+)$/.exec(l))) {
         const name = m[1]!;
         const c = t.get(name);
-        if (!c || BUILTIN.includes(name)) throw failed(n, "No chain/target/match by that name.");
+        if (!c || builtin.includes(name)) throw failed(n, "No chain/target/match by that name.");
         // The kernel refuses to delete a chain that holds rules or that a rule jumps to.
         const referenced = [...t.values()].some((rules) => rules.some((r) => TARGET_RE.exec(` ${r}`)?.[1] === name));
         if (c.length || referenced) throw new CommandError(`${cmd} --noflush`, `${cmd} v1.8.9 (nf_tables): \nline ${n}: CHAIN_DEL failed (Device or resource busy): chain ${name}`, 4);
@@ -179,7 +213,8 @@ export class FakeKernel implements CommandRunner {
       }
       throw new Error(`fake kernel: unexpected restore line ${l}`);
     });
-    this.tables[family] = t;
+    if (table === "raw") this.rawTables[family] = t;
+    else this.tables[family] = t;
   }
 
   // ------------------------------------------------------------ ipset

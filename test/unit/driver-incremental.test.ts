@@ -136,7 +136,7 @@ describe("dataplane: an apply planned from the change writes only the change", (
     d.apply([{ type: "ipset-delta", name: "pal4t-s2", family: 4, added: ["198.18.100.2"], removed: [] }]);
     const from = k.log.length;
     await apply();
-    expect(k.log.slice(from, from + 2)).toEqual(["iptables-nft-save -t filter", "ipset save"]);
+    expect(k.log.slice(from, from + 3)).toEqual(["iptables-nft-save -t filter", "iptables-nft-save -t raw", "ipset save"]);
     expectKernelEquals(k, d);
     expect(await dp.detectDrift()).toBe(false);
   });

@@ -14,7 +14,7 @@ import type { FlowReaderOptions } from "../../services/driver/flows/flow-reader.
 import { resolvePoint, startFlowReporter } from "../../services/driver/flows/flow-reporter.js";
 import type { FlowReport } from "../../services/contract/sync.js";
 import { createLogger } from "../../services/runtime/logger.js";
-import { PcapNflogReader, parseIpHeaders, type NflogPacket } from "../../services/driver/flows/nflog-pcap.js";
+import { PcapNflogReader, parseIpHeaders, pointInterfaces, type NflogPacket } from "../../services/driver/flows/nflog-pcap.js";
 import type { FlowRecord } from "../../services/gen/palisade/flow/v1/flow.js";
 import type { FlowObservation } from "../../services/gen/palisade/sync/v1/sync.js";
 import type { Endpoint, Profile } from "../../services/model/index.js";
@@ -198,6 +198,23 @@ describe("the NFLOG pcap reader", () => {
     });
   }
 
+  // A bridged frame (br_netfilter): in/out are the bridge, the taps come as
+  // NFULA_IFINDEX_PHYSINDEV (6) / PHYSOUTDEV (7).
+  it("reads a bridged frame's bridge ports, and a point is judged on them", () => {
+    for (const little of [true, false]) {
+      const base = nflogRecord("pal:D:pal-pi-db:1", ipv4Tcp([10, 77, 0, 10], [10, 77, 0, 11], 40000, 22), little, 9, 9);
+      const rec = Buffer.concat([base, tlv(6, be32(21), little), tlv(7, be32(22), little)]);
+      const out: NflogPacket[] = [];
+      new PcapNflogReader().feed(pcap([rec], little), (p) => out.push(p));
+      expect(out[0]).toMatchObject({ indev: 9, outdev: 9, physindev: 21, physoutdev: 22 });
+      expect(pointInterfaces(out[0]!)).toEqual({ indev: 21, outdev: 22 });
+    }
+    // Routed (no physdev), and routed out of a bridge port (physindev only).
+    expect(pointInterfaces({ indev: 2, outdev: 3 })).toEqual({ indev: 2, outdev: 3 });
+    expect(pointInterfaces({ indev: 9, outdev: 3, physindev: 21 })).toEqual({ indev: 21, outdev: 3 });
+    expect(pointInterfaces({})).toEqual({ indev: 0, outdev: 0 });
+  });
+
   it("counts what is not an NFLOG packet, and gives up on a stream that is not NFLOG pcap", () => {
     const r = new PcapNflogReader();
     const out: NflogPacket[] = [];
@@ -244,6 +261,13 @@ describe("resolution and aggregation on the driver", () => {
     expect(resolvePoint(parseLogPrefix("pal:n:pal-to-wl-dispatch")!, "tapa", "tapxyz", of)).toMatchObject({ direction: "inbound", endpointKey: "", interfaceName: "tapxyz", decision: "no-endpoint" });
     expect(resolvePoint(parseLogPrefix("pal:h:pal-wl-to-host")!, "tapa", "", of)).toMatchObject({ direction: "outbound", endpointKey: "h/o/a/e", decision: "workload-to-host" });
     expect(resolvePoint(parseLogPrefix("pal:m:pal-ct_abcdefghijklmnopqrst:2")!, "tapa", "tapb", of)).toMatchObject({ decision: "missing-profile", index: 2 });
+  });
+
+  it("the bridge-port guard (DESIGN §6.3): from a port, its drop is anti-spoofing for an endpoint's port and no-endpoint otherwise; to a port, inbound", () => {
+    expect(resolvePoint(parseLogPrefix("pal:n:pal-bgf-tap1")!, "tapa", "br0", of)).toMatchObject({ direction: "outbound", endpointKey: "h/o/a/e", decision: "anti-spoofing" });
+    expect(resolvePoint(parseLogPrefix("pal:n:pal-bgf")!, "tapz", "br0", of)).toMatchObject({ direction: "outbound", endpointKey: "", decision: "no-endpoint" });
+    expect(resolvePoint(parseLogPrefix("pal:n:pal-bgt")!, "br0", "tapb", of)).toMatchObject({ direction: "inbound", interfaceName: "tapb", decision: "no-endpoint" });
+    expect(resolvePoint(parseLogPrefix("pal:s:pal-br-from")!, "tapa", "br0", of)).toMatchObject({ direction: "outbound", endpointKey: "h/o/a/e", decision: "anti-spoofing" });
   });
 
   it("set-based layout: the from-workload root's last drop is anti-spoofing on an endpoint's interface, no-endpoint elsewhere", () => {
@@ -308,6 +332,21 @@ describe("the driver's flow reporter", () => {
       hooks.onPacket(packet(5434));
       r.flush();
       expect(sent[1]!.dropped).toEqual({});
+    } finally {
+      await r.stop();
+    }
+  });
+
+  it("a bridged frame's report names the tap it crossed, not the bridge", async () => {
+    const { r, sent, hooks, packet } = reporter(() => true);
+    try {
+      // Interface indices that no interface here has: named if<index>.
+      hooks.onPacket({ ...packet(22), indev: 900001, outdev: 900001, physindev: 900002, physoutdev: 900003 });
+      hooks.onPacket({ ...packet(23), prefix: "pal:A:pal-po_abcdef:0", indev: 900001, outdev: 900001, physindev: 900002, physoutdev: 900003 });
+      r.flush();
+      const recs = sent[0]!.records;
+      expect(recs.find((x) => x.dstPort === 22)).toMatchObject({ direction: "inbound", interfaceName: "if900003" });
+      expect(recs.find((x) => x.dstPort === 23)).toMatchObject({ direction: "outbound", interfaceName: "if900002" });
     } finally {
       await r.stop();
     }

@@ -1,4 +1,5 @@
-// The I/O half of the driver: reads the kernel (iptables-save, ipset save),
+// The I/O half of the driver: reads the kernel (iptables-save of the filter
+// and raw tables, ipset save),
 // runs a plan as one ipset restore, one iptables-restore --noflush per
 // family, and one final ipset restore (DESIGN §6.7).
 //
@@ -93,10 +94,14 @@ export function createDataplane(opts: { runner: CommandRunner; backend: Backend;
   let known: KernelState | undefined;
 
   async function readKernel(): Promise<KernelState> {
-    const state: KernelState = { families: { 4: emptyFamilyState(), 6: emptyFamilyState() }, sets: new Map() };
+    const state: KernelState = { families: { 4: emptyFamilyState(), 6: emptyFamilyState() }, raw: { 4: emptyFamilyState(), 6: emptyFamilyState() }, sets: new Map() };
     for (const f of families) {
+      // One table per read: a whole iptables-save would also print nat and
+      // mangle, which may be large on a host that is not only ours.
       const out = await runner.run(iptablesCommands(backend, f).save, ["-t", "filter"]);
       state.families[f] = parseIptablesSave(out.stdout);
+      const raw = await runner.run(iptablesCommands(backend, f).save, ["-t", "raw"]);
+      state.raw![f] = parseIptablesSave(raw.stdout, "raw");
     }
     const sets = await runner.run("ipset", ["save"]);
     state.sets = parseIpsetSave(sets.stdout);

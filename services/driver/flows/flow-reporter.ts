@@ -23,7 +23,7 @@ import type { CommandRunner } from "../kernel/command-runner.js";
 import { FlowAggregator, type FlowPoint, type FlowRecord } from "./flow-aggregator.js";
 import type { FlowMetrics } from "./flow-metrics.js";
 import { startFlowReader, type FlowReader, type FlowReaderOptions } from "./flow-reader.js";
-import { parseIpHeaders, type NflogPacket } from "./nflog-pcap.js";
+import { parseIpHeaders, pointInterfaces, type NflogPacket } from "./nflog-pcap.js";
 
 export type FlowLogMode = "denied" | "all";
 
@@ -70,7 +70,9 @@ export interface FlowReporter {
   stop(): Promise<void>;
 }
 
-const INBOUND_CHAIN = /^pal-(pi|ct|to-wl-dispatch)/;
+const INBOUND_CHAIN = /^pal-(pi|ct|to-wl-dispatch|bgt|br-to)/;
+/** The bridge-port guard from a port (driver/plan/bridge-guard.ts): its "n" is the from-root's. */
+const FROM_GUARD_CHAIN = /^pal-bgf(-|$)/;
 
 /** ifindex → name in this network namespace (/sys is the namespace's own under `ip netns exec`). */
 function interfaceNames(): Map<number, string> {
@@ -96,7 +98,7 @@ export function resolvePoint(p: ParsedPrefix, indev: string, outdev: string, end
   // The set-based layout's from-workload root cannot tell a foreign source
   // on an endpoint's interface from an interface without an endpoint (both
   // miss every class set; DESIGN §6.5): this interface map can.
-  if (decision === "no-endpoint" && p.chain === ENTRY_CHAINS.fromWorkload && endpointOf(iface) !== undefined) decision = "anti-spoofing";
+  if (decision === "no-endpoint" && (p.chain === ENTRY_CHAINS.fromWorkload || FROM_GUARD_CHAIN.test(p.chain)) && endpointOf(iface) !== undefined) decision = "anti-spoofing";
   // A dispatch node's report is about an interface without an endpoint.
   const endpointKey = decision === "no-endpoint" ? "" : endpointOf(iface) ?? "";
   return { endpointKey, interfaceName: iface, direction, verdict, decision, chain: p.chain, index: p.n ?? -1 };
@@ -156,7 +158,9 @@ export function startFlowReporter(o: FlowReportOptions, d: FlowReporterDeps): Fl
       drop("unparsed");
       return;
     }
-    const point: FlowPoint = { ...tuple, ...resolvePoint(prefix, nameOf(pkt.indev), nameOf(pkt.outdev), d.endpointOfInterface) };
+    // A bridged frame is the tap's, not the bridge's (pointInterfaces).
+    const dev = pointInterfaces(pkt);
+    const point: FlowPoint = { ...tuple, ...resolvePoint(prefix, nameOf(dev.indev), nameOf(dev.outdev), d.endpointOfInterface) };
     if (!agg.add(point, Math.round(pkt.timeMs))) drop("aggregator");
   }
 

@@ -6,7 +6,8 @@
 // Why pcap and not tcpdump's text: the pcap framing is a stable, documented
 // binary format (tcpdump's text changes between versions and escapes the
 // prefix), and NFLOG's TLVs carry exactly what a report needs: the prefix,
-// the in/out interface indices, the packet.
+// the in/out interface indices (and, for a bridged frame, the bridge ports
+// it crossed), the packet.
 
 import type { Packet } from "../../model/index.js";
 import { formatAddress } from "../../model/index.js";
@@ -18,6 +19,8 @@ export const LINKTYPE_NFLOG = 239;
 const NFULA_PACKET_HDR = 1;
 const NFULA_IFINDEX_INDEV = 4;
 const NFULA_IFINDEX_OUTDEV = 5;
+const NFULA_IFINDEX_PHYSINDEV = 6;
+const NFULA_IFINDEX_PHYSOUTDEV = 7;
 const NFULA_PAYLOAD = 9;
 const NFULA_PREFIX = 10;
 
@@ -29,8 +32,23 @@ export interface NflogPacket {
   prefix: string;
   indev?: number;
   outdev?: number;
+  /**
+   * A bridged frame's bridge ports (br_netfilter): indev/outdev are then the
+   * bridge, and these the taps it came in and goes out through.
+   */
+  physindev?: number;
+  physoutdev?: number;
   /** The IP packet (possibly truncated to the rule's --nflog-size). */
   payload?: Buffer;
+}
+
+/**
+ * The interfaces a report point is judged on (ifindex, 0 = none): the
+ * bridge port when the frame crossed a bridge (its tap is the workload's
+ * interface; the bridge is every port's), else the routed in/out device.
+ */
+export function pointInterfaces(p: Pick<NflogPacket, "indev" | "outdev" | "physindev" | "physoutdev">): { indev: number; outdev: number } {
+  return { indev: p.physindev || p.indev || 0, outdev: p.physoutdev || p.outdev || 0 };
 }
 
 /** A packet as the evaluator behind trace takes it, with its family. */
@@ -126,6 +144,12 @@ export function parseNflog(rec: Buffer, timeMs: number, little: boolean): NflogP
         break;
       case NFULA_IFINDEX_OUTDEV:
         if (v.length >= 4) p.outdev = v.readUInt32BE(0);
+        break;
+      case NFULA_IFINDEX_PHYSINDEV:
+        if (v.length >= 4) p.physindev = v.readUInt32BE(0);
+        break;
+      case NFULA_IFINDEX_PHYSOUTDEV:
+        if (v.length >= 4) p.physoutdev = v.readUInt32BE(0);
         break;
       case NFULA_PAYLOAD:
         p.payload = Buffer.from(v);

@@ -1,11 +1,18 @@
 // What the kernel holds, as far as Palisade is concerned: our chains (by
 // rule hashes), the hook rules in the built-in chains, and our ipsets.
-// Parsed from `iptables-save -t filter` and `ipset save`.
+// Parsed from `iptables-save -t filter`, `iptables-save -t raw` and `ipset save`.
+import type { Table } from "../../contract/host-update.js";
 import { formatAddress, formatCidr, parseCidr, type IpVersion } from "../../model/index.js";
 import { OWNED_CHAIN_RE, OWNED_SET_RE } from "../../contract/dataplane-names.js";
 import { HASH_COMMENT_RE } from "../plan/rule-hash.js";
 
+/** The filter table's hooks: built-in chain -> our chain it jumps to first. */
 export const HOOKS: Record<string, string> = { FORWARD: "pal-FORWARD", INPUT: "pal-INPUT" };
+/** The raw table's hook: the conntrack-zone chain (DESIGN §6.13). */
+export const RAW_HOOKS: Record<string, string> = { PREROUTING: "pal-PREROUTING" };
+/** Every table we write, in the order a restore writes them, with its hooks. */
+export const TABLE_HOOKS: Record<Table, Record<string, string>> = { raw: RAW_HOOKS, filter: HOOKS };
+export const TABLES = Object.keys(TABLE_HOOKS) as Table[];
 
 export interface KernelChain {
   /** Hash of each rule in order; "" for a rule without our comment (foreign). */
@@ -47,20 +54,31 @@ export function rangeText(r: string): string | undefined {
 }
 
 export interface KernelState {
+  /** The filter table, per family. */
   families: Record<IpVersion, KernelFamilyState>;
+  /** The raw table, per family; absent = nothing of ours there. */
+  raw?: Record<IpVersion, KernelFamilyState>;
   sets: Map<string, KernelSet>;
+}
+
+/** One table of one family as read back (an absent raw table reads as empty). */
+export function tableState(k: KernelState, table: Table, family: IpVersion): KernelFamilyState {
+  if (table === "filter") return k.families[family];
+  return k.raw?.[family] ?? emptyFamilyState();
 }
 
 export function emptyFamilyState(): KernelFamilyState {
   return { chains: new Map(), hookPositions: new Map(), firstRuleHash: new Map(), setRefs: new Map() };
 }
 
-export function parseIptablesSave(text: string): KernelFamilyState {
+/** Our part of one table (default filter) in iptables-save output. */
+export function parseIptablesSave(text: string, table: Table = "filter"): KernelFamilyState {
   const st = emptyFamilyState();
+  const hooks = TABLE_HOOKS[table];
   let inFilter = false;
   const builtinCount = new Map<string, number>();
   for (const line of text.split("\n")) {
-    if (line.startsWith("*")) { inFilter = line === "*filter"; continue; }
+    if (line.startsWith("*")) { inFilter = line === `*${table}`; continue; }
     if (!inFilter) continue;
     if (line.startsWith(":")) {
       const name = line.slice(1).split(" ")[0]!;
@@ -81,7 +99,7 @@ export function parseIptablesSave(text: string): KernelFamilyState {
       }
       continue;
     }
-    const hook = HOOKS[chain];
+    const hook = hooks[chain];
     if (hook) {
       const pos = (builtinCount.get(chain) ?? 0) + 1;
       builtinCount.set(chain, pos);

@@ -15,6 +15,8 @@ export interface InterfaceReporter {
 export function createInterfaceReporter(o: {
   prefixes: readonly string[];
   read: InterfaceReader;
+  /** Why a bridge port's traffic is not enforced (reported as an error, DESIGN §6.3), or undefined. */
+  bridgeProblem?: (name: string) => Promise<string | undefined>;
   /** Endpoint key -> interface name; undefined before the first snapshot. */
   endpoints(): ReadonlyMap<string, string> | undefined;
   send(req: SyncRequest): void;
@@ -25,7 +27,7 @@ export function createInterfaceReporter(o: {
     const endpoints = o.endpoints();
     if (!endpoints) return;
     for (const [key, name] of endpoints) {
-      const s = await interfaceStatus(name, o.prefixes, o.read);
+      const s = await interfaceStatus(name, o.prefixes, o.read, o.bridgeProblem);
       const prev = last.get(key);
       if (all || !prev || prev.state !== s.state || prev.detail !== s.detail) {
         last.set(key, s);

@@ -1,8 +1,8 @@
 // Tamper watch for the nft backend: `nft monitor` reports every nftables
 // transaction as it is committed — iptables-nft edits included, since they
-// are nftables rules in the tables `ip filter` / `ip6 filter`. When someone
-// else's transaction touches our chains (pal-…) or the hook chains (FORWARD,
-// INPUT), the driver is asked for a drift check at once (debounced), instead
+// are nftables rules in the tables `ip filter` / `ip6 filter` (and raw, for
+// the conntrack-zone chain). When someone else's transaction touches our
+// chains (pal-…) or the hook chains (FORWARD, INPUT; raw PREROUTING), the driver is asked for a drift check at once (debounced), instead
 // of waiting for the periodic read-back: a flushed chain or a deleted hook
 // jump is repaired in well under a second rather than up to 30 s.
 //
@@ -77,16 +77,18 @@ export interface RulesetMonitor {
 
 /** `# new generation 12 by process 4414 (iptables-nft-re)` — the end of one transaction. */
 const GENERATION_RE = /^# new generation \d+(?: by process (\d+) \(([^)]*)\))?/;
-/** An event on a table, chain or rule of ip/ip6 filter: verb, object, family, chain (absent for tables). */
-const EVENT_RE = /^(?:add|insert|replace|delete|create|flush|destroy) (rule|chain|table) (ip6?) filter(?: (\S+))?/;
+/** An event on a table, chain or rule of ip/ip6 filter or raw: verb, object, family, table, chain (absent for tables). */
+const EVENT_RE = /^(?:add|insert|replace|delete|create|flush|destroy) (rule|chain|table) (ip6?) (filter|raw)(?: (\S+))?/;
+/** Built-in chains holding our hooks, per table (kernel-state.ts TABLE_HOOKS). */
+const HOOKED: Record<string, readonly string[]> = { filter: ["FORWARD", "INPUT"], raw: ["PREROUTING"] };
 
 /** Whether one `nft monitor` line is about something the driver owns (our chains, the hook chains, the table itself). */
 export function touchesOurs(line: string): boolean {
   const m = EVENT_RE.exec(line);
   if (!m) return false;
   if (m[1] === "table") return true;
-  const chain = m[3] ?? "";
-  return chain.startsWith("pal-") || chain === "FORWARD" || chain === "INPUT";
+  const chain = m[4] ?? "";
+  return chain.startsWith("pal-") || HOOKED[m[3]!]!.includes(chain);
 }
 
 const defaultTimers: Timers = {

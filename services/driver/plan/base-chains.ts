@@ -8,34 +8,74 @@
 import { type ChainDef } from "../../contract/host-update.js";
 import { BASE_CHAINS, ENTRY_CHAINS } from "../../contract/dataplane-names.js";
 import type { IpVersion } from "../../model/index.js";
+import { BRIDGE_CHAINS } from "./bridge-guard.js";
 
-export function renderBaseChains(prefixes: readonly string[], family: IpVersion): ChainDef[] {
+/**
+ * How a workload port shows in a chain, per prefix wildcard `P+`: routed
+ * (`-i/-o`) and, on a host with br_netfilter, as a bridge port (`physdev`).
+ * A bridged frame crosses FORWARD with the *bridge* as `-i`/`-o` and the
+ * taps only as physdev (DESIGN §6.3), so `-i tap+` alone never sees it:
+ * without the physdev forms, bridged workloads would bypass every chain
+ * (fail open).
+ *
+ * From a workload: `--physdev-in P+` without `--physdev-is-bridged`, so a
+ * frame that entered through a workload's bridge port and is then routed by
+ * the host is judged too. To a workload: `--physdev-out` is only known for
+ * bridged frames (the kernel refuses it for routed ones in FORWARD), hence
+ * `--physdev-is-bridged`.
+ */
+function portMatches(w: string, bridged: boolean) {
+  const physIn = `-m physdev --physdev-in ${w}`;
+  const physOut = `-m physdev --physdev-out ${w} --physdev-is-bridged`;
+  return {
+    from: bridged ? [`-i ${w}`, physIn] : [`-i ${w}`],
+    to: bridged ? [`-o ${w}`, physOut] : [`-o ${w}`],
+    physIn: bridged ? physIn : undefined,
+    physOut: bridged ? physOut : undefined,
+  };
+}
+
+/**
+ * `bridged`: render the physdev forms and the bridge-port chains they jump
+ * to (bridge-guard.ts). Only when br_netfilter is already present in the
+ * driver's namespace: on kernels where xt_physdev is a module, the first
+ * physdev rule loads br_netfilter, which changes how every bridge of the
+ * host forwards (DESIGN §6.3).
+ */
+export function renderBaseChains(prefixes: readonly string[], family: IpVersion, bridged = false): ChainDef[] {
   const fwd: string[] = [];
   const inp: string[] = [];
-  const wild = prefixes.map((p) => `${p}+`);
-  for (const w of wild) {
-    fwd.push(`-i ${w} -m conntrack --ctstate INVALID -j DROP`, `-o ${w} -m conntrack --ctstate INVALID -j DROP`);
-  }
-  for (const w of wild) {
-    fwd.push(`-i ${w} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT`, `-o ${w} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT`);
-  }
+  const ports = prefixes.map((p) => portMatches(`${p}+`, bridged));
+  const both = (m: ReturnType<typeof portMatches>) => [...m.from, ...m.to];
+  for (const m of ports) for (const s of both(m)) fwd.push(`${s} -m conntrack --ctstate INVALID -j DROP`);
+  for (const m of ports) for (const s of both(m)) fwd.push(`${s} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT`);
   // Policy: from-workload first (sender's outbound), then to-workload
-  // (receiver's inbound); both RETURN on allow, so same-host traffic passes both.
-  for (const w of wild) fwd.push(`-i ${w} -j ${ENTRY_CHAINS.fromWorkload}`);
-  for (const w of wild) fwd.push(`-o ${w} -j ${ENTRY_CHAINS.toWorkload}`);
-  for (const w of wild) fwd.push(`-i ${w} -j ACCEPT`, `-o ${w} -j ACCEPT`);
+  // (receiver's inbound); both RETURN on allow, so same-host traffic passes
+  // both. A bridge port first passes its allowances and its guard (the
+  // port's own addresses), which the roots cannot check: they see the
+  // bridge, not the port (DESIGN §6.3).
+  for (const m of ports) if (m.physIn) fwd.push(`${m.physIn} -j ${BRIDGE_CHAINS.from}`);
+  for (const m of ports) for (const s of m.from) fwd.push(`${s} -j ${ENTRY_CHAINS.fromWorkload}`);
+  for (const m of ports) if (m.physOut) fwd.push(`${m.physOut} -j ${BRIDGE_CHAINS.to}`);
+  for (const m of ports) for (const s of m.to) fwd.push(`${s} -j ${ENTRY_CHAINS.toWorkload}`);
+  for (const m of ports) for (const s of both(m)) fwd.push(`${s} -j ACCEPT`);
 
-  for (const w of wild) {
-    inp.push(`-i ${w} -m conntrack --ctstate INVALID -j DROP`, `-i ${w} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT`);
-    if (family === 4) {
-      // DHCP to the host's DHCP agent.
-      inp.push(`-i ${w} -p udp --sport 68 --dport 67 -j ACCEPT`);
-    } else {
-      // Router/neighbour discovery and MLD: IPv6 does not work without them.
-      for (const t of [130, 131, 132, 133, 135, 136]) inp.push(`-i ${w} -p icmpv6 -m icmp6 --icmpv6-type ${t} -j ACCEPT`);
-      inp.push(`-i ${w} -p udp --sport 546 --dport 547 -j ACCEPT`);
+  for (const m of ports) {
+    // Delivered to the host through a bridge: -i is the bridge, the tap is physdev-in.
+    for (const s of m.from) {
+      inp.push(`${s} -m conntrack --ctstate INVALID -j DROP`, `${s} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT`);
+      if (family === 4) {
+        // DHCP to the host's DHCP agent.
+        inp.push(`${s} -p udp --sport 68 --dport 67 -j ACCEPT`);
+      } else {
+        // Router/neighbour discovery and MLD: IPv6 does not work without them.
+        for (const t of [130, 131, 132, 133, 135, 136]) inp.push(`${s} -p icmpv6 -m icmp6 --icmpv6-type ${t} -j ACCEPT`);
+        inp.push(`${s} -p udp --sport 546 --dport 547 -j ACCEPT`);
+      }
+      // A bridge port's source must be its own (the roots see the bridge).
+      if (s === m.physIn) inp.push(`${s} -j ${BRIDGE_CHAINS.guardFrom}`);
+      inp.push(`${s} -j ${ENTRY_CHAINS.workloadToHost}`);
     }
-    inp.push(`-i ${w} -j ${ENTRY_CHAINS.workloadToHost}`);
   }
   return [
     { table: "filter", family, name: BASE_CHAINS.forward, rules: fwd },

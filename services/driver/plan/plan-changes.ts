@@ -16,7 +16,9 @@
 import type { ChainDef } from "../../contract/host-update.js";
 import type { IpVersion } from "../../model/index.js";
 import type { DesiredChanges, DesiredSet } from "../sync/desired-state.js";
-import { chainLines, destroyLines, emptyToDrop, orderSetLines, setCreate, type Plan, type PlanInput } from "./plan.js";
+import type { Table } from "../../contract/host-update.js";
+import { TABLES } from "../kernel/kernel-state.js";
+import { chainLines, destroyLines, emptyToDrop, orderSetLines, setCreate, tableSection, type Plan, type PlanInput } from "./plan.js";
 import { chainHashes } from "./rule-hash.js";
 
 /** One change to the drift reference, applied once the plan's writes succeeded. */
@@ -50,7 +52,7 @@ function referencingChains(ref: Reference, set: string, families: readonly IpVer
   const needle = `--match-set ${set} `;
   const out: string[] = [];
   for (const [k, c] of ref.chains) {
-    if (families.includes(c.family) && c.rules.some((r) => `${r} `.includes(needle))) out.push(k);
+    if (families.includes(c.family) && c.table === "filter" && c.rules.some((r) => `${r} `.includes(needle))) out.push(k);
   }
   return out;
 }
@@ -106,9 +108,13 @@ export function planChanges(input: PlanInput, changes: DesiredChanges, ref: Refe
     restoreFirst[f] = emptyToDrop([...emptied].flatMap((k) => { const c = ref.chains.get(k)!; return c.family === f ? [c.name] : []; }));
   }
 
-  const declare: Record<IpVersion, string[]> = { 4: [], 6: [] };
-  const rules: Record<IpVersion, string[]> = { 4: [], 6: [] };
-  const removals: Record<IpVersion, string[]> = { 4: [], 6: [] };
+  // Per family and table: declarations, rules, removals.
+  const lines = new Map<string, { declare: string[]; rules: string[]; removals: string[] }>();
+  const at = (f: IpVersion, t: Table) => {
+    let l = lines.get(`${f}:${t}`);
+    if (!l) lines.set(`${f}:${t}`, (l = { declare: [], rules: [], removals: [] }));
+    return l;
+  };
   let chainsWritten = 0;
   let chainsRemoved = 0;
   for (const key of dirty) {
@@ -116,23 +122,25 @@ export function planChanges(input: PlanInput, changes: DesiredChanges, ref: Refe
     const have = ref.chains.get(key);
     const c = want ?? have;
     if (!c || !input.families.includes(c.family)) continue;
+    const out = at(c.family, c.table);
     if (want) {
       if (have && !emptied.has(key) && sameHashes(want, have)) continue;
       const l = chainLines(want);
-      declare[want.family].push(l.declare);
-      for (const r of l.rules) rules[want.family].push(r);
+      out.declare.push(l.declare);
+      for (const r of l.rules) out.rules.push(r);
       chainsWritten++;
       edits.push({ op: "chain", key, chain: want });
     } else {
-      declare[c.family].push(`:${c.name} - [0:0]`);
-      removals[c.family].push(`-X ${c.name}`);
+      out.declare.push(`:${c.name} - [0:0]`);
+      out.removals.push(`-X ${c.name}`);
       chainsRemoved++;
       edits.push({ op: "chain", key, chain: undefined });
     }
   }
   const restore: Record<IpVersion, string | undefined> = { 4: undefined, 6: undefined };
   for (const f of input.families) {
-    if (declare[f].length) restore[f] = ["*filter", ...declare[f], ...rules[f], ...removals[f], "COMMIT", ""].join("\n");
+    const text = TABLES.map((t) => { const l = lines.get(`${f}:${t}`); return l ? tableSection(t, [...l.declare, ...l.rules, ...l.removals]) : ""; }).join("");
+    if (text) restore[f] = text;
   }
   return { plan: { restoreFirst, ipsetBefore, restore, ipsetAfter, chainsWritten, chainsRemoved }, edits };
 }

@@ -8,18 +8,25 @@
 // desired state's own map, so building it costs nothing per chain or
 // member; the dataplane reads it only while planning (synchronously) and
 // keeps its own reference of what it wrote.
-import { chainKey, type ChainDef } from "../../contract/host-update.js";
+import { chainKey, keyOf, type ChainDef } from "../../contract/host-update.js";
 import type { IpVersion } from "../../model/index.js";
 import { failClosedEntryChains, renderBaseChains } from "./base-chains.js";
+import { renderBridgeChains } from "./bridge-guard.js";
 import type { DesiredSet } from "../sync/desired-state.js";
 import type { KernelState } from "../kernel/kernel-state.js";
 import type { ChainLookup, PlanInput } from "./plan.js";
 
-/** The driver's own chains by chainKey(): base chains of each family, plus `extra` (the flow-report chains). */
-export function driverBaseChains(prefixes: readonly string[], families: readonly IpVersion[], extra: readonly ChainDef[] = []): Map<string, ChainDef> {
+/**
+ * The driver's own chains by chainKey(): base chains of each family, plus
+ * `extra` (the flow-report chains, the zone chains). `bridgedTaps`, when given (br_netfilter
+ * is present), adds the physdev forms and the bridge-port chains over these
+ * taps (DESIGN §6.3).
+ */
+export function driverBaseChains(prefixes: readonly string[], families: readonly IpVersion[], extra: readonly ChainDef[] = [], bridgedTaps?: readonly string[]): Map<string, ChainDef> {
   const base = new Map<string, ChainDef>();
-  for (const f of families) for (const c of renderBaseChains(prefixes, f)) base.set(chainKey(f, c.name), c);
-  for (const c of extra) base.set(chainKey(c.family, c.name), c);
+  for (const f of families) for (const c of renderBaseChains(prefixes, f, bridgedTaps !== undefined)) base.set(keyOf(c), c);
+  if (bridgedTaps) for (const f of families) for (const c of renderBridgeChains(f, bridgedTaps)) base.set(keyOf(c), c);
+  for (const c of extra) base.set(keyOf(c), c);
   return base;
 }
 
@@ -55,6 +62,12 @@ export function buildPlanInput(o: {
   desired?: { chains: ReadonlyMap<string, ChainDef>; sets: ReadonlyMap<string, DesiredSet> };
   /** What the kernel held at start (adoption of a previous driver's entry chains). */
   startKernel?: KernelState;
+  /**
+   * Before the first in-sync: sets the driver's own chains reference (the
+   * per-port sets of bridged taps, DESIGN §6.3), created empty when the
+   * kernel does not hold them yet; a previous driver's are adopted as they are.
+   */
+  driverSets?: ReadonlyMap<string, DesiredSet>;
 }): PlanInput {
   const families = [...o.families];
   if (o.desired) return { chains: new LayeredChains(o.desired.chains, o.base), sets: o.desired.sets, families, removeUnwanted: true };
@@ -65,5 +78,7 @@ export function buildPlanInput(o: {
   for (const f of families) {
     for (const c of failClosedEntryChains(f)) if (!adoptable(o.startKernel, f, c.name)) chains.set(chainKey(f, c.name), c);
   }
-  return { chains, sets: new Map(), families, removeUnwanted: false };
+  const sets = new Map<string, DesiredSet>();
+  for (const [n, s] of o.driverSets ?? []) if (!o.startKernel?.sets.has(n)) sets.set(n, s);
+  return { chains, sets, families, removeUnwanted: false };
 }

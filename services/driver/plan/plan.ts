@@ -8,15 +8,16 @@
 //      a referenced set into another type or family
 //   1. ipset restore: such sets out of any list:set holding them, destroyed
 //      and re-created; create new sets, add/delete members (deltas, not rewrites)
-//   2. iptables-restore --noflush per family: declare (= flush) and refill
-//      only the chains whose rule hashes differ; fix hook positions; flush
-//      and delete chains no longer wanted
+//   2. iptables-restore --noflush per family (one section per table: raw,
+//      then filter): declare (= flush) and refill only the chains whose
+//      rule hashes differ; fix hook positions; flush and delete chains no
+//      longer wanted
 //   3. ipset restore: destroy sets no longer wanted (no rule references them now)
-import { chainKey, type ChainDef } from "../../contract/host-update.js";
+import { chainKey, type ChainDef, type Table } from "../../contract/host-update.js";
 import { macSetRange, setTypeOf } from "../../contract/dataplane-names.js";
 import type { IpVersion } from "../../model/index.js";
 import type { DesiredSet } from "../sync/desired-state.js";
-import { HOOKS, rangeText, type KernelSet, type KernelState } from "../kernel/kernel-state.js";
+import { rangeText, TABLE_HOOKS, TABLES, tableState, type KernelSet, type KernelState } from "../kernel/kernel-state.js";
 import { chainHashes, hashComment, ruleHashes } from "./rule-hash.js";
 
 export interface Plan {
@@ -61,7 +62,7 @@ export function setCreate(name: string, set: Pick<DesiredSet, "family">): string
   return `create ${name} ${setTypeOf(name)} family ${set.family === 4 ? "inet" : "inet6"} maxelem ${SET_MAXELEM}`;
 }
 
-/** Stage 0 for one family: the given chains emptied to a single DROP. */
+/** Stage 0 for one family: the given chains (filter: the only table whose rules name sets) emptied to a single DROP. */
 export function emptyToDrop(chains: Iterable<string>): string | undefined {
   const lines = [...chains].flatMap((c) => [`:${c} - [0:0]`, `-A ${c} ${hashComment(ruleHashes(c, ["-j DROP"])[0]!)} -j DROP`]);
   return lines.length ? ["*filter", ...lines, "COMMIT", ""].join("\n") : undefined;
@@ -73,13 +74,28 @@ export function chainLines(c: ChainDef): { declare: string; rules: string[] } {
   return { declare: `:${c.name} - [0:0]`, rules: c.rules.map((r, i) => `-A ${c.name} ${hashComment(hashes[i]!)} ${r}`) };
 }
 
+/** One table's section of a restore input; "" when it has no lines. */
+export function tableSection(table: Table, lines: readonly string[]): string {
+  return lines.length ? [`*${table}`, ...lines, "COMMIT", ""].join("\n") : "";
+}
+
+/**
+ * Whether a table's hooks are wanted: filter's always (the driver's base
+ * chains always exist); another table's only while its hook chain is
+ * desired, so a planner input without one (a bench's, a test's) writes
+ * nothing there.
+ */
+export function hooksWanted(desired: Pick<PlanInput, "chains">, table: Table, family: IpVersion, target: string): boolean {
+  return table === "filter" || desired.chains.has(chainKey(family, target, table));
+}
+
 /** Whether a plan writes anything at all. */
 export function planIsEmpty(plan: Plan, families: readonly IpVersion[]): boolean {
   return plan.ipsetBefore.length === 0 && plan.ipsetAfter.length === 0 && families.every((f) => plan.restoreFirst[f] === undefined && plan.restore[f] === undefined);
 }
 
-export function hookRule(builtin: string): { spec: string; hash: string } {
-  const target = HOOKS[builtin]!;
+export function hookRule(builtin: string, table: Table = "filter"): { spec: string; hash: string } {
+  const target = TABLE_HOOKS[table][builtin]!;
   const hash = ruleHashes(builtin, [`-j ${target}`])[0]!;
   return { spec: `${hashComment(hash)} -j ${target}`, hash };
 }
@@ -153,38 +169,42 @@ export function planApply(desired: PlanInput, kernel: KernelState): Plan {
   let chainsWritten = 0;
   let chainsRemoved = 0;
   for (const family of desired.families) {
-    const k = kernel.families[family];
-    const declare: string[] = [];
-    const rules: string[] = [];
-    for (const c of desired.chains.values()) {
-      if (c.family !== family) continue;
-      const hashes = chainHashes(c);
-      const have = emptied[family].has(c.name) ? undefined : k.chains.get(c.name);
-      if (have && have.hashes.length === hashes.length && have.hashes.every((h, i) => h === hashes[i])) continue;
-      const l = chainLines(c);
-      declare.push(l.declare);
-      for (const r of l.rules) rules.push(r);
-      chainsWritten++;
+    let text = "";
+    for (const table of TABLES) {
+      const k = tableState(kernel, table, family);
+      const declare: string[] = [];
+      const rules: string[] = [];
+      for (const c of desired.chains.values()) {
+        if (c.family !== family || c.table !== table) continue;
+        const hashes = chainHashes(c);
+        const have = table === "filter" && emptied[family].has(c.name) ? undefined : k.chains.get(c.name);
+        if (have && have.hashes.length === hashes.length && have.hashes.every((h, i) => h === hashes[i])) continue;
+        const l = chainLines(c);
+        declare.push(l.declare);
+        for (const r of l.rules) rules.push(r);
+        chainsWritten++;
+      }
+      // Hooks: exactly one jump, at the top of each built-in chain.
+      const hooks: string[] = [];
+      for (const [builtin, target] of Object.entries(TABLE_HOOKS[table])) {
+        const { spec, hash } = hookRule(builtin, table);
+        const positions = k.hookPositions.get(builtin) ?? [];
+        const wanted = hooksWanted(desired, table, family, target);
+        if (!wanted && !desired.removeUnwanted) continue;
+        const ok = wanted ? positions.length === 1 && positions[0] === 1 && k.firstRuleHash.get(builtin) === hash : positions.length === 0;
+        if (ok) continue;
+        for (const p of [...positions].sort((a, b) => b - a)) hooks.push(`-D ${builtin} ${p}`);
+        if (wanted) hooks.push(`-I ${builtin} 1 ${spec}`);
+      }
+      const removals: string[] = [];
+      if (desired.removeUnwanted) {
+        const gone = [...k.chains.keys()].filter((n) => !desired.chains.has(chainKey(family, n, table)));
+        for (const n of gone) { declare.push(`:${n} - [0:0]`); removals.push(`-X ${n}`); }
+        chainsRemoved += gone.length;
+      }
+      if (declare.length || hooks.length) text += tableSection(table, [...declare, ...rules, ...hooks, ...removals]);
     }
-    // Hooks: exactly one jump, at the top of each built-in chain.
-    const hooks: string[] = [];
-    for (const builtin of Object.keys(HOOKS)) {
-      const { spec, hash } = hookRule(builtin);
-      const positions = k.hookPositions.get(builtin) ?? [];
-      const ok = positions.length === 1 && positions[0] === 1 && k.firstRuleHash.get(builtin) === hash;
-      if (ok) continue;
-      for (const p of [...positions].sort((a, b) => b - a)) hooks.push(`-D ${builtin} ${p}`);
-      hooks.push(`-I ${builtin} 1 ${spec}`);
-    }
-    const removals: string[] = [];
-    if (desired.removeUnwanted) {
-      const gone = [...k.chains.keys()].filter((n) => !desired.chains.has(chainKey(family, n)));
-      for (const n of gone) { declare.push(`:${n} - [0:0]`); removals.push(`-X ${n}`); }
-      chainsRemoved += gone.length;
-    }
-    if (declare.length || hooks.length) {
-      restore[family] = ["*filter", ...declare, ...rules, ...hooks, ...removals, "COMMIT", ""].join("\n");
-    }
+    if (text) restore[family] = text;
   }
   return { restoreFirst, ipsetBefore, restore, ipsetAfter, chainsWritten, chainsRemoved };
 }
@@ -194,16 +214,20 @@ export function planCleanup(kernel: KernelState, families: IpVersion[]): Plan {
   const restore: Record<IpVersion, string | undefined> = { 4: undefined, 6: undefined };
   let chainsRemoved = 0;
   for (const family of families) {
-    const k = kernel.families[family];
-    const lines: string[] = [];
-    for (const builtin of Object.keys(HOOKS)) {
-      for (const p of [...(k.hookPositions.get(builtin) ?? [])].sort((a, b) => b - a)) lines.push(`-D ${builtin} ${p}`);
+    let text = "";
+    for (const table of TABLES) {
+      const k = tableState(kernel, table, family);
+      const lines: string[] = [];
+      for (const builtin of Object.keys(TABLE_HOOKS[table])) {
+        for (const p of [...(k.hookPositions.get(builtin) ?? [])].sort((a, b) => b - a)) lines.push(`-D ${builtin} ${p}`);
+      }
+      const names = [...k.chains.keys()];
+      for (const n of names) lines.push(`:${n} - [0:0]`);
+      for (const n of names) lines.push(`-X ${n}`);
+      chainsRemoved += names.length;
+      text += tableSection(table, lines);
     }
-    const names = [...k.chains.keys()];
-    for (const n of names) lines.push(`:${n} - [0:0]`);
-    for (const n of names) lines.push(`-X ${n}`);
-    chainsRemoved += names.length;
-    if (lines.length) restore[family] = ["*filter", ...lines, "COMMIT", ""].join("\n");
+    if (text) restore[family] = text;
   }
   return { restoreFirst: { 4: undefined, 6: undefined }, ipsetBefore: [], restore, ipsetAfter: destroyLines(kernel.sets.keys()), chainsWritten: 0, chainsRemoved };
 }

@@ -5,12 +5,12 @@
 // when an apply succeeded — in full after a full apply, by the plan's own
 // edits after an incremental one, so an apply that changes one member
 // costs one member here too.
-import { chainKey, type ChainDef } from "../../contract/host-update.js";
+import { keyOf, type ChainDef } from "../../contract/host-update.js";
 import type { IpVersion } from "../../model/index.js";
 import type { DesiredSet } from "../sync/desired-state.js";
-import { emptyFamilyState, HOOKS, rangeText, type KernelState } from "../kernel/kernel-state.js";
+import { emptyFamilyState, rangeText, TABLE_HOOKS, TABLES, tableState, type KernelState } from "../kernel/kernel-state.js";
 import { macSetRange, setTypeOf } from "../../contract/dataplane-names.js";
-import { hookRule, type PlanInput } from "./plan.js";
+import { hookRule, hooksWanted, type PlanInput } from "./plan.js";
 import type { ReferenceEdit } from "./plan-changes.js";
 import { chainHashes } from "./rule-hash.js";
 
@@ -26,7 +26,7 @@ export class ProgrammedState {
   /** A full copy of `input` (after a full apply only: that one cost O(everything) anyway). */
   static copyOf(input: PlanInput): ProgrammedState {
     const p = new ProgrammedState([...input.families], input.removeUnwanted);
-    for (const c of input.chains.values()) if (p.families.includes(c.family)) p.setChain(chainKey(c.family, c.name), c);
+    for (const c of input.chains.values()) if (p.families.includes(c.family)) p.setChain(keyOf(c), c);
     for (const [n, s] of input.sets) p.sets.set(n, { ...s, members: new Set(s.members) });
     return p;
   }
@@ -61,14 +61,17 @@ export class ProgrammedState {
    * against a read-back, which knows the references.
    */
   kernelState(): KernelState {
-    const k: KernelState = { families: { 4: emptyFamilyState(), 6: emptyFamilyState() }, sets: new Map() };
+    const k: KernelState = { families: { 4: emptyFamilyState(), 6: emptyFamilyState() }, raw: { 4: emptyFamilyState(), 6: emptyFamilyState() }, sets: new Map() };
     for (const f of this.families) {
-      for (const b of Object.keys(HOOKS)) {
-        k.families[f].hookPositions.set(b, [1]);
-        k.families[f].firstRuleHash.set(b, hookRule(b).hash);
+      for (const t of TABLES) {
+        for (const [b, target] of Object.entries(TABLE_HOOKS[t])) {
+          if (!hooksWanted(this, t, f, target)) continue;
+          tableState(k, t, f).hookPositions.set(b, [1]);
+          tableState(k, t, f).firstRuleHash.set(b, hookRule(b, t).hash);
+        }
       }
     }
-    for (const c of this.chains.values()) k.families[c.family].chains.set(c.name, { hashes: chainHashes(c) });
+    for (const c of this.chains.values()) tableState(k, c.table, c.family).chains.set(c.name, { hashes: chainHashes(c) });
     for (const [n, s] of this.sets) {
       const range = macSetRange(n);
       k.sets.set(n, { family: s.family, type: setTypeOf(n), ...(range !== undefined ? { range: rangeText(range)! } : {}), members: s.members });

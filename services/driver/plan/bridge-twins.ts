@@ -1,0 +1,382 @@
+// Host-local translation for bridged workload ports (DESIGN §6.3), between
+// the controller's desired state and the planner. Pure: told the topology
+// (which workload taps are ports of which bridge, and whether br_netfilter
+// is present) and handed the desired state at each apply.
+//
+// The controller's hash:net,iface members name the tap: `ADDR,tapX`. A
+// bridged frame's -i/-o is the bridge, so they never match it, and a member
+// `ADDR,physdev:tapX` is never matched by `-m set` (measured, §6.3). What
+// does match is `ADDR,brY`. So for every member `ADDR,tapX` of a controller
+// hash:net,iface set, where tapX is a port of brY, this layer adds the
+// *twin* `ADDR,brY` to the same set; the roots, the inactive drop, the
+// nomac check and the flow-report points then work for bridged frames
+// unchanged. A twin says (address, bridge), not the port: the per-port
+// guard (bridge-guard.ts) checks the port, with one set per bridged tap,
+// `pal4b-<tap>`/`pal6b-<tap>`, holding every ADDR of a member `ADDR,<tap>`.
+//
+// Twins are reference-counted per set (two ports of one bridge may hold one
+// address in one set). A twin that would come from ports in *different*
+// class sets is contested: its ports would get each other's profiles, so it
+// is left out of every set (fail closed: those ports' traffic with that
+// address is dropped) and the ports' status says why (contestedPorts).
+//
+// Incremental: each apply's changes are the controller's (DesiredChanges)
+// plus what the twins and guard sets made of them and of topology changes,
+// as member keys — the planner compares each with what it programmed.
+import type { ChainDef } from "../../contract/host-update.js";
+import { setTypeOf } from "../../contract/dataplane-names.js";
+import type { IpVersion } from "../../model/index.js";
+import type { DesiredChanges, DesiredSet } from "../sync/desired-state.js";
+import { portSetName } from "./bridge-guard.js";
+import { driverBaseChains } from "./plan-input.js";
+
+/** Class sets (DESIGN §6.5): a twin from two of them is contested. */
+const CLASS_SET_RE = /^pal[46]ic_/;
+
+export interface BridgeTopology {
+  /** br_netfilter is present in the driver's namespace: physdev rules may be rendered. */
+  physdev: boolean;
+  /** Workload tap -> the bridge it is a port of (taps with a workload prefix only). */
+  ports: ReadonlyMap<string, string>;
+}
+
+/** What the layer reads of the controller's state (a DesiredState). */
+export interface DesiredSource {
+  readonly chains: ReadonlyMap<string, ChainDef>;
+  readonly sets: ReadonlyMap<string, DesiredSet>;
+  takeChanges(): DesiredChanges | undefined;
+}
+
+export interface BridgeView {
+  /** The driver's own chains by chainKey() (base, flow-report, bridge chains). */
+  base: ReadonlyMap<string, ChainDef>;
+  /** The sets to program: the controller's with twins, plus the per-port sets. */
+  sets: ReadonlyMap<string, DesiredSet>;
+  /** What may differ since the previous view; undefined = plan in full. */
+  changes: DesiredChanges | undefined;
+}
+
+interface IfaceSet {
+  family: IpVersion;
+  /** The controller's members, as last seen. */
+  base: Set<string>;
+  /** What is programmed: base plus uncontested twins. */
+  out: DesiredSet;
+  /** Twin member -> how many base members make it. */
+  twins: Map<string, number>;
+}
+
+function splitMember(m: string): [string, string] {
+  const c = m.lastIndexOf(",");
+  return [m.slice(0, c), m.slice(c + 1)];
+}
+
+export class BridgeLayer {
+  private physdev = false;
+  /** Effective ports: empty unless physdev. */
+  private ports = new Map<string, string>();
+  private source: DesiredSource | undefined;
+  private readonly iface = new Map<string, IfaceSet>();
+  /** Interface -> set -> addresses (the controller's members of hash:net,iface sets). */
+  private readonly byIface = new Map<string, Map<string, Set<string>>>();
+  /** Twin -> class set -> count: more than one set = contested. */
+  private readonly classOwners = new Map<string, Map<string, number>>();
+  /** The contested twins (few: the status reads them on every poll). */
+  private readonly contestedTwins = new Set<string>();
+  /** Per-port set name -> address -> count. */
+  private readonly portCounts = new Map<string, Map<string, number>>();
+  private readonly view = new Map<string, DesiredSet>();
+  private base = new Map<string, ChainDef>();
+  /** Set -> members that may have changed since the last view(). */
+  private readonly pendingSets = new Map<string, Set<string> | "all">();
+  private readonly pendingChains = new Set<string>();
+  /** iface-set members to re-derive (set -> members). */
+  private readonly dirty = new Map<string, Set<string>>();
+
+  /** The driver's other own chains (flow reports, conntrack zones): part of the base. */
+  private extra: readonly ChainDef[];
+
+  constructor(private readonly o: { prefixes: readonly string[]; families: readonly IpVersion[]; extraChains?: readonly ChainDef[] }) {
+    this.extra = o.extraChains ?? [];
+    this.base = driverBaseChains(o.prefixes, o.families, this.extra);
+  }
+
+  /**
+   * New extra chains (the conntrack-zone chain follows the host's bridges,
+   * DESIGN §6.13). Returns whether a base chain changed (then an apply is
+   * due; the change reaches it like a topology change, through take()).
+   */
+  setExtraChains(chains: readonly ChainDef[]): boolean {
+    this.extra = chains;
+    return this.rebuildChains();
+  }
+
+  /** The bridged taps this layer works for (sorted). */
+  bridgedTaps(): string[] {
+    return [...this.ports.keys()].sort();
+  }
+
+  /**
+   * A new topology (from the driver's poll). Returns whether anything the
+   * driver programs changed (then an apply is due).
+   */
+  setTopology(t: BridgeTopology): boolean {
+    const next = new Map<string, string>(t.physdev ? t.ports : []);
+    const physdevChanged = t.physdev !== this.physdev;
+    this.physdev = t.physdev;
+    let changed = physdevChanged;
+    for (const [tap, br] of this.ports) if (next.get(tap) !== br) { this.unplug(tap, br); changed = true; }
+    for (const [tap, br] of next) if (this.ports.get(tap) !== br) { this.plug(tap, br); changed = true; }
+    if (changed) {
+      this.settle();
+      this.rebuildChains();
+    }
+    return changed;
+  }
+
+  /** The state for one apply: taken when its plan is made (consumes the changes). */
+  take(d: DesiredSource | undefined): BridgeView {
+    if (d !== this.source) {
+      if (d) d.takeChanges(); // start the new state's change log; this view is planned in full
+      this.reset(d);
+      return { base: this.base, sets: this.view, changes: undefined };
+    }
+    if (!d) {
+      this.clearPending();
+      return { base: this.base, sets: this.view, changes: undefined };
+    }
+    const c = d.takeChanges();
+    if (!c) {
+      this.reset(d);
+      return { base: this.base, sets: this.view, changes: undefined };
+    }
+    for (const [name, touched] of c.sets) this.controllerSet(name, touched);
+    this.settle();
+    const sets = new Map<string, ReadonlySet<string> | "all">(this.pendingSets);
+    const chains = new Set([...c.chains, ...this.pendingChains]);
+    this.clearPending();
+    return { base: this.base, sets: this.view, changes: { chains, sets } };
+  }
+
+  /**
+   * Ports whose addresses are contested on their bridge, with why (their
+   * endpoints' status says it, DESIGN §6.3).
+   */
+  contestedPorts(): Map<string, string> {
+    const out = new Map<string, string>();
+    for (const twin of this.contestedTwins) {
+      const owners = this.classOwners.get(twin)!;
+      const [addr, br] = splitMember(twin);
+      const taps: string[] = [];
+      for (const [tap, b] of this.ports) {
+        if (b !== br) continue;
+        const sets = this.byIface.get(tap);
+        if (sets && [...owners.keys()].some((s) => sets.get(s)?.has(addr))) taps.push(tap);
+      }
+      taps.sort();
+      for (const tap of taps) {
+        const others = taps.filter((t) => t !== tap).join(", ");
+        const why = `address ${addr} is also claimed on bridge ${br} by ${others || "another port"} with other profiles: dropped for both (DESIGN §6.3)`;
+        out.set(tap, out.has(tap) ? `${out.get(tap)}; ${why}` : why);
+      }
+    }
+    return out;
+  }
+
+  // ---- internals ----
+
+  private clearPending(): void {
+    this.pendingSets.clear();
+    this.pendingChains.clear();
+  }
+
+  private touch(set: string, member: string | "all"): void {
+    const p = this.pendingSets.get(set);
+    if (p === "all") return;
+    if (member === "all") { this.pendingSets.set(set, "all"); return; }
+    if (p) p.add(member);
+    else this.pendingSets.set(set, new Set([member]));
+  }
+
+  private markDirty(set: string, member: string): void {
+    let s = this.dirty.get(set);
+    if (!s) this.dirty.set(set, (s = new Set()));
+    s.add(member);
+  }
+
+  private reset(d: DesiredSource | undefined): void {
+    this.source = d;
+    this.iface.clear();
+    this.byIface.clear();
+    this.classOwners.clear();
+    this.contestedTwins.clear();
+    this.view.clear();
+    this.dirty.clear();
+    for (const c of this.portCounts.values()) c.clear();
+    for (const tap of this.ports.keys()) this.addPortSets(tap);
+    if (d) for (const [name, s] of d.sets) this.controllerSet(name, "all", s);
+    this.settle();
+    this.clearPending();
+  }
+
+  /** One controller set changed (touched members, or "all"). */
+  private controllerSet(name: string, touched: ReadonlySet<string> | "all", given?: DesiredSet): void {
+    const want = given ?? this.source?.sets.get(name);
+    if (setTypeOf(name) !== "hash:net,iface") {
+      // No twins: the controller's own object, as the planner would see it without this layer.
+      if (want) this.view.set(name, want);
+      else this.view.delete(name);
+      if (touched === "all") this.touch(name, "all");
+      else for (const m of touched) this.touch(name, m);
+      return;
+    }
+    let st = this.iface.get(name);
+    if (st && (!want || want.family !== st.family)) {
+      for (const m of [...st.base]) this.baseMember(name, st, m, false);
+      this.settleSet(name);
+      this.iface.delete(name);
+      this.view.delete(name);
+      this.touch(name, "all");
+      st = undefined;
+    }
+    if (!want) return;
+    if (!st) {
+      st = { family: want.family, base: new Set(), out: { family: want.family, members: new Set() }, twins: new Map() };
+      this.iface.set(name, st);
+      this.view.set(name, st.out);
+      this.touch(name, "all");
+      for (const m of want.members) this.baseMember(name, st, m, true);
+      return;
+    }
+    if (touched === "all") {
+      for (const m of want.members) this.baseMember(name, st, m, true);
+      for (const m of [...st.base]) if (!want.members.has(m)) this.baseMember(name, st, m, false);
+    } else {
+      for (const m of touched) this.baseMember(name, st, m, want.members.has(m));
+    }
+  }
+
+  private baseMember(set: string, st: IfaceSet, m: string, present: boolean): void {
+    if (st.base.has(m) === present) return;
+    if (present) st.base.add(m);
+    else st.base.delete(m);
+    this.markDirty(set, m);
+    const [addr, ifc] = splitMember(m);
+    let sets = this.byIface.get(ifc);
+    if (!sets) this.byIface.set(ifc, (sets = new Map()));
+    let addrs = sets.get(set);
+    if (!addrs) sets.set(set, (addrs = new Set()));
+    if (present) addrs.add(addr);
+    else {
+      addrs.delete(addr);
+      if (!addrs.size) sets.delete(set);
+      if (!sets.size) this.byIface.delete(ifc);
+    }
+    const br = this.ports.get(ifc);
+    if (br !== undefined) this.contribute(set, st, addr, ifc, br, present ? 1 : -1);
+  }
+
+  /** A base member `addr,tap` of `set` on bridge `br` counts (d = +1) or stops counting (-1). */
+  private contribute(set: string, st: IfaceSet, addr: string, tap: string, br: string, d: 1 | -1): void {
+    const twin = `${addr},${br}`;
+    const n = (st.twins.get(twin) ?? 0) + d;
+    if (n > 0) st.twins.set(twin, n);
+    else st.twins.delete(twin);
+    this.markDirty(set, twin);
+    if (CLASS_SET_RE.test(set)) {
+      let owners = this.classOwners.get(twin);
+      const before = (owners?.size ?? 0) > 1;
+      if (!owners) this.classOwners.set(twin, (owners = new Map()));
+      const k = (owners.get(set) ?? 0) + d;
+      if (k > 0) owners.set(set, k);
+      else owners.delete(set);
+      if (!owners.size) this.classOwners.delete(twin);
+      if (before !== (owners.size > 1)) {
+        if (before) this.contestedTwins.delete(twin);
+        else this.contestedTwins.add(twin);
+        // Contested or no longer: every set holding this twin re-derives it.
+        for (const [name, s] of this.iface) if (s.twins.has(twin)) this.markDirty(name, twin);
+      }
+    }
+    const ps = portSetName(st.family, tap);
+    const counts = this.portCounts.get(ps);
+    if (!counts) return;
+    const c = (counts.get(addr) ?? 0) + d;
+    const was = counts.has(addr);
+    if (c > 0) counts.set(addr, c);
+    else counts.delete(addr);
+    if (was !== counts.has(addr)) {
+      const out = this.view.get(ps)!;
+      if (counts.has(addr)) out.members.add(addr);
+      else out.members.delete(addr);
+      this.touch(ps, addr);
+    }
+  }
+
+  private contested(twin: string): boolean {
+    return (this.classOwners.get(twin)?.size ?? 0) > 1;
+  }
+
+  private settleSet(name: string): void {
+    const st = this.iface.get(name);
+    const ms = this.dirty.get(name);
+    this.dirty.delete(name);
+    if (!st || !ms) return;
+    for (const m of ms) {
+      const want = st.base.has(m) || (st.twins.has(m) && !this.contested(m));
+      if (want === st.out.members.has(m)) continue;
+      if (want) st.out.members.add(m);
+      else st.out.members.delete(m);
+      this.touch(name, m);
+    }
+  }
+
+  private settle(): void {
+    for (const name of [...this.dirty.keys()]) this.settleSet(name);
+  }
+
+  private addPortSets(tap: string): void {
+    for (const f of this.o.families) {
+      const name = portSetName(f, tap);
+      if (!this.portCounts.has(name)) this.portCounts.set(name, new Map());
+      this.view.set(name, { family: f, members: new Set() });
+      this.touch(name, "all");
+    }
+  }
+
+  private plug(tap: string, br: string): void {
+    this.ports.set(tap, br);
+    this.addPortSets(tap);
+    for (const [set, addrs] of this.byIface.get(tap) ?? []) {
+      const st = this.iface.get(set)!;
+      for (const a of addrs) this.contribute(set, st, a, tap, br, 1);
+    }
+  }
+
+  private unplug(tap: string, br: string): void {
+    for (const [set, addrs] of this.byIface.get(tap) ?? []) {
+      const st = this.iface.get(set)!;
+      for (const a of addrs) this.contribute(set, st, a, tap, br, -1);
+    }
+    this.ports.delete(tap);
+    for (const f of this.o.families) {
+      const name = portSetName(f, tap);
+      this.portCounts.delete(name);
+      this.view.delete(name);
+      this.touch(name, "all");
+    }
+  }
+
+  private rebuildChains(): boolean {
+    const next = driverBaseChains(this.o.prefixes, this.o.families, this.extra, this.physdev ? this.bridgedTaps() : undefined);
+    let changed = false;
+    for (const [k, c] of next) {
+      const old = this.base.get(k);
+      if (!old || old.rules.length !== c.rules.length || old.rules.some((r, i) => r !== c.rules[i])) { this.pendingChains.add(k); changed = true; }
+    }
+    for (const k of this.base.keys()) if (!next.has(k)) { this.pendingChains.add(k); changed = true; }
+    this.base = next;
+    return changed;
+  }
+}
+
