@@ -27,7 +27,7 @@ import { createApplyStats, type DriverCounters } from "./apply/apply-stats.js";
 import { createDataplane, type Dataplane } from "./apply/dataplane.js";
 import { normalizeDriverOptions, type DriverOptions } from "./driver-options.js";
 import { createInterfaceReporter } from "./monitors/interface-reporter.js";
-import { bridgeFilterProblem, readBridgeTopology } from "./monitors/bridge-check.js";
+import { bridgeFilterProblem, readBridgedPorts, readBridgeTopology } from "./monitors/bridge-check.js";
 import { BRIDGE_PORT_UNPOLICED } from "./monitors/interface-monitor.js";
 import { BridgeLayer } from "./plan/bridge-twins.js";
 import { readBridgeZones } from "./monitors/bridge-zones.js";
@@ -76,9 +76,12 @@ export async function startDriver(options: DriverOptions): Promise<Driver> {
   // Flow reports: the driver's rate-limit chains are base chains too (they
   // exist before the controller's chains that jump to them).
   const flowSetup = startFlowReports(o.flows, { families, backend, hostname: o.hostname, runner: o.runner, logger });
+  // Which workload taps are ports of which bridge: read once per poll (the
+  // host check's), and all of the bridge logic below follows from it.
+  let bridged = await readBridgedPorts(o.interfacePrefixes, o.readHost);
   // Conntrack zones per bridge (DESIGN §6.13): read before the first apply,
   // so the zone chain is in place from the start; re-read with the host check.
-  let zones = await readBridgeZones(o.interfacePrefixes, o.readBridges);
+  let zones = await readBridgeZones(bridged, o.readBridges);
   const ownChains = (z: readonly BridgeZone[]): ChainDef[] => [...flowSetup.chains, ...families.flatMap((f) => renderZoneChains(z, f))];
   // The driver's own chains and the host-local translation for bridged
   // ports (twins, per-port sets and guard, DESIGN §6.3), following the
@@ -99,16 +102,15 @@ export async function startDriver(options: DriverOptions): Promise<Driver> {
   // The host check runs before the first report, so a host whose bridged
   // ports bypass iptables never reports a successful apply (DESIGN §9.3).
   const checkHost = async () => {
-    const problems = [await bridgeFilterProblem(o.interfacePrefixes, families, o.readHost), zones.problem].filter((p) => p !== undefined);
+    const problems = [await bridgeFilterProblem(bridged, families, o.readHost), zones.problem].filter((p) => p !== undefined);
     return problems.length ? problems.join("; ") : undefined;
   };
-  /** Re-reads the zoned bridges; when the zone chain changes, the next apply writes it. */
-  async function recheckZones(): Promise<void> {
-    zones = await readBridgeZones(o.interfacePrefixes, o.readBridges);
-    if (bridges.setExtraChains(ownChains(zones.zones))) {
-      logger.info({ zones: zones.zones }, "conntrack zones per bridge changed");
-      loop.schedule();
-    }
+  /** Re-reads the zoned bridges; whether the zone chain changed (the next apply writes it). */
+  async function recheckZones(): Promise<boolean> {
+    zones = await readBridgeZones(bridged, o.readBridges);
+    if (!bridges.setExtraChains(ownChains(zones.zones))) return false;
+    logger.info({ zones: zones.zones }, "conntrack zones per bridge changed");
+    return true;
   }
   let hostProblem = await checkHost();
   o.metrics?.hostCheckFailing.set(hostProblem ? 1 : 0);
@@ -120,7 +122,7 @@ export async function startDriver(options: DriverOptions): Promise<Driver> {
     },
   });
   async function refreshTopology(): Promise<boolean> {
-    const t = await readBridgeTopology(o.interfacePrefixes, o.readHost);
+    const t = await readBridgeTopology(bridged, o.readHost);
     physdev = t.physdev;
     return bridges.setTopology(t);
   }
@@ -131,10 +133,11 @@ export async function startDriver(options: DriverOptions): Promise<Driver> {
     if (hostChecking || stopped) return;
     hostChecking = true;
     try {
-      await recheckZones();
+      bridged = await readBridgedPorts(o.interfacePrefixes, o.readHost);
       // A tap joining or leaving a bridge, or br_netfilter appearing: the
-      // twins, per-port sets and guard follow (an apply).
-      if (await refreshTopology()) loop.schedule();
+      // zones, twins, per-port sets and guard follow, in one apply.
+      const zonesChanged = await recheckZones();
+      if ((await refreshTopology()) || zonesChanged) loop.schedule();
       const p = await checkHost();
       if (p === hostProblem) return;
       hostProblem = p;

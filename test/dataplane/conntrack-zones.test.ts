@@ -10,6 +10,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createDataplane, type Dataplane } from "../../services/driver/apply/dataplane.js";
 import { createExecRunner } from "../../services/driver/kernel/command-runner.js";
+import { readBridgedPorts } from "../../services/driver/monitors/bridge-check.js";
 import { readBridgeZones, type BridgeReader } from "../../services/driver/monitors/bridge-zones.js";
 import { renderZoneChains, type BridgeZone } from "../../services/driver/plan/zone-chains.js";
 import { keyOf, type ChainDef } from "../../services/contract/host-update.js";
@@ -72,7 +73,7 @@ describe("conntrack zones per bridge: identical 5-tuples on two bridges are trac
     await lab.listen("b1", [6000, 6001]);
     await lab.listen("b2", [6001]);
     await lab.listen("a2", [5000]);
-    zones = (await readBridgeZones(["tapz"], nsReader(hv))).zones;
+    zones = (await readBridgeZones(await readBridgedPorts(["tapz"], nsReader(hv)), nsReader(hv))).zones;
   }, 90_000);
   afterAll(async () => {
     await lab?.destroy();
@@ -83,8 +84,10 @@ describe("conntrack zones per bridge: identical 5-tuples on two bridges are trac
     const idx = async (b: string) => Number((await lab.exec(hv, "cat", [`/sys/class/net/${b}/ifindex`])).trim());
     const want = [{ bridge: "brza", zone: await idx("brza") }, { bridge: "brzb", zone: await idx("brzb") }];
     const mod = pathToFileURL(join(packageRoot(), "dist/services/driver/monitors/bridge-zones.js")).href;
+    const check = pathToFileURL(join(packageRoot(), "dist/services/driver/monitors/bridge-check.js")).href;
     const out = await lab.exec(hv, process.execPath, ["--input-type=module", "-e",
-      `const m = await import(${JSON.stringify(mod)}); console.log(JSON.stringify(await m.readBridgeZones(["tapz"], m.sysfsBridgeReader)));`]);
+      `const m = await import(${JSON.stringify(mod)}); const c = await import(${JSON.stringify(check)}); ` +
+      `console.log(JSON.stringify(await m.readBridgeZones(await c.readBridgedPorts(["tapz"], c.procHostReader), m.sysfsBridgeReader)));`]);
     expect(JSON.parse(out)).toEqual({ zones: want });
     expect(zones).toEqual(want);
   });

@@ -6,7 +6,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { type ChainDef, type HostUpdate } from "../../services/calc/index.js";
 import { createLogger } from "../../services/runtime/logger.js";
 import { startDriver, type Driver } from "../../services/driver/driver.js";
-import { bridgeFilterProblem, type HostReader } from "../../services/driver/monitors/bridge-check.js";
+import { bridgeFilterProblem as problemOf, readBridgedPorts, type HostReader } from "../../services/driver/monitors/bridge-check.js";
 import { renderBaseChains } from "../../services/driver/plan/base-chains.js";
 import { interfaceStatus } from "../../services/driver/monitors/interface-monitor.js";
 import { startFakeController, type FakeController } from "../support/fake-controller.js";
@@ -22,6 +22,10 @@ function host(ifaces: Record<string, boolean>, sysctls: Record<string, string> |
     sysctl: async (k: string) => h.sysctls?.[k],
   };
   return h;
+}
+/** The host check as the driver runs it: one walk of the interfaces, then the sysctls. */
+async function bridgeFilterProblem(prefixes: string[], families: (4 | 6)[], h: HostReader): Promise<string | undefined> {
+  return problemOf(await readBridgedPorts(prefixes, h), families, h);
 }
 const ON = { "net.bridge.bridge-nf-call-iptables": "1", "net.bridge.bridge-nf-call-ip6tables": "1" };
 

@@ -7,6 +7,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { keyOf, type ChainDef, type HostUpdate } from "../../services/contract/host-update.js";
 import { createDataplane } from "../../services/driver/apply/dataplane.js";
 import { startDriver, type Driver } from "../../services/driver/driver.js";
+import { readBridgedPorts } from "../../services/driver/monitors/bridge-check.js";
 import { readBridgeZones, type BridgeReader } from "../../services/driver/monitors/bridge-zones.js";
 import { touchesOurs } from "../../services/driver/monitors/ruleset-monitor.js";
 import { parseIptablesSave } from "../../services/driver/kernel/kernel-state.js";
@@ -36,12 +37,12 @@ describe("which bridges get a zone", () => {
 
   it("every bridge with a workload port, once; others' ports and bridges without workloads are not zoned", async () => {
     const r = bridges({ tap1: "brq1", tap2: "brq1", tap3: "qbr3", tap4: null, vxlan9: "brq9", eth0: null }, { brq1: 7, qbr3: 12, brq9: 9 });
-    expect(await readBridgeZones(["tap"], r)).toEqual({ zones: [{ bridge: "brq1", zone: 7 }, { bridge: "qbr3", zone: 12 }] });
+    expect(await readBridgeZones(await readBridgedPorts(["tap"], r), r)).toEqual({ zones: [{ bridge: "brq1", zone: 7 }, { bridge: "qbr3", zone: 12 }] });
   });
 
   it("a bridge whose ifindex is no zone is named in the problem and not zoned", async () => {
     const r = bridges({ tap1: "brq1", tap2: "brbig" }, { brq1: 7, brbig: 70000 });
-    const z = await readBridgeZones(["tap"], r);
+    const z = await readBridgeZones(await readBridgedPorts(["tap"], r), r);
     expect(z.zones).toEqual([{ bridge: "brq1", zone: 7 }]);
     expect(z.problem).toMatch(/bridges without a conntrack zone: brbig \(ifindex 70000\)/);
   });
@@ -113,7 +114,9 @@ describe("the driver's zones", () => {
     const k = new FakeKernel();
     ctl = await startFakeController();
     driver = await startDriver({ controllers: [ctl.address], hostname: "hv1", runner: k, logger, backend: "nft", families: [4], readInterface: async () => "up",
-      readBridges: r, readHost: { interfaces: async () => [], isBridgePort: async () => false, bridgeOf: async () => undefined, sysctl: async () => "1" }, interfacePollMs: 20, rulesetMonitor: false });
+      // One host seen by both readers: the ports through the host check's
+      // walk, the ifindexes through the zones' reader.
+      readBridges: r, readHost: { interfaces: r.interfaces, isBridgePort: async (n) => r.ports[n] != null, bridgeOf: r.bridgeOf, sysctl: async () => "1" }, interfacePollMs: 20, rulesetMonitor: false });
     await until(() => zoneRules(k) !== undefined, "the zone chain");
     expect(zoneRules(k)).toEqual(["-i brq1 -j CT --zone 7"]);
     await until(() => ctl!.connected(), "connected");
@@ -126,9 +129,12 @@ describe("the driver's zones", () => {
     r.ifindexes.qbr2 = 40;
     await until(() => (zoneRules(k) ?? []).length === 2, "the second bridge zoned");
     expect(zoneRules(k)).toEqual(["-i brq1 -j CT --zone 7", "-i qbr2 -j CT --zone 40"]);
-    // Planned from the change: one restore, the raw section only.
+    // Planned from the change, in one restore: the zone in raw, and the
+    // new port's guard in filter (the tap joined a bridge: both follow).
     expect(restores()).toBe(before + 1);
-    expect(k.inputs[k.log.lastIndexOf("iptables-nft-restore --noflush --wait 10")]).not.toContain("*filter");
+    const last = k.inputs[k.log.lastIndexOf("iptables-nft-restore --noflush --wait 10")]!;
+    expect(last).toMatch(/^-A pal-PREROUTING .*-i qbr2 -j CT --zone 40$/m);
+    expect(last).toMatch(/^-A pal-bgf .*--physdev-in tap2 -m set --match-set pal4b-tap2 src -j RETURN$/m);
     // A bridge whose ifindex is no zone: said in the host's status, never ok.
     r.ports.tap3 = "brbig";
     r.ifindexes.brbig = 99999;

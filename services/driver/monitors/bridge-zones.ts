@@ -1,7 +1,7 @@
 // Which bridges of this host get a conntrack zone (DESIGN §6.13): every
 // bridge that has a workload port (a prefix-matching interface that is a
-// bridge port), zone = the bridge's ifindex. Read from sysfs of the
-// driver's namespace; pure apart from the reader.
+// bridge port, from readBridgedPorts), zone = the bridge's ifindex, read
+// from sysfs of the driver's namespace.
 import { readFile } from "node:fs/promises";
 import { zoneOfIfindex, type BridgeZone } from "../plan/zone-chains.js";
 import { procHostReader, type HostReader } from "./bridge-check.js";
@@ -34,13 +34,8 @@ export interface BridgeZones {
   problem?: string;
 }
 
-export async function readBridgeZones(prefixes: readonly string[], r: BridgeReader): Promise<BridgeZones> {
-  const bridges = new Set<string>();
-  for (const name of await r.interfaces()) {
-    if (!prefixes.some((p) => name.startsWith(p))) continue;
-    const br = await r.bridgeOf(name);
-    if (br !== undefined) bridges.add(br);
-  }
+export async function readBridgeZones(bridgedPorts: ReadonlyMap<string, string>, r: Pick<BridgeReader, "ifindex">): Promise<BridgeZones> {
+  const bridges = new Set(bridgedPorts.values());
   const zones: BridgeZone[] = [];
   const unzoned: string[] = [];
   for (const bridge of [...bridges].sort()) {
