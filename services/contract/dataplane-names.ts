@@ -17,6 +17,19 @@ export const ENTRY_CHAINS = {
   workloadToHost: "pal-wl-to-host",
 } as const;
 
+/**
+ * Revoked connections end (DESIGN §6.14). A packet of an established
+ * connection whose policy may have changed since it was last judged is
+ * judged again; a *reply-direction* packet is judged with the original
+ * direction's rules mirrored. The driver sets this packet-mark bit before it
+ * sends such a packet into the entry chains; every class chain the
+ * controller renders starts by diverting a packet carrying it to the class's
+ * mirrored chain (the receiver's inbound rules, or the sender's outbound
+ * rules, with source and destination swapped). Next to the accept mark
+ * (0x1000000) and the log mark (0x2000000).
+ */
+export const REPLY_CHECK_MARK = 0x4000000;
+
 /** Everything Palisade owns matches these; the driver touches nothing else. */
 export const OWNED_CHAIN_RE = /^pal-[A-Za-z0-9_.-]{1,24}$/;
 export const OWNED_SET_RE = /^pal[A-Za-z0-9_.-]{1,28}$/;
