@@ -8,9 +8,9 @@
 import { shortHash } from "../util/hash.js";
 import type { IpVersion } from "../model/index.js";
 
-import { BASE_CHAINS, CHAIN_MAX, ENTRY_CHAINS, IPSET_MAX, OWNED_CHAIN_RE, OWNED_SET_RE } from "../contract/dataplane-names.js";
+import { ADMIT_CHAIN, BASE_CHAINS, CHAIN_MAX, ENTRY_CHAINS, IPSET_MAX, OWNED_CHAIN_RE, OWNED_SET_RE } from "../contract/dataplane-names.js";
 
-export { BASE_CHAINS, CHAIN_MAX, ENTRY_CHAINS, IPSET_MAX, OWNED_CHAIN_RE, OWNED_SET_RE };
+export { ADMIT_CHAIN, BASE_CHAINS, CHAIN_MAX, ENTRY_CHAINS, IPSET_MAX, OWNED_CHAIN_RE, OWNED_SET_RE };
 const SAFE = /^[A-Za-z0-9_.-]+$/;
 
 function name(prefix: string, ident: string, max: number): string {

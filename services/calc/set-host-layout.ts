@@ -15,7 +15,7 @@ import { chainKey, sameRules, type ChainDef } from "./desired-state.js";
 import { reportedDrop } from "./render-flow-reports.js";
 import type { HostLayout, HostOutput, LocalSet } from "./host-layout.js";
 import {
-  ENTRY_CHAINS, classKey, classSet, endpointMacSet, inactiveSet, macListSet, macScopeNodeSet, macSet, networkMacListSet, networkScopeSet, noMacSet, nodeSet,
+  ADMIT_CHAIN, ENTRY_CHAINS, classKey, classSet, endpointMacSet, inactiveSet, macListSet, macScopeNodeSet, macSet, networkMacListSet, networkScopeSet, noMacSet, nodeSet,
 } from "./names.js";
 import { prefixTree, type PrefixTree } from "./prefix-tree.js";
 import { macScopeTree, renderClassDispatch, renderMacChains, type MacCheck, type MacEntry } from "./render-classes.js";
@@ -164,7 +164,9 @@ export class SetHostLayout implements HostLayout {
     for (const family of FAMILIES) this.createLocal(inactiveSet(family), family, []);
     this.createLocal(noMacSet, 4, []);
     this.createLocal(macListSet, 4, []);
-    const toHost = cfg.workloadToHost === "accept" ? [`-j ${ENTRY_CHAINS.fromWorkload}`, "-j ACCEPT"] : reportedDrop(cfg, "", "h", ENTRY_CHAINS.workloadToHost);
+    // "accept" goes through the driver's admit chain, which marks the
+    // connection judged in the current epoch (DESIGN §6.14).
+    const toHost = cfg.workloadToHost === "accept" ? [`-j ${ENTRY_CHAINS.fromWorkload}`, `-g ${ADMIT_CHAIN}`] : reportedDrop(cfg, "", "h", ENTRY_CHAINS.workloadToHost);
     for (const family of FAMILIES) this.setChain({ table: "filter", family, name: ENTRY_CHAINS.workloadToHost, rules: toHost });
     this.render({ classes: true, classChains: true, macs: true });
   }

@@ -30,6 +30,13 @@ export const ENTRY_CHAINS = {
  */
 export const REPLY_CHECK_MARK = 0x4000000;
 
+/**
+ * The driver's chain where every packet Palisade accepts is accepted
+ * (DESIGN §6.14): it marks the connection judged in the current policy
+ * epoch. The controller's workload-to-host "accept" goes to it too.
+ */
+export const ADMIT_CHAIN = "pal-ct-admit";
+
 /** Everything Palisade owns matches these; the driver touches nothing else. */
 export const OWNED_CHAIN_RE = /^pal-[A-Za-z0-9_.-]{1,24}$/;
 export const OWNED_SET_RE = /^pal[A-Za-z0-9_.-]{1,28}$/;

@@ -1,0 +1,195 @@
+// Revoked connections end (DESIGN §6.14): the connection-mark layout, the
+// driver's chains that judge an established packet again when its
+// connection was judged under an older policy epoch, and which applies may
+// revoke something (and so advance a family's epoch).
+//
+// Pure: the driver (driver.ts) keeps the epochs and hands them to the base
+// chains (base-chains.ts); a RevocationWatch sees each apply's changes.
+import type { ChainDef } from "../../contract/host-update.js";
+import { ADMIT_CHAIN, ENTRY_CHAINS, REPLY_CHECK_MARK } from "../../contract/dataplane-names.js";
+import type { IpVersion } from "../../model/index.js";
+import type { DesiredChanges, DesiredSet } from "../sync/desired-state.js";
+
+/**
+ * Connection-mark bits (the ct mark, not the packet mark): the epoch in the
+ * high half, the pending bit (the last re-check denied it) and the reported
+ * bit (its end was reported) below. The low 14 bits stay free for others.
+ */
+export const CT_EPOCH_SHIFT = 16;
+export const CT_EPOCH_MASK = 0xffff0000;
+export const CT_PENDING = 0x8000;
+export const CT_REPORTED = 0x4000;
+export const MAX_EPOCH = 0xffff;
+
+/** The driver's chain for a reply-direction re-check. */
+export const REPLY_RECHECK_CHAIN = "pal-ct-reply";
+
+export const hex = (n: number) => `0x${(n >>> 0).toString(16)}`;
+
+/** Epochs run 1..MAX_EPOCH; 0 (a connection no Palisade driver marked) is never current. */
+export function nextEpoch(e: number): number {
+  return e >= MAX_EPOCH || e < 1 ? 1 : e + 1;
+}
+
+/** A first epoch for a driver that starts: any, but unlikely to be the one before it. */
+export function initialEpoch(random: () => number = Math.random): number {
+  return 1 + Math.floor(random() * MAX_EPOCH) % MAX_EPOCH;
+}
+
+const epochBits = (epoch: number) => (epoch << CT_EPOCH_SHIFT) >>> 0;
+
+/** The fast path: an established packet of a connection judged in this epoch, and not pending. */
+export function fastPathMatch(epoch: number): string {
+  return `-m conntrack --ctstate RELATED,ESTABLISHED -m connmark --mark ${hex(epochBits(epoch))}/${hex(CT_EPOCH_MASK | CT_PENDING)}`;
+}
+
+/** Marks a connection admitted in `epoch` (clears pending and reported). */
+export function admitMark(epoch: number): string {
+  return `-j CONNMARK --set-xmark ${hex(epochBits(epoch))}/${hex(CT_EPOCH_MASK | CT_PENDING | CT_REPORTED)}`;
+}
+
+/** Set before a re-check: stays unless the policy admits the packet. */
+export const PENDING_MARK = `-j CONNMARK --set-xmark ${hex(CT_PENDING)}/${hex(CT_PENDING)}`;
+
+/**
+ * `pal-ct-admit`, where every packet Palisade accepts is accepted (the
+ * controller's workload-to-host "accept" too): with an epoch, the
+ * connection is marked judged in it. Without (the behaviour turned off),
+ * a plain ACCEPT.
+ */
+export function renderAdmitChain(family: IpVersion, epoch: number | undefined): ChainDef {
+  const rules = epoch === undefined
+    ? ["-j ACCEPT"]
+    : [admitMark(epoch), `-j MARK --set-xmark 0x0/${hex(REPLY_CHECK_MARK)}`, "-j ACCEPT"];
+  return { table: "filter", family, name: ADMIT_CHAIN, rules };
+}
+
+/**
+ * `pal-ct-reply`: a reply-direction packet of a connection judged in an
+ * older epoch (or pending). It is judged as its connection's first packet
+ * would be now: the side it leaves by the original receiver's inbound rules,
+ * the side it reaches by the original sender's outbound rules, each
+ * mirrored (the class chains divert on REPLY_CHECK_MARK, DESIGN §6.5). A
+ * bridge port's allowances and guard come first, as in pal-FORWARD.
+ */
+export function renderReplyChain(family: IpVersion, forms: { from: readonly string[]; to: readonly string[]; physIn: readonly string[]; physOut: readonly string[] }, bridgeFrom: string, bridgeTo: string): ChainDef {
+  const rules = [`-j MARK --set-xmark ${hex(REPLY_CHECK_MARK)}/${hex(REPLY_CHECK_MARK)}`, PENDING_MARK];
+  for (const s of forms.physIn) rules.push(`${s} -j ${bridgeFrom}`);
+  for (const s of forms.from) rules.push(`${s} -j ${ENTRY_CHAINS.fromWorkload}`);
+  for (const s of forms.physOut) rules.push(`${s} -j ${bridgeTo}`);
+  for (const s of forms.to) rules.push(`${s} -j ${ENTRY_CHAINS.toWorkload}`);
+  rules.push(`-g ${ADMIT_CHAIN}`);
+  return { table: "filter", family, name: REPLY_RECHECK_CHAIN, rules };
+}
+
+// ---- which applies may revoke ----
+
+/** Dispatch roots and class-tree nodes: a line there comes or goes only with set members that do too. */
+const DISPATCH_RE = /^pal-(?:from-wl-dispatch|to-wl-dispatch|cfn-|ctn-)/;
+/** Classification sets whose members say which endpoint an (address, interface) is. */
+const ENDPOINT_SET_RE = /^pal[46]i(?:c_|-inactive$)/;
+const SET_REF_RE = /(!\s+)?--match-set\s+(\S+)/g;
+
+function familyOfKey(key: string): IpVersion {
+  return key.startsWith("6:") ? 6 : 4;
+}
+
+/** Per set: how rules use it. A DROP rule that needs membership is restrictive, an allow rule that needs non-membership too. */
+function restrictiveRefs(rules: readonly string[]): Set<string> {
+  const out = new Set<string>();
+  for (const r of rules) {
+    const drops = /-j DROP$/.test(r);
+    for (const m of r.matchAll(SET_REF_RE)) if (drops !== (m[1] !== undefined)) out.add(m[2]!);
+  }
+  return out;
+}
+
+/** What one apply asks of the revocation mechanism. */
+export interface RevocationVerdict {
+  /** Families whose epoch must advance in this apply. */
+  bump: IpVersion[];
+  /** (address, interface) pairs that left this host's endpoints: their connections are deleted (no inheritance). */
+  gone: { family: IpVersion; net: string; iface: string }[];
+}
+
+/**
+ * Watches the desired state's changes, apply by apply, and says whether an
+ * apply may revoke a flow that conntrack admitted:
+ *   - a member removed from any set;
+ *   - a member added to a set that a DROP rule matches, or that an allow
+ *     rule matches negated (a peer joining a tag that a deny rule names);
+ *   - a chain that existed before changed, other than the dispatch roots
+ *     and tree nodes (which change only with set members that also do).
+ * Everything else (new endpoints in classes already on the host, new
+ * chains and sets, members of sets used only positively by allow rules)
+ * only lets more through: no epoch, no cost (issue #21 item 6).
+ * A full plan (no changes known) may revoke anything.
+ */
+export class RevocationWatch {
+  /** chainKey -> the sets its rules use restrictively. */
+  private readonly refsByChain = new Map<string, Set<string>>();
+  /** set -> how many chains use it restrictively. */
+  private readonly restrictive = new Map<string, number>();
+
+  constructor(private readonly families: readonly IpVersion[]) {}
+
+  /**
+   * One apply's view: its chains (by chainKey, the controller's only: the
+   * driver's own change with the epoch itself), sets, and changes.
+   */
+  observe(chains: ReadonlyMap<string, ChainDef>, sets: ReadonlyMap<string, DesiredSet>, changes: DesiredChanges | undefined): RevocationVerdict {
+    const bump = new Set<IpVersion>();
+    const gone: RevocationVerdict["gone"] = [];
+    if (!changes) {
+      this.refsByChain.clear();
+      this.restrictive.clear();
+      for (const [k, c] of chains) this.index(k, c);
+      return { bump: [...this.families], gone };
+    }
+    for (const key of changes.chains) {
+      const existed = this.refsByChain.has(key);
+      const c = chains.get(key);
+      const name = key.slice(key.lastIndexOf(":") + 1);
+      if (existed && !DISPATCH_RE.test(name)) bump.add(familyOfKey(key));
+      this.unindex(key);
+      if (c) this.index(key, c);
+    }
+    for (const [name, touched] of changes.sets) {
+      const set = sets.get(name);
+      const family: IpVersion = set?.family ?? (name.startsWith("pal6") ? 6 : 4);
+      if (touched === "all" || !set) { bump.add(family); continue; }
+      for (const m of touched) {
+        if (!set.members.has(m)) {
+          bump.add(family);
+          if (ENDPOINT_SET_RE.test(name) && !this.stillOnHost(m, sets)) {
+            const comma = m.lastIndexOf(",");
+            gone.push({ family, net: m.slice(0, comma), iface: m.slice(comma + 1) });
+          }
+        } else if (this.restrictive.has(name)) bump.add(family);
+      }
+    }
+    return { bump: this.families.filter((f) => bump.has(f)), gone };
+  }
+
+  private stillOnHost(member: string, sets: ReadonlyMap<string, DesiredSet>): boolean {
+    for (const [name, s] of sets) if (ENDPOINT_SET_RE.test(name) && s.members.has(member)) return true;
+    return false;
+  }
+
+  private index(key: string, c: ChainDef): void {
+    const refs = restrictiveRefs(c.rules);
+    this.refsByChain.set(key, refs);
+    for (const s of refs) this.restrictive.set(s, (this.restrictive.get(s) ?? 0) + 1);
+  }
+
+  private unindex(key: string): void {
+    const refs = this.refsByChain.get(key);
+    if (!refs) return;
+    this.refsByChain.delete(key);
+    for (const s of refs) {
+      const n = (this.restrictive.get(s) ?? 1) - 1;
+      if (n > 0) this.restrictive.set(s, n);
+      else this.restrictive.delete(s);
+    }
+  }
+}
