@@ -80,10 +80,10 @@ describe("revoked access ends open connections, allowed ones go on", () => {
   }
 
   /** Pauses over 100 ms in [from, to] and TCP ends/resets, per session: must be none. */
-  function hiccups(list: Session[], from: number, to: number): string[] {
+  function hiccups(list: Session[], from: number, to: number, T0: number): string[] {
     return list.flatMap((s) => [
       ...receivingSides(s).map((side) => [side, s.maxGap(side, from, to)] as const)
-        .filter(([, g]) => g > MAX_GAP_MS).map(([side, g]) => `${s.label}: ${side} paused ${g} ms`),
+        .filter(([, g]) => g.gap > MAX_GAP_MS).map(([side, g]) => `${s.label}: ${side} paused ${g.gap} ms from T${g.at - T0 >= 0 ? "+" : ""}${g.at - T0} ms`),
       ...s.ended().map((e) => `${s.label}: ${e.ev}${e.code ? ` ${e.code}` : ""}`),
     ]);
   }
@@ -208,14 +208,17 @@ describe("revoked access ends open connections, allowed ones go on", () => {
   });
 
   it("sessions the new model still admits never pause over 100 ms across the change, and are not reset", () => {
-    expect(hiccups(groups.kept!, sentAt - 1_000, T + REVOKE_WITHIN_MS + CHECK_WINDOW_MS)).toEqual([]);
+    expect(hiccups(groups.kept!, sentAt - 1_000, T + REVOKE_WITHIN_MS + CHECK_WINDOW_MS, T)).toEqual([]);
   });
 
   it("the same across an unrelated change", async () => {
+    // The revoked sessions are checked: stop them, so their retransmissions
+    // load neither the CPU nor the measure.
+    for (const g of ["rule", "tag", "inactive", "unprofiled"]) for (const s of groups[g]!) s.stop();
     const from = Date.now();
-    await apply([profile("unrelated", [{ protocol: "tcp", dst_ports: [1234] }])]);
-    await sleepUntil(Date.now() + 1_000);
-    expect(hiccups(groups.kept!, from - 500, Date.now())).toEqual([]);
+    const T1 = await apply([profile("unrelated", [{ protocol: "tcp", dst_ports: [1234] }])]);
+    await sleepUntil(T1 + 1_000);
+    expect(hiccups(groups.kept!, from - 500, Date.now(), T1)).toEqual([]);
   }, 60_000);
 
   it("a new endpoint at a deleted endpoint's address inherits none of its connections, admitting or not", async () => {

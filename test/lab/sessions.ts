@@ -35,7 +35,7 @@ export interface Session {
   /** Receive times of either side later than `t`. */
   rxAfter(t: number): number[];
   /** Largest gap between consecutive receives of a side in [from, to], counting the window's edges. */
-  maxGap(side: "client" | "server", from: number, to: number): number;
+  maxGap(side: "client" | "server", from: number, to: number): { gap: number; at: number };
   /** Did TCP see an end, reset or error (on either side)? The events themselves, for messages. */
   ended(): { ev: string; code?: string }[];
   stop(): void;
@@ -60,11 +60,12 @@ function parse(file: string): SideLog {
   return log;
 }
 
-export function sessionGap(rx: number[], from: number, to: number): number {
+/** The largest gap between receives in [from, to] (the window's edges count as receives) and where it starts. */
+export function sessionGapAt(rx: number[], from: number, to: number): { gap: number; at: number } {
   const inside = rx.filter((t) => t >= from && t <= to);
-  let prev = from, max = 0;
-  for (const t of inside) { max = Math.max(max, t - prev); prev = t; }
-  return Math.max(max, to - prev);
+  let prev = from, gap = 0, at = from;
+  for (const t of [...inside, to]) { if (t - prev > gap) { gap = t - prev; at = prev; } prev = t; }
+  return { gap, at };
 }
 
 async function waitFor(cond: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
@@ -106,7 +107,7 @@ export function createSessions(lab: Lab) {
       spec, label, read,
       lastRx: (side) => read()[side].rx.at(-1),
       rxAfter: (t) => { const r = read(); return [...r.client.rx, ...r.server.rx].filter((x) => x > t).sort((a, b) => a - b); },
-      maxGap: (side, from, to) => sessionGap(read()[side].rx, from, to),
+      maxGap: (side, from, to) => sessionGapAt(read()[side].rx, from, to),
       ended: () => { const r = read(); return [...r.client.events, ...r.server.events].filter((e) => e.ev !== "ready"); },
       stop: () => { for (const ch of children) if (ch.pid !== undefined && ch.exitCode === null) process.kill(ch.pid, "SIGKILL"); },
     };
