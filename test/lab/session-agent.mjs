@@ -2,7 +2,9 @@
 // namespace (plain Node, no TypeScript loader there). Every receive is one
 // JSON line on stdout {"ev":"rx","t":<wall ms>}; "ready" once listening or
 // connected; "end"/"close"/"error" with the socket's code when a TCP
-// connection ends, so the harness can tell a reset from silence.
+// connection ends, so the harness can tell a reset from silence; "tx" at
+// every send, so a pause of the sender (a starved CPU) is told apart from
+// packets sent and not delivered.
 //
 //   node session-agent.mjs server <tcp-cf|tcp-sf|udp> <port>
 //   node session-agent.mjs client <tcp-cf|tcp-sf|udp> <host> <port> [srcPort]
@@ -28,16 +30,16 @@ if (role === "server") {
   const port = Number(rest[0]);
   if (kind === "udp") {
     const u = dgram.createSocket({ type: "udp6", ipv6Only: false });
-    u.on("message", (m, r) => { out({ ev: "rx" }); u.send(m, r.port, r.address); });
+    u.on("message", (m, r) => { out({ ev: "rx" }); u.send(m, r.port, r.address); out({ ev: "tx" }); });
     u.on("error", (e) => out({ ev: "error", code: e.code }));
     u.bind(port, "::", () => out({ ev: "ready" }));
   } else {
     net.createServer((s) => {
       s.setNoDelay(true);
       watch(s);
-      if (kind === "tcp-cf") s.on("data", (d) => s.write(d));
+      if (kind === "tcp-cf") s.on("data", (d) => { s.write(d); out({ ev: "tx" }); });
       else {
-        const iv = setInterval(() => s.write("p"), EVERY);
+        const iv = setInterval(() => { s.write("p"); out({ ev: "tx" }); }, EVERY);
         s.on("close", () => clearInterval(iv));
       }
     }).listen(port, "::", () => out({ ev: "ready" }));
@@ -51,7 +53,7 @@ if (role === "server") {
     u.on("error", (e) => out({ ev: "error", code: e.code }));
     u.bind(Number(srcS), () => {
       out({ ev: "ready" });
-      setInterval(() => u.send("u", port, host, () => {}), EVERY);
+      setInterval(() => { u.send("u", port, host, () => {}); out({ ev: "tx" }); }, EVERY);
     });
   } else {
     const s = net.connect({ host, port, localPort: srcS ? Number(srcS) : undefined });
@@ -60,7 +62,7 @@ if (role === "server") {
     s.on("connect", () => {
       out({ ev: "ready" });
       if (kind === "tcp-cf") {
-        const iv = setInterval(() => s.write("c"), EVERY);
+        const iv = setInterval(() => { s.write("c"); out({ ev: "tx" }); }, EVERY);
         s.on("close", () => clearInterval(iv));
       }
     });

@@ -23,7 +23,7 @@ export interface SessionSpec {
   port?: number;
 }
 
-export interface SideLog { rx: number[]; events: { ev: string; t: number; code?: string }[] }
+export interface SideLog { rx: number[]; tx: number[]; events: { ev: string; t: number; code?: string }[] }
 
 export interface Session {
   spec: SessionSpec;
@@ -36,6 +36,8 @@ export interface Session {
   rxAfter(t: number): number[];
   /** Largest gap between consecutive receives of a side in [from, to], counting the window's edges. */
   maxGap(side: "client" | "server", from: number, to: number): { gap: number; at: number };
+  /** deliveryDelayAt for a side (ICMP has no recorded sends: its receive gap instead). */
+  maxDelay(side: "client" | "server", from: number, to: number): { gap: number; at: number };
   /** Did TCP see an end, reset or error (on either side)? The events themselves, for messages. */
   ended(): { ev: string; code?: string }[];
   stop(): void;
@@ -44,12 +46,12 @@ export interface Session {
 function parse(file: string): SideLog {
   let text = "";
   try { text = readFileSync(file, "utf8"); } catch { /* not written yet */ }
-  const log: SideLog = { rx: [], events: [] };
+  const log: SideLog = { rx: [], tx: [], events: [] };
   for (const line of text.split("\n")) {
     if (line.startsWith("{")) {
       try {
         const o = JSON.parse(line) as { ev: string; t: number; code?: string };
-        if (o.ev === "rx") log.rx.push(o.t); else log.events.push(o);
+        if (o.ev === "rx") log.rx.push(o.t); else if (o.ev === "tx") log.tx.push(o.t); else log.events.push(o);
       } catch { /* a half-written last line */ }
       continue;
     }
@@ -58,6 +60,23 @@ function parse(file: string): SideLog {
     if (m) log.rx.push(Math.round(Number(m[1]) * 1000));
   }
   return log;
+}
+
+/**
+ * The longest a side waited for delivery: over the peer's sends at s in
+ * [from, to], the time from s to the side's first receive at or after s (or
+ * `to`). A sender that stalls (a starved CPU) sends nothing and adds
+ * nothing; packets sent and dropped do.
+ */
+export function deliveryDelayAt(rx: number[], peerTx: number[], from: number, to: number): { gap: number; at: number } {
+  let gap = 0, at = from, i = 0;
+  for (const s of peerTx) {
+    if (s < from || s > to) continue;
+    while (i < rx.length && rx[i]! < s) i++;
+    const d = Math.min(rx[i] ?? to, to) - s;
+    if (d > gap) { gap = d; at = s; }
+  }
+  return { gap, at };
 }
 
 /** The largest gap between receives in [from, to] (the window's edges count as receives) and where it starts. */
@@ -108,6 +127,11 @@ export function createSessions(lab: Lab) {
       lastRx: (side) => read()[side].rx.at(-1),
       rxAfter: (t) => { const r = read(); return [...r.client.rx, ...r.server.rx].filter((x) => x > t).sort((a, b) => a - b); },
       maxGap: (side, from, to) => sessionGapAt(read()[side].rx, from, to),
+      maxDelay: (side, from, to) => {
+        if (spec.kind === "icmp") return session.maxGap(side, from, to);
+        const r = read();
+        return deliveryDelayAt(r[side].rx, r[side === "client" ? "server" : "client"].tx, from, to);
+      },
       ended: () => { const r = read(); return [...r.client.events, ...r.server.events].filter((e) => e.ev !== "ready"); },
       stop: () => { for (const ch of children) if (ch.pid !== undefined && ch.exitCode === null) process.kill(ch.pid, "SIGKILL"); },
     };
