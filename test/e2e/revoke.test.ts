@@ -82,7 +82,8 @@ describe("revoked access ends open connections, allowed ones go on", () => {
   /**
    * Packets that waited over 100 ms for delivery in [from, to] (sent by the
    * peer, not yet received: a sender starved of CPU on this small machine is
-   * not a policy pause) and TCP ends/resets, per session: must be none.
+   * not a policy pause, nor is the receiving process not being scheduled)
+   * and TCP ends/resets, per session: must be none.
    */
   function hiccups(list: Session[], from: number, to: number, T0: number): string[] {
     return list.flatMap((s) => [
@@ -235,7 +236,9 @@ describe("revoked access ends open connections, allowed ones go on", () => {
       { ...endpoint("n2", ["p-open"], { workload: "n2-new", id: "e2" }) },
     ], [{ host: "hv2", workload: "n1", id: "e" }, { host: "hv2", workload: "n2", id: "e" }]);
     await sleepUntil(T2 + REVOKE_WITHIN_MS + CHECK_WINDOW_MS);
-    expect(leaks(groups.replacedClosed!, T2), "replaced by a closed endpoint").toEqual([]);
-    expect(leaks(groups.replacedOpen!, T2), "replaced by an endpoint that would admit").toEqual([]);
+    expect({
+      "replaced by a closed endpoint": leaks(groups.replacedClosed!, T2),
+      "replaced by an endpoint that would admit": leaks(groups.replacedOpen!, T2),
+    }).toEqual({ "replaced by a closed endpoint": [], "replaced by an endpoint that would admit": [] });
   }, 60_000);
 });

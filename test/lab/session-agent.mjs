@@ -19,6 +19,15 @@ const [role, kind, ...rest] = process.argv.slice(2);
 const out = (o) => process.stdout.write(JSON.stringify({ ...o, t: Date.now() }) + "\n");
 const EVERY = 20;
 
+// The event loop's own pauses (the process not scheduled, on a busy
+// machine): a receive delayed by one is the lab's, not the network's.
+let tick = Date.now();
+setInterval(() => {
+  const now = Date.now();
+  if (now - tick > 25) process.stdout.write(JSON.stringify({ ev: "stall", from: tick, t: now }) + "\n");
+  tick = now;
+}, 10);
+
 function watch(sock) {
   sock.on("data", () => out({ ev: "rx" }));
   sock.on("end", () => out({ ev: "end" }));

@@ -23,7 +23,7 @@ export interface SessionSpec {
   port?: number;
 }
 
-export interface SideLog { rx: number[]; tx: number[]; events: { ev: string; t: number; code?: string }[] }
+export interface SideLog { rx: number[]; tx: number[]; stalls: [number, number][]; events: { ev: string; t: number; code?: string }[] }
 
 export interface Session {
   spec: SessionSpec;
@@ -46,12 +46,12 @@ export interface Session {
 function parse(file: string): SideLog {
   let text = "";
   try { text = readFileSync(file, "utf8"); } catch { /* not written yet */ }
-  const log: SideLog = { rx: [], tx: [], events: [] };
+  const log: SideLog = { rx: [], tx: [], stalls: [], events: [] };
   for (const line of text.split("\n")) {
     if (line.startsWith("{")) {
       try {
-        const o = JSON.parse(line) as { ev: string; t: number; code?: string };
-        if (o.ev === "rx") log.rx.push(o.t); else if (o.ev === "tx") log.tx.push(o.t); else log.events.push(o);
+        const o = JSON.parse(line) as { ev: string; t: number; code?: string; from?: number };
+        if (o.ev === "rx") log.rx.push(o.t); else if (o.ev === "tx") log.tx.push(o.t); else if (o.ev === "stall") log.stalls.push([o.from!, o.t]); else log.events.push(o);
       } catch { /* a half-written last line */ }
       continue;
     }
@@ -65,15 +65,19 @@ function parse(file: string): SideLog {
 /**
  * The longest a side waited for delivery: over the peer's sends at s in
  * [from, to], the time from s to the side's first receive at or after s (or
- * `to`). A sender that stalls (a starved CPU) sends nothing and adds
+ * `to`), less the time the receiving process itself was not running
+ * (`stalls`, its event loop's pauses). A sender that stalls (a starved CPU)
+ * sends nothing and adds nothing, a receiver that stalls reads late and adds
  * nothing; packets sent and dropped do.
  */
-export function deliveryDelayAt(rx: number[], peerTx: number[], from: number, to: number): { gap: number; at: number } {
+export function deliveryDelayAt(rx: number[], peerTx: number[], from: number, to: number, stalls: [number, number][] = []): { gap: number; at: number } {
   let gap = 0, at = from, i = 0;
   for (const s of peerTx) {
     if (s < from || s > to) continue;
     while (i < rx.length && rx[i]! < s) i++;
-    const d = Math.min(rx[i] ?? to, to) - s;
+    const r = Math.min(rx[i] ?? to, to);
+    const stalled = stalls.reduce((acc, [a, b]) => acc + Math.max(0, Math.min(b, r) - Math.max(a, s)), 0);
+    const d = r - s - stalled;
     if (d > gap) { gap = d; at = s; }
   }
   return { gap, at };
@@ -130,7 +134,7 @@ export function createSessions(lab: Lab) {
       maxDelay: (side, from, to) => {
         if (spec.kind === "icmp") return session.maxGap(side, from, to);
         const r = read();
-        return deliveryDelayAt(r[side].rx, r[side === "client" ? "server" : "client"].tx, from, to);
+        return deliveryDelayAt(r[side].rx, r[side === "client" ? "server" : "client"].tx, from, to, r[side].stalls);
       },
       ended: () => { const r = read(); return [...r.client.events, ...r.server.events].filter((e) => e.ev !== "ready"); },
       stop: () => { for (const ch of children) if (ch.pid !== undefined && ch.exitCode === null) process.kill(ch.pid, "SIGKILL"); },
