@@ -21,6 +21,13 @@ function name(prefix: string, ident: string, max: number): string {
 
 export const profileInboundChain = (id: string) => name("pal-pi", id, CHAIN_MAX);
 export const profileOutboundChain = (id: string) => name("pal-po", id, CHAIN_MAX);
+/**
+ * Mirrored profile chains (DESIGN §6.5, "Reply-direction re-check chains"):
+ * the profile's rules seen from the reply side. `pal-qi`/`pal-qo` share no
+ * prefix with any other chain family (`pal-pi`, `pal-po`, …).
+ */
+export const mirroredInboundChain = (id: string) => name("pal-qi", id, CHAIN_MAX);
+export const mirroredOutboundChain = (id: string) => name("pal-qo", id, CHAIN_MAX);
 export const tagSet = (tag: string, family: IpVersion) => name(`pal${family}t`, tag, IPSET_MAX);
 
 // ---- set-based layout (DESIGN §6.5): classes of endpoints that share an
@@ -29,6 +36,14 @@ export const tagSet = (tag: string, family: IpVersion) => name(`pal${family}t`, 
 export const classKey = (profileIds: readonly string[]) => shortHash(profileIds.join("\n"), 20);
 export const fromClassChain = (cls: string) => `pal-cf_${cls}`;
 export const toClassChain = (cls: string) => `pal-ct_${cls}`;
+/**
+ * A class's mirrored chains (DESIGN §6.5): where `pal-cf_`/`pal-ct_` divert a
+ * packet carrying REPLY_CHECK_MARK. `pal-rf_` (a reply leaving the original
+ * receiver) runs the mirrored inbound chains, `pal-rt_` (a reply reaching
+ * the original sender) the mirrored outbound ones.
+ */
+export const replyFromClassChain = (cls: string) => `pal-rf_${cls}`;
+export const replyToClassChain = (cls: string) => `pal-rt_${cls}`;
 /**
  * hash:net,iface: (address, interface) of the class's active endpoints, for
  * both directions (`src,src` from the workload, `dst,dst` to it). Keyed by

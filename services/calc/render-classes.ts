@@ -24,11 +24,12 @@ import type { ChainDef } from "./desired-state.js";
 import { prefixTree, type PrefixTree } from "./prefix-tree.js";
 import { acceptMarkSpecs, markHex } from "./render-rules.js";
 import { DEFAULT_LOG_MARK } from "../contract/flow-report-format.js";
+import { REPLY_CHECK_MARK } from "../contract/dataplane-names.js";
 import { clearMask, reportedDrop } from "./render-flow-reports.js";
 import {
   ENTRY_CHAINS, MAC_ROOT, MAC_TREE_ROOT, classSet, endpointMacChain, endpointMacSet, fromClassChain, fromClassNode, inactiveSet, macListSet,
-  macNode, macScopeNode, macScopeNodeSet, networkHash, networkMacChain, networkMacListSet, networkScopeSet, noMacSet, nodeSet,
-  profileInboundChain, profileOutboundChain, toClassChain, toClassNode,
+  macNode, macScopeNode, macScopeNodeSet, mirroredInboundChain, mirroredOutboundChain, networkHash, networkMacChain, networkMacListSet,
+  networkScopeSet, noMacSet, nodeSet, profileInboundChain, profileOutboundChain, replyFromClassChain, replyToClassChain, toClassChain, toClassNode,
 } from "./names.js";
 
 export interface HostClass {
@@ -60,16 +61,34 @@ export function profileJumps(profileIds: readonly string[], self: string, chainO
   return rules;
 }
 
-/** Class chains: the profile jumps of the endpoints' shared ordered profile list. */
+/**
+ * Class chains: the profile jumps of the endpoints' shared ordered profile
+ * list, and their mirrored twins (DESIGN §6.5, "Reply-direction re-check
+ * chains"). A packet carrying REPLY_CHECK_MARK is a reply-direction packet
+ * of an established connection being judged again (DESIGN §6.14): it goes
+ * first to the mirrored chain, which runs the same profile list over the
+ * profiles' mirrored chains — from the workload (a reply leaving the
+ * original receiver), its inbound rules; to it (a reply reaching the
+ * original sender), its outbound rules. The mirrored chains check no MAC
+ * (the re-check judges policy; the connection's own first packet passed the
+ * MAC check) and report nothing (a re-check is no new flow).
+ */
 export function renderClassChains(cls: string, c: HostClass, family: IpVersion, profileExists: (id: string) => boolean, cfg: CalcConfig): ChainDef[] {
   const from = fromClassChain(cls);
   const to = toClassChain(cls);
+  const replyFrom = replyFromClassChain(cls);
+  const replyTo = replyToClassChain(cls);
+  const reply = `-m mark --mark ${markHex(REPLY_CHECK_MARK)}/${markHex(REPLY_CHECK_MARK)}`;
+  const noReports: CalcConfig = { ...cfg, flowLogs: false };
   return [
-    // The MAC check first: reached only by an endpoint's own (address,
-    // interface), so whatever it drops is anti-spoofing, and a stranger on an
-    // interface without an endpoint is left to the root ("no endpoint").
-    { table: "filter", family, name: from, rules: [`-j ${MAC_ROOT}`, ...profileJumps(c.profileIds, from, profileOutboundChain, profileExists, cfg)] },
-    { table: "filter", family, name: to, rules: profileJumps(c.profileIds, to, profileInboundChain, profileExists, cfg) },
+    // The MAC check first (after the re-check divert): reached only by an
+    // endpoint's own (address, interface), so whatever it drops is
+    // anti-spoofing, and a stranger on an interface without an endpoint is
+    // left to the root ("no endpoint").
+    { table: "filter", family, name: from, rules: [`${reply} -g ${replyFrom}`, `-j ${MAC_ROOT}`, ...profileJumps(c.profileIds, from, profileOutboundChain, profileExists, cfg)] },
+    { table: "filter", family, name: to, rules: [`${reply} -g ${replyTo}`, ...profileJumps(c.profileIds, to, profileInboundChain, profileExists, cfg)] },
+    { table: "filter", family, name: replyFrom, rules: profileJumps(c.profileIds, replyFrom, mirroredInboundChain, profileExists, noReports) },
+    { table: "filter", family, name: replyTo, rules: profileJumps(c.profileIds, replyTo, mirroredOutboundChain, profileExists, noReports) },
   ];
 }
 

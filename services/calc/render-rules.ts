@@ -10,7 +10,8 @@ import {
   PROTOCOL_NUMBERS, chunkPorts, formatAddress, parseCidr, protocolNumber, ruleFamilies,
   type IpVersion, type Match, type PortRange, type Profile, type Rule,
 } from "../model/index.js";
-import { tagSet, profileInboundChain, profileOutboundChain } from "./names.js";
+import { mirrorRule } from "../model/mirror.js";
+import { mirroredInboundChain, mirroredOutboundChain, tagSet, profileInboundChain, profileOutboundChain } from "./names.js";
 import type { CalcConfig } from "./calc-config.js";
 import type { ChainDef } from "./desired-state.js";
 import { allowReportLines, denyReportLines } from "./render-flow-reports.js";
@@ -126,15 +127,29 @@ export interface RenderedProfile {
   sets: Map<string, { tag: string; family: IpVersion }>;
 }
 
+/** Each rule's reply-direction mirror; rules no reply can match are left out. */
+function mirrored(rules: readonly Rule[]): Rule[] {
+  return rules.map(mirrorRule).filter((r): r is Rule => r !== undefined);
+}
+
 /** Renders a profile once; every host that uses it shares the result. */
 export function renderProfile(p: Profile, cfg: CalcConfig): RenderedProfile {
   const chains: ChainDef[] = [];
+  const noReports: CalcConfig = { ...cfg, flowLogs: false };
   const sets = new Map<string, { tag: string; family: IpVersion }>();
   for (const family of [4, 6] as const) {
     const inbound = profileInboundChain(p.id);
     const outbound = profileOutboundChain(p.id);
     chains.push({ table: "filter", family, name: inbound, rules: renderRules(p.inboundRules, family, cfg, inbound) });
     chains.push({ table: "filter", family, name: outbound, rules: renderRules(p.outboundRules, family, cfg, outbound) });
+    // The mirrored chains (DESIGN §6.5, "Reply-direction re-check chains"):
+    // the same rules seen from the reply side, for the re-check of an
+    // established connection's reply packets. No report points: a re-check
+    // is not a new flow, and the chain name would not resolve to a rule the
+    // operator wrote. A mirrored rule references the same tags (swapped), so
+    // the sets below cover it.
+    chains.push({ table: "filter", family, name: mirroredInboundChain(p.id), rules: renderRules(mirrored(p.inboundRules), family, noReports) });
+    chains.push({ table: "filter", family, name: mirroredOutboundChain(p.id), rules: renderRules(mirrored(p.outboundRules), family, noReports) });
     for (const r of [...p.inboundRules, ...p.outboundRules]) {
       if (!ruleFamilies(r).includes(family)) continue;
       for (const tag of [r.match.srcTag, r.match.dstTag, r.negated.srcTag, r.negated.dstTag]) {

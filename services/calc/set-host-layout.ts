@@ -408,7 +408,7 @@ export class SetHostLayout implements HostLayout {
         this.setChain(c);
       }
     }
-    const stale = (name: string) => (what.classes && /^pal-(cf_|ct_|cfn-|ctn-)/.test(name)) || (what.macs && /^pal-fm/.test(name));
+    const stale = (name: string) => (what.classes && /^pal-(cf_|ct_|rf_|rt_|cfn-|ctn-)/.test(name)) || (what.macs && /^pal-fm/.test(name));
     for (const [key, c] of this.chains) {
       if (!wanted.has(key) && stale(c.name)) this.removeChain(c.family, c.name);
     }

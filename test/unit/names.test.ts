@@ -3,13 +3,17 @@
 import { describe, expect, it } from "vitest";
 import {
   BASE_CHAINS, CHAIN_MAX, ENTRY_CHAINS, IPSET_MAX, OWNED_CHAIN_RE, OWNED_SET_RE,
-  macNode, profileInboundChain, profileOutboundChain, tagSet,
+  classKey, fromClassChain, macNode, mirroredInboundChain, mirroredOutboundChain, profileInboundChain, profileOutboundChain,
+  replyFromClassChain, replyToClassChain, tagSet, toClassChain,
 } from "../../services/calc/names.js";
+import { ADMIT_CHAIN } from "../../services/contract/dataplane-names.js";
 
 const CHAIN_NAMERS: [string, (s: string) => string][] = [
   ["pal-pi", profileInboundChain],
   ["pal-po", profileOutboundChain],
   ["pal-fm", macNode],
+  ["pal-qi", mirroredInboundChain],
+  ["pal-qo", mirroredOutboundChain],
 ];
 
 const SAMPLE_IDS = [
@@ -131,6 +135,20 @@ describe("names: literal and hashed names can never collide", () => {
     for (const fixed of [...Object.values(BASE_CHAINS), ...Object.values(ENTRY_CHAINS)]) {
       for (const p of prefixes) {
         expect(fixed.startsWith(`${p}-`) || fixed.startsWith(`${p}_`)).toBe(false);
+      }
+    }
+  });
+
+  it("class chains and their mirrored chains (DESIGN §6.5) are four distinct owned names within limits", () => {
+    for (const id of SAMPLE_IDS) {
+      const cls = classKey([id, "other"]);
+      const names = [fromClassChain(cls), toClassChain(cls), replyFromClassChain(cls), replyToClassChain(cls)];
+      expect(new Set(names).size).toBe(4);
+      for (const n of names) {
+        expect(n).toMatch(OWNED_CHAIN_RE);
+        expect(n.length).toBeLessThanOrEqual(CHAIN_MAX);
+        expect(n).not.toBe(ADMIT_CHAIN);
+        for (const [p] of CHAIN_NAMERS) expect(n.startsWith(`${p}-`) || n.startsWith(`${p}_`)).toBe(false);
       }
     }
   });
