@@ -1,8 +1,10 @@
 // A small classifier over a host's rendered state (DESIGN §6.5), for unit
 // tests of the calculation core: which chain a packet reaches.
 import type { PlainHostState } from "./host-state.js";
-import { setTypeOf } from "../../services/contract/dataplane-names.js";
+import { REPLY_CHECK_MARK, setTypeOf } from "../../services/contract/dataplane-names.js";
 import { cidrContains, parseCidr } from "../../services/model/ip.js";
+
+const REPLY_CHECK = `0x${REPLY_CHECK_MARK.toString(16)}`;
 
 /**
  * Follows a packet through the rendered entry chains as the kernel would:
@@ -45,7 +47,10 @@ export function classify(st: PlainHostState, family: 4 | 6, dir: "from" | "to", 
       if (t[2] === "RETURN") return "RETURN";
       // A class chain: the packet is classified, once its MAC check (called first) passes.
       if (/^pal-c[ft]_/.test(t[2]!)) {
-        const first = /^-j (\S+)$/.exec(st.chains[`${family}:${t[2]}`]![0]!)?.[1];
+        // A new packet carries no REPLY_CHECK_MARK: the re-check divert
+        // (DESIGN §6.5, "Reply-direction re-check chains") passes it by.
+        const rules = st.chains[`${family}:${t[2]}`]!.filter((r) => !r.startsWith(`-m mark --mark ${REPLY_CHECK}/${REPLY_CHECK} `));
+        const first = /^-j (\S+)$/.exec(rules[0]!)?.[1];
         if (first === "pal-from-wl-mac") {
           const mac = walk(first, depth + 1);
           if (mac !== "RETURN") return mac;

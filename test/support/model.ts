@@ -25,6 +25,10 @@ export const MARK = {
 };
 
 /** Expected to-workload chain for an active endpoint whose profiles all exist. */
-export function jumps(kind: "pi" | "po", ids: string[]): string[] {
+/** A class chain's profile jumps; `qi`/`qo` are the mirrored profile chains (DESIGN §6.5). */
+/** The first rule of a class chain: a re-check packet goes to the mirrored class chain (DESIGN §6.5). */
+export const divert = (mirroredClassChain: string) => `-m mark --mark 0x4000000/0x4000000 -g ${mirroredClassChain}`;
+
+export function jumps(kind: "pi" | "po" | "qi" | "qo", ids: string[]): string[] {
   return [MARK.clear, ...ids.flatMap((id) => [`-j pal-${kind}-${id}`, MARK.returnIfSet]), "-j DROP"];
 }

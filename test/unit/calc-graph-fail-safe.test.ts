@@ -2,10 +2,10 @@
 // endpoints without profiles and interface-name conflicts all DROP.
 import { describe, expect, it } from "vitest";
 import { CalcGraph } from "../../services/calc/calc-graph.js";
-import { classKey, fromClassChain, toClassChain } from "../../services/calc/names.js";
+import { classKey, fromClassChain, replyFromClassChain, replyToClassChain, toClassChain } from "../../services/calc/names.js";
 import { classify } from "../support/classify.js";
 import { RecordingSink, snapshotState } from "../support/host-state.js";
-import { MARK, endpoint, jumps, keyOf, profile } from "../support/model.js";
+import { MARK, divert, endpoint, jumps, keyOf, profile } from "../support/model.js";
 
 function graph() {
   const sink = new RecordingSink();
@@ -22,6 +22,12 @@ const ep = (extra: Record<string, unknown>) =>
 const to = (ids: string[]) => toClassChain(classKey(ids));
 const from = (ids: string[]) => fromClassChain(classKey(ids));
 const MAC_CHECK = "-j pal-from-wl-mac";
+/** The mirrored class chains (DESIGN §6.5): a reply leaving the endpoint, a reply reaching it. */
+const rfrom = (ids: string[]) => replyFromClassChain(classKey(ids));
+const rto = (ids: string[]) => replyToClassChain(classKey(ids));
+/** The re-check divert each class chain starts with. */
+const DIV_TO = (ids: string[]) => divert(rto(ids));
+const DIV_FROM = (ids: string[]) => divert(rfrom(ids));
 
 describe("calc graph: fail-safe rendering", () => {
   it("a missing profile renders -j DROP in place of its jump; the jump appears once the profile exists", () => {
@@ -29,23 +35,35 @@ describe("calc graph: fail-safe rendering", () => {
     g.upsertEndpoint(ep({ profile_ids: ["ghost"] }));
     flush();
     for (const f of [4, 6] as const) {
-      expect(st().chain(f, to(["ghost"]))).toEqual([MARK.clear, "-j DROP"]);
-      expect(st().chain(f, from(["ghost"]))).toEqual([MAC_CHECK, MARK.clear, "-j DROP"]);
+      expect(st().chain(f, to(["ghost"]))).toEqual([DIV_TO(["ghost"]), MARK.clear, "-j DROP"]);
+      expect(st().chain(f, from(["ghost"]))).toEqual([DIV_FROM(["ghost"]), MAC_CHECK, MARK.clear, "-j DROP"]);
+      // The re-check of a reply fails closed too.
+      expect(st().chain(f, rto(["ghost"]))).toEqual([MARK.clear, "-j DROP"]);
+      expect(st().chain(f, rfrom(["ghost"]))).toEqual([MARK.clear, "-j DROP"]);
     }
     expect(st().chain(4, "pal-pi-ghost")).toBeUndefined();
+    expect(st().chain(4, "pal-qi-ghost")).toBeUndefined();
 
     g.upsertProfile(allowAll("ghost"));
     flush();
-    expect(st().chain(4, to(["ghost"]))).toEqual(jumps("pi", ["ghost"]));
-    expect(st().chain(4, from(["ghost"]))).toEqual([MAC_CHECK, ...jumps("po", ["ghost"])]);
+    expect(st().chain(4, to(["ghost"]))).toEqual([DIV_TO(["ghost"]), ...jumps("pi", ["ghost"])]);
+    expect(st().chain(4, from(["ghost"]))).toEqual([DIV_FROM(["ghost"]), MAC_CHECK, ...jumps("po", ["ghost"])]);
     expect(st().chain(4, "pal-pi-ghost")).toEqual([MARK.set, MARK.returnIfSet]);
+    // A reply reaching the endpoint: its outbound rules, mirrored; leaving it: its inbound rules, mirrored.
+    expect(st().chain(4, rto(["ghost"]))).toEqual(jumps("qo", ["ghost"]));
+    expect(st().chain(4, rfrom(["ghost"]))).toEqual(jumps("qi", ["ghost"]));
+    expect(st().chain(4, "pal-qi-ghost")).toEqual([MARK.set, MARK.returnIfSet]);
+    expect(st().chain(6, "pal-qo-ghost")).toEqual([MARK.set, MARK.returnIfSet]);
 
     // and goes again (with the profile's chains) when the profile is deleted
     g.deleteProfile("ghost");
     flush();
-    expect(st().chain(4, to(["ghost"]))).toEqual([MARK.clear, "-j DROP"]);
+    expect(st().chain(4, to(["ghost"]))).toEqual([DIV_TO(["ghost"]), MARK.clear, "-j DROP"]);
+    expect(st().chain(4, rto(["ghost"]))).toEqual([MARK.clear, "-j DROP"]);
     expect(st().chain(4, "pal-pi-ghost")).toBeUndefined();
     expect(st().chain(6, "pal-po-ghost")).toBeUndefined();
+    expect(st().chain(4, "pal-qi-ghost")).toBeUndefined();
+    expect(st().chain(6, "pal-qo-ghost")).toBeUndefined();
     expect(sink.violations()).toEqual([]);
   });
 
@@ -55,10 +73,12 @@ describe("calc graph: fail-safe rendering", () => {
     g.upsertProfile(allowAll("c"));
     g.upsertEndpoint(ep({ profile_ids: ["a", "b", "c"] }));
     flush();
-    expect(st().chain(4, to(["a", "b", "c"]))).toEqual([MARK.clear, "-j pal-pi-a", MARK.returnIfSet, "-j DROP"]);
+    expect(st().chain(4, to(["a", "b", "c"]))).toEqual([DIV_TO(["a", "b", "c"]), MARK.clear, "-j pal-pi-a", MARK.returnIfSet, "-j DROP"]);
+    expect(st().chain(4, rfrom(["a", "b", "c"]))).toEqual([MARK.clear, "-j pal-qi-a", MARK.returnIfSet, "-j DROP"]);
     g.upsertProfile(allowAll("b"));
     flush();
-    expect(st().chain(4, to(["a", "b", "c"]))).toEqual(jumps("pi", ["a", "b", "c"]));
+    expect(st().chain(4, to(["a", "b", "c"]))).toEqual([DIV_TO(["a", "b", "c"]), ...jumps("pi", ["a", "b", "c"])]);
+    expect(st().chain(4, rfrom(["a", "b", "c"]))).toEqual(jumps("qi", ["a", "b", "c"]));
   });
 
   it("an inactive endpoint is dropped in both directions, whatever its profiles", () => {
@@ -76,7 +96,7 @@ describe("calc graph: fail-safe rendering", () => {
     expect(st().chain(4, to(["a"]))).toBeUndefined();
     g.upsertEndpoint(ep({ profile_ids: ["a"], state: "active", mac: "02:00:00:00:00:01", ipv6_nets: ["2001:db8::1"] }));
     flush();
-    expect(st().chain(4, to(["a"]))).toEqual(jumps("pi", ["a"]));
+    expect(st().chain(4, to(["a"]))).toEqual([DIV_TO(["a"]), ...jumps("pi", ["a"])]);
     expect(classify(st().plain(), 4, "to", "198.18.0.1", "tap1")).toBe(to(["a"]));
     expect(st().plain().sets["pal4i-inactive"]!.members).toEqual([]);
   });
@@ -86,8 +106,10 @@ describe("calc graph: fail-safe rendering", () => {
     g.upsertEndpoint(ep({ profile_ids: [] }));
     flush();
     for (const f of [4, 6] as const) {
-      expect(st().chain(f, to([]))).toEqual([MARK.clear, "-j DROP"]);
-      expect(st().chain(f, from([]))).toEqual([MAC_CHECK, MARK.clear, "-j DROP"]);
+      expect(st().chain(f, to([]))).toEqual([DIV_TO([]), MARK.clear, "-j DROP"]);
+      expect(st().chain(f, from([]))).toEqual([DIV_FROM([]), MAC_CHECK, MARK.clear, "-j DROP"]);
+      expect(st().chain(f, rto([]))).toEqual([MARK.clear, "-j DROP"]);
+      expect(st().chain(f, rfrom([]))).toEqual([MARK.clear, "-j DROP"]);
     }
     expect(classify(st().plain(), 4, "from", "198.18.0.1", "tap1")).toBe(from([]));
     // No IPv6 address: nothing from it is classified in IPv6.

@@ -53,12 +53,15 @@ describe("calc graph: incrementality", () => {
       { type: "ipset-delta", name: "pal6t-db-user", family: 6, added: ["2001:db8::32"], removed: [] },
     ]);
     const hvC = updatesFor("hvC").map(label).sort();
-    // A class new to the host: its chains and sets, the roots listing it, the profile's chains.
+    // A class new to the host: its chains (and mirrored chains, DESIGN §6.5)
+    // and sets, the roots listing it, the profile's chains and mirrored chains.
     expect(hvC).toEqual([
-      `chain-update 4:pal-cf_${APP}`, `chain-update 4:pal-ct_${APP}`, "chain-update 4:pal-from-wl-dispatch", "chain-update 4:pal-pi-app",
-      "chain-update 4:pal-po-app", "chain-update 4:pal-to-wl-dispatch",
-      `chain-update 6:pal-cf_${APP}`, `chain-update 6:pal-ct_${APP}`, "chain-update 6:pal-from-wl-dispatch", "chain-update 6:pal-pi-app",
-      "chain-update 6:pal-po-app", "chain-update 6:pal-to-wl-dispatch",
+      `chain-update 4:pal-cf_${APP}`, `chain-update 4:pal-ct_${APP}`, `chain-update 4:pal-rf_${APP}`, `chain-update 4:pal-rt_${APP}`,
+      "chain-update 4:pal-from-wl-dispatch", "chain-update 4:pal-pi-app", "chain-update 4:pal-po-app",
+      "chain-update 4:pal-qi-app", "chain-update 4:pal-qo-app", "chain-update 4:pal-to-wl-dispatch",
+      `chain-update 6:pal-cf_${APP}`, `chain-update 6:pal-ct_${APP}`, `chain-update 6:pal-rf_${APP}`, `chain-update 6:pal-rt_${APP}`,
+      "chain-update 6:pal-from-wl-dispatch", "chain-update 6:pal-pi-app", "chain-update 6:pal-po-app",
+      "chain-update 6:pal-qi-app", "chain-update 6:pal-qo-app", "chain-update 6:pal-to-wl-dispatch",
       `endpoint-update ${keyOf(c2)}`,
       "ipset-delta 4:pal4i-nomac", `ipset-update 4:pal4ic_${APP}`, `ipset-update 6:pal6ic_${APP}`,
     ].sort());
@@ -78,8 +81,10 @@ describe("calc graph: incrementality", () => {
       { type: "ipset-delta", name: "pal6t-db-user", family: 6, added: [], removed: ["2001:db8::32"] },
     ]);
     expect(updatesFor("hvC").map(label).sort()).toEqual([
-      `chain-remove 4:pal-cf_${APP}`, `chain-remove 4:pal-ct_${APP}`, "chain-remove 4:pal-pi-app", "chain-remove 4:pal-po-app",
-      `chain-remove 6:pal-cf_${APP}`, `chain-remove 6:pal-ct_${APP}`, "chain-remove 6:pal-pi-app", "chain-remove 6:pal-po-app",
+      `chain-remove 4:pal-cf_${APP}`, `chain-remove 4:pal-ct_${APP}`, `chain-remove 4:pal-rf_${APP}`, `chain-remove 4:pal-rt_${APP}`,
+      "chain-remove 4:pal-pi-app", "chain-remove 4:pal-po-app", "chain-remove 4:pal-qi-app", "chain-remove 4:pal-qo-app",
+      `chain-remove 6:pal-cf_${APP}`, `chain-remove 6:pal-ct_${APP}`, `chain-remove 6:pal-rf_${APP}`, `chain-remove 6:pal-rt_${APP}`,
+      "chain-remove 6:pal-pi-app", "chain-remove 6:pal-po-app", "chain-remove 6:pal-qi-app", "chain-remove 6:pal-qo-app",
       "chain-update 4:pal-from-wl-dispatch", "chain-update 4:pal-to-wl-dispatch",
       "chain-update 6:pal-from-wl-dispatch", "chain-update 6:pal-to-wl-dispatch",
       `endpoint-remove ${keyOf(c2)}`,
@@ -91,9 +96,10 @@ describe("calc graph: incrementality", () => {
     g.upsertProfile({ ...db, inboundRules: [{ ...db.inboundRules[0]!, match: { ...db.inboundRules[0]!.match, dstPorts: [{ first: 5433, last: 5433 }] } }] });
     g.flush(2);
     expect(hostsTouched()).toEqual(["hvA"]);
-    // the outbound chain did not change: not re-sent
-    expect(updatesFor("hvA").map(label)).toEqual(["chain-update 4:pal-pi-db", "chain-update 6:pal-pi-db"]);
+    // the outbound chains did not change: not re-sent; the inbound one and its mirror did
+    expect(updatesFor("hvA").map(label)).toEqual(["chain-update 4:pal-pi-db", "chain-update 4:pal-qi-db", "chain-update 6:pal-pi-db", "chain-update 6:pal-qi-db"]);
     expect(sink.state("hvA").chain(4, "pal-pi-db")![0]).toContain("--dports 5433");
+    expect(sink.state("hvA").chain(4, "pal-qi-db")![0]).toContain("--sports 5433");
   });
 
   it("a profile used by two endpoints on one host is sent once", () => {
@@ -103,7 +109,7 @@ describe("calc graph: incrementality", () => {
     mark = sink.calls.length;
     g.upsertProfile({ ...db, outboundRules: [] });
     g.flush(3);
-    expect(updatesFor("hvA").map(label)).toEqual(["chain-update 4:pal-po-db", "chain-update 6:pal-po-db"]);
+    expect(updatesFor("hvA").map(label)).toEqual(["chain-update 4:pal-po-db", "chain-update 4:pal-qo-db", "chain-update 6:pal-po-db", "chain-update 6:pal-qo-db"]);
   });
 
   it("a rule change that references a new tag sends that set to the hosts using the profile only", () => {
@@ -112,8 +118,11 @@ describe("calc graph: incrementality", () => {
     expect(hostsTouched()).toEqual(["hvC", "hvD"]);
     for (const h of ["hvC", "hvD"]) {
       expect(updatesFor(h).map(label)).toEqual([
-        "ipset-update 4:pal4t-db", "ipset-update 6:pal6t-db", "chain-update 4:pal-pi-other", "chain-update 6:pal-pi-other",
+        "ipset-update 4:pal4t-db", "ipset-update 6:pal6t-db", "chain-update 4:pal-pi-other", "chain-update 4:pal-qi-other",
+        "chain-update 6:pal-pi-other", "chain-update 6:pal-qi-other",
       ]);
+      // The mirror matches the tag on the other side (a reply's destination).
+      expect(sink.state(h).chain(4, "pal-qi-other")![0]).toContain("--match-set pal4t-db dst");
       // a1 (tag db via profile db) is the only v4 member; nobody has a v6 address with tag db
       expect(sink.state(h).sets.get("pal4t-db")?.members).toEqual(new Set(["198.18.1.1"]));
       expect(sink.state(h).sets.get("pal6t-db")?.members).toEqual(new Set());
