@@ -4,7 +4,7 @@ import { describe, expect, it } from "vitest";
 import { CalcGraph } from "../../services/calc/calc-graph.js";
 import { DEFAULT_CALC_CONFIG } from "../../services/calc/index.js";
 import { RecordingSink, snapshotState } from "../support/host-state.js";
-import { MARK, endpoint, jumps, keyOf, profile } from "../support/model.js";
+import { MARK, divert, endpoint, jumps, keyOf, profile } from "../support/model.js";
 import { classKey } from "../../services/calc/names.js";
 
 const db = profile({
@@ -84,10 +84,19 @@ describe("calc graph: the seed example", () => {
         "6:pal-pi-db": [`-p tcp -m set --match-set pal6t-db-user src -m multiport --dports 5432 ${MARK.set}`, MARK.returnIfSet],
         "4:pal-po-db": [MARK.set, MARK.returnIfSet],
         "6:pal-po-db": [MARK.set, MARK.returnIfSet],
-        [`4:pal-ct_${DB}`]: jumps("pi", ["db"]),
-        [`6:pal-ct_${DB}`]: jumps("pi", ["db"]),
-        [`4:pal-cf_${DB}`]: ["-j pal-from-wl-mac", ...jumps("po", ["db"])],
-        [`6:pal-cf_${DB}`]: ["-j pal-from-wl-mac", ...jumps("po", ["db"])],
+        // The mirrored chains (DESIGN §6.5): source and destination swapped.
+        "4:pal-qi-db": [`-p tcp -m set --match-set pal4t-db-user dst -m multiport --sports 5432 ${MARK.set}`, MARK.returnIfSet],
+        "6:pal-qi-db": [`-p tcp -m set --match-set pal6t-db-user dst -m multiport --sports 5432 ${MARK.set}`, MARK.returnIfSet],
+        "4:pal-qo-db": [MARK.set, MARK.returnIfSet],
+        "6:pal-qo-db": [MARK.set, MARK.returnIfSet],
+        [`4:pal-ct_${DB}`]: [divert(`pal-rt_${DB}`), ...jumps("pi", ["db"])],
+        [`6:pal-ct_${DB}`]: [divert(`pal-rt_${DB}`), ...jumps("pi", ["db"])],
+        [`4:pal-cf_${DB}`]: [divert(`pal-rf_${DB}`), "-j pal-from-wl-mac", ...jumps("po", ["db"])],
+        [`6:pal-cf_${DB}`]: [divert(`pal-rf_${DB}`), "-j pal-from-wl-mac", ...jumps("po", ["db"])],
+        [`4:pal-rt_${DB}`]: jumps("qo", ["db"]),
+        [`6:pal-rt_${DB}`]: jumps("qo", ["db"]),
+        [`4:pal-rf_${DB}`]: jumps("qi", ["db"]),
+        [`6:pal-rf_${DB}`]: jumps("qi", ["db"]),
       },
       endpoints: { [keyOf(dbVm)]: "tap-db1" },
     });
@@ -112,10 +121,18 @@ describe("calc graph: the seed example", () => {
         "6:pal-pi-app": [],
         "4:pal-po-app": [MARK.set, MARK.returnIfSet],
         "6:pal-po-app": [MARK.set, MARK.returnIfSet],
-        [`4:pal-ct_${APP}`]: jumps("pi", ["app"]),
-        [`6:pal-ct_${APP}`]: jumps("pi", ["app"]),
-        [`4:pal-cf_${APP}`]: ["-j pal-from-wl-mac", ...jumps("po", ["app"])],
-        [`6:pal-cf_${APP}`]: ["-j pal-from-wl-mac", ...jumps("po", ["app"])],
+        "4:pal-qi-app": [],
+        "6:pal-qi-app": [],
+        "4:pal-qo-app": [MARK.set, MARK.returnIfSet],
+        "6:pal-qo-app": [MARK.set, MARK.returnIfSet],
+        [`4:pal-ct_${APP}`]: [divert(`pal-rt_${APP}`), ...jumps("pi", ["app"])],
+        [`6:pal-ct_${APP}`]: [divert(`pal-rt_${APP}`), ...jumps("pi", ["app"])],
+        [`4:pal-cf_${APP}`]: [divert(`pal-rf_${APP}`), "-j pal-from-wl-mac", ...jumps("po", ["app"])],
+        [`6:pal-cf_${APP}`]: [divert(`pal-rf_${APP}`), "-j pal-from-wl-mac", ...jumps("po", ["app"])],
+        [`4:pal-rt_${APP}`]: jumps("qo", ["app"]),
+        [`6:pal-rt_${APP}`]: jumps("qo", ["app"]),
+        [`4:pal-rf_${APP}`]: jumps("qi", ["app"]),
+        [`6:pal-rf_${APP}`]: jumps("qi", ["app"]),
       },
       endpoints: { [keyOf(appVm)]: "tap-app1" },
     });
