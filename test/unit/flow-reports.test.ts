@@ -57,7 +57,15 @@ describe("flow report points in the rendering", () => {
   it("every DROP a class, profile, root, MAC or workload-to-host chain renders is preceded by its report, with the right code", () => {
     const chains = hostChains();
     let drops = 0;
+    // The mirrored chains (DESIGN §6.5) report nothing: a re-check is no new flow.
+    const mirrored = /^[46]:pal-(?:rf_|rt_|qi[-_]|qo[-_])/;
+    let mirroredChains = 0;
     for (const [key, rules] of chains) {
+      if (mirrored.test(key)) {
+        mirroredChains++;
+        expect(rules.some((r) => r.includes("NFLOG") || /-j pal-log/.test(r)), key).toBe(false);
+        continue;
+      }
       rules.forEach((r, i) => {
         if (!r.endsWith("-j DROP")) return;
         drops++;
@@ -72,6 +80,8 @@ describe("flow report points in the rendering", () => {
       });
     }
     expect(drops).toBeGreaterThan(10);
+    // Per family: two classes' pal-rf_/pal-rt_, profile p's pal-qi/pal-qo.
+    expect(mirroredChains).toBe(12);
     const codes = (key: string) => (chains.get(key) ?? []).map(prefixOf).filter(Boolean).map((x) => parseLogPrefix(x!)!);
     expect(codes(`4:pal-ct_${A}`)).toEqual([{ code: "m", chain: `pal-ct_${A}`, n: 1 }]);
     expect(codes(`4:pal-ct_${C}`)).toEqual([{ code: "d", chain: `pal-ct_${C}`, n: undefined }]);
@@ -106,8 +116,9 @@ describe("flow report points in the rendering", () => {
 
   it("class chains clear the log mark with the accept mark before their profiles (a mark left upstream cannot report)", () => {
     const chains = hostChains();
-    expect(chains.get(`4:pal-ct_${A}`)![0]).toBe("-j MARK --set-xmark 0x0/0x3000000");
-    expect(chains.get(`4:pal-cf_${A}`)!.slice(0, 2)).toEqual(["-j pal-from-wl-mac", "-j MARK --set-xmark 0x0/0x3000000"]);
+    // After the re-check divert (DESIGN §6.5), which only a reply-direction re-check takes.
+    expect(chains.get(`4:pal-ct_${A}`)!.slice(0, 2)).toEqual([`-m mark --mark 0x4000000/0x4000000 -g pal-rt_${A}`, "-j MARK --set-xmark 0x0/0x3000000"]);
+    expect(chains.get(`4:pal-cf_${A}`)!.slice(0, 3)).toEqual([`-m mark --mark 0x4000000/0x4000000 -g pal-rf_${A}`, "-j pal-from-wl-mac", "-j MARK --set-xmark 0x0/0x3000000"]);
   });
 
   it("prefixes fit NFLOG's 64 bytes for the longest names and round-trip", () => {

@@ -220,17 +220,31 @@ describe("renderProfile", () => {
       outboundRules: [rule({}, {}, { ipVersion: 6, action: "allow" }), rule({ dstTag: "v6only" }, {}, { ipVersion: 6 })],
       labels: {},
     }, cfg);
-    expect(r.chains.map((c) => `${c.family}:${c.name}`)).toEqual(["4:pal-pi-db", "4:pal-po-db", "6:pal-pi-db", "6:pal-po-db"]);
+    // With each chain its mirrored twin (DESIGN §6.5, "Reply-direction re-check chains").
+    expect(r.chains.map((c) => `${c.family}:${c.name}`)).toEqual([
+      "4:pal-pi-db", "4:pal-po-db", "4:pal-qi-db", "4:pal-qo-db", "6:pal-pi-db", "6:pal-po-db", "6:pal-qi-db", "6:pal-qo-db",
+    ]);
     expect(r.chains.every((c) => c.table === "filter")).toBe(true);
-    expect(r.chains[0]!.rules).toEqual([
+    const rules = (key: string) => r.chains.find((c) => `${c.family}:${c.name}` === key)!.rules;
+    expect(rules("4:pal-pi-db")).toEqual([
       `-p tcp -m set --match-set pal4t-db-user src -m multiport --dports 5432 ${SET_MARK}`, RETURN_IF_MARKED,
       `-s 10.0.0.0/8 -m set ! --match-set pal4t-banned src ${SET_MARK}`, RETURN_IF_MARKED,
     ]);
-    expect(r.chains[1]!.rules).toEqual([]);
-    expect(r.chains[2]!.rules).toEqual([
+    expect(rules("4:pal-po-db")).toEqual([]);
+    expect(rules("6:pal-pi-db")).toEqual([
       `-p tcp -m set --match-set pal6t-db-user src -m multiport --dports 5432 ${SET_MARK}`, RETURN_IF_MARKED,
     ]);
-    expect(r.chains[3]!.rules).toEqual([SET_MARK, RETURN_IF_MARKED, `-m set --match-set pal6t-v6only dst ${SET_MARK}`, RETURN_IF_MARKED]);
+    expect(rules("6:pal-po-db")).toEqual([SET_MARK, RETURN_IF_MARKED, `-m set --match-set pal6t-v6only dst ${SET_MARK}`, RETURN_IF_MARKED]);
+    // Mirrored: source and destination (nets, tags, ports) swapped, same sets.
+    expect(rules("4:pal-qi-db")).toEqual([
+      `-p tcp -m set --match-set pal4t-db-user dst -m multiport --sports 5432 ${SET_MARK}`, RETURN_IF_MARKED,
+      `-d 10.0.0.0/8 -m set ! --match-set pal4t-banned dst ${SET_MARK}`, RETURN_IF_MARKED,
+    ]);
+    expect(rules("4:pal-qo-db")).toEqual([]);
+    expect(rules("6:pal-qi-db")).toEqual([
+      `-p tcp -m set --match-set pal6t-db-user dst -m multiport --sports 5432 ${SET_MARK}`, RETURN_IF_MARKED,
+    ]);
+    expect(rules("6:pal-qo-db")).toEqual([SET_MARK, RETURN_IF_MARKED, `-m set --match-set pal6t-v6only src ${SET_MARK}`, RETURN_IF_MARKED]);
     // The v4-only rule's negated tag is referenced only in IPv4; the v6-only tag only in IPv6.
     expect(new Map(r.sets)).toEqual(new Map([
       ["pal4t-db-user", { tag: "db-user", family: 4 }],
@@ -238,6 +252,20 @@ describe("renderProfile", () => {
       ["pal6t-db-user", { tag: "db-user", family: 6 }],
       ["pal6t-v6only", { tag: "v6only", family: 6 }],
     ]));
+  });
+
+  it("mirrored chains: an ICMP query rule answers with its reply type, a non-query ICMP rule is left out", () => {
+    const r = renderProfile({
+      id: "icmp", tags: [], labels: {},
+      inboundRules: [
+        rule({ protocol: "icmp", icmpType: 8 }, {}, { action: "allow" }),
+        rule({ protocol: "icmp", icmpType: 3 }, {}, { action: "deny" }),
+      ],
+      outboundRules: [],
+    }, cfg);
+    const rules = (key: string) => r.chains.find((c) => `${c.family}:${c.name}` === key)!.rules;
+    expect(rules("4:pal-pi-icmp")).toEqual([`-p icmp -m icmp --icmp-type 8 ${SET_MARK}`, RETURN_IF_MARKED, "-p icmp -m icmp --icmp-type 3 -j DROP"]);
+    expect(rules("4:pal-qi-icmp")).toEqual([`-p icmp -m icmp --icmp-type 0 ${SET_MARK}`, RETURN_IF_MARKED]);
   });
 
   it("a profile's own tags are not sets it references", () => {
