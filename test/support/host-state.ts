@@ -13,6 +13,24 @@ export interface PlainHostState {
 const SET_REF = /--match-set (\S+) (?:src|dst)/g;
 const CHAIN_REF = /-[jg] (pal-\S+)/g;
 
+/**
+ * Chains that come in pairs (DESIGN §6.5, "Reply-direction re-check
+ * chains"): a profile's chain and its mirrored chain, a class chain and its
+ * mirrored class chain. One without its twin on a host is a rendering or
+ * removal bug.
+ */
+const TWINS: [RegExp, string][] = [
+  [/^pal-pi([-_])/, "pal-qi"], [/^pal-qi([-_])/, "pal-pi"], [/^pal-po([-_])/, "pal-qo"], [/^pal-qo([-_])/, "pal-po"],
+  [/^pal-cf_/, "pal-rf"], [/^pal-rf_/, "pal-cf"], [/^pal-ct_/, "pal-rt"], [/^pal-rt_/, "pal-ct"],
+];
+export function twinOf(name: string): string | undefined {
+  for (const [re, other] of TWINS) {
+    const m = re.exec(name);
+    if (m) return `${other}${m[1] ?? "_"}${name.slice(m[0].length)}`;
+  }
+  return undefined;
+}
+
 function setRefs(rules: readonly string[]): string[] {
   return rules.flatMap((r) => [...r.matchAll(SET_REF)].map((m) => m[1]!));
 }
@@ -82,6 +100,8 @@ export class HostState {
         if (!this.chains.has(`${family}:${c}`)) this.violations.push(`chain ${key} jumps to missing ${c}`);
       }
       for (const s of setRefs(rules)) if (!this.sets.has(s)) this.violations.push(`chain ${key} references missing set ${s}`);
+      const twin = twinOf(key.slice(key.indexOf(":") + 1));
+      if (twin !== undefined && !this.chains.has(`${family}:${twin}`)) this.violations.push(`chain ${key} without its twin ${twin}`);
     }
   }
 
