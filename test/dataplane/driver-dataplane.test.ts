@@ -82,12 +82,13 @@ for (const backend of ["nft", "legacy"] as const) {
       const again = await restarted.apply(desiredFor(MODEL));
       expect(again).toMatchObject({ chainsWritten: 0, chainsRemoved: 0, ipsetLines: 0, bytesWritten: 0 });
 
-      // One profile changes: only its chains (one per family it renders into) are rewritten.
+      // One profile changes: only its changed chains are rewritten — the
+      // inbound chain and its mirrored twin (DESIGN §6.5), per family it renders into.
       const changed = MODEL.map((o) => (o.kind === "Profile" && o.profile.id === "db"
         ? { ...o, profile: { ...o.profile, inboundRules: [{ ...o.profile.inboundRules[0]!, match: { ...o.profile.inboundRules[0]!.match, dstPorts: [{ first: 5433, last: 5433 }] } }] } }
         : o));
       const inc = await restarted.apply(desiredFor(changed));
-      expect(inc.chainsWritten).toBe(2);
+      expect(inc.chainsWritten).toBe(4);
       expect(inc.ipsetLines).toBe(0);
     });
 
