@@ -186,9 +186,12 @@ describe("revoked access ends open connections, allowed ones go on", () => {
     await sleepUntil(T + REVOKE_WITHIN_MS + CHECK_WINDOW_MS);
   }, 150_000);
   afterAll(async () => {
-    sessions?.stopAll();
-    await lab?.destroy();
-    await t?.stop();
+    // finally: a throw while stopping sessions must not leave the lab's namespaces behind.
+    try {
+      sessions?.stopAll();
+    } finally {
+      try { await lab?.destroy(); } finally { await t?.stop(); }
+    }
   });
 
   it("every session ran before the change (the lab's traffic is real)", () => {
