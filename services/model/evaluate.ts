@@ -205,6 +205,18 @@ export function createEvaluator(model: ModelView) {
   }
 
   return {
+    /**
+     * Whether one rule matches a packet, as `trace` judges it (for property
+     * tests of rule transforms such as mirrorRule).
+     */
+    ruleMatches(rule: Rule, pkt: Packet): boolean {
+      const s = parseAddress(pkt.src);
+      const d = parseAddress(pkt.dst);
+      if (!s || !d || s.version !== d.version) throw new Error("source and destination must be addresses of one IP family");
+      const src: Addr = { text: formatAddress(s.version, s.addr), addr: s.addr };
+      const dst: Addr = { text: formatAddress(d.version, d.addr), addr: d.addr };
+      return ruleMatches(rule, pkt, s.version, src, dst);
+    },
     trace(pkt: Packet): TraceResult {
       const s = parseAddress(pkt.src);
       const d = parseAddress(pkt.dst);

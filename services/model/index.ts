@@ -9,4 +9,5 @@ export {
   splitDocuments, parseDocuments, parseDocument, parseRefs, validateObject, toDocument, toYaml, ruleToDocument,
   objectKey, describe, parseEndpointKey,
 } from "./document.js";
+export { mirrorRule } from "./mirror.js";
 export { AmbiguousAddressError, createEvaluator, type Packet, type TraceResult, type TraceStep, type Decision, type ModelView } from "./evaluate.js";
