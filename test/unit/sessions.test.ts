@@ -1,0 +1,34 @@
+// The session harness's measures (test/lab/sessions.ts), on made-up
+// timelines: what the revoke e2e test's 100 ms bound rests on.
+import { describe, expect, it } from "vitest";
+import { deliveryDelayAt, sessionGapAt } from "../lab/sessions.js";
+
+const every20 = (from: number, to: number) => Array.from({ length: Math.floor((to - from) / 20) + 1 }, (_, i) => from + 20 * i);
+
+describe("session measures", () => {
+  it("receive gap: the window's edges count, the largest gap and its start are found", () => {
+    expect(sessionGapAt([100, 120, 300, 320], 100, 340)).toEqual({ gap: 180, at: 120 });
+    expect(sessionGapAt([], 0, 500)).toEqual({ gap: 500, at: 0 });
+    expect(sessionGapAt([10, 30], 0, 500)).toEqual({ gap: 470, at: 30 });
+  });
+
+  it("delivery delay: packets sent and not delivered for 150 ms show as 150 ms", () => {
+    const tx = every20(0, 1000);
+    const rx = tx.filter((t) => t < 400 || t >= 540).map((t) => t + 1);
+    expect(deliveryDelayAt(rx, tx, 0, 1000)).toEqual({ gap: 141, at: 400 });
+  });
+
+  it("delivery delay: a sender that paused sends nothing, so its silence is no delay", () => {
+    const tx = every20(0, 1000).filter((t) => t < 400 || t >= 600);
+    const rx = tx.map((t) => t + 1);
+    expect(deliveryDelayAt(rx, tx, 0, 1000).gap).toBe(1);
+  });
+
+  it("delivery delay: a receiver not scheduled reads late, which is not counted; a drop outside its stall is", () => {
+    const tx = every20(0, 1000);
+    const rx = tx.map((t) => (t >= 400 && t < 520 ? 521 : t + 1));
+    expect(deliveryDelayAt(rx, tx, 0, 1000, [[400, 521]]).gap).toBe(1);
+    expect(deliveryDelayAt(rx, tx, 0, 1000, [[400, 450]]).gap).toBe(71);
+    expect(deliveryDelayAt(rx, tx, 0, 1000).gap).toBe(121);
+  });
+});
