@@ -38,7 +38,7 @@ import { createExecRunner, type CommandRunner } from "../../services/driver/kern
 import { createDataplane } from "../../services/driver/apply/dataplane.js";
 import { emptyFamilyState, HOOKS } from "../../services/driver/kernel/kernel-state.js";
 import { planApply } from "../../services/driver/plan/plan.js";
-import { createHostFeed, rawBytes, TOPOLOGIES, type Topology } from "./host-feed.js";
+import { applyRawChange, createHostFeed, rawBytes, TOPOLOGIES, type Topology } from "./host-feed.js";
 import { kernelMatch } from "./kernel-match.js";
 import { mulberry32 } from "../support/prng.js";
 import { genEndpoint, genProfiles } from "./model-gen.js";
@@ -153,9 +153,7 @@ async function densityOne(backend: Backend, size: number, samples: number, lists
         const text = feed.change(...changeOf(kind, k)).raw;
         const runRaw = async () => {
           const t1 = performance.now();
-          if (text.ipsetBefore.length) await raw.run("ipset", ["restore"], `${text.ipsetBefore.join("\n")}\n`);
-          if (text.restore) await raw.run(restoreCmd, ["--noflush", "--wait", "10"], text.restore);
-          if (text.ipsetAfter.length) await raw.run("ipset", ["restore"], `${text.ipsetAfter.join("\n")}\n`);
+          await applyRawChange(raw, restoreCmd, text);
           times[kind].raw.push(performance.now() - t1);
           times[kind].bytes = rawBytes(text);
         };

@@ -17,7 +17,7 @@ import { createExecRunner } from "../../services/driver/kernel/command-runner.js
 import { createDataplane } from "../../services/driver/apply/dataplane.js";
 import { emptyFamilyState } from "../../services/driver/kernel/kernel-state.js";
 import { planApply } from "../../services/driver/plan/plan.js";
-import { createHostFeed, rawBytes, type Topology } from "./host-feed.js";
+import { applyRawChange, createHostFeed, rawBytes, type Topology } from "./host-feed.js";
 import type { Endpoint } from "../../services/model/index.js";
 import { mulberry32 } from "../support/prng.js";
 import { genEndpoint, genProfiles } from "./model-gen.js";
@@ -65,9 +65,7 @@ export async function benchDriver(opts: { endpoints: number; profiles: number; r
       const text = feed.change((g) => g.upsertEndpoint(bump(endpoints[i]!, i))).raw;
       bytes = rawBytes(text);
       const t = performance.now();
-      if (text.ipsetBefore.length) await run.run("ipset", ["restore"], `${text.ipsetBefore.join("\n")}\n`);
-      if (text.restore) await run.run(restoreCmd, ["--noflush", "--wait", "10"], text.restore);
-      if (text.ipsetAfter.length) await run.run("ipset", ["restore"], `${text.ipsetAfter.join("\n")}\n`);
+      await applyRawChange(run, restoreCmd, text);
       incMs.push(performance.now() - t);
     }
     const raw = { fullMs, incMs: incMs.sort((a, b) => a - b), bytes };

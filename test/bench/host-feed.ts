@@ -10,13 +10,15 @@
 // and the state passes through the driver's own BridgeLayer exactly as
 // services/driver/driver.ts does it (twins, per-port sets, guard chains).
 import { CalcGraph, DEFAULT_CALC_CONFIG, type HostUpdate } from "../../services/calc/index.js";
-import { DesiredState, type DesiredChanges, type DesiredSet } from "../../services/driver/sync/desired-state.js";
+import { DesiredState, type DesiredSet } from "../../services/driver/sync/desired-state.js";
 import { setCreate, type PlanInput } from "../../services/driver/plan/plan.js";
 import { buildPlanInput, driverBaseChains } from "../../services/driver/plan/plan-input.js";
 import { BridgeLayer } from "../../services/driver/plan/bridge-twins.js";
 import { renderFlowLogChains } from "../../services/driver/flows/flow-log-chains.js";
 import { FLOW_DEFAULTS } from "../../services/driver/flows/flow-reporter.js";
 import type { Endpoint, Profile } from "../../services/model/index.js";
+import type { ApplySource } from "../../services/driver/apply/dataplane.js";
+import type { CommandRunner } from "../../services/driver/kernel/command-runner.js";
 
 export type Topology = "routed" | "bridged";
 export const TOPOLOGIES: readonly Topology[] = ["routed", "bridged"];
@@ -29,11 +31,6 @@ const FAMILIES = [4] as const;
 /** The driver's own flow-report chains (DESIGN §6.12): it always programs them, and the bridge guard's drops report through them. */
 const OWN_CHAINS = renderFlowLogChains(FLOW_DEFAULTS, 4);
 
-/** What an apply is handed: the plan input and what changed (undefined: plan in full). */
-export interface ApplySource {
-  input: PlanInput;
-  changes: DesiredChanges | undefined;
-}
 
 /** Raw `ipset restore` / `iptables-restore --noflush` input for one change (rawChangeText). */
 export type RawChange = ReturnType<typeof rawChangeText>;
@@ -226,4 +223,11 @@ export function rawChangeText(updates: HostUpdate[]): { ipsetBefore: string[]; r
 /** Bytes of a raw change's text. */
 export function rawBytes(t: RawChange): number {
   return (t.restore?.length ?? 0) + t.ipsetBefore.join("\n").length + t.ipsetAfter.join("\n").length;
+}
+
+/** Writes a raw change as the floor does: sets first, the chains, then set removals (the order the kernel needs). */
+export async function applyRawChange(run: CommandRunner, restoreCmd: string, t: RawChange): Promise<void> {
+  if (t.ipsetBefore.length) await run.run("ipset", ["restore"], `${t.ipsetBefore.join("\n")}\n`);
+  if (t.restore) await run.run(restoreCmd, ["--noflush", "--wait", "10"], t.restore);
+  if (t.ipsetAfter.length) await run.run("ipset", ["restore"], `${t.ipsetAfter.join("\n")}\n`);
 }
