@@ -1,10 +1,15 @@
-// npm run bench [-- --size full|quick|ci] [--quick] [--only calc|fanout|driver|density|e2e|flows|openstack] [--json FILE]:
+// npm run bench [-- --size full|quick|ci] [--quick] [--only calc|fanout|driver|density|e2e|flows|openstack]
+//   [--topology routed|bridged|both] [--json FILE]:
 // performance figures, printed. Not part of npm test's pass/fail on speed:
 // speed is measured here, behaviour is tested there. `--size ci` runs every
 // section at a tiny size so that CI (test/e2e/bench-ci.test.ts) sees the
 // bench complete; its figures mean nothing. Every section runs under a
 // deadline (deadline.ts): a hang ends the run with exit code 1 and a message
-// naming the section and what it was waiting for.
+// naming the section and what it was waiting for. --topology (default both):
+// the driver and density sections' host has routed taps, bridged ones (every
+// tap a bridge port, the state through the driver's BridgeLayer, DESIGN
+// §6.3), or each in turn; bridged figures are reported beside the routed
+// ones (`driver_bridged`, density rows with topology "bridged").
 import { writeFileSync } from "node:fs";
 import { benchCalc } from "./calc-scale.js";
 import { DeadlineExceeded, withDeadline } from "./deadline.js";
@@ -14,6 +19,7 @@ import { benchE2e } from "./e2e-latency.js";
 import { benchFanout } from "./fanout.js";
 import { benchFlows } from "./flows.js";
 import { benchOpenstack } from "./openstack.js";
+import { TOPOLOGIES, type Topology } from "./host-feed.js";
 import { SIZES, type SizeName } from "./sizes.js";
 import { silenceIpServerNameWarning } from "../../services/runtime/tls.js";
 
@@ -34,6 +40,12 @@ if (only !== undefined && !(sections as readonly string[]).includes(only)) {
   process.stderr.write(`bench: unknown section '${only}' (${sections.join(", ")})\n`);
   process.exit(2);
 }
+const topologyArg = valueOf("--topology") ?? "both";
+if (topologyArg !== "both" && !(TOPOLOGIES as readonly string[]).includes(topologyArg)) {
+  process.stderr.write(`bench: unknown --topology '${topologyArg}' (routed, bridged or both)\n`);
+  process.exit(2);
+}
+const topologies: readonly Topology[] = topologyArg === "both" ? TOPOLOGIES : [topologyArg as Topology];
 const jsonAt = valueOf("--json");
 const results: Record<string, unknown> = {};
 const seconds: Record<string, number> = {};
@@ -68,16 +80,19 @@ await section("calc", () => { report("calc", benchCalc(size.calc)); });
 await section("fanout", async (signal) => { report("fanout", await benchFanout({ ...size.fanout, signal })); });
 
 await section("driver", async () => {
-  for (const backend of ["nft", "legacy"] as const) {
-    const r = await benchDriver({ ...size.driver, backend });
-    report(backend === "nft" ? "driver" : "driver_legacy", r);
+  for (const topology of topologies) {
+    for (const backend of ["nft", "legacy"] as const) {
+      const r = await benchDriver({ ...size.driver, backend, topology });
+      // Routed under the names it always had (driver, driver_legacy).
+      report(`driver${backend === "nft" ? "" : "_legacy"}${topology === "routed" ? "" : `_${topology}`}`, r);
+    }
   }
 });
 
 // One host at growing density (issue #14): rules, first apply, single changes
 // vs. their raw floor; controller memory per endpoint.
 await section("density", async () => {
-  const density = await benchDensity(size.density);
+  const density = await benchDensity({ ...size.density, topologies });
   results.density = density;
   process.stdout.write(formatDensity(density));
 });

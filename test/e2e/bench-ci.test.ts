@@ -42,15 +42,23 @@ it("npm run bench, CI size: every section completes (fanout retries refused hell
     expect(j.fanout).toMatchObject({ streams: 200, samples: 5 });
     finite(j.fanout!, "connect_s", "p50_ms", "p99_ms");
     expect(j.fanout!.retries).toBeGreaterThan(0);
-    for (const d of [j.driver!, j.driver_legacy!]) {
+    // Routed under the keys it always had, bridged beside it (issue #20 item 5).
+    for (const [key, topology] of [["driver", "routed"], ["driver_legacy", "routed"], ["driver_bridged", "bridged"], ["driver_legacy_bridged", "bridged"]] as const) {
+      const d = j[key]!;
+      expect(d?.topology, key).toBe(topology);
       expect(d.rules).toBeGreaterThan(0);
       finite(d, "apply_ms", "raw_restore_ms", "incremental_apply_ms", "raw_incremental_ms");
+      // The raw floor and the driver ended with the same rules and sets.
+      expect(d.kernel_match, `${key}: ${JSON.stringify(d)}`).toBe(true);
     }
+    // Bridged adds the guard chains: more rules for the same host.
+    expect(j.driver_bridged!.rules).toBeGreaterThan(j.driver!.rules as number);
     const density = j.density as unknown as { rows: Figures[]; memory: Figures[] };
-    expect(density.rows.length).toBeGreaterThan(0);
+    expect(new Set(density.rows.map((r) => r.topology))).toEqual(new Set(["routed", "bridged"]));
     for (const row of density.rows) {
       finite(row, "rules", "first_apply_ms", "raw_first_apply_ms", "added_p50_ms", "address_p50_ms", "rule_p50_ms");
       expect(row.kernel_rules_match, JSON.stringify(row)).toBe(true);
+      expect(row.kernel_sets_match, JSON.stringify(row)).toBe(true);
     }
     expect(density.memory.length).toBeGreaterThan(0);
     for (const e of [j.e2e!, j.e2e_tls!]) {

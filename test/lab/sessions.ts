@@ -137,7 +137,10 @@ export function createSessions(lab: Lab) {
         return deliveryDelayAt(r[side].rx, r[side === "client" ? "server" : "client"].tx, from, to, r[side].stalls);
       },
       ended: () => { const r = read(); return [...r.client.events, ...r.server.events].filter((e) => e.ev !== "ready"); },
-      stop: () => { for (const ch of children) if (ch.pid !== undefined && ch.exitCode === null) process.kill(ch.pid, "SIGKILL"); },
+      // subprocess.kill, not process.kill(pid): a child that exited but is
+      // not yet reaped made process.kill throw ESRCH, which ended an
+      // afterAll before the lab's namespaces were removed.
+      stop: () => { for (const ch of children) ch.kill("SIGKILL"); },
     };
     all.push(session);
     return session;
