@@ -11,11 +11,18 @@ export const FEATURE_SET_LAYOUT = "set-layout";
 /** The flow-report chains `pal-log`/`pal-log-allow` that report points jump to (DESIGN §6.12). */
 export const FEATURE_FLOW_LOG = "flow-log";
 
+/**
+ * The chain `pal-ct-admit` every accept goes to, and the reply-direction
+ * re-check mark the class chains divert on (DESIGN §6.14): the controller's
+ * workload-to-host accept jumps to it.
+ */
+export const FEATURE_CT_ADMIT = "ct-admit";
+
 /** What this build's driver announces. */
-export const DRIVER_FEATURES: readonly string[] = [FEATURE_SET_LAYOUT, FEATURE_FLOW_LOG];
+export const DRIVER_FEATURES: readonly string[] = [FEATURE_SET_LAYOUT, FEATURE_FLOW_LOG, FEATURE_CT_ADMIT];
 
 /** What this build's controller renders, hence requires of every driver. */
-export const REQUIRED_FEATURES: readonly string[] = [FEATURE_SET_LAYOUT, FEATURE_FLOW_LOG];
+export const REQUIRED_FEATURES: readonly string[] = [FEATURE_SET_LAYOUT, FEATURE_FLOW_LOG, FEATURE_CT_ADMIT];
 
 /**
  * The features a hello's list stands for. Flow reports predate the features

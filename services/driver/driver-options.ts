@@ -44,6 +44,13 @@ export interface DriverOptions {
    * rate-limit chains are programmed with the defaults, but no reader runs.
    */
   flows?: FlowReportsConfig;
+  /**
+   * End connections the policy no longer admits (DESIGN §6.14): policy
+   * epochs in the conntrack mark, established packets judged again after a
+   * revoking change, and the conntrack entries of addresses that left an
+   * endpoint deleted. Default on.
+   */
+  endRevokedConnections?: boolean;
 }
 
 export interface NormalizedDriverOptions {
@@ -64,6 +71,7 @@ export interface NormalizedDriverOptions {
   metrics: DriverMetrics | undefined;
   rulesetMonitor: false | { command?: readonly string[]; debounceMs?: number };
   flows: FlowReportsConfig | undefined;
+  endRevokedConnections: boolean;
 }
 
 export const DRIVER_DEFAULTS = {
@@ -77,6 +85,7 @@ export const DRIVER_DEFAULTS = {
   readHost: procHostReader,
   readBridges: sysfsBridgeReader,
   rulesetMonitor: {},
+  endRevokedConnections: true,
 } as const satisfies Partial<DriverOptions>;
 
 function positive(name: string, v: number): number {
@@ -108,5 +117,6 @@ export function normalizeDriverOptions(o: DriverOptions): NormalizedDriverOption
     metrics: o.metrics,
     rulesetMonitor: o.rulesetMonitor ?? DRIVER_DEFAULTS.rulesetMonitor,
     flows: o.flows,
+    endRevokedConnections: o.endRevokedConnections ?? DRIVER_DEFAULTS.endRevokedConnections,
   };
 }

@@ -34,7 +34,10 @@ import { readBridgeZones } from "./monitors/bridge-zones.js";
 import { renderZoneChains, type BridgeZone } from "./plan/zone-chains.js";
 import type { ChainDef } from "../contract/host-update.js";
 import { createOwnProcesses } from "./kernel/own-processes.js";
-import { buildPlanInput } from "./plan/plan-input.js";
+import { buildPlanInput, type Epochs } from "./plan/plan-input.js";
+import { initialEpoch, nextEpoch, RevocationWatch, type GoneAddress } from "./plan/revocation.js";
+import { deleteConntrack } from "./kernel/conntrack.js";
+import type { ApplySource } from "./apply/dataplane.js";
 import { createRulesetMonitor, defaultMonitorCommand, type RulesetMonitor } from "./monitors/ruleset-monitor.js";
 import { startSyncClient, type SyncClient } from "./sync/sync-client.js";
 import { createSyncState, type ApplyTicket } from "./sync/sync-state.js";
@@ -86,7 +89,17 @@ export async function startDriver(options: DriverOptions): Promise<Driver> {
   // The driver's own chains and the host-local translation for bridged
   // ports (twins, per-port sets and guard, DESIGN §6.3), following the
   // topology polled below.
-  const bridges = new BridgeLayer({ prefixes: o.interfacePrefixes, families, extraChains: ownChains(zones.zones) });
+  // Revoked connections end (DESIGN §6.14): each family's policy epoch, from
+  // a random start (a restarted driver judges every connection once more,
+  // never a connection as if judged by it), advanced by applies that may revoke.
+  const epochs: Epochs = {};
+  if (o.endRevokedConnections) for (const f of families) epochs[f] = initialEpoch();
+  const revocation = o.endRevokedConnections ? new RevocationWatch(families) : undefined;
+  /** Addresses whose connections are still to be deleted (after the apply that removed them). */
+  let goneAddresses: GoneAddress[] = [];
+  /** Tap -> its bridge's zone, as last seen (a tap is often gone by the time its endpoint is). */
+  const zoneOfTap = new Map<string, number>();
+  const bridges = new BridgeLayer({ prefixes: o.interfacePrefixes, families, extraChains: ownChains(zones.zones), epochs });
   let physdev = false;
   const stats = createApplyStats(families, o.metrics);
   let stopped = false;
@@ -106,8 +119,21 @@ export async function startDriver(options: DriverOptions): Promise<Driver> {
     return problems.length ? problems.join("; ") : undefined;
   };
   /** Re-reads the zoned bridges; whether the zone chain changed (the next apply writes it). */
+  function rememberZones(): void {
+    const byBridge = new Map(zones.zones.map((z) => [z.bridge, z.zone]));
+    for (const [tap, br] of bridged) {
+      const z = byBridge.get(br);
+      if (z === undefined) continue;
+      zoneOfTap.delete(tap);
+      zoneOfTap.set(tap, z);
+    }
+    // Bounded: the oldest taps are forgotten first (their addresses are then deleted in every zone).
+    for (const tap of zoneOfTap.keys()) { if (zoneOfTap.size <= 65_536) break; zoneOfTap.delete(tap); }
+  }
+  rememberZones();
   async function recheckZones(): Promise<boolean> {
     zones = await readBridgeZones(bridged, o.readBridges);
+    rememberZones();
     if (!bridges.setExtraChains(ownChains(zones.zones))) return false;
     logger.info({ zones: zones.zones }, "conntrack zones per bridge changed");
     return true;
@@ -164,14 +190,60 @@ export async function startDriver(options: DriverOptions): Promise<Driver> {
     onRefused: () => restartClient(),
   });
 
+  /**
+   * Whether this apply may revoke (DESIGN §6.14): if so, the families'
+   * epochs advance in its own iptables-restore (their base chains join its
+   * changes), and addresses that left an endpoint are queued for deletion.
+   */
+  function revoke(d: NonNullable<ApplyTicket["planned"]>, sets: ApplySource["input"]["sets"], changes: ApplySource["changes"]): ApplySource["changes"] {
+    if (!revocation) return changes;
+    const verdict = revocation.observe({ chains: d.chains, sets, endpoints: d.endpoints }, changes);
+    goneAddresses.push(...verdict.gone);
+    if (!verdict.bump.length) return changes;
+    for (const f of verdict.bump) epochs[f] = nextEpoch(epochs[f]!);
+    const keys = bridges.setEpochs(epochs);
+    stats.epochAdvanced(verdict.bump);
+    return changes && { ...changes, chains: new Set([...changes.chains, ...keys]) };
+  }
+
+  /** Deletes the queued addresses' connections (after the apply that removed them from the sets). */
+  async function endGoneConnections(): Promise<void> {
+    if (!goneAddresses.length) return;
+    const gone = goneAddresses;
+    goneAddresses = [];
+    const targets = gone.map((g) => ({ family: g.family, net: g.net, zone: zoneOfTap.get(g.iface) }));
+    try {
+      const n = await deleteConntrack(runner, targets);
+      stats.connectionsDeleted(n);
+      logger.info({ addresses: gone.map((g) => `${g.net}@${g.iface}`).slice(0, 20), deleted: n }, "deleted the connections of addresses that left an endpoint");
+    } catch (err) {
+      // Not retried: the epoch has already sent every such connection back
+      // to policy; only a successor endpoint at the same address could
+      // still admit one (DESIGN §6.14, review notes).
+      stats.connectionsDeleteFailed();
+      logger.error({ err: (err as Error).message, addresses: gone.map((g) => `${g.net}@${g.iface}`).slice(0, 20) }, "could not delete connections of addresses that left an endpoint");
+    }
+  }
+
   const loop = createApplyLoop<ApplyTicket>({
-    dataplane,
+    dataplane: {
+      detectDrift: () => dataplane.detectDrift(),
+      async applyFrom(take) {
+        const r = await dataplane.applyFrom(take);
+        if (!goneAddresses.length) return r;
+        const t0 = performance.now();
+        await endGoneConnections();
+        const ms = performance.now() - t0;
+        return { ...r, durationMs: r.durationMs + ms, stages: { ...r.stages, conntrack: ms } };
+      },
+    },
     take() {
       const ticket = sync.takeTicket();
       const d = ticket.planned;
       const v = bridges.take(d);
+      const changes = d ? revoke(d, v.sets, v.changes) : v.changes;
       const desired = d && { chains: d.chains, sets: v.sets };
-      return { ticket, source: { input: buildPlanInput({ base: v.base, families, desired, startKernel, driverSets: v.sets }), changes: v.changes } };
+      return { ticket, source: { input: buildPlanInput({ base: bridges.baseChains(), families, desired, startKernel, driverSets: v.sets }), changes } };
     },
     onApplied(r, ticket) {
       stats.applied(r, dataplane.programmed());

@@ -8,13 +8,20 @@ export function createDriverMetrics() {
   return {
     registry,
     applyDuration: new Histogram({
-      name: "palisade_driver_apply_duration_seconds", help: "Duration of one apply by stage (ipset, ipv4, ipv6, total)", labelNames: ["stage"],
+      name: "palisade_driver_apply_duration_seconds", help: "Duration of one apply by stage (ipset, ipv4, ipv6, conntrack, total)", labelNames: ["stage"],
       buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5], registers: [registry],
     }),
     rulesProgrammed: new Gauge({ name: "palisade_driver_rules_programmed", help: "Rules in Palisade's chains", labelNames: ["family"], registers: [registry] }),
     ipsetsProgrammed: new Gauge({ name: "palisade_driver_ipsets_programmed", help: "Palisade ipsets", registers: [registry] }),
     driftRepairs: new Counter({ name: "palisade_driver_drift_repairs_total", help: "Read-backs that found the kernel changed behind our back (repaired)", registers: [registry] }),
     applyFailures: new Counter({ name: "palisade_driver_apply_failures_total", help: "Failed applies (retried with backoff)", registers: [registry] }),
+    epochAdvances: new Counter({
+      name: "palisade_driver_policy_epoch_advances_total",
+      help: "Applies that may have revoked an admitted flow: established connections of the family are judged again by the current policy (DESIGN §6.14)",
+      labelNames: ["family"], registers: [registry],
+    }),
+    conntrackDeleted: new Counter({ name: "palisade_driver_conntrack_deleted_total", help: "Conntrack entries deleted because their address left an endpoint of this host (no inheritance)", registers: [registry] }),
+    conntrackDeleteFailures: new Counter({ name: "palisade_driver_conntrack_delete_failures_total", help: "conntrack -D runs that failed (the connections stay judged by the current policy only)", registers: [registry] }),
     appliedRevision: new Gauge({ name: "palisade_driver_applied_revision", help: "Model revision last applied", registers: [registry] }),
     rulesetMonitorUp: new Gauge({
       name: "palisade_driver_ruleset_monitor_up",

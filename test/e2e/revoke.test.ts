@@ -10,7 +10,8 @@
 //     across the change and is never reset; the same across an unrelated
 //     change;
 //   - a new endpoint at a deleted endpoint's address inherits none of its
-//     connections, whether or not its own profile would admit the peer.
+//     connections: TCP ends whether or not its own profile would admit the
+//     peer; UDP and ICMP are judged as new flows by its own policy.
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -230,18 +231,25 @@ describe("revoked access ends open connections, allowed ones go on", () => {
     expect(hiccups(groups.kept!, from - 500, Date.now(), T1)).toEqual([]);
   }, 60_000);
 
-  it("a new endpoint at a deleted endpoint's address inherits none of its connections, admitting or not", async () => {
+  it("a new endpoint at a deleted endpoint's address inherits none of its connections: a TCP connection ends, other packets are new flows under its own policy", async () => {
     // n1 and n2 are deleted and re-created (another workload key) at the same
     // interface and addresses: n1 under a profile that admits nothing, n2
-    // under one that would admit a's sessions as new connections.
+    // under one that admits a's traffic as new connections. A TCP
+    // connection is state the old endpoint held: it ends either way (the
+    // new VM would reset it). A UDP datagram or ICMP echo after the
+    // replacement is a new flow, judged by the new endpoint's policy
+    // (the old entries are deleted, so none admits it as a reply).
     const T2 = await apply([
       { ...endpoint("n1", ["p-closed"], { workload: "n1-new", id: "e2" }) },
       { ...endpoint("n2", ["p-open"], { workload: "n2-new", id: "e2" }) },
     ], [{ host: "hv2", workload: "n1", id: "e" }, { host: "hv2", workload: "n2", id: "e" }]);
     await sleepUntil(T2 + REVOKE_WITHIN_MS + CHECK_WINDOW_MS);
+    const tcp = (s: Session) => s.spec.kind === "tcp-cf" || s.spec.kind === "tcp-sf";
+    const silent = (list: Session[]) => list.filter((s) => s.rxAfter(T2 + REVOKE_WITHIN_MS).length === 0).map((s) => s.label);
     expect({
       "replaced by a closed endpoint": leaks(groups.replacedClosed!, T2),
-      "replaced by an endpoint that would admit": leaks(groups.replacedOpen!, T2),
-    }).toEqual({ "replaced by a closed endpoint": [], "replaced by an endpoint that would admit": [] });
+      "TCP, replaced by an endpoint that would admit it as new": leaks(groups.replacedOpen!.filter(tcp), T2),
+      "UDP/ICMP to an endpoint that admits them as new flows, silent": silent(groups.replacedOpen!.filter((s) => !tcp(s))),
+    }).toEqual({ "replaced by a closed endpoint": [], "TCP, replaced by an endpoint that would admit it as new": [], "UDP/ICMP to an endpoint that admits them as new flows, silent": [] });
   }, 60_000);
 });

@@ -10,6 +10,10 @@ export interface DriverCounters {
   applies: number;
   applyFailures: number;
   driftRepairs: number;
+  /** Applies that advanced a policy epoch (DESIGN §6.14). */
+  epochAdvances: number;
+  /** Conntrack entries deleted for addresses that left an endpoint. */
+  conntrackDeleted: number;
 }
 
 export interface ApplyStats {
@@ -19,10 +23,14 @@ export interface ApplyStats {
   inSync(revision: number): void;
   failed(): void;
   driftRepaired(): void;
+  /** These families' policy epochs advanced (DESIGN §6.14). */
+  epochAdvanced(families: readonly IpVersion[]): void;
+  connectionsDeleted(n: number): void;
+  connectionsDeleteFailed(): void;
 }
 
 export function createApplyStats(families: readonly IpVersion[], m: DriverMetrics | undefined): ApplyStats {
-  const counters: DriverCounters = { applies: 0, applyFailures: 0, driftRepairs: 0 };
+  const counters: DriverCounters = { applies: 0, applyFailures: 0, driftRepairs: 0, epochAdvances: 0, conntrackDeleted: 0 };
   return {
     counters,
     applied(r, programmed) {
@@ -46,6 +54,17 @@ export function createApplyStats(families: readonly IpVersion[], m: DriverMetric
     driftRepaired() {
       counters.driftRepairs++;
       m?.driftRepairs.inc();
+    },
+    epochAdvanced(fs) {
+      counters.epochAdvances++;
+      for (const f of fs) m?.epochAdvances.inc({ family: `ipv${f}` });
+    },
+    connectionsDeleted(n) {
+      counters.conntrackDeleted += n;
+      m?.conntrackDeleted.inc(n);
+    },
+    connectionsDeleteFailed() {
+      m?.conntrackDeleteFailures.inc();
     },
   };
 }

@@ -30,8 +30,8 @@ import { ProgrammedState } from "../plan/programmed-state.js";
 
 export interface ApplyResult {
   durationMs: number;
-  /** Milliseconds per stage that ran: ipset (both ipset restores), ipv4, ipv6. */
-  stages: Partial<Record<"ipset" | "ipv4" | "ipv6", number>>;
+  /** Milliseconds per stage that ran: ipset (both ipset restores), ipv4, ipv6; conntrack (the driver's deletions, DESIGN §6.14). */
+  stages: Partial<Record<"ipset" | "ipv4" | "ipv6" | "conntrack", number>>;
   chainsWritten: number;
   chainsRemoved: number;
   ipsetLines: number;

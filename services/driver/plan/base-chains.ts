@@ -6,9 +6,10 @@
 // has ever reached a controller (fail closed from the first second), and
 // they depend only on this host's interface prefixes.
 import { type ChainDef } from "../../contract/host-update.js";
-import { BASE_CHAINS, ENTRY_CHAINS } from "../../contract/dataplane-names.js";
+import { ADMIT_CHAIN, BASE_CHAINS, ENTRY_CHAINS } from "../../contract/dataplane-names.js";
 import type { IpVersion } from "../../model/index.js";
 import { BRIDGE_CHAINS } from "./bridge-guard.js";
+import { fastPathMatch, MIDSTREAM_PICKUP, PENDING_MARK, RELATED_NOT_PENDING, renderAdmitChain, renderReplyChain, REPLY_RECHECK_CHAIN } from "./revocation.js";
 
 /**
  * How a workload port shows in a chain, per prefix wildcard `P+`: routed
@@ -41,14 +42,39 @@ function portMatches(w: string, bridged: boolean) {
  * driver's namespace: on kernels where xt_physdev is a module, the first
  * physdev rule loads br_netfilter, which changes how every bridge of the
  * host forwards (DESIGN §6.3).
+ *
+ * `epoch`: this family's policy epoch when revoked connections are ended
+ * (DESIGN §6.14); undefined renders the plain conntrack fast path (every
+ * established packet accepted before any policy).
  */
-export function renderBaseChains(prefixes: readonly string[], family: IpVersion, bridged = false): ChainDef[] {
+export function renderBaseChains(prefixes: readonly string[], family: IpVersion, bridged = false, epoch?: number): ChainDef[] {
   const fwd: string[] = [];
   const inp: string[] = [];
   const ports = prefixes.map((p) => portMatches(`${p}+`, bridged));
   const both = (m: ReturnType<typeof portMatches>) => [...m.from, ...m.to];
+  /** The conntrack part, per form: INVALID dropped; then what passes without policy. */
+  const established = (s: string, reply: string): string[] => {
+    if (epoch === undefined) return [`${s} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT`];
+    return [
+      // Judged in the current epoch, not pending: the one fast-path rule.
+      `${s} ${fastPathMatch(epoch)} -j ACCEPT`,
+      // An ICMP error or helper flow of a connection not denied since: as before.
+      `${s} ${RELATED_NOT_PENDING} -j ACCEPT`,
+      // Judged under an older policy. A reply is judged by the mirrored
+      // rules (pal-ct-reply); an original-direction packet falls through to
+      // the roots, like a new flow, marked pending until one admits it.
+      `${s} -m conntrack --ctstate ESTABLISHED --ctdir REPLY ${reply}`,
+      `${s} -m conntrack --ctstate ESTABLISHED ${PENDING_MARK}`,
+      // A TCP packet without SYN that conntrack sees as NEW (its entry was
+      // deleted: the address left its endpoint) starts no connection; with
+      // nf_conntrack_tcp_loose it would, and a new endpoint at the address
+      // would inherit the old one's connection (DESIGN §6.14).
+      `${s} ${MIDSTREAM_PICKUP} -j DROP`,
+    ];
+  };
+  const accept = epoch === undefined ? "-j ACCEPT" : `-g ${ADMIT_CHAIN}`;
   for (const m of ports) for (const s of both(m)) fwd.push(`${s} -m conntrack --ctstate INVALID -j DROP`);
-  for (const m of ports) for (const s of both(m)) fwd.push(`${s} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT`);
+  for (const m of ports) for (const s of both(m)) fwd.push(...established(s, `-g ${REPLY_RECHECK_CHAIN}`));
   // Policy: from-workload first (sender's outbound), then to-workload
   // (receiver's inbound); both RETURN on allow, so same-host traffic passes
   // both. A bridge port first passes its allowances and its guard (the
@@ -58,29 +84,44 @@ export function renderBaseChains(prefixes: readonly string[], family: IpVersion,
   for (const m of ports) for (const s of m.from) fwd.push(`${s} -j ${ENTRY_CHAINS.fromWorkload}`);
   for (const m of ports) if (m.physOut) fwd.push(`${m.physOut} -j ${BRIDGE_CHAINS.to}`);
   for (const m of ports) for (const s of m.to) fwd.push(`${s} -j ${ENTRY_CHAINS.toWorkload}`);
-  for (const m of ports) for (const s of both(m)) fwd.push(`${s} -j ACCEPT`);
+  for (const m of ports) for (const s of both(m)) fwd.push(`${s} ${accept}`);
 
   for (const m of ports) {
     // Delivered to the host through a bridge: -i is the bridge, the tap is physdev-in.
     for (const s of m.from) {
-      inp.push(`${s} -m conntrack --ctstate INVALID -j DROP`, `${s} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT`);
+      // A reply from a workload to the host (the host opened the
+      // connection; host-to-workload traffic is not policed): admitted.
+      inp.push(`${s} -m conntrack --ctstate INVALID -j DROP`, ...established(s, accept));
       if (family === 4) {
         // DHCP to the host's DHCP agent.
-        inp.push(`${s} -p udp --sport 68 --dport 67 -j ACCEPT`);
+        inp.push(`${s} -p udp --sport 68 --dport 67 ${accept}`);
       } else {
         // Router/neighbour discovery and MLD: IPv6 does not work without them.
-        for (const t of [130, 131, 132, 133, 135, 136]) inp.push(`${s} -p icmpv6 -m icmp6 --icmpv6-type ${t} -j ACCEPT`);
-        inp.push(`${s} -p udp --sport 546 --dport 547 -j ACCEPT`);
+        for (const t of [130, 131, 132, 133, 135, 136]) inp.push(`${s} -p icmpv6 -m icmp6 --icmpv6-type ${t} ${accept}`);
+        inp.push(`${s} -p udp --sport 546 --dport 547 ${accept}`);
       }
       // A bridge port's source must be its own (the roots see the bridge).
       if (s === m.physIn) inp.push(`${s} -j ${BRIDGE_CHAINS.guardFrom}`);
       inp.push(`${s} -j ${ENTRY_CHAINS.workloadToHost}`);
     }
   }
-  return [
+  const out: ChainDef[] = [
     { table: "filter", family, name: BASE_CHAINS.forward, rules: fwd },
     { table: "filter", family, name: BASE_CHAINS.input, rules: inp },
+    // Always there: the controller's workload-to-host accept and the bridge
+    // allowances go to it (a plain ACCEPT when the epoch is off).
+    renderAdmitChain(family, epoch),
   ];
+  if (epoch !== undefined) {
+    const forms = {
+      from: ports.flatMap((m) => m.from),
+      to: ports.flatMap((m) => m.to),
+      physIn: ports.flatMap((m) => (m.physIn ? [m.physIn] : [])),
+      physOut: ports.flatMap((m) => (m.physOut ? [m.physOut] : [])),
+    };
+    out.push(renderReplyChain(family, forms, BRIDGE_CHAINS.from, BRIDGE_CHAINS.to));
+  }
+  return out;
 }
 
 /** Until the controller's state arrives, its entry chains drop everything. */

@@ -18,6 +18,7 @@
 //                 an endpoint — its set is empty — or a foreign source).
 //   pal-bgt, pal-bgt-<prefix>   the same to a port, by destination.
 import type { ChainDef } from "../../contract/host-update.js";
+import { ADMIT_CHAIN } from "../../contract/dataplane-names.js";
 import { DEFAULT_LOG_MARK, FLOW_LOG_CHAINS, FLOW_NFLOG_GROUP, FLOW_NFLOG_SIZE, logPrefix } from "../../contract/flow-report-format.js";
 import type { IpVersion } from "../../model/index.js";
 import { prefixTree } from "../../util/prefix-tree.js";
@@ -50,6 +51,12 @@ function reportedDrop(spec: string, code: "s" | "n", chain: string): string[] {
   ];
 }
 
+/**
+ * An allowance accepts through the driver's admit chain, which marks the
+ * connection judged in the current policy epoch (DESIGN §6.14).
+ */
+const ADMIT = `-g ${ADMIT_CHAIN}`;
+
 function icmp6(t: number): string {
   return `-p icmpv6 -m icmp6 --icmpv6-type ${t}`;
 }
@@ -60,24 +67,24 @@ function allowanceChains(family: IpVersion): ChainDef[] {
   if (family === 4) {
     // DHCP client (also from 0.0.0.0, before it has an address), to whatever
     // answers on the link; a VM answering as a DHCP server is dropped.
-    from.push("-p udp -m udp --sport 68 --dport 67 -j ACCEPT");
+    from.push(`-p udp -m udp --sport 68 --dport 67 ${ADMIT}`);
     from.push(...reportedDrop("-p udp -m udp --sport 67 --dport 68", "s", BRIDGE_CHAINS.from));
     from.push(`-j ${BRIDGE_CHAINS.guardFrom}`);
-    to.push("-p udp -m udp --sport 67 --dport 68 -j ACCEPT");
+    to.push(`-p udp -m udp --sport 67 --dport 68 ${ADMIT}`);
   } else {
     // Link-local and unspecified sources are no endpoint's address (the
     // guard would drop them), but ND, MLD and DAD need them.
-    for (const src of ["fe80::/10", "::/128"]) for (const t of ND_FROM_PORT) from.push(`-s ${src} ${icmp6(t)} -j ACCEPT`);
-    from.push("-p udp -m udp --sport 546 --dport 547 -j ACCEPT");
+    for (const src of ["fe80::/10", "::/128"]) for (const t of ND_FROM_PORT) from.push(`-s ${src} ${icmp6(t)} ${ADMIT}`);
+    from.push(`-p udp -m udp --sport 546 --dport 547 ${ADMIT}`);
     from.push(...reportedDrop(icmp6(134), "s", BRIDGE_CHAINS.from));
     from.push(...reportedDrop("-p udp -m udp --sport 547", "s", BRIDGE_CHAINS.from));
     from.push(`-j ${BRIDGE_CHAINS.guardFrom}`);
     // After the guard: ND from the port's own (global) addresses. A VM
     // answers a neighbour solicitation from the solicited address, whatever
     // its outbound rules say.
-    for (const t of ND_FROM_PORT) from.push(`${icmp6(t)} -j ACCEPT`);
-    to.push("-p udp -m udp --sport 547 --dport 546 -j ACCEPT");
-    for (const t of ND_TO_PORT) to.push(`${icmp6(t)} -j ACCEPT`);
+    for (const t of ND_FROM_PORT) from.push(`${icmp6(t)} ${ADMIT}`);
+    to.push(`-p udp -m udp --sport 547 --dport 546 ${ADMIT}`);
+    for (const t of ND_TO_PORT) to.push(`${icmp6(t)} ${ADMIT}`);
   }
   to.push(`-j ${BRIDGE_CHAINS.guardTo}`);
   return [

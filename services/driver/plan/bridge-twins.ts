@@ -28,7 +28,7 @@ import { setTypeOf } from "../../contract/dataplane-names.js";
 import type { IpVersion } from "../../model/index.js";
 import type { DesiredChanges, DesiredSet } from "../sync/desired-state.js";
 import { portSetName } from "./bridge-guard.js";
-import { driverBaseChains } from "./plan-input.js";
+import { driverBaseChains, type Epochs } from "./plan-input.js";
 
 /** Class sets (DESIGN §6.5): a twin from two of them is contested. */
 const CLASS_SET_RE = /^pal[46]ic_/;
@@ -44,6 +44,8 @@ export interface BridgeTopology {
 export interface DesiredSource {
   readonly chains: ReadonlyMap<string, ChainDef>;
   readonly sets: ReadonlyMap<string, DesiredSet>;
+  /** Endpoint key -> interface (which endpoint holds an interface: no inheritance, DESIGN §6.14). */
+  readonly endpoints: ReadonlyMap<string, string>;
   takeChanges(): DesiredChanges | undefined;
 }
 
@@ -96,9 +98,32 @@ export class BridgeLayer {
   /** The driver's other own chains (flow reports, conntrack zones): part of the base. */
   private extra: readonly ChainDef[];
 
-  constructor(private readonly o: { prefixes: readonly string[]; families: readonly IpVersion[]; extraChains?: readonly ChainDef[] }) {
+  /** The families' policy epochs (DESIGN §6.14); empty when revoked connections are left alone. */
+  private epochs: Epochs;
+
+  constructor(private readonly o: { prefixes: readonly string[]; families: readonly IpVersion[]; extraChains?: readonly ChainDef[]; epochs?: Epochs }) {
     this.extra = o.extraChains ?? [];
-    this.base = driverBaseChains(o.prefixes, o.families, this.extra);
+    this.epochs = { ...o.epochs };
+    this.base = driverBaseChains(o.prefixes, o.families, this.extra, undefined, this.epochs);
+  }
+
+  /** The driver's own chains as they are now. */
+  baseChains(): ReadonlyMap<string, ChainDef> {
+    return this.base;
+  }
+
+  /**
+   * New policy epochs, decided while an apply is planned (after take()):
+   * the base chains are rebuilt and the keys that changed are returned for
+   * that same apply (they are not left pending for the next).
+   */
+  setEpochs(epochs: Epochs): Set<string> {
+    this.epochs = { ...epochs };
+    const before = new Set(this.pendingChains);
+    this.rebuildChains();
+    const changed = new Set<string>();
+    for (const k of this.pendingChains) if (!before.has(k)) { changed.add(k); this.pendingChains.delete(k); }
+    return changed;
   }
 
   /**
@@ -155,7 +180,7 @@ export class BridgeLayer {
     const sets = new Map<string, ReadonlySet<string> | "all">(this.pendingSets);
     const chains = new Set([...c.chains, ...this.pendingChains]);
     this.clearPending();
-    return { base: this.base, sets: this.view, changes: { chains, sets } };
+    return { base: this.base, sets: this.view, changes: { chains, sets, endpoints: c.endpoints } };
   }
 
   /**
@@ -368,7 +393,7 @@ export class BridgeLayer {
   }
 
   private rebuildChains(): boolean {
-    const next = driverBaseChains(this.o.prefixes, this.o.families, this.extra, this.physdev ? this.bridgedTaps() : undefined);
+    const next = driverBaseChains(this.o.prefixes, this.o.families, this.extra, this.physdev ? this.bridgedTaps() : undefined, this.epochs);
     let changed = false;
     for (const [k, c] of next) {
       const old = this.base.get(k);

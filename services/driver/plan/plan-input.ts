@@ -16,15 +16,19 @@ import type { DesiredSet } from "../sync/desired-state.js";
 import type { KernelState } from "../kernel/kernel-state.js";
 import type { ChainLookup, PlanInput } from "./plan.js";
 
+/** Per family, the current policy epoch (DESIGN §6.14); a family without one renders the plain fast path. */
+export type Epochs = Partial<Record<IpVersion, number>>;
+
 /**
  * The driver's own chains by chainKey(): base chains of each family, plus
  * `extra` (the flow-report chains, the zone chains). `bridgedTaps`, when given (br_netfilter
  * is present), adds the physdev forms and the bridge-port chains over these
- * taps (DESIGN §6.3).
+ * taps (DESIGN §6.3). `epochs`, when given, are the families' policy
+ * epochs (revoked connections end, DESIGN §6.14).
  */
-export function driverBaseChains(prefixes: readonly string[], families: readonly IpVersion[], extra: readonly ChainDef[] = [], bridgedTaps?: readonly string[]): Map<string, ChainDef> {
+export function driverBaseChains(prefixes: readonly string[], families: readonly IpVersion[], extra: readonly ChainDef[] = [], bridgedTaps?: readonly string[], epochs?: Epochs): Map<string, ChainDef> {
   const base = new Map<string, ChainDef>();
-  for (const f of families) for (const c of renderBaseChains(prefixes, f, bridgedTaps !== undefined)) base.set(keyOf(c), c);
+  for (const f of families) for (const c of renderBaseChains(prefixes, f, bridgedTaps !== undefined, epochs?.[f])) base.set(keyOf(c), c);
   if (bridgedTaps) for (const f of families) for (const c of renderBridgeChains(f, bridgedTaps)) base.set(keyOf(c), c);
   for (const c of extra) base.set(keyOf(c), c);
   return base;

@@ -48,6 +48,12 @@ export function admitMark(epoch: number): string {
   return `-j CONNMARK --set-xmark ${hex(epochBits(epoch))}/${hex(CT_EPOCH_MASK | CT_PENDING | CT_REPORTED)}`;
 }
 
+/** An ICMP error or helper flow (RELATED) of a connection whose last re-check did not deny it. */
+export const RELATED_NOT_PENDING = `-m conntrack --ctstate RELATED -m connmark --mark 0x0/${hex(CT_PENDING)}`;
+
+/** A TCP segment without SYN that conntrack would take as a new connection (nf_conntrack_tcp_loose). */
+export const MIDSTREAM_PICKUP = "-p tcp -m conntrack --ctstate NEW -m tcp ! --tcp-flags SYN,RST,ACK,FIN SYN";
+
 /** Set before a re-check: stays unless the policy admits the packet. */
 export const PENDING_MARK = `-j CONNMARK --set-xmark ${hex(CT_PENDING)}/${hex(CT_PENDING)}`;
 
@@ -104,13 +110,34 @@ function restrictiveRefs(rules: readonly string[]): Set<string> {
   return out;
 }
 
+/** An address that left an interface of this host: its connections are deleted (no inheritance). */
+export interface GoneAddress {
+  family: IpVersion;
+  net: string;
+  iface: string;
+}
+
 /** What one apply asks of the revocation mechanism. */
 export interface RevocationVerdict {
   /** Families whose epoch must advance in this apply. */
   bump: IpVersion[];
-  /** (address, interface) pairs that left this host's endpoints: their connections are deleted (no inheritance). */
-  gone: { family: IpVersion; net: string; iface: string }[];
+  /** Addresses that left an interface, or whose interface's endpoint was replaced. */
+  gone: GoneAddress[];
 }
+
+/** What the watch reads of the apply's desired state. */
+export interface RevocationInput {
+  /** The controller's chains by chainKey (the driver's own are not policy). */
+  chains: ReadonlyMap<string, ChainDef>;
+  sets: ReadonlyMap<string, DesiredSet>;
+  /** Endpoint key -> interface. */
+  endpoints: ReadonlyMap<string, string>;
+}
+
+const splitMember = (m: string): [string, string] => {
+  const comma = m.lastIndexOf(",");
+  return [m.slice(0, comma), m.slice(comma + 1)];
+};
 
 /**
  * Watches the desired state's changes, apply by apply, and says whether an
@@ -124,56 +151,109 @@ export interface RevocationVerdict {
  * chains and sets, members of sets used only positively by allow rules)
  * only lets more through: no epoch, no cost (issue #21 item 6).
  * A full plan (no changes known) may revoke anything.
+ *
+ * It also says which (address, interface) pairs left this host's endpoints
+ * — an address gone from every classification set, or every address of an
+ * interface whose endpoint was removed or replaced by another endpoint —
+ * whose connections the driver deletes: the epoch alone would let a new
+ * endpoint at the same address and interface, admitted by its own policy,
+ * take over the old one's connections.
  */
 export class RevocationWatch {
   /** chainKey -> the sets its rules use restrictively. */
   private readonly refsByChain = new Map<string, Set<string>>();
   /** set -> how many chains use it restrictively. */
   private readonly restrictive = new Map<string, number>();
+  /** Classification set -> its members as of the previous apply. */
+  private readonly endpointMembers = new Map<string, Set<string>>();
+  /** Interface -> "family net" -> how many classification sets hold it (previous apply). */
+  private readonly onIface = new Map<string, Map<string, number>>();
+  /** Endpoint key -> interface, as of the previous apply. */
+  private readonly holders = new Map<string, string>();
 
   constructor(private readonly families: readonly IpVersion[]) {}
 
-  /**
-   * One apply's view: its chains (by chainKey, the controller's only: the
-   * driver's own change with the epoch itself), sets, and changes.
-   */
-  observe(chains: ReadonlyMap<string, ChainDef>, sets: ReadonlyMap<string, DesiredSet>, changes: DesiredChanges | undefined): RevocationVerdict {
+  observe(now: RevocationInput, changes: DesiredChanges | undefined): RevocationVerdict {
     const bump = new Set<IpVersion>();
-    const gone: RevocationVerdict["gone"] = [];
+    const gone = new Map<string, GoneAddress>();
+    const goneAt = (family: IpVersion, net: string, iface: string) => gone.set(`${family} ${net} ${iface}`, { family, net, iface });
+
+    // Interfaces whose endpoint left or was replaced: every address they
+    // held before this apply.
+    const keys = changes ? changes.endpoints ?? [] : new Set([...this.holders.keys(), ...now.endpoints.keys()]);
+    for (const k of keys) {
+      const was = this.holders.get(k);
+      const is = now.endpoints.get(k);
+      if (was !== undefined && was !== is) {
+        for (const fn of this.onIface.get(was)?.keys() ?? []) {
+          const sp = fn.indexOf(" ");
+          goneAt(Number(fn.slice(0, sp)) as IpVersion, fn.slice(sp + 1), was);
+        }
+      }
+      if (is === undefined) this.holders.delete(k);
+      else this.holders.set(k, is);
+    }
+
     if (!changes) {
       this.refsByChain.clear();
       this.restrictive.clear();
-      for (const [k, c] of chains) this.index(k, c);
-      return { bump: [...this.families], gone };
+      for (const [k, c] of now.chains) this.index(k, c);
+      for (const name of [...this.endpointMembers.keys()]) if (!now.sets.has(name)) this.syncSet(name, undefined, goneAt);
+      for (const [name, set] of now.sets) if (ENDPOINT_SET_RE.test(name)) this.syncSet(name, set, goneAt);
+      return { bump: [...this.families], gone: [...gone.values()] };
     }
     for (const key of changes.chains) {
       const existed = this.refsByChain.has(key);
-      const c = chains.get(key);
+      const c = now.chains.get(key);
       const name = key.slice(key.lastIndexOf(":") + 1);
       if (existed && !DISPATCH_RE.test(name)) bump.add(familyOfKey(key));
       this.unindex(key);
       if (c) this.index(key, c);
     }
     for (const [name, touched] of changes.sets) {
-      const set = sets.get(name);
+      const set = now.sets.get(name);
       const family: IpVersion = set?.family ?? (name.startsWith("pal6") ? 6 : 4);
+      if (ENDPOINT_SET_RE.test(name)) {
+        if (touched === "all" || !set) this.syncSet(name, set, goneAt);
+        else for (const m of touched) this.syncMember(name, family, m, set.members.has(m), goneAt);
+      }
       if (touched === "all" || !set) { bump.add(family); continue; }
       for (const m of touched) {
-        if (!set.members.has(m)) {
-          bump.add(family);
-          if (ENDPOINT_SET_RE.test(name) && !this.stillOnHost(m, sets)) {
-            const comma = m.lastIndexOf(",");
-            gone.push({ family, net: m.slice(0, comma), iface: m.slice(comma + 1) });
-          }
-        } else if (this.restrictive.has(name)) bump.add(family);
+        if (!set.members.has(m)) bump.add(family);
+        else if (this.restrictive.has(name)) bump.add(family);
       }
     }
-    return { bump: this.families.filter((f) => bump.has(f)), gone };
+    return { bump: this.families.filter((f) => bump.has(f)), gone: [...gone.values()] };
   }
 
-  private stillOnHost(member: string, sets: ReadonlyMap<string, DesiredSet>): boolean {
-    for (const [name, s] of sets) if (ENDPOINT_SET_RE.test(name) && s.members.has(member)) return true;
-    return false;
+  /** A classification set compared in full with what the watch last saw of it. */
+  private syncSet(name: string, set: DesiredSet | undefined, goneAt: (f: IpVersion, net: string, iface: string) => void): void {
+    const family: IpVersion = set?.family ?? (name.startsWith("pal6") ? 6 : 4);
+    const seen = this.endpointMembers.get(name);
+    for (const m of [...(seen ?? [])]) if (!set?.members.has(m)) this.syncMember(name, family, m, false, goneAt);
+    for (const m of set?.members ?? []) if (!seen?.has(m)) this.syncMember(name, family, m, true, goneAt);
+  }
+
+  private syncMember(name: string, family: IpVersion, m: string, present: boolean, goneAt: (f: IpVersion, net: string, iface: string) => void): void {
+    let seen = this.endpointMembers.get(name);
+    if ((seen?.has(m) ?? false) === present) return;
+    const [net, iface] = splitMember(m);
+    const fn = `${family} ${net}`;
+    let byNet = this.onIface.get(iface);
+    if (present) {
+      if (!seen) this.endpointMembers.set(name, (seen = new Set()));
+      seen.add(m);
+      if (!byNet) this.onIface.set(iface, (byNet = new Map()));
+      byNet.set(fn, (byNet.get(fn) ?? 0) + 1);
+      return;
+    }
+    seen!.delete(m);
+    if (!seen!.size) this.endpointMembers.delete(name);
+    const n = (byNet?.get(fn) ?? 1) - 1;
+    if (n > 0) { byNet!.set(fn, n); return; }
+    byNet?.delete(fn);
+    if (byNet && !byNet.size) this.onIface.delete(iface);
+    goneAt(family, net, iface);
   }
 
   private index(key: string, c: ChainDef): void {

@@ -28,6 +28,11 @@ export interface DesiredChanges {
    * members are compared in full, which costs what the update itself did.
    */
   readonly sets: ReadonlyMap<string, ReadonlySet<string> | "all">;
+  /**
+   * Endpoint keys updated or removed: an interface whose endpoint left or
+   * was replaced hands none of its connections on (DESIGN §6.14).
+   */
+  readonly endpoints?: ReadonlySet<string>;
 }
 
 const UNSAFE = /[\u0000-\u001f\u007f]/;
@@ -42,7 +47,7 @@ export class DesiredState {
    * a state built from a snapshot has no baseline to be a change against
    * (and recording a whole snapshot's keys would only cost memory).
    */
-  private changes: { chains: Set<string>; sets: Map<string, Set<string> | "all"> } | undefined;
+  private changes: { chains: Set<string>; sets: Map<string, Set<string> | "all">; endpoints: Set<string> } | undefined;
 
   /**
    * Hands over (and forgets) what changed since the previous call; undefined
@@ -50,7 +55,7 @@ export class DesiredState {
    */
   takeChanges(): DesiredChanges | undefined {
     const c = this.changes;
-    this.changes = { chains: new Set(), sets: new Map() };
+    this.changes = { chains: new Set(), sets: new Map(), endpoints: new Set() };
     return c;
   }
 
@@ -100,9 +105,11 @@ export class DesiredState {
         case "endpoint-update":
           if (UNSAFE.test(u.key) || !/^[A-Za-z0-9_-]{1,15}$/.test(u.interfaceName)) throw new ProtocolError(`unsafe endpoint ${JSON.stringify(u.key)}`);
           this.endpoints.set(u.key, u.interfaceName);
+          this.changes?.endpoints.add(u.key);
           break;
         case "endpoint-remove":
           this.endpoints.delete(u.key);
+          this.changes?.endpoints.add(u.key);
           break;
       }
     }
