@@ -95,8 +95,13 @@ export async function startDriver(options: DriverOptions): Promise<Driver> {
   const epochs: Epochs = {};
   if (o.endRevokedConnections) for (const f of families) epochs[f] = initialEpoch();
   const revocation = o.endRevokedConnections ? new RevocationWatch(families) : undefined;
-  /** Addresses whose connections are still to be deleted (after the apply that removed them). */
-  let goneAddresses: GoneAddress[] = [];
+  /**
+   * Addresses whose connections are still to be deleted (after the apply
+   * that removed them), by "family net iface"; kept until a deletion
+   * succeeds, bounded (the oldest are dropped, with an error, past the cap).
+   */
+  const goneAddresses = new Map<string, GoneAddress>();
+  const GONE_CAP = 100_000;
   /** Tap -> its bridge's zone, as last seen (a tap is often gone by the time its endpoint is). */
   const zoneOfTap = new Map<string, number>();
   const bridges = new BridgeLayer({ prefixes: o.interfacePrefixes, families, extraChains: ownChains(zones.zones), epochs });
@@ -198,7 +203,16 @@ export async function startDriver(options: DriverOptions): Promise<Driver> {
   function revoke(d: NonNullable<ApplyTicket["planned"]>, sets: ApplySource["input"]["sets"], changes: ApplySource["changes"]): ApplySource["changes"] {
     if (!revocation) return changes;
     const verdict = revocation.observe({ chains: d.chains, sets, endpoints: d.endpoints }, changes);
-    goneAddresses.push(...verdict.gone);
+    for (const g of verdict.gone) {
+      const k = `${g.family} ${g.net} ${g.iface}`;
+      goneAddresses.delete(k);
+      goneAddresses.set(k, g);
+    }
+    if (goneAddresses.size > GONE_CAP) {
+      let n = 0;
+      for (const k of goneAddresses.keys()) { if (goneAddresses.size <= GONE_CAP) break; goneAddresses.delete(k); n++; }
+      logger.error({ dropped: n }, "too many addresses waiting for their connections to be deleted; the oldest are given up");
+    }
     if (!verdict.bump.length) return changes;
     for (const f of verdict.bump) epochs[f] = nextEpoch(epochs[f]!);
     const keys = bridges.setEpochs(epochs);
@@ -206,23 +220,26 @@ export async function startDriver(options: DriverOptions): Promise<Driver> {
     return changes && { ...changes, chains: new Set([...changes.chains, ...keys]) };
   }
 
-  /** Deletes the queued addresses' connections (after the apply that removed them from the sets). */
+  /**
+   * Deletes the queued addresses' connections (after the apply that removed
+   * them from the sets). A failure fails the apply: the host's status says
+   * so, and the loop retries with backoff (the addresses stay queued); a
+   * revision is never reported applied while their connections may remain.
+   */
   async function endGoneConnections(): Promise<void> {
-    if (!goneAddresses.length) return;
-    const gone = goneAddresses;
-    goneAddresses = [];
+    const gone = [...goneAddresses.values()];
     const targets = gone.map((g) => ({ family: g.family, net: g.net, zone: zoneOfTap.get(g.iface) }));
+    const named = () => gone.map((g) => `${g.net}@${g.iface}`).slice(0, 20);
+    let n: number;
     try {
-      const n = await deleteConntrack(runner, targets);
-      stats.connectionsDeleted(n);
-      logger.info({ addresses: gone.map((g) => `${g.net}@${g.iface}`).slice(0, 20), deleted: n }, "deleted the connections of addresses that left an endpoint");
+      n = await deleteConntrack(runner, targets);
     } catch (err) {
-      // Not retried: the epoch has already sent every such connection back
-      // to policy; only a successor endpoint at the same address could
-      // still admit one (DESIGN §6.14, review notes).
       stats.connectionsDeleteFailed();
-      logger.error({ err: (err as Error).message, addresses: gone.map((g) => `${g.net}@${g.iface}`).slice(0, 20) }, "could not delete connections of addresses that left an endpoint");
+      throw new Error(`could not end the connections of addresses that left an endpoint (${named().join(", ")}): ${(err as Error).message}`);
     }
+    for (const g of gone) goneAddresses.delete(`${g.family} ${g.net} ${g.iface}`);
+    stats.connectionsDeleted(n);
+    logger.info({ addresses: named(), deleted: n }, "deleted the connections of addresses that left an endpoint");
   }
 
   const loop = createApplyLoop<ApplyTicket>({
@@ -230,7 +247,7 @@ export async function startDriver(options: DriverOptions): Promise<Driver> {
       detectDrift: () => dataplane.detectDrift(),
       async applyFrom(take) {
         const r = await dataplane.applyFrom(take);
-        if (!goneAddresses.length) return r;
+        if (!goneAddresses.size) return r;
         const t0 = performance.now();
         await endGoneConnections();
         const ms = performance.now() - t0;

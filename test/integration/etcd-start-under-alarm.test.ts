@@ -3,6 +3,7 @@
 // Trace, and a driver's sync stream. Nothing in the start path may need a
 // write. (The status lease is the status store's: granted in the background
 // by the status-path rewrite; until that lands this test fails at start.)
+import { DRIVER_FEATURES } from "../../services/contract/driver-features.js";
 import { fillUntilNoSpace } from "../support/etcd-space.js";
 import * as grpc from "@grpc/grpc-js";
 import { mkdtempSync, rmSync } from "node:fs";
@@ -68,7 +69,7 @@ describe("a replica starting under the NOSPACE alarm", () => {
     const batches: SyncResponse[] = [];
     stream.on("data", (b: SyncResponse) => batches.push(b));
     stream.on("error", () => undefined);
-    stream.write({ message: { $case: "hello", value: { hostname: "hv1", driverVersion: "test", ipv6: true, iptablesBackend: "nft", features: ["set-layout"] } } });
+    stream.write({ message: { $case: "hello", value: { hostname: "hv1", driverVersion: "test", ipv6: true, iptablesBackend: "nft", features: [...DRIVER_FEATURES] } } });
     try {
       await eventually(async () => batches.some((b) => b.inSync), { what: "snapshot and in-sync marker", timeoutMs: 10_000 });
       expect(batches[0]!.snapshotStart).toBe(true);

@@ -1,6 +1,7 @@
 // A host moves from replica A to replica B (a failover, or a reconnect that
 // lands elsewhere). A's clean-up — the old stream closing, A shutting down —
 // must not delete the status B now keeps for that host.
+import { DRIVER_FEATURES } from "../../services/contract/driver-features.js";
 import * as grpc from "@grpc/grpc-js";
 import { afterAll, describe, expect, it } from "vitest";
 import { call } from "../../services/contract/clients.js";
@@ -17,7 +18,7 @@ function connect(t: T, hostname: string) {
   let synced = false;
   stream.on("data", (b: SyncResponse) => { if (b.inSync) synced = true; });
   stream.on("error", () => undefined);
-  stream.write({ message: { $case: "hello", value: { hostname, driverVersion: "t", ipv6: true, iptablesBackend: "nft", features: ["set-layout"] } } });
+  stream.write({ message: { $case: "hello", value: { hostname, driverVersion: "t", ipv6: true, iptablesBackend: "nft", features: [...DRIVER_FEATURES] } } });
   return {
     synced: () => synced,
     applied: (revision: number) => stream.write({ message: { $case: "applied", value: { revision, ok: true, error: "", durationMs: 1, chainsWritten: 0, ipsetLines: 0 } } }),

@@ -2,6 +2,7 @@
 // follow state changes, not acknowledgements; a client cannot make the
 // controller store arbitrary keys; hello/close storms and stream piles cost
 // bounded work; policy writes keep working throughout.
+import { DRIVER_FEATURES } from "../../services/contract/driver-features.js";
 import * as grpc from "@grpc/grpc-js";
 import { Etcd3 } from "etcd3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -32,7 +33,7 @@ function host(address: string, hostname: string, opts: { ack?: boolean; driverVe
   });
   stream.on("error", (e: grpc.ServiceError) => { state.error = e; state.ended = true; });
   stream.on("end", () => { state.ended = true; });
-  stream.write({ message: { $case: "hello", value: { hostname, driverVersion: opts.driverVersion ?? "test", ipv6: true, iptablesBackend: opts.iptablesBackend ?? "nft", features: ["set-layout"] } } });
+  stream.write({ message: { $case: "hello", value: { hostname, driverVersion: opts.driverVersion ?? "test", ipv6: true, iptablesBackend: opts.iptablesBackend ?? "nft", features: [...DRIVER_FEATURES] } } });
   return {
     state,
     send: (m: SyncRequest) => stream.write(m),

@@ -1,6 +1,7 @@
 // DataplaneSync seen from a driver's side, with a hand-written gRPC client:
 // snapshot -> in-sync -> deltas carrying revisions, the flush order within a
 // batch, and status flowing back into etcd.
+import { DRIVER_FEATURES } from "../../services/contract/driver-features.js";
 import * as grpc from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { call } from "../../services/contract/clients.js";
@@ -12,13 +13,13 @@ import { startTestController } from "../support/controller.js";
 
 let t: Awaited<ReturnType<typeof startTestController>>;
 
-function connect(hostname: string, ipv6 = true, features = ["set-layout"]) {
+function connect(hostname: string, ipv6 = true, features: readonly string[] = DRIVER_FEATURES) {
   const client = new DataplaneSyncServiceClient(t.address, grpc.credentials.createInsecure());
   const stream = client.sync();
   const batches: SyncResponse[] = [];
   stream.on("data", (b: SyncResponse) => batches.push(b));
   stream.on("error", () => undefined);
-  stream.write({ message: { $case: "hello", value: { hostname, driverVersion: "test", ipv6, iptablesBackend: "nft", features } } });
+  stream.write({ message: { $case: "hello", value: { hostname, driverVersion: "test", ipv6, iptablesBackend: "nft", features: [...features] } } });
   return {
     batches,
     send: (m: SyncRequest) => stream.write(m),

@@ -1,5 +1,6 @@
 // Mutual TLS, host identity and API authorisation, against a real controller
 // and real certificates made by deploy/tls/palisade-certs.sh.
+import { DRIVER_FEATURES } from "../../services/contract/driver-features.js";
 import * as grpc from "@grpc/grpc-js";
 import { execa } from "execa";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -74,7 +75,7 @@ function syncAs(address: string, credentials: grpc.ChannelCredentials, hostname:
     });
     stream.on("error", (error: grpc.ServiceError) => resolve({ inSync: false, error }));
   });
-  stream.write({ message: { $case: "hello", value: { hostname, driverVersion: "t", ipv6: false, iptablesBackend: "nft", features: ["set-layout"] } } });
+  stream.write({ message: { $case: "hello", value: { hostname, driverVersion: "t", ipv6: false, iptablesBackend: "nft", features: [...DRIVER_FEATURES] } } });
   return { done, updates, close() { stream.cancel(); client.close(); } };
 }
 

@@ -94,6 +94,10 @@ export class FakeKernel implements CommandRunner {
   readonly refusals: (string | undefined)[] = [];
   /** When set, iptables restores wait for it before changing anything. */
   gate: Promise<void> | undefined;
+  /** The conntrack table: original source and destination, zone (0 = the default). */
+  readonly conntrack: { family: 4 | 6; src: string; dst: string; zone: number }[] = [];
+  /** When set, `conntrack` fails with this message (as when the module or the tool is missing). */
+  conntrackFailure: string | undefined;
 
   private static builtins(names = BUILTIN): Table {
     return new Map(names.map((n) => [n, []]));
@@ -120,6 +124,7 @@ export class FakeKernel implements CommandRunner {
         this.restore(cmd, family, input ?? "");
         return { stdout: "" };
       }
+      if (cmd === "conntrack") return { stdout: this.conntrackRun(args) };
       if (cmd === "ipset" && args[0] === "save") return { stdout: this.ipsetSave() };
       if (cmd === "ipset" && args[0] === "restore") { this.ipsetRestore(input ?? ""); return { stdout: "" }; }
     } catch (err) {
@@ -127,6 +132,44 @@ export class FakeKernel implements CommandRunner {
       throw err;
     }
     throw new Error(`fake kernel: unsupported command ${command}`);
+  }
+
+  /**
+   * `conntrack -D -f ipv4|ipv6 [-w ZONE] -s|-d NET`, as conntrack-tools
+   * 1.4.7 answers it: the deleted entries on stdout; exit 1 with "0 flow
+   * entries have been deleted." when nothing matched. Anything else is
+   * refused, like options the real tool refuses (e.g. -w with -U).
+   */
+  private conntrackRun(args: string[]): string {
+    if (this.conntrackFailure) throw new CommandError(`conntrack ${args.join(" ")}`, this.conntrackFailure, 1);
+    const a = [...args];
+    if (a.shift() !== "-D") throw new CommandError(`conntrack ${args.join(" ")}`, "fake kernel: only conntrack -D is supported", 2);
+    let family: 4 | 6 | undefined;
+    let zone: number | undefined;
+    let by: "src" | "dst" | undefined;
+    let net: string | undefined;
+    while (a.length) {
+      const o = a.shift()!;
+      const v = a.shift();
+      if (v === undefined) throw new CommandError(`conntrack ${args.join(" ")}`, `conntrack v1.4.7 (conntrack-tools): option \`${o}' requires an argument`, 2);
+      if (o === "-f") family = v === "ipv4" ? 4 : v === "ipv6" ? 6 : undefined;
+      else if (o === "-w") zone = Number(v);
+      else if (o === "-s" || o === "-d") { by = o === "-s" ? "src" : "dst"; net = v; }
+      else throw new CommandError(`conntrack ${args.join(" ")}`, `conntrack v1.4.7 (conntrack-tools): Illegal option \`${o}'`, 2);
+    }
+    const cidr = net === undefined ? undefined : parseCidr(net);
+    if (!family || !by || !cidr || cidr.version !== family || (zone !== undefined && !(Number.isInteger(zone) && zone >= 0 && zone <= 65535))) {
+      throw new CommandError(`conntrack ${args.join(" ")}`, "conntrack v1.4.7 (conntrack-tools): Bad parameter", 2);
+    }
+    const hit = (e: (typeof this.conntrack)[number]) => {
+      if (e.family !== family || (zone !== undefined && e.zone !== zone)) return false;
+      const addr = parseCidr(e[by!]);
+      return addr !== undefined && addr.version === cidr.version && (addr.addr & ~((1n << BigInt((family === 4 ? 32 : 128) - cidr.prefix)) - 1n)) === cidr.addr;
+    };
+    const deleted = this.conntrack.filter(hit);
+    if (!deleted.length) throw new CommandError(`conntrack ${args.join(" ")}`, "conntrack v1.4.7 (conntrack-tools): 0 flow entries have been deleted.\n", 1);
+    for (const e of deleted) this.conntrack.splice(this.conntrack.indexOf(e), 1);
+    return deleted.map((e) => `tcp      6 431999 ESTABLISHED src=${e.src} dst=${e.dst} zone=${e.zone}\n`).join("");
   }
 
   /** Rules of one chain as iptables-save prints them after "-A <chain> ". */

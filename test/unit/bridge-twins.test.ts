@@ -196,13 +196,13 @@ describe("bridge twins", () => {
 });
 
 describe("bridge guard rendering", () => {
-  it("from a port: leaves RETURN on the port's set, every node ends in its report and DROP; to a port by destination", () => {
+  it("from a port (allowances accepted through pal-ct-admit, DESIGN §6.14): leaves RETURN on the port's set, every node ends in its report and DROP; to a port by destination", () => {
     const [from, to, gf, gt] = renderBridgeChains(4, ["tapb", "tapa"]);
     expect(from!.name).toBe("pal-br-from");
-    expect(from!.rules[0]).toBe("-p udp -m udp --sport 68 --dport 67 -j ACCEPT");
+    expect(from!.rules[0]).toBe("-p udp -m udp --sport 68 --dport 67 -g pal-ct-admit");
     expect(from!.rules.at(-1)).toBe("-j pal-bgf");
     expect(from!.rules).toContain("-p udp -m udp --sport 67 --dport 68 -j DROP");
-    expect(to!.rules).toEqual(["-p udp -m udp --sport 67 --dport 68 -j ACCEPT", "-j pal-bgt"]);
+    expect(to!.rules).toEqual(["-p udp -m udp --sport 67 --dport 68 -g pal-ct-admit", "-j pal-bgt"]);
     expect(gf!.rules.slice(0, 2)).toEqual([
       "-m physdev --physdev-in tapa -m set --match-set pal4b-tapa src -j RETURN",
       "-m physdev --physdev-in tapb -m set --match-set pal4b-tapb src -j RETURN",
@@ -216,14 +216,14 @@ describe("bridge guard rendering", () => {
     const [from, to] = renderBridgeChains(6, ["tapa"]);
     const at = (r: string) => from!.rules.indexOf(r);
     const guard = at("-j pal-bgf");
-    expect(at("-s fe80::/10 -p icmpv6 -m icmp6 --icmpv6-type 135 -j ACCEPT")).toBeLessThan(guard);
-    expect(at("-s ::/128 -p icmpv6 -m icmp6 --icmpv6-type 143 -j ACCEPT")).toBeLessThan(guard);
+    expect(at("-s fe80::/10 -p icmpv6 -m icmp6 --icmpv6-type 135 -g pal-ct-admit")).toBeLessThan(guard);
+    expect(at("-s ::/128 -p icmpv6 -m icmp6 --icmpv6-type 143 -g pal-ct-admit")).toBeLessThan(guard);
     expect(at("-p icmpv6 -m icmp6 --icmpv6-type 134 -j DROP")).toBeLessThan(guard);
     expect(at("-p udp -m udp --sport 547 -j DROP")).toBeLessThan(guard);
     expect(from!.rules.some((r) => r.includes("-s fe80::/10") && r.includes("type 134"))).toBe(false);
-    expect(at("-p icmpv6 -m icmp6 --icmpv6-type 136 -j ACCEPT")).toBeGreaterThan(guard);
-    expect(to!.rules).toContain("-p icmpv6 -m icmp6 --icmpv6-type 134 -j ACCEPT");
-    expect(to!.rules).toContain("-p udp -m udp --sport 547 --dport 546 -j ACCEPT");
+    expect(at("-p icmpv6 -m icmp6 --icmpv6-type 136 -g pal-ct-admit")).toBeGreaterThan(guard);
+    expect(to!.rules).toContain("-p icmpv6 -m icmp6 --icmpv6-type 134 -g pal-ct-admit");
+    expect(to!.rules).toContain("-p udp -m udp --sport 547 --dport 546 -g pal-ct-admit");
   });
 
   it("many ports: a prefix tree (fan-out 16), so a new flow crosses O(log ports) rules; every port is reachable", () => {

@@ -148,9 +148,9 @@ describe("calc graph: the seed example", () => {
     expect(st).toEqual({ sets: LAYOUT_SETS, chains: { ...entryChains(4, []), ...entryChains(6, []) }, endpoints: {} });
   });
 
-  it("workloadToHost 'accept' renders the wl-to-host chain through the from-workload dispatch", () => {
+  it("workloadToHost 'accept' renders the wl-to-host chain through the from-workload dispatch, accepting through the driver's pal-ct-admit (DESIGN §6.14)", () => {
     const g2 = new CalcGraph(new RecordingSink(), { ...DEFAULT_CALC_CONFIG, workloadToHost: "accept" });
-    expect(snapshotState(g2, "hv1").chain(4, "pal-wl-to-host")).toEqual(["-j pal-from-wl-dispatch", "-j ACCEPT"]);
+    expect(snapshotState(g2, "hv1").chain(4, "pal-wl-to-host")).toEqual(["-j pal-from-wl-dispatch", "-g pal-ct-admit"]);
   });
 
   it("exposes the model it holds", () => {

@@ -328,11 +328,14 @@ describe("driver: applies proportional to the change", () => {
     }
   }
 
-  it("a member added, then a chain changed: one ipset restore with one add line, then one restore of that chain", async () => {
+  it.each([
+    { ending: true, chains: [":pal-FORWARD - [0:0]", ":pal-INPUT - [0:0]", ":pal-ct-admit - [0:0]", ":pal-pi-c9 - [0:0]"] },
+    { ending: false, chains: [":pal-pi-c9 - [0:0]"] },
+  ])("a member added, then a chain changed: one ipset restore with one add line, then one restore of that chain (ending revoked connections: $ending — the policy epoch advances in the same restore)", async ({ ending, chains }) => {
     const k = new FakeKernel();
     ctl = await startFakeController();
     // No periodic or post-write read-backs during the test.
-    driver = await startDriver({ controllers: [ctl.address], hostname: "hv1", runner: k, logger, backend: "nft", families: [4], driftCheckMs: 3_600_000, postWriteCheckMs: 3_600_000, readInterface: async () => "up", rulesetMonitor: false });
+    driver = await startDriver({ controllers: [ctl.address], hostname: "hv1", runner: k, logger, backend: "nft", families: [4], driftCheckMs: 3_600_000, postWriteCheckMs: 3_600_000, readInterface: async () => "up", rulesetMonitor: false, endRevokedConnections: ending });
     await until(() => ctl!.connected(), "connected");
     ctl.send(1, snapshot(50, 20, 100), true);
     await until(() => driver!.appliedRevision === 1, "revision 1");
@@ -346,7 +349,8 @@ describe("driver: applies proportional to the change", () => {
     ctl.send(3, [{ type: "chain-update", chain: chain("pal-pi-c9", ["-p tcp --dport 9999 -j ACCEPT"]) }]);
     await until(() => ctl!.acks().includes(3), "revision 3 acknowledged");
     expect(k.log.slice(next)).toEqual(["iptables-nft-restore --noflush --wait 10"]);
-    expect(k.inputs[next]!.split("\n").filter((l) => l.startsWith(":"))).toEqual([":pal-pi-c9 - [0:0]"]);
+    // A member added to a set only allow rules use revokes nothing: no epoch, no chain.
+    expect(k.inputs[next]!.split("\n").filter((l) => l.startsWith(":")).sort()).toEqual(chains);
     expect(k.chain(4, "pal-pi-c9")!.map(strip)).toEqual(["-p tcp --dport 9999 -j ACCEPT"]);
   });
 

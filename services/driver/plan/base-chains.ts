@@ -52,29 +52,35 @@ export function renderBaseChains(prefixes: readonly string[], family: IpVersion,
   const inp: string[] = [];
   const ports = prefixes.map((p) => portMatches(`${p}+`, bridged));
   const both = (m: ReturnType<typeof portMatches>) => [...m.from, ...m.to];
-  /** The conntrack part, per form: INVALID dropped; then what passes without policy. */
-  const established = (s: string, reply: string): string[] => {
-    if (epoch === undefined) return [`${s} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT`];
+  const forms = ports.flatMap(both);
+  const accept = epoch === undefined ? "-j ACCEPT" : `-g ${ADMIT_CHAIN}`;
+  /**
+   * The conntrack part, rule kind by rule kind over the forms (so a
+   * packet meets its fast path after the same rules as without epochs:
+   * established traffic pays no extra lookup): INVALID dropped; then what
+   * passes without policy.
+   */
+  const established = (fs: readonly string[], reply: string): string[] => {
+    if (epoch === undefined) return fs.map((s) => `${s} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT`);
     return [
       // Judged in the current epoch, not pending: the one fast-path rule.
-      `${s} ${fastPathMatch(epoch)} -j ACCEPT`,
+      ...fs.map((s) => `${s} ${fastPathMatch(epoch)} -j ACCEPT`),
       // An ICMP error or helper flow of a connection not denied since: as before.
-      `${s} ${RELATED_NOT_PENDING} -j ACCEPT`,
+      ...fs.map((s) => `${s} ${RELATED_NOT_PENDING} -j ACCEPT`),
       // Judged under an older policy. A reply is judged by the mirrored
       // rules (pal-ct-reply); an original-direction packet falls through to
       // the roots, like a new flow, marked pending until one admits it.
-      `${s} -m conntrack --ctstate ESTABLISHED --ctdir REPLY ${reply}`,
-      `${s} -m conntrack --ctstate ESTABLISHED ${PENDING_MARK}`,
+      ...fs.map((s) => `${s} -m conntrack --ctstate ESTABLISHED --ctdir REPLY ${reply}`),
+      ...fs.map((s) => `${s} -m conntrack --ctstate ESTABLISHED ${PENDING_MARK}`),
       // A TCP packet without SYN that conntrack sees as NEW (its entry was
       // deleted: the address left its endpoint) starts no connection; with
       // nf_conntrack_tcp_loose it would, and a new endpoint at the address
       // would inherit the old one's connection (DESIGN §6.14).
-      `${s} ${MIDSTREAM_PICKUP} -j DROP`,
+      ...fs.map((s) => `${s} ${MIDSTREAM_PICKUP} -j DROP`),
     ];
   };
-  const accept = epoch === undefined ? "-j ACCEPT" : `-g ${ADMIT_CHAIN}`;
-  for (const m of ports) for (const s of both(m)) fwd.push(`${s} -m conntrack --ctstate INVALID -j DROP`);
-  for (const m of ports) for (const s of both(m)) fwd.push(...established(s, `-g ${REPLY_RECHECK_CHAIN}`));
+  for (const s of forms) fwd.push(`${s} -m conntrack --ctstate INVALID -j DROP`);
+  fwd.push(...established(forms, `-g ${REPLY_RECHECK_CHAIN}`));
   // Policy: from-workload first (sender's outbound), then to-workload
   // (receiver's inbound); both RETURN on allow, so same-host traffic passes
   // both. A bridge port first passes its allowances and its guard (the
@@ -86,12 +92,14 @@ export function renderBaseChains(prefixes: readonly string[], family: IpVersion,
   for (const m of ports) for (const s of m.to) fwd.push(`${s} -j ${ENTRY_CHAINS.toWorkload}`);
   for (const m of ports) for (const s of both(m)) fwd.push(`${s} ${accept}`);
 
+  // Delivered to the host through a bridge: -i is the bridge, the tap is physdev-in.
+  const fromForms = ports.flatMap((m) => m.from);
+  for (const s of fromForms) inp.push(`${s} -m conntrack --ctstate INVALID -j DROP`);
+  // A stale reply from a workload to the host (the host opened the
+  // connection; host-to-workload traffic is not policed): admitted.
+  inp.push(...established(fromForms, accept));
   for (const m of ports) {
-    // Delivered to the host through a bridge: -i is the bridge, the tap is physdev-in.
     for (const s of m.from) {
-      // A reply from a workload to the host (the host opened the
-      // connection; host-to-workload traffic is not policed): admitted.
-      inp.push(`${s} -m conntrack --ctstate INVALID -j DROP`, ...established(s, accept));
       if (family === 4) {
         // DHCP to the host's DHCP agent.
         inp.push(`${s} -p udp --sport 68 --dport 67 ${accept}`);

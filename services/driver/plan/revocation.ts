@@ -198,8 +198,10 @@ export class RevocationWatch {
       this.refsByChain.clear();
       this.restrictive.clear();
       for (const [k, c] of now.chains) this.index(k, c);
-      for (const name of [...this.endpointMembers.keys()]) if (!now.sets.has(name)) this.syncSet(name, undefined, goneAt);
-      for (const [name, set] of now.sets) if (ENDPOINT_SET_RE.test(name)) this.syncSet(name, set, goneAt);
+      for (const present of [true, false]) {
+        for (const name of [...this.endpointMembers.keys()]) if (!now.sets.has(name)) this.syncSet(name, undefined, goneAt, present);
+        for (const [name, set] of now.sets) if (ENDPOINT_SET_RE.test(name)) this.syncSet(name, set, goneAt, present);
+      }
       return { bump: [...this.families], gone: [...gone.values()] };
     }
     for (const key of changes.chains) {
@@ -210,13 +212,20 @@ export class RevocationWatch {
       this.unindex(key);
       if (c) this.index(key, c);
     }
+    // Classification sets: additions first, so an address that moves from
+    // one class set to another in this apply never counts as gone.
+    for (const present of [true, false]) {
+      for (const [name, touched] of changes.sets) {
+        if (!ENDPOINT_SET_RE.test(name)) continue;
+        const set = now.sets.get(name);
+        const family: IpVersion = set?.family ?? (name.startsWith("pal6") ? 6 : 4);
+        if (touched === "all" || !set) { this.syncSet(name, set, goneAt, present); continue; }
+        for (const m of touched) if (set.members.has(m) === present) this.syncMember(name, family, m, present, goneAt);
+      }
+    }
     for (const [name, touched] of changes.sets) {
       const set = now.sets.get(name);
       const family: IpVersion = set?.family ?? (name.startsWith("pal6") ? 6 : 4);
-      if (ENDPOINT_SET_RE.test(name)) {
-        if (touched === "all" || !set) this.syncSet(name, set, goneAt);
-        else for (const m of touched) this.syncMember(name, family, m, set.members.has(m), goneAt);
-      }
       if (touched === "all" || !set) { bump.add(family); continue; }
       for (const m of touched) {
         if (!set.members.has(m)) bump.add(family);
@@ -226,12 +235,15 @@ export class RevocationWatch {
     return { bump: this.families.filter((f) => bump.has(f)), gone: [...gone.values()] };
   }
 
-  /** A classification set compared in full with what the watch last saw of it. */
-  private syncSet(name: string, set: DesiredSet | undefined, goneAt: (f: IpVersion, net: string, iface: string) => void): void {
+  /** A classification set compared in full with what the watch last saw of it: its additions, or its removals. */
+  private syncSet(name: string, set: DesiredSet | undefined, goneAt: (f: IpVersion, net: string, iface: string) => void, additions: boolean): void {
     const family: IpVersion = set?.family ?? (name.startsWith("pal6") ? 6 : 4);
     const seen = this.endpointMembers.get(name);
-    for (const m of [...(seen ?? [])]) if (!set?.members.has(m)) this.syncMember(name, family, m, false, goneAt);
-    for (const m of set?.members ?? []) if (!seen?.has(m)) this.syncMember(name, family, m, true, goneAt);
+    if (additions) {
+      for (const m of set?.members ?? []) if (!seen?.has(m)) this.syncMember(name, family, m, true, goneAt);
+    } else {
+      for (const m of [...(seen ?? [])]) if (!set?.members.has(m)) this.syncMember(name, family, m, false, goneAt);
+    }
   }
 
   private syncMember(name: string, family: IpVersion, m: string, present: boolean, goneAt: (f: IpVersion, net: string, iface: string) => void): void {

@@ -1,0 +1,238 @@
+// Revoked connections end (DESIGN §6.14), the driver's half without a
+// kernel: the base chains with a policy epoch, which applies advance it
+// (RevocationWatch), which addresses lose their connections, and the driver
+// against an in-memory kernel (support/fake-kernel.ts, whose `conntrack`
+// answers as conntrack-tools 1.4.7 does) and an in-process fake controller.
+import { afterEach, describe, expect, it } from "vitest";
+import type { ChainDef, HostUpdate } from "../../services/calc/index.js";
+import { chainKey } from "../../services/contract/host-update.js";
+import { startDriver, type Driver } from "../../services/driver/driver.js";
+import { conntrackDeleteArgs } from "../../services/driver/kernel/conntrack.js";
+import { renderBaseChains } from "../../services/driver/plan/base-chains.js";
+import { CT_EPOCH_MASK, CT_PENDING, fastPathMatch, initialEpoch, MAX_EPOCH, nextEpoch, RevocationWatch } from "../../services/driver/plan/revocation.js";
+import type { DesiredChanges, DesiredSet } from "../../services/driver/sync/desired-state.js";
+import { createLogger } from "../../services/runtime/logger.js";
+import { startFakeController, type FakeController } from "../support/fake-controller.js";
+import { FakeKernel } from "../support/fake-kernel.js";
+
+const logger = createLogger({ name: "test", level: "silent" });
+
+describe("base chains with a policy epoch", () => {
+  const rules = (epoch: number | undefined, bridged = false) => Object.fromEntries(renderBaseChains(["tap"], 4, bridged, epoch).map((c) => [c.name, c.rules]));
+
+  it("an established packet of a connection judged in this epoch meets its ACCEPT at the same rule as without epochs (no extra rule lookup)", () => {
+    for (const bridged of [false, true]) {
+      const off = rules(undefined, bridged)["pal-FORWARD"]!;
+      const on = rules(7, bridged)["pal-FORWARD"]!;
+      // Per form: INVALID first, then the fast path, in the same positions.
+      const fastOff = off.map((r, i) => [r, i] as const).filter(([r]) => r.includes("RELATED,ESTABLISHED -j ACCEPT"));
+      const fastOn = on.map((r, i) => [r, i] as const).filter(([r]) => r.includes(`${fastPathMatch(7)} -j ACCEPT`));
+      expect(fastOn.length).toBe(fastOff.length);
+      // Each form's fast path is reached after the same number of rules that form's packet skips.
+      expect(fastOn.map(([, i]) => i)).toEqual(fastOff.map(([, i]) => i));
+    }
+  });
+
+  it("the fast path matches the epoch in the ct mark's high half and requires pending to be clear", () => {
+    expect(fastPathMatch(7)).toBe(`-m conntrack --ctstate RELATED,ESTABLISHED -m connmark --mark 0x70000/0x${((CT_EPOCH_MASK | CT_PENDING) >>> 0).toString(16)}`);
+  });
+
+  it("with an epoch, every accept goes through pal-ct-admit, stale replies to pal-ct-reply; without, plain ACCEPTs and no re-check chain", () => {
+    const on = rules(9, true);
+    expect(on["pal-FORWARD"]!.filter((r) => /-j ACCEPT$/.test(r)).every((r) => r.includes("--ctstate RELATED"))).toBe(true);
+    expect(on["pal-FORWARD"]!.filter((r) => r.endsWith("-g pal-ct-admit")).length).toBe(4); // -i, physdev-in, -o, physdev-out
+    expect(on["pal-FORWARD"]!.filter((r) => r.includes("--ctdir REPLY -g pal-ct-reply")).length).toBe(4);
+    expect(on["pal-ct-admit"]).toEqual(["-j CONNMARK --set-xmark 0x90000/0xffffc000", "-j MARK --set-xmark 0x0/0x4000000", "-j ACCEPT"]);
+    expect(on["pal-ct-reply"]![0]).toBe("-j MARK --set-xmark 0x4000000/0x4000000");
+    expect(on["pal-ct-reply"]!.at(-1)).toBe("-g pal-ct-admit");
+    // Bridge ports pass their allowances and guard before the roots, as in pal-FORWARD.
+    const reply = on["pal-ct-reply"]!;
+    expect(reply.indexOf("-m physdev --physdev-in tap+ -j pal-br-from")).toBeLessThan(reply.indexOf("-m physdev --physdev-in tap+ -j pal-from-wl-dispatch"));
+    expect(on["pal-INPUT"]!.filter((r) => r.includes("--ctdir REPLY")).every((r) => r.endsWith("-g pal-ct-admit"))).toBe(true);
+    // A mid-stream TCP pickup (its entry was deleted) is dropped before any policy.
+    expect(on["pal-FORWARD"]!.some((r) => r.includes("--ctstate NEW -m tcp ! --tcp-flags SYN,RST,ACK,FIN SYN -j DROP"))).toBe(true);
+
+    const off = rules(undefined, true);
+    expect(off["pal-ct-admit"]).toEqual(["-j ACCEPT"]);
+    expect(off["pal-ct-reply"]).toBeUndefined();
+    expect(off["pal-FORWARD"]!.some((r) => r.includes("connmark") || r.includes("pal-ct-"))).toBe(false);
+  });
+
+  it("epochs run 1..65535 and wrap to 1 (0 is a connection no driver judged)", () => {
+    expect(nextEpoch(1)).toBe(2);
+    expect(nextEpoch(MAX_EPOCH)).toBe(1);
+    for (let i = 0; i < 100; i++) {
+      const e = initialEpoch();
+      expect(e >= 1 && e <= MAX_EPOCH).toBe(true);
+    }
+    expect(initialEpoch(() => 0.99999999)).toBeLessThanOrEqual(MAX_EPOCH);
+    expect(initialEpoch(() => 0)).toBe(1);
+  });
+});
+
+describe("RevocationWatch: which applies may revoke, which addresses leave", () => {
+  const chain = (name: string, rules: string[], family: 4 | 6 = 4): [string, ChainDef] => [chainKey(family, name), { table: "filter", family, name, rules }];
+  const set = (family: 4 | 6, ...members: string[]): DesiredSet => ({ family, members: new Set(members) });
+  const changes = (o: { chains?: string[]; sets?: [string, string[] | "all"][]; endpoints?: string[] }): DesiredChanges => ({
+    chains: new Set(o.chains ?? []),
+    sets: new Map((o.sets ?? []).map(([n, m]) => [n, m === "all" ? "all" : new Set(m)])),
+    endpoints: new Set(o.endpoints ?? []),
+  });
+
+  /** A host: an allow-only tag set, a set a DROP rule names, a set an allow rule names negated, two class sets. */
+  function host() {
+    const chains = new Map([
+      chain("pal-pi-web", ["-m set --match-set pal4t-friends src -j MARK --set-xmark 0x1000000/0x1000000", "-m set --match-set pal4t-bad src -j DROP", "-m set ! --match-set pal4t-notme src -j MARK --set-xmark 0x1000000/0x1000000"]),
+      chain("pal-from-wl-dispatch", ["-m set --match-set pal4ic_a src,src -g pal-fc_a"]),
+    ]);
+    const sets = new Map<string, DesiredSet>([
+      ["pal4t-friends", set(4, "10.0.0.1")], ["pal4t-bad", set(4)], ["pal4t-notme", set(4)],
+      ["pal4ic_a", set(4, "10.0.0.5,tapa", "10.0.0.6,tapb")], ["pal4ic_b", set(4)],
+      ["pal6ic_a", set(6, "fd00::5,tapa")],
+    ]);
+    const endpoints = new Map([["hv/o/a/e", "tapa"], ["hv/o/b/e", "tapb"]]);
+    const w = new RevocationWatch([4, 6]);
+    // The first apply of a state is planned in full: it may revoke anything.
+    expect(w.observe({ chains, sets, endpoints }, undefined)).toEqual({ bump: [4, 6], gone: [] });
+    return { w, chains, sets, endpoints };
+  }
+
+  it("a member added to a set only allow rules use, a new chain: nothing to revoke (no epoch, no cost)", () => {
+    const { w, chains, sets, endpoints } = host();
+    sets.get("pal4t-friends")!.members.add("10.0.0.2");
+    chains.set(...chain("pal-pi-new", ["-j MARK --set-xmark 0x1000000/0x1000000"]));
+    expect(w.observe({ chains, sets, endpoints }, changes({ chains: [chainKey(4, "pal-pi-new")], sets: [["pal4t-friends", ["10.0.0.2"]]] }))).toEqual({ bump: [], gone: [] });
+  });
+
+  it("a member added to a set a DROP rule names, or an allow rule names negated: the family's epoch advances", () => {
+    for (const name of ["pal4t-bad", "pal4t-notme"]) {
+      const { w, chains, sets, endpoints } = host();
+      sets.get(name)!.members.add("10.0.0.9");
+      expect(w.observe({ chains, sets, endpoints }, changes({ sets: [[name, ["10.0.0.9"]]] })).bump).toEqual([4]);
+    }
+  });
+
+  it("a member removed from any set, a set replaced wholesale, an existing rule chain changed: the epoch advances", () => {
+    let h = host();
+    h.sets.get("pal4t-friends")!.members.delete("10.0.0.1");
+    expect(h.w.observe(h, changes({ sets: [["pal4t-friends", ["10.0.0.1"]]] })).bump).toEqual([4]);
+    h = host();
+    expect(h.w.observe(h, changes({ sets: [["pal6ic_a", "all"]] })).bump).toEqual([6]);
+    h = host();
+    h.chains.set(...chain("pal-pi-web", ["-j MARK --set-xmark 0x1000000/0x1000000"]));
+    expect(h.w.observe(h, changes({ chains: [chainKey(4, "pal-pi-web")] })).bump).toEqual([4]);
+  });
+
+  it("the dispatch roots change only with class set members that change too: by themselves, no epoch", () => {
+    const h = host();
+    h.chains.set(...chain("pal-from-wl-dispatch", ["-m set --match-set pal4ic_a src,src -g pal-fc_a", "-m set --match-set pal4ic_b src,src -g pal-fc_b"]));
+    expect(h.w.observe(h, changes({ chains: [chainKey(4, "pal-from-wl-dispatch")] })).bump).toEqual([]);
+  });
+
+  it("an endpoint moving to another class keeps its addresses (not gone); one deleted loses them", () => {
+    const h = host();
+    h.sets.get("pal4ic_a")!.members.delete("10.0.0.5,tapa");
+    h.sets.get("pal4ic_b")!.members.add("10.0.0.5,tapa");
+    expect(h.w.observe(h, changes({ sets: [["pal4ic_a", ["10.0.0.5,tapa"]], ["pal4ic_b", ["10.0.0.5,tapa"]]] })).gone).toEqual([]);
+    h.sets.get("pal4ic_a")!.members.delete("10.0.0.6,tapb");
+    h.endpoints.delete("hv/o/b/e");
+    expect(h.w.observe(h, changes({ sets: [["pal4ic_a", ["10.0.0.6,tapb"]]], endpoints: ["hv/o/b/e"] })).gone).toEqual([{ family: 4, net: "10.0.0.6", iface: "tapb" }]);
+  });
+
+  it("an endpoint replaced by another at the same interface and addresses (same class, so no set changes at all): every address of the interface is gone", () => {
+    const h = host();
+    h.endpoints.delete("hv/o/a/e");
+    h.endpoints.set("hv/o/a2/e", "tapa");
+    const v = h.w.observe(h, changes({ endpoints: ["hv/o/a/e", "hv/o/a2/e"] }));
+    expect(v.gone.sort((x, y) => x.family - y.family)).toEqual([{ family: 4, net: "10.0.0.5", iface: "tapa" }, { family: 6, net: "fd00::5", iface: "tapa" }]);
+  });
+
+  it("a full plan (a new snapshot) finds replaced endpoints and departed addresses by comparing with what it saw", () => {
+    const h = host();
+    h.endpoints.delete("hv/o/b/e");
+    h.endpoints.set("hv/o/b2/e", "tapb");
+    h.sets.get("pal6ic_a")!.members.clear();
+    const v = h.w.observe(h, undefined);
+    expect(v.bump).toEqual([4, 6]);
+    expect(v.gone.map((g) => `${g.family} ${g.net} ${g.iface}`).sort()).toEqual(["4 10.0.0.6 tapb", "6 fd00::5 tapa"]);
+  });
+});
+
+describe("conntrack deletions", () => {
+  it("by original source and by original destination, in the zone when known", () => {
+    expect(conntrackDeleteArgs({ family: 4, net: "10.0.0.5", zone: 12 })).toEqual([["-D", "-f", "ipv4", "-w", "12", "-s", "10.0.0.5"], ["-D", "-f", "ipv4", "-w", "12", "-d", "10.0.0.5"]]);
+    expect(conntrackDeleteArgs({ family: 6, net: "fd00::/64" })).toEqual([["-D", "-f", "ipv6", "-s", "fd00::/64"], ["-D", "-f", "ipv6", "-d", "fd00::/64"]]);
+  });
+});
+
+describe("driver: addresses that leave an endpoint lose their connections", () => {
+  let ctl: FakeController | undefined;
+  let driver: Driver | undefined;
+  afterEach(async () => {
+    await driver?.stop();
+    ctl?.stop();
+    driver = undefined;
+    ctl = undefined;
+  });
+
+  const c = (name: string, rules: string[]): HostUpdate => ({ type: "chain-update", chain: { table: "filter", family: 4, name, rules } });
+  const snapshot: HostUpdate[] = [
+    c("pal-from-wl-dispatch", ["-m set --match-set pal4ic_x src,src -j RETURN", "-j DROP"]),
+    c("pal-to-wl-dispatch", ["-m set --match-set pal4ic_x dst,dst -j RETURN", "-j DROP"]),
+    c("pal-wl-to-host", ["-j DROP"]),
+    { type: "ipset-update", name: "pal4ic_x", family: 4, members: ["10.0.0.5,tapa", "10.0.0.6,tapb"] },
+    { type: "endpoint-update", key: "hv1/o/a/e", interfaceName: "tapa" },
+    { type: "endpoint-update", key: "hv1/o/b/e", interfaceName: "tapb" },
+  ];
+
+  async function start(k: FakeKernel) {
+    ctl = await startFakeController();
+    driver = await startDriver({ controllers: [ctl.address], hostname: "hv1", runner: k, logger, backend: "nft", families: [4], driftCheckMs: 3_600_000, postWriteCheckMs: 3_600_000, readInterface: async () => "up", rulesetMonitor: false });
+    await until(() => ctl!.connected(), "connected");
+    ctl.send(1, snapshot, true);
+    await until(() => driver!.appliedRevision === 1, "revision 1");
+  }
+
+  it("an endpoint deleted: its address's entries are deleted (both directions), others stay; the apply answers for it", async () => {
+    const k = new FakeKernel();
+    k.conntrack.push({ family: 4, src: "10.0.0.6", dst: "10.9.0.1", zone: 0 }, { family: 4, src: "10.9.0.2", dst: "10.0.0.6", zone: 0 }, { family: 4, src: "10.0.0.5", dst: "10.9.0.1", zone: 0 });
+    await start(k);
+    ctl!.send(2, [{ type: "ipset-delta", name: "pal4ic_x", family: 4, added: [], removed: ["10.0.0.6,tapb"] }, { type: "endpoint-remove", key: "hv1/o/b/e" }]);
+    await until(() => ctl!.acks().includes(2), "revision 2 acknowledged");
+    expect(k.conntrack).toEqual([{ family: 4, src: "10.0.0.5", dst: "10.9.0.1", zone: 0 }]);
+    expect(driver!.counters.conntrackDeleted).toBe(2);
+  });
+
+  it("conntrack failing: the revision is reported failed, not applied, and retried until the entries are gone", async () => {
+    const k = new FakeKernel();
+    k.conntrack.push({ family: 4, src: "10.0.0.6", dst: "10.9.0.1", zone: 0 });
+    await start(k);
+    k.conntrackFailure = "conntrack v1.4.7 (conntrack-tools): Operation failed: No such file or directory";
+    ctl!.send(2, [{ type: "ipset-delta", name: "pal4ic_x", family: 4, added: [], removed: ["10.0.0.6,tapb"] }, { type: "endpoint-remove", key: "hv1/o/b/e" }]);
+    const failures = () => ctl!.received.flatMap((m) => (m.message?.$case === "applied" && !m.message.value.ok ? [m.message.value] : []));
+    await until(() => failures().length > 0, "a failed apply reported");
+    expect(failures()[0]!.revision).toBe(2);
+    expect(failures()[0]!.error).toMatch(/could not end the connections of addresses that left an endpoint \(10\.0\.0\.6@tapb\)/);
+    expect(ctl!.acks()).not.toContain(2);
+    k.conntrackFailure = undefined;
+    await until(() => ctl!.acks().includes(2), "revision 2 applied after the retry", 15_000);
+    expect(k.conntrack).toEqual([]);
+  });
+
+  it("an endpoint replaced at the same interface and addresses (no set change at all): the old one's entries are deleted", async () => {
+    const k = new FakeKernel();
+    k.conntrack.push({ family: 4, src: "10.9.0.2", dst: "10.0.0.5", zone: 0 }, { family: 4, src: "10.9.0.2", dst: "10.0.0.6", zone: 0 });
+    await start(k);
+    ctl!.send(2, [{ type: "endpoint-remove", key: "hv1/o/a/e" }, { type: "endpoint-update", key: "hv1/o/a2/e", interfaceName: "tapa" }]);
+    await until(() => ctl!.acks().includes(2), "revision 2 acknowledged");
+    expect(k.conntrack).toEqual([{ family: 4, src: "10.9.0.2", dst: "10.0.0.6", zone: 0 }]);
+  });
+});
+
+async function until(cond: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
