@@ -35,7 +35,8 @@ import { renderZoneChains, type BridgeZone } from "./plan/zone-chains.js";
 import type { ChainDef } from "../contract/host-update.js";
 import { createOwnProcesses } from "./kernel/own-processes.js";
 import { buildPlanInput, type Epochs } from "./plan/plan-input.js";
-import { initialEpoch, nextEpoch, RevocationWatch, type GoneAddress } from "./plan/revocation.js";
+import { GONE_CAP, GONE_WINDOW_MS, initialEpoch, nextEpoch, RevocationWatch, type GoneAddress } from "./plan/revocation.js";
+import type { IpVersion } from "../model/index.js";
 import { deleteConntrack } from "./kernel/conntrack.js";
 import type { ApplySource } from "./apply/dataplane.js";
 import { createRulesetMonitor, defaultMonitorCommand, type RulesetMonitor } from "./monitors/ruleset-monitor.js";
@@ -101,7 +102,7 @@ export async function startDriver(options: DriverOptions): Promise<Driver> {
    * succeeds, bounded (the oldest are dropped, with an error, past the cap).
    */
   const goneAddresses = new Map<string, GoneAddress>();
-  const GONE_CAP = 100_000;
+  const QUEUE_CAP = 100_000;
   /** Tap -> its bridge's zone, as last seen (a tap is often gone by the time its endpoint is). */
   const zoneOfTap = new Map<string, number>();
   const bridges = new BridgeLayer({ prefixes: o.interfacePrefixes, families, extraChains: ownChains(zones.zones), epochs });
@@ -208,17 +209,59 @@ export async function startDriver(options: DriverOptions): Promise<Driver> {
       goneAddresses.delete(k);
       goneAddresses.set(k, g);
     }
-    if (goneAddresses.size > GONE_CAP) {
+    if (goneAddresses.size > QUEUE_CAP) {
       let n = 0;
-      for (const k of goneAddresses.keys()) { if (goneAddresses.size <= GONE_CAP) break; goneAddresses.delete(k); n++; }
+      for (const k of goneAddresses.keys()) { if (goneAddresses.size <= QUEUE_CAP) break; goneAddresses.delete(k); n++; }
       logger.error({ dropped: n }, "too many addresses waiting for their connections to be deleted; the oldest are given up");
     }
-    if (!verdict.bump.length) return changes;
+    const windowChanged = recentlyGone(verdict.gone);
+    if (!verdict.bump.length && !windowChanged) return changes;
     for (const f of verdict.bump) epochs[f] = nextEpoch(epochs[f]!);
-    const keys = bridges.setEpochs(epochs);
-    stats.epochAdvanced(verdict.bump);
+    const keys = bridges.setRevocation(epochs, goneNets(), true);
+    if (verdict.bump.length) stats.epochAdvanced(verdict.bump);
     return changes && { ...changes, chains: new Set([...changes.chains, ...keys]) };
   }
+
+  /**
+   * Departed addresses whose mid-stream TCP pick-ups are refused
+   * (pal-ct-gone), per family: "net" -> when that ends. Adds `gone`, drops
+   * what expired and what exceeds the cap (the oldest); whether the
+   * chain's content changed.
+   */
+  const departed: Record<IpVersion, Map<string, number>> = { 4: new Map(), 6: new Map() };
+  let departedTimer: NodeJS.Timeout | undefined;
+  function recentlyGone(gone: readonly GoneAddress[]): boolean {
+    const now = Date.now();
+    let changed = false;
+    for (const g of gone) {
+      const m = departed[g.family];
+      if (!m.has(g.net)) changed = true;
+      m.delete(g.net);
+      m.set(g.net, now + GONE_WINDOW_MS);
+    }
+    for (const f of families) {
+      const m = departed[f];
+      for (const [net, until] of m) {
+        if (until > now && m.size <= GONE_CAP) break; // insertion order = expiry order
+        m.delete(net);
+        changed = true;
+      }
+    }
+    clearTimeout(departedTimer);
+    const next = Math.min(...families.flatMap((f) => [...departed[f].values()].slice(0, 1)));
+    if (Number.isFinite(next) && !stopped) {
+      // The window's end is a change of the driver's own chain: applied like a topology change.
+      departedTimer = setTimeout(() => {
+        if (recentlyGone([])) {
+          bridges.setRevocation(epochs, goneNets(), false);
+          loop.schedule();
+        }
+      }, Math.max(1_000, next - now));
+      departedTimer.unref?.();
+    }
+    return changed;
+  }
+  const goneNets = () => Object.fromEntries(families.map((f) => [f, [...departed[f].keys()]]));
 
   /**
    * Deletes the queued addresses' connections (after the apply that removed
@@ -363,6 +406,7 @@ export async function startDriver(options: DriverOptions): Promise<Driver> {
       void flows?.stop();
       interfaces.stop();
       clearInterval(hostTimer);
+      clearTimeout(departedTimer);
       client?.stop();
       await monitor?.stop();
       // Rules stay in place: a stopped driver keeps enforcing the last state.

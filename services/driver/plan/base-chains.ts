@@ -9,7 +9,7 @@ import { type ChainDef } from "../../contract/host-update.js";
 import { ADMIT_CHAIN, BASE_CHAINS, ENTRY_CHAINS } from "../../contract/dataplane-names.js";
 import type { IpVersion } from "../../model/index.js";
 import { BRIDGE_CHAINS } from "./bridge-guard.js";
-import { fastPathMatch, MIDSTREAM_PICKUP, PENDING_MARK, RELATED_NOT_PENDING, renderAdmitChain, renderReplyChain, REPLY_RECHECK_CHAIN } from "./revocation.js";
+import { fastPathMatch, GONE_CHAIN, MIDSTREAM_PICKUP, PENDING_MARK, renderGoneChain, RELATED_NOT_PENDING, renderAdmitChain, renderReplyChain, REPLY_RECHECK_CHAIN } from "./revocation.js";
 
 /**
  * How a workload port shows in a chain, per prefix wildcard `P+`: routed
@@ -45,9 +45,10 @@ function portMatches(w: string, bridged: boolean) {
  *
  * `epoch`: this family's policy epoch when revoked connections are ended
  * (DESIGN §6.14); undefined renders the plain conntrack fast path (every
- * established packet accepted before any policy).
+ * established packet accepted before any policy). `goneNets`: addresses
+ * that recently left an endpoint of this host (`pal-ct-gone`).
  */
-export function renderBaseChains(prefixes: readonly string[], family: IpVersion, bridged = false, epoch?: number): ChainDef[] {
+export function renderBaseChains(prefixes: readonly string[], family: IpVersion, bridged = false, epoch?: number, goneNets: readonly string[] = []): ChainDef[] {
   const fwd: string[] = [];
   const inp: string[] = [];
   const ports = prefixes.map((p) => portMatches(`${p}+`, bridged));
@@ -72,11 +73,12 @@ export function renderBaseChains(prefixes: readonly string[], family: IpVersion,
       // the roots, like a new flow, marked pending until one admits it.
       ...fs.map((s) => `${s} -m conntrack --ctstate ESTABLISHED --ctdir REPLY ${reply}`),
       ...fs.map((s) => `${s} -m conntrack --ctstate ESTABLISHED ${PENDING_MARK}`),
-      // A TCP packet without SYN that conntrack sees as NEW (its entry was
-      // deleted: the address left its endpoint) starts no connection; with
-      // nf_conntrack_tcp_loose it would, and a new endpoint at the address
-      // would inherit the old one's connection (DESIGN §6.14).
-      ...fs.map((s) => `${s} ${MIDSTREAM_PICKUP} -j DROP`),
+      // A TCP packet without SYN that conntrack sees as NEW: if its address
+      // recently left an endpoint here (its entries were deleted), it starts
+      // no connection; with nf_conntrack_tcp_loose it would, and a new
+      // endpoint at the address would inherit the old one's connection
+      // (DESIGN §6.14). Other pick-ups (live migration) go on as before.
+      ...fs.map((s) => `${s} ${MIDSTREAM_PICKUP} -j ${GONE_CHAIN}`),
     ];
   };
   for (const s of forms) fwd.push(`${s} -m conntrack --ctstate INVALID -j DROP`);
@@ -127,7 +129,7 @@ export function renderBaseChains(prefixes: readonly string[], family: IpVersion,
       physIn: ports.flatMap((m) => (m.physIn ? [m.physIn] : [])),
       physOut: ports.flatMap((m) => (m.physOut ? [m.physOut] : [])),
     };
-    out.push(renderReplyChain(family, forms, BRIDGE_CHAINS.from, BRIDGE_CHAINS.to));
+    out.push(renderReplyChain(family, forms, BRIDGE_CHAINS.from, BRIDGE_CHAINS.to), renderGoneChain(family, goneNets));
   }
   return out;
 }

@@ -28,7 +28,7 @@ import { setTypeOf } from "../../contract/dataplane-names.js";
 import type { IpVersion } from "../../model/index.js";
 import type { DesiredChanges, DesiredSet } from "../sync/desired-state.js";
 import { portSetName } from "./bridge-guard.js";
-import { driverBaseChains, type Epochs } from "./plan-input.js";
+import { driverBaseChains, type Epochs, type GoneNets } from "./plan-input.js";
 
 /** Class sets (DESIGN §6.5): a twin from two of them is contested. */
 const CLASS_SET_RE = /^pal[46]ic_/;
@@ -100,6 +100,8 @@ export class BridgeLayer {
 
   /** The families' policy epochs (DESIGN §6.14); empty when revoked connections are left alone. */
   private epochs: Epochs;
+  /** Addresses that recently left an endpoint (pal-ct-gone, DESIGN §6.14). */
+  private gone: GoneNets = {};
 
   constructor(private readonly o: { prefixes: readonly string[]; families: readonly IpVersion[]; extraChains?: readonly ChainDef[]; epochs?: Epochs }) {
     this.extra = o.extraChains ?? [];
@@ -113,16 +115,19 @@ export class BridgeLayer {
   }
 
   /**
-   * New policy epochs, decided while an apply is planned (after take()):
-   * the base chains are rebuilt and the keys that changed are returned for
-   * that same apply (they are not left pending for the next).
+   * New policy epochs and departed addresses (DESIGN §6.14). Decided while
+   * an apply is planned (after take(), `forThisApply`): the base chains are
+   * rebuilt and the keys that changed are returned for that same apply,
+   * not left pending for the next. Otherwise (a departed address's window
+   * ending) they are pending, as for a topology change, and returned too.
    */
-  setEpochs(epochs: Epochs): Set<string> {
+  setRevocation(epochs: Epochs, gone: GoneNets, forThisApply: boolean): Set<string> {
     this.epochs = { ...epochs };
+    this.gone = { ...gone };
     const before = new Set(this.pendingChains);
     this.rebuildChains();
     const changed = new Set<string>();
-    for (const k of this.pendingChains) if (!before.has(k)) { changed.add(k); this.pendingChains.delete(k); }
+    for (const k of this.pendingChains) if (!before.has(k)) { changed.add(k); if (forThisApply) this.pendingChains.delete(k); }
     return changed;
   }
 
@@ -393,7 +398,7 @@ export class BridgeLayer {
   }
 
   private rebuildChains(): boolean {
-    const next = driverBaseChains(this.o.prefixes, this.o.families, this.extra, this.physdev ? this.bridgedTaps() : undefined, this.epochs);
+    const next = driverBaseChains(this.o.prefixes, this.o.families, this.extra, this.physdev ? this.bridgedTaps() : undefined, this.epochs, this.gone);
     let changed = false;
     for (const [k, c] of next) {
       const old = this.base.get(k);

@@ -18,6 +18,8 @@ import type { ChainLookup, PlanInput } from "./plan.js";
 
 /** Per family, the current policy epoch (DESIGN §6.14); a family without one renders the plain fast path. */
 export type Epochs = Partial<Record<IpVersion, number>>;
+/** Per family, the addresses that recently left an endpoint of this host (DESIGN §6.14, no inheritance). */
+export type GoneNets = Partial<Record<IpVersion, readonly string[]>>;
 
 /**
  * The driver's own chains by chainKey(): base chains of each family, plus
@@ -26,9 +28,9 @@ export type Epochs = Partial<Record<IpVersion, number>>;
  * taps (DESIGN §6.3). `epochs`, when given, are the families' policy
  * epochs (revoked connections end, DESIGN §6.14).
  */
-export function driverBaseChains(prefixes: readonly string[], families: readonly IpVersion[], extra: readonly ChainDef[] = [], bridgedTaps?: readonly string[], epochs?: Epochs): Map<string, ChainDef> {
+export function driverBaseChains(prefixes: readonly string[], families: readonly IpVersion[], extra: readonly ChainDef[] = [], bridgedTaps?: readonly string[], epochs?: Epochs, gone?: GoneNets): Map<string, ChainDef> {
   const base = new Map<string, ChainDef>();
-  for (const f of families) for (const c of renderBaseChains(prefixes, f, bridgedTaps !== undefined, epochs?.[f])) base.set(keyOf(c), c);
+  for (const f of families) for (const c of renderBaseChains(prefixes, f, bridgedTaps !== undefined, epochs?.[f], gone?.[f])) base.set(keyOf(c), c);
   if (bridgedTaps) for (const f of families) for (const c of renderBridgeChains(f, bridgedTaps)) base.set(keyOf(c), c);
   for (const c of extra) base.set(keyOf(c), c);
   return base;

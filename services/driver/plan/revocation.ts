@@ -54,6 +54,25 @@ export const RELATED_NOT_PENDING = `-m conntrack --ctstate RELATED -m connmark -
 /** A TCP segment without SYN that conntrack would take as a new connection (nf_conntrack_tcp_loose). */
 export const MIDSTREAM_PICKUP = "-p tcp -m conntrack --ctstate NEW -m tcp ! --tcp-flags SYN,RST,ACK,FIN SYN";
 
+/** The driver's chain of addresses that recently left an endpoint of this host (no inheritance). */
+export const GONE_CHAIN = "pal-ct-gone";
+
+/** How long a departed address's mid-stream TCP pick-ups are refused: longer than TCP's own retransmission give-up (~15 min). */
+export const GONE_WINDOW_MS = 20 * 60_000;
+/** At most this many departed addresses per family in the chain (the oldest leave it first). */
+export const GONE_CAP = 1_024;
+
+/**
+ * `pal-ct-gone`: reached only by a mid-stream TCP pick-up (MIDSTREAM_PICKUP).
+ * Its connection's entry was deleted because the address left its endpoint:
+ * such a segment must not start a connection that a new endpoint at the
+ * address would then carry on (DESIGN §6.14). Any other pick-up (a live
+ * migrated VM's connections arriving here) returns and is judged as today.
+ */
+export function renderGoneChain(family: IpVersion, nets: readonly string[]): ChainDef {
+  return { table: "filter", family, name: GONE_CHAIN, rules: nets.flatMap((n) => [`-s ${n} -j DROP`, `-d ${n} -j DROP`]) };
+}
+
 /** Set before a re-check: stays unless the policy admits the packet. */
 export const PENDING_MARK = `-j CONNMARK --set-xmark ${hex(CT_PENDING)}/${hex(CT_PENDING)}`;
 
