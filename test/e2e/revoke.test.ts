@@ -8,7 +8,7 @@
 //     (checked over the 2 s after that);
 //   - a session the new model still admits never pauses longer than 100 ms
 //     across the change and is never reset; the same across an unrelated
-//     change;
+//     change, a driver restart and a drift repair;
 //   - a new endpoint at a deleted endpoint's address inherits none of its
 //     connections: TCP ends whether or not its own profile would admit the
 //     peer; UDP and ICMP are judged as new flows by its own policy.
@@ -55,6 +55,24 @@ describe("revoked access ends open connections, allowed ones go on", () => {
     };
   };
   const profile = (id: string, inbound: object[], tags: string[] = [id]) => ({ kind: "Profile", id, tags, inbound_rules: inbound, outbound_rules: [{}] });
+
+  const drivers = new Map<string, ReturnType<Lab["spawnIn"]>>();
+  const startDriverOn = (hv: string, log = `driver-${hv}.log`) => {
+    drivers.set(hv, lab.spawnIn(lab.hypervisors.get(hv)!.ns, process.execPath,
+      [BIN.driver, "--insecure", "--controller", `unix:${join(dir, "ctl.sock")}`, "--hostname", hv], { logFile: join(dir, log) }));
+  };
+  /** Every host connected, in sync and without error at `rev` or later. */
+  async function allApplied(rev: number): Promise<void> {
+    let last = "";
+    await eventually(async () => {
+      const s = await call(t.clients.status, t.clients.status.getStatus, {});
+      last = JSON.stringify(s.hosts.map((h) => [h.hostname, h.appliedRevision, h.inSync, h.connected, h.lastError]));
+      return HOSTS.every((name) => {
+        const h = s.hosts.find((x) => x.hostname === name);
+        return h && h.connected && h.inSync && h.appliedRevision >= rev && h.lastError === "";
+      });
+    }, { what: `all hosts applied revision ${rev}`, timeoutMs: 30_000, intervalMs: 20 }).catch((e: Error) => { throw new Error(`${e.message}: ${last}`); });
+  }
 
   /** Applies documents and endpoint deletions; resolves at T, when every host reports the revision applied. */
   async function apply(docs: object[], deletes: { host: string; workload: string; id: string }[] = []): Promise<number> {
@@ -134,10 +152,7 @@ describe("revoked access ends open connections, allowed ones go on", () => {
     await lab.addBridgedWorkload("hv3", { name: "r3", iface: "tapr3", bridge: "brqnet3", host: 20 });
     await lab.addBridgedWorkload("hv3", { name: "kb", iface: "tapkb", bridge: "brqnet3", host: 30 });
     t = await startTestController({ socket: join(dir, "ctl.sock") });
-    for (const hv of HOSTS) {
-      lab.spawnIn(lab.hypervisors.get(hv)!.ns, process.execPath,
-        [BIN.driver, "--insecure", "--controller", `unix:${join(dir, "ctl.sock")}`, "--hostname", hv], { logFile: join(dir, `driver-${hv}.log`) });
-    }
+    for (const hv of HOSTS) startDriverOn(hv);
     await apply(docs());
     sessions = createSessions(lab);
     groups.rule = await sessions.openAll("a", "r1", 7000);
@@ -229,6 +244,28 @@ describe("revoked access ends open connections, allowed ones go on", () => {
     const T1 = await apply([profile("unrelated", [{ protocol: "tcp", dst_ports: [1234] }])]);
     await sleepUntil(T1 + 1_000);
     expect(hiccups(groups.kept!, from - 500, Date.now(), T1)).toEqual([]);
+  }, 60_000);
+
+  it("the same across a driver restart: the new driver adopts the rules, starts a new epoch, and every connection is judged once more", async () => {
+    const from = Date.now();
+    const hv2 = drivers.get("hv2")!;
+    const rev = Math.max(...(await call(t.clients.status, t.clients.status.getStatus, {})).hosts.map((h) => Number(h.appliedRevision)));
+    hv2.kill("SIGTERM");
+    await hv2;
+    startDriverOn("hv2", "driver-hv2-restarted.log");
+    await allApplied(Number(rev));
+    await sleepUntil(Date.now() + 1_500);
+    expect(hiccups(groups.kept!, from, Date.now(), from)).toEqual([]);
+  }, 60_000);
+
+  it("the same across a drift repair (a full plan advances every epoch)", async () => {
+    const from = Date.now();
+    // A foreign rule in our chain: the tamper watch repairs it with a full plan.
+    const hv1 = lab.hypervisors.get("hv1")!.ns;
+    await lab.exec(hv1, "iptables", ["-I", "pal-FORWARD", "1", "-s", "192.0.2.99", "-j", "DROP"]);
+    await eventually(async () => !(await lab.exec(hv1, "iptables", ["-S", "pal-FORWARD"])).includes("192.0.2.99"), { what: "the repair", timeoutMs: 40_000, intervalMs: 50 });
+    await sleepUntil(Date.now() + 1_500);
+    expect(hiccups(groups.kept!, from, Date.now(), from)).toEqual([]);
   }, 60_000);
 
   it("a new endpoint at a deleted endpoint's address inherits none of its connections: a TCP connection ends, other packets are new flows under its own policy", async () => {

@@ -23,7 +23,11 @@ export interface SessionSpec {
   port?: number;
 }
 
-export interface SideLog { rx: number[]; tx: number[]; stalls: [number, number][]; events: { ev: string; t: number; code?: string }[] }
+export interface SideLog {
+  rx: number[]; tx: number[]; stalls: [number, number][]; events: { ev: string; t: number; code?: string }[];
+  /** ICMP echo replies: sequence number, receive time, round trip (ms). */
+  echo: { seq: number; rx: number; rtt: number }[];
+}
 
 export interface Session {
   spec: SessionSpec;
@@ -36,7 +40,7 @@ export interface Session {
   rxAfter(t: number): number[];
   /** Largest gap between consecutive receives of a side in [from, to], counting the window's edges. */
   maxGap(side: "client" | "server", from: number, to: number): { gap: number; at: number };
-  /** deliveryDelayAt for a side (ICMP has no recorded sends: its receive gap instead). */
+  /** deliveryDelayAt for a side (ICMP: sends from ping's sequence numbers and round trips, echoSends). */
   maxDelay(side: "client" | "server", from: number, to: number): { gap: number; at: number };
   /** Did TCP see an end, reset or error (on either side)? The events themselves, for messages. */
   ended(): { ev: string; code?: string }[];
@@ -46,7 +50,7 @@ export interface Session {
 function parse(file: string): SideLog {
   let text = "";
   try { text = readFileSync(file, "utf8"); } catch { /* not written yet */ }
-  const log: SideLog = { rx: [], tx: [], stalls: [], events: [] };
+  const log: SideLog = { rx: [], tx: [], stalls: [], events: [], echo: [] };
   for (const line of text.split("\n")) {
     if (line.startsWith("{")) {
       try {
@@ -56,10 +60,34 @@ function parse(file: string): SideLog {
       continue;
     }
     // ping -D: "[1733412345.123456] 64 bytes from ...: icmp_seq=1 ttl=63 time=0.1 ms"
-    const m = /^\[(\d+\.\d+)\] \d+ bytes from /.exec(line);
-    if (m) log.rx.push(Math.round(Number(m[1]) * 1000));
+    const m = /^\[(\d+\.\d+)\] \d+ bytes from .*icmp_seq=(\d+) .*time=([\d.]+) ms/.exec(line);
+    if (m) {
+      const rx = Math.round(Number(m[1]) * 1000);
+      log.rx.push(rx);
+      log.echo.push({ seq: Number(m[2]), rx, rtt: Number(m[3]) });
+    }
   }
   return log;
+}
+
+/**
+ * ICMP echo: when each request was sent, from ping's own numbering — a
+ * reply's send time is its receive time less its round trip; a request with
+ * no reply (lost: dropped somewhere) is placed between its neighbours by
+ * sequence number. So a ping that was not scheduled (a starved CPU) sends
+ * later and adds nothing; a request dropped on the way counts from its send
+ * to the next reply (deliveryDelayAt with these sends).
+ */
+export function echoSends(echo: readonly { seq: number; rx: number; rtt: number }[]): number[] {
+  const got = [...echo].sort((a, b) => a.seq - b.seq).map((e) => ({ seq: e.seq, sent: e.rx - e.rtt }));
+  const out: number[] = [];
+  for (let i = 0; i < got.length; i++) {
+    const a = got[i]!, b = got[i + 1];
+    out.push(a.sent);
+    if (!b) break;
+    for (let q = a.seq + 1; q < b.seq; q++) out.push(a.sent + ((b.sent - a.sent) * (q - a.seq)) / (b.seq - a.seq));
+  }
+  return out;
 }
 
 /**
@@ -132,7 +160,7 @@ export function createSessions(lab: Lab) {
       rxAfter: (t) => { const r = read(); return [...r.client.rx, ...r.server.rx].filter((x) => x > t).sort((a, b) => a - b); },
       maxGap: (side, from, to) => sessionGapAt(read()[side].rx, from, to),
       maxDelay: (side, from, to) => {
-        if (spec.kind === "icmp") return session.maxGap(side, from, to);
+        if (spec.kind === "icmp") { const e = read().client.echo; return deliveryDelayAt(e.map((x) => x.rx).sort((a, b) => a - b), echoSends(e), from, to); }
         const r = read();
         return deliveryDelayAt(r[side].rx, r[side === "client" ? "server" : "client"].tx, from, to, r[side].stalls);
       },

@@ -1,7 +1,7 @@
 // The session harness's measures (test/lab/sessions.ts), on made-up
 // timelines: what the revoke e2e test's 100 ms bound rests on.
 import { describe, expect, it } from "vitest";
-import { deliveryDelayAt, sessionGapAt } from "../lab/sessions.js";
+import { deliveryDelayAt, echoSends, sessionGapAt } from "../lab/sessions.js";
 
 const every20 = (from: number, to: number) => Array.from({ length: Math.floor((to - from) / 20) + 1 }, (_, i) => from + 20 * i);
 
@@ -30,5 +30,14 @@ describe("session measures", () => {
     expect(deliveryDelayAt(rx, tx, 0, 1000, [[400, 521]]).gap).toBe(1);
     expect(deliveryDelayAt(rx, tx, 0, 1000, [[400, 450]]).gap).toBe(71);
     expect(deliveryDelayAt(rx, tx, 0, 1000).gap).toBe(121);
+  });
+  it("ICMP echo: a ping not scheduled for 150 ms sends late and waits for nothing; three requests dropped wait until the next reply", () => {
+    // Every 20 ms, 1 ms round trips; then ping itself pauses 150 ms (seq 5 sent at 250, not 100).
+    const paused = [0, 1, 2, 3, 4].map((q) => ({ seq: q, rx: q * 20 + 1, rtt: 1 })).concat([5, 6, 7].map((q, i) => ({ seq: q, rx: 250 + i * 20 + 1, rtt: 1 })));
+    expect(deliveryDelayAt(paused.map((e) => e.rx), echoSends(paused), 0, 300).gap).toBe(1);
+    // Requests 5, 6, 7 dropped (no replies); 8 answered at 161: 5 was sent at 100 and waited until 161.
+    const dropped = [0, 1, 2, 3, 4, 8, 9].map((q) => ({ seq: q, rx: q * 20 + 1, rtt: 1 }));
+    expect(echoSends(dropped).slice(5, 8)).toEqual([100, 120, 140]);
+    expect(deliveryDelayAt(dropped.map((e) => e.rx), echoSends(dropped), 0, 300)).toEqual({ gap: 61, at: 100 });
   });
 });
