@@ -78,15 +78,7 @@ describe("revoked access ends open connections, allowed ones go on", () => {
   async function apply(docs: object[], deletes: { host: string; workload: string; id: string }[] = []): Promise<number> {
     const del = deletes.map((k) => ({ object: refToPb({ kind: "Endpoint", key: { ...k, orchestrator: "t" } }) }));
     const rev = (await call(t.clients.policy, t.clients.policy.apply, { deletes: del, documents: parseDocuments(docs).map(documentToPb) })).revision;
-    let last = "";
-    await eventually(async () => {
-      const s = await call(t.clients.status, t.clients.status.getStatus, {});
-      last = JSON.stringify(s.hosts.map((h) => [h.hostname, h.appliedRevision, h.inSync, h.lastError]));
-      return HOSTS.every((name) => {
-        const h = s.hosts.find((x) => x.hostname === name);
-        return h && h.inSync && h.appliedRevision >= rev && h.lastError === "";
-      });
-    }, { what: `all hosts applied revision ${rev}`, timeoutMs: 30_000, intervalMs: 20 }).catch((e: Error) => { throw new Error(`${e.message}: ${last}`); });
+    await allApplied(Number(rev));
     return Date.now();
   }
 
