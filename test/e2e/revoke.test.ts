@@ -6,9 +6,10 @@
 // A change is applied and T is when every host reports it applied. Then:
 //   - a revoked session passes nothing, either way, later than T + 1 s
 //     (checked over the 2 s after that);
-//   - a session the new model still admits never pauses longer than 100 ms
-//     across the change and is never reset; the same across an unrelated
-//     change, a driver restart and a drift repair;
+//   - a session the new model still admits loses no UDP datagram or ICMP
+//     echo, never waits over 100 ms for a packet and is never reset across
+//     the change, nor across an unrelated change, a driver restart and a
+//     drift repair;
 //   - a new endpoint at a deleted endpoint's address inherits none of its
 //     connections: TCP ends whether or not its own profile would admit the
 //     peer; UDP and ICMP are judged as new flows by its own policy.
@@ -90,19 +91,39 @@ describe("revoked access ends open connections, allowed ones go on", () => {
     });
   }
 
+  /** TCP retransmissions per session, as of `retransAt`. */
+  const retransAt = new Map<Session, number>();
+  const snapshotRetrans = async (list: Session[]) => { for (const x of list) retransAt.set(x, await x.retransmitted()); };
+
   /**
-   * Packets that waited over 100 ms for delivery in [from, to] (sent by the
-   * peer, not yet received: a sender starved of CPU on this small machine is
-   * not a policy pause, nor is the receiving process not being scheduled)
-   * and TCP ends/resets, per session: must be none.
+   * A policy gap in a session that stays allowed, over [from, to], per
+   * session: a UDP datagram or ICMP echo (request or reply) that never
+   * arrived; a packet that waited over 100 ms for delivery (the peer's send
+   * to this side's receive, less the receiver's own pauses; the session
+   * processes run real-time, so the busy lab delays them little); a TCP end
+   * or reset.
    */
-  function hiccups(list: Session[], from: number, to: number, T0: number): string[] {
-    return list.flatMap((s) => [
-      ...receivingSides(s).map((side) => [side, s.maxDelay(side, from, to), s.maxGap(side, from, to)] as const)
-        .filter(([, d]) => d.gap > MAX_GAP_MS)
-        .map(([side, d, g]) => `${s.label}: ${side} waited ${d.gap} ms for a packet sent at T${d.at - T0 >= 0 ? "+" : ""}${d.at - T0} ms (largest receive gap ${g.gap} ms)`),
-      ...s.ended().map((e) => `${s.label}: ${e.ev}${e.code ? ` ${e.code}` : ""}`),
-    ]);
+  async function policyGaps(list: Session[], from: number, to: number, T0: number): Promise<string[]> {
+    const out: string[] = [];
+    let worst = { label: "", gap: 0 };
+    let retrans = 0;
+    const at = (t: number) => `T${t - T0 >= 0 ? "+" : ""}${t - T0} ms`;
+    for (const x of list) {
+      const lost = x.lost(from, to - 300);
+      if (lost.length) out.push(`${x.label}: ${lost.length} packets lost, first sent at ${at(lost[0]!)}`);
+      for (const side of receivingSides(x)) {
+        const d = x.maxDelay(side, from, to);
+        if (d.gap > worst.gap) worst = { label: `${x.label} ${side} at ${at(d.at)}`, gap: d.gap };
+        if (d.gap > MAX_GAP_MS) out.push(`${x.label}: ${side} waited ${d.gap} ms for a packet sent at ${at(d.at)}`);
+      }
+      retrans += (await x.retransmitted()) - (retransAt.get(x) ?? 0);
+      out.push(...x.ended().map((e) => `${x.label}: ${e.ev}${e.code ? ` ${e.code}` : ""}`));
+    }
+    // Retransmissions are printed, not judged: a busy machine makes TCP
+    // retransmit spuriously with or without Palisade (seen: 7 in 40 s with
+    // --no-end-revoked-connections under load).
+    console.log(`kept sessions: longest delivery delay ${worst.gap} ms (${worst.label}), TCP retransmissions ${retrans}`);
+    return out;
   }
 
   const docs = (over: Record<string, object> = {}) => {
@@ -183,6 +204,7 @@ describe("revoked access ends open connections, allowed ones go on", () => {
     ];
     // One revoking change for four kinds of revocation at once; the kept
     // profile changes too (a rule added) but still admits its sessions.
+    await snapshotRetrans(groups.kept);
     sentAt = Date.now();
     T = await apply(docs({
       "p-rule": profile("p-rule", []),
@@ -224,21 +246,23 @@ describe("revoked access ends open connections, allowed ones go on", () => {
     expect(leaks(groups.unprofiled!, T)).toEqual([]);
   });
 
-  it("sessions the new model still admits never pause over 100 ms across the change, and are not reset", () => {
-    expect(hiccups(groups.kept!, sentAt - 1_000, T + REVOKE_WITHIN_MS + CHECK_WINDOW_MS, T)).toEqual([]);
+  it("sessions the new model still admits lose no packet and never wait over 100 ms across the change, and are not reset", async () => {
+    expect(await policyGaps(groups.kept!, sentAt - 1_000, T + REVOKE_WITHIN_MS + CHECK_WINDOW_MS, T)).toEqual([]);
   });
 
   it("the same across an unrelated change", async () => {
     // The revoked sessions are checked: stop them, so their retransmissions
     // load neither the CPU nor the measure.
     for (const g of ["rule", "tag", "inactive", "unprofiled"]) for (const s of groups[g]!) s.stop();
+    await snapshotRetrans(groups.kept!);
     const from = Date.now();
     const T1 = await apply([profile("unrelated", [{ protocol: "tcp", dst_ports: [1234] }])]);
     await sleepUntil(T1 + 1_000);
-    expect(hiccups(groups.kept!, from - 500, Date.now(), T1)).toEqual([]);
+    expect(await policyGaps(groups.kept!, from - 500, Date.now(), T1)).toEqual([]);
   }, 60_000);
 
   it("the same across a driver restart: the new driver adopts the rules, starts a new epoch, and every connection is judged once more", async () => {
+    await snapshotRetrans(groups.kept!);
     const from = Date.now();
     const hv2 = drivers.get("hv2")!;
     const rev = Math.max(...(await call(t.clients.status, t.clients.status.getStatus, {})).hosts.map((h) => Number(h.appliedRevision)));
@@ -247,17 +271,18 @@ describe("revoked access ends open connections, allowed ones go on", () => {
     startDriverOn("hv2", "driver-hv2-restarted.log");
     await allApplied(Number(rev));
     await sleepUntil(Date.now() + 1_500);
-    expect(hiccups(groups.kept!, from, Date.now(), from)).toEqual([]);
+    expect(await policyGaps(groups.kept!, from, Date.now(), from)).toEqual([]);
   }, 60_000);
 
   it("the same across a drift repair (a full plan advances every epoch)", async () => {
+    await snapshotRetrans(groups.kept!);
     const from = Date.now();
     // A foreign rule in our chain: the tamper watch repairs it with a full plan.
     const hv1 = lab.hypervisors.get("hv1")!.ns;
     await lab.exec(hv1, "iptables", ["-I", "pal-FORWARD", "1", "-s", "192.0.2.99", "-j", "DROP"]);
     await eventually(async () => !(await lab.exec(hv1, "iptables", ["-S", "pal-FORWARD"])).includes("192.0.2.99"), { what: "the repair", timeoutMs: 40_000, intervalMs: 50 });
     await sleepUntil(Date.now() + 1_500);
-    expect(hiccups(groups.kept!, from, Date.now(), from)).toEqual([]);
+    expect(await policyGaps(groups.kept!, from, Date.now(), from)).toEqual([]);
   }, 60_000);
 
   it("a new endpoint at a deleted endpoint's address inherits none of its connections: a TCP connection ends, other packets are new flows under its own policy", async () => {

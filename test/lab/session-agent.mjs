@@ -11,13 +11,16 @@
 //
 // tcp-cf: the client writes every 20 ms, the server echoes.
 // tcp-sf: only the server writes (a push every 20 ms); the client never sends data.
-// udp:    the client sends every 20 ms from one fixed source port, the server replies.
+// udp:    the client sends every 20 ms from one fixed source port, the server replies
+//         (each datagram carries its sequence number; rx/tx lines say it as "seq").
 import net from "node:net";
 import dgram from "node:dgram";
 
 const [role, kind, ...rest] = process.argv.slice(2);
 const out = (o) => process.stdout.write(JSON.stringify({ ...o, t: Date.now() }) + "\n");
 const EVERY = 20;
+/** UDP datagrams carry their sequence number ("u<seq>"), echoed back: a lost one is told from a late one. */
+const seqOf = (m) => { const n = Number(String(m).slice(1)); return Number.isInteger(n) ? n : undefined; };
 
 // The event loop's own pauses (the process not scheduled, on a busy
 // machine): a receive delayed by one is the lab's, not the network's.
@@ -39,7 +42,7 @@ if (role === "server") {
   const port = Number(rest[0]);
   if (kind === "udp") {
     const u = dgram.createSocket({ type: "udp6", ipv6Only: false });
-    u.on("message", (m, r) => { out({ ev: "rx" }); u.send(m, r.port, r.address); out({ ev: "tx" }); });
+    u.on("message", (m, r) => { const seq = seqOf(m); out({ ev: "rx", seq }); u.send(m, r.port, r.address); out({ ev: "tx", seq }); });
     u.on("error", (e) => out({ ev: "error", code: e.code }));
     u.bind(port, "::", () => out({ ev: "ready" }));
   } else {
@@ -58,11 +61,12 @@ if (role === "server") {
   const port = Number(portS);
   if (kind === "udp") {
     const u = dgram.createSocket(host.includes(":") ? "udp6" : "udp4");
-    u.on("message", () => out({ ev: "rx" }));
+    u.on("message", (m) => out({ ev: "rx", seq: seqOf(m) }));
     u.on("error", (e) => out({ ev: "error", code: e.code }));
     u.bind(Number(srcS), () => {
       out({ ev: "ready" });
-      setInterval(() => { u.send("u", port, host, () => {}); out({ ev: "tx" }); }, EVERY);
+      let seq = 0;
+      setInterval(() => { const q = seq++; u.send(`u${q}`, port, host, () => {}); out({ ev: "tx", seq: q }); }, EVERY);
     });
   } else {
     const s = net.connect({ host, port, localPort: srcS ? Number(srcS) : undefined });

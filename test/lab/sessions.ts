@@ -27,6 +27,9 @@ export interface SideLog {
   rx: number[]; tx: number[]; stalls: [number, number][]; events: { ev: string; t: number; code?: string }[];
   /** ICMP echo replies: sequence number, receive time, round trip (ms). */
   echo: { seq: number; rx: number; rtt: number }[];
+  /** UDP: sequence numbers sent and received, with their times. */
+  seqTx: { seq: number; t: number }[];
+  seqRx: { seq: number; t: number }[];
 }
 
 export interface Session {
@@ -44,18 +47,28 @@ export interface Session {
   maxDelay(side: "client" | "server", from: number, to: number): { gap: number; at: number };
   /** Did TCP see an end, reset or error (on either side)? The events themselves, for messages. */
   ended(): { ev: string; code?: string }[];
+  /**
+   * UDP and ICMP: packets sent in [from, to] that never arrived (a UDP
+   * request or its reply, an echo request or its reply), with their send
+   * times. A late packet is not lost: only a drop counts.
+   */
+  lost(from: number, to: number): number[];
+  /** TCP: segments retransmitted so far by both ends of the connection (`ss -ti`): a drop shows here. */
+  retransmitted(): Promise<number>;
   stop(): void;
 }
 
 function parse(file: string): SideLog {
   let text = "";
   try { text = readFileSync(file, "utf8"); } catch { /* not written yet */ }
-  const log: SideLog = { rx: [], tx: [], stalls: [], events: [], echo: [] };
+  const log: SideLog = { rx: [], tx: [], stalls: [], events: [], echo: [], seqTx: [], seqRx: [] };
   for (const line of text.split("\n")) {
     if (line.startsWith("{")) {
       try {
-        const o = JSON.parse(line) as { ev: string; t: number; code?: string; from?: number };
+        const o = JSON.parse(line) as { ev: string; t: number; code?: string; from?: number; seq?: number };
         if (o.ev === "rx") log.rx.push(o.t); else if (o.ev === "tx") log.tx.push(o.t); else if (o.ev === "stall") log.stalls.push([o.from!, o.t]); else log.events.push(o);
+        if (o.seq !== undefined && o.ev === "rx") log.seqRx.push({ seq: o.seq, t: o.t });
+        if (o.seq !== undefined && o.ev === "tx") log.seqTx.push({ seq: o.seq, t: o.t });
       } catch { /* a half-written last line */ }
       continue;
     }
@@ -119,13 +132,22 @@ export function sessionGapAt(rx: number[], from: number, to: number): { gap: num
   return { gap, at };
 }
 
-async function waitFor(cond: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
+async function waitFor(cond: () => boolean, what: string, timeoutMs = 30_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!cond()) {
     if (Date.now() > deadline) throw new Error(`session: timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 25));
   }
 }
+
+/**
+ * Session processes run under a real-time policy (SCHED_FIFO, `chrt`): they
+ * sleep 20 ms at a time, and on a busy 2-core machine (tests in parallel,
+ * dozens of processes) a normal-priority agent or ping waits for the CPU
+ * long enough to look like a pause of the network. The kernel's RT
+ * throttling still leaves others 5 % of every second.
+ */
+const rt = (cmd: string, args: string[]): [string, string[]] => ["chrt", ["-f", "10", cmd, ...args]];
 
 export function createSessions(lab: Lab) {
   const dir = mkdtempSync(join(tmpdir(), "palisade-sessions-"));
@@ -141,15 +163,15 @@ export function createSessions(lab: Lab) {
     const cf = join(dir, `${k}-client.log`), sf = join(dir, `${k}-server.log`);
     const children: ReturnType<Lab["spawnIn"]>[] = [];
     if (spec.kind === "icmp") {
-      children.push(lab.spawnIn(c.ns, "ping", [`-${spec.family}`, "-D", "-n", "-i", "0.02", host], { logFile: cf }));
+      children.push(lab.spawnIn(c.ns, ...rt("ping", [`-${spec.family}`, "-D", "-n", "-i", "0.02", host]), { logFile: cf }));
       await waitFor(() => parse(cf).rx.length > 0, `first echo reply of ${label}`);
     } else {
       if (!spec.port) throw new Error(`session ${label}: a port is needed`);
-      children.push(lab.spawnIn(s.ns, process.execPath, [AGENT, "server", spec.kind, String(spec.port)], { logFile: sf }));
+      children.push(lab.spawnIn(s.ns, ...rt(process.execPath, [AGENT, "server", spec.kind, String(spec.port)]), { logFile: sf }));
       await waitFor(() => parse(sf).events.some((e) => e.ev === "ready"), `server of ${label}`);
       const args = [AGENT, "client", spec.kind, host, String(spec.port)];
       if (spec.kind === "udp") args.push(String(spec.port + 10_000));
-      children.push(lab.spawnIn(c.ns, process.execPath, args, { logFile: cf }));
+      children.push(lab.spawnIn(c.ns, ...rt(process.execPath, args), { logFile: cf }));
       // Running means traffic both ways (tcp-sf: the server's pushes arrive).
       await waitFor(() => parse(cf).rx.length > 0 && (spec.kind === "tcp-sf" || parse(sf).rx.length > 0), `traffic of ${label}`);
     }
@@ -165,6 +187,27 @@ export function createSessions(lab: Lab) {
         return deliveryDelayAt(r[side].rx, r[side === "client" ? "server" : "client"].tx, from, to, r[side].stalls);
       },
       ended: () => { const r = read(); return [...r.client.events, ...r.server.events].filter((e) => e.ev !== "ready"); },
+      lost: (from, to) => {
+        const r = read();
+        if (spec.kind === "icmp") {
+          const got = new Set(r.client.echo.map((e) => e.seq));
+          const seqs = [...got].sort((a, b) => a - b);
+          const sends = echoSends(r.client.echo);
+          // echoSends lists every sequence number from the first to the last reply, in order.
+          return sends.filter((t, i) => !got.has(seqs[0]! + i) && t >= from && t <= to);
+        }
+        if (spec.kind !== "udp") return [];
+        const back = new Set(r.client.seqRx.map((x) => x.seq));
+        return r.client.seqTx.filter((x) => x.t >= from && x.t <= to && !back.has(x.seq)).map((x) => x.t);
+      },
+      retransmitted: async () => {
+        if (spec.kind !== "tcp-cf" && spec.kind !== "tcp-sf") return 0;
+        const total = async (ns: string, filter: string) => {
+          const out = await lab.exec(ns, "ss", ["-tinH", "state", "established", filter]);
+          return [...out.matchAll(/\bretrans:\d+\/(\d+)/g)].reduce((n, m) => n + Number(m[1]), 0);
+        };
+        return (await total(s.ns, `sport = :${spec.port}`)) + (await total(c.ns, `dport = :${spec.port}`));
+      },
       // subprocess.kill, not process.kill(pid): a child that exited but is
       // not yet reaped made process.kill throw ESRCH, which ended an
       // afterAll before the lab's namespaces were removed.
