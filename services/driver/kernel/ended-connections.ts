@@ -44,9 +44,11 @@ export function createEndedCounter(o: {
       try {
         n = ruleCounter((await o.runner.run(o.iptables[f], ["-w", "5", "-t", "filter", "-L", ENDED_CHAINS.count, "-n", "-v", "-x"])).stdout, ENDED_COUNT_RULE);
       } catch (err) {
-        // No such chain (yet): nothing counted. Anything else (the lock):
-        // try again at the next read, the baseline unchanged.
-        if (/No chain|does not exist/i.test(String((err as { stderr?: string }).stderr ?? (err as Error).message))) n = 0;
+        // No such chain (yet): nothing counted (iptables-legacy says "No
+        // chain/target/match", iptables-nft calls a missing chain
+        // "incompatible"). Anything else (the lock): try again at the next
+        // read, the baseline unchanged.
+        if (/No chain|does not exist|incompatible/i.test(String((err as { stderr?: string }).stderr ?? (err as Error).message))) n = 0;
         else continue;
       }
       if (n === undefined || !Number.isFinite(n)) continue;
