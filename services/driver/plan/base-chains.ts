@@ -68,7 +68,7 @@ export function renderBaseChains(prefixes: readonly string[], family: IpVersion,
       // An ICMP error or helper flow of a connection not denied since: as before.
       ...fs.map((s) => `${s} ${RELATED_NOT_PENDING} -j ACCEPT`),
       // Denied by the last re-check, not yet reported: reported ended, once.
-      ...fs.flatMap(endedReportRules),
+      ...fs.flatMap((s) => endedReportRules(s, reply !== accept)),
       // Judged under an older policy. A reply is judged by the mirrored
       // rules (pal-ct-reply); an original-direction packet falls through to
       // the roots, like a new flow, marked pending until one admits it.

@@ -104,14 +104,15 @@ const inSide = (form: string) => form.startsWith("-i ") || form.includes("--phys
  * its connection is reported ended once (the report chain sets REPORTED;
  * an admit clears it with pending). Which chain says whose connection it
  * was: the side of the packet the workload is on and the packet's
- * direction in its connection (ENDED_CHAINS).
+ * direction in its connection (ENDED_CHAINS). `replies`: only where
+ * replies are judged again (pal-FORWARD); INPUT admits every reply (the
+ * host opened those connections), so none is ever pending there.
  */
-export function endedReportRules(form: string): string[] {
+export function endedReportRules(form: string, replies: boolean): string[] {
   const from = inSide(form);
-  return [
-    `${form} -m conntrack --ctstate ESTABLISHED --ctdir ORIGINAL ${DENIED_UNREPORTED} -j ${from ? ENDED_CHAINS.outFrom : ENDED_CHAINS.inTo}`,
-    `${form} -m conntrack --ctstate ESTABLISHED --ctdir REPLY ${DENIED_UNREPORTED} -j ${from ? ENDED_CHAINS.inFrom : ENDED_CHAINS.outTo}`,
-  ];
+  const out = [`${form} -m conntrack --ctstate ESTABLISHED --ctdir ORIGINAL ${DENIED_UNREPORTED} -j ${from ? ENDED_CHAINS.outFrom : ENDED_CHAINS.inTo}`];
+  if (replies) out.push(`${form} -m conntrack --ctstate ESTABLISHED --ctdir REPLY ${DENIED_UNREPORTED} -j ${from ? ENDED_CHAINS.inFrom : ENDED_CHAINS.outTo}`);
+  return out;
 }
 
 /**
