@@ -2,10 +2,11 @@
 // long-lived TCP sessions (client-first over IPv4, server-first over IPv6,
 // so both an original-direction and a reply-direction packet can be the
 // first one after the denial) from a workload on hv1 to one on hv2; the
-// rule admitting them is removed. Then, with real drivers, NFLOG, tcpdump
-// and palisadectl:
+// rule admitting them is removed; on both lab topologies (routed taps, and
+// taps that are bridge ports, whose frames meet the physdev forms). Then,
+// with real drivers, NFLOG, tcpdump and palisadectl:
 //   - `palisadectl flows` shows exactly one "ended" record per session, on
-//     the server's endpoint, inbound, in the connection's own direction,
+//     the server's endpoint and tap (not the bridge), inbound, in the connection's own direction,
 //     naming the revision of the revoking change;
 //   - palisade_driver_connections_ended_total on hv2 counts them, per family.
 import { mkdtempSync } from "node:fs";
@@ -15,7 +16,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { call } from "../../services/contract/clients.js";
 import { documentToPb } from "../../services/contract/model-wire.js";
 import { parseDocuments } from "../../services/model/index.js";
-import { createLab, type Lab } from "../lab/lab.js";
+import { createLab, type Lab, type LabTopology } from "../lab/lab.js";
 import { createSessions, type Session, type Sessions } from "../lab/sessions.js";
 import { BIN, eventually, palisadectl, requireBuild, uniqueName } from "../support/binaries.js";
 import { startTestController } from "../support/controller.js";
@@ -24,15 +25,16 @@ const HOSTS = ["hv1", "hv2"];
 const METRICS = "127.0.0.1:9464"; // inside each hypervisor namespace
 
 interface FlowJson {
-  host: string; endpoint: string | null; direction: string; src: string; dst: string; protocol: string;
+  host: string; endpoint: string | null; interface: string; direction: string; src: string; dst: string; protocol: string;
   src_port: number | null; dst_port: number | null; verdict: string; decision: string; packets: number; revision?: number | null;
 }
 
-describe("ended connections are counted and shown with the revision that ended them", () => {
+const TOPOLOGIES: LabTopology[] = ["routed", "bridged"];
+for (const topology of TOPOLOGIES) describe(`ended connections are counted and shown with the revision that ended them (${topology} taps)`, () => {
   let lab: Lab;
   let sessions: Sessions;
   let t: Awaited<ReturnType<typeof startTestController>>;
-  const dir = mkdtempSync(join(tmpdir(), "palisade-rvis-"));
+  const dir = mkdtempSync(join(tmpdir(), `palisade-rvis-${topology}-`));
   let cf: Session, sf: Session;
   let revoking = 0;
   let T = 0;
@@ -77,7 +79,7 @@ describe("ended connections are counted and shown with the revision that ended t
 
   beforeAll(async () => {
     requireBuild();
-    lab = createLab(`${uniqueName("rvis")}-`);
+    lab = createLab(`${uniqueName(topology === "routed" ? "rvis" : "rvib")}-`, { topology });
     await lab.addHypervisorPair();
     await lab.addWorkload("hv1", { name: "a", iface: "tapa", host: 10 });
     await lab.addWorkload("hv2", { name: "s", iface: "taps", host: 10 });
@@ -110,12 +112,12 @@ describe("ended connections are counted and shown with the revision that ended t
     // Both sessions keep retransmitting meanwhile: still one report each.
     await new Promise((r) => setTimeout(r, Math.max(0, T + 5_000 - Date.now())));
     const records = (await ended()).map((r) => ({
-      host: r.host, endpoint: r.endpoint, direction: r.direction, src: r.src, dst: r.dst, protocol: r.protocol,
+      host: r.host, endpoint: r.endpoint, interface: r.interface, direction: r.direction, src: r.src, dst: r.dst, protocol: r.protocol,
       dst_port: r.dst_port, verdict: r.verdict, packets: r.packets, revision: r.revision,
     })).sort((x, y) => (x.dst_port ?? 0) - (y.dst_port ?? 0));
     expect(records).toEqual([
-      { host: "hv2", endpoint: "hv2/t/s/e", direction: "inbound", src: a.ipv4, dst: s.ipv4, protocol: "tcp", dst_port: 7000, verdict: "deny", packets: 1, revision: revoking },
-      { host: "hv2", endpoint: "hv2/t/s/e", direction: "inbound", src: a.ipv6, dst: s.ipv6, protocol: "tcp", dst_port: 7001, verdict: "deny", packets: 1, revision: revoking },
+      { host: "hv2", endpoint: "hv2/t/s/e", interface: "taps", direction: "inbound", src: a.ipv4, dst: s.ipv4, protocol: "tcp", dst_port: 7000, verdict: "deny", packets: 1, revision: revoking },
+      { host: "hv2", endpoint: "hv2/t/s/e", interface: "taps", direction: "inbound", src: a.ipv6, dst: s.ipv6, protocol: "tcp", dst_port: 7001, verdict: "deny", packets: 1, revision: revoking },
     ]);
     // The sessions really were cut (the records are about what happened).
     expect(cf.rxAfter(T + 1_000).length + sf.rxAfter(T + 1_000).length).toBe(0);
