@@ -1,5 +1,6 @@
 // palisadectl flows: what the dataplane reported denying (and, on hosts with
-// --flow-logs all, admitting), tied to what decided it (DESIGN §6.12).
+// --flow-logs all, admitting), tied to what decided it, and the open
+// connections a revision ended, with that revision (DESIGN §6.12).
 // Every replica serves the hosts connected to it; given several controller
 // addresses (--controller a,b) the answers are merged.
 import * as grpc from "@grpc/grpc-js";
@@ -52,6 +53,8 @@ export function flowJson(r: FlowRecord) {
     rule_index: r.ruleIndex >= 0 ? r.ruleIndex : null,
     packets: r.packets,
     chain: r.chain,
+    // An ended (revoked) connection: the revision that ended it, when known.
+    ...(r.decision === "ended" ? { revision: r.revision ?? null } : {}),
   };
 }
 
@@ -70,8 +73,13 @@ function flowText(r: FlowRecord): string {
 function tableRow(r: FlowRecord): string[] {
   return [
     new Date(r.lastSeenUnixMs).toISOString().replace(/\.\d+Z$/, "Z"), r.verdict.toUpperCase(), r.direction, endpointText(r), flowText(r),
-    String(r.packets), decidedBy({ direction: r.direction, decision: r.decision, profile: r.profile, ruleIndex: r.ruleIndex }),
+    String(r.packets), r.decision === "ended" ? endedBy(r) : decidedBy({ direction: r.direction, decision: r.decision, profile: r.profile, ruleIndex: r.ruleIndex }),
   ];
+}
+
+/** An open connection a revision revoked (DESIGN §6.14). */
+function endedBy(r: FlowRecord): string {
+  return r.revision === undefined ? "connection ended: revoked" : `connection ended: revoked by revision ${r.revision}`;
 }
 
 const HEADER = ["LAST-SEEN", "VERDICT", "DIRECTION", "ENDPOINT", "FLOW", "PACKETS", "DECIDED BY"];
@@ -83,7 +91,7 @@ export function mergeRecords(lists: FlowRecord[][]): FlowRecord[] {
   const byKey = new Map<string, FlowRecord>();
   for (const list of lists) {
     for (const r of list) {
-      const k = [r.host, r.endpoint, r.interfaceName, r.direction, r.src, r.dst, r.protocol, r.srcPort, r.dstPort, r.icmpType, r.icmpCode, r.verdict, r.decision, r.chain, r.ruleIndex].join("|");
+      const k = [r.host, r.endpoint, r.interfaceName, r.direction, r.src, r.dst, r.protocol, r.srcPort, r.dstPort, r.icmpType, r.icmpCode, r.verdict, r.decision, r.chain, r.ruleIndex, r.revision ?? ""].join("|");
       const o = byKey.get(k);
       if (!o) byKey.set(k, { ...r });
       else {

@@ -32,6 +32,33 @@ export const FLOW_LOG_CHAINS = {
 } as const;
 
 /**
+ * The driver's chains that report a revoked connection (DESIGN §6.14), one
+ * per side of the packet the workload is on and connection direction: the
+ * chain name is all the reader has to tell which endpoint's connection it
+ * was. "-r": the packet is a reply (its source is the connection's
+ * destination); the record is turned back into the connection's direction.
+ * Names: `pal-end-in…` read as inbound (flow-reporter.ts), the others as
+ * outbound; none starts with `pal-ct`.
+ */
+export const ENDED_CHAINS = {
+  /** Original direction, the workload is the packet's in-interface: its outbound connection. */
+  outFrom: "pal-end-out",
+  /** Original direction, the workload is the out-interface: its inbound connection. */
+  inTo: "pal-end-in",
+  /** A reply from the workload (in-interface): a connection inbound to it. */
+  inFrom: "pal-end-in-r",
+  /** A reply to the workload (out-interface): a connection it opened. */
+  outTo: "pal-end-out-r",
+  /** Shared by the four: marks the connection reported and takes a token; its first rule's packet counter is the exact count. */
+  count: "pal-end",
+} as const;
+
+/** The NFLOG target of a report (group, size, prefix). */
+export function nflogTarget(prefix: string): string {
+  return `-j NFLOG --nflog-group ${FLOW_NFLOG_GROUP} --nflog-size ${FLOW_NFLOG_SIZE} --nflog-threshold 1 --nflog-prefix ${prefix}`;
+}
+
+/**
  * What a report point stands for. `A` is the only allow; the words are the
  * trace evaluator's (DESIGN §2.8), plus anti-spoofing and workload-to-host.
  */
@@ -44,6 +71,10 @@ export const FLOW_CODES = {
   s: { verdict: "deny", decision: "anti-spoofing" },
   n: { verdict: "deny", decision: "no-endpoint" },
   h: { verdict: "deny", decision: "workload-to-host" },
+  // An open connection a revision revoked: reported by the driver's own
+  // chains (ENDED_CHAINS), once per connection; its "n" is the policy
+  // epoch it was denied in, which the driver maps to that revision.
+  e: { verdict: "deny", decision: "ended" },
 } as const;
 export type FlowCode = keyof typeof FLOW_CODES;
 export type FlowDecision = (typeof FLOW_CODES)[FlowCode]["decision"];
@@ -60,7 +91,7 @@ export function logPrefix(code: FlowCode, chain: string, n?: number): string {
   return n === undefined ? `pal:${code}:${chain}` : `pal:${code}:${chain}:${n}`;
 }
 
-const PREFIX_RE = /^pal:([ADdmisnh]):(pal[A-Za-z0-9_.-]{1,25})(?::(\d{1,5}))?$/;
+const PREFIX_RE = /^pal:([ADdmisnhe]):(pal[A-Za-z0-9_.-]{1,25})(?::(\d{1,5}))?$/;
 
 export interface ParsedPrefix {
   code: FlowCode;

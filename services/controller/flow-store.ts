@@ -28,7 +28,7 @@ export const FLOW_LIMITS = {
 };
 
 const DIRECTIONS = new Set(["inbound", "outbound"]);
-const DECISIONS = new Set(["rule", "default-deny", "missing-profile", "inactive", "no-endpoint", "anti-spoofing", "workload-to-host"]);
+const DECISIONS = new Set(["rule", "default-deny", "missing-profile", "inactive", "no-endpoint", "anti-spoofing", "workload-to-host", "ended"]);
 const CHAIN_RE = /^pal[A-Za-z0-9_.-]{1,25}$/;
 const IFACE_RE = /^[A-Za-z0-9_.@-]{0,15}$/;
 
@@ -63,7 +63,7 @@ function matches(r: FlowRecord, f: FlowFilterSpec): boolean {
 }
 
 function keyOf(o: FlowObservation): string {
-  return [o.endpointKey, o.interfaceName, o.direction, o.src, o.dst, o.protocol, o.srcPort ?? "", o.dstPort ?? "", o.icmpType ?? "", o.icmpCode ?? "", o.verdict, o.decision, o.chain, o.index].join("|");
+  return [o.endpointKey, o.interfaceName, o.direction, o.src, o.dst, o.protocol, o.srcPort ?? "", o.dstPort ?? "", o.icmpType ?? "", o.icmpCode ?? "", o.verdict, o.decision, o.chain, o.index, o.revision ?? ""].join("|");
 }
 
 /** Why an observation from a driver is refused (undefined: acceptable). */
@@ -77,6 +77,9 @@ export function checkObservation(host: string, o: FlowObservation): string | und
   const s = parseAddress(o.src), d = parseAddress(o.dst);
   if (!s || !d || s.version !== d.version || (o.ipVersion !== 4 && o.ipVersion !== 6) || s.version !== o.ipVersion) return "addresses";
   if (o.protocol > 255 || o.packets < 1 || o.index < -1 || o.index > 100_000) return "numbers";
+  // Only an ended connection names a revision (the one that revoked it).
+  if (o.revision !== undefined && (o.decision !== "ended" || !Number.isSafeInteger(o.revision) || o.revision < 0)) return "revision";
+  if (o.decision === "ended" && o.verdict !== "deny") return "decision";
   return undefined;
 }
 
@@ -156,6 +159,8 @@ export class FlowStore {
       // Which of the endpoints sharing an address this was: the driver names
       // the endpoint by key; the model knows its network.
       network: (o.endpointKey && this.resolver.networkOf(o.endpointKey)) || "",
+      // An ended connection: the revision that revoked it, as the driver knew it.
+      ...(o.revision !== undefined ? { revision: o.revision } : {}),
     };
     m.set(k, r);
     this.total++;

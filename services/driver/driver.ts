@@ -38,12 +38,17 @@ import { buildPlanInput, type Epochs } from "./plan/plan-input.js";
 import { GONE_CAP, GONE_WINDOW_MS, initialEpoch, nextEpoch, RevocationWatch, type GoneAddress } from "./plan/revocation.js";
 import type { IpVersion } from "../model/index.js";
 import { deleteConntrack } from "./kernel/conntrack.js";
+import { createEndedCounter } from "./kernel/ended-connections.js";
+import { iptablesCommands } from "./kernel/backend.js";
 import type { ApplySource } from "./apply/dataplane.js";
 import { createRulesetMonitor, defaultMonitorCommand, type RulesetMonitor } from "./monitors/ruleset-monitor.js";
 import { startSyncClient, type SyncClient } from "./sync/sync-client.js";
 import { createSyncState, type ApplyTicket } from "./sync/sync-state.js";
 
 export const DRIVER_VERSION = "0.1.0";
+
+/** How often the ended-connections counter is read (one `iptables -L pal-end` per family). */
+const ENDED_READ_MS = 10_000;
 
 export type { DriverOptions } from "./driver-options.js";
 export type { DriverCounters } from "./apply/apply-stats.js";
@@ -96,6 +101,14 @@ export async function startDriver(options: DriverOptions): Promise<Driver> {
   const epochs: Epochs = {};
   if (o.endRevokedConnections) for (const f of families) epochs[f] = initialEpoch();
   const revocation = o.endRevokedConnections ? new RevocationWatch(families) : undefined;
+  /**
+   * Per family, epoch -> the revision whose apply advanced to it: an ended
+   * connection's report carries the epoch it was denied in, and `flows`
+   * shows the revision (issue #21 item 7). Bounded: the newest epochs only
+   * (an older one's reports are long gone).
+   */
+  const epochRevisions: Record<IpVersion, Map<number, number>> = { 4: new Map(), 6: new Map() };
+  const EPOCH_REVISIONS_KEPT = 1_024;
   /**
    * Addresses whose connections are still to be deleted (after the apply
    * that removed them), by "family net iface"; kept until a deletion
@@ -201,7 +214,7 @@ export async function startDriver(options: DriverOptions): Promise<Driver> {
    * epochs advance in its own iptables-restore (their base chains join its
    * changes), and addresses that left an endpoint are queued for deletion.
    */
-  function revoke(d: NonNullable<ApplyTicket["planned"]>, sets: ApplySource["input"]["sets"], changes: ApplySource["changes"]): ApplySource["changes"] {
+  function revoke(revision: number, d: NonNullable<ApplyTicket["planned"]>, sets: ApplySource["input"]["sets"], changes: ApplySource["changes"]): ApplySource["changes"] {
     if (!revocation) return changes;
     const verdict = revocation.observe({ chains: d.chains, sets, endpoints: d.endpoints }, changes);
     for (const g of verdict.gone) {
@@ -216,7 +229,13 @@ export async function startDriver(options: DriverOptions): Promise<Driver> {
     }
     const windowChanged = recentlyGone(verdict.gone);
     if (!verdict.bump.length && !windowChanged) return changes;
-    for (const f of verdict.bump) epochs[f] = nextEpoch(epochs[f]!);
+    for (const f of verdict.bump) {
+      epochs[f] = nextEpoch(epochs[f]!);
+      const m = epochRevisions[f];
+      m.delete(epochs[f]!);
+      m.set(epochs[f]!, revision);
+      if (m.size > EPOCH_REVISIONS_KEPT) m.delete(m.keys().next().value!);
+    }
     const keys = bridges.setRevocation(epochs, goneNets(), true);
     if (verdict.bump.length) stats.epochAdvanced(verdict.bump);
     return changes && { ...changes, chains: new Set([...changes.chains, ...keys]) };
@@ -301,7 +320,7 @@ export async function startDriver(options: DriverOptions): Promise<Driver> {
       const ticket = sync.takeTicket();
       const d = ticket.planned;
       const v = bridges.take(d);
-      const changes = d ? revoke(d, v.sets, v.changes) : v.changes;
+      const changes = d ? revoke(ticket.revision, d, v.sets, v.changes) : v.changes;
       const desired = d && { chains: d.chains, sets: v.sets };
       return { ticket, source: { input: buildPlanInput({ base: bridges.baseChains(), families, desired, startKernel, driverSets: v.sets }), changes } };
     },
@@ -342,6 +361,18 @@ export async function startDriver(options: DriverOptions): Promise<Driver> {
   });
   const hostTimer = setInterval(() => void recheckHost(), o.interfacePollMs);
 
+  // Ended connections, counted from the kernel's own counter (exact), read
+  // here rather than by the flow reporter so that it counts on hosts
+  // without a flow reader. The first read, before any apply, is the baseline.
+  const ended = o.endRevokedConnections
+    ? createEndedCounter({
+      runner, families, onEnded: (f, n) => stats.connectionsEnded(f, n),
+      iptables: { 4: iptablesCommands(backend, 4).save.replace(/-save$/, ""), 6: iptablesCommands(backend, 6).save.replace(/-save$/, "") },
+    })
+    : undefined;
+  await ended?.read();
+  const endedTimer = ended && setInterval(() => void ended.read(), ENDED_READ_MS);
+
   function connect(): SyncClient {
     return startSyncClient({
       controllers: o.controllers,
@@ -372,6 +403,7 @@ export async function startDriver(options: DriverOptions): Promise<Driver> {
       client.send({ message: { $case: "flowReport", value: report } });
       return true;
     },
+    revisionOfEpoch: (f, epoch) => epochRevisions[f].get(epoch),
   });
 
   // Only iptables-nft edits are nftables events; the legacy backend keeps
@@ -407,6 +439,7 @@ export async function startDriver(options: DriverOptions): Promise<Driver> {
       interfaces.stop();
       clearInterval(hostTimer);
       clearTimeout(departedTimer);
+      clearInterval(endedTimer);
       client?.stop();
       await monitor?.stop();
       // Rules stay in place: a stopped driver keeps enforcing the last state.

@@ -20,6 +20,11 @@ export function createDriverMetrics() {
       help: "Applies that may have revoked an admitted flow: established connections of the family are judged again by the current policy (DESIGN §6.14)",
       labelNames: ["family"], registers: [registry],
     }),
+    connectionsEnded: new Counter({
+      name: "palisade_driver_connections_ended_total",
+      help: "Open connections a revision revoked: denied when judged again under a new policy epoch, counted once each (exact: the kernel's counter, not the flow-report rate limit; DESIGN §6.14)",
+      labelNames: ["family"], registers: [registry],
+    }),
     conntrackDeleted: new Counter({ name: "palisade_driver_conntrack_deleted_total", help: "Conntrack entries deleted because their address left an endpoint of this host (no inheritance)", registers: [registry] }),
     conntrackDeleteFailures: new Counter({ name: "palisade_driver_conntrack_delete_failures_total", help: "conntrack -D runs that failed (the connections stay judged by the current policy only)", registers: [registry] }),
     appliedRevision: new Gauge({ name: "palisade_driver_applied_revision", help: "Model revision last applied", registers: [registry] }),

@@ -14,6 +14,8 @@ export interface DriverCounters {
   epochAdvances: number;
   /** Conntrack entries deleted for addresses that left an endpoint. */
   conntrackDeleted: number;
+  /** Open connections reported ended (revoked), as read from the kernel's counter. */
+  connectionsEnded: number;
 }
 
 export interface ApplyStats {
@@ -27,10 +29,12 @@ export interface ApplyStats {
   epochAdvanced(families: readonly IpVersion[]): void;
   connectionsDeleted(n: number): void;
   connectionsDeleteFailed(): void;
+  /** n more connections of this family were denied after a revocation (ended). */
+  connectionsEnded(family: IpVersion, n: number): void;
 }
 
 export function createApplyStats(families: readonly IpVersion[], m: DriverMetrics | undefined): ApplyStats {
-  const counters: DriverCounters = { applies: 0, applyFailures: 0, driftRepairs: 0, epochAdvances: 0, conntrackDeleted: 0 };
+  const counters: DriverCounters = { applies: 0, applyFailures: 0, driftRepairs: 0, epochAdvances: 0, conntrackDeleted: 0, connectionsEnded: 0 };
   return {
     counters,
     applied(r, programmed) {
@@ -65,6 +69,10 @@ export function createApplyStats(families: readonly IpVersion[], m: DriverMetric
     },
     connectionsDeleteFailed() {
       m?.conntrackDeleteFailures.inc();
+    },
+    connectionsEnded(f, n) {
+      counters.connectionsEnded += n;
+      m?.connectionsEnded.inc({ family: `ipv${f}` }, n);
     },
   };
 }

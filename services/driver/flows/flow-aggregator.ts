@@ -11,8 +11,10 @@ export interface FlowPoint extends FlowTuple {
   verdict: "allow" | "deny";
   decision: string;
   chain: string;
-  /** Rule index, or position in profile_ids for a missing profile; -1 otherwise. */
+  /** Rule index, or position in profile_ids for a missing profile, or the policy epoch for "ended"; -1 otherwise. */
   index: number;
+  /** Decision "ended": the revision that advanced that epoch, when known. */
+  revision?: number;
 }
 
 export interface FlowRecord extends FlowPoint {
@@ -22,7 +24,7 @@ export interface FlowRecord extends FlowPoint {
 }
 
 function keyOf(p: FlowPoint): string {
-  return [p.endpointKey, p.interfaceName, p.direction, p.src, p.dst, p.protocol, p.srcPort ?? "", p.dstPort ?? "", p.icmpType ?? "", p.icmpCode ?? "", p.verdict, p.decision, p.chain, p.index].join("|");
+  return [p.endpointKey, p.interfaceName, p.direction, p.src, p.dst, p.protocol, p.srcPort ?? "", p.dstPort ?? "", p.icmpType ?? "", p.icmpCode ?? "", p.verdict, p.decision, p.chain, p.index, p.revision ?? ""].join("|");
 }
 
 export class FlowAggregator {

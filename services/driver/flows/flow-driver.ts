@@ -28,7 +28,7 @@ export function startFlowReports(cfg: FlowReportsConfig | undefined, env: { fami
   const chains: ChainDef[] = env.families.flatMap((f) => renderFlowLogChains(opts, f));
   return {
     chains,
-    start(link: { endpoints: () => ReadonlyMap<string, string> | undefined; send: (r: FlowReport) => boolean }): FlowReporter | undefined {
+    start(link: { endpoints: () => ReadonlyMap<string, string> | undefined; send: (r: FlowReport) => boolean; revisionOfEpoch?: (f: IpVersion, epoch: number) => number | undefined }): FlowReporter | undefined {
       // The reader runs in this process's network namespace: a library user
       // driving another namespace through its runner (tests) gets the chains
       // but no reader unless it asks for one.
@@ -52,7 +52,7 @@ export function startFlowReports(cfg: FlowReportsConfig | undefined, env: { fami
       };
       return startFlowReporter(opts, {
         logger: env.logger.child({ component: "flows" }), metrics: cfg?.metrics, hostname: env.hostname,
-        endpointOfInterface, send: link.send, runner: env.runner, families: env.families,
+        endpointOfInterface, send: link.send, revisionOfEpoch: link.revisionOfEpoch, runner: env.runner, families: env.families,
         iptables: { 4: iptablesCommands(env.backend, 4).save.replace(/-save$/, ""), 6: iptablesCommands(env.backend, 6).save.replace(/-save$/, "") },
       });
     },

@@ -23,7 +23,7 @@ import type { CommandRunner } from "../kernel/command-runner.js";
 import { FlowAggregator, type FlowPoint, type FlowRecord } from "./flow-aggregator.js";
 import type { FlowMetrics } from "./flow-metrics.js";
 import { startFlowReader, type FlowReader, type FlowReaderOptions } from "./flow-reader.js";
-import { parseIpHeaders, pointInterfaces, type NflogPacket } from "./nflog-pcap.js";
+import { parseIpHeaders, pointInterfaces, type FlowTuple, type NflogPacket } from "./nflog-pcap.js";
 
 export type FlowLogMode = "denied" | "all";
 
@@ -58,6 +58,11 @@ export interface FlowReporterDeps {
   runner: CommandRunner;
   iptables: Record<IpVersion, string>;
   families: IpVersion[];
+  /**
+   * The revision whose apply set a family's policy epoch (DESIGN §6.14):
+   * an "ended" report carries the epoch its connection was denied in.
+   */
+  revisionOfEpoch?(family: IpVersion, epoch: number): number | undefined;
   /** For tests: the NFLOG reader (default: tcpdump, startFlowReader). */
   startReader?: (o: FlowReaderOptions) => FlowReader;
 }
@@ -70,7 +75,9 @@ export interface FlowReporter {
   stop(): Promise<void>;
 }
 
-const INBOUND_CHAIN = /^pal-(pi|ct|to-wl-dispatch|bgt|br-to)/;
+const INBOUND_CHAIN = /^pal-(pi|ct|to-wl-dispatch|bgt|br-to|end-in)/;
+/** An "ended" report of a reply-direction packet (ENDED_CHAINS): its workload is on the other side. */
+const REPLY_ENDED_CHAIN = /^pal-end-.*-r$/;
 /** The bridge-port guard from a port (driver/plan/bridge-guard.ts): its "n" is the from-root's. */
 const FROM_GUARD_CHAIN = /^pal-bgf(-|$)/;
 
@@ -91,8 +98,12 @@ function interfaceNames(): Map<number, string> {
 export function resolvePoint(p: ParsedPrefix, indev: string, outdev: string, endpointOf: (iface: string) => string | undefined): Pick<FlowPoint, "endpointKey" | "interfaceName" | "direction" | "verdict" | "decision" | "chain" | "index"> {
   const direction = INBOUND_CHAIN.test(p.chain) ? "inbound" : "outbound";
   // A point is judged on the workload's side of the packet: the sender's
-  // interface for outbound, the receiver's for inbound.
-  const iface = direction === "inbound" ? outdev : indev;
+  // interface for outbound, the receiver's for inbound. An ended
+  // connection's reply packet goes the other way: a reply leaving a
+  // workload is of a connection inbound to it, one reaching it of a
+  // connection it opened.
+  const reply = p.code === "e" && REPLY_ENDED_CHAIN.test(p.chain);
+  const iface = (direction === "inbound") !== reply ? outdev : indev;
   const { verdict } = FLOW_CODES[p.code];
   let decision: FlowDecision = FLOW_CODES[p.code].decision;
   // The set-based layout's from-workload root cannot tell a foreign source
@@ -102,6 +113,18 @@ export function resolvePoint(p: ParsedPrefix, indev: string, outdev: string, end
   // A dispatch node's report is about an interface without an endpoint.
   const endpointKey = decision === "no-endpoint" ? "" : endpointOf(iface) ?? "";
   return { endpointKey, interfaceName: iface, direction, verdict, decision, chain: p.chain, index: p.n ?? -1 };
+}
+
+/** ICMP reply types conntrack tracks -> their request (echo, timestamp, information, address mask; ICMPv6 echo, node information). */
+const ICMP_REQUEST_OF: Record<4 | 6, Record<number, number>> = { 4: { 0: 8, 14: 13, 16: 15, 18: 17 }, 6: { 129: 128, 140: 139 } };
+
+/**
+ * The connection's tuple from one of its reply packets: the record of an
+ * ended connection says who opened it to whom, like every other record.
+ */
+export function originalTuple<T extends FlowTuple>(t: T): T {
+  const icmpType = t.icmpType === undefined ? undefined : ICMP_REQUEST_OF[t.ipVersion][t.icmpType] ?? t.icmpType;
+  return { ...t, src: t.dst, dst: t.src, srcPort: t.dstPort, dstPort: t.srcPort, icmpType };
 }
 
 /** Protocol names as `palisadectl flows -o json` prints them (a number when unnamed). */
@@ -117,7 +140,7 @@ export function recordJson(host: string, r: FlowRecord) {
     host, endpoint: r.endpointKey, interface: r.interfaceName, direction: r.direction,
     src: r.src, dst: r.dst, protocol: protocolName(r.protocol), src_port: r.srcPort ?? null, dst_port: r.dstPort ?? null,
     icmp_type: r.icmpType ?? null, icmp_code: r.icmpCode ?? null, verdict: r.verdict, decision: r.decision,
-    chain: r.chain, index: r.index, packets: r.packets,
+    chain: r.chain, index: r.index, packets: r.packets, ...(r.revision !== undefined ? { revision: r.revision } : {}),
   };
 }
 
@@ -160,7 +183,15 @@ export function startFlowReporter(o: FlowReportOptions, d: FlowReporterDeps): Fl
     }
     // A bridged frame is the tap's, not the bridge's (pointInterfaces).
     const dev = pointInterfaces(pkt);
-    const point: FlowPoint = { ...tuple, ...resolvePoint(prefix, nameOf(dev.indev), nameOf(dev.outdev), d.endpointOfInterface) };
+    const resolved = resolvePoint(prefix, nameOf(dev.indev), nameOf(dev.outdev), d.endpointOfInterface);
+    let point: FlowPoint = { ...tuple, ...resolved };
+    if (prefix.code === "e") {
+      // An ended connection: told in its own direction, with the revision
+      // whose epoch denied it (its "n").
+      if (REPLY_ENDED_CHAIN.test(prefix.chain)) point = originalTuple(point);
+      const revision = prefix.n === undefined ? undefined : d.revisionOfEpoch?.(tuple.ipVersion, prefix.n);
+      if (revision !== undefined) point.revision = revision;
+    }
     if (!agg.add(point, Math.round(pkt.timeMs))) drop("aggregator");
   }
 
@@ -198,7 +229,7 @@ export function startFlowReporter(o: FlowReportOptions, d: FlowReporterDeps): Fl
         endpointKey: r.endpointKey, interfaceName: r.interfaceName, direction: r.direction, ipVersion: r.ipVersion,
         src: r.src, dst: r.dst, protocol: r.protocol, srcPort: r.srcPort, dstPort: r.dstPort, icmpType: r.icmpType, icmpCode: r.icmpCode,
         verdict: r.verdict, decision: r.decision, chain: r.chain, index: r.index, packets: r.packets,
-        firstSeenUnixMs: r.firstSeenUnixMs, lastSeenUnixMs: r.lastSeenUnixMs,
+        firstSeenUnixMs: r.firstSeenUnixMs, lastSeenUnixMs: r.lastSeenUnixMs, revision: r.revision,
       })),
       dropped: unsent,
     };

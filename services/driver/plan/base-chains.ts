@@ -9,7 +9,7 @@ import { type ChainDef } from "../../contract/host-update.js";
 import { ADMIT_CHAIN, BASE_CHAINS, ENTRY_CHAINS } from "../../contract/dataplane-names.js";
 import type { IpVersion } from "../../model/index.js";
 import { BRIDGE_CHAINS } from "./bridge-guard.js";
-import { fastPathMatch, GONE_CHAIN, MIDSTREAM_PICKUP, PENDING_MARK, renderGoneChain, RELATED_NOT_PENDING, renderAdmitChain, renderReplyChain, REPLY_RECHECK_CHAIN } from "./revocation.js";
+import { endedReportRules, fastPathMatch, GONE_CHAIN, MIDSTREAM_PICKUP, PENDING_MARK, RELATED_NOT_PENDING, renderAdmitChain, renderEndedChains, renderGoneChain, renderReplyChain, REPLY_RECHECK_CHAIN } from "./revocation.js";
 
 /**
  * How a workload port shows in a chain, per prefix wildcard `P+`: routed
@@ -68,6 +68,8 @@ export function renderBaseChains(prefixes: readonly string[], family: IpVersion,
       ...fs.map((s) => `${s} ${fastPathMatch(epoch)} -j ACCEPT`),
       // An ICMP error or helper flow of a connection not denied since: as before.
       ...fs.map((s) => `${s} ${RELATED_NOT_PENDING} -j ACCEPT`),
+      // Denied by the last re-check, not yet reported: reported ended, once.
+      ...fs.flatMap((s) => endedReportRules(s, reply !== accept)),
       // Judged under an older policy. A reply is judged by the mirrored
       // rules (pal-ct-reply); an original-direction packet falls through to
       // the roots, like a new flow, marked pending until one admits it.
@@ -129,7 +131,7 @@ export function renderBaseChains(prefixes: readonly string[], family: IpVersion,
       physIn: ports.flatMap((m) => (m.physIn ? [m.physIn] : [])),
       physOut: ports.flatMap((m) => (m.physOut ? [m.physOut] : [])),
     };
-    out.push(renderReplyChain(family, forms, BRIDGE_CHAINS.from, BRIDGE_CHAINS.to), renderGoneChain(family, goneNets));
+    out.push(renderReplyChain(family, forms, BRIDGE_CHAINS.from, BRIDGE_CHAINS.to), renderGoneChain(family, goneNets), ...renderEndedChains(family, epoch));
   }
   return out;
 }

@@ -7,6 +7,7 @@
 // chains (base-chains.ts); a RevocationWatch sees each apply's changes.
 import type { ChainDef } from "../../contract/host-update.js";
 import { ADMIT_CHAIN, ENTRY_CHAINS, REPLY_CHECK_MARK } from "../../contract/dataplane-names.js";
+import { DEFAULT_LOG_MARK, ENDED_CHAINS, FLOW_LOG_CHAINS, logPrefix, nflogTarget } from "../../contract/flow-report-format.js";
 import type { IpVersion } from "../../model/index.js";
 import type { DesiredChanges, DesiredSet } from "../sync/desired-state.js";
 
@@ -106,6 +107,56 @@ export function renderReplyChain(family: IpVersion, forms: { from: readonly stri
   rules.push(`-g ${ADMIT_CHAIN}`);
   return { table: "filter", family, name: REPLY_RECHECK_CHAIN, rules };
 }
+
+// ---- ended connections, visible (issue #21 item 7) ----
+
+/** A connection whose last re-check denied it, and whose end is not reported yet. */
+export const DENIED_UNREPORTED = `-m connmark --mark ${hex(CT_PENDING)}/${hex(CT_PENDING | CT_REPORTED)}`;
+
+/** Whether a port form is the packet's in-interface side (`-i P+`, `--physdev-in`). */
+const inSide = (form: string) => form.startsWith("-i ") || form.includes("--physdev-in ");
+
+/**
+ * The stale path's report rules for one port form, placed before the
+ * pending mark is set again: a packet of a connection the last re-check
+ * denied (pending) and not yet reported is the first one after the denial;
+ * its connection is reported ended once (the report chain sets REPORTED;
+ * an admit clears it with pending). Which chain says whose connection it
+ * was: the side of the packet the workload is on and the packet's
+ * direction in its connection (ENDED_CHAINS). `replies`: only where
+ * replies are judged again (pal-FORWARD); INPUT admits every reply (the
+ * host opened those connections), so none is ever pending there.
+ */
+export function endedReportRules(form: string, replies: boolean): string[] {
+  const from = inSide(form);
+  const out = [`${form} -m conntrack --ctstate ESTABLISHED --ctdir ORIGINAL ${DENIED_UNREPORTED} -j ${from ? ENDED_CHAINS.outFrom : ENDED_CHAINS.inTo}`];
+  if (replies) out.push(`${form} -m conntrack --ctstate ESTABLISHED --ctdir REPLY ${DENIED_UNREPORTED} -j ${from ? ENDED_CHAINS.inFrom : ENDED_CHAINS.outTo}`);
+  return out;
+}
+
+/**
+ * The report chains: `pal-end` marks the connection reported (its first
+ * rule's packet counter counts every ended connection exactly, whatever the
+ * rate limit: the driver reads it for palisade_driver_connections_ended_total)
+ * and takes a flow-report token (pal-log); each of the four side chains
+ * reports through NFLOG when it got one, with the epoch as the prefix's "n"
+ * (the driver maps it to the revision that advanced it), then clears the
+ * log mark. The packet then goes on to be judged again, as before.
+ */
+export function renderEndedChains(family: IpVersion, epoch: number, logMark = DEFAULT_LOG_MARK): ChainDef[] {
+  const l = hex(logMark);
+  const side = (name: string): ChainDef => ({
+    table: "filter", family, name,
+    rules: [`-j ${ENDED_CHAINS.count}`, `-m mark --mark ${l}/${l} ${nflogTarget(logPrefix("e", name, epoch))}`, `-j MARK --set-xmark 0x0/${l}`],
+  });
+  return [
+    { table: "filter", family, name: ENDED_CHAINS.count, rules: [`-j CONNMARK --set-xmark ${hex(CT_REPORTED)}/${hex(CT_REPORTED)}`, `-j ${FLOW_LOG_CHAINS.deny}`] },
+    side(ENDED_CHAINS.outFrom), side(ENDED_CHAINS.inTo), side(ENDED_CHAINS.inFrom), side(ENDED_CHAINS.outTo),
+  ];
+}
+
+/** Position (1-based) in ENDED_CHAINS.count of the rule whose packet counter is the number of ended connections. */
+export const ENDED_COUNT_RULE = 1;
 
 // ---- which applies may revoke ----
 

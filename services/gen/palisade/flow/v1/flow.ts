@@ -57,7 +57,8 @@ export interface FlowRecord {
   verdict: string;
   /**
    * The words of `palisadectl trace`: rule, default-deny, missing-profile,
-   * inactive, no-endpoint, plus anti-spoofing and workload-to-host.
+   * inactive, no-endpoint, plus anti-spoofing and workload-to-host; and
+   * "ended": an open connection that a revision revoked (verdict deny).
    */
   decision: string;
   /** The profile that decided (rule) or is missing (missing-profile); empty otherwise. */
@@ -76,6 +77,11 @@ export interface FlowRecord {
    * said when the record was first stored; empty otherwise.
    */
   network: string;
+  /**
+   * Decision "ended" (an open connection a revision revoked): that
+   * revision, when the driver knew it.
+   */
+  revision?: number | undefined;
 }
 
 export interface ListRequest {
@@ -247,6 +253,7 @@ function createBaseFlowRecord(): FlowRecord {
     chain: "",
     controller: "",
     network: "",
+    revision: undefined,
   };
 }
 
@@ -314,6 +321,9 @@ export const FlowRecord: MessageFns<FlowRecord> = {
     }
     if (message.network !== "") {
       writer.uint32(170).string(message.network);
+    }
+    if (message.revision !== undefined) {
+      writer.uint32(176).uint64(message.revision);
     }
     return writer;
   },
@@ -499,6 +509,14 @@ export const FlowRecord: MessageFns<FlowRecord> = {
             message.network = reader.string();
             continue;
           }
+          case 22: {
+            if (tag !== 176) {
+              break;
+            }
+
+            message.revision = longToNumber(reader.uint64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -566,6 +584,7 @@ export const FlowRecord: MessageFns<FlowRecord> = {
       chain: isSet(object.chain) ? globalThis.String(object.chain) : "",
       controller: isSet(object.controller) ? globalThis.String(object.controller) : "",
       network: isSet(object.network) ? globalThis.String(object.network) : "",
+      revision: isSet(object.revision) ? globalThis.Number(object.revision) : undefined,
     };
   },
 
@@ -634,6 +653,9 @@ export const FlowRecord: MessageFns<FlowRecord> = {
     if (message.network !== "") {
       obj.network = message.network;
     }
+    if (message.revision !== undefined) {
+      obj.revision = Math.round(message.revision);
+    }
     return obj;
   },
 
@@ -663,6 +685,7 @@ export const FlowRecord: MessageFns<FlowRecord> = {
     message.chain = object.chain ?? "";
     message.controller = object.controller ?? "";
     message.network = object.network ?? "";
+    message.revision = object.revision ?? undefined;
     return message;
   },
 };

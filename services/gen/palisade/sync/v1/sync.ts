@@ -202,7 +202,8 @@ export interface FlowObservation {
   verdict: string;
   /**
    * The trace evaluator's words: rule, default-deny, missing-profile,
-   * inactive, no-endpoint, plus anti-spoofing and workload-to-host.
+   * inactive, no-endpoint, plus anti-spoofing and workload-to-host; and
+   * "ended" (an open connection a revision revoked, DESIGN §6.14).
    */
   decision: string;
   /** The chain that decided (a profile chain for decision "rule"). */
@@ -215,6 +216,13 @@ export interface FlowObservation {
   packets: number;
   firstSeenUnixMs: number;
   lastSeenUnixMs: number;
+  /**
+   * Decision "ended" only: the revision whose apply advanced the policy
+   * epoch under which the connection was judged again and denied (the
+   * revision that ended it; DESIGN §6.12). Absent when the driver does not
+   * know it (an epoch it did not set).
+   */
+  revision?: number | undefined;
 }
 
 export interface SyncResponse {
@@ -1169,6 +1177,7 @@ function createBaseFlowObservation(): FlowObservation {
     packets: 0,
     firstSeenUnixMs: 0,
     lastSeenUnixMs: 0,
+    revision: undefined,
   };
 }
 
@@ -1227,6 +1236,9 @@ export const FlowObservation: MessageFns<FlowObservation> = {
     }
     if (message.lastSeenUnixMs !== 0) {
       writer.uint32(144).int64(message.lastSeenUnixMs);
+    }
+    if (message.revision !== undefined) {
+      writer.uint32(152).uint64(message.revision);
     }
     return writer;
   },
@@ -1388,6 +1400,14 @@ export const FlowObservation: MessageFns<FlowObservation> = {
             message.lastSeenUnixMs = longToNumber(reader.int64());
             continue;
           }
+          case 19: {
+            if (tag !== 152) {
+              break;
+            }
+
+            message.revision = longToNumber(reader.uint64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1456,6 +1476,7 @@ export const FlowObservation: MessageFns<FlowObservation> = {
         : isSet(object.last_seen_unix_ms)
         ? globalThis.Number(object.last_seen_unix_ms)
         : 0,
+      revision: isSet(object.revision) ? globalThis.Number(object.revision) : undefined,
     };
   },
 
@@ -1515,6 +1536,9 @@ export const FlowObservation: MessageFns<FlowObservation> = {
     if (message.lastSeenUnixMs !== 0) {
       obj.lastSeenUnixMs = Math.round(message.lastSeenUnixMs);
     }
+    if (message.revision !== undefined) {
+      obj.revision = Math.round(message.revision);
+    }
     return obj;
   },
 
@@ -1541,6 +1565,7 @@ export const FlowObservation: MessageFns<FlowObservation> = {
     message.packets = object.packets ?? 0;
     message.firstSeenUnixMs = object.firstSeenUnixMs ?? 0;
     message.lastSeenUnixMs = object.lastSeenUnixMs ?? 0;
+    message.revision = object.revision ?? undefined;
     return message;
   },
 };
