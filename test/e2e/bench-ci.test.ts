@@ -82,6 +82,7 @@ it("npm run bench, CI size: every section completes (fanout retries refused hell
       if (row.topology === "routed") expect(row.added_epoch_bumps, at).toBe(0);
       finite(row, "endpoint_deleted_conntrack_p50_ms");
       expect(row.endpoint_deleted_conntrack_deleted, at).toBeGreaterThan(0);
+      finite(row, "endpoint_deleted_conntrack_failures", "endpoint_deleted_conntrack_left");
       for (const p of ["from_workload", "to_workload", "between_workloads"]) finite(row, `est_${p}_lookups_on`, `est_${p}_lookups_off`, `est_${p}_extra`);
       finite(row, "est_extra_max");
     }
