@@ -68,7 +68,9 @@ export function createHostFeed(profiles: Profile[], endpoints: Endpoint[], opts:
   const host = opts.host ?? "hv0";
   const topology = opts.topology ?? "routed";
   let pending: HostUpdate[] = [];
-  const g = new CalcGraph({ onHostUpdates: (_h, _r, u) => { pending.push(...u); } }, DEFAULT_CALC_CONFIG);
+  // Only this host's updates: a model may hold endpoints of other hosts
+  // (the revoke section's tag members), whose own chains are not ours.
+  const g = new CalcGraph({ onHostUpdates: (h, _r, u) => { if (h === host) pending.push(...u); } }, DEFAULT_CALC_CONFIG);
   for (const p of profiles) g.upsertProfile(p);
   for (const e of endpoints) g.upsertEndpoint(e);
   g.flush(1);
@@ -105,6 +107,8 @@ export function createHostFeed(profiles: Profile[], endpoints: Endpoint[], opts:
 
   return {
     topology,
+    /** What the controller sent this host first (IPv4): the starting state of another driver fed alongside. */
+    snapshot: snapshot as readonly HostUpdate[],
     /** Bridge of each bridged tap (empty when routed). */
     ports: ports as ReadonlyMap<string, string>,
     /** The host's plan input now (not consuming changes): what a full apply programs. */

@@ -1,4 +1,4 @@
-// npm run bench [-- --size full|quick|ci] [--quick] [--only calc|fanout|driver|density|e2e|flows|openstack]
+// npm run bench [-- --size full|quick|ci] [--quick] [--only calc|fanout|driver|density|revoke|e2e|flows|openstack]
 //   [--topology routed|bridged|both] [--json FILE]:
 // performance figures, printed. Not part of npm test's pass/fail on speed:
 // speed is measured here, behaviour is tested there. `--size ci` runs every
@@ -16,6 +16,7 @@ import { DeadlineExceeded, withDeadline } from "./deadline.js";
 import { benchDensity, formatDensity } from "./density.js";
 import { benchDriver } from "./driver-apply.js";
 import { benchE2e } from "./e2e-latency.js";
+import { benchRevoke, formatRevoke } from "./revoke.js";
 import { benchFanout } from "./fanout.js";
 import { benchFlows } from "./flows.js";
 import { benchOpenstack } from "./openstack.js";
@@ -35,7 +36,7 @@ if (!size) {
   process.stderr.write(`bench: unknown --size '${sizeName}' (full, quick or ci)\n`);
   process.exit(2);
 }
-const sections = ["calc", "fanout", "driver", "density", "e2e", "flows", "openstack"] as const;
+const sections = ["calc", "fanout", "driver", "density", "revoke", "e2e", "flows", "openstack"] as const;
 if (only !== undefined && !(sections as readonly string[]).includes(only)) {
   process.stderr.write(`bench: unknown section '${only}' (${sections.join(", ")})\n`);
   process.exit(2);
@@ -95,6 +96,16 @@ await section("density", async () => {
   const density = await benchDensity({ ...size.density, topologies });
   results.density = density;
   process.stdout.write(formatDensity(density));
+});
+
+// Ending revoked connections (issue #21 item 6, DESIGN §6.14): a revocation
+// touching one endpoint, changes that revoke nothing with the feature on and
+// off, and the rule lookups of an established packet; conntrack entries in
+// the driver's namespace.
+await section("revoke", async () => {
+  const revoke = await benchRevoke({ ...size.revoke, topologies });
+  results.revoke = revoke;
+  process.stdout.write(formatRevoke(revoke));
 });
 
 await section("e2e", async (signal) => {

@@ -9,13 +9,15 @@ import type { AdmissionOptions } from "../../services/controller/stream-admissio
 import type { Backend } from "../../services/driver/kernel/backend.js";
 
 export type SizeName = "full" | "quick" | "ci";
-type Section = "calc" | "fanout" | "driver" | "density" | "e2e" | "flows" | "openstack";
+type Section = "calc" | "fanout" | "driver" | "density" | "revoke" | "e2e" | "flows" | "openstack";
 
 export interface BenchSize {
   calc: { hosts: number; endpointsPerHost: number; profiles: number; rulesPerProfile: number; updates: number };
   fanout: { streams: number; samples: number; admission?: AdmissionOptions };
   driver: { endpoints: number; profiles: number; rulesPerProfile: number; incrementalSamples: number };
   density: { sizes: number[]; backends: Backend[]; samples: (size: number) => number; memory: number[]; baseline: number };
+  /** Issue #21 item 6: endpoints on the host, conntrack entries in its namespace, samples per kind of change. */
+  revoke: { endpoints: number; conntrack: number; samples: number };
   e2e: { samples: number; endpoints: number };
   flows: { samples: number; floodSeconds: number; probes: number; counterWaitS?: number };
   openstack: { sizes: [number, number]; samples: number; polls?: number };
@@ -23,7 +25,7 @@ export interface BenchSize {
 }
 
 const MIN = 60;
-const generous: Record<Section, number> = { calc: 15 * MIN, fanout: 10 * MIN, driver: 15 * MIN, density: 60 * MIN, e2e: 15 * MIN, flows: 15 * MIN, openstack: 40 * MIN };
+const generous: Record<Section, number> = { calc: 15 * MIN, fanout: 10 * MIN, driver: 15 * MIN, density: 60 * MIN, revoke: 20 * MIN, e2e: 15 * MIN, flows: 15 * MIN, openstack: 40 * MIN };
 
 export const SIZES: Record<SizeName, BenchSize> = {
   full: {
@@ -32,6 +34,7 @@ export const SIZES: Record<SizeName, BenchSize> = {
     fanout: { streams: 1000, samples: 50 },
     driver: { endpoints: 1000, profiles: 100, rulesPerProfile: 10, incrementalSamples: 30 },
     density: { sizes: [1000, 3000, 6000], backends: ["nft", "legacy"], samples: (n) => (n >= 6000 ? 10 : 20), memory: [100_000, 300_000], baseline: 300 },
+    revoke: { endpoints: 6000, conntrack: 100_000, samples: 10 },
     e2e: { samples: 200, endpoints: 200 },
     flows: { samples: 40, floodSeconds: 20, probes: 50 },
     openstack: { sizes: [100, 1000], samples: 20 },
@@ -42,6 +45,7 @@ export const SIZES: Record<SizeName, BenchSize> = {
     fanout: { streams: 1000, samples: 20 },
     driver: { endpoints: 1000, profiles: 100, rulesPerProfile: 10, incrementalSamples: 10 },
     density: { sizes: [1000, 3000], backends: ["nft", "legacy"], samples: () => 10, memory: [100_000], baseline: 300 },
+    revoke: { endpoints: 1000, conntrack: 100_000, samples: 5 },
     e2e: { samples: 50, endpoints: 50 },
     flows: { samples: 15, floodSeconds: 8, probes: 20 },
     openstack: { sizes: [100, 500], samples: 20 },
@@ -56,10 +60,11 @@ export const SIZES: Record<SizeName, BenchSize> = {
     driver: { endpoints: 50, profiles: 10, rulesPerProfile: 5, incrementalSamples: 3 },
     // One backend: the driver section already runs legacy.
     density: { sizes: [60], backends: ["nft"], samples: () => 2, memory: [2000], baseline: 30 },
+    revoke: { endpoints: 60, conntrack: 2000, samples: 2 },
     e2e: { samples: 5, endpoints: 10 },
     flows: { samples: 3, floodSeconds: 2, probes: 5, counterWaitS: 0 },
     // Most of this section is starting Neutron (~17 s) and creating through its API.
     openstack: { sizes: [3, 6], samples: 1, polls: 3 },
-    deadlineS: { calc: 60, fanout: 90, driver: 90, density: 120, e2e: 90, flows: 120, openstack: 180 },
+    deadlineS: { calc: 60, fanout: 90, driver: 90, density: 120, revoke: 90, e2e: 90, flows: 120, openstack: 180 },
   },
 };
