@@ -34,13 +34,10 @@ import { readBridgeZones } from "./monitors/bridge-zones.js";
 import { renderZoneChains, type BridgeZone } from "./plan/zone-chains.js";
 import type { ChainDef } from "../contract/host-update.js";
 import { createOwnProcesses } from "./kernel/own-processes.js";
-import { buildPlanInput, type Epochs } from "./plan/plan-input.js";
-import { GONE_CAP, GONE_WINDOW_MS, initialEpoch, nextEpoch, RevocationWatch, type GoneAddress } from "./plan/revocation.js";
-import type { IpVersion } from "../model/index.js";
-import { deleteConntrack } from "./kernel/conntrack.js";
+import { buildPlanInput } from "./plan/plan-input.js";
+import { RevocationState } from "./apply/revocation-state.js";
 import { createEndedCounter } from "./kernel/ended-connections.js";
 import { iptablesCommands } from "./kernel/backend.js";
-import type { ApplySource } from "./apply/dataplane.js";
 import { createRulesetMonitor, defaultMonitorCommand, type RulesetMonitor } from "./monitors/ruleset-monitor.js";
 import { startSyncClient, type SyncClient } from "./sync/sync-client.js";
 import { createSyncState, type ApplyTicket } from "./sync/sync-state.js";
@@ -95,30 +92,20 @@ export async function startDriver(options: DriverOptions): Promise<Driver> {
   // The driver's own chains and the host-local translation for bridged
   // ports (twins, per-port sets and guard, DESIGN §6.3), following the
   // topology polled below.
-  // Revoked connections end (DESIGN §6.14): each family's policy epoch, from
-  // a random start (a restarted driver judges every connection once more,
-  // never a connection as if judged by it), advanced by applies that may revoke.
-  const epochs: Epochs = {};
-  if (o.endRevokedConnections) for (const f of families) epochs[f] = initialEpoch();
-  const revocation = o.endRevokedConnections ? new RevocationWatch(families) : undefined;
-  /**
-   * Per family, epoch -> the revision whose apply advanced to it: an ended
-   * connection's report carries the epoch it was denied in, and `flows`
-   * shows the revision (issue #21 item 7). Bounded: the newest epochs only
-   * (an older one's reports are long gone).
-   */
-  const epochRevisions: Record<IpVersion, Map<number, number>> = { 4: new Map(), 6: new Map() };
-  const EPOCH_REVISIONS_KEPT = 1_024;
-  /**
-   * Addresses whose connections are still to be deleted (after the apply
-   * that removed them), by "family net iface"; kept until a deletion
-   * succeeds, bounded (the oldest are dropped, with an error, past the cap).
-   */
-  const goneAddresses = new Map<string, GoneAddress>();
-  const QUEUE_CAP = 100_000;
+  // Revoked connections end (DESIGN §6.14): epochs, departed addresses and
+  // conntrack deletions (apply/revocation-state.ts).
+  const revocation = o.endRevokedConnections
+    ? new RevocationState({
+      families, prefixes: o.interfacePrefixes, runner, logger: logger.child({ component: "revocation" }),
+      stats: { epochAdvanced: (f) => stats.epochAdvanced(f), connectionsDeleted: (n) => stats.connectionsDeleted(n), connectionsDeleteFailed: () => stats.connectionsDeleteFailed() },
+      zoneOf: (iface) => zoneOfTap.get(iface),
+      onApplyDue: () => loop.schedule(),
+    })
+    : undefined;
   /** Tap -> its bridge's zone, as last seen (a tap is often gone by the time its endpoint is). */
   const zoneOfTap = new Map<string, number>();
-  const bridges = new BridgeLayer({ prefixes: o.interfacePrefixes, families, extraChains: ownChains(zones.zones), epochs });
+  const bridges = new BridgeLayer({ prefixes: o.interfacePrefixes, families, extraChains: ownChains(zones.zones), epochs: revocation?.epochs });
+  revocation?.attach(bridges);
   let physdev = false;
   const stats = createApplyStats(families, o.metrics);
   let stopped = false;
@@ -209,110 +196,13 @@ export async function startDriver(options: DriverOptions): Promise<Driver> {
     onRefused: () => restartClient(),
   });
 
-  /**
-   * Whether this apply may revoke (DESIGN §6.14): if so, the families'
-   * epochs advance in its own iptables-restore (their base chains join its
-   * changes), and addresses that left an endpoint are queued for deletion.
-   */
-  function revoke(revision: number, d: NonNullable<ApplyTicket["planned"]>, sets: ApplySource["input"]["sets"], changes: ApplySource["changes"]): ApplySource["changes"] {
-    if (!revocation) return changes;
-    const verdict = revocation.observe({ chains: d.chains, sets, endpoints: d.endpoints }, changes);
-    for (const g of verdict.gone) {
-      const k = `${g.family} ${g.net} ${g.iface}`;
-      goneAddresses.delete(k);
-      goneAddresses.set(k, g);
-    }
-    if (goneAddresses.size > QUEUE_CAP) {
-      let n = 0;
-      for (const k of goneAddresses.keys()) { if (goneAddresses.size <= QUEUE_CAP) break; goneAddresses.delete(k); n++; }
-      logger.error({ dropped: n }, "too many addresses waiting for their connections to be deleted; the oldest are given up");
-    }
-    const windowChanged = recentlyGone(verdict.gone);
-    if (!verdict.bump.length && !windowChanged) return changes;
-    for (const f of verdict.bump) {
-      epochs[f] = nextEpoch(epochs[f]!);
-      const m = epochRevisions[f];
-      m.delete(epochs[f]!);
-      m.set(epochs[f]!, revision);
-      if (m.size > EPOCH_REVISIONS_KEPT) m.delete(m.keys().next().value!);
-    }
-    const keys = bridges.setRevocation(epochs, goneNets(), true);
-    if (verdict.bump.length) stats.epochAdvanced(verdict.bump);
-    return changes && { ...changes, chains: new Set([...changes.chains, ...keys]) };
-  }
-
-  /**
-   * Departed addresses whose mid-stream TCP pick-ups are refused
-   * (pal-ct-gone), per family: "net" -> when that ends. Adds `gone`, drops
-   * what expired and what exceeds the cap (the oldest); whether the
-   * chain's content changed.
-   */
-  const departed: Record<IpVersion, Map<string, number>> = { 4: new Map(), 6: new Map() };
-  let departedTimer: NodeJS.Timeout | undefined;
-  function recentlyGone(gone: readonly GoneAddress[]): boolean {
-    const now = Date.now();
-    let changed = false;
-    for (const g of gone) {
-      const m = departed[g.family];
-      if (!m.has(g.net)) changed = true;
-      m.delete(g.net);
-      m.set(g.net, now + GONE_WINDOW_MS);
-    }
-    for (const f of families) {
-      const m = departed[f];
-      for (const [net, until] of m) {
-        if (until > now && m.size <= GONE_CAP) break; // insertion order = expiry order
-        m.delete(net);
-        changed = true;
-      }
-    }
-    clearTimeout(departedTimer);
-    const next = Math.min(...families.flatMap((f) => [...departed[f].values()].slice(0, 1)));
-    if (Number.isFinite(next) && !stopped) {
-      // The window's end is a change of the driver's own chain: applied like a topology change.
-      departedTimer = setTimeout(() => {
-        if (recentlyGone([])) {
-          bridges.setRevocation(epochs, goneNets(), false);
-          loop.schedule();
-        }
-      }, Math.max(1_000, next - now));
-      departedTimer.unref?.();
-    }
-    return changed;
-  }
-  const goneNets = () => Object.fromEntries(families.map((f) => [f, [...departed[f].keys()]]));
-
-  /**
-   * Deletes the queued addresses' connections (after the apply that removed
-   * them from the sets). A failure fails the apply: the host's status says
-   * so, and the loop retries with backoff (the addresses stay queued); a
-   * revision is never reported applied while their connections may remain.
-   */
-  async function endGoneConnections(): Promise<void> {
-    const gone = [...goneAddresses.values()];
-    const targets = gone.map((g) => ({ family: g.family, net: g.net, zone: zoneOfTap.get(g.iface) }));
-    const named = () => gone.map((g) => `${g.net}@${g.iface}`).slice(0, 20);
-    let n: number;
-    try {
-      n = await deleteConntrack(runner, targets);
-    } catch (err) {
-      stats.connectionsDeleteFailed();
-      throw new Error(`could not end the connections of addresses that left an endpoint (${named().join(", ")}): ${(err as Error).message}`);
-    }
-    for (const g of gone) goneAddresses.delete(`${g.family} ${g.net} ${g.iface}`);
-    stats.connectionsDeleted(n);
-    logger.info({ addresses: named(), deleted: n }, "deleted the connections of addresses that left an endpoint");
-  }
-
   const loop = createApplyLoop<ApplyTicket>({
     dataplane: {
       detectDrift: () => dataplane.detectDrift(),
       async applyFrom(take) {
         const r = await dataplane.applyFrom(take);
-        if (!goneAddresses.size) return r;
-        const t0 = performance.now();
-        await endGoneConnections();
-        const ms = performance.now() - t0;
+        if (!revocation?.pending()) return r;
+        const ms = await revocation.afterApply();
         return { ...r, durationMs: r.durationMs + ms, stages: { ...r.stages, conntrack: ms } };
       },
     },
@@ -320,7 +210,8 @@ export async function startDriver(options: DriverOptions): Promise<Driver> {
       const ticket = sync.takeTicket();
       const d = ticket.planned;
       const v = bridges.take(d);
-      const changes = d ? revoke(ticket.revision, d, v.sets, v.changes) : v.changes;
+      // Whether this apply may revoke (DESIGN §6.14): then the epochs advance in its own restore.
+      const changes = d && revocation ? revocation.take({ chains: d.chains, sets: v.sets, endpoints: d.endpoints }, v.changes, ticket.revision) : v.changes;
       const desired = d && { chains: d.chains, sets: v.sets };
       return { ticket, source: { input: buildPlanInput({ base: bridges.baseChains(), families, desired, startKernel, driverSets: v.sets }), changes } };
     },
@@ -403,7 +294,7 @@ export async function startDriver(options: DriverOptions): Promise<Driver> {
       client.send({ message: { $case: "flowReport", value: report } });
       return true;
     },
-    revisionOfEpoch: (f, epoch) => epochRevisions[f].get(epoch),
+    revisionOfEpoch: (f, epoch) => revocation?.revisionOfEpoch(f, epoch),
   });
 
   // Only iptables-nft edits are nftables events; the legacy backend keeps
@@ -438,7 +329,7 @@ export async function startDriver(options: DriverOptions): Promise<Driver> {
       void flows?.stop();
       interfaces.stop();
       clearInterval(hostTimer);
-      clearTimeout(departedTimer);
+      revocation?.stop();
       clearInterval(endedTimer);
       client?.stop();
       await monitor?.stop();

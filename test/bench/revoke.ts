@@ -55,10 +55,10 @@ import { createExecRunner, type CommandRunner } from "../../services/driver/kern
 import { createDataplane, type Dataplane } from "../../services/driver/apply/dataplane.js";
 import { emptyFamilyState } from "../../services/driver/kernel/kernel-state.js";
 import { planApply } from "../../services/driver/plan/plan.js";
-import { buildPlanInput, type Epochs } from "../../services/driver/plan/plan-input.js";
+import { buildPlanInput } from "../../services/driver/plan/plan-input.js";
+import { RevocationState } from "../../services/driver/apply/revocation-state.js";
 import { BridgeLayer } from "../../services/driver/plan/bridge-twins.js";
-import { CT_EPOCH_SHIFT, initialEpoch, nextEpoch, RevocationWatch, type GoneAddress } from "../../services/driver/plan/revocation.js";
-import { deleteConntrack } from "../../services/driver/kernel/conntrack.js";
+import { CT_EPOCH_SHIFT } from "../../services/driver/plan/revocation.js";
 import { DesiredState } from "../../services/driver/sync/desired-state.js";
 import { renderFlowLogChains } from "../../services/driver/flows/flow-log-chains.js";
 import { FLOW_DEFAULTS } from "../../services/driver/flows/flow-reporter.js";
@@ -75,7 +75,6 @@ const FAMILIES = [4] as const;
 const PROFILES = 100;
 export const REVOKE_KINDS = ["rule_removed", "endpoint_deleted", "added", "tag_member", "added_deny_tag"] as const;
 type Kind = (typeof REVOKE_KINDS)[number];
-const REVOKING: ReadonlySet<Kind> = new Set(["rule_removed", "endpoint_deleted"]);
 
 /** One driver of the host, as driver.ts builds it, with the feature on or off. */
 interface Drv {
@@ -83,65 +82,62 @@ interface Drv {
   layer: BridgeLayer;
   dp: Dataplane;
   runner: CommandRunner;
-  epochs: Epochs;
-  watch: RevocationWatch | undefined;
-  gone: GoneAddress[];
+  /** The driver's own revocation state (apply/revocation-state.ts); undefined with the feature off. */
+  rev: RevocationState | undefined;
+  /** Counted by the revocation state's stats, per apply. */
+  count: { bumped: boolean; deleted: number; failed: boolean };
 }
 
 function makeDriver(on: boolean, snapshot: readonly HostUpdate[], ns: string, backend: Backend, ports: ReadonlyMap<string, string> | undefined): Drv {
   const state = new DesiredState();
   state.apply(snapshot);
-  const epochs: Epochs = {};
-  if (on) for (const f of FAMILIES) epochs[f] = initialEpoch();
-  const layer = new BridgeLayer({ prefixes: PREFIXES, families: FAMILIES, extraChains: renderFlowLogChains(FLOW_DEFAULTS, 4), epochs });
-  if (ports) layer.setTopology({ physdev: true, ports: new Map(ports) });
   const runner = createExecRunner({ netns: ns });
-  const dp = createDataplane({ runner, backend, families: [...FAMILIES], logger: createLogger({ name: "bench", level: "silent" }) });
-  return { state, layer, dp, runner, epochs, watch: on ? new RevocationWatch(FAMILIES) : undefined, gone: [] };
+  const logger = createLogger({ name: "bench", level: "silent" });
+  const count = { bumped: false, deleted: 0, failed: false };
+  // No zone chains on this host: a routed address, or a bridge without a zone: every zone (driver.ts).
+  const rev = on
+    ? new RevocationState({
+      families: FAMILIES, prefixes: PREFIXES, runner, logger, zoneOf: () => undefined, onApplyDue: () => undefined,
+      stats: { epochAdvanced: () => { count.bumped = true; }, connectionsDeleted: (n) => { count.deleted += n; }, connectionsDeleteFailed: () => { count.failed = true; } },
+    })
+    : undefined;
+  const layer = new BridgeLayer({ prefixes: PREFIXES, families: FAMILIES, extraChains: renderFlowLogChains(FLOW_DEFAULTS, 4), epochs: rev?.epochs });
+  rev?.attach(layer);
+  if (ports) layer.setTopology({ physdev: true, ports: new Map(ports) });
+  const dp = createDataplane({ runner, backend, families: [...FAMILIES], logger });
+  return { state, layer, dp, runner, rev, count };
 }
 
 /**
  * One apply of the driver, as driver.ts's apply loop makes it (take():
- * layer, revocation verdict, plan input; then the dataplane; then the
- * deletions for addresses that left an endpoint). Returns its wall time,
- * the conntrack stage, whether an epoch advanced and entries deleted.
+ * layer, revocation state, plan input; then the dataplane; then what the
+ * revocation state does before the apply is reported). Returns its wall
+ * time (the driver's time until it can report), the conntrack stage,
+ * whether an epoch advanced, and the entries deleted — background
+ * deletions included, waited for after the timing so that samples do not
+ * overlap.
  */
 async function driverApply(d: Drv): Promise<{ ms: number; conntrackMs: number; bumped: boolean; deleted: number; failed: boolean }> {
-  let bumped = false;
+  d.count.bumped = false;
+  d.count.deleted = 0;
+  d.count.failed = false;
   const t0 = performance.now();
   await d.dp.applyFrom(() => {
     const v = d.layer.take(d.state);
-    let changes = v.changes;
-    if (d.watch) {
-      const verdict = d.watch.observe({ chains: d.state.chains, sets: v.sets, endpoints: d.state.endpoints }, changes);
-      d.gone.push(...verdict.gone);
-      if (verdict.bump.length) {
-        bumped = true;
-        for (const f of verdict.bump) d.epochs[f] = nextEpoch(d.epochs[f]!);
-        const keys = d.layer.setEpochs(d.epochs);
-        changes = changes && { ...changes, chains: new Set([...changes.chains, ...keys]) };
-      }
-    }
+    const changes = d.rev ? d.rev.take({ chains: d.state.chains, sets: v.sets, endpoints: d.state.endpoints }, v.changes, 0) : v.changes;
     return { input: buildPlanInput({ base: d.layer.baseChains(), families: FAMILIES, desired: { chains: d.state.chains, sets: v.sets }, driverSets: v.sets }), changes };
   });
   let conntrackMs = 0;
-  let deleted = 0;
-  let failed = false;
-  if (d.gone.length) {
-    const t1 = performance.now();
-    // No zone chains on this host: a routed address, or a bridge without a zone: every zone (driver.ts).
+  if (d.rev?.pending()) {
     try {
-      deleted = await deleteConntrack(d.runner, d.gone.map((g) => ({ family: g.family, net: g.net, zone: undefined })));
+      conntrackMs = await d.rev.afterApply();
     } catch (err) {
-      // As driver.ts: a failed deletion is counted and logged, not retried,
-      // and the apply stands. The row counts them, and what they left.
-      failed = true;
       if (process.env.BENCH_DEBUG) process.stderr.write(`bench: conntrack -D failed: ${(err as Error).message}\n`);
     }
-    d.gone = [];
-    conntrackMs = performance.now() - t1;
   }
-  return { ms: performance.now() - t0, conntrackMs, bumped, deleted, failed };
+  const ms = performance.now() - t0;
+  await d.rev?.settled();
+  return { ms, conntrackMs, bumped: d.count.bumped, deleted: d.count.deleted, failed: d.count.failed };
 }
 
 const addressOf = (e: Endpoint) => e.ipv4Nets[0]!.replace(/\/32$/, "");
@@ -338,7 +334,7 @@ async function revokeOne(o: { endpoints: number; conntrack: number; samples: num
     let extraMax = 0;
     for (const [name, p] of Object.entries(packets(topology, a, b))) {
       // The connection was judged in the current epoch (its mark); off, no mark.
-      const wOn = walk(chainsOn, "FORWARD", { ...p, ctmark: (on.epochs[4]! << CT_EPOCH_SHIFT) >>> 0 });
+      const wOn = walk(chainsOn, "FORWARD", { ...p, ctmark: (on.rev!.epochs[4]! << CT_EPOCH_SHIFT) >>> 0 });
       const wOff = walk(chainsOff, "FORWARD", { ...p, ctmark: 0 });
       if (wOn.verdict !== "ACCEPT" || wOff.verdict !== "ACCEPT") throw new Error(`bench: established ${name} not accepted (${wOn.verdict}/${wOff.verdict})`);
       Object.assign(established, { [`est_${name}_lookups_on`]: wOn.lookups, [`est_${name}_lookups_off`]: wOff.lookups, [`est_${name}_extra`]: wOn.lookups - wOff.lookups });

@@ -96,7 +96,9 @@ describe("RevocationWatch: which applies may revoke, which addresses leave", () 
     const endpoints = new Map([["hv/o/a/e", "tapa"], ["hv/o/b/e", "tapb"]]);
     const w = new RevocationWatch([4, 6]);
     // The first apply of a state is planned in full: it may revoke anything.
-    expect(w.observe({ chains, sets, endpoints }, undefined)).toEqual({ bump: [4, 6], gone: [] });
+    const first = w.observe({ chains, sets, endpoints }, undefined);
+    expect(first).toMatchObject({ bump: [4, 6], gone: [] });
+    expect(first.arrived.map((a) => `${a.family} ${a.net}`).sort()).toEqual(["4 10.0.0.5", "4 10.0.0.6", "6 fd00::5"]);
     return { w, chains, sets, endpoints };
   }
 
@@ -104,7 +106,7 @@ describe("RevocationWatch: which applies may revoke, which addresses leave", () 
     const { w, chains, sets, endpoints } = host();
     sets.get("pal4t-friends")!.members.add("10.0.0.2");
     chains.set(...chain("pal-pi-new", ["-j MARK --set-xmark 0x1000000/0x1000000"]));
-    expect(w.observe({ chains, sets, endpoints }, changes({ chains: [chainKey(4, "pal-pi-new")], sets: [["pal4t-friends", ["10.0.0.2"]]] }))).toEqual({ bump: [], gone: [] });
+    expect(w.observe({ chains, sets, endpoints }, changes({ chains: [chainKey(4, "pal-pi-new")], sets: [["pal4t-friends", ["10.0.0.2"]]] }))).toMatchObject({ bump: [], gone: [] });
   });
 
   it("a member added to a set a DROP rule names, or an allow rule names negated: the family's epoch advances", () => {
@@ -126,6 +128,26 @@ describe("RevocationWatch: which applies may revoke, which addresses leave", () 
     expect(h.w.observe(h, changes({ chains: [chainKey(4, "pal-pi-web")] })).bump).toEqual([4]);
   });
 
+  it("a set new in this apply only gains members: no epoch (a bridge port's own set when its tap joins), unless a DROP rule names it", () => {
+    const h = host();
+    h.sets.set("pal4b-tapc", set(4, "10.0.0.7"));
+    expect(h.w.observe(h, changes({ sets: [["pal4b-tapc", "all"]] })).bump).toEqual([]);
+    h.chains.set(...chain("pal-pi-deny", ["-m set --match-set pal4t-new src -j DROP"]));
+    h.sets.set("pal4t-new", set(4, "10.0.0.8"));
+    expect(h.w.observe(h, changes({ chains: [chainKey(4, "pal-pi-deny")], sets: [["pal4t-new", "all"]] })).bump).toEqual([4]);
+  });
+
+  it("a bridge's twin (ADDR,<bridge>) leaving is no address of its own: only the tap's member is gone", () => {
+    const w = new RevocationWatch([4], (iface) => iface.startsWith("tap"));
+    const sets = new Map<string, DesiredSet>([["pal4ic_a", set(4, "10.0.0.5,tapa", "10.0.0.5,brq1")]]);
+    const endpoints = new Map([["hv/o/a/e", "tapa"]]);
+    w.observe({ chains: new Map(), sets, endpoints }, undefined);
+    sets.get("pal4ic_a")!.members.clear();
+    endpoints.clear();
+    expect(w.observe({ chains: new Map(), sets, endpoints }, changes({ sets: [["pal4ic_a", ["10.0.0.5,tapa", "10.0.0.5,brq1"]]], endpoints: ["hv/o/a/e"] })).gone)
+      .toEqual([{ family: 4, net: "10.0.0.5", iface: "tapa", stillOnHost: false }]);
+  });
+
   it("the dispatch roots change only with class set members that change too: by themselves, no epoch", () => {
     const h = host();
     h.chains.set(...chain("pal-from-wl-dispatch", ["-m set --match-set pal4ic_a src,src -g pal-fc_a", "-m set --match-set pal4ic_b src,src -g pal-fc_b"]));
@@ -139,7 +161,7 @@ describe("RevocationWatch: which applies may revoke, which addresses leave", () 
     expect(h.w.observe(h, changes({ sets: [["pal4ic_a", ["10.0.0.5,tapa"]], ["pal4ic_b", ["10.0.0.5,tapa"]]] })).gone).toEqual([]);
     h.sets.get("pal4ic_a")!.members.delete("10.0.0.6,tapb");
     h.endpoints.delete("hv/o/b/e");
-    expect(h.w.observe(h, changes({ sets: [["pal4ic_a", ["10.0.0.6,tapb"]]], endpoints: ["hv/o/b/e"] })).gone).toEqual([{ family: 4, net: "10.0.0.6", iface: "tapb" }]);
+    expect(h.w.observe(h, changes({ sets: [["pal4ic_a", ["10.0.0.6,tapb"]]], endpoints: ["hv/o/b/e"] })).gone).toEqual([{ family: 4, net: "10.0.0.6", iface: "tapb", stillOnHost: false }]);
   });
 
   it("an endpoint replaced by another at the same interface and addresses (same class, so no set changes at all): every address of the interface is gone", () => {
@@ -147,7 +169,8 @@ describe("RevocationWatch: which applies may revoke, which addresses leave", () 
     h.endpoints.delete("hv/o/a/e");
     h.endpoints.set("hv/o/a2/e", "tapa");
     const v = h.w.observe(h, changes({ endpoints: ["hv/o/a/e", "hv/o/a2/e"] }));
-    expect(v.gone.sort((x, y) => x.family - y.family)).toEqual([{ family: 4, net: "10.0.0.5", iface: "tapa" }, { family: 6, net: "fd00::5", iface: "tapa" }]);
+    // Still on the host (the new endpoint holds them): deleted before the apply is reported.
+    expect(v.gone.sort((x, y) => x.family - y.family)).toEqual([{ family: 4, net: "10.0.0.5", iface: "tapa", stillOnHost: true }, { family: 6, net: "fd00::5", iface: "tapa", stillOnHost: true }]);
   });
 
   it("a full plan (a new snapshot) finds replaced endpoints and departed addresses by comparing with what it saw", () => {
@@ -157,7 +180,7 @@ describe("RevocationWatch: which applies may revoke, which addresses leave", () 
     h.sets.get("pal6ic_a")!.members.clear();
     const v = h.w.observe(h, undefined);
     expect(v.bump).toEqual([4, 6]);
-    expect(v.gone.map((g) => `${g.family} ${g.net} ${g.iface}`).sort()).toEqual(["4 10.0.0.6 tapb", "6 fd00::5 tapa"]);
+    expect(v.gone.map((g) => `${g.family} ${g.net} ${g.iface} ${g.stillOnHost}`).sort()).toEqual(["4 10.0.0.6 tapb true", "6 fd00::5 tapa false"]);
   });
 });
 
@@ -188,6 +211,8 @@ describe("driver: addresses that leave an endpoint lose their connections", () =
     { type: "endpoint-update", key: "hv1/o/b/e", interfaceName: "tapb" },
   ];
 
+  const failures = () => ctl!.received.flatMap((m) => (m.message?.$case === "applied" && !m.message.value.ok ? [m.message.value] : []));
+
   async function start(k: FakeKernel) {
     ctl = await startFakeController();
     driver = await startDriver({ controllers: [ctl.address], hostname: "hv1", runner: k, logger, backend: "nft", families: [4], driftCheckMs: 3_600_000, postWriteCheckMs: 3_600_000, readInterface: async () => "up", rulesetMonitor: false });
@@ -202,25 +227,57 @@ describe("driver: addresses that leave an endpoint lose their connections", () =
     await start(k);
     ctl!.send(2, [{ type: "ipset-delta", name: "pal4ic_x", family: 4, added: [], removed: ["10.0.0.6,tapb"] }, { type: "endpoint-remove", key: "hv1/o/b/e" }]);
     await until(() => ctl!.acks().includes(2), "revision 2 acknowledged");
+    // In the background: the address left the host.
+    await until(() => driver!.counters.conntrackDeleted === 2, "the background deletion");
     expect(k.conntrack).toEqual([{ family: 4, src: "10.0.0.5", dst: "10.9.0.1", zone: 0 }]);
-    expect(driver!.counters.conntrackDeleted).toBe(2);
     // Its mid-stream TCP pick-ups are refused for a while (a successor at the address inherits nothing).
     expect(k.chain(4, "pal-ct-gone")!.map(strip)).toEqual(["-s 10.0.0.6 -j DROP", "-d 10.0.0.6 -j DROP"]);
   });
 
-  it("conntrack failing: the revision is reported failed, not applied, and retried until the entries are gone", async () => {
+  it("conntrack failing where a new endpoint holds the address: the revision is reported failed, not applied, and retried until the entries are gone", async () => {
     const k = new FakeKernel();
-    k.conntrack.push({ family: 4, src: "10.0.0.6", dst: "10.9.0.1", zone: 0 });
+    k.conntrack.push({ family: 4, src: "10.9.0.2", dst: "10.0.0.6", zone: 0 });
     await start(k);
     k.conntrackFailure = "conntrack v1.4.7 (conntrack-tools): Operation failed: No such file or directory";
-    ctl!.send(2, [{ type: "ipset-delta", name: "pal4ic_x", family: 4, added: [], removed: ["10.0.0.6,tapb"] }, { type: "endpoint-remove", key: "hv1/o/b/e" }]);
-    const failures = () => ctl!.received.flatMap((m) => (m.message?.$case === "applied" && !m.message.value.ok ? [m.message.value] : []));
+    ctl!.send(2, [{ type: "endpoint-remove", key: "hv1/o/b/e" }, { type: "endpoint-update", key: "hv1/o/b2/e", interfaceName: "tapb" }]);
     await until(() => failures().length > 0, "a failed apply reported");
     expect(failures()[0]!.revision).toBe(2);
     expect(failures()[0]!.error).toMatch(/could not end the connections of addresses that left an endpoint \(10\.0\.0\.6@tapb\)/);
     expect(ctl!.acks()).not.toContain(2);
     k.conntrackFailure = undefined;
     await until(() => ctl!.acks().includes(2), "revision 2 applied after the retry", 15_000);
+    expect(k.conntrack).toEqual([]);
+  });
+
+  it("an address that left the host is deleted in the background: the revision is reported at once (its connections already find no endpoint); a failure there is reported by the next apply and retried", async () => {
+    const k = new FakeKernel();
+    k.conntrack.push({ family: 4, src: "10.0.0.6", dst: "10.9.0.1", zone: 0 });
+    await start(k);
+    k.conntrackFailure = "conntrack v1.4.7 (conntrack-tools): Operation failed: No such file or directory";
+    ctl!.send(2, [{ type: "ipset-delta", name: "pal4ic_x", family: 4, added: [], removed: ["10.0.0.6,tapb"] }, { type: "endpoint-remove", key: "hv1/o/b/e" }]);
+    await until(() => ctl!.acks().includes(2), "revision 2 acknowledged");
+    await until(() => failures().length > 0, "the background failure reported");
+    expect(failures()[0]!.error).toMatch(/could not end the connections .*10\.0\.0\.6@tapb/);
+    k.conntrackFailure = undefined;
+    await until(() => k.conntrack.length === 0, "the entries deleted on retry", 15_000);
+  });
+
+  it("an address brought back before its background deletion ran waits for it: the apply that adds it deletes first", async () => {
+    const k = new FakeKernel();
+    k.conntrack.push({ family: 4, src: "10.9.0.2", dst: "10.0.0.6", zone: 0 });
+    await start(k);
+    // The deletion hangs until released: the address comes back meanwhile.
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    const run = k.run.bind(k);
+    k.run = async (cmd, args, input) => { if (cmd === "conntrack") await held; return run(cmd, args, input); };
+    ctl!.send(2, [{ type: "ipset-delta", name: "pal4ic_x", family: 4, added: [], removed: ["10.0.0.6,tapb"] }, { type: "endpoint-remove", key: "hv1/o/b/e" }]);
+    await until(() => ctl!.acks().includes(2), "revision 2 acknowledged");
+    ctl!.send(3, [{ type: "ipset-delta", name: "pal4ic_x", family: 4, added: ["10.0.0.6,tapc"], removed: [] }, { type: "endpoint-update", key: "hv1/o/c/e", interfaceName: "tapc" }]);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(ctl!.acks()).not.toContain(3);
+    release();
+    await until(() => ctl!.acks().includes(3), "revision 3 acknowledged once the deletion ran");
     expect(k.conntrack).toEqual([]);
   });
 

@@ -14,8 +14,12 @@ export interface ConntrackTarget {
   zone?: number;
 }
 
-/** conntrack's words for "matched nothing" (exit 1): not a failure. */
-const NOTHING_DELETED = /\b0 flow entries have been deleted\b/;
+/**
+ * conntrack's words, with exit 1, that are no failure: nothing matched; or
+ * an entry another deletion of this batch removed first (`-s A` and `-d B`
+ * both match a connection from A to B, and the calls run concurrently).
+ */
+const NOTHING_DELETED = /\b0 flow entries have been deleted\b|such conntrack doesn't exist/;
 
 /** The argument lists for one target: by source, then by destination. */
 export function conntrackDeleteArgs(t: ConntrackTarget): string[][] {

@@ -185,14 +185,18 @@ export interface GoneAddress {
   family: IpVersion;
   net: string;
   iface: string;
+  /** The address is still on another interface or endpoint of this host after the apply (replaced or moved). */
+  stillOnHost: boolean;
 }
 
 /** What one apply asks of the revocation mechanism. */
 export interface RevocationVerdict {
   /** Families whose epoch must advance in this apply. */
   bump: IpVersion[];
-  /** Addresses that left an interface, or whose interface's endpoint was replaced. */
+  /** Addresses that left a workload interface, or whose interface's endpoint was replaced. */
   gone: GoneAddress[];
+  /** Addresses new on this host in this apply (on no interface before it). */
+  arrived: { family: IpVersion; net: string }[];
 }
 
 /** What the watch reads of the apply's desired state. */
@@ -240,13 +244,32 @@ export class RevocationWatch {
   private readonly onIface = new Map<string, Map<string, number>>();
   /** Endpoint key -> interface, as of the previous apply. */
   private readonly holders = new Map<string, string>();
+  /** "family net" -> how many (classification set, interface) members hold it. */
+  private readonly onHost = new Map<string, number>();
+  /** The sets the previous apply programmed: a set new in this apply only gains members. */
+  private readonly knownSets = new Set<string>();
+  private arrived: { family: IpVersion; net: string }[] = [];
 
-  constructor(private readonly families: readonly IpVersion[]) {}
+  /**
+   * `isWorkloadIface`: whether an interface is a workload's (the driver's
+   * prefixes). A member on any other interface (a bridge's twin,
+   * DESIGN §6.3) stands for a workload's and is never deleted by itself.
+   */
+  constructor(private readonly families: readonly IpVersion[], private readonly isWorkloadIface: (iface: string) => boolean = () => true) {}
 
   observe(now: RevocationInput, changes: DesiredChanges | undefined): RevocationVerdict {
     const bump = new Set<IpVersion>();
     const gone = new Map<string, GoneAddress>();
-    const goneAt = (family: IpVersion, net: string, iface: string) => gone.set(`${family} ${net} ${iface}`, { family, net, iface });
+    const goneAt = (family: IpVersion, net: string, iface: string) => {
+      if (this.isWorkloadIface(iface)) gone.set(`${family} ${net} ${iface}`, { family, net, iface, stillOnHost: false });
+    };
+    this.arrived = [];
+    const verdict = (families: Iterable<IpVersion>): RevocationVerdict => {
+      const out = [...gone.values()];
+      for (const g of out) g.stillOnHost = (this.onHost.get(`${g.family} ${g.net}`) ?? 0) > 0;
+      const bumped = new Set(families);
+      return { bump: this.families.filter((f) => bumped.has(f)), gone: out, arrived: this.arrived };
+    };
 
     // Interfaces whose endpoint left or was replaced: every address they
     // held before this apply.
@@ -272,7 +295,9 @@ export class RevocationWatch {
         for (const name of [...this.endpointMembers.keys()]) if (!now.sets.has(name)) this.syncSet(name, undefined, goneAt, present);
         for (const [name, set] of now.sets) if (ENDPOINT_SET_RE.test(name)) this.syncSet(name, set, goneAt, present);
       }
-      return { bump: [...this.families], gone: [...gone.values()] };
+      this.knownSets.clear();
+      for (const name of now.sets.keys()) this.knownSets.add(name);
+      return verdict(this.families);
     }
     for (const key of changes.chains) {
       const existed = this.refsByChain.has(key);
@@ -296,13 +321,19 @@ export class RevocationWatch {
     for (const [name, touched] of changes.sets) {
       const set = now.sets.get(name);
       const family: IpVersion = set?.family ?? (name.startsWith("pal6") ? 6 : 4);
+      const known = this.knownSets.has(name);
+      if (set) this.knownSets.add(name);
+      else this.knownSets.delete(name);
+      // A set new in this apply only gains members (a bridge port's own
+      // set when its tap joins, a tag's set when first referenced).
+      if (!known && set) { if (set.members.size && this.restrictive.has(name)) bump.add(family); continue; }
       if (touched === "all" || !set) { bump.add(family); continue; }
       for (const m of touched) {
         if (!set.members.has(m)) bump.add(family);
         else if (this.restrictive.has(name)) bump.add(family);
       }
     }
-    return { bump: this.families.filter((f) => bump.has(f)), gone: [...gone.values()] };
+    return verdict(bump);
   }
 
   /** A classification set compared in full with what the watch last saw of it: its additions, or its removals. */
@@ -322,13 +353,18 @@ export class RevocationWatch {
     const [net, iface] = splitMember(m);
     const fn = `${family} ${net}`;
     let byNet = this.onIface.get(iface);
+    const onHost = this.onHost.get(fn) ?? 0;
     if (present) {
       if (!seen) this.endpointMembers.set(name, (seen = new Set()));
       seen.add(m);
       if (!byNet) this.onIface.set(iface, (byNet = new Map()));
       byNet.set(fn, (byNet.get(fn) ?? 0) + 1);
+      if (onHost === 0) this.arrived.push({ family, net });
+      this.onHost.set(fn, onHost + 1);
       return;
     }
+    if (onHost > 1) this.onHost.set(fn, onHost - 1);
+    else this.onHost.delete(fn);
     seen!.delete(m);
     if (!seen!.size) this.endpointMembers.delete(name);
     const n = (byNet?.get(fn) ?? 1) - 1;
