@@ -4,7 +4,8 @@
 // each session's first packet under the new model (test/fuzz/revoke.ts has
 // the harness and the exact rule). A few fixed seeds here, two changes each;
 // more with PALISADE_REVOKE_SEEDS=N (and PALISADE_REVOKE_SEED=S for the
-// first), or `npm run fuzz -- --revoke --cases N`.
+// first). (`npm run fuzz` does not run it yet: the session agent is not
+// copied to dist/.)
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
