@@ -63,7 +63,7 @@ async function chainOf(cmd: string, chain: string, hook: string, rules: Record<s
 
 describe("bridged frames, as the kernel sees them (iptables, ipset)", () => {
   beforeAll(async () => {
-    lab = createLab(`${uniqueName("bk")}-`);
+    lab = createLab(`${uniqueName("bkf")}-`);
     hv = (await lab.addHypervisor("hv1")).ns;
     await lab.addBridge("hv1", "brfact", { bridgeNf: true });
     a = await lab.addBridgedWorkload("hv1", { name: "a", iface: "tapfa", bridge: "brfact", host: 10, mac: "02:00:00:00:0f:0a" });

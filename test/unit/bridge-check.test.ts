@@ -175,7 +175,9 @@ describe("the driver's host check", () => {
     expect([...k.sets.get(c2)!.members]).toEqual(["10.0.0.1,tap2"]);
     expect([...k.sets.get("pal4b-tap1")!.members].sort()).toEqual(["10.0.0.1", "10.0.0.2"]);
     const status = (key: string) => ctl!.received.flatMap((m) => (m.message?.$case === "endpointStatus" && m.message.value.endpointKey === key ? [m.message.value] : [])).at(-1);
+    // Each endpoint's status comes with its own poll: wait for both.
     await until(() => /10\.0\.0\.1 is also claimed on bridge br0 by tap2/.test(status("hv1/o/w1/e")?.detail ?? ""), "w1's status");
+    await until(() => /10\.0\.0\.1 is also claimed on bridge br0 by tap1/.test(status("hv1/o/w2/e")?.detail ?? ""), "w2's status");
     expect(status("hv1/o/w2/e")!.detail).toMatch(/10\.0\.0\.1 is also claimed on bridge br0 by tap1/);
   });
 
