@@ -50,7 +50,8 @@ type Kind = (typeof KINDS)[number];
 
 export type ListModel = "random" | "pool";
 
-async function withNamespaces<T>(names: string[], fn: () => Promise<T>): Promise<T> {
+/** Creates the namespaces, runs `fn`, and deletes what it created (also on failure). */
+export async function withNamespaces<T>(names: string[], fn: () => Promise<T>): Promise<T> {
   const made: string[] = [];
   try {
     for (const n of names) {

@@ -43,7 +43,6 @@
 // namespaces (iptables-save), how many rules an established packet of a
 // connection judged in the current epoch is looked up against, FORWARD to
 // its ACCEPT (ct-path.ts), per kind of packet; `extra` = on − off.
-import { execa } from "execa";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -64,6 +63,7 @@ import { renderFlowLogChains } from "../../services/driver/flows/flow-log-chains
 import { FLOW_DEFAULTS } from "../../services/driver/flows/flow-reporter.js";
 import { createLogger } from "../../services/runtime/logger.js";
 import { applyRawChange, createHostFeed, rawBytes, type Topology } from "./host-feed.js";
+import { withNamespaces } from "./density.js";
 import { chainsOf, walk, type Packet } from "./ct-path.js";
 import { mulberry32 } from "../support/prng.js";
 import { genEndpoint, genProfiles } from "./model-gen.js";
@@ -189,19 +189,6 @@ export interface RevokeRow {
   samples: number;
   rules: number;
   [figure: string]: unknown;
-}
-
-async function withNamespaces<T>(names: string[], fn: () => Promise<T>): Promise<T> {
-  const made: string[] = [];
-  try {
-    for (const n of names) {
-      await execa("ip", ["netns", "add", n]);
-      made.push(n);
-    }
-    return await fn();
-  } finally {
-    for (const n of made) await execa("ip", ["netns", "del", n], { reject: false });
-  }
 }
 
 async function revokeOne(o: { endpoints: number; conntrack: number; samples: number; backend: Backend; topology: Topology }): Promise<RevokeRow> {
