@@ -97,15 +97,28 @@ describe.each(["nft", "legacy"] as const)("bridged workload ports (%s)", (backen
    * socket bound to any address: broadcasts and unicasts alike).
    */
   async function received(to: string, family: 4 | 6, port: number, send: () => Promise<unknown>): Promise<number> {
-    const code = `const s=require("dgram").createSocket({type:"udp${family}",reuseAddr:true});let n=0;s.on("message",()=>n++);` +
-      `s.bind(${port},()=>console.log("bound"));setTimeout(()=>{console.log(n);s.close()},1500);`;
+    // The listener prints one line per datagram and runs until killed: the
+    // window to count in starts when the sender is done, not when the
+    // listener started (a sender slow to start on a busy machine, python3
+    // under CI load, once took longer than a window counted from the
+    // listener's start, and a datagram that arrived was reported as none).
+    const code = `const s=require("dgram").createSocket({type:"udp${family}",reuseAddr:true});s.on("message",()=>console.log("rx"));` +
+      `s.bind(${port},()=>console.log("bound"));`;
     const p = execa("ip", ["netns", "exec", ns(to), process.execPath, "-e", code], { reject: false, stdin: "ignore", buffer: true });
     let out = "";
     p.stdout!.on("data", (c: Buffer) => (out += c.toString()));
-    await eventually(async () => out.includes("bound"), { what: "listener bound", timeoutMs: 5_000, intervalMs: 20 });
-    await send();
-    const r = await p;
-    return Number(String(r.stdout).trim().split("\n").at(-1));
+    const count = () => out.split("\n").filter((l) => l === "rx").length;
+    try {
+      await eventually(async () => out.includes("bound"), { what: "listener bound", timeoutMs: 10_000, intervalMs: 20 });
+      await send();
+      // Delivery is in the sender's own system call (or the softirq just
+      // after it); a second covers a starved softirq thread.
+      await new Promise((r) => setTimeout(r, 1_000));
+      return count();
+    } finally {
+      p.kill("SIGKILL");
+      await p;
+    }
   }
 
   /** UDP from a workload, from a given source port, to an address and port. */

