@@ -29,7 +29,7 @@ import { chainKey, sameRules, type HostUpdate } from "./desired-state.js";
 import type { HostLayout, HostOutput } from "./host-layout.js";
 import { tagSet } from "./names.js";
 import { renderProfile, type RenderedProfile } from "./render-rules.js";
-import { SetHostLayout } from "./set-host-layout.js";
+import { SetHostLayout, ipv6MacCheck } from "./set-host-layout.js";
 import { UpdateCoalescer } from "./update-coalescer.js";
 
 export interface CalcSink {
@@ -48,6 +48,12 @@ export interface CalcGraphOptions {
 }
 
 const FAMILIES: readonly IpVersion[] = [4, 6];
+
+/** What a host's driver learns of an endpoint: its interface and, for a bridged port, its IPv6 MAC check (DESIGN §6.3). */
+function endpointUpdate(key: string, ep: Endpoint): HostUpdate {
+  const mac6 = ipv6MacCheck(ep);
+  return mac6 ? { type: "endpoint-update", key, interfaceName: ep.name, mac6 } : { type: "endpoint-update", key, interfaceName: ep.name };
+}
 
 /**
  * What the graph keeps per host: the outbox, which endpoints and profiles
@@ -183,7 +189,7 @@ export class CalcGraph {
     for (const id of oldIds) if (!newIds.has(id)) this.dropUse(ep.host, hv, id, key);
     if (old && old.name !== ep.name) hv.layout.endpointOnInterface(old.name, key, undefined);
     hv.layout.endpointOnInterface(ep.name, key, ep);
-    this.emit(ep.host, hv, { type: "endpoint-update", key, interfaceName: ep.name });
+    this.emit(ep.host, hv, endpointUpdate(key, ep));
     this.updateContrib(key, ep);
   }
 
@@ -308,7 +314,7 @@ export class CalcGraph {
       for (const chain of this.rendered.get(id)?.chains ?? []) c.push({ type: "chain-update", chain });
     }
     for (const key of hv.endpoints) {
-      c.push({ type: "endpoint-update", key, interfaceName: this.endpoints.get(key)!.name });
+      c.push(endpointUpdate(key, this.endpoints.get(key)!));
     }
     return { revision: this.revision, updates: c.drain() };
   }

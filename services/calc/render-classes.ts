@@ -19,6 +19,7 @@
 // the next character of their hash into nodes whose sets hold the union of
 // their classes' members, so a packet crosses O(log n) rules.
 import type { IpVersion } from "../model/index.js";
+import type { MacCheck, MacEntry } from "../contract/host-update.js";
 import type { CalcConfig } from "./calc-config.js";
 import type { ChainDef } from "./desired-state.js";
 import { prefixTree, type PrefixTree } from "./prefix-tree.js";
@@ -120,16 +121,7 @@ export function renderClassDispatch(tree: PrefixTree, family: IpVersion, cfg: Ca
   return out;
 }
 
-/** One (net, MAC) an endpoint may send with; no `mac`: any MAC (DESIGN §2.11). */
-export interface MacEntry {
-  /** A host address ("10.0.0.5") or a CIDR, as in the endpoint's set members. */
-  net: string;
-  /** Upper case. */
-  mac?: string;
-}
-
-/** An interface's IPv6 MAC check: one MAC for every source, or per-source entries. */
-export type MacCheck = { mac: string } | { entries: readonly MacEntry[] };
+export type { MacCheck, MacEntry };
 
 /** What the MAC check of a host covers beyond the MAC sets of the default network. */
 export interface MacChecks {

@@ -59,6 +59,25 @@ function leafEntries(entries: readonly Entry[]): MacEntry[] {
   return [...seen.keys()].sort().map((k) => seen.get(k)!);
 }
 
+/** The IPv6 check of an endpoint's entries: one MAC for all, per-source entries, or none (no MAC anywhere). */
+function v6CheckOf(entries: readonly Entry[]): MacCheck | undefined {
+  if (!entries.some((e) => e.mac !== undefined)) return undefined;
+  const macs = new Set(entries.map((e) => e.mac));
+  return macs.size === 1 ? { mac: [...macs][0]! } : { entries: leafEntries(entries) };
+}
+
+/**
+ * An endpoint's IPv6 MAC check, as its interface tree line says it: also
+ * sent to the driver with the endpoint, which renders it for a bridged
+ * port, where the tree's `-i <tap>` never matches (DESIGN §6.3).
+ */
+export function ipv6MacCheck(ep: Endpoint): MacCheck | undefined {
+  const mac = ep.mac?.toUpperCase();
+  const entries: Entry[] = ep.ipv6Nets.map((n) => ({ net: hostAddress(n), mac, fixed: true }));
+  for (const p of ep.addressPairs ?? []) if (p.net.includes(":")) entries.push({ net: hostAddress(p.net), mac: p.mac?.toUpperCase() ?? mac, fixed: false });
+  return v6CheckOf(entries);
+}
+
 /**
  * An interface's placement (DESIGN §6.5, §2.10, §2.11). Fixed addresses and
  * pairs are members alike (class or inactive set). The MAC check, IPv4:
@@ -118,12 +137,7 @@ function placement(ep: Endpoint, name: string): Placement {
       if (ep.network !== undefined) member(networkScopeSet(ep.network), 4, `${ip},${name}`);
     }
   }
-  let v6Check: MacCheck | undefined;
-  if (entries[6].some((e) => e.mac !== undefined)) {
-    const macs = new Set(entries[6].map((e) => e.mac));
-    v6Check = macs.size === 1 ? { mac: [...macs][0]! } : { entries: leafEntries(entries[6]) };
-  }
-  const base = { network: ep.network, v4Leaf, v6Check, members, claims };
+  const base = { network: ep.network, v4Leaf, v6Check: v6CheckOf(entries[6]), members, claims };
   return active ? { cls, profileIds: ep.profileIds, ...base } : base;
 }
 

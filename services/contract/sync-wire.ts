@@ -1,6 +1,6 @@
 // HostUpdate <-> palisade.sync.v1 messages, and chunking: no message nears
 // gRPC's 4 MiB default limit, whatever the size of a set.
-import type { ChainDef, HostUpdate } from "./host-update.js";
+import type { ChainDef, HostUpdate, MacCheck } from "./host-update.js";
 import { ProtocolError } from "./errors.js";
 import { IpFamily, type SyncResponse, type Update } from "../gen/palisade/sync/v1/sync.js";
 import type { IpVersion } from "../model/index.js";
@@ -24,7 +24,15 @@ export function updateToPb(u: HostUpdate): Update {
     case "ipset-remove": return { update: { $case: "ipsetRemove", value: { name: u.name, family: familyToPb(u.family) } } };
     case "chain-update": return { update: { $case: "chainUpdate", value: { table: u.chain.table, family: familyToPb(u.chain.family), name: u.chain.name, rules: [...u.chain.rules] } } };
     case "chain-remove": return { update: { $case: "chainRemove", value: { table: u.table, family: familyToPb(u.family), name: u.name } } };
-    case "endpoint-update": return { update: { $case: "endpointUpdate", value: { endpointKey: u.key, interfaceName: u.interfaceName } } };
+    case "endpoint-update": {
+      const m = u.mac6;
+      const value = {
+        endpointKey: u.key, interfaceName: u.interfaceName,
+        ipv6Mac: m && "mac" in m ? m.mac : "",
+        ipv6MacEntries: m && "entries" in m ? m.entries.map((e) => ({ net: e.net, mac: e.mac ?? "" })) : [],
+      };
+      return { update: { $case: "endpointUpdate", value } };
+    }
     case "endpoint-remove": return { update: { $case: "endpointRemove", value: { endpointKey: u.key } } };
   }
 }
@@ -46,7 +54,13 @@ export function updateFromPb(u: Update): HostUpdate | undefined {
       if (x.value.table !== "filter") throw new ProtocolError(`unsupported table ${JSON.stringify(x.value.table)}`);
       return { type: "chain-remove", table: "filter", family: familyFromPb(x.value.family), name: x.value.name };
     }
-    case "endpointUpdate": return { type: "endpoint-update", key: x.value.endpointKey, interfaceName: x.value.interfaceName };
+    case "endpointUpdate": {
+      const { endpointKey: key, interfaceName, ipv6Mac, ipv6MacEntries } = x.value;
+      if (ipv6Mac && ipv6MacEntries.length) throw new ProtocolError(`endpoint ${JSON.stringify(key)}: both ipv6_mac and ipv6_mac_entries are set`);
+      const mac6: MacCheck | undefined = ipv6Mac ? { mac: ipv6Mac }
+        : ipv6MacEntries.length ? { entries: ipv6MacEntries.map((e) => (e.mac ? { net: e.net, mac: e.mac } : { net: e.net })) } : undefined;
+      return mac6 ? { type: "endpoint-update", key, interfaceName, mac6 } : { type: "endpoint-update", key, interfaceName };
+    }
     case "endpointRemove": return { type: "endpoint-remove", key: x.value.endpointKey };
   }
 }
@@ -56,6 +70,7 @@ function sizeOf(u: HostUpdate): number {
     case "ipset-update": return 64 + u.members.reduce((n, m) => n + m.length + 2, 0);
     case "ipset-delta": return 64 + [...u.added, ...u.removed].reduce((n, m) => n + m.length + 2, 0);
     case "chain-update": return 64 + u.chain.rules.reduce((n, r) => n + r.length + 3, 0);
+    case "endpoint-update": return 96 + (u.mac6 && "entries" in u.mac6 ? u.mac6.entries.reduce((n, e) => n + e.net.length + 24, 0) : 24);
     default: return 96;
   }
 }

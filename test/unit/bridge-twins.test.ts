@@ -5,7 +5,7 @@
 // relies on (a reference kept by the changes alone equals a fresh full
 // derivation, after random histories).
 import { describe, expect, it } from "vitest";
-import { chainKey } from "../../services/contract/host-update.js";
+import { chainKey, type MacCheck } from "../../services/contract/host-update.js";
 import { BridgeLayer, type BridgeTopology } from "../../services/driver/plan/bridge-twins.js";
 import { renderBridgeChains } from "../../services/driver/plan/bridge-guard.js";
 import { DesiredState } from "../../services/driver/sync/desired-state.js";
@@ -124,8 +124,10 @@ describe("bridge twins", () => {
       const sets = [C1, C2, "pal4in-a", "pal4i-inactive", "pal4i-nomac", "pal4t-x"];
       const taps = ["tapa", "tapb", "tapc", "tapd"];
       const addrs = ["10.0.0.1", "10.0.0.2", "10.0.0.3"];
-      const l = new BridgeLayer({ prefixes: ["tap"], families: [4] });
+      const l = new BridgeLayer({ prefixes: ["tap"], families: [4, 6] });
       const d = state({});
+      const macs: (MacCheck | undefined)[] = [undefined, { mac: "02:00:00:00:00:01" }, { mac: "02:00:00:00:00:02" },
+        { entries: [{ net: "2001:db8::1", mac: "02:00:00:00:00:01" }, { net: "2001:db8:1::/64", mac: "00:00:5E:00:01:07" }] }];
       let ports: Record<string, string> = {};
       let physdev = true;
       l.setTopology(topo(ports));
@@ -151,6 +153,12 @@ describe("bridge twins", () => {
           d.apply([{ type: "ipset-update", name: pick(rnd, sets.slice(0, 5)), family: 4, members: taps.filter(() => rnd() < 0.3).map((t) => `${pick(rnd, addrs)},${t}`) }]);
         } else if (r < 0.23) {
           d.apply([{ type: "ipset-remove", name: pick(rnd, sets), family: 4 }]);
+        } else if (r < 0.4) {
+          // Endpoints with their IPv6 MAC checks: moved, changed, removed, two on one tap.
+          const key = pick(rnd, ["h/o/w1/e", "h/o/w2/e", "h/o/w3/e"]);
+          const mac6 = pick(rnd, macs);
+          if (rnd() < 0.2) d.apply([{ type: "endpoint-remove", key }]);
+          else d.apply([mac6 ? { type: "endpoint-update", key, interfaceName: pick(rnd, taps), mac6 } : { type: "endpoint-update", key, interfaceName: pick(rnd, taps) }]);
         } else {
           const name = pick(rnd, sets);
           const m = name === "pal4t-x" ? pick(rnd, addrs) : `${pick(rnd, addrs)},${pick(rnd, taps)}`;
@@ -177,7 +185,7 @@ describe("bridge twins", () => {
           else refChains.delete(k);
         }
         // A fresh layer derives everything from scratch.
-        const fresh = new BridgeLayer({ prefixes: ["tap"], families: [4] });
+        const fresh = new BridgeLayer({ prefixes: ["tap"], families: [4, 6] });
         fresh.setTopology(topo(ports, physdev));
         const f = fresh.take(d);
         const norm = (m: Map<string, Set<string>> | ReadonlyMap<string, { members: ReadonlySet<string> }>) =>
@@ -224,6 +232,60 @@ describe("bridge guard rendering", () => {
     expect(at("-p icmpv6 -m icmp6 --icmpv6-type 136 -g pal-ct-admit")).toBeGreaterThan(guard);
     expect(to!.rules).toContain("-p icmpv6 -m icmp6 --icmpv6-type 134 -g pal-ct-admit");
     expect(to!.rules).toContain("-p udp -m udp --sport 547 --dport 546 -g pal-ct-admit");
+  });
+
+  it("IPv6 from a port: the source must come with a MAC its endpoint may use (one MAC, or per-source entries); IPv4 and the to-port guard are by address only", () => {
+    const mac6 = new Map<string, MacCheck>([
+      ["tapa", { mac: "02:00:00:00:00:0A" }],
+      ["tapb", { entries: [{ net: "2001:db8::b", mac: "02:00:00:00:00:0B" }, { net: "2001:db8:b::/64", mac: "00:00:5E:00:02:07" }, { net: "2001:db8:c::/64" }] }],
+    ]);
+    const gf6 = renderBridgeChains(6, ["tapa", "tapb", "tapc"], mac6).find((c) => c.name === "pal-bgf")!;
+    expect(gf6.rules.slice(0, 5)).toEqual([
+      "-m physdev --physdev-in tapa -m set --match-set pal6b-tapa src -m mac --mac-source 02:00:00:00:00:0A -j RETURN",
+      "-m physdev --physdev-in tapb -m set --match-set pal6b-tapb src -s 2001:db8::b -m mac --mac-source 02:00:00:00:00:0B -j RETURN",
+      "-m physdev --physdev-in tapb -m set --match-set pal6b-tapb src -s 2001:db8:b::/64 -m mac --mac-source 00:00:5E:00:02:07 -j RETURN",
+      "-m physdev --physdev-in tapb -m set --match-set pal6b-tapb src -s 2001:db8:c::/64 -j RETURN",
+      // No check known (no MAC on the endpoint, or no endpoint: its set is empty).
+      "-m physdev --physdev-in tapc -m set --match-set pal6b-tapc src -j RETURN",
+    ]);
+    expect(gf6.rules.at(-1)).toBe("-j DROP");
+    const all4 = renderBridgeChains(4, ["tapa", "tapb"], mac6).flatMap((c) => c.rules);
+    expect(all4.filter((r) => r.includes("--mac-source"))).toEqual([]);
+    const gt6 = renderBridgeChains(6, ["tapa"], mac6).find((c) => c.name === "pal-bgt")!;
+    expect(gt6.rules.filter((r) => r.includes("--mac-source"))).toEqual([]);
+  });
+
+  it("the layer follows endpoints' IPv6 MAC checks: a bridged port's leaf changes with its endpoint's, two endpoints on one tap render none, a routed tap's changes nothing", () => {
+    const l = new BridgeLayer({ prefixes: ["tap"], families: [4, 6] });
+    l.setTopology(topo({ tapa: "br0" }));
+    const d = state({});
+    const leafA = (v: ReturnType<BridgeLayer["take"]>) => v.base.get(chainKey(6, "pal-bgf"))!.rules.filter((r) => r.includes("tapa"));
+    d.apply([{ type: "endpoint-update", key: "h/o/a/e", interfaceName: "tapa", mac6: { mac: "02:00:00:00:00:0A" } }]);
+    // The first view is planned in full, from the state as it is.
+    let v = l.take(d);
+    expect(v.changes).toBeUndefined();
+    expect(leafA(v)).toEqual(["-m physdev --physdev-in tapa -m set --match-set pal6b-tapa src -m mac --mac-source 02:00:00:00:00:0A -j RETURN"]);
+    // A new MAC: the guard chain is named in the changes.
+    d.apply([{ type: "endpoint-update", key: "h/o/a/e", interfaceName: "tapa", mac6: { mac: "02:00:00:00:00:0C" } }]);
+    v = l.take(d);
+    expect(v.changes!.chains.has(chainKey(6, "pal-bgf"))).toBe(true);
+    expect(leafA(v)[0]).toContain("--mac-source 02:00:00:00:00:0C");
+    // A second endpoint on the same interface: contested, no MAC of either.
+    d.apply([{ type: "endpoint-update", key: "h/o/b/e", interfaceName: "tapa", mac6: { mac: "02:00:00:00:00:0B" } }]);
+    v = l.take(d);
+    expect(leafA(v)).toEqual(["-m physdev --physdev-in tapa -m set --match-set pal6b-tapa src -j RETURN"]);
+    // It leaves: the first one's check is back.
+    d.apply([{ type: "endpoint-remove", key: "h/o/b/e" }]);
+    v = l.take(d);
+    expect(leafA(v)[0]).toContain("--mac-source 02:00:00:00:00:0C");
+    // An endpoint on a routed tap: no bridge chain changes.
+    d.apply([{ type: "endpoint-update", key: "h/o/r/e", interfaceName: "tapr", mac6: { mac: "02:00:00:00:00:0D" } }]);
+    v = l.take(d);
+    expect([...v.changes!.chains]).toEqual([]);
+    // The routed tap joins a bridge: its leaf carries its endpoint's MAC.
+    l.setTopology(topo({ tapa: "br0", tapr: "br0" }));
+    v = l.take(d);
+    expect(v.base.get(chainKey(6, "pal-bgf"))!.rules).toContain("-m physdev --physdev-in tapr -m set --match-set pal6b-tapr src -m mac --mac-source 02:00:00:00:00:0D -j RETURN");
   });
 
   it("many ports: a prefix tree (fan-out 16), so a new flow crosses O(log ports) rules; every port is reachable", () => {

@@ -7,6 +7,8 @@
 import { describe, expect, it } from "vitest";
 import { CalcGraph } from "../../services/calc/calc-graph.js";
 import { classKey, fromClassChain, networkHash, toClassChain } from "../../services/calc/names.js";
+import { renderBridgeChains } from "../../services/driver/plan/bridge-guard.js";
+import { cidrContains, parseAddress, parseCidr } from "../../services/model/index.js";
 import { classify } from "../support/classify.js";
 import { RecordingSink, snapshotState } from "../support/host-state.js";
 import { endpoint, profile } from "../support/model.js";
@@ -27,6 +29,7 @@ function graph() {
 const ep = (i: number, extra: Record<string, unknown> = {}) =>
   endpoint({ host: "hv1", workload: `w${i}`, id: "e", name: `tap${i}`, profile_ids: ["a"], mac: MAC(i), ipv4_nets: ["10.0.0.5"], ipv6_nets: [], ...extra });
 const A = fromClassChain(classKey(["a"]));
+const inNet = (net: string, addr: string) => cidrContains(parseCidr(net)!, 6, parseAddress(addr)!.addr);
 
 describe("networks and address pairs in the layout", () => {
   it("one IPv4 address on two networks of one host, two MACs: each endpoint passes with its own MAC only", () => {
@@ -128,6 +131,39 @@ describe("networks and address pairs in the layout", () => {
     expect(classify(s, 6, "from", "2001:db8::100", "tap1", MAC(1))).toMatch(/^DROP:/);
     expect(classify(s, 6, "from", "2001:db8::5", "tap1", MAC(1))).toBe(A);
     expect(classify(s, 6, "from", "2001:db8::5", "tap1", VRRP)).toMatch(/^DROP:/);
+  });
+
+  it("IPv6: the driver is told the interface tree's check with the endpoint (for a bridged port, DESIGN §6.3), and the leaf it renders admits exactly what the tree does", () => {
+    const { g, flush, st, sink } = graph();
+    const cases: Record<string, unknown>[] = [
+      { ipv4_nets: [], ipv6_nets: ["2001:db8::5"] },
+      { ipv4_nets: [], ipv6_nets: ["2001:db8::5"], address_pairs: [{ ip_address: "2001:db8::100", mac_address: VRRP }] },
+      { ipv4_nets: [], ipv6_nets: ["2001:db8::5"], address_pairs: [{ ip_address: "2001:db8:1::/64", mac_address: VRRP }, { ip_address: "2001:db8:2::/64" }] },
+    ];
+    for (const extra of cases) {
+      const mark = sink.calls.length;
+      g.upsertEndpoint(ep(1, extra));
+      flush();
+      const u = sink.callsSince(mark).flatMap((c) => c.updates).find((x) => x.type === "endpoint-update");
+      if (u?.type !== "endpoint-update") throw new Error("no endpoint update");
+      expect(u.mac6).toBeDefined();
+      const leaf = renderBridgeChains(6, ["tap1"], new Map([["tap1", u.mac6!]])).find((c) => c.name === "pal-bgf")!.rules.filter((r) => r.includes("tap1"));
+      // The leaf's own matches (the port's set holds every address, so only -s and the MAC decide).
+      const leafAdmits = (src: string, mac: string) => leaf.some((r) => {
+        const net = /-s (\S+)/.exec(r)?.[1];
+        const m = /--mac-source (\S+)/.exec(r)?.[1];
+        return (net === undefined || inNet(net, src)) && (m === undefined || m === mac.toUpperCase());
+      });
+      const s = st();
+      for (const src of ["2001:db8::5", "2001:db8::100", "2001:db8:1::9", "2001:db8:2::9"]) {
+        for (const mac of [MAC(1), VRRP, MAC(9)]) {
+          const own = [...(extra.ipv6_nets as string[]), ...((extra.address_pairs ?? []) as { ip_address: string }[]).map((p) => p.ip_address)];
+          if (!own.some((n) => inNet(n, src))) continue; // not the endpoint's address: the port's set drops it first
+          const tree = classify(s, 6, "from", src, "tap1", mac);
+          expect({ src, mac, bridged: leafAdmits(src, mac) }).toEqual({ src, mac, bridged: tree === A });
+        }
+      }
+    }
   });
 
   it("pairs added and removed, and an endpoint joining a network already on the host: set deltas only", () => {

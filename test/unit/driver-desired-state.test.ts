@@ -93,10 +93,28 @@ describe("DesiredState.apply: refusals", () => {
     ["an interface name over 15 characters", { type: "endpoint-update", key: "k", interfaceName: "tap0123456789abcd" }, /unsafe endpoint/],
     ["an interface name with a space", { type: "endpoint-update", key: "k", interfaceName: "tap 1" }, /unsafe endpoint/],
     ["an endpoint key with a control character", { type: "endpoint-update", key: "hv1/o/w/\u001b[2J", interfaceName: "tap1" }, /unsafe endpoint/],
+    // IPv6 MAC checks go into rules (`-s`, `--mac-source`) on bridged ports
+    ["an IPv6 MAC check with a lower-case MAC", { type: "endpoint-update", key: "hv1/o/w/e", interfaceName: "tap1", mac6: { mac: "02:00:00:00:00:0a" } }, /refusing IPv6 MAC check/],
+    ["an IPv6 MAC check with an option in its MAC", { type: "endpoint-update", key: "hv1/o/w/e", interfaceName: "tap1", mac6: { mac: "02:00:00:00:00:0A -j ACCEPT" } }, /refusing IPv6 MAC check/],
+    ["an IPv6 MAC entry with an IPv4 source", { type: "endpoint-update", key: "hv1/o/w/e", interfaceName: "tap1", mac6: { entries: [{ net: "10.0.0.1", mac: "02:00:00:00:00:0A" }] } }, /refusing IPv6 MAC check/],
+    ["an IPv6 MAC entry with an option in its source", { type: "endpoint-update", key: "hv1/o/w/e", interfaceName: "tap1", mac6: { entries: [{ net: "2001:db8::1 -j ACCEPT" }] } }, /refusing IPv6 MAC check/],
+    ["an IPv6 MAC check without entries", { type: "endpoint-update", key: "hv1/o/w/e", interfaceName: "tap1", mac6: { entries: [] } }, /refusing IPv6 MAC check/],
+    ["an IPv6 MAC check with too many entries", { type: "endpoint-update", key: "hv1/o/w/e", interfaceName: "tap1", mac6: { entries: Array.from({ length: 513 }, (_, i) => ({ net: `2001:db8::${i.toString(16)}` })) } }, /refusing IPv6 MAC check/],
   ])("refuses %s", (_what, u, msg) => {
     const d = new DesiredState();
     expect(() => d.apply([u])).toThrow(msg);
-    expect(d.chains.size + d.sets.size + d.endpoints.size).toBe(0);
+    expect(d.chains.size + d.sets.size + d.endpoints.size + d.endpointMacs6.size).toBe(0);
+  });
+
+  it("keeps an endpoint's IPv6 MAC check until it has none or is removed", () => {
+    const d = new DesiredState();
+    const entries = [{ net: "2001:db8::1", mac: "02:00:00:00:00:0A" }, { net: "2001:db8:1::/64" }];
+    d.apply([{ type: "endpoint-update", key: "h/o/w/e", interfaceName: "tap1", mac6: { entries } }]);
+    expect(d.endpointMacs6.get("h/o/w/e")).toEqual({ entries });
+    d.apply([{ type: "endpoint-update", key: "h/o/w/e", interfaceName: "tap1" }]);
+    expect(d.endpointMacs6.has("h/o/w/e")).toBe(false);
+    d.apply([{ type: "endpoint-update", key: "h/o/w/e", interfaceName: "tap1", mac6: { mac: "02:00:00:00:00:0B" } }, { type: "endpoint-remove", key: "h/o/w/e" }]);
+    expect(d.endpointMacs6.size + d.endpoints.size).toBe(0);
   });
 
   it("accepts the longest legal names", () => {

@@ -1,8 +1,10 @@
 // The driver's chains for bridged workload ports (DESIGN §6.3): what a
 // bridge port may send and receive before (and whatever) the controller's
-// classification says. Pure; rendered from this host's topology alone (which
-// taps are bridge ports), never from endpoints, so an endpoint's addresses
-// change only ipset members (the per-port sets, bridge-twins.ts).
+// classification says. Pure; rendered from this host's topology (which taps
+// are bridge ports) and the IPv6 MAC checks of their endpoints, never from
+// addresses, so an endpoint's addresses change only ipset members (the
+// per-port sets, bridge-twins.ts); its MACs, which Neutron rarely changes,
+// rewrite its leaf.
 //
 //   pal-br-from   from a bridge port: joining the network (DHCP, DHCPv6,
 //                 neighbour/router discovery from link-local or ::) is
@@ -13,11 +15,12 @@
 //                 accepted; then the port guard.
 //   pal-bgf, pal-bgf-<prefix>   the guard from a port: a prefix tree over the
 //                 bridged taps' names; a leaf RETURNs when the source is one of
-//                 the port's addresses (set pal4b-<tap>/pal6b-<tap>); anything
-//                 else ends in the node's DROP (an unknown port, a tap without
-//                 an endpoint — its set is empty — or a foreign source).
+//                 the port's addresses (set pal4b-<tap>/pal6b-<tap>) and, for
+//                 IPv6, comes with a MAC its endpoint may use; anything else
+//                 ends in the node's DROP (an unknown port, a tap without an
+//                 endpoint — its set is empty — a foreign source or MAC).
 //   pal-bgt, pal-bgt-<prefix>   the same to a port, by destination.
-import type { ChainDef } from "../../contract/host-update.js";
+import type { ChainDef, MacCheck } from "../../contract/host-update.js";
 import { ADMIT_CHAIN } from "../../contract/dataplane-names.js";
 import { DEFAULT_LOG_MARK, FLOW_LOG_CHAINS, FLOW_NFLOG_GROUP, FLOW_NFLOG_SIZE, logPrefix } from "../../contract/flow-report-format.js";
 import type { IpVersion } from "../../model/index.js";
@@ -93,8 +96,22 @@ function allowanceChains(family: IpVersion): ChainDef[] {
   ];
 }
 
+/**
+ * A from-port leaf: RETURN when the source is one of the port's addresses
+ * and, for IPv6, comes with a MAC the endpoint may use (the controller's
+ * interface tree, which checks that for routed taps, never matches a
+ * bridged frame; IPv4 MACs are checked by the controller's MAC sets, which
+ * do). Entries: one line per (source, MAC), any of them admits.
+ */
+function fromLeaf(port: string, set: string, mac6: MacCheck | undefined): string[] {
+  const own = `${port} -m set --match-set ${set} src`;
+  if (!mac6) return [`${own} -j RETURN`];
+  if ("mac" in mac6) return [`${own} -m mac --mac-source ${mac6.mac} -j RETURN`];
+  return mac6.entries.map((e) => `${own} -s ${e.net}${e.mac !== undefined ? ` -m mac --mac-source ${e.mac}` : ""} -j RETURN`);
+}
+
 /** One guard tree (from or to ports) over the sorted bridged taps. */
-function guardTree(family: IpVersion, taps: readonly string[], dir: "from" | "to"): ChainDef[] {
+function guardTree(family: IpVersion, taps: readonly string[], dir: "from" | "to", mac6: ReadonlyMap<string, MacCheck>): ChainDef[] {
   const root = dir === "from" ? BRIDGE_CHAINS.guardFrom : BRIDGE_CHAINS.guardTo;
   const port = (name: string) => (dir === "from" ? `-m physdev --physdev-in ${name}` : `-m physdev --physdev-out ${name} --physdev-is-bridged`);
   const which = dir === "from" ? "src" : "dst";
@@ -103,9 +120,11 @@ function guardTree(family: IpVersion, taps: readonly string[], dir: "from" | "to
   const out: ChainDef[] = [];
   for (const [prefix, entries] of tree.nodes) {
     const chain = chainOf(prefix);
-    const rules = entries.map((e) => ("child" in e
-      ? `${port(`${e.child}+`)} -g ${chainOf(e.child)}`
-      : `${port(e.leaf)} -m set --match-set ${portSetName(family, e.leaf)} ${which} -j RETURN`));
+    const rules = entries.flatMap((e) => ("child" in e
+      ? [`${port(`${e.child}+`)} -g ${chainOf(e.child)}`]
+      : dir === "from" && family === 6
+        ? fromLeaf(port(e.leaf), portSetName(family, e.leaf), mac6.get(e.leaf))
+        : [`${port(e.leaf)} -m set --match-set ${portSetName(family, e.leaf)} ${which} -j RETURN`]));
     // Not one of the port's addresses, a tap without an endpoint (empty
     // set), or a port this driver has not seen yet: dropped. The flow
     // reader turns "no-endpoint" into "anti-spoofing" for a port that has
@@ -116,8 +135,12 @@ function guardTree(family: IpVersion, taps: readonly string[], dir: "from" | "to
   return out;
 }
 
-/** Every chain of the bridged-port plumbing for one family; `taps` are the bridged workload taps. */
-export function renderBridgeChains(family: IpVersion, taps: readonly string[]): ChainDef[] {
+/**
+ * Every chain of the bridged-port plumbing for one family; `taps` are the
+ * bridged workload taps, `mac6` the IPv6 MAC check of the endpoint on a tap
+ * (none: any MAC, or no endpoint — then the port's set is empty anyway).
+ */
+export function renderBridgeChains(family: IpVersion, taps: readonly string[], mac6: ReadonlyMap<string, MacCheck> = new Map()): ChainDef[] {
   const sorted = [...taps].sort();
-  return [...allowanceChains(family), ...guardTree(family, sorted, "from"), ...guardTree(family, sorted, "to")];
+  return [...allowanceChains(family), ...guardTree(family, sorted, "from", mac6), ...guardTree(family, sorted, "to", mac6)];
 }

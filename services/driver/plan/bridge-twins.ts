@@ -23,7 +23,7 @@
 // Incremental: each apply's changes are the controller's (DesiredChanges)
 // plus what the twins and guard sets made of them and of topology changes,
 // as member keys — the planner compares each with what it programmed.
-import type { ChainDef } from "../../contract/host-update.js";
+import type { ChainDef, MacCheck } from "../../contract/host-update.js";
 import { setTypeOf } from "../../contract/dataplane-names.js";
 import type { IpVersion } from "../../model/index.js";
 import type { DesiredChanges, DesiredSet } from "../sync/desired-state.js";
@@ -46,6 +46,8 @@ export interface DesiredSource {
   readonly sets: ReadonlyMap<string, DesiredSet>;
   /** Endpoint key -> interface (which endpoint holds an interface: no inheritance, DESIGN §6.14). */
   readonly endpoints: ReadonlyMap<string, string>;
+  /** Endpoint key -> its IPv6 MAC check, rendered in its bridged port's guard leaf. */
+  readonly endpointMacs6?: ReadonlyMap<string, MacCheck>;
   takeChanges(): DesiredChanges | undefined;
 }
 
@@ -102,6 +104,13 @@ export class BridgeLayer {
   private epochs: Epochs;
   /** Addresses that recently left an endpoint (pal-ct-gone, DESIGN §6.14). */
   private gone: GoneNets = {};
+
+  /** Endpoint key -> its interface as last seen (to find the interface it left). */
+  private readonly keyTap = new Map<string, string>();
+  /** Interface -> the endpoint keys on it (more than one: contested, nothing placed). */
+  private readonly tapKeys = new Map<string, Set<string>>();
+  /** Interface -> the IPv6 MAC check of its one endpoint (the guard leaf's, bridge-guard.ts). */
+  private readonly mac6 = new Map<string, MacCheck>();
 
   constructor(private readonly o: { prefixes: readonly string[]; families: readonly IpVersion[]; extraChains?: readonly ChainDef[]; epochs?: Epochs }) {
     this.extra = o.extraChains ?? [];
@@ -182,6 +191,7 @@ export class BridgeLayer {
     }
     for (const [name, touched] of c.sets) this.controllerSet(name, touched);
     this.settle();
+    if (c.endpoints && this.endpointsChanged(c.endpoints)) this.rebuildChains();
     const sets = new Map<string, ReadonlySet<string> | "all">(this.pendingSets);
     const chains = new Set([...c.chains, ...this.pendingChains]);
     this.clearPending();
@@ -246,6 +256,11 @@ export class BridgeLayer {
     for (const tap of this.ports.keys()) this.addPortSets(tap);
     if (d) for (const [name, s] of d.sets) this.controllerSet(name, "all", s);
     this.settle();
+    this.keyTap.clear();
+    this.tapKeys.clear();
+    this.mac6.clear();
+    if (d) this.endpointsChanged(d.endpoints.keys());
+    this.rebuildChains();
     this.clearPending();
   }
 
@@ -365,6 +380,44 @@ export class BridgeLayer {
     for (const name of [...this.dirty.keys()]) this.settleSet(name);
   }
 
+  /**
+   * Endpoints updated or removed: their interfaces' IPv6 MAC checks follow.
+   * Returns whether a bridged port's check changed (its guard leaf then).
+   */
+  private endpointsChanged(keys: Iterable<string>): boolean {
+    const taps = new Set<string>();
+    for (const k of keys) {
+      const was = this.keyTap.get(k);
+      const now = this.source?.endpoints.get(k);
+      if (was !== undefined) taps.add(was);
+      if (was !== undefined && was !== now) {
+        const ks = this.tapKeys.get(was)!;
+        ks.delete(k);
+        if (!ks.size) this.tapKeys.delete(was);
+        this.keyTap.delete(k);
+      }
+      if (now !== undefined) {
+        taps.add(now);
+        this.keyTap.set(k, now);
+        let ks = this.tapKeys.get(now);
+        if (!ks) this.tapKeys.set(now, (ks = new Set()));
+        ks.add(k);
+      }
+    }
+    let changed = false;
+    for (const tap of taps) {
+      const ks = this.tapKeys.get(tap);
+      // Two endpoints on one interface: the controller places neither (the
+      // port's set is empty, the guard drops), so neither's MACs are meant.
+      const want = ks?.size === 1 ? this.source?.endpointMacs6?.get(ks.values().next().value!) : undefined;
+      if (JSON.stringify(want) === JSON.stringify(this.mac6.get(tap))) continue;
+      if (want) this.mac6.set(tap, want);
+      else this.mac6.delete(tap);
+      if (this.ports.has(tap)) changed = true;
+    }
+    return changed;
+  }
+
   private addPortSets(tap: string): void {
     for (const f of this.o.families) {
       const name = portSetName(f, tap);
@@ -398,7 +451,7 @@ export class BridgeLayer {
   }
 
   private rebuildChains(): boolean {
-    const next = driverBaseChains(this.o.prefixes, this.o.families, this.extra, this.physdev ? this.bridgedTaps() : undefined, this.epochs, this.gone);
+    const next = driverBaseChains(this.o.prefixes, this.o.families, this.extra, this.physdev ? this.bridgedTaps() : undefined, this.epochs, this.gone, this.mac6);
     let changed = false;
     for (const [k, c] of next) {
       const old = this.base.get(k);

@@ -8,7 +8,7 @@
 // desired state's own map, so building it costs nothing per chain or
 // member; the dataplane reads it only while planning (synchronously) and
 // keeps its own reference of what it wrote.
-import { chainKey, keyOf, type ChainDef } from "../../contract/host-update.js";
+import { chainKey, keyOf, type ChainDef, type MacCheck } from "../../contract/host-update.js";
 import type { IpVersion } from "../../model/index.js";
 import { failClosedEntryChains, renderBaseChains } from "./base-chains.js";
 import { renderBridgeChains } from "./bridge-guard.js";
@@ -28,10 +28,10 @@ export type GoneNets = Partial<Record<IpVersion, readonly string[]>>;
  * taps (DESIGN §6.3). `epochs`, when given, are the families' policy
  * epochs (revoked connections end, DESIGN §6.14).
  */
-export function driverBaseChains(prefixes: readonly string[], families: readonly IpVersion[], extra: readonly ChainDef[] = [], bridgedTaps?: readonly string[], epochs?: Epochs, gone?: GoneNets): Map<string, ChainDef> {
+export function driverBaseChains(prefixes: readonly string[], families: readonly IpVersion[], extra: readonly ChainDef[] = [], bridgedTaps?: readonly string[], epochs?: Epochs, gone?: GoneNets, mac6?: ReadonlyMap<string, MacCheck>): Map<string, ChainDef> {
   const base = new Map<string, ChainDef>();
   for (const f of families) for (const c of renderBaseChains(prefixes, f, bridgedTaps !== undefined, epochs?.[f], gone?.[f])) base.set(keyOf(c), c);
-  if (bridgedTaps) for (const f of families) for (const c of renderBridgeChains(f, bridgedTaps)) base.set(keyOf(c), c);
+  if (bridgedTaps) for (const f of families) for (const c of renderBridgeChains(f, bridgedTaps, mac6)) base.set(keyOf(c), c);
   for (const c of extra) base.set(keyOf(c), c);
   return base;
 }

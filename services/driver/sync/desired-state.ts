@@ -2,7 +2,8 @@
 // built from a snapshot, then patched by deltas. Every incoming name and
 // member is checked here, before it can reach an iptables-restore or ipset
 // line (defence in depth: the controller validated it already).
-import { chainKey, type ChainDef, type HostUpdate } from "../../contract/host-update.js";
+import { chainKey, type ChainDef, type HostUpdate, type MacCheck } from "../../contract/host-update.js";
+import { LIMITS } from "../../model/limits.js";
 import { MAC_SET_RE, OWNED_CHAIN_RE, OWNED_SET_RE, macSetRange, setTypeOf } from "../../contract/dataplane-names.js";
 import { parseCidr, type IpVersion } from "../../model/index.js";
 import { ProtocolError } from "../../contract/errors.js";
@@ -42,6 +43,8 @@ export class DesiredState {
   readonly sets = new Map<string, DesiredSet>();
   /** Endpoint key -> interface name. */
   readonly endpoints = new Map<string, string>();
+  /** Endpoint key -> its IPv6 MAC check, when it has one (checked on bridged ports, DESIGN §6.3). */
+  readonly endpointMacs6 = new Map<string, MacCheck>();
   /**
    * Changes since the last takeChanges(); undefined until the first one:
    * a state built from a snapshot has no baseline to be a change against
@@ -104,11 +107,15 @@ export class DesiredState {
           break;
         case "endpoint-update":
           if (UNSAFE.test(u.key) || !/^[A-Za-z0-9_-]{1,15}$/.test(u.interfaceName)) throw new ProtocolError(`unsafe endpoint ${JSON.stringify(u.key)}`);
+          if (u.mac6) checkMacCheck(u.key, u.mac6);
           this.endpoints.set(u.key, u.interfaceName);
+          if (u.mac6) this.endpointMacs6.set(u.key, u.mac6);
+          else this.endpointMacs6.delete(u.key);
           this.changes?.endpoints.add(u.key);
           break;
         case "endpoint-remove":
           this.endpoints.delete(u.key);
+          this.endpointMacs6.delete(u.key);
           this.changes?.endpoints.add(u.key);
           break;
       }
@@ -119,6 +126,24 @@ export class DesiredState {
 const IFACE_RE = /^[A-Za-z0-9_.-]{1,15}$/;
 
 const MAC_MEMBER_RE = /^([0-9A-F]{2}:){5}[0-9A-F]{2}$/;
+
+/** An endpoint's fixed addresses and pairs, at most (LIMITS.netsPerEndpoint each). */
+const MAX_MAC_ENTRIES = 2 * LIMITS.netsPerEndpoint;
+
+/** An IPv6 MAC check goes into rules (`-s`, `--mac-source`): upper-case MACs, IPv6 nets, bounded. */
+function checkMacCheck(key: string, m: MacCheck): void {
+  const bad = (what: string) => new ProtocolError(`endpoint ${JSON.stringify(key)}: refusing IPv6 MAC check (${what})`);
+  if ("mac" in m) {
+    if (!MAC_MEMBER_RE.test(m.mac)) throw bad(`MAC ${JSON.stringify(m.mac)}`);
+    return;
+  }
+  if (m.entries.length === 0 || m.entries.length > MAX_MAC_ENTRIES) throw bad(`${m.entries.length} entries, 1 to ${MAX_MAC_ENTRIES} allowed`);
+  for (const e of m.entries) {
+    const c = /^[0-9a-fA-F:./]{2,43}$/.test(e.net) ? parseCidr(e.net) : undefined;
+    if (c?.version !== 6) throw bad(`source ${JSON.stringify(e.net)}`);
+    if (e.mac !== undefined && !MAC_MEMBER_RE.test(e.mac)) throw bad(`MAC ${JSON.stringify(e.mac)}`);
+  }
+}
 
 function checkSet(name: string, family: IpVersion, members: readonly string[]): void {
   if (!OWNED_SET_RE.test(name)) throw new ProtocolError(`refusing ipset name ${JSON.stringify(name)}`);

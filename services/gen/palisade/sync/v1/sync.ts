@@ -301,6 +301,25 @@ export interface EndpointUpdate {
   /** host/orchestrator/workload/id */
   endpointKey: string;
   interfaceName: string;
+  /**
+   * The IPv6 source MACs the endpoint may send with, for the driver's check
+   * on bridged ports (DESIGN §6.3; routed taps are checked by the
+   * controller's own chains). At most one of the two is set; neither: any
+   * MAC. A driver that does not read these fields checks bridged IPv6 by
+   * (address, port) only, as before they existed.
+   * Every IPv6 source of the endpoint comes with this MAC (upper case).
+   */
+  ipv6Mac: string;
+  /** Sources with different MACs: a packet passes when one entry admits it. */
+  ipv6MacEntries: MacEntry[];
+}
+
+/** One (source, MAC) an endpoint may send with. */
+export interface MacEntry {
+  /** A host address ("2001:db8::5") or a CIDR. */
+  net: string;
+  /** Upper case; empty: any MAC for this source. */
+  mac: string;
 }
 
 export interface EndpointRemove {
@@ -2473,7 +2492,7 @@ export const ChainRemove: MessageFns<ChainRemove> = {
 };
 
 function createBaseEndpointUpdate(): EndpointUpdate {
-  return { endpointKey: "", interfaceName: "" };
+  return { endpointKey: "", interfaceName: "", ipv6Mac: "", ipv6MacEntries: [] };
 }
 
 export const EndpointUpdate: MessageFns<EndpointUpdate> = {
@@ -2483,6 +2502,12 @@ export const EndpointUpdate: MessageFns<EndpointUpdate> = {
     }
     if (message.interfaceName !== "") {
       writer.uint32(18).string(message.interfaceName);
+    }
+    if (message.ipv6Mac !== "") {
+      writer.uint32(26).string(message.ipv6Mac);
+    }
+    for (const v of message.ipv6MacEntries) {
+      MacEntry.encode(v!, writer.uint32(34).fork()).join();
     }
     return writer;
   },
@@ -2516,6 +2541,22 @@ export const EndpointUpdate: MessageFns<EndpointUpdate> = {
             message.interfaceName = reader.string();
             continue;
           }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.ipv6Mac = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.ipv6MacEntries.push(MacEntry.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2540,6 +2581,16 @@ export const EndpointUpdate: MessageFns<EndpointUpdate> = {
         : isSet(object.interface_name)
         ? globalThis.String(object.interface_name)
         : "",
+      ipv6Mac: isSet(object.ipv6Mac)
+        ? globalThis.String(object.ipv6Mac)
+        : isSet(object.ipv6_mac)
+        ? globalThis.String(object.ipv6_mac)
+        : "",
+      ipv6MacEntries: globalThis.Array.isArray(object?.ipv6MacEntries)
+        ? object.ipv6MacEntries.map((e: any) => MacEntry.fromJSON(e))
+        : globalThis.Array.isArray(object?.ipv6_mac_entries)
+        ? object.ipv6_mac_entries.map((e: any) => MacEntry.fromJSON(e))
+        : [],
     };
   },
 
@@ -2551,6 +2602,12 @@ export const EndpointUpdate: MessageFns<EndpointUpdate> = {
     if (message.interfaceName !== "") {
       obj.interfaceName = message.interfaceName;
     }
+    if (message.ipv6Mac !== "") {
+      obj.ipv6Mac = message.ipv6Mac;
+    }
+    if (message.ipv6MacEntries?.length) {
+      obj.ipv6MacEntries = message.ipv6MacEntries.map((e) => MacEntry.toJSON(e));
+    }
     return obj;
   },
 
@@ -2561,6 +2618,93 @@ export const EndpointUpdate: MessageFns<EndpointUpdate> = {
     const message = createBaseEndpointUpdate();
     message.endpointKey = object.endpointKey ?? "";
     message.interfaceName = object.interfaceName ?? "";
+    message.ipv6Mac = object.ipv6Mac ?? "";
+    message.ipv6MacEntries = object.ipv6MacEntries?.map((e) => MacEntry.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseMacEntry(): MacEntry {
+  return { net: "", mac: "" };
+}
+
+export const MacEntry: MessageFns<MacEntry> = {
+  encode(message: MacEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.net !== "") {
+      writer.uint32(10).string(message.net);
+    }
+    if (message.mac !== "") {
+      writer.uint32(18).string(message.mac);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): MacEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseMacEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.net = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.mac = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): MacEntry {
+    return {
+      net: isSet(object.net) ? globalThis.String(object.net) : "",
+      mac: isSet(object.mac) ? globalThis.String(object.mac) : "",
+    };
+  },
+
+  toJSON(message: MacEntry): unknown {
+    const obj: any = {};
+    if (message.net !== "") {
+      obj.net = message.net;
+    }
+    if (message.mac !== "") {
+      obj.mac = message.mac;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<MacEntry>): MacEntry {
+    return MacEntry.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<MacEntry>): MacEntry {
+    const message = createBaseMacEntry();
+    message.net = object.net ?? "";
+    message.mac = object.mac ?? "";
     return message;
   },
 };
