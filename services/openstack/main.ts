@@ -29,6 +29,7 @@ import {
 import { isOwned } from "./reconcile.js";
 import { createAdapterMetrics } from "./metrics.js";
 import { createWatcher, type ChangeFeed } from "./watch.js";
+import { startMl2Endpoint, type Ml2View } from "./ml2-endpoint.js";
 import { startMetricsServer } from "../runtime/metrics-server.js";
 
 const program = controllerProgram("palisade-openstack", "OpenStack adapter: Neutron security groups and ports onto Palisade profiles and endpoints", {
@@ -164,8 +165,10 @@ program.command("watch")
   .option("--strict", "refuse a whole sync when anything cannot be translated (default: leave just that out)")
   .option("--allow-mass-delete", "apply endpoint deletions even when most of the adapter's endpoints would go (otherwise held back)")
   .option("--metrics-listen <host:port>", "Prometheus metrics / health HTTP address (env PALISADE_METRICS_LISTEN)", envDefault("PALISADE_METRICS_LISTEN"))
+  .option("--ml2-listen <host:port>", "HTTP address the Palisade ML2 mechanism driver in neutron-server polls: host liveness, port readiness, change notices (env PALISADE_OPENSTACK_ML2_LISTEN; no authentication: keep it on loopback)", envDefault("PALISADE_OPENSTACK_ML2_LISTEN"))
   .option("--log-level <level>", "trace, debug, info, warn, error (env PALISADE_LOG_LEVEL)", envDefault("PALISADE_LOG_LEVEL", "info"))
   .action(async (o: {
+    ml2Listen?: string;
     neutronUrl: string; interval: string; resyncInterval?: string; deletionCheckInterval?: string; changeFeed: "auto" | ChangeFeed; once?: boolean; logLevel: string; strict?: boolean; allowMassDelete?: boolean; metricsListen?: string;
     osToken?: string; osAuthUrl?: string; osUsername?: string; osPassword?: string; osProjectName?: string; osUserDomainName?: string; osProjectDomainName?: string;
   }) => {
@@ -177,6 +180,7 @@ program.command("watch")
     const deletionCheck = o.deletionCheckInterval === undefined ? Math.min(resync, Math.max(10, interval)) : Number(o.deletionCheckInterval);
     if (!Number.isFinite(deletionCheck) || deletionCheck < interval || deletionCheck > resync) throw new UsageError("--deletion-check-interval must be between --interval and --resync-interval");
     if (!/^https?:\/\/[^\s]+$/.test(o.neutronUrl)) throw new UsageError(`--neutron-url: expected http(s)://HOST:PORT, got '${o.neutronUrl}'`);
+    if (o.ml2Listen !== undefined && !/^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}$/.test(o.ml2Listen)) throw new UsageError(`--ml2-listen: expected HOST:PORT, got '${o.ml2Listen}'`);
     let auth;
     try {
       auth = authFromEnv(process.env, {
@@ -199,6 +203,16 @@ program.command("watch")
         ready: async () => (lastOk ? { ok: true, detail: `last sync ${new Date(lastOk).toISOString()}` } : { ok: false, detail: "no successful sync yet" }),
       })
       : undefined;
+    // Neutron's ML2 driver says a change was committed: the next poll is now
+    // (coalesced: one wake-up however many notices; at most one nudged poll
+    // start per 100 ms). The interval stays the safety net for lost notices.
+    let nudged = false;
+    let wake = new AbortController();
+    const nudge = () => { nudged = true; metrics.nudges.inc(); wake.abort(); };
+    const ml2 = o.ml2Listen
+      ? await startMl2Endpoint({ listen: o.ml2Listen, read: () => readMl2View(c), nudge, logger })
+      : undefined;
+    if (ml2 && !/^(127\.|\[::1\]|localhost:)/.test(o.ml2Listen!)) logger.warn({ listen: o.ml2Listen }, "--ml2-listen is not a loopback address: it has no authentication");
     const stop = (signal: string) => { logger.info({ signal }, "stopping"); abort.abort(); };
     process.once("SIGTERM", () => stop("SIGTERM"));
     process.once("SIGINT", () => stop("SIGINT"));
@@ -208,8 +222,17 @@ program.command("watch")
     let lastWarnings = "";
     let loggedFeed = false;
     logger.info({ neutron: redactUrl(o.neutronUrl), interval, resyncInterval: resync, auth: auth.kind }, "watching Neutron");
+    let pollStarted = 0;
+    /** Waits `ms`, or less when Neutron's ML2 driver has told of a change since the last poll started. */
+    const pause = async (ms: number) => {
+      if (!nudged) await sleep(ms, AbortSignal.any([abort.signal, wake.signal]));
+      if (nudged) await sleep(Math.max(0, pollStarted + 100 - Date.now()), abort.signal);
+    };
     while (!abort.signal.aborted) {
-      let wait = interval * 1000;
+      pollStarted = Date.now();
+      nudged = false;
+      if (wake.signal.aborted) wake = new AbortController();
+      const wait = interval * 1000;
       try {
         const poll = await watcher.poll();
         metrics.polls.inc({ kind: poll.kind });
@@ -224,7 +247,7 @@ program.command("watch")
           lastOk = Date.now();
           metrics.lastSuccess.set(Math.floor(lastOk / 1000));
           backoff.reset();
-          await sleep(wait, abort.signal);
+          await pause(wait);
           continue;
         }
         logger.debug({ kind: poll.kind, ...poll.changed }, "Neutron changed");
@@ -264,13 +287,34 @@ program.command("watch")
           throw e;
         }
         logger.error({ err: err.message, detail }, "sync failed; keeping the current state and retrying");
-        wait = backoff.next();
+        // After a failure the backoff holds, change notices or not.
+        await sleep(backoff.next(), abort.signal);
+        continue;
       }
-      await sleep(wait, abort.signal);
+      await pause(wait);
     }
+    await ml2?.close();
     c.close();
     await http?.close();
   });
+
+/** Palisade as the ML2 endpoint answers from it: hosts, the adapter's endpoints by port, endpoint statuses. */
+async function readMl2View(c: ReturnType<typeof clients>): Promise<Ml2View> {
+  const [eps, st] = await Promise.all([call(c.policy, c.policy.listEndpoints, { host: "" }), call(c.status, c.status.getStatus, {})]);
+  const endpointsByPort = new Map<string, { endpoint: ReturnType<typeof endpointFromPb>; revision: number }[]>();
+  for (const pb of eps.endpoints) {
+    const endpoint = endpointFromPb(pb);
+    if (endpoint.orchestrator !== ORCHESTRATOR || !isOwned({ kind: "Endpoint", endpoint })) continue;
+    const list = endpointsByPort.get(endpoint.id) ?? [];
+    list.push({ endpoint, revision: Number(pb.revision) });
+    endpointsByPort.set(endpoint.id, list);
+  }
+  return {
+    hosts: new Map(st.hosts.map((h) => [h.hostname, h])),
+    endpointsByPort,
+    statuses: new Map(st.endpoints.map((e) => [e.endpointKey, e])),
+  };
+}
 
 program.command("status")
   .description("each adapter-owned endpoint's status, as a Neutron port status (ACTIVE / DOWN / ERROR)")

@@ -9,9 +9,11 @@
 //           down or not there yet, no driver connected for the host, or the
 //           driver still applying its first state
 //
-// Neutron's own port `status` is written by its ML2 agents over RPC, not
-// through the REST API, so the adapter reports this mapping and does not
-// write it back.
+// Neutron's own port `status` is written by code inside neutron-server, not
+// through the REST API: the Palisade ML2 driver lifts a port's provisioning
+// block (Neutron then sets it ACTIVE) when this mapping says ACTIVE and the
+// host has applied the endpoint's revision (ml2-endpoint.ts, DESIGN §11.11);
+// DOWN/ERROR after that are reported here, not written back yet.
 import { EndpointState, type EndpointStatus, type HostStatus } from "../contract/status.js";
 import { endpointKeyString, type Endpoint } from "../model/index.js";
 

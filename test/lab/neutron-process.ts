@@ -72,12 +72,27 @@ export interface StartNeutronOptions {
    * palisade-openstack watch its size-independent change feed.
    */
   filterValidation?: boolean;
+  /**
+   * The Palisade ML2 mechanism driver (services/openstack/ml2) instead of the
+   * tests' binder, polling palisade-openstack's ML2 endpoint at this URL.
+   */
+  palisadeAdapterUrl?: string;
 }
 
 export async function startNeutron(opts: StartNeutronOptions = {}): Promise<NeutronProcess> {
   if (!neutronInstalled()) throw new Error("neutron-server is not installed: run deploy/dev/ensure-neutron.sh as root (npm test does)");
   const dir = mkdtempSync(join(tmpdir(), "palisade-neutron-"));
-  const env = { ...process.env, PYTHONPATH: join(packageRoot(), "test/neutron"), PYTHONDONTWRITEBYTECODE: "1" };
+  // The real driver is found as an installed one would be: its entry point
+  // in a dist-info directory on the path, its package from the repository.
+  const py = join(dir, "py");
+  mkdirSync(join(py, "palisade_ml2-0.1.0.dist-info"), { recursive: true });
+  writeFileSync(join(py, "palisade_ml2-0.1.0.dist-info", "METADATA"), "Metadata-Version: 2.1\nName: palisade-ml2\nVersion: 0.1.0\n");
+  // The entry point the package declares (pyproject.toml), as pip would write it.
+  const entry = /^\[project\.entry-points\."neutron\.ml2\.mechanism_drivers"\]\n(\w+) = "([^"]+)"$/m.exec(readFileSync(join(packageRoot(), "services/openstack/ml2/pyproject.toml"), "utf8"));
+  if (!entry) throw new Error("services/openstack/ml2/pyproject.toml declares no neutron.ml2.mechanism_drivers entry point");
+  writeFileSync(join(py, "palisade_ml2-0.1.0.dist-info", "entry_points.txt"), `[neutron.ml2.mechanism_drivers]\n${entry[1]} = ${entry[2]}\n`);
+  const pythonPath = [join(packageRoot(), "test/neutron"), py, join(packageRoot(), "services/openstack/ml2")].join(":");
+  const env = { ...process.env, PYTHONPATH: pythonPath, PYTHONDONTWRITEBYTECODE: "1" };
   copyFileSync(await schema(env), join(dir, "neutron.db"));
   for (const d of ["state", "lock", "policy.d"]) mkdirSync(join(dir, d));
   writeFileSync(join(dir, "policy.yaml"), "{}\n");
@@ -118,10 +133,13 @@ quota_subnet = -1
 [ml2]
 type_drivers = flat
 tenant_network_types =
-mechanism_drivers = palisade_test
+mechanism_drivers = ${opts.palisadeAdapterUrl ? "palisade" : "palisade_test"}
 extension_drivers = port_security
 [ml2_type_flat]
 flat_networks = *
+[palisade]
+adapter_url = ${opts.palisadeAdapterUrl ?? "http://127.0.0.1:9"}
+poll_interval = 0.2
 `);
   const out = openSync(join(dir, "stdout.log"), "a");
   // detached: its own process group, so stop() ends the workers it forks too.

@@ -1,0 +1,201 @@
+// What Neutron's process asks palisade-openstack (DESIGN §11.11): the
+// Palisade ML2 mechanism driver (services/openstack/ml2/) runs inside
+// neutron-server and polls this small HTTP endpoint. Three questions:
+//
+//   GET  /v1/hosts/<host>      is the host's Palisade driver connected?
+//                              (bind_port binds only then)
+//   POST /v1/ports/status      {"ports":[{"id","host"}]} -> for each: the
+//                              port's status in Neutron's words and whether
+//                              its policy is in force on that host
+//                              (the provisioning block is lifted only then)
+//   POST /v1/changes           {"resource","id"}: Neutron committed a change;
+//                              the watch polls now instead of at its interval
+//
+// No translation happens here and nothing is written: answers come from
+// Palisade's status and endpoint listing (one cached view, refreshed at most
+// every `ttlMs`, one refresh in flight), so any number of polling workers
+// cost the controller one read per period. Requests are small and bounded:
+// a body over 256 KiB, more than 1,000 ports, an id or host name that
+// Neutron could not have produced is a 400 with the reason; nothing is
+// answered from a view older than `maxAgeMs` (503: the Python side then
+// keeps its blocks and binds nothing — fail closed).
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { Logger } from "pino";
+import type { EndpointStatus, HostStatus } from "../contract/status.js";
+import { endpointKeyString, type Endpoint } from "../model/index.js";
+import { portStatus, type NeutronPortStatus } from "./port-status.js";
+
+/** What the answers are computed from: a point-in-time view of Palisade. */
+export interface Ml2View {
+  hosts: ReadonlyMap<string, HostStatus>;
+  /** Adapter-owned endpoints by Neutron port id (one per host binding), with the revision each was written at. */
+  endpointsByPort: ReadonlyMap<string, readonly { endpoint: Endpoint; revision: number }[]>;
+  /** Endpoint statuses by endpoint key. */
+  statuses: ReadonlyMap<string, EndpointStatus>;
+}
+
+export interface PortAnswer {
+  id: string;
+  host: string;
+  status: NeutronPortStatus;
+  /** The port's endpoint is on the host, and the host has applied the revision that wrote it: its policy is in force. */
+  programmed: boolean;
+  detail: string;
+}
+
+export const ML2_LIMITS = { bodyBytes: 256 * 1024, portsPerRequest: 1_000 } as const;
+
+const PORT_ID_RE = /^[A-Za-z0-9_-]{1,64}$/;
+const HOST_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$/;
+const RESOURCES = new Set(["port", "security_group", "security_group_rule", "address_group", "network", "subnet"]);
+
+/** One port's answer (pure): its endpoint on `host`, if the adapter has written one. */
+export function portAnswer(view: Ml2View, id: string, host: string): PortAnswer {
+  const e = view.endpointsByPort.get(id)?.find((x) => x.endpoint.host === host);
+  if (!e) return { id, host, status: "DOWN", programmed: false, detail: `no Palisade endpoint for port ${id} on host ${host} yet` };
+  const key = endpointKeyString(e.endpoint);
+  const h = view.hosts.get(host);
+  const s = portStatus(e.endpoint, h, view.statuses.get(key));
+  // ACTIVE says the host is in sync and the interface up; the revision
+  // check says the policy the host applied includes this endpoint.
+  const applied = h ? Number(h.appliedRevision) : 0;
+  const programmed = s.status === "ACTIVE" && applied >= e.revision;
+  const detail = s.status === "ACTIVE" && !programmed ? `host ${host} has applied revision ${applied}, the endpoint was written at ${e.revision}` : s.detail;
+  return { id, host, status: programmed ? "ACTIVE" : s.status === "ACTIVE" ? "DOWN" : s.status, programmed, detail };
+}
+
+class HttpError extends Error {
+  constructor(readonly code: number, message: string) {
+    super(message);
+  }
+}
+
+async function readJson(req: IncomingMessage): Promise<unknown> {
+  const declared = Number(req.headers["content-length"] ?? "0");
+  if (declared > ML2_LIMITS.bodyBytes) throw new HttpError(413, `body over ${ML2_LIMITS.bodyBytes} bytes`);
+  const chunks: Buffer[] = [];
+  let n = 0;
+  for await (const c of req as AsyncIterable<Buffer>) {
+    n += c.length;
+    if (n > ML2_LIMITS.bodyBytes) throw new HttpError(413, `body over ${ML2_LIMITS.bodyBytes} bytes`);
+    chunks.push(c);
+  }
+  try {
+    return JSON.parse(Buffer.concat(chunks).toString("utf8"));
+  } catch {
+    throw new HttpError(400, "body is not JSON");
+  }
+}
+
+function portsOf(body: unknown): { id: string; host: string }[] {
+  const ports = (body as { ports?: unknown } | null)?.ports;
+  if (!Array.isArray(ports)) throw new HttpError(400, `expected {"ports": [{"id": …, "host": …}]}`);
+  if (ports.length > ML2_LIMITS.portsPerRequest) throw new HttpError(400, `${ports.length} ports: at most ${ML2_LIMITS.portsPerRequest} per request`);
+  return ports.map((p: unknown, i) => {
+    const { id, host } = (p ?? {}) as { id?: unknown; host?: unknown };
+    if (typeof id !== "string" || !PORT_ID_RE.test(id)) throw new HttpError(400, `ports[${i}].id: not a port id`);
+    if (typeof host !== "string" || !HOST_RE.test(host)) throw new HttpError(400, `ports[${i}].host: not a host name`);
+    return { id, host };
+  });
+}
+
+export interface Ml2EndpointOptions {
+  /** HOST:PORT. */
+  listen: string;
+  /** Reads Palisade now (the endpoint caches it). */
+  read: () => Promise<Ml2View>;
+  /** Neutron committed a change: poll it now. */
+  nudge: (change: { resource: string; id: string }) => void;
+  logger: Logger;
+  /** A view younger than this is reused (default 250 ms). */
+  ttlMs?: number;
+}
+
+export interface Ml2Endpoint {
+  readonly port: number;
+  close(): Promise<void>;
+}
+
+export async function startMl2Endpoint(o: Ml2EndpointOptions): Promise<Ml2Endpoint> {
+  const ttlMs = o.ttlMs ?? 250;
+  let cached: { at: number; view: Ml2View } | undefined;
+  let inFlight: Promise<Ml2View> | undefined;
+  const view = (): Promise<Ml2View> => {
+    if (cached && Date.now() - cached.at < ttlMs) return Promise.resolve(cached.view);
+    if (!inFlight) {
+      const started = Date.now();
+      inFlight = o.read().then(
+        (v) => { cached = { at: started, view: v }; return v; },
+      ).finally(() => { inFlight = undefined; });
+    }
+    return inFlight;
+  };
+
+  const send = (res: ServerResponse, code: number, body: unknown) => {
+    res.writeHead(code, { "content-type": "application/json" }).end(`${JSON.stringify(body)}\n`);
+  };
+
+  async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const path = (req.url ?? "/").split("?")[0]!;
+    const host = /^\/v1\/hosts\/([^/]+)$/.exec(path)?.[1];
+    if (host !== undefined) {
+      if (req.method !== "GET") throw new HttpError(405, "GET only");
+      const name = decodeURIComponent(host);
+      if (!HOST_RE.test(name)) throw new HttpError(400, "not a host name");
+      const h = (await view()).hosts.get(name);
+      send(res, 200, { host: name, connected: h?.connected === true, in_sync: h?.inSync === true, detail: h ? h.lastError : `no Palisade driver has connected for host ${name}` });
+      return;
+    }
+    if (path === "/v1/ports/status") {
+      if (req.method !== "POST") throw new HttpError(405, "POST only");
+      const ports = portsOf(await readJson(req));
+      const v = await view();
+      send(res, 200, { ports: ports.map((p) => portAnswer(v, p.id, p.host)) });
+      return;
+    }
+    if (path === "/v1/changes") {
+      if (req.method !== "POST") throw new HttpError(405, "POST only");
+      const b = (await readJson(req)) as { resource?: unknown; id?: unknown } | null;
+      if (typeof b?.resource !== "string" || !RESOURCES.has(b.resource)) throw new HttpError(400, `resource: one of ${[...RESOURCES].join(", ")}`);
+      if (typeof b.id !== "string" || !PORT_ID_RE.test(b.id)) throw new HttpError(400, "id: not a Neutron id");
+      o.nudge({ resource: b.resource, id: b.id });
+      send(res, 202, { accepted: true });
+      return;
+    }
+    if (path === "/healthz" && req.method === "GET") {
+      send(res, 200, { ok: true });
+      return;
+    }
+    throw new HttpError(404, "no such path");
+  }
+
+  const server: Server = createServer((req, res) => {
+    handle(req, res).catch((e: Error) => {
+      if (e instanceof HttpError) return send(res, e.code, { error: e.message });
+      // Palisade unreadable: no answer rather than a stale or guessed one.
+      o.logger.warn({ err: e.message }, "ML2 endpoint: cannot read Palisade's status");
+      send(res, 503, { error: `cannot read Palisade's status: ${e.message}` });
+    });
+  });
+  // Bounded per client: requests are small and quick; a slow or idle
+  // client does not hold a socket for long.
+  server.requestTimeout = 10_000;
+  server.headersTimeout = 5_000;
+  server.keepAliveTimeout = 5_000;
+  server.maxConnections = 256;
+  const i = o.listen.lastIndexOf(":");
+  const hostPart = o.listen.slice(0, i).replace(/^\[|\]$/g, "");
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(Number(o.listen.slice(i + 1)), hostPart, () => resolve());
+  });
+  const port = (server.address() as { port: number }).port;
+  o.logger.info({ listen: o.listen, port }, "ML2 mechanism driver endpoint on HTTP");
+  return {
+    port,
+    close: () => new Promise((r) => {
+      server.close(() => r());
+      server.closeAllConnections();
+    }),
+  };
+}

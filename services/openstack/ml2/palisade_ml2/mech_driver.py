@@ -1,0 +1,307 @@
+# Palisade's ML2 mechanism driver (DESIGN §11.11). neutron-server loads it
+# in its own process, so it is Python; it stays thin: every question goes to
+# palisade-openstack's ML2 endpoint (services/openstack/ml2-endpoint.ts)
+# over loopback HTTP, and all translation stays in the adapter.
+#
+#   bind_port        binds only on a host whose Palisade driver is connected
+#                    (else no binding: ML2 reports binding_failed, as for a
+#                    dead agent); the vif type is the topology Palisade
+#                    enforces there ([palisade] vif_type).
+#   *_precommit      a bound instance port gets a provisioning block
+#                    (entity "palisade") in the port's own transaction, so it
+#                    cannot go ACTIVE, nor Nova get network-vif-plugged,
+#                    before Palisade has programmed it.
+#   poller           every poll_interval, asks which blocked ports are
+#                    programmed on their host and completes their blocks.
+#                    The blocks live in Neutron's database: after a restart
+#                    the poller reads them back. No answer completes nothing.
+#   *_postcommit,    tell the adapter that a port, group, rule or address
+#   registry         group changed, so it polls Neutron now (the adapter's
+#                    own watch stays the safety net: a lost notice only
+#                    costs its interval).
+#
+# Fail closed everywhere: an adapter that does not answer binds nothing and
+# lifts no block.
+import json
+import os
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+
+from neutron_lib.api.definitions import portbindings
+from neutron_lib.callbacks import events
+from neutron_lib.callbacks import registry
+from neutron_lib.callbacks import resources
+from neutron_lib import constants as n_const
+from neutron_lib import context as n_context
+from neutron_lib.db import api as db_api
+from neutron_lib.plugins.ml2 import api
+from oslo_config import cfg
+from oslo_log import log as logging
+
+from neutron.db import models_v2
+from neutron.db import provisioning_blocks
+from neutron.objects import provisioning_blocks as pb_obj
+from neutron.plugins.ml2 import db as ml2_db
+
+LOG = logging.getLogger(__name__)
+
+ENTITY = "palisade"
+BATCH = 1000  # the endpoint's limit per request
+
+OPTS = [
+    cfg.StrOpt("adapter_url", default="http://127.0.0.1:9716",
+               help="palisade-openstack watch --ml2-listen address"),
+    cfg.FloatOpt("poll_interval", default=0.5, min=0.05, max=60,
+                 help="Seconds between readiness polls of blocked ports"),
+    cfg.FloatOpt("request_timeout", default=2.0, min=0.1, max=60,
+                 help="Seconds before a request to the adapter is given up"),
+    cfg.StrOpt("vif_type", default="bridge",
+               choices=["bridge", "ovs-hybrid", "tap"],
+               help="The topology Palisade enforces on the hosts: a Linux "
+                    "bridge per network (linuxbridge), OVS with the hybrid "
+                    "plug (qbr), or routed taps"),
+]
+cfg.CONF.register_opts(OPTS, "palisade")
+
+_CHANGE_EVENTS = (events.AFTER_CREATE, events.AFTER_UPDATE, events.AFTER_DELETE)
+_CHANGE_RESOURCES = {
+    resources.SECURITY_GROUP: "security_group",
+    resources.SECURITY_GROUP_RULE: "security_group_rule",
+    resources.ADDRESS_GROUP: "address_group",
+}
+
+
+class AdapterUnavailable(Exception):
+    pass
+
+
+def _vif():
+    kind = cfg.CONF.palisade.vif_type
+    if kind == "ovs-hybrid":
+        return portbindings.VIF_TYPE_OVS, {
+            portbindings.CAP_PORT_FILTER: True,
+            portbindings.OVS_HYBRID_PLUG: True}
+    if kind == "tap":
+        return portbindings.VIF_TYPE_TAP, {portbindings.CAP_PORT_FILTER: True}
+    return portbindings.VIF_TYPE_BRIDGE, {portbindings.CAP_PORT_FILTER: True}
+
+
+def _instance_port(port):
+    # Only instance ports become Palisade endpoints; a block on a DHCP or
+    # router port would never be lifted.
+    return (port.get("device_owner") or "").startswith("compute:")
+
+
+class PalisadeMechanismDriver(api.MechanismDriver):
+
+    def initialize(self):
+        self._lock = threading.Lock()
+        # Blocked port id -> the host it is bound to (this process's view;
+        # the database holds the blocks themselves).
+        self._blocked = {}
+        self._poller_pid = None
+        self._notices = {}
+        self._notifier_running = False
+        registry.subscribe(self._process_started, resources.PROCESS,
+                           events.AFTER_INIT)
+        for resource in _CHANGE_RESOURCES:
+            for event in _CHANGE_EVENTS:
+                registry.subscribe(self._resource_changed, resource, event)
+
+    @property
+    def connectivity(self):
+        return portbindings.CONNECTIVITY_L2
+
+    # ------------------------------------------------------------- adapter
+
+    def _call(self, method, path, body=None):
+        url = cfg.CONF.palisade.adapter_url.rstrip("/") + path
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(
+            url, data=data, method=method,
+            headers={"content-type": "application/json"})
+        try:
+            with urllib.request.urlopen(
+                    req, timeout=cfg.CONF.palisade.request_timeout) as r:
+                return json.loads(r.read().decode() or "{}")
+        except (urllib.error.URLError, OSError, ValueError) as e:
+            raise AdapterUnavailable("%s %s: %s" % (method, url, e))
+
+    # ------------------------------------------------------------- binding
+
+    def bind_port(self, context):
+        host = context.host
+        try:
+            answer = self._call(
+                "GET", "/v1/hosts/" + urllib.parse.quote(host, safe=""))
+        except AdapterUnavailable as e:
+            LOG.warning("Palisade: not binding port %(port)s on %(host)s: "
+                        "the adapter does not answer (%(err)s)",
+                        {"port": context.current["id"], "host": host,
+                         "err": e})
+            return
+        if answer.get("connected") is not True:
+            LOG.warning("Palisade: not binding port %(port)s on %(host)s: "
+                        "no Palisade driver connected for that host",
+                        {"port": context.current["id"], "host": host})
+            return
+        vif_type, details = _vif()
+        for segment in context.segments_to_bind:
+            context.set_binding(segment[api.ID], vif_type, details)
+            return
+
+    # ----------------------------------------------------------- readiness
+
+    def create_port_precommit(self, context):
+        self._block(context)
+
+    def update_port_precommit(self, context):
+        if (context.host == context.original_host and
+                context.vif_type == context.original_vif_type):
+            return
+        self._block(context)
+
+    def _block(self, context):
+        port = context.current
+        if not context.host or not _instance_port(port):
+            return
+        if port.get("status") == n_const.PORT_STATUS_ACTIVE:
+            return
+        self._ensure_poller()
+        if context.vif_type == portbindings.VIF_TYPE_BINDING_FAILED:
+            # Never ACTIVE anyway; nothing to poll for until it binds again.
+            provisioning_blocks.remove_provisioning_component(
+                context._plugin_context, port["id"], resources.PORT, ENTITY)
+            with self._lock:
+                self._blocked.pop(port["id"], None)
+            return
+        provisioning_blocks.add_provisioning_component(
+            context._plugin_context, port["id"], resources.PORT, ENTITY)
+        with self._lock:
+            self._blocked[port["id"]] = context.host
+
+    def delete_port_postcommit(self, context):
+        with self._lock:
+            self._blocked.pop(context.current["id"], None)
+        self._notice("port", context.current["id"])
+
+    def _process_started(self, resource, event, trigger, payload=None):
+        self._ensure_poller()
+
+    def _ensure_poller(self):
+        # One poller per worker process (the plugin is loaded before
+        # neutron-server forks its workers).
+        with self._lock:
+            if self._poller_pid == os.getpid():
+                return
+            self._poller_pid = os.getpid()
+        t = threading.Thread(target=self._poll_forever, daemon=True)
+        t.start()
+
+    def _blocked_in_db(self):
+        ctx = n_context.get_admin_context()
+        with db_api.CONTEXT_READER.using(ctx):
+            ids = [b.standard_attr_id for b in
+                   pb_obj.ProvisioningBlock.get_objects(ctx, entity=ENTITY)]
+            if not ids:
+                return {}
+            rows = (ctx.session.query(models_v2.Port.id).
+                    filter(models_v2.Port.standard_attr_id.in_(ids)).all())
+        return {pid: ml2_db.get_port_binding_host(ctx, pid)
+                for (pid,) in rows}
+
+    def _poll_forever(self):
+        pid = os.getpid()
+        last_recovery = 0.0
+        while self._poller_pid == pid:
+            try:
+                # The database is the truth: read it back at start and now
+                # and then (blocks added by another worker, ports deleted).
+                if time.monotonic() - last_recovery > 30:
+                    with self._lock:
+                        known = set(self._blocked)
+                    found = self._blocked_in_db()
+                    with self._lock:
+                        # Entries added since the read began stay.
+                        for p in known - set(found):
+                            self._blocked.pop(p, None)
+                        for p, h in found.items():
+                            if h:
+                                self._blocked.setdefault(p, h)
+                    last_recovery = time.monotonic()
+                self._poll_once()
+            except AdapterUnavailable as e:
+                LOG.warning("Palisade: readiness poll failed, blocks stay: "
+                            "%s", e)
+            except Exception:  # never let the poller die
+                LOG.exception("Palisade: readiness poll failed")
+            time.sleep(cfg.CONF.palisade.poll_interval)
+
+    def _poll_once(self):
+        with self._lock:
+            items = list(self._blocked.items())
+        ctx = None
+        for i in range(0, len(items), BATCH):
+            batch = [{"id": p, "host": h} for p, h in items[i:i + BATCH]]
+            answer = self._call("POST", "/v1/ports/status", {"ports": batch})
+            for row in answer.get("ports", []):
+                if row.get("programmed") is not True:
+                    continue
+                with self._lock:
+                    # Rebound elsewhere meanwhile: that host's answer counts.
+                    if self._blocked.get(row.get("id")) != row.get("host"):
+                        continue
+                ctx = ctx or n_context.get_admin_context()
+                LOG.info("Palisade: port %(port)s is programmed on "
+                         "%(host)s; lifting its provisioning block",
+                         {"port": row["id"], "host": row["host"]})
+                provisioning_blocks.provisioning_complete(
+                    ctx, row["id"], resources.PORT, ENTITY)
+                with self._lock:
+                    if self._blocked.get(row["id"]) == row["host"]:
+                        del self._blocked[row["id"]]
+
+    # ------------------------------------------------------ change notices
+
+    def create_port_postcommit(self, context):
+        self._notice("port", context.current["id"])
+
+    def update_port_postcommit(self, context):
+        self._notice("port", context.current["id"])
+
+    def _resource_changed(self, resource, event, trigger, payload=None):
+        rid = getattr(payload, "resource_id", None) if payload else None
+        self._notice(_CHANGE_RESOURCES[resource], rid or "unknown")
+
+    def _notice(self, resource, rid):
+        # Never in the API request's way: a background sender, coalescing
+        # (the adapter only needs to know that something changed).
+        with self._lock:
+            self._notices[(resource, rid)] = True
+            if self._notifier_running:
+                return
+            self._notifier_running = True
+        threading.Thread(target=self._send_notices, daemon=True).start()
+
+    def _send_notices(self):
+        try:
+            while True:
+                with self._lock:
+                    if not self._notices:
+                        self._notifier_running = False
+                        return
+                    (resource, rid), _ = self._notices.popitem()
+                    self._notices.clear()
+                try:
+                    self._call("POST", "/v1/changes",
+                               {"resource": resource, "id": rid})
+                except AdapterUnavailable as e:
+                    LOG.debug("Palisade: change notice not delivered (the "
+                              "adapter's watch will see it): %s", e)
+        except Exception:
+            with self._lock:
+                self._notifier_running = False
+            LOG.exception("Palisade: change notices stopped")

@@ -1,0 +1,148 @@
+// The Palisade ML2 mechanism driver (services/openstack/ml2, DESIGN §11.11)
+// loaded by the real neutron-server, talking to palisade-openstack watch's
+// ML2 endpoint; the controller, a driver on a lab hypervisor, real packets.
+//
+//   - a port on a host without a Palisade driver does not bind
+//     (binding_failed), nor on any host while the adapter is down;
+//   - a port on a host with a driver binds, and stays DOWN (its
+//     provisioning block held) until Palisade has programmed it; when
+//     Neutron says ACTIVE, its policy is already enforced;
+//   - a block held while the adapter is down is lifted once it is back;
+//   - a rule change reaches the host in seconds although the adapter's own
+//     poll interval is 10 minutes: Neutron's change notice made it poll.
+import { execa, type ResultPromise } from "execa";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { freePort } from "../lab/etcd-process.js";
+import { createLab, type Lab } from "../lab/lab.js";
+import { NeutronAdmin, startNeutron, type NeutronProcess } from "../lab/neutron-process.js";
+import { BIN, eventually, palisadectl, requireBuild, startControllerProcess, uniqueName } from "../support/binaries.js";
+
+type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+
+const prefix = `${uniqueName("ml2")}-`;
+const dir = mkdtempSync(join(tmpdir(), "palisade-os-ml2-"));
+const addr = `unix:${join(dir, "controller.sock")}`;
+let lab: Lab;
+let neutron: NeutronProcess;
+let api: NeutronAdmin;
+let controller: ResultPromise;
+let watch: ResultPromise | undefined;
+let ml2Listen = "";
+let net: { id: string; subnets: string[] };
+let web: Json;
+let client: Json;
+
+/** palisade-openstack watch with the ML2 endpoint; its own poll is every 10 minutes, so only a change notice makes it poll sooner. */
+function startWatch(log: string): ResultPromise {
+  return execa(process.execPath, [BIN.openstack, "--insecure", "--controller", addr, "watch", "--neutron-url", neutron.url,
+    "--interval", "600", "--resync-interval", "600", "--deletion-check-interval", "600", "--ml2-listen", ml2Listen], {
+    reject: false, env: { OS_TOKEN: "noauth" }, stdout: { file: join(dir, log) }, stderr: { file: join(dir, log) },
+  });
+}
+
+const portOf = async (id: string): Promise<Json> => (await api.request("GET", `/ports/${id}`)).port;
+
+async function newPort(device: string, ip: string, host: string, groups: string[]): Promise<Json> {
+  return api.port({ network_id: net.id, device_id: device, "binding:host_id": host, security_groups: groups, fixed_ips: [{ subnet_id: net.subnets[0], ip_address: ip }] });
+}
+
+describe("the Palisade ML2 mechanism driver in the real neutron-server", () => {
+  beforeAll(async () => {
+    requireBuild();
+    ml2Listen = `127.0.0.1:${await freePort()}`;
+    neutron = await startNeutron({ palisadeAdapterUrl: `http://${ml2Listen}` });
+    api = new NeutronAdmin(neutron.url);
+    lab = createLab(prefix);
+    await lab.addHypervisor("hv1");
+    net = await api.network("net-ml2", "198.18.1.0/24");
+    web = await api.group("web");
+    await api.rule(web.id, { protocol: "tcp", port_range_min: 80, port_range_max: 80 });
+    const open = await api.group("open");
+    await api.rule(open.id, { protocol: "tcp" });
+
+    controller = startControllerProcess({ etcd: inject("etcdUrl"), listen: `127.0.0.1:0,${addr}`, prefix: `/${prefix}ml2`, logFile: join(dir, "controller.log") });
+    await eventually(async () => (await palisadectl(addr, ["status"])).code === 0, { what: "controller up" });
+    lab.spawnIn(lab.hypervisors.get("hv1")!.ns, process.execPath, [BIN.driver, "--insecure", "--controller", addr, "--hostname", "hv1"], { logFile: join(dir, "driver-hv1.log") });
+    await eventually(async () => {
+      const s = await palisadectl(addr, ["status", "-o", "json"]);
+      return s.code === 0 && JSON.parse(s.stdout).hosts.some((h: { hostname: string; in_sync: boolean }) => h.hostname === "hv1" && h.in_sync);
+    }, { what: "hv1's driver in sync", timeoutMs: 30_000 });
+    watch = startWatch("watch.log");
+    await eventually(async () => (await fetch(`http://${ml2Listen}/healthz`).then((r) => r.ok, () => false)), { what: "the adapter's ML2 endpoint", timeoutMs: 30_000 });
+
+    // A client VM (the probes' source), ACTIVE before the tests start.
+    client = await newPort("vm-client", "198.18.1.10", "hv1", [open.id]);
+    await lab.addWorkload("hv1", { name: "client", iface: `tap${client.id.slice(0, 11)}`, host: 10, mac: client.mac_address });
+    await eventually(async () => (await portOf(client.id)).status === "ACTIVE", { what: "the client port ACTIVE", timeoutMs: 30_000, intervalMs: 100 });
+  }, 180_000);
+
+  afterAll(async () => {
+    watch?.kill("SIGTERM");
+    await watch;
+    controller?.kill("SIGTERM");
+    await controller;
+    await lab?.destroy();
+    await neutron?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("a port on a host with no Palisade driver does not bind (binding_failed), as for a dead agent", async () => {
+    const p = await newPort("vm-nowhere", "198.18.1.30", "hv-without-palisade", [web.id]);
+    const got = await portOf(p.id);
+    expect(got["binding:vif_type"]).toBe("binding_failed");
+    expect(got.status).toBe("DOWN");
+  });
+
+  it("a port binds on a host with a driver (bridge, port filter) and stays DOWN until its policy is enforced there; ACTIVE means enforced", async () => {
+    const p = await newPort("vm-web", "198.18.1.21", "hv1", [web.id]);
+    const bound = await portOf(p.id);
+    expect(bound["binding:vif_type"]).toBe("bridge");
+    expect(bound["binding:vif_details"]).toMatchObject({ port_filter: true });
+    // No interface on the host yet: the endpoint exists but cannot be
+    // programmed up, so the block holds.
+    await new Promise((r) => setTimeout(r, 2_000));
+    expect((await portOf(p.id)).status).toBe("DOWN");
+    // Nova plugs the VM: the tap appears.
+    await lab.addWorkload("hv1", { name: "vm-web", iface: `tap${p.id.slice(0, 11)}`, host: 21, mac: p.mac_address });
+    await lab.listen("vm-web", [22, 80]);
+    await eventually(async () => (await portOf(p.id)).status === "ACTIVE", { what: "the port ACTIVE", timeoutMs: 30_000, intervalMs: 50 });
+    // The moment Neutron says ACTIVE, the group's policy is in force: 80 open, 22 not.
+    expect(await lab.probeTcp("client", "vm-web", 80)).toBe("open");
+    expect(await lab.probeTcp("client", "vm-web", 22)).toBe("timeout");
+  }, 60_000);
+
+  it("a rule change is enforced within seconds: Neutron's change notice makes the adapter poll now (its own interval is 10 minutes)", async () => {
+    const started = Date.now();
+    const rule = await api.rule(web.id, { protocol: "tcp", port_range_min: 22, port_range_max: 22 });
+    await eventually(async () => (await lab.probeTcp("client", "vm-web", 22, { timeoutMs: 300 })) === "open", { what: "tcp/22 admitted", timeoutMs: 20_000, intervalMs: 100 });
+    const took = Date.now() - started;
+    console.log(`rule added -> enforced on the host: ${took} ms`);
+    await api.request("DELETE", `/security-group-rules/${rule.id}`);
+    await eventually(async () => (await lab.probeTcp("client", "vm-web", 22, { timeoutMs: 300 })) === "timeout", { what: "tcp/22 closed again", timeoutMs: 20_000, intervalMs: 100 });
+  }, 60_000);
+
+  it("while the adapter is down nothing binds and no block is lifted; back, the held port goes ACTIVE", async () => {
+    // A port bound while the adapter is up, its VM not plugged yet: blocked.
+    const held = await newPort("vm-held", "198.18.1.22", "hv1", [web.id]);
+    expect((await portOf(held.id))["binding:vif_type"]).toBe("bridge");
+    await eventually(async () => {
+      const st = await palisadectl(addr, ["status", "-o", "json"]);
+      return (JSON.parse(st.stdout).endpoints as { endpoint: string }[]).some((e) => e.endpoint.endsWith(`/${held.id}`));
+    }, { what: "the held port's endpoint written", timeoutMs: 20_000 });
+    watch!.kill("SIGTERM");
+    await watch;
+    watch = undefined;
+    // The VM is plugged and Palisade programs it (the adapter wrote its
+    // endpoint before it stopped), but no one can say so to Neutron.
+    await lab.addWorkload("hv1", { name: "vm-held", iface: `tap${held.id.slice(0, 11)}`, host: 22, mac: held.mac_address });
+    const refused = await newPort("vm-late", "198.18.1.23", "hv1", [web.id]);
+    expect((await portOf(refused.id))["binding:vif_type"]).toBe("binding_failed");
+    await new Promise((r) => setTimeout(r, 2_000));
+    expect((await portOf(held.id)).status).toBe("DOWN");
+    watch = startWatch("watch-2.log");
+    await eventually(async () => (await portOf(held.id)).status === "ACTIVE", { what: "the held port ACTIVE", timeoutMs: 30_000, intervalMs: 100 });
+  }, 90_000);
+});
