@@ -93,8 +93,12 @@ export function renderClassChains(cls: string, c: HostClass, family: IpVersion, 
   ];
 }
 
-/** Entry chains and class-tree nodes of one family, for the host's classes (sorted keys). */
-export function renderClassDispatch(tree: PrefixTree, family: IpVersion, cfg: CalcConfig): ChainDef[] {
+/**
+ * Entry chains and class-tree nodes of one family, for the host's classes
+ * (sorted keys); with `only`, just the nodes with those prefixes ("" is the
+ * entry chains).
+ */
+export function renderClassDispatch(tree: PrefixTree, family: IpVersion, cfg: CalcConfig, only?: ReadonlySet<string>): ChainDef[] {
   const out: ChainDef[] = [];
   const dirs = [
     { flag: "src,src", root: ENTRY_CHAINS.fromWorkload, node: fromClassNode, leafChain: fromClassChain },
@@ -102,6 +106,7 @@ export function renderClassDispatch(tree: PrefixTree, family: IpVersion, cfg: Ca
   ] as const;
   for (const d of dirs) {
     for (const [prefix, entries] of tree.nodes) {
+      if (only && !only.has(prefix)) continue;
       const chain = prefix === "" ? d.root : d.node(prefix);
       const rules: string[] = [];
       const match = (set: string) => `-m set --match-set ${set} ${d.flag}`;

@@ -15,9 +15,9 @@ import { chainKey, sameRules, type ChainDef } from "./desired-state.js";
 import { reportedDrop } from "./render-flow-reports.js";
 import type { HostLayout, HostOutput, LocalSet } from "./host-layout.js";
 import {
-  ADMIT_CHAIN, ENTRY_CHAINS, classKey, classSet, endpointMacSet, inactiveSet, macListSet, macScopeNodeSet, macSet, networkMacListSet, networkScopeSet, noMacSet, nodeSet,
+  ADMIT_CHAIN, ENTRY_CHAINS, classKey, classSet, endpointMacSet, fromClassNode, toClassNode, inactiveSet, macListSet, macScopeNodeSet, macSet, networkMacListSet, networkScopeSet, noMacSet, nodeSet,
 } from "./names.js";
-import { prefixTree, type PrefixTree } from "./prefix-tree.js";
+import { prefixTree, type PrefixEntry, type PrefixTree } from "./prefix-tree.js";
 import { macScopeTree, renderClassDispatch, renderMacChains, type MacCheck, type MacEntry } from "./render-classes.js";
 
 const FAMILIES: readonly IpVersion[] = [4, 6];
@@ -51,6 +51,9 @@ interface Entry extends MacEntry {
 }
 
 const sameJson = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
+
+/** A prefix-tree line, comparable. */
+const entryKey = (e: PrefixEntry) => ("leaf" in e ? `l${e.leaf}` : `c${e.child}`);
 
 /** An endpoint's (net, MAC) entries without duplicates, sorted: its leaf chain's rules. */
 function leafEntries(entries: readonly Entry[]): MacEntry[] {
@@ -172,6 +175,20 @@ export class SetHostLayout implements HostLayout {
   private readonly above = new Map<string, string[]>();
   /** Left to render at flush: classes came or went / a profile came or went / a MAC tree changed. */
   private readonly stale = { classes: false, classChains: false, macs: false };
+  /**
+   * Classes that came or went since the last render: when no profile came
+   * or went, only their chains are rendered or removed (the others' do not
+   * change), so a class appearing on a dense host costs its own chains, the
+   * dispatch tree and the node sets, not every class's chains again.
+   */
+  private readonly classDelta = new Set<string>();
+  /** Class -> the keys of the chains rendered for it (removed with it). */
+  private readonly classChainKeys = new Map<string, string[]>();
+  /** Keys of the MAC chains, as last rendered. */
+  private macKeys = new Set<string>();
+  /** Node set -> the leaf sets below it when its members were last derived (deriveNodeSets). */
+  private readonly classNodeMemo = new Map<string, string>();
+  private readonly macNodeMemo = new Map<string, string>();
 
   /** Creates the host's sets and chains of a host without endpoints, emitting them. */
   constructor(private readonly out: HostOutput, private readonly cfg: CalcConfig, private readonly classChains: ClassChainCache) {
@@ -338,6 +355,7 @@ export class SetHostLayout implements HostLayout {
     if (sign > 0) {
       if (c) { c.count++; return; }
       this.classes.set(cls, { profileIds, count: 1 });
+      this.classDelta.add(cls);
       this.classChains.acquire(cls);
       for (const f of FAMILIES) this.createLocal(classSet(cls, f), f, []);
       this.stale.classes = true;
@@ -346,6 +364,7 @@ export class SetHostLayout implements HostLayout {
     }
     if (!c || --c.count > 0) return;
     this.classes.delete(cls);
+    this.classDelta.add(cls);
     this.classChains.release(cls);
     for (const f of FAMILIES) this.removeLocal(classSet(cls, f));
     this.stale.classes = true;
@@ -383,7 +402,8 @@ export class SetHostLayout implements HostLayout {
   private setChain(c: ChainDef): void {
     const key = chainKey(c.family, c.name);
     const old = this.chains.get(key);
-    if (old && sameRules(old.rules, c.rules)) return;
+    // Class chains are shared objects (ClassChainCache): the same object is the same chain.
+    if (old === c || (old && sameRules(old.rules, c.rules))) return;
     this.chains.set(key, c);
     this.out.emit({ type: "chain-update", chain: c });
   }
@@ -399,32 +419,82 @@ export class SetHostLayout implements HostLayout {
    * the MAC chains. Removes the chains of those kinds that are no longer wanted.
    */
   private render(what: { classes: boolean; classChains: boolean; macs: boolean }): void {
+    let changedNodes: Set<string> | undefined;
+    let goneNodes: string[] = [];
     if (what.classes) {
       const tree = prefixTree([...this.classes.keys()].sort());
-      this.deriveNodeSets(tree, (cls) => FAMILIES.map((f) => classSet(cls, f)), (prefix, leafSet) => nodeSet(prefix, this.local.get(leafSet)!.family), /^pal[46]in-/);
+      this.deriveNodeSets(tree, (cls) => FAMILIES.map((f) => classSet(cls, f)), (prefix, leafSet) => nodeSet(prefix, this.local.get(leafSet)!.family), /^pal[46]in-/, this.classNodeMemo);
+      // The dispatch chains of the tree nodes whose lines changed, only:
+      // a class coming or going touches the nodes on its path (more when a
+      // node splits or merges), not the whole tree.
+      const before = this.classTree?.nodes;
+      changedNodes = new Set();
+      for (const [prefix, entries] of tree.nodes) {
+        const old = before?.get(prefix);
+        if (!old || old.length !== entries.length || old.some((e, i) => entryKey(e) !== entryKey(entries[i]!))) changedNodes.add(prefix);
+      }
+      goneNodes = before ? [...before.keys()].filter((p) => !tree.nodes.has(p)) : [];
       this.classTree = tree;
     }
     const checks = { networks: [...this.networks.keys()], v4Leaves: this.v4Leaves, v6: this.v6Checks };
     if (what.macs) {
       const { tree, leafSet } = macScopeTree(checks);
-      this.deriveNodeSets(tree, (key) => [leafSet.get(key)!], (prefix) => macScopeNodeSet(prefix), /^pal4imn[-_]/);
+      this.deriveNodeSets(tree, (key) => [leafSet.get(key)!], (prefix) => macScopeNodeSet(prefix), /^pal4imn[-_]/, this.macNodeMemo);
     }
-    const wanted = new Set<string>();
-    for (const family of FAMILIES) {
-      const out: ChainDef[] = [];
-      if (what.classes) out.push(...renderClassDispatch(this.classTree ?? prefixTree([]), family, this.cfg));
-      if (what.classes || what.classChains) {
-        for (const [cls, c] of this.classes) out.push(...this.classChains.chains(cls, c.profileIds, family));
-      }
-      if (what.macs) out.push(...renderMacChains(checks, family, this.cfg));
-      for (const c of out) {
-        wanted.add(chainKey(family, c.name));
-        this.setChain(c);
+    if (what.classes) {
+      for (const family of FAMILIES) {
+        for (const c of renderClassDispatch(this.classTree ?? prefixTree([]), family, this.cfg, changedNodes)) this.setChain(c);
+        for (const prefix of goneNodes) {
+          this.removeChain(family, fromClassNode(prefix));
+          this.removeChain(family, toClassNode(prefix));
+        }
       }
     }
-    const stale = (name: string) => (what.classes && /^pal-(cf_|ct_|rf_|rt_|cfn-|ctn-)/.test(name)) || (what.macs && /^pal-fm/.test(name));
-    for (const [key, c] of this.chains) {
-      if (!wanted.has(key) && stale(c.name)) this.removeChain(c.family, c.name);
+    if (what.classChains) {
+      // A profile came or went: any class's chains may have changed.
+      for (const cls of this.classChainKeys.keys()) if (!this.classes.has(cls)) this.renderClass(cls);
+      for (const cls of this.classes.keys()) this.renderClass(cls);
+    } else if (what.classes) {
+      for (const cls of this.classDelta) this.renderClass(cls);
+    }
+    this.classDelta.clear();
+    if (what.macs) {
+      const keys = new Set<string>();
+      for (const family of FAMILIES) {
+        for (const c of renderMacChains(checks, family, this.cfg)) {
+          keys.add(chainKey(family, c.name));
+          this.setChain(c);
+        }
+      }
+      this.removeAllBut(this.macKeys, keys);
+      this.macKeys = keys;
+    }
+  }
+
+  /** A class's chains as they are now (none when it is gone); its former chains that are no longer wanted go. */
+  private renderClass(cls: string): void {
+    const c = this.classes.get(cls);
+    const keys: string[] = [];
+    if (c) {
+      for (const family of FAMILIES) {
+        for (const ch of this.classChains.chains(cls, c.profileIds, family)) {
+          keys.push(chainKey(family, ch.name));
+          this.setChain(ch);
+        }
+      }
+    }
+    const before = this.classChainKeys.get(cls);
+    if (before) this.removeAllBut(new Set(before), new Set(keys));
+    if (keys.length) this.classChainKeys.set(cls, keys);
+    else this.classChainKeys.delete(cls);
+  }
+
+  /** Removes the chains of `before` that are not in `keep`. */
+  private removeAllBut(before: ReadonlySet<string>, keep: ReadonlySet<string>): void {
+    for (const k of before) {
+      if (keep.has(k)) continue;
+      const c = this.chains.get(k);
+      if (c) this.removeChain(c.family, c.name);
     }
   }
 
@@ -436,30 +506,39 @@ export class SetHostLayout implements HostLayout {
    * member changes reach them). Leaves never share a member (one interface,
    * one endpoint): plain unions.
    */
-  private deriveNodeSets(tree: PrefixTree, leafSets: (leaf: string) => string[], nodeSetOf: (prefix: string, leafSet: string) => string, nodeRe: RegExp): void {
-    const want = new Map<string, { family: IpVersion; members: Set<string> }>();
+  private deriveNodeSets(tree: PrefixTree, leafSets: (leaf: string) => string[], nodeSetOf: (prefix: string, leafSet: string) => string, nodeRe: RegExp, memo: Map<string, string>): void {
+    // Node set -> the leaf sets below it, in tree order.
+    const below = new Map<string, { family: IpVersion; leaves: string[] }>();
     for (const [leaf, path] of tree.paths) {
       for (const ls of leafSets(leaf)) {
         const leafLocal = this.local.get(ls);
         if (!leafLocal) continue;
         const nodes = path.map((prefix) => nodeSetOf(prefix, ls));
-        if (nodes.length) this.above.set(ls, nodes);
-        else this.above.delete(ls);
+        const was = this.above.get(ls);
+        if (!nodes.length) this.above.delete(ls);
+        else if (!was || was.length !== nodes.length || was.some((n, i) => n !== nodes[i])) this.above.set(ls, nodes);
         for (const n of nodes) {
-          let w = want.get(n);
-          if (!w) want.set(n, (w = { family: leafLocal.family, members: new Set() }));
-          for (const m of leafLocal.members) w.members.add(m);
+          let b = below.get(n);
+          if (!b) below.set(n, (b = { family: leafLocal.family, leaves: [] }));
+          b.leaves.push(ls);
         }
       }
     }
-    for (const [n, w] of want) {
+    for (const [n, b] of below) {
+      // The same leaves as when derived: member changes since reached it
+      // through `above` (localChange), so it is current.
+      const sig = b.leaves.join(" ");
+      if (memo.get(n) === sig && this.local.has(n)) continue;
+      const members = new Set<string>();
+      for (const ls of b.leaves) for (const m of this.local.get(ls)!.members) members.add(m);
       const have = this.local.get(n);
-      if (have && have.members.size === w.members.size && [...w.members].every((m) => have.members.has(m))) continue;
-      this.createLocal(n, w.family, [...w.members]);
+      if (!have || have.members.size !== members.size || [...members].some((m) => !have.members.has(m))) this.createLocal(n, b.family, [...members]);
+      memo.set(n, sig);
     }
     for (const n of [...this.local.keys()]) {
-      if (nodeRe.test(n) && !want.has(n)) this.removeLocal(n);
+      if (nodeRe.test(n) && !below.has(n)) { this.removeLocal(n); memo.delete(n); }
     }
-    for (const [ls, nodes] of [...this.above]) if (nodes.some((n) => nodeRe.test(n) && !want.has(n))) this.above.delete(ls);
+    for (const [ls, nodes] of [...this.above]) if (nodes.some((n) => nodeRe.test(n) && !below.has(n))) this.above.delete(ls);
   }
+
 }
