@@ -208,9 +208,15 @@ program.command("watch")
     // start per 100 ms). The interval stays the safety net for lost notices.
     let nudged = false;
     let wake = new AbortController();
+    // One listener for the whole run (AbortSignal.any per pause would leave
+    // one behind on the long-lived shutdown signal each time).
+    abort.signal.addEventListener("abort", () => wake.abort(), { once: true });
     const nudge = () => { nudged = true; metrics.nudges.inc(); wake.abort(); };
+    // Port id -> its Neutron revision_number as of the last successful sync:
+    // a port is reported programmed only once that revision is synced.
+    let syncedRevisions = new Map<string, number>();
     const ml2 = o.ml2Listen
-      ? await startMl2Endpoint({ listen: o.ml2Listen, read: () => readMl2View(c), nudge, logger })
+      ? await startMl2Endpoint({ listen: o.ml2Listen, read: () => readMl2View(c), nudge, synced: (id) => syncedRevisions.get(id), logger })
       : undefined;
     if (ml2 && !/^(127\.|\[::1\]|localhost:)/.test(o.ml2Listen!)) logger.warn({ listen: o.ml2Listen }, "--ml2-listen is not a loopback address: it has no authentication");
     const stop = (signal: string) => { logger.info({ signal }, "stopping"); abort.abort(); };
@@ -225,13 +231,13 @@ program.command("watch")
     let pollStarted = 0;
     /** Waits `ms`, or less when Neutron's ML2 driver has told of a change since the last poll started. */
     const pause = async (ms: number) => {
-      if (!nudged) await sleep(ms, AbortSignal.any([abort.signal, wake.signal]));
+      if (!nudged) await sleep(ms, wake.signal);
       if (nudged) await sleep(Math.max(0, pollStarted + 100 - Date.now()), abort.signal);
     };
     while (!abort.signal.aborted) {
       pollStarted = Date.now();
       nudged = false;
-      if (wake.signal.aborted) wake = new AbortController();
+      if (wake.signal.aborted && !abort.signal.aborted) wake = new AbortController();
       const wait = interval * 1000;
       try {
         const poll = await watcher.poll();
@@ -251,7 +257,8 @@ program.command("watch")
           continue;
         }
         logger.debug({ kind: poll.kind, ...poll.changed }, "Neutron changed");
-        const result = translate(poll.input(), modeOf(o.strict));
+        const input = poll.input();
+        const result = translate(input, modeOf(o.strict));
         // Warnings repeat every poll while Neutron is unchanged: log them when they change.
         const w = JSON.stringify([result.warnings, result.leftOut]);
         if (w !== lastWarnings) {
@@ -260,6 +267,7 @@ program.command("watch")
         }
         lastWarnings = w;
         const r = await syncOnce(c.policy, result, { allowMassDelete: o.allowMassDelete });
+        if (ml2) syncedRevisions = new Map(input.ports.map((p) => [p.id, p.revision_number ?? 0]));
         logger[r.transactions ? "info" : "debug"]({ created: r.created, updated: r.updated, deleted: r.deleted, unchanged: r.unchanged, skipped: r.skipped, revision: r.revision }, summary(r));
         metrics.heldDeletions.set(r.heldBack.length);
         metrics.syncs.inc({ result: "ok" });
@@ -300,7 +308,9 @@ program.command("watch")
 
 /** Palisade as the ML2 endpoint answers from it: hosts, the adapter's endpoints by port, endpoint statuses. */
 async function readMl2View(c: ReturnType<typeof clients>): Promise<Ml2View> {
-  const [eps, st] = await Promise.all([call(c.policy, c.policy.listEndpoints, { host: "" }), call(c.status, c.status.getStatus, {})]);
+  // A stuck controller makes the endpoint answer 503 (bind nothing, lift
+  // nothing) rather than hold Neutron's binding requests for 30 s.
+  const [eps, st] = await Promise.all([call(c.policy, c.policy.listEndpoints, { host: "" }, 5_000), call(c.status, c.status.getStatus, {}, 5_000)]);
   const endpointsByPort = new Map<string, { endpoint: ReturnType<typeof endpointFromPb>; revision: number }[]>();
   for (const pb of eps.endpoints) {
     const endpoint = endpointFromPb(pb);

@@ -14,11 +14,12 @@
 // No translation happens here and nothing is written: answers come from
 // Palisade's status and endpoint listing (one cached view, refreshed at most
 // every `ttlMs`, one refresh in flight), so any number of polling workers
-// cost the controller one read per period. Requests are small and bounded:
+// cost the controller one read per period. While a refresh is slow, a view
+// up to `staleMs` old still answers; older, the request waits for the
+// refresh, and a failed read is a 503 (the Python side then keeps its
+// blocks and binds nothing — fail closed). Requests are small and bounded:
 // a body over 256 KiB, more than 1,000 ports, an id or host name that
-// Neutron could not have produced is a 400 with the reason; nothing is
-// answered from a view older than `maxAgeMs` (503: the Python side then
-// keeps its blocks and binds nothing — fail closed).
+// Neutron could not have produced is a 400 with the reason.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { Logger } from "pino";
 import type { EndpointStatus, HostStatus } from "../contract/status.js";
@@ -33,6 +34,9 @@ export interface Ml2View {
   /** Endpoint statuses by endpoint key. */
   statuses: ReadonlyMap<string, EndpointStatus>;
 }
+
+/** The Neutron revision_number of each port as of the adapter's last successful sync. */
+export type SyncedRevisions = (portId: string) => number | undefined;
 
 export interface PortAnswer {
   id: string;
@@ -49,8 +53,20 @@ const PORT_ID_RE = /^[A-Za-z0-9_-]{1,64}$/;
 const HOST_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$/;
 const RESOURCES = new Set(["port", "security_group", "security_group_rule", "address_group", "network", "subnet"]);
 
-/** One port's answer (pure): its endpoint on `host`, if the adapter has written one. */
-export function portAnswer(view: Ml2View, id: string, host: string): PortAnswer {
+/**
+ * One port's answer (pure): its endpoint on `host`, if the adapter has
+ * written one. With `revision` (the port's revision_number in Neutron now),
+ * only once the adapter has synced that revision of the port or a later
+ * one: an endpoint written for an older binding of the port (rebound to the
+ * same host while the adapter is behind) is not this one's.
+ */
+export function portAnswer(view: Ml2View, id: string, host: string, revision?: number, synced?: SyncedRevisions): PortAnswer {
+  if (revision !== undefined) {
+    const have = synced?.(id);
+    if (have === undefined || have < revision) {
+      return { id, host, status: "DOWN", programmed: false, detail: `the adapter has not synced revision ${revision} of port ${id} yet${have === undefined ? "" : ` (has ${have})`}` };
+    }
+  }
   const e = view.endpointsByPort.get(id)?.find((x) => x.endpoint.host === host);
   if (!e) return { id, host, status: "DOWN", programmed: false, detail: `no Palisade endpoint for port ${id} on host ${host} yet` };
   const key = endpointKeyString(e.endpoint);
@@ -87,15 +103,16 @@ async function readJson(req: IncomingMessage): Promise<unknown> {
   }
 }
 
-function portsOf(body: unknown): { id: string; host: string }[] {
+function portsOf(body: unknown): { id: string; host: string; revision?: number }[] {
   const ports = (body as { ports?: unknown } | null)?.ports;
   if (!Array.isArray(ports)) throw new HttpError(400, `expected {"ports": [{"id": …, "host": …}]}`);
   if (ports.length > ML2_LIMITS.portsPerRequest) throw new HttpError(400, `${ports.length} ports: at most ${ML2_LIMITS.portsPerRequest} per request`);
   return ports.map((p: unknown, i) => {
-    const { id, host } = (p ?? {}) as { id?: unknown; host?: unknown };
+    const { id, host, revision } = (p ?? {}) as { id?: unknown; host?: unknown; revision?: unknown };
     if (typeof id !== "string" || !PORT_ID_RE.test(id)) throw new HttpError(400, `ports[${i}].id: not a port id`);
     if (typeof host !== "string" || !HOST_RE.test(host)) throw new HttpError(400, `ports[${i}].host: not a host name`);
-    return { id, host };
+    if (revision !== undefined && !(Number.isSafeInteger(revision) && (revision as number) >= 0)) throw new HttpError(400, `ports[${i}].revision: not a revision number`);
+    return revision === undefined ? { id, host } : { id, host, revision: revision as number };
   });
 }
 
@@ -106,9 +123,13 @@ export interface Ml2EndpointOptions {
   read: () => Promise<Ml2View>;
   /** Neutron committed a change: poll it now. */
   nudge: (change: { resource: string; id: string }) => void;
+  /** Which revision of each port the adapter has synced (the watch's). */
+  synced?: SyncedRevisions;
   logger: Logger;
   /** A view younger than this is reused (default 250 ms). */
   ttlMs?: number;
+  /** While a refresh is in flight, a view younger than this still answers (default 2 s). */
+  staleMs?: number;
 }
 
 export interface Ml2Endpoint {
@@ -118,16 +139,20 @@ export interface Ml2Endpoint {
 
 export async function startMl2Endpoint(o: Ml2EndpointOptions): Promise<Ml2Endpoint> {
   const ttlMs = o.ttlMs ?? 250;
+  const staleMs = Math.max(ttlMs, o.staleMs ?? 2_000);
   let cached: { at: number; view: Ml2View } | undefined;
   let inFlight: Promise<Ml2View> | undefined;
   const view = (): Promise<Ml2View> => {
-    if (cached && Date.now() - cached.at < ttlMs) return Promise.resolve(cached.view);
+    const age = cached ? Date.now() - cached.at : Infinity;
+    if (cached && age < ttlMs) return Promise.resolve(cached.view);
     if (!inFlight) {
       const started = Date.now();
-      inFlight = o.read().then(
-        (v) => { cached = { at: started, view: v }; return v; },
-      ).finally(() => { inFlight = undefined; });
+      const p = o.read().then((v) => { cached = { at: started, view: v }; return v; });
+      inFlight = p.finally(() => { inFlight = undefined; });
+      // Answered from the cache below: a failure must not go unhandled.
+      inFlight.catch(() => {});
     }
+    if (cached && age < staleMs) return Promise.resolve(cached.view);
     return inFlight;
   };
 
@@ -140,7 +165,8 @@ export async function startMl2Endpoint(o: Ml2EndpointOptions): Promise<Ml2Endpoi
     const host = /^\/v1\/hosts\/([^/]+)$/.exec(path)?.[1];
     if (host !== undefined) {
       if (req.method !== "GET") throw new HttpError(405, "GET only");
-      const name = decodeURIComponent(host);
+      let name = "";
+      try { name = decodeURIComponent(host); } catch { /* malformed escape: refused below */ }
       if (!HOST_RE.test(name)) throw new HttpError(400, "not a host name");
       const h = (await view()).hosts.get(name);
       send(res, 200, { host: name, connected: h?.connected === true, in_sync: h?.inSync === true, detail: h ? h.lastError : `no Palisade driver has connected for host ${name}` });
@@ -150,7 +176,7 @@ export async function startMl2Endpoint(o: Ml2EndpointOptions): Promise<Ml2Endpoi
       if (req.method !== "POST") throw new HttpError(405, "POST only");
       const ports = portsOf(await readJson(req));
       const v = await view();
-      send(res, 200, { ports: ports.map((p) => portAnswer(v, p.id, p.host)) });
+      send(res, 200, { ports: ports.map((p) => portAnswer(v, p.id, p.host, p.revision, o.synced)) });
       return;
     }
     if (path === "/v1/changes") {

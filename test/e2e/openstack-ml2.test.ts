@@ -3,7 +3,8 @@
 // ML2 endpoint; the controller, a driver on a lab hypervisor, real packets.
 //
 //   - a port on a host without a Palisade driver does not bind
-//     (binding_failed), nor on any host while the adapter is down;
+//     (binding_failed), nor on any host while the adapter is down, nor an
+//     SR-IOV port; the network's own (DHCP) port binds without one;
 //   - a port on a host with a driver binds, and stays DOWN (its
 //     provisioning block held) until Palisade has programmed it; when
 //     Neutron says ACTIVE, its policy is already enforced;
@@ -89,11 +90,17 @@ describe("the Palisade ML2 mechanism driver in the real neutron-server", () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  it("a port on a host with no Palisade driver does not bind (binding_failed), as for a dead agent", async () => {
+  it("a port on a host with no Palisade driver does not bind (binding_failed), as for a dead agent; nor an SR-IOV port; a DHCP port binds without one", async () => {
     const p = await newPort("vm-nowhere", "198.18.1.30", "hv-without-palisade", [web.id]);
     const got = await portOf(p.id);
     expect(got["binding:vif_type"]).toBe("binding_failed");
     expect(got.status).toBe("DOWN");
+    // The network's own ports are no endpoints: a network node needs no Palisade driver.
+    const dhcp = await api.port({ network_id: net.id, device_id: "dhcp-1", device_owner: "network:dhcp", "binding:host_id": "hv-without-palisade" });
+    expect((await portOf(dhcp.id))["binding:vif_type"]).toBe("bridge");
+    // Not a tap Palisade polices (SR-IOV): not bound by Palisade, even on a host with a driver.
+    const sriov = await api.port({ network_id: net.id, device_id: "vm-sriov2", "binding:host_id": "hv1", "binding:vnic_type": "direct", security_groups: [web.id] });
+    expect((await portOf(sriov.id))["binding:vif_type"]).toBe("binding_failed");
   });
 
   it("a port binds on a host with a driver (bridge, port filter) and stays DOWN until its policy is enforced there; ACTIVE means enforced", async () => {

@@ -51,6 +51,14 @@ describe("portAnswer: programmed only when the policy is in force on that host",
     expect(portAnswer(view(), PORT, "hv2")).toMatchObject({ programmed: false, status: "DOWN", detail: expect.stringMatching(/no Palisade endpoint/) });
   });
 
+  it("with the port's Neutron revision: only once the adapter has synced that revision (a port rebound while the adapter is behind waits)", () => {
+    const synced = (n: number | undefined) => (id: string) => (id === PORT ? n : undefined);
+    expect(portAnswer(view(), PORT, "hv1", 7, synced(undefined))).toMatchObject({ programmed: false, detail: expect.stringMatching(/has not synced revision 7/) });
+    expect(portAnswer(view(), PORT, "hv1", 7, synced(6))).toMatchObject({ programmed: false, detail: expect.stringMatching(/\(has 6\)/) });
+    expect(portAnswer(view(), PORT, "hv1", 7, synced(7)).programmed).toBe(true);
+    expect(portAnswer(view(), PORT, "hv1", 7, synced(9)).programmed).toBe(true);
+  });
+
   it("an unknown port: DOWN, not programmed", () => {
     expect(portAnswer(view(), "ffffffff-0000-4000-8000-000000000000", "hv1").programmed).toBe(false);
   });
@@ -61,8 +69,8 @@ describe("the ML2 endpoint over HTTP", () => {
   afterEach(async () => { await server?.close(); server = undefined; });
   const logger = pino({ level: "silent" });
 
-  async function start(read: () => Promise<Ml2View> = async () => view(), nudges: unknown[] = []) {
-    server = await startMl2Endpoint({ listen: "127.0.0.1:0", read, nudge: (c) => nudges.push(c), logger, ttlMs: 1_000 });
+  async function start(read: () => Promise<Ml2View> = async () => view(), nudges: unknown[] = [], o: { ttlMs?: number; staleMs?: number } = {}) {
+    server = await startMl2Endpoint({ listen: "127.0.0.1:0", read, nudge: (c) => nudges.push(c), synced: () => 3, logger, ttlMs: o.ttlMs ?? 1_000, staleMs: o.staleMs });
     return `http://127.0.0.1:${server.port}`;
   }
   const post = (url: string, body: unknown) => fetch(url, { method: "POST", headers: { "content-type": "application/json" }, body: typeof body === "string" ? body : JSON.stringify(body) });
@@ -87,11 +95,44 @@ describe("the ML2 endpoint over HTTP", () => {
     ["a host with a space", { ports: [{ id: PORT, host: "hv 1" }] }, /ports\[0\]\.host/],
     ["too many ports", { ports: Array.from({ length: ML2_LIMITS.portsPerRequest + 1 }, () => ({ id: PORT, host: "hv1" })) }, /at most 1000/],
     ["not JSON", "{", /not JSON/],
+    ["a negative revision", { ports: [{ id: PORT, host: "hv1", revision: -1 }] }, /ports\[0\]\.revision/],
+    ["a revision that is a string", { ports: [{ id: PORT, host: "hv1", revision: "3" }] }, /ports\[0\]\.revision/],
   ])("refuses %s with 400 and the reason", async (_what, body, msg) => {
     const url = await start();
     const r = await post(`${url}/v1/ports/status`, body);
     expect(r.status).toBe(400);
     expect(((await r.json()) as { error: string }).error).toMatch(msg);
+  });
+
+  it("a port's revision is checked against what the adapter synced", async () => {
+    const url = await start();
+    const r = await post(`${url}/v1/ports/status`, { ports: [{ id: PORT, host: "hv1", revision: 3 }, { id: PORT, host: "hv1", revision: 4 }] });
+    expect(((await r.json()) as { ports: { programmed: boolean }[] }).ports.map((p) => p.programmed)).toEqual([true, false]);
+  });
+
+  it("a host name with a malformed escape is a 400, not a 503", async () => {
+    const url = await start();
+    expect((await fetch(`${url}/v1/hosts/%E0%A4%A`)).status).toBe(400);
+  });
+
+  it("while a refresh is slow, a view up to staleMs old answers at once; older, the request waits for the refresh", async () => {
+    let n = 0;
+    let release!: () => void;
+    const url = await start(async () => {
+      if (n++ === 0) return view();
+      await new Promise<void>((r) => { release = r; });
+      return view({ h: host({ connected: false }) });
+    }, [], { ttlMs: 50, staleMs: 400 });
+    expect(((await (await fetch(`${url}/v1/hosts/hv1`)).json()) as { connected: boolean }).connected).toBe(true);
+    await new Promise((r) => setTimeout(r, 100));
+    // Past the TTL: a refresh starts (and hangs); the cached view answers.
+    expect(((await (await fetch(`${url}/v1/hosts/hv1`)).json()) as { connected: boolean }).connected).toBe(true);
+    await new Promise((r) => setTimeout(r, 400));
+    // Past staleMs: the answer waits for the refresh.
+    const late = fetch(`${url}/v1/hosts/hv1`).then(async (r) => ((await r.json()) as { connected: boolean }).connected);
+    await new Promise((r) => setTimeout(r, 50));
+    release();
+    expect(await late).toBe(false);
   });
 
   it("refuses a body over the limit with 413", async () => {

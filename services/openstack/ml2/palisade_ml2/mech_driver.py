@@ -12,7 +12,9 @@
 #                    cannot go ACTIVE, nor Nova get network-vif-plugged,
 #                    before Palisade has programmed it.
 #   poller           every poll_interval, asks which blocked ports are
-#                    programmed on their host and completes their blocks.
+#                    programmed on their current host at their current
+#                    revision, and lifts their blocks (compare and remove in
+#                    one transaction: a port changed meanwhile waits).
 #                    The blocks live in Neutron's database: after a restart
 #                    the poller reads them back. No answer completes nothing.
 #   *_postcommit,    tell the adapter that a port, group, rule or address
@@ -89,18 +91,34 @@ def _vif():
     return portbindings.VIF_TYPE_BRIDGE, {portbindings.CAP_PORT_FILTER: True}
 
 
+def _l2_agent_type():
+    # The agent that wires the taps in the configured topology (none when
+    # routed): its own readiness still counts, as with its own driver.
+    return {"bridge": n_const.AGENT_TYPE_LINUXBRIDGE,
+            "ovs-hybrid": n_const.AGENT_TYPE_OVS}.get(
+                cfg.CONF.palisade.vif_type)
+
+
 def _instance_port(port):
     # Only instance ports become Palisade endpoints; a block on a DHCP or
     # router port would never be lifted.
     return (port.get("device_owner") or "").startswith("compute:")
 
 
+# Network types a Linux bridge / OVS-hybrid host plugs a VM into.
+_SEGMENT_TYPES = (n_const.TYPE_FLAT, n_const.TYPE_VLAN, n_const.TYPE_VXLAN)
+# A block added this recently may not be committed when the database is
+# read back: it is not dropped for being absent.
+_FRESH = 10.0
+
+
 class PalisadeMechanismDriver(api.MechanismDriver):
 
     def initialize(self):
         self._lock = threading.Lock()
-        # Blocked port id -> the host it is bound to (this process's view;
-        # the database holds the blocks themselves).
+        # Ports this process has seen blocked -> monotonic time it saw it
+        # (the database holds the blocks themselves, and each poll reads
+        # the port's binding host and revision from it).
         self._blocked = {}
         self._poller_pid = None
         self._notices = {}
@@ -133,6 +151,22 @@ class PalisadeMechanismDriver(api.MechanismDriver):
     # ------------------------------------------------------------- binding
 
     def bind_port(self, context):
+        port = context.current
+        if port.get(portbindings.VNIC_TYPE,
+                    portbindings.VNIC_NORMAL) != portbindings.VNIC_NORMAL:
+            return  # SR-IOV, macvtap, baremetal: not a tap Palisade polices
+        segments = [s for s in context.segments_to_bind
+                    if s[api.NETWORK_TYPE] in _SEGMENT_TYPES]
+        if not segments:
+            return
+        # The network's own ports (DHCP, routers) are no endpoints: they
+        # bind without a Palisade driver (a network node need not run one).
+        if _instance_port(port) and not self._host_connected(context):
+            return
+        vif_type, details = _vif()
+        context.set_binding(segments[0][api.ID], vif_type, details)
+
+    def _host_connected(self, context):
         host = context.host
         try:
             answer = self._call(
@@ -142,16 +176,13 @@ class PalisadeMechanismDriver(api.MechanismDriver):
                         "the adapter does not answer (%(err)s)",
                         {"port": context.current["id"], "host": host,
                          "err": e})
-            return
+            return False
         if answer.get("connected") is not True:
             LOG.warning("Palisade: not binding port %(port)s on %(host)s: "
                         "no Palisade driver connected for that host",
                         {"port": context.current["id"], "host": host})
-            return
-        vif_type, details = _vif()
-        for segment in context.segments_to_bind:
-            context.set_binding(segment[api.ID], vif_type, details)
-            return
+            return False
+        return True
 
     # ----------------------------------------------------------- readiness
 
@@ -166,22 +197,30 @@ class PalisadeMechanismDriver(api.MechanismDriver):
 
     def _block(self, context):
         port = context.current
-        if not context.host or not _instance_port(port):
+        if not _instance_port(port):
             return
-        if port.get("status") == n_const.PORT_STATUS_ACTIVE:
-            return
-        self._ensure_poller()
-        if context.vif_type == portbindings.VIF_TYPE_BINDING_FAILED:
-            # Never ACTIVE anyway; nothing to poll for until it binds again.
+        if not context.host or (context.vif_type ==
+                                portbindings.VIF_TYPE_BINDING_FAILED):
+            # Unbound, or its binding failed: it cannot go ACTIVE anyway,
+            # and there is nothing to ask about until it binds again.
             provisioning_blocks.remove_provisioning_component(
                 context._plugin_context, port["id"], resources.PORT, ENTITY)
             with self._lock:
                 self._blocked.pop(port["id"], None)
             return
+        if port.get("status") == n_const.PORT_STATUS_ACTIVE:
+            return
+        self._ensure_poller()
         provisioning_blocks.add_provisioning_component(
             context._plugin_context, port["id"], resources.PORT, ENTITY)
+        agent = _l2_agent_type()
+        if agent and context.host_agents(agent):
+            # As the agent's own driver would: the bridge wiring counts too.
+            provisioning_blocks.add_provisioning_component(
+                context._plugin_context, port["id"], resources.PORT,
+                provisioning_blocks.L2_AGENT_ENTITY)
         with self._lock:
-            self._blocked[port["id"]] = context.host
+            self._blocked[port["id"]] = time.monotonic()
 
     def delete_port_postcommit(self, context):
         with self._lock:
@@ -192,8 +231,8 @@ class PalisadeMechanismDriver(api.MechanismDriver):
         self._ensure_poller()
 
     def _ensure_poller(self):
-        # One poller per worker process (the plugin is loaded before
-        # neutron-server forks its workers).
+        # One poller per worker process that handles ports or starts up
+        # (the plugin is loaded before neutron-server forks its workers).
         with self._lock:
             if self._poller_pid == os.getpid():
                 return
@@ -207,62 +246,96 @@ class PalisadeMechanismDriver(api.MechanismDriver):
             ids = [b.standard_attr_id for b in
                    pb_obj.ProvisioningBlock.get_objects(ctx, entity=ENTITY)]
             if not ids:
-                return {}
+                return set()
             rows = (ctx.session.query(models_v2.Port.id).
                     filter(models_v2.Port.standard_attr_id.in_(ids)).all())
-        return {pid: ml2_db.get_port_binding_host(ctx, pid)
-                for (pid,) in rows}
+        return {pid for (pid,) in rows}
+
+    def _ports_now(self, ids, ctx=None):
+        """Port id -> (active binding host, revision_number), from the database."""
+        ctx = ctx or n_context.get_admin_context()
+        out = {}
+        with db_api.CONTEXT_READER.using(ctx):
+            for p in (ctx.session.query(models_v2.Port).
+                      filter(models_v2.Port.id.in_(ids)).all()):
+                hosts = [b.host for b in p.port_bindings
+                         if b.status == n_const.ACTIVE and b.host]
+                if hosts:
+                    out[p.id] = (hosts[0], p.revision_number)
+        return out
 
     def _poll_forever(self):
         pid = os.getpid()
         last_recovery = 0.0
+        adapter_down = False
         while self._poller_pid == pid:
             try:
                 # The database is the truth: read it back at start and now
-                # and then (blocks added by another worker, ports deleted).
+                # and then (blocks added by another worker, ports gone).
                 if time.monotonic() - last_recovery > 30:
-                    with self._lock:
-                        known = set(self._blocked)
+                    started = time.monotonic()
                     found = self._blocked_in_db()
                     with self._lock:
-                        # Entries added since the read began stay.
-                        for p in known - set(found):
-                            self._blocked.pop(p, None)
-                        for p, h in found.items():
-                            if h:
-                                self._blocked.setdefault(p, h)
-                    last_recovery = time.monotonic()
+                        for p, seen in list(self._blocked.items()):
+                            if p not in found and seen < started - _FRESH:
+                                del self._blocked[p]
+                        for p in found:
+                            self._blocked.setdefault(p, started)
+                    last_recovery = started
                 self._poll_once()
+                if adapter_down:
+                    LOG.info("Palisade: the adapter answers again")
+                adapter_down = False
             except AdapterUnavailable as e:
-                LOG.warning("Palisade: readiness poll failed, blocks stay: "
-                            "%s", e)
+                # Once per outage, not every poll_interval.
+                (LOG.debug if adapter_down else LOG.warning)(
+                    "Palisade: readiness poll failed, blocks stay: %s", e)
+                adapter_down = True
             except Exception:  # never let the poller die
                 LOG.exception("Palisade: readiness poll failed")
             time.sleep(cfg.CONF.palisade.poll_interval)
 
     def _poll_once(self):
         with self._lock:
-            items = list(self._blocked.items())
-        ctx = None
-        for i in range(0, len(items), BATCH):
-            batch = [{"id": p, "host": h} for p, h in items[i:i + BATCH]]
+            ids = list(self._blocked)
+        for i in range(0, len(ids), BATCH):
+            now = self._ports_now(ids[i:i + BATCH])
+            if not now:
+                continue
+            # The port as the database has it now: the adapter answers
+            # "programmed" only for this host, and only once it has synced
+            # this revision of the port (a rebinding or any change since
+            # makes it wait for that one).
+            batch = [{"id": p, "host": h, "revision": r}
+                     for p, (h, r) in now.items()]
             answer = self._call("POST", "/v1/ports/status", {"ports": batch})
             for row in answer.get("ports", []):
                 if row.get("programmed") is not True:
                     continue
-                with self._lock:
-                    # Rebound elsewhere meanwhile: that host's answer counts.
-                    if self._blocked.get(row.get("id")) != row.get("host"):
-                        continue
-                ctx = ctx or n_context.get_admin_context()
-                LOG.info("Palisade: port %(port)s is programmed on "
-                         "%(host)s; lifting its provisioning block",
-                         {"port": row["id"], "host": row["host"]})
-                provisioning_blocks.provisioning_complete(
-                    ctx, row["id"], resources.PORT, ENTITY)
-                with self._lock:
-                    if self._blocked.get(row["id"]) == row["host"]:
-                        del self._blocked[row["id"]]
+                asked = now.get(row.get("id"))
+                if asked is None or asked[0] != row.get("host"):
+                    continue
+                self._lift(row["id"], asked)
+
+    def _lift(self, port_id, asked):
+        ctx = n_context.get_admin_context()
+        with db_api.CONTEXT_WRITER.using(ctx):
+            # Compare and remove in one transaction: a change of the port
+            # since it was asked about (a rebinding adds no second block
+            # while this one exists) keeps the block.
+            if self._ports_now([port_id], ctx).get(port_id) != asked:
+                return
+            provisioning_blocks.remove_provisioning_component(
+                ctx, port_id, resources.PORT, ENTITY)
+        LOG.info("Palisade: port %(port)s is programmed on %(host)s; "
+                 "lifting its provisioning block",
+                 {"port": port_id, "host": asked[0]})
+        # Nothing of ours is left: this emits provisioning-complete when no
+        # other entity's block remains (Neutron then sets the port ACTIVE).
+        provisioning_blocks.provisioning_complete(
+            ctx, port_id, resources.PORT, ENTITY)
+        with self._lock:
+            self._blocked.pop(port_id, None)
 
     # ------------------------------------------------------ change notices
 
