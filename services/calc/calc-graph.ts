@@ -25,7 +25,7 @@ import { deepEqual } from "../util/deep-equal.js";
 import { endpointKeyString, hostAddress, type Endpoint, type IpVersion, type Profile } from "../model/index.js";
 import { ClassChainCache } from "./class-chains.js";
 import { DEFAULT_CALC_CONFIG, type CalcConfig } from "./calc-config.js";
-import { chainKey, sameRules, type HostUpdate } from "./desired-state.js";
+import { chainKey, sameRules, type ChainDef, type HostUpdate } from "./desired-state.js";
 import type { HostLayout, HostOutput } from "./host-layout.js";
 import { tagSet } from "./names.js";
 import { renderProfile, type RenderedProfile } from "./render-rules.js";
@@ -144,19 +144,26 @@ export class CalcGraph {
     const newR = renderProfile(p, this.cfg);
     this.profiles.set(p.id, p);
     this.rendered.set(p.id, newR);
+    // What changed is the same for every host using the profile: computed once.
+    let changed: ChainDef[] = [];
+    if (oldR) {
+      const before = new Map(oldR.chains.map((c) => [chainKey(c.family, c.name), c]));
+      changed = newR.chains.filter((c) => {
+        const o = before.get(chainKey(c.family, c.name));
+        return !o || !sameRules(o.rules, c.rules);
+      });
+    }
+    const setsIn = oldR ? [...newR.sets].filter(([name]) => !oldR.sets.has(name)) : [];
+    const setsOut = oldR ? [...oldR.sets.keys()].filter((name) => !newR.sets.has(name)) : [];
     for (const host of this.profileHosts.get(p.id) ?? []) {
       const hv = this.hosts.get(host)!;
       if (!oldR) {
         this.attachProfile(host, hv, newR);
         continue;
       }
-      const before = new Map(oldR.chains.map((c) => [chainKey(c.family, c.name), c]));
-      for (const c of newR.chains) {
-        const o = before.get(chainKey(c.family, c.name));
-        if (!o || !sameRules(o.rules, c.rules)) this.emit(host, hv, { type: "chain-update", chain: c });
-      }
-      for (const [name, s] of newR.sets) if (!oldR.sets.has(name)) this.incSetRef(host, hv, name, s.family);
-      for (const [name] of oldR.sets) if (!newR.sets.has(name)) this.decSetRef(host, hv, name);
+      for (const c of changed) this.emit(host, hv, { type: "chain-update", chain: c });
+      for (const [name, s] of setsIn) this.incSetRef(host, hv, name, s.family);
+      for (const name of setsOut) this.decSetRef(host, hv, name);
     }
     if (!old) this.rerenderUsers(p.id);
     if (!old || !deepEqual(old.tags, p.tags)) this.recomputeUsersContrib(p.id);
