@@ -30,6 +30,8 @@ import { isOwned } from "./reconcile.js";
 import { createAdapterMetrics } from "./metrics.js";
 import { createWatcher, type ChangeFeed } from "./watch.js";
 import { startMl2Endpoint, type Ml2View } from "./ml2-endpoint.js";
+import { createLiveView } from "./ml2-view.js";
+import { createPortTransitions } from "./port-transitions.js";
 import { startMetricsServer } from "../runtime/metrics-server.js";
 
 const program = controllerProgram("palisade-openstack", "OpenStack adapter: Neutron security groups and ports onto Palisade profiles and endpoints", {
@@ -166,9 +168,10 @@ program.command("watch")
   .option("--allow-mass-delete", "apply endpoint deletions even when most of the adapter's endpoints would go (otherwise held back)")
   .option("--metrics-listen <host:port>", "Prometheus metrics / health HTTP address (env PALISADE_METRICS_LISTEN)", envDefault("PALISADE_METRICS_LISTEN"))
   .option("--ml2-listen <host:port>", "HTTP address the Palisade ML2 mechanism driver in neutron-server polls: host liveness, port readiness, change notices (env PALISADE_OPENSTACK_ML2_LISTEN; no authentication: keep it on loopback)", envDefault("PALISADE_OPENSTACK_ML2_LISTEN"))
+  .option("--ml2-down-after <seconds>", "a port ACTIVE in Neutron is set DOWN/ERROR once Palisade has reported it so for this long (damps restarts; env PALISADE_OPENSTACK_ML2_DOWN_AFTER)", envDefault("PALISADE_OPENSTACK_ML2_DOWN_AFTER", "10"))
   .option("--log-level <level>", "trace, debug, info, warn, error (env PALISADE_LOG_LEVEL)", envDefault("PALISADE_LOG_LEVEL", "info"))
   .action(async (o: {
-    ml2Listen?: string;
+    ml2Listen?: string; ml2DownAfter: string;
     neutronUrl: string; interval: string; resyncInterval?: string; deletionCheckInterval?: string; changeFeed: "auto" | ChangeFeed; once?: boolean; logLevel: string; strict?: boolean; allowMassDelete?: boolean; metricsListen?: string;
     osToken?: string; osAuthUrl?: string; osUsername?: string; osPassword?: string; osProjectName?: string; osUserDomainName?: string; osProjectDomainName?: string;
   }) => {
@@ -181,6 +184,8 @@ program.command("watch")
     if (!Number.isFinite(deletionCheck) || deletionCheck < interval || deletionCheck > resync) throw new UsageError("--deletion-check-interval must be between --interval and --resync-interval");
     if (!/^https?:\/\/[^\s]+$/.test(o.neutronUrl)) throw new UsageError(`--neutron-url: expected http(s)://HOST:PORT, got '${o.neutronUrl}'`);
     if (o.ml2Listen !== undefined && !/^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}$/.test(o.ml2Listen)) throw new UsageError(`--ml2-listen: expected HOST:PORT, got '${o.ml2Listen}'`);
+    const ml2DownAfter = Number(o.ml2DownAfter);
+    if (!Number.isFinite(ml2DownAfter) || ml2DownAfter < 0 || ml2DownAfter > 3_600) throw new UsageError("--ml2-down-after must be 0-3600 seconds");
     let auth;
     try {
       auth = authFromEnv(process.env, {
@@ -215,8 +220,24 @@ program.command("watch")
     // Port id -> its Neutron revision_number as of the last successful sync:
     // a port is reported programmed only once that revision is synced.
     let syncedRevisions = new Map<string, number>();
+    let syncGeneration = 0;
+    // Port status after ACTIVE: a live view (status stream + the adapter's
+    // endpoints) feeds the transitions the ML2 driver writes into Neutron.
+    const transitions = o.ml2Listen ? createPortTransitions({ holdMs: ml2DownAfter * 1000 }) : undefined;
+    const live = transitions ? createLiveView({ clients: c, logger, signal: abort.signal, onChange: (v, ports) => transitions.touch(v, ports) }) : undefined;
+    const ticker = transitions ? setInterval(() => transitions.tick(), 500) : undefined;
+    ticker?.unref();
+    abort.signal.addEventListener("abort", () => clearInterval(ticker), { once: true });
+    const refreshLive = () => live?.refreshEndpoints().catch((e: Error) => logger.warn({ err: e.message }, "ML2 view: cannot list endpoints; retried after the next sync"));
+    void refreshLive();
+    const relister = live ? setInterval(() => void refreshLive(), 60_000) : undefined;
+    relister?.unref();
+    abort.signal.addEventListener("abort", () => clearInterval(relister), { once: true });
     const ml2 = o.ml2Listen
-      ? await startMl2Endpoint({ listen: o.ml2Listen, read: () => readMl2View(c), nudge, synced: (id) => syncedRevisions.get(id), logger })
+      ? await startMl2Endpoint({
+        listen: o.ml2Listen, nudge, synced: (id) => syncedRevisions.get(id), generation: () => syncGeneration, transitions, logger,
+        read: async () => live?.current() ?? readMl2View(c),
+      })
       : undefined;
     if (ml2 && !/^(127\.|\[::1\]|localhost:)/.test(o.ml2Listen!)) logger.warn({ listen: o.ml2Listen }, "--ml2-listen is not a loopback address: it has no authentication");
     const stop = (signal: string) => { logger.info({ signal }, "stopping"); abort.abort(); };
@@ -267,7 +288,19 @@ program.command("watch")
         }
         lastWarnings = w;
         const r = await syncOnce(c.policy, result, { allowMassDelete: o.allowMassDelete });
-        if (ml2) syncedRevisions = new Map(input.ports.map((p) => [p.id, p.revision_number ?? 0]));
+        if (ml2) {
+          // The ML2 endpoint may call these revisions synced only once its
+          // view shows what this sync wrote: the live view lists the
+          // endpoints again first, and older cached views are dropped.
+          const fresh = !live || r.transactions === 0 || await live.refreshEndpoints().then(() => true, (e: Error) => {
+            logger.warn({ err: e.message }, "ML2 view: cannot list endpoints after a sync; ports wait for the next one");
+            return false;
+          });
+          if (fresh) {
+            syncedRevisions = new Map(input.ports.map((p) => [p.id, p.revision_number ?? 0]));
+            syncGeneration++;
+          }
+        }
         logger[r.transactions ? "info" : "debug"]({ created: r.created, updated: r.updated, deleted: r.deleted, unchanged: r.unchanged, skipped: r.skipped, revision: r.revision }, summary(r));
         metrics.heldDeletions.set(r.heldBack.length);
         metrics.syncs.inc({ result: "ok" });

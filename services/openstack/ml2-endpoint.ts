@@ -10,6 +10,9 @@
 //                              (the provisioning block is lifted only then)
 //   POST /v1/changes           {"resource","id"}: Neutron committed a change;
 //                              the watch polls now instead of at its interval
+//   GET  /v1/ports/transitions?epoch=E&after=N
+//                              port status changes since N (port-transitions.ts):
+//                              DOWN / ERROR after a port was ACTIVE, and back
 //
 // No translation happens here and nothing is written: answers come from
 // Palisade's status and endpoint listing (one cached view, refreshed at most
@@ -25,6 +28,7 @@ import type { Logger } from "pino";
 import type { EndpointStatus, HostStatus } from "../contract/status.js";
 import { endpointKeyString, type Endpoint } from "../model/index.js";
 import { portStatus, type NeutronPortStatus } from "./port-status.js";
+import type { PortTransitions } from "./port-transitions.js";
 
 /** What the answers are computed from: a point-in-time view of Palisade. */
 export interface Ml2View {
@@ -125,6 +129,14 @@ export interface Ml2EndpointOptions {
   nudge: (change: { resource: string; id: string }) => void;
   /** Which revision of each port the adapter has synced (the watch's). */
   synced?: SyncedRevisions;
+  /** The port status feed (none: 404). */
+  transitions?: PortTransitions;
+  /**
+   * Bumped by the watch after each sync that moves `synced` on: a view read
+   * before it is never used again (it could show a port's endpoint as it was
+   * before the revision now called synced).
+   */
+  generation?: () => number;
   logger: Logger;
   /** A view younger than this is reused (default 250 ms). */
   ttlMs?: number;
@@ -140,20 +152,25 @@ export interface Ml2Endpoint {
 export async function startMl2Endpoint(o: Ml2EndpointOptions): Promise<Ml2Endpoint> {
   const ttlMs = o.ttlMs ?? 250;
   const staleMs = Math.max(ttlMs, o.staleMs ?? 2_000);
-  let cached: { at: number; view: Ml2View } | undefined;
-  let inFlight: Promise<Ml2View> | undefined;
+  let cached: { at: number; gen: number; view: Ml2View } | undefined;
+  let inFlight: { gen: number; p: Promise<Ml2View> } | undefined;
   const view = (): Promise<Ml2View> => {
-    const age = cached ? Date.now() - cached.at : Infinity;
+    const gen = o.generation?.() ?? 0;
+    const age = cached && cached.gen === gen ? Date.now() - cached.at : Infinity;
     if (cached && age < ttlMs) return Promise.resolve(cached.view);
-    if (!inFlight) {
+    if (!inFlight || inFlight.gen !== gen) {
       const started = Date.now();
-      const p = o.read().then((v) => { cached = { at: started, view: v }; return v; });
-      inFlight = p.finally(() => { inFlight = undefined; });
+      const mine = {
+        gen,
+        p: o.read().then((v) => { if (!cached || cached.at <= started) cached = { at: started, gen, view: v }; return v; })
+          .finally(() => { if (inFlight === mine) inFlight = undefined; }),
+      };
       // Answered from the cache below: a failure must not go unhandled.
-      inFlight.catch(() => {});
+      mine.p.catch(() => {});
+      inFlight = mine;
     }
     if (cached && age < staleMs) return Promise.resolve(cached.view);
-    return inFlight;
+    return inFlight.p;
   };
 
   const send = (res: ServerResponse, code: number, body: unknown) => {
@@ -186,6 +203,17 @@ export async function startMl2Endpoint(o: Ml2EndpointOptions): Promise<Ml2Endpoi
       if (typeof b.id !== "string" || !PORT_ID_RE.test(b.id)) throw new HttpError(400, "id: not a Neutron id");
       o.nudge({ resource: b.resource, id: b.id });
       send(res, 202, { accepted: true });
+      return;
+    }
+    if (path === "/v1/ports/transitions") {
+      if (req.method !== "GET") throw new HttpError(405, "GET only");
+      if (!o.transitions) throw new HttpError(404, "no port status feed");
+      const q = new URL(req.url ?? "/", "http://x").searchParams;
+      const after = Number(q.get("after") ?? "0");
+      if (!Number.isSafeInteger(after) || after < 0) throw new HttpError(400, "after: not a sequence number");
+      const epoch = q.get("epoch") ?? undefined;
+      if (epoch !== undefined && !/^[0-9a-f-]{1,64}$/.test(epoch)) throw new HttpError(400, "epoch: not an epoch");
+      send(res, 200, o.transitions.since(epoch, after));
       return;
     }
     if (path === "/healthz" && req.method === "GET") {

@@ -13,7 +13,8 @@
 // through the REST API: the Palisade ML2 driver lifts a port's provisioning
 // block (Neutron then sets it ACTIVE) when this mapping says ACTIVE and the
 // host has applied the endpoint's revision (ml2-endpoint.ts, DESIGN §11.11);
-// DOWN/ERROR after that are reported here, not written back yet.
+// DOWN/ERROR after that are written back through the port status feed
+// (port-transitions.ts).
 import { EndpointState, type EndpointStatus, type HostStatus } from "../contract/status.js";
 import { endpointKeyString, type Endpoint } from "../model/index.js";
 

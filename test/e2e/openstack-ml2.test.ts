@@ -9,6 +9,8 @@
 //     provisioning block held) until Palisade has programmed it; when
 //     Neutron says ACTIVE, its policy is already enforced;
 //   - a block held while the adapter is down is lifted once it is back;
+//   - after ACTIVE, a host whose driver is gone makes its ports DOWN in
+//     Neutron (after the adapter's hold), ACTIVE again when it is back;
 //   - a rule change reaches the host in seconds although the adapter's own
 //     poll interval is 10 minutes: Neutron's change notice made it poll.
 import { execa, type ResultPromise } from "execa";
@@ -35,11 +37,15 @@ let ml2Listen = "";
 let net: { id: string; subnets: string[] };
 let web: Json;
 let client: Json;
+let driver: ReturnType<Lab["spawnIn"]>;
+const startDriver = (log: string) => {
+  driver = lab.spawnIn(lab.hypervisors.get("hv1")!.ns, process.execPath, [BIN.driver, "--insecure", "--controller", addr, "--hostname", "hv1"], { logFile: join(dir, log) });
+};
 
 /** palisade-openstack watch with the ML2 endpoint; its own poll is every 10 minutes, so only a change notice makes it poll sooner. */
 function startWatch(log: string): ResultPromise {
   return execa(process.execPath, [BIN.openstack, "--insecure", "--controller", addr, "watch", "--neutron-url", neutron.url,
-    "--interval", "600", "--resync-interval", "600", "--deletion-check-interval", "600", "--ml2-listen", ml2Listen], {
+    "--interval", "600", "--resync-interval", "600", "--deletion-check-interval", "600", "--ml2-listen", ml2Listen, "--ml2-down-after", "1"], {
     reject: false, env: { OS_TOKEN: "noauth" }, stdout: { file: join(dir, log) }, stderr: { file: join(dir, log) },
   });
 }
@@ -66,7 +72,7 @@ describe("the Palisade ML2 mechanism driver in the real neutron-server", () => {
 
     controller = startControllerProcess({ etcd: inject("etcdUrl"), listen: `127.0.0.1:0,${addr}`, prefix: `/${prefix}ml2`, logFile: join(dir, "controller.log") });
     await eventually(async () => (await palisadectl(addr, ["status"])).code === 0, { what: "controller up" });
-    lab.spawnIn(lab.hypervisors.get("hv1")!.ns, process.execPath, [BIN.driver, "--insecure", "--controller", addr, "--hostname", "hv1"], { logFile: join(dir, "driver-hv1.log") });
+    startDriver("driver-hv1.log");
     await eventually(async () => {
       const s = await palisadectl(addr, ["status", "-o", "json"]);
       return s.code === 0 && JSON.parse(s.stdout).hosts.some((h: { hostname: string; in_sync: boolean }) => h.hostname === "hv1" && h.in_sync);
@@ -151,5 +157,15 @@ describe("the Palisade ML2 mechanism driver in the real neutron-server", () => {
     expect((await portOf(held.id)).status).toBe("DOWN");
     watch = startWatch("watch-2.log");
     await eventually(async () => (await portOf(held.id)).status === "ACTIVE", { what: "the held port ACTIVE", timeoutMs: 30_000, intervalMs: 100 });
+  }, 90_000);
+
+  it("after ACTIVE, Palisade's status follows into Neutron: the host's driver gone, the port goes DOWN (after the adapter's hold); back, ACTIVE", async () => {
+    const web1 = (await api.listAll("ports", "?device_id=vm-web")).ports[0] as Json;
+    expect(web1.status).toBe("ACTIVE");
+    driver.kill("SIGTERM");
+    await driver;
+    await eventually(async () => (await portOf(web1.id)).status === "DOWN", { what: "the port DOWN in Neutron", timeoutMs: 30_000, intervalMs: 100 });
+    startDriver("driver-hv1-2.log");
+    await eventually(async () => (await portOf(web1.id)).status === "ACTIVE", { what: "the port ACTIVE again", timeoutMs: 30_000, intervalMs: 100 });
   }, 90_000);
 });

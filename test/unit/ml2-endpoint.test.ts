@@ -135,6 +135,21 @@ describe("the ML2 endpoint over HTTP", () => {
     expect(await late).toBe(false);
   });
 
+  it("a view read before the watch's last sync is never used again (it could show an endpoint older than the revision now synced)", async () => {
+    let gen = 0, reads = 0;
+    server = await startMl2Endpoint({
+      listen: "127.0.0.1:0", nudge: () => {}, logger, ttlMs: 60_000, staleMs: 60_000, generation: () => gen,
+      read: async () => { reads++; return view({ h: host({ connected: reads > 1 }) }); },
+    });
+    const url = `http://127.0.0.1:${server.port}`;
+    const connected = async () => ((await (await fetch(`${url}/v1/hosts/hv1`)).json()) as { connected: boolean }).connected;
+    expect(await connected()).toBe(false);
+    expect(await connected()).toBe(false); // cached
+    gen++;
+    expect(await connected()).toBe(true);
+    expect(reads).toBe(2);
+  });
+
   it("refuses a body over the limit with 413", async () => {
     const url = await start();
     const r = await post(`${url}/v1/ports/status`, `{"ports":[],"pad":"${"x".repeat(ML2_LIMITS.bodyBytes)}"}`);

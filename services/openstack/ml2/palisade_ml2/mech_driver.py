@@ -17,6 +17,9 @@
 #                    one transaction: a port changed meanwhile waits).
 #                    The blocks live in Neutron's database: after a restart
 #                    the poller reads them back. No answer completes nothing.
+#   status feed      after ACTIVE, Palisade's DOWN / ERROR (held for the
+#                    adapter's --ml2-down-after) and ACTIVE again become the
+#                    port's status in Neutron.
 #   *_postcommit,    tell the adapter that a port, group, rule or address
 #   registry         group changed, so it polls Neutron now (the adapter's
 #                    own watch stays the safety net: a lost notice only
@@ -39,6 +42,7 @@ from neutron_lib.callbacks import resources
 from neutron_lib import constants as n_const
 from neutron_lib import context as n_context
 from neutron_lib.db import api as db_api
+from neutron_lib.plugins import directory
 from neutron_lib.plugins.ml2 import api
 from oslo_config import cfg
 from oslo_log import log as logging
@@ -121,6 +125,9 @@ class PalisadeMechanismDriver(api.MechanismDriver):
         # the port's binding host and revision from it).
         self._blocked = {}
         self._poller_pid = None
+        # Where this process reads the adapter's port status feed from.
+        self._epoch = None
+        self._seq = 0
         self._notices = {}
         self._notifier_running = False
         registry.subscribe(self._process_started, resources.PROCESS,
@@ -283,6 +290,7 @@ class PalisadeMechanismDriver(api.MechanismDriver):
                             self._blocked.setdefault(p, started)
                     last_recovery = started
                 self._poll_once()
+                self._poll_transitions()
                 if adapter_down:
                     LOG.info("Palisade: the adapter answers again")
                 adapter_down = False
@@ -316,6 +324,48 @@ class PalisadeMechanismDriver(api.MechanismDriver):
                 if asked is None or asked[0] != row.get("host"):
                     continue
                 self._lift(row["id"], asked)
+
+    def _poll_transitions(self):
+        # Port status after ACTIVE: DOWN / ERROR once Palisade has said so
+        # for the adapter's hold time, ACTIVE again when it is back.
+        query = "?after=%d" % self._seq
+        if self._epoch:
+            query += "&epoch=" + urllib.parse.quote(self._epoch)
+        page = self._call("GET", "/v1/ports/transitions" + query)
+        if page.get("reset"):
+            if self._epoch is not None:
+                LOG.warning("Palisade: port status changes were missed (the "
+                            "adapter restarted, or this worker fell "
+                            "behind); reading on from now")
+            self._epoch = page.get("epoch")
+            self._seq = int(page.get("seq", 0))
+            return
+        for t in page.get("transitions", []):
+            self._apply_transition(t)
+        self._seq = int(page.get("seq", self._seq))
+
+    def _apply_transition(self, t):
+        status = t.get("status")
+        if status not in (n_const.PORT_STATUS_ACTIVE, n_const.PORT_STATUS_DOWN,
+                          n_const.PORT_STATUS_ERROR):
+            return
+        ctx = n_context.get_admin_context()
+        port_id, host = t.get("id"), t.get("host")
+        bound = self._ports_now([port_id], ctx).get(port_id)
+        if not bound or bound[0] != host:
+            return  # gone, or bound elsewhere now: that binding's own state counts
+        if provisioning_blocks.is_object_blocked(ctx, port_id, resources.PORT):
+            return  # not ACTIVE yet: its blocks decide
+        port = ml2_db.get_port(ctx, port_id)
+        if not port or port.status == status:
+            return
+        if status == n_const.PORT_STATUS_ACTIVE and not port.admin_state_up:
+            return
+        LOG.info("Palisade: port %(port)s on %(host)s is %(status)s "
+                 "(%(detail)s)", {"port": port_id, "host": host,
+                                  "status": status,
+                                  "detail": t.get("detail") or "-"})
+        directory.get_plugin().update_port_status(ctx, port_id, status, host)
 
     def _lift(self, port_id, asked):
         ctx = n_context.get_admin_context()

@@ -1,0 +1,122 @@
+// Palisade as the ML2 endpoint sees it, kept live (DESIGN §11.11): host and
+// endpoint status from the controller's status stream (WatchStatus: a
+// snapshot, then changes), the adapter's endpoints from a listing taken at
+// start, after every sync that wrote, and every minute. Each change names
+// the ports it touches, so the port status feed (port-transitions.ts)
+// recomputes those alone. While the stream is down the view is unavailable
+// and the endpoint falls back to reading Palisade per request.
+import type * as grpc from "@grpc/grpc-js";
+import type { Logger } from "pino";
+import { call } from "../contract/clients.js";
+import { endpointFromPb } from "../contract/model-wire.js";
+import type { EndpointStatus, HostStatus, WatchStatusResponse } from "../contract/status.js";
+import type { cliClients } from "../runtime/cli-clients.js";
+import { createBackoff, sleep } from "../util/backoff.js";
+import type { Ml2View } from "./ml2-endpoint.js";
+import { isOwned } from "./reconcile.js";
+import { ORCHESTRATOR } from "./translate.js";
+
+type Clients = ReturnType<typeof cliClients>;
+type Port = { id: string; host: string };
+type Entry = { endpoint: ReturnType<typeof endpointFromPb>; revision: number }[];
+
+/** host/orchestrator/workload/id -> the Neutron port it is, when it is the adapter's. */
+function portOfKey(key: string): Port | undefined {
+  const p = key.split("/");
+  return p.length === 4 && p[1] === ORCHESTRATOR ? { id: p[3]!, host: p[0]! } : undefined;
+}
+
+export function createLiveView(o: { clients: Clients; logger: Logger; signal: AbortSignal; onChange: (view: Ml2View, ports: Port[]) => void }) {
+  const hosts = new Map<string, HostStatus>();
+  const statuses = new Map<string, EndpointStatus>();
+  let endpointsByPort = new Map<string, Entry>();
+  /** Host -> the adapter's ports on it. */
+  let portsByHost = new Map<string, Set<string>>();
+  let streaming = false;
+  let listed = false;
+
+  const view = (): Ml2View => ({ hosts, statuses, endpointsByPort });
+  const portsOnHost = (h: string): Port[] => [...(portsByHost.get(h) ?? [])].map((id) => ({ id, host: h }));
+
+  function onMessage(m: WatchStatusResponse): void {
+    const touched: Port[] = [];
+    if (m.snapshot) {
+      for (const h of hosts.keys()) touched.push(...portsOnHost(h));
+      hosts.clear();
+      statuses.clear();
+    }
+    for (const h of m.hosts) { hosts.set(h.hostname, h); touched.push(...portsOnHost(h.hostname)); }
+    for (const h of m.removedHosts) { hosts.delete(h); touched.push(...portsOnHost(h)); }
+    for (const e of m.endpoints) {
+      statuses.set(e.endpointKey, e);
+      const p = portOfKey(e.endpointKey);
+      if (p) touched.push(p);
+    }
+    for (const k of m.removedEndpoints) {
+      statuses.delete(k);
+      const p = portOfKey(k);
+      if (p) touched.push(p);
+    }
+    if (m.snapshot) for (const h of hosts.keys()) touched.push(...portsOnHost(h));
+    if (listed) o.onChange(view(), touched);
+  }
+
+  async function stream(): Promise<void> {
+    const backoff = createBackoff({ initialMs: 500, maxMs: 10_000 });
+    while (!o.signal.aborted) {
+      await new Promise<void>((resolve) => {
+        const s = o.clients.status.watchStatus({});
+        const stop = () => s.cancel();
+        o.signal.addEventListener("abort", stop, { once: true });
+        s.on("data", (m: WatchStatusResponse) => {
+          if (m.snapshot) { streaming = true; backoff.reset(); }
+          onMessage(m);
+        });
+        const end = (why: string) => {
+          o.signal.removeEventListener("abort", stop);
+          if (streaming && !o.signal.aborted) o.logger.warn({ why }, "ML2 view: the status stream ended; reconnecting (answers are read per request meanwhile)");
+          streaming = false;
+          resolve();
+        };
+        s.on("error", (e: grpc.ServiceError) => end(e.message));
+        s.on("end", () => end("ended by the controller"));
+      });
+      await sleep(backoff.next(), o.signal);
+    }
+  }
+
+  /** Lists the adapter's endpoints again; the ports whose endpoint came, went or was rewritten are touched. */
+  async function refreshEndpoints(): Promise<void> {
+    const eps = await call(o.clients.policy, o.clients.policy.listEndpoints, { host: "" }, 30_000);
+    const next = new Map<string, Entry>();
+    const byHost = new Map<string, Set<string>>();
+    for (const pb of eps.endpoints) {
+      const endpoint = endpointFromPb(pb);
+      if (endpoint.orchestrator !== ORCHESTRATOR || !isOwned({ kind: "Endpoint", endpoint })) continue;
+      const list = next.get(endpoint.id) ?? [];
+      list.push({ endpoint, revision: Number(pb.revision) });
+      next.set(endpoint.id, list);
+      let s = byHost.get(endpoint.host);
+      if (!s) byHost.set(endpoint.host, (s = new Set()));
+      s.add(endpoint.id);
+    }
+    const sig = (l: Entry | undefined) => JSON.stringify((l ?? []).map((x) => [x.endpoint.host, x.revision]).sort());
+    const touched: Port[] = [];
+    for (const id of new Set([...endpointsByPort.keys(), ...next.keys()])) {
+      const before = endpointsByPort.get(id), after = next.get(id);
+      if (sig(before) === sig(after)) continue;
+      for (const h of new Set([...(before ?? []), ...(after ?? [])].map((x) => x.endpoint.host))) touched.push({ id, host: h });
+    }
+    endpointsByPort = next;
+    portsByHost = byHost;
+    listed = true;
+    o.onChange(view(), touched);
+  }
+
+  void stream();
+  return {
+    /** The live view, while the status stream runs and the endpoints have been listed. */
+    current: (): Ml2View | undefined => (streaming && listed ? view() : undefined),
+    refreshEndpoints,
+  };
+}
