@@ -220,23 +220,31 @@ program.command("watch")
     // Port id -> its Neutron revision_number as of the last successful sync:
     // a port is reported programmed only once that revision is synced.
     let syncedRevisions = new Map<string, number>();
-    let syncGeneration = 0;
     // Port status after ACTIVE: a live view (status stream + the adapter's
     // endpoints) feeds the transitions the ML2 driver writes into Neutron.
+    // Readiness (bind, lift a block) is not answered from it: those read
+    // Palisade per request, paired with the synced revisions of that moment.
     const transitions = o.ml2Listen ? createPortTransitions({ holdMs: ml2DownAfter * 1000 }) : undefined;
-    const live = transitions ? createLiveView({ clients: c, logger, signal: abort.signal, onChange: (v, ports) => transitions.touch(v, ports) }) : undefined;
+    const live = transitions
+      ? createLiveView({
+        clients: c, logger, signal: abort.signal,
+        onChange: (v, ports) => transitions.touch(v, ports),
+        onLive: (up) => (up ? transitions.thaw() : transitions.freeze()),
+      })
+      : undefined;
     const ticker = transitions ? setInterval(() => transitions.tick(), 500) : undefined;
     ticker?.unref();
     abort.signal.addEventListener("abort", () => clearInterval(ticker), { once: true });
-    const refreshLive = () => live?.refreshEndpoints().catch((e: Error) => logger.warn({ err: e.message }, "ML2 view: cannot list endpoints; retried after the next sync"));
+    const refreshLive = () => live?.refreshEndpoints().catch((e: Error) => logger.warn({ err: e.message }, "ML2 view: cannot list endpoints; retried within a minute"));
     void refreshLive();
     const relister = live ? setInterval(() => void refreshLive(), 60_000) : undefined;
     relister?.unref();
     abort.signal.addEventListener("abort", () => clearInterval(relister), { once: true });
     const ml2 = o.ml2Listen
       ? await startMl2Endpoint({
-        listen: o.ml2Listen, nudge, synced: (id) => syncedRevisions.get(id), generation: () => syncGeneration, transitions, logger,
-        read: async () => live?.current() ?? readMl2View(c),
+        listen: o.ml2Listen, nudge, transitions, logger,
+        synced: () => { const m = syncedRevisions; return (id) => m.get(id); },
+        read: () => readMl2View(c),
       })
       : undefined;
     if (ml2 && !/^(127\.|\[::1\]|localhost:)/.test(o.ml2Listen!)) logger.warn({ listen: o.ml2Listen }, "--ml2-listen is not a loopback address: it has no authentication");
@@ -289,17 +297,10 @@ program.command("watch")
         lastWarnings = w;
         const r = await syncOnce(c.policy, result, { allowMassDelete: o.allowMassDelete });
         if (ml2) {
-          // The ML2 endpoint may call these revisions synced only once its
-          // view shows what this sync wrote: the live view lists the
-          // endpoints again first, and older cached views are dropped.
-          const fresh = !live || r.transactions === 0 || await live.refreshEndpoints().then(() => true, (e: Error) => {
-            logger.warn({ err: e.message }, "ML2 view: cannot list endpoints after a sync; ports wait for the next one");
-            return false;
-          });
-          if (fresh) {
-            syncedRevisions = new Map(input.ports.map((p) => [p.id, p.revision_number ?? 0]));
-            syncGeneration++;
-          }
+          // Swapped, never changed in place: the ML2 endpoint pairs a view
+          // with the map of the moment its read started (ml2-endpoint.ts).
+          syncedRevisions = new Map(input.ports.map((p) => [p.id, p.revision_number ?? 0]));
+          if (r.transactions > 0) void refreshLive();
         }
         logger[r.transactions ? "info" : "debug"]({ created: r.created, updated: r.updated, deleted: r.deleted, unchanged: r.unchanged, skipped: r.skipped, revision: r.revision }, summary(r));
         metrics.heldDeletions.set(r.heldBack.length);

@@ -127,16 +127,16 @@ export interface Ml2EndpointOptions {
   read: () => Promise<Ml2View>;
   /** Neutron committed a change: poll it now. */
   nudge: (change: { resource: string; id: string }) => void;
-  /** Which revision of each port the adapter has synced (the watch's). */
-  synced?: SyncedRevisions;
+  /**
+   * Which revision of each port the adapter has synced, as of now (the
+   * watch swaps its map after each sync). Taken when a read of Palisade
+   * starts and kept with that view: a view read after the snapshot shows
+   * everything the syncs it counts wrote, so the pair never calls an older
+   * endpoint current.
+   */
+  synced?: () => SyncedRevisions;
   /** The port status feed (none: 404). */
   transitions?: PortTransitions;
-  /**
-   * Bumped by the watch after each sync that moves `synced` on: a view read
-   * before it is never used again (it could show a port's endpoint as it was
-   * before the revision now called synced).
-   */
-  generation?: () => number;
   logger: Logger;
   /** A view younger than this is reused (default 250 ms). */
   ttlMs?: number;
@@ -152,25 +152,22 @@ export interface Ml2Endpoint {
 export async function startMl2Endpoint(o: Ml2EndpointOptions): Promise<Ml2Endpoint> {
   const ttlMs = o.ttlMs ?? 250;
   const staleMs = Math.max(ttlMs, o.staleMs ?? 2_000);
-  let cached: { at: number; gen: number; view: Ml2View } | undefined;
-  let inFlight: { gen: number; p: Promise<Ml2View> } | undefined;
-  const view = (): Promise<Ml2View> => {
-    const gen = o.generation?.() ?? 0;
-    const age = cached && cached.gen === gen ? Date.now() - cached.at : Infinity;
-    if (cached && age < ttlMs) return Promise.resolve(cached.view);
-    if (!inFlight || inFlight.gen !== gen) {
+  type Read = { view: Ml2View; synced?: SyncedRevisions };
+  let cached: { at: number; read: Read } | undefined;
+  let inFlight: Promise<Read> | undefined;
+  const view = (): Promise<Read> => {
+    const age = cached ? Date.now() - cached.at : Infinity;
+    if (cached && age < ttlMs) return Promise.resolve(cached.read);
+    if (!inFlight) {
       const started = Date.now();
-      const mine = {
-        gen,
-        p: o.read().then((v) => { if (!cached || cached.at <= started) cached = { at: started, gen, view: v }; return v; })
-          .finally(() => { if (inFlight === mine) inFlight = undefined; }),
-      };
+      const synced = o.synced?.();
+      const p = o.read().then((v) => { const r = { view: v, synced }; cached = { at: started, read: r }; return r; });
+      inFlight = p.finally(() => { inFlight = undefined; });
       // Answered from the cache below: a failure must not go unhandled.
-      mine.p.catch(() => {});
-      inFlight = mine;
+      inFlight.catch(() => {});
     }
-    if (cached && age < staleMs) return Promise.resolve(cached.view);
-    return inFlight.p;
+    if (cached && age < staleMs) return Promise.resolve(cached.read);
+    return inFlight;
   };
 
   const send = (res: ServerResponse, code: number, body: unknown) => {
@@ -185,15 +182,15 @@ export async function startMl2Endpoint(o: Ml2EndpointOptions): Promise<Ml2Endpoi
       let name = "";
       try { name = decodeURIComponent(host); } catch { /* malformed escape: refused below */ }
       if (!HOST_RE.test(name)) throw new HttpError(400, "not a host name");
-      const h = (await view()).hosts.get(name);
+      const h = (await view()).view.hosts.get(name);
       send(res, 200, { host: name, connected: h?.connected === true, in_sync: h?.inSync === true, detail: h ? h.lastError : `no Palisade driver has connected for host ${name}` });
       return;
     }
     if (path === "/v1/ports/status") {
       if (req.method !== "POST") throw new HttpError(405, "POST only");
       const ports = portsOf(await readJson(req));
-      const v = await view();
-      send(res, 200, { ports: ports.map((p) => portAnswer(v, p.id, p.host, p.revision, o.synced)) });
+      const r = await view();
+      send(res, 200, { ports: ports.map((p) => portAnswer(r.view, p.id, p.host, p.revision, r.synced)) });
       return;
     }
     if (path === "/v1/changes") {

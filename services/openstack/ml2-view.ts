@@ -1,10 +1,11 @@
-// Palisade as the ML2 endpoint sees it, kept live (DESIGN §11.11): host and
+// Palisade kept live for the port status feed (DESIGN §11.11): host and
 // endpoint status from the controller's status stream (WatchStatus: a
 // snapshot, then changes), the adapter's endpoints from a listing taken at
-// start, after every sync that wrote, and every minute. Each change names
-// the ports it touches, so the port status feed (port-transitions.ts)
-// recomputes those alone. While the stream is down the view is unavailable
-// and the endpoint falls back to reading Palisade per request.
+// start, after every sync that wrote, and every minute (listings are
+// serialised: one at a time, the latest started wins). Each change names the
+// ports it touches, so the feed (port-transitions.ts) recomputes those
+// alone; nothing is touched before the first snapshot and listing, and
+// `onLive(false)` says the stream is down (the feed then holds its clocks).
 import type * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import { call } from "../contract/clients.js";
@@ -26,7 +27,7 @@ function portOfKey(key: string): Port | undefined {
   return p.length === 4 && p[1] === ORCHESTRATOR ? { id: p[3]!, host: p[0]! } : undefined;
 }
 
-export function createLiveView(o: { clients: Clients; logger: Logger; signal: AbortSignal; onChange: (view: Ml2View, ports: Port[]) => void }) {
+export function createLiveView(o: { clients: Clients; logger: Logger; signal: AbortSignal; onChange: (view: Ml2View, ports: Port[]) => void; onLive?: (live: boolean) => void }) {
   const hosts = new Map<string, HostStatus>();
   const statuses = new Map<string, EndpointStatus>();
   let endpointsByPort = new Map<string, Entry>();
@@ -37,11 +38,11 @@ export function createLiveView(o: { clients: Clients; logger: Logger; signal: Ab
 
   const view = (): Ml2View => ({ hosts, statuses, endpointsByPort });
   const portsOnHost = (h: string): Port[] => [...(portsByHost.get(h) ?? [])].map((id) => ({ id, host: h }));
+  const allPorts = (): Port[] => [...endpointsByPort].flatMap(([id, l]) => l.map((x) => ({ id, host: x.endpoint.host })));
 
   function onMessage(m: WatchStatusResponse): void {
     const touched: Port[] = [];
     if (m.snapshot) {
-      for (const h of hosts.keys()) touched.push(...portsOnHost(h));
       hosts.clear();
       statuses.clear();
     }
@@ -57,8 +58,8 @@ export function createLiveView(o: { clients: Clients; logger: Logger; signal: Ab
       const p = portOfKey(k);
       if (p) touched.push(p);
     }
-    if (m.snapshot) for (const h of hosts.keys()) touched.push(...portsOnHost(h));
-    if (listed) o.onChange(view(), touched);
+    // A snapshot (first, or after a reconnect) may change any port.
+    if (listed && streaming) o.onChange(view(), m.snapshot ? allPorts() : touched);
   }
 
   async function stream(): Promise<void> {
@@ -69,12 +70,15 @@ export function createLiveView(o: { clients: Clients; logger: Logger; signal: Ab
         const stop = () => s.cancel();
         o.signal.addEventListener("abort", stop, { once: true });
         s.on("data", (m: WatchStatusResponse) => {
+          const first = m.snapshot && !streaming;
           if (m.snapshot) { streaming = true; backoff.reset(); }
           onMessage(m);
+          if (first) o.onLive?.(true);
         });
         const end = (why: string) => {
           o.signal.removeEventListener("abort", stop);
-          if (streaming && !o.signal.aborted) o.logger.warn({ why }, "ML2 view: the status stream ended; reconnecting (answers are read per request meanwhile)");
+          if (streaming && !o.signal.aborted) o.logger.warn({ why }, "ML2 view: the status stream ended; reconnecting (port status changes wait)");
+          if (streaming) o.onLive?.(false);
           streaming = false;
           resolve();
         };
@@ -86,7 +90,15 @@ export function createLiveView(o: { clients: Clients; logger: Logger; signal: Ab
   }
 
   /** Lists the adapter's endpoints again; the ports whose endpoint came, went or was rewritten are touched. */
-  async function refreshEndpoints(): Promise<void> {
+  let listing: Promise<void> = Promise.resolve();
+  function refreshEndpoints(): Promise<void> {
+    // One at a time, in the order asked: a listing started before a sync's
+    // writes never lands after one started after them.
+    const next = listing.catch(() => {}).then(listOnce);
+    listing = next;
+    return next;
+  }
+  async function listOnce(): Promise<void> {
     const eps = await call(o.clients.policy, o.clients.policy.listEndpoints, { host: "" }, 30_000);
     const next = new Map<string, Entry>();
     const byHost = new Map<string, Set<string>>();
@@ -109,14 +121,13 @@ export function createLiveView(o: { clients: Clients; logger: Logger; signal: Ab
     }
     endpointsByPort = next;
     portsByHost = byHost;
+    const first = !listed;
     listed = true;
-    o.onChange(view(), touched);
+    if (!streaming) return;
+    // The first listing after the stream's snapshot: every port is new to the feed.
+    o.onChange(view(), first ? allPorts() : touched);
   }
 
   void stream();
-  return {
-    /** The live view, while the status stream runs and the endpoints have been listed. */
-    current: (): Ml2View | undefined => (streaming && listed ? view() : undefined),
-    refreshEndpoints,
-  };
+  return { refreshEndpoints };
 }

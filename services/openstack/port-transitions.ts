@@ -1,19 +1,23 @@
-// Port status changes after a port went ACTIVE (DESIGN §11.11): Palisade's
-// view of a port (portAnswer) as a numbered feed that the ML2 driver in
+// Port status after a port went ACTIVE (DESIGN §11.11): Palisade's view of
+// each port (portAnswer) as a numbered feed that the ML2 driver in
 // neutron-server reads and writes into Neutron (DOWN / ERROR, and ACTIVE
-// again). Pure: told the view's changes, asked what happened since a
-// sequence number.
+// again). Pure: told which ports' inputs changed, asked what changed after
+// a sequence number.
 //
-// - Incremental: `touch` names the ports whose inputs changed (a host's
-//   status: all its ports; an endpoint's status or the endpoint itself: that
-//   port); only those are recomputed.
-// - Damped: DOWN or ERROR is reported once it has lasted `holdMs` (a
-//   controller restart or a driver reconnecting must not flap every port of
-//   a cloud); ACTIVE is reported at once.
-// - Bounded: the feed keeps the last `capacity` changes. A reader further
-//   behind, or from before a restart of the adapter (another epoch), is told
-//   `reset`: it then reads the ports it cares about in full
-//   (POST /v1/ports/status).
+// - Level, not edges: the feed holds each (port, host)'s *current* reported
+//   status once, at the sequence number it last changed (a compacted log:
+//   superseded entries are dropped). A reader behind by any amount reads on
+//   and loses nothing; a new reader (a restarted neutron-server, or an
+//   adapter restarted — another epoch) reads from 0 and gets every port's
+//   status: the full state, with no gap to fill.
+// - Damped: DOWN or ERROR becomes the reported status once the port has not
+//   been ACTIVE for `holdMs` (the latest of the two then), so a controller
+//   restart or a driver reconnecting does not flap every port of a cloud;
+//   ACTIVE at once.
+// - Incremental: `touch` names the ports whose inputs changed; pending ones
+//   are kept apart for `tick`. Nothing is considered until the caller says
+//   its view is live (`frozen` otherwise: a status stream that is down must
+//   not turn every port DOWN).
 import { randomUUID } from "node:crypto";
 import { portAnswer, type Ml2View, type PortAnswer } from "./ml2-endpoint.js";
 import type { NeutronPortStatus } from "./port-status.js";
@@ -28,86 +32,122 @@ export interface PortTransition {
 
 export interface TransitionsPage {
   epoch: string;
-  /** The last sequence number given out (read on from here). */
+  /** Read on after this (the last entry returned, or the feed's end). */
   seq: number;
   transitions: PortTransition[];
-  /** The reader missed changes (too far behind, or another epoch): read the ports' status in full. */
+  /** Another epoch than the reader's: it reads again from 0 (the full state). */
   reset: boolean;
 }
 
 interface Tracked {
-  /** What was last reported (or first seen). */
-  reported: NeutronPortStatus;
-  /** Not reported yet: DOWN/ERROR since this time. */
-  pending?: { status: NeutronPortStatus; detail: string; since: number };
+  /** The reported status and its entry's sequence number (0: nothing reported yet). */
+  reported?: PortTransition;
+  /** Not ACTIVE since this time, not reported yet. */
+  pendingSince?: number;
+  latest: PortAnswer;
 }
 
 const keyOf = (id: string, host: string) => `${id}\u0000${host}`;
 
-export function createPortTransitions(o: { holdMs: number; capacity?: number; now?: () => number }) {
-  const capacity = o.capacity ?? 10_000;
+export function createPortTransitions(o: { holdMs: number; now?: () => number }) {
   const now = o.now ?? Date.now;
   const epoch = randomUUID();
   const tracked = new Map<string, Tracked>();
-  const log: PortTransition[] = [];
+  const pending = new Set<string>();
+  /** Entries in sequence order; one is live while it is its port's `reported`. */
+  let log: PortTransition[] = [];
   let seq = 0;
 
-  const record = (a: PortAnswer) => {
-    log.push({ seq: ++seq, id: a.id, host: a.host, status: a.status, detail: a.detail });
-    if (log.length > capacity) log.splice(0, log.length - capacity);
-  };
+  const isLive = (e: PortTransition) => tracked.get(keyOf(e.id, e.host))?.reported === e;
 
-  /**
-   * A port's answer now. A port first seen is taken as ACTIVE in Neutron (a
-   * new port is held DOWN by its block instead; the driver ignores reports
-   * for blocked ports), so after a restart of the adapter a port that is not
-   * ACTIVE in Palisade is reported again once it has lasted `holdMs`.
-   */
-  function consider(a: PortAnswer | undefined, id: string, host: string): void {
+  function report(k: string, t: Tracked): void {
+    const e = { seq: ++seq, id: t.latest.id, host: t.latest.host, status: t.latest.status, detail: t.latest.detail };
+    t.reported = e;
+    log.push(e);
+    t.pendingSince = undefined;
+    pending.delete(k);
+    // Compacted when superseded entries outnumber live ones: at most about
+    // twice the ports, whatever the churn.
+    if (log.length > 2 * tracked.size + 64) log = log.filter(isLive);
+  }
+
+  function consider(a: PortAnswer | undefined, id: string, host: string, t0: number): void {
     const k = keyOf(id, host);
-    if (!a) { tracked.delete(k); return; }
-    let t = tracked.get(k);
-    if (!t) tracked.set(k, (t = { reported: "ACTIVE" }));
-    if (a.status === t.reported) { t.pending = undefined; return; }
-    if (a.status === "ACTIVE") {
-      t.reported = "ACTIVE";
-      t.pending = undefined;
-      record(a);
+    const t = tracked.get(k);
+    if (!a) {
+      tracked.delete(k);
+      pending.delete(k);
       return;
     }
-    if (t.pending?.status !== a.status) t.pending = { status: a.status, detail: a.detail, since: now() };
+    if (!t) {
+      const n: Tracked = { latest: a };
+      tracked.set(k, n);
+      if (a.status === "ACTIVE") report(k, n);
+      else { n.pendingSince = t0; pending.add(k); }
+      return;
+    }
+    t.latest = a;
+    if (a.status === "ACTIVE") {
+      t.pendingSince = undefined;
+      pending.delete(k);
+      if (t.reported?.status !== "ACTIVE") report(k, t);
+      return;
+    }
+    if (t.reported?.status === a.status) { t.pendingSince = undefined; pending.delete(k); return; }
+    // Not ACTIVE: held from the first such sighting, whatever it flips
+    // between meanwhile; the latest is what gets reported.
+    if (t.pendingSince === undefined) t.pendingSince = t0;
+    pending.add(k);
   }
 
   return {
     epoch,
-    /** Recompute the named ports (id, host) from `view`; a port no longer in the view is forgotten. */
+    /** Recompute the named ports (id, host) from `view`; a port no longer in it is forgotten. */
     touch(view: Ml2View, ports: Iterable<{ id: string; host: string }>): void {
+      const t0 = now();
       for (const { id, host } of ports) {
         const has = view.endpointsByPort.get(id)?.some((x) => x.endpoint.host === host);
-        consider(has ? portAnswer(view, id, host) : undefined, id, host);
+        consider(has ? portAnswer(view, id, host) : undefined, id, host, t0);
       }
       this.tick();
     },
-    /** Reports the DOWN/ERROR that have lasted `holdMs`. */
+    /** Reports the DOWN/ERROR that have lasted `holdMs` (only pending ports are looked at). */
     tick(): void {
       const t0 = now();
-      for (const [k, t] of tracked) {
-        if (!t.pending || t0 - t.pending.since < o.holdMs) continue;
-        const [id, host] = k.split("\u0000") as [string, string];
-        t.reported = t.pending.status;
-        record({ id, host, status: t.pending.status, detail: t.pending.detail, programmed: false });
-        t.pending = undefined;
+      for (const k of [...pending]) {
+        const t = tracked.get(k)!;
+        if (t.pendingSince !== undefined && t0 - t.pendingSince >= o.holdMs) report(k, t);
       }
     },
-    /** What happened after `after` in `readerEpoch` (at most `limit`). */
-    since(readerEpoch: string | undefined, after: number, limit = 1_000): TransitionsPage {
-      const oldest = log[0]?.seq ?? seq + 1;
-      if (readerEpoch !== epoch || after > seq || after < oldest - 1) return { epoch, seq, transitions: [], reset: true };
-      const out = log.filter((x) => x.seq > after).slice(0, limit);
-      return { epoch, seq: out.length ? out.at(-1)!.seq : seq, transitions: out, reset: false };
+    /** While the view is not live, holds stop counting: no DOWN from stale data. */
+    freeze(): void {
+      for (const k of pending) tracked.get(k)!.pendingSince = undefined;
     },
-    /** Ports tracked (for metrics and tests). */
+    /** The view live again: pending holds count from now. */
+    thaw(): void {
+      const t0 = now();
+      for (const k of pending) tracked.get(k)!.pendingSince ??= t0;
+    },
+    /** The live entries after `after` (at most `limit`), in order. */
+    since(readerEpoch: string | undefined, after: number, limit = 1_000): TransitionsPage {
+      if (readerEpoch !== epoch || after > seq) return { epoch, seq: 0, transitions: [], reset: true };
+      let lo = 0, hi = log.length;
+      while (lo < hi) {
+        const mid = (lo + hi) >> 1;
+        if (log[mid]!.seq <= after) lo = mid + 1;
+        else hi = mid;
+      }
+      const out: PortTransition[] = [];
+      let last = after;
+      for (let i = lo; i < log.length && out.length < limit; i++) {
+        last = log[i]!.seq;
+        if (isLive(log[i]!)) out.push(log[i]!);
+      }
+      return { epoch, seq: last, transitions: out, reset: false };
+    },
+    /** Ports tracked and entries held (for tests). */
     size: () => tracked.size,
+    logLength: () => log.length,
   };
 }
 

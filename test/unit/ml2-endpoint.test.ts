@@ -70,7 +70,7 @@ describe("the ML2 endpoint over HTTP", () => {
   const logger = pino({ level: "silent" });
 
   async function start(read: () => Promise<Ml2View> = async () => view(), nudges: unknown[] = [], o: { ttlMs?: number; staleMs?: number } = {}) {
-    server = await startMl2Endpoint({ listen: "127.0.0.1:0", read, nudge: (c) => nudges.push(c), synced: () => 3, logger, ttlMs: o.ttlMs ?? 1_000, staleMs: o.staleMs });
+    server = await startMl2Endpoint({ listen: "127.0.0.1:0", read, nudge: (c) => nudges.push(c), synced: () => () => 3, logger, ttlMs: o.ttlMs ?? 1_000, staleMs: o.staleMs });
     return `http://127.0.0.1:${server.port}`;
   }
   const post = (url: string, body: unknown) => fetch(url, { method: "POST", headers: { "content-type": "application/json" }, body: typeof body === "string" ? body : JSON.stringify(body) });
@@ -135,19 +135,24 @@ describe("the ML2 endpoint over HTTP", () => {
     expect(await late).toBe(false);
   });
 
-  it("a view read before the watch's last sync is never used again (it could show an endpoint older than the revision now synced)", async () => {
-    let gen = 0, reads = 0;
+  it("a view is answered with the synced revisions of the moment its read began (a sync finishing meanwhile does not make an older view's endpoint count)", async () => {
+    let synced = 3;
+    let release!: () => void;
+    let reads = 0;
     server = await startMl2Endpoint({
-      listen: "127.0.0.1:0", nudge: () => {}, logger, ttlMs: 60_000, staleMs: 60_000, generation: () => gen,
-      read: async () => { reads++; return view({ h: host({ connected: reads > 1 }) }); },
+      listen: "127.0.0.1:0", nudge: () => {}, logger, ttlMs: 50, staleMs: 50,
+      synced: () => { const at = synced; return () => at; },
+      read: async () => { if (reads++ === 0) await new Promise<void>((r) => { release = r; }); return view(); },
     });
     const url = `http://127.0.0.1:${server.port}`;
-    const connected = async () => ((await (await fetch(`${url}/v1/hosts/hv1`)).json()) as { connected: boolean }).connected;
-    expect(await connected()).toBe(false);
-    expect(await connected()).toBe(false); // cached
-    gen++;
-    expect(await connected()).toBe(true);
-    expect(reads).toBe(2);
+    const ask = async () => ((await (await post(`${url}/v1/ports/status`, { ports: [{ id: PORT, host: "hv1", revision: 4 }] })).json()) as { ports: { programmed: boolean }[] }).ports[0]!.programmed;
+    const first = ask();
+    await new Promise((r) => setTimeout(r, 50));
+    synced = 4; // the watch synced revision 4 while the read was running
+    release();
+    expect(await first).toBe(false);
+    await new Promise((r) => setTimeout(r, 80));
+    expect(await ask()).toBe(true); // a read begun after the sync
   });
 
   it("refuses a body over the limit with 413", async () => {

@@ -22,65 +22,113 @@ function view(o: { connected?: boolean; up?: boolean; present?: boolean } = {}):
 
 function feed(holdMs = 1_000) {
   let t = 0;
-  const f = createPortTransitions({ holdMs, capacity: 3, now: () => t });
+  const f = createPortTransitions({ holdMs, now: () => t });
   return { f, advance: (ms: number) => { t += ms; f.tick(); } };
+}
+
+/** A reader that starts now: its first page says reset, then it reads from 0. */
+function reader(f: ReturnType<typeof createPortTransitions>) {
+  let epoch: string | undefined;
+  let seq = 0;
+  return () => {
+    const p = f.since(epoch, seq);
+    if (p.reset) {
+      epoch = p.epoch;
+      const full = f.since(epoch, 0);
+      seq = full.seq;
+      return full.transitions.map((x) => x.status);
+    }
+    seq = p.seq;
+    return p.transitions.map((x) => x.status);
+  };
 }
 
 describe("port status feed", () => {
   it("a port going DOWN is reported once it has lasted the hold time; back ACTIVE at once", () => {
     const { f, advance } = feed();
     f.touch(view(), [port]);
-    const start = f.since(undefined, 0);
-    expect(start.reset).toBe(true); // a new reader learns the epoch and where to read from
+    const read = reader(f);
+    expect(read()).toEqual(["ACTIVE"]); // a new reader gets the full state
     f.touch(view({ connected: false }), [port]);
     advance(999);
-    expect(f.since(start.epoch, start.seq).transitions).toEqual([]);
+    expect(read()).toEqual([]);
     advance(1);
-    const down = f.since(start.epoch, start.seq);
-    expect(down.transitions).toMatchObject([{ id: PORT, host: "hv1", status: "DOWN", detail: expect.stringMatching(/no driver connected/) }]);
+    const p = f.since(f.epoch, 1);
+    expect(p.transitions).toMatchObject([{ id: PORT, host: "hv1", status: "DOWN", detail: expect.stringMatching(/no driver connected/) }]);
+    expect(read()).toEqual(["DOWN"]);
     f.touch(view(), [port]);
-    expect(f.since(start.epoch, down.seq).transitions).toMatchObject([{ status: "ACTIVE" }]);
+    expect(read()).toEqual(["ACTIVE"]);
   });
 
   it("a flap shorter than the hold time reports nothing (a controller restart must not set every port DOWN)", () => {
     const { f, advance } = feed();
     f.touch(view(), [port]);
-    const { epoch, seq } = f.since(undefined, 0);
+    const read = reader(f);
+    read();
     f.touch(view({ connected: false }), [port]);
     advance(500);
     f.touch(view(), [port]);
     advance(5_000);
-    expect(f.since(epoch, seq).transitions).toEqual([]);
+    expect(read()).toEqual([]);
+  });
+
+  it("held from the first non-ACTIVE sighting: DOWN and ERROR alternating still get reported (the latest)", () => {
+    const { f, advance } = feed();
+    f.touch(view(), [port]);
+    const read = reader(f);
+    read();
+    for (let i = 0; i < 4; i++) { f.touch(view(i % 2 ? { up: false } : { connected: false }), [port]); advance(300); }
+    expect(read()).toEqual(["ERROR"]);
   });
 
   it("ERROR carries the reason; a port whose endpoint is gone is forgotten, not reported", () => {
-    const { f, advance } = feed(0);
-    f.touch(view(), [port]);
-    const { epoch, seq } = f.since(undefined, 0);
-    f.touch(view({ up: false }), [port]);
-    expect(f.since(epoch, seq).transitions).toMatchObject([{ status: "ERROR", detail: "tap gone" }]);
-    f.touch(view({ present: false }), [port]);
-    advance(10);
-    expect(f.size()).toBe(0);
-  });
-
-  it("after a restart of the adapter (first sight), a port not ACTIVE in Palisade is reported after the hold", () => {
-    const { f, advance } = feed();
-    f.touch(view({ connected: false }), [port]);
-    const { epoch, seq } = f.since(undefined, 0);
-    advance(1_000);
-    expect(f.since(epoch, seq).transitions).toMatchObject([{ status: "DOWN" }]);
-  });
-
-  it("bounded: a reader further behind than the capacity, or of another epoch, is told to reset", () => {
     const { f } = feed(0);
     f.touch(view(), [port]);
-    const { epoch } = f.since(undefined, 0);
-    for (let i = 0; i < 4; i++) f.touch(view({ up: i % 2 === 1 }), [port]);
-    expect(f.since(epoch, 0).reset).toBe(true);
+    const read = reader(f);
+    read();
+    f.touch(view({ up: false }), [port]);
+    expect(f.since(f.epoch, 1).transitions).toMatchObject([{ status: "ERROR", detail: "tap gone" }]);
+    f.touch(view({ present: false }), [port]);
+    expect(f.size()).toBe(0);
+    expect(read()).toEqual([]);
+  });
+
+  it("first sight: ACTIVE reported at once, not ACTIVE after the hold (so a restarted adapter re-reports the whole state)", () => {
+    const { f, advance } = feed();
+    const other = { id: "ffffffff-0000-4000-8000-000000000000", host: "hv1" };
+    const v = view({ connected: false });
+    f.touch(v, [port]);
+    const read = reader(f);
+    expect(read()).toEqual([]);
+    advance(1_000);
+    expect(read()).toEqual(["DOWN"]);
+    expect(other.id).not.toBe(PORT);
+  });
+
+  it("no DOWN from a frozen view: holds stop while the status stream is down, and count again from the thaw", () => {
+    const { f, advance } = feed();
+    f.touch(view(), [port]);
+    const read = reader(f);
+    read();
+    f.touch(view({ connected: false }), [port]);
+    f.freeze();
+    advance(5_000);
+    expect(read()).toEqual([]);
+    f.thaw();
+    advance(999);
+    expect(read()).toEqual([]);
+    advance(1);
+    expect(read()).toEqual(["DOWN"]);
+  });
+
+  it("level, not edges: a reader far behind reads each port's current status once; the log stays bounded by the ports, whatever the churn", () => {
+    const { f } = feed(0);
+    f.touch(view(), [port]);
+    const read = reader(f);
+    read();
+    for (let i = 0; i < 1_000; i++) f.touch(view({ up: i % 2 === 1 }), [port]);
+    expect(read()).toEqual(["ACTIVE"]);
+    expect(f.logLength()).toBeLessThanOrEqual(2 * f.size() + 65);
     expect(f.since("another-epoch", 4).reset).toBe(true);
-    const page = f.since(epoch, 1);
-    expect(page.reset).toBe(false);
-    expect(page.transitions.map((x) => x.seq)).toEqual([2, 3, 4]);
   });
 });

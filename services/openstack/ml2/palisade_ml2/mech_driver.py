@@ -84,6 +84,10 @@ class AdapterUnavailable(Exception):
     pass
 
 
+class StaleStatusChange(Exception):
+    pass
+
+
 def _vif():
     kind = cfg.CONF.palisade.vif_type
     if kind == "ovs-hybrid":
@@ -128,6 +132,8 @@ class PalisadeMechanismDriver(api.MechanismDriver):
         # Where this process reads the adapter's port status feed from.
         self._epoch = None
         self._seq = 0
+        # The status change _apply_transition is making (checked in precommit).
+        self._expect = threading.local()
         self._notices = {}
         self._notifier_running = False
         registry.subscribe(self._process_started, resources.PROCESS,
@@ -197,6 +203,17 @@ class PalisadeMechanismDriver(api.MechanismDriver):
         self._block(context)
 
     def update_port_precommit(self, context):
+        expect = getattr(self._expect, "value", None)
+        if expect and expect[0] == context.current["id"]:
+            # A status change from the feed (_apply_transition), inside its
+            # transaction: the port must still be bound to that host and
+            # hold no block, or the change is rolled back.
+            if context.host != expect[1] or provisioning_blocks.is_object_blocked(
+                    context._plugin_context, expect[0], resources.PORT):
+                self._expect.stale = True
+                raise StaleStatusChange(
+                    "palisade: stale status change for port %s" % expect[0])
+            return
         if (context.host == context.original_host and
                 context.vif_type == context.original_vif_type):
             return
@@ -244,8 +261,10 @@ class PalisadeMechanismDriver(api.MechanismDriver):
             if self._poller_pid == os.getpid():
                 return
             self._poller_pid = os.getpid()
-        t = threading.Thread(target=self._poll_forever, daemon=True)
-        t.start()
+        threading.Thread(target=self._poll_forever, daemon=True).start()
+        # Its own thread: a page of status writes never delays lifting the
+        # blocks of VMs that are booting.
+        threading.Thread(target=self._feed_forever, daemon=True).start()
 
     def _blocked_in_db(self):
         ctx = n_context.get_admin_context()
@@ -290,7 +309,6 @@ class PalisadeMechanismDriver(api.MechanismDriver):
                             self._blocked.setdefault(p, started)
                     last_recovery = started
                 self._poll_once()
-                self._poll_transitions()
                 if adapter_down:
                     LOG.info("Palisade: the adapter answers again")
                 adapter_down = False
@@ -325,47 +343,106 @@ class PalisadeMechanismDriver(api.MechanismDriver):
                     continue
                 self._lift(row["id"], asked)
 
+    def _feed_forever(self):
+        pid = os.getpid()
+        down = False
+        while self._poller_pid == pid:
+            try:
+                self._poll_transitions()
+                down = False
+            except AdapterUnavailable as e:
+                if not down:
+                    LOG.warning("Palisade: port status feed unavailable: %s", e)
+                down = True
+            except Exception:  # never let the feed die
+                LOG.exception("Palisade: port status feed failed")
+            time.sleep(cfg.CONF.palisade.poll_interval)
+
     def _poll_transitions(self):
-        # Port status after ACTIVE: DOWN / ERROR once Palisade has said so
-        # for the adapter's hold time, ACTIVE again when it is back.
+        # Port status after ACTIVE: the adapter's feed holds each port's
+        # current status once (a compacted log), so a reader that starts,
+        # or whose adapter restarted (another epoch), reads it from 0 and
+        # gets the full state; behind, it reads on and loses nothing.
         query = "?after=%d" % self._seq
         if self._epoch:
             query += "&epoch=" + urllib.parse.quote(self._epoch)
-        page = self._call("GET", "/v1/ports/transitions" + query)
+        try:
+            page = self._call("GET", "/v1/ports/transitions" + query)
+        except AdapterUnavailable as e:
+            if "404" in str(e):
+                return  # an adapter without the feed: readiness still works
+            raise
         if page.get("reset"):
-            if self._epoch is not None:
-                LOG.warning("Palisade: port status changes were missed (the "
-                            "adapter restarted, or this worker fell "
-                            "behind); reading on from now")
             self._epoch = page.get("epoch")
-            self._seq = int(page.get("seq", 0))
+            self._seq = 0
             return
-        for t in page.get("transitions", []):
-            self._apply_transition(t)
+        items = page.get("transitions", [])
+        if items:
+            self._apply_page(items)
         self._seq = int(page.get("seq", self._seq))
 
-    def _apply_transition(self, t):
+    def _apply_page(self, items):
+        ctx = n_context.get_admin_context()
+        ids = list({t.get("id") for t in items if t.get("id")})
+        state = self._ports_state(ids, ctx)
+        for t in items:
+            try:
+                self._apply_transition(ctx, t, state.get(t.get("id")))
+            except Exception:  # one bad entry must not stop the feed
+                LOG.exception("Palisade: port status %s not applied", t)
+
+    def _ports_state(self, ids, ctx):
+        """Port id -> (active binding host, status, admin_state_up, blocked)."""
+        out = {}
+        if not ids:
+            return out
+        with db_api.CONTEXT_READER.using(ctx):
+            ports = (ctx.session.query(models_v2.Port).
+                     filter(models_v2.Port.id.in_(ids)).all())
+            blocked = {b.standard_attr_id for b in
+                       pb_obj.ProvisioningBlock.get_objects(
+                           ctx, standard_attr_id=[p.standard_attr_id
+                                                  for p in ports])}
+            for p in ports:
+                hosts = [b.host for b in p.port_bindings
+                         if b.status == n_const.ACTIVE and b.host]
+                out[p.id] = (hosts[0] if hosts else None, p.status,
+                             p.admin_state_up, p.standard_attr_id in blocked)
+        return out
+
+    def _apply_transition(self, ctx, t, now):
         status = t.get("status")
         if status not in (n_const.PORT_STATUS_ACTIVE, n_const.PORT_STATUS_DOWN,
-                          n_const.PORT_STATUS_ERROR):
+                          n_const.PORT_STATUS_ERROR) or not now:
             return
-        ctx = n_context.get_admin_context()
         port_id, host = t.get("id"), t.get("host")
-        bound = self._ports_now([port_id], ctx).get(port_id)
-        if not bound or bound[0] != host:
-            return  # gone, or bound elsewhere now: that binding's own state counts
-        if provisioning_blocks.is_object_blocked(ctx, port_id, resources.PORT):
-            return  # not ACTIVE yet: its blocks decide
-        port = ml2_db.get_port(ctx, port_id)
-        if not port or port.status == status:
+        bound_host, current, admin_up, blocked = now
+        if bound_host != host or blocked or current == status:
+            # Bound elsewhere now (that binding's own state counts), not
+            # ACTIVE yet (its blocks decide), or already so.
             return
-        if status == n_const.PORT_STATUS_ACTIVE and not port.admin_state_up:
+        if status == n_const.PORT_STATUS_ACTIVE and not admin_up:
             return
         LOG.info("Palisade: port %(port)s on %(host)s is %(status)s "
                  "(%(detail)s)", {"port": port_id, "host": host,
                                   "status": status,
                                   "detail": t.get("detail") or "-"})
-        directory.get_plugin().update_port_status(ctx, port_id, status, host)
+        # Checked again inside update_port_status's own transaction
+        # (update_port_precommit): a port rebound or blocked since the read
+        # above is left alone.
+        self._expect.value = (port_id, host)
+        self._expect.stale = False
+        try:
+            directory.get_plugin().update_port_status(
+                ctx, port_id, status, host)
+        except Exception:
+            # ML2 wraps what precommit raised: our own flag tells ours.
+            if not self._expect.stale:
+                raise
+            LOG.info("Palisade: port %s changed meanwhile; status change "
+                     "dropped", port_id)
+        finally:
+            self._expect.value = None
 
     def _lift(self, port_id, asked):
         ctx = n_context.get_admin_context()
