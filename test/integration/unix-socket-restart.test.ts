@@ -50,21 +50,22 @@ describe("controller on a unix: socket after a crash", () => {
     started.push(c);
     // And it really serves on that path: this controller, with its store. A
     // write through the socket is read back over the controller's TCP
-    // listener, and both answer the same revision.
+    // listener, stored at the revision the write answered. (The store's
+    // current revision is not compared: other test files write to the same
+    // etcd meanwhile — seen: 782 written, 784 current when read.)
     expect(lstatSync(path).isSocket()).toBe(true);
     const clients = createClients(`unix:${path}`);
     try {
       const before = Number((await call(clients.policy, clients.policy.getRevision, {})).revision);
-      expect(before).toBe(Number((await c.policy(c.clients.policy.getRevision, {})).revision));
+      expect(Number((await c.policy(c.clients.policy.getRevision, {})).revision)).toBeGreaterThanOrEqual(before);
       const id = "written-over-the-socket";
       const applied = await call(clients.policy, clients.policy.apply, {
         deletes: [], documents: parseDocuments([{ kind: "Profile", id, tags: [], inbound_rules: [], outbound_rules: [] }]).map(documentToPb),
       });
       expect(Number(applied.revision)).toBeGreaterThan(before);
-      expect(Number((await call(clients.policy, clients.policy.getRevision, {})).revision)).toBe(Number(applied.revision));
       const read = await c.policy(c.clients.policy.getProfile, { id });
       expect(read.profile?.id).toBe(id);
-      expect(Number(read.revision)).toBe(Number(applied.revision));
+      expect(Number(read.profile?.revision)).toBe(Number(applied.revision));
     } finally {
       clients.close();
     }
