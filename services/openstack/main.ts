@@ -30,7 +30,7 @@ import { isOwned } from "./reconcile.js";
 import { createAdapterMetrics } from "./metrics.js";
 import { createWatcher, type ChangeFeed } from "./watch.js";
 import { startMl2Endpoint, type Ml2View } from "./ml2-endpoint.js";
-import { createLiveView } from "./ml2-view.js";
+import { createLiveView, endpointsByPortOf } from "./ml2-view.js";
 import { createPortTransitions } from "./port-transitions.js";
 import { startMetricsServer } from "../runtime/metrics-server.js";
 
@@ -345,17 +345,9 @@ async function readMl2View(c: ReturnType<typeof clients>): Promise<Ml2View> {
   // A stuck controller makes the endpoint answer 503 (bind nothing, lift
   // nothing) rather than hold Neutron's binding requests for 30 s.
   const [eps, st] = await Promise.all([call(c.policy, c.policy.listEndpoints, { host: "" }, 5_000), call(c.status, c.status.getStatus, {}, 5_000)]);
-  const endpointsByPort = new Map<string, { endpoint: ReturnType<typeof endpointFromPb>; revision: number }[]>();
-  for (const pb of eps.endpoints) {
-    const endpoint = endpointFromPb(pb);
-    if (endpoint.orchestrator !== ORCHESTRATOR || !isOwned({ kind: "Endpoint", endpoint })) continue;
-    const list = endpointsByPort.get(endpoint.id) ?? [];
-    list.push({ endpoint, revision: Number(pb.revision) });
-    endpointsByPort.set(endpoint.id, list);
-  }
   return {
     hosts: new Map(st.hosts.map((h) => [h.hostname, h])),
-    endpointsByPort,
+    endpointsByPort: endpointsByPortOf(eps.endpoints),
     statuses: new Map(st.endpoints.map((e) => [e.endpointKey, e])),
   };
 }

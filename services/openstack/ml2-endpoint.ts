@@ -27,6 +27,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { Logger } from "pino";
 import type { EndpointStatus, HostStatus } from "../contract/status.js";
 import { endpointKeyString, type Endpoint } from "../model/index.js";
+import { splitHostPort } from "../runtime/metrics-server.js";
 import { portStatus, type NeutronPortStatus } from "./port-status.js";
 import type { PortTransitions } from "./port-transitions.js";
 
@@ -234,11 +235,10 @@ export async function startMl2Endpoint(o: Ml2EndpointOptions): Promise<Ml2Endpoi
   server.headersTimeout = 5_000;
   server.keepAliveTimeout = 5_000;
   server.maxConnections = 256;
-  const i = o.listen.lastIndexOf(":");
-  const hostPart = o.listen.slice(0, i).replace(/^\[|\]$/g, "");
+  const [hostPart, portText] = splitHostPort(o.listen);
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
-    server.listen(Number(o.listen.slice(i + 1)), hostPart, () => resolve());
+    server.listen(Number(portText), hostPart, () => resolve());
   });
   const port = (server.address() as { port: number }).port;
   o.logger.info({ listen: o.listen, port }, "ML2 mechanism driver endpoint on HTTP");

@@ -20,6 +20,20 @@ import { ORCHESTRATOR } from "./translate.js";
 type Clients = ReturnType<typeof cliClients>;
 type Port = { id: string; host: string };
 type Entry = { endpoint: ReturnType<typeof endpointFromPb>; revision: number }[];
+type EndpointPb = Parameters<typeof endpointFromPb>[0];
+
+/** The adapter's own endpoints in a listing, by Neutron port id (one per host binding), with the revision each was written at. */
+export function endpointsByPortOf(endpoints: readonly EndpointPb[]): Map<string, Entry> {
+  const out = new Map<string, Entry>();
+  for (const pb of endpoints) {
+    const endpoint = endpointFromPb(pb);
+    if (endpoint.orchestrator !== ORCHESTRATOR || !isOwned({ kind: "Endpoint", endpoint })) continue;
+    const list = out.get(endpoint.id) ?? [];
+    list.push({ endpoint, revision: Number(pb.revision) });
+    out.set(endpoint.id, list);
+  }
+  return out;
+}
 
 /** host/orchestrator/workload/id -> the Neutron port it is, when it is the adapter's. */
 function portOfKey(key: string): Port | undefined {
@@ -100,17 +114,14 @@ export function createLiveView(o: { clients: Clients; logger: Logger; signal: Ab
   }
   async function listOnce(): Promise<void> {
     const eps = await call(o.clients.policy, o.clients.policy.listEndpoints, { host: "" }, 30_000);
-    const next = new Map<string, Entry>();
+    const next = endpointsByPortOf(eps.endpoints);
     const byHost = new Map<string, Set<string>>();
-    for (const pb of eps.endpoints) {
-      const endpoint = endpointFromPb(pb);
-      if (endpoint.orchestrator !== ORCHESTRATOR || !isOwned({ kind: "Endpoint", endpoint })) continue;
-      const list = next.get(endpoint.id) ?? [];
-      list.push({ endpoint, revision: Number(pb.revision) });
-      next.set(endpoint.id, list);
-      let s = byHost.get(endpoint.host);
-      if (!s) byHost.set(endpoint.host, (s = new Set()));
-      s.add(endpoint.id);
+    for (const [id, list] of next) {
+      for (const { endpoint } of list) {
+        let s = byHost.get(endpoint.host);
+        if (!s) byHost.set(endpoint.host, (s = new Set()));
+        s.add(id);
+      }
     }
     const sig = (l: Entry | undefined) => JSON.stringify((l ?? []).map((x) => [x.endpoint.host, x.revision]).sort());
     const touched: Port[] = [];

@@ -50,7 +50,8 @@ export async function startMetricsServer(opts: {
   };
 }
 
-function splitHostPort(s: string): [string, string] {
+/** "HOST:PORT" or "[V6]:PORT" -> [host, port] (the listen flags' shape). */
+export function splitHostPort(s: string): [string, string] {
   const i = s.lastIndexOf(":");
   return [s.slice(0, i).replace(/^\[|\]$/g, ""), s.slice(i + 1)];
 }
