@@ -23,7 +23,6 @@
 //   contrib        endpoint key -> (tags, addrs) it contributed
 import { deepEqual } from "../util/deep-equal.js";
 import { endpointKeyString, hostAddress, type Endpoint, type IpVersion, type Profile } from "../model/index.js";
-import { ClassChainCache } from "./class-chains.js";
 import { DEFAULT_CALC_CONFIG, type CalcConfig } from "./calc-config.js";
 import { chainKey, sameRules, type ChainDef, type HostUpdate } from "./desired-state.js";
 import type { HostLayout, HostOutput } from "./host-layout.js";
@@ -94,8 +93,6 @@ export class CalcGraph {
   private readonly setHosts = new Map<string, Set<string>>();
   private readonly contrib = new Map<string, Contribution>();
   private readonly pendingDeltas = new Map<string, { family: IpVersion; added: Set<string>; removed: Set<string> }>();
-  /** Class chains shared by the hosts that have the class (DESIGN §7.4). */
-  private readonly classChains: ClassChainCache;
   private readonly dirty = new Set<string>();
   private readonly subscribed = new Set<string>();
   private readonly listenAll: boolean;
@@ -103,7 +100,6 @@ export class CalcGraph {
 
   constructor(private readonly sink: CalcSink, private readonly cfg: CalcConfig = DEFAULT_CALC_CONFIG, opts: CalcGraphOptions = {}) {
     this.listenAll = (opts.listen ?? "all") === "all";
-    this.classChains = new ClassChainCache(cfg, (id) => this.profiles.has(id));
   }
 
   get currentRevision(): number {
@@ -174,8 +170,9 @@ export class CalcGraph {
     if (!oldR) return;
     this.profiles.delete(id);
     this.rendered.delete(id);
-    // Class chains first stop jumping to the profile (they DROP in its
-    // place), then the profile's chains go: the coalescer orders it so.
+    // The position trees first stop going to the profile (its users' members
+    // move to the missing sets, which DROP), then the profile's chains go:
+    // the coalescer orders it so.
     this.rerenderUsers(id);
     for (const host of this.profileHosts.get(id) ?? []) this.detachProfile(host, this.hosts.get(host)!, oldR);
     this.recomputeUsersContrib(id);
@@ -341,7 +338,7 @@ export class CalcGraph {
   }
 
   private newLayout(out: HostOutput): HostLayout {
-    return new SetHostLayout(out, this.cfg, this.classChains);
+    return new SetHostLayout(out, this.cfg, this.profileExists);
   }
 
   /** What a host with no endpoints holds; not stored, nothing emitted. */
@@ -354,11 +351,13 @@ export class CalcGraph {
     this.dirty.add(host);
   }
 
-  /** A profile came or went: the hosts of its users re-render their class chains at flush. */
+  private readonly profileExists = (id: string) => this.profiles.has(id);
+
+  /** A profile came or went: its users' members move between the position's profile set and missing set. */
   private rerenderUsers(profileId: string): void {
     const hosts = new Set<string>();
     for (const key of this.profileUsers.get(profileId) ?? []) hosts.add(this.endpoints.get(key)!.host);
-    for (const host of hosts) this.hosts.get(host)!.layout.profilesChanged();
+    for (const host of hosts) this.hosts.get(host)!.layout.profilesChanged(profileId);
   }
 
   private addUse(host: string, hv: HostView, id: string, key: string): void {

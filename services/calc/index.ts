@@ -6,7 +6,7 @@ export { chainKey, sameRules, type ChainDef, type HostUpdate } from "./desired-s
 export { UpdateCoalescer } from "./update-coalescer.js";
 export {
   BASE_CHAINS, CHAIN_MAX, ENTRY_CHAINS, IPSET_MAX, OWNED_CHAIN_RE, OWNED_SET_RE,
-  classKey, classSet, fromClassChain, profileInboundChain, profileOutboundChain, tagSet, toClassChain,
+  WORKLOAD_CHAINS, activeSet, missingSet, positionChain, positionNodeSet, positionSet, profileInboundChain, profileKey, profileOutboundChain, tagSet,
 } from "./names.js";
 export { renderProfile, renderRules, ruleMatchSpecs, chunkPorts, acceptMarkSpecs, type RenderedProfile } from "./render-rules.js";
 export { DISPATCH_FANOUT } from "./prefix-tree.js";

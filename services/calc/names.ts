@@ -30,27 +30,40 @@ export const mirroredInboundChain = (id: string) => name("pal-qi", id, CHAIN_MAX
 export const mirroredOutboundChain = (id: string) => name("pal-qo", id, CHAIN_MAX);
 export const tagSet = (tag: string, family: IpVersion) => name(`pal${family}t`, tag, IPSET_MAX);
 
-// ---- set-based layout (DESIGN §6.5): classes of endpoints that share an
-// ordered profile list; names derived from the list, so the result does not
-// depend on the order in which endpoints arrived.
-export const classKey = (profileIds: readonly string[]) => shortHash(profileIds.join("\n"), 20);
-export const fromClassChain = (cls: string) => `pal-cf_${cls}`;
-export const toClassChain = (cls: string) => `pal-ct_${cls}`;
+// ---- set-based layout (DESIGN §6.5): endpoints are set members; an
+// endpoint's ordered profile list is one member per position, in the set of
+// (position, profile). Names derive from the profile id and the position, so
+// they do not depend on the order in which endpoints arrived, and a host's
+// chains grow with the profiles in use, not with their combinations.
+
+/** A profile's short key in position set and tree names: 16 base32 characters of SHA-256 of its id. */
+export const profileKey = (profileId: string) => shortHash(profileId, 16);
 /**
- * A class's mirrored chains (DESIGN §6.5): where `pal-cf_`/`pal-ct_` divert a
- * packet carrying REPLY_CHECK_MARK. `pal-rf_` (a reply leaving the original
- * receiver) runs the mirrored inbound chains, `pal-rt_` (a reply reaching
- * the original sender) the mirrored outbound ones.
+ * The workload chains (one per host and family, DESIGN §6.5): where the
+ * roots send an active endpoint's packet. `pal-cf` (from the workload: MAC
+ * check, then its outbound rules, position by position), `pal-ct` (to it:
+ * inbound), and their mirrored twins `pal-rf`/`pal-rt`, where a packet
+ * carrying REPLY_CHECK_MARK is diverted (a reply leaving the original
+ * receiver runs the mirrored inbound chains; one reaching the original
+ * sender, the mirrored outbound ones).
  */
-export const replyFromClassChain = (cls: string) => `pal-rf_${cls}`;
-export const replyToClassChain = (cls: string) => `pal-rt_${cls}`;
+export const WORKLOAD_CHAINS = { from: "pal-cf", to: "pal-ct", replyFrom: "pal-rf", replyTo: "pal-rt" } as const;
+export type WorkloadVariant = keyof typeof WORKLOAD_CHAINS;
+/** Position k's dispatch chain of one variant (its tree's root), or a node of that tree (keyed by profile-key prefix). */
+export const positionChain = (variant: WorkloadVariant, k: number, prefix = "") => `${WORKLOAD_CHAINS[variant]}${k}${prefix ? `-${prefix}` : ""}`;
+/** hash:net,iface: (address, interface) of the host's active endpoints whose profile at position k is this (existing) profile. */
+export const positionSet = (k: number, key: string, family: IpVersion) => `pal${family}ip${k}_${key}`;
+/** The union of the position sets under a node of position k's tree. */
+export const positionNodeSet = (k: number, prefix: string, family: IpVersion) => `pal${family}ipn${k}-${prefix}`;
+/** hash:net,iface: active endpoints whose profile at position k does not exist (denied there: "missing-profile"). */
+export const missingSet = (k: number, family: IpVersion) => `pal${family}ix${k}`;
 /**
- * hash:net,iface: (address, interface) of the class's active endpoints, for
+ * hash:net,iface: (address, interface) of the host's active endpoints, for
  * both directions (`src,src` from the workload, `dst,dst` to it). Keyed by
  * address: the kernel hashes only the net part, so `0/0,<iface>` members
  * would all share one bucket (at most 64 fit).
  */
-export const classSet = (cls: string, family: IpVersion) => `pal${family}ic_${cls}`;
+export const activeSet = (family: IpVersion) => `pal${family}i-active`;
 /** hash:net,iface: (address, interface) of inactive endpoints. */
 export const inactiveSet = (family: IpVersion) => `pal${family}i-inactive`;
 /** The MAC check (DESIGN §6.5): its chain, called from the from-workload root. */
@@ -94,8 +107,3 @@ export const endpointMacChain = (iface: string) => `pal-fme-${iface}`;
 /** Nodes of the IPv4 MAC scope tree (networks and endpoint leaves, DESIGN §6.5): chain and union set. */
 export const macScopeNode = (prefix: string) => name("pal-fmn", prefix, CHAIN_MAX);
 export const macScopeNodeSet = (prefix: string) => name("pal4imn", prefix, IPSET_MAX);
-/** Class tree nodes (more than DISPATCH_FANOUT classes), keyed by class-hash prefix. */
-export const fromClassNode = (prefix: string) => `pal-cfn-${prefix}`;
-export const toClassNode = (prefix: string) => `pal-ctn-${prefix}`;
-/** The union of the class sets under a class-tree node. */
-export const nodeSet = (prefix: string, family: IpVersion) => `pal${family}in-${prefix}`;

@@ -1,24 +1,27 @@
 // One host's set-based layout (DESIGN §6.5, §7.4): where the host's
-// endpoints sit (interface -> endpoint), the classes they form, the host's
-// own sets (classification, inactive, no-MAC, MAC sets and their list), the
-// MAC claims, the class tree and the host's own chains. The calculation
-// graph owns one per host and calls it through HostLayout; everything it
-// changes goes out through the host's HostOutput.
+// endpoints sit (interface -> endpoint), which profiles sit at each position
+// of their lists, the host's own sets (active, inactive, position sets,
+// no-MAC, MAC sets and their list), the MAC claims, the position trees and
+// the host's own chains. The calculation graph owns one per host and calls
+// it through HostLayout; everything it changes goes out through the host's
+// HostOutput.
 //
-// Cost: an endpoint change whose ordered profile list is already a class
-// here moves set members only; a class appearing or going, a profile
-// appearing or going, or an IPv6 MAC changing re-renders once, at flush.
+// Cost: an endpoint change moves set members only, unless a profile
+// appears at a position where no endpoint here had it (or the last one
+// leaves), the longest list changes, a profile in use is created or
+// deleted, or a MAC leaf changes; those re-render once, at flush, and only
+// the chains they touch.
 import { hostAddress, type Endpoint, type IpVersion } from "../model/index.js";
-import type { ClassChainCache } from "./class-chains.js";
 import type { CalcConfig } from "./calc-config.js";
 import { chainKey, sameRules, type ChainDef } from "./desired-state.js";
 import { reportedDrop } from "./render-flow-reports.js";
 import type { HostLayout, HostOutput, LocalSet } from "./host-layout.js";
 import {
-  ADMIT_CHAIN, ENTRY_CHAINS, classKey, classSet, endpointMacSet, fromClassNode, toClassNode, inactiveSet, macListSet, macScopeNodeSet, macSet, networkMacListSet, networkScopeSet, noMacSet, nodeSet,
+  ADMIT_CHAIN, ENTRY_CHAINS, activeSet, endpointMacSet, inactiveSet, macListSet, macScopeNodeSet, macSet, missingSet, networkMacListSet, networkScopeSet, noMacSet, positionNodeSet,
+  positionSet, profileKey,
 } from "./names.js";
 import { prefixTree, type PrefixEntry, type PrefixTree } from "./prefix-tree.js";
-import { macScopeTree, renderClassDispatch, renderMacChains, type MacCheck, type MacEntry } from "./render-classes.js";
+import { macScopeTree, positionChainNames, renderEntryChains, renderMacChains, renderPositionDispatch, renderWorkloadChains, type MacCheck, type MacEntry } from "./render-dispatch.js";
 
 const FAMILIES: readonly IpVersion[] = [4, 6];
 
@@ -33,7 +36,11 @@ interface Claim {
 
 /** What an interface contributes, derived from its endpoint when that changes. */
 interface Placement {
-  cls?: string;
+  /**
+   * Active endpoints: where each profile of the list is a member, by
+   * position ("<k>\t<profile key>", or "<k>\t" where it is missing).
+   */
+  positions?: readonly string[];
   profileIds?: readonly string[];
   /** The endpoint's network: its MAC scope lives while an endpoint here names it. */
   network?: string;
@@ -83,7 +90,9 @@ export function ipv6MacCheck(ep: Endpoint): MacCheck | undefined {
 
 /**
  * An interface's placement (DESIGN §6.5, §2.10, §2.11). Fixed addresses and
- * pairs are members alike (class or inactive set). The MAC check, IPv4:
+ * pairs are members alike: of the inactive set, or of the active set and,
+ * per position of the profile list, the set of the profile there (or the
+ * position's missing set when that profile does not exist). The MAC check, IPv4:
  * every (address, MAC) entry with one MAC is a claim in the MAC sets of the
  * endpoint's network (and, off the default network, a member of the
  * network's scope set); entries without any MAC are no-MAC members (a CIDR
@@ -91,9 +100,9 @@ export function ipv6MacCheck(ep: Endpoint): MacCheck | undefined {
  * with two MACs, has a leaf chain instead. IPv6: one MAC for all sources is
  * the interface tree's one line, different MACs the endpoint's leaf chain.
  */
-function placement(ep: Endpoint, name: string): Placement {
+function placement(ep: Endpoint, name: string, exists: (profileId: string) => boolean): Placement {
   const active = ep.state === "active";
-  const cls = active ? classKey(ep.profileIds) : undefined;
+  const positions = active ? ep.profileIds.map((id, k) => `${k}\t${exists(id) ? profileKey(id) : ""}`) : undefined;
   const mac = ep.mac?.toUpperCase();
   const entries: Record<IpVersion, Entry[]> = { 4: [], 6: [] };
   for (const n of ep.ipv4Nets) entries[4].push({ net: hostAddress(n), mac, fixed: true });
@@ -107,8 +116,8 @@ function placement(ep: Endpoint, name: string): Placement {
     members.push([set, f, m]);
   };
   for (const f of FAMILIES) {
-    const set = cls !== undefined ? classSet(cls, f) : inactiveSet(f);
-    for (const e of entries[f]) member(set, f, `${e.net},${name}`);
+    const sets = positions ? [activeSet(f), ...positions.map((p) => positionSetOf(p, f))] : [inactiveSet(f)];
+    for (const set of sets) for (const e of entries[f]) member(set, f, `${e.net},${name}`);
   }
   // IPv4 by address: which MACs each host address may use (any entry without one: any MAC).
   const byAddr = new Map<string, { macs: Set<string>; any: boolean; fixed: boolean }>();
@@ -141,19 +150,37 @@ function placement(ep: Endpoint, name: string): Placement {
     }
   }
   const base = { network: ep.network, v4Leaf, v6Check: v6CheckOf(entries[6]), members, claims };
-  return active ? { cls, profileIds: ep.profileIds, ...base } : base;
+  return active ? { positions, profileIds: ep.profileIds, ...base } : base;
+}
+
+/** The set of a placement's position entry ("<k>\t<key>", "<k>\t" for missing) in one family. */
+function positionSetOf(position: string, family: IpVersion): string {
+  const tab = position.indexOf("\t");
+  const k = Number(position.slice(0, tab));
+  const key = position.slice(tab + 1);
+  return key ? positionSet(k, key, family) : missingSet(k, family);
+}
+
+/** What a host has at one position: profile key -> (profile id, endpoints); endpoints whose profile there is missing. */
+interface Position {
+  profiles: Map<string, { id: string; count: number }>;
+  missing: number;
 }
 
 export class SetHostLayout implements HostLayout {
   /** Interface name -> the endpoints on it, by key (more than one is a conflict: nothing of either is placed). */
   private readonly byName = new Map<string, Map<string, Endpoint>>();
-  /** Interface -> the endpoint whose class, MAC and members it carries now. */
+  /** Interface -> the endpoint whose members and MAC it carries now. */
   private readonly placed = new Map<string, Endpoint>();
-  /** Ordered profile lists in use by active endpoints here, by class key. */
-  private readonly classes = new Map<string, { profileIds: readonly string[]; count: number }>();
+  /** Interface -> what it carries now (as placed: re-placing compares with this). */
+  private readonly placements = new Map<string, Placement>();
+  /** Profile id -> interfaces whose active endpoint lists it (re-placed when it is created or deleted). */
+  private readonly usersOf = new Map<string, Set<string>>();
+  /** Position -> what the host's active endpoints have there. */
+  private readonly positions = new Map<number, Position>();
   /** The host's own sets, by name. */
   private readonly local = new Map<string, { family: IpVersion; members: Set<string> }>();
-  /** The host's own chains: entry chains, class chains and trees, MAC chains. */
+  /** The host's own chains: entry and workload chains, position trees, MAC chains. */
   private readonly chains = new Map<string, ChainDef>();
   /** IPv6 interface tree: interface -> its check. */
   private readonly v6Checks = new Map<string, MacCheck>();
@@ -171,35 +198,42 @@ export class SetHostLayout implements HostLayout {
   private readonly macClaims = new Map<string, [Map<string, number>, Map<string, number>]>();
   /** MAC set (per /16 and network) -> claims in it: the set lives while it has any. */
   private readonly macSetClaims = new Map<string, number>();
-  /** Leaf set -> the node sets above it (class tree, MAC scope tree): members go to both. */
+  /** Leaf set -> the node sets above it (position trees, MAC scope tree): members go to both. */
   private readonly above = new Map<string, string[]>();
-  /** Left to render at flush: classes came or went / a profile came or went / a MAC tree changed. */
-  private readonly stale = { classes: false, classChains: false, macs: false };
-  /**
-   * Classes that came or went since the last render: when no profile came
-   * or went, only their chains are rendered or removed (the others' do not
-   * change), so a class appearing on a dense host costs its own chains, the
-   * dispatch tree and the node sets, not every class's chains again.
-   */
-  private readonly classDelta = new Set<string>();
-  /** Class -> the keys of the chains rendered for it (removed with it). */
-  private readonly classChainKeys = new Map<string, string[]>();
+  /** Left to render at flush: positions whose profiles (or missing line) changed; the MAC tree. */
+  private readonly stale = { positions: new Set<number>(), macs: false };
+  /** Position -> its tree and missing line as last rendered. */
+  private readonly rendered = new Map<number, { tree: PrefixTree; missing: boolean }>();
+  /** How many positions the workload chains were last rendered with. */
+  private renderedPositions = 0;
   /** Keys of the MAC chains, as last rendered. */
   private macKeys = new Set<string>();
-  /** Node set -> the leaf sets below it when its members were last derived (deriveNodeSets). */
-  private readonly classNodeMemo = new Map<string, string>();
+  /** Node set -> the leaf sets below it when its members were last derived (deriveNodeSets), per tree. */
+  private readonly positionNodeMemo = new Map<number, Map<string, string>>();
   private readonly macNodeMemo = new Map<string, string>();
 
-  /** Creates the host's sets and chains of a host without endpoints, emitting them. */
-  constructor(private readonly out: HostOutput, private readonly cfg: CalcConfig, private readonly classChains: ClassChainCache) {
-    for (const family of FAMILIES) this.createLocal(inactiveSet(family), family, []);
+  /**
+   * Creates the host's sets and chains of a host without endpoints, emitting
+   * them. `exists`: whether a profile exists (a missing one at a position
+   * denies there).
+   */
+  constructor(private readonly out: HostOutput, private readonly cfg: CalcConfig, private readonly exists: (profileId: string) => boolean) {
+    for (const family of FAMILIES) {
+      this.createLocal(inactiveSet(family), family, []);
+      this.createLocal(activeSet(family), family, []);
+    }
     this.createLocal(noMacSet, 4, []);
     this.createLocal(macListSet, 4, []);
     // "accept" goes through the driver's admit chain, which marks the
     // connection judged in the current epoch (DESIGN §6.14).
     const toHost = cfg.workloadToHost === "accept" ? [`-j ${ENTRY_CHAINS.fromWorkload}`, `-g ${ADMIT_CHAIN}`] : reportedDrop(cfg, "", "h", ENTRY_CHAINS.workloadToHost);
-    for (const family of FAMILIES) this.setChain({ table: "filter", family, name: ENTRY_CHAINS.workloadToHost, rules: toHost });
-    this.render({ classes: true, classChains: true, macs: true });
+    for (const family of FAMILIES) {
+      this.setChain({ table: "filter", family, name: ENTRY_CHAINS.workloadToHost, rules: toHost });
+      for (const c of renderEntryChains(family, cfg)) this.setChain(c);
+      for (const c of renderWorkloadChains(0, family, cfg)) this.setChain(c);
+    }
+    this.stale.macs = true;
+    this.renderDirty();
   }
 
   endpointOnInterface(name: string, key: string, ep: Endpoint | undefined): void {
@@ -214,16 +248,18 @@ export class SetHostLayout implements HostLayout {
     this.place(name);
   }
 
-  profilesChanged(): void {
-    this.stale.classChains = true;
-    this.out.touch();
+  /**
+   * A profile that endpoints here list was created or deleted: their
+   * members move between the position's profile set and its missing set
+   * (set deltas; the position's lines at flush).
+   */
+  profilesChanged(profileId: string): void {
+    for (const name of [...(this.usersOf.get(profileId) ?? [])]) this.place(name, true);
   }
 
   renderDirty(): void {
-    if (!this.stale.classes && !this.stale.classChains && !this.stale.macs) return;
-    const what = { ...this.stale };
-    this.stale.classes = this.stale.classChains = this.stale.macs = false;
-    this.render(what);
+    if (!this.stale.positions.size && !this.stale.macs && this.positionCount() === this.renderedPositions) return;
+    this.render();
   }
 
   contents(): { sets: Iterable<LocalSet>; chains: Iterable<ChainDef> } {
@@ -242,19 +278,23 @@ export class SetHostLayout implements HostLayout {
   }
 
   /**
-   * Moves an interface's set members, class reference and MAC claims to what
-   * its endpoint says now: set deltas only, unless a class appears or goes, a
-   * network appears on the host or leaves it, or a MAC leaf (IPv4 leaf chain,
-   * IPv6 tree line) changes (then chains are re-rendered at flush).
+   * Moves an interface's set members, position references and MAC claims to
+   * what its endpoint says now (`again`: the same endpoint, re-placed
+   * because a profile it lists came or went): set deltas only, unless a
+   * profile appears at a position or leaves it, a network appears on the
+   * host or leaves it, or a MAC leaf (IPv4 leaf chain, IPv6 tree line)
+   * changes (then chains are re-rendered at flush).
    */
-  private place(name: string): void {
+  private place(name: string, again = false): void {
     const before = this.placed.get(name);
     const after = this.endpointOn(name);
-    if (before === after) return;
-    const prev = before && placement(before, name);
-    const next = after && placement(after, name);
-    // What members need exists first: class sets, a network's sets, the leaf set.
-    if (next?.cls && next.cls !== prev?.cls) this.classRef(next.cls, next.profileIds!, +1);
+    if (before === after && !again) return;
+    const prev = this.placements.get(name);
+    const next = after && placement(after, name, this.exists);
+    // What members need exists first: position sets, a network's sets, the leaf set.
+    const prevPos = new Set(prev?.positions);
+    const nextPos = new Set(next?.positions);
+    for (const p of nextPos) if (!prevPos.has(p)) this.positionRef(p, after!.profileIds, +1);
     if (next?.network !== undefined && next.network !== prev?.network) this.networkRef(next.network, +1);
     if (next?.v4Leaf && !prev?.v4Leaf) this.createLocal(endpointMacSet(name), 4, []);
     const claimKey = (c: Claim) => `${c.set}\t${c.ip}\t${c.mac}\t${c.rank}`;
@@ -270,7 +310,7 @@ export class SetHostLayout implements HostLayout {
     for (const c of prev?.claims ?? []) if (!nextClaims.has(claimKey(c))) this.macClaim(c, -1);
     if (prev?.v4Leaf && !next?.v4Leaf) this.removeLocal(endpointMacSet(name));
     if (prev?.network !== undefined && prev.network !== next?.network) this.networkRef(prev.network, -1);
-    if (prev?.cls && prev.cls !== next?.cls) this.classRef(prev.cls, prev.profileIds!, -1);
+    for (const p of prevPos) if (!nextPos.has(p)) this.positionRef(p, prev!.profileIds!, -1);
     if (!sameJson(prev?.v4Leaf, next?.v4Leaf)) {
       if (next?.v4Leaf) this.v4Leaves.set(name, next.v4Leaf);
       else this.v4Leaves.delete(name);
@@ -281,8 +321,19 @@ export class SetHostLayout implements HostLayout {
       else this.v6Checks.delete(name);
       this.macsStale();
     }
+    for (const id of prev?.profileIds ?? []) {
+      const u = this.usersOf.get(id);
+      if (u && u.delete(name) && !u.size) this.usersOf.delete(id);
+    }
+    for (const id of next?.profileIds ?? []) {
+      let u = this.usersOf.get(id);
+      if (!u) this.usersOf.set(id, (u = new Set()));
+      u.add(name);
+    }
     if (after) this.placed.set(name, after);
     else this.placed.delete(name);
+    if (next) this.placements.set(name, next);
+    else this.placements.delete(name);
   }
 
   private macsStale(): void {
@@ -350,25 +401,50 @@ export class SetHostLayout implements HostLayout {
     }
   }
 
-  private classRef(cls: string, profileIds: readonly string[], sign: 1 | -1): void {
-    const c = this.classes.get(cls);
-    if (sign > 0) {
-      if (c) { c.count++; return; }
-      this.classes.set(cls, { profileIds, count: 1 });
-      this.classDelta.add(cls);
-      this.classChains.acquire(cls);
-      for (const f of FAMILIES) this.createLocal(classSet(cls, f), f, []);
-      this.stale.classes = true;
-      this.out.touch();
-      return;
+  /**
+   * One active endpoint's profile at a position, in (+1) or out (-1): the
+   * position's profile set (or its missing set) lives while some endpoint
+   * here has that profile (or a missing one) there; one appearing or going
+   * re-renders the position's chains at flush.
+   */
+  private positionRef(position: string, profileIds: readonly string[], sign: 1 | -1): void {
+    const tab = position.indexOf("\t");
+    const k = Number(position.slice(0, tab));
+    const key = position.slice(tab + 1);
+    let pos = this.positions.get(k);
+    if (!pos) this.positions.set(k, (pos = { profiles: new Map(), missing: 0 }));
+    let first = false;
+    let last = false;
+    if (!key) {
+      pos.missing += sign;
+      first = sign > 0 && pos.missing === 1;
+      last = sign < 0 && pos.missing === 0;
+    } else {
+      const e = pos.profiles.get(key);
+      if (sign > 0) {
+        if (e) e.count++;
+        else { pos.profiles.set(key, { id: profileIds[k]!, count: 1 }); first = true; }
+      } else if (e && --e.count === 0) {
+        pos.profiles.delete(key);
+        last = true;
+      }
     }
-    if (!c || --c.count > 0) return;
-    this.classes.delete(cls);
-    this.classDelta.add(cls);
-    this.classChains.release(cls);
-    for (const f of FAMILIES) this.removeLocal(classSet(cls, f));
-    this.stale.classes = true;
+    if (!pos.profiles.size && !pos.missing) this.positions.delete(k);
+    if (!first && !last) return;
+    for (const f of FAMILIES) {
+      const set = positionSetOf(position, f);
+      if (first) this.createLocal(set, f, []);
+      else this.removeLocal(set);
+    }
+    this.stale.positions.add(k);
     this.out.touch();
+  }
+
+  /** Positions in use: the longest active profile list here. */
+  private positionCount(): number {
+    let n = 0;
+    for (const k of this.positions.keys()) if (k + 1 > n) n = k + 1;
+    return n;
   }
 
   // ------------------------------------------------------------------ sets
@@ -413,52 +489,27 @@ export class SetHostLayout implements HostLayout {
   }
 
   /**
-   * Re-renders what is stale: with `classes`, the class tree, its node sets,
-   * the roots and the class chains; with `classChains`, the class chains (a
-   * profile came or went); with `macs`, the MAC scope tree's node sets and
-   * the MAC chains. Removes the chains of those kinds that are no longer wanted.
+   * Re-renders what is stale: the trees, node sets and chains of the
+   * positions whose profiles or missing line changed (only the tree nodes
+   * whose lines changed), the workload chains when the longest list
+   * changed, and with `macs` the MAC scope tree's node sets and the MAC
+   * chains. Removes the chains of those kinds that are no longer wanted.
    */
-  private render(what: { classes: boolean; classChains: boolean; macs: boolean }): void {
-    let changedNodes: Set<string> | undefined;
-    let goneNodes: string[] = [];
-    if (what.classes) {
-      const tree = prefixTree([...this.classes.keys()].sort());
-      this.deriveNodeSets(tree, (cls) => FAMILIES.map((f) => classSet(cls, f)), (prefix, leafSet) => nodeSet(prefix, this.local.get(leafSet)!.family), /^pal[46]in-/, this.classNodeMemo);
-      // The dispatch chains of the tree nodes whose lines changed, only:
-      // a class coming or going touches the nodes on its path (more when a
-      // node splits or merges), not the whole tree.
-      const before = this.classTree?.nodes;
-      changedNodes = new Set();
-      for (const [prefix, entries] of tree.nodes) {
-        const old = before?.get(prefix);
-        if (!old || old.length !== entries.length || old.some((e, i) => entryKey(e) !== entryKey(entries[i]!))) changedNodes.add(prefix);
-      }
-      goneNodes = before ? [...before.keys()].filter((p) => !tree.nodes.has(p)) : [];
-      this.classTree = tree;
+  private render(): void {
+    const stalePositions = [...this.stale.positions].sort((a, b) => a - b);
+    const macs = this.stale.macs;
+    this.stale.positions.clear();
+    this.stale.macs = false;
+    for (const k of stalePositions) this.renderPosition(k);
+    const n = this.positionCount();
+    if (n !== this.renderedPositions) {
+      for (const family of FAMILIES) for (const c of renderWorkloadChains(n, family, this.cfg)) this.setChain(c);
+      this.renderedPositions = n;
     }
-    const checks = { networks: [...this.networks.keys()], v4Leaves: this.v4Leaves, v6: this.v6Checks };
-    if (what.macs) {
+    if (macs) {
+      const checks = { networks: [...this.networks.keys()], v4Leaves: this.v4Leaves, v6: this.v6Checks };
       const { tree, leafSet } = macScopeTree(checks);
       this.deriveNodeSets(tree, (key) => [leafSet.get(key)!], (prefix) => macScopeNodeSet(prefix), /^pal4imn[-_]/, this.macNodeMemo);
-    }
-    if (what.classes) {
-      for (const family of FAMILIES) {
-        for (const c of renderClassDispatch(this.classTree ?? prefixTree([]), family, this.cfg, changedNodes)) this.setChain(c);
-        for (const prefix of goneNodes) {
-          this.removeChain(family, fromClassNode(prefix));
-          this.removeChain(family, toClassNode(prefix));
-        }
-      }
-    }
-    if (what.classChains) {
-      // A profile came or went: any class's chains may have changed.
-      for (const cls of this.classChainKeys.keys()) if (!this.classes.has(cls)) this.renderClass(cls);
-      for (const cls of this.classes.keys()) this.renderClass(cls);
-    } else if (what.classes) {
-      for (const cls of this.classDelta) this.renderClass(cls);
-    }
-    this.classDelta.clear();
-    if (what.macs) {
       const keys = new Set<string>();
       for (const family of FAMILIES) {
         for (const c of renderMacChains(checks, family, this.cfg)) {
@@ -471,22 +522,37 @@ export class SetHostLayout implements HostLayout {
     }
   }
 
-  /** A class's chains as they are now (none when it is gone); its former chains that are no longer wanted go. */
-  private renderClass(cls: string): void {
-    const c = this.classes.get(cls);
-    const keys: string[] = [];
-    if (c) {
-      for (const family of FAMILIES) {
-        for (const ch of this.classChains.chains(cls, c.profileIds, family)) {
-          keys.push(chainKey(family, ch.name));
-          this.setChain(ch);
-        }
+  /**
+   * Position k's tree, node sets and chains as they are now; a position no
+   * endpoint reaches any more loses them all. Only the nodes whose lines
+   * changed are rendered: a profile appearing at a position touches the
+   * nodes on its path (more when a node splits or merges), not the tree.
+   */
+  private renderPosition(k: number): void {
+    const pos = this.positions.get(k);
+    const keys = pos ? [...pos.profiles.keys()].sort() : [];
+    const tree = prefixTree(keys);
+    const missing = (pos?.missing ?? 0) > 0;
+    let memo = this.positionNodeMemo.get(k);
+    if (!memo) this.positionNodeMemo.set(k, (memo = new Map()));
+    this.deriveNodeSets(tree, (key) => FAMILIES.map((f) => positionSet(k, key, f)), (prefix, leafSet) => positionNodeSet(k, prefix, this.local.get(leafSet)!.family), new RegExp(`^pal[46]ipn${k}-`), memo);
+    const before = this.rendered.get(k);
+    const gone = before ? [...before.tree.nodes.keys()].filter((prefix) => !pos || !tree.nodes.has(prefix)) : [];
+    if (pos) {
+      const changed = new Set<string>();
+      for (const [prefix, entries] of tree.nodes) {
+        const old = before?.tree.nodes.get(prefix);
+        if (!old || old.length !== entries.length || old.some((e, i) => entryKey(e) !== entryKey(entries[i]!))) changed.add(prefix);
       }
+      if (before?.missing !== missing) changed.add("");
+      const profileOf = new Map([...pos.profiles].map(([key, e]) => [key, e.id]));
+      for (const family of FAMILIES) for (const c of renderPositionDispatch({ k, tree, profileOf, missing }, family, this.cfg, changed)) this.setChain(c);
+      this.rendered.set(k, { tree, missing });
+    } else {
+      this.rendered.delete(k);
+      this.positionNodeMemo.delete(k);
     }
-    const before = this.classChainKeys.get(cls);
-    if (before) this.removeAllBut(new Set(before), new Set(keys));
-    if (keys.length) this.classChainKeys.set(cls, keys);
-    else this.classChainKeys.delete(cls);
+    for (const prefix of gone) for (const family of FAMILIES) for (const name of positionChainNames(k, prefix)) this.removeChain(family, name);
   }
 
   /** Removes the chains of `before` that are not in `keep`. */
@@ -498,10 +564,8 @@ export class SetHostLayout implements HostLayout {
     }
   }
 
-  private classTree: PrefixTree | undefined;
-
   /**
-   * Node sets of a tree (class tree, MAC scope tree) holding the union of the
+   * Node sets of a tree (a position's tree, MAC scope tree) holding the union of the
    * leaf sets below them, and which node sets lie above each leaf set (so
    * member changes reach them). Leaves never share a member (one interface,
    * one endpoint): plain unions.

@@ -18,16 +18,15 @@ export const ENTRY_CHAINS = {
 } as const;
 
 /**
- * Revoked connections end (DESIGN §6.14; chosen, not built yet: nothing
- * sets or matches this bit today). A packet of an established
+ * Revoked connections end (DESIGN §6.14). A packet of an established
  * connection whose policy may have changed since it was last judged is
  * judged again; a *reply-direction* packet is judged with the original
  * direction's rules mirrored. The driver sets this packet-mark bit before it
- * sends such a packet into the entry chains; every class chain the
- * controller renders is to start by diverting a packet carrying it to the class's
- * mirrored chain (the receiver's inbound rules, or the sender's outbound
- * rules, with source and destination swapped). Next to the accept mark
- * (0x1000000) and the log mark (0x2000000).
+ * sends such a packet into the entry chains; the controller's workload
+ * chains (`pal-cf`, `pal-ct`) start by diverting a packet carrying it to
+ * their mirrored twins (the receiver's inbound rules, or the sender's
+ * outbound rules, with source and destination swapped). Next to the accept
+ * mark (0x1000000) and the log mark (0x2000000).
  */
 export const REPLY_CHECK_MARK = 0x4000000;
 

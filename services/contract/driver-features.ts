@@ -13,16 +13,25 @@ export const FEATURE_FLOW_LOG = "flow-log";
 
 /**
  * The chain `pal-ct-admit` every accept goes to, and the reply-direction
- * re-check mark the class chains divert on (DESIGN §6.14): the controller's
+ * re-check mark the workload chains divert on (DESIGN §6.14): the controller's
  * workload-to-host accept jumps to it.
  */
 export const FEATURE_CT_ADMIT = "ct-admit";
 
+/**
+ * The position layout (DESIGN §6.5): endpoints are members of the active set
+ * and of one set per (position, profile), not of class sets. A driver must
+ * know those sets to tell which endpoint holds an address (revocation, no
+ * inheritance: DESIGN §6.14) and which bridge ports disagree (DESIGN §6.3);
+ * one that does not would miss both, so it is refused.
+ */
+export const FEATURE_POSITION_LAYOUT = "position-layout";
+
 /** What this build's driver announces. */
-export const DRIVER_FEATURES: readonly string[] = [FEATURE_SET_LAYOUT, FEATURE_FLOW_LOG, FEATURE_CT_ADMIT];
+export const DRIVER_FEATURES: readonly string[] = [FEATURE_SET_LAYOUT, FEATURE_FLOW_LOG, FEATURE_CT_ADMIT, FEATURE_POSITION_LAYOUT];
 
 /** What this build's controller renders, hence requires of every driver. */
-export const REQUIRED_FEATURES: readonly string[] = [FEATURE_SET_LAYOUT, FEATURE_FLOW_LOG, FEATURE_CT_ADMIT];
+export const REQUIRED_FEATURES: readonly string[] = [FEATURE_SET_LAYOUT, FEATURE_FLOW_LOG, FEATURE_CT_ADMIT, FEATURE_POSITION_LAYOUT];
 
 /**
  * The features a hello's list stands for. Flow reports predate the features

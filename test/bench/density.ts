@@ -4,7 +4,10 @@
 // seed of the driver section, so 1,000 endpoints is the same host; nearly
 // every endpoint has a list of its own: the worst case for classes) — or
 // "pool" — each endpoint takes one of 50 such lists (a cloud where
-// workloads share their security-group combinations).
+// workloads share their security-group combinations) — or "combos" — 40
+// profiles combined into every ordered pair, 1,560 distinct lists (issue #23
+// item 1: each tenant's own group plus a shared one, in either order; the
+// class layout rendered chains per list, the position layout per profile).
 // Per size and backend, in fresh network namespaces:
 //   rules        rule lines of all chains the host gets (base chains included)
 //   first apply  driver path (createDataplane().apply, read-back included) and
@@ -48,7 +51,15 @@ const HOST = "hv0";
 const KINDS = ["added", "address", "rule"] as const;
 type Kind = (typeof KINDS)[number];
 
-export type ListModel = "random" | "pool";
+export type ListModel = "random" | "pool" | "combos";
+
+/** "combos": the i-th of the 40 × 39 ordered pairs of profiles p0..p39. */
+export function comboList(i: number): string[] {
+  const j = i % (40 * 39);
+  const a = Math.floor(j / 39);
+  const b = j % 39;
+  return [`p${a}`, `p${b >= a ? b + 1 : b}`];
+}
 
 /** Creates the namespaces, runs `fn`, and deletes what it created (also on failure). */
 export async function withNamespaces<T>(names: string[], fn: () => Promise<T>): Promise<T> {
@@ -98,6 +109,7 @@ async function densityOne(backend: Backend, size: number, samples: number, lists
     const pool = Array.from({ length: 50 }, (_, i) => genEndpoint(HOST, i, PROFILES, mulberry32(1000 + i)).profileIds);
     endpoints.forEach((e, i) => { endpoints[i] = { ...e, profileIds: [...pool[i % pool.length]!] }; });
   }
+  if (lists === "combos") endpoints.forEach((e, i) => { endpoints[i] = { ...e, profileIds: comboList(i) }; });
   const feed = createHostFeed(profiles, endpoints, { host: HOST, topology });
   const want = feed.input();
   const rules = [...want.chains.values()].reduce((n, c) => n + c.rules.length, 0);
@@ -199,7 +211,7 @@ async function memoryPerEndpoint(endpoints: number, hosts: number, profiles: num
 }
 
 /** Which profile-list models run. */
-export const DENSITY_VARIANTS: readonly ListModel[] = ["random", "pool"];
+export const DENSITY_VARIANTS: readonly ListModel[] = ["random", "pool", "combos"];
 
 export async function benchDensity(opts: { sizes: number[]; backends: Backend[]; samples: (size: number) => number; memory: number[]; baseline: number; variants?: readonly ListModel[]; topologies?: readonly Topology[] }) {
   const t0 = performance.now();

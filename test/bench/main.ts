@@ -1,5 +1,5 @@
 // npm run bench [-- --size full|quick|ci] [--quick] [--only calc|fanout|driver|density|revoke|e2e|flows|openstack]
-//   [--topology routed|bridged|both] [--json FILE]:
+//   [--topology routed|bridged|both] [--lists random|pool|combos|all] [--json FILE]:
 // performance figures, printed. Not part of npm test's pass/fail on speed:
 // speed is measured here, behaviour is tested there. `--size ci` runs every
 // section at a tiny size so that CI (test/e2e/bench-ci.test.ts) sees the
@@ -9,11 +9,12 @@
 // the driver and density sections' host has routed taps, bridged ones (every
 // tap a bridge port, the state through the driver's BridgeLayer, DESIGN
 // §6.3), or each in turn; bridged figures are reported beside the routed
-// ones (`driver_bridged`, density rows with topology "bridged").
+// ones (`driver_bridged`, density rows with topology "bridged"). --lists
+// (default all): the density section's profile-list models (density.ts).
 import { writeFileSync } from "node:fs";
 import { benchCalc } from "./calc-scale.js";
 import { DeadlineExceeded, withDeadline } from "./deadline.js";
-import { benchDensity, formatDensity } from "./density.js";
+import { benchDensity, DENSITY_VARIANTS, formatDensity, type ListModel } from "./density.js";
 import { benchDriver } from "./driver-apply.js";
 import { benchE2e } from "./e2e-latency.js";
 import { benchRevoke, formatRevoke } from "./revoke.js";
@@ -47,6 +48,12 @@ if (topologyArg !== "both" && !(TOPOLOGIES as readonly string[]).includes(topolo
   process.exit(2);
 }
 const topologies: readonly Topology[] = topologyArg === "both" ? TOPOLOGIES : [topologyArg as Topology];
+const listsArg = valueOf("--lists") ?? "all";
+if (listsArg !== "all" && !(DENSITY_VARIANTS as readonly string[]).includes(listsArg)) {
+  process.stderr.write(`bench: unknown --lists '${listsArg}' (${DENSITY_VARIANTS.join(", ")} or all)\n`);
+  process.exit(2);
+}
+const variants: readonly ListModel[] = listsArg === "all" ? DENSITY_VARIANTS : [listsArg as ListModel];
 const jsonAt = valueOf("--json");
 const results: Record<string, unknown> = {};
 const seconds: Record<string, number> = {};
@@ -93,7 +100,7 @@ await section("driver", async () => {
 // One host at growing density (issue #14): rules, first apply, single changes
 // vs. their raw floor; controller memory per endpoint.
 await section("density", async () => {
-  const density = await benchDensity({ ...size.density, topologies });
+  const density = await benchDensity({ ...size.density, topologies, variants });
   results.density = density;
   process.stdout.write(formatDensity(density));
 });

@@ -14,7 +14,7 @@ import type { PlanInput } from "../../services/driver/plan/plan.js";
 import { createLab, type Lab } from "../lab/lab.js";
 import { parseDocuments, type ModelObject } from "../../services/model/index.js";
 import { BIN, eventually, requireBuild, uniqueName } from "../support/binaries.js";
-import { classKey, fromClassChain, toClassChain } from "../../services/calc/names.js";
+import { positionChain } from "../../services/calc/names.js";
 
 const logger = createLogger({ name: "test", level: "silent" });
 
@@ -98,15 +98,15 @@ for (const backend of ["nft", "legacy"] as const) {
       const want = desiredFor(MODEL);
       await dp.apply(want);
       expect(await dp.detectDrift()).toBe(false);
-      await lab.exec(ns, backend === "nft" ? "iptables-nft" : "iptables-legacy", ["-F", toClassChain(classKey(["db"]))]);
+      await lab.exec(ns, backend === "nft" ? "iptables-nft" : "iptables-legacy", ["-F", positionChain("to", 0)]);
       await lab.exec(ns, "ipset", ["flush", "pal4t-db-user"]);
       await lab.exec(ns, backend === "nft" ? "iptables-nft" : "iptables-legacy", ["-I", "FORWARD", "1", "-s", "192.0.2.2", "-j", "ACCEPT"]);
       // A foreign rule slipped into one of our chains (even at its end).
-      await lab.exec(ns, backend === "nft" ? "iptables-nft" : "iptables-legacy", ["-A", fromClassChain(classKey(["app"])), "-j", "ACCEPT"]);
+      await lab.exec(ns, backend === "nft" ? "iptables-nft" : "iptables-legacy", ["-A", positionChain("from", 0), "-j", "ACCEPT"]);
       expect(await dp.detectDrift()).toBe(true);
       const fix = await dp.apply(want);
       expect(fix.chainsWritten).toBe(2);
-      expect(await lab.exec(ns, backend === "nft" ? "iptables-nft" : "iptables-legacy", ["-S", fromClassChain(classKey(["app"]))])).not.toMatch(/-j ACCEPT$/m);
+      expect(await lab.exec(ns, backend === "nft" ? "iptables-nft" : "iptables-legacy", ["-S", positionChain("from", 0)])).not.toMatch(/-j ACCEPT$/m);
       expect(await dp.detectDrift()).toBe(false);
       const fwd = (await lab.exec(ns, backend === "nft" ? "iptables-nft" : "iptables-legacy", ["-S", "FORWARD"])).split("\n");
       expect(fwd[1]).toContain("-j pal-FORWARD");

@@ -13,7 +13,7 @@ import { createLab, type Lab } from "../lab/lab.js";
 import { parseDocuments } from "../../services/model/index.js";
 import { eventually, uniqueName } from "../support/binaries.js";
 import { startTestController } from "../support/controller.js";
-import { classKey, toClassChain } from "../../services/calc/names.js";
+import { positionChain } from "../../services/calc/names.js";
 
 let lab: Lab;
 let ctl: Awaited<ReturnType<typeof startTestController>>;
@@ -79,9 +79,9 @@ describe("driver drift semantics (nft, namespace)", () => {
     expect(await repairs()).toBe(0);
 
     // Tampering: the inbound chain of the endpoint's class is flushed.
-    await lab.exec(ns, "iptables-nft", ["-F", toClassChain(classKey(["web"]))]);
+    await lab.exec(ns, "iptables-nft", ["-F", positionChain("to", 0)]);
     await eventually(async () => (await repairs()) === 1, { what: "drift counted", timeoutMs: 5_000 });
-    await eventually(async () => (await lab.exec(ns, "iptables-nft", ["-S", toClassChain(classKey(["web"]))])).includes("pal-pi-web"), { what: "chain repaired" });
+    await eventually(async () => (await lab.exec(ns, "iptables-nft", ["-S", positionChain("to", 0)])).includes("pal-pi-web"), { what: "chain repaired" });
     await new Promise((r) => setTimeout(r, 600));
     expect(driver.counters.driftRepairs).toBe(1);
   });

@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { freePort } from "../lab/etcd-process.js";
 import { createLab, type Lab } from "../lab/lab.js";
 import { BIN, eventually, palisadectl, requireBuild, uniqueName } from "../support/binaries.js";
-import { classKey, toClassChain } from "../../services/calc/names.js";
+import { positionChain } from "../../services/calc/names.js";
 
 const dir = mkdtempSync(join(tmpdir(), "palisade-ops-"));
 const socket = join(dir, "ctl.sock");
@@ -128,10 +128,10 @@ describe("operations", () => {
     ]);
     // Drift: someone flushes one of our chains; the next read-back repairs and counts it.
     const before = value(m, "palisade_driver_drift_repairs_total");
-    await lab.exec(hv, "iptables", ["-F", toClassChain(classKey(["srv"]))]);
+    await lab.exec(hv, "iptables", ["-F", positionChain("to", 0)]);
     // This driver reads back every 3 s (--drift-check-seconds).
     await eventually(async () => value((await getIn(hv, "/metrics")).body, "palisade_driver_drift_repairs_total") > before, { what: "drift repaired", timeoutMs: 20_000 });
-    expect(await lab.exec(hv, "iptables", ["-S", toClassChain(classKey(["srv"]))])).toContain("pal-pi-srv");
+    expect(await lab.exec(hv, "iptables", ["-S", positionChain("to", 0)])).toContain("pal-pi-srv");
   });
 
   it("SIGTERM: the driver exits 0 and leaves its rules enforcing; the controller drains and exits 0", async () => {
@@ -140,7 +140,7 @@ describe("operations", () => {
     driver!.kill("SIGTERM");
     const d = await driver!;
     expect(d.exitCode).toBe(0);
-    expect(await lab.exec(hv, "iptables-save", ["-t", "filter"])).toContain(`:${toClassChain(classKey(["srv"]))}`);
+    expect(await lab.exec(hv, "iptables-save", ["-t", "filter"])).toContain(`:${positionChain("to", 0)}`);
     expect(await lab.probeTcp("b", "a", 80)).toBe("open");
     expect(await lab.probeTcp("b", "a", 81)).toBe("timeout");
     const t0 = Date.now();

@@ -16,7 +16,7 @@ import { createLab, type Lab } from "../lab/lab.js";
 import { parseDocuments } from "../../services/model/index.js";
 import { BIN, eventually, requireBuild, uniqueName } from "../support/binaries.js";
 import { startTestController } from "../support/controller.js";
-import { classKey, toClassChain } from "../../services/calc/names.js";
+import { positionChain } from "../../services/calc/names.js";
 
 const dir = mkdtempSync(join(tmpdir(), "palisade-tamper-"));
 const socket = join(dir, "ctl.sock");
@@ -40,7 +40,7 @@ const metric = async (name: string) => {
 /** Ways to open a denied flow behind the driver's back (round-robin). */
 const TAMPER: { what: string; args: string[] }[] = [
   { what: "flush pal-FORWARD", args: ["-F", "pal-FORWARD"] },
-  { what: "ACCEPT on top of the endpoint's class chain", args: ["-I", toClassChain(classKey(["srv"])), "1", "-j", "ACCEPT"] },
+  { what: "ACCEPT on top of the endpoints' first-position chain", args: ["-I", positionChain("to", 0), "1", "-j", "ACCEPT"] },
   { what: "delete the hook jump from FORWARD", args: ["-D", "FORWARD", "1"] },
 ];
 

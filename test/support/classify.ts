@@ -10,9 +10,11 @@ const REPLY_CHECK = `0x${REPLY_CHECK_MARK.toString(16)}`;
  * Follows a packet through the rendered entry chains as the kernel would:
  * set matches ((address, interface) pairs; (address, MAC) for MAC sets),
  * interface, source net and MAC matches, calls, gotos, RETURN, DROP. Returns
- * the class chain the packet is handed to, "RETURN", or "DROP:<chain>".
+ * the workload chain the packet is handed to with the profile chains its
+ * positions lead to (`pal-cf[pal-po-a,pal-po-b]`, classOf), "RETURN", or
+ * "DROP:<chain>".
  */
-export function classify(st: PlainHostState, family: 4 | 6, dir: "from" | "to", addr: string, iface: string, mac?: string): string {
+export function classify(st: PlainHostState, family: 4 | 6, dir: "from" | "to", addr: string, iface: string, mac?: string, opts: { reply?: boolean } = {}): string {
   const inNet = (cidr: string) => {
     const c = parseCidr(cidr.includes("/") ? cidr : `${cidr}/${family === 4 ? 32 : 128}`);
     const a = parseCidr(addr);
@@ -45,22 +47,54 @@ export function classify(st: PlainHostState, family: 4 | 6, dir: "from" | "to", 
       if (!t || t[2] === "MARK") continue;
       if (t[2] === "DROP") return `DROP:${chain}`;
       if (t[2] === "RETURN") return "RETURN";
-      // A class chain: the packet is classified, once its MAC check (called first) passes.
-      if (/^pal-c[ft]_/.test(t[2]!)) {
+      // The workload chain: the packet is classified, once its MAC check
+      // (called first) passes; the position chains say its profile list.
+      if (t[2] === "pal-cf" || t[2] === "pal-ct") {
         // A new packet carries no REPLY_CHECK_MARK: the re-check divert
         // (DESIGN §6.5, "Reply-direction re-check chains") passes it by.
-        const rules = st.chains[`${family}:${t[2]}`]!.filter((r) => !r.startsWith(`-m mark --mark ${REPLY_CHECK}/${REPLY_CHECK} `));
-        const first = /^-j (\S+)$/.exec(rules[0]!)?.[1];
-        if (first === "pal-from-wl-mac") {
-          const mac = walk(first, depth + 1);
+        const all = st.chains[`${family}:${t[2]}`]!;
+        const divert = all.find((r) => r.startsWith(`-m mark --mark ${REPLY_CHECK}/${REPLY_CHECK} `));
+        // A reply-direction re-check (opts.reply) is diverted to the mirrored chain, which checks no MAC.
+        const chain = opts.reply ? /-g (\S+)$/.exec(divert ?? "")?.[1] ?? "no-divert" : t[2]!;
+        const rules = opts.reply ? st.chains[`${family}:${chain}`] ?? [] : all.filter((r) => r !== divert);
+        if (rules.includes("-j pal-from-wl-mac")) {
+          const mac = walk("pal-from-wl-mac", depth + 1);
           if (mac !== "RETURN") return mac;
         }
-        return t[2]!;
+        const profiles: string[] = [];
+        for (const r of rules) {
+          const pos = /^-j (pal-[cr][ft]\d+)$/.exec(r);
+          if (!pos) continue;
+          const got = position(pos[1]!, depth + 1);
+          if (got === undefined) break;
+          profiles.push(got);
+          if (got === "missing" || got.startsWith("DROP:")) break;
+        }
+        return `${chain}[${profiles.join(",")}]`;
       }
       const sub = walk(t[2]!, depth + 1);
       if (t[1] === "g" || sub !== "RETURN") return sub;
     }
     return "RETURN";
   };
+  /** A position chain: the profile chain it goes to, "missing", "DROP:<node>", or undefined (no profile there). */
+  const position = (chain: string, depth: number): string | undefined => {
+    if (depth > 20) throw new Error("loop");
+    for (const r of st.chains[`${family}:${chain}`] ?? []) {
+      const set = /-m set (! )?--match-set (\S+) (src,src|dst,dst)/.exec(r);
+      if (set && inSet(set[2]!) === !!set[1]) continue;
+      const t = /-([gj]) (\S+)$/.exec(r);
+      if (!t) continue;
+      if (t[2] === "DROP") return set ? "missing" : `DROP:${chain}`;
+      if (/^pal-[cr][ft]\d+-/.test(t[2]!)) return position(t[2]!, depth + 1);
+      if (t[1] === "g") return t[2]!;
+    }
+    return undefined;
+  };
   return walk(dir === "from" ? "pal-from-wl-dispatch" : "pal-to-wl-dispatch", 0);
+}
+
+/** What classify says of an endpoint with this ordered profile list (chain names of its profiles, or "missing"). */
+export function classOf(dir: "from" | "to", profileChains: readonly string[], opts: { reply?: boolean } = {}): string {
+  return `${dir === "from" ? (opts.reply ? "pal-rf" : "pal-cf") : opts.reply ? "pal-rt" : "pal-ct"}[${profileChains.join(",")}]`;
 }

@@ -15,13 +15,13 @@ const CHAIN_REF = /-[jg] (pal-\S+)/g;
 
 /**
  * Chains that come in pairs (DESIGN §6.5, "Reply-direction re-check
- * chains"): a profile's chain and its mirrored chain, a class chain and its
- * mirrored class chain. One without its twin on a host is a rendering or
+ * chains"): a profile's chain and its mirrored chain, a workload or position
+ * chain and its mirrored twin. One without its twin on a host is a rendering or
  * removal bug.
  */
 const TWINS: [RegExp, string][] = [
   [/^pal-pi([-_])/, "pal-qi"], [/^pal-qi([-_])/, "pal-pi"], [/^pal-po([-_])/, "pal-qo"], [/^pal-qo([-_])/, "pal-po"],
-  [/^pal-cf_/, "pal-rf"], [/^pal-rf_/, "pal-cf"], [/^pal-ct_/, "pal-rt"], [/^pal-rt_/, "pal-ct"],
+  [/^pal-cf()(?=\d|$)/, "pal-rf"], [/^pal-rf()(?=\d|$)/, "pal-cf"], [/^pal-ct()(?=\d|$)/, "pal-rt"], [/^pal-rt()(?=\d|$)/, "pal-ct"],
 ];
 export function twinOf(name: string): string | undefined {
   for (const [re, other] of TWINS) {

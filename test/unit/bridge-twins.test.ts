@@ -63,7 +63,7 @@ describe("bridge twins", () => {
     expect(w.changes!.sets.get(C1)).toEqual(new Set(["10.0.0.1,tapb", "10.0.0.1,br0"]));
   });
 
-  it("a twin from ports in two class sets is contested: left out of every set, and both ports say why; resolved, it is back", () => {
+  it("class layout (an older controller): a twin from ports in two class sets is contested: left out of every set, and both ports say why; resolved, it is back", () => {
     const l = new BridgeLayer({ prefixes: ["tap"], families: [4] });
     l.setTopology(topo({ tapa: "br0", tapb: "br0", tapc: "br1" }));
     const d = state({ [C1]: ["10.0.0.1,tapa"], [C2]: ["10.0.0.1,tapb", "10.0.0.1,tapc"], "pal4in-a": ["10.0.0.1,tapa", "10.0.0.1,tapb"] });
@@ -82,6 +82,39 @@ describe("bridge twins", () => {
     expect([...w.sets.get(C1)!.members].sort()).toEqual(["10.0.0.1,br0", "10.0.0.1,tapa", "10.0.0.1,tapb"]);
     expect([...w.sets.get("pal4in-a")!.members].sort()).toEqual(["10.0.0.1,br0", "10.0.0.1,tapa", "10.0.0.1,tapb"]);
     expect(w.changes!.sets.get("pal4in-a")).toContain("10.0.0.1,br0");
+    expect(l.contestedPorts().size).toBe(0);
+  });
+
+  it("position layout: a twin whose ports list different profiles (they disagree on a position set) is contested; the same lists share it", () => {
+    const l = new BridgeLayer({ prefixes: ["tap"], families: [4] });
+    l.setTopology(topo({ tapa: "br0", tapb: "br0" }));
+    const [A, P0a, P0b, P1b, N0] = ["pal4i-active", "pal4ip0_aaaaaaaaaaaaaaaa", "pal4ip0_bbbbbbbbbbbbbbbb", "pal4ip1_bbbbbbbbbbbbbbbb", "pal4ipn0-a"];
+    const both = ["10.0.0.1,tapa", "10.0.0.1,tapb"];
+    // Both ports list [a] (a VRRP address on two ports of one group): the twin is shared.
+    const d = state({ [A]: both, [P0a]: both, [N0]: both });
+    let v = l.take(d);
+    for (const set of [A, P0a, N0]) expect([...v.sets.get(set)!.members].sort(), set).toEqual(["10.0.0.1,br0", ...both]);
+    expect(l.contestedPorts().size).toBe(0);
+    // tapb's list becomes [a, b]: b at position 1 is tapb's alone.
+    d.apply([{ type: "ipset-update", name: P1b, family: 4, members: ["10.0.0.1,tapb"] }]);
+    v = l.take(d);
+    for (const set of [A, P0a, N0]) expect([...v.sets.get(set)!.members].sort(), set).toEqual(both);
+    expect([...v.sets.get(P1b)!.members]).toEqual(["10.0.0.1,tapb"]);
+    expect([...l.contestedPorts().keys()].sort()).toEqual(["tapa", "tapb"]);
+    // tapb's list becomes [b]: position 0 disagrees.
+    delta(d, P0a, [], ["10.0.0.1,tapb"]);
+    delta(d, P1b, [], ["10.0.0.1,tapb"]);
+    d.apply([{ type: "ipset-update", name: P0b, family: 4, members: ["10.0.0.1,tapb"] }]);
+    v = l.take(d);
+    expect([...v.sets.get(A)!.members].sort()).toEqual(both);
+    expect(l.contestedPorts().get("tapb")).toMatch(/address 10\.0\.0\.1 is also claimed on bridge br0 by tapa with other profiles/);
+    // tapb deactivated (out of the active and position sets): tapa has the twin again.
+    delta(d, A, [], ["10.0.0.1,tapb"]);
+    delta(d, P0b, [], ["10.0.0.1,tapb"]);
+    delta(d, N0, [], ["10.0.0.1,tapb"]);
+    v = l.take(d);
+    expect([...v.sets.get(A)!.members].sort()).toEqual(["10.0.0.1,br0", "10.0.0.1,tapa"]);
+    expect([...v.sets.get(P0a)!.members].sort()).toEqual(["10.0.0.1,br0", "10.0.0.1,tapa"]);
     expect(l.contestedPorts().size).toBe(0);
   });
 

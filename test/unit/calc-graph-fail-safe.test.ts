@@ -2,10 +2,9 @@
 // endpoints without profiles and interface-name conflicts all DROP.
 import { describe, expect, it } from "vitest";
 import { CalcGraph } from "../../services/calc/calc-graph.js";
-import { classKey, fromClassChain, replyFromClassChain, replyToClassChain, toClassChain } from "../../services/calc/names.js";
-import { classify } from "../support/classify.js";
+import { classOf, classify } from "../support/classify.js";
 import { RecordingSink, snapshotState } from "../support/host-state.js";
-import { MARK, divert, endpoint, jumps, keyOf, profile } from "../support/model.js";
+import { MARK, endpoint, keyOf, profile } from "../support/model.js";
 
 function graph() {
   const sink = new RecordingSink();
@@ -18,48 +17,58 @@ function graph() {
 const allowAll = (id: string) => profile({ id, inbound_rules: [{}], outbound_rules: [{}] });
 const ep = (extra: Record<string, unknown>) =>
   endpoint({ host: "hv1", workload: "w", id: "e1", name: "tap1", ipv4_nets: ["198.18.0.1"], ...extra });
-/** The class chains of an ordered profile list: inbound, and outbound after the MAC check. */
-const to = (ids: string[]) => toClassChain(classKey(ids));
-const from = (ids: string[]) => fromClassChain(classKey(ids));
-const MAC_CHECK = "-j pal-from-wl-mac";
-/** The mirrored class chains (DESIGN §6.5): a reply leaving the endpoint, a reply reaching it. */
-const rfrom = (ids: string[]) => replyFromClassChain(classKey(ids));
-const rto = (ids: string[]) => replyToClassChain(classKey(ids));
-/** The re-check divert each class chain starts with. */
-const DIV_TO = (ids: string[]) => divert(rto(ids));
-const DIV_FROM = (ids: string[]) => divert(rfrom(ids));
+/**
+ * What classify says of an ordered profile list (DESIGN §6.5): the profile
+ * chains its positions lead to, "missing" where a profile does not exist
+ * (the packet is dropped there; nothing after it is looked at).
+ */
+const chainsOf = (kind: string, ids: string[]) => ids.map((id) => (id === "missing" ? "missing" : `pal-${kind}-${id}`));
+const to = (ids: string[]) => classOf("to", chainsOf("pi", ids));
+const from = (ids: string[]) => classOf("from", chainsOf("po", ids));
+/** The mirrored re-check (DESIGN §6.5): a reply reaching the endpoint, its outbound rules mirrored; leaving it, its inbound rules. */
+const rto = (ids: string[]) => classOf("to", chainsOf("qo", ids), { reply: true });
+const rfrom = (ids: string[]) => classOf("from", chainsOf("qi", ids), { reply: true });
+const seen = (st: ReturnType<RecordingSink["state"]>, dir: "from" | "to", reply = false) => classify(st.plain(), 4, dir, "198.18.0.1", "tap1", undefined, { reply });
 
 describe("calc graph: fail-safe rendering", () => {
-  it("a missing profile renders -j DROP in place of its jump; the jump appears once the profile exists", () => {
+  it("a missing profile is a DROP at its position; its users go to the profile once it exists, and back to the DROP when it is deleted", () => {
     const { g, flush, st, sink } = graph();
     g.upsertEndpoint(ep({ profile_ids: ["ghost"] }));
     flush();
+    expect(seen(st(), "to")).toBe(to(["missing"]));
+    expect(seen(st(), "from")).toBe(from(["missing"]));
+    // The re-check of a reply fails closed too.
+    expect(seen(st(), "to", true)).toBe(rto(["missing"]));
+    expect(seen(st(), "from", true)).toBe(rfrom(["missing"]));
     for (const f of [4, 6] as const) {
-      expect(st().chain(f, to(["ghost"]))).toEqual([DIV_TO(["ghost"]), MARK.clear, "-j DROP"]);
-      expect(st().chain(f, from(["ghost"]))).toEqual([DIV_FROM(["ghost"]), MAC_CHECK, MARK.clear, "-j DROP"]);
-      // The re-check of a reply fails closed too.
-      expect(st().chain(f, rto(["ghost"]))).toEqual([MARK.clear, "-j DROP"]);
-      expect(st().chain(f, rfrom(["ghost"]))).toEqual([MARK.clear, "-j DROP"]);
+      expect(st().chain(f, "pal-ct0")).toEqual([`-m set --match-set pal${f}ix0 dst,dst -j DROP`]);
+      expect(st().chain(f, "pal-rf0")).toEqual([`-m set --match-set pal${f}ix0 src,src -j DROP`]);
+      expect(st().chain(f, "pal-ct")).toEqual(["-m mark --mark 0x4000000/0x4000000 -g pal-rt", MARK.clear, "-j pal-ct0", MARK.returnIfSet, "-j DROP"]);
+      expect(st().chain(f, "pal-cf")).toEqual(["-m mark --mark 0x4000000/0x4000000 -g pal-rf", "-j pal-from-wl-mac", MARK.clear, "-j pal-cf0", MARK.returnIfSet, "-j DROP"]);
     }
+    expect(st().plain().sets["pal4ix0"]!.members).toEqual(["198.18.0.1,tap1"]);
     expect(st().chain(4, "pal-pi-ghost")).toBeUndefined();
     expect(st().chain(4, "pal-qi-ghost")).toBeUndefined();
 
     g.upsertProfile(allowAll("ghost"));
     flush();
-    expect(st().chain(4, to(["ghost"]))).toEqual([DIV_TO(["ghost"]), ...jumps("pi", ["ghost"])]);
-    expect(st().chain(4, from(["ghost"]))).toEqual([DIV_FROM(["ghost"]), MAC_CHECK, ...jumps("po", ["ghost"])]);
+    expect(seen(st(), "to")).toBe(to(["ghost"]));
+    expect(seen(st(), "from")).toBe(from(["ghost"]));
     expect(st().chain(4, "pal-pi-ghost")).toEqual([MARK.set, MARK.returnIfSet]);
     // A reply reaching the endpoint: its outbound rules, mirrored; leaving it: its inbound rules, mirrored.
-    expect(st().chain(4, rto(["ghost"]))).toEqual(jumps("qo", ["ghost"]));
-    expect(st().chain(4, rfrom(["ghost"]))).toEqual(jumps("qi", ["ghost"]));
+    expect(seen(st(), "to", true)).toBe(rto(["ghost"]));
+    expect(seen(st(), "from", true)).toBe(rfrom(["ghost"]));
     expect(st().chain(4, "pal-qi-ghost")).toEqual([MARK.set, MARK.returnIfSet]);
     expect(st().chain(6, "pal-qo-ghost")).toEqual([MARK.set, MARK.returnIfSet]);
+    // Its members moved out of the missing set, which went with its line.
+    expect(st().plain().sets["pal4ix0"]).toBeUndefined();
+    expect(st().chain(4, "pal-ct0")!.some((r) => r.includes("ix0"))).toBe(false);
 
     // and goes again (with the profile's chains) when the profile is deleted
     g.deleteProfile("ghost");
     flush();
-    expect(st().chain(4, to(["ghost"]))).toEqual([DIV_TO(["ghost"]), MARK.clear, "-j DROP"]);
-    expect(st().chain(4, rto(["ghost"]))).toEqual([MARK.clear, "-j DROP"]);
+    expect(seen(st(), "to")).toBe(to(["missing"]));
+    expect(seen(st(), "to", true)).toBe(rto(["missing"]));
     expect(st().chain(4, "pal-pi-ghost")).toBeUndefined();
     expect(st().chain(6, "pal-po-ghost")).toBeUndefined();
     expect(st().chain(4, "pal-qi-ghost")).toBeUndefined();
@@ -73,12 +82,13 @@ describe("calc graph: fail-safe rendering", () => {
     g.upsertProfile(allowAll("c"));
     g.upsertEndpoint(ep({ profile_ids: ["a", "b", "c"] }));
     flush();
-    expect(st().chain(4, to(["a", "b", "c"]))).toEqual([DIV_TO(["a", "b", "c"]), MARK.clear, "-j pal-pi-a", MARK.returnIfSet, "-j DROP"]);
-    expect(st().chain(4, rfrom(["a", "b", "c"]))).toEqual([MARK.clear, "-j pal-qi-a", MARK.returnIfSet, "-j DROP"]);
+    expect(seen(st(), "to")).toBe(to(["a", "missing"]));
+    expect(seen(st(), "from", true)).toBe(rfrom(["a", "missing"]));
     g.upsertProfile(allowAll("b"));
     flush();
-    expect(st().chain(4, to(["a", "b", "c"]))).toEqual([DIV_TO(["a", "b", "c"]), ...jumps("pi", ["a", "b", "c"])]);
-    expect(st().chain(4, rfrom(["a", "b", "c"]))).toEqual(jumps("qi", ["a", "b", "c"]));
+    expect(seen(st(), "to")).toBe(to(["a", "b", "c"]));
+    expect(seen(st(), "from", true)).toBe(rfrom(["a", "b", "c"]));
+    expect(st().chain(4, "pal-ct")).toEqual(["-m mark --mark 0x4000000/0x4000000 -g pal-rt", MARK.clear, ...[0, 1, 2].flatMap((k) => [`-j pal-ct${k}`, MARK.returnIfSet]), "-j DROP"]);
   });
 
   it("an inactive endpoint is dropped in both directions, whatever its profiles", () => {
@@ -92,11 +102,10 @@ describe("calc graph: fail-safe rendering", () => {
     expect(classify(plain, 4, "from", "198.18.0.1", "tap1", "02:00:00:00:00:01")).toBe("DROP:pal-from-wl-dispatch");
     expect(classify(plain, 4, "to", "198.18.0.1", "tap1")).toBe("DROP:pal-to-wl-dispatch");
     expect(classify(plain, 6, "from", "2001:db8::1", "tap1", "02:00:00:00:00:01")).toBe("DROP:pal-from-wl-dispatch");
-    // its class is not in use on the host: no class chains at all
-    expect(st().chain(4, to(["a"]))).toBeUndefined();
+    // no active endpoint lists a profile on the host: no position chains at all
+    expect(st().chain(4, "pal-ct0")).toBeUndefined();
     g.upsertEndpoint(ep({ profile_ids: ["a"], state: "active", mac: "02:00:00:00:00:01", ipv6_nets: ["2001:db8::1"] }));
     flush();
-    expect(st().chain(4, to(["a"]))).toEqual([DIV_TO(["a"]), ...jumps("pi", ["a"])]);
     expect(classify(st().plain(), 4, "to", "198.18.0.1", "tap1")).toBe(to(["a"]));
     expect(st().plain().sets["pal4i-inactive"]!.members).toEqual([]);
   });
@@ -106,11 +115,11 @@ describe("calc graph: fail-safe rendering", () => {
     g.upsertEndpoint(ep({ profile_ids: [] }));
     flush();
     for (const f of [4, 6] as const) {
-      expect(st().chain(f, to([]))).toEqual([DIV_TO([]), MARK.clear, "-j DROP"]);
-      expect(st().chain(f, from([]))).toEqual([DIV_FROM([]), MAC_CHECK, MARK.clear, "-j DROP"]);
-      expect(st().chain(f, rto([]))).toEqual([MARK.clear, "-j DROP"]);
-      expect(st().chain(f, rfrom([]))).toEqual([MARK.clear, "-j DROP"]);
+      expect(st().chain(f, "pal-ct")).toEqual(["-m mark --mark 0x4000000/0x4000000 -g pal-rt", MARK.clear, "-j DROP"]);
+      expect(st().chain(f, "pal-rt")).toEqual([MARK.clear, "-j DROP"]);
     }
+    expect(seen(st(), "to")).toBe(to([]));
+    expect(seen(st(), "from", true)).toBe(rfrom([]));
     expect(classify(st().plain(), 4, "from", "198.18.0.1", "tap1")).toBe(from([]));
     // No IPv6 address: nothing from it is classified in IPv6.
     expect(classify(st().plain(), 6, "from", "2001:db8::1", "tap1")).toBe("DROP:pal-from-wl-dispatch");
@@ -178,7 +187,7 @@ describe("calc graph: fail-safe rendering", () => {
     g.upsertEndpoint(ep({ profile_ids: [], name: "tapnew" }));
     flush();
     const plain = st().plain();
-    expect(plain.sets[`pal4ic_${classKey([])}`]!.members).toEqual(["198.18.0.1,tapnew"]);
+    expect(plain.sets["pal4i-active"]!.members).toEqual(["198.18.0.1,tapnew"]);
     expect(plain.sets["pal4i-nomac"]!.members).toEqual(["198.18.0.1,tapnew"]);
     expect(classify(plain, 4, "to", "198.18.0.1", "tap1")).toBe("DROP:pal-to-wl-dispatch");
     expect(classify(plain, 4, "to", "198.18.0.1", "tapnew")).toBe(to([]));

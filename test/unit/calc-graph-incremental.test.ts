@@ -3,7 +3,7 @@
 import { beforeEach, describe, expect, it } from "vitest";
 import { CalcGraph } from "../../services/calc/calc-graph.js";
 import type { HostUpdate } from "../../services/calc/desired-state.js";
-import { classKey } from "../../services/calc/names.js";
+import { positionSet, profileKey } from "../../services/calc/names.js";
 import { RecordingSink, snapshotState } from "../support/host-state.js";
 import { endpoint, keyOf, profile } from "../support/model.js";
 
@@ -18,7 +18,7 @@ const d1 = endpoint({ host: "hvD", workload: "w", id: "d1", name: "tap-d1", prof
 const c2 = endpoint({ host: "hvC", workload: "w", id: "c2", name: "tap-c2", profile_ids: ["app"], ipv4_nets: ["198.18.3.2"], ipv6_nets: ["2001:db8::32"] });
 
 /** The class of endpoints whose ordered profile list is [app] (DESIGN §6.5). */
-const APP = classKey(["app"]);
+const APP = profileKey("app");
 
 const label = (u: HostUpdate) =>
   u.type === "chain-update" ? `${u.type} ${u.chain.family}:${u.chain.name}`
@@ -53,17 +53,18 @@ describe("calc graph: incrementality", () => {
       { type: "ipset-delta", name: "pal6t-db-user", family: 6, added: ["2001:db8::32"], removed: [] },
     ]);
     const hvC = updatesFor("hvC").map(label).sort();
-    // A class new to the host: its chains (and mirrored chains, DESIGN §6.5)
-    // and sets, the roots listing it, the profile's chains and mirrored chains.
+    // A profile new at position 0 on the host: its position sets, the
+    // position's chains gaining its line (and their mirrored twins, DESIGN
+    // §6.5), the profile's chains and mirrored chains; the endpoint's members.
+    // The roots and workload chains are static: not re-sent.
     expect(hvC).toEqual([
-      `chain-update 4:pal-cf_${APP}`, `chain-update 4:pal-ct_${APP}`, `chain-update 4:pal-rf_${APP}`, `chain-update 4:pal-rt_${APP}`,
-      "chain-update 4:pal-from-wl-dispatch", "chain-update 4:pal-pi-app", "chain-update 4:pal-po-app",
-      "chain-update 4:pal-qi-app", "chain-update 4:pal-qo-app", "chain-update 4:pal-to-wl-dispatch",
-      `chain-update 6:pal-cf_${APP}`, `chain-update 6:pal-ct_${APP}`, `chain-update 6:pal-rf_${APP}`, `chain-update 6:pal-rt_${APP}`,
-      "chain-update 6:pal-from-wl-dispatch", "chain-update 6:pal-pi-app", "chain-update 6:pal-po-app",
-      "chain-update 6:pal-qi-app", "chain-update 6:pal-qo-app", "chain-update 6:pal-to-wl-dispatch",
+      "chain-update 4:pal-cf0", "chain-update 4:pal-ct0", "chain-update 4:pal-rf0", "chain-update 4:pal-rt0",
+      "chain-update 4:pal-pi-app", "chain-update 4:pal-po-app", "chain-update 4:pal-qi-app", "chain-update 4:pal-qo-app",
+      "chain-update 6:pal-cf0", "chain-update 6:pal-ct0", "chain-update 6:pal-rf0", "chain-update 6:pal-rt0",
+      "chain-update 6:pal-pi-app", "chain-update 6:pal-po-app", "chain-update 6:pal-qi-app", "chain-update 6:pal-qo-app",
       `endpoint-update ${keyOf(c2)}`,
-      "ipset-delta 4:pal4i-nomac", `ipset-update 4:pal4ic_${APP}`, `ipset-update 6:pal6ic_${APP}`,
+      "ipset-delta 4:pal4i-active", "ipset-delta 4:pal4i-nomac", "ipset-delta 6:pal6i-active",
+      `ipset-update 4:pal4ip0_${APP}`, `ipset-update 6:pal6ip0_${APP}`,
     ].sort());
     // c1's chains and the "other" profile's chains were not re-sent
     expect(hvC.some((l) => l.includes("tap-c1") || l.includes("-other"))).toBe(false);
@@ -81,14 +82,13 @@ describe("calc graph: incrementality", () => {
       { type: "ipset-delta", name: "pal6t-db-user", family: 6, added: [], removed: ["2001:db8::32"] },
     ]);
     expect(updatesFor("hvC").map(label).sort()).toEqual([
-      `chain-remove 4:pal-cf_${APP}`, `chain-remove 4:pal-ct_${APP}`, `chain-remove 4:pal-rf_${APP}`, `chain-remove 4:pal-rt_${APP}`,
       "chain-remove 4:pal-pi-app", "chain-remove 4:pal-po-app", "chain-remove 4:pal-qi-app", "chain-remove 4:pal-qo-app",
-      `chain-remove 6:pal-cf_${APP}`, `chain-remove 6:pal-ct_${APP}`, `chain-remove 6:pal-rf_${APP}`, `chain-remove 6:pal-rt_${APP}`,
       "chain-remove 6:pal-pi-app", "chain-remove 6:pal-po-app", "chain-remove 6:pal-qi-app", "chain-remove 6:pal-qo-app",
-      "chain-update 4:pal-from-wl-dispatch", "chain-update 4:pal-to-wl-dispatch",
-      "chain-update 6:pal-from-wl-dispatch", "chain-update 6:pal-to-wl-dispatch",
+      "chain-update 4:pal-cf0", "chain-update 4:pal-ct0", "chain-update 4:pal-rf0", "chain-update 4:pal-rt0",
+      "chain-update 6:pal-cf0", "chain-update 6:pal-ct0", "chain-update 6:pal-rf0", "chain-update 6:pal-rt0",
       `endpoint-remove ${keyOf(c2)}`,
-      "ipset-delta 4:pal4i-nomac", `ipset-remove 4:pal4ic_${APP}`, `ipset-remove 6:pal6ic_${APP}`,
+      "ipset-delta 4:pal4i-active", "ipset-delta 4:pal4i-nomac", "ipset-delta 6:pal6i-active",
+      `ipset-remove 4:pal4ip0_${APP}`, `ipset-remove 6:pal6ip0_${APP}`,
     ].sort());
   });
 
@@ -165,9 +165,10 @@ describe("calc graph: incrementality", () => {
     g.upsertEndpoint(extra);
     g.flush(3);
     expect(hostsTouched()).toEqual(["hvBig"]);
-    // Its class is in use on the host: set members only, no chain at all (DESIGN §6.5).
+    // Its profile is in use at its position on the host: set members only, no chain at all (DESIGN §6.5).
     expect(updatesFor("hvBig")).toEqual([
-      { type: "ipset-delta", name: `pal4ic_${classKey(["other"])}`, family: 4, added: ["198.19.9.9,tapffffffff"], removed: [] },
+      { type: "ipset-delta", name: "pal4i-active", family: 4, added: ["198.19.9.9,tapffffffff"], removed: [] },
+      { type: "ipset-delta", name: positionSet(0, profileKey("other"), 4), family: 4, added: ["198.19.9.9,tapffffffff"], removed: [] },
       { type: "ipset-delta", name: "pal4i-nomac", family: 4, added: ["198.19.9.9,tapffffffff"], removed: [] },
       { type: "endpoint-update", key: keyOf(extra), interfaceName: "tapffffffff" },
     ]);

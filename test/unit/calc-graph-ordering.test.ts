@@ -6,7 +6,7 @@ import { CalcGraph } from "../../services/calc/calc-graph.js";
 import type { HostUpdate } from "../../services/calc/desired-state.js";
 import { RecordingSink } from "../support/host-state.js";
 import { endpoint, profile } from "../support/model.js";
-import { classKey, toClassChain } from "../../services/calc/names.js";
+import { positionChain, positionSet, profileKey } from "../../services/calc/names.js";
 
 const idx = (us: HostUpdate[], pred: (u: HostUpdate) => boolean) => {
   const i = us.findIndex(pred);
@@ -35,8 +35,8 @@ function setup() {
   return { sink, g, lastBatch };
 }
 
-/** hv1's endpoint's class chain (inbound): the one that jumps to profile x. */
-const X_IN = toClassChain(classKey(["x"]));
+/** hv1's endpoint's first position (inbound): the chain that goes to profile x. */
+const X_IN = positionChain("to", 0);
 const x = profile({ id: "x", inbound_rules: [{ src_tag: "t" }], outbound_rules: [{}] });
 
 describe("calc graph: order contract within one flush", () => {
@@ -56,7 +56,7 @@ describe("calc graph: order contract within one flush", () => {
     expect(sink.violations()).toEqual([]);
   });
 
-  it("deleting that profile: class chains stop jumping first, then the profile chains go, then the sets", () => {
+  it("deleting that profile: the position chain stops going to it first, then the profile chains go, then the sets", () => {
     const { g, lastBatch, sink } = setup();
     g.upsertProfile(x);
     g.flush(2);
@@ -100,9 +100,9 @@ describe("calc graph: order contract within one flush", () => {
     const us = lastBatch("hv1");
     for (const f of [4, 6] as const) {
       expect(idx(us, isChainRm(f, "pal-pi-x"))).toBeLessThan(idx(us, isSetRm(`pal${f}t-t`)));
-      // the roots no longer route to the class before its chains are removed, and its set goes after both
-      expect(idx(us, isChainUp(f, "pal-to-wl-dispatch"))).toBeLessThan(idx(us, isChainRm(f, X_IN)));
-      expect(idx(us, isChainRm(f, X_IN))).toBeLessThan(idx(us, isSetRm(`pal${f}ic_${classKey(["x"])}`)));
+      // the workload chain no longer calls the position before its chains are removed, and its set goes after both
+      expect(idx(us, isChainUp(f, "pal-ct"))).toBeLessThan(idx(us, isChainRm(f, X_IN)));
+      expect(idx(us, isChainRm(f, X_IN))).toBeLessThan(idx(us, isSetRm(positionSet(0, profileKey("x"), f))));
     }
     expect(sink.violations()).toEqual([]);
   });

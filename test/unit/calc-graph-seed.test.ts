@@ -4,8 +4,8 @@ import { describe, expect, it } from "vitest";
 import { CalcGraph } from "../../services/calc/calc-graph.js";
 import { DEFAULT_CALC_CONFIG } from "../../services/calc/index.js";
 import { RecordingSink, snapshotState } from "../support/host-state.js";
-import { MARK, divert, endpoint, jumps, keyOf, profile } from "../support/model.js";
-import { classKey } from "../../services/calc/names.js";
+import { MARK, divert, endpoint, keyOf, profile } from "../support/model.js";
+import { profileKey } from "../../services/calc/names.js";
 
 const db = profile({
   id: "db", tags: ["db"],
@@ -22,20 +22,37 @@ const appVm = endpoint({
   ipv4_nets: ["198.18.2.3"], ipv6_nets: ["2001:db8::23"], profile_ids: ["app"],
 });
 
-const DB = classKey(["db"]);
-const APP = classKey(["app"]);
+const DB = profileKey("db");
+const APP = profileKey("app");
 
-/** A host's entry chains (DESIGN §6.5) for its classes, and the MAC check, in one family. */
-function entryChains(family: 4 | 6, classes: string[]) {
-  const root = (flag: string, chain: (c: string) => string) => [
+/**
+ * A host's entry and workload chains (DESIGN §6.5) with the profiles its
+ * endpoints have at position 0 (lists of one here), and the MAC check, in
+ * one family.
+ */
+function entryChains(family: 4 | 6, first: string[]) {
+  const root = (flag: string, next: string) => [
     `-m set --match-set pal${family}i-inactive ${flag} -j DROP`,
-    ...classes.map((c) => `-m set --match-set pal${family}ic_${c} ${flag} -g ${chain(c)}`),
+    `-m set --match-set pal${family}i-active ${flag} -g ${next}`,
     "-j DROP",
   ];
+  const positions = (chain: string) => (first.length ? [`-j ${chain}0`, MARK.returnIfSet] : []);
+  const position = (flag: string, kind: string) => first.map((id) => `-m set --match-set pal${family}ip0_${profileKey(id)} ${flag} -g pal-${kind}-${id}`);
   return {
     [`${family}:pal-wl-to-host`]: ["-j DROP"],
-    [`${family}:pal-from-wl-dispatch`]: root("src,src", (c) => `pal-cf_${c}`),
-    [`${family}:pal-to-wl-dispatch`]: root("dst,dst", (c) => `pal-ct_${c}`),
+    [`${family}:pal-from-wl-dispatch`]: root("src,src", "pal-cf"),
+    [`${family}:pal-to-wl-dispatch`]: root("dst,dst", "pal-ct"),
+    [`${family}:pal-cf`]: [divert("pal-rf"), "-j pal-from-wl-mac", MARK.clear, ...positions("pal-cf"), "-j DROP"],
+    [`${family}:pal-ct`]: [divert("pal-rt"), MARK.clear, ...positions("pal-ct"), "-j DROP"],
+    [`${family}:pal-rf`]: [MARK.clear, ...positions("pal-rf"), "-j DROP"],
+    [`${family}:pal-rt`]: [MARK.clear, ...positions("pal-rt"), "-j DROP"],
+    ...(first.length ? {
+      [`${family}:pal-cf0`]: position("src,src", "po"),
+      [`${family}:pal-ct0`]: position("dst,dst", "pi"),
+      // The mirrored re-check: a reply leaving the workload, its inbound rules; reaching it, its outbound ones.
+      [`${family}:pal-rf0`]: position("src,src", "qi"),
+      [`${family}:pal-rt0`]: position("dst,dst", "qo"),
+    } : {}),
     // IPv4 MACs are in MAC sets; IPv6 ones in the interface tree (empty here).
     ...(family === 4
       ? { "4:pal-from-wl-mac": ["-m set --match-set pal4i-nomac src,src -j RETURN", "-m set ! --match-set pal4mac src,src -j DROP"] }
@@ -47,6 +64,8 @@ function entryChains(family: 4 | 6, classes: string[]) {
 const LAYOUT_SETS = {
   "pal4i-inactive": { family: 4, members: [] },
   "pal6i-inactive": { family: 6, members: [] },
+  "pal4i-active": { family: 4, members: [] },
+  "pal6i-active": { family: 6, members: [] },
   "pal4i-nomac": { family: 4, members: [] },
   pal4mac: { family: 4, members: [] },
 };
@@ -73,13 +92,14 @@ describe("calc graph: the seed example", () => {
         ...LAYOUT_SETS,
         pal4mac: { family: 4, members: ["pal4m-198-18"] },
         "pal4m-198-18": { family: 4, members: ["198.18.1.2,02:00:00:00:00:01"] },
-        [`pal4ic_${DB}`]: { family: 4, members: ["198.18.1.2,tap-db1"] },
-        // no IPv6 address: nothing from or to the workload in IPv6 reaches its class
-        [`pal6ic_${DB}`]: { family: 6, members: [] },
+        "pal4i-active": { family: 4, members: ["198.18.1.2,tap-db1"] },
+        [`pal4ip0_${DB}`]: { family: 4, members: ["198.18.1.2,tap-db1"] },
+        // no IPv6 address: nothing from or to the workload in IPv6 reaches its profiles
+        [`pal6ip0_${DB}`]: { family: 6, members: [] },
       },
       chains: {
-        ...entryChains(4, [DB]),
-        ...entryChains(6, [DB]),
+        ...entryChains(4, ["db"]),
+        ...entryChains(6, ["db"]),
         "4:pal-pi-db": [`-p tcp -m set --match-set pal4t-db-user src -m multiport --dports 5432 ${MARK.set}`, MARK.returnIfSet],
         "6:pal-pi-db": [`-p tcp -m set --match-set pal6t-db-user src -m multiport --dports 5432 ${MARK.set}`, MARK.returnIfSet],
         "4:pal-po-db": [MARK.set, MARK.returnIfSet],
@@ -89,14 +109,6 @@ describe("calc graph: the seed example", () => {
         "6:pal-qi-db": [`-p tcp -m set --match-set pal6t-db-user dst -m multiport --sports 5432 ${MARK.set}`, MARK.returnIfSet],
         "4:pal-qo-db": [MARK.set, MARK.returnIfSet],
         "6:pal-qo-db": [MARK.set, MARK.returnIfSet],
-        [`4:pal-ct_${DB}`]: [divert(`pal-rt_${DB}`), ...jumps("pi", ["db"])],
-        [`6:pal-ct_${DB}`]: [divert(`pal-rt_${DB}`), ...jumps("pi", ["db"])],
-        [`4:pal-cf_${DB}`]: [divert(`pal-rf_${DB}`), "-j pal-from-wl-mac", ...jumps("po", ["db"])],
-        [`6:pal-cf_${DB}`]: [divert(`pal-rf_${DB}`), "-j pal-from-wl-mac", ...jumps("po", ["db"])],
-        [`4:pal-rt_${DB}`]: jumps("qo", ["db"]),
-        [`6:pal-rt_${DB}`]: jumps("qo", ["db"]),
-        [`4:pal-rf_${DB}`]: jumps("qi", ["db"]),
-        [`6:pal-rf_${DB}`]: jumps("qi", ["db"]),
       },
       endpoints: { [keyOf(dbVm)]: "tap-db1" },
     });
@@ -111,12 +123,14 @@ describe("calc graph: the seed example", () => {
         ...LAYOUT_SETS,
         // no MAC: its IPv4 address skips the MAC sets
         "pal4i-nomac": { family: 4, members: ["198.18.2.3,tap-app1"] },
-        [`pal4ic_${APP}`]: { family: 4, members: ["198.18.2.3,tap-app1"] },
-        [`pal6ic_${APP}`]: { family: 6, members: ["2001:db8::23,tap-app1"] },
+        "pal4i-active": { family: 4, members: ["198.18.2.3,tap-app1"] },
+        "pal6i-active": { family: 6, members: ["2001:db8::23,tap-app1"] },
+        [`pal4ip0_${APP}`]: { family: 4, members: ["198.18.2.3,tap-app1"] },
+        [`pal6ip0_${APP}`]: { family: 6, members: ["2001:db8::23,tap-app1"] },
       },
       chains: {
-        ...entryChains(4, [APP]),
-        ...entryChains(6, [APP]),
+        ...entryChains(4, ["app"]),
+        ...entryChains(6, ["app"]),
         "4:pal-pi-app": [],
         "6:pal-pi-app": [],
         "4:pal-po-app": [MARK.set, MARK.returnIfSet],
@@ -125,14 +139,6 @@ describe("calc graph: the seed example", () => {
         "6:pal-qi-app": [],
         "4:pal-qo-app": [MARK.set, MARK.returnIfSet],
         "6:pal-qo-app": [MARK.set, MARK.returnIfSet],
-        [`4:pal-ct_${APP}`]: [divert(`pal-rt_${APP}`), ...jumps("pi", ["app"])],
-        [`6:pal-ct_${APP}`]: [divert(`pal-rt_${APP}`), ...jumps("pi", ["app"])],
-        [`4:pal-cf_${APP}`]: [divert(`pal-rf_${APP}`), "-j pal-from-wl-mac", ...jumps("po", ["app"])],
-        [`6:pal-cf_${APP}`]: [divert(`pal-rf_${APP}`), "-j pal-from-wl-mac", ...jumps("po", ["app"])],
-        [`4:pal-rt_${APP}`]: jumps("qo", ["app"]),
-        [`6:pal-rt_${APP}`]: jumps("qo", ["app"]),
-        [`4:pal-rf_${APP}`]: jumps("qi", ["app"]),
-        [`6:pal-rf_${APP}`]: jumps("qi", ["app"]),
       },
       endpoints: { [keyOf(appVm)]: "tap-app1" },
     });

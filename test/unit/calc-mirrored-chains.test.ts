@@ -1,13 +1,14 @@
 // The mirrored (reply-direction re-check) chains on each host (DESIGN §6.5,
-// "Reply-direction re-check chains"; §6.14): every host that holds a class
-// or a profile's chains holds their mirrored twins, each class chain
-// diverts to its twin first, the twins run the same profile list over the
-// mirrored profile chains, and nothing a host's chains jump to is missing —
-// after random histories, incrementally and in a snapshot.
+// "Reply-direction re-check chains"; §6.14): every host that holds a
+// workload or position chain or a profile's chains holds their mirrored
+// twins, each workload chain diverts to its twin first, the twins find the
+// same profiles at each position and go to their mirrored chains, and
+// nothing a host's chains jump to is missing — after random histories,
+// incrementally and in a snapshot.
 import { describe, expect, it } from "vitest";
 import { CalcGraph } from "../../services/calc/calc-graph.js";
 import { DEFAULT_CALC_CONFIG, type CalcConfig } from "../../services/calc/calc-config.js";
-import { classKey, fromClassChain, replyFromClassChain, replyToClassChain, toClassChain } from "../../services/calc/names.js";
+import { missingSet, positionSet, profileKey } from "../../services/calc/names.js";
 import { ADMIT_CHAIN } from "../../services/contract/dataplane-names.js";
 import { FLOW_LOG_CHAINS } from "../../services/contract/flow-report-format.js";
 import { RecordingSink, snapshotState, twinOf } from "../support/host-state.js";
@@ -34,21 +35,28 @@ function problems(chains: ReadonlyMap<string, readonly string[]>, cfg: CalcConfi
     }
     const twin = twinOf(name);
     if (twin !== undefined && !chains.has(`${family}:${twin}`)) out.push(`${key}: no twin ${twin}`);
-    const mirrored = /^pal-(?:rf_|rt_|qi[-_]|qo[-_])/.test(name);
+    const mirrored = /^pal-(?:r[ft](?:\d|$)|qi[-_]|qo[-_])/.test(name);
     if (mirrored && rules.some((r) => r.includes("NFLOG") || /-[jg] pal-log/.test(r))) out.push(`${key}: a report point in a mirrored chain`);
-    const cls = /^pal-c([ft])_(.+)$/.exec(name);
-    if (!cls) continue;
-    // The divert comes first; the twin runs the same list: from the
-    // workload the mirrored inbound chains, to it the mirrored outbound ones.
-    const from = cls[1] === "f";
-    const twinRules = chains.get(`${family}:${twin}`) ?? [];
-    const replyTwin = from ? replyFromClassChain(cls[2]!) : replyToClassChain(cls[2]!);
-    if (rules[0] !== divert(replyTwin)) out.push(`${key}: first rule ${rules[0]} is not the divert to ${replyTwin}`);
+    const wl = /^pal-c([ft])(\d.*)?$/.exec(name);
+    if (!wl) continue;
+    const from = wl[1] === "f";
+    const rest = wl[2] ?? "";
+    // A workload chain's divert comes first.
+    if (!rest && rules[0] !== divert(twin!)) out.push(`${key}: first rule ${rules[0]} is not the divert to ${twin}`);
     if (!cfg.flowLogs) {
-      // The other class chain of the class runs the profiles of the direction the twin mirrors.
-      const other = chains.get(`${family}:${from ? toClassChain(cls[2]!) : fromClassChain(cls[2]!)}`) ?? [];
-      const body = other.filter((r) => !r.startsWith("-m mark --mark 0x4000000/") && r !== "-j pal-from-wl-mac");
-      const want = body.map((r) => r.replace(/^-j pal-p([io])([-_])/, "-j pal-q$1$2"));
+      // The twin finds the profiles the *other* direction's chain finds, by
+      // this direction's lookup, and runs their mirrored chains: from the
+      // workload (a reply leaving the original receiver) the mirrored
+      // inbound chains, to it the mirrored outbound ones.
+      const [self, other] = from ? ["f", "t"] : ["t", "f"];
+      const [flag, otherFlag] = from ? ["src,src", "dst,dst"] : ["dst,dst", "src,src"];
+      const otherRules = chains.get(`${family}:pal-c${other}${rest}`) ?? [];
+      const body = otherRules.filter((r) => !r.startsWith("-m mark --mark 0x4000000/") && r !== "-j pal-from-wl-mac");
+      const want = body.map((r) => r
+        .replace(` ${otherFlag} `, ` ${flag} `)
+        .replace(new RegExp(`-([jg]) pal-c${other}(\\d)`), `-$1 pal-r${self}$2`)
+        .replace(/-g pal-p([io])([-_])/, "-g pal-q$1$2"));
+      const twinRules = chains.get(`${family}:${twin}`) ?? [];
       if (JSON.stringify(twinRules) !== JSON.stringify(want)) out.push(`${key}: twin ${twin} is ${JSON.stringify(twinRules)}, not ${JSON.stringify(want)}`);
     }
   }
@@ -57,7 +65,7 @@ function problems(chains: ReadonlyMap<string, readonly string[]>, cfg: CalcConfi
 
 describe("mirrored chains on each host (DESIGN §6.5)", () => {
   for (const [what, cfg] of [["reports off", DEFAULT_CALC_CONFIG], ["reports on", { ...DEFAULT_CALC_CONFIG, flowLogs: true }]] as const) {
-    it(`random histories, ${what}: every class and profile chain has its twin, every target exists, incrementally and in the snapshot`, () => {
+    it(`random histories, ${what}: every workload, position and profile chain has its twin, every target exists, incrementally and in the snapshot`, () => {
       for (let seed = 1; seed <= 40; seed++) {
         const history = randomHistory(mulberry32(seed));
         const { sink, g } = run(history, { random: mulberry32(seed + 1000) }, cfg);
@@ -88,25 +96,25 @@ describe("mirrored chains on each host (DESIGN §6.5)", () => {
     for (const c of ["pal-pi-web", "pal-po-web", "pal-qi-web", "pal-qo-web"]) expect(has("hv1", c) && has("hv2", c)).toBe(true);
     expect(has("hv1", "pal-qi-ops")).toBe(false);
     expect(has("hv2", "pal-qi-ops") && has("hv2", "pal-qo-ops")).toBe(true);
-    const B = classKey(["ops", "web"]);
-    expect(sink.state("hv2").chain(4, replyFromClassChain(B))).toEqual([
-      "-j MARK --set-xmark 0x0/0x1000000", "-j pal-qi-ops", "-m mark --mark 0x1000000/0x1000000 -j RETURN",
-      "-j pal-qi-web", "-m mark --mark 0x1000000/0x1000000 -j RETURN", "-j DROP",
+    expect(sink.state("hv2").chain(4, "pal-rf")).toEqual([
+      "-j MARK --set-xmark 0x0/0x1000000", "-j pal-rf0", "-m mark --mark 0x1000000/0x1000000 -j RETURN",
+      "-j pal-rf1", "-m mark --mark 0x1000000/0x1000000 -j RETURN", "-j DROP",
     ]);
+    expect(sink.state("hv2").chain(4, "pal-rf0")).toEqual([`-m set --match-set ${positionSet(0, profileKey("ops"), 4)} src,src -g pal-qi-ops`]);
+    expect(sink.state("hv2").chain(4, "pal-rf1")).toEqual([`-m set --match-set ${positionSet(1, profileKey("web"), 4)} src,src -g pal-qi-web`]);
     expect(sink.state("hv2").chain(4, "pal-qi-ops")).toEqual(["-p tcp -m multiport --sports 22 -j MARK --set-xmark 0x1000000/0x1000000", "-m mark --mark 0x1000000/0x1000000 -j RETURN"]);
 
     // The profile is deleted: the twins drop in its place, its mirrored chains leave every host.
     g.deleteProfile("ops");
     g.flush(++rev);
-    expect(sink.state("hv2").chain(4, replyFromClassChain(B))).toEqual(["-j MARK --set-xmark 0x0/0x1000000", "-j DROP"]);
-    expect(sink.state("hv2").chain(4, replyToClassChain(B))).toEqual(["-j MARK --set-xmark 0x0/0x1000000", "-j DROP"]);
+    expect(sink.state("hv2").chain(4, "pal-rf0")).toEqual([`-m set --match-set ${missingSet(0, 4)} src,src -j DROP`]);
+    expect(sink.state("hv2").chain(4, "pal-rt0")).toEqual([`-m set --match-set ${missingSet(0, 4)} dst,dst -j DROP`]);
     expect(has("hv2", "pal-qi-ops") || has("hv2", "pal-qo-ops")).toBe(false);
 
-    // hv1's last endpoint goes: its class, mirrored class and profile chains go with it.
+    // hv1's last endpoint goes: its position chains, their twins and the profile's chains go with it.
     g.deleteEndpoint(keyOf(ep("hv1", "a", ["web"])));
     g.flush(++rev);
-    const A = classKey(["web"]);
-    for (const c of [fromClassChain(A), toClassChain(A), replyFromClassChain(A), replyToClassChain(A), "pal-pi-web", "pal-qi-web", "pal-qo-web"]) {
+    for (const c of ["pal-cf0", "pal-ct0", "pal-rf0", "pal-rt0", "pal-pi-web", "pal-qi-web", "pal-qo-web"]) {
       expect(has("hv1", c), c).toBe(false);
     }
     expect(has("hv2", "pal-qi-web")).toBe(true);

@@ -6,10 +6,10 @@
 // class and network in use are set deltas only.
 import { describe, expect, it } from "vitest";
 import { CalcGraph } from "../../services/calc/calc-graph.js";
-import { classKey, fromClassChain, networkHash, toClassChain } from "../../services/calc/names.js";
+import { networkHash } from "../../services/calc/names.js";
 import { renderBridgeChains } from "../../services/driver/plan/bridge-guard.js";
 import { cidrContains, parseAddress, parseCidr } from "../../services/model/index.js";
-import { classify } from "../support/classify.js";
+import { classOf, classify } from "../support/classify.js";
 import { RecordingSink, snapshotState } from "../support/host-state.js";
 import { endpoint, profile } from "../support/model.js";
 import { mulberry32, pick, randInt } from "../support/prng.js";
@@ -28,7 +28,10 @@ function graph() {
 
 const ep = (i: number, extra: Record<string, unknown> = {}) =>
   endpoint({ host: "hv1", workload: `w${i}`, id: "e", name: `tap${i}`, profile_ids: ["a"], mac: MAC(i), ipv4_nets: ["10.0.0.5"], ipv6_nets: [], ...extra });
-const A = fromClassChain(classKey(["a"]));
+/** What classify says of an endpoint listing these (existing) profiles: outbound, inbound. */
+const from = (ids: readonly string[]) => classOf("from", ids.map((id) => `pal-po-${id}`));
+const to = (ids: readonly string[]) => classOf("to", ids.map((id) => `pal-pi-${id}`));
+const A = from(["a"]);
 const inNet = (net: string, addr: string) => cidrContains(parseCidr(net)!, 6, parseAddress(addr)!.addr);
 
 describe("networks and address pairs in the layout", () => {
@@ -55,13 +58,13 @@ describe("networks and address pairs in the layout", () => {
     const s = st();
     expect(Object.keys(s.chains).some((c) => c.startsWith("4:pal-fmn-"))).toBe(true); // the scope tree has nodes
     for (let i = 1; i <= N; i++) {
-      expect(classify(s, 4, "from", "10.0.0.5", `tap${i}`, MAC(i))).toBe(fromClassChain(classKey([i % 2 ? "a" : "b"])));
+      expect(classify(s, 4, "from", "10.0.0.5", `tap${i}`, MAC(i))).toBe(from([i % 2 ? "a" : "b"]));
       expect(classify(s, 4, "from", "10.0.0.5", `tap${i}`, MAC((i % N) + 1))).toMatch(/^DROP:/);
     }
     // A network leaving the host takes its sets and chain with it.
     for (let i = 1; i <= N; i++) g.deleteEndpoint(`hv1/openstack/w${i}/e`);
     flush();
-    expect(Object.keys(st().sets).sort()).toEqual(["pal4i-inactive", "pal4i-nomac", "pal4mac", "pal6i-inactive"]);
+    expect(Object.keys(st().sets).sort()).toEqual(["pal4i-active", "pal4i-inactive", "pal4i-nomac", "pal4mac", "pal6i-active", "pal6i-inactive"]);
     expect(Object.keys(st().chains).filter((c) => /pal-fm/.test(c))).toEqual([]);
     expect(sink.violations()).toEqual([]);
   });
@@ -75,7 +78,7 @@ describe("networks and address pairs in the layout", () => {
     expect(classify(s, 4, "from", "10.0.0.100", "tap1", MAC(1))).toMatch(/^DROP:/);
     expect(classify(s, 4, "from", "10.0.0.5", "tap1", MAC(1))).toBe(A);
     expect(classify(s, 4, "from", "10.0.0.5", "tap1", VRRP)).toMatch(/^DROP:/);
-    expect(classify(s, 4, "to", "10.0.0.100", "tap1")).toBe(toClassChain(classKey(["a"])));
+    expect(classify(s, 4, "to", "10.0.0.100", "tap1")).toBe(to(["a"]));
     // The pair is a member of the endpoint's tags.
     g.upsertProfile(profile({ id: "b", tags: ["b"], inbound_rules: [{ src_tag: "a" }], outbound_rules: [{}] }));
     g.upsertEndpoint(ep(2, { profile_ids: ["b"], ipv4_nets: ["10.9.0.1"] }));
@@ -113,7 +116,7 @@ describe("networks and address pairs in the layout", () => {
     expect(classify(s, 4, "from", "10.0.0.5", "tap1", MAC(1))).toBe(A);
     expect(classify(s, 4, "from", "10.0.0.5", "tap1", VRRP)).toMatch(/^DROP:/);
     expect(classify(s, 4, "from", "10.245.0.1", "tap1", MAC(1))).toBe("DROP:pal-from-wl-dispatch");
-    expect(classify(s, 4, "to", "10.244.200.1", "tap1")).toBe(toClassChain(classKey(["a"])));
+    expect(classify(s, 4, "to", "10.244.200.1", "tap1")).toBe(to(["a"]));
     expect(classify(s, 4, "to", "10.245.0.1", "tap1")).toBe("DROP:pal-to-wl-dispatch");
     // Without any MAC (neither the endpoint's nor its own), a CIDR pair skips the check by the no-MAC set.
     g.upsertEndpoint(ep(1, { mac: undefined, address_pairs: [{ ip_address: "10.244.0.0/16" }] }));
@@ -243,7 +246,7 @@ describe("networks and address pairs in the layout", () => {
       const holders = new Map<string, number>();
       for (const [, v] of live) if (v.state === "active") holders.set(`${v.network}`, (holders.get(`${v.network}`) ?? 0) + 1);
       for (const [i, v] of live) {
-        const want = v.state === "active" ? fromClassChain(classKey(v.profile_ids as string[])) : "DROP:pal-from-wl-dispatch";
+        const want = v.state === "active" ? from(v.profile_ids as string[]) : "DROP:pal-from-wl-dispatch";
         const alone = holders.get(`${v.network}`) === 1;
         if (v.mac === undefined || !alone) continue;
         expect(classify(s, 4, "from", "10.0.0.5", `tap${i}`, MAC(i)), `seed ${seed} tap${i}`).toBe(want);

@@ -5,7 +5,6 @@ import { describe, expect, it } from "vitest";
 import { CalcGraph, DEFAULT_CALC_CONFIG, renderProfile, type HostUpdate } from "../../services/calc/index.js";
 import { FLOW_CODES, logPrefix, parseLogPrefix } from "../../services/contract/flow-report-format.js";
 import { renderFlowLogChains } from "../../services/driver/flows/flow-log-chains.js";
-import { classKey } from "../../services/calc/names.js";
 import { decidedBy } from "../../services/cli/decided-by.js";
 import { flowJson, mergeRecords, parseDuration } from "../../services/cli/flows.js";
 import { FLOW_LIMITS, FlowStore, checkObservation } from "../../services/controller/flow-store.js";
@@ -20,9 +19,7 @@ import type { FlowObservation } from "../../services/gen/palisade/sync/v1/sync.j
 import type { Endpoint, Profile } from "../../services/model/index.js";
 
 const CFG = { ...DEFAULT_CALC_CONFIG, flowLogs: true };
-/** The classes of the endpoints below (DESIGN §6.5): tapa's list has a missing profile, tapc's does not. */
-const A = classKey(["p", "ghost"]);
-const C = classKey(["p"]);
+// The endpoints below (DESIGN §6.5): tapa's list has a missing profile at position 1, tapc's is ["p"].
 
 // ------------------------------------------------------------------ rendering
 
@@ -54,11 +51,11 @@ function hostChains(cfg = CFG, workloadToHost: "drop" | "accept" = "drop") {
 const prefixOf = (rule: string) => /--nflog-prefix (\S+)/.exec(rule)?.[1];
 
 describe("flow report points in the rendering", () => {
-  it("every DROP a class, profile, root, MAC or workload-to-host chain renders is preceded by its report, with the right code", () => {
+  it("every DROP a workload, position, profile, root, MAC or workload-to-host chain renders is preceded by its report, with the right code", () => {
     const chains = hostChains();
     let drops = 0;
     // The mirrored chains (DESIGN §6.5) report nothing: a re-check is no new flow.
-    const mirrored = /^[46]:pal-(?:rf_|rt_|qi[-_]|qo[-_])/;
+    const mirrored = /^[46]:pal-(?:r[ft](?:\d|$)|qi[-_]|qo[-_])/;
     let mirroredChains = 0;
     for (const [key, rules] of chains) {
       if (mirrored.test(key)) {
@@ -80,13 +77,15 @@ describe("flow report points in the rendering", () => {
       });
     }
     expect(drops).toBeGreaterThan(10);
-    // Per family: two classes' pal-rf_/pal-rt_, profile p's pal-qi/pal-qo.
-    expect(mirroredChains).toBe(12);
+    // Per family: pal-rf/pal-rt and their two positions' chains, profile p's pal-qi/pal-qo.
+    expect(mirroredChains).toBe(16);
     const codes = (key: string) => (chains.get(key) ?? []).map(prefixOf).filter(Boolean).map((x) => parseLogPrefix(x!)!);
-    expect(codes(`4:pal-ct_${A}`)).toEqual([{ code: "m", chain: `pal-ct_${A}`, n: 1 }]);
-    expect(codes(`4:pal-ct_${C}`)).toEqual([{ code: "d", chain: `pal-ct_${C}`, n: undefined }]);
-    expect(codes(`4:pal-cf_${A}`).map((c) => c.code)).toEqual(["m"]);
-    expect(codes(`6:pal-cf_${C}`).map((c) => c.code)).toEqual(["d"]);
+    // A missing profile reports its position (the flow store names it from the endpoint's list).
+    expect(codes("4:pal-ct1")).toEqual([{ code: "m", chain: "pal-ct1", n: 1 }]);
+    expect(codes("4:pal-ct")).toEqual([{ code: "d", chain: "pal-ct", n: undefined }]);
+    expect(codes("4:pal-cf1").map((c) => c.code)).toEqual(["m"]);
+    expect(codes("6:pal-cf").map((c) => c.code)).toEqual(["d"]);
+    expect(codes("4:pal-ct0")).toEqual([]);
     // The MAC check reports anti-spoofing; the roots an inactive endpoint, then "not an endpoint's (address, interface)".
     expect(codes("4:pal-from-wl-mac")).toEqual([{ code: "s", chain: "pal-from-wl-mac", n: undefined }]);
     for (const root of ["pal-from-wl-dispatch", "pal-to-wl-dispatch"]) {
@@ -114,11 +113,11 @@ describe("flow report points in the rendering", () => {
     expect(renderProfile(p, DEFAULT_CALC_CONFIG).chains.flatMap((c) => c.rules).some((r) => r.includes("pal-log") || r.includes("NFLOG"))).toBe(false);
   });
 
-  it("class chains clear the log mark with the accept mark before their profiles (a mark left upstream cannot report)", () => {
+  it("workload chains clear the log mark with the accept mark before their profiles (a mark left upstream cannot report)", () => {
     const chains = hostChains();
     // After the re-check divert (DESIGN §6.5), which only a reply-direction re-check takes.
-    expect(chains.get(`4:pal-ct_${A}`)!.slice(0, 2)).toEqual([`-m mark --mark 0x4000000/0x4000000 -g pal-rt_${A}`, "-j MARK --set-xmark 0x0/0x3000000"]);
-    expect(chains.get(`4:pal-cf_${A}`)!.slice(0, 3)).toEqual([`-m mark --mark 0x4000000/0x4000000 -g pal-rf_${A}`, "-j pal-from-wl-mac", "-j MARK --set-xmark 0x0/0x3000000"]);
+    expect(chains.get("4:pal-ct")!.slice(0, 2)).toEqual(["-m mark --mark 0x4000000/0x4000000 -g pal-rt", "-j MARK --set-xmark 0x0/0x3000000"]);
+    expect(chains.get("4:pal-cf")!.slice(0, 3)).toEqual(["-m mark --mark 0x4000000/0x4000000 -g pal-rf", "-j pal-from-wl-mac", "-j MARK --set-xmark 0x0/0x3000000"]);
   });
 
   it("prefixes fit NFLOG's 64 bytes for the longest names and round-trip", () => {
@@ -271,7 +270,7 @@ describe("resolution and aggregation on the driver", () => {
     expect(resolvePoint(parseLogPrefix("pal:s:pal-from-wl-mac")!, "tapa", "lnk0a", of)).toMatchObject({ direction: "outbound", endpointKey: "h/o/a/e", decision: "anti-spoofing" });
     expect(resolvePoint(parseLogPrefix("pal:n:pal-to-wl-dispatch")!, "tapa", "tapxyz", of)).toMatchObject({ direction: "inbound", endpointKey: "", interfaceName: "tapxyz", decision: "no-endpoint" });
     expect(resolvePoint(parseLogPrefix("pal:h:pal-wl-to-host")!, "tapa", "", of)).toMatchObject({ direction: "outbound", endpointKey: "h/o/a/e", decision: "workload-to-host" });
-    expect(resolvePoint(parseLogPrefix("pal:m:pal-ct_abcdefghijklmnopqrst:2")!, "tapa", "tapb", of)).toMatchObject({ decision: "missing-profile", index: 2 });
+    expect(resolvePoint(parseLogPrefix("pal:m:pal-ct2:2")!, "tapa", "tapb", of)).toMatchObject({ decision: "missing-profile", index: 2 });
   });
 
   it("the bridge-port guard (DESIGN §6.3): from a port, its drop is anti-spoofing for an endpoint's port and no-endpoint otherwise; to a port, inbound", () => {

@@ -8,7 +8,7 @@ import type { EtcdStore, ModelEvent } from "../../services/controller/etcd-store
 import { createModelFeed } from "../../services/controller/model-feed.js";
 import { SyncHub } from "../../services/controller/sync-hub.js";
 import { parseDocuments, type ModelObject } from "../../services/model/index.js";
-import { classKey, toClassChain } from "../../services/calc/names.js";
+import { positionChain, positionSet, profileKey } from "../../services/calc/names.js";
 
 const objs = (raw: unknown[]) => parseDocuments(raw);
 const P = (id: string, port: number) => ({ kind: "Profile", id, tags: [id], inbound_rules: [{ protocol: "tcp", dst_ports: [port] }], outbound_rules: [] });
@@ -50,10 +50,10 @@ describe("model feed resync", () => {
     expect(graph.hasProfile("b")).toBe(false);
     expect(graph.getEndpoint("h1/o/w2/e")).toBeUndefined();
     expect(graph.getEndpoint("h1/o/w1/e")!.profileIds).toEqual(["a", "c"]);
-    // The host was told: w2's class (its only endpoint) removed, w1's new class and c's chains added.
-    expect(received.some((u) => u.type === "chain-remove" && u.name === toClassChain(classKey(["b"])))).toBe(true);
-    expect(received.some((u) => u.type === "chain-update" && u.chain.name === toClassChain(classKey(["a", "c"])))).toBe(true);
-    expect(received.some((u) => u.type === "ipset-remove" && u.name === `pal4ic_${classKey(["b"])}`)).toBe(true);
+    // The host was told: b's position set (w2 was its only endpoint) removed, a second position for w1's c, and c's chains added.
+    expect(received.some((u) => u.type === "ipset-remove" && u.name === positionSet(0, profileKey("b"), 4))).toBe(true);
+    expect(received.some((u) => u.type === "chain-update" && u.chain.name === positionChain("to", 1) && u.chain.rules.some((r) => r.includes("-g pal-pi-c")))).toBe(true);
+    expect(received.some((u) => u.type === "chain-update" && u.chain.name === positionChain("to", 0) && !u.chain.rules.some((r) => r.includes("pal-pi-b")))).toBe(true);
     expect(received.some((u) => u.type === "chain-update" && u.chain.name === "pal-pi-c")).toBe(true);
 
     // Same final state as a graph loaded from scratch.

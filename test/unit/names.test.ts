@@ -3,10 +3,11 @@
 import { describe, expect, it } from "vitest";
 import {
   BASE_CHAINS, CHAIN_MAX, ENTRY_CHAINS, IPSET_MAX, OWNED_CHAIN_RE, OWNED_SET_RE,
-  classKey, fromClassChain, macNode, mirroredInboundChain, mirroredOutboundChain, profileInboundChain, profileOutboundChain,
-  replyFromClassChain, replyToClassChain, tagSet, toClassChain,
+  WORKLOAD_CHAINS, macNode, missingSet, mirroredInboundChain, mirroredOutboundChain, positionChain, positionNodeSet, positionSet, profileInboundChain,
+  profileKey, profileOutboundChain, tagSet,
 } from "../../services/calc/names.js";
-import { ADMIT_CHAIN } from "../../services/contract/dataplane-names.js";
+import { ADMIT_CHAIN, setTypeOf } from "../../services/contract/dataplane-names.js";
+import { LIMITS } from "../../services/model/index.js";
 
 const CHAIN_NAMERS: [string, (s: string) => string][] = [
   ["pal-pi", profileInboundChain],
@@ -139,17 +140,36 @@ describe("names: literal and hashed names can never collide", () => {
     }
   });
 
-  it("class chains and their mirrored chains (DESIGN §6.5) are four distinct owned names within limits", () => {
+  it("workload and position chains (DESIGN §6.5) are distinct owned names within limits, at the longest list and deepest tree node", () => {
+    const names = new Set<string>(Object.values(WORKLOAD_CHAINS));
+    const sets = new Set<string>();
     for (const id of SAMPLE_IDS) {
-      const cls = classKey([id, "other"]);
-      const names = [fromClassChain(cls), toClassChain(cls), replyFromClassChain(cls), replyToClassChain(cls)];
-      expect(new Set(names).size).toBe(4);
-      for (const n of names) {
-        expect(n).toMatch(OWNED_CHAIN_RE);
-        expect(n.length).toBeLessThanOrEqual(CHAIN_MAX);
-        expect(n).not.toBe(ADMIT_CHAIN);
-        for (const [p] of CHAIN_NAMERS) expect(n.startsWith(`${p}-`) || n.startsWith(`${p}_`)).toBe(false);
+      const key = profileKey(id);
+      // A node's prefix is shorter than the keys it groups.
+      for (const k of [0, 9, LIMITS.profilesPerEndpoint - 1]) {
+        for (const v of Object.keys(WORKLOAD_CHAINS) as (keyof typeof WORKLOAD_CHAINS)[]) {
+          names.add(positionChain(v, k));
+          names.add(positionChain(v, k, key.slice(0, -1)));
+        }
+        for (const f of [4, 6] as const) {
+          sets.add(positionSet(k, key, f));
+          sets.add(positionNodeSet(k, key.slice(0, -1), f));
+          sets.add(missingSet(k, f));
+        }
       }
     }
+    for (const n of names) {
+      expect(n).toMatch(OWNED_CHAIN_RE);
+      expect(n.length).toBeLessThanOrEqual(CHAIN_MAX);
+      expect(n).not.toBe(ADMIT_CHAIN);
+      for (const [p] of CHAIN_NAMERS) expect(n.startsWith(`${p}-`) || n.startsWith(`${p}_`)).toBe(false);
+    }
+    for (const s of sets) {
+      expect(s).toMatch(OWNED_SET_RE);
+      expect(s.length).toBeLessThanOrEqual(IPSET_MAX);
+      expect(setTypeOf(s)).toBe("hash:net,iface");
+    }
+    // A missing set is not a position set of any position, and node sets are neither.
+    expect(missingSet(1, 4)).not.toBe(positionSet(1, "", 4));
   });
 });

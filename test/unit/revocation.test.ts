@@ -82,16 +82,23 @@ describe("RevocationWatch: which applies may revoke, which addresses leave", () 
     endpoints: new Set(o.endpoints ?? []),
   });
 
-  /** A host: an allow-only tag set, a set a DROP rule names, a set an allow rule names negated, two class sets. */
+  /**
+   * A host: an allow-only tag set, a set a DROP rule names, a set an allow
+   * rule names negated, the active and inactive sets (DESIGN §6.5), a
+   * position chain with a missing line.
+   */
   function host() {
     const chains = new Map([
       chain("pal-pi-web", ["-m set --match-set pal4t-friends src -j MARK --set-xmark 0x1000000/0x1000000", "-m set --match-set pal4t-bad src -j DROP", "-m set ! --match-set pal4t-notme src -j MARK --set-xmark 0x1000000/0x1000000"]),
-      chain("pal-from-wl-dispatch", ["-m set --match-set pal4ic_a src,src -g pal-fc_a"]),
+      chain("pal-from-wl-dispatch", ["-m set --match-set pal4i-inactive src,src -j DROP", "-m set --match-set pal4i-active src,src -g pal-cf"]),
+      chain("pal-cf", ["-j MARK --set-xmark 0x0/0x1000000", "-j pal-cf0", "-m mark --mark 0x1000000/0x1000000 -j RETURN", "-j DROP"]),
+      chain("pal-cf0", ["-m set --match-set pal4ix0 src,src -j DROP", "-m set --match-set pal4ip0_web src,src -g pal-po-web"]),
     ]);
     const sets = new Map<string, DesiredSet>([
       ["pal4t-friends", set(4, "10.0.0.1")], ["pal4t-bad", set(4)], ["pal4t-notme", set(4)],
-      ["pal4ic_a", set(4, "10.0.0.5,tapa", "10.0.0.6,tapb")], ["pal4ic_b", set(4)],
-      ["pal6ic_a", set(6, "fd00::5,tapa")],
+      ["pal4i-active", set(4, "10.0.0.5,tapa", "10.0.0.6,tapb")], ["pal4i-inactive", set(4)],
+      ["pal4ip0_web", set(4, "10.0.0.5,tapa")], ["pal4ix0", set(4, "10.0.0.6,tapb")],
+      ["pal6i-active", set(6, "fd00::5,tapa")],
     ]);
     const endpoints = new Map([["hv/o/a/e", "tapa"], ["hv/o/b/e", "tapb"]]);
     const w = new RevocationWatch([4, 6]);
@@ -122,7 +129,7 @@ describe("RevocationWatch: which applies may revoke, which addresses leave", () 
     h.sets.get("pal4t-friends")!.members.delete("10.0.0.1");
     expect(h.w.observe(h, changes({ sets: [["pal4t-friends", ["10.0.0.1"]]] })).bump).toEqual([4]);
     h = host();
-    expect(h.w.observe(h, changes({ sets: [["pal6ic_a", "all"]] })).bump).toEqual([6]);
+    expect(h.w.observe(h, changes({ sets: [["pal6i-active", "all"]] })).bump).toEqual([6]);
     h = host();
     h.chains.set(...chain("pal-pi-web", ["-j MARK --set-xmark 0x1000000/0x1000000"]));
     expect(h.w.observe(h, changes({ chains: [chainKey(4, "pal-pi-web")] })).bump).toEqual([4]);
@@ -139,32 +146,67 @@ describe("RevocationWatch: which applies may revoke, which addresses leave", () 
 
   it("a bridge's twin (ADDR,<bridge>) leaving is no address of its own: only the tap's member is gone", () => {
     const w = new RevocationWatch([4], (iface) => iface.startsWith("tap"));
-    const sets = new Map<string, DesiredSet>([["pal4ic_a", set(4, "10.0.0.5,tapa", "10.0.0.5,brq1")]]);
+    const sets = new Map<string, DesiredSet>([["pal4i-active", set(4, "10.0.0.5,tapa", "10.0.0.5,brq1")]]);
     const endpoints = new Map([["hv/o/a/e", "tapa"]]);
     w.observe({ chains: new Map(), sets, endpoints }, undefined);
-    sets.get("pal4ic_a")!.members.clear();
+    sets.get("pal4i-active")!.members.clear();
     endpoints.clear();
-    expect(w.observe({ chains: new Map(), sets, endpoints }, changes({ sets: [["pal4ic_a", ["10.0.0.5,tapa", "10.0.0.5,brq1"]]], endpoints: ["hv/o/a/e"] })).gone)
+    expect(w.observe({ chains: new Map(), sets, endpoints }, changes({ sets: [["pal4i-active", ["10.0.0.5,tapa", "10.0.0.5,brq1"]]], endpoints: ["hv/o/a/e"] })).gone)
       .toEqual([{ family: 4, net: "10.0.0.5", iface: "tapa", stillOnHost: false }]);
   });
 
-  it("the dispatch roots change only with class set members that change too: by themselves, no epoch", () => {
+  it("the dispatch chains (roots, workload chains, position trees) change only with set members that change too: by themselves, no epoch", () => {
     const h = host();
-    h.chains.set(...chain("pal-from-wl-dispatch", ["-m set --match-set pal4ic_a src,src -g pal-fc_a", "-m set --match-set pal4ic_b src,src -g pal-fc_b"]));
-    expect(h.w.observe(h, changes({ chains: [chainKey(4, "pal-from-wl-dispatch")] })).bump).toEqual([]);
+    // A profile new at position 0 (its line), a second position (the workload chain's jump and its chains), a tree node.
+    h.chains.set(...chain("pal-cf0", ["-m set --match-set pal4ix0 src,src -j DROP", "-m set --match-set pal4ip0_web src,src -g pal-po-web", "-m set --match-set pal4ip0_db src,src -g pal-po-db"]));
+    h.chains.set(...chain("pal-cf", ["-j MARK --set-xmark 0x0/0x1000000", "-j pal-cf0", "-m mark --mark 0x1000000/0x1000000 -j RETURN", "-j pal-cf1", "-m mark --mark 0x1000000/0x1000000 -j RETURN", "-j DROP"]));
+    h.chains.set(...chain("pal-cf1", ["-m set --match-set pal4ip1_web src,src -g pal-po-web"]));
+    h.chains.set(...chain("pal-cf0-ab", ["-m set --match-set pal4ip0_abc src,src -g pal-po-abc", "-j DROP"]));
+    expect(h.w.observe(h, changes({ chains: ["pal-cf0", "pal-cf", "pal-cf1", "pal-cf0-ab"].map((n) => chainKey(4, n)) })).bump).toEqual([]);
+    h.chains.set(...chain("pal-cf0-ab", ["-j DROP"]));
+    expect(h.w.observe(h, changes({ chains: [chainKey(4, "pal-cf0-ab")] })).bump).toEqual([]);
+    // A profile chain is no dispatch chain.
+    h.chains.set(...chain("pal-pi-web", ["-j DROP"]));
+    expect(h.w.observe(h, changes({ chains: [chainKey(4, "pal-pi-web")] })).bump).toEqual([4]);
   });
 
-  it("an endpoint moving to another class keeps its addresses (not gone); one deleted loses them", () => {
+  it("an endpoint whose profile at a position is deleted (into the position's missing set, which a DROP names): the epoch advances; into a profile's position set: none", () => {
+    let h = host();
+    h.sets.get("pal4ix0")!.members.add("10.0.0.5,tapa");
+    expect(h.w.observe(h, changes({ sets: [["pal4ix0", ["10.0.0.5,tapa"]]] })).bump).toEqual([4]);
+    h = host();
+    h.sets.get("pal4ip0_web")!.members.add("10.0.0.6,tapb");
+    expect(h.w.observe(h, changes({ sets: [["pal4ip0_web", ["10.0.0.6,tapb"]]] })).bump).toEqual([]);
+  });
+
+  it("an older controller's class layout (class sets pal4ic_, tree nodes pal-cfn-) is still understood while drivers are upgraded first", () => {
+    const w = new RevocationWatch([4]);
+    const chains = new Map([chain("pal-from-wl-dispatch", ["-m set --match-set pal4ic_a src,src -g pal-cf_a"]), chain("pal-cfn-a", ["-j DROP"])]);
+    const sets = new Map<string, DesiredSet>([["pal4ic_a", set(4, "10.0.0.5,tapa")], ["pal4ic_b", set(4)]]);
+    const endpoints = new Map([["hv/o/a/e", "tapa"]]);
+    w.observe({ chains, sets, endpoints }, undefined);
+    chains.set(...chain("pal-cfn-a", ["-m set --match-set pal4ic_a src,src -g pal-cf_a", "-j DROP"]));
+    expect(w.observe({ chains, sets, endpoints }, changes({ chains: [chainKey(4, "pal-cfn-a")] })).bump).toEqual([]);
+    // Moving between class sets keeps the address; leaving them all loses it.
+    sets.get("pal4ic_a")!.members.delete("10.0.0.5,tapa");
+    sets.get("pal4ic_b")!.members.add("10.0.0.5,tapa");
+    expect(w.observe({ chains, sets, endpoints }, changes({ sets: [["pal4ic_a", ["10.0.0.5,tapa"]], ["pal4ic_b", ["10.0.0.5,tapa"]]] })).gone).toEqual([]);
+    sets.get("pal4ic_b")!.members.clear();
+    endpoints.clear();
+    expect(w.observe({ chains, sets, endpoints }, changes({ sets: [["pal4ic_b", ["10.0.0.5,tapa"]]], endpoints: ["hv/o/a/e"] })).gone).toEqual([{ family: 4, net: "10.0.0.5", iface: "tapa", stillOnHost: false }]);
+  });
+
+  it("an endpoint deactivated (active set to inactive) keeps its addresses (not gone); one deleted loses them", () => {
     const h = host();
-    h.sets.get("pal4ic_a")!.members.delete("10.0.0.5,tapa");
-    h.sets.get("pal4ic_b")!.members.add("10.0.0.5,tapa");
-    expect(h.w.observe(h, changes({ sets: [["pal4ic_a", ["10.0.0.5,tapa"]], ["pal4ic_b", ["10.0.0.5,tapa"]]] })).gone).toEqual([]);
-    h.sets.get("pal4ic_a")!.members.delete("10.0.0.6,tapb");
+    h.sets.get("pal4i-active")!.members.delete("10.0.0.5,tapa");
+    h.sets.get("pal4i-inactive")!.members.add("10.0.0.5,tapa");
+    expect(h.w.observe(h, changes({ sets: [["pal4i-active", ["10.0.0.5,tapa"]], ["pal4i-inactive", ["10.0.0.5,tapa"]]] })).gone).toEqual([]);
+    h.sets.get("pal4i-active")!.members.delete("10.0.0.6,tapb");
     h.endpoints.delete("hv/o/b/e");
-    expect(h.w.observe(h, changes({ sets: [["pal4ic_a", ["10.0.0.6,tapb"]]], endpoints: ["hv/o/b/e"] })).gone).toEqual([{ family: 4, net: "10.0.0.6", iface: "tapb", stillOnHost: false }]);
+    expect(h.w.observe(h, changes({ sets: [["pal4i-active", ["10.0.0.6,tapb"]]], endpoints: ["hv/o/b/e"] })).gone).toEqual([{ family: 4, net: "10.0.0.6", iface: "tapb", stillOnHost: false }]);
   });
 
-  it("an endpoint replaced by another at the same interface and addresses (same class, so no set changes at all): every address of the interface is gone", () => {
+  it("an endpoint replaced by another at the same interface and addresses (same profiles, so no set changes at all): every address of the interface is gone", () => {
     const h = host();
     h.endpoints.delete("hv/o/a/e");
     h.endpoints.set("hv/o/a2/e", "tapa");
@@ -177,7 +219,7 @@ describe("RevocationWatch: which applies may revoke, which addresses leave", () 
     const h = host();
     h.endpoints.delete("hv/o/b/e");
     h.endpoints.set("hv/o/b2/e", "tapb");
-    h.sets.get("pal6ic_a")!.members.clear();
+    h.sets.get("pal6i-active")!.members.clear();
     const v = h.w.observe(h, undefined);
     expect(v.bump).toEqual([4, 6]);
     expect(v.gone.map((g) => `${g.family} ${g.net} ${g.iface} ${g.stillOnHost}`).sort()).toEqual(["4 10.0.0.6 tapb true", "6 fd00::5 tapa false"]);

@@ -15,10 +15,12 @@
 // `pal4b-<tap>`/`pal6b-<tap>`, holding every ADDR of a member `ADDR,<tap>`.
 //
 // Twins are reference-counted per set (two ports of one bridge may hold one
-// address in one set). A twin that would come from ports in *different*
-// class sets is contested: its ports would get each other's profiles, so it
-// is left out of every set (fail closed: those ports' traffic with that
-// address is dropped) and the ports' status says why (contestedPorts).
+// address in one set). A twin that would come from ports whose endpoints
+// list *different* profiles (they disagree on some position set: not every
+// port holding it in the active set holds it there too) is contested: its
+// ports would get each other's profiles, so it is left out of every set
+// (fail closed: those ports' traffic with that address is dropped) and the
+// ports' status says why (contestedPorts).
 //
 // Incremental: each apply's changes are the controller's (DesiredChanges)
 // plus what the twins and guard sets made of them and of topology changes,
@@ -30,8 +32,31 @@ import type { DesiredChanges, DesiredSet } from "../sync/desired-state.js";
 import { portSetName } from "./bridge-guard.js";
 import { driverBaseChains, type Epochs, type GoneNets } from "./plan-input.js";
 
-/** Class sets (DESIGN §6.5): a twin from two of them is contested. */
-const CLASS_SET_RE = /^pal[46]ic_/;
+/**
+ * The active set and the position sets (DESIGN §6.5), not the trees' node
+ * sets: a twin whose ports do not all agree on them is contested. (`ic_`:
+ * the class sets an older controller renders, one per port.)
+ */
+const CLASS_SET_RE = /^pal[46]i(?:-active$|p\d+_|x\d+$|c_)/;
+const ACTIVE_SET_RE = /^pal[46]i-active$/;
+
+/**
+ * Whether the ports holding a twin disagree: some set holds it from fewer
+ * ports than hold it at all (the active set's count; with class sets, one
+ * per port, their sum).
+ */
+const disagree = (owners: ReadonlyMap<string, number> | undefined): boolean => {
+  if (!owners || owners.size < 2) return false;
+  let active: number | undefined;
+  let sum = 0;
+  for (const [set, c] of owners) {
+    if (ACTIVE_SET_RE.test(set)) active = c;
+    else sum += c;
+  }
+  const ports = active ?? sum;
+  for (const c of owners.values()) if (c !== ports) return true;
+  return false;
+};
 
 export interface BridgeTopology {
   /** br_netfilter is present in the driver's namespace: physdev rules may be rendered. */
@@ -83,7 +108,7 @@ export class BridgeLayer {
   private readonly iface = new Map<string, IfaceSet>();
   /** Interface -> set -> addresses (the controller's members of hash:net,iface sets). */
   private readonly byIface = new Map<string, Map<string, Set<string>>>();
-  /** Twin -> class set -> count: more than one set = contested. */
+  /** Twin -> active or position set -> how many ports hold it there: counts that differ = contested. */
   private readonly classOwners = new Map<string, Map<string, number>>();
   /** The contested twins (few: the status reads them on every poll). */
   private readonly contestedTwins = new Set<string>();
@@ -330,13 +355,13 @@ export class BridgeLayer {
     this.markDirty(set, twin);
     if (CLASS_SET_RE.test(set)) {
       let owners = this.classOwners.get(twin);
-      const before = (owners?.size ?? 0) > 1;
+      const before = disagree(owners);
       if (!owners) this.classOwners.set(twin, (owners = new Map()));
       const k = (owners.get(set) ?? 0) + d;
       if (k > 0) owners.set(set, k);
       else owners.delete(set);
       if (!owners.size) this.classOwners.delete(twin);
-      if (before !== (owners.size > 1)) {
+      if (before !== disagree(owners)) {
         if (before) this.contestedTwins.delete(twin);
         else this.contestedTwins.add(twin);
         // Contested or no longer: every set holding this twin re-derives it.
@@ -359,7 +384,7 @@ export class BridgeLayer {
   }
 
   private contested(twin: string): boolean {
-    return (this.classOwners.get(twin)?.size ?? 0) > 1;
+    return disagree(this.classOwners.get(twin));
   }
 
   private settleSet(name: string): void {

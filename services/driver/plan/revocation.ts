@@ -95,7 +95,7 @@ export function renderAdmitChain(family: IpVersion, epoch: number | undefined): 
  * older epoch (or pending). It is judged as its connection's first packet
  * would be now: the side it leaves by the original receiver's inbound rules,
  * the side it reaches by the original sender's outbound rules, each
- * mirrored (the class chains divert on REPLY_CHECK_MARK, DESIGN §6.5). A
+ * mirrored (the workload chains divert on REPLY_CHECK_MARK, DESIGN §6.5). A
  * bridge port's allowances and guard come first, as in pal-FORWARD.
  */
 export function renderReplyChain(family: IpVersion, forms: { from: readonly string[]; to: readonly string[]; physIn: readonly string[]; physOut: readonly string[] }, bridgeFrom: string, bridgeTo: string): ChainDef {
@@ -160,10 +160,22 @@ export const ENDED_COUNT_RULE = 1;
 
 // ---- which applies may revoke ----
 
-/** Dispatch roots and class-tree nodes: a line there comes or goes only with set members that do too. */
-const DISPATCH_RE = /^pal-(?:from-wl-dispatch|to-wl-dispatch|cfn-|ctn-)/;
-/** Classification sets whose members say which endpoint an (address, interface) is. */
-const ENDPOINT_SET_RE = /^pal[46]i(?:c_|-inactive$)/;
+/**
+ * Dispatch chains (DESIGN §6.5): the entry roots, the workload chains and
+ * the position trees. A line there comes or goes only with set members that
+ * do too (a position's line with its profile's first member there; a
+ * missing line with its set's; a workload chain's position jump with the
+ * longest list, which only reaches endpoints that fell through before), so
+ * their changes revoke nothing by themselves.
+ */
+const DISPATCH_RE = /^pal-(?:from-wl-dispatch|to-wl-dispatch|[cr][ft]|[cr][ft]\d+(?:-[a-z2-7]+)?|c[ft]n-.*)$/;
+/**
+ * Classification sets whose members say which endpoint an (address,
+ * interface) is. `pal[46]ic_` and the `pal-cfn-`/`pal-ctn-` nodes above are
+ * the class layout of builds before the position layout, which an older
+ * controller still renders while the drivers are upgraded first.
+ */
+const ENDPOINT_SET_RE = /^pal[46]i(?:-active$|-inactive$|c_)/;
 const SET_REF_RE = /(!\s+)?--match-set\s+(\S+)/g;
 
 function familyOfKey(key: string): IpVersion {
@@ -221,7 +233,7 @@ const splitMember = (m: string): [string, string] => {
  *     rule matches negated (a peer joining a tag that a deny rule names);
  *   - a chain that existed before changed, other than the dispatch roots
  *     and tree nodes (which change only with set members that also do).
- * Everything else (new endpoints in classes already on the host, new
+ * Everything else (new endpoints, new
  * chains and sets, members of sets used only positively by allow rules)
  * only lets more through: no epoch, no cost (issue #21 item 6).
  * A full plan (no changes known) may revoke anything.
@@ -308,7 +320,8 @@ export class RevocationWatch {
       if (c) this.index(key, c);
     }
     // Classification sets: additions first, so an address that moves from
-    // one class set to another in this apply never counts as gone.
+    // the inactive set to the active one (or back) in this apply never
+    // counts as gone.
     for (const present of [true, false]) {
       for (const [name, touched] of changes.sets) {
         if (!ENDPOINT_SET_RE.test(name)) continue;

@@ -1,23 +1,31 @@
 // The set-based layout (DESIGN §6.5): what a host's dispatch looks like when
-// endpoints are classified by set lookups instead of per-endpoint chains.
-// Pure: given the host's classes (ordered profile lists in use) and the
-// interfaces that carry a MAC, it renders the entry chains, the class
-// chains and trees.
+// endpoints are set members instead of per-endpoint chains, and an
+// endpoint's ordered profile list is one member per position. Pure: given
+// the host's positions (which profiles sit at each, and whether one there
+// is missing) and the interfaces that carry a MAC, it renders the entry
+// chains, the workload chains, the position trees and the MAC chains.
 //
 // A packet from a workload (per family, `pal-from-wl-dispatch`):
 //   (source, interface) of an inactive endpoint   -> DROP (i)
-//   (source, interface) in a class's set          -> goto that class's chain,
-//        which first calls the MAC check (MAC sets, interface tree): DROP (s)
-//        on a mismatch
+//   (source, interface) of an active endpoint     -> goto pal-cf, which calls
+//        the MAC check (MAC sets, interface tree): DROP (s) on a mismatch,
+//        then for each position k: `-j pal-cf<k>`, and RETURN once a
+//        profile allowed (the accept mark); at the end DROP (d)
 //   anything else                                 -> DROP (n; the driver
 //        reports it as anti-spoofing when the interface has an endpoint)
-// and to a workload (`pal-to-wl-dispatch`): (destination, interface) of an
-// inactive endpoint -> DROP (i); in a class's set -> goto the class's
-// inbound chain; else DROP (n).
+// pal-cf<k> finds the endpoint's profile at position k by a set lookup,
+// `(source, interface)` in `pal4ip<k>_<profile key>`, and goes to that
+// profile's outbound chain (which marks on allow, drops on deny, returns
+// to pal-cf on no match); an endpoint whose profile at k does not exist is
+// in `pal4ix<k>`: DROP (m). An endpoint with no profile at k falls off the
+// end of pal-cf<k> and returns (then the next position finds none either:
+// DROP (d)). The same to a workload (`dst,dst`, inbound chains).
 //
-// Classes are listed flat up to DISPATCH_FANOUT; beyond, they are grouped by
-// the next character of their hash into nodes whose sets hold the union of
-// their classes' members, so a packet crosses O(log n) rules.
+// Each position's profiles are listed flat up to DISPATCH_FANOUT; beyond,
+// they are grouped by the next character of their key into nodes whose
+// sets hold the union of their profiles' members, so a packet crosses
+// O(log n) rules per position. A host's chains and rules grow with the
+// profiles in use and the longest list, never with how they are combined.
 import type { IpVersion } from "../model/index.js";
 import type { MacCheck, MacEntry } from "../contract/host-update.js";
 import type { CalcConfig } from "./calc-config.js";
@@ -28,102 +36,119 @@ import { DEFAULT_LOG_MARK } from "../contract/flow-report-format.js";
 import { REPLY_CHECK_MARK } from "../contract/dataplane-names.js";
 import { clearMask, reportedDrop } from "./render-flow-reports.js";
 import {
-  ENTRY_CHAINS, MAC_ROOT, MAC_TREE_ROOT, classSet, endpointMacChain, endpointMacSet, fromClassChain, fromClassNode, inactiveSet, macListSet,
-  macNode, macScopeNode, macScopeNodeSet, mirroredInboundChain, mirroredOutboundChain, networkHash, networkMacChain, networkMacListSet,
-  networkScopeSet, noMacSet, nodeSet, profileInboundChain, profileOutboundChain, replyFromClassChain, replyToClassChain, toClassChain, toClassNode,
+  ENTRY_CHAINS, MAC_ROOT, MAC_TREE_ROOT, WORKLOAD_CHAINS, activeSet, endpointMacChain, endpointMacSet, inactiveSet, macListSet,
+  macNode, macScopeNode, macScopeNodeSet, mirroredInboundChain, mirroredOutboundChain, missingSet, networkHash, networkMacChain, networkMacListSet,
+  networkScopeSet, noMacSet, positionChain, positionNodeSet, positionSet, profileInboundChain, profileOutboundChain, type WorkloadVariant,
 } from "./names.js";
 
-export interface HostClass {
-  /** The ordered profile list. */
-  profileIds: readonly string[];
+const VARIANTS: readonly WorkloadVariant[] = ["from", "to", "replyFrom", "replyTo"];
+
+/** How each workload chain looks endpoints up, and whose chain a profile at a position is. */
+const VARIANT = {
+  from: { flag: "src,src", profileChain: profileOutboundChain, reports: true },
+  to: { flag: "dst,dst", profileChain: profileInboundChain, reports: true },
+  // The mirrored chains (DESIGN §6.14) report nothing: a re-check is no new flow.
+  replyFrom: { flag: "src,src", profileChain: mirroredInboundChain, reports: false },
+  replyTo: { flag: "dst,dst", profileChain: mirroredOutboundChain, reports: false },
+} as const;
+
+const cfgOf = (v: WorkloadVariant, cfg: CalcConfig): CalcConfig => (VARIANT[v].reports ? cfg : { ...cfg, flowLogs: false });
+
+/**
+ * The entry chains of one family: inactive first, then any active endpoint's
+ * (address, interface) goes to the workload chain, anything else drops
+ * (no endpoint). Static: an endpoint is a set member here, never a rule.
+ */
+export function renderEntryChains(family: IpVersion, cfg: CalcConfig): ChainDef[] {
+  const dirs = [
+    { flag: "src,src", root: ENTRY_CHAINS.fromWorkload, next: WORKLOAD_CHAINS.from },
+    { flag: "dst,dst", root: ENTRY_CHAINS.toWorkload, next: WORKLOAD_CHAINS.to },
+  ] as const;
+  return dirs.map((d) => {
+    const rules: string[] = [];
+    // A log mark left by an allow point upstream (the sender's outbound
+    // rules) must not make the conditional report points below fire.
+    if (cfg.flowLogs) rules.push(`-j MARK --set-xmark 0x0/${markHex(cfg.logMark ?? DEFAULT_LOG_MARK)}`);
+    rules.push(...reportedDrop(cfg, `-m set --match-set ${inactiveSet(family)} ${d.flag}`, "i", d.root));
+    rules.push(`-m set --match-set ${activeSet(family)} ${d.flag} -g ${d.next}`);
+    // Not an endpoint's (address, interface): fail closed.
+    rules.push(...reportedDrop(cfg, "", "n", d.root));
+    return { table: "filter" as const, family, name: d.root, rules };
+  });
 }
 
 /**
- * An ordered profile list as jumps (the verdict plumbing of DESIGN §6.4):
- * the first allow (mark) returns, a missing profile or the end drops.
+ * The workload chains of one family, for positions 0..positions-1 (the
+ * verdict plumbing of DESIGN §6.4): clear the marks, each position in
+ * turn, RETURN on the first allow, DROP (d) at the end. `pal-cf` first
+ * diverts a re-check (REPLY_CHECK_MARK, DESIGN §6.14) to `pal-rf`, then
+ * calls the MAC check: reached only by an endpoint's own (address,
+ * interface), whatever it drops is anti-spoofing. The mirrored chains check
+ * no MAC (the connection's own first packet passed it).
  */
-export function profileJumps(profileIds: readonly string[], self: string, chainOf: (id: string) => string, exists: (id: string) => boolean, cfg: CalcConfig): string[] {
-  const mark = acceptMarkSpecs(cfg);
-  // With flow reports, the log mark is cleared too: one left by an allow
-  // point upstream (the sender's outbound rules) must not make a report
-  // point here fire (DESIGN §6.12).
-  const m = markHex(clearMask(cfg));
-  const rules = [`-j MARK --set-xmark 0x0/${m}`];
-  for (const [position, id] of profileIds.entries()) {
-    if (!exists(id)) {
+export function renderWorkloadChains(positions: number, family: IpVersion, cfg: CalcConfig): ChainDef[] {
+  const reply = `-m mark --mark ${markHex(REPLY_CHECK_MARK)}/${markHex(REPLY_CHECK_MARK)}`;
+  return VARIANTS.map((v) => {
+    const vcfg = cfgOf(v, cfg);
+    const name = WORKLOAD_CHAINS[v];
+    const rules: string[] = [];
+    if (v === "from") rules.push(`${reply} -g ${WORKLOAD_CHAINS.replyFrom}`, `-j ${MAC_ROOT}`);
+    if (v === "to") rules.push(`${reply} -g ${WORKLOAD_CHAINS.replyTo}`);
+    // With flow reports, the log mark is cleared too: one left by an allow
+    // point upstream (the sender's outbound rules) must not make a report
+    // point here fire (DESIGN §6.12).
+    rules.push(`-j MARK --set-xmark 0x0/${markHex(clearMask(vcfg))}`);
+    const mark = acceptMarkSpecs(vcfg);
+    for (let k = 0; k < positions; k++) rules.push(`-j ${positionChain(v, k)}`, `${mark.isSet} -j RETURN`);
+    rules.push(...reportedDrop(vcfg, "", "d", name));
+    return { table: "filter" as const, family, name, rules };
+  });
+}
+
+/** One position of a host: its tree of profile keys, what each key is, whether some endpoint's profile there is missing. */
+export interface PositionDispatch {
+  k: number;
+  tree: PrefixTree;
+  /** Profile key -> profile id (existing profiles only). */
+  profileOf: ReadonlyMap<string, string>;
+  missing: boolean;
+}
+
+/**
+ * Position k's chains of one family, for the four variants: the root
+ * (`pal-cf<k>`…) and the tree's nodes; with `only`, just the nodes with
+ * those prefixes ("" is the root). A root falls off (no profile at k: back
+ * to the workload chain); a node falling off drops (its sets are being
+ * changed: fail closed).
+ */
+export function renderPositionDispatch(p: PositionDispatch, family: IpVersion, cfg: CalcConfig, only?: ReadonlySet<string>): ChainDef[] {
+  const out: ChainDef[] = [];
+  for (const v of VARIANTS) {
+    const { flag, profileChain } = VARIANT[v];
+    const vcfg = cfgOf(v, cfg);
+    const match = (set: string) => `-m set --match-set ${set} ${flag}`;
+    for (const [prefix, entries] of p.tree.nodes) {
+      if (only && !only.has(prefix)) continue;
+      const chain = positionChain(v, p.k, prefix);
+      const rules: string[] = [];
       // A referenced profile that does not exist denies everything that the
       // profiles before it did not allow.
-      rules.push(...reportedDrop(cfg, "", "m", self, position));
-      return rules;
-    }
-    rules.push(`-j ${chainOf(id)}`, `${mark.isSet} -j RETURN`);
-  }
-  rules.push(...reportedDrop(cfg, "", "d", self));
-  return rules;
-}
-
-/**
- * Class chains: the profile jumps of the endpoints' shared ordered profile
- * list, and their mirrored twins (DESIGN §6.5, "Reply-direction re-check
- * chains"). A packet carrying REPLY_CHECK_MARK is a reply-direction packet
- * of an established connection being judged again (DESIGN §6.14): it goes
- * first to the mirrored chain, which runs the same profile list over the
- * profiles' mirrored chains — from the workload (a reply leaving the
- * original receiver), its inbound rules; to it (a reply reaching the
- * original sender), its outbound rules. The mirrored chains check no MAC
- * (the re-check judges policy; the connection's own first packet passed the
- * MAC check) and report nothing (a re-check is no new flow).
- */
-export function renderClassChains(cls: string, c: HostClass, family: IpVersion, profileExists: (id: string) => boolean, cfg: CalcConfig): ChainDef[] {
-  const from = fromClassChain(cls);
-  const to = toClassChain(cls);
-  const replyFrom = replyFromClassChain(cls);
-  const replyTo = replyToClassChain(cls);
-  const reply = `-m mark --mark ${markHex(REPLY_CHECK_MARK)}/${markHex(REPLY_CHECK_MARK)}`;
-  const noReports: CalcConfig = { ...cfg, flowLogs: false };
-  return [
-    // The MAC check first (after the re-check divert): reached only by an
-    // endpoint's own (address, interface), so whatever it drops is
-    // anti-spoofing, and a stranger on an interface without an endpoint is
-    // left to the root ("no endpoint").
-    { table: "filter", family, name: from, rules: [`${reply} -g ${replyFrom}`, `-j ${MAC_ROOT}`, ...profileJumps(c.profileIds, from, profileOutboundChain, profileExists, cfg)] },
-    { table: "filter", family, name: to, rules: [`${reply} -g ${replyTo}`, ...profileJumps(c.profileIds, to, profileInboundChain, profileExists, cfg)] },
-    { table: "filter", family, name: replyFrom, rules: profileJumps(c.profileIds, replyFrom, mirroredInboundChain, profileExists, noReports) },
-    { table: "filter", family, name: replyTo, rules: profileJumps(c.profileIds, replyTo, mirroredOutboundChain, profileExists, noReports) },
-  ];
-}
-
-/**
- * Entry chains and class-tree nodes of one family, for the host's classes
- * (sorted keys); with `only`, just the nodes with those prefixes ("" is the
- * entry chains).
- */
-export function renderClassDispatch(tree: PrefixTree, family: IpVersion, cfg: CalcConfig, only?: ReadonlySet<string>): ChainDef[] {
-  const out: ChainDef[] = [];
-  const dirs = [
-    { flag: "src,src", root: ENTRY_CHAINS.fromWorkload, node: fromClassNode, leafChain: fromClassChain },
-    { flag: "dst,dst", root: ENTRY_CHAINS.toWorkload, node: toClassNode, leafChain: toClassChain },
-  ] as const;
-  for (const d of dirs) {
-    for (const [prefix, entries] of tree.nodes) {
-      if (only && !only.has(prefix)) continue;
-      const chain = prefix === "" ? d.root : d.node(prefix);
-      const rules: string[] = [];
-      const match = (set: string) => `-m set --match-set ${set} ${d.flag}`;
-      if (prefix === "") {
-        // A log mark left by an allow point upstream (the sender's outbound
-        // rules) must not make the conditional report points below fire.
-        if (cfg.flowLogs) rules.push(`-j MARK --set-xmark 0x0/${markHex(cfg.logMark ?? DEFAULT_LOG_MARK)}`);
-        rules.push(...reportedDrop(cfg, match(inactiveSet(family)), "i", chain));
+      if (prefix === "" && p.missing) rules.push(...reportedDrop(vcfg, match(missingSet(p.k, family)), "m", chain, p.k));
+      for (const e of entries) {
+        rules.push("leaf" in e
+          ? `${match(positionSet(p.k, e.leaf, family))} -g ${profileChain(p.profileOf.get(e.leaf)!)}`
+          : `${match(positionNodeSet(p.k, e.child, family))} -g ${positionChain(v, p.k, e.child)}`);
       }
-      for (const e of entries) rules.push("leaf" in e ? `${match(classSet(e.leaf, family))} -g ${d.leafChain(e.leaf)}` : `${match(nodeSet(e.child, family))} -g ${d.node(e.child)}`);
-      // Not an endpoint's (address, interface). Inside a node only while its
-      // sets are being changed: fail closed there too.
-      rules.push(...reportedDrop(cfg, "", "n", chain));
+      if (prefix !== "") rules.push(...reportedDrop(vcfg, "", "n", chain));
       out.push({ table: "filter", family, name: chain, rules });
     }
   }
   return out;
+}
+
+/** Names of position k's chains for a tree prefix, all variants (for removal). */
+export function positionChainNames(k: number, prefix: string): string[] {
+  return VARIANTS.map((v) => positionChain(v, k, prefix));
 }
 
 export type { MacCheck, MacEntry };
