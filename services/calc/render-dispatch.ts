@@ -17,9 +17,13 @@
 // `(source, interface)` in `pal4ip<k>_<profile key>`, and goes to that
 // profile's outbound chain (which marks on allow, drops on deny, returns
 // to pal-cf on no match); an endpoint whose profile at k does not exist is
-// in `pal4ix<k>`: DROP (m). An endpoint with no profile at k falls off the
-// end of pal-cf<k> and returns (then the next position finds none either:
-// DROP (d)). The same to a workload (`dst,dst`, inbound chains).
+// in `pal4ix<k>`: DROP (m). A packet that finds no line at k ends there:
+// DROP (d). Either its list is shorter (every profile before k returned
+// without a verdict: default deny) or its members are between sets within
+// an apply (the sets move in the apply's ipset stage, the lines in its
+// iptables stage): falling through to position k+1 would judge it by the
+// wrong profiles for that instant, so it fails closed. The same to a
+// workload (`dst,dst`, inbound chains).
 //
 // Each position's profiles are listed flat up to DISPATCH_FANOUT; beyond,
 // they are grouped by the next character of their key into nodes whose
@@ -117,9 +121,10 @@ export interface PositionDispatch {
 /**
  * Position k's chains of one family, for the four variants: the root
  * (`pal-cf<k>`…) and the tree's nodes; with `only`, just the nodes with
- * those prefixes ("" is the root). A root falls off (no profile at k: back
- * to the workload chain); a node falling off drops (its sets are being
- * changed: fail closed).
+ * those prefixes ("" is the root). A root or node that finds no line drops:
+ * no profile at k is default deny (only a profile's own chain returns to
+ * the workload chain, for the next position), and a member between sets
+ * within an apply must not reach the next position's profiles.
  */
 export function renderPositionDispatch(p: PositionDispatch, family: IpVersion, cfg: CalcConfig, only?: ReadonlySet<string>): ChainDef[] {
   const out: ChainDef[] = [];
@@ -139,7 +144,7 @@ export function renderPositionDispatch(p: PositionDispatch, family: IpVersion, c
           ? `${match(positionSet(p.k, e.leaf, family))} -g ${profileChain(p.profileOf.get(e.leaf)!)}`
           : `${match(positionNodeSet(p.k, e.child, family))} -g ${positionChain(v, p.k, e.child)}`);
       }
-      if (prefix !== "") rules.push(...reportedDrop(vcfg, "", "n", chain));
+      rules.push(...reportedDrop(vcfg, "", prefix === "" ? "d" : "n", chain));
       out.push({ table: "filter", family, name: chain, rules });
     }
   }

@@ -57,6 +57,18 @@ export const MAC_LIST_SET = "pal4mac";
 /** `list:set`s of MAC sets: the default network's, and one per network (DESIGN §6.5). */
 export const MAC_LIST_SET_RE = /^pal4mac(?:_[a-z2-7]{1,20})?$/;
 export type SetType = "hash:net" | "hash:net,iface" | "bitmap:ip,mac" | "list:set";
+/**
+ * Sets the driver empties in the ipset stage of the apply that destroys
+ * them (DESIGN §6.5, "Mid-apply"): the position layout's sets, which say
+ * which profile judges an endpoint at a position. Between the ipset stage
+ * and the iptables stage the old chains still look them up; a member left
+ * in a set on its way out would be judged by its old profile at one
+ * position beside its new ones at others. Emptied, it finds no line there
+ * and the position drops it (fail closed). Not every set: emptying a tag
+ * set that a deny rule names would let through what the rule denies.
+ */
+export const EMPTIED_BEFORE_DESTROY_RE = /^pal[46]i(?:p\d+_|x\d+$|pn\d+-)/;
+
 export function setTypeOf(name: string): SetType {
   if (MAC_LIST_SET_RE.test(name)) return "list:set";
   return MAC_SET_RE.test(name) ? "bitmap:ip,mac" : IFACE_SET_RE.test(name) ? "hash:net,iface" : "hash:net";

@@ -80,9 +80,9 @@ describe("upgrades on a real dataplane", () => {
     expect(counts[80]!.open).toBeGreaterThan(3);
     const text = await save();
     expect(text).not.toMatch(/:pal-(tw|fw|td|fd)-/);
-    expect(text).toMatch(/:pal-ct_/);
+    expect(text).toMatch(/:pal-ct0 /);
     expect(await lab.exec(ns, "ip6tables-save", ["-t", "filter"])).not.toMatch(/:pal-(tw|fw|td|fd)-/);
-    expect(await lab.exec(ns, "ipset", ["list", "-n"])).toMatch(/pal4ic_/);
+    expect(await lab.exec(ns, "ipset", ["list", "-n"])).toMatch(/pal4i-active/);
   });
 
   it("a featureless second stream of the host is refused and never costs the capable driver an update: a deleted endpoint is never admitted again", async () => {

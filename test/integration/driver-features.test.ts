@@ -63,8 +63,8 @@ describe("driver features at hello", () => {
     }
   });
 
-  it("a driver from before flow reports and set-layout (features absent) is refused; one announcing set-layout and ct-admit (today's) is served", async () => {
-    const today = connect("hvtoday", ["set-layout", "ct-admit"]);
+  it("a driver from before flow reports and set-layout (features absent) is refused; one announcing set-layout, ct-admit and position-layout (today's) is served", async () => {
+    const today = connect("hvtoday", ["set-layout", "ct-admit", "position-layout"]);
     const none = connect("hvnone", []);
     try {
       await eventually(async () => today.batches.some((b) => b.inSync), { what: "today's driver in sync" });
@@ -97,7 +97,7 @@ describe("driver features at hello", () => {
       old.close();
     }
     // The upgraded driver connects: the record is its stream's, and `wait` returns.
-    const upgraded = connect("hvfrozen", ["set-layout", "flow-log", "ct-admit"]);
+    const upgraded = connect("hvfrozen", ["set-layout", "flow-log", "ct-admit", "position-layout"]);
     try {
       await eventually(async () => upgraded.batches.some((b) => b.inSync), { what: "the upgraded driver's snapshot" });
       const r = await eventually(async () => { const h = await record(); return h?.connected ? h : undefined; }, { what: "the record is the stream's" });
@@ -113,7 +113,7 @@ describe("driver features at hello", () => {
       { kind: "Endpoint", host: "hvtwo", orchestrator: "t", workload: "w", id: "a", name: "tapa", state: "active", ipv4_nets: ["198.18.8.1"], profile_ids: ["two"] },
       { kind: "Endpoint", host: "hvtwo", orchestrator: "t", workload: "w", id: "b", name: "tapb", state: "active", ipv4_nets: ["198.18.8.2"], profile_ids: ["two"] },
     ]).map(documentToPb) });
-    const good = connect("hvtwo", ["set-layout", "flow-log", "ct-admit"]);
+    const good = connect("hvtwo", ["set-layout", "flow-log", "ct-admit", "position-layout"]);
     try {
       await eventually(async () => good.batches.some((b) => b.inSync && b.revision >= p.revision), { what: "snapshot" });
       const bad = connect("hvtwo", []);

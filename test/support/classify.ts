@@ -66,7 +66,9 @@ export function classify(st: PlainHostState, family: 4 | 6, dir: "from" | "to", 
           const pos = /^-j (pal-[cr][ft]\d+)$/.exec(r);
           if (!pos) continue;
           const got = position(pos[1]!, depth + 1);
-          if (got === undefined) break;
+          // Fell off the position's chain: back here, on to the next position.
+          if (got === undefined) continue;
+          if (got === "END") break;
           profiles.push(got);
           if (got === "missing" || got.startsWith("DROP:")) break;
         }
@@ -77,7 +79,12 @@ export function classify(st: PlainHostState, family: 4 | 6, dir: "from" | "to", 
     }
     return "RETURN";
   };
-  /** A position chain: the profile chain it goes to, "missing", "DROP:<node>", or undefined (no profile there). */
+  /**
+   * A position chain: the profile chain it goes to, "missing", "DROP:<node>",
+   * "END" (no profile there: the root drops, d), or undefined (the chain
+   * fell off without a verdict: the workload chain goes on to the next
+   * position, as the kernel would).
+   */
   const position = (chain: string, depth: number): string | undefined => {
     if (depth > 20) throw new Error("loop");
     for (const r of st.chains[`${family}:${chain}`] ?? []) {
@@ -85,7 +92,8 @@ export function classify(st: PlainHostState, family: 4 | 6, dir: "from" | "to", 
       if (set && inSet(set[2]!) === !!set[1]) continue;
       const t = /-([gj]) (\S+)$/.exec(r);
       if (!t) continue;
-      if (t[2] === "DROP") return set ? "missing" : `DROP:${chain}`;
+      // A root's last line: no profile at this position (default deny), the end of the list.
+      if (t[2] === "DROP") return set ? "missing" : /^pal-[cr][ft]\d+$/.test(chain) ? "END" : `DROP:${chain}`;
       if (/^pal-[cr][ft]\d+-/.test(t[2]!)) return position(t[2]!, depth + 1);
       if (t[1] === "g") return t[2]!;
     }

@@ -41,8 +41,8 @@ describe("calc graph: fail-safe rendering", () => {
     expect(seen(st(), "to", true)).toBe(rto(["missing"]));
     expect(seen(st(), "from", true)).toBe(rfrom(["missing"]));
     for (const f of [4, 6] as const) {
-      expect(st().chain(f, "pal-ct0")).toEqual([`-m set --match-set pal${f}ix0 dst,dst -j DROP`]);
-      expect(st().chain(f, "pal-rf0")).toEqual([`-m set --match-set pal${f}ix0 src,src -j DROP`]);
+      expect(st().chain(f, "pal-ct0")).toEqual([`-m set --match-set pal${f}ix0 dst,dst -j DROP`, "-j DROP"]);
+      expect(st().chain(f, "pal-rf0")).toEqual([`-m set --match-set pal${f}ix0 src,src -j DROP`, "-j DROP"]);
       expect(st().chain(f, "pal-ct")).toEqual(["-m mark --mark 0x4000000/0x4000000 -g pal-rt", MARK.clear, "-j pal-ct0", MARK.returnIfSet, "-j DROP"]);
       expect(st().chain(f, "pal-cf")).toEqual(["-m mark --mark 0x4000000/0x4000000 -g pal-rf", "-j pal-from-wl-mac", MARK.clear, "-j pal-cf0", MARK.returnIfSet, "-j DROP"]);
     }

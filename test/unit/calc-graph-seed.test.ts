@@ -37,7 +37,8 @@ function entryChains(family: 4 | 6, first: string[]) {
     "-j DROP",
   ];
   const positions = (chain: string) => (first.length ? [`-j ${chain}0`, MARK.returnIfSet] : []);
-  const position = (flag: string, kind: string) => first.map((id) => `-m set --match-set pal${family}ip0_${profileKey(id)} ${flag} -g pal-${kind}-${id}`);
+  // A position's lines, then DROP: no profile there is default deny.
+  const position = (flag: string, kind: string) => [...first.map((id) => `-m set --match-set pal${family}ip0_${profileKey(id)} ${flag} -g pal-${kind}-${id}`), "-j DROP"];
   return {
     [`${family}:pal-wl-to-host`]: ["-j DROP"],
     [`${family}:pal-from-wl-dispatch`]: root("src,src", "pal-cf"),

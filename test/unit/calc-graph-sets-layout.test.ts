@@ -7,6 +7,7 @@
 import { describe, expect, it } from "vitest";
 import { CalcGraph } from "../../services/calc/calc-graph.js";
 import { positionSet, profileKey } from "../../services/calc/names.js";
+import { EMPTIED_BEFORE_DESTROY_RE } from "../../services/contract/dataplane-names.js";
 import type { Endpoint } from "../../services/model/index.js";
 import { classOf, classify } from "../support/classify.js";
 import { RecordingSink, snapshotState } from "../support/host-state.js";
@@ -128,7 +129,7 @@ describe("set-based layout", () => {
     st = sink.state("hv1").plain();
     expect(Object.keys(st.chains).filter((k) => /:pal-[cr][ft]1/.test(k))).toEqual([]);
     expect(Object.keys(st.sets).filter((k) => k.includes(profileKey("b")) || /^pal[46]ip1/.test(k))).toEqual([]);
-    expect(st.chains["4:pal-ct0"]).toEqual([`-m set --match-set ${positionSet(0, profileKey("a"), 4)} dst,dst -g pal-pi-a`]);
+    expect(st.chains["4:pal-ct0"]).toEqual([`-m set --match-set ${positionSet(0, profileKey("a"), 4)} dst,dst -g pal-pi-a`, "-j DROP"]);
     expect(st).toEqual(snapshotState(g, "hv1").plain());
   });
 
@@ -257,6 +258,60 @@ describe("set-based layout", () => {
     st = sink.state("hv1").plain();
     expect(st.sets["pal4m-198-18"]!.members).toEqual(["198.18.5.5,02:00:00:00:00:01"]);
     expect(st).toEqual(snapshotState(g, "hv1").plain());
+  });
+
+  it("mid-apply (the new sets, the old chains: the driver's ipset stage done, its iptables stage not yet) no endpoint is judged by profiles other than a prefix of its old or its new list", () => {
+    // Members move between position sets in the ipset stage; the lines that
+    // find them change in the iptables stage. A packet whose member left a
+    // line's set before its new line exists must fail closed, not fall
+    // through to the next position's profiles.
+    const parse = (d: string) => (d.startsWith("DROP:") ? undefined : d.slice(d.indexOf("[") + 1, -1).split(",").filter(Boolean));
+    const prefixOf = (p: string[], of: string[] | undefined) => of !== undefined && p.length <= of.length && p.every((x, i) => x === of[i]);
+    const ids = [...PROFILES.map((p) => p.id), "y0", "y1", "y2"];
+    for (let seed = 1; seed <= 30; seed++) {
+      const rnd = mulberry32(seed);
+      const { sink, g, flush } = graph();
+      let checked = 0;
+      for (let round = 0; round < 25; round++) {
+        const before = sink.state("hv1").plain();
+        for (let n = 0; n < 4; n++) {
+          const r = rnd();
+          const pick = () => ids[Math.floor(rnd() * ids.length)]!;
+          if (r < 0.15) {
+            const id = `y${Math.floor(rnd() * 3)}`;
+            if (g.hasProfile(id)) g.deleteProfile(id);
+            else g.upsertProfile(profile({ id, inbound_rules: [{}], outbound_rules: [{}] }));
+          } else {
+            const i = 1 + Math.floor(rnd() * 12);
+            const len = Math.floor(rnd() * 4);
+            const list = new Set<string>();
+            while (list.size < len) list.add(pick());
+            g.upsertEndpoint(ep(i, [...list]));
+          }
+        }
+        flush();
+        const after = sink.state("hv1").plain();
+        // Sets the apply destroys keep their members until its last stage,
+        // except the position sets, which the driver empties in its ipset
+        // stage (EMPTIED_BEFORE_DESTROY_RE).
+        const leaving = Object.fromEntries(Object.entries(before.sets).filter(([n]) => !(n in after.sets)).map(([n, v]) => [n, EMPTIED_BEFORE_DESTROY_RE.test(n) ? { ...v, members: [] } : v]));
+        const hybrid = { ...after, sets: { ...leaving, ...after.sets }, chains: before.chains };
+        if (Object.keys(before.chains).length === 0) continue;
+        for (let i = 1; i <= 12; i++) {
+          for (const dir of ["from", "to"] as const) {
+            const addr = `198.18.0.${i}`;
+            const h = classify(hybrid, 4, dir, addr, `tap${i}`);
+            const hp = parse(h);
+            if (hp === undefined) continue; // dropped: fail closed
+            const ok = prefixOf(hp, parse(classify(before, 4, dir, addr, `tap${i}`))) || prefixOf(hp, parse(classify(after, 4, dir, addr, `tap${i}`)));
+            if (!ok && process.env.DEBUG_MIDAPPLY) console.log(JSON.stringify({ chains: Object.fromEntries(Object.entries(before.chains).filter(([k]) => /^4:pal-c[ft]/.test(k))), sets: Object.fromEntries(Object.entries(hybrid.sets).filter(([k]) => /^pal4i/.test(k))) }, null, 1));
+            expect(ok, `seed ${seed} round ${round} tap${i} ${dir}: mid-apply ${h}; before ${classify(before, 4, dir, addr, `tap${i}`)}; after ${classify(after, 4, dir, addr, `tap${i}`)}`).toBe(true);
+            checked++;
+          }
+        }
+      }
+      expect(checked).toBeGreaterThan(100);
+    }
   });
 
   it("with many profiles at a position, every endpoint reaches its own profiles in order through the trees, and nothing else does — after any history", () => {

@@ -100,15 +100,15 @@ describe("mirrored chains on each host (DESIGN §6.5)", () => {
       "-j MARK --set-xmark 0x0/0x1000000", "-j pal-rf0", "-m mark --mark 0x1000000/0x1000000 -j RETURN",
       "-j pal-rf1", "-m mark --mark 0x1000000/0x1000000 -j RETURN", "-j DROP",
     ]);
-    expect(sink.state("hv2").chain(4, "pal-rf0")).toEqual([`-m set --match-set ${positionSet(0, profileKey("ops"), 4)} src,src -g pal-qi-ops`]);
-    expect(sink.state("hv2").chain(4, "pal-rf1")).toEqual([`-m set --match-set ${positionSet(1, profileKey("web"), 4)} src,src -g pal-qi-web`]);
+    expect(sink.state("hv2").chain(4, "pal-rf0")).toEqual([`-m set --match-set ${positionSet(0, profileKey("ops"), 4)} src,src -g pal-qi-ops`, "-j DROP"]);
+    expect(sink.state("hv2").chain(4, "pal-rf1")).toEqual([`-m set --match-set ${positionSet(1, profileKey("web"), 4)} src,src -g pal-qi-web`, "-j DROP"]);
     expect(sink.state("hv2").chain(4, "pal-qi-ops")).toEqual(["-p tcp -m multiport --sports 22 -j MARK --set-xmark 0x1000000/0x1000000", "-m mark --mark 0x1000000/0x1000000 -j RETURN"]);
 
     // The profile is deleted: the twins drop in its place, its mirrored chains leave every host.
     g.deleteProfile("ops");
     g.flush(++rev);
-    expect(sink.state("hv2").chain(4, "pal-rf0")).toEqual([`-m set --match-set ${missingSet(0, 4)} src,src -j DROP`]);
-    expect(sink.state("hv2").chain(4, "pal-rt0")).toEqual([`-m set --match-set ${missingSet(0, 4)} dst,dst -j DROP`]);
+    expect(sink.state("hv2").chain(4, "pal-rf0")).toEqual([`-m set --match-set ${missingSet(0, 4)} src,src -j DROP`, "-j DROP"]);
+    expect(sink.state("hv2").chain(4, "pal-rt0")).toEqual([`-m set --match-set ${missingSet(0, 4)} dst,dst -j DROP`, "-j DROP"]);
     expect(has("hv2", "pal-qi-ops") || has("hv2", "pal-qo-ops")).toBe(false);
 
     // hv1's last endpoint goes: its position chains, their twins and the profile's chains go with it.

@@ -104,6 +104,23 @@ describe("dataplane: an apply planned from the change writes only the change", (
     expectKernelEquals(k, d);
   });
 
+  it("a position set removed with the line that looks it up: emptied in the first ipset stage, destroyed in the last (DESIGN §6.5, mid-apply)", async () => {
+    const k = new FakeKernel();
+    const ps = "pal4ip0_aaaaaaaaaaaaaaaa";
+    const { d, apply } = await programmed(k, [
+      ...snapshot(1, 1, 1),
+      { type: "ipset-update", name: ps, family: 4, members: ["198.18.0.9,tap1"] },
+      { type: "chain-update", chain: chain("pal-cf0", [`-m set --match-set ${ps} src,src -g pal-pi-c0`, "-j DROP"]) },
+    ]);
+    const from = k.log.length;
+    d.apply([{ type: "chain-update", chain: chain("pal-cf0", ["-j DROP"]) }, { type: "ipset-remove", name: ps, family: 4 }]);
+    await apply();
+    expect(k.log.slice(from)).toEqual(["ipset restore", "iptables-nft-restore --noflush --wait 10", "ipset restore"]);
+    expect(k.inputs[from]).toBe(`flush ${ps}\n`);
+    expect(k.inputs[from + 2]).toBe(`destroy ${ps}\n`);
+    expectKernelEquals(k, d);
+  });
+
   it("a set re-created in another family: the chains referencing it are emptied first, then refilled", async () => {
     const k = new FakeKernel();
     const { dp, d, apply } = await programmed(k, [...snapshot(3, 2, 4), { type: "chain-update", chain: chain("pal-pi-m", ["-m set --match-set pal4t-s1 src -j ACCEPT"]) }]);

@@ -81,11 +81,12 @@ describe("flow report points in the rendering", () => {
     expect(mirroredChains).toBe(16);
     const codes = (key: string) => (chains.get(key) ?? []).map(prefixOf).filter(Boolean).map((x) => parseLogPrefix(x!)!);
     // A missing profile reports its position (the flow store names it from the endpoint's list).
-    expect(codes("4:pal-ct1")).toEqual([{ code: "m", chain: "pal-ct1", n: 1 }]);
+    // A position that finds no line for the packet: no profile there, default deny.
+    expect(codes("4:pal-ct1")).toEqual([{ code: "m", chain: "pal-ct1", n: 1 }, { code: "d", chain: "pal-ct1", n: undefined }]);
     expect(codes("4:pal-ct")).toEqual([{ code: "d", chain: "pal-ct", n: undefined }]);
-    expect(codes("4:pal-cf1").map((c) => c.code)).toEqual(["m"]);
+    expect(codes("4:pal-cf1").map((c) => c.code)).toEqual(["m", "d"]);
     expect(codes("6:pal-cf").map((c) => c.code)).toEqual(["d"]);
-    expect(codes("4:pal-ct0")).toEqual([]);
+    expect(codes("4:pal-ct0")).toEqual([{ code: "d", chain: "pal-ct0", n: undefined }]);
     // The MAC check reports anti-spoofing; the roots an inactive endpoint, then "not an endpoint's (address, interface)".
     expect(codes("4:pal-from-wl-mac")).toEqual([{ code: "s", chain: "pal-from-wl-mac", n: undefined }]);
     for (const root of ["pal-from-wl-dispatch", "pal-to-wl-dispatch"]) {

@@ -284,6 +284,14 @@ describe("planApply: unwanted chains and sets", () => {
     expect(plan.ipsetAfter).toEqual(["destroy pal4t-old"]);
   });
 
+  it("a position set on its way out is emptied in the ipset stage, before the chains stop looking it up; a tag set is not (DESIGN §6.5, mid-apply)", () => {
+    const k = withExtras();
+    for (const name of ["pal4ip0_aaaaaaaaaaaaaaaa", "pal4ix1", "pal4ipn0-a"]) k.sets.set(name, { family: 4, type: "hash:net,iface", members: new Set(["198.18.0.5,tap1"]) });
+    const plan = planApply(D1, k);
+    expect(plan.ipsetBefore.sort()).toEqual(["flush pal4ip0_aaaaaaaaaaaaaaaa", "flush pal4ipn0-a", "flush pal4ix1"]);
+    expect(plan.ipsetAfter.sort()).toEqual(["destroy pal4ip0_aaaaaaaaaaaaaaaa", "destroy pal4ipn0-a", "destroy pal4ix1", "destroy pal4t-old"]);
+  });
+
   it("without removeUnwanted (before the first in-sync) nothing is removed", () => {
     const plan = planApply({ ...D1, removeUnwanted: false }, withExtras());
     expect(plan).toEqual({ restoreFirst: { 4: undefined, 6: undefined }, ipsetBefore: [], restore: { 4: undefined, 6: undefined }, ipsetAfter: [], chainsWritten: 0, chainsRemoved: 0 });

@@ -13,6 +13,7 @@
 // Same flush order as planApply (DESIGN §5.7): stage 0 empties chains that
 // reference a set to be re-created; stage 1 creates sets and adds/deletes
 // members; stage 2 rewrites and removes chains; stage 3 destroys sets.
+import { EMPTIED_BEFORE_DESTROY_RE } from "../../contract/dataplane-names.js";
 import type { ChainDef } from "../../contract/host-update.js";
 import type { IpVersion } from "../../model/index.js";
 import type { DesiredChanges, DesiredSet } from "../sync/desired-state.js";
@@ -69,7 +70,11 @@ export function planChanges(input: PlanInput, changes: DesiredChanges, ref: Refe
     const want = input.sets.get(name);
     const have = ref.sets.get(name);
     if (!want) {
-      if (have) { destroyed.push(name); edits.push({ op: "set", name, set: undefined }); }
+      if (have) {
+        destroyed.push(name);
+        edits.push({ op: "set", name, set: undefined });
+        if (EMPTIED_BEFORE_DESTROY_RE.test(name)) dels.push(`flush ${name}`);
+      }
       continue;
     }
     if (!have || have.family !== want.family) {

@@ -14,7 +14,7 @@
 //      longer wanted
 //   3. ipset restore: destroy sets no longer wanted (no rule references them now)
 import { chainKey, type ChainDef, type Table } from "../../contract/host-update.js";
-import { macSetRange, setTypeOf } from "../../contract/dataplane-names.js";
+import { EMPTIED_BEFORE_DESTROY_RE, macSetRange, setTypeOf } from "../../contract/dataplane-names.js";
 import type { IpVersion } from "../../model/index.js";
 import type { DesiredSet } from "../sync/desired-state.js";
 import { rangeText, TABLE_HOOKS, TABLES, tableState, type KernelSet, type KernelState } from "../kernel/kernel-state.js";
@@ -154,6 +154,8 @@ export function planApply(desired: PlanInput, kernel: KernelState): Plan {
     for (const m of want.members) if (!held(m)) adds.push(`add ${name} ${m} -exist`);
     if (have) for (const m of have.members) if (!want.members.has(m) && held(m)) dels.push(`del ${name} ${m} -exist`);
   }
+  const unwanted = desired.removeUnwanted ? [...kernel.sets.keys()].filter((name) => !desired.sets.has(name)) : [];
+  for (const name of unwanted) if (EMPTIED_BEFORE_DESTROY_RE.test(name)) dels.push(`flush ${name}`);
   ipsetBefore.push(...orderSetLines(creates, dels, adds));
   const restoreFirst: Record<IpVersion, string | undefined> = { 4: undefined, 6: undefined };
   const emptied: Record<IpVersion, Set<string>> = { 4: new Set(), 6: new Set() };
@@ -161,9 +163,7 @@ export function planApply(desired: PlanInput, kernel: KernelState): Plan {
     for (const name of recreate) for (const c of kernel.families[family].setRefs.get(name) ?? []) emptied[family].add(c);
     restoreFirst[family] = emptyToDrop(emptied[family]);
   }
-  if (desired.removeUnwanted) {
-    ipsetAfter.push(...destroyLines([...kernel.sets.keys()].filter((name) => !desired.sets.has(name))));
-  }
+  ipsetAfter.push(...destroyLines(unwanted));
 
   const restore: Record<IpVersion, string | undefined> = { 4: undefined, 6: undefined };
   let chainsWritten = 0;
