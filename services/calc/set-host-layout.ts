@@ -478,7 +478,7 @@ export class SetHostLayout implements HostLayout {
   private setChain(c: ChainDef): void {
     const key = chainKey(c.family, c.name);
     const old = this.chains.get(key);
-    // Class chains are shared objects (ClassChainCache): the same object is the same chain.
+    // A ChainDef is never mutated once emitted: the same object is the same chain.
     if (old === c || (old && sameRules(old.rules, c.rules))) return;
     this.chains.set(key, c);
     this.out.emit({ type: "chain-update", chain: c });
