@@ -42,6 +42,8 @@ let net: Json;
 let subnet: Json;
 let web: Json;
 let webPort: Json;
+/** Set by the ACTIVE test once vm-web is plugged, ACTIVE and enforced. */
+let webReady = false;
 
 /**
  * One `openstack` command against the test's Neutron, JSON out. Only the
@@ -75,22 +77,14 @@ describe("the real openstack CLI against neutron-server with the Palisade ML2 dr
     writeFileSync(cloudsFile, `clouds:\n  ${CLOUD}:\n    auth_type: none\n    auth:\n      endpoint: ${stack.neutron.url}\n`);
 
     // Neutron here has no tenant network types: a flat provider network (hv1's addresses, lab.ts).
-    // Three independent chains at once: each CLI call is a Python start (~1.5 s of CPU).
-    let open: Json = {};
-    await Promise.all([
-      (async () => {
-        net = await openstack(["network", "create", "net-cli", "--provider-network-type", "flat", "--provider-physical-network", "phys-cli"]);
-        subnet = await openstack(["subnet", "create", "sub-cli", "--network", net.id, "--subnet-range", "198.18.1.0/24", "--no-dhcp", "--gateway", "none"]);
-      })(),
-      (async () => {
-        web = await openstack(["security", "group", "create", "web"]);
-        await openstack(["security", "group", "rule", "create", web.id, "--ingress", "--ethertype", "IPv4", "--protocol", "tcp", "--dst-port", "80"]);
-      })(),
-      (async () => {
-        open = await openstack(["security", "group", "create", "open"]);
-        await openstack(["security", "group", "rule", "create", open.id, "--ingress", "--ethertype", "IPv4", "--protocol", "tcp"]);
-      })(),
-    ]);
+    // One call at a time: concurrent writes to the test Neutron's SQLite
+    // database fail ("database is locked", HTTP 500).
+    net = await openstack(["network", "create", "net-cli", "--provider-network-type", "flat", "--provider-physical-network", "phys-cli"]);
+    subnet = await openstack(["subnet", "create", "sub-cli", "--network", net.id, "--subnet-range", "198.18.1.0/24", "--no-dhcp", "--gateway", "none"]);
+    web = await openstack(["security", "group", "create", "web"]);
+    await openstack(["security", "group", "rule", "create", web.id, "--ingress", "--ethertype", "IPv4", "--protocol", "tcp", "--dst-port", "80"]);
+    const open = await openstack(["security", "group", "create", "open"]);
+    await openstack(["security", "group", "rule", "create", open.id, "--ingress", "--ethertype", "IPv4", "--protocol", "tcp"]);
     expect(web.project_id).toBe("fake_project_id");
 
     // A client VM (the probes' source), ACTIVE before the tests start (setup:
@@ -124,10 +118,11 @@ describe("the real openstack CLI against neutron-server with the Palisade ML2 dr
     // The first time the CLI says ACTIVE, the group's policy is in force: 80 admitted, 22 not.
     expect(await lab.probeTcp("client", "vm-web", 80)).toBe("open");
     expect(await lab.probeTcp("client", "vm-web", 22)).toBe("timeout");
+    webReady = true;
   }, 120_000);
 
   it("`security group rule create` is enforced on the host (a packet passes after, not before); `rule delete` closes it again", async () => {
-    expect(webPort, "needs the ACTIVE port of the previous test").toBeDefined();
+    expect(webReady, "needs vm-web, ACTIVE and enforced (the previous test)").toBe(true);
     expect(await lab.probeTcp("client", "vm-web", 22, { timeoutMs: 300 })).toBe("timeout");
     const started = Date.now();
     const rule = await openstack(["security", "group", "rule", "create", web.id, "--ingress", "--ethertype", "IPv4", "--protocol", "tcp", "--dst-port", "22"]);
