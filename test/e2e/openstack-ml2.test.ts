@@ -13,42 +13,21 @@
 //     Neutron (after the adapter's hold), ACTIVE again when it is back;
 //   - a rule change reaches the host in seconds although the adapter's own
 //     poll interval is 10 minutes: Neutron's change notice made it poll.
-import { execa, type ResultPromise } from "execa";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
-import { freePort } from "../lab/etcd-process.js";
-import { createLab, type Lab } from "../lab/lab.js";
-import { NeutronAdmin, startNeutron, type NeutronProcess } from "../lab/neutron-process.js";
-import { BIN, eventually, palisadectl, requireBuild, startControllerProcess, uniqueName } from "../support/binaries.js";
+import type { Lab } from "../lab/lab.js";
+import type { NeutronAdmin } from "../lab/neutron-process.js";
+import { eventually, palisadectl, uniqueName } from "../support/binaries.js";
+import { startMl2Stack, type Ml2Stack } from "../support/ml2-stack.js";
 
 type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 
-const prefix = `${uniqueName("ml2")}-`;
-const dir = mkdtempSync(join(tmpdir(), "palisade-os-ml2-"));
-const addr = `unix:${join(dir, "controller.sock")}`;
+let stack: Ml2Stack;
 let lab: Lab;
-let neutron: NeutronProcess;
 let api: NeutronAdmin;
-let controller: ResultPromise;
-let watch: ResultPromise | undefined;
-let ml2Listen = "";
+let addr: string;
 let net: { id: string; subnets: string[] };
 let web: Json;
 let client: Json;
-let driver: ReturnType<Lab["spawnIn"]>;
-const startDriver = (log: string) => {
-  driver = lab.spawnIn(lab.hypervisors.get("hv1")!.ns, process.execPath, [BIN.driver, "--insecure", "--controller", addr, "--hostname", "hv1"], { logFile: join(dir, log) });
-};
-
-/** palisade-openstack watch with the ML2 endpoint; its own poll is every 10 minutes, so only a change notice makes it poll sooner. */
-function startWatch(log: string): ResultPromise {
-  return execa(process.execPath, [BIN.openstack, "--insecure", "--controller", addr, "watch", "--neutron-url", neutron.url,
-    "--interval", "600", "--resync-interval", "600", "--deletion-check-interval", "600", "--ml2-listen", ml2Listen, "--ml2-down-after", "1"], {
-    reject: false, env: { OS_TOKEN: "noauth" }, stdout: { file: join(dir, log) }, stderr: { file: join(dir, log) },
-  });
-}
 
 const portOf = async (id: string): Promise<Json> => (await api.request("GET", `/ports/${id}`)).port;
 
@@ -58,27 +37,18 @@ async function newPort(device: string, ip: string, host: string, groups: string[
 
 describe("the Palisade ML2 mechanism driver in the real neutron-server", () => {
   beforeAll(async () => {
-    requireBuild();
-    ml2Listen = `127.0.0.1:${await freePort()}`;
-    neutron = await startNeutron({ palisadeAdapterUrl: `http://${ml2Listen}` });
-    api = new NeutronAdmin(neutron.url);
-    lab = createLab(prefix);
-    await lab.addHypervisor("hv1");
-    net = await api.network("net-ml2", "198.18.1.0/24");
-    web = await api.group("web");
-    await api.rule(web.id, { protocol: "tcp", port_range_min: 80, port_range_max: 80 });
-    const open = await api.group("open");
-    await api.rule(open.id, { protocol: "tcp" });
-
-    controller = startControllerProcess({ etcd: inject("etcdUrl"), listen: `127.0.0.1:0,${addr}`, prefix: `/${prefix}ml2`, logFile: join(dir, "controller.log") });
-    await eventually(async () => (await palisadectl(addr, ["status"])).code === 0, { what: "controller up" });
-    startDriver("driver-hv1.log");
-    await eventually(async () => {
-      const s = await palisadectl(addr, ["status", "-o", "json"]);
-      return s.code === 0 && JSON.parse(s.stdout).hosts.some((h: { hostname: string; in_sync: boolean }) => h.hostname === "hv1" && h.in_sync);
-    }, { what: "hv1's driver in sync", timeoutMs: 30_000 });
-    watch = startWatch("watch.log");
-    await eventually(async () => (await fetch(`http://${ml2Listen}/healthz`).then((r) => r.ok, () => false)), { what: "the adapter's ML2 endpoint", timeoutMs: 30_000 });
+    let open: Json = {};
+    stack = await startMl2Stack({
+      prefix: `${uniqueName("ml2")}-`, etcd: inject("etcdUrl"),
+      seed: async (a) => {
+        net = await a.network("net-ml2", "198.18.1.0/24");
+        web = await a.group("web");
+        await a.rule(web.id, { protocol: "tcp", port_range_min: 80, port_range_max: 80 });
+        open = await a.group("open");
+        await a.rule(open.id, { protocol: "tcp" });
+      },
+    });
+    ({ lab, api, addr } = stack);
 
     // A client VM (the probes' source), ACTIVE before the tests start.
     client = await newPort("vm-client", "198.18.1.10", "hv1", [open.id]);
@@ -87,13 +57,7 @@ describe("the Palisade ML2 mechanism driver in the real neutron-server", () => {
   }, 180_000);
 
   afterAll(async () => {
-    watch?.kill("SIGTERM");
-    await watch;
-    controller?.kill("SIGTERM");
-    await controller;
-    await lab?.destroy();
-    await neutron?.stop();
-    rmSync(dir, { recursive: true, force: true });
+    await stack?.stop();
   });
 
   it("a port on a host with no Palisade driver does not bind (binding_failed), as for a dead agent; nor an SR-IOV port; a DHCP port binds without one", async () => {
@@ -145,9 +109,7 @@ describe("the Palisade ML2 mechanism driver in the real neutron-server", () => {
       const st = await palisadectl(addr, ["status", "-o", "json"]);
       return (JSON.parse(st.stdout).endpoints as { endpoint: string }[]).some((e) => e.endpoint.endsWith(`/${held.id}`));
     }, { what: "the held port's endpoint written", timeoutMs: 20_000 });
-    watch!.kill("SIGTERM");
-    await watch;
-    watch = undefined;
+    await stack.stopWatch();
     // The VM is plugged and Palisade programs it (the adapter wrote its
     // endpoint before it stopped), but no one can say so to Neutron.
     await lab.addWorkload("hv1", { name: "vm-held", iface: `tap${held.id.slice(0, 11)}`, host: 22, mac: held.mac_address });
@@ -155,17 +117,17 @@ describe("the Palisade ML2 mechanism driver in the real neutron-server", () => {
     expect((await portOf(refused.id))["binding:vif_type"]).toBe("binding_failed");
     await new Promise((r) => setTimeout(r, 2_000));
     expect((await portOf(held.id)).status).toBe("DOWN");
-    watch = startWatch("watch-2.log");
+    stack.startWatch("watch-2.log");
     await eventually(async () => (await portOf(held.id)).status === "ACTIVE", { what: "the held port ACTIVE", timeoutMs: 30_000, intervalMs: 100 });
   }, 90_000);
 
   it("after ACTIVE, Palisade's status follows into Neutron: the host's driver gone, the port goes DOWN (after the adapter's hold); back, ACTIVE", async () => {
     const web1 = (await api.listAll("ports", "?device_id=vm-web")).ports[0] as Json;
     expect(web1.status).toBe("ACTIVE");
-    driver.kill("SIGTERM");
-    await driver;
+    stack.driver.kill("SIGTERM");
+    await stack.driver;
     await eventually(async () => (await portOf(web1.id)).status === "DOWN", { what: "the port DOWN in Neutron", timeoutMs: 30_000, intervalMs: 100 });
-    startDriver("driver-hv1-2.log");
+    stack.startDriver("driver-hv1-2.log");
     await eventually(async () => (await portOf(web1.id)).status === "ACTIVE", { what: "the port ACTIVE again", timeoutMs: 30_000, intervalMs: 100 });
   }, 90_000);
 });
