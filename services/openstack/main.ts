@@ -313,6 +313,7 @@ program.command("watch")
     let lastWarnings = "";
     let loggedFeed = false;
     logger.info({ neutron: redactUrl(o.neutronUrl), interval, resyncInterval: resync, auth: auth.kind }, "watching Neutron");
+    if (o.operatorPolicy) logger.info({ file: o.operatorPolicy, profiles: operatorPolicy.profiles.map((p) => `${p.placement} ${p.profile.id}`) }, "operator policy read (re-read on SIGHUP)");
     let pollStarted = 0;
     /** Waits `ms`, or less when Neutron's ML2 driver has told of a change since the last poll started. */
     const pause = async (ms: number) => {
