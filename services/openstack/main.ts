@@ -3,8 +3,9 @@
 // become profiles, bound compute ports become endpoints (translate.ts), and
 // only what the adapter owns is created, updated or deleted (reconcile.ts),
 // one transaction per sync (sync.ts).
-//   sync --security-groups FILE --ports FILE [--address-groups FILE] [--dry-run]
+//   sync --security-groups FILE --ports FILE [--address-groups FILE] [--operator-policy FILE] [--dry-run]
 //   watch --neutron-url URL [--interval SECONDS] [--resync-interval SECONDS] [--change-feed auto|changed-since|revisions]
+//         [--operator-policy FILE]  (re-read on SIGHUP; DESIGN §11.12)
 //         (token or Keystone password credentials; change-driven: watch.ts, DESIGN §11.7)
 //   status [-o table|json]
 // Exit codes: 0 success, 1 failure (one-line reason on stderr), 2 usage error.
@@ -33,6 +34,7 @@ import { startMl2Endpoint, type Ml2View } from "./ml2-endpoint.js";
 import { createLiveView, endpointsByPortOf } from "./ml2-view.js";
 import { createPortTransitions } from "./port-transitions.js";
 import { startMetricsServer } from "../runtime/metrics-server.js";
+import { EMPTY_OPERATOR_POLICY, OperatorPolicyError, formatOperatorIssue, parseOperatorPolicyText, type OperatorPolicy } from "./operator-policy.js";
 
 const program = controllerProgram("palisade-openstack", "OpenStack adapter: Neutron security groups and ports onto Palisade profiles and endpoints", {
   controllerHelp: "controller address HOST:PORT or unix:/path", certificateHelp: "client (OU=admin: the adapter writes policy)",
@@ -56,6 +58,20 @@ function readJson(file: string, flag: string): unknown {
   } catch (e) {
     throw new Error(`${flag}: ${file} is not JSON: ${(e as Error).message}`);
   }
+}
+
+const OPERATOR_POLICY_HELP = "operator profiles placed before (their deny cannot be overridden) or after every selected port's security groups: a YAML or JSON file (README \"OpenStack\", DESIGN §11.12; env PALISADE_OPENSTACK_OPERATOR_POLICY)";
+
+/** The operator tier's file (none: the empty policy). Throws OperatorPolicyError: a bad file is refused whole. */
+function readOperatorPolicy(file: string | undefined): OperatorPolicy {
+  if (file === undefined || file === "") return EMPTY_OPERATOR_POLICY;
+  let text: string;
+  try {
+    text = readFileSync(file, "utf8");
+  } catch (e) {
+    throw new OperatorPolicyError(file, [{ document: "file", field: "", reason: `cannot read: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}` }]);
+  }
+  return parseOperatorPolicyText(text, file);
 }
 
 /** A URL fit for logs: no user:password@. */
@@ -92,6 +108,7 @@ program.command("sync")
   .requiredOption("--security-groups <file>", "a GET /v2.0/security-groups response ({\"security_groups\": [...]})")
   .requiredOption("--ports <file>", "a GET /v2.0/ports response ({\"ports\": [...]}), listed with admin rights")
   .option("--address-groups <file>", "a GET /v2.0/address-groups response, to resolve remote_address_group_id")
+  .option("--operator-policy <file>", OPERATOR_POLICY_HELP, envDefault("PALISADE_OPENSTACK_OPERATOR_POLICY"))
   .option("--dry-run", "print what would change; write nothing")
   .option("--strict", "refuse the whole sync when any rule, group or port cannot be translated (default: leave just those out, fail closed)")
   .option("--allow-mass-delete", "allow a sync that deletes most or all of the endpoints the adapter manages")
@@ -99,8 +116,11 @@ program.command("sync")
   .addOption(new Option("-o, --output <format>", "output format").choices(["text", "json"]).default("text"))
   .action(async (o: {
     securityGroups: string; ports: string; addressGroups?: string; dryRun?: boolean; verbose?: boolean; output: string; strict?: boolean; allowMassDelete?: boolean;
+    operatorPolicy?: string;
   }) => {
+    const operatorPolicy = readOperatorPolicy(o.operatorPolicy);
     const result = translate({
+      operatorPolicy,
       securityGroups: parseSecurityGroupsFile(readJson(o.securityGroups, "--security-groups")),
       ports: parsePortsFile(readJson(o.ports, "--ports")),
       addressGroups: o.addressGroups ? parseAddressGroupsFile(readJson(o.addressGroups, "--address-groups")) : undefined,
@@ -163,6 +183,7 @@ program.command("watch")
   .option("--os-project-name <name>", "(env OS_PROJECT_NAME)")
   .option("--os-user-domain-name <name>", "(env OS_USER_DOMAIN_NAME, default Default)")
   .option("--os-project-domain-name <name>", "(env OS_PROJECT_DOMAIN_NAME, default Default)")
+  .option("--operator-policy <file>", `${OPERATOR_POLICY_HELP}; re-read on SIGHUP (a bad file is refused and the last good policy kept)`, envDefault("PALISADE_OPENSTACK_OPERATOR_POLICY"))
   .option("--once", "one poll and sync, then exit (0 on success)")
   .option("--strict", "refuse a whole sync when anything cannot be translated (default: leave just that out)")
   .option("--allow-mass-delete", "apply endpoint deletions even when most of the adapter's endpoints would go (otherwise held back)")
@@ -171,7 +192,7 @@ program.command("watch")
   .option("--ml2-down-after <seconds>", "a port ACTIVE in Neutron is set DOWN/ERROR once Palisade has reported it so for this long (damps restarts; env PALISADE_OPENSTACK_ML2_DOWN_AFTER)", envDefault("PALISADE_OPENSTACK_ML2_DOWN_AFTER", "10"))
   .option("--log-level <level>", "trace, debug, info, warn, error (env PALISADE_LOG_LEVEL)", envDefault("PALISADE_LOG_LEVEL", "info"))
   .action(async (o: {
-    ml2Listen?: string; ml2DownAfter: string;
+    ml2Listen?: string; ml2DownAfter: string; operatorPolicy?: string;
     neutronUrl: string; interval: string; resyncInterval?: string; deletionCheckInterval?: string; changeFeed: "auto" | ChangeFeed; once?: boolean; logLevel: string; strict?: boolean; allowMassDelete?: boolean; metricsListen?: string;
     osToken?: string; osAuthUrl?: string; osUsername?: string; osPassword?: string; osProjectName?: string; osUserDomainName?: string; osProjectDomainName?: string;
   }) => {
@@ -196,6 +217,9 @@ program.command("watch")
       throw new UsageError((e as Error).message);
     }
     const logger = createLogger({ name: "palisade-openstack", level: o.logLevel });
+    // Refused at start when bad: there is no last good policy to keep, and
+    // syncing without it would delete the operator profiles in force.
+    let operatorPolicy = readOperatorPolicy(o.operatorPolicy);
     const abort = new AbortController();
     // The shutdown signal also cuts a Neutron request short: SIGTERM does not wait for a timeout.
     const neutron = createNeutronClient({ url: o.neutronUrl, auth, signal: abort.signal });
@@ -251,12 +275,45 @@ program.command("watch")
     const stop = (signal: string) => { logger.info({ signal }, "stopping"); abort.abort(); };
     process.once("SIGTERM", () => stop("SIGTERM"));
     process.once("SIGINT", () => stop("SIGINT"));
+    // SIGHUP: re-read the operator policy at the next poll, now. A good file
+    // that changed makes that poll translate and sync even if Neutron is idle.
+    let reloadAsked = false;
+    let policyChanged = false;
+    metrics.operatorPolicyProfiles.set(operatorPolicy.profiles.length);
+    metrics.operatorPolicyValid.set(1);
+    process.on("SIGHUP", () => { reloadAsked = true; wake.abort(); });
+    const reloadOperatorPolicy = () => {
+      reloadAsked = false;
+      if (o.operatorPolicy === undefined || o.operatorPolicy === "") {
+        logger.info("SIGHUP: no --operator-policy file to re-read");
+        return;
+      }
+      try {
+        const next = readOperatorPolicy(o.operatorPolicy);
+        metrics.operatorPolicyReloads.inc({ result: "ok" });
+        metrics.operatorPolicyValid.set(1);
+        metrics.operatorPolicyProfiles.set(next.profiles.length);
+        if (JSON.stringify(next) === JSON.stringify(operatorPolicy)) {
+          logger.info({ file: o.operatorPolicy }, "operator policy re-read: unchanged");
+          return;
+        }
+        operatorPolicy = next;
+        policyChanged = true;
+        logger.info({ file: o.operatorPolicy, profiles: next.profiles.map((p) => `${p.placement} ${p.profile.id}`) }, "operator policy reloaded; syncing");
+      } catch (e) {
+        metrics.operatorPolicyReloads.inc({ result: "failed" });
+        metrics.operatorPolicyValid.set(0);
+        const issues = e instanceof OperatorPolicyError ? e.issues.slice(0, 20).map(formatOperatorIssue) : undefined;
+        logger.error({ file: o.operatorPolicy, err: (e as Error).message, issues }, "operator policy refused; the last good one stays in force");
+      }
+    };
     // After a failure the next poll is a full listing: back off up to 30 s, not just one interval.
     const backoff = createBackoff({ initialMs: 1_000, maxMs: Math.max(interval, 30) * 1000 });
     const watcher = createWatcher({ neutron, feed: o.changeFeed, resyncMs: resync * 1000, deletionCheckMs: deletionCheck * 1000 });
     let lastWarnings = "";
     let loggedFeed = false;
     logger.info({ neutron: redactUrl(o.neutronUrl), interval, resyncInterval: resync, auth: auth.kind }, "watching Neutron");
+    if (o.operatorPolicy) logger.info({ file: o.operatorPolicy, profiles: operatorPolicy.profiles.map((p) => `${p.placement} ${p.profile.id}`) }, "operator policy read (re-read on SIGHUP)");
     let pollStarted = 0;
     /** Waits `ms`, or less when Neutron's ML2 driver has told of a change since the last poll started. */
     const pause = async (ms: number) => {
@@ -268,6 +325,7 @@ program.command("watch")
       nudged = false;
       if (wake.signal.aborted && !abort.signal.aborted) wake = new AbortController();
       const wait = interval * 1000;
+      if (reloadAsked) reloadOperatorPolicy();
       try {
         const poll = await watcher.poll();
         metrics.polls.inc({ kind: poll.kind });
@@ -277,7 +335,7 @@ program.command("watch")
             : "change feed: revisions listing (Neutron refuses changed_since while filter_validation is on; idle polls list ids and revisions)");
           loggedFeed = true;
         }
-        if (poll.kind === "idle") {
+        if (poll.kind === "idle" && !policyChanged) {
           // Nothing changed in Neutron: nothing to translate or write.
           lastOk = Date.now();
           metrics.lastSuccess.set(Math.floor(lastOk / 1000));
@@ -287,7 +345,7 @@ program.command("watch")
         }
         logger.debug({ kind: poll.kind, ...poll.changed }, "Neutron changed");
         const input = poll.input();
-        const result = translate(input, modeOf(o.strict));
+        const result = translate({ ...input, operatorPolicy }, modeOf(o.strict));
         // Warnings repeat every poll while Neutron is unchanged: log them when they change.
         const w = JSON.stringify([result.warnings, result.leftOut]);
         if (w !== lastWarnings) {
@@ -305,6 +363,7 @@ program.command("watch")
         logger[r.transactions ? "info" : "debug"]({ created: r.created, updated: r.updated, deleted: r.deleted, unchanged: r.unchanged, skipped: r.skipped, revision: r.revision }, summary(r));
         metrics.heldDeletions.set(r.heldBack.length);
         metrics.syncs.inc({ result: "ok" });
+        policyChanged = false;
         lastOk = Date.now();
         metrics.lastSuccess.set(Math.floor(lastOk / 1000));
         // Logged every sync while it lasts: an operator must act on it.
@@ -385,6 +444,7 @@ try {
     if (details.length > 50) process.stderr.write(`  … and ${details.length - 50} more\n`);
     process.exit(1);
   };
+  if (e instanceof OperatorPolicyError) die(`--operator-policy ${e.source}: refused (${e.issues.length} problem(s), nothing written): ${formatOperatorIssue(e.issues[0]!)}`, e.issues.slice(1).map(formatOperatorIssue));
   if (e instanceof TranslateError) die(`cannot translate (${e.issues.length} problem(s), nothing written): ${formatTranslateIssue(e.issues[0]!)}`, e.issues.slice(1).map(formatTranslateIssue));
   if (e instanceof AdapterError) die(e.message, e.details);
   // Palisade refused what the translation produced: document and field from the status's structure.

@@ -14,6 +14,9 @@ export function createAdapterMetrics() {
     syncs: new Counter({ name: "palisade_openstack_syncs_total", help: "Syncs by result (ok, failed)", labelNames: ["result"], registers: [registry] }),
     polls: new Counter({ name: "palisade_openstack_polls_total", help: "Neutron polls by kind: full (everything listed), changes (something changed), idle", labelNames: ["kind"], registers: [registry] }),
     nudges: new Counter({ name: "palisade_openstack_ml2_change_notices_total", help: "Change notices from the Palisade ML2 mechanism driver (each makes the next Neutron poll immediate)", registers: [registry] }),
+    operatorPolicyReloads: new Counter({ name: "palisade_openstack_operator_policy_reloads_total", help: "Re-reads of the --operator-policy file on SIGHUP, by result (ok, failed: refused, the last good policy stays)", labelNames: ["result"], registers: [registry] }),
+    operatorPolicyValid: new Gauge({ name: "palisade_openstack_operator_policy_valid", help: "1 when the last read of the --operator-policy file was accepted, 0 when it was refused (the last good policy is in force)", registers: [registry] }),
+    operatorPolicyProfiles: new Gauge({ name: "palisade_openstack_operator_policy_profiles", help: "Operator profiles in the last accepted --operator-policy file", registers: [registry] }),
     lastSuccess: new Gauge({ name: "palisade_openstack_last_success_timestamp_seconds", help: "Unix time of the last successful sync", registers: [registry] }),
   };
 }

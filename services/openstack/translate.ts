@@ -122,7 +122,17 @@
 //   mac, so any MAC passes, but anti-spoofing by address still applies
 //   (traffic from addresses not on the port or its pairs is dropped; pairs
 //   carry no MAC there). One warning per such port. (Neutron refuses pairs
-//   on a port without port security, so such pairs are rare.)
+//   on a port without port security, so such pairs are rare.) The operator
+//   tier still applies there (below): its "before" profiles come first, so
+//   an operator's deny holds on an unfiltered port too; its "after"
+//   profiles are listed but never decide (allow-all decides first).
+// - Operator tier (DESIGN §11.12, operator-policy.ts): profile_ids =
+//   [the operator's "before" profiles selecting the port, in file order] +
+//   [its groups, sorted, or NO_PORT_SECURITY_PROFILE] + [the "after" ones, in
+//   file order]. A port with no groups gets the operator profiles alone.
+//   Every operator profile is emitted (owned, with PLACEMENT_LABEL), whether
+//   it selects a port or not. Group ids with the operator prefix are
+//   refused: the prefix is the operator's.
 // - A port referencing a group not in the input: kept (Palisade treats the
 //   missing profile as deny-all: fail safe), warning.
 // - Host, device and port ids must pass the model's id validation; if not,
@@ -136,6 +146,7 @@ import {
   INTERFACE_RE, IPV6_EXTENSION_HEADERS, LIMITS, MAC_RE, PORT_PROTOCOLS, cidrContains, idProblem as modelIdProblem, endpointKeyString, formatCidr, parseCidr, printable, validateObject,
   type AddressPair, type Cidr, type Endpoint, type IpVersion, type Match, type ModelObject, type Profile, type Rule,
 } from "../model/index.js";
+import { OPERATOR_PREFIX, PLACEMENT_LABEL, selects, type OperatorPolicy } from "./operator-policy.js";
 import {
   TranslateError,
   type NeutronAddressGroup, type NeutronBinding, type NeutronPort, type NeutronSecurityGroup, type NeutronSecurityGroupRule, type TranslateIssue,
@@ -164,6 +175,8 @@ export interface TranslateInput {
    * here have one binding, binding:host_id.
    */
   bindings?: ReadonlyMap<string, NeutronBinding[]>;
+  /** The operator tier (operator-policy.ts); absent: none. */
+  operatorPolicy?: OperatorPolicy;
 }
 
 export interface TranslateResult {
@@ -268,6 +281,7 @@ interface Context {
   warnings: string[];
   groupIds: Set<string>;
   addressGroups?: AddressGroupIndex;
+  operatorPolicy?: OperatorPolicy;
 }
 
 function groupLabel(g: NeutronSecurityGroup): string {
@@ -518,6 +532,7 @@ function translatePort(p: NeutronPort, ctx: Context, needNoPortSecurity: { value
     for (const g of profileIds) {
       const b = idProblem(g);
       if (b) report("security_groups", `${b} (a group id is a Palisade profile id)`);
+      else if (g.startsWith(OPERATOR_PREFIX)) report("security_groups", `'${printable(g)}' starts with '${OPERATOR_PREFIX}', which is reserved for the operator tier`);
       else if (!ctx.groupIds.has(g)) {
         ctx.warnings.push(`${object}: security group ${printable(g)} is not in the input; Palisade treats the missing profile as deny-all until it appears`);
       }
@@ -528,6 +543,13 @@ function translatePort(p: NeutronPort, ctx: Context, needNoPortSecurity: { value
     const ignored = (p.security_groups ?? []).length ? ` (its security groups ${(p.security_groups ?? []).map(printable).join(", ")} are ignored, as Neutron ignores them)` : "";
     ctx.warnings.push(`${object}: port security is disabled; Neutron filters nothing on it. Palisade cannot express an unfiltered port: it gets profile ${NO_PORT_SECURITY_PROFILE} (allow all) and no MAC check, but traffic from addresses not on the port is still dropped${ignored}`);
   }
+  // The operator tier around the groups (DESIGN §11.12): file order within each placement.
+  const operator = (ctx.operatorPolicy?.profiles ?? []).filter((op) => selects(op, p));
+  profileIds = [
+    ...operator.filter((op) => op.placement === "before").map((op) => op.profile.id),
+    ...profileIds,
+    ...operator.filter((op) => op.placement === "after").map((op) => op.profile.id),
+  ];
 
   if (ctx.issues.length !== before) return undefined;
   const v4 = sortedUnique(nets.filter((c) => c.version === 4));
@@ -604,9 +626,14 @@ export function translate(input: TranslateInput, options: TranslateOptions = {})
     if (g.id === NO_PORT_SECURITY_PROFILE) {
       issues.push({ object: groupLabel(g), field: "id", reason: `is the id Palisade reserves for ports without port security` });
     }
+    if (g.id.startsWith(OPERATOR_PREFIX)) {
+      issues.push({ object: groupLabel(g), field: "id", reason: `starts with '${OPERATOR_PREFIX}', which is reserved for the operator tier` });
+      duplicateGroups.add(g.id); // not translated: the id is the operator's
+    }
     groupIds.add(g.id);
   }
   const ctx: Context = { issues, warnings, groupIds };
+  if (input.operatorPolicy) ctx.operatorPolicy = input.operatorPolicy;
   if (input.addressGroups !== undefined) ctx.addressGroups = indexAddressGroups(input.addressGroups, issues);
 
   const profiles: Profile[] = [];
@@ -643,6 +670,9 @@ export function translate(input: TranslateInput, options: TranslateOptions = {})
   }
   endpoints = withFixedIpsWinning(endpoints, fixedIpOwners(ports), warnings);
   if (needNoPortSecurity.value) profiles.push(noPortSecurityProfile());
+  for (const op of input.operatorPolicy?.profiles ?? []) {
+    profiles.push({ ...op.profile, labels: { ...ownerLabels(), [PLACEMENT_LABEL]: op.placement } });
+  }
 
   profiles.sort((a, b) => compare(a.id, b.id));
   endpoints.sort((a, b) => compare(endpointKeyString(a), endpointKeyString(b)));
