@@ -2,7 +2,8 @@
 // the OpenStack tests and the bench: loopback only, a free port, a config and
 // an SQLite database generated in its own directory. Installed by
 // deploy/dev/ensure-neutron.sh. Stopped by PID (its process group: the API
-// worker processes it forks) — never anything we did not start.
+// worker processes it forks) — never anything we did not start — and its
+// directory removed (PALISADE_KEEP_NEUTRON_DIR=1 keeps it for a post-mortem).
 //
 // How it runs without the rest of OpenStack (DESIGN §11.9):
 // - no Keystone: auth_strategy = noauth. Every request is admin; create
@@ -19,7 +20,7 @@
 // - /usr/bin/python3 explicitly: another python3 earlier on PATH (pyenv)
 //   lacks Debian's modules.
 import { spawn, type ChildProcess } from "node:child_process";
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, writeFileSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { packageRoot } from "../../services/runtime/package-root.js";
@@ -57,6 +58,8 @@ function run(cmd: string, args: string[], env: NodeJS.ProcessEnv): Promise<void>
 async function schema(env: NodeJS.ProcessEnv): Promise<string> {
   if (schemaFile && existsSync(schemaFile)) return schemaFile;
   const dir = mkdtempSync(join(tmpdir(), "palisade-neutron-schema-"));
+  // One per process, reused by every server it starts; gone with the process.
+  process.once("exit", () => rmSync(dir, { recursive: true, force: true }));
   const file = join(dir, "neutron.db");
   await run(PYTHON, [join(packageRoot(), "test/neutron/neutron_db_init.py"), `sqlite:///${file}`], env);
   schemaFile = file;
@@ -157,6 +160,9 @@ poll_interval = 0.2
     const t = setTimeout(() => { try { process.kill(-pid, "SIGKILL"); } catch { /* gone */ } }, 5_000);
     await gone;
     clearTimeout(t);
+    // Its database, config and log go with it (failure messages quote the
+    // log's tail before this); PALISADE_KEEP_NEUTRON_DIR=1 keeps them.
+    if (process.env.PALISADE_KEEP_NEUTRON_DIR !== "1") rmSync(dir, { recursive: true, force: true });
   };
   const deadline = Date.now() + 60_000;
   for (;;) {
