@@ -120,3 +120,53 @@ describe("upgrades on a real dataplane", () => {
     }
   });
 });
+
+describe("upgrades on a real dataplane: the class layout of the previous release", () => {
+  const CLASS_FIXTURE = join(import.meta.dirname, "../fixtures/class-layout");
+  const classFixture = (f: string) => readFileSync(join(CLASS_FIXTURE, f), "utf8");
+  let lab2: Lab;
+  let ctl2: Ctl | undefined;
+  const sock2 = join(dir, "c2.sock");
+  afterAll(async () => {
+    await lab2?.destroy();
+    await ctl2?.stop().catch(() => undefined);
+  });
+
+  it("a kernel holding the class layout is converted to the position layout with no window (DESIGN §6.5, mixed versions)", async () => {
+    lab2 = createLab(`${uniqueName("lc")}-`);
+    const ns2 = (await lab2.addHypervisor("hv1")).ns;
+    await lab2.addWorkload("hv1", { name: "srv", iface: "tapsrv", host: 10, mac: "02:10:00:00:01:01" });
+    await lab2.addWorkload("hv1", { name: "cli", iface: "tapcli", host: 11, mac: "02:10:00:00:02:01" });
+    await lab2.listen("srv", [80, 81]);
+    // The kernel as the previous release's driver left it (fixture README).
+    await lab2.exec(ns2, "ipset", ["restore"], classFixture("ipset.txt"));
+    await lab2.exec(ns2, "iptables-restore", [], classFixture("iptables.txt"));
+    await lab2.exec(ns2, "ip6tables-restore", [], classFixture("ip6tables.txt"));
+    const save = () => lab2.exec(ns2, "iptables-save", ["-t", "filter"]);
+    expect(await save()).toMatch(/:pal-ct_/);
+    expect(await lab2.probeTcp("cli", "srv", 80)).toBe("open");
+    expect(await lab2.probeTcp("cli", "srv", 81)).toBe("timeout");
+
+    ctl2 = await startTestController({ prefix: `/${uniqueName("lc")}`, socket: sock2 });
+    const docs = JSON.parse(classFixture("model.json")) as unknown[];
+    const rev = (await call(ctl2.clients.policy, ctl2.clients.policy.apply, { deletes: [], documents: parseDocuments(docs).map(documentToPb) })).revision;
+    const probing = lab2.probeLoop("cli", "srv", [80, 81], 8_000);
+    await new Promise((r) => setTimeout(r, 500));
+    lab2.spawnIn(ns2, process.execPath, [BIN.driver, "--insecure", "--controller", `unix:${sock2}`, "--hostname", "hv1"], { logFile: join(dir, "driver2.log") });
+    await eventually(async () => {
+      const s = await call(ctl2!.clients.status, ctl2!.clients.status.getStatus, {});
+      const h = s.hosts.find((x) => x.hostname === "hv1");
+      return h && h.inSync && h.appliedRevision >= rev ? h : undefined;
+    }, { timeoutMs: 30_000, what: `hv1 at ${rev}` });
+    const counts = await probing;
+    expect(counts[81]!.open).toBe(0);
+    expect(counts[80]!.timeout + counts[80]!.error + counts[80]!.refused).toBe(0);
+    expect(counts[80]!.open).toBeGreaterThan(3);
+    const text = await save();
+    expect(text).not.toMatch(/:pal-c[ft]_|:pal-r[ft]_/);
+    expect(text).toMatch(/:pal-ct0 /);
+    const sets = await lab2.exec(ns2, "ipset", ["list", "-n"]);
+    expect(sets).not.toMatch(/pal[46]ic_/);
+    expect(sets).toMatch(/pal4i-active/);
+  });
+});
