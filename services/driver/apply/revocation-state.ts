@@ -149,7 +149,10 @@ export class RevocationState {
     }
     if (this.now.size) await this.run(this.now, true);
     if (this.later.size && !this.background) {
-      this.background = this.run(this.later, false).catch(() => {
+      // Started on the next turn of the event loop, after the apply is
+      // reported: spawning `conntrack` is synchronous (fork and exec, tens
+      // of milliseconds from a large process), and it is not the apply's.
+      this.background = new Promise<void>((r) => setImmediate(r)).then(() => this.run(this.later, false)).catch(() => {
         // Given to the next apply, which deletes them before it is reported.
         if (!this.stopped) this.o.onApplyDue();
       }).finally(() => { this.background = undefined; });
