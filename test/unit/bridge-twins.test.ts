@@ -63,6 +63,33 @@ describe("bridge twins", () => {
     expect(w.changes!.sets.get(C1)).toEqual(new Set(["10.0.0.1,tapb", "10.0.0.1,br0"]));
   });
 
+  it("a range twin (a CIDR pair) overlapping another port's address on the bridge with other profiles is contested, the other port's own twin kept; the same profiles or the port's own address are no overlap", () => {
+    const l = new BridgeLayer({ prefixes: ["tap"], families: [4] });
+    l.setTopology(topo({ tapa: "br0", tapb: "br0" }));
+    const [A, P0a, P1c, P0b] = ["pal4i-active", "pal4ip0_aaaaaaaaaaaaaaaa", "pal4ip1_cccccccccccccccc", "pal4ip0_bbbbbbbbbbbbbbbb"];
+    // tapa: 10.0.0.1 and the pair 10.0.0.0/24, list [a, c]; tapb: 10.0.0.5, list [b].
+    const ra = ["10.0.0.1,tapa", "10.0.0.0/24,tapa"];
+    const d = state({ [A]: [...ra, "10.0.0.5,tapb"], [P0a]: ra, [P1c]: ra, [P0b]: ["10.0.0.5,tapb"] });
+    let v = l.take(d);
+    // A lookup of 10.0.0.5 on the bridge would find tapa's /24 twin in P1c: tapb judged by [b, c]. The range twin is left out.
+    for (const set of [A, P0a, P1c]) expect([...v.sets.get(set)!.members].filter((m) => m.endsWith(",br0")).sort(), set).toEqual(set === A ? ["10.0.0.1,br0", "10.0.0.5,br0"] : ["10.0.0.1,br0"]);
+    expect([...v.sets.get(P0b)!.members].sort()).toEqual(["10.0.0.5,br0", "10.0.0.5,tapb"]);
+    expect(l.contestedPorts().get("tapa")).toMatch(/range 10\.0\.0\.0\/24 overlaps 10\.0\.0\.5 of tapb on bridge br0, with other profiles/);
+    expect(l.contestedPorts().has("tapb")).toBe(false);
+    // tapb takes tapa's list [a, c]: the same sets, no harm; the range twin is back.
+    delta(d, P0b, [], ["10.0.0.5,tapb"]);
+    delta(d, P0a, ["10.0.0.5,tapb"]);
+    delta(d, P1c, ["10.0.0.5,tapb"]);
+    v = l.take(d);
+    expect(v.sets.get(P1c)!.members.has("10.0.0.0/24,br0")).toBe(true);
+    expect(l.contestedPorts().size).toBe(0);
+    // tapb gone: only tapa's own address lies in its range.
+    for (const set of [A, P0a, P1c]) delta(d, set, [], ["10.0.0.5,tapb"]);
+    v = l.take(d);
+    expect(v.sets.get(A)!.members.has("10.0.0.0/24,br0")).toBe(true);
+    expect(l.contestedPorts().size).toBe(0);
+  });
+
   it("class layout (an older controller): a twin from ports in two class sets is contested: left out of every set, and both ports say why; resolved, it is back", () => {
     const l = new BridgeLayer({ prefixes: ["tap"], families: [4] });
     l.setTopology(topo({ tapa: "br0", tapb: "br0", tapc: "br1" }));

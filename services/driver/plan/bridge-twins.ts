@@ -20,7 +20,12 @@
 // port holding it in the active set holds it there too) is contested: its
 // ports would get each other's profiles, so it is left out of every set
 // (fail closed: those ports' traffic with that address is dropped) and the
-// ports' status says why (contestedPorts).
+// ports' status says why (contestedPorts). A set lookup matches any member
+// net that holds the address, so a *range* twin (a port's CIDR pair) that
+// overlaps another port's twin on the same bridge would lend that port its
+// profiles at some positions: such a range twin is contested too, unless
+// both twins are in exactly the same sets (the same profiles); the other
+// port's own addresses are left alone.
 //
 // Incremental: each apply's changes are the controller's (DesiredChanges)
 // plus what the twins and guard sets made of them and of topology changes,
@@ -29,6 +34,7 @@ import type { ChainDef, MacCheck } from "../../contract/host-update.js";
 import { setTypeOf } from "../../contract/dataplane-names.js";
 import type { IpVersion } from "../../model/index.js";
 import type { DesiredChanges, DesiredSet } from "../sync/desired-state.js";
+import { cidrContains, parseCidr } from "../../model/ip.js";
 import { portSetName } from "./bridge-guard.js";
 import { driverBaseChains, type Epochs, type GoneNets } from "./plan-input.js";
 
@@ -39,6 +45,22 @@ import { driverBaseChains, type Epochs, type GoneNets } from "./plan-input.js";
  */
 const CLASS_SET_RE = /^pal[46]i(?:-active$|p\d+_|x\d+$|c_)/;
 const ACTIVE_SET_RE = /^pal[46]i-active$/;
+/** Sets that hold each port's addresses once (the active set; an older controller's class sets): which port holds a twin. */
+const ADDRESS_SET_RE = /^pal[46]i(?:-active$|c_)/;
+
+/** A net's prefix is shorter than its family's: it covers other addresses. */
+const isRange = (net: string) => {
+  const c = parseCidr(net);
+  return c !== undefined && c.prefix < (c.version === 4 ? 32 : 128);
+};
+/** Whether two nets share an address. */
+const overlap = (a: string, b: string) => {
+  const x = parseCidr(a);
+  const y = parseCidr(b);
+  return x !== undefined && y !== undefined && x.version === y.version && (cidrContains(x, y.version, y.addr) || cidrContains(y, x.version, x.addr));
+};
+const sameKeys = (a: ReadonlyMap<string, number> | undefined, b: ReadonlyMap<string, number> | undefined) =>
+  (a?.size ?? 0) === (b?.size ?? 0) && [...(a?.keys() ?? [])].every((k) => b?.has(k));
 
 /**
  * Whether the ports holding a twin disagree: some set holds it from fewer
@@ -112,6 +134,16 @@ export class BridgeLayer {
   private readonly classOwners = new Map<string, Map<string, number>>();
   /** The contested twins (few: the status reads them on every poll). */
   private readonly contestedTwins = new Set<string>();
+  /** Twin -> tap -> count, from the address sets: which ports hold it. */
+  private readonly twinPorts = new Map<string, Map<string, number>>();
+  /** Bridge -> its range twins' nets (CIDR pairs): the only twins an overlap can contest. */
+  private readonly bridgeRanges = new Map<string, Set<string>>();
+  /** Bridge -> every twin net on it, from the address sets. */
+  private readonly bridgeNets = new Map<string, Set<string>>();
+  /** Range twins contested by an overlap with another port's twin, with the twin they overlap. */
+  private readonly overlapContested = new Map<string, string>();
+  /** Bridges whose address or position sets changed since the last settle: their overlaps are re-derived then. */
+  private readonly overlapDirty = new Set<string>();
   /** Per-port set name -> address -> count. */
   private readonly portCounts = new Map<string, Map<string, number>>();
   private readonly view = new Map<string, DesiredSet>();
@@ -245,6 +277,15 @@ export class BridgeLayer {
         out.set(tap, out.has(tap) ? `${out.get(tap)}; ${why}` : why);
       }
     }
+    for (const [twin, other] of this.overlapContested) {
+      const [net, br] = splitMember(twin);
+      const [otherNet] = splitMember(other);
+      const others = [...(this.twinPorts.get(other)?.keys() ?? [])].sort().join(", ");
+      for (const tap of [...(this.twinPorts.get(twin)?.keys() ?? [])].sort()) {
+        const why = `range ${net} overlaps ${otherNet} of ${others || "another port"} on bridge ${br}, with other profiles: the range is dropped on this port (DESIGN §6.3)`;
+        out.set(tap, out.has(tap) ? `${out.get(tap)}; ${why}` : why);
+      }
+    }
     return out;
   }
 
@@ -275,6 +316,11 @@ export class BridgeLayer {
     this.byIface.clear();
     this.classOwners.clear();
     this.contestedTwins.clear();
+    this.twinPorts.clear();
+    this.bridgeRanges.clear();
+    this.bridgeNets.clear();
+    this.overlapContested.clear();
+    this.overlapDirty.clear();
     this.view.clear();
     this.dirty.clear();
     for (const c of this.portCounts.values()) c.clear();
@@ -353,6 +399,28 @@ export class BridgeLayer {
     if (n > 0) st.twins.set(twin, n);
     else st.twins.delete(twin);
     this.markDirty(set, twin);
+    if (ADDRESS_SET_RE.test(set)) {
+      let ports = this.twinPorts.get(twin);
+      if (!ports) this.twinPorts.set(twin, (ports = new Map()));
+      const c = (ports.get(tap) ?? 0) + d;
+      if (c > 0) ports.set(tap, c);
+      else ports.delete(tap);
+      let nets = this.bridgeNets.get(br);
+      if (!ports.size) {
+        this.twinPorts.delete(twin);
+        nets?.delete(addr);
+        this.bridgeRanges.get(br)?.delete(addr);
+      } else {
+        if (!nets) this.bridgeNets.set(br, (nets = new Set()));
+        nets.add(addr);
+        if (isRange(addr)) {
+          let r = this.bridgeRanges.get(br);
+          if (!r) this.bridgeRanges.set(br, (r = new Set()));
+          r.add(addr);
+        }
+      }
+    }
+    if (CLASS_SET_RE.test(set) && (this.bridgeRanges.get(br)?.size || this.overlapContested.size)) this.overlapDirty.add(br);
     if (CLASS_SET_RE.test(set)) {
       let owners = this.classOwners.get(twin);
       const before = disagree(owners);
@@ -384,7 +452,42 @@ export class BridgeLayer {
   }
 
   private contested(twin: string): boolean {
-    return disagree(this.classOwners.get(twin));
+    return disagree(this.classOwners.get(twin)) || this.overlapContested.has(twin);
+  }
+
+  /**
+   * Which range twins of a bridge overlap another port's twin there with
+   * other profiles (DESIGN §6.3): re-derived when a twin of the bridge or
+   * its sets change, only while the bridge has range twins (CIDR pairs:
+   * rare); every set holding a twin whose verdict changed re-derives it.
+   */
+  private refreshOverlaps(br: string): void {
+    const ranges = this.bridgeRanges.get(br);
+    for (const net of ranges ?? []) {
+      const twin = `${net},${br}`;
+      const mine = this.twinPorts.get(twin);
+      let hit: string | undefined;
+      for (const o of this.bridgeNets.get(br) ?? []) {
+        if (o === net || !overlap(net, o)) continue;
+        const other = `${o},${br}`;
+        // The same port's own addresses inside its range, or the same profiles: no harm.
+        if (sameKeys(mine, this.twinPorts.get(other)) || sameKeys(this.classOwners.get(twin), this.classOwners.get(other))) continue;
+        hit = other;
+        break;
+      }
+      if ((hit !== undefined) === this.overlapContested.has(twin) && (hit === undefined || this.overlapContested.get(twin) === hit)) continue;
+      const changed = (hit !== undefined) !== this.overlapContested.has(twin);
+      if (hit !== undefined) this.overlapContested.set(twin, hit);
+      else this.overlapContested.delete(twin);
+      if (changed) for (const [name, st] of this.iface) if (st.twins.has(twin)) this.markDirty(name, twin);
+    }
+    for (const twin of [...this.overlapContested.keys()]) {
+      const [net, b] = splitMember(twin);
+      if (b === br && !ranges?.has(net)) {
+        this.overlapContested.delete(twin);
+        for (const [name, st] of this.iface) if (st.twins.has(twin)) this.markDirty(name, twin);
+      }
+    }
   }
 
   private settleSet(name: string): void {
@@ -402,6 +505,8 @@ export class BridgeLayer {
   }
 
   private settle(): void {
+    for (const br of this.overlapDirty) this.refreshOverlaps(br);
+    this.overlapDirty.clear();
     for (const name of [...this.dirty.keys()]) this.settleSet(name);
   }
 

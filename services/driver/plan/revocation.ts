@@ -164,9 +164,12 @@ export const ENDED_COUNT_RULE = 1;
  * Dispatch chains (DESIGN §6.5): the entry roots, the workload chains and
  * the position trees. A line there comes or goes only with set members that
  * do too (a position's line with its profile's first member there; a
- * missing line with its set's; a workload chain's position jump with the
- * longest list, which only reaches endpoints that fell through before), so
- * their changes revoke nothing by themselves.
+ * missing line with its set's; a workload chain's call of a position with
+ * the longest list: a position appears with the members of the first list
+ * that long, and goes with the last one's), so their changes revoke nothing
+ * by themselves. (A call of a position no member reaches changes no
+ * verdict: its chain drops only what would have dropped at the workload
+ * chain's end.)
  */
 const DISPATCH_RE = /^pal-(?:from-wl-dispatch|to-wl-dispatch|[cr][ft]|[cr][ft]\d+(?:-[a-z2-7]+)?|c[ft]n-.*)$/;
 /**
