@@ -14,6 +14,7 @@ export function createAdapterMetrics() {
     syncs: new Counter({ name: "palisade_openstack_syncs_total", help: "Syncs by result (ok, failed)", labelNames: ["result"], registers: [registry] }),
     polls: new Counter({ name: "palisade_openstack_polls_total", help: "Neutron polls by kind: full (everything listed), changes (something changed), idle", labelNames: ["kind"], registers: [registry] }),
     nudges: new Counter({ name: "palisade_openstack_ml2_change_notices_total", help: "Change notices from the Palisade ML2 mechanism driver (each makes the next Neutron poll immediate)", registers: [registry] }),
+    ml2Requests: new Counter({ name: "palisade_openstack_ml2_requests_total", help: "Requests to the ML2 endpoint (--ml2-listen) from the Palisade ML2 mechanism driver, by route", labelNames: ["route"], registers: [registry] }),
     lastSuccess: new Gauge({ name: "palisade_openstack_last_success_timestamp_seconds", help: "Unix time of the last successful sync", registers: [registry] }),
   };
 }
