@@ -22,7 +22,7 @@
 //   and from neutron-server's pollers, CPU of the adapter and neutron-server.
 import { execa, type ResultPromise } from "execa";
 import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { call, createClients } from "../../services/contract/clients.js";
 import { startController } from "../../services/controller/controller.js";
@@ -193,6 +193,9 @@ export async function benchOpenstack(opts: { sizes: [number, number]; samples: n
       const written: number[] = [];
       const enforced: number[] = [];
       const calls: number[] = [];
+      // Wall clock, for lining samples up with the logs (breakdown below).
+      const returnedAt: number[] = [];
+      const enforcedAt: number[] = [];
       for (let i = 0; i < opts.samples; i++) {
         const rev0 = await revision();
         // Spread the changes over the poll cycle.
@@ -200,6 +203,7 @@ export async function benchOpenstack(opts: { sizes: [number, number]; samples: n
         const t0 = performance.now();
         await change(i);
         calls.push(performance.now() - t0);
+        returnedAt.push(Date.now());
         let rev = rev0;
         while (rev === rev0) {
           if (opts.signal?.aborted) throw new Error(`aborted while waiting for palisade-openstack (${label}) to write change ${i + 1} (revision still ${rev0}); its log ends:\n${tail(watchLog(label))}`);
@@ -209,8 +213,9 @@ export async function benchOpenstack(opts: { sizes: [number, number]; samples: n
         written.push(performance.now() - t0);
         await appliedAt(rev);
         enforced.push(performance.now() - t0);
+        enforcedAt.push(Date.now());
       }
-      return { written, enforced, calls };
+      return { written, enforced, calls, returnedAt, enforcedAt };
     };
     const format = (m: { written: number[]; enforced: number[] }) => {
       const w = summarize(m.written), e = summarize(m.enforced);
@@ -234,12 +239,13 @@ export async function benchOpenstack(opts: { sizes: [number, number]; samples: n
     await neutron.stop();
     const INTERVAL_S = 60;
     const idleS = opts.ml2IdleS ?? INTERVAL_S + 5;
-    out.ml2_notices_setup = `filter_validation = true (Neutron's default), the Palisade ML2 driver loaded, watch --ml2-listen --interval ${INTERVAL_S}: its own polls are ${INTERVAL_S} s apart, so a change enforced sooner was made by Neutron's change notice`;
+    out.ml2_notices_setup = `filter_validation = true (Neutron's default), the Palisade ML2 driver loaded, watch --ml2-listen --interval ${INTERVAL_S}: its own polls are ${INTERVAL_S} s apart, so a change enforced sooner was made by Neutron's change notice; the driver's poll_interval 0.5 s (its default)`;
     for (const size of opts.sizes) {
       const label = `ml2-${size}`;
       const ml2Listen = `127.0.0.1:${await freePort()}`;
       const metricsAt = `127.0.0.1:${await freePort()}`;
-      ml2Neutron = await startNeutron({ palisadeAdapterUrl: `http://${ml2Listen}`, database: dbAt.get(size)! });
+      // The driver's own poll_interval (0.5 s), not the tests' 0.2 s: it sets the idle cost of its pollers.
+      ml2Neutron = await startNeutron({ palisadeAdapterUrl: `http://${ml2Listen}`, palisadePollInterval: 0.5, database: dbAt.get(size)! });
       const n2 = ml2Neutron;
       const ml2Api = new NeutronAdmin(n2.url);
       await startWatch(label, n2.url, ["--interval", String(INTERVAL_S), "--ml2-listen", ml2Listen, "--metrics-listen", metricsAt]);
@@ -276,11 +282,55 @@ export async function benchOpenstack(opts: { sizes: [number, number]; samples: n
           const c = summarize(m.calls), p99 = summarize(r.enforced).p99_ms;
           return `${format(r)} from the API call's return (the call: p50 ${c.p50_ms} / p99 ${c.p99_ms} ms); target p99 500 ms: ${p99 <= 500 ? "met" : "not met"}`;
         };
-        out.rule_change_ml2_notices = ml2Format(await measure(label, (i) => ml2Api.rule(groups[0]!.id, { protocol: "tcp", port_range_min: 12_000 + i, port_range_max: 12_000 + i })));
-        out.port_change_ml2_notices = ml2Format(await measure(label, () => ml2Api.updatePort(hv1Port, { security_groups: [groups[(portFlips++ % 2) + 1]!.id] })));
+        /**
+         * Where each sample's time went, from the call's return, lined up
+         * with the logs: until the poll's first request to Neutron (the
+         * notice and the nudge); the poll (Neutron's listings and fetches;
+         * of it, Neutron's own time for the ports' revisions listing); the
+         * translation and write (the watch's "Neutron changed" to its sync
+         * summary); the host's apply and report. Samples the logs do not
+         * line up with are left out.
+         */
+        const breakdown = (m: { returnedAt: number[]; enforcedAt: number[]; calls: number[] }) => {
+          const adapter = readLog(watchLog(label)).split("\n").flatMap((l) => { try { return [JSON.parse(l) as Json]; } catch { return []; } });
+          const pollEnds = adapter.filter((j) => j.msg === "Neutron changed").map((j) => j.time as number);
+          const syncEnds = adapter.filter((j) => /^(synced|in sync)/.test(String(j.msg))).map((j) => j.time as number);
+          // Neutron logs each request when answered: `2026-12-06 05:12:45.090 … "GET /v2.0/… HTTP/1.1" status: 200  len: N time: SECONDS`.
+          const requests = readLog(n2.logFile).split("\n").flatMap((l) => {
+            const r = /^(\d{4}-\d\d-\d\d) (\d\d:\d\d:\d\d\.\d+) .*"GET \/v2\.0\/([^" ]+) HTTP\/1\.1" status: \d+ +len: \d+ time: ([\d.]+)/.exec(l);
+            if (!r) return [];
+            const end = new Date(`${r[1]}T${r[2]}`).getTime();
+            return [{ path: r[3]!, start: end - Number(r[4]) * 1000, end }];
+          });
+          const parts = { notice: [] as number[], poll: [] as number[], portsListing: [] as number[], sync: [] as number[], apply: [] as number[] };
+          m.returnedAt.forEach((back, i) => {
+            // This change's poll: the first to end after the call began (a notice is sent once the change is committed, during the call).
+            const callStart = back - m.calls[i]!;
+            const pollEnd = pollEnds.find((t) => t > callStart && t <= m.enforcedAt[i]!);
+            const syncEnd = pollEnd === undefined ? undefined : syncEnds.find((t) => t >= pollEnd);
+            // The poll's first request: the first one to start after the call began and after the previous poll ended.
+            const prevEnd = Math.max(callStart, ...pollEnds.filter((t) => t < (pollEnd ?? 0)));
+            const first = requests.filter((r) => r.start >= prevEnd - 5 && r.end <= (pollEnd ?? 0) + 5).sort((a, b) => a.start - b.start)[0];
+            if (pollEnd === undefined || syncEnd === undefined || first === undefined) return;
+            parts.notice.push(first.start - back);
+            parts.poll.push(pollEnd - first.start);
+            const listing = requests.find((r) => r.start >= first.start - 5 && r.end <= pollEnd + 5 && /^ports\?limit=\d+&fields=id&fields=revision_number$/.test(r.path));
+            if (listing) parts.portsListing.push(listing.end - listing.start);
+            parts.sync.push(syncEnd - pollEnd);
+            parts.apply.push(m.enforcedAt[i]! - syncEnd);
+          });
+          const f = (x: number[]) => { const q = summarize(x); return `${q.p50_ms} / ${q.p99_ms}`; };
+          return `p50 / p99 ms from the call's return (${parts.notice.length} samples lined up): to the poll's first request ${f(parts.notice)}; the poll ${f(parts.poll)} (Neutron's ports revisions listing, first page ${f(parts.portsListing)}); translate and write ${f(parts.sync)}; host apply and report ${f(parts.apply)}`;
+        };
+        const rule = await measure(label, (i) => ml2Api.rule(groups[0]!.id, { protocol: "tcp", port_range_min: 12_000 + i, port_range_max: 12_000 + i }));
+        out.rule_change_ml2_notices = ml2Format(rule);
+        out.rule_change_ml2_breakdown = breakdown(rule);
+        const port = await measure(label, () => ml2Api.updatePort(hv1Port, { security_groups: [groups[(portFlips++ % 2) + 1]!.id] }));
+        out.port_change_ml2_notices = ml2Format(port);
+        out.port_change_ml2_breakdown = breakdown(port);
         const after = await scrape();
         const polls = (kind: string) => metric(after, `palisade_openstack_polls_total{kind="${kind}"}`) - metric(before, `palisade_openstack_polls_total{kind="${kind}"}`);
-        out.ml2_notices_during_samples = `${metric(after, "palisade_openstack_ml2_change_notices_total") - metric(before, "palisade_openstack_ml2_change_notices_total")} notices, polls: ${polls("changes")} changes, ${polls("idle")} idle, ${polls("full")} full (${2 * opts.samples} changes made)`;
+        out.ml2_notices_during_samples = `load average ${loadavg().map((x) => x.toFixed(1)).join(" ")}; ${metric(after, "palisade_openstack_ml2_change_notices_total") - metric(before, "palisade_openstack_ml2_change_notices_total")} notices, polls: ${polls("changes")} changes, ${polls("idle")} idle, ${polls("full")} full (${2 * opts.samples} changes made)`;
       }
       await stopWatch();
       await n2.stop();
