@@ -266,7 +266,7 @@ program.command("watch")
     abort.signal.addEventListener("abort", () => clearInterval(relister), { once: true });
     const ml2 = o.ml2Listen
       ? await startMl2Endpoint({
-        listen: o.ml2Listen, nudge, transitions, logger,
+        listen: o.ml2Listen, nudge, transitions, logger, onRequest: (route) => metrics.ml2Requests.inc({ route }),
         synced: () => { const m = syncedRevisions; return (id) => m.get(id); },
         read: () => readMl2View(c),
       })

@@ -17,6 +17,7 @@ export function createAdapterMetrics() {
     operatorPolicyReloads: new Counter({ name: "palisade_openstack_operator_policy_reloads_total", help: "Re-reads of the --operator-policy file on SIGHUP, by result (ok, failed: refused, the last good policy stays)", labelNames: ["result"], registers: [registry] }),
     operatorPolicyValid: new Gauge({ name: "palisade_openstack_operator_policy_valid", help: "1 when the last read of the --operator-policy file was accepted, 0 when it was refused (the last good policy is in force)", registers: [registry] }),
     operatorPolicyProfiles: new Gauge({ name: "palisade_openstack_operator_policy_profiles", help: "Operator profiles in the last accepted --operator-policy file", registers: [registry] }),
+    ml2Requests: new Counter({ name: "palisade_openstack_ml2_requests_total", help: "Requests to the ML2 endpoint (--ml2-listen) from the Palisade ML2 mechanism driver, by route", labelNames: ["route"], registers: [registry] }),
     lastSuccess: new Gauge({ name: "palisade_openstack_last_success_timestamp_seconds", help: "Unix time of the last successful sync", registers: [registry] }),
   };
 }

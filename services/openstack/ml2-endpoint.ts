@@ -139,6 +139,8 @@ export interface Ml2EndpointOptions {
   /** The port status feed (none: 404). */
   transitions?: PortTransitions;
   logger: Logger;
+  /** Called once per request with its route (`/v1/hosts`, `/v1/ports/status`, …, `other`): a metric's label. */
+  onRequest?: (route: string) => void;
   /** A view younger than this is reused (default 250 ms). */
   ttlMs?: number;
   /** While a refresh is in flight, a view younger than this still answers (default 2 s). */
@@ -221,7 +223,12 @@ export async function startMl2Endpoint(o: Ml2EndpointOptions): Promise<Ml2Endpoi
     throw new HttpError(404, "no such path");
   }
 
+  const routes = new Set(["/v1/ports/status", "/v1/changes", "/v1/ports/transitions", "/healthz"]);
   const server: Server = createServer((req, res) => {
+    if (o.onRequest) {
+      const path = (req.url ?? "/").split("?")[0]!;
+      o.onRequest(path.startsWith("/v1/hosts/") ? "/v1/hosts" : routes.has(path) ? path : "other");
+    }
     handle(req, res).catch((e: Error) => {
       if (e instanceof HttpError) return send(res, e.code, { error: e.message });
       // Palisade unreadable: no answer rather than a stale or guessed one.

@@ -126,7 +126,8 @@ await section("e2e", async (signal) => {
 // Flow reports: a flood of denied new flows while policy changes are applied.
 await section("flows", async (signal) => { report("flows", await benchFlows({ ...size.flows, signal })); });
 
-// palisade-openstack watch against a real Neutron (DESIGN §11.7): latency, idle-poll cost at two sizes, full resync.
+// palisade-openstack watch against a real Neutron (DESIGN §11.7): latency, idle-poll cost at two sizes, full resync;
+// and with the ML2 driver's change notices under Neutron's default configuration (§11.11, issue #22 item 2).
 await section("openstack", async (signal) => { report("openstack", await benchOpenstack({ ...size.openstack, signal })); });
 
 writeJson();

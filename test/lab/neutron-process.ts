@@ -80,6 +80,14 @@ export interface StartNeutronOptions {
    * tests' binder, polling palisade-openstack's ML2 endpoint at this URL.
    */
   palisadeAdapterUrl?: string;
+  /** The ML2 driver's [palisade] poll_interval (default 0.2 s here; the driver's own default is 0.5). */
+  palisadePollInterval?: number;
+  /**
+   * Start from a copy of this SQLite database (another server's, saved with
+   * backupNeutronDb) instead of an empty one: the same cloud under another
+   * configuration.
+   */
+  database?: string;
 }
 
 export async function startNeutron(opts: StartNeutronOptions = {}): Promise<NeutronProcess> {
@@ -96,7 +104,7 @@ export async function startNeutron(opts: StartNeutronOptions = {}): Promise<Neut
   writeFileSync(join(py, "palisade_ml2-0.1.0.dist-info", "entry_points.txt"), `[neutron.ml2.mechanism_drivers]\n${entry[1]} = ${entry[2]}\n`);
   const pythonPath = [join(packageRoot(), "test/neutron"), py, join(packageRoot(), "services/openstack/ml2")].join(":");
   const env = { ...process.env, PYTHONPATH: pythonPath, PYTHONDONTWRITEBYTECODE: "1" };
-  copyFileSync(await schema(env), join(dir, "neutron.db"));
+  copyFileSync(opts.database ?? await schema(env), join(dir, "neutron.db"));
   for (const d of ["state", "lock", "policy.d"]) mkdirSync(join(dir, d));
   writeFileSync(join(dir, "policy.yaml"), "{}\n");
   const port = await freePort();
@@ -142,7 +150,7 @@ extension_drivers = port_security
 flat_networks = *
 [palisade]
 adapter_url = ${opts.palisadeAdapterUrl ?? "http://127.0.0.1:9"}
-poll_interval = 0.2
+poll_interval = ${opts.palisadePollInterval ?? 0.2}
 `);
   const out = openSync(join(dir, "stdout.log"), "a");
   // detached: its own process group, so stop() ends the workers it forks too.
@@ -178,6 +186,12 @@ poll_interval = 0.2
     await new Promise((r) => setTimeout(r, 250));
   }
   return { url, pid, dir, logFile, stop };
+}
+
+/** A consistent copy of a running server's database (SQLite's online backup) at `to`, for startNeutron({ database }). */
+export async function backupNeutronDb(neutron: NeutronProcess, to: string): Promise<void> {
+  await run(PYTHON, ["-c", "import sqlite3, sys; s = sqlite3.connect(sys.argv[1], timeout=30); d = sqlite3.connect(sys.argv[2]); s.backup(d); d.close(); s.close()",
+    join(neutron.dir, "neutron.db"), to], process.env);
 }
 
 function tail(file: string): string {

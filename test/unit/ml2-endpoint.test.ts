@@ -169,6 +169,18 @@ describe("the ML2 endpoint over HTTP", () => {
     expect(nudges).toEqual([{ resource: "security_group_rule", id: PORT }]);
   });
 
+  it("counts each request under its route, a host's name and any unknown path folded (a metric's label: bounded)", async () => {
+    const routes: string[] = [];
+    server = await startMl2Endpoint({ listen: "127.0.0.1:0", read: async () => view(), nudge: () => {}, logger, onRequest: (r) => routes.push(r) });
+    const url = `http://127.0.0.1:${server.port}`;
+    await fetch(`${url}/v1/hosts/hv1`);
+    await fetch(`${url}/v1/hosts/hv2`);
+    await post(`${url}/v1/changes`, { resource: "port", id: PORT });
+    await fetch(`${url}/v1/ports/transitions?after=0`);
+    await fetch(`${url}/v1/no/such/${"x".repeat(20)}`);
+    expect(routes).toEqual(["/v1/hosts", "/v1/hosts", "/v1/changes", "/v1/ports/transitions", "other"]);
+  });
+
   it("Palisade unreadable: 503, no guess (the driver then binds nothing and keeps its blocks)", async () => {
     const url = await start(async () => { throw new Error("controller unavailable"); });
     const r = await fetch(`${url}/v1/hosts/hv1`);
