@@ -133,7 +133,7 @@ describe("upgrades on a real dataplane: the class layout of the previous release
   });
 
   it("a kernel holding the class layout is converted to the position layout with no window (DESIGN §6.5, mixed versions)", async () => {
-    lab2 = createLab(`${uniqueName("lc")}-`);
+    lab2 = createLab(`${uniqueName("ly")}-`);
     const ns2 = (await lab2.addHypervisor("hv1")).ns;
     await lab2.addWorkload("hv1", { name: "srv", iface: "tapsrv", host: 10, mac: "02:10:00:00:01:01" });
     await lab2.addWorkload("hv1", { name: "cli", iface: "tapcli", host: 11, mac: "02:10:00:00:02:01" });
@@ -147,7 +147,7 @@ describe("upgrades on a real dataplane: the class layout of the previous release
     expect(await lab2.probeTcp("cli", "srv", 80)).toBe("open");
     expect(await lab2.probeTcp("cli", "srv", 81)).toBe("timeout");
 
-    ctl2 = await startTestController({ prefix: `/${uniqueName("lc")}`, socket: sock2 });
+    ctl2 = await startTestController({ prefix: `/${uniqueName("ly")}`, socket: sock2 });
     const docs = JSON.parse(classFixture("model.json")) as unknown[];
     const rev = (await call(ctl2.clients.policy, ctl2.clients.policy.apply, { deletes: [], documents: parseDocuments(docs).map(documentToPb) })).revision;
     const probing = lab2.probeLoop("cli", "srv", [80, 81], 8_000);

@@ -125,9 +125,10 @@ describe("driver features at hello", () => {
       });
       await eventually(async () => good.batches.some((b) => b.revision >= del.revision), { what: "the delete's revision" });
       const updates = good.batches.slice(seen).flatMap((b) => b.updates);
-      // The class set loses exactly the deleted endpoint's (address, interface).
+      // The active set and the position set lose exactly the deleted endpoint's (address, interface).
       const removed = updates.flatMap((u) => (u.update?.$case === "ipsetDelta" ? u.update.value.removed.map((m) => `${(u.update!.value as { name: string }).name} ${m}`) : []));
-      expect(removed.filter((r) => /^pal4ic_/.test(r)).map((r) => r.split(" ")[1])).toEqual(["198.18.8.2,tapb"]);
+      expect(removed.filter((r) => /^pal4i-active /.test(r)).map((r) => r.split(" ")[1])).toEqual(["198.18.8.2,tapb"]);
+      expect(removed.filter((r) => /^pal4ip0_/.test(r)).map((r) => r.split(" ")[1])).toEqual(["198.18.8.2,tapb"]);
       // No chain of the per-endpoint layout of earlier builds.
       expect(updates.some((u) => u.update?.$case === "chainUpdate" && /^pal-(tw|fw|td|fd)-/.test(u.update.value.name))).toBe(false);
       expect(bad.ended()?.code).toBe(grpc.status.FAILED_PRECONDITION);
