@@ -76,6 +76,9 @@ describe("bridge twins", () => {
     expect([...v.sets.get(P0b)!.members].sort()).toEqual(["10.0.0.5,br0", "10.0.0.5,tapb"]);
     expect(l.contestedPorts().get("tapa")).toMatch(/range 10\.0\.0\.0\/24 overlaps 10\.0\.0\.5 of tapb on bridge br0, with other profiles/);
     expect(l.contestedPorts().has("tapb")).toBe(false);
+    // Nor may tapa send from the range on the bridge (as 10.0.0.5 it would be judged by tapb's profiles): its guard set loses it.
+    expect([...v.sets.get("pal4b-tapa")!.members].sort()).toEqual(["10.0.0.1"]);
+    expect([...v.sets.get("pal4b-tapb")!.members]).toEqual(["10.0.0.5"]);
     // tapb takes tapa's list [a, c]: the same sets, no harm; the range twin is back.
     delta(d, P0b, [], ["10.0.0.5,tapb"]);
     delta(d, P0a, ["10.0.0.5,tapb"]);
@@ -83,6 +86,7 @@ describe("bridge twins", () => {
     v = l.take(d);
     expect(v.sets.get(P1c)!.members.has("10.0.0.0/24,br0")).toBe(true);
     expect(l.contestedPorts().size).toBe(0);
+    expect([...v.sets.get("pal4b-tapa")!.members].sort()).toEqual(["10.0.0.0/24", "10.0.0.1"]);
     // tapb gone: only tapa's own address lies in its range.
     for (const set of [A, P0a, P1c]) delta(d, set, [], ["10.0.0.5,tapb"]);
     v = l.take(d);

@@ -440,15 +440,25 @@ export class BridgeLayer {
     const counts = this.portCounts.get(ps);
     if (!counts) return;
     const c = (counts.get(addr) ?? 0) + d;
-    const was = counts.has(addr);
     if (c > 0) counts.set(addr, c);
     else counts.delete(addr);
-    if (was !== counts.has(addr)) {
-      const out = this.view.get(ps)!;
-      if (counts.has(addr)) out.members.add(addr);
-      else out.members.delete(addr);
-      this.touch(ps, addr);
-    }
+    this.portMember(ps, addr, br);
+  }
+
+  /**
+   * A port's guard set holds an address of the port's while no overlap
+   * contests it: a contested range (DESIGN §6.3) is not the port's to send
+   * from on the bridge either — else the port could send as the other
+   * port's address inside it and be judged by that port's profiles.
+   */
+  private portMember(ps: string, addr: string, br: string): void {
+    const out = this.view.get(ps);
+    if (!out) return;
+    const want = (this.portCounts.get(ps)?.has(addr) ?? false) && !this.overlapContested.has(`${addr},${br}`);
+    if (want === out.members.has(addr)) return;
+    if (want) out.members.add(addr);
+    else out.members.delete(addr);
+    this.touch(ps, addr);
   }
 
   private contested(twin: string): boolean {
@@ -479,15 +489,23 @@ export class BridgeLayer {
       const changed = (hit !== undefined) !== this.overlapContested.has(twin);
       if (hit !== undefined) this.overlapContested.set(twin, hit);
       else this.overlapContested.delete(twin);
-      if (changed) for (const [name, st] of this.iface) if (st.twins.has(twin)) this.markDirty(name, twin);
+      if (changed) this.overlapChanged(twin);
     }
     for (const twin of [...this.overlapContested.keys()]) {
       const [net, b] = splitMember(twin);
       if (b === br && !ranges?.has(net)) {
         this.overlapContested.delete(twin);
-        for (const [name, st] of this.iface) if (st.twins.has(twin)) this.markDirty(name, twin);
+        this.overlapChanged(twin);
       }
     }
+  }
+
+  /** A range twin became contested or no longer is: the sets holding it and its ports' guard sets re-derive it. */
+  private overlapChanged(twin: string): void {
+    for (const [name, st] of this.iface) if (st.twins.has(twin)) this.markDirty(name, twin);
+    const [net, br] = splitMember(twin);
+    const family: IpVersion = net.includes(":") ? 6 : 4;
+    for (const [tap, b] of this.ports) if (b === br) this.portMember(portSetName(family, tap), net, br);
   }
 
   private settleSet(name: string): void {
