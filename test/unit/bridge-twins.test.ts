@@ -7,6 +7,7 @@
 import { describe, expect, it } from "vitest";
 import { chainKey, type MacCheck } from "../../services/contract/host-update.js";
 import { BridgeLayer, type BridgeTopology } from "../../services/driver/plan/bridge-twins.js";
+import type { Epochs, GoneNets } from "../../services/driver/plan/plan-input.js";
 import { renderBridgeChains } from "../../services/driver/plan/bridge-guard.js";
 import { DesiredState } from "../../services/driver/sync/desired-state.js";
 import { mulberry32, pick, randInt } from "../support/prng.js";
@@ -188,12 +189,16 @@ describe("bridge twins", () => {
       const sets = [C1, C2, "pal4in-a", "pal4i-inactive", "pal4i-nomac", "pal4t-x"];
       const taps = ["tapa", "tapb", "tapc", "tapd"];
       const addrs = ["10.0.0.1", "10.0.0.2", "10.0.0.3"];
-      const l = new BridgeLayer({ prefixes: ["tap"], families: [4, 6] });
       const d = state({});
       const macs: (MacCheck | undefined)[] = [undefined, { mac: "02:00:00:00:00:01" }, { mac: "02:00:00:00:00:02" },
         { entries: [{ net: "2001:db8::1", mac: "02:00:00:00:00:01" }, { net: "2001:db8:1::/64", mac: "00:00:5E:00:01:07" }] }];
       let ports: Record<string, string> = {};
       let physdev = true;
+      // Revocation (DESIGN §6.14): policy epochs and departed addresses move
+      // the hook chains alone; the bridge trees must not go stale meanwhile.
+      const l = new BridgeLayer({ prefixes: ["tap"], families: [4, 6], epochs: { 4: 1, 6: 1 } });
+      let epochs: Epochs = { 4: 1, 6: 1 };
+      let gone: GoneNets = {};
       l.setTopology(topo(ports));
       const ref = new Map<string, Set<string>>();
       const refChains = new Map<string, string[]>();
@@ -213,6 +218,10 @@ describe("bridge twins", () => {
           else ports[tap] = pick(rnd, ["br0", "br1"]);
           physdev = rnd() > 0.1;
           l.setTopology(topo(ports, physdev));
+        } else if (r < 0.18) {
+          epochs = { 4: epochs[4]! + randInt(rnd, 2), 6: epochs[6]! + randInt(rnd, 2) };
+          gone = rnd() < 0.5 ? {} : { 4: [pick(rnd, addrs) + "/32"] };
+          l.setRevocation(epochs, gone, false);
         } else if (r < 0.2) {
           d.apply([{ type: "ipset-update", name: pick(rnd, sets.slice(0, 5)), family: 4, members: taps.filter(() => rnd() < 0.3).map((t) => `${pick(rnd, addrs)},${t}`) }]);
         } else if (r < 0.23) {
@@ -249,9 +258,12 @@ describe("bridge twins", () => {
           else refChains.delete(k);
         }
         // A fresh layer derives everything from scratch.
-        const fresh = new BridgeLayer({ prefixes: ["tap"], families: [4, 6] });
+        const fresh = new BridgeLayer({ prefixes: ["tap"], families: [4, 6], epochs });
         fresh.setTopology(topo(ports, physdev));
+        fresh.setRevocation(epochs, gone, false);
         const f = fresh.take(d);
+        // The layer's own chains (bridge trees cached across revocations) equal a fresh rendering.
+        expect(Object.fromEntries([...v.base].map(([k, c]) => [k, c.rules] as const).sort())).toEqual(Object.fromEntries([...f.base].map(([k, c]) => [k, c.rules] as const).sort()));
         const norm = (m: Map<string, Set<string>> | ReadonlyMap<string, { members: ReadonlySet<string> }>) =>
           Object.fromEntries([...m].map(([n, s]) => [n, [...("members" in s ? s.members : s)].sort()]).sort());
         expect(norm(ref)).toEqual(norm(v.sets));

@@ -29,11 +29,27 @@ export type GoneNets = Partial<Record<IpVersion, readonly string[]>>;
  * epochs (revoked connections end, DESIGN §6.14).
  */
 export function driverBaseChains(prefixes: readonly string[], families: readonly IpVersion[], extra: readonly ChainDef[] = [], bridgedTaps?: readonly string[], epochs?: Epochs, gone?: GoneNets, mac6?: ReadonlyMap<string, MacCheck>): Map<string, ChainDef> {
+  const base = driverHookChains(prefixes, families, extra, bridgedTaps !== undefined, epochs, gone);
+  if (bridgedTaps) for (const c of driverBridgeChains(families, bridgedTaps, mac6)) base.set(keyOf(c), c);
+  return base;
+}
+
+/**
+ * The part of driverBaseChains() that follows the policy epochs and the
+ * departed addresses: the base chains of each family (their physdev forms
+ * when `bridged`) and `extra`. A handful of chains whatever the host's size,
+ * so an epoch advance re-renders only these (BridgeLayer, DESIGN §6.14).
+ */
+export function driverHookChains(prefixes: readonly string[], families: readonly IpVersion[], extra: readonly ChainDef[], bridged: boolean, epochs?: Epochs, gone?: GoneNets): Map<string, ChainDef> {
   const base = new Map<string, ChainDef>();
-  for (const f of families) for (const c of renderBaseChains(prefixes, f, bridgedTaps !== undefined, epochs?.[f], gone?.[f])) base.set(keyOf(c), c);
-  if (bridgedTaps) for (const f of families) for (const c of renderBridgeChains(f, bridgedTaps, mac6)) base.set(keyOf(c), c);
+  for (const f of families) for (const c of renderBaseChains(prefixes, f, bridged, epochs?.[f], gone?.[f])) base.set(keyOf(c), c);
   for (const c of extra) base.set(keyOf(c), c);
   return base;
+}
+
+/** The other part: the bridge-port chains and port guards over `taps`, one leaf per tap (DESIGN §6.3); independent of epochs. */
+export function driverBridgeChains(families: readonly IpVersion[], taps: readonly string[], mac6?: ReadonlyMap<string, MacCheck>): ChainDef[] {
+  return families.flatMap((f) => renderBridgeChains(f, taps, mac6));
 }
 
 /** `top` over `under`: a key of `top` hides the same key of `under`. */
