@@ -12,7 +12,10 @@
 //   - after ACTIVE, a host whose driver is gone makes its ports DOWN in
 //     Neutron (after the adapter's hold), ACTIVE again when it is back;
 //   - a rule change reaches the host in seconds although the adapter's own
-//     poll interval is 10 minutes: Neutron's change notice made it poll.
+//     poll interval is 10 minutes: Neutron's change notice made it poll;
+//   - neutron-server restarted: a block held before the restart is lifted
+//     after it (the blocks are in Neutron's database, the driver reads them
+//     back), and an ACTIVE port stays ACTIVE.
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import type { Lab } from "../lab/lab.js";
 import type { NeutronAdmin } from "../lab/neutron-process.js";
@@ -120,6 +123,23 @@ describe("the Palisade ML2 mechanism driver in the real neutron-server", () => {
     stack.startWatch("watch-2.log");
     await eventually(async () => (await portOf(held.id)).status === "ACTIVE", { what: "the held port ACTIVE", timeoutMs: 30_000, intervalMs: 100 });
   }, 90_000);
+
+  it("neutron-server restarted: a port blocked before the restart goes ACTIVE after it once its VM is plugged; an ACTIVE port stays ACTIVE", async () => {
+    const held = await newPort("vm-restart", "198.18.1.24", "hv1", [web.id]);
+    expect((await portOf(held.id))["binding:vif_type"]).toBe("bridge");
+    await new Promise((r) => setTimeout(r, 1_000));
+    expect((await portOf(held.id)).status).toBe("DOWN");
+    await stack.neutron.restart();
+    // Still held after the restart (no VM yet): the block survived it.
+    await new Promise((r) => setTimeout(r, 1_500));
+    expect((await portOf(held.id)).status).toBe("DOWN");
+    expect((await portOf(client.id)).status).toBe("ACTIVE");
+    // Nova plugs the VM: the restarted server's driver lifts the block it read back.
+    await lab.addWorkload("hv1", { name: "vm-restart", iface: `tap${held.id.slice(0, 11)}`, host: 24, mac: held.mac_address });
+    await lab.listen("vm-restart", [80]);
+    await eventually(async () => (await portOf(held.id)).status === "ACTIVE", { what: "the port blocked across the restart ACTIVE", timeoutMs: 30_000, intervalMs: 100 });
+    expect(await lab.probeTcp("client", "vm-restart", 80)).toBe("open");
+  }, 120_000);
 
   it("after ACTIVE, Palisade's status follows into Neutron: the host's driver gone, the port goes DOWN (after the adapter's hold); back, ACTIVE", async () => {
     const web1 = (await api.listAll("ports", "?device_id=vm-web")).ports[0] as Json;

@@ -34,6 +34,12 @@ export interface NeutronProcess {
   /** Neutron's log file (for failure messages). */
   logFile: string;
   stop(): Promise<void>;
+  /**
+   * Ends the server (its whole process group) and starts it again on the
+   * same port, configuration and database — what an operator's restart
+   * does; resolves once it answers again. `pid` is the new process's.
+   */
+  restart(): Promise<void>;
 }
 
 const PYTHON = "/usr/bin/python3";
@@ -153,39 +159,60 @@ adapter_url = ${opts.palisadeAdapterUrl ?? "http://127.0.0.1:9"}
 poll_interval = ${opts.palisadePollInterval ?? 0.2}
 `);
   const out = openSync(join(dir, "stdout.log"), "a");
-  // detached: its own process group, so stop() ends the workers it forks too.
-  const child: ChildProcess = spawn(PYTHON, [SERVER, "--config-file", join(dir, "neutron.conf")], {
-    cwd: dir, env, stdio: ["ignore", out, out], detached: true,
-  });
-  const pid = child.pid!;
-  let exited = false;
-  child.on("exit", () => { exited = true; });
   const url = `http://127.0.0.1:${port}`;
-  const stop = async () => {
+  let child!: ChildProcess;
+  let exited = false;
+  const launch = () => {
+    // detached: its own process group, so ending it ends the workers it forks too.
+    child = spawn(PYTHON, [SERVER, "--config-file", join(dir, "neutron.conf")], {
+      cwd: dir, env, stdio: ["ignore", out, out], detached: true,
+    });
+    exited = false;
+    const mine = child;
+    mine.on("exit", () => { if (child === mine) exited = true; });
+  };
+  const end = async () => {
     if (exited) return;
+    const pid = child.pid!;
     const gone = new Promise<void>((r) => child.once("exit", () => r()));
     try { process.kill(-pid, "SIGTERM"); } catch { /* already gone */ }
     const t = setTimeout(() => { try { process.kill(-pid, "SIGKILL"); } catch { /* gone */ } }, 5_000);
     await gone;
     clearTimeout(t);
+  };
+  const stop = async () => {
+    await end();
     // Its database, config and log go with it (failure messages quote the
     // log's tail before this); PALISADE_KEEP_NEUTRON_DIR=1 keeps them.
     if (process.env.PALISADE_KEEP_NEUTRON_DIR !== "1") rmSync(dir, { recursive: true, force: true });
   };
-  const deadline = Date.now() + 60_000;
-  for (;;) {
-    if (exited) throw new Error(`neutron-server exited while starting; log ${logFile}: ${tail(logFile)}`);
-    try {
-      const r = await fetch(`${url}/v2.0/networks?limit=1`, { signal: AbortSignal.timeout(2_000) });
-      if (r.ok) break;
-    } catch { /* not yet */ }
-    if (Date.now() > deadline) {
-      await stop();
-      throw new Error(`neutron-server did not answer within 60 s; log ${logFile}: ${tail(logFile)}`);
+  const ready = async () => {
+    const deadline = Date.now() + 60_000;
+    for (;;) {
+      if (exited) throw new Error(`neutron-server exited while starting; log ${logFile}: ${tail(logFile)}`);
+      try {
+        const r = await fetch(`${url}/v2.0/networks?limit=1`, { signal: AbortSignal.timeout(2_000) });
+        if (r.ok) return;
+      } catch { /* not yet */ }
+      if (Date.now() > deadline) {
+        await stop();
+        throw new Error(`neutron-server did not answer within 60 s; log ${logFile}: ${tail(logFile)}`);
+      }
+      await new Promise((r) => setTimeout(r, 250));
     }
-    await new Promise((r) => setTimeout(r, 250));
-  }
-  return { url, pid, dir, logFile, stop };
+  };
+  launch();
+  await ready();
+  const proc: NeutronProcess = {
+    url, pid: child.pid!, dir, logFile, stop,
+    restart: async () => {
+      await end();
+      launch();
+      proc.pid = child.pid!;
+      await ready();
+    },
+  };
+  return proc;
 }
 
 /** A consistent copy of a running server's database (SQLite's online backup) at `to`, for startNeutron({ database }). */
