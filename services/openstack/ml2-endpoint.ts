@@ -56,7 +56,7 @@ export const ML2_LIMITS = { bodyBytes: 256 * 1024, portsPerRequest: 1_000 } as c
 
 const PORT_ID_RE = /^[A-Za-z0-9_-]{1,64}$/;
 const HOST_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$/;
-const RESOURCES = new Set(["port", "security_group", "security_group_rule", "address_group", "network", "subnet"]);
+const RESOURCES = new Set(["port", "security_group", "security_group_rule", "address_group", "network", "subnet", "log"]);
 
 /**
  * One port's answer (pure): its endpoint on `host`, if the adapter has

@@ -86,6 +86,12 @@ export interface StartNeutronOptions {
    * tests' binder, polling palisade-openstack's ML2 endpoint at this URL.
    */
   palisadeAdapterUrl?: string;
+  /**
+   * Neutron's logging API: the `log` service plugin (`openstack network log
+   * …`, /v2.0/log/logs). Its security_group logs are accepted only with a
+   * log driver registered: the Palisade ML2 driver's (palisadeAdapterUrl).
+   */
+  networkLog?: boolean;
   /** The ML2 driver's [palisade] poll_interval (default 0.2 s here; the driver's own default is 0.5). */
   palisadePollInterval?: number;
   /**
@@ -120,7 +126,7 @@ bind_host = 127.0.0.1
 bind_port = ${port}
 auth_strategy = noauth
 core_plugin = ml2
-service_plugins =
+service_plugins = ${opts.networkLog ? "log" : ""}
 transport_url = fake://
 # One API worker process, no RPC workers: a 2-core test machine.
 api_workers = 1

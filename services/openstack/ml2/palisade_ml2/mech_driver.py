@@ -24,6 +24,9 @@
 #   registry         group changed, so it polls Neutron now (the adapter's
 #                    own watch stays the safety net: a lost notice only
 #                    costs its interval).
+#   log driver       (log_driver.py) makes Neutron's `log` service plugin
+#                    accept security_group logs on our ports, and sends a
+#                    notice when one is created, changed or deleted.
 #
 # Fail closed everywhere: an adapter that does not answer binds nothing and
 # lifts no block.
@@ -51,6 +54,8 @@ from neutron.db import models_v2
 from neutron.db import provisioning_blocks
 from neutron.objects import provisioning_blocks as pb_obj
 from neutron.plugins.ml2 import db as ml2_db
+
+from palisade_ml2 import log_driver
 
 LOG = logging.getLogger(__name__)
 
@@ -141,6 +146,9 @@ class PalisadeMechanismDriver(api.MechanismDriver):
         for resource in _CHANGE_RESOURCES:
             for event in _CHANGE_EVENTS:
                 registry.subscribe(self._resource_changed, resource, event)
+        # Neutron's logging API (`network log create`): a log driver so the
+        # `log` service plugin accepts security_group logs on our ports.
+        log_driver.register(self._notice)
 
     @property
     def connectivity(self):
