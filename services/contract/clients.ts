@@ -4,6 +4,7 @@ import * as grpc from "@grpc/grpc-js";
 import { RpcError, rpcErrorOf } from "./errors.js";
 import { PolicyServiceClient } from "../gen/palisade/policy/v1/policy.js";
 import { StatusServiceClient } from "../gen/palisade/status/v1/status.js";
+import { FlowServiceClient } from "../gen/palisade/flow/v1/flow.js";
 
 type Unary<Req, Res> = (req: Req, metadata: grpc.Metadata, options: Partial<grpc.CallOptions>, cb: (err: grpc.ServiceError | null, res: Res) => void) => unknown;
 
@@ -31,9 +32,11 @@ export function createClients(address: string, creds: grpc.ChannelCredentials = 
   return {
     policy: new PolicyServiceClient(address, creds, o),
     status: new StatusServiceClient(address, creds, o),
+    flows: new FlowServiceClient(address, creds, o),
     close() {
       this.policy.close();
       this.status.close();
+      this.flows.close();
     },
   };
 }

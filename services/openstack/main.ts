@@ -34,6 +34,9 @@ import { startMl2Endpoint, type Ml2View } from "./ml2-endpoint.js";
 import { createLiveView, endpointsByPortOf } from "./ml2-view.js";
 import { createPortTransitions } from "./port-transitions.js";
 import { startMetricsServer } from "../runtime/metrics-server.js";
+import { EMPTY_SELECTION, selectLogs, type LogSelection, type NeutronLog } from "./network-logs.js";
+import { startNetworkLogWriter } from "./network-log-writer.js";
+import type { NeutronPort } from "./neutron-types.js";
 import { EMPTY_OPERATOR_POLICY, OperatorPolicyError, formatOperatorIssue, parseOperatorPolicyText, type OperatorPolicy } from "./operator-policy.js";
 
 const program = controllerProgram("palisade-openstack", "OpenStack adapter: Neutron security groups and ports onto Palisade profiles and endpoints", {
@@ -184,6 +187,7 @@ program.command("watch")
   .option("--os-user-domain-name <name>", "(env OS_USER_DOMAIN_NAME, default Default)")
   .option("--os-project-domain-name <name>", "(env OS_PROJECT_DOMAIN_NAME, default Default)")
   .option("--operator-policy <file>", `${OPERATOR_POLICY_HELP}; re-read on SIGHUP (a bad file is refused and the last good policy kept)`, envDefault("PALISADE_OPENSTACK_OPERATOR_POLICY"))
+  .option("--network-log-file <file>", "Neutron's logging API (`openstack network log create`): read /v2.0/log/logs each poll and append one JSON line per flow record of a port an enabled log selects to this file ('-': stdout; reopened on SIGHUP; env PALISADE_OPENSTACK_NETWORK_LOG_FILE; DESIGN §11.13)", envDefault("PALISADE_OPENSTACK_NETWORK_LOG_FILE"))
   .option("--once", "one poll and sync, then exit (0 on success)")
   .option("--strict", "refuse a whole sync when anything cannot be translated (default: leave just that out)")
   .option("--allow-mass-delete", "apply endpoint deletions even when most of the adapter's endpoints would go (otherwise held back)")
@@ -192,7 +196,7 @@ program.command("watch")
   .option("--ml2-down-after <seconds>", "a port ACTIVE in Neutron is set DOWN/ERROR once Palisade has reported it so for this long (damps restarts; env PALISADE_OPENSTACK_ML2_DOWN_AFTER)", envDefault("PALISADE_OPENSTACK_ML2_DOWN_AFTER", "10"))
   .option("--log-level <level>", "trace, debug, info, warn, error (env PALISADE_LOG_LEVEL)", envDefault("PALISADE_LOG_LEVEL", "info"))
   .action(async (o: {
-    ml2Listen?: string; ml2DownAfter: string; operatorPolicy?: string;
+    ml2Listen?: string; ml2DownAfter: string; operatorPolicy?: string; networkLogFile?: string;
     neutronUrl: string; interval: string; resyncInterval?: string; deletionCheckInterval?: string; changeFeed: "auto" | ChangeFeed; once?: boolean; logLevel: string; strict?: boolean; allowMassDelete?: boolean; metricsListen?: string;
     osToken?: string; osAuthUrl?: string; osUsername?: string; osPassword?: string; osProjectName?: string; osUserDomainName?: string; osProjectDomainName?: string;
   }) => {
@@ -272,6 +276,46 @@ program.command("watch")
       })
       : undefined;
     if (ml2 && !/^(127\.|\[::1\]|localhost:)/.test(o.ml2Listen!)) logger.warn({ listen: o.ml2Listen }, "--ml2-listen is not a loopback address: it has no authentication");
+    // Neutron's logging API (DESIGN §11.13): the flow records of the ports
+    // enabled logs select, as JSON lines. The logs are read every poll (one
+    // small request); a failed read keeps the last good selection.
+    const networkLog = o.networkLogFile
+      ? startNetworkLogWriter({
+        flows: c.flows, file: o.networkLogFile, logger: logger.child({ component: "network-log" }),
+        onRecord: (result, n) => metrics.networkLogRecords.inc({ result }, n),
+      })
+      : undefined;
+    let neutronLogs: NeutronLog[] | undefined;
+    let logPorts: readonly NeutronPort[] = [];
+    let logSelection: LogSelection = EMPTY_SELECTION;
+    let logReadProblem = "";
+    const readNeutronLogs = async (): Promise<boolean> => {
+      try {
+        const logs = (await neutron.listLogs()) ?? [];
+        metrics.networkLogReads.inc({ result: "ok" });
+        if (logReadProblem) logger.info("network log: Neutron's logs read again");
+        else if (neutronLogs === undefined && logs.length === 0) logger.info("network log: no Neutron logs yet (or no `log` service plugin in Neutron)");
+        logReadProblem = "";
+        const changed = JSON.stringify(logs) !== JSON.stringify(neutronLogs);
+        neutronLogs = logs;
+        return changed;
+      } catch (e) {
+        metrics.networkLogReads.inc({ result: "failed" });
+        const err = e instanceof TranslateError ? e.issues.slice(0, 20).map(formatTranslateIssue).join("; ") : (e as Error).message;
+        // Logged when it changes, not every poll.
+        if (err !== logReadProblem) logger.error({ err }, "network log: cannot read Neutron's logs; the last good selection stays");
+        logReadProblem = err;
+        return false;
+      }
+    };
+    const reselect = (ports: readonly NeutronPort[] | undefined, logsChanged: boolean) => {
+      if (!networkLog || (!logsChanged && (ports === undefined || ports === logPorts))) return;
+      if (ports) logPorts = ports;
+      logSelection = selectLogs(neutronLogs ?? [], logPorts);
+      networkLog.setSelection(logSelection);
+      metrics.networkLogs.set(logSelection.enabled);
+      if (logsChanged) logger.info({ enabled: logSelection.enabled, ports: logSelection.byPort.size, ignored: logSelection.ignored }, "network log: Neutron's logs changed");
+    };
     const stop = (signal: string) => { logger.info({ signal }, "stopping"); abort.abort(); };
     process.once("SIGTERM", () => stop("SIGTERM"));
     process.once("SIGINT", () => stop("SIGINT"));
@@ -281,7 +325,7 @@ program.command("watch")
     let policyChanged = false;
     metrics.operatorPolicyProfiles.set(operatorPolicy.profiles.length);
     metrics.operatorPolicyValid.set(1);
-    process.on("SIGHUP", () => { reloadAsked = true; wake.abort(); });
+    process.on("SIGHUP", () => { reloadAsked = true; networkLog?.reopen(); wake.abort(); });
     const reloadOperatorPolicy = () => {
       reloadAsked = false;
       if (o.operatorPolicy === undefined || o.operatorPolicy === "") {
@@ -327,6 +371,7 @@ program.command("watch")
       const wait = interval * 1000;
       if (reloadAsked) reloadOperatorPolicy();
       try {
+        const logsChanged = networkLog ? await readNeutronLogs() : false;
         const poll = await watcher.poll();
         metrics.polls.inc({ kind: poll.kind });
         if (!loggedFeed) {
@@ -335,7 +380,10 @@ program.command("watch")
             : "change feed: revisions listing (Neutron refuses changed_since while filter_validation is on; idle polls list ids and revisions)");
           loggedFeed = true;
         }
-        if (poll.kind === "idle" && !policyChanged) {
+        // Built on demand: an idle poll needs no picture.
+        const input = poll.kind === "idle" && !policyChanged ? undefined : poll.input();
+        reselect(poll.kind === "idle" ? undefined : input!.ports, logsChanged);
+        if (input === undefined) {
           // Nothing changed in Neutron: nothing to translate or write.
           lastOk = Date.now();
           metrics.lastSuccess.set(Math.floor(lastOk / 1000));
@@ -344,7 +392,6 @@ program.command("watch")
           continue;
         }
         logger.debug({ kind: poll.kind, ...poll.changed }, "Neutron changed");
-        const input = poll.input();
         const result = translate({ ...input, operatorPolicy }, modeOf(o.strict));
         // Warnings repeat every poll while Neutron is unchanged: log them when they change.
         const w = JSON.stringify([result.warnings, result.leftOut]);
@@ -395,6 +442,7 @@ program.command("watch")
       await pause(wait);
     }
     await ml2?.close();
+    await networkLog?.close();
     c.close();
     await http?.close();
   });

@@ -18,6 +18,12 @@ export function createAdapterMetrics() {
     operatorPolicyValid: new Gauge({ name: "palisade_openstack_operator_policy_valid", help: "1 when the last read of the --operator-policy file was accepted, 0 when it was refused (the last good policy is in force)", registers: [registry] }),
     operatorPolicyProfiles: new Gauge({ name: "palisade_openstack_operator_policy_profiles", help: "Operator profiles in the last accepted --operator-policy file", registers: [registry] }),
     ml2Requests: new Counter({ name: "palisade_openstack_ml2_requests_total", help: "Requests to the ML2 endpoint (--ml2-listen) from the Palisade ML2 mechanism driver, by route", labelNames: ["route"], registers: [registry] }),
+    networkLogs: new Gauge({ name: "palisade_openstack_network_logs", help: "Enabled security_group logs of Neutron's logging API the --network-log-file follows (the last listing read)", registers: [registry] }),
+    networkLogReads: new Counter({ name: "palisade_openstack_network_log_reads_total", help: "Reads of Neutron's /v2.0/log/logs, by result (ok, failed: the last good selection stays)", labelNames: ["result"], registers: [registry] }),
+    networkLogRecords: new Counter({
+      name: "palisade_openstack_network_log_records_total",
+      help: "Flow records of ports a Neutron log selects, by result (written; dropped: the file's writer was behind, or the flow stream was away)", labelNames: ["result"], registers: [registry],
+    }),
     lastSuccess: new Gauge({ name: "palisade_openstack_last_success_timestamp_seconds", help: "Unix time of the last successful sync", registers: [registry] }),
   };
 }

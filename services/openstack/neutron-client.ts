@@ -43,6 +43,7 @@ import {
   parseAddressGroupsFile, parseBindings, parsePortsFile, parseRevisions, parseSecurityGroupsFile,
   type NeutronAddressGroup, type NeutronBinding, type NeutronPort, type NeutronRevision, type NeutronSecurityGroup,
 } from "./neutron-types.js";
+import { parseLogsBody, type NeutronLog } from "./network-logs.js";
 
 export type NeutronAuth =
   | { kind: "token"; token: string }
@@ -96,6 +97,8 @@ export interface NeutronClient {
   /** The objects with these ids (those that still exist), in requests of at most BY_ID_CHUNK ids. */
   getByIds(key: "ports", ids: string[]): Promise<NeutronPort[]>;
   getByIds(key: "security_groups", ids: string[]): Promise<NeutronSecurityGroup[]>;
+  /** Neutron's logging API (GET /v2.0/log/logs, DESIGN §11.13); undefined when Neutron has no `log` service plugin (404). */
+  listLogs(): Promise<NeutronLog[] | undefined>;
   /** A port's bindings (GET /v2.0/ports/{id}/bindings); undefined when the port is gone (404). */
   listBindings(portId: string): Promise<NeutronBinding[] | undefined>;
   /**
@@ -190,8 +193,9 @@ interface CachedToken {
   expiresAt: number;
 }
 
-type Collection = "security_groups" | "ports" | "address_groups" | "bindings";
+type Collection = "security_groups" | "ports" | "address_groups" | "bindings" | "logs";
 const PATHS: Record<Collection, string> = {
+  logs: "log/logs",
   security_groups: "security-groups",
   ports: "ports",
   address_groups: "address-groups",
@@ -416,6 +420,7 @@ export function createNeutronClient(o: NeutronClientOptions): NeutronClient {
       case "ports": return parsePortsFile(json);
       case "address_groups": return parseAddressGroupsFile(json);
       case "bindings": return parseBindings(json, "");
+      case "logs": return parseLogsBody(json);
     }
   }
 
@@ -442,6 +447,10 @@ export function createNeutronClient(o: NeutronClientOptions): NeutronClient {
   }
 
   return {
+    async listLogs() {
+      const items = await listAll("logs", true);
+      return items === undefined ? undefined : parseLogsBody({ logs: items });
+    },
     listSecurityGroups,
     listPorts,
     listAddressGroups,

@@ -53,6 +53,7 @@ function fakeNeutron(acceptsChangedSince: boolean) {
     listSecurityGroups: async () => request("groups", () => [...groups.values()].map(strip)) as never,
     listPorts: async () => request("ports", () => [...ports.values()].map(strip)) as never,
     listAddressGroups: async () => request("address-groups", () => undefined),
+    listLogs: async () => request("logs", () => undefined),
     listRevisions: async (key) => request(`revisions ${key}`, () => [...(key === "ports" ? ports : groups).values()].map((x) => {
       // As parseRevisions: a change feed needs every revision number.
       if (x.revision_number === undefined) throw new Error(`${key} ${x.id}: revision_number is required`);
