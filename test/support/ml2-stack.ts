@@ -35,7 +35,7 @@ export interface Ml2Stack {
  * Starts the stack. `seed` runs once Neutron is up and before the controller
  * and adapter start (what is there when the adapter's first sync runs).
  */
-export async function startMl2Stack(opts: { prefix: string; etcd: string; seed?: (api: NeutronAdmin) => Promise<void>; networkLog?: boolean; watchArgs?: string[] }): Promise<Ml2Stack> {
+export async function startMl2Stack(opts: { prefix: string; etcd: string; seed?: (api: NeutronAdmin) => Promise<void>; networkLog?: boolean; watchArgs?: (dir: string) => string[] }): Promise<Ml2Stack> {
   requireBuild();
   const dir = mkdtempSync(join(tmpdir(), "palisade-os-ml2-"));
   const addr = `unix:${join(dir, "controller.sock")}`;
@@ -81,7 +81,7 @@ export async function startMl2Stack(opts: { prefix: string; etcd: string; seed?:
     const n = neutron;
     const startWatch = (log: string) => {
       watch = execa(process.execPath, [BIN.openstack, "--insecure", "--controller", addr, "watch", "--neutron-url", n.url,
-        "--interval", "600", "--resync-interval", "600", "--deletion-check-interval", "600", "--ml2-listen", ml2Listen, "--ml2-down-after", "1", ...(opts.watchArgs ?? [])], {
+        "--interval", "600", "--resync-interval", "600", "--deletion-check-interval", "600", "--ml2-listen", ml2Listen, "--ml2-down-after", "1", ...(opts.watchArgs?.(dir) ?? [])], {
         reject: false, env: { OS_TOKEN: "noauth" }, stdout: { file: join(dir, log) }, stderr: { file: join(dir, log) },
       });
     };
