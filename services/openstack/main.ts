@@ -6,6 +6,7 @@
 //   sync --security-groups FILE --ports FILE [--address-groups FILE] [--operator-policy FILE] [--dry-run]
 //   watch --neutron-url URL [--interval SECONDS] [--resync-interval SECONDS] [--change-feed auto|changed-since|revisions]
 //         [--operator-policy FILE]  (re-read on SIGHUP; DESIGN §11.12)
+//         [--network-log-file FILE]  (Neutron's logging API; DESIGN §11.13)
 //         (token or Keystone password credentials; change-driven: watch.ts, DESIGN §11.7)
 //   status [-o table|json]
 // Exit codes: 0 success, 1 failure (one-line reason on stderr), 2 usage error.
@@ -209,6 +210,7 @@ program.command("watch")
     if (!Number.isFinite(deletionCheck) || deletionCheck < interval || deletionCheck > resync) throw new UsageError("--deletion-check-interval must be between --interval and --resync-interval");
     if (!/^https?:\/\/[^\s]+$/.test(o.neutronUrl)) throw new UsageError(`--neutron-url: expected http(s)://HOST:PORT, got '${o.neutronUrl}'`);
     if (o.ml2Listen !== undefined && !/^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}$/.test(o.ml2Listen)) throw new UsageError(`--ml2-listen: expected HOST:PORT, got '${o.ml2Listen}'`);
+    if (o.networkLogFile !== undefined && o.networkLogFile.trim() === "") throw new UsageError("--network-log-file needs a path, or '-' for stdout");
     const ml2DownAfter = Number(o.ml2DownAfter);
     if (!Number.isFinite(ml2DownAfter) || ml2DownAfter < 0 || ml2DownAfter > 3_600) throw new UsageError("--ml2-down-after must be 0-3600 seconds");
     let auth;
