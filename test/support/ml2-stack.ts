@@ -35,7 +35,7 @@ export interface Ml2Stack {
  * Starts the stack. `seed` runs once Neutron is up and before the controller
  * and adapter start (what is there when the adapter's first sync runs).
  */
-export async function startMl2Stack(opts: { prefix: string; etcd: string; seed?: (api: NeutronAdmin) => Promise<void>; networkLog?: boolean; watchArgs?: (dir: string) => string[] }): Promise<Ml2Stack> {
+export async function startMl2Stack(opts: { prefix: string; etcd: string; seed?: (api: NeutronAdmin) => Promise<void>; networkLog?: boolean; watchArgs?: (dir: string) => string[]; driverArgs?: string[] }): Promise<Ml2Stack> {
   requireBuild();
   const dir = mkdtempSync(join(tmpdir(), "palisade-os-ml2-"));
   const addr = `unix:${join(dir, "controller.sock")}`;
@@ -71,7 +71,7 @@ export async function startMl2Stack(opts: { prefix: string; etcd: string; seed?:
     controller = startControllerProcess({ etcd: opts.etcd, listen: `127.0.0.1:0,${addr}`, prefix: `/${opts.prefix}ml2`, logFile: join(dir, "controller.log") });
     await eventually(async () => (await palisadectl(addr, ["status"])).code === 0, { what: "controller up" });
     const startDriver = (log: string) => {
-      driver = l.spawnIn(l.hypervisors.get("hv1")!.ns, process.execPath, [BIN.driver, "--insecure", "--controller", addr, "--hostname", "hv1"], { logFile: join(dir, log) });
+      driver = l.spawnIn(l.hypervisors.get("hv1")!.ns, process.execPath, [BIN.driver, "--insecure", "--controller", addr, "--hostname", "hv1", ...(opts.driverArgs ?? [])], { logFile: join(dir, log) });
     };
     startDriver("driver-hv1.log");
     await eventually(async () => {
