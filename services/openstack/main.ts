@@ -291,27 +291,30 @@ program.command("watch")
     let logPorts: readonly NeutronPort[] = [];
     let logSelection: LogSelection = EMPTY_SELECTION;
     let logReadProblem = "";
-    const readNeutronLogs = async (): Promise<boolean> => {
+    // Set when a read found the logs changed, cleared once the selection is
+    // recomputed: a poll that fails after the read must not lose the change.
+    let logsDirty = false;
+    const readNeutronLogs = async (): Promise<void> => {
       try {
         const logs = (await neutron.listLogs()) ?? [];
         metrics.networkLogReads.inc({ result: "ok" });
         if (logReadProblem) logger.info("network log: Neutron's logs read again");
         else if (neutronLogs === undefined && logs.length === 0) logger.info("network log: no Neutron logs yet (or no `log` service plugin in Neutron)");
         logReadProblem = "";
-        const changed = JSON.stringify(logs) !== JSON.stringify(neutronLogs);
+        if (JSON.stringify(logs) !== JSON.stringify(neutronLogs)) logsDirty = true;
         neutronLogs = logs;
-        return changed;
       } catch (e) {
         metrics.networkLogReads.inc({ result: "failed" });
         const err = e instanceof TranslateError ? e.issues.slice(0, 20).map(formatTranslateIssue).join("; ") : (e as Error).message;
         // Logged when it changes, not every poll.
         if (err !== logReadProblem) logger.error({ err }, "network log: cannot read Neutron's logs; the last good selection stays");
         logReadProblem = err;
-        return false;
       }
     };
-    const reselect = (ports: readonly NeutronPort[] | undefined, logsChanged: boolean) => {
+    const reselect = (ports: readonly NeutronPort[] | undefined) => {
+      const logsChanged = logsDirty;
       if (!networkLog || (!logsChanged && (ports === undefined || ports === logPorts))) return;
+      logsDirty = false;
       if (ports) logPorts = ports;
       logSelection = selectLogs(neutronLogs ?? [], logPorts);
       networkLog.setSelection(logSelection);
@@ -373,7 +376,7 @@ program.command("watch")
       const wait = interval * 1000;
       if (reloadAsked) reloadOperatorPolicy();
       try {
-        const logsChanged = networkLog ? await readNeutronLogs() : false;
+        if (networkLog) await readNeutronLogs();
         const poll = await watcher.poll();
         metrics.polls.inc({ kind: poll.kind });
         if (!loggedFeed) {
@@ -384,7 +387,7 @@ program.command("watch")
         }
         // Built on demand: an idle poll needs no picture.
         const input = poll.kind === "idle" && !policyChanged ? undefined : poll.input();
-        reselect(poll.kind === "idle" ? undefined : input!.ports, logsChanged);
+        reselect(poll.kind === "idle" ? undefined : input!.ports);
         if (input === undefined) {
           // Nothing changed in Neutron: nothing to translate or write.
           lastOk = Date.now();
