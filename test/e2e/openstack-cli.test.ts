@@ -20,8 +20,8 @@
 // X-Project-Id admin in project `fake_project_id`, which every object made
 // here belongs to (`--project` would need Keystone to look the name up).
 //
-// Not here (not built yet, issue #22 items 3-4): an operator deny beating a
-// tenant allow; `openstack network log create`.
+// Not here: an operator deny beating a tenant allow (openstack-operator.test.ts,
+// through the API); `openstack network log create` (openstack-network-log.test.ts).
 import { execa } from "execa";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
