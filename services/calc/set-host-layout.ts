@@ -208,9 +208,9 @@ export class SetHostLayout implements HostLayout {
   private renderedPositions = 0;
   /** Keys of the MAC chains, as last rendered. */
   private macKeys = new Set<string>();
-  /** Node set -> the leaf sets below it when its members were last derived (deriveNodeSets), per tree. */
-  private readonly positionNodeMemo = new Map<number, Map<string, string>>();
-  private readonly macNodeMemo = new Map<string, string>();
+  /** What deriveNodeSets last derived, per tree (each position's, the MAC scope tree). */
+  private readonly positionNodeMemo = new Map<number, NodeMemo>();
+  private readonly macNodeMemo: NodeMemo = { nodes: new Map(), leaves: new Set() };
 
   /**
    * Creates the host's sets and chains of a host without endpoints, emitting
@@ -509,7 +509,7 @@ export class SetHostLayout implements HostLayout {
     if (macs) {
       const checks = { networks: [...this.networks.keys()], v4Leaves: this.v4Leaves, v6: this.v6Checks };
       const { tree, leafSet } = macScopeTree(checks);
-      this.deriveNodeSets(tree, (key) => [leafSet.get(key)!], (prefix) => macScopeNodeSet(prefix), /^pal4imn[-_]/, this.macNodeMemo);
+      this.deriveNodeSets(tree, (key) => [leafSet.get(key)!], (prefix) => macScopeNodeSet(prefix), this.macNodeMemo);
       const keys = new Set<string>();
       for (const family of FAMILIES) {
         for (const c of renderMacChains(checks, family, this.cfg)) {
@@ -534,8 +534,8 @@ export class SetHostLayout implements HostLayout {
     const tree = prefixTree(keys);
     const missing = (pos?.missing ?? 0) > 0;
     let memo = this.positionNodeMemo.get(k);
-    if (!memo) this.positionNodeMemo.set(k, (memo = new Map()));
-    this.deriveNodeSets(tree, (key) => FAMILIES.map((f) => positionSet(k, key, f)), (prefix, leafSet) => positionNodeSet(k, prefix, this.local.get(leafSet)!.family), new RegExp(`^pal[46]ipn${k}-`), memo);
+    if (!memo) this.positionNodeMemo.set(k, (memo = { nodes: new Map(), leaves: new Set() }));
+    this.deriveNodeSets(tree, (key) => FAMILIES.map((f) => positionSet(k, key, f)), (prefix, leafSet) => positionNodeSet(k, prefix, this.local.get(leafSet)!.family), memo);
     const before = this.rendered.get(k);
     const gone = before ? [...before.tree.nodes.keys()].filter((prefix) => !pos || !tree.nodes.has(prefix)) : [];
     if (pos) {
@@ -569,10 +569,16 @@ export class SetHostLayout implements HostLayout {
    * leaf sets below them, and which node sets lie above each leaf set (so
    * member changes reach them). Leaves never share a member (one interface,
    * one endpoint): plain unions.
+   *
+   * Cost follows the tree, not the host: what is no longer wanted is found
+   * in the tree's own memo (its node sets, the leaf sets it gave `above`
+   * entries), never by scanning every set of the host (a host's other
+   * positions and MAC sets are not this tree's business).
    */
-  private deriveNodeSets(tree: PrefixTree, leafSets: (leaf: string) => string[], nodeSetOf: (prefix: string, leafSet: string) => string, nodeRe: RegExp, memo: Map<string, string>): void {
+  private deriveNodeSets(tree: PrefixTree, leafSets: (leaf: string) => string[], nodeSetOf: (prefix: string, leafSet: string) => string, memo: NodeMemo): void {
     // Node set -> the leaf sets below it, in tree order.
     const below = new Map<string, { family: IpVersion; leaves: string[] }>();
+    const leaves = new Set<string>();
     for (const [leaf, path] of tree.paths) {
       for (const ls of leafSets(leaf)) {
         const leafLocal = this.local.get(ls);
@@ -580,7 +586,10 @@ export class SetHostLayout implements HostLayout {
         const nodes = path.map((prefix) => nodeSetOf(prefix, ls));
         const was = this.above.get(ls);
         if (!nodes.length) this.above.delete(ls);
-        else if (!was || was.length !== nodes.length || was.some((n, i) => n !== nodes[i])) this.above.set(ls, nodes);
+        else {
+          leaves.add(ls);
+          if (!was || was.length !== nodes.length || was.some((n, i) => n !== nodes[i])) this.above.set(ls, nodes);
+        }
         for (const n of nodes) {
           let b = below.get(n);
           if (!b) below.set(n, (b = { family: leafLocal.family, leaves: [] }));
@@ -592,17 +601,30 @@ export class SetHostLayout implements HostLayout {
       // The same leaves as when derived: member changes since reached it
       // through `above` (localChange), so it is current.
       const sig = b.leaves.join(" ");
-      if (memo.get(n) === sig && this.local.has(n)) continue;
+      if (memo.nodes.get(n) === sig && this.local.has(n)) continue;
       const members = new Set<string>();
       for (const ls of b.leaves) for (const m of this.local.get(ls)!.members) members.add(m);
       const have = this.local.get(n);
       if (!have || have.members.size !== members.size || [...members].some((m) => !have.members.has(m))) this.createLocal(n, b.family, [...members]);
-      memo.set(n, sig);
+      memo.nodes.set(n, sig);
     }
-    for (const n of [...this.local.keys()]) {
-      if (nodeRe.test(n) && !below.has(n)) { this.removeLocal(n); memo.delete(n); }
+    for (const n of memo.nodes.keys()) {
+      if (!below.has(n)) { this.removeLocal(n); memo.nodes.delete(n); }
     }
-    for (const [ls, nodes] of [...this.above]) if (nodes.some((n) => nodeRe.test(n) && !below.has(n))) this.above.delete(ls);
+    // A leaf set this tree no longer places keeps no path to node sets that are gone.
+    for (const ls of memo.leaves) {
+      if (leaves.has(ls)) continue;
+      const nodes = this.above.get(ls);
+      if (nodes?.some((n) => !below.has(n))) this.above.delete(ls);
+      else if (nodes) leaves.add(ls);
+    }
+    memo.leaves = leaves;
   }
 
+}
+
+/** What deriveNodeSets derived for one tree: node set -> its leaf sets' signature; the leaf sets given `above` entries. */
+interface NodeMemo {
+  nodes: Map<string, string>;
+  leaves: Set<string>;
 }
