@@ -68,6 +68,8 @@ const RESOURCES = new Set<string>(CHANGE_RESOURCES);
  * - `{"changes": [{"resource", "id", "group"?}, …], "overflow"?: bool}`: at
  *   most ML2_LIMITS.changesPerRequest changes; a rule's change must name its
  *   group (`group`, the security_group_id), no other may.
+ *   Top-level `resource` and `id` beside `changes` are ignored (the driver
+ *   adds its first change's, for an adapter older than this format).
  * - `{"resource", "id"}` (the driver's first format: one notice stood for
  *   many changes): `unknown`, the watch polls its change feed.
  */

@@ -19,6 +19,9 @@ describe("parseChangeNotice: a notice is checked whole", () => {
     };
     expect(parseChangeNotice(body)).toEqual({ changes: body.changes, overflow: true, unknown: false });
     expect(parseChangeNotice({ changes: [] })).toEqual({ changes: [], overflow: false, unknown: false });
+    // The driver repeats its first change at the top level for an older adapter: ignored here.
+    expect(parseChangeNotice({ changes: [{ resource: "port", id: ID(1) }], overflow: false, resource: "port", id: ID(1) }))
+      .toEqual({ changes: [{ resource: "port", id: ID(1) }], overflow: false, unknown: false });
   });
 
   it("accepts the first format ({resource, id}) as 'something changed' (the feed's poll)", () => {

@@ -522,9 +522,15 @@ class PalisadeMechanismDriver(api.MechanismDriver):
                     if group:
                         c["group"] = group
                     changes.append(c)
+                body = {"changes": changes, "overflow": overflow}
+                if changes:
+                    # An adapter older than the batch format reads these
+                    # two alone (as "something changed"); a newer one
+                    # ignores them.
+                    body["resource"] = changes[0]["resource"]
+                    body["id"] = changes[0]["id"]
                 try:
-                    self._call("POST", "/v1/changes",
-                               {"changes": changes, "overflow": overflow})
+                    self._call("POST", "/v1/changes", body)
                 except AdapterUnavailable as e:
                     # Not lost: the next notice says "overflow", so the
                     # adapter lists everything (and a restarted adapter
