@@ -16,7 +16,8 @@
 //   each size) under Neutron's default configuration (filter_validation =
 //   true) with the Palisade ML2 mechanism driver loaded, the watch with
 //   --ml2-listen and --interval 60: a change enforced sooner than that was
-//   made by Neutron's change notice. The same samples, timed from the API
+//   made by Neutron's change notice (which names what changed: the poll it
+//   wakes fetches those objects by id; reads per change are reported). The same samples, timed from the API
 //   call's return, against the 500 ms p99 target (reported, not
 //   asserted); and the idle cost at both sizes: polls, requests to Neutron
 //   and from neutron-server's pollers, CPU of the adapter and neutron-server.
