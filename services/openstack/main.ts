@@ -34,6 +34,7 @@ import { createWatcher, type ChangeFeed } from "./watch.js";
 import { startMl2Endpoint, type Ml2View } from "./ml2-endpoint.js";
 import { createLiveView, endpointsByPortOf } from "./ml2-view.js";
 import { createPortTransitions } from "./port-transitions.js";
+import { createPendingChanges } from "./pending-changes.js";
 import { startMetricsServer } from "../runtime/metrics-server.js";
 import { EMPTY_SELECTION, selectLogs, type LogSelection, type NeutronLog } from "./network-logs.js";
 import { startNetworkLogWriter } from "./network-log-writer.js";
@@ -238,15 +239,26 @@ program.command("watch")
         ready: async () => (lastOk ? { ok: true, detail: `last sync ${new Date(lastOk).toISOString()}` } : { ok: false, detail: "no successful sync yet" }),
       })
       : undefined;
-    // Neutron's ML2 driver says a change was committed: the next poll is now
-    // (coalesced: one wake-up however many notices; at most one nudged poll
-    // start per 100 ms). The interval stays the safety net for lost notices.
+    // Neutron's ML2 driver says what was committed: the next poll is now and
+    // fetches those objects by id (pending-changes.ts: coalesced and bounded;
+    // one wake-up however many notices; at most one nudged poll start per
+    // 100 ms). The interval's change feed and the resync's full listing stay
+    // the safety net for lost notices.
+    const pending = createPendingChanges();
     let nudged = false;
     let wake = new AbortController();
     // One listener for the whole run (AbortSignal.any per pause would leave
     // one behind on the long-lived shutdown signal each time).
     abort.signal.addEventListener("abort", () => wake.abort(), { once: true });
-    const nudge = () => { nudged = true; metrics.nudges.inc(); wake.abort(); };
+    const nudge = (n: { changes: Parameters<typeof pending.add>[0]; overflow: boolean; unknown: boolean }) => {
+      pending.add(n.changes, n.overflow);
+      if (n.unknown) pending.addUnknown();
+      nudged = true;
+      metrics.nudges.inc();
+      metrics.noticedChanges.inc(n.changes.length);
+      if (n.overflow) metrics.noticeOverflows.inc();
+      wake.abort();
+    };
     // Port id -> its Neutron revision_number as of the last successful sync:
     // a port is reported programmed only once that revision is synced.
     let syncedRevisions = new Map<string, number>();
@@ -375,9 +387,18 @@ program.command("watch")
       if (wake.signal.aborted && !abort.signal.aborted) wake = new AbortController();
       const wait = interval * 1000;
       if (reloadAsked) reloadOperatorPolicy();
+      // Taken whole: if this poll fails, the next one is a full listing, which covers them.
+      const batch = pending.take();
+      const readsBefore = neutron.stats().reads;
       try {
         if (networkLog) await readNeutronLogs();
-        const poll = await watcher.poll();
+        let poll;
+        try {
+          poll = await watcher.poll(batch);
+        } finally {
+          const r = neutron.stats().reads;
+          for (const k of ["list", "by_id", "bindings"] as const) if (r[k] > readsBefore[k]) metrics.pollReads.inc({ read: k }, r[k] - readsBefore[k]);
+        }
         metrics.polls.inc({ kind: poll.kind });
         if (!loggedFeed) {
           logger.info({ feed: poll.feed }, poll.feed === "changed-since"
@@ -396,7 +417,7 @@ program.command("watch")
           await pause(wait);
           continue;
         }
-        logger.debug({ kind: poll.kind, ...poll.changed }, "Neutron changed");
+        logger.debug({ kind: poll.kind, via: poll.via, ...poll.changed }, "Neutron changed");
         const result = translate({ ...input, operatorPolicy }, modeOf(o.strict));
         // Warnings repeat every poll while Neutron is unchanged: log them when they change.
         const w = JSON.stringify([result.warnings, result.leftOut]);

@@ -8,8 +8,11 @@
 //                              port's status in Neutron's words and whether
 //                              its policy is in force on that host
 //                              (the provisioning block is lifted only then)
-//   POST /v1/changes           {"resource","id"}: Neutron committed a change;
-//                              the watch polls now instead of at its interval
+//   POST /v1/changes           {"changes":[{"resource","id"[,"group"]}],"overflow"}:
+//                              what Neutron committed; the watch fetches those
+//                              objects by id now (pending-changes.ts). The old
+//                              {"resource","id"} (one notice standing for many)
+//                              makes it poll its change feed now
 //   GET  /v1/ports/transitions?epoch=E&after=N
 //                              port status changes since N (port-transitions.ts):
 //                              DOWN / ERROR after a port was ACTIVE, and back
@@ -30,6 +33,7 @@ import { endpointKeyString, type Endpoint } from "../model/index.js";
 import { splitHostPort } from "../runtime/metrics-server.js";
 import { portStatus, type NeutronPortStatus } from "./port-status.js";
 import type { PortTransitions } from "./port-transitions.js";
+import { CHANGE_RESOURCES, type Change, type ChangeResource } from "./pending-changes.js";
 
 /** What the answers are computed from: a point-in-time view of Palisade. */
 export interface Ml2View {
@@ -52,11 +56,56 @@ export interface PortAnswer {
   detail: string;
 }
 
-export const ML2_LIMITS = { bodyBytes: 256 * 1024, portsPerRequest: 1_000 } as const;
+export const ML2_LIMITS = { bodyBytes: 256 * 1024, portsPerRequest: 1_000, changesPerRequest: 1_000 } as const;
 
 const PORT_ID_RE = /^[A-Za-z0-9_-]{1,64}$/;
 const HOST_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$/;
-const RESOURCES = new Set(["port", "security_group", "security_group_rule", "address_group", "network", "subnet", "log"]);
+const RESOURCES = new Set<string>(CHANGE_RESOURCES);
+
+/**
+ * A change notice (POST /v1/changes), parsed and checked whole: any problem
+ * refuses it all (an Error naming the field), so a bad body changes nothing.
+ * - `{"changes": [{"resource", "id", "group"?}, …], "overflow"?: bool}`: at
+ *   most ML2_LIMITS.changesPerRequest changes; a rule's change must name its
+ *   group (`group`, the security_group_id), no other may.
+ *   Top-level `resource` and `id` beside `changes` are ignored (the driver
+ *   adds its first change's, for an adapter older than this format).
+ * - `{"resource", "id"}` (the driver's first format: one notice stood for
+ *   many changes): `unknown`, the watch polls its change feed.
+ */
+export function parseChangeNotice(body: unknown): { changes: Change[]; overflow: boolean; unknown: boolean } {
+  if (typeof body !== "object" || body === null || Array.isArray(body)) throw new Error(`expected {"changes": [{"resource": …, "id": …}], "overflow": false}`);
+  const b = body as Record<string, unknown>;
+  const resource = (v: unknown, at: string): ChangeResource => {
+    if (typeof v !== "string" || !RESOURCES.has(v)) throw new Error(`${at}resource: one of ${[...RESOURCES].join(", ")}`);
+    return v as ChangeResource;
+  };
+  const id = (v: unknown, at: string): string => {
+    if (typeof v !== "string" || !PORT_ID_RE.test(v)) throw new Error(`${at}: not a Neutron id`);
+    return v;
+  };
+  if (b.changes === undefined) {
+    // The first format.
+    if (b.resource === undefined) throw new Error(`expected {"changes": [{"resource": …, "id": …}], "overflow": false}`);
+    resource(b.resource, "");
+    id(b.id, "id");
+    return { changes: [], overflow: false, unknown: true };
+  }
+  if (!Array.isArray(b.changes)) throw new Error("changes: not a list");
+  if (b.changes.length > ML2_LIMITS.changesPerRequest) throw new Error(`changes: ${b.changes.length} changes, at most ${ML2_LIMITS.changesPerRequest} per notice (more: send "overflow": true)`);
+  if (b.overflow !== undefined && typeof b.overflow !== "boolean") throw new Error("overflow: not true or false");
+  const changes = b.changes.map((c: unknown, i): Change => {
+    const at = `changes[${i}].`;
+    if (typeof c !== "object" || c === null || Array.isArray(c)) throw new Error(`changes[${i}]: expected {"resource": …, "id": …}`);
+    const x = c as Record<string, unknown>;
+    const r = resource(x.resource, at);
+    const out: Change = { resource: r, id: id(x.id, `${at}id`) };
+    if (r === "security_group_rule") out.group = id(x.group, `${at}group (a rule's security_group_id)`);
+    else if (x.group !== undefined) throw new Error(`${at}group: only a security_group_rule names its group`);
+    return out;
+  });
+  return { changes, overflow: b.overflow === true, unknown: false };
+}
 
 /**
  * One port's answer (pure): its endpoint on `host`, if the adapter has
@@ -126,8 +175,8 @@ export interface Ml2EndpointOptions {
   listen: string;
   /** Reads Palisade now (the endpoint caches it). */
   read: () => Promise<Ml2View>;
-  /** Neutron committed a change: poll it now. */
-  nudge: (change: { resource: string; id: string }) => void;
+  /** Neutron committed these changes: fetch them now (`unknown`: something changed, poll the change feed). */
+  nudge: (notice: { changes: Change[]; overflow: boolean; unknown: boolean }) => void;
   /**
    * Which revision of each port the adapter has synced, as of now (the
    * watch swaps its map after each sync). Taken when a read of Palisade
@@ -198,10 +247,14 @@ export async function startMl2Endpoint(o: Ml2EndpointOptions): Promise<Ml2Endpoi
     }
     if (path === "/v1/changes") {
       if (req.method !== "POST") throw new HttpError(405, "POST only");
-      const b = (await readJson(req)) as { resource?: unknown; id?: unknown } | null;
-      if (typeof b?.resource !== "string" || !RESOURCES.has(b.resource)) throw new HttpError(400, `resource: one of ${[...RESOURCES].join(", ")}`);
-      if (typeof b.id !== "string" || !PORT_ID_RE.test(b.id)) throw new HttpError(400, "id: not a Neutron id");
-      o.nudge({ resource: b.resource, id: b.id });
+      let notice;
+      try {
+        notice = parseChangeNotice(await readJson(req));
+      } catch (e) {
+        if (e instanceof HttpError) throw e;
+        throw new HttpError(400, (e as Error).message);
+      }
+      o.nudge(notice);
       send(res, 202, { accepted: true });
       return;
     }

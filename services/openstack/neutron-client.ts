@@ -36,7 +36,9 @@
 // - The change feeds of `watch` (watch.ts, DESIGN §11.7) use the same
 //   listing with a query: `fields=id&fields=revision_number` (revisions),
 //   `changed_since=` (needs filter_validation = false), `id=…` (what
-//   changed, BY_ID_CHUNK ids per request); and GET /ports/{id}/bindings.
+//   changed, or what the ML2 driver's notices name: BY_ID_CHUNK ids per
+//   request, an id missing from the answer is deleted); and
+//   GET /ports/{id}/bindings.
 //   Neutron's clock is read from its Date header: a changed_since cursor
 //   must not depend on ours.
 import {
@@ -82,6 +84,7 @@ export interface NeutronSnapshot {
 }
 
 export type ChangeCollection = "ports" | "security_groups";
+export type ReadKind = "list" | "by_id" | "bindings";
 
 export interface NeutronClient {
   snapshot(): Promise<NeutronSnapshot>;
@@ -97,6 +100,7 @@ export interface NeutronClient {
   /** The objects with these ids (those that still exist), in requests of at most BY_ID_CHUNK ids. */
   getByIds(key: "ports", ids: string[]): Promise<NeutronPort[]>;
   getByIds(key: "security_groups", ids: string[]): Promise<NeutronSecurityGroup[]>;
+  getByIds(key: "address_groups", ids: string[]): Promise<NeutronAddressGroup[]>;
   /** Neutron's logging API (GET /v2.0/log/logs, DESIGN §11.13); undefined when Neutron has no `log` service plugin (404). */
   listLogs(): Promise<NeutronLog[] | undefined>;
   /** A port's bindings (GET /v2.0/ports/{id}/bindings); undefined when the port is gone (404). */
@@ -108,8 +112,13 @@ export interface NeutronClient {
   supportsChangedSince(): Promise<boolean>;
   /** Neutron's clock (its last Date header, ms since the epoch); undefined before the first answer. */
   serverTime(): number | undefined;
-  /** Requests made and response bytes read so far (the bench's cost measure). */
-  stats(): { requests: number; bytes: number };
+  /**
+   * Requests made and response bytes read so far (the bench's cost measure),
+   * and Neutron's reads by kind: `list` (a page of a collection listing:
+   * everything, revisions, changed_since), `by_id` (a request for named
+   * objects, `?id=…`), `bindings` (one port's bindings).
+   */
+  stats(): { requests: number; bytes: number; reads: Record<ReadKind, number> };
 }
 
 /** Any failure talking to Neutron or Keystone. One line; never holds the password or a token. */
@@ -241,6 +250,7 @@ export function createNeutronClient(o: NeutronClientOptions): NeutronClient {
   };
 
   const counters = { requests: 0, bytes: 0 };
+  const reads: Record<ReadKind, number> = { list: 0, by_id: 0, bindings: 0 };
   let lastServerDate: number | undefined;
 
   /** One HTTP exchange with the timeout on headers and body; network failures become NeutronApiError. */
@@ -360,12 +370,13 @@ export function createNeutronClient(o: NeutronClientOptions): NeutronClient {
   }
 
   /** All pages of one collection, concatenated; undefined when the first page is a 404 and that is allowed. */
-  async function listAll(key: Collection, allow404: boolean, query = "", path = PATHS[key]): Promise<unknown[] | undefined> {
+  async function listAll(key: Collection, allow404: boolean, query = "", kind: ReadKind = "list", path = PATHS[key]): Promise<unknown[] | undefined> {
     const collectionUrl = `${base}/${path}`;
     let url = `${collectionUrl}?limit=${pageSize}${query}`;
     const seen = new Set<string>([url]);
     const items: unknown[] = [];
     for (let page = 1; ; page++) {
+      reads[kind]++;
       const json = await getJson(url, allow404 && page === 1);
       if (json === undefined) return undefined;
       const list = isObject(json) ? json[key] : undefined;
@@ -434,14 +445,16 @@ export function createNeutronClient(o: NeutronClientOptions): NeutronClient {
   };
 
   const FINGERPRINT = "&fields=id&fields=revision_number";
-  const parseList = (key: ChangeCollection, items: unknown[] | undefined): unknown[] =>
-    key === "ports" ? validate("ports", { ports: items }) : validate("security_groups", { security_groups: items });
+  const parseList = (key: ChangeCollection | "address_groups", items: unknown[] | undefined): unknown[] =>
+    key === "ports" ? validate("ports", { ports: items })
+      : key === "security_groups" ? validate("security_groups", { security_groups: items })
+        : validate("address_groups", { address_groups: items });
 
-  async function getByIds(key: ChangeCollection, ids: string[]): Promise<unknown[]> {
+  async function getByIds(key: ChangeCollection | "address_groups", ids: string[]): Promise<unknown[]> {
     const out: unknown[] = [];
     for (let i = 0; i < ids.length; i += BY_ID_CHUNK) {
       const q = ids.slice(i, i + BY_ID_CHUNK).map((id) => `&id=${encodeURIComponent(id)}`).join("");
-      out.push(...parseList(key, await listAll(key, false, q)));
+      out.push(...parseList(key, await listAll(key, false, q, "by_id")));
     }
     return out;
   }
@@ -469,6 +482,7 @@ export function createNeutronClient(o: NeutronClientOptions): NeutronClient {
       const seen = new Set<string>([url]);
       const byHost = new Map<string, unknown>();
       for (let page = 1; page <= 20; page++) {
+        reads.bindings++;
         const json = await getJson(url, page === 1);
         if (json === undefined) return undefined;
         if (!isObject(json) || !Array.isArray(json.bindings)) return parseBindings(json, portId); // says what is wrong with it
@@ -489,6 +503,7 @@ export function createNeutronClient(o: NeutronClientOptions): NeutronClient {
       // A time in the future of any port: the answer is empty when accepted.
       const url = `${base}/ports?limit=1&fields=id&changed_since=${encodeURIComponent(neutronTime(Date.now() + 86_400_000))}`;
       try {
+        reads.list++;
         await getJson(url, false);
         return true;
       } catch (e) {
@@ -497,7 +512,7 @@ export function createNeutronClient(o: NeutronClientOptions): NeutronClient {
       }
     },
     serverTime: () => lastServerDate,
-    stats: () => ({ ...counters }),
+    stats: () => ({ ...counters, reads: { ...reads } }),
     async snapshot(): Promise<NeutronSnapshot> {
       // Order matters; see the header comment.
       const ports = await listPorts();

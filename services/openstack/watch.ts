@@ -34,6 +34,18 @@
 //
 // Address groups are few and have no changed_since: listed whole every poll.
 //
+// By id (DESIGN §11.11, "Change notices"): when the ML2 mechanism driver's
+// notices name what changed (pending-changes.ts), a poll fetches only those
+// objects (`?id=…`, BY_ID_CHUNK per request; a rule's notice names its
+// group, which holds its rules) and lists nothing: its cost is the change's,
+// not the cloud's. An id missing from the answer was deleted. A new port
+// that has a held port's address on its network re-reads that port too (it
+// may be the deleted port whose notice has not arrived). An object is taken
+// only when its revision_number is newer than the one held (`newer`), so a
+// by-id read never puts an older state back over a newer one. The change
+// feed (at --interval) and the full listing (at --resync-interval, after a
+// failure, or when notices overflowed) stay the safety net.
+//
 // Port bindings (DESIGN §11.6): GET /ports/{id}/bindings is one request per
 // port, so it is read only for a port whose revision changed while watched
 // (a binding created, activated or deleted bumps it), or whose
@@ -43,6 +55,7 @@
 import type { ChangeCollection, NeutronClient } from "./neutron-client.js";
 import { neutronTime } from "./neutron-client.js";
 import type { NeutronAddressGroup, NeutronBinding, NeutronPort, NeutronSecurityGroup } from "./neutron-types.js";
+import type { PendingBatch } from "./pending-changes.js";
 import type { TranslateInput } from "./translate.js";
 
 export type ChangeFeed = "changed-since" | "revisions";
@@ -65,6 +78,8 @@ export interface WatcherOptions {
 export interface PollResult {
   /** full: everything was read; changes: something changed; idle: nothing did. */
   kind: "full" | "changes" | "idle";
+  /** How changes were looked for: the whole listing, the change feed, or the ids the ML2 driver's notices named. */
+  via: "full" | "feed" | "by-id";
   feed: ChangeFeed;
   /** The whole current picture, for translate() (built on demand: an idle poll does not need it). */
   input(): TranslateInput;
@@ -80,6 +95,22 @@ type Held<T> = Map<string, T>;
  */
 export function revisionMoved(held: number | undefined, now: number | undefined): boolean {
   return held === undefined || now === undefined || held !== now;
+}
+
+/**
+ * Whether an object read by id should replace the one held: only a newer
+ * revision (an older one is a read that raced a newer write already held).
+ * Without a revision number on either side nothing says it is not newer: yes.
+ */
+export function newer(held: number | undefined, read: number | undefined): boolean {
+  return held === undefined || read === undefined || read > held;
+}
+
+const byId = <T extends { id: string }>(a: T, b: T) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
+
+/** A port's fixed IPs on its network (`network|ip`), for finding a port whose address a new one took. */
+function addressKeys(p: NeutronPort): string[] {
+  return (p.fixed_ips ?? []).flatMap((f) => (f.ip_address ? [`${p.network_id ?? ""}|${f.ip_address}`] : []));
 }
 
 function migratingTo(p: NeutronPort): string | undefined {
@@ -148,7 +179,7 @@ export function createWatcher(o: WatcherOptions) {
 
   async function readAddressGroups(): Promise<boolean> {
     const ag = await neutron.listAddressGroups();
-    const json = JSON.stringify(ag === undefined ? null : [...ag].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0)));
+    const json = JSON.stringify(ag === undefined ? null : [...ag].sort(byId));
     const changed = json !== addressGroupsJson;
     addressGroups = ag;
     addressGroupsJson = json;
@@ -165,7 +196,7 @@ export function createWatcher(o: WatcherOptions) {
     ports = new Map(snap.ports.map((p) => [p.id, p]));
     groups = new Map(snap.securityGroups.map((g) => [g.id, g]));
     addressGroups = snap.addressGroups;
-    addressGroupsJson = JSON.stringify(snap.addressGroups === undefined ? null : [...snap.addressGroups].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0)));
+    addressGroupsJson = JSON.stringify(snap.addressGroups === undefined ? null : [...snap.addressGroups].sort(byId));
     for (const id of [...bindings.keys()]) if (!ports.has(id)) bindings.delete(id);
     // Everything from the start of the listing on is asked for again: the
     // binding reads above took time too, and a change committed while they
@@ -174,7 +205,7 @@ export function createWatcher(o: WatcherOptions) {
     lastFull = lastIdCheck = now();
     mustList = false;
     return {
-      kind: "full", feed, input,
+      kind: "full", via: "full", feed, input,
       changed: { ports: snap.ports.length, deletedPorts: 0, groups: snap.securityGroups.length, deletedGroups: 0, addressGroups: true, bindingReads },
     };
   }
@@ -261,15 +292,83 @@ export function createWatcher(o: WatcherOptions) {
     for (const id of deletedGroups) groups.delete(id);
     const any = changedPorts.length + deletedPorts.length + changedGroups.length + deletedGroups.length > 0 || agChanged;
     return {
-      kind: any ? "changes" : "idle", feed: feed!, input,
+      kind: any ? "changes" : "idle", via: "feed", feed: feed!, input,
+      changed: { ports: changedPorts.length, deletedPorts: deletedPorts.length, groups: changedGroups.length, deletedGroups: deletedGroups.length, addressGroups: agChanged, bindingReads },
+    };
+  }
+
+  /**
+   * The objects the notices named, fetched by id: taken when newer than what
+   * is held, dropped when Neutron no longer has them. Nothing is listed.
+   */
+  async function fetchByIds(b: PendingBatch): Promise<PollResult> {
+    const held = ports!;
+    const askedPorts = [...b.ports];
+    const got = askedPorts.length ? await neutron.getByIds("ports", askedPorts) : [];
+    // A new port may have taken the address of a deleted port whose own
+    // notice is still on its way (another neutron-server worker sent it):
+    // read the held ports with its address on its network again.
+    const taken = new Set(got.filter((p) => !held.has(p.id)).flatMap(addressKeys));
+    const asked = new Set(askedPorts);
+    const recheck = taken.size ? [...held.values()].filter((p) => !asked.has(p.id) && addressKeys(p).some((k) => taken.has(k))).map((p) => p.id) : [];
+    if (recheck.length) got.push(...await neutron.getByIds("ports", recheck));
+    const gotPorts = new Set(got.map((p) => p.id));
+    const deletedPorts = [...askedPorts, ...recheck].filter((id) => held.has(id) && !gotPorts.has(id));
+    const changedPorts = got.filter((p) => newer(held.get(p.id)?.revision_number, p.revision_number));
+
+    const askedGroups = [...b.groups];
+    const gotGroups = askedGroups.length ? await neutron.getByIds("security_groups", askedGroups) : [];
+    const seenGroups = new Set(gotGroups.map((g) => g.id));
+    const deletedGroups = askedGroups.filter((id) => groups.has(id) && !seenGroups.has(id));
+    const changedGroups = gotGroups.filter((g) => newer(groups.get(g.id)?.revision_number, g.revision_number));
+
+    // Address groups carry no revision number worth trusting across
+    // versions: compared whole, as the listing does.
+    let agChanged = false;
+    if (b.addressGroups.size && addressGroups !== undefined) {
+      const ids = [...b.addressGroups];
+      const fetched = await neutron.getByIds("address_groups", ids);
+      const next = new Map(addressGroups.map((a) => [a.id, a]));
+      for (const id of ids) next.delete(id);
+      for (const a of fetched) next.set(a.id, a);
+      const list = [...next.values()].sort(byId);
+      const json = JSON.stringify(list);
+      agChanged = json !== addressGroupsJson;
+      addressGroups = list;
+      addressGroupsJson = json;
+    }
+
+    // Bindings before anything held changes (a failure makes the next poll a full one).
+    const previous: Held<NeutronPort> = new Map();
+    for (const x of changedPorts) {
+      const h = held.get(x.id);
+      if (h) previous.set(x.id, h);
+    }
+    const bindingReads = await refreshBindings(changedPorts, previous);
+    for (const x of changedPorts) held.set(x.id, x);
+    for (const id of deletedPorts) {
+      held.delete(id);
+      bindings.delete(id);
+    }
+    for (const x of changedGroups) groups.set(x.id, x);
+    for (const id of deletedGroups) groups.delete(id);
+    const any = changedPorts.length + deletedPorts.length + changedGroups.length + deletedGroups.length > 0 || agChanged;
+    return {
+      kind: any ? "changes" : "idle", via: "by-id", feed: feed!, input,
       changed: { ports: changedPorts.length, deletedPorts: deletedPorts.length, groups: changedGroups.length, deletedGroups: deletedGroups.length, addressGroups: agChanged, bindingReads },
     };
   }
 
   return {
-    /** One poll: a full listing when due (or after invalidate), else the change feed. */
-    async poll(): Promise<PollResult> {
-      if (mustList || ports === undefined || now() - lastFull >= o.resyncMs) return full();
+    /**
+     * One poll: a full listing when due (after invalidate, or when the
+     * notices overflowed), else the objects the notices named fetched by id
+     * when that is all that is pending, else the change feed.
+     */
+    async poll(pending?: PendingBatch): Promise<PollResult> {
+      if (mustList || ports === undefined || now() - lastFull >= o.resyncMs || pending?.full) return full();
+      // Address groups named while the extension was missing: the feed's poll lists them.
+      if (pending && !pending.poll && (pending.addressGroups.size === 0 || addressGroups !== undefined)) return fetchByIds(pending);
       return incremental();
     },
     /** After a failure: the next poll reads everything again (what is held may be half-updated). */

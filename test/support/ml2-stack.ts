@@ -35,7 +35,12 @@ export interface Ml2Stack {
  * Starts the stack. `seed` runs once Neutron is up and before the controller
  * and adapter start (what is there when the adapter's first sync runs).
  */
-export async function startMl2Stack(opts: { prefix: string; etcd: string; seed?: (api: NeutronAdmin) => Promise<void>; networkLog?: boolean; watchArgs?: (dir: string) => string[]; driverArgs?: string[] }): Promise<Ml2Stack> {
+export async function startMl2Stack(opts: {
+  prefix: string; etcd: string; seed?: (api: NeutronAdmin) => Promise<void>;
+  /** The Neutron URL the adapter is given (e.g. a proxy in front of `neutronUrl`); default Neutron's own. */
+  adapterNeutronUrl?: (neutronUrl: string) => Promise<string>;
+  networkLog?: boolean; watchArgs?: (dir: string) => string[]; driverArgs?: string[];
+}): Promise<Ml2Stack> {
   requireBuild();
   const dir = mkdtempSync(join(tmpdir(), "palisade-os-ml2-"));
   const addr = `unix:${join(dir, "controller.sock")}`;
@@ -79,8 +84,9 @@ export async function startMl2Stack(opts: { prefix: string; etcd: string; seed?:
       return s.code === 0 && JSON.parse(s.stdout).hosts.some((h: { hostname: string; in_sync: boolean }) => h.hostname === "hv1" && h.in_sync);
     }, { what: "hv1's driver in sync", timeoutMs: 30_000 });
     const n = neutron;
+    const adapterUrl = opts.adapterNeutronUrl ? await opts.adapterNeutronUrl(n.url) : n.url;
     const startWatch = (log: string) => {
-      watch = execa(process.execPath, [BIN.openstack, "--insecure", "--controller", addr, "watch", "--neutron-url", n.url,
+      watch = execa(process.execPath, [BIN.openstack, "--insecure", "--controller", addr, "watch", "--neutron-url", adapterUrl,
         "--interval", "600", "--resync-interval", "600", "--deletion-check-interval", "600", "--ml2-listen", ml2Listen, "--ml2-down-after", "1", ...(opts.watchArgs?.(dir) ?? [])], {
         reject: false, env: { OS_TOKEN: "noauth" }, stdout: { file: join(dir, log) }, stderr: { file: join(dir, log) },
       });

@@ -161,12 +161,21 @@ describe("the ML2 endpoint over HTTP", () => {
     expect(r.status).toBe(413);
   });
 
-  it("a change notice nudges the watch (202); an unknown resource is refused and nudges nothing", async () => {
+  it("a change notice nudges the watch with what changed (202); a bad one is a 400 naming the field and nudges nothing", async () => {
     const nudges: unknown[] = [];
     const url = await start(undefined, nudges);
+    const GROUP = "1a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d";
+    expect((await post(`${url}/v1/changes`, { changes: [{ resource: "port", id: PORT }, { resource: "security_group_rule", id: PORT, group: GROUP }], overflow: false })).status).toBe(202);
+    // The first format: one notice stood for many changes.
     expect((await post(`${url}/v1/changes`, { resource: "security_group_rule", id: PORT })).status).toBe(202);
+    const bad = await post(`${url}/v1/changes`, { changes: [{ resource: "port", id: PORT }, { resource: "security_group_rule", id: PORT }] });
+    expect(bad.status).toBe(400);
+    expect(((await bad.json()) as { error: string }).error).toMatch(/changes\[1\]\.group/);
     expect((await post(`${url}/v1/changes`, { resource: "nova_server", id: PORT })).status).toBe(400);
-    expect(nudges).toEqual([{ resource: "security_group_rule", id: PORT }]);
+    expect(nudges).toEqual([
+      { changes: [{ resource: "port", id: PORT }, { resource: "security_group_rule", id: PORT, group: GROUP }], overflow: false, unknown: false },
+      { changes: [], overflow: false, unknown: true },
+    ]);
   });
 
   it("counts each request under its route, a host's name and any unknown path folded (a metric's label: bounded)", async () => {

@@ -6,7 +6,8 @@
 import { describe, expect, it } from "vitest";
 import type { NeutronClient } from "../../services/openstack/neutron-client.js";
 import type { NeutronBinding, NeutronPort, NeutronSecurityGroup } from "../../services/openstack/neutron-types.js";
-import { createWatcher, revisionMoved, type ChangeFeed, type PollResult } from "../../services/openstack/watch.js";
+import { createWatcher, newer, revisionMoved, type ChangeFeed, type PollResult } from "../../services/openstack/watch.js";
+import { createPendingChanges, type Change } from "../../services/openstack/pending-changes.js";
 import { translate } from "../../services/openstack/translate.js";
 
 /**
@@ -72,7 +73,7 @@ function fakeNeutron(acceptsChangedSince: boolean) {
     listBindings: async (id) => request("bindings", () => (ports.has(id) ? bindings.get(id) ?? [{ host: ports.get(id)!["binding:host_id"]!, status: "ACTIVE", vif_type: "bridge" }] : undefined)),
     supportsChangedSince: async () => request("probe", () => acceptsChangedSince),
     serverTime: () => lastDate,
-    stats: () => ({ requests: calls.length, bytes }),
+    stats: () => ({ requests: calls.length, bytes, reads: { list: 0, by_id: 0, bindings: 0 } }),
   };
   return {
     client, calls, ports, groups, bindings, hooks,
@@ -355,4 +356,104 @@ it("a failed inactive binding gets no endpoint", () => {
     bindings: new Map([["p1", [{ host: "hv1", status: "ACTIVE", vif_type: "bridge" }, { host: "fail-hv2", status: "INACTIVE", vif_type: "binding_failed" }]]]),
   });
   expect(r.objects.filter((o) => o.kind === "Endpoint").map((o) => o.kind === "Endpoint" && o.endpoint.host)).toEqual(["hv1"]);
+});
+
+describe.each(["revisions", "changed-since"] as const)("watch, by id (the ML2 driver's notices name what changed), %s feed", (feed) => {
+  const batch = (changes: Change[], overflow = false) => {
+    const p = createPendingChanges();
+    p.add(changes, overflow);
+    return p.take()!;
+  };
+  const listings = (calls: string[]) => calls.filter((c) => !c.startsWith("by-id") && c !== "bindings");
+  const rulesOf = (r: PollResult, id: string) => {
+    const p = translate(r.input(), { onProblem: "leave-out" }).objects.find((o) => o.kind === "Profile" && o.profile.id === id);
+    return p?.kind === "Profile" ? p.profile.inboundRules.length : undefined;
+  };
+
+  it("a rule (through its group) and a port are fetched by id, nothing is listed; the requests do not grow with the cloud", async () => {
+    const counts: number[] = [];
+    for (const size of [10, 1000]) {
+      const { n, w } = setup(feed, size);
+      await w.poll();
+      n.tick(1_000);
+      n.group("g", 2);
+      n.port("p3", { admin_state_up: false });
+      n.calls.length = 0;
+      const r = await w.poll(batch([{ resource: "security_group_rule", id: "g-r1", group: "g" }, { resource: "port", id: "p3" }]));
+      expect(r.via).toBe("by-id");
+      expect(r.kind).toBe("changes");
+      expect(r.changed).toMatchObject({ ports: 1, groups: 1, deletedPorts: 0, deletedGroups: 0 });
+      expect(listings(n.calls)).toEqual([]);
+      expect(rulesOf(r, "g")).toBe(2);
+      expect(r.input().ports.find((p) => p.id === "p3")!.admin_state_up).toBe(false);
+      expect(r.input().ports).toHaveLength(size);
+      // The port's revision moved: its bindings are read (a live migration's start bumps it, DESIGN §11.6).
+      expect(n.calls).toEqual(["by-id ports", "by-id security_groups", "bindings"]);
+      counts.push(n.calls.length);
+    }
+    expect(counts[0]).toBe(counts[1]);
+  });
+
+  it("an id Neutron no longer has is deleted: a port, a group", async () => {
+    const { n, w } = setup(feed, 5);
+    n.group("h", 1);
+    await w.poll();
+    n.ports.delete("p2");
+    n.groups.delete("h");
+    n.calls.length = 0;
+    const r = await w.poll(batch([{ resource: "port", id: "p2" }, { resource: "security_group", id: "h" }]));
+    expect(listings(n.calls)).toEqual([]);
+    expect(r.changed).toMatchObject({ deletedPorts: 1, deletedGroups: 1 });
+    expect(r.input().ports.some((p) => p.id === "p2")).toBe(false);
+    expect(r.input().securityGroups.some((g) => g.id === "h")).toBe(false);
+  });
+
+  it("a read by id older than what is held does not overwrite it (the newer revision wins); the same revision is no change", async () => {
+    const { n, w } = setup(feed, 3);
+    await w.poll();
+    const stale = structuredClone(n.ports.get("p1")!);
+    n.tick(1_000);
+    n.port("p1", { admin_state_up: false });
+    // The feed's poll takes revision 2.
+    let r = await w.poll();
+    expect(r.input().ports.find((p) => p.id === "p1")!.admin_state_up).toBe(false);
+    // A by-id read that raced it answers revision 1.
+    const real = n.client.getByIds;
+    n.client.getByIds = (async () => [stale]) as never;
+    r = await w.poll(batch([{ resource: "port", id: "p1" }]));
+    n.client.getByIds = real;
+    expect(r.kind).toBe("idle");
+    expect(r.input().ports.find((p) => p.id === "p1")!.admin_state_up).toBe(false);
+    r = await w.poll(batch([{ resource: "port", id: "p1" }]));
+    expect(r.kind).toBe("idle");
+    expect([newer(2, 1), newer(2, 2), newer(2, 3), newer(undefined, 1), newer(1, undefined)]).toEqual([false, false, true, true, true]);
+  });
+
+  it("a new port with a held port's address re-reads that port by id: deleted, it goes (its own notice may come later)", async () => {
+    const { n, w } = setup(feed, 3);
+    await w.poll();
+    const addr = n.ports.get("p1")!.fixed_ips[0]!.ip_address;
+    n.ports.delete("p1");
+    n.port("p9", { fixed_ips: [{ ip_address: addr }] });
+    n.calls.length = 0;
+    const r = await w.poll(batch([{ resource: "port", id: "p9" }]));
+    expect(listings(n.calls)).toEqual([]);
+    expect(n.calls.filter((c) => c === "by-id ports")).toHaveLength(2);
+    expect(r.changed).toMatchObject({ ports: 1, deletedPorts: 1 });
+    expect(r.input().ports.map((p) => p.id).sort()).toEqual(["p0", "p2", "p9"]);
+  });
+
+  it("overflow lists everything; an unknown change polls the change feed; a failure's invalidate still lists everything", async () => {
+    const { n, w } = setup(feed, 3);
+    await w.poll();
+    n.calls.length = 0;
+    expect((await w.poll(batch([{ resource: "port", id: "p1" }], true))).via).toBe("full");
+    expect(n.calls).toContain("snapshot ports");
+    const p = createPendingChanges();
+    p.add([{ resource: "port", id: "p1" }, { resource: "network", id: "n1" }]);
+    expect((await w.poll(p.take())).via).toBe("feed");
+    w.invalidate();
+    expect((await w.poll(batch([{ resource: "port", id: "p1" }]))).via).toBe("full");
+    expect((await w.poll(batch([{ resource: "port", id: "p1" }]))).via).toBe("by-id");
+  });
 });

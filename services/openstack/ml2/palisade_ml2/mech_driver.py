@@ -20,10 +20,12 @@
 #   status feed      after ACTIVE, Palisade's DOWN / ERROR (held for the
 #                    adapter's --ml2-down-after) and ACTIVE again become the
 #                    port's status in Neutron.
-#   *_postcommit,    tell the adapter that a port, group, rule or address
-#   registry         group changed, so it polls Neutron now (the adapter's
-#                    own watch stays the safety net: a lost notice only
-#                    costs its interval).
+#   *_postcommit,    tell the adapter which ports, groups, rules (with their
+#   registry         group) and address groups changed, in batches from a
+#                    bounded queue, so it fetches those by id now (the
+#                    adapter's own watch stays the safety net: a queue
+#                    overflow or an undelivered notice makes the next notice
+#                    say "overflow", and the adapter lists everything).
 #   log driver       (log_driver.py) makes Neutron's `log` service plugin
 #                    accept security_group logs on our ports, and sends a
 #                    notice when one is created, changed or deleted.
@@ -61,6 +63,9 @@ LOG = logging.getLogger(__name__)
 
 ENTITY = "palisade"
 BATCH = 1000  # the endpoint's limit per request
+# Distinct changes queued at most (the adapter's limit per notice too):
+# beyond, they are dropped and the next notice says "overflow".
+MAX_NOTICES = 1000
 
 OPTS = [
     cfg.StrOpt("adapter_url", default="http://127.0.0.1:9716",
@@ -139,7 +144,10 @@ class PalisadeMechanismDriver(api.MechanismDriver):
         self._seq = 0
         # The status change _apply_transition is making (checked in precommit).
         self._expect = threading.local()
+        # (resource, id) -> the rule's group id (None for other resources),
+        # in arrival order; bounded by MAX_NOTICES.
         self._notices = {}
+        self._overflow = False
         self._notifier_running = False
         registry.subscribe(self._process_started, resources.PROCESS,
                            events.AFTER_INIT)
@@ -482,13 +490,26 @@ class PalisadeMechanismDriver(api.MechanismDriver):
 
     def _resource_changed(self, resource, event, trigger, payload=None):
         rid = getattr(payload, "resource_id", None) if payload else None
-        self._notice(_CHANGE_RESOURCES[resource], rid or "unknown")
+        kind = _CHANGE_RESOURCES[resource]
+        group = _rule_group(payload) if kind == "security_group_rule" else None
+        self._notice(kind, rid, group)
 
-    def _notice(self, resource, rid):
-        # Never in the API request's way: a background sender, coalescing
-        # (the adapter only needs to know that something changed).
+    def _notice(self, resource, rid, group=None):
+        # Never in the API request's way: a background sender. What is
+        # queued is distinct (resource, id) pairs; the adapter fetches each
+        # by id (a rule through its group). Without an id, or a rule without
+        # its group, or beyond MAX_NOTICES: "overflow" (the adapter lists
+        # everything), and nothing more is queued until it is sent.
         with self._lock:
-            self._notices[(resource, rid)] = True
+            if not rid or (resource == "security_group_rule" and not group):
+                self._overflow = True
+                self._notices.clear()
+            elif not self._overflow and (resource, rid) not in self._notices:
+                if len(self._notices) >= MAX_NOTICES:
+                    self._overflow = True
+                    self._notices.clear()
+                else:
+                    self._notices[(resource, rid)] = group
             if self._notifier_running:
                 return
             self._notifier_running = True
@@ -498,18 +519,53 @@ class PalisadeMechanismDriver(api.MechanismDriver):
         try:
             while True:
                 with self._lock:
-                    if not self._notices:
+                    if not self._notices and not self._overflow:
                         self._notifier_running = False
                         return
-                    (resource, rid), _ = self._notices.popitem()
-                    self._notices.clear()
+                    batch, self._notices = self._notices, {}
+                    overflow, self._overflow = self._overflow, False
+                changes = []
+                for (resource, rid), group in batch.items():
+                    c = {"resource": resource, "id": rid}
+                    if group:
+                        c["group"] = group
+                    changes.append(c)
+                body = {"changes": changes, "overflow": overflow}
+                if changes:
+                    # An adapter older than the batch format reads these
+                    # two alone (as "something changed"); a newer one
+                    # ignores them.
+                    body["resource"] = changes[0]["resource"]
+                    body["id"] = changes[0]["id"]
                 try:
-                    self._call("POST", "/v1/changes",
-                               {"resource": resource, "id": rid})
+                    self._call("POST", "/v1/changes", body)
                 except AdapterUnavailable as e:
+                    # Not lost: the next notice says "overflow", so the
+                    # adapter lists everything (and a restarted adapter
+                    # lists everything anyway).
                     LOG.debug("Palisade: change notice not delivered (the "
                               "adapter's watch will see it): %s", e)
+                    with self._lock:
+                        self._overflow = True
+                        self._notices.clear()
+                        self._notifier_running = False
+                    return
         except Exception:
             with self._lock:
+                self._overflow = True
                 self._notifier_running = False
             LOG.exception("Palisade: change notices stopped")
+
+
+def _rule_group(payload):
+    """A rule's security_group_id from its event: the metadata (delete) or the rule itself (create, update)."""
+    if payload is None:
+        return None
+    group = (getattr(payload, "metadata", None) or {}).get(
+        "security_group_id")
+    if group:
+        return group
+    for state in reversed(getattr(payload, "states", None) or ()):
+        if isinstance(state, dict) and state.get("security_group_id"):
+            return state["security_group_id"]
+    return None
