@@ -112,6 +112,8 @@ function spawnSession(argv: string[], ro: RunOptions | undefined): CommandSessio
       if (ended !== undefined) return Promise.resolve();
       return new Promise<void>((resolve) => {
         exits.push(() => resolve());
+        // Held until it has ended: whoever waits for the kill waits for the exit.
+        child.ref();
         child.kill("SIGKILL");
       });
     },
