@@ -361,7 +361,7 @@ export class FakeKernel implements CommandRunner {
    * "ipset v7.17, protocol version: 7"; `quit` or EOF ends it (exit 0).
    * Output arrives asynchronously, as from a process.
    */
-  openSession(cmd: string, args: string[], ro?: RunOptions): CommandSession {
+  openSession(cmd: string, args: string[], ro?: RunOptions): FakeSession {
     if (cmd !== "ipset" || args.join(" ") !== "-") throw new Error(`fake kernel: unsupported session ${cmd} ${args.join(" ")}`);
     const pid = FakeKernel.nextPid++;
     const outputs: ((t: string) => void)[] = [];
