@@ -39,6 +39,7 @@ import type { Backend } from "../../services/driver/kernel/backend.js";
 import { iptablesCommands } from "../../services/driver/kernel/backend.js";
 import { createExecRunner, type CommandRunner } from "../../services/driver/kernel/command-runner.js";
 import { createDataplane } from "../../services/driver/apply/dataplane.js";
+import { BENCH_IPSET_SESSION } from "./session-flag.js";
 import { emptyFamilyState, HOOKS } from "../../services/driver/kernel/kernel-state.js";
 import { planApply } from "../../services/driver/plan/plan.js";
 import { applyRawChange, createHostFeed, rawBytes, TOPOLOGIES, type Topology } from "./host-feed.js";
@@ -128,7 +129,7 @@ async function densityOne(backend: Backend, size: number, samples: number, lists
 
   return withNamespaces([nsRaw, nsDrv], async () => {
     const raw = createExecRunner({ netns: nsRaw });
-    const dp = createDataplane({ runner: createExecRunner({ netns: nsDrv }), backend, families: [4], logger });
+    const dp = createDataplane({ runner: createExecRunner({ netns: nsDrv }), backend, families: [4], logger, ipsetSession: BENCH_IPSET_SESSION });
     global.gc?.();
     let t = performance.now();
     await raw.run("ipset", ["restore"], `${fullPlan.ipsetBefore.join("\n")}\n`);
@@ -185,6 +186,7 @@ async function densityOne(backend: Backend, size: number, samples: number, lists
     const wantNow = [...feed.input().chains.values()].reduce((n, c) => n + c.rules.length, 0);
     const [inRaw, inDrv] = [await ruleLines(raw, backend), await ruleLines(createExecRunner({ netns: nsDrv }), backend)];
     const match = await kernelMatch(raw, createExecRunner({ netns: nsDrv }), backend);
+    await dp.close();
 
     const p50 = (xs: number[]) => percentile([...xs].sort((a, b) => a - b), 50);
     const row: Record<string, unknown> = {

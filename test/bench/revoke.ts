@@ -52,6 +52,7 @@ import type { Backend } from "../../services/driver/kernel/backend.js";
 import { iptablesCommands } from "../../services/driver/kernel/backend.js";
 import { createExecRunner, type CommandRunner } from "../../services/driver/kernel/command-runner.js";
 import { createDataplane, type Dataplane } from "../../services/driver/apply/dataplane.js";
+import { BENCH_IPSET_SESSION } from "./session-flag.js";
 import { emptyFamilyState } from "../../services/driver/kernel/kernel-state.js";
 import { planApply } from "../../services/driver/plan/plan.js";
 import { buildPlanInput } from "../../services/driver/plan/plan-input.js";
@@ -104,7 +105,7 @@ function makeDriver(on: boolean, snapshot: readonly HostUpdate[], ns: string, ba
   const layer = new BridgeLayer({ prefixes: PREFIXES, families: FAMILIES, extraChains: renderFlowLogChains(FLOW_DEFAULTS, 4), epochs: rev?.epochs });
   rev?.attach(layer);
   if (ports) layer.setTopology({ physdev: true, ports: new Map(ports) });
-  const dp = createDataplane({ runner, backend, families: [...FAMILIES], logger });
+  const dp = createDataplane({ runner, backend, families: [...FAMILIES], logger, ipsetSession: BENCH_IPSET_SESSION });
   return { state, layer, dp, runner, rev, count };
 }
 
@@ -350,6 +351,7 @@ async function revokeOne(o: { endpoints: number; conntrack: number; samples: num
       est_method: "rules looked up by an ESTABLISHED packet of a current-epoch connection, FORWARD to its ACCEPT, walked over iptables-save of the on and off namespaces (ct-path.ts); extra = on - off",
       seconds: round((performance.now() - t0) / 1000, 1),
     });
+    await Promise.all([on.dp.close(), off.dp.close()]);
     return row;
   });
 }
