@@ -7,6 +7,14 @@
 // recovers from both and ends holding exactly what it was sent, with every
 // endpoint added after a failure in place. The session lives in the
 // driver's namespace and ends with the driver.
+//
+// Mutations tried (each made these fail, then reverted): errors before the
+// sentinel ignored (ipset-session.ts) — the error test and the driver test;
+// Driver.stop() not closing the session — the driver test (the process
+// outlives the driver); a session found dead between applies written to
+// anyway (dataplane.ts) — the driver test (the apply fails: one failure more).
+// The seeded histories of test/unit/driver-incremental.test.ts fail (10 of
+// 30 session seeds) when a failed session batch does not fail the apply.
 import { execa } from "execa";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { CalcGraph, type HostUpdate } from "../../services/calc/index.js";
