@@ -51,6 +51,13 @@ export interface DriverOptions {
    * endpoint deleted. Default on.
    */
   endRevokedConnections?: boolean;
+  /**
+   * Set member changes through a long-lived `ipset -` session in the
+   * driver's namespace rather than one `ipset restore` per apply (DESIGN
+   * §6.7): add/del batches alone; any failure fails the apply and falls
+   * back to restores until an apply succeeds. Default on.
+   */
+  ipsetSession?: boolean;
 }
 
 export interface NormalizedDriverOptions {
@@ -72,6 +79,7 @@ export interface NormalizedDriverOptions {
   rulesetMonitor: false | { command?: readonly string[]; debounceMs?: number };
   flows: FlowReportsConfig | undefined;
   endRevokedConnections: boolean;
+  ipsetSession: boolean;
 }
 
 export const DRIVER_DEFAULTS = {
@@ -86,6 +94,7 @@ export const DRIVER_DEFAULTS = {
   readBridges: sysfsBridgeReader,
   rulesetMonitor: {},
   endRevokedConnections: true,
+  ipsetSession: true,
 } as const satisfies Partial<DriverOptions>;
 
 function positive(name: string, v: number): number {
@@ -118,5 +127,6 @@ export function normalizeDriverOptions(o: DriverOptions): NormalizedDriverOption
     rulesetMonitor: o.rulesetMonitor ?? DRIVER_DEFAULTS.rulesetMonitor,
     flows: o.flows,
     endRevokedConnections: o.endRevokedConnections ?? DRIVER_DEFAULTS.endRevokedConnections,
+    ipsetSession: o.ipsetSession ?? DRIVER_DEFAULTS.ipsetSession,
   };
 }

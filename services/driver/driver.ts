@@ -78,7 +78,14 @@ export async function startDriver(options: DriverOptions): Promise<Driver> {
   const own = createOwnProcesses(o.runner);
   const runner = own.runner;
   const backend = o.backend === "auto" ? await detectBackend(runner) : o.backend;
-  const dataplane = createDataplane({ runner, backend, families, logger: logger.child({ component: "dataplane" }) });
+  const dataplane = createDataplane({
+    runner, backend, families, logger: logger.child({ component: "dataplane" }),
+    ipsetSession: o.ipsetSession,
+    sessionEvents: {
+      started: (pid) => { stats.ipsetSessionStarted(); logger.debug({ pid }, "ipset session started"); },
+      failed: (reason) => stats.ipsetSessionFailed(reason),
+    },
+  });
   // Flow reports: the driver's rate-limit chains are base chains too (they
   // exist before the controller's chains that jump to them).
   const flowSetup = startFlowReports(o.flows, { families, backend, hostname: o.hostname, runner: o.runner, logger });
@@ -337,6 +344,8 @@ export async function startDriver(options: DriverOptions): Promise<Driver> {
       // Let an in-flight restore finish (each table's restore is atomic), but
       // not for ever.
       await applies;
+      // The ipset session is the driver's own process: it ends with it.
+      await dataplane.close();
     },
   };
 }

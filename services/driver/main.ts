@@ -30,6 +30,7 @@ const program = new Command("palisade-driver")
   .option("--flow-log-rate <n>", "flow reports per second per IP family, this host's kernel token bucket (env PALISADE_FLOW_LOG_RATE)", envDefault("PALISADE_FLOW_LOG_RATE", "100"))
   .option("--flow-log-burst <n>", "flow reports allowed in a burst above the rate (env PALISADE_FLOW_LOG_BURST)", envDefault("PALISADE_FLOW_LOG_BURST", "200"))
   .option("--flow-log-file <path>", "also write flow records as JSON lines to PATH, '-' for stdout (env PALISADE_FLOW_LOG_FILE)", envDefault("PALISADE_FLOW_LOG_FILE"))
+  .option("--no-ipset-session", "one `ipset restore` per apply instead of a long-lived `ipset -` session for set member changes (DESIGN §6.7)")
   .option("--no-end-revoked-connections", "leave open connections alone when the policy stops admitting them (default: they end within a second, DESIGN §6.14)")
   .option("--cleanup", "remove every chain, hook and ipset Palisade programmed in this namespace, then exit")
   .option("--log-level <level>", "trace, debug, info, warn, error (env PALISADE_LOG_LEVEL)", envDefault("PALISADE_LOG_LEVEL", "info"))
@@ -41,7 +42,7 @@ program.parse();
 const opts = program.opts<{
   controller: string; hostname: string; interfacePrefix: string; metricsListen?: string; iptablesBackend: string;
   ipv6: boolean; driftCheckSeconds: string; cleanup?: boolean; logLevel: string;
-  flowLogs: string; flowLogRate: string; flowLogBurst: string; flowLogFile?: string; endRevokedConnections: boolean;
+  flowLogs: string; flowLogRate: string; flowLogBurst: string; flowLogFile?: string; endRevokedConnections: boolean; ipsetSession: boolean;
 } & TlsFlags>();
 let tls: TlsMaterial | undefined;
 
@@ -98,6 +99,7 @@ try {
     credentials: channelCredentials(tls),
     flows: { mode: opts.flowLogs as "denied" | "all", ratePerSecond: flowRate, burst: flowBurst, logFile: opts.flowLogFile, metrics: flowMetrics },
     endRevokedConnections: opts.endRevokedConnections,
+    ipsetSession: opts.ipsetSession,
   });
   if (!tls) logger.warn("gRPC is plaintext (--insecure): the controller is not authenticated");
   const http = opts.metricsListen

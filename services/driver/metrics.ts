@@ -27,6 +27,16 @@ export function createDriverMetrics() {
     }),
     conntrackDeleted: new Counter({ name: "palisade_driver_conntrack_deleted_total", help: "Conntrack entries deleted because their address left an endpoint of this host (no inheritance)", registers: [registry] }),
     conntrackDeleteFailures: new Counter({ name: "palisade_driver_conntrack_delete_failures_total", help: "conntrack -D runs that failed (the connections stay judged by the current policy only)", registers: [registry] }),
+    ipsetSessionStarts: new Counter({
+      name: "palisade_driver_ipset_session_starts_total",
+      help: "Long-lived ipset sessions started (the first set batch, and after each failure once an apply succeeded; DESIGN §6.7)",
+      registers: [registry],
+    }),
+    ipsetSessionFailures: new Counter({
+      name: "palisade_driver_ipset_session_failures_total",
+      help: "ipset session failures by reason (error: a line refused; ended: the process died; timeout: no answer; output: unexpected output). The apply failed and was retried from a read-back, or (ended between applies) went through ipset restore",
+      labelNames: ["reason"], registers: [registry],
+    }),
     appliedRevision: new Gauge({ name: "palisade_driver_applied_revision", help: "Model revision last applied", registers: [registry] }),
     rulesetMonitorUp: new Gauge({
       name: "palisade_driver_ruleset_monitor_up",

@@ -15,6 +15,7 @@ import type { Backend } from "../../services/driver/kernel/backend.js";
 import { iptablesCommands } from "../../services/driver/kernel/backend.js";
 import { createExecRunner } from "../../services/driver/kernel/command-runner.js";
 import { createDataplane } from "../../services/driver/apply/dataplane.js";
+import { BENCH_IPSET_SESSION } from "./session-flag.js";
 import { emptyFamilyState } from "../../services/driver/kernel/kernel-state.js";
 import { planApply } from "../../services/driver/plan/plan.js";
 import { applyRawChange, createHostFeed, rawBytes, type Topology } from "./host-feed.js";
@@ -73,7 +74,7 @@ export async function benchDriver(opts: { endpoints: number; profiles: number; r
   // Driver: read-back, plan, batched apply; then the same changes, each
   // planned from what changed (no read-back, no full diff).
   return withNamespace(`${tag}d`, async (ns) => {
-    const dp = createDataplane({ runner: createExecRunner({ netns: ns }), backend: opts.backend, families: [4], logger });
+    const dp = createDataplane({ runner: createExecRunner({ netns: ns }), backend: opts.backend, families: [4], logger, ipsetSession: BENCH_IPSET_SESSION });
     const feed = feedOf();
     const t0 = performance.now();
     const first = feed.take();
@@ -90,6 +91,7 @@ export async function benchDriver(opts: { endpoints: number; profiles: number; r
       bytes = r.bytesWritten;
     }
     const drv = { fullMs, incMs: incMs.sort((a, b) => a - b), bytes };
+    await dp.close();
     return { raw, drv, match: await kernelMatch(run, createExecRunner({ netns: ns }), opts.backend) };
   });
   });

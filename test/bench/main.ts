@@ -1,5 +1,6 @@
 // npm run bench [-- --size full|quick|ci] [--quick] [--only calc|fanout|driver|density|revoke|e2e|flows|openstack]
-//   [--topology routed|bridged|both] [--lists random|pool|combos|all] [--json FILE]:
+//   [--topology routed|bridged|both] [--lists random|pool|combos|all] [--no-ipset-session]
+//   [--density-sizes N,…] [--density-backends nft,legacy] [--no-density-memory] [--json FILE]:
 // performance figures, printed. Not part of npm test's pass/fail on speed:
 // speed is measured here, behaviour is tested there. `--size ci` runs every
 // section at a tiny size so that CI (test/e2e/bench-ci.test.ts) sees the
@@ -99,8 +100,20 @@ await section("driver", async () => {
 
 // One host at growing density (issue #14): rules, first apply, single changes
 // vs. their raw floor; controller memory per endpoint.
+// --density-sizes N[,N…] / --density-backends nft[,legacy] / --no-density-memory:
+// one part of the section (e.g. a before/after of one figure).
+const densitySizes = valueOf("--density-sizes")?.split(",").map(Number);
+const densityBackends = valueOf("--density-backends")?.split(",") as ("nft" | "legacy")[] | undefined;
+if (densitySizes?.some((n) => !Number.isInteger(n) || n < 1) || densityBackends?.some((b) => b !== "nft" && b !== "legacy")) {
+  process.stderr.write("bench: --density-sizes takes endpoint counts, --density-backends nft and/or legacy\n");
+  process.exit(2);
+}
 await section("density", async () => {
-  const density = await benchDensity({ ...size.density, topologies, variants });
+  const density = await benchDensity({
+    ...size.density, topologies, variants,
+    ...(densitySizes ? { sizes: densitySizes } : {}), ...(densityBackends ? { backends: densityBackends } : {}),
+    ...(args.includes("--no-density-memory") ? { memory: [] } : {}),
+  });
   results.density = density;
   process.stdout.write(formatDensity(density));
 });

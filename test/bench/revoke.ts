@@ -52,6 +52,7 @@ import type { Backend } from "../../services/driver/kernel/backend.js";
 import { iptablesCommands } from "../../services/driver/kernel/backend.js";
 import { createExecRunner, type CommandRunner } from "../../services/driver/kernel/command-runner.js";
 import { createDataplane, type Dataplane } from "../../services/driver/apply/dataplane.js";
+import { BENCH_IPSET_SESSION } from "./session-flag.js";
 import { emptyFamilyState } from "../../services/driver/kernel/kernel-state.js";
 import { planApply } from "../../services/driver/plan/plan.js";
 import { buildPlanInput } from "../../services/driver/plan/plan-input.js";
@@ -104,7 +105,7 @@ function makeDriver(on: boolean, snapshot: readonly HostUpdate[], ns: string, ba
   const layer = new BridgeLayer({ prefixes: PREFIXES, families: FAMILIES, extraChains: renderFlowLogChains(FLOW_DEFAULTS, 4), epochs: rev?.epochs });
   rev?.attach(layer);
   if (ports) layer.setTopology({ physdev: true, ports: new Map(ports) });
-  const dp = createDataplane({ runner, backend, families: [...FAMILIES], logger });
+  const dp = createDataplane({ runner, backend, families: [...FAMILIES], logger, ipsetSession: BENCH_IPSET_SESSION });
   return { state, layer, dp, runner, rev, count };
 }
 
@@ -117,12 +118,12 @@ function makeDriver(on: boolean, snapshot: readonly HostUpdate[], ns: string, ba
  * deletions included, waited for after the timing so that samples do not
  * overlap.
  */
-async function driverApply(d: Drv): Promise<{ ms: number; conntrackMs: number; bumped: boolean; deleted: number; failed: boolean }> {
+async function driverApply(d: Drv): Promise<{ ms: number; conntrackMs: number; bumped: boolean; deleted: number; failed: boolean; ipsetMs: number; iptablesMs: number }> {
   d.count.bumped = false;
   d.count.deleted = 0;
   d.count.failed = false;
   const t0 = performance.now();
-  await d.dp.applyFrom(() => {
+  const r = await d.dp.applyFrom(() => {
     const v = d.layer.take(d.state);
     const changes = d.rev ? d.rev.take({ chains: d.state.chains, sets: v.sets, endpoints: d.state.endpoints }, v.changes, 0) : v.changes;
     return { input: buildPlanInput({ base: d.layer.baseChains(), families: FAMILIES, desired: { chains: d.state.chains, sets: v.sets }, driverSets: v.sets }), changes };
@@ -137,7 +138,10 @@ async function driverApply(d: Drv): Promise<{ ms: number; conntrackMs: number; b
   }
   const ms = performance.now() - t0;
   await d.rev?.settled();
-  return { ms, conntrackMs, bumped: d.count.bumped, deleted: d.count.deleted, failed: d.count.failed };
+  // Where the time went: the ipset stage (session or restores), the iptables restores (the longer family).
+  const ipsetMs = r.stages.ipset ?? 0;
+  const iptablesMs = Math.max(r.stages.ipv4 ?? 0, r.stages.ipv6 ?? 0);
+  return { ms, conntrackMs, bumped: d.count.bumped, deleted: d.count.deleted, failed: d.count.failed, ipsetMs, iptablesMs };
 }
 
 const addressOf = (e: Endpoint) => e.ipv4Nets[0]!.replace(/\/32$/, "");
@@ -253,8 +257,8 @@ async function revokeOne(o: { endpoints: number; conntrack: number; samples: num
     const firstOn = await driverApply(on);
     const firstOff = await driverApply(off);
 
-    type Times = { on: number[]; off: number[]; raw: number[]; conntrack: number[]; bumps: number; deleted: number; failures: number; bytes: number };
-    const times = Object.fromEntries(REVOKE_KINDS.map((k) => [k, { on: [], off: [], raw: [], conntrack: [], bumps: 0, deleted: 0, failures: 0, bytes: 0 }])) as unknown as Record<Kind, Times>;
+    type Times = { on: number[]; off: number[]; raw: number[]; conntrack: number[]; ipset: number[]; iptables: number[]; bumps: number; deleted: number; failures: number; bytes: number };
+    const times = Object.fromEntries(REVOKE_KINDS.map((k) => [k, { on: [], off: [], raw: [], conntrack: [], ipset: [], iptables: [], bumps: 0, deleted: 0, failures: 0, bytes: 0 }])) as unknown as Record<Kind, Times>;
     let ownProfile = own;
     const deleted = new Set<number>();
     const changeOf = (kind: Kind, k: number): [(g: CalcGraph) => void, { plug?: string[] }] => {
@@ -293,7 +297,7 @@ async function revokeOne(o: { endpoints: number; conntrack: number; samples: num
           async () => { const t1 = performance.now(); await applyRawChange(raw, restoreCmd, text); T.raw.push(performance.now() - t1); T.bytes = rawBytes(text); },
           async () => {
             const r = await driverApply(on);
-            T.on.push(r.ms); T.conntrack.push(r.conntrackMs); T.deleted += r.deleted;
+            T.on.push(r.ms); T.conntrack.push(r.conntrackMs); T.deleted += r.deleted; T.ipset.push(r.ipsetMs); T.iptables.push(r.iptablesMs);
             if (r.failed) T.failures++;
             if (r.bumped) T.bumps++;
           },
@@ -339,6 +343,7 @@ async function revokeOne(o: { endpoints: number; conntrack: number; samples: num
       const [dOn, dOff, r] = [p50(T.on), p50(T.off), p50(T.raw)];
       Object.assign(row, {
         [`${kind}_p50_ms`]: round(dOn, 1), [`${kind}_max_ms`]: round(Math.max(...T.on), 1),
+        [`${kind}_ipset_p50_ms`]: round(p50(T.ipset), 1), [`${kind}_iptables_p50_ms`]: round(p50(T.iptables), 1),
         [`${kind}_off_p50_ms`]: round(dOff, 1), [`${kind}_raw_p50_ms`]: round(r, 1),
         [`${kind}_ratio`]: round(dOn / r), [`${kind}_on_off_ratio`]: round(dOn / dOff),
         [`${kind}_epoch_bumps`]: T.bumps, [`${kind}_raw_bytes`]: T.bytes,
@@ -350,6 +355,7 @@ async function revokeOne(o: { endpoints: number; conntrack: number; samples: num
       est_method: "rules looked up by an ESTABLISHED packet of a current-epoch connection, FORWARD to its ACCEPT, walked over iptables-save of the on and off namespaces (ct-path.ts); extra = on - off",
       seconds: round((performance.now() - t0) / 1000, 1),
     });
+    await Promise.all([on.dp.close(), off.dp.close()]);
     return row;
   });
 }

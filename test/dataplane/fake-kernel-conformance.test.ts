@@ -7,7 +7,7 @@
 // whose messages the fake copies — refuse with the same message.
 import { execa } from "execa";
 import { describe, expect, it } from "vitest";
-import { CommandError, createExecRunner, type CommandRunner } from "../../services/driver/kernel/command-runner.js";
+import { CommandError, createExecRunner, type CommandRunner, type CommandSession } from "../../services/driver/kernel/command-runner.js";
 import { chainKey, type ChainDef } from "../../services/contract/host-update.js";
 import { createDataplane } from "../../services/driver/apply/dataplane.js";
 import type { DesiredSet } from "../../services/driver/sync/desired-state.js";
@@ -200,6 +200,73 @@ for (const backend of ["nft", "legacy"] as const) {
     }
   });
 }
+
+// The interactive `ipset -` (DESIGN §6.7): the same batches written to a
+// session on the real ipset (through the real runner's openSession:
+// stdbuf, stderr merged) and on the fake must print the same output, byte
+// for byte (prompts, messages without line numbers, `version`'s answer),
+// and leave the same sets behind after every batch: a refused line changes
+// nothing and the lines after it are carried out.
+const SESSION_CASES: Record<string, string[][]> = {
+  "adds and dels, a refused line in the middle, the lines after it carried out": [
+    [`create a ${V4}`, `create i ${IF4}`, `create m ${MAC}`, `create l ${LIST}`],
+    ["add a 198.18.0.1 -exist", "add a 198.18.0.2", "add a 198.18.0.2", "add a 198.18.0.3", "del a 198.18.0.9", "del a 198.18.0.1"],
+    ["add nosuch 198.18.0.1 -exist", "add a 198.18.0.4 -exist", "add a bad -exist", "add a 198.18.0.5 -exist", "add i 198.18.0.1,tap1 -exist", "add i 198.18.0.2 -exist"],
+    ["add m 198.18.0.1,02:00:00:00:00:01 -exist", "add m 198.19.0.1,02:00:00:00:00:01 -exist", "add m 198.18.0.1,02:00:00:00:00:02 -exist", "add l m -exist", "add l nosuch -exist", "del l m -exist"],
+    ["destroy a", "add a 198.18.0.6 -exist", "create a hash:net family inet6 -exist", "del a 198.18.0.1 -exist", "flush i", "add s 0.0.0.0/0 -exist"],
+  ],
+  "-exist, once given, holds for every later line of the session": [
+    [`create a ${V4}`, "add a 198.18.0.1", "add a 198.18.0.1", "del a 198.18.0.9", "add a 198.18.0.2 -exist", "add a 198.18.0.2", "del a 198.18.0.9"],
+    ["add a 198.18.0.1", "del a 198.18.0.8", "add nosuch 198.18.0.1"],
+  ],
+};
+
+/** Everything a session printed, from its start. */
+function transcript(s: CommandSession): { text: string } {
+  const t = { text: "" };
+  s.onOutput((x) => { t.text += x; });
+  return t;
+}
+
+/** Writes a batch and the sentinel; waits for its answer and the prompt after it. */
+async function sessionBatch(s: CommandSession, t: { text: string }, lines: string[], n: number): Promise<void> {
+  s.write(`${lines.join("\n")}\nversion\n`);
+  const end = Date.now() + 5_000;
+  while (!((t.text.match(/protocol version: \d+\n/g) ?? []).length >= n && t.text.endsWith("ipset> "))) {
+    if (s.ended || Date.now() > end) throw new Error(`no answer to batch ${n} (ended: ${s.ended}); output so far: ${t.text}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+describe("ipset - (interactive): the fake answers as the real one", () => {
+  for (const [name, batches] of Object.entries(SESSION_CASES)) {
+    it(name, async () => {
+      const ns = uniqueName("fks");
+      await execa("ip", ["netns", "add", ns]);
+      const real = createExecRunner({ netns: ns });
+      const fake = new FakeKernel();
+      const sessions: CommandSession[] = [];
+      try {
+        const rs = real.openSession!("ipset", ["-"]);
+        const fs = fake.openSession("ipset", ["-"]);
+        sessions.push(rs, fs);
+        const [rt, ft] = [transcript(rs), transcript(fs)];
+        for (const [i, lines] of batches.entries()) {
+          await sessionBatch(rs, rt, lines, i + 1);
+          await sessionBatch(fs, ft, lines, i + 1);
+          const what = `batch ${i + 1}: ${lines.join(" | ")}`;
+          expect(ft.text, what).toBe(rt.text);
+          expect(await state(fake, "nft"), what).toEqual(await state(real, "nft"));
+        }
+        expect((rt.text.match(/ipset v7\.17: /g) ?? []).length).toBeGreaterThan(0);
+        expect(rs.ended).toBe(false);
+      } finally {
+        for (const s of sessions) await s.kill();
+        await execa("ip", ["netns", "del", ns], { reject: false });
+      }
+    });
+  }
+});
 
 // The planner's answer to what the fake refuses, on the real kernel too: a
 // MAC set left with another type or range while the list:set holds it

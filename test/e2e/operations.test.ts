@@ -30,7 +30,7 @@ const CONTROLLER_METRICS = [
 const DRIVER_METRIC_NAMES = [
   "palisade_driver_apply_duration_seconds_bucket", "palisade_driver_rules_programmed", "palisade_driver_ipsets_programmed",
   "palisade_driver_drift_repairs_total", "palisade_driver_apply_failures_total", "palisade_driver_applied_revision", "palisade_driver_in_sync",
-  "palisade_driver_ruleset_monitor_up",
+  "palisade_driver_ruleset_monitor_up", "palisade_driver_ipset_session_starts_total", "palisade_driver_ipset_session_failures_total",
 ];
 
 /** Each metric's value: equal to, or greater than, a number. */

@@ -33,7 +33,18 @@
 //   bitmap:ip,mac `<address>[,<MAC>]`, a plain address inside the range, one
 //   entry per address (add -exist replaces the MAC; del goes by address,
 //   whatever MAC it names); list:set: names of existing sets.
-import { CommandError, type CommandRunner } from "../../services/driver/kernel/command-runner.js";
+// ipset - (interactive, openSession; DESIGN §6.7): the same commands and
+//   refusals, but each line on its own (a refused line changes nothing and
+//   the next line is carried out; nothing buffered is lost; -exist, once
+//   given, holds for every later line of the session); its output is the
+//   real one's, byte for byte: prompts, messages without line numbers,
+//   `version`'s answer.
+import { CommandError, type CommandRunner, type CommandSession, type RunOptions } from "../../services/driver/kernel/command-runner.js";
+
+/** A fake session; kill() may say why (as a signal would). */
+export interface FakeSession extends CommandSession {
+  kill(why?: string): Promise<void>;
+}
 import { formatAddress, formatCidr, parseCidr, type IpVersion } from "../../services/model/index.js";
 
 type Table = Map<string, string[]>;
@@ -98,6 +109,11 @@ export class FakeKernel implements CommandRunner {
   readonly conntrack: { family: 4 | 6; src: string; dst: string; zone: number }[] = [];
   /** When set, `conntrack` fails with this message (as when the module or the tool is missing). */
   conntrackFailure: string | undefined;
+  /** Every `ipset -` session opened, oldest first (kill one to simulate its process dying). */
+  readonly sessions: FakeSession[] = [];
+  /** When set, sessions read nothing more (a hung process: no answer, no exit). */
+  sessionStall = false;
+  private static nextPid = 4_000_000;
 
   private static builtins(names = BUILTIN): Table {
     return new Map(names.map((n) => [n, []]));
@@ -285,40 +301,127 @@ export class FakeKernel implements CommandRunner {
     text.split("\n").forEach((l, i) => {
       const p = l.trim().split(/\s+/);
       if (!p[0]) return;
-      const exist = p.includes("-exist");
-      const args = p.filter((x) => x !== "-exist");
       try {
-        const [op, name] = [args[0]!, args[1] ?? ""];
-        if (op !== "add" && op !== "del") run = undefined;
-        if (op === "create") {
-          // ipset prints a bitmap's range as "<first>-<last>", whichever way it was given.
-          const header = args.slice(2).join(" ").replace(/^(bitmap:\S+ range )(\S+)/, (_, t: string, r: string) => `${t}${printedRange(r)}`);
-          const have = this.sets.get(name);
-          if (have && !(exist && have.header === header)) throw new Refused("Set cannot be created: set with the same name already exists");
-          if (!have) this.sets.set(name, { header, members: new Set() });
-        } else if (op === "destroy" || op === "flush") {
-          const s = this.sets.get(name);
-          if (!s) throw new Refused("The set with the given name does not exist");
-          if (op === "flush") s.members.clear();
-          else if (this.inUse(name)) throw new Refused("Set cannot be destroyed: it is in use by a kernel component");
-          else this.sets.delete(name);
-        } else if (op === "add" || op === "del") {
-          const s = this.sets.get(name);
-          if (!s) throw new Refused("The set with the given name does not exist", true);
-          // Parsed before the pending run is sent: a parse error loses that run, whichever set it was for.
-          const undo = this.member(s, op, args[2] ?? "", exist);
-          const key = `${op} ${name}`;
-          if (run?.key !== key) run = { key, undo: [] };
-          run.undo.push(undo);
-        } else {
-          throw new Error(`fake kernel: unexpected ipset line ${l}`);
-        }
+        const done = this.ipsetLine(l);
+        if (!done) { run = undefined; return; }
+        if (run?.key !== done.key) run = { key: done.key, undo: [] };
+        run.undo.push(done.undo);
       } catch (err) {
         if (!(err instanceof Refused)) throw err;
         if (err.parse) for (const u of (run?.undo ?? []).reverse()) u();
         throw new CommandError("ipset restore", `ipset v7.17: Error in line ${i + 1}: ${err.message}`, 1);
       }
     });
+  }
+
+  /**
+   * One ipset command line (create, destroy, flush, add, del), carried out
+   * or refused (Refused). An add/del returns its key (command and set) and
+   * how to undo it, for restore's buffered runs; other commands undefined.
+   */
+  private ipsetLine(l: string): { key: string; undo: () => void } | undefined {
+    const p = l.trim().split(/\s+/);
+    const exist = p.includes("-exist");
+    const args = p.filter((x) => x !== "-exist");
+    const [op, name] = [args[0]!, args[1] ?? ""];
+    if (op === "create") {
+      // ipset prints a bitmap's range as "<first>-<last>", whichever way it was given.
+      const header = args.slice(2).join(" ").replace(/^(bitmap:\S+ range )(\S+)/, (_, t: string, r: string) => `${t}${printedRange(r)}`);
+      const have = this.sets.get(name);
+      if (have && !(exist && have.header === header)) throw new Refused("Set cannot be created: set with the same name already exists");
+      if (!have) this.sets.set(name, { header, members: new Set() });
+      return undefined;
+    }
+    if (op === "destroy" || op === "flush") {
+      const s = this.sets.get(name);
+      if (!s) throw new Refused("The set with the given name does not exist");
+      if (op === "flush") s.members.clear();
+      else if (this.inUse(name)) throw new Refused("Set cannot be destroyed: it is in use by a kernel component");
+      else this.sets.delete(name);
+      return undefined;
+    }
+    if (op === "add" || op === "del") {
+      const s = this.sets.get(name);
+      if (!s) throw new Refused("The set with the given name does not exist", true);
+      // Parsed before the pending run is sent: a parse error loses that run, whichever set it was for.
+      return { key: `${op} ${name}`, undo: this.member(s, op, args[2] ?? "", exist) };
+    }
+    throw new Error(`fake kernel: unexpected ipset line ${l}`);
+  }
+
+  // ------------------------------------------------------------ ipset - (interactive)
+
+  /**
+   * `ipset -`, as ipset 7.17 answers on a pipe with stdout unbuffered and
+   * stderr merged into it (CommandRunner.openSession): "ipset> " before each
+   * line is read; each line carried out on its own (nothing buffered across
+   * lines, unlike restore); a refused line prints "ipset v7.17: <message>"
+   * (no line number) and the next line is read; -exist, once given, holds
+   * for the rest of the session; `version` prints
+   * "ipset v7.17, protocol version: 7"; `quit` or EOF ends it (exit 0).
+   * Output arrives asynchronously, as from a process.
+   */
+  openSession(cmd: string, args: string[], ro?: RunOptions): FakeSession {
+    if (cmd !== "ipset" || args.join(" ") !== "-") throw new Error(`fake kernel: unsupported session ${cmd} ${args.join(" ")}`);
+    const pid = FakeKernel.nextPid++;
+    const outputs: ((t: string) => void)[] = [];
+    const exits: ((why: string) => void)[] = [];
+    let ended: string | undefined;
+    let pending = "";
+    let exist = false;
+    const emit = (t: string) => setImmediate(() => { if (ended === undefined) for (const fn of outputs) fn(t); });
+    const end = (why: string) => {
+      if (ended !== undefined) return;
+      ended = why;
+      setImmediate(() => { for (const fn of exits) fn(why); });
+    };
+    const session: FakeSession = {
+      pid,
+      get ended() { return ended !== undefined; },
+      write: (text) => {
+        if (ended !== undefined) return;
+        this.log.push("ipset -");
+        this.inputs.push(text);
+        const at = this.refusals.push(undefined) - 1;
+        if (this.sessionStall) return;
+        pending += text;
+        // Lines are read (and carried out) as they arrive, after this write returns.
+        setImmediate(() => {
+          if (ended !== undefined) return;
+          let nl: number;
+          while ((nl = pending.indexOf("\n")) >= 0 && ended === undefined) {
+            const l = pending.slice(0, nl);
+            pending = pending.slice(nl + 1);
+            const word = l.trim().split(/\s+/)[0] ?? "";
+            if (word === "") { emit("ipset> "); continue; }
+            if (word === "quit") { end("exited with code 0"); return; }
+            if (word === "version") { emit("ipset v7.17, protocol version: 7\nipset> "); continue; }
+            // -exist, once given, holds for the rest of the session (ipset's
+            // interactive mode keeps its options; restore resets them per line).
+            if (l.trim().split(/\s+/).includes("-exist")) exist = true;
+            try {
+              this.ipsetLine(exist ? `${l} -exist` : l);
+              emit("ipset> ");
+            } catch (err) {
+              if (!(err instanceof Refused)) throw err;
+              this.refusals[at] ??= `ipset v7.17: ${err.message}`;
+              emit(`ipset v7.17: ${err.message}\nipset> `);
+            }
+          }
+        });
+      },
+      onOutput: (fn) => { outputs.push(fn); },
+      onExit: (fn) => { if (ended !== undefined) fn(ended); else exits.push(fn); },
+      kill: (why = "killed by SIGKILL") => new Promise<void>((resolve) => {
+        if (ended !== undefined) { resolve(); return; }
+        exits.push(() => resolve());
+        end(why);
+      }),
+    };
+    ro?.onSpawn?.(pid);
+    this.sessions.push(session);
+    emit("ipset> ");
+    return session;
   }
 
   /** One add/del, checked as ipset and the kernel check it; returns how to undo it. */

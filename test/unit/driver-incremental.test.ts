@@ -266,15 +266,59 @@ describe("dataplane: random histories with failures and tampering always converg
     expect(sets(k.sets), `${what}: sets`).toEqual(sets(d.sets));
   }
 
-  for (let seed = 1; seed <= 40; seed++) {
-    it(`seed ${seed}`, async () => {
+  /**
+   * The fake's `ipset -` sessions, with failures injected into a batch
+   * written to one (DESIGN §6.7): the process killed after some of the
+   * batch's lines were carried out (none, some, all but the sentinel); an
+   * error printed (perhaps after the sentinel: it then fails the next
+   * batch); the process hung (no answer: the dataplane's timeout).
+   */
+  function injectingSessions(k: FakeKernel, rnd: () => number, failing: () => number, injected: { count: number; stalls: number }): CommandRunner["openSession"] {
+    return (cmd, args, ro) => {
+      const inner = k.openSession(cmd, args, ro);
+      const outs: ((t: string) => void)[] = [];
+      inner.onOutput((t) => { for (const f of outs) f(t); });
+      return {
+        get pid() { return inner.pid; },
+        get ended() { return inner.ended; },
+        onOutput: (fn) => { outs.push(fn); },
+        onExit: (fn) => inner.onExit(fn),
+        kill: () => inner.kill(),
+        write(text) {
+          if (rnd() >= failing()) { inner.write(text); return; }
+          injected.count++;
+          const r = rnd();
+          if (r < 0.45) {
+            const lines = text.split("\n").filter(Boolean).slice(0, -1); // without the sentinel
+            const cut = Math.floor(rnd() * (lines.length + 1));
+            if (cut) inner.write(`${lines.slice(0, cut).join("\n")}\n`);
+            setImmediate(() => setImmediate(() => void inner.kill("killed by SIGKILL (injected)")));
+          } else if (r < 0.9) {
+            inner.write(text);
+            setImmediate(() => { for (const f of outs) f("ipset v7.17: injected error\n"); });
+          } else {
+            injected.stalls++; // nothing is read: the batch times out
+          }
+        },
+      };
+    };
+  }
+  const sessionTotals = { injected: 0, betweenKills: 0, batches: 0 };
+
+  for (const viaSession of [false, true]) for (let seed = 1; seed <= (viaSession ? 30 : 40); seed++) {
+    it(`seed ${seed}${viaSession ? ", set batches through an ipset session with failures injected into it" : ""}`, async () => {
       const rnd = mulberry32(seed);
       const k = new FakeKernel();
       let failing = 0;
+      let sessionFailing = 0;
+      const injected = { count: 0, stalls: 0 };
       // An injected failure happens before the command runs; the kernel's own
       // refusals are the fake's (a failed ipset restore keeps what came before).
-      const runner: CommandRunner = { run: (cmd, args, input) => (rnd() < failing ? Promise.reject(new Error("injected")) : k.run(cmd, args, input)) };
-      const dp = createDataplane({ runner, backend: "nft", families: [...FAMILIES], logger });
+      const runner: CommandRunner = {
+        run: (cmd, args, input) => (rnd() < failing ? Promise.reject(new Error("injected")) : k.run(cmd, args, input)),
+        openSession: viaSession ? injectingSessions(k, rnd, () => sessionFailing, injected) : undefined,
+      };
+      const dp = createDataplane({ runner, backend: "nft", families: [...FAMILIES], logger, ipsetSession: viaSession, ipsetSessionTimeoutMs: 100 });
       const d = new DesiredState();
       let world = emptyWorld(FAMILIES);
       d.apply(updatesBetween(rnd, emptyWorld([]), world));
@@ -286,6 +330,7 @@ describe("dataplane: random histories with failures and tampering always converg
       for (let step = 0; step < 60; step++) {
         const what = `seed ${seed} step ${step}`;
         failing = rnd() < 0.15 ? 0.4 : 0;
+        sessionFailing = viaSession && rnd() < 0.2 ? 0.6 : 0;
         // Sometimes several batches arrive before an apply.
         for (let b = 1 + (rnd() < 0.2 ? 1 : 0); b > 0; b--) {
           const next = mutate(rnd, world, FAMILIES);
@@ -293,7 +338,13 @@ describe("dataplane: random histories with failures and tampering always converg
           world = next;
         }
         if (rnd() < 0.15) { await tamper(rnd, k, FAMILIES); tampered = true; }
+        // The session's process killed between applies: the next set batch goes through a restore.
+        if (viaSession && rnd() < 0.05 && k.sessions.some((x) => !x.ended)) {
+          for (const x of k.sessions) await x.kill("killed by SIGKILL (injected)");
+          sessionTotals.betweenKills++;
+        }
         const from = k.log.length;
+        const stallsBefore = injected.stalls;
         try {
           if (rnd() < 0.2) {
             await dp.detectDrift();
@@ -310,7 +361,8 @@ describe("dataplane: random histories with failures and tampering always converg
         } catch (err) {
           // Only an injected failure, or the kernel refusing a plan made
           // before someone else's edit was seen, may fail an apply.
-          if (!(err as Error).message.includes("injected")) {
+          const stalled = injected.stalls > stallsBefore && (err as Error).message.includes("no answer within");
+          if (!(err as Error).message.includes("injected") && !stalled) {
             const refused = k.refusals.slice(from).find((r) => r !== undefined);
             expect(tampered, `${what}: the kernel refused a plan made against what it holds: ${refused}`).toBe(true);
           }
@@ -319,14 +371,29 @@ describe("dataplane: random histories with failures and tampering always converg
       }
       // Quiet again: one drift check and one apply converge, whatever happened.
       failing = 0;
+      sessionFailing = 0;
       await dp.detectDrift();
       await dp.applyFrom(take);
       expectKernelHolds(k, d, `seed ${seed} end`);
       // The reference, kept by edits, is exactly what the kernel holds.
       expect(await dp.detectDrift()).toBe(false);
       expect(incrementals).toBeGreaterThan(reads);
+      if (viaSession) {
+        sessionTotals.injected += injected.count;
+        sessionTotals.batches += k.log.filter((l) => l === "ipset -").length;
+        // The session is the dataplane's to end: none is left running.
+        await dp.close();
+        await new Promise((r) => setImmediate(r));
+        expect(k.sessions.filter((x) => !x.ended)).toEqual([]);
+      }
     });
   }
+
+  it("the session histories did go through sessions, with failures injected", () => {
+    expect(sessionTotals.batches).toBeGreaterThan(200);
+    expect(sessionTotals.injected).toBeGreaterThan(15);
+    expect(sessionTotals.betweenKills).toBeGreaterThan(5);
+  });
 });
 
 describe("driver: applies proportional to the change", () => {
@@ -349,7 +416,7 @@ describe("driver: applies proportional to the change", () => {
     // The ended-connection report chains carry the epoch in their prefixes (DESIGN §6.12); pal-end, the counted one, does not change.
     { ending: true, chains: [":pal-FORWARD - [0:0]", ":pal-INPUT - [0:0]", ":pal-ct-admit - [0:0]", ":pal-end-in - [0:0]", ":pal-end-in-r - [0:0]", ":pal-end-out - [0:0]", ":pal-end-out-r - [0:0]", ":pal-pi-c9 - [0:0]"] },
     { ending: false, chains: [":pal-pi-c9 - [0:0]"] },
-  ])("a member added, then a chain changed: one ipset restore with one add line, then one restore of that chain (ending revoked connections: $ending — the policy epoch advances in the same restore)", async ({ ending, chains }) => {
+  ])("a member added, then a chain changed: one add line to the ipset session, then one restore of that chain (ending revoked connections: $ending — the policy epoch advances in the same restore)", async ({ ending, chains }) => {
     const k = new FakeKernel();
     ctl = await startFakeController();
     // No periodic or post-write read-backs during the test.
@@ -360,8 +427,9 @@ describe("driver: applies proportional to the change", () => {
     const from = k.log.length;
     ctl.send(2, [{ type: "ipset-delta", name: "pal4t-s5", family: 4, added: ["198.18.250.1"], removed: [] }]);
     await until(() => ctl!.acks().includes(2), "revision 2 acknowledged");
-    expect(k.log.slice(from)).toEqual(["ipset restore"]);
-    expect(k.inputs.slice(from)).toEqual(["add pal4t-s5 198.18.250.1 -exist\n"]);
+    // The driver's session (DESIGN §6.7), the line and its sentinel; no process started.
+    expect(k.log.slice(from)).toEqual(["ipset -"]);
+    expect(k.inputs.slice(from)).toEqual(["add pal4t-s5 198.18.250.1 -exist\nversion\n"]);
 
     const next = k.log.length;
     ctl.send(3, [{ type: "chain-update", chain: chain("pal-pi-c9", ["-p tcp --dport 9999 -j ACCEPT"]) }]);

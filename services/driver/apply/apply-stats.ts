@@ -16,6 +16,9 @@ export interface DriverCounters {
   conntrackDeleted: number;
   /** Open connections reported ended (revoked), as read from the kernel's counter. */
   connectionsEnded: number;
+  /** ipset sessions started, and failed (DESIGN §6.7). */
+  ipsetSessionStarts: number;
+  ipsetSessionFailures: number;
 }
 
 export interface ApplyStats {
@@ -31,10 +34,12 @@ export interface ApplyStats {
   connectionsDeleteFailed(): void;
   /** n more connections of this family were denied after a revocation (ended). */
   connectionsEnded(family: IpVersion, n: number): void;
+  ipsetSessionStarted(): void;
+  ipsetSessionFailed(reason: string): void;
 }
 
 export function createApplyStats(families: readonly IpVersion[], m: DriverMetrics | undefined): ApplyStats {
-  const counters: DriverCounters = { applies: 0, applyFailures: 0, driftRepairs: 0, epochAdvances: 0, conntrackDeleted: 0, connectionsEnded: 0 };
+  const counters: DriverCounters = { applies: 0, applyFailures: 0, driftRepairs: 0, epochAdvances: 0, conntrackDeleted: 0, connectionsEnded: 0, ipsetSessionStarts: 0, ipsetSessionFailures: 0 };
   return {
     counters,
     applied(r, programmed) {
@@ -69,6 +74,14 @@ export function createApplyStats(families: readonly IpVersion[], m: DriverMetric
     },
     connectionsDeleteFailed() {
       m?.conntrackDeleteFailures.inc();
+    },
+    ipsetSessionStarted() {
+      counters.ipsetSessionStarts++;
+      m?.ipsetSessionStarts.inc();
+    },
+    ipsetSessionFailed(reason) {
+      counters.ipsetSessionFailures++;
+      m?.ipsetSessionFailures.inc({ reason });
     },
     connectionsEnded(f, n) {
       counters.connectionsEnded += n;

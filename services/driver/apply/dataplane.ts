@@ -1,7 +1,9 @@
 // The I/O half of the driver: reads the kernel (iptables-save of the filter
 // and raw tables, ipset save),
 // runs a plan as one ipset restore, one iptables-restore --noflush per
-// family, and one final ipset restore (DESIGN §6.7).
+// family, and one final ipset restore (DESIGN §6.7). A set batch of add/del
+// lines alone goes through a long-lived `ipset -` session instead, when
+// enabled (kernel/ipset-session.ts): no process start per apply.
 //
 // What it knows of the kernel, in one of three states:
 //   clean     the kernel holds exactly what it last programmed (the
@@ -27,6 +29,7 @@ import type { DesiredChanges } from "../sync/desired-state.js";
 import { planApply, planCleanup, planIsEmpty, type Plan, type PlanInput } from "../plan/plan.js";
 import { planChanges } from "../plan/plan-changes.js";
 import { ProgrammedState } from "../plan/programmed-state.js";
+import { IpsetSessionError, openIpsetSession, sessionEligible, type IpsetSession, type SessionFailure } from "../kernel/ipset-session.js";
 
 export interface ApplyResult {
   durationMs: number;
@@ -78,13 +81,40 @@ export interface Dataplane {
    * replaces it with a read-back — the tamper watch asks for one, DESIGN §6.9.)
    */
   cleanup(): Promise<ApplyResult>;
+  /** The ipset session's process id while one runs (DESIGN §6.7). */
+  readonly ipsetSessionPid: number | undefined;
+  /** Ends the ipset session, if any (driver shutdown); a later apply may start another. */
+  close(): Promise<void>;
+}
+
+/** What the dataplane tells about its ipset session (metrics, logs). */
+export interface IpsetSessionEvents {
+  started(pid: number | undefined): void;
+  /** A session failed (an error in a batch, the process ended, no answer): the batch's apply failed, or (ended between applies) went through a restore. */
+  failed(reason: SessionFailure): void;
 }
 
 /** `--wait` waits for the xtables lock instead of failing (legacy backend). */
 const WAIT_ARGS = ["--wait", "10"];
 
-export function createDataplane(opts: { runner: CommandRunner; backend: Backend; families: IpVersion[]; logger: Logger; now?: () => number }): Dataplane {
+export function createDataplane(opts: {
+  runner: CommandRunner; backend: Backend; families: IpVersion[]; logger: Logger; now?: () => number;
+  /**
+   * Set member changes (batches of add/del lines alone) through a long-lived
+   * `ipset -` in the runner's namespace (DESIGN §6.7). Default off here
+   * (whoever turns it on must close()); the driver turns it on.
+   */
+  ipsetSession?: boolean;
+  /** How long a session batch may wait for its sentinel; default 10 s. */
+  ipsetSessionTimeoutMs?: number;
+  sessionEvents?: IpsetSessionEvents;
+}): Dataplane {
   const { runner, backend, families, logger } = opts;
+  const sessionsEnabled = opts.ipsetSession === true && runner.openSession !== undefined;
+  /** The running session, if any. */
+  let session: IpsetSession | undefined;
+  /** False from a session failure until the next successful apply: set batches go through restores. */
+  let sessionAllowed = sessionsEnabled;
   const now = opts.now ?? (() => performance.now());
   /** The drift reference: what the last successful apply programmed. */
   let reference: ProgrammedState | undefined;
@@ -108,6 +138,42 @@ export function createDataplane(opts: { runner: CommandRunner; backend: Backend;
     return state;
   }
 
+  /** One set batch: through the session when it may, else one `ipset restore`. */
+  async function runIpset(lines: string[]): Promise<void> {
+    if (sessionAllowed && sessionEligible(lines)) {
+      if (session?.ended) {
+        // It died between applies: nothing of this batch was written to it,
+        // so a restore carries the batch; a new session after this apply.
+        logger.warn({ pid: session.pid }, "ipset session had ended; this batch goes through ipset restore");
+        opts.sessionEvents?.failed("ended");
+        session = undefined;
+        sessionAllowed = false;
+      } else {
+        if (!session) {
+          session = openIpsetSession(runner, { timeoutMs: opts.ipsetSessionTimeoutMs });
+          opts.sessionEvents?.started(session?.pid);
+        }
+        if (session) {
+          try {
+            await session.run(lines);
+            return;
+          } catch (err) {
+            // Killed by now. Later lines may have been carried out: the
+            // caller's apply fails and forgets, the next one reads back and
+            // goes through restores until an apply succeeds.
+            const reason = err instanceof IpsetSessionError ? err.reason : "error";
+            logger.warn({ pid: session.pid, reason, err: (err as Error).message }, "ipset session failed; the apply fails, set batches go through ipset restore until an apply succeeds");
+            opts.sessionEvents?.failed(reason);
+            session = undefined;
+            sessionAllowed = false;
+            throw err;
+          }
+        }
+      }
+    }
+    await runner.run("ipset", ["restore"], `${lines.join("\n")}\n`);
+  }
+
   async function execute(plan: Plan): Promise<ApplyResult> {
     const t0 = now();
     let bytes = 0;
@@ -126,9 +192,8 @@ export function createDataplane(opts: { runner: CommandRunner; backend: Backend;
       if (input) await restore(f, input);
     }
     if (plan.ipsetBefore.length) {
-      const input = `${plan.ipsetBefore.join("\n")}\n`;
-      bytes += input.length;
-      await timed("ipset", () => runner.run("ipset", ["restore"], input));
+      bytes += plan.ipsetBefore.reduce((n, l) => n + l.length + 1, 0);
+      await timed("ipset", () => runIpset(plan.ipsetBefore));
     }
     // The two families are independent tables: restore them concurrently
     // (nft: separate netlink transactions; legacy: --wait serialises on the lock).
@@ -138,9 +203,8 @@ export function createDataplane(opts: { runner: CommandRunner; backend: Backend;
     const failed = settled.find((x) => x.status === "rejected");
     if (failed) throw (failed as PromiseRejectedResult).reason;
     if (plan.ipsetAfter.length) {
-      const input = `${plan.ipsetAfter.join("\n")}\n`;
-      bytes += input.length;
-      await timed("ipset", () => runner.run("ipset", ["restore"], input));
+      bytes += plan.ipsetAfter.reduce((n, l) => n + l.length + 1, 0);
+      await timed("ipset", () => runIpset(plan.ipsetAfter));
     }
     return {
       durationMs: now() - t0,
@@ -188,6 +252,7 @@ export function createDataplane(opts: { runner: CommandRunner; backend: Backend;
     try {
       const r = await execute(plan);
       commit();
+      sessionAllowed = sessionsEnabled;
       return r;
     } catch (err) {
       forget();
@@ -222,6 +287,12 @@ export function createDataplane(opts: { runner: CommandRunner; backend: Backend;
       const r = await execute(planCleanup(kernel, families));
       forget();
       return r;
+    },
+    get ipsetSessionPid() { return session && !session.ended ? session.pid : undefined; },
+    async close() {
+      const s = session;
+      session = undefined;
+      await s?.close();
     },
   };
 }

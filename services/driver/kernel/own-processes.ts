@@ -33,6 +33,12 @@ export function createOwnProcesses(inner: CommandRunner, now: () => number = Dat
           forgetOld();
         });
       },
+      // A session (the ipset session, DESIGN §6.7) is ours while it lives, and a while after.
+      openSession: inner.openSession && ((cmd, args, ro) => {
+        const s = inner.openSession!(cmd, args, { onSpawn: (p) => { pids.set(p, Infinity); ro?.onSpawn?.(p); } });
+        s.onExit(() => { if (s.pid !== undefined) pids.set(s.pid, now() + REMEMBER_MS); forgetOld(); });
+        return s;
+      }),
     },
     isOwnPid(pid) {
       forgetOld();
