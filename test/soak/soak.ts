@@ -221,9 +221,11 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
     }
     const pids = controllers.map((c) => c.pid!);
     for (const [r, c] of clients.entries()) {
-      for (let i = 0; ; i++) {
+      // Generous: three controllers start at once on a machine that may be busy.
+      const startBy = Date.now() + 90_000;
+      for (;;) {
         try { await call(c.policy, c.policy.getRevision, {}, 1000); break; } catch (e) {
-          if (i > 100 || controllers[r]!.exitCode !== null) throw new Error(`controller ${r} did not start: ${(e as Error).message}; log: ${readFileSync(logOf(r), "utf8").slice(-2000)}`);
+          if (Date.now() > startBy || controllers[r]!.exitCode !== null) throw new Error(`controller ${r} did not start: ${(e as Error).message}; log: ${readFileSync(logOf(r), "utf8").slice(-2000)}`);
           await new Promise((res) => setTimeout(res, 200));
         }
       }
