@@ -1,5 +1,5 @@
 // npm run soak [-- --hosts N] [--endpoints-per-host N] [--duration S] [--baseline S] [--writers N]
-//   [--replicas N] [--kill-replica-at S] [--fanout-every MS] [--hosts-per-channel N] [--sample-every S] [--json FILE]
+//   [--replicas N] [--kill-replica-at S] [--fanout-every MS] [--hosts-per-channel N] [--connect-rate HOSTS_PER_S] [--connect-timeout S] [--sample-every S] [--json FILE]
 // Not part of npm test (short versions with bounds are: test/e2e/status-soak.test.ts).
 import { writeFileSync } from "node:fs";
 import { runSoak } from "./soak.js";
@@ -27,10 +27,12 @@ const result = await runSoak({
   killReplicaAtS: args.includes("--kill-replica-at") ? num("--kill-replica-at", 0) : undefined,
   fanoutEveryMs: num("--fanout-every", 1000),
   hostsPerChannel: Math.max(1, num("--hosts-per-channel", 25)),
+  connectRate: num("--connect-rate", 0) || undefined,
+  connectTimeoutS: args.includes("--connect-timeout") ? num("--connect-timeout", 0) : undefined,
   log: (l) => process.stdout.write(`${l}\n`),
 });
 if (args.includes("--kill-replica-at") && result.replicas < 2) process.stderr.write("soak: --kill-replica-at needs --replicas 2 or more; no replica was killed\n");
-process.stdout.write(`${result.hosts} hosts, ${result.endpoints} endpoints, ${result.replicas} replica(s); all hosts had a snapshot after ${result.connect_s}s\n`);
+process.stdout.write(`${result.hosts} hosts, ${result.endpoints} endpoints, ${result.replicas} replica(s); all hosts had a snapshot after ${result.connect_s}s (streams lost/refused meanwhile: ${JSON.stringify(result.connect_streams_lost_or_refused)})\n`);
 for (const p of result.phases) {
   process.stdout.write(`phase acks=${p.acks}  ${p.seconds}s  writes=${p.writes} (${p.writes_per_s}/s)  latency p50=${p.latency.p50_ms}ms p99=${p.latency.p99_ms}ms  ` +
     `etcd revisions/write=${p.etcd_revisions_per_write}  convergence p50=${p.convergence.p50_ms}ms p99=${p.convergence.p99_ms}ms  ` +

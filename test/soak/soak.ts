@@ -51,6 +51,10 @@ export interface SoakOptions {
   fanoutEveryMs?: number;
   /** Simulated hosts sharing one channel (TCP connection) to a replica; default 25. */
   hostsPerChannel?: number;
+  /** Hosts started per second (default: all at once). */
+  connectRate?: number;
+  /** Seconds for every host to get its first snapshot; default 120 + hosts / 50. */
+  connectTimeoutS?: number;
   log?: (line: string) => void;
 }
 
@@ -72,6 +76,8 @@ export interface HelloStorm {
   /** Hosts not in sync on a live replica 60 s after the kill. */
   hostsLost?: number;
   hostsPerReplicaAfter?: number[];
+  /** Why streams ended or were refused from the kill on (the sync clients' warnings, counted). */
+  streamsLostOrRefused?: Record<string, number>;
 }
 
 export interface PhaseResult {
@@ -107,6 +113,8 @@ export interface SoakResult {
   rss_growth_mib: number;
   rss_growth_per_replica_mib: number[];
   hello_storm?: HelloStorm;
+  /** Why streams ended or were refused while the hosts first connected. */
+  connect_streams_lost_or_refused: Record<string, number>;
   db_growth_mib_per_min: number;
 }
 
@@ -138,7 +146,7 @@ function simulateHost(o: {
   let contentOnly = false;
   let content = false;
   const client: SyncClient = startSyncClient({
-    controllers: o.controllers, logger: silent, channel: o.channel,
+    controllers: o.controllers, logger: countingLogger, channel: o.channel,
     hello: { hostname: o.name, driverVersion: "soak", ipv6: true, iptablesBackend: "nft", features: [...DRIVER_FEATURES] },
     onConnected(address) {
       inSync = false;
@@ -173,7 +181,17 @@ function simulateHost(o: {
   return { stop() { client.stop(); } };
 }
 
-const silent = pino({ level: "silent" });
+/**
+ * The sync clients' log, reduced to counts of why streams ended or were
+ * refused (address and numbers stripped): the hello storm's shape.
+ */
+const lossReasons = new Map<string, number>();
+const countingLogger = pino({ level: "warn" }, {
+  write(line: string) {
+    const reason = String((JSON.parse(line) as { reason?: string }).reason ?? "?").replace(/^[^ ]+: /, "").replace(/\d+/g, "N").slice(0, 80);
+    lossReasons.set(reason, (lossReasons.get(reason) ?? 0) + 1);
+  },
+});
 
 function rssMiB(pid: number): number {
   try {
@@ -301,7 +319,11 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
         f.remaining--;
       }
     };
+    lossReasons.clear();
+    const tc = performance.now();
     for (let h = 0; h < o.hosts; h++) {
+      // --connect-rate: hosts started per second (default: all at once).
+      if (o.connectRate && h > 0 && h % Math.max(1, Math.round(o.connectRate / 10)) === 0) await new Promise((r) => setTimeout(r, 100));
       const keys = Array.from({ length: o.endpointsPerHost }, (_, e) => `${hostName(h)}/soak/w${h * o.endpointsPerHost + e}/e`);
       sims.push(simulateHost({ index: h, name: hostName(h), controllers: addresses, endpointKeys: keys, state, table, channel: channelFor(h), onRevision }));
     }
@@ -311,14 +333,21 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
       return n;
     };
     const perReplica = () => addresses.map((_, r) => table.replica.reduce((n, x) => n + (x === r ? 1 : 0), 0));
-    const tc = performance.now();
-    const deadline = Date.now() + 120_000 + o.hosts * 20;
+    const deadline = Date.now() + (o.connectTimeoutS ?? 120 + o.hosts / 50) * 1000;
+    let nextLog = Date.now() + 10_000;
+    const cpuNow = () => `cpu-s replicas ${pids.map((p) => round(cpuSeconds(p), 1)).join("/")} etcd ${round(cpuSeconds(etcd.pid), 1)} simulator ${round((process.cpuUsage().user + process.cpuUsage().system) / 1e6, 1)}`;
     while (inSyncCount() < o.hosts) {
-      if (Date.now() > deadline) throw new Error(`only ${inSyncCount()}/${o.hosts} hosts got a snapshot`);
+      if (Date.now() > deadline) throw new Error(`only ${inSyncCount()}/${o.hosts} hosts got a snapshot; streams lost/refused: ${JSON.stringify([...lossReasons])}`);
+      if (Date.now() > nextLog) {
+        nextLog += 10_000;
+        log(`soak: connecting t=${Math.round((performance.now() - tc) / 1000)}s in sync ${inSyncCount()}/${o.hosts} per replica ${perReplica().join("/")} rss ${pids.map(rssMiB).join("/")}MiB ${cpuNow()}; streams lost/refused: ${JSON.stringify([...lossReasons])}`);
+      }
       await new Promise((r) => setTimeout(r, 100));
     }
     const connectS = round((performance.now() - tc) / 1000, 1);
-    log(`soak: ${o.hosts} hosts x ${o.endpointsPerHost} endpoints connected in ${connectS}s over ${replicaCount} replica(s): ${perReplica().join("/")}`);
+    log(`soak: ${o.hosts} hosts x ${o.endpointsPerHost} endpoints connected in ${connectS}s over ${replicaCount} replica(s): ${perReplica().join("/")}; ${cpuNow()}; streams lost/refused: ${JSON.stringify([...lossReasons])}`);
+    const connectLosses = Object.fromEntries(lossReasons);
+    lossReasons.clear();
 
     // Status as `palisadectl wait` sees it: the status watch, on the last
     // replica (the first is the one a kill takes down).
@@ -458,6 +487,7 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
         }
         s.hostsLost = o.hosts - inSyncCount(s.targetRevision ?? 1);
         s.hostsPerReplicaAfter = perReplica();
+        s.streamsLostOrRefused = Object.fromEntries(lossReasons);
         s.running = false;
         log(`soak: hello storm: ${JSON.stringify({ ...s, running: undefined })}`);
       };
@@ -507,7 +537,7 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
       rss_growth_mib: Math.max(...growth.filter((g) => !Number.isNaN(g))),
       rss_growth_per_replica_mib: growth,
       db_growth_mib_per_min: round((last.db_size_end_mib - last.db_size_start_mib) / (last.seconds / 60)),
-      hello_storm: storm && { ...storm, running: undefined },
+      hello_storm: storm && { ...storm, running: undefined }, connect_streams_lost_or_refused: connectLosses,
     };
   } finally {
     for (const s of sims) s.stop();
