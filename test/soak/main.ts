@@ -3,6 +3,7 @@
 // Not part of npm test (short versions with bounds are: test/e2e/status-soak.test.ts).
 import { writeFileSync } from "node:fs";
 import { runSoak } from "./soak.js";
+import { round } from "../bench/stats.js";
 
 const args = process.argv.slice(2);
 const num = (flag: string, dflt: number) => {
@@ -40,7 +41,8 @@ for (const p of result.phases) {
     `  fan-out (${p.fanout.writes} tag changes x ${result.hosts} hosts): from answer p50=${p.fanout.from_ack.p50_ms}ms p99=${p.fanout.from_ack.p99_ms}ms max=${p.fanout.from_ack.max_ms}ms; ` +
     `from send p50=${p.fanout.from_send.p50_ms}ms p99=${p.fanout.from_send.p99_ms}ms; last host p50=${p.fanout.all_hosts.p50_ms}ms p99=${p.fanout.all_hosts.p99_ms}ms; missed=${p.fanout.missed}\n` +
     `  after writes stop: every host received the last write after ${p.settle.hosts_ms ?? "-"}ms, status shows it after ${p.settle.status_ms ?? "-"}ms\n` +
-    `  cpu cores: replicas ${p.cpu_cores.replicas.join("/")}  etcd ${p.cpu_cores.etcd}  simulator ${p.cpu_cores.simulator}\n` +
+    `  cpu cores: replicas ${p.cpu_cores.replicas.join("/")}  etcd ${p.cpu_cores.etcd}  simulator ${p.cpu_cores.simulator}; ` +
+    `${p.host_batches} host batches (${round(p.host_batches / p.seconds)}/s), CPU per host batch: replicas ${p.cpu_per_host_batch.replicas_us} us, simulator ${p.cpu_per_host_batch.simulator_us} us, etcd ${p.cpu_per_host_batch.etcd_us} us\n` +
     p.rss_mib.map((r, i) => `  replica ${i} rss ${r.join(",")} MiB\n`).join(""));
 }
 if (result.hello_storm) process.stdout.write(`hello storm: ${JSON.stringify(result.hello_storm)}\n`);

@@ -95,6 +95,10 @@ export interface PhaseResult {
   settle: { hosts_ms?: number; status_ms?: number };
   /** CPU cores used during the phase (CPU seconds per second). */
   cpu_cores: { replicas: number[]; etcd: number; simulator: number };
+  /** Complete batches received over all hosts (markers included: every host gets every revision, DESIGN §5.3). */
+  host_batches: number;
+  /** CPU microseconds per host batch: all replicas together, the simulator, etcd. */
+  cpu_per_host_batch: { replicas_us: number; simulator_us: number; etcd_us: number };
   db_size_start_mib: number;
   db_size_end_mib: number;
   /** Per replica, sampled every sampleEveryS; NaN once killed. */
@@ -308,7 +312,9 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
     // revision. Until the write's answer tells the revision, receipts wait in
     // a per-host buffer (the update may reach hosts before the writer).
     let fan: { revision?: number; ackAt: number; sentAt: number; got: Float64Array; remaining: number; early: number[][] } | undefined;
+    const counts = { batches: 0 };
     const onRevision = (h: number, rev: number, at: number) => {
+      counts.batches++;
       const f = fan;
       if (!f || !Number.isNaN(f.got[h]!)) return;
       if (f.revision === undefined) {
@@ -394,6 +400,7 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
       let lastAck = { revision: 0, at: 0 };
       const rss: number[][] = pids.map((pid) => [rssMiB(pid)]);
       const cpu0 = { replicas: pids.map(cpuSeconds), etcd: cpuSeconds(etcd.pid), self: process.cpuUsage() };
+      const batches0 = counts.batches;
       let nextSample = Date.now() + o.sampleEveryS * 1000;
       let measuring = false;
       let stormRun: Promise<void> | undefined;
@@ -500,6 +507,11 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
         etcd: round((cpuSeconds(etcd.pid) - cpu0.etcd) / secs),
         simulator: (() => { const u = process.cpuUsage(cpu0.self); return round((u.user + u.system) / 1e6 / secs); })(),
       };
+      const batches = counts.batches - batches0;
+      // CPU per host batch (a marker or an update received by one host): what
+      // the fan-out costs whatever else runs on the machine.
+      const perBatchUs = (cores: number) => round((cores * secs * 1e6) / Math.max(1, batches), 1);
+      const cpuPerBatch = { replicas_us: perBatchUs(cpuUsed.replicas.reduce((a, b) => a + b, 0)), simulator_us: perBatchUs(cpuUsed.simulator), etcd_us: perBatchUs(cpuUsed.etcd) };
       await stormRun;
       // Convergence after writes stop: from the last write's answer until every
       // host received (simulator) / reported (status watch) its revision.
@@ -514,7 +526,7 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
         acks, seconds: round(secs, 1), writes: latencies.length + fanWrites, writes_per_s: round((latencies.length + fanWrites) / secs, 1), latency: summarize(latencies),
         etcd_revisions_per_write: round(revs / Math.max(1, latencies.length + fanWrites)), convergence: summarize(convergence),
         fanout: { writes: fanWrites, from_ack: summarize(fanFromAck), from_send: summarize(fanFromSend), all_hosts: summarize(fanAll), missed: fanMissed },
-        settle, cpu_cores: cpuUsed,
+        settle, cpu_cores: cpuUsed, host_batches: batches, cpu_per_host_batch: cpuPerBatch,
         db_size_start_mib: db0, db_size_end_mib: await dbSize(), rss_mib: rss,
       };
     }
