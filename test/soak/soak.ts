@@ -358,14 +358,29 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
     // Status as `palisadectl wait` sees it: the status watch, on the last
     // replica (the first is the one a kill takes down).
     const statusClient = clients[replicaCount - 1]!;
+    // Re-opened when it ends: a keepalive drop under load ends it too, and a
+    // dead watch would freeze what the soak sees of status.
     const applied = new Map<string, HostStatus>();
-    const status = statusClient.status.watchStatus({});
-    status.on("data", (m: WatchStatusResponse) => {
-      if (m.snapshot) applied.clear();
-      for (const h of m.hosts) applied.set(h.hostname, h);
-      for (const h of m.removedHosts) applied.delete(h);
-    });
-    status.on("error", () => undefined);
+    let status: ReturnType<typeof statusClient.status.watchStatus>;
+    let watching = true;
+    const watch = () => {
+      const w = statusClient.status.watchStatus({});
+      status = w;
+      w.on("data", (m: WatchStatusResponse) => {
+        if (m.snapshot) applied.clear();
+        for (const h of m.hosts) applied.set(h.hostname, h);
+        for (const h of m.removedHosts) applied.delete(h);
+      });
+      let ended = false;
+      const again = () => {
+        if (ended) return;
+        ended = true;
+        if (watching) setTimeout(() => { if (watching) watch(); }, 500);
+      };
+      w.on("error", again);
+      w.on("end", again);
+    };
+    watch();
     const allApplied = (rev: number) => {
       let n = 0;
       for (const h of applied.values()) {
@@ -534,7 +549,8 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
     const phases: PhaseResult[] = [];
     if (o.baselineS > 0) phases.push(await phase(false, o.baselineS));
     phases.push(await phase(true, o.durationS));
-    status.cancel();
+    watching = false;
+    status!.cancel();
     const last = phases.at(-1)!;
     const none = phases.find((p) => !p.acks);
     // RSS growth per replica: last sample against the median of the first
