@@ -19,6 +19,12 @@ export interface SyncClientOptions {
   heartbeatMs?: number;
   /** A stream silent this long (no batch, no heartbeat) is dropped and re-established; default 35 s. */
   silenceMs?: number;
+  /**
+   * The client for one connection attempt to `address`, and what to do with
+   * it after the stream ended. Default: a channel of its own, closed after.
+   * The soak (test/soak) shares channels between thousands of simulated hosts.
+   */
+  channel?: (address: string) => { client: DataplaneSyncServiceClient; release(): void };
 }
 
 export interface SyncClient {
@@ -39,7 +45,7 @@ export function startSyncClient(opts: SyncClientOptions): SyncClient {
     while (!abort.signal.aborted) {
       const address = opts.controllers[index % opts.controllers.length]!;
       index++;
-      const client = new DataplaneSyncServiceClient(address, opts.credentials ?? grpc.credentials.createInsecure(), CLIENT_OPTIONS);
+      const { client, release } = opts.channel?.(address) ?? ownChannel(address, opts.credentials);
       let refused: "identity" | "version" | undefined;
       let onAbort: (() => void) | undefined;
       const reason = await new Promise<string>((resolve) => {
@@ -79,7 +85,7 @@ export function startSyncClient(opts: SyncClientOptions): SyncClient {
       // call alive) on a driver that reconnects for days.
       if (onAbort) abort.signal.removeEventListener("abort", onAbort);
       call = undefined;
-      client.close();
+      release();
       if (connected) opts.onDisconnected(reason);
       connected = false;
       if (abort.signal.aborted) return;
@@ -111,4 +117,9 @@ export function startSyncClient(opts: SyncClientOptions): SyncClient {
       abort.abort();
     },
   };
+}
+
+function ownChannel(address: string, credentials: grpc.ChannelCredentials | undefined) {
+  const client = new DataplaneSyncServiceClient(address, credentials ?? grpc.credentials.createInsecure(), CLIENT_OPTIONS);
+  return { client, release: () => client.close() };
 }
