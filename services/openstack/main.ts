@@ -370,7 +370,11 @@ program.command("watch")
     };
     // After a failure the next poll is a full listing: back off up to 30 s, not just one interval.
     const backoff = createBackoff({ initialMs: 1_000, maxMs: Math.max(interval, 30) * 1000 });
-    const watcher = createWatcher({ neutron, feed: o.changeFeed, resyncMs: resync * 1000, deletionCheckMs: deletionCheck * 1000 });
+    // While notices keep every poll a by-id one, the change feed still runs
+    // (after that poll's by-id reads) once per deletion-check interval: the
+    // safety net for a lost notice, without adding the feed's listing to
+    // every noticed change's latency in a busy cloud (DESIGN §11.11).
+    const watcher = createWatcher({ neutron, feed: o.changeFeed, resyncMs: resync * 1000, deletionCheckMs: deletionCheck * 1000, feedMs: Math.max(interval, deletionCheck) * 1000 });
     let lastWarnings = "";
     let loggedFeed = false;
     logger.info({ neutron: redactUrl(o.neutronUrl), interval, resyncInterval: resync, auth: auth.kind }, "watching Neutron");

@@ -71,6 +71,12 @@ export interface WatcherOptions {
   resyncMs: number;
   /** changed-since feed: the revisions listing (deletions) at least this often (ms). */
   deletionCheckMs: number;
+  /**
+   * The change feed at least this often (ms), also while notices keep
+   * every poll a by-id one: the feed is the safety net for what no notice
+   * named. Absent: only when nothing is pending.
+   */
+  feedMs?: number;
   /** For tests. */
   now?: () => number;
 }
@@ -137,6 +143,8 @@ export function createWatcher(o: WatcherOptions) {
   /** Set by invalidate(): the next poll is a full listing (what is held is kept as the "before" of bindings). */
   let mustList = true;
   let lastIdCheck = 0;
+  /** When the change feed (or a full listing) last ran. */
+  let lastFeed = 0;
   /** Neutron's time (ms) the next changed_since asks from. */
   let cursor = 0;
 
@@ -202,7 +210,7 @@ export function createWatcher(o: WatcherOptions) {
     // binding reads above took time too, and a change committed while they
     // ran is in no listing held here.
     cursor = cursorBefore(started);
-    lastFull = lastIdCheck = now();
+    lastFull = lastIdCheck = lastFeed = now();
     mustList = false;
     return {
       kind: "full", via: "full", feed, input,
@@ -237,6 +245,7 @@ export function createWatcher(o: WatcherOptions) {
   }
 
   async function incremental(): Promise<PollResult> {
+    lastFeed = now();
     const held = ports!;
     let changedPorts: NeutronPort[];
     let changedGroups: NeutronSecurityGroup[];
@@ -359,16 +368,36 @@ export function createWatcher(o: WatcherOptions) {
     };
   }
 
+  /** A by-id poll followed by the feed's, as one result (the held picture is the one both updated). */
+  function both(a: PollResult, b: PollResult): PollResult {
+    return {
+      kind: a.kind === "idle" && b.kind === "idle" ? "idle" : "changes", via: "feed", feed: b.feed, input,
+      changed: {
+        ports: a.changed.ports + b.changed.ports, deletedPorts: a.changed.deletedPorts + b.changed.deletedPorts,
+        groups: a.changed.groups + b.changed.groups, deletedGroups: a.changed.deletedGroups + b.changed.deletedGroups,
+        addressGroups: a.changed.addressGroups || b.changed.addressGroups, bindingReads: a.changed.bindingReads + b.changed.bindingReads,
+      },
+    };
+  }
+
   return {
     /**
      * One poll: a full listing when due (after invalidate, or when the
      * notices overflowed), else the objects the notices named fetched by id
-     * when that is all that is pending, else the change feed.
+     * when that is all that is pending (and the change feed after them when
+     * it has not run for `feedMs`), else the change feed.
      */
     async poll(pending?: PendingBatch): Promise<PollResult> {
       if (mustList || ports === undefined || now() - lastFull >= o.resyncMs || pending?.full) return full();
       // Address groups named while the extension was missing: the feed's poll lists them.
-      if (pending && !pending.poll && (pending.addressGroups.size === 0 || addressGroups !== undefined)) return fetchByIds(pending);
+      if (pending && !pending.poll && (pending.addressGroups.size === 0 || addressGroups !== undefined)) {
+        const named = await fetchByIds(pending);
+        // A busy cloud notices something every poll: the feed still runs at
+        // its interval, for what no notice named (a notice lost between
+        // commit and send, a change no hook reports).
+        if (o.feedMs === undefined || now() - lastFeed < o.feedMs) return named;
+        return both(named, await incremental());
+      }
       return incremental();
     },
     /** After a failure: the next poll reads everything again (what is held may be half-updated). */

@@ -443,6 +443,31 @@ describe.each(["revisions", "changed-since"] as const)("watch, by id (the ML2 dr
     expect(r.input().ports.map((p) => p.id).sort()).toEqual(["p0", "p2", "p9"]);
   });
 
+  it("a notice on every poll does not starve the change feed: a change no notice named is found within feedMs", async () => {
+    const n = fakeNeutron(feed === "changed-since");
+    n.hooks.latency = () => 40;
+    n.group("g", 1);
+    for (let i = 0; i < 5; i++) n.port(`p${i}`);
+    const w = createWatcher({ neutron: n.client, feed: "auto", resyncMs: 300_000, deletionCheckMs: 10_000, feedMs: 10_000, now: n.now });
+    await w.poll();
+    n.tick(7_000);
+    await w.poll(); // the feed's first check after the listing
+    // p4 changes and its notice is lost; p1 is noticed at every poll (a busy cloud).
+    n.port("p4", { admin_state_up: false });
+    const vias: string[] = [];
+    let seenAfter: number | undefined;
+    for (let s = 1; s <= 15 && seenAfter === undefined; s++) {
+      n.tick(1_000);
+      const r = await w.poll(batch([{ resource: "port", id: "p1" }]));
+      vias.push(r.via);
+      if (r.input().ports.find((p) => p.id === "p4")!.admin_state_up === false) seenAfter = s;
+    }
+    expect(seenAfter, `polls: ${vias.join(",")}`).toBeDefined();
+    expect(seenAfter!).toBeLessThanOrEqual(11);
+    // The polls before were by id alone: the feed runs at its interval, not every poll.
+    expect(vias.slice(0, -1).every((v) => v === "by-id")).toBe(true);
+  });
+
   it("overflow lists everything; an unknown change polls the change feed; a failure's invalidate still lists everything", async () => {
     const { n, w } = setup(feed, 3);
     await w.poll();
