@@ -393,9 +393,10 @@ program.command("watch")
       if (reloadAsked) reloadOperatorPolicy();
       // Taken whole: if this poll fails, the next one is a full listing, which covers them.
       const batch = pending.take();
-      const readsBefore = neutron.stats().reads;
       try {
         if (networkLog) await readNeutronLogs();
+        // After the log listing: poll_reads_total counts the poll's own reads (README).
+        const readsBefore = neutron.stats().reads;
         let poll;
         try {
           poll = await watcher.poll(batch);
