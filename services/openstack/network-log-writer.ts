@@ -29,19 +29,41 @@ export interface NetworkLogWriterOptions {
   logger: Logger;
   /** Counted per record: written, dropped. */
   onRecord?: (result: "written" | "dropped", n: number) => void;
+  /** After the file cannot be written, how soon it is opened again (ms); default 5 s. */
+  reopenMs?: number;
 }
 
 export function startNetworkLogWriter(o: NetworkLogWriterOptions): NetworkLogWriter {
   let selection: LogSelection = EMPTY_SELECTION;
   let closed = false;
   let out: WriteStream | NodeJS.WriteStream;
+  /**
+   * The file could not be opened or written: records are dropped and
+   * counted (not counted as written into a stream that is gone) until it
+   * is opened again, every `reopenMs`.
+   */
+  let failed = false;
+  let reopenTimer: NodeJS.Timeout | undefined;
   const open = () => {
+    reopenTimer = undefined;
     if (o.file === "-") {
       out = process.stdout;
       return;
     }
     const f = createWriteStream(o.file, { flags: "a" });
-    f.on("error", (err) => o.logger.error({ err: err.message, file: o.file }, "network log file: cannot write; records are not written there"));
+    f.on("open", () => {
+      if (out !== f || !failed) return;
+      failed = false;
+      o.logger.info({ file: o.file }, "network log file: writing again");
+    });
+    f.on("error", (err) => {
+      if (out !== f || closed) return;
+      if (!failed) o.logger.error({ err: err.message, file: o.file, retryInMs: o.reopenMs ?? 5_000 }, "network log file: cannot write; records are dropped (counted) until it can be opened again");
+      failed = true;
+      clearTimeout(reopenTimer);
+      reopenTimer = setTimeout(open, o.reopenMs ?? 5_000);
+      reopenTimer.unref();
+    });
     out = f;
   };
   open();
@@ -77,7 +99,7 @@ export function startNetworkLogWriter(o: NetworkLogWriterOptions): NetworkLogWri
         const line = networkLogLine(r, selection);
         if (!line) continue;
         // Never queue behind a slow file: drop and count.
-        if ("writableNeedDrain" in out && out.writableNeedDrain) {
+        if (failed || out.destroyed || ("writableNeedDrain" in out && out.writableNeedDrain)) {
           dropped++;
           continue;
         }
@@ -107,8 +129,9 @@ export function startNetworkLogWriter(o: NetworkLogWriterOptions): NetworkLogWri
     async close() {
       closed = true;
       clearTimeout(retry);
+      clearTimeout(reopenTimer);
       stream?.cancel();
-      if (o.file !== "-") await new Promise<void>((r) => (out as WriteStream).end(() => r()));
+      if (o.file !== "-" && !out.destroyed) await new Promise<void>((r) => (out as WriteStream).end(() => r()));
     },
   };
 }

@@ -2,8 +2,15 @@
 // DESIGN §11.13): the listing's checks, which ports and events each log
 // selects (resource, target, both, neither; disabled, deleted, other
 // resource types), and the line written for a flow record.
+import * as grpc from "@grpc/grpc-js";
+import { EventEmitter } from "node:events";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import pino from "pino";
 import { describe, expect, it } from "vitest";
-import type { FlowRecord } from "../../services/contract/flow.js";
+import type { FlowRecord, FlowServiceClient } from "../../services/contract/flow.js";
+import { startNetworkLogWriter } from "../../services/openstack/network-log-writer.js";
 import { EMPTY_SELECTION, networkLogLine, parseLogsBody, selectLogs, type NeutronLog } from "../../services/openstack/network-logs.js";
 import { TranslateError, type NeutronPort } from "../../services/openstack/translate.js";
 
@@ -110,5 +117,40 @@ describe("networkLogLine: the line for a flow record", () => {
     expect(networkLogLine(record("p1", { endpoint: "" }), sel)).toBeUndefined();
     expect(networkLogLine(record("p1", { endpoint: "hv1/k8s/vm-p1/p1" }), sel)).toBeUndefined();
     expect(networkLogLine(record("p1"), sel)).toMatchObject({ port_id: "p1" });
+  });
+});
+
+describe("the network log file (network-log-writer.ts)", () => {
+  /** A flow stream the test feeds by hand, as FlowService.Watch delivers. */
+  function fakeFlows() {
+    const stream = new EventEmitter() as EventEmitter & { cancel(): void };
+    stream.cancel = () => stream.emit("error", Object.assign(new Error("cancelled"), { code: grpc.status.CANCELLED }));
+    return { stream, client: { watch: () => stream } as unknown as FlowServiceClient };
+  }
+  const until = async (cond: () => boolean, what: string) => {
+    for (let i = 0; i < 200 && !cond(); i++) await new Promise((r) => setTimeout(r, 10));
+    expect(cond(), what).toBe(true);
+  };
+
+  it("a file that cannot be written drops records and counts them dropped (never written); it is opened again and written once it can be", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "palisade-netlog-"));
+    try {
+      const file = join(dir, "missing", "network.log");
+      const counts = { written: 0, dropped: 0 };
+      const { stream, client } = fakeFlows();
+      const w = startNetworkLogWriter({ flows: client, file, logger: pino({ level: "silent" }), reopenMs: 20, onRecord: (r, n) => { counts[r] += n; } });
+      w.setSelection(selectLogs([log("l1", { resource_id: WEB, event: "DROP" })], PORTS));
+      await new Promise((r) => setTimeout(r, 50)); // the open fails (no directory)
+      stream.emit("data", { records: [record("p2"), record("p1")], dropped: 0 });
+      expect(counts).toEqual({ written: 0, dropped: 2 });
+      mkdirSync(join(dir, "missing"));
+      await until(() => { stream.emit("data", { records: [record("p2")], dropped: 0 }); return counts.written > 0; }, "written again after the directory appeared");
+      await w.close();
+      const lines = readFileSync(file, "utf8").trim().split("\n").map((l) => JSON.parse(l));
+      expect(lines.length).toBe(counts.written);
+      expect(lines[0]).toMatchObject({ port_id: "p2", event: "DROP" });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
