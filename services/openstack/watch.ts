@@ -77,6 +77,14 @@ export interface WatcherOptions {
    * named. Absent: only when nothing is pending.
    */
   feedMs?: number;
+  /**
+   * A notice's overflow asks for a full listing; no more often than this
+   * (ms, default 10 s): the feed's poll meanwhile, the listing when the
+   * time has come. (The notices' endpoint takes no credentials: a client
+   * sending "overflow" in a loop must not make the watch list the whole
+   * cloud back to back.)
+   */
+  overflowFullMinMs?: number;
   /** For tests. */
   now?: () => number;
 }
@@ -142,6 +150,8 @@ export function createWatcher(o: WatcherOptions) {
   let lastFull = 0;
   /** Set by invalidate(): the next poll is a full listing (what is held is kept as the "before" of bindings). */
   let mustList = true;
+  /** A notice overflowed: a full listing when overflowFullMinMs allows. */
+  let overflowed = false;
   let lastIdCheck = 0;
   /** When the change feed (or a full listing) last ran. */
   let lastFeed = 0;
@@ -212,6 +222,7 @@ export function createWatcher(o: WatcherOptions) {
     cursor = cursorBefore(started);
     lastFull = lastIdCheck = lastFeed = now();
     mustList = false;
+    overflowed = false;
     return {
       kind: "full", via: "full", feed, input,
       changed: { ports: snap.ports.length, deletedPorts: 0, groups: snap.securityGroups.length, deletedGroups: 0, addressGroups: true, bindingReads },
@@ -388,7 +399,9 @@ export function createWatcher(o: WatcherOptions) {
      * it has not run for `feedMs`), else the change feed.
      */
     async poll(pending?: PendingBatch): Promise<PollResult> {
-      if (mustList || ports === undefined || now() - lastFull >= o.resyncMs || pending?.full) return full();
+      if (pending?.full) overflowed = true;
+      if (mustList || ports === undefined || now() - lastFull >= o.resyncMs) return full();
+      if (overflowed) return now() - lastFull >= (o.overflowFullMinMs ?? 10_000) ? full() : incremental();
       // Address groups named while the extension was missing: the feed's poll lists them.
       if (pending && !pending.poll && (pending.addressGroups.size === 0 || addressGroups !== undefined)) {
         const named = await fetchByIds(pending);

@@ -443,6 +443,23 @@ describe.each(["revisions", "changed-since"] as const)("watch, by id (the ML2 dr
     expect(r.input().ports.map((p) => p.id).sort()).toEqual(["p0", "p2", "p9"]);
   });
 
+  it("overflow notices in a loop list the cloud at most once per 10 s; the feed's poll meanwhile, the listing when its time has come", async () => {
+    const { n, w } = setup(feed, 3);
+    await w.poll();
+    const vias: string[] = [];
+    for (let s = 0; s < 25; s++) {
+      n.tick(1_000);
+      vias.push((await w.poll(batch([], true))).via);
+    }
+    // t = 1..25 s after the first listing: full at 10 s and 20 s, the feed otherwise.
+    expect(vias.filter((v) => v === "full")).toHaveLength(2);
+    expect(vias.filter((v) => v !== "full").every((v) => v === "feed")).toBe(true);
+    // Pending overflow is not forgotten: with no notice at all, the listing still comes when due.
+    await w.poll(batch([], true));
+    n.tick(10_000);
+    expect((await w.poll()).via).toBe("full");
+  });
+
   it("a notice on every poll does not starve the change feed: a change no notice named is found within feedMs", async () => {
     const n = fakeNeutron(feed === "changed-since");
     n.hooks.latency = () => 40;
@@ -471,6 +488,7 @@ describe.each(["revisions", "changed-since"] as const)("watch, by id (the ML2 dr
   it("overflow lists everything; an unknown change polls the change feed; a failure's invalidate still lists everything", async () => {
     const { n, w } = setup(feed, 3);
     await w.poll();
+    n.tick(10_000);
     n.calls.length = 0;
     expect((await w.poll(batch([{ resource: "port", id: "p1" }], true))).via).toBe("full");
     expect(n.calls).toContain("snapshot ports");
