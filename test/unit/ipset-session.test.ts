@@ -5,6 +5,11 @@
 import { describe, expect, it } from "vitest";
 import type { CommandRunner, CommandSession } from "../../services/driver/kernel/command-runner.js";
 import { IpsetSessionError, openIpsetSession } from "../../services/driver/kernel/ipset-session.js";
+import { createDataplane } from "../../services/driver/apply/dataplane.js";
+import { buildPlanInput, driverBaseChains } from "../../services/driver/plan/plan-input.js";
+import { DesiredState } from "../../services/driver/sync/desired-state.js";
+import { createLogger } from "../../services/runtime/logger.js";
+import { FakeKernel } from "../support/fake-kernel.js";
 
 const WARNING = "Warning: Kernel support protocol versions 6-6 while userspace supports protocol versions 6-7";
 const VERSION = "ipset v7.10, protocol version: 7";
@@ -87,5 +92,117 @@ describe("ipset session: a failed batch whose process does not end when killed",
     expect(Date.now() - t0).toBeLessThan(2_000);
     expect(s.ended).toBe(true);
     await expect(s.run(LINES)).rejects.toThrow(/had ended before the batch/);
+  });
+});
+
+describe("dataplane: the ipset session circuit breaker and start failures (DESIGN §6.7)", () => {
+  const BASE = driverBaseChains(["tap"], [4]);
+  const logger = createLogger({ name: "test", level: "silent" });
+  const SET = "pal4t-s0";
+
+  /**
+   * A dataplane on the fake kernel whose sessions (the fake's) fail every
+   * batch from the `failFrom`-th of each session on (an error printed after
+   * the lines were carried out), or whose start throws (`openThrows`). The
+   * clock is the test's.
+   */
+  async function setup(o: { failFrom?: number; openThrows?: boolean }) {
+    const k = new FakeKernel();
+    const clock = { t: 0 };
+    const ev = { starts: 0, failed: [] as string[], disabled: [] as [string, number][] };
+    const runner: CommandRunner = {
+      run: (cmd, args, input) => k.run(cmd, args, input),
+      openSession: (cmd, args, ro) => {
+        if (o.openThrows) throw new Error("spawn ipset ENOMEM (injected)");
+        const inner = k.openSession(cmd, args, ro);
+        const outs: ((t: string) => void)[] = [];
+        inner.onOutput((t) => { for (const f of outs) f(t); });
+        let batches = 0;
+        return {
+          get pid() { return inner.pid; },
+          get ended() { return inner.ended; },
+          onOutput: (fn) => { outs.push(fn); },
+          onExit: (fn) => inner.onExit(fn),
+          kill: () => inner.kill(),
+          write(text) {
+            inner.write(text);
+            if (++batches >= (o.failFrom ?? Infinity)) setImmediate(() => { for (const f of outs) f("ipset v7.17: injected error\n"); });
+          },
+        };
+      },
+    };
+    const dp = createDataplane({
+      runner, backend: "nft", families: [4], logger, ipsetSession: true, ipsetSessionTimeoutMs: 2_000, now: () => clock.t,
+      sessionEvents: { started: () => { ev.starts++; }, failed: (r) => { ev.failed.push(r); }, disabled: (r, ms) => { ev.disabled.push([r, ms]); } },
+    });
+    const d = new DesiredState();
+    d.apply([
+      ...["pal-from-wl-dispatch", "pal-to-wl-dispatch", "pal-wl-to-host"].map((name) => ({ type: "chain-update" as const, chain: { table: "filter" as const, family: 4 as const, name, rules: ["-j DROP"] } })),
+      { type: "ipset-update", name: SET, family: 4, members: ["198.18.0.1"] },
+    ]);
+    const apply = () => dp.applyFrom(() => ({ input: buildPlanInput({ base: BASE, families: [4], desired: d }), changes: d.takeChanges() }));
+    await apply(); // the snapshot: creates go through a restore
+    let n = 1;
+    /** One member added, applied: "ok", or the error's message. */
+    const addOne = async (): Promise<string> => {
+      n++;
+      d.apply([{ type: "ipset-delta", name: SET, family: 4, added: [`198.18.0.${n}`], removed: [] }]);
+      return apply().then(() => "ok", (e: Error) => e.message);
+    };
+    const members = () => [...k.sets.get(SET)!.members].sort();
+    const want = () => Array.from({ length: n }, (_, i) => `198.18.0.${i + 1}`).sort();
+    return { k, dp, clock, ev, addOne, members, want };
+  }
+
+  it("a session that fails every batch: after its first failure sessions are off for 1 min, doubling; set batches go through restores and applies succeed", async () => {
+    const s = await setup({ failFrom: 1 });
+    expect(await s.addOne()).toMatch(/ipset session: .*injected error/);
+    expect(s.ev.disabled).toEqual([["error", 60_000]]);
+    // Off: every apply succeeds through a restore, no session started.
+    for (let i = 0; i < 5; i++) {
+      s.clock.t += 10_000;
+      const from = s.k.log.length;
+      expect(await s.addOne()).toBe("ok");
+      expect(s.k.log.slice(from).filter((l) => l.startsWith("ipset"))).toEqual(i === 0 ? ["ipset save", "ipset restore"] : ["ipset restore"]);
+    }
+    expect(s.ev.starts).toBe(1);
+    expect(s.members()).toEqual(s.want());
+    // After the backoff one session is tried again; it fails on its first batch: off for 2 min.
+    s.clock.t += 10_001;
+    expect(await s.addOne()).toMatch(/injected error/);
+    expect(s.ev.starts).toBe(2);
+    expect(s.ev.disabled).toEqual([["error", 60_000], ["error", 120_000]]);
+    s.clock.t += 60_000;
+    expect(await s.addOne()).toBe("ok");
+    expect(s.ev.starts).toBe(2);
+    expect(s.members()).toEqual(s.want());
+    await s.dp.close();
+  });
+
+  it("sessions that work once, then fail: off after 3 failures in a row", async () => {
+    const s = await setup({ failFrom: 2 });
+    const results: string[] = [];
+    for (let i = 0; i < 12; i++) results.push(await s.addOne());
+    // session, fail, restore (apply succeeds) — three times; then off: restores alone.
+    const failures = results.filter((r) => r !== "ok").length;
+    expect(failures).toBe(3);
+    expect(s.ev.disabled).toEqual([["error", 60_000]]);
+    expect(results.slice(-4)).toEqual(["ok", "ok", "ok", "ok"]);
+    expect(s.ev.starts).toBe(3);
+    expect(s.members()).toEqual(s.want());
+    await s.dp.close();
+  });
+
+  it("a session whose start throws: counted (start), the batch goes through a restore in the same apply, sessions off", async () => {
+    const s = await setup({ openThrows: true });
+    const from = s.k.log.length;
+    expect(await s.addOne()).toBe("ok");
+    expect(s.k.log.slice(from)).toEqual(["ipset restore"]);
+    expect(s.ev.failed).toEqual(["start"]);
+    expect(s.ev.disabled).toEqual([["start", 60_000]]);
+    expect(s.ev.starts).toBe(0);
+    expect(await s.addOne()).toBe("ok");
+    expect(s.ev.failed).toEqual(["start"]);
+    expect(s.members()).toEqual(s.want());
   });
 });
