@@ -11,8 +11,8 @@
 //     with the next line; at EOF it exits 0.
 // So a batch is written as its lines followed by the sentinel `version`,
 // whose answer ("ipset v7.17, protocol version: 7") marks the batch's end.
-// The output up to the sentinel must be prompts alone: anything else is an
-// error, attributed to the line whose prompt it follows (the k-th prompt
+// The output up to the sentinel must be prompts alone (and ipset 7.x's
+// protocol-6 warning, PROTOCOL_WARNING_RE): anything else is an error, attributed to the line whose prompt it follows (the k-th prompt
 // of a batch is printed before its k-th line is read). Lines are add/del
 // with -exist only (sessionEligible), so the only errors are real ones.
 //
