@@ -84,6 +84,7 @@ export async function startDriver(options: DriverOptions): Promise<Driver> {
     sessionEvents: {
       started: (pid) => { stats.ipsetSessionStarted(); logger.debug({ pid }, "ipset session started"); },
       failed: (reason) => stats.ipsetSessionFailed(reason),
+      disabled: (reason) => stats.ipsetSessionDisabled(reason),
     },
   });
   // Flow reports: the driver's rate-limit chains are base chains too (they

@@ -34,7 +34,12 @@ export function createDriverMetrics() {
     }),
     ipsetSessionFailures: new Counter({
       name: "palisade_driver_ipset_session_failures_total",
-      help: "ipset session failures by reason (error: a line refused; ended: the process died; timeout: no answer; output: unexpected output). The apply failed and was retried from a read-back, or (ended between applies) went through ipset restore",
+      help: "ipset session failures by reason (error: a line refused; ended: the process died; timeout: no answer; output: unexpected output; start: the process could not be started). The apply failed and was retried from a read-back, or (ended between applies) went through ipset restore",
+      labelNames: ["reason"], registers: [registry],
+    }),
+    ipsetSessionDisabled: new Counter({
+      name: "palisade_driver_ipset_session_disabled_total",
+      help: "Times the ipset session circuit breaker turned sessions off (a session failed on its first batch, or 3 failures in a row), by the last failure's reason; off 1 min, doubling to 1 h (DESIGN §6.7)",
       labelNames: ["reason"], registers: [registry],
     }),
     appliedRevision: new Gauge({ name: "palisade_driver_applied_revision", help: "Model revision last applied", registers: [registry] }),

@@ -318,7 +318,8 @@ describe("dataplane: random histories with failures and tampering always converg
         run: (cmd, args, input) => (rnd() < failing ? Promise.reject(new Error("injected")) : k.run(cmd, args, input)),
         openSession: viaSession ? injectingSessions(k, rnd, () => sessionFailing, injected) : undefined,
       };
-      const dp = createDataplane({ runner, backend: "nft", families: [...FAMILIES], logger, ipsetSession: viaSession, ipsetSessionTimeoutMs: 100 });
+      // The breaker off (backoff 0): these histories are about recovering from each failure (its own tests: ipset-session.test.ts).
+      const dp = createDataplane({ runner, backend: "nft", families: [...FAMILIES], logger, ipsetSession: viaSession, ipsetSessionTimeoutMs: 100, ipsetSessionBackoffMs: 0 });
       const d = new DesiredState();
       let world = emptyWorld(FAMILIES);
       d.apply(updatesBetween(rnd, emptyWorld([]), world));

@@ -36,6 +36,8 @@ export interface ApplyStats {
   connectionsEnded(family: IpVersion, n: number): void;
   ipsetSessionStarted(): void;
   ipsetSessionFailed(reason: string): void;
+  /** The session circuit breaker tripped (DESIGN §6.7). */
+  ipsetSessionDisabled(reason: string): void;
 }
 
 export function createApplyStats(families: readonly IpVersion[], m: DriverMetrics | undefined): ApplyStats {
@@ -82,6 +84,9 @@ export function createApplyStats(families: readonly IpVersion[], m: DriverMetric
     ipsetSessionFailed(reason) {
       counters.ipsetSessionFailures++;
       m?.ipsetSessionFailures.inc({ reason });
+    },
+    ipsetSessionDisabled(reason) {
+      m?.ipsetSessionDisabled.inc({ reason });
     },
     connectionsEnded(f, n) {
       counters.connectionsEnded += n;

@@ -87,12 +87,25 @@ export interface Dataplane {
   close(): Promise<void>;
 }
 
+/** Why a session failed: the batch's (ipset-session.ts), or `start` (the runner could not start the process). */
+export type SessionFailureReason = SessionFailure | "start";
+
 /** What the dataplane tells about its ipset session (metrics, logs). */
 export interface IpsetSessionEvents {
   started(pid: number | undefined): void;
-  /** A session failed (an error in a batch, the process ended, no answer): the batch's apply failed, or (ended between applies) went through a restore. */
-  failed(reason: SessionFailure): void;
+  /** A session failed (an error in a batch, the process ended, no answer): the batch's apply failed, or (ended between applies, or could not start) went through a restore. */
+  failed(reason: SessionFailureReason): void;
+  /** The circuit breaker tripped: sessions are off for `forMs` (DESIGN §6.7). */
+  disabled?(reason: SessionFailureReason, forMs: number): void;
 }
+
+/** Session failures in a row that turn sessions off (DESIGN §6.7); "in a row": no session completed SESSION_HEALTHY_BATCHES batches between them. */
+export const SESSION_BREAKER_FAILURES = 3;
+/** Batches a session completes before its earlier failures (and the backoff) are forgiven. */
+export const SESSION_HEALTHY_BATCHES = 100;
+/** How long sessions stay off the first time the breaker trips; doubled each time it trips again, up to the maximum. */
+export const SESSION_BREAKER_BACKOFF_MS = 60_000;
+export const SESSION_BREAKER_MAX_BACKOFF_MS = 3_600_000;
 
 /** `--wait` waits for the xtables lock instead of failing (legacy backend). */
 const WAIT_ARGS = ["--wait", "10"];
@@ -107,6 +120,8 @@ export function createDataplane(opts: {
   ipsetSession?: boolean;
   /** How long a session batch may wait for its sentinel; default 10 s. */
   ipsetSessionTimeoutMs?: number;
+  /** How long the circuit breaker first turns sessions off (SESSION_BREAKER_BACKOFF_MS; 0 = never off beyond the failed apply, tests only). */
+  ipsetSessionBackoffMs?: number;
   sessionEvents?: IpsetSessionEvents;
 }): Dataplane {
   const { runner, backend, families, logger } = opts;
@@ -116,6 +131,18 @@ export function createDataplane(opts: {
   /** False from a session failure until the next successful apply: set batches go through restores. */
   let sessionAllowed = sessionsEnabled;
   const now = opts.now ?? (() => performance.now());
+  // The circuit breaker (DESIGN §6.7): a session that fails on its first
+  // batch, or SESSION_BREAKER_FAILURES failures in a row, turn sessions off
+  // until `sessionsOffUntil` (now()), however many applies succeed meanwhile:
+  // a session that can never work must not fail an apply (and cost a
+  // read-back) after every successful one.
+  const initialBackoffMs = opts.ipsetSessionBackoffMs ?? SESSION_BREAKER_BACKOFF_MS;
+  let backoffMs = initialBackoffMs;
+  let sessionsOffUntil = -Infinity;
+  /** Session failures since a session last completed SESSION_HEALTHY_BATCHES batches. */
+  let failuresInARow = 0;
+  /** Batches the running session completed. */
+  let sessionBatches = 0;
   /** The drift reference: what the last successful apply programmed. */
   let reference: ProgrammedState | undefined;
   /** The kernel holds exactly `reference` (see the header). */
@@ -138,24 +165,47 @@ export function createDataplane(opts: {
     return state;
   }
 
+  /** A session failed (it is gone): restores until an apply succeeds; the breaker counts it. */
+  function sessionFailed(reason: SessionFailureReason, firstBatch: boolean): void {
+    opts.sessionEvents?.failed(reason);
+    session = undefined;
+    sessionAllowed = false;
+    failuresInARow++;
+    if (!firstBatch && failuresInARow < SESSION_BREAKER_FAILURES) return;
+    sessionsOffUntil = now() + backoffMs;
+    logger.warn({ reason, firstBatch, failuresInARow, offForMs: backoffMs }, `ipset sessions off for ${Math.round(backoffMs / 1000)} s (${firstBatch ? "a session failed on its first batch" : `${failuresInARow} session failures in a row`}); set batches go through ipset restore meanwhile`);
+    opts.sessionEvents?.disabled?.(reason, backoffMs);
+    backoffMs = Math.min(backoffMs * 2, SESSION_BREAKER_MAX_BACKOFF_MS);
+    failuresInARow = 0;
+  }
+
   /** One set batch: through the session when it may, else one `ipset restore`. */
   async function runIpset(lines: string[]): Promise<void> {
-    if (sessionAllowed && sessionEligible(lines)) {
+    if (sessionAllowed && now() >= sessionsOffUntil && sessionEligible(lines)) {
       if (session?.ended) {
         // It died between applies: nothing of this batch was written to it,
         // so a restore carries the batch; a new session after this apply.
         logger.warn({ pid: session.pid }, "ipset session had ended; this batch goes through ipset restore");
-        opts.sessionEvents?.failed("ended");
-        session = undefined;
-        sessionAllowed = false;
+        sessionFailed("ended", sessionBatches === 0);
       } else {
         if (!session) {
-          session = openIpsetSession(runner, { timeoutMs: opts.ipsetSessionTimeoutMs });
-          opts.sessionEvents?.started(session?.pid);
+          try {
+            session = openIpsetSession(runner, { timeoutMs: opts.ipsetSessionTimeoutMs });
+          } catch (err) {
+            // Nothing was written: a restore carries this batch in this apply.
+            logger.warn({ err: (err as Error).message }, "ipset session could not start; this batch goes through ipset restore");
+            sessionFailed("start", true);
+          }
+          sessionBatches = 0;
+          if (session) opts.sessionEvents?.started(session.pid);
         }
         if (session) {
           try {
             await session.run(lines);
+            if (++sessionBatches === SESSION_HEALTHY_BATCHES) {
+              failuresInARow = 0;
+              backoffMs = initialBackoffMs;
+            }
             return;
           } catch (err) {
             // Killed by now. Later lines may have been carried out: the
@@ -163,9 +213,7 @@ export function createDataplane(opts: {
             // goes through restores until an apply succeeds.
             const reason = err instanceof IpsetSessionError ? err.reason : "error";
             logger.warn({ pid: session.pid, reason, err: (err as Error).message }, "ipset session failed; the apply fails, set batches go through ipset restore until an apply succeeds");
-            opts.sessionEvents?.failed(reason);
-            session = undefined;
-            sessionAllowed = false;
+            sessionFailed(reason, sessionBatches === 0);
             throw err;
           }
         }

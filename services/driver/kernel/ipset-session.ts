@@ -11,8 +11,8 @@
 //     with the next line; at EOF it exits 0.
 // So a batch is written as its lines followed by the sentinel `version`,
 // whose answer ("ipset v7.17, protocol version: 7") marks the batch's end.
-// The output up to the sentinel must be prompts alone: anything else is an
-// error, attributed to the line whose prompt it follows (the k-th prompt
+// The output up to the sentinel must be prompts alone (and ipset 7.x's
+// protocol-6 warning, PROTOCOL_WARNING_RE): anything else is an error, attributed to the line whose prompt it follows (the k-th prompt
 // of a batch is printed before its k-th line is read). Lines are add/del
 // with -exist only (sessionEligible), so the only errors are real ones.
 //
@@ -24,6 +24,15 @@ import type { CommandRunner, CommandSession, RunOptions } from "./command-runner
 
 const PROMPT = "ipset> ";
 const SENTINEL_RE = /^ipset v\d+(?:\.\d+)*, protocol version: \d+$/;
+/**
+ * ipset 7.x on a kernel that speaks only protocol 6 prints this next to its
+ * `version` answer ("Warning: Kernel support protocol versions 6-6 while
+ * userspace supports protocol versions 6-7"), on either side of it: not an
+ * error of any line, so it is skipped wherever it arrives. Nothing else is.
+ */
+const PROTOCOL_WARNING_RE = /^Warning: Kernel support protocol versions /;
+/** How long a failed batch waits for its killed process to end before rejecting anyway. */
+const KILL_WAIT_MS = 5_000;
 /** More output than this without a sentinel is not ipset answering a batch. */
 const MAX_OUTPUT = 1 << 20;
 /** A batch of at most this many lines goes through the session; a larger one through `ipset restore`
@@ -61,9 +70,10 @@ export interface IpsetSession {
   close(): Promise<void>;
 }
 
-export function openIpsetSession(runner: CommandRunner, opts: { timeoutMs?: number; runOptions?: RunOptions } = {}): IpsetSession | undefined {
+export function openIpsetSession(runner: CommandRunner, opts: { timeoutMs?: number; killWaitMs?: number; runOptions?: RunOptions } = {}): IpsetSession | undefined {
   if (!runner.openSession) return undefined;
   const timeoutMs = opts.timeoutMs ?? 10_000;
+  const killWaitMs = opts.killWaitMs ?? KILL_WAIT_MS;
   const proc: CommandSession = runner.openSession("ipset", ["-"], opts.runOptions);
   /** Output not yet parsed (a partial prompt or line). */
   let buf = "";
@@ -82,6 +92,7 @@ export function openIpsetSession(runner: CommandRunner, opts: { timeoutMs?: numb
       if (nl < 0) return; // a line, in part
       const line = buf.slice(0, nl);
       buf = buf.slice(nl + 1);
+      if (PROTOCOL_WARNING_RE.test(line)) continue;
       if (!SENTINEL_RE.test(line)) {
         // A message of several lines ("Try `ipset help'…") belongs to the same prompt.
         const last = errors[errors.length - 1];
@@ -143,9 +154,16 @@ export function openIpsetSession(runner: CommandRunner, opts: { timeoutMs?: numb
             clearTimeout(timer);
             // Whatever it was doing, it does no more: nothing of this batch
             // can still be carried out after the caller reads the kernel back.
-            void proc.kill().then(() => {
+            // Bounded: a process that does not end even after SIGKILL (stuck
+            // in the kernel) must not hang the apply; the error says so.
+            let waited: ReturnType<typeof setTimeout> | undefined;
+            const gone = new Promise<boolean>((r) => { waited = setTimeout(() => r(false), killWaitMs); });
+            void Promise.race([proc.kill().then(() => true), gone]).then((ended) => {
+              clearTimeout(waited);
               batch = undefined;
-              reject(new IpsetSessionError(reason, detail));
+              // Never used again either way.
+              if (!ended) exited ??= `did not end within ${killWaitMs} ms of SIGKILL`;
+              reject(new IpsetSessionError(reason, ended ? detail : `${detail} (the process, pid ${proc.pid ?? "?"}, did not end within ${killWaitMs} ms of SIGKILL)`));
             });
           },
         };
