@@ -78,9 +78,9 @@ export interface WatcherOptions {
    */
   feedMs?: number;
   /**
-   * A notice's overflow asks for a full listing; no more often than this
-   * (ms, default 10 s): the feed's poll meanwhile, the listing when the
-   * time has come. (The notices' endpoint takes no credentials: a client
+   * A notice's overflow asks for a full listing: at once, but no sooner
+   * than this (ms, default 10 s) after the last one an overflow made: the
+   * feed's poll meanwhile, the listing when the time has come. (The notices' endpoint takes no credentials: a client
    * sending "overflow" in a loop must not make the watch list the whole
    * cloud back to back.)
    */
@@ -152,6 +152,8 @@ export function createWatcher(o: WatcherOptions) {
   let mustList = true;
   /** A notice overflowed: a full listing when overflowFullMinMs allows. */
   let overflowed = false;
+  /** When an overflow last made a full listing. */
+  let lastOverflowFull = -Infinity;
   let lastIdCheck = 0;
   /** When the change feed (or a full listing) last ran. */
   let lastFeed = 0;
@@ -401,7 +403,13 @@ export function createWatcher(o: WatcherOptions) {
     async poll(pending?: PendingBatch): Promise<PollResult> {
       if (pending?.full) overflowed = true;
       if (mustList || ports === undefined || now() - lastFull >= o.resyncMs) return full();
-      if (overflowed) return now() - lastFull >= (o.overflowFullMinMs ?? 10_000) ? full() : incremental();
+      if (overflowed) {
+        // The first at once (notices were lost: list everything); one more
+        // within overflowFullMinMs of it waits, the feed's poll meanwhile.
+        if (now() - lastOverflowFull < (o.overflowFullMinMs ?? 10_000)) return incremental();
+        lastOverflowFull = now();
+        return full();
+      }
       // Address groups named while the extension was missing: the feed's poll lists them.
       if (pending && !pending.poll && (pending.addressGroups.size === 0 || addressGroups !== undefined)) {
         const named = await fetchByIds(pending);
