@@ -296,9 +296,19 @@ export function createWatcher(o: WatcherOptions) {
       deletedGroups = g.deleted;
     }
     const agChanged = await readAddressGroups();
-    // Bindings before anything held changes (a failure leaves the revisions
-    // moved for the next poll), against the versions before this poll — of
-    // the changed ports only: an idle poll must not copy the whole cloud.
+    return commit({ changedPorts, deletedPorts, changedGroups, deletedGroups, agChanged }, "feed");
+  }
+
+  /**
+   * Takes what a feed or by-id poll found into what is held, and says what
+   * changed. Bindings first, before anything held changes (a failure leaves
+   * the revisions moved for the next poll, or makes it a full one), against
+   * the versions before this poll — of the changed ports only: an idle poll
+   * must not copy the whole cloud.
+   */
+  async function commit(c: { changedPorts: NeutronPort[]; deletedPorts: string[]; changedGroups: NeutronSecurityGroup[]; deletedGroups: string[]; agChanged: boolean }, via: "feed" | "by-id"): Promise<PollResult> {
+    const held = ports!;
+    const { changedPorts, deletedPorts, changedGroups, deletedGroups, agChanged } = c;
     const previous: Held<NeutronPort> = new Map();
     for (const x of changedPorts) {
       const h = held.get(x.id);
@@ -314,7 +324,7 @@ export function createWatcher(o: WatcherOptions) {
     for (const id of deletedGroups) groups.delete(id);
     const any = changedPorts.length + deletedPorts.length + changedGroups.length + deletedGroups.length > 0 || agChanged;
     return {
-      kind: any ? "changes" : "idle", via: "feed", feed: feed!, input,
+      kind: any ? "changes" : "idle", via, feed: feed!, input,
       changed: { ports: changedPorts.length, deletedPorts: deletedPorts.length, groups: changedGroups.length, deletedGroups: deletedGroups.length, addressGroups: agChanged, bindingReads },
     };
   }
@@ -360,25 +370,7 @@ export function createWatcher(o: WatcherOptions) {
       addressGroupsJson = json;
     }
 
-    // Bindings before anything held changes (a failure makes the next poll a full one).
-    const previous: Held<NeutronPort> = new Map();
-    for (const x of changedPorts) {
-      const h = held.get(x.id);
-      if (h) previous.set(x.id, h);
-    }
-    const bindingReads = await refreshBindings(changedPorts, previous);
-    for (const x of changedPorts) held.set(x.id, x);
-    for (const id of deletedPorts) {
-      held.delete(id);
-      bindings.delete(id);
-    }
-    for (const x of changedGroups) groups.set(x.id, x);
-    for (const id of deletedGroups) groups.delete(id);
-    const any = changedPorts.length + deletedPorts.length + changedGroups.length + deletedGroups.length > 0 || agChanged;
-    return {
-      kind: any ? "changes" : "idle", via: "by-id", feed: feed!, input,
-      changed: { ports: changedPorts.length, deletedPorts: deletedPorts.length, groups: changedGroups.length, deletedGroups: deletedGroups.length, addressGroups: agChanged, bindingReads },
-    };
+    return commit({ changedPorts, deletedPorts, changedGroups, deletedGroups, agChanged }, "by-id");
   }
 
   /** A by-id poll followed by the feed's, as one result (the held picture is the one both updated). */
